@@ -1,0 +1,59 @@
+// Package sandbox is the sandbox domain: the Spec a user asks for, the
+// Sandbox record and its states, the Driver interface every backend
+// implements, and the Manager that runs their lifecycle.
+package sandbox
+
+import "time"
+
+// State is a sandbox's lifecycle state. Transitions are persisted before
+// they are acted on: creating -> running -> terminating -> terminated, or
+// failed (with a reason), or lost (the driver no longer knows it).
+type State string
+
+// The states.
+const (
+	Creating    State = "creating"
+	Running     State = "running"
+	Terminating State = "terminating"
+	Terminated  State = "terminated"
+	Failed      State = "failed"
+	Lost        State = "lost"
+)
+
+// Spec is the request body of POST /sandbox. The first six fields are the
+// original design's and keep their exact names.
+type Spec struct {
+	ImageBase          string            `json:"image_base"`
+	DockerfileCommands []string          `json:"dockerfile_commands"`
+	VolumeName         string            `json:"volume_name"`
+	S3BucketName       string            `json:"s3_bucket_name"`
+	S3KeyPrefix        string            `json:"s3_key_prefix"`
+	InitFromS3         bool              `json:"init_from_s3"`
+	Env                map[string]string `json:"env,omitempty"`
+	CPU                float64           `json:"cpu,omitempty"`
+	MemoryMB           int               `json:"memory_mb,omitempty"`
+	PidsLimit          int               `json:"pids_limit,omitempty"`
+	DiskMB             int               `json:"disk_mb,omitempty"`
+	Network            string            `json:"network,omitempty"` // "none" (default) | "full"
+	IdleTimeoutS       int               `json:"idle_timeout_s,omitempty"`
+	MaxLifetimeS       int               `json:"max_lifetime_s,omitempty"`
+	Name               string            `json:"name,omitempty"`
+	Labels             map[string]string `json:"labels,omitempty"`
+	FromSnapshot       string            `json:"from_snapshot,omitempty"`
+	GPU                string            `json:"gpu,omitempty"`
+}
+
+// Sandbox is the persisted record of one sandbox.
+type Sandbox struct {
+	ID           string     `json:"sandbox_id"`
+	OwnerID      string     `json:"owner_id"`
+	Spec         Spec       `json:"spec"`
+	State        State      `json:"status"`
+	Reason       string     `json:"reason,omitempty"`
+	Driver       string     `json:"driver"`
+	Ref          Ref        `json:"-"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+	LastActiveAt time.Time  `json:"last_active_at"`
+	TerminatedAt *time.Time `json:"terminated_at,omitempty"`
+}
