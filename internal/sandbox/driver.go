@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"io/fs"
+	"net"
 	"syscall"
 	"time"
 )
@@ -49,11 +50,6 @@ type CreateRequest struct {
 	// Mounts are extra mounts the server adds (e.g. the Claude CLI tools dir).
 	// Drivers that cannot bind host paths ignore them and report so through Capabilities.
 	Mounts []Mount
-	// GatewaySocket, if set, is a host unix socket the sandbox must reach as
-	// http://127.0.0.1:GatewayPort even with network "none" (local driver:
-	// bind-mount plus a loopback forwarder inside the sandbox).
-	GatewaySocket string
-	GatewayPort   int
 	// Log receives human-readable build and start progress. May be nil.
 	Log io.Writer
 }
@@ -78,9 +74,9 @@ type ExecRequest struct {
 
 // ExitStatus is how an exec ended.
 type ExitStatus struct {
-	Code      int    `json:"exit_code"`
-	Signal    string `json:"signal,omitempty"`     // e.g. "SIGKILL" when killed by a signal
-	OOMKilled bool   `json:"oom_killed,omitempty"` // the sandbox's memory limit killed it
+	Code      int           `json:"exit_code"`
+	Signal    string        `json:"signal,omitempty"`     // e.g. "SIGKILL" when killed by a signal
+	OOMKilled bool          `json:"oom_killed,omitempty"` // the sandbox's memory limit killed it
 	Duration  time.Duration `json:"-"`
 }
 
@@ -137,4 +133,12 @@ type Volume struct {
 // (Modal's SnapshotFilesystem). It returns a driver-specific image reference.
 type FilesystemSnapshotter interface {
 	SnapshotFilesystem(ctx context.Context, ref Ref) (string, error)
+}
+
+// NetListener is the optional capability to open a TCP listener inside the
+// sandbox's own network namespace (local driver). The server serves the LLM
+// gateway on it, so a sandbox with network "none" reaches the gateway at
+// http://<addr> and nothing else. The listener stays valid until Destroy.
+type NetListener interface {
+	Listen(ctx context.Context, ref Ref, addr string) (net.Listener, error)
 }

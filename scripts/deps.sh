@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what the server and the tests need, when missing. Idempotent.
+#   scripts/deps.sh run    -> what `make run` needs (bubblewrap, the Claude Code CLI)
+#   scripts/deps.sh test   -> plus postgresql, chromium, versitygw, busybox-static
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-test}
+TOOLS=${TECHBOSS_TOOLS_DIR:-$PWD/.tools}
+CLAUDE_VERSION=2.1.197
+VERSITYGW_VERSION=v1.8.0
+mkdir -p "$TOOLS"
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have bwrap || need_apt+=(bubblewrap)
+have nsenter || need_apt+=(util-linux)
+if [ "$mode" = test ]; then
+  [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+  have chromium || need_apt+=(chromium)
+  [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx wget && [ "$(file -b /bin/busybox 2>/dev/null | grep -c static)" = 1 ] || dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if have apt-get && [ "$(id -u)" = 0 ]; then
+    echo "deps: installing ${need_apt[*]} (apt)" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "deps: missing ${need_apt[*]}; install them with your package manager" >&2
+    exit 1
+  fi
+fi
+
+# The Claude Code CLI, pinned, in a project-local prefix.
+if [ ! -x "$TOOLS/claude/node_modules/.bin/claude" ]; then
+  if have npm; then
+    echo "deps: installing @anthropic-ai/claude-code@$CLAUDE_VERSION into $TOOLS/claude" >&2
+    mkdir -p "$TOOLS/claude"
+    npm install --silent --no-audit --no-fund --prefix "$TOOLS/claude" "@anthropic-ai/claude-code@$CLAUDE_VERSION" >&2
+  else
+    echo "deps: npm not found; the Claude Code CLI will not be available to sandboxes" >&2
+  fi
+fi
+
+if [ "$mode" = test ]; then
+  if [ ! -x "$TOOLS/bin/versitygw" ]; then
+    echo "deps: building versitygw $VERSITYGW_VERSION (about 2 minutes)" >&2
+    GOBIN="$TOOLS/bin" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  fi
+fi
