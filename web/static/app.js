@@ -1,0 +1,113 @@
+// TechBoss AI web UI: a hash router over a few views. No build step.
+import { api } from "./api.js";
+import { h, field, errorBox, busy } from "./dom.js";
+import { sandboxesView } from "./sandboxes.js";
+import { sandboxView } from "./sandbox.js";
+import { tokensView } from "./tokens.js";
+import { usageView } from "./usage.js";
+
+const main = document.getElementById("main");
+const state = { me: null, view: null, cleanup: null };
+
+async function loadMe() {
+  try {
+    state.me = await api("GET", "/auth/me");
+  } catch {
+    state.me = null;
+  }
+  renderChrome();
+}
+
+function renderChrome() {
+  const logged = !!state.me;
+  document.getElementById("nav").hidden = !logged;
+  document.getElementById("who").hidden = !logged;
+  const u = state.me && (state.me.user || state.me);
+  document.getElementById("who-email").textContent = u ? u.email || u.name || "" : "";
+}
+
+function parseHash() {
+  const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
+  return { name: parts[0] || "sandboxes", args: parts.slice(1) };
+}
+
+async function route() {
+  const { name, args } = parseHash();
+  if (!state.me) { showLogin(); return; }
+  if (name === "login") { location.hash = "#/sandboxes"; return; }
+  // Within one sandbox, switching tabs keeps the page (and its live stream).
+  if (state.view && state.view.name === "sandbox" && name === "sandbox" && state.view.id === args[0]) {
+    state.view.api.select(args[1] || "chat");
+    return;
+  }
+  teardown();
+  for (const a of document.querySelectorAll("#nav a")) {
+    if (a.dataset.nav === (name === "sandbox" ? "sandboxes" : name)) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  main.replaceChildren();
+  const ctx = { me: state.me, main };
+  let v;
+  switch (name) {
+    case "sandbox":
+      v = sandboxView(ctx, args[0], args[1] || "chat");
+      state.view = { name, id: args[0], api: v };
+      break;
+    case "tokens": v = tokensView(ctx); state.view = { name, api: v }; break;
+    case "usage": v = usageView(ctx); state.view = { name, api: v }; break;
+    default: v = sandboxesView(ctx); state.view = { name: "sandboxes", api: v };
+  }
+  state.cleanup = v && v.cleanup;
+}
+
+function teardown() {
+  if (state.cleanup) { try { state.cleanup(); } catch (e) { console.warn(e); } }
+  state.cleanup = null;
+  state.view = null;
+}
+
+function showLogin() {
+  teardown();
+  renderChrome();
+  const email = h("input", { type: "email", name: "email", autocomplete: "username", required: true });
+  const password = h("input", { type: "password", name: "password", autocomplete: "current-password", required: true });
+  const submit = h("button", { type: "submit", class: "primary" }, "Log in");
+  const err = errorBox("login");
+  const form = h("form", { "aria-label": "Log in", novalidate: true },
+    field("Email", email), field("Password", password), submit, err);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const ok = await busy([submit, email, password], err, async () => {
+      await api("POST", "/auth/login", { email: email.value.trim(), password: password.value });
+      return true;
+    });
+    if (ok) {
+      password.value = "";
+      await loadMe();
+      if (!state.me) { err.textContent = "Logged in, but the session was not accepted (cookies blocked?)."; return; }
+      if (!location.hash || location.hash === "#/login") location.hash = "#/sandboxes";
+      else route();
+    }
+  });
+  main.replaceChildren(h("section", { class: "panel login" }, h("h1", {}, "Log in"), form));
+  email.focus();
+}
+
+document.getElementById("logout").addEventListener("click", async (e) => {
+  const btn = e.currentTarget;
+  await busy(btn, null, () => api("POST", "/auth/logout"));
+  state.me = null;
+  renderChrome();
+  location.hash = "#/login";
+  showLogin();
+});
+
+window.addEventListener("techboss:unauthenticated", () => {
+  if (!state.me) return;
+  state.me = null;
+  showLogin();
+});
+window.addEventListener("hashchange", route);
+
+await loadMe();
+route();

@@ -1,0 +1,280 @@
+// The agent chat: prompt box, live run stream, tool cards, run history.
+import { api, followRun } from "./api.js";
+import { h, field, errorBox, busy, showError, pick, money, duration, num, when } from "./dom.js";
+import { renderMarkdown } from "./md.js";
+
+const LIVE = new Set(["queued", "pending", "starting", "running"]);
+const REPLAY_LIMIT = 20;
+
+/** chatPanel builds the chat for one sandbox. onRunEnd is called after each live run. */
+export function chatPanel(sandboxID, { onRunEnd } = {}) {
+  const transcript = h("div", { class: "transcript", "aria-live": "polite", "aria-label": "Agent transcript" });
+  const prompt = h("textarea", { name: "prompt", rows: 3, placeholder: "Ask the agent… (Ctrl+Enter to send)" });
+  const send = h("button", { type: "submit", class: "primary" }, "Send");
+  const cancel = h("button", { type: "button", class: "danger", hidden: true }, "Cancel run");
+  const status = h("span", { class: "muted small", role: "status" });
+  const err = errorBox("prompt");
+  const form = h("form", { class: "composer", "aria-label": "Prompt" },
+    field("Prompt", prompt), h("div", { class: "row" }, send, cancel, status), err);
+  const historyList = h("ol", { class: "history small" });
+  const historyErr = errorBox("history");
+  const el = h("div", { class: "chat-layout" },
+    h("section", { "aria-label": "Chat" }, transcript, form),
+    h("aside", { class: "panel", "aria-labelledby": "hist-h" }, h("h3", { id: "hist-h" }, "Run history"), historyErr, historyList));
+
+  const views = new Map(); // run id -> RunView
+  const streams = new Set();
+  let active = null; // {view, stream}
+
+  function setActive(a) {
+    active = a;
+    const on = !!a;
+    send.disabled = on;
+    prompt.disabled = on;
+    cancel.hidden = !on;
+    cancel.disabled = false;
+    if (!on) { status.textContent = ""; prompt.focus(); }
+  }
+
+  function follow(view, opts, live) {
+    const stream = followRun(opts, {
+      onEvent: (type, data, seq) => view.handle(type, data, seq),
+      onRunID: (id) => { view.setID(id); views.set(id, view); },
+      onState: (s) => { if (live) status.textContent = s === "reconnecting" ? "Connection lost, reconnecting…" : "Streaming…"; },
+      onError: (e) => { if (live) showError(err, e); else view.notice("error", e.message); view.markEnded(); },
+      onEnd: ({ finished }) => {
+        streams.delete(stream);
+        if (!finished) view.markEnded();
+        if (live && active && active.stream === stream) {
+          setActive(null);
+          refreshHistory();
+          if (onRunEnd) onRunEnd();
+        }
+      },
+    });
+    streams.add(stream);
+    return stream;
+  }
+
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = prompt.value.trim();
+    if (!text) { showError(err, new Error("Write a prompt first.")); prompt.focus(); return; }
+    if (active) return;
+    showError(err, null);
+    const view = new RunView(text);
+    transcript.append(view.el);
+    const stream = follow(view, { sandboxID, prompt: text }, true);
+    setActive({ view, stream });
+    prompt.value = "";
+    status.textContent = "Starting…";
+    view.el.scrollIntoView({ block: "end" });
+  });
+  prompt.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); form.requestSubmit(); }
+  });
+  cancel.addEventListener("click", async () => {
+    const id = active && (active.view.id || active.stream.runID);
+    if (!id) return;
+    await busy(cancel, err, () => api("POST", `/runs/${encodeURIComponent(id)}/cancel`));
+    status.textContent = "Cancelling…";
+    cancel.disabled = true;
+  });
+
+  async function refreshHistory() {
+    let runs;
+    try {
+      runs = listOf(await api("GET", `/sandbox/${encodeURIComponent(sandboxID)}/runs`));
+      showError(historyErr, null);
+    } catch (e) {
+      showError(historyErr, e);
+      return [];
+    }
+    runs.sort((a, b) => String(a.created_at || a.started_at).localeCompare(String(b.created_at || b.started_at)));
+    historyList.replaceChildren(...runs.map((r) => {
+      const id = runID(r);
+      const go = h("button", { type: "button", class: "link" }, (r.prompt || id).slice(0, 60));
+      go.addEventListener("click", () => {
+        const v = views.get(id);
+        if (v) { v.el.scrollIntoView({ block: "start" }); v.el.focus(); } else loadRun(r, true);
+      });
+      return h("li", { dataset: { run: id } }, go, " ", h("span", { class: `badge ${r.status}` }, r.status),
+        h("div", { class: "muted" }, when(r.created_at || r.started_at), " · ", money(pick(r, "cost_usd", "total_cost_usd")),
+          " · ", duration(pick(r, "duration_ms"))));
+    }));
+    return runs;
+  }
+
+  function loadRun(r, scroll) {
+    const id = runID(r);
+    const view = new RunView(r.prompt || "", id);
+    views.set(id, view);
+    // Keep transcript order by creation time.
+    transcript.append(view.el);
+    const live = LIVE.has(r.status);
+    const stream = follow(view, { sandboxID, runID: id }, live);
+    if (live && !active) setActive({ view, stream });
+    if (scroll) view.el.scrollIntoView({ block: "start" });
+  }
+
+  (async () => {
+    const runs = await refreshHistory();
+    const recent = runs.slice(-REPLAY_LIMIT);
+    if (runs.length > recent.length) {
+      transcript.append(h("p", { class: "muted small" }, `${runs.length - recent.length} earlier runs are in the history.`));
+    }
+    for (const r of recent) loadRun(r, false);
+    if (!recent.length) transcript.append(h("p", { class: "muted empty-chat" }, "No runs yet. Send a prompt to start the agent."));
+  })();
+
+  return {
+    el,
+    cleanup() { for (const s of streams) s.cancel(); streams.clear(); },
+  };
+}
+
+function listOf(data) {
+  return Array.isArray(data) ? data : (data && (data.runs || data.items)) || [];
+}
+
+function runID(r) { return pick(r, "run_id", "id"); }
+
+/** RunView renders one run's events. Each event is applied once, in order. */
+class RunView {
+  constructor(promptText, id) {
+    this.id = id || null;
+    this.textBlock = null;
+    this.cards = new Map();
+    this.statsEl = h("div", { class: "stats", "aria-label": "Run statistics" });
+    this.stateEl = h("span", { class: "badge running" }, "running");
+    this.body = h("div", { class: "assistant" });
+    this.promptEl = h("div", { class: "prompt" }, promptText);
+    this.el = h("article", { class: "run", tabindex: "-1", dataset: id ? { run: id } : {} },
+      this.promptEl, this.body, h("div", { class: "row" }, this.stateEl, this.statsEl));
+    this.usage = {};
+    this.ended = false;
+  }
+
+  setID(id) { this.id = id; this.el.dataset.run = id; }
+
+  setState(s) {
+    this.stateEl.textContent = s;
+    this.stateEl.className = `badge ${s}`;
+  }
+
+  markEnded() {
+    if (!this.ended && this.stateEl.textContent === "running") this.setState("disconnected");
+  }
+
+  notice(kind, text) {
+    this.textBlock = null;
+    this.body.append(h("div", { class: `notice ${kind}`, role: kind === "error" ? "alert" : undefined }, text));
+  }
+
+  handle(type, d, seq) {
+    switch (type) {
+      case "run.started": {
+        const p = pick(d, "prompt");
+        if (p && !this.promptEl.textContent) this.promptEl.textContent = p;
+        break;
+      }
+      case "text": {
+        const text = pick(d, "text", "delta", "value") ?? "";
+        const append = d.delta === true || d.partial === true || typeof d.delta === "string";
+        if (append && this.textBlock) {
+          this.textBlock.src += text;
+        } else {
+          this.textBlock = { src: text, el: h("div", { class: "text", dataset: { seq: String(seq) } }) };
+          this.body.append(this.textBlock.el);
+        }
+        this.textBlock.el.replaceChildren(renderMarkdown(this.textBlock.src));
+        break;
+      }
+      case "tool_use": {
+        this.textBlock = null;
+        const id = pick(d, "id", "tool_use_id") || `t${seq}`;
+        const name = pick(d, "name", "tool") || "tool";
+        const input = pick(d, "input") ?? {};
+        const summaryText = typeof input === "object" && input.command ? `${name}: ${input.command}`
+          : `${name}${input.file_path ? ": " + input.file_path : input.pattern ? ": " + input.pattern : ""}`;
+        const result = h("div", { class: "result" }, h("span", { class: "muted small" }, "running…"));
+        const card = h("details", { class: "tool", dataset: { tool: name, toolUse: id } },
+          h("summary", {}, summaryText),
+          h("div", {}, h("div", { class: "muted small" }, "Input"),
+            h("pre", { class: "tool-input" }, typeof input === "string" ? input : JSON.stringify(input, null, 2)),
+            h("div", { class: "muted small" }, "Result"), result));
+        this.cards.set(id, { card, result });
+        this.body.append(card);
+        break;
+      }
+      case "tool_result": {
+        this.textBlock = null;
+        const id = pick(d, "tool_use_id", "id");
+        const content = resultText(pick(d, "content", "output", "text"));
+        let c = this.cards.get(id);
+        if (!c) {
+          // A result without its call (e.g. the call was before a reconnect window): show it alone.
+          const result = h("div", { class: "result" });
+          const card = h("details", { class: "tool", dataset: { toolUse: id || "" } }, h("summary", {}, "tool result"), h("div", {}, result));
+          this.body.append(card);
+          c = { card, result };
+        }
+        c.result.replaceChildren(h("pre", { class: "tool-output" }, content));
+        if (d.is_error) c.card.classList.add("is-error");
+        break;
+      }
+      case "retry": {
+        const attempt = pick(d, "attempt");
+        const max = pick(d, "max_retries", "max_attempts");
+        const why = pick(d, "error", "message", "reason") || "";
+        const wait = pick(d, "retry_delay_ms", "delay_ms");
+        this.notice("retry", `Retrying${attempt ? ` (attempt ${attempt}${max ? ` of ${max}` : ""})` : ""}${wait ? ` in ${duration(wait)}` : ""}${why ? `: ${typeof why === "string" ? why : JSON.stringify(why)}` : ""}`);
+        break;
+      }
+      case "usage":
+        Object.assign(this.usage, d.usage || d);
+        this.renderStats({});
+        break;
+      case "error":
+        this.notice("error", `Error: ${pick(d, "message", "error", "text") || JSON.stringify(d)}`);
+        break;
+      case "result":
+        this.textBlock = null;
+        if (d.usage) Object.assign(this.usage, d.usage);
+        this.renderStats(d);
+        if (d.is_error) this.setState("error");
+        break;
+      case "done":
+        this.ended = true;
+        this.setState(pick(d, "status", "state") || (this.stateEl.textContent === "error" ? "error" : "completed"));
+        break;
+      default:
+        break;
+    }
+  }
+
+  renderStats(r) {
+    const u = this.usage;
+    const input = pick(r, "input_tokens") ?? pick(u, "input_tokens");
+    const output = pick(r, "output_tokens") ?? pick(u, "output_tokens");
+    const cacheR = pick(r, "cache_read_input_tokens") ?? pick(u, "cache_read_input_tokens");
+    const cost = pick(r, "cost_usd", "total_cost_usd");
+    const dur = pick(r, "duration_ms");
+    const turns = pick(r, "num_turns", "turns");
+    const parts = [];
+    if (input !== undefined) parts.push(h("span", { dataset: { stat: "input" } }, `in ${num(input)} tok`));
+    if (output !== undefined) parts.push(h("span", { dataset: { stat: "output" } }, `out ${num(output)} tok`));
+    if (cacheR) parts.push(h("span", {}, `cache ${num(cacheR)} tok`));
+    if (cost !== undefined) parts.push(h("span", { dataset: { stat: "cost" } }, money(cost)));
+    if (dur !== undefined) parts.push(h("span", { dataset: { stat: "duration" } }, duration(dur)));
+    if (turns !== undefined) parts.push(h("span", {}, `${turns} turn${turns === 1 ? "" : "s"}`));
+    if (parts.length) this.statsEl.replaceChildren(...parts);
+  }
+}
+
+function resultText(c) {
+  if (c === undefined || c === null) return "";
+  if (typeof c === "string") return c;
+  if (Array.isArray(c)) return c.map((b) => (b && typeof b === "object" ? b.text ?? JSON.stringify(b) : String(b))).join("\n");
+  return JSON.stringify(c, null, 2);
+}

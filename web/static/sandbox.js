@@ -1,0 +1,140 @@
+// One sandbox: header with terminate, and tabs for chat, files, snapshots, exec.
+import { api, streamExec, parseJSON } from "./api.js";
+import { h, field, errorBox, busy, showError, pick, ago, money, confirmDialog } from "./dom.js";
+import { sandboxImage } from "./sandboxes.js";
+import { chatPanel } from "./chat.js";
+import { filesPanel } from "./files.js";
+import { snapshotsPanel } from "./snapshots.js";
+
+const TABS = [["chat", "Agent"], ["files", "Files"], ["snapshots", "Snapshots"], ["exec", "Terminal"]];
+
+/** sandboxView renders the sandbox page; returns {select(tab), cleanup()}. */
+export function sandboxView({ main }, id, tab) {
+  const title = h("h1", {}, id);
+  const badge = h("span", { class: "badge" }, "…");
+  const meta = h("div", { class: "muted small" });
+  const loadErr = errorBox("sandbox");
+  const terminate = h("button", { type: "button", class: "danger" }, "Terminate");
+  const termErr = errorBox("terminate");
+  const header = h("section", { class: "panel" },
+    h("div", { class: "row" }, h("a", { href: "#/sandboxes" }, "← Sandboxes")),
+    h("div", { class: "row" }, title, badge, h("span", { class: "grow" }), terminate), meta, termErr, loadErr);
+
+  const chat = chatPanel(id, { onRunEnd: () => { refresh(); files.refresh(); snaps.refresh(); } });
+  const files = filesPanel(id);
+  const snaps = snapshotsPanel(id, { onRestored: () => files.refresh() });
+  const exec = execPanel(id);
+  const panels = { chat: chat.el, files: files.el, snapshots: snaps.el, exec: exec.el };
+  const tabButtons = {};
+  const tablist = h("div", { class: "tabs", role: "tablist", "aria-label": "Sandbox sections" });
+  for (const [key, label] of TABS) {
+    const b = h("button", { type: "button", role: "tab", id: `tab-${key}`, "aria-controls": `panel-${key}` }, label);
+    b.addEventListener("click", () => { location.hash = `#/sandbox/${encodeURIComponent(id)}/${key}`; });
+    b.addEventListener("keydown", (e) => {
+      const i = TABS.findIndex(([k]) => k === key);
+      const next = e.key === "ArrowRight" ? TABS[(i + 1) % TABS.length] : e.key === "ArrowLeft" ? TABS[(i + TABS.length - 1) % TABS.length] : null;
+      if (next) { e.preventDefault(); tabButtons[next[0]].focus(); tabButtons[next[0]].click(); }
+    });
+    tabButtons[key] = b;
+    tablist.append(b);
+    panels[key] = h("section", { role: "tabpanel", id: `panel-${key}`, "aria-labelledby": `tab-${key}`, hidden: true }, panels[key]);
+  }
+  main.append(header, tablist, ...Object.values(panels));
+
+  function select(t) {
+    if (!panels[t]) t = "chat";
+    for (const [key] of TABS) {
+      const on = key === t;
+      tabButtons[key].setAttribute("aria-selected", String(on));
+      tabButtons[key].tabIndex = on ? 0 : -1;
+      panels[key].hidden = !on;
+    }
+    if (t === "files") files.refresh();
+    if (t === "snapshots") snaps.refresh();
+  }
+
+  let sb = null;
+  let timer = null;
+  async function refresh() {
+    clearTimeout(timer);
+    try {
+      sb = await api("GET", `/sandbox/${encodeURIComponent(id)}`);
+      showError(loadErr, null);
+    } catch (err) {
+      showError(loadErr, err);
+      if (err.status === 404) {
+        title.textContent = "Sandbox not found";
+        for (const b of [terminate, ...Object.values(tabButtons)]) b.disabled = true;
+        for (const p of Object.values(panels)) p.hidden = true;
+      }
+      return;
+    }
+    const spec = sb.spec || {};
+    title.textContent = spec.name || sb.name || id;
+    badge.textContent = sb.status;
+    badge.className = `badge ${sb.status}`;
+    meta.replaceChildren(`${id} · ${sandboxImage(sb)} · created ${ago(sb.created_at)} · last activity ${ago(pick(sb, "last_active_at", "updated_at"))}`,
+      pick(sb, "cost_usd") !== undefined ? ` · ${money(sb.cost_usd)} so far` : "",
+      sb.reason ? ` · ${sb.reason}` : "");
+    terminate.disabled = !["running", "creating"].includes(sb.status);
+    if (sb.status === "creating" || sb.status === "terminating") timer = setTimeout(refresh, 1500);
+  }
+
+  terminate.addEventListener("click", async () => {
+    const ok = await confirmDialog("Terminate sandbox?",
+      "The workspace is snapshotted (if configured) and every process in the sandbox is stopped.", "Terminate");
+    if (!ok) return;
+    await busy(terminate, termErr, () => api("DELETE", `/sandbox/${encodeURIComponent(id)}`));
+    await refresh();
+  });
+
+  select(tab);
+  refresh();
+  return {
+    select,
+    cleanup() { clearTimeout(timer); chat.cleanup(); exec.cleanup(); },
+  };
+}
+
+function execPanel(id) {
+  const cmd = h("input", { type: "text", name: "command", placeholder: "ls -la", autocomplete: "off", spellcheck: false });
+  const run = h("button", { type: "submit", class: "primary" }, "Run");
+  const stop = h("button", { type: "button", hidden: true }, "Stop");
+  const err = errorBox("exec");
+  const status = h("span", { class: "muted small", role: "status" });
+  const out = h("pre", { class: "out", "aria-label": "Command output", "aria-live": "polite", tabindex: "0" });
+  const form = h("form", { class: "panel", "aria-label": "Run a command" },
+    h("div", { class: "row" }, h("div", { class: "grow" }, field("Command (run with sh -c in /workspace)", cmd)), run, stop),
+    err, status, out);
+  let ctrl = null;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const line = cmd.value.trim();
+    if (!line) { showError(err, new Error("Type a command first.")); return; }
+    out.replaceChildren();
+    status.textContent = "Running…";
+    ctrl = new AbortController();
+    stop.hidden = false;
+    let exit = null;
+    await busy([run, cmd], err, () => streamExec(id, { command: ["sh", "-c", line] }, (type, data) => {
+      if (type === "stdout" || type === "stderr") {
+        const d = parseJSON(data);
+        const text = d.data !== undefined ? d.data : d.text !== undefined ? d.text : data;
+        out.append(h("span", { class: type }, text));
+      } else if (type === "exit") {
+        exit = parseJSON(data);
+      } else if (type === "error") {
+        showError(err, new Error(parseJSON(data).message || data));
+      }
+    }, ctrl.signal).catch((x) => { if (x.name !== "AbortError") throw x; }));
+    stop.hidden = true;
+    ctrl = null;
+    if (exit) {
+      const code = pick(exit, "exit_code", "code", "status");
+      status.textContent = `Exited with code ${code ?? "?"}${exit.signal ? ` (signal ${exit.signal})` : ""}.`;
+    } else status.textContent = "";
+    cmd.focus();
+  });
+  stop.addEventListener("click", () => { if (ctrl) ctrl.abort(); status.textContent = "Stopped watching (the command may still run)."; });
+  return { el: form, cleanup() { if (ctrl) ctrl.abort(); } };
+}

@@ -1,0 +1,177 @@
+// Sandbox list and create form.
+import { api } from "./api.js";
+import { h, field, errorBox, busy, showError, pick, ago, money } from "./dom.js";
+
+const ACTIVE = new Set(["creating", "running", "terminating"]);
+
+/** sandboxImage returns a short image description for a sandbox record. */
+export function sandboxImage(sb) {
+  const spec = sb.spec || sb;
+  const img = spec.image_base || "—";
+  const n = (spec.dockerfile_commands || []).length;
+  return n ? `${img} + ${n} command${n > 1 ? "s" : ""}` : img;
+}
+
+/** sandboxesView renders the list and the create form. */
+export function sandboxesView({ main }) {
+  let timer = null;
+  let stopped = false;
+  const listErr = errorBox("list");
+  const tbody = h("tbody", {});
+  const table = h("table", { "aria-label": "Sandboxes" },
+    h("thead", {}, h("tr", {},
+      h("th", {}, "Sandbox"), h("th", {}, "State"), h("th", {}, "Image"), h("th", {}, "Age"),
+      h("th", {}, "Last activity"), h("th", { class: "num" }, "Cost so far"))),
+    tbody);
+  const showAll = h("input", { type: "checkbox" });
+  showAll.addEventListener("change", () => refresh());
+  const empty = h("p", { class: "muted", hidden: true }, "No sandboxes yet. Create one below.");
+
+  const form = createForm(async (created) => {
+    await refresh();
+    const id = pick(created, "sandbox_id", "id");
+    if (id) location.hash = `#/sandbox/${encodeURIComponent(id)}`;
+  }, () => refresh());
+
+  main.append(
+    h("h1", {}, "Sandboxes"),
+    h("section", { class: "panel", "aria-labelledby": "sb-list-h" },
+      h("div", { class: "row" }, h("h2", { id: "sb-list-h", class: "grow" }, "Your sandboxes"),
+        field("Show terminated", showAll)),
+      listErr, table, empty),
+    form);
+
+  async function refresh() {
+    if (stopped) return;
+    clearTimeout(timer);
+    try {
+      const data = await api("GET", "/sandbox");
+      const list = Array.isArray(data) ? data : (data && (data.sandboxes || data.items)) || [];
+      showError(listErr, null);
+      render(list);
+      // Poll while something is changing state.
+      if (list.some((s) => s.status === "creating" || s.status === "terminating")) timer = setTimeout(refresh, 1500);
+    } catch (err) {
+      showError(listErr, err);
+    }
+  }
+
+  function render(list) {
+    const rows = list
+      .filter((s) => showAll.checked || ACTIVE.has(s.status) || s.status === "failed")
+      .sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
+    empty.hidden = rows.length > 0;
+    tbody.replaceChildren(...rows.map((s) => {
+      const id = pick(s, "sandbox_id", "id");
+      const name = (s.spec && s.spec.name) || s.name || id;
+      return h("tr", { dataset: { sandbox: id } },
+        h("td", {}, h("a", { href: `#/sandbox/${encodeURIComponent(id)}` }, name),
+          name !== id ? h("div", { class: "muted small" }, id) : null),
+        h("td", {}, h("span", { class: `badge ${s.status}` }, s.status),
+          s.reason ? h("div", { class: "muted small" }, s.reason) : null),
+        h("td", {}, sandboxImage(s)),
+        h("td", {}, ago(s.created_at)),
+        h("td", {}, ago(pick(s, "last_active_at", "updated_at"))),
+        h("td", { class: "num" }, money(pick(s, "cost_usd", "cost", "total_cost_usd"))));
+    }));
+  }
+
+  refresh();
+  return { cleanup() { stopped = true; clearTimeout(timer); } };
+}
+
+function createForm(onCreated, onProgress) {
+  const inp = {
+    name: h("input", { type: "text", placeholder: "optional" }),
+    image_base: h("input", { type: "text", value: "host", required: true }),
+    dockerfile_commands: h("textarea", { rows: 3, placeholder: "RUN apt-get install -y git\nENV FOO=bar" }),
+    volume_name: h("input", { type: "text" }),
+    s3_bucket_name: h("input", { type: "text" }),
+    s3_key_prefix: h("input", { type: "text" }),
+    init_from_s3: h("input", { type: "checkbox" }),
+    cpu: h("input", { type: "number", min: "0", step: "0.25" }),
+    memory_mb: h("input", { type: "number", min: "0", step: "64" }),
+    pids_limit: h("input", { type: "number", min: "0" }),
+    disk_mb: h("input", { type: "number", min: "0" }),
+    network: h("select", {}, h("option", { value: "none" }, "none (loopback only)"), h("option", { value: "full" }, "full")),
+    idle_timeout_s: h("input", { type: "number", min: "0" }),
+    max_lifetime_s: h("input", { type: "number", min: "0" }),
+  };
+  const errs = {};
+  const labelled = (key, label, hint) => {
+    errs[key] = errorBox(key);
+    return h("div", {}, field(label, inp[key], hint), errs[key]);
+  };
+  const submit = h("button", { type: "submit", class: "primary" }, "Create sandbox");
+  const formErr = errorBox("create");
+  const progress = h("p", { class: "muted", role: "status", "aria-live": "polite" });
+  const form = h("form", { class: "panel", "aria-labelledby": "create-h", novalidate: true },
+    h("h2", { id: "create-h" }, "New sandbox"),
+    h("div", { class: "grid" },
+      labelled("name", "Name"),
+      labelled("image_base", "Image", "an OCI image reference, or “host”"),
+      labelled("volume_name", "Volume"),
+      labelled("s3_bucket_name", "S3 bucket"),
+      labelled("s3_key_prefix", "S3 key prefix"),
+      labelled("init_from_s3", "Initialise workspace from S3")),
+    h("div", {}, labelled("dockerfile_commands", "Dockerfile commands", "one per line: RUN, ENV, WORKDIR, USER")),
+    h("h3", {}, "Limits and timeouts"),
+    h("div", { class: "grid" },
+      labelled("cpu", "CPUs"), labelled("memory_mb", "Memory (MiB)"), labelled("pids_limit", "Max processes"),
+      labelled("disk_mb", "Disk (MiB)"), labelled("network", "Network"),
+      labelled("idle_timeout_s", "Idle timeout (s)"), labelled("max_lifetime_s", "Max lifetime (s)")),
+    h("div", { class: "row" }, submit, progress), formErr);
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = {
+      image_base: inp.image_base.value.trim(),
+      dockerfile_commands: inp.dockerfile_commands.value.split("\n").map((l) => l.trim()).filter(Boolean),
+      volume_name: inp.volume_name.value.trim(),
+      s3_bucket_name: inp.s3_bucket_name.value.trim(),
+      s3_key_prefix: inp.s3_key_prefix.value.trim(),
+      init_from_s3: inp.init_from_s3.checked,
+    };
+    if (inp.name.value.trim()) body.name = inp.name.value.trim();
+    for (const k of ["cpu", "memory_mb", "pids_limit", "disk_mb", "idle_timeout_s", "max_lifetime_s"]) {
+      if (inp[k].value !== "") body[k] = Number(inp[k].value);
+    }
+    if (inp.network.value !== "none") body.network = inp.network.value;
+    Object.values(errs).forEach((b) => showError(b, null));
+    const started = Date.now();
+    const tick = setInterval(() => {
+      progress.textContent = `Building image and starting sandbox… ${Math.round((Date.now() - started) / 1000)} s`;
+      onProgress();
+    }, 1000);
+    progress.textContent = "Building image and starting sandbox…";
+    const controls = [submit, ...Object.values(inp)];
+    let created;
+    try {
+      created = await busy(controls, formErr, async () => {
+        let sb;
+        try {
+          sb = await api("POST", "/sandbox", body);
+        } catch (err) {
+          // Field problems go next to their inputs as well as in the summary.
+          for (const f of err.fields || []) if (errs[f.field]) errs[f.field].textContent = f.reason;
+          throw err;
+        }
+        // An asynchronous create answers "creating": follow it until it settles.
+        let cur = sb;
+        const id = pick(sb, "sandbox_id", "id");
+        while (cur && cur.status === "creating") {
+          await new Promise((r) => setTimeout(r, 700));
+          cur = await api("GET", `/sandbox/${encodeURIComponent(id)}`);
+          if (cur.build_log || cur.progress) progress.textContent = String(cur.progress || cur.build_log).slice(-200);
+        }
+        if (cur && cur.status === "failed") throw new Error(`sandbox failed: ${cur.reason || "unknown reason"}`);
+        return sb;
+      });
+    } finally {
+      clearInterval(tick);
+    }
+    progress.textContent = created ? "Created." : "";
+    if (created) onCreated(created);
+  });
+  return form;
+}
