@@ -1,0 +1,217 @@
+// Package agent runs coding agents (the Claude Code CLI) inside sandboxes:
+// the Run record, the typed Event model, the durable per-run event log,
+// the fan-out Hub that serves replay + live events to any number of
+// subscribers, usage totals, and the Service that starts, follows,
+// cancels and recovers runs.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Status is a run's lifecycle state.
+type Status string
+
+// The run states. Queued and Running are active; the rest are final.
+const (
+	Queued      Status = "queued"
+	Running     Status = "running"
+	Succeeded   Status = "succeeded"
+	Failed      Status = "failed"
+	Cancelled   Status = "cancelled"
+	Interrupted Status = "interrupted"
+)
+
+// Active reports whether a run in this state may still produce events.
+func (s Status) Active() bool { return s == Queued || s == Running }
+
+// Event types. Every stream-json line of the CLI becomes one or more of
+// these; lines the parser does not know become TypeRaw, never dropped.
+const (
+	TypeStarted    = "run.started" // system/init: session_id, model
+	TypeText       = "text"        // assistant text
+	TypeToolUse    = "tool_use"    // the model calls a tool
+	TypeToolResult = "tool_result" // the tool's answer
+	TypeRetry      = "retry"       // the CLI retries a failed API call
+	TypeUsage      = "usage"       // tokens and cost (gateway per call; CLI totals)
+	TypeError      = "error"       // an API or process error
+	TypeResult     = "result"      // the CLI's final result line
+	TypeDone       = "done"        // the run ended; data has the final status
+	TypeRaw        = "raw"         // anything else, passed through
+)
+
+// Usage counts tokens.
+type Usage struct {
+	InputTokens         int64 `json:"input_tokens"`
+	OutputTokens        int64 `json:"output_tokens"`
+	CacheReadTokens     int64 `json:"cache_read_input_tokens"`
+	CacheCreationTokens int64 `json:"cache_creation_input_tokens"`
+}
+
+// Add returns u + o.
+func (u Usage) Add(o Usage) Usage {
+	return Usage{
+		InputTokens:         u.InputTokens + o.InputTokens,
+		OutputTokens:        u.OutputTokens + o.OutputTokens,
+		CacheReadTokens:     u.CacheReadTokens + o.CacheReadTokens,
+		CacheCreationTokens: u.CacheCreationTokens + o.CacheCreationTokens,
+	}
+}
+
+// IsZero reports whether no tokens were counted.
+func (u Usage) IsZero() bool { return u == Usage{} }
+
+// Options are the per-run choices a caller may make (the request body of
+// POST /sandbox/{id}/claude minus the prompt).
+type Options struct {
+	Model              string   `json:"model,omitempty"`
+	MaxTurns           int      `json:"max_turns,omitempty"`
+	PermissionMode     string   `json:"permission_mode,omitempty"`
+	AllowedTools       []string `json:"allowed_tools,omitempty"`
+	AppendSystemPrompt string   `json:"append_system_prompt,omitempty"`
+	NewSession         bool     `json:"new_session,omitempty"`
+}
+
+// Run is the persisted record of one agent run.
+type Run struct {
+	ID        string  `json:"run_id"`
+	SandboxID string  `json:"sandbox_id"`
+	OwnerID   string  `json:"owner_id"`
+	Prompt    string  `json:"prompt"`
+	Options   Options `json:"options"`
+	Status    Status  `json:"status"`
+	// ResumedFrom is the session the run was asked to resume ("" = new).
+	ResumedFrom string    `json:"resumed_from,omitempty"`
+	SessionID   string    `json:"session_id,omitempty"`
+	Model       string    `json:"model,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	Usage       Usage     `json:"usage"`
+	// CostNanoUSD is the cost in billionths of a US dollar (exact integer sums).
+	CostNanoUSD int64  `json:"-"`
+	NumTurns    int    `json:"num_turns"`
+	ExitCode    *int   `json:"exit_code,omitempty"`
+	Error       string `json:"error,omitempty"`
+	LastSeq     int64  `json:"last_seq"`
+}
+
+// CostUSD is the run's cost in US dollars.
+func (r Run) CostUSD() float64 { return float64(r.CostNanoUSD) / 1e9 }
+
+// MarshalJSON adds cost_usd and duration_ms to the stored fields.
+func (r Run) MarshalJSON() ([]byte, error) {
+	type plain Run
+	var dur int64
+	if !r.StartedAt.IsZero() && !r.FinishedAt.IsZero() {
+		dur = r.FinishedAt.Sub(r.StartedAt).Milliseconds()
+	}
+	return json.Marshal(struct {
+		plain
+		CostUSD    float64 `json:"cost_usd"`
+		DurationMS int64   `json:"duration_ms,omitempty"`
+	}{plain(r), r.CostUSD(), dur})
+}
+
+// Event is one entry of a run's durable event log. Seq starts at 1 and has
+// no gaps; it is the SSE id, so a client resumes with Last-Event-ID.
+type Event struct {
+	RunID string          `json:"run_id"`
+	Seq   int64           `json:"seq"`
+	Type  string          `json:"type"`
+	Time  time.Time       `json:"time"`
+	Data  json.RawMessage `json:"data"`
+	// Raw is the CLI line the event came from ("" for service events).
+	Raw string `json:"-"`
+}
+
+// RunToken is the stored (hashed) form of a run-scoped gateway token.
+type RunToken struct {
+	Hash      string
+	RunID     string
+	SandboxID string
+	UserID    string
+	CreatedAt time.Time
+}
+
+// Principal is who a gateway credential belongs to.
+type Principal struct {
+	UserID    string
+	SandboxID string // "" for user API tokens
+	RunID     string // "" for user API tokens
+}
+
+// UsageRecord is one metered LLM call (one gateway request).
+type UsageRecord struct {
+	ID          string        `json:"id"`
+	Time        time.Time     `json:"time"`
+	UserID      string        `json:"user_id"`
+	SandboxID   string        `json:"sandbox_id,omitempty"`
+	RunID       string        `json:"run_id,omitempty"`
+	Provider    string        `json:"provider"`
+	Model       string        `json:"model"`
+	Usage       Usage         `json:"usage"`
+	CostNanoUSD int64         `json:"-"`
+	Latency     time.Duration `json:"-"`
+	Status      int           `json:"status"` // upstream HTTP status
+}
+
+// UsageGroup is one row of a usage summary.
+type UsageGroup struct {
+	Key         string `json:"key"` // the day (YYYY-MM-DD), model or sandbox ID
+	Requests    int64  `json:"requests"`
+	Usage       Usage  `json:"usage"`
+	CostNanoUSD int64  `json:"-"`
+}
+
+// MarshalJSON adds cost_usd.
+func (g UsageGroup) MarshalJSON() ([]byte, error) {
+	type plain UsageGroup
+	return json.Marshal(struct {
+		plain
+		CostUSD float64 `json:"cost_usd"`
+	}{plain(g), float64(g.CostNanoUSD) / 1e9})
+}
+
+// UsageQuery selects usage records for a summary.
+type UsageQuery struct {
+	UserID  string // "" = every user (admins only)
+	From    time.Time
+	To      time.Time
+	GroupBy string // day | model | sandbox
+}
+
+// Store is the persistence the agent package consumes (internal/store
+// implements it on SQLite and PostgreSQL).
+type Store interface {
+	// CreateRun inserts a queued run. If the sandbox already has an active
+	// run it returns an errs.Conflict error.
+	CreateRun(ctx context.Context, r Run) error
+	GetRun(ctx context.Context, id string) (Run, error)
+	// ActiveRun returns the sandbox's queued or running run, or an error
+	// wrapping errs.ErrNotFound.
+	ActiveRun(ctx context.Context, sandboxID string) (Run, error)
+	ListRuns(ctx context.Context, sandboxID string, limit int) ([]Run, error)
+	// UpdateRun writes the mutable fields (status, session, model, timings,
+	// usage, cost, turns, exit code, error).
+	UpdateRun(ctx context.Context, r Run) error
+	// LastSessionID is the session of the sandbox's most recent run that
+	// reported one ("" if none).
+	LastSessionID(ctx context.Context, sandboxID string) (string, error)
+	// AppendRunEvent persists ev (RunID, Seq unique) and advances last_seq.
+	AppendRunEvent(ctx context.Context, ev Event) error
+	// RunEvents returns events with Seq > after in order, at most limit (0 = all).
+	RunEvents(ctx context.Context, runID string, after int64, limit int) ([]Event, error)
+	// InterruptRuns marks every active run interrupted and returns them.
+	InterruptRuns(ctx context.Context, at time.Time, reason string) ([]Run, error)
+	// AddRunUsage adds tokens and cost to a run's totals.
+	AddRunUsage(ctx context.Context, runID string, u Usage, costNanoUSD int64) error
+	CreateRunToken(ctx context.Context, t RunToken) error
+	RunToken(ctx context.Context, hash string) (RunToken, error)
+	DeleteRunTokens(ctx context.Context, runID string) error
+	InsertUsage(ctx context.Context, rec UsageRecord) error
+	UsageSummary(ctx context.Context, q UsageQuery) ([]UsageGroup, error)
+	ListUsage(ctx context.Context, q UsageQuery, limit int) ([]UsageRecord, error)
+}

@@ -1,0 +1,104 @@
+// Package claude adapts the Claude Code CLI to agent runs: it builds the
+// argv and environment of `claude -p ... --output-format stream-json
+// --verbose` and parses its stream-json output into agent events.
+package claude
+
+import (
+	"maps"
+	"strconv"
+	"strings"
+
+	"github.com/techbossai/techboss/internal/agent"
+)
+
+// Defaults for paths inside the sandbox. The config dir lives in the
+// workspace so the session file is snapshotted with it and --resume works
+// in any restored sandbox (sessions resume only from the same cwd).
+const (
+	DefaultConfigDir = "/workspace/.techboss/claude"
+	DefaultHome      = "/workspace/.techboss/home"
+)
+
+// PermissionModes are the values accepted for agent.Options.PermissionMode.
+var PermissionModes = []string{"default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"}
+
+// Config configures the adapter.
+type Config struct {
+	// Bin is the CLI's path inside the sandbox ("claude" = found on PATH).
+	Bin string
+	// ConfigDir is CLAUDE_CONFIG_DIR (default DefaultConfigDir).
+	ConfigDir string
+	// Home is HOME for the CLI (default DefaultHome).
+	Home string
+	// Env is added to every run (e.g. CLAUDE_CODE_MAX_RETRIES); it cannot
+	// override the credentials or the config dir.
+	Env map[string]string
+}
+
+// CLI is the Claude Code adapter. It implements agent.CLI.
+type CLI struct{ cfg Config }
+
+var _ agent.CLI = (*CLI)(nil)
+
+// New returns the adapter.
+func New(cfg Config) *CLI {
+	if cfg.Bin == "" {
+		cfg.Bin = "claude"
+	}
+	if cfg.ConfigDir == "" {
+		cfg.ConfigDir = DefaultConfigDir
+	}
+	if cfg.Home == "" {
+		cfg.Home = DefaultHome
+	}
+	return &CLI{cfg: cfg}
+}
+
+// Command builds the argv and env of one run. The prompt goes last, after
+// "--", so a prompt starting with "-" is never read as a flag.
+func (c *CLI) Command(req agent.CommandRequest) ([]string, map[string]string) {
+	o := req.Options
+	argv := []string{c.cfg.Bin, "-p", "--output-format", "stream-json", "--verbose"}
+	if req.ResumeSession != "" {
+		argv = append(argv, "--resume", req.ResumeSession)
+	}
+	if o.Model != "" {
+		argv = append(argv, "--model", o.Model)
+	}
+	if o.MaxTurns > 0 {
+		argv = append(argv, "--max-turns", strconv.Itoa(o.MaxTurns))
+	}
+	switch {
+	case o.PermissionMode == "" && req.Root, o.PermissionMode == "bypassPermissions":
+		// An isolated sandbox is the permission boundary: tools run
+		// without prompts (a -p run cannot answer prompts anyway).
+		argv = append(argv, "--dangerously-skip-permissions")
+	case o.PermissionMode != "":
+		argv = append(argv, "--permission-mode", o.PermissionMode)
+	}
+	if len(o.AllowedTools) > 0 {
+		argv = append(argv, "--allowedTools="+strings.Join(o.AllowedTools, ","))
+	}
+	if o.AppendSystemPrompt != "" {
+		argv = append(argv, "--append-system-prompt", o.AppendSystemPrompt)
+	}
+	argv = append(argv, "--", req.Prompt)
+
+	env := maps.Clone(c.cfg.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	env["CLAUDE_CONFIG_DIR"] = c.cfg.ConfigDir
+	env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+	env["HOME"] = c.cfg.Home
+	if req.Root {
+		env["IS_SANDBOX"] = "1"
+	}
+	env["ANTHROPIC_BASE_URL"] = req.BaseURL
+	env["ANTHROPIC_API_KEY"] = req.APIKey
+	delete(env, "ANTHROPIC_AUTH_TOKEN")
+	return argv, env
+}
+
+// NewParser returns a stream-json parser.
+func (c *CLI) NewParser() agent.Parser { return &Parser{} }
