@@ -195,3 +195,6 @@ func isUnique(err error) bool {
 var errNoRows = sql.ErrNoRows
 
 func isNoRows(err error) bool { return errors.Is(err, errNoRows) }
+
+// Rebind returns q with '?' placeholders in this dialect's form (for tests and tools using SQL()).
+func (d *DB) Rebind(q string) string { return d.rebind(q) }

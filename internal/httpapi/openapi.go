@@ -1,0 +1,254 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+)
+
+// apiOp documents one route for the OpenAPI document. Path is the chi
+// pattern exactly as mounted ("/sandbox/{id}", "/sandbox/{id}/files/*").
+// Request and Response are optional schema hints: a value of the Go type
+// whose JSON shape is sent or answered (Response is wrapped in {"data": …}).
+type apiOp struct {
+	Method, Path, Summary string
+	Request, Response    any
+	// Public routes need no authentication.
+	Public bool
+	// Stream marks text/event-stream responses.
+	Stream bool
+}
+
+// apiOps lists every documented route, one slice per domain. Domain owners
+// add their slice here (one line each); the test in openapi_test.go fails
+// when this list and the router disagree.
+func apiOps() [][]apiOp {
+	return [][]apiOp{
+		opsOps,
+		authOps,
+		// Domain op lists: add ONE line each below.
+	}
+}
+
+// openAPIDoc builds the OpenAPI 3.1 document.
+func openAPIDoc(version string) map[string]any {
+	paths := map[string]map[string]any{}
+	for _, ops := range apiOps() {
+		for _, op := range ops {
+			p := openAPIPath(op.Path)
+			item := paths[p]
+			if item == nil {
+				item = map[string]any{}
+				paths[p] = item
+			}
+			item[strings.ToLower(op.Method)] = openAPIOperation(op, p)
+		}
+	}
+	if version == "" {
+		version = "dev"
+	}
+	return map[string]any{
+		"openapi": "3.1.0",
+		"info": map[string]any{
+			"title":   "TechBoss AI API",
+			"version": version,
+			"description": "Successful responses are {\"data\": …}; errors are " +
+				"{\"error\": {\"code\", \"message\", \"request_id\", \"fields\"?}}.",
+		},
+		"paths": paths,
+		"components": map[string]any{
+			"securitySchemes": map[string]any{
+				"bearer":  map[string]any{"type": "http", "scheme": "bearer"},
+				"session": map[string]any{"type": "apiKey", "in": "cookie", "name": sessionCookie},
+			},
+			"schemas": map[string]any{"Error": errorSchema()},
+		},
+		"security": []any{map[string]any{"bearer": []any{}}, map[string]any{"session": []any{}}},
+	}
+}
+
+// openAPIPath turns a chi pattern into an OpenAPI path: a trailing "*"
+// becomes the {path} parameter, and regexp constraints are dropped.
+func openAPIPath(p string) string {
+	if strings.HasSuffix(p, "/*") {
+		p = strings.TrimSuffix(p, "*") + "{path}"
+	}
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(p, '{')
+		if i < 0 {
+			b.WriteString(p)
+			break
+		}
+		j := strings.IndexByte(p[i:], '}')
+		if j < 0 {
+			b.WriteString(p)
+			break
+		}
+		name, _, _ := strings.Cut(p[i+1:i+j], ":")
+		b.WriteString(p[:i] + "{" + name + "}")
+		p = p[i+j+1:]
+	}
+	return b.String()
+}
+
+func openAPIOperation(op apiOp, path string) map[string]any {
+	o := map[string]any{
+		"summary":     op.Summary,
+		"operationId": strings.ToLower(op.Method) + strings.NewReplacer("/", "_", "{", "", "}", "", ".", "_", "-", "_").Replace(path),
+	}
+	if op.Public {
+		o["security"] = []any{}
+	}
+	var params []any
+	for _, seg := range strings.Split(path, "/") {
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+			params = append(params, map[string]any{
+				"name": seg[1 : len(seg)-1], "in": "path", "required": true, "schema": map[string]any{"type": "string"},
+			})
+		}
+	}
+	if params != nil {
+		o["parameters"] = params
+	}
+	if op.Request != nil {
+		o["requestBody"] = map[string]any{
+			"required": true,
+			"content":  map[string]any{"application/json": map[string]any{"schema": schemaOf(reflect.TypeOf(op.Request), map[reflect.Type]bool{})}},
+		}
+	}
+	ok := map[string]any{"description": "success"}
+	switch {
+	case op.Stream:
+		ok["content"] = map[string]any{"text/event-stream": map[string]any{"schema": map[string]any{"type": "string"}}}
+	case op.Response != nil:
+		ok["content"] = map[string]any{"application/json": map[string]any{"schema": map[string]any{
+			"type":       "object",
+			"properties": map[string]any{"data": schemaOf(reflect.TypeOf(op.Response), map[reflect.Type]bool{})},
+		}}}
+	}
+	errRef := map[string]any{"description": "error", "content": map[string]any{
+		"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
+	o["responses"] = map[string]any{"2XX": ok, "default": errRef}
+	return o
+}
+
+func errorSchema() map[string]any {
+	return map[string]any{
+		"type": "object",
+		"properties": map[string]any{"error": map[string]any{
+			"type":     "object",
+			"required": []string{"code", "message", "request_id"},
+			"properties": map[string]any{
+				"code":       map[string]any{"type": "string"},
+				"message":    map[string]any{"type": "string"},
+				"request_id": map[string]any{"type": "string"},
+				"fields": map[string]any{"type": "array", "items": map[string]any{
+					"type": "object",
+					"properties": map[string]any{
+						"field": map[string]any{"type": "string"}, "reason": map[string]any{"type": "string"},
+					},
+				}},
+			},
+		}},
+	}
+}
+
+var (
+	timeType       = reflect.TypeFor[time.Time]()
+	rawMessageType = reflect.TypeFor[json.RawMessage]()
+)
+
+// schemaOf derives a JSON Schema from a Go type's JSON encoding.
+func schemaOf(t reflect.Type, seen map[reflect.Type]bool) map[string]any {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == timeType:
+		return map[string]any{"type": "string", "format": "date-time"}
+	case t == rawMessageType:
+		return map[string]any{}
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return map[string]any{"type": "string"}
+	case reflect.Bool:
+		return map[string]any{"type": "boolean"}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return map[string]any{"type": "integer"}
+	case reflect.Float32, reflect.Float64:
+		return map[string]any{"type": "number"}
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return map[string]any{"type": "string", "contentEncoding": "base64"}
+		}
+		return map[string]any{"type": "array", "items": schemaOf(t.Elem(), seen)}
+	case reflect.Map:
+		return map[string]any{"type": "object", "additionalProperties": schemaOf(t.Elem(), seen)}
+	case reflect.Struct:
+		if seen[t] {
+			return map[string]any{"type": "object"}
+		}
+		seen[t] = true
+		defer delete(seen, t)
+		props := map[string]any{}
+		var required []string
+		addStructFields(t, props, &required, seen)
+		s := map[string]any{"type": "object", "properties": props}
+		if len(required) > 0 {
+			sort.Strings(required)
+			s["required"] = required
+		}
+		return s
+	}
+	return map[string]any{}
+}
+
+func addStructFields(t reflect.Type, props map[string]any, required *[]string, seen map[reflect.Type]bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, opts, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				addStructFields(ft, props, required, seen)
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		props[name] = schemaOf(f.Type, seen)
+		if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") && f.Type.Kind() != reflect.Pointer {
+			*required = append(*required, name)
+		}
+	}
+}
+
+// handleOpenAPI serves the document.
+func (s *server) handleOpenAPI() http.HandlerFunc {
+	b, err := json.MarshalIndent(openAPIDoc(s.deps.Version), "", "  ")
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+	}
+}

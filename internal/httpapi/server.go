@@ -1,0 +1,79 @@
+// Package httpapi is the HTTP adapter: routes, middleware, the JSON
+// envelope, error mapping, SSE and the OpenAPI document. Every route is
+// listed in routes.go; handlers are plain net/http functions that return
+// errors to one adapter (api) which writes, logs and counts them.
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/store"
+)
+
+// Deps are the server's dependencies. Domain owners add their fields here.
+type Deps struct {
+	Logger  *slog.Logger
+	Store   *store.DB
+	Auth    *auth.Service
+	Metrics *prometheus.Registry
+	Clock   func() time.Time
+
+	// Version is reported by /healthz.
+	Version string
+	// SecureCookies marks the session cookie Secure even on plain-HTTP
+	// connections (set when a TLS-terminating proxy is in front). Requests
+	// that arrive over TLS always get Secure cookies.
+	SecureCookies bool
+	// TrustedOrigins are extra origins (scheme://host[:port]) allowed to make
+	// cookie-authenticated writes, e.g. a UI served from another host.
+	TrustedOrigins []string
+	// MaxJSONBody bounds JSON request bodies (default 1 MiB).
+	MaxJSONBody int64
+}
+
+// server holds the handlers' shared state. Handlers are methods on it.
+type server struct {
+	deps    Deps
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *httpMetrics
+	csrf    *http.CrossOriginProtection
+}
+
+// NewServer returns the HTTP handler for the whole API.
+func NewServer(deps Deps) http.Handler {
+	return newServer(deps).routes()
+}
+
+func newServer(deps Deps) *server {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Clock == nil {
+		deps.Clock = time.Now
+	}
+	if deps.Metrics == nil {
+		deps.Metrics = prometheus.NewRegistry()
+	}
+	if deps.MaxJSONBody <= 0 {
+		deps.MaxJSONBody = defaultMaxJSONBody
+	}
+	s := &server{
+		deps:    deps,
+		log:     deps.Logger,
+		now:     deps.Clock,
+		metrics: newHTTPMetrics(deps.Metrics),
+		csrf:    http.NewCrossOriginProtection(),
+	}
+	for _, o := range deps.TrustedOrigins {
+		if err := s.csrf.AddTrustedOrigin(o); err != nil {
+			s.log.Warn("ignoring trusted origin", "origin", o, "err", err)
+		}
+	}
+	return s
+}
