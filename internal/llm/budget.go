@@ -1,0 +1,107 @@
+package llm
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/techbossai/techboss/internal/errs"
+)
+
+// Ledger reports what a user has spent; the usage store implements it.
+type Ledger interface {
+	// SpentUSD returns the summed cost of the user's usage records at or
+	// after since.
+	SpentUSD(ctx context.Context, userID string, since time.Time) (float64, error)
+}
+
+// LimitStore returns a user's own limits, overriding the configured
+// default. ok is false when the user has no override.
+type LimitStore interface {
+	UserLimits(ctx context.Context, userID string) (l BudgetConfig, ok bool, err error)
+}
+
+// Budgets enforces per-user limits before a call goes upstream: a monthly
+// USD limit (calendar month, UTC, measured from recorded usage) and a
+// request rate per minute (fixed one-minute windows, counted in this
+// process). It is safe for concurrent use.
+type Budgets struct {
+	def    BudgetConfig
+	ledger Ledger
+	limits LimitStore // may be nil
+	now    func() time.Time
+
+	mu     sync.Mutex
+	window time.Time      // start of the current rate window
+	counts map[string]int // requests per user in window
+}
+
+// NewBudgets returns a Budgets. limits may be nil; now is the clock.
+func NewBudgets(def BudgetConfig, ledger Ledger, limits LimitStore, now func() time.Time) *Budgets {
+	if now == nil {
+		now = time.Now
+	}
+	return &Budgets{def: def, ledger: ledger, limits: limits, now: now, counts: map[string]int{}}
+}
+
+// Check admits one request for userID or returns errs.PaymentRequired
+// (monthly limit reached) or errs.TooMany (rate limit reached), each with
+// a message naming the limit and when it resets, and RetryAfter set.
+// An admitted request counts against the rate limit.
+func (b *Budgets) Check(ctx context.Context, userID string) error {
+	lim := b.def
+	if b.limits != nil {
+		l, ok, err := b.limits.UserLimits(ctx, userID)
+		if err != nil {
+			return fmt.Errorf("load budget of user %s: %w", userID, err)
+		}
+		if ok {
+			lim = l
+		}
+	}
+	now := b.now().UTC()
+	if lim.MonthlyUSD > 0 {
+		start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+		spent, err := b.ledger.SpentUSD(ctx, userID, start)
+		if err != nil {
+			return fmt.Errorf("load spend of user %s: %w", userID, err)
+		}
+		if spent >= lim.MonthlyUSD {
+			reset := start.AddDate(0, 1, 0)
+			e := errs.E(errs.PaymentRequired,
+				"monthly LLM budget of $%.2f reached (spent $%.2f this month); it resets at %s",
+				lim.MonthlyUSD, spent, reset.Format("2006-01-02 15:04 UTC"))
+			e.RetryAfter = int(reset.Sub(now)/time.Second) + 1
+			return e
+		}
+	}
+	if lim.RequestsPerMinute > 0 {
+		w := now.Truncate(time.Minute)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if !w.Equal(b.window) {
+			b.window = w
+			clear(b.counts)
+		}
+		if b.counts[userID] >= lim.RequestsPerMinute {
+			reset := w.Add(time.Minute)
+			e := errs.E(errs.TooMany,
+				"LLM request rate limit of %d per minute reached; it resets at %s (in %d s)",
+				lim.RequestsPerMinute, reset.Format("15:04:05 UTC"), secondsUntil(now, reset))
+			e.RetryAfter = secondsUntil(now, reset)
+			return e
+		}
+		b.counts[userID]++
+	}
+	return nil
+}
+
+func secondsUntil(now, t time.Time) int {
+	d := t.Sub(now)
+	s := int((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
