@@ -1,0 +1,282 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/errs"
+)
+
+var _ agent.Store = (*DB)(nil)
+
+const runCols = `id, sandbox_id, owner_id, prompt, options, status, resumed_from, session_id, model,
+	created_at, started_at, finished_at, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
+	cost_nusd, num_turns, exit_code, error, last_seq`
+
+// CreateRun inserts a run. A second active run for the same sandbox is an
+// errs.Conflict naming the active one.
+func (d *DB) CreateRun(ctx context.Context, r agent.Run) error {
+	opts, err := json.Marshal(r.Options)
+	if err != nil {
+		return fmt.Errorf("encode run options: %w", err)
+	}
+	var exit sql.NullInt64
+	if r.ExitCode != nil {
+		exit = sql.NullInt64{Int64: int64(*r.ExitCode), Valid: true}
+	}
+	_, err = d.exec(ctx, d.db, `INSERT INTO runs (`+runCols+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, r.SandboxID, r.OwnerID, r.Prompt, string(opts), string(r.Status), r.ResumedFrom, r.SessionID, r.Model,
+		ms(r.CreatedAt), ms(r.StartedAt), ms(r.FinishedAt), r.Usage.InputTokens, r.Usage.OutputTokens,
+		r.Usage.CacheReadTokens, r.Usage.CacheCreationTokens, r.CostNanoUSD, r.NumTurns, exit, r.Error, r.LastSeq)
+	if err == nil {
+		return nil
+	}
+	if !isUnique(err) {
+		return fmt.Errorf("insert run: %w", err)
+	}
+	if active, aerr := d.ActiveRun(ctx, r.SandboxID); aerr == nil && active.ID != r.ID {
+		return errs.Wrap(errs.Conflict, err, fmt.Sprintf("sandbox %s already has an active run %s", r.SandboxID, active.ID))
+	}
+	return errs.Wrap(errs.Conflict, err, "run already exists")
+}
+
+func scanRun(s rowScanner) (agent.Run, error) {
+	var (
+		r                          agent.Run
+		opts, status               string
+		created, started, finished int64
+		exit                       sql.NullInt64
+	)
+	err := s.Scan(&r.ID, &r.SandboxID, &r.OwnerID, &r.Prompt, &opts, &status, &r.ResumedFrom, &r.SessionID, &r.Model,
+		&created, &started, &finished, &r.Usage.InputTokens, &r.Usage.OutputTokens, &r.Usage.CacheReadTokens,
+		&r.Usage.CacheCreationTokens, &r.CostNanoUSD, &r.NumTurns, &exit, &r.Error, &r.LastSeq)
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal([]byte(opts), &r.Options); err != nil {
+		return r, fmt.Errorf("decode options of run %s: %w", r.ID, err)
+	}
+	r.Status = agent.Status(status)
+	r.CreatedAt, r.StartedAt, r.FinishedAt = fromMS(created), fromMS(started), fromMS(finished)
+	if exit.Valid {
+		c := int(exit.Int64)
+		r.ExitCode = &c
+	}
+	return r, nil
+}
+
+// GetRun returns one run.
+func (d *DB) GetRun(ctx context.Context, id string) (agent.Run, error) {
+	r, err := scanRun(d.queryRow(ctx, d.db, `SELECT `+runCols+` FROM runs WHERE id = ?`, id))
+	if isNoRows(err) {
+		return r, errs.Wrap(errs.NotFound, errs.ErrNotFound, "run not found")
+	}
+	if err != nil {
+		return r, fmt.Errorf("get run %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// ActiveRun returns the sandbox's queued or running run.
+func (d *DB) ActiveRun(ctx context.Context, sandboxID string) (agent.Run, error) {
+	r, err := scanRun(d.queryRow(ctx, d.db, `SELECT `+runCols+` FROM runs WHERE sandbox_id = ? AND status IN ('queued', 'running')`, sandboxID))
+	if isNoRows(err) {
+		return r, errs.Wrap(errs.NotFound, errs.ErrNotFound, "no active run")
+	}
+	if err != nil {
+		return r, fmt.Errorf("active run of %s: %w", sandboxID, err)
+	}
+	return r, nil
+}
+
+// ListRuns returns a sandbox's runs, newest first.
+func (d *DB) ListRuns(ctx context.Context, sandboxID string, limit int) ([]agent.Run, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := d.query(ctx, d.db, `SELECT `+runCols+` FROM runs WHERE sandbox_id = ? ORDER BY created_at DESC, id DESC LIMIT ?`, sandboxID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	defer rows.Close()
+	var out []agent.Run
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan run: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// UpdateRun writes a run's mutable fields. Usage and cost are written as
+// given (AddRunUsage adds to them atomically).
+func (d *DB) UpdateRun(ctx context.Context, r agent.Run) error {
+	var exit sql.NullInt64
+	if r.ExitCode != nil {
+		exit = sql.NullInt64{Int64: int64(*r.ExitCode), Valid: true}
+	}
+	res, err := d.exec(ctx, d.db, `UPDATE runs SET status = ?, session_id = ?, model = ?, started_at = ?, finished_at = ?,
+		input_tokens = ?, output_tokens = ?, cache_read_tokens = ?, cache_creation_tokens = ?, cost_nusd = ?,
+		num_turns = ?, exit_code = ?, error = ? WHERE id = ?`,
+		string(r.Status), r.SessionID, r.Model, ms(r.StartedAt), ms(r.FinishedAt),
+		r.Usage.InputTokens, r.Usage.OutputTokens, r.Usage.CacheReadTokens, r.Usage.CacheCreationTokens, r.CostNanoUSD,
+		r.NumTurns, exit, r.Error, r.ID)
+	if err != nil {
+		return fmt.Errorf("update run %s: %w", r.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errs.Wrap(errs.NotFound, errs.ErrNotFound, "run not found")
+	}
+	return nil
+}
+
+// AddRunUsage adds tokens and cost to a run's totals.
+func (d *DB) AddRunUsage(ctx context.Context, runID string, u agent.Usage, costNanoUSD int64) error {
+	_, err := d.exec(ctx, d.db, `UPDATE runs SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?,
+		cache_read_tokens = cache_read_tokens + ?, cache_creation_tokens = cache_creation_tokens + ?, cost_nusd = cost_nusd + ?
+		WHERE id = ?`, u.InputTokens, u.OutputTokens, u.CacheReadTokens, u.CacheCreationTokens, costNanoUSD, runID)
+	if err != nil {
+		return fmt.Errorf("add usage to run %s: %w", runID, err)
+	}
+	return nil
+}
+
+// LastSessionID returns the session of the sandbox's latest run that has one.
+func (d *DB) LastSessionID(ctx context.Context, sandboxID string) (string, error) {
+	var s string
+	err := d.queryRow(ctx, d.db, `SELECT session_id FROM runs WHERE sandbox_id = ? AND session_id <> ''
+		ORDER BY created_at DESC, id DESC LIMIT 1`, sandboxID).Scan(&s)
+	if isNoRows(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("last session of %s: %w", sandboxID, err)
+	}
+	return s, nil
+}
+
+// AppendRunEvent persists one event and advances the run's last_seq.
+func (d *DB) AppendRunEvent(ctx context.Context, ev agent.Event) error {
+	return d.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := d.exec(ctx, tx, `INSERT INTO run_events (run_id, seq, type, at, data, raw) VALUES (?, ?, ?, ?, ?, ?)`,
+			ev.RunID, ev.Seq, ev.Type, ms(ev.Time), string(ev.Data), ev.Raw); err != nil {
+			if isUnique(err) {
+				return errs.Wrap(errs.Conflict, err, "event already exists")
+			}
+			return fmt.Errorf("insert run event: %w", err)
+		}
+		if _, err := d.exec(ctx, tx, `UPDATE runs SET last_seq = ? WHERE id = ? AND last_seq < ?`, ev.Seq, ev.RunID, ev.Seq); err != nil {
+			return fmt.Errorf("advance last_seq: %w", err)
+		}
+		return nil
+	})
+}
+
+// RunEvents returns a run's events after seq `after`, in order; limit 0 = all.
+func (d *DB) RunEvents(ctx context.Context, runID string, after int64, limit int) ([]agent.Event, error) {
+	q := `SELECT run_id, seq, type, at, data, raw FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq`
+	args := []any{runID, after}
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := d.query(ctx, d.db, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("run events: %w", err)
+	}
+	defer rows.Close()
+	var out []agent.Event
+	for rows.Next() {
+		var (
+			ev   agent.Event
+			at   int64
+			data string
+		)
+		if err := rows.Scan(&ev.RunID, &ev.Seq, &ev.Type, &at, &data, &ev.Raw); err != nil {
+			return nil, fmt.Errorf("scan run event: %w", err)
+		}
+		ev.Time = fromMS(at)
+		ev.Data = json.RawMessage(data)
+		out = append(out, ev)
+	}
+	return out, rows.Err()
+}
+
+// InterruptRuns marks every queued or running run interrupted (after a
+// server restart) and deletes their tokens. It returns the runs it marked.
+func (d *DB) InterruptRuns(ctx context.Context, at time.Time, reason string) ([]agent.Run, error) {
+	var marked []agent.Run
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := d.query(ctx, tx, `SELECT `+runCols+` FROM runs WHERE status IN ('queued', 'running')`)
+		if err != nil {
+			return fmt.Errorf("find active runs: %w", err)
+		}
+		for rows.Next() {
+			r, err := scanRun(rows)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("scan run: %w", err)
+			}
+			marked = append(marked, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for i := range marked {
+			marked[i].Status, marked[i].FinishedAt, marked[i].Error = agent.Interrupted, at, reason
+			if _, err := d.exec(ctx, tx, `UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ?`,
+				string(agent.Interrupted), ms(at), reason, marked[i].ID); err != nil {
+				return fmt.Errorf("interrupt run: %w", err)
+			}
+			if _, err := d.exec(ctx, tx, `DELETE FROM run_tokens WHERE run_id = ?`, marked[i].ID); err != nil {
+				return fmt.Errorf("delete run tokens: %w", err)
+			}
+		}
+		return nil
+	})
+	return marked, err
+}
+
+// CreateRunToken stores a run token's hash.
+func (d *DB) CreateRunToken(ctx context.Context, t agent.RunToken) error {
+	_, err := d.exec(ctx, d.db, `INSERT INTO run_tokens (token_hash, run_id, sandbox_id, user_id, created_at) VALUES (?, ?, ?, ?, ?)`,
+		t.Hash, t.RunID, t.SandboxID, t.UserID, ms(t.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("insert run token: %w", err)
+	}
+	return nil
+}
+
+// RunToken looks a run token up by its hash.
+func (d *DB) RunToken(ctx context.Context, hash string) (agent.RunToken, error) {
+	var (
+		t  agent.RunToken
+		at int64
+	)
+	err := d.queryRow(ctx, d.db, `SELECT token_hash, run_id, sandbox_id, user_id, created_at FROM run_tokens WHERE token_hash = ?`, hash).
+		Scan(&t.Hash, &t.RunID, &t.SandboxID, &t.UserID, &at)
+	if isNoRows(err) {
+		return t, errs.Wrap(errs.NotFound, errs.ErrNotFound, "run token not found")
+	}
+	if err != nil {
+		return t, fmt.Errorf("get run token: %w", err)
+	}
+	t.CreatedAt = fromMS(at)
+	return t, nil
+}
+
+// DeleteRunTokens removes a run's tokens (when the run ends).
+func (d *DB) DeleteRunTokens(ctx context.Context, runID string) error {
+	if _, err := d.exec(ctx, d.db, `DELETE FROM run_tokens WHERE run_id = ?`, runID); err != nil {
+		return fmt.Errorf("delete run tokens: %w", err)
+	}
+	return nil
+}

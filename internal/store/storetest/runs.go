@@ -1,0 +1,141 @@
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/store"
+)
+
+// Runs exercises agent runs, their event logs and run tokens on a migrated, empty DB.
+func Runs(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	base := time.UnixMilli(1_800_000_000_000).UTC()
+	r1 := agent.Run{ID: "run_1", SandboxID: "sb_1", OwnerID: "alice", Prompt: "hi", Status: agent.Queued,
+		Options: agent.Options{Model: "m", MaxTurns: 2, AllowedTools: []string{"Bash"}}, CreatedAt: base}
+	if err := db.CreateRun(ctx, r1); err != nil {
+		t.Fatalf("CreateRun: %v", err)
+	}
+	got, err := db.GetRun(ctx, "run_1")
+	if err != nil {
+		t.Fatalf("GetRun: %v", err)
+	}
+	if d := cmp.Diff(r1, got); d != "" {
+		t.Errorf("GetRun round trip (-want +got):\n%s", d)
+	}
+	if _, err := db.GetRun(ctx, "nope"); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("GetRun(missing) = %v, want not found", err)
+	}
+
+	// One active run per sandbox; the conflict names the active run.
+	r2 := agent.Run{ID: "run_2", SandboxID: "sb_1", OwnerID: "alice", Prompt: "again", Status: agent.Queued, CreatedAt: base.Add(time.Second)}
+	err = db.CreateRun(ctx, r2)
+	if e, ok := errs.Public(err); !ok || e.Kind != errs.Conflict || !contains(e.Message, "run_1") {
+		t.Fatalf("CreateRun(second active) = %v, want conflict naming run_1", err)
+	}
+	if a, err := db.ActiveRun(ctx, "sb_1"); err != nil || a.ID != "run_1" {
+		t.Errorf("ActiveRun = %v, %v; want run_1", a.ID, err)
+	}
+
+	// Events: ordered, unique per (run, seq), last_seq advances.
+	for i := int64(1); i <= 3; i++ {
+		ev := agent.Event{RunID: "run_1", Seq: i, Type: agent.TypeText, Time: base.Add(time.Duration(i) * time.Millisecond),
+			Data: json.RawMessage(`{"text":"x"}`), Raw: `{"type":"assistant"}`}
+		if err := db.AppendRunEvent(ctx, ev); err != nil {
+			t.Fatalf("AppendRunEvent(%d): %v", i, err)
+		}
+	}
+	if err := db.AppendRunEvent(ctx, agent.Event{RunID: "run_1", Seq: 2, Type: "text", Time: base, Data: json.RawMessage(`{}`)}); errs.KindOf(err) != errs.Conflict {
+		t.Errorf("AppendRunEvent(duplicate seq) = %v, want conflict", err)
+	}
+	evs, err := db.RunEvents(ctx, "run_1", 1, 0)
+	if err != nil || len(evs) != 2 || evs[0].Seq != 2 || evs[1].Seq != 3 || evs[1].Raw != `{"type":"assistant"}` || string(evs[0].Data) != `{"text":"x"}` {
+		t.Fatalf("RunEvents(after 1) = %+v, %v", evs, err)
+	}
+	if evs, _ := db.RunEvents(ctx, "run_1", 0, 1); len(evs) != 1 || evs[0].Seq != 1 {
+		t.Errorf("RunEvents(limit 1) = %+v", evs)
+	}
+
+	// Update, usage increments, session lookup.
+	code := 0
+	r1.Status, r1.SessionID, r1.Model, r1.StartedAt, r1.FinishedAt = agent.Succeeded, "sess-1", "claude-x", base, base.Add(2*time.Second)
+	r1.NumTurns, r1.ExitCode, r1.Usage, r1.CostNanoUSD = 2, &code, agent.Usage{InputTokens: 10}, 5
+	if err := db.UpdateRun(ctx, r1); err != nil {
+		t.Fatalf("UpdateRun: %v", err)
+	}
+	if err := db.AddRunUsage(ctx, "run_1", agent.Usage{InputTokens: 1, OutputTokens: 2, CacheReadTokens: 3, CacheCreationTokens: 4}, 1500); err != nil {
+		t.Fatalf("AddRunUsage: %v", err)
+	}
+	got, _ = db.GetRun(ctx, "run_1")
+	r1.Usage, r1.CostNanoUSD, r1.LastSeq = agent.Usage{InputTokens: 11, OutputTokens: 2, CacheReadTokens: 3, CacheCreationTokens: 4}, 1505, 3
+	if d := cmp.Diff(r1, got); d != "" {
+		t.Errorf("after UpdateRun (-want +got):\n%s", d)
+	}
+	if s, err := db.LastSessionID(ctx, "sb_1"); err != nil || s != "sess-1" {
+		t.Errorf("LastSessionID = %q, %v", s, err)
+	}
+	if s, err := db.LastSessionID(ctx, "sb_other"); err != nil || s != "" {
+		t.Errorf("LastSessionID(none) = %q, %v", s, err)
+	}
+	if err := db.UpdateRun(ctx, agent.Run{ID: "nope", Status: agent.Failed}); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("UpdateRun(missing) = %v, want not found", err)
+	}
+
+	// The sandbox is free again; list is newest first.
+	if err := db.CreateRun(ctx, r2); err != nil {
+		t.Fatalf("CreateRun after the first finished: %v", err)
+	}
+	list, err := db.ListRuns(ctx, "sb_1", 10)
+	if err != nil || len(list) != 2 || list[0].ID != "run_2" || list[1].ID != "run_1" {
+		t.Errorf("ListRuns = %v, %v", list, err)
+	}
+
+	// Tokens.
+	tok := agent.RunToken{Hash: "h2", RunID: "run_2", SandboxID: "sb_1", UserID: "alice", CreatedAt: base}
+	if err := db.CreateRunToken(ctx, tok); err != nil {
+		t.Fatalf("CreateRunToken: %v", err)
+	}
+	if g, err := db.RunToken(ctx, "h2"); err != nil || g != tok {
+		t.Errorf("RunToken = %+v, %v", g, err)
+	}
+	if _, err := db.RunToken(ctx, "nope"); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("RunToken(missing) = %v, want not found", err)
+	}
+
+	// Restart: active runs become interrupted, their tokens go.
+	marked, err := db.InterruptRuns(ctx, base.Add(time.Hour), "server restarted")
+	if err != nil || len(marked) != 1 || marked[0].ID != "run_2" {
+		t.Fatalf("InterruptRuns = %v, %v", marked, err)
+	}
+	got, _ = db.GetRun(ctx, "run_2")
+	if got.Status != agent.Interrupted || got.Error != "server restarted" || !got.FinishedAt.Equal(base.Add(time.Hour)) {
+		t.Errorf("interrupted run = %+v", got)
+	}
+	if _, err := db.RunToken(ctx, "h2"); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("token of an interrupted run survived: %v", err)
+	}
+	if err := db.CreateRunToken(ctx, agent.RunToken{Hash: "h3", RunID: "run_1", SandboxID: "sb_1", UserID: "alice", CreatedAt: base}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteRunTokens(ctx, "run_1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RunToken(ctx, "h3"); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("DeleteRunTokens left the token: %v", err)
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}

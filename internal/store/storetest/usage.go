@@ -1,0 +1,91 @@
+package storetest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/store"
+)
+
+// Usage exercises usage records and summaries on a migrated, empty DB.
+func Usage(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	day1 := time.Date(2027, 1, 2, 10, 0, 0, 0, time.UTC)
+	day2 := day1.Add(24 * time.Hour)
+	recs := []agent.UsageRecord{
+		{ID: "u1", Time: day1, UserID: "alice", SandboxID: "sb_1", RunID: "run_1", Provider: "anthropic", Model: "opus",
+			Usage: agent.Usage{InputTokens: 100, OutputTokens: 20, CacheReadTokens: 5, CacheCreationTokens: 1}, CostNanoUSD: 1_000, Latency: 120 * time.Millisecond, Status: 200},
+		{ID: "u2", Time: day1.Add(time.Hour), UserID: "alice", SandboxID: "sb_2", Provider: "anthropic", Model: "sonnet",
+			Usage: agent.Usage{InputTokens: 10, OutputTokens: 2}, CostNanoUSD: 300, Status: 200},
+		{ID: "u3", Time: day2, UserID: "alice", SandboxID: "sb_1", RunID: "run_2", Provider: "anthropic", Model: "opus",
+			Usage: agent.Usage{InputTokens: 1}, CostNanoUSD: 7, Status: 500},
+		{ID: "u4", Time: day2, UserID: "bob", Provider: "anthropic", Model: "opus", Usage: agent.Usage{InputTokens: 1000}, CostNanoUSD: 9_000_000_000},
+	}
+	for _, r := range recs {
+		if err := db.InsertUsage(ctx, r); err != nil {
+			t.Fatalf("InsertUsage(%s): %v", r.ID, err)
+		}
+	}
+	if err := db.InsertUsage(ctx, recs[0]); errs.KindOf(err) != errs.Conflict {
+		t.Errorf("InsertUsage(duplicate) = %v, want conflict", err)
+	}
+
+	q := agent.UsageQuery{UserID: "alice", From: day1.Add(-time.Hour), To: day2.Add(time.Hour)}
+	for _, tt := range []struct {
+		by   string
+		want []agent.UsageGroup
+	}{
+		{"day", []agent.UsageGroup{
+			{Key: "2027-01-02", Requests: 2, Usage: agent.Usage{InputTokens: 110, OutputTokens: 22, CacheReadTokens: 5, CacheCreationTokens: 1}, CostNanoUSD: 1_300},
+			{Key: "2027-01-03", Requests: 1, Usage: agent.Usage{InputTokens: 1}, CostNanoUSD: 7},
+		}},
+		{"model", []agent.UsageGroup{
+			{Key: "opus", Requests: 2, Usage: agent.Usage{InputTokens: 101, OutputTokens: 20, CacheReadTokens: 5, CacheCreationTokens: 1}, CostNanoUSD: 1_007},
+			{Key: "sonnet", Requests: 1, Usage: agent.Usage{InputTokens: 10, OutputTokens: 2}, CostNanoUSD: 300},
+		}},
+		{"sandbox", []agent.UsageGroup{
+			{Key: "sb_1", Requests: 2, Usage: agent.Usage{InputTokens: 101, OutputTokens: 20, CacheReadTokens: 5, CacheCreationTokens: 1}, CostNanoUSD: 1_007},
+			{Key: "sb_2", Requests: 1, Usage: agent.Usage{InputTokens: 10, OutputTokens: 2}, CostNanoUSD: 300},
+		}},
+	} {
+		q.GroupBy = tt.by
+		got, err := db.UsageSummary(ctx, q)
+		if err != nil {
+			t.Fatalf("UsageSummary(%s): %v", tt.by, err)
+		}
+		if d := cmp.Diff(tt.want, got); d != "" {
+			t.Errorf("UsageSummary(%s) (-want +got):\n%s", tt.by, d)
+		}
+	}
+	q.GroupBy = "bogus"
+	if _, err := db.UsageSummary(ctx, q); errs.KindOf(err) != errs.Invalid {
+		t.Errorf("UsageSummary(bogus) = %v, want invalid", err)
+	}
+
+	// Every user (admin view), half-open range.
+	all, err := db.UsageSummary(ctx, agent.UsageQuery{From: day2, To: day2.Add(time.Hour), GroupBy: "model"})
+	if err != nil || len(all) != 1 || all[0].Requests != 2 {
+		t.Errorf("UsageSummary(all users, day2) = %+v, %v", all, err)
+	}
+
+	list, err := db.ListUsage(ctx, agent.UsageQuery{UserID: "alice", From: day1, To: day1.Add(2 * time.Hour)}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]agent.UsageRecord{recs[1], recs[0]}, list); d != "" {
+		t.Errorf("ListUsage (-want +got):\n%s", d)
+	}
+
+	spent, err := db.SpentUSD(ctx, "bob", day1)
+	if err != nil || spent != 9 {
+		t.Errorf("SpentUSD(bob) = %v, %v; want 9", spent, err)
+	}
+	if spent, _ := db.SpentUSD(ctx, "alice", day2); spent != 7e-9 {
+		t.Errorf("SpentUSD(alice, day2) = %v, want 7e-9", spent)
+	}
+}

@@ -1,0 +1,137 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/errs"
+)
+
+const dayMS = 86_400_000
+
+// InsertUsage stores one usage record.
+func (d *DB) InsertUsage(ctx context.Context, rec agent.UsageRecord) error {
+	_, err := d.exec(ctx, d.db, `INSERT INTO usage_records (id, at, user_id, sandbox_id, run_id, provider, model,
+		input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_nusd, latency_ms, status)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		rec.ID, ms(rec.Time), rec.UserID, rec.SandboxID, rec.RunID, rec.Provider, rec.Model,
+		rec.Usage.InputTokens, rec.Usage.OutputTokens, rec.Usage.CacheReadTokens, rec.Usage.CacheCreationTokens,
+		rec.CostNanoUSD, rec.Latency.Milliseconds(), rec.Status)
+	if err != nil {
+		if isUnique(err) {
+			return errs.Wrap(errs.Conflict, err, "usage record already exists")
+		}
+		return fmt.Errorf("insert usage record: %w", err)
+	}
+	return nil
+}
+
+func usageWhere(q agent.UsageQuery) (string, []any) {
+	where := ` WHERE at >= ? AND at < ?`
+	to := q.To
+	if to.IsZero() {
+		to = time.Unix(1<<40, 0)
+	}
+	args := []any{ms(q.From), ms(to)}
+	if q.UserID != "" {
+		where += ` AND user_id = ?`
+		args = append(args, q.UserID)
+	}
+	return where, args
+}
+
+// UsageSummary sums usage records in [From, To) grouped by day (UTC),
+// model or sandbox, ordered by key.
+func (d *DB) UsageSummary(ctx context.Context, q agent.UsageQuery) ([]agent.UsageGroup, error) {
+	var key string
+	switch q.GroupBy {
+	case "", "day":
+		key = `at / ` + fmt.Sprint(dayMS)
+	case "model":
+		key = `model`
+	case "sandbox":
+		key = `sandbox_id`
+	default:
+		return nil, errs.Field("group_by", "must be day, model or sandbox")
+	}
+	where, args := usageWhere(q)
+	rows, err := d.query(ctx, d.db, `SELECT `+key+`, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
+		SUM(cache_creation_tokens), SUM(cost_nusd) FROM usage_records`+where+` GROUP BY `+key+` ORDER BY `+key, args...)
+	if err != nil {
+		return nil, fmt.Errorf("usage summary: %w", err)
+	}
+	defer rows.Close()
+	out := []agent.UsageGroup{}
+	for rows.Next() {
+		var (
+			g     agent.UsageGroup
+			k     any
+			day   int64
+			isDay = q.GroupBy == "" || q.GroupBy == "day"
+		)
+		dest := []any{&k}
+		if isDay {
+			dest = []any{&day}
+		}
+		dest = append(dest, &g.Requests, &g.Usage.InputTokens, &g.Usage.OutputTokens, &g.Usage.CacheReadTokens,
+			&g.Usage.CacheCreationTokens, &g.CostNanoUSD)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("scan usage summary: %w", err)
+		}
+		if isDay {
+			g.Key = time.UnixMilli(day * dayMS).UTC().Format(time.DateOnly)
+		} else {
+			switch v := k.(type) {
+			case string:
+				g.Key = v
+			case []byte:
+				g.Key = string(v)
+			}
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// ListUsage returns usage records in [From, To), newest first.
+func (d *DB) ListUsage(ctx context.Context, q agent.UsageQuery, limit int) ([]agent.UsageRecord, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	where, args := usageWhere(q)
+	rows, err := d.query(ctx, d.db, `SELECT id, at, user_id, sandbox_id, run_id, provider, model, input_tokens, output_tokens,
+		cache_read_tokens, cache_creation_tokens, cost_nusd, latency_ms, status FROM usage_records`+where+
+		` ORDER BY at DESC, id DESC LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("list usage: %w", err)
+	}
+	defer rows.Close()
+	var out []agent.UsageRecord
+	for rows.Next() {
+		var (
+			r         agent.UsageRecord
+			at, latMS int64
+		)
+		if err := rows.Scan(&r.ID, &at, &r.UserID, &r.SandboxID, &r.RunID, &r.Provider, &r.Model, &r.Usage.InputTokens,
+			&r.Usage.OutputTokens, &r.Usage.CacheReadTokens, &r.Usage.CacheCreationTokens, &r.CostNanoUSD, &latMS, &r.Status); err != nil {
+			return nil, fmt.Errorf("scan usage record: %w", err)
+		}
+		r.Time, r.Latency = fromMS(at), time.Duration(latMS)*time.Millisecond
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// SpentUSD is the summed cost of the user's usage records at or after
+// since (llm.Ledger, for budgets).
+func (d *DB) SpentUSD(ctx context.Context, userID string, since time.Time) (float64, error) {
+	var n int64
+	err := d.queryRow(ctx, d.db, `SELECT COALESCE(SUM(cost_nusd), 0) FROM usage_records WHERE user_id = ? AND at >= ?`,
+		userID, ms(since)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("spent by %s: %w", userID, err)
+	}
+	return float64(n) / 1e9, nil
+}
