@@ -1,0 +1,1000 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/techbossai/techboss/internal/errs"
+)
+
+// Hooks let other domains act at lifecycle points without the Manager
+// importing them. Both run with the sandbox's driver reachable through
+// Manager.DriverFor.
+type Hooks struct {
+	// AfterCreate runs after the driver started the sandbox and before it is
+	// marked running (state is still creating): init_from_s3, from_snapshot.
+	// An error destroys the sandbox and marks it failed; a public error's
+	// text becomes the failure reason and the create's answer.
+	AfterCreate func(ctx context.Context, sb *Sandbox) error
+	// BeforeTerminate runs after terminating is persisted and before the
+	// driver destroys the sandbox (final snapshot). An error is logged and
+	// recorded in the reason; termination goes on.
+	BeforeTerminate func(ctx context.Context, sb *Sandbox) error
+}
+
+// Deps are the Manager's dependencies.
+type Deps struct {
+	Repo Repo
+	// Drivers by name; DefaultDriver names the one new sandboxes use.
+	Drivers       map[string]Driver
+	DefaultDriver string
+	Limits        Limits
+	Hooks         Hooks
+	// Mounts are added to every CreateRequest (e.g. the Claude CLI tools dir).
+	Mounts  []Mount
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer // nil: metrics are not registered
+	// Now is the clock for lifecycle decisions (idle, lifetime); nil = time.Now.
+	Now func() time.Time
+}
+
+// Manager runs the lifecycle of sandboxes: create, exec, files, terminate,
+// the reaper and restart reconciliation. Every method taking an ownerID
+// treats another owner's sandbox exactly like a missing one.
+type Manager struct {
+	repo          Repo
+	drivers       map[string]Driver
+	defaultDriver string
+	limits        Limits
+	hooks         Hooks
+	mounts        []Mount
+	log           *slog.Logger
+	now           func() time.Time
+
+	createMu sync.Mutex // serialises the quota check with the insert
+
+	mu       sync.Mutex
+	activity map[string]time.Time // activity not yet flushed to the repo
+	busy     map[string]int       // in-progress execs and agent runs
+	logs     map[string]*BuildLog
+	locks    map[string]*keyLock
+
+	m metrics
+}
+
+type keyLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+type metrics struct {
+	create *prometheus.HistogramVec
+	exec   *prometheus.HistogramVec
+	reaped *prometheus.CounterVec
+}
+
+// NewManager checks deps and returns a Manager. Call Reconcile once at
+// start, then run Run for the reaper.
+func NewManager(d Deps) (*Manager, error) {
+	if d.Repo == nil {
+		return nil, errors.New("sandbox manager: no repo")
+	}
+	if _, ok := d.Drivers[d.DefaultDriver]; !ok {
+		return nil, fmt.Errorf("sandbox manager: default driver %q is not configured", d.DefaultDriver)
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Limits.ReapInterval <= 0 {
+		d.Limits.ReapInterval = DefaultLimits().ReapInterval
+	}
+	if d.Limits.CreateTimeout <= 0 {
+		d.Limits.CreateTimeout = DefaultLimits().CreateTimeout
+	}
+	m := &Manager{
+		repo:          d.Repo,
+		drivers:       d.Drivers,
+		defaultDriver: d.DefaultDriver,
+		limits:        d.Limits,
+		hooks:         d.Hooks,
+		mounts:        d.Mounts,
+		log:           d.Logger,
+		now:           d.Now,
+		activity:      map[string]time.Time{},
+		busy:          map[string]int{},
+		logs:          map[string]*BuildLog{},
+		locks:         map[string]*keyLock{},
+	}
+	m.m = metrics{
+		create: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "techboss_sandbox_create_duration_seconds",
+			Help:    "Time to create a sandbox (image, build, start, hooks).",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 180, 600},
+		}, []string{"driver", "result"}),
+		exec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "techboss_sandbox_exec_duration_seconds",
+			Help:    "Duration of sandbox execs.",
+			Buckets: []float64{.002, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 120, 600, 3600},
+		}, []string{"driver"}),
+		reaped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "techboss_sandbox_reaped_total",
+			Help: "Sandboxes terminated by the reaper, by reason.",
+		}, []string{"reason"}),
+	}
+	if d.Metrics != nil {
+		for _, c := range []prometheus.Collector{m.m.create, m.m.exec, m.m.reaped, stateCollector{m}} {
+			if err := d.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("sandbox manager: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// Limits returns the limits the Manager enforces.
+func (m *Manager) Limits() Limits { return m.limits }
+
+// DriverFor returns the driver running sb.
+func (m *Manager) DriverFor(sb *Sandbox) (Driver, error) {
+	d, ok := m.drivers[sb.Driver]
+	if !ok {
+		return nil, errs.E(errs.Unavailable, "sandbox driver %q is not configured on this server", sb.Driver)
+	}
+	return d, nil
+}
+
+var errSandboxNotFound = errs.E(errs.NotFound, "sandbox not found")
+
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "sb_" + hex.EncodeToString(b[:])
+}
+
+// redacted returns the spec as persisted: env values are secrets as far as
+// we know, so only their names are stored. Drivers receive the real spec.
+func redacted(s Spec) Spec {
+	if len(s.Env) == 0 {
+		return s
+	}
+	env := make(map[string]string, len(s.Env))
+	for k := range s.Env {
+		env[k] = "***"
+	}
+	s.Env = env
+	return s
+}
+
+// Create validates spec, persists the sandbox as creating, starts it on the
+// default driver, runs the AfterCreate hook, and persists running (or
+// failed with the reason). It returns once the sandbox accepts execs. The
+// create goes on if ctx is cancelled, so the record always settles.
+func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandbox, error) {
+	if err := spec.Validate(m.limits); err != nil {
+		return nil, err
+	}
+	if (spec.FromSnapshot != "" || spec.InitFromS3) && m.hooks.AfterCreate == nil {
+		f := "from_snapshot"
+		if spec.InitFromS3 {
+			f = "init_from_s3"
+		}
+		return nil, errs.Field(f, "storage is not configured on this server")
+	}
+	spec = spec.WithDefaults(m.limits)
+	drvName := m.defaultDriver
+	drv := m.drivers[drvName]
+	now := m.now()
+	sb := &Sandbox{
+		ID: newID(), OwnerID: ownerID, Spec: redacted(spec), State: Creating, Driver: drvName,
+		CreatedAt: now, UpdatedAt: now, LastActiveAt: now,
+	}
+	if err := m.insertWithinQuota(ctx, sb); err != nil {
+		return nil, err
+	}
+	log := m.log.With("sandbox_id", sb.ID, "driver", drvName)
+	blog := newBuildLog()
+	m.mu.Lock()
+	m.logs[sb.ID] = blog
+	m.mu.Unlock()
+	defer blog.close()
+
+	// Settle the record even if the client goes away.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.limits.CreateTimeout)
+	defer cancel()
+	if spec.VolumeName != "" {
+		if err := m.repo.EnsureVolume(cctx, VolumeRecord{OwnerID: ownerID, Name: spec.VolumeName, Driver: drvName, CreatedAt: now}); err != nil {
+			return nil, m.fail(cctx, sb, fmt.Errorf("record volume: %w", err), blog, log, time.Now())
+		}
+	}
+	start := time.Now()
+	fmt.Fprintf(blog, "creating sandbox %s on driver %s (image %s)\n", sb.ID, drvName, spec.ImageBase)
+	ref, err := drv.Create(cctx, CreateRequest{ID: sb.ID, OwnerID: ownerID, Spec: spec, Mounts: m.mounts, Log: blog})
+	if err != nil {
+		return nil, m.fail(cctx, sb, fmt.Errorf("driver create: %w", err), blog, log, start)
+	}
+	sb.Ref = ref
+	if m.hooks.AfterCreate != nil {
+		if err := m.hooks.AfterCreate(cctx, sb); err != nil {
+			if derr := drv.Destroy(cctx, ref); derr != nil {
+				log.Error("destroy after failed create hook", "err", derr)
+			}
+			return nil, m.fail(cctx, sb, fmt.Errorf("after create: %w", err), blog, log, start)
+		}
+	}
+	sb.State = Running
+	sb.UpdatedAt = m.now()
+	sb.LastActiveAt = sb.UpdatedAt
+	if err := m.repo.UpdateSandbox(cctx, sb); err != nil {
+		// The sandbox runs but we could not record it: do not leak it.
+		if derr := drv.Destroy(cctx, ref); derr != nil {
+			log.Error("destroy after failed persist", "err", derr)
+		}
+		return nil, m.fail(cctx, sb, fmt.Errorf("persist running: %w", err), blog, log, start)
+	}
+	d := time.Since(start)
+	m.m.create.WithLabelValues(drvName, "ok").Observe(d.Seconds())
+	fmt.Fprintf(blog, "sandbox running after %s\n", d.Round(time.Millisecond))
+	log.Info("sandbox created", "duration_ms", d.Milliseconds())
+	return sb, nil
+}
+
+// fail records a failed create and returns the error for the caller: a
+// public error as is (it names the bad field), anything else wrapped.
+func (m *Manager) fail(ctx context.Context, sb *Sandbox, cause error, blog *BuildLog, log *slog.Logger, start time.Time) error {
+	m.m.create.WithLabelValues(sb.Driver, "error").Observe(time.Since(start).Seconds())
+	reason := "create failed (see the server log)"
+	if pe, ok := errs.Public(cause); ok {
+		reason = pe.Message
+	}
+	fmt.Fprintf(blog, "create failed: %s\n", reason)
+	log.Warn("sandbox create failed", "err", cause)
+	sb.State = Failed
+	sb.Reason = reason
+	sb.UpdatedAt = m.now()
+	t := sb.UpdatedAt
+	sb.TerminatedAt = &t
+	if err := m.repo.UpdateSandbox(ctx, sb); err != nil {
+		log.Error("persist failed state", "err", err)
+	}
+	if _, ok := errs.Public(cause); ok {
+		return cause
+	}
+	return fmt.Errorf("create sandbox %s: %w", sb.ID, cause)
+}
+
+func (m *Manager) insertWithinQuota(ctx context.Context, sb *Sandbox) error {
+	m.createMu.Lock()
+	defer m.createMu.Unlock()
+	if max := m.limits.MaxRunningPerUser; max > 0 {
+		active, err := m.repo.ListSandboxes(ctx, ListFilter{OwnerID: sb.OwnerID, States: []State{Creating, Running}, Limit: max})
+		if err != nil {
+			return fmt.Errorf("count sandboxes: %w", err)
+		}
+		if len(active) >= max {
+			e := errs.E(errs.TooMany, "sandbox quota reached: you already have %d running sandboxes (the maximum is %d); terminate one with DELETE /sandbox/{id} first", len(active), max)
+			e.RetryAfter = 60
+			return e
+		}
+	}
+	if err := m.repo.CreateSandbox(ctx, sb); err != nil {
+		return fmt.Errorf("persist sandbox: %w", err)
+	}
+	return nil
+}
+
+// Get returns the owner's sandbox, or errs.NotFound.
+func (m *Manager) Get(ctx context.Context, ownerID, id string) (*Sandbox, error) {
+	sb, err := m.repo.GetSandbox(ctx, id)
+	if err != nil {
+		if errs.KindOf(err) == errs.NotFound {
+			return nil, errSandboxNotFound
+		}
+		return nil, fmt.Errorf("get sandbox: %w", err)
+	}
+	if sb.OwnerID != ownerID {
+		return nil, errSandboxNotFound
+	}
+	return sb, nil
+}
+
+// Page limits for List.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 200
+)
+
+// List returns a page of the owner's sandboxes (newest first) and the
+// cursor of the next page, or nil when this is the last.
+func (m *Manager) List(ctx context.Context, ownerID string, f ListFilter) ([]*Sandbox, *Cursor, error) {
+	f.OwnerID = ownerID
+	for _, s := range f.States {
+		if !s.Valid() {
+			return nil, nil, errs.Field("state", fmt.Sprintf("unknown state %q", printable(string(s))))
+		}
+	}
+	if f.Limit <= 0 {
+		f.Limit = DefaultPageSize
+	}
+	if f.Limit > MaxPageSize {
+		return nil, nil, errs.Field("limit", fmt.Sprintf("at most %d", MaxPageSize))
+	}
+	want := f.Limit
+	f.Limit++
+	items, err := m.repo.ListSandboxes(ctx, f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	if len(items) <= want {
+		return items, nil, nil
+	}
+	items = items[:want]
+	last := items[want-1]
+	return items, &Cursor{CreatedAt: last.CreatedAt, ID: last.ID}, nil
+}
+
+// running returns the owner's sandbox and its driver if it is running.
+func (m *Manager) running(ctx context.Context, ownerID, id string) (*Sandbox, Driver, error) {
+	sb, err := m.Get(ctx, ownerID, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if sb.State != Running {
+		msg := fmt.Sprintf("sandbox is %s", sb.State)
+		if sb.Reason != "" {
+			msg += ": " + sb.Reason
+		}
+		return nil, nil, errs.E(errs.Conflict, "%s", msg)
+	}
+	drv, err := m.DriverFor(sb)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sb, drv, nil
+}
+
+// Exec runs one command in the owner's running sandbox. The exec counts
+// as activity for its whole duration.
+func (m *Manager) Exec(ctx context.Context, ownerID, id string, req ExecRequest) (ExitStatus, error) {
+	if err := CheckExec(req.Argv, req.Env, req.Dir); err != nil {
+		return ExitStatus{}, err
+	}
+	sb, drv, err := m.running(ctx, ownerID, id)
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	release := m.MarkBusy(id)
+	defer release()
+	start := time.Now()
+	st, err := drv.Exec(ctx, sb.Ref, req)
+	m.m.exec.WithLabelValues(sb.Driver).Observe(time.Since(start).Seconds())
+	if err != nil {
+		if errs.KindOf(err) == errs.NotFound && ctx.Err() == nil {
+			return st, m.checkLost(ctx, sb, drv, err)
+		}
+		return st, fmt.Errorf("exec in %s: %w", id, err)
+	}
+	return st, nil
+}
+
+// checkLost is called when the driver no longer knows a running sandbox:
+// if Recover agrees it is gone, the sandbox becomes lost.
+func (m *Manager) checkLost(ctx context.Context, sb *Sandbox, drv Driver, cause error) error {
+	alive, err := drv.Recover(ctx, sb.Ref)
+	if err != nil || alive {
+		return fmt.Errorf("exec in %s: %w", sb.ID, cause)
+	}
+	m.markLost(ctx, sb, "the sandbox's processes are gone")
+	return errs.E(errs.Conflict, "sandbox is lost: its processes are gone")
+}
+
+func (m *Manager) markLost(ctx context.Context, sb *Sandbox, reason string) {
+	unlock := m.lock(sb.ID)
+	defer unlock()
+	sb.State = Lost
+	sb.Reason = reason
+	sb.UpdatedAt = m.now()
+	t := sb.UpdatedAt
+	sb.TerminatedAt = &t
+	if err := m.repo.UpdateSandbox(context.WithoutCancel(ctx), sb); err != nil {
+		m.log.Error("persist lost state", "sandbox_id", sb.ID, "err", err)
+	}
+	m.forget(sb.ID)
+	m.log.Warn("sandbox lost", "sandbox_id", sb.ID, "reason", reason)
+}
+
+// Touch records activity on a sandbox (exec, file op, terminal input); the
+// reaper persists it on its next pass.
+func (m *Manager) Touch(id string) {
+	now := m.now()
+	m.mu.Lock()
+	m.activity[id] = now
+	m.mu.Unlock()
+}
+
+// MarkBusy marks the sandbox active until release is called (an agent run
+// or a long exec): the reaper does not idle-reap a busy sandbox. release is
+// safe to call more than once.
+func (m *Manager) MarkBusy(id string) (release func()) {
+	m.mu.Lock()
+	m.busy[id]++
+	m.activity[id] = m.now()
+	m.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			m.mu.Lock()
+			if m.busy[id]--; m.busy[id] <= 0 {
+				delete(m.busy, id)
+			}
+			m.activity[id] = m.now()
+			m.mu.Unlock()
+		})
+	}
+}
+
+// BuildLog returns the owner's sandbox's build and start log. Logs live in
+// memory: after a restart, or for another replica's sandbox, it is empty.
+func (m *Manager) BuildLog(ctx context.Context, ownerID, id string) (*BuildLog, *Sandbox, error) {
+	sb, err := m.Get(ctx, ownerID, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.mu.Lock()
+	l := m.logs[id]
+	m.mu.Unlock()
+	if l == nil {
+		l = closedLog()
+	}
+	return l, sb, nil
+}
+
+// Terminate stops the owner's sandbox: terminating is persisted, the
+// BeforeTerminate hook runs, the driver destroys it, and terminated is
+// persisted. Terminating a terminal sandbox returns it unchanged.
+func (m *Manager) Terminate(ctx context.Context, ownerID, id string) (*Sandbox, error) {
+	if _, err := m.Get(ctx, ownerID, id); err != nil {
+		return nil, err
+	}
+	return m.terminate(ctx, id, "")
+}
+
+func (m *Manager) terminate(ctx context.Context, id, reason string) (*Sandbox, error) {
+	unlock := m.lock(id)
+	defer unlock()
+	// The work goes on if the client leaves: a half-terminated sandbox helps nobody.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancel()
+	sb, err := m.repo.GetSandbox(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("get sandbox: %w", err)
+	}
+	switch sb.State {
+	case Terminated, Failed, Lost:
+		return sb, nil
+	case Creating:
+		return nil, errs.E(errs.Conflict, "sandbox is still creating; terminate it once it is running")
+	}
+	log := m.log.With("sandbox_id", id)
+	if sb.State == Running {
+		sb.State = Terminating
+		sb.Reason = reason
+		sb.UpdatedAt = m.now()
+		if err := m.repo.UpdateSandbox(ctx, sb); err != nil {
+			return nil, fmt.Errorf("persist terminating: %w", err)
+		}
+	}
+	drv, err := m.DriverFor(sb)
+	if err != nil {
+		return nil, err
+	}
+	if m.hooks.BeforeTerminate != nil {
+		if err := m.hooks.BeforeTerminate(ctx, sb); err != nil {
+			log.Error("before-terminate hook failed", "err", err)
+			note := "final snapshot failed"
+			if sb.Reason != "" {
+				note = sb.Reason + "; " + note
+			}
+			sb.Reason = note
+		}
+	}
+	if err := drv.Destroy(ctx, sb.Ref); err != nil {
+		return nil, fmt.Errorf("destroy sandbox %s: %w", id, err)
+	}
+	now := m.now()
+	sb.State = Terminated
+	sb.UpdatedAt = now
+	sb.TerminatedAt = &now
+	if err := m.repo.UpdateSandbox(ctx, sb); err != nil {
+		return nil, fmt.Errorf("persist terminated: %w", err)
+	}
+	m.forget(id)
+	log.Info("sandbox terminated", "reason", reason)
+	return sb, nil
+}
+
+// forget drops in-memory state of a finished sandbox.
+func (m *Manager) forget(id string) {
+	m.mu.Lock()
+	delete(m.activity, id)
+	delete(m.logs, id)
+	m.mu.Unlock()
+}
+
+// lock serialises lifecycle transitions of one sandbox.
+func (m *Manager) lock(id string) (unlock func()) {
+	m.mu.Lock()
+	l := m.locks[id]
+	if l == nil {
+		l = &keyLock{}
+		m.locks[id] = l
+	}
+	l.refs++
+	m.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		m.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(m.locks, id)
+		}
+		m.mu.Unlock()
+	}
+}
+
+// Reap persists recorded activity, then terminates every running sandbox
+// past its idle timeout (and not busy) or its maximum lifetime, and
+// retries sandboxes left terminating. It returns how many it terminated.
+func (m *Manager) Reap(ctx context.Context) (int, error) {
+	if err := m.flushActivity(ctx); err != nil {
+		return 0, err
+	}
+	items, err := m.repo.ListSandboxes(ctx, ListFilter{States: []State{Running, Terminating}})
+	if err != nil {
+		return 0, fmt.Errorf("reaper: list: %w", err)
+	}
+	now := m.now()
+	n := 0
+	var errList []error
+	for _, sb := range items {
+		if ctx.Err() != nil {
+			break
+		}
+		reason := ""
+		switch {
+		case sb.State == Terminating:
+			reason = "retry terminate"
+		case now.Sub(sb.CreatedAt) >= m.lifetime(sb.Spec):
+			reason = "max lifetime reached"
+		case now.Sub(sb.LastActiveAt) >= m.idleTimeout(sb.Spec) && !m.isBusy(sb.ID):
+			reason = "idle timeout"
+		}
+		if reason == "" {
+			continue
+		}
+		if sb.State == Terminating {
+			reason = sb.Reason
+		}
+		if _, err := m.terminate(ctx, sb.ID, reason); err != nil {
+			errList = append(errList, fmt.Errorf("reap %s: %w", sb.ID, err))
+			continue
+		}
+		m.m.reaped.WithLabelValues(reasonLabel(reason)).Inc()
+		n++
+	}
+	return n, errors.Join(errList...)
+}
+
+func reasonLabel(r string) string {
+	switch r {
+	case "idle timeout", "max lifetime reached":
+		return r
+	}
+	return "retry"
+}
+
+func (m *Manager) isBusy(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.busy[id] > 0
+}
+
+// idleTimeout is the spec's idle timeout bounded by the server maximum
+// (limits may have been lowered since the sandbox was created).
+func (m *Manager) idleTimeout(s Spec) time.Duration {
+	d := time.Duration(s.IdleTimeoutS) * time.Second
+	if d <= 0 {
+		d = m.limits.DefaultIdleTimeout
+	}
+	if mx := m.limits.MaxIdleTimeout; mx > 0 && (d > mx || d <= 0) {
+		d = mx
+	}
+	if d <= 0 {
+		d = time.Duration(1<<63 - 1)
+	}
+	return d
+}
+
+func (m *Manager) lifetime(s Spec) time.Duration {
+	d := time.Duration(s.MaxLifetimeS) * time.Second
+	if d <= 0 {
+		d = m.limits.DefaultLifetime
+	}
+	if mx := m.limits.MaxLifetime; mx > 0 && (d > mx || d <= 0) {
+		d = mx
+	}
+	if d <= 0 {
+		d = time.Duration(1<<63 - 1)
+	}
+	return d
+}
+
+func (m *Manager) flushActivity(ctx context.Context) error {
+	m.mu.Lock()
+	pending := m.activity
+	m.activity = make(map[string]time.Time, len(pending))
+	now := m.now()
+	for id := range m.busy {
+		pending[id] = now // a busy sandbox is active right now
+	}
+	m.mu.Unlock()
+	ids := make([]string, 0, len(pending))
+	for id := range pending {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for i, id := range ids {
+		if err := m.repo.TouchSandbox(ctx, id, pending[id]); err != nil {
+			// Put back what was not written so it is not lost.
+			m.mu.Lock()
+			for _, rest := range ids[i:] {
+				if t, ok := m.activity[rest]; !ok || t.Before(pending[rest]) {
+					m.activity[rest] = pending[rest]
+				}
+			}
+			m.mu.Unlock()
+			return fmt.Errorf("reaper: persist activity: %w", err)
+		}
+	}
+	return nil
+}
+
+// Run runs the reaper every Limits.ReapInterval until ctx is done.
+func (m *Manager) Run(ctx context.Context) error {
+	t := time.NewTicker(m.limits.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := m.Reap(ctx); err != nil {
+				m.log.Error("reaper", "err", err)
+			} else if n > 0 {
+				m.log.Info("reaper terminated sandboxes", "count", n)
+			}
+		}
+	}
+}
+
+// Reconcile runs once at start: every non-terminal sandbox is either
+// re-adopted (the driver still runs it), finished (terminating), failed
+// (creating was interrupted) or marked lost.
+func (m *Manager) Reconcile(ctx context.Context) error {
+	items, err := m.repo.ListSandboxes(ctx, ListFilter{States: []State{Creating, Running, Terminating}})
+	if err != nil {
+		return fmt.Errorf("reconcile: list: %w", err)
+	}
+	var errList []error
+	for _, sb := range items {
+		log := m.log.With("sandbox_id", sb.ID, "driver", sb.Driver)
+		drv, ok := m.drivers[sb.Driver]
+		if !ok {
+			m.markLost(ctx, sb, fmt.Sprintf("driver %q is not configured on this server", sb.Driver))
+			continue
+		}
+		switch sb.State {
+		case Creating:
+			if sb.Ref != "" {
+				if err := drv.Destroy(ctx, sb.Ref); err != nil {
+					log.Warn("destroy interrupted create", "err", err)
+				}
+			}
+			sb.State = Failed
+			sb.Reason = "create interrupted by a server restart"
+			sb.UpdatedAt = m.now()
+			t := sb.UpdatedAt
+			sb.TerminatedAt = &t
+			if err := m.repo.UpdateSandbox(ctx, sb); err != nil {
+				errList = append(errList, fmt.Errorf("reconcile %s: %w", sb.ID, err))
+			}
+		case Running:
+			alive, err := drv.Recover(ctx, sb.Ref)
+			if err != nil {
+				log.Warn("recover failed", "err", err)
+			}
+			if err == nil && alive {
+				m.Touch(sb.ID) // the outage was not the user's idleness
+				log.Info("sandbox re-adopted")
+				continue
+			}
+			if derr := drv.Destroy(ctx, sb.Ref); derr != nil {
+				log.Warn("destroy lost sandbox", "err", derr)
+			}
+			m.markLost(ctx, sb, "the sandbox did not survive a server restart")
+		case Terminating:
+			if _, err := m.terminate(ctx, sb.ID, sb.Reason); err != nil {
+				errList = append(errList, fmt.Errorf("reconcile %s: %w", sb.ID, err))
+			}
+		}
+	}
+	return errors.Join(errList...)
+}
+
+// files returns the owner's running sandbox and its Files capability.
+func (m *Manager) files(ctx context.Context, ownerID, id string) (*Sandbox, Files, error) {
+	sb, drv, err := m.running(ctx, ownerID, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, ok := drv.(Files)
+	if !ok {
+		return nil, nil, errs.E(errs.Unavailable, "driver %s does not support file operations", sb.Driver)
+	}
+	return sb, f, nil
+}
+
+// Stat describes one path in the owner's sandbox.
+func (m *Manager) Stat(ctx context.Context, ownerID, id, p string) (FileInfo, error) {
+	p, err := CleanPath(p)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	sb, f, err := m.files(ctx, ownerID, id)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	m.Touch(id)
+	return f.Stat(ctx, sb.Ref, p)
+}
+
+// ReadFile copies a file of the owner's sandbox to w.
+func (m *Manager) ReadFile(ctx context.Context, ownerID, id, p string, w io.Writer) (FileInfo, error) {
+	p, err := CleanPath(p)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	sb, f, err := m.files(ctx, ownerID, id)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	release := m.MarkBusy(id)
+	defer release()
+	return f.ReadFile(ctx, sb.Ref, p, w)
+}
+
+// WriteFile writes r to a file of the owner's sandbox (parents created).
+func (m *Manager) WriteFile(ctx context.Context, ownerID, id, p string, mode fs.FileMode, r io.Reader) (int64, error) {
+	p, err := CleanPath(p)
+	if err != nil {
+		return 0, err
+	}
+	if mode == 0 {
+		mode = 0o644
+	}
+	if mode&^fs.ModePerm != 0 {
+		return 0, errs.Field("mode", "only permission bits are allowed")
+	}
+	sb, f, err := m.files(ctx, ownerID, id)
+	if err != nil {
+		return 0, err
+	}
+	release := m.MarkBusy(id)
+	defer release()
+	return f.WriteFile(ctx, sb.Ref, p, mode, r)
+}
+
+// RemoveFile removes a file or an empty directory... or a tree, as the driver does.
+func (m *Manager) RemoveFile(ctx context.Context, ownerID, id, p string) error {
+	p, err := CleanPath(p)
+	if err != nil {
+		return err
+	}
+	sb, f, err := m.files(ctx, ownerID, id)
+	if err != nil {
+		return err
+	}
+	m.Touch(id)
+	return f.Remove(ctx, sb.Ref, p)
+}
+
+// ListDir lists a directory of the owner's sandbox.
+func (m *Manager) ListDir(ctx context.Context, ownerID, id, dir string) ([]FileInfo, error) {
+	dir, err := CleanPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	sb, f, err := m.files(ctx, ownerID, id)
+	if err != nil {
+		return nil, err
+	}
+	m.Touch(id)
+	return f.ListDir(ctx, sb.Ref, dir)
+}
+
+func (m *Manager) archiver(ctx context.Context, ownerID, id string) (*Sandbox, Archiver, error) {
+	sb, drv, err := m.running(ctx, ownerID, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, ok := drv.(Archiver)
+	if !ok {
+		return nil, nil, errs.E(errs.Unavailable, "driver %s does not support archives", sb.Driver)
+	}
+	return sb, a, nil
+}
+
+// ArchiveOut writes a tar stream of path in the owner's sandbox to w.
+func (m *Manager) ArchiveOut(ctx context.Context, ownerID, id, p string, w io.Writer) error {
+	p, err := CleanPath(p)
+	if err != nil {
+		return err
+	}
+	sb, a, err := m.archiver(ctx, ownerID, id)
+	if err != nil {
+		return err
+	}
+	release := m.MarkBusy(id)
+	defer release()
+	return a.ArchiveOut(ctx, sb.Ref, p, w)
+}
+
+// ArchiveIn extracts a tar stream into path in the owner's sandbox.
+func (m *Manager) ArchiveIn(ctx context.Context, ownerID, id, p string, r io.Reader) error {
+	p, err := CleanPath(p)
+	if err != nil {
+		return err
+	}
+	sb, a, err := m.archiver(ctx, ownerID, id)
+	if err != nil {
+		return err
+	}
+	release := m.MarkBusy(id)
+	defer release()
+	return a.ArchiveIn(ctx, sb.Ref, p, r)
+}
+
+// ListVolumes returns the owner's named volumes, with sizes where the
+// driver reports them and in_use from the sandboxes that mount them.
+func (m *Manager) ListVolumes(ctx context.Context, ownerID string) ([]Volume, error) {
+	recs, err := m.repo.ListVolumes(ctx, ownerID)
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	active, err := m.repo.ListSandboxes(ctx, ListFilter{OwnerID: ownerID, States: []State{Creating, Running, Terminating}})
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	inUse := map[string]bool{}
+	for _, sb := range active {
+		if sb.Spec.VolumeName != "" {
+			inUse[sb.Spec.VolumeName] = true
+		}
+	}
+	byName := map[string]Volume{}
+	for _, r := range recs {
+		byName[r.Name] = Volume{Name: r.Name, CreatedAt: r.CreatedAt, InUse: inUse[r.Name]}
+	}
+	for _, name := range m.driverNames() {
+		vd, ok := m.drivers[name].(Volumes)
+		if !ok {
+			continue
+		}
+		vs, err := vd.ListVolumes(ctx, ownerID)
+		if err != nil {
+			return nil, fmt.Errorf("list volumes on %s: %w", name, err)
+		}
+		for _, v := range vs {
+			cur, ok := byName[v.Name]
+			if !ok {
+				cur = v
+			}
+			cur.SizeBytes = v.SizeBytes
+			cur.InUse = cur.InUse || v.InUse || inUse[v.Name]
+			byName[v.Name] = cur
+		}
+	}
+	out := make([]Volume, 0, len(byName))
+	for _, v := range byName {
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// DeleteVolume deletes the owner's volume and its data; errs.Conflict
+// while a sandbox mounts it.
+func (m *Manager) DeleteVolume(ctx context.Context, ownerID, name string) error {
+	if name == "" || len(name) > maxVolumeNameLen || !volumeNameRE.MatchString(name) {
+		return errs.E(errs.NotFound, "volume not found")
+	}
+	// Hold the create lock so no sandbox mounts it between the check and the delete.
+	m.createMu.Lock()
+	defer m.createMu.Unlock()
+	active, err := m.repo.ListSandboxes(ctx, ListFilter{OwnerID: ownerID, VolumeName: name, States: []State{Creating, Running, Terminating}, Limit: 1})
+	if err != nil {
+		return fmt.Errorf("delete volume: %w", err)
+	}
+	if len(active) > 0 {
+		return errs.E(errs.Conflict, "volume %s is mounted by sandbox %s; terminate it first", name, active[0].ID)
+	}
+	found := false
+	for _, dn := range m.driverNames() {
+		vd, ok := m.drivers[dn].(Volumes)
+		if !ok {
+			continue
+		}
+		err := vd.DeleteVolume(ctx, ownerID, name)
+		switch {
+		case err == nil:
+			found = true
+		case errs.KindOf(err) == errs.NotFound:
+		default:
+			return fmt.Errorf("delete volume on %s: %w", dn, err)
+		}
+	}
+	err = m.repo.DeleteVolume(ctx, ownerID, name)
+	switch {
+	case err == nil:
+		found = true
+	case errs.KindOf(err) != errs.NotFound:
+		return fmt.Errorf("delete volume: %w", err)
+	}
+	if !found {
+		return errs.E(errs.NotFound, "volume not found")
+	}
+	return nil
+}
+
+func (m *Manager) driverNames() []string {
+	names := make([]string, 0, len(m.drivers))
+	for n := range m.drivers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// stateCollector reports sandboxes by state from the repo at scrape time,
+// so the numbers are right across restarts and replicas.
+type stateCollector struct{ m *Manager }
+
+var stateDesc = prometheus.NewDesc("techboss_sandbox_sandboxes", "Sandboxes by state.", []string{"state"}, nil)
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- stateDesc }
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	counts, err := c.m.repo.CountSandboxesByState(ctx)
+	if err != nil {
+		c.m.log.Warn("metrics: count sandboxes", "err", err)
+		return
+	}
+	for _, s := range []State{Creating, Running, Terminating, Terminated, Failed, Lost} {
+		ch <- prometheus.MustNewConstMetric(stateDesc, prometheus.GaugeValue, float64(counts[s]), string(s))
+	}
+}
