@@ -13,8 +13,8 @@ import (
 	"github.com/techbossai/techboss/internal/store"
 )
 
-// Sandboxes exercises the sandbox and volume queries on a migrated, empty DB.
-func Sandboxes(t *testing.T, db *store.DB) {
+// testSandboxes exercises the sandbox and volume queries on a migrated, empty DB.
+func testSandboxes(t *testing.T, db *store.DB) {
 	ctx := context.Background()
 	base := time.UnixMilli(1_800_000_000_000).UTC()
 	mk := func(id, owner string, st sandbox.State, at time.Time, labels map[string]string, vol string) *sandbox.Sandbox {

@@ -27,6 +27,7 @@ var subtests = []struct {
 }{
 	{"Migrate", testMigrate},
 	{"Auth", testAuth},
+	{"Sandboxes", testSandboxes},
 }
 
 // Exercise runs every conformance subtest, each on a fresh database from open.
