@@ -8,6 +8,7 @@ package modeltest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -164,11 +165,12 @@ type Server struct {
 	requests []Request
 	reported Usage
 	n        int
+	changed  chan struct{} // closed and replaced when an answer completes
 }
 
 // New starts a server with the given script; it is closed at test cleanup.
 func New(t testing.TB, script ...Reply) *Server {
-	s := &Server{script: script, done: make(chan struct{})}
+	s := &Server{script: script, done: make(chan struct{}), changed: make(chan struct{})}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	t.Cleanup(s.Close)
@@ -256,6 +258,32 @@ func (s *Server) setAnswer(i int, a string, u Usage) {
 	s.reported.OutputTokens += u.OutputTokens
 	s.reported.CacheReadTokens += u.CacheReadTokens
 	s.reported.CacheCreationTokens += u.CacheCreationTokens
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// AwaitAnswers blocks until n requests have been answered completely
+// (including streams the client abandoned) or ctx is done.
+func (s *Server) AwaitAnswers(ctx context.Context, n int) error {
+	for {
+		s.mu.Lock()
+		done := 0
+		for _, r := range s.requests {
+			if r.Answer != "" {
+				done++
+			}
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		if done >= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("modeltest: %d of %d answers: %w", done, n, ctx.Err())
+		}
+	}
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
@@ -380,7 +408,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, i int, id, model
 	}
 	sent = startUsage
 	if rep.kind == kindMidstream {
-		sent.OutputTokens = 0
 		emit("error", errorBody(rep.errType, rep.errMsg))
 		answer = "sse:midstream-error"
 		return

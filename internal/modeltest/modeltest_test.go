@@ -100,9 +100,9 @@ func TestWire(t *testing.T) {
 	if len(reqs) != 7 || reqs[0].Messages[1].Role != "system" || reqs[6].Method != "HEAD" {
 		t.Fatalf("request log: %d entries", len(reqs))
 	}
-	// 100+100 input, 20+20 output from the two full streams, 100 input
-	// from the mid-stream message_start, 7/3/5 from the JSON answer.
-	wantUsage := modeltest.Usage{InputTokens: 307, OutputTokens: 43, CacheReadTokens: 5}
+	// 100+100 input, 20+20 output from the two full streams, 100 input and
+	// 1 output from the mid-stream message_start, 7/3/5 from the JSON answer.
+	wantUsage := modeltest.Usage{InputTokens: 307, OutputTokens: 44, CacheReadTokens: 5}
 	if d := cmp.Diff(wantUsage, s.Reported()); d != "" {
 		t.Errorf("reported usage (-want +got):\n%s", d)
 	}

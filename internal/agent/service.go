@@ -1,0 +1,873 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+)
+
+// Sandboxes is what the run service needs from the sandbox layer
+// (*sandbox.Manager implements it). Get treats another owner's sandbox as
+// missing; Exec counts as sandbox activity while it runs.
+type Sandboxes interface {
+	Get(ctx context.Context, ownerID, id string) (*sandbox.Sandbox, error)
+	Exec(ctx context.Context, ownerID, id string, req sandbox.ExecRequest) (sandbox.ExitStatus, error)
+	DriverFor(sb *sandbox.Sandbox) (sandbox.Driver, error)
+}
+
+// Credential modes.
+const (
+	// CredentialsGateway (default): the sandbox gets the gateway URL and a
+	// run-scoped token; the real key never enters it.
+	CredentialsGateway = "gateway"
+	// CredentialsDirect injects the upstream key into the run's env.
+	CredentialsDirect = "direct"
+)
+
+// Config configures the run service.
+type Config struct {
+	// Credentials is CredentialsGateway (default) or CredentialsDirect.
+	Credentials string
+	// PublicURL is the server's base URL as reachable from sandboxes whose
+	// driver cannot open an in-sandbox listener (e.g. Modal). The gateway
+	// lives at PublicURL + "/llm/anthropic".
+	PublicURL string
+	// GatewayListenAddr is where the in-sandbox gateway listener binds
+	// (sandbox.NetListener); default "127.0.0.1:0" (any free port).
+	GatewayListenAddr string
+	// UpstreamBaseURL and UpstreamAPIKey are given to the CLI in direct mode.
+	UpstreamBaseURL string
+	UpstreamAPIKey  string
+	// Root sets IS_SANDBOX=1: the CLI runs as root in an isolated sandbox.
+	Root bool
+	// CancelGrace is how long Cancel waits after SIGINT before SIGKILL
+	// (default 10s).
+	CancelGrace time.Duration
+	// SubscriberBuffer bounds each subscriber's lag (default DefaultSubscriberBuffer).
+	SubscriberBuffer int
+	// MaxPromptBytes bounds the prompt (default 100 KiB).
+	MaxPromptBytes int
+}
+
+// Deps are the service's dependencies.
+type Deps struct {
+	Store     Store
+	CLI       CLI
+	Sandboxes Sandboxes
+	// Gateway serves the LLM gateway on in-sandbox listeners (may be nil
+	// when Credentials is direct).
+	Gateway http.Handler
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer // nil: not registered
+	Now     func() time.Time
+}
+
+// Service starts, follows, cancels and recovers agent runs. Runs live on
+// the context given to Run, never on a request's: a client that goes away
+// does not stop its run.
+type Service struct {
+	cfg   Config
+	store Store
+	cli   CLI
+	sbx   Sandboxes
+	gw    http.Handler
+	log   *slog.Logger
+	now   func() time.Time
+	hub   *Hub
+	m     metrics
+
+	submit  chan *job
+	ready   chan struct{} // closed when Run has interrupted stale runs
+	stopped chan struct{} // closed when Run returns
+
+	mu        sync.Mutex
+	jobs      map[string]*job        // active runs of this process, by run ID
+	listeners map[string]*gwListener // in-sandbox gateway listeners, by sandbox ID
+}
+
+type gwListener struct {
+	ln   net.Listener
+	srv  *http.Server
+	addr string
+	done chan struct{} // closed when Serve returned
+}
+
+type job struct {
+	run     Run
+	baseURL string
+	token   string
+	sandbox *sandbox.Sandbox
+
+	mu          sync.Mutex
+	signals     chan sandbox.Signal // nil once closed
+	cancelled   bool
+	cancelExec  context.CancelFunc
+	killTimer   *time.Timer
+	started     StartedData
+	result      *ResultData
+	sawError    string
+	appendError error
+}
+
+type metrics struct {
+	runs    *prometheus.CounterVec
+	active  prometheus.Gauge
+	tokens  *prometheus.CounterVec
+	cost    prometheus.Counter
+	publish prometheus.Histogram
+}
+
+// ErrNoGateway is returned by Start when no gateway is reachable from the sandbox.
+var ErrNoGateway = errs.E(errs.Unavailable, "no LLM gateway is reachable from this sandbox: set TECHBOSS_PUBLIC_URL or use direct credentials")
+
+// NewService returns a Service. Call Run to start it.
+func NewService(cfg Config, d Deps) (*Service, error) {
+	if d.Store == nil || d.CLI == nil || d.Sandboxes == nil {
+		return nil, errors.New("agent service: store, CLI and sandboxes are required")
+	}
+	switch cfg.Credentials {
+	case "":
+		cfg.Credentials = CredentialsGateway
+	case CredentialsGateway, CredentialsDirect:
+	default:
+		return nil, fmt.Errorf("agent service: TECHBOSS_CLAUDE_CREDENTIALS must be gateway or direct, not %q", cfg.Credentials)
+	}
+	if cfg.Credentials == CredentialsDirect && cfg.UpstreamAPIKey == "" {
+		return nil, errors.New("agent service: direct credentials need ANTHROPIC_API_KEY")
+	}
+	if cfg.GatewayListenAddr == "" {
+		cfg.GatewayListenAddr = "127.0.0.1:0"
+	}
+	if cfg.CancelGrace <= 0 {
+		cfg.CancelGrace = 10 * time.Second
+	}
+	if cfg.MaxPromptBytes <= 0 {
+		cfg.MaxPromptBytes = 100 << 10
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	s := &Service{
+		cfg: cfg, store: d.Store, cli: d.CLI, sbx: d.Sandboxes, gw: d.Gateway, log: d.Logger, now: d.Now,
+		hub:       NewHub(d.Store, d.Now, cfg.SubscriberBuffer),
+		submit:    make(chan *job),
+		ready:     make(chan struct{}),
+		stopped:   make(chan struct{}),
+		jobs:      map[string]*job{},
+		listeners: map[string]*gwListener{},
+	}
+	s.m = metrics{
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "techboss_agent_runs_total", Help: "Finished agent runs by outcome.",
+		}, []string{"outcome"}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "techboss_agent_runs_active", Help: "Agent runs in progress in this process.",
+		}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "techboss_agent_tokens_total", Help: "LLM tokens used by agent runs and gateway calls, by kind.",
+		}, []string{"kind"}),
+		cost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "techboss_agent_cost_usd_total", Help: "Cost of metered LLM calls in USD.",
+		}),
+		publish: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "techboss_agent_event_publish_seconds",
+			Help:    "Latency from reading a CLI output line to publishing its events (persisted).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .1, .5},
+		}),
+	}
+	if d.Metrics != nil {
+		for _, c := range []prometheus.Collector{s.m.runs, s.m.active, s.m.tokens, s.m.cost, s.m.publish} {
+			if err := d.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("agent service: register metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Hub returns the event hub (for subscribers and tests).
+func (s *Service) Hub() *Hub { return s.hub }
+
+// Run marks runs left active by a previous process interrupted, then runs
+// submitted runs until ctx is done. On return every run goroutine and
+// gateway listener has stopped; runs still going were interrupted.
+func (s *Service) Run(ctx context.Context) error {
+	defer close(s.stopped)
+	if err := s.interruptStale(ctx); err != nil {
+		return err
+	}
+	close(s.ready)
+	var wg sync.WaitGroup
+	defer func() {
+		s.mu.Lock()
+		ls := s.listeners
+		s.listeners = map[string]*gwListener{}
+		s.mu.Unlock()
+		for _, l := range ls {
+			_ = l.srv.Close()
+			<-l.done
+		}
+		wg.Wait()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case j := <-s.submit:
+			wg.Go(func() { s.execute(ctx, j) })
+		}
+	}
+}
+
+// interruptStale marks runs of a previous process interrupted and closes
+// their event logs with a done event.
+func (s *Service) interruptStale(ctx context.Context) error {
+	runs, err := s.store.InterruptRuns(ctx, s.now().UTC(), "the server restarted while the run was in progress")
+	if err != nil {
+		return fmt.Errorf("interrupt stale runs: %w", err)
+	}
+	for _, r := range runs {
+		s.hub.Open(r.ID, r.LastSeq)
+		if _, err := s.hub.Append(ctx, r.ID, NewEvent(TypeDone, DoneData{Status: Interrupted, Error: r.Error}, "")); err != nil {
+			s.log.Error("close interrupted run", "run_id", r.ID, "err", err)
+		}
+		s.hub.Close(r.ID)
+		s.m.runs.WithLabelValues(string(Interrupted)).Inc()
+	}
+	if len(runs) > 0 {
+		s.log.Warn("marked runs interrupted", "count", len(runs))
+	}
+	return nil
+}
+
+// Start validates and starts a run of prompt in the owner's sandbox and
+// returns it (queued). The next prompt in a sandbox resumes its Claude
+// session unless opts.NewSession. A sandbox with an active run gives
+// errs.Conflict naming that run.
+func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, opts Options) (Run, error) {
+	if err := s.validate(prompt, opts); err != nil {
+		return Run{}, err
+	}
+	select {
+	case <-s.ready:
+	case <-s.stopped:
+		return Run{}, errs.E(errs.Unavailable, "the run service is not running")
+	case <-ctx.Done():
+		return Run{}, ctx.Err()
+	}
+	sb, err := s.sbx.Get(ctx, ownerID, sandboxID)
+	if err != nil {
+		return Run{}, err
+	}
+	if sb.State != sandbox.Running {
+		return Run{}, errs.E(errs.Conflict, "sandbox is %s", sb.State)
+	}
+	if a, err := s.store.ActiveRun(ctx, sb.ID); err == nil {
+		return Run{}, errs.E(errs.Conflict, "sandbox %s already has an active run %s", sb.ID, a.ID)
+	}
+	j := &job{sandbox: sb}
+	if j.baseURL, err = s.gatewayURL(ctx, sb); err != nil {
+		return Run{}, err
+	}
+	resume := ""
+	if !opts.NewSession {
+		if resume, err = s.store.LastSessionID(ctx, sb.ID); err != nil {
+			return Run{}, err
+		}
+	}
+	j.run = Run{
+		ID: "run_" + randHex(12), SandboxID: sb.ID, OwnerID: sb.OwnerID, Prompt: prompt, Options: opts,
+		Status: Queued, ResumedFrom: resume, CreatedAt: s.now().UTC(),
+	}
+	s.hub.Open(j.run.ID, 0)
+	if err := s.store.CreateRun(ctx, j.run); err != nil {
+		s.hub.Close(j.run.ID)
+		return Run{}, err
+	}
+	if s.cfg.Credentials == CredentialsGateway {
+		j.token = "tbr_" + randToken()
+		if err := s.store.CreateRunToken(ctx, RunToken{Hash: HashToken(j.token), RunID: j.run.ID, SandboxID: sb.ID, UserID: sb.OwnerID, CreatedAt: j.run.CreatedAt}); err != nil {
+			s.abandon(ctx, j, err)
+			return Run{}, err
+		}
+	}
+	s.mu.Lock()
+	s.jobs[j.run.ID] = j
+	s.mu.Unlock()
+	select {
+	case s.submit <- j:
+		return j.run, nil
+	case <-s.stopped:
+	case <-ctx.Done():
+	}
+	err = errs.E(errs.Unavailable, "the run service is not running")
+	s.abandon(context.WithoutCancel(ctx), j, err)
+	return Run{}, err
+}
+
+// abandon ends a run that never started.
+func (s *Service) abandon(ctx context.Context, j *job, cause error) {
+	s.mu.Lock()
+	delete(s.jobs, j.run.ID)
+	s.mu.Unlock()
+	_ = s.store.DeleteRunTokens(ctx, j.run.ID)
+	j.run.Status, j.run.Error, j.run.FinishedAt = Failed, "not started: "+cause.Error(), s.now().UTC()
+	if err := s.store.UpdateRun(ctx, j.run); err != nil {
+		s.log.Error("persist abandoned run", "run_id", j.run.ID, "err", err)
+	}
+	_, _ = s.hub.Append(ctx, j.run.ID, NewEvent(TypeDone, DoneData{Status: Failed, Error: j.run.Error}, ""))
+	s.hub.Close(j.run.ID)
+}
+
+func (s *Service) validate(prompt string, o Options) error {
+	var fs []errs.FieldError
+	switch {
+	case strings.TrimSpace(prompt) == "":
+		fs = append(fs, errs.FieldError{Field: "prompt", Reason: "must not be empty"})
+	case len(prompt) > s.cfg.MaxPromptBytes:
+		fs = append(fs, errs.FieldError{Field: "prompt", Reason: fmt.Sprintf("longer than %d bytes", s.cfg.MaxPromptBytes)})
+	case strings.ContainsRune(prompt, 0):
+		fs = append(fs, errs.FieldError{Field: "prompt", Reason: "contains a NUL byte"})
+	}
+	if o.MaxTurns < 0 || o.MaxTurns > 1000 {
+		fs = append(fs, errs.FieldError{Field: "max_turns", Reason: "must be between 0 and 1000"})
+	}
+	if len(o.Model) > 200 || strings.ContainsAny(o.Model, "\x00\n ") {
+		fs = append(fs, errs.FieldError{Field: "model", Reason: "not a model name"})
+	}
+	if len(o.AllowedTools) > 100 {
+		fs = append(fs, errs.FieldError{Field: "allowed_tools", Reason: "more than 100 entries"})
+	}
+	for i, t := range o.AllowedTools {
+		if t == "" || len(t) > 200 || strings.ContainsAny(t, ",\x00\n") {
+			fs = append(fs, errs.FieldError{Field: fmt.Sprintf("allowed_tools[%d]", i), Reason: "must be a tool name or pattern without commas"})
+		}
+	}
+	if len(o.AppendSystemPrompt) > s.cfg.MaxPromptBytes || strings.ContainsRune(o.AppendSystemPrompt, 0) {
+		fs = append(fs, errs.FieldError{Field: "append_system_prompt", Reason: "too long or contains a NUL byte"})
+	}
+	return errs.Fields(fs)
+}
+
+// gatewayURL is the Anthropic base URL the sandbox's CLI uses.
+func (s *Service) gatewayURL(ctx context.Context, sb *sandbox.Sandbox) (string, error) {
+	if s.cfg.Credentials == CredentialsDirect {
+		return s.cfg.UpstreamBaseURL, nil
+	}
+	drv, err := s.sbx.DriverFor(sb)
+	if err != nil {
+		return "", err
+	}
+	if nl, ok := drv.(sandbox.NetListener); ok && s.gw != nil {
+		addr, err := s.listener(ctx, sb, nl)
+		if err != nil {
+			return "", err
+		}
+		return "http://" + addr + "/llm/anthropic", nil
+	}
+	if s.cfg.PublicURL != "" {
+		return s.cfg.PublicURL + "/llm/anthropic", nil
+	}
+	return "", ErrNoGateway
+}
+
+type sandboxKey struct{}
+
+// BoundSandbox returns the sandbox ID a request arrived for when it came
+// through that sandbox's in-sandbox gateway listener.
+func BoundSandbox(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(sandboxKey{}).(string)
+	return id, ok
+}
+
+// listener returns the address of the sandbox's in-sandbox gateway
+// listener, opening it on first use. It serves until the sandbox is
+// destroyed (Accept fails) or the service stops.
+func (s *Service) listener(ctx context.Context, sb *sandbox.Sandbox, nl sandbox.NetListener) (string, error) {
+	s.mu.Lock()
+	l, ok := s.listeners[sb.ID]
+	s.mu.Unlock()
+	if ok {
+		select {
+		case <-l.done:
+		default:
+			return l.addr, nil
+		}
+	}
+	ln, err := nl.Listen(ctx, sb.Ref, s.cfg.GatewayListenAddr)
+	if err != nil {
+		return "", fmt.Errorf("open gateway listener in sandbox %s: %w", sb.ID, err)
+	}
+	id := sb.ID
+	srv := &http.Server{
+		Handler:           s.gw,
+		ReadHeaderTimeout: 30 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return context.WithValue(context.Background(), sandboxKey{}, id) },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	l = &gwListener{ln: ln, srv: srv, addr: ln.Addr().String(), done: make(chan struct{})}
+	s.mu.Lock()
+	select {
+	case <-s.stopped:
+		s.mu.Unlock()
+		ln.Close()
+		return "", errs.E(errs.Unavailable, "the run service is not running")
+	default:
+	}
+	if old, ok := s.listeners[id]; ok {
+		select {
+		case <-old.done:
+		default:
+			// Lost a race with another Start; keep the first.
+			s.mu.Unlock()
+			ln.Close()
+			return old.addr, nil
+		}
+	}
+	s.listeners[id] = l
+	s.mu.Unlock()
+	// The goroutine is owned by Run's shutdown, which closes srv and waits on done.
+	go func() {
+		defer close(l.done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Debug("gateway listener ended", "sandbox_id", id, "err", err)
+		}
+	}()
+	return l.addr, nil
+}
+
+// execute runs one job to its end.
+func (s *Service) execute(ctx context.Context, j *job) {
+	log := s.log.With("run_id", j.run.ID, "sandbox_id", j.run.SandboxID)
+	s.m.active.Inc()
+	defer s.m.active.Dec()
+	persist := context.WithoutCancel(ctx)
+
+	j.run.Status, j.run.StartedAt = Running, s.now().UTC()
+	if err := s.store.UpdateRun(persist, j.run); err != nil {
+		log.Error("mark run running", "err", err)
+	}
+	argv, env := s.cli.Command(CommandRequest{
+		Prompt: j.run.Prompt, Options: j.run.Options, ResumeSession: j.run.ResumedFrom,
+		BaseURL: j.baseURL, APIKey: s.apiKey(j), Root: s.cfg.Root,
+	})
+	execCtx, cancelExec := context.WithCancel(ctx)
+	defer cancelExec()
+	j.mu.Lock()
+	j.signals = make(chan sandbox.Signal, 4)
+	j.cancelExec = cancelExec
+	sigs := j.signals
+	if j.cancelled {
+		cancelExec() // cancelled before it started
+	}
+	j.mu.Unlock()
+
+	pr, pw := io.Pipe()
+	stderr := &tailBuffer{max: 8 << 10}
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		s.readOutput(persist, j, pr, log)
+	}()
+	st, execErr := s.sbx.Exec(execCtx, j.run.OwnerID, j.run.SandboxID, sandbox.ExecRequest{
+		Argv: argv, Env: env, Dir: "/workspace", Stdout: pw, Stderr: stderr, Signals: sigs,
+	})
+	pw.Close()
+	<-readDone
+
+	j.mu.Lock()
+	close(j.signals)
+	j.signals = nil
+	if j.killTimer != nil {
+		j.killTimer.Stop()
+	}
+	cancelled := j.cancelled
+	j.mu.Unlock()
+	s.finish(persist, ctx.Err() != nil, j, st, execErr, cancelled, stderr.String(), log)
+}
+
+func (s *Service) apiKey(j *job) string {
+	if s.cfg.Credentials == CredentialsDirect {
+		return s.cfg.UpstreamAPIKey
+	}
+	return j.token
+}
+
+// readOutput parses the CLI's stdout line by line and appends the events.
+// It always drains the pipe, so the CLI never blocks on a full pipe.
+func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog.Logger) {
+	parser := s.cli.NewParser()
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := readLine(br, 16<<20)
+		if len(line) > 0 {
+			t0 := time.Now()
+			evs := parser.Parse(line)
+			for i := range evs {
+				evs[i].Time = s.now().UTC()
+			}
+			s.observe(j, evs)
+			j.mu.Lock()
+			failed := j.appendError != nil
+			j.mu.Unlock()
+			if len(evs) > 0 && !failed {
+				if _, aerr := s.hub.Append(ctx, j.run.ID, evs...); aerr != nil {
+					log.Error("append run events", "err", aerr)
+					j.mu.Lock()
+					j.appendError = aerr
+					j.mu.Unlock()
+				} else {
+					s.m.publish.Observe(time.Since(t0).Seconds())
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// readLine reads one line without its newline. A line longer than max is
+// cut to max bytes (the rest is discarded).
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var buf []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(buf)+len(frag) <= max {
+			buf = append(buf, frag...)
+		} else if len(buf) < max {
+			buf = append(buf, frag[:max-len(buf)]...)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		return bytes.TrimRight(buf, "\r\n"), err
+	}
+}
+
+// observe updates the job's view of the run from its events.
+func (s *Service) observe(j *job, evs []Event) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, ev := range evs {
+		switch ev.Type {
+		case TypeStarted:
+			var d StartedData
+			if json.Unmarshal(ev.Data, &d) == nil {
+				j.started = d
+			}
+		case TypeResult:
+			var d ResultData
+			if json.Unmarshal(ev.Data, &d) == nil {
+				j.result = &d
+			}
+		case TypeError:
+			var d ErrorData
+			if json.Unmarshal(ev.Data, &d) == nil {
+				j.sawError = d.Message
+			}
+		}
+	}
+}
+
+// finish decides the final status, persists it, revokes the run token and
+// closes the event log with a done event.
+func (s *Service) finish(ctx context.Context, shutdown bool, j *job, st sandbox.ExitStatus, execErr error, cancelled bool, stderr string, log *slog.Logger) {
+	defer func() {
+		s.mu.Lock()
+		delete(s.jobs, j.run.ID)
+		s.mu.Unlock()
+	}()
+	if err := s.store.DeleteRunTokens(ctx, j.run.ID); err != nil {
+		log.Error("revoke run token", "err", err)
+	}
+	r, err := s.store.GetRun(ctx, j.run.ID) // picks up gateway usage totals
+	if err != nil {
+		log.Error("reload run", "err", err)
+		r = j.run
+	}
+	j.mu.Lock()
+	started, res, sawErr, appendErr := j.started, j.result, j.sawError, j.appendError
+	j.mu.Unlock()
+
+	r.FinishedAt = s.now().UTC()
+	if started.SessionID != "" {
+		r.SessionID, r.Model = started.SessionID, started.Model
+	}
+	if execErr == nil {
+		code := st.Code
+		r.ExitCode = &code
+	}
+	if res != nil {
+		r.NumTurns = res.NumTurns
+		if res.SessionID != "" && r.SessionID == "" && res.NumTurns > 0 {
+			r.SessionID = res.SessionID
+		}
+		if r.Usage.IsZero() && r.CostNanoUSD == 0 {
+			// Direct mode (no gateway metering): the CLI's own totals.
+			r.Usage, r.CostNanoUSD = res.Usage, int64(res.TotalCostUSD*1e9+0.5)
+		}
+	}
+	switch {
+	case cancelled:
+		r.Status, r.Error = Cancelled, "cancelled"
+	case shutdown:
+		r.Status, r.Error = Interrupted, "the server shut down while the run was in progress"
+	case execErr != nil:
+		r.Status, r.Error = Failed, publicText(execErr)
+	case appendErr != nil:
+		r.Status, r.Error = Failed, "could not record the run's events"
+	case res != nil && !res.IsError && st.Code == 0:
+		r.Status, r.Error = Succeeded, ""
+	case res != nil:
+		r.Status = Failed
+		r.Error = firstNonEmpty(strings.Join(res.Errors, "; "), res.Result, sawErr, res.Subtype)
+	default:
+		r.Status = Failed
+		r.Error = firstNonEmpty(lastLine(stderr), sawErr, fmt.Sprintf("the agent exited with code %d and no result", st.Code))
+		if st.Signal != "" {
+			r.Error = "the agent was killed by " + st.Signal
+		}
+	}
+	if err := s.store.UpdateRun(ctx, r); err != nil {
+		log.Error("persist final run", "err", err)
+	}
+	done := DoneData{Status: r.Status, ExitCode: r.ExitCode, Error: r.Error}
+	if _, err := s.hub.Append(ctx, r.ID, NewEvent(TypeDone, done, "")); err != nil {
+		log.Error("append done event", "err", err)
+	}
+	s.hub.Close(r.ID)
+	s.m.runs.WithLabelValues(string(r.Status)).Inc()
+	log.Info("run finished", "status", r.Status, "exit_code", st.Code, "duration", r.FinishedAt.Sub(r.StartedAt))
+}
+
+// publicText is an error's public message, or a generic one.
+func publicText(err error) string {
+	if e, ok := errs.Public(err); ok {
+		return e.Message
+	}
+	return "the agent could not be run in the sandbox"
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if strings.TrimSpace(s) != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// Cancel asks the owner's active run to stop: SIGINT now (the CLI writes
+// its final result), SIGKILL after the grace period. The run ends as
+// cancelled. ownerID "" skips the owner check (admins).
+func (s *Service) Cancel(ctx context.Context, ownerID, runID string) (Run, error) {
+	r, err := s.Get(ctx, ownerID, runID)
+	if err != nil {
+		return Run{}, err
+	}
+	s.mu.Lock()
+	j, ok := s.jobs[runID]
+	s.mu.Unlock()
+	if !ok {
+		if r.Status.Active() {
+			return r, errs.E(errs.Unavailable, "run %s is served by another server", runID)
+		}
+		return r, errs.E(errs.Conflict, "run %s already finished (%s)", runID, r.Status)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.cancelled {
+		return r, nil
+	}
+	j.cancelled = true
+	if j.signals == nil {
+		// Not started yet or already ending: stop the exec outright.
+		if j.cancelExec != nil {
+			j.cancelExec()
+		}
+		return r, nil
+	}
+	select {
+	case j.signals <- syscall.SIGINT:
+	default:
+	}
+	cancelExec := j.cancelExec
+	j.killTimer = time.AfterFunc(s.cfg.CancelGrace, func() {
+		j.mu.Lock()
+		if j.signals != nil {
+			select {
+			case j.signals <- syscall.SIGKILL:
+			default:
+			}
+		}
+		j.mu.Unlock()
+		cancelExec()
+	})
+	return r, nil
+}
+
+// Get returns a run. Another owner's run is errs.NotFound; ownerID ""
+// skips the check (admins).
+func (s *Service) Get(ctx context.Context, ownerID, runID string) (Run, error) {
+	r, err := s.store.GetRun(ctx, runID)
+	if err != nil {
+		return Run{}, err
+	}
+	if ownerID != "" && r.OwnerID != ownerID {
+		return Run{}, errs.E(errs.NotFound, "run not found")
+	}
+	return r, nil
+}
+
+// List returns the runs of the owner's sandbox, newest first.
+func (s *Service) List(ctx context.Context, ownerID, sandboxID string, limit int) ([]Run, error) {
+	if _, err := s.sbx.Get(ctx, ownerID, sandboxID); err != nil {
+		return nil, err
+	}
+	return s.store.ListRuns(ctx, sandboxID, limit)
+}
+
+// Subscribe returns the run's events after seq `after` and, while it
+// runs, the live feed (see Hub.Subscribe).
+func (s *Service) Subscribe(ctx context.Context, ownerID, runID string, after int64) (*Subscription, error) {
+	if _, err := s.Get(ctx, ownerID, runID); err != nil {
+		return nil, err
+	}
+	return s.hub.Subscribe(ctx, runID, after)
+}
+
+// Usage summarises metered usage.
+func (s *Service) Usage(ctx context.Context, q UsageQuery) ([]UsageGroup, error) {
+	return s.store.UsageSummary(ctx, q)
+}
+
+// HashToken is the stored form of a run token.
+func HashToken(tok string) string {
+	h := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(h[:])
+}
+
+// AuthenticateRunToken resolves a run-scoped gateway token. It is valid
+// only while its run is active and, on a sandbox's own gateway listener,
+// only for that sandbox.
+func (s *Service) AuthenticateRunToken(ctx context.Context, token string) (Principal, error) {
+	deny := errs.E(errs.Unauthenticated, "invalid or expired run token")
+	if !strings.HasPrefix(token, "tbr_") || len(token) > 200 {
+		return Principal{}, deny
+	}
+	t, err := s.store.RunToken(ctx, HashToken(token))
+	if errs.KindOf(err) == errs.NotFound {
+		return Principal{}, deny
+	}
+	if err != nil {
+		return Principal{}, err
+	}
+	if bound, ok := BoundSandbox(ctx); ok && bound != t.SandboxID {
+		return Principal{}, deny
+	}
+	r, err := s.store.GetRun(ctx, t.RunID)
+	if err != nil || !r.Status.Active() || r.OwnerID != t.UserID || r.SandboxID != t.SandboxID {
+		return Principal{}, deny
+	}
+	return Principal{UserID: t.UserID, SandboxID: t.SandboxID, RunID: t.RunID}, nil
+}
+
+// RecordUsage stores one metered LLM call and, for a run's call, adds it
+// to the run's totals and appends a usage event to its log.
+func (s *Service) RecordUsage(ctx context.Context, rec UsageRecord) error {
+	if rec.ID == "" {
+		rec.ID = "use_" + randHex(12)
+	}
+	if rec.Time.IsZero() {
+		rec.Time = s.now().UTC()
+	}
+	if err := s.store.InsertUsage(ctx, rec); err != nil {
+		return err
+	}
+	s.m.tokens.WithLabelValues("input").Add(float64(rec.Usage.InputTokens))
+	s.m.tokens.WithLabelValues("output").Add(float64(rec.Usage.OutputTokens))
+	s.m.tokens.WithLabelValues("cache_read").Add(float64(rec.Usage.CacheReadTokens))
+	s.m.tokens.WithLabelValues("cache_creation").Add(float64(rec.Usage.CacheCreationTokens))
+	s.m.cost.Add(float64(rec.CostNanoUSD) / 1e9)
+	if rec.RunID == "" {
+		return nil
+	}
+	if err := s.store.AddRunUsage(ctx, rec.RunID, rec.Usage, rec.CostNanoUSD); err != nil {
+		return err
+	}
+	if s.hub.Live(rec.RunID) {
+		ev := NewEvent(TypeUsage, UsageData{Source: "gateway", Model: rec.Model, Usage: rec.Usage, CostUSD: float64(rec.CostNanoUSD) / 1e9}, "")
+		if _, err := s.hub.Append(ctx, rec.RunID, ev); err != nil {
+			s.log.Debug("usage event after run end", "run_id", rec.RunID, "err", err)
+		}
+	}
+	return nil
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func randToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// tailBuffer keeps the last max bytes written (the CLI's stderr).
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
