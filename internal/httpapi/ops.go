@@ -18,6 +18,9 @@ var opsOps = []apiOp{
 	{Method: "GET", Path: "/readyz", Summary: "Readiness: the database is reachable", Response: healthResponse{}, Public: true},
 	{Method: "GET", Path: "/metrics", Summary: "Prometheus metrics (text exposition format)", Public: true},
 	{Method: "GET", Path: "/openapi.json", Summary: "This OpenAPI 3.1 document", Public: true},
+	// The embedded web UI (web.Mount in routes.go).
+	{Method: "GET", Path: "/", Summary: "Redirect to the web UI", Public: true},
+	{Method: "GET", Path: "/static/*", Summary: "Web UI assets (the app is /static/modal-sandbox-ui.html)", Public: true},
 }
 
 type healthResponse struct {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/store"
 )
 
@@ -22,6 +23,8 @@ type Deps struct {
 	Auth    *auth.Service
 	Metrics *prometheus.Registry
 	Clock   func() time.Time
+	// Sandboxes runs sandboxes; nil answers 503 on the sandbox routes.
+	Sandboxes *sandbox.Manager
 
 	// Version is reported by /healthz.
 	Version string
@@ -32,8 +35,13 @@ type Deps struct {
 	// TrustedOrigins are extra origins (scheme://host[:port]) allowed to make
 	// cookie-authenticated writes, e.g. a UI served from another host.
 	TrustedOrigins []string
-	// MaxJSONBody bounds JSON request bodies (default 1 MiB).
+	// MaxJSONBody bounds JSON request bodies for handlers that use
+	// decodeJSONLimit(r, v, s.deps.MaxJSONBody) (default 1 MiB).
 	MaxJSONBody int64
+	// Stopping is closed when the server begins shutting down, so long-lived
+	// streams (SSE, WebSocket) end and let Shutdown finish; clients resume.
+	// Nil means never.
+	Stopping <-chan struct{}
 }
 
 // server holds the handlers' shared state. Handlers are methods on it.
@@ -44,6 +52,9 @@ type server struct {
 	metrics *httpMetrics
 	csrf    *http.CrossOriginProtection
 }
+
+// stopping returns a channel closed at shutdown (nil: never closes).
+func (s *server) stopping() <-chan struct{} { return s.deps.Stopping }
 
 // NewServer returns the HTTP handler for the whole API.
 func NewServer(deps Deps) http.Handler {

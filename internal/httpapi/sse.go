@@ -28,6 +28,8 @@ const sseHeartbeat = 15 * time.Second
 //		select {
 //		case <-r.Context().Done():
 //			return nil
+//		case <-s.stopping():
+//			return nil // the client reconnects with Last-Event-ID
 //		case ev := <-events:
 //			if err := st.Event(ev.ID, ev.Type, ev.Data); err != nil { return err }
 //		case <-tick.C:

@@ -1,0 +1,323 @@
+// Package config is the server's configuration: one Config read from the
+// environment (flags mirror every variable and win over it), validated at
+// start with one clear line naming any bad setting.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/techbossai/techboss/internal/auth"
+)
+
+// Config is every setting of the server. Add a field and one line in
+// settings(); put cross-field checks in Validate.
+type Config struct {
+	Host            string        // TECHBOSS_HOST: listen address host ("" = all interfaces)
+	Port            int           // PORT
+	DataDir         string        // TECHBOSS_DATA_DIR
+	DatabaseURL     string        // DATABASE_URL (default: SQLite at DataDir/techboss.db)
+	LogLevel        slog.Level    // TECHBOSS_LOG_LEVEL
+	PublicURL       string        // TECHBOSS_PUBLIC_URL
+	SecureCookies   string        // TECHBOSS_SECURE_COOKIES: auto | true | false
+	TrustedOrigins  []string      // TECHBOSS_TRUSTED_ORIGINS
+	SessionTTL      time.Duration // TECHBOSS_SESSION_TTL
+	ShutdownTimeout time.Duration // TECHBOSS_SHUTDOWN_TIMEOUT
+
+	AdminEmail    string      // TECHBOSS_ADMIN_EMAIL
+	AdminPassword auth.Secret // TECHBOSS_ADMIN_PASSWORD
+
+	SandboxDriver     string // TECHBOSS_SANDBOX_DRIVER: local | modal | docker
+	BlobStore         string // TECHBOSS_BLOB_STORE: fs | s3
+	ClaudeCredentials string // TECHBOSS_CLAUDE_CREDENTIALS: gateway | direct
+
+	S3Endpoint       string // S3_ENDPOINT
+	S3ForcePathStyle bool   // S3_FORCE_PATH_STYLE
+	S3Bucket         string // S3_BUCKET
+	S3Region         string // S3_REGION (else the AWS default chain's region)
+
+	ModalTokenID     string      // MODAL_TOKEN_ID
+	ModalTokenSecret auth.Secret // MODAL_TOKEN_SECRET
+	AnthropicAPIKey  auth.Secret // ANTHROPIC_API_KEY
+	OpenAIAPIKey     auth.Secret // OPENAI_API_KEY
+}
+
+// setting binds one environment variable (and its mirroring flag) to a field.
+type setting struct {
+	env, flag, def, usage string
+	set                   func(string) error
+}
+
+func (c *Config) settings() []setting {
+	return []setting{
+		{"TECHBOSS_HOST", "host", "", "listen host (empty: all interfaces)", str(&c.Host)},
+		{"PORT", "port", "8080", "HTTP listen port (0 picks a free port)", port(&c.Port)},
+		{"TECHBOSS_DATA_DIR", "data-dir", "./data", "directory for the SQLite database, blobs and sandboxes", str(&c.DataDir)},
+		{"DATABASE_URL", "database-url", "", "postgres:// URL; empty uses SQLite at <data-dir>/techboss.db", str(&c.DatabaseURL)},
+		{"TECHBOSS_LOG_LEVEL", "log-level", "info", "debug | info | warn | error", level(&c.LogLevel)},
+		{"TECHBOSS_PUBLIC_URL", "public-url", "", "URL clients (and Modal sandboxes) reach this server at", str(&c.PublicURL)},
+		{"TECHBOSS_SECURE_COOKIES", "secure-cookies", "auto", "auto (Secure when the public URL is https) | true | false", oneOf(&c.SecureCookies, "auto", "true", "false")},
+		{"TECHBOSS_TRUSTED_ORIGINS", "trusted-origins", "", "comma-separated extra origins allowed to make cookie-authenticated writes", list(&c.TrustedOrigins)},
+		{"TECHBOSS_SESSION_TTL", "session-ttl", "168h", "login session lifetime", duration(&c.SessionTTL)},
+		{"TECHBOSS_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long in-flight requests get on shutdown", duration(&c.ShutdownTimeout)},
+		{"TECHBOSS_ADMIN_EMAIL", "admin-email", "", "first admin's email, created on start when no user exists", str(&c.AdminEmail)},
+		{"TECHBOSS_ADMIN_PASSWORD", "admin-password", "", "first admin's password (with TECHBOSS_ADMIN_EMAIL)", secret(&c.AdminPassword)},
+		{"TECHBOSS_SANDBOX_DRIVER", "sandbox-driver", "local", "local | modal | docker", oneOf(&c.SandboxDriver, "local", "modal", "docker")},
+		{"TECHBOSS_BLOB_STORE", "blob-store", "fs", "fs | s3", oneOf(&c.BlobStore, "fs", "s3")},
+		{"TECHBOSS_CLAUDE_CREDENTIALS", "claude-credentials", "gateway", "gateway | direct", oneOf(&c.ClaudeCredentials, "gateway", "direct")},
+		{"S3_ENDPOINT", "s3-endpoint", "", "S3-compatible endpoint URL (empty: AWS)", str(&c.S3Endpoint)},
+		{"S3_FORCE_PATH_STYLE", "s3-force-path-style", "false", "use path-style S3 addressing", boolean(&c.S3ForcePathStyle)},
+		{"S3_BUCKET", "s3-bucket", "", "bucket for the s3 blob store", str(&c.S3Bucket)},
+		{"S3_REGION", "s3-region", "", "S3 region (empty: from the AWS configuration)", str(&c.S3Region)},
+		{"MODAL_TOKEN_ID", "modal-token-id", "", "Modal token ID (modal driver)", str(&c.ModalTokenID)},
+		{"MODAL_TOKEN_SECRET", "modal-token-secret", "", "Modal token secret (modal driver)", secret(&c.ModalTokenSecret)},
+		{"ANTHROPIC_API_KEY", "anthropic-api-key", "", "Anthropic API key for the gateway", secret(&c.AnthropicAPIKey)},
+		{"OPENAI_API_KEY", "openai-api-key", "", "OpenAI API key for the gateway", secret(&c.OpenAIAPIKey)},
+	}
+}
+
+// ErrHelp is returned by Load when -h or -help was given (usage was printed).
+var ErrHelp = flag.ErrHelp
+
+// Load reads defaults, then the environment through getenv, then flags in
+// args, and validates the result. Usage goes to usage (may be io.Discard).
+func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, error) {
+	c := &Config{}
+	ss := c.settings()
+	for _, s := range ss {
+		if err := s.set(s.def); err != nil {
+			return nil, fmt.Errorf("config: default of %s: %w", s.env, err)
+		}
+	}
+	for _, s := range ss {
+		if v, ok := lookup(getenv, s.env); ok {
+			if err := s.set(v); err != nil {
+				return nil, settingError(s.env, v, isSecret(s), err)
+			}
+		}
+	}
+	fs := flag.NewFlagSet("techboss", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	for _, s := range ss {
+		def := ""
+		if s.def != "" {
+			def = " (default " + s.def + ")"
+		}
+		fs.Func(s.flag, s.usage+"; env "+s.env+def, func(v string) error {
+			if err := s.set(v); err != nil {
+				return settingError("-"+s.flag, v, isSecret(s), err)
+			}
+			return nil
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, ErrHelp
+		}
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// lookup reads an environment variable, treating empty as unset.
+func lookup(getenv func(string) string, k string) (string, bool) {
+	v := getenv(k)
+	return v, v != ""
+}
+
+func isSecret(s setting) bool {
+	return strings.Contains(s.env, "PASSWORD") || strings.Contains(s.env, "SECRET") || strings.HasSuffix(s.env, "_KEY")
+}
+
+func settingError(name, value string, secret bool, err error) error {
+	if secret {
+		return fmt.Errorf("config: invalid %s: %v", name, err)
+	}
+	return fmt.Errorf("config: invalid %s=%q: %v", name, value, err)
+}
+
+// Validate checks settings that depend on each other. Each error is one
+// line naming the setting.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("config: TECHBOSS_DATA_DIR must not be empty")
+	}
+	if c.DatabaseURL != "" && strings.Contains(c.DatabaseURL, "://") &&
+		!strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+		return fmt.Errorf("config: invalid DATABASE_URL: scheme must be postgres:// or postgresql:// (or a SQLite file path)")
+	}
+	if c.PublicURL != "" {
+		if err := checkHTTPURL(c.PublicURL); err != nil {
+			return fmt.Errorf("config: invalid TECHBOSS_PUBLIC_URL=%q: %v", c.PublicURL, err)
+		}
+	}
+	for _, o := range c.TrustedOrigins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("config: invalid TECHBOSS_TRUSTED_ORIGINS entry %q: want scheme://host[:port]", o)
+		}
+	}
+	if c.S3Endpoint != "" {
+		if err := checkHTTPURL(c.S3Endpoint); err != nil {
+			return fmt.Errorf("config: invalid S3_ENDPOINT=%q: %v", c.S3Endpoint, err)
+		}
+	}
+	if (c.AdminEmail == "") != (c.AdminPassword == "") {
+		return errors.New("config: TECHBOSS_ADMIN_EMAIL and TECHBOSS_ADMIN_PASSWORD must be set together")
+	}
+	if c.AdminPassword != "" && len([]rune(string(c.AdminPassword))) < auth.MinPasswordLen {
+		return fmt.Errorf("config: invalid TECHBOSS_ADMIN_PASSWORD: must be at least %d characters", auth.MinPasswordLen)
+	}
+	if c.SessionTTL < time.Minute {
+		return fmt.Errorf("config: invalid TECHBOSS_SESSION_TTL=%s: must be at least 1m", c.SessionTTL)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("config: invalid TECHBOSS_SHUTDOWN_TIMEOUT=%s: must be positive", c.ShutdownTimeout)
+	}
+	if c.BlobStore == "s3" && c.S3Bucket == "" {
+		return errors.New("config: S3_BUCKET is required when TECHBOSS_BLOB_STORE=s3")
+	}
+	if c.SandboxDriver == "modal" && (c.ModalTokenID == "") != (c.ModalTokenSecret == "") {
+		return errors.New("config: MODAL_TOKEN_ID and MODAL_TOKEN_SECRET must be set together")
+	}
+	return nil
+}
+
+func checkHTTPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return errors.New("scheme must be http or https")
+	}
+	if u.Host == "" {
+		return errors.New("host is missing")
+	}
+	return nil
+}
+
+// Addr is the listen address host:port.
+func (c *Config) Addr() string { return c.Host + ":" + strconv.Itoa(c.Port) }
+
+// Database returns the store URL: DATABASE_URL, or the SQLite file in DataDir.
+func (c *Config) Database() string {
+	if c.DatabaseURL != "" {
+		return c.DatabaseURL
+	}
+	return filepath.Join(c.DataDir, "techboss.db")
+}
+
+// CookiesSecure resolves TECHBOSS_SECURE_COOKIES (auto: the public URL is https).
+func (c *Config) CookiesSecure() bool {
+	switch c.SecureCookies {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	return strings.HasPrefix(c.PublicURL, "https://")
+}
+
+// LogValue implements slog.LogValuer: the effective settings, secrets redacted.
+func (c *Config) LogValue() slog.Value {
+	db := "sqlite"
+	if strings.HasPrefix(c.Database(), "postgres") {
+		db = "postgres"
+	}
+	return slog.GroupValue(
+		slog.String("addr", c.Addr()), slog.String("data_dir", c.DataDir), slog.String("database", db),
+		slog.String("sandbox_driver", c.SandboxDriver), slog.String("blob_store", c.BlobStore),
+		slog.String("claude_credentials", c.ClaudeCredentials), slog.String("public_url", c.PublicURL),
+		slog.String("log_level", c.LogLevel.String()),
+	)
+}
+
+func str(p *string) func(string) error {
+	return func(v string) error { *p = strings.TrimSpace(v); return nil }
+}
+
+func secret(p *auth.Secret) func(string) error {
+	return func(v string) error { *p = auth.Secret(v); return nil }
+}
+
+func port(p *int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 || n > 65535 {
+			return errors.New("must be a port number 0-65535")
+		}
+		*p = n
+		return nil
+	}
+}
+
+func boolean(p *bool) func(string) error {
+	return func(v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("must be true or false")
+		}
+		*p = b
+		return nil
+	}
+}
+
+func duration(p *time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("must be a duration such as 30s or 2h")
+		}
+		*p = d
+		return nil
+	}
+}
+
+func level(p *slog.Level) func(string) error {
+	return func(v string) error {
+		if err := p.UnmarshalText([]byte(strings.TrimSpace(v))); err != nil {
+			return errors.New("must be debug, info, warn or error")
+		}
+		return nil
+	}
+}
+
+func oneOf(p *string, allowed ...string) func(string) error {
+	return func(v string) error {
+		v = strings.ToLower(strings.TrimSpace(v))
+		for _, a := range allowed {
+			if v == a {
+				*p = v
+				return nil
+			}
+		}
+		return fmt.Errorf("must be one of %s", strings.Join(allowed, ", "))
+	}
+}
+
+func list(p *[]string) func(string) error {
+	return func(v string) error {
+		*p = nil
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				*p = append(*p, s)
+			}
+		}
+		return nil
+	}
+}
