@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/config"
+	"github.com/techbossai/techboss/internal/httpapi"
+	"github.com/techbossai/techboss/internal/store"
+)
+
+// run is the whole program: configuration, the object graph, the HTTP
+// server, and graceful shutdown when ctx is cancelled (SIGINT/SIGTERM).
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cfg, err := config.Load(args, getenv, stderr)
+	if errors.Is(err, config.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log.Info("starting", "version", version(), "config", cfg)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	db, err := store.Open(ctx, cfg.Database())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	authSvc := auth.New(auth.Options{
+		Store: db, Logger: log.With("component", "auth"), SessionTTL: cfg.SessionTTL,
+	})
+	if cfg.AdminEmail != "" {
+		created, err := authSvc.BootstrapAdmin(ctx, cfg.AdminEmail, cfg.AdminPassword)
+		if err != nil {
+			return fmt.Errorf("bootstrap admin (TECHBOSS_ADMIN_EMAIL): %w", err)
+		}
+		if created {
+			log.Info("created the first admin from TECHBOSS_ADMIN_EMAIL", "email", auth.NormalizeEmail(cfg.AdminEmail))
+		}
+	}
+
+	stopping := make(chan struct{})
+	handler := httpapi.NewServer(httpapi.Deps{
+		Logger:         log,
+		Store:          db,
+		Auth:           authSvc,
+		Metrics:        reg,
+		Clock:          time.Now,
+		Version:        version(),
+		SecureCookies:  cfg.CookiesSecure(),
+		TrustedOrigins: cfg.TrustedOrigins,
+		Stopping:       stopping,
+	})
+
+	ln, err := net.Listen("tcp", cfg.Addr())
+	if err != nil {
+		return fmt.Errorf("listen on %s (PORT): %w", cfg.Addr(), err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	srv.RegisterOnShutdown(func() { close(stopping) })
+	log.Info("listening", "addr", ln.Addr().String())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return pruneSessions(gctx, authSvc, log) })
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("in-flight requests did not finish in time; closing", "err", err)
+			_ = srv.Close()
+		}
+		return nil
+	})
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// pruneSessions deletes expired sessions hourly until ctx is done.
+func pruneSessions(ctx context.Context, a *auth.Service, log *slog.Logger) error {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := a.PruneSessions(ctx); err != nil {
+				log.Warn("prune sessions", "err", err)
+			} else if n > 0 {
+				log.Info("pruned expired sessions", "count", n)
+			}
+		}
+	}
+}
+
+// version is the module version or VCS revision this binary was built from.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return rev
+}

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/config"
+	"github.com/techbossai/techboss/internal/store"
+)
+
+// env is what every command gets: the process's I/O and environment.
+type env struct {
+	getenv func(string) string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// command is one CLI command, named by one or more words ("user create").
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, e *env, args []string) error
+}
+
+// commands lists every command. Client commands (sandbox, claude, ...)
+// add one entry each.
+func commands() []command {
+	return []command{
+		{"user create", "create a user: --email E [--password P | password on stdin] [--admin]", userCreate},
+		{"token create", "create an API token for a user: --email E --name N (prints the token once)", tokenCreate},
+		{"migrate", "run pending database migrations (DATABASE_URL or TECHBOSS_DATA_DIR)", migrate},
+		{"version", "print the version", printVersion},
+	}
+}
+
+// run dispatches args to the command with the longest matching name.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	e := &env{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout)
+		return nil
+	}
+	var best *command
+	words := 0
+	for _, c := range commands() {
+		n := strings.Fields(c.name)
+		if len(n) <= len(args) && strings.Join(args[:len(n)], " ") == c.name && len(n) > words {
+			best, words = &c, len(n)
+		}
+	}
+	if best == nil {
+		usage(stderr)
+		return fmt.Errorf("unknown command %q", strings.Join(args, " "))
+	}
+	return best.run(ctx, e, args[words:])
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: techboss <command> [flags]")
+	fmt.Fprintln(w)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Database commands use DATABASE_URL, else SQLite in TECHBOSS_DATA_DIR (./data).")
+}
+
+// newFlags returns a flag set for a command that reports errors instead of exiting.
+func newFlags(e *env, name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("techboss "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// openStore opens and migrates the database the server would use.
+func openStore(ctx context.Context, e *env) (*store.DB, error) {
+	cfg, err := config.Load(nil, e.getenv, e.stderr)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(cfg.Database(), "postgres") {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+	}
+	db, err := store.Open(ctx, cfg.Database())
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func authService(db *store.DB, e *env) *auth.Service {
+	return auth.New(auth.Options{Store: db, Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+}
+
+func userCreate(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "user create")
+	email := fs.String("email", "", "the user's email (required)")
+	password := fs.String("password", "", "the password; omit to read it from stdin (safer: not in the process list)")
+	admin := fs.Bool("admin", false, "give the user the admin role")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *email == "" {
+		return errors.New("user create: --email is required")
+	}
+	pw := *password
+	if pw == "" {
+		line, err := bufio.NewReader(e.stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read password from stdin: %w", err)
+		}
+		pw = strings.TrimRight(line, "\r\n")
+		if pw == "" {
+			return errors.New("user create: give --password or the password on stdin")
+		}
+	}
+	role := auth.RoleMember
+	if *admin {
+		role = auth.RoleAdmin
+	}
+	db, err := openStore(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	u, err := authService(db, e).CreateUser(ctx, *email, auth.Secret(pw), role)
+	if err != nil {
+		return fmt.Errorf("user create: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "created %s %s (%s)\n", u.Role, u.Email, u.ID)
+	return nil
+}
+
+func tokenCreate(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "token create")
+	email := fs.String("email", "", "the user the token acts as (required)")
+	name := fs.String("name", "", "a name to recognise the token by (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *email == "" || *name == "" {
+		return errors.New("token create: --email and --name are required")
+	}
+	db, err := openStore(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	svc := authService(db, e)
+	u, err := svc.UserByEmail(ctx, *email)
+	if err != nil {
+		return fmt.Errorf("token create: %w", err)
+	}
+	_, sec, err := svc.CreateToken(ctx, u.ID, *name)
+	if err != nil {
+		return fmt.Errorf("token create: %w", err)
+	}
+	// The token alone on stdout, so scripts can capture it.
+	fmt.Fprintln(e.stdout, sec.Reveal())
+	return nil
+}
+
+func migrate(ctx context.Context, e *env, args []string) error {
+	if err := parse(newFlags(e, "migrate"), args); err != nil {
+		return err
+	}
+	db, err := openStore(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	fmt.Fprintf(e.stdout, "migrated (%s)\n", db.Dialect())
+	return nil
+}
+
+func printVersion(_ context.Context, e *env, args []string) error {
+	if err := parse(newFlags(e, "version"), args); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, version())
+	return nil
+}
+
+// version is the module version or VCS revision of this binary.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return s.Value[:12]
+		}
+	}
+	return "dev"
+}
