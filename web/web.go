@@ -62,3 +62,15 @@ func Handler() http.Handler {
 		}
 	})
 }
+
+// Router is the part of a router Mount needs (chi.Router has it).
+type Router interface {
+	Get(pattern string, h http.HandlerFunc)
+}
+
+// Mount registers the UI on r for GET / and GET /static/*.
+func Mount(r Router) {
+	h := Handler().ServeHTTP
+	r.Get("/", h)
+	r.Get("/static/*", h)
+}

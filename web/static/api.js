@@ -214,3 +214,27 @@ export async function streamExec(sandboxID, body, onEvent, signal) {
   if (!res.ok) await readResponse(res);
   await readSSE(res, (ev) => onEvent(ev.event, ev.data, ev.id), signal);
 }
+
+/** chunkText decodes an output chunk event ({data} or {data_b64}). */
+export function chunkText(raw) {
+  const d = parseJSON(raw);
+  if (typeof d.data === "string") return d.data;
+  if (typeof d.data_b64 === "string") {
+    const bin = atob(d.data_b64);
+    const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+    return new TextDecoder().decode(bytes);
+  }
+  return d.text !== undefined ? String(d.text) : raw;
+}
+
+/** followLogs streams a sandbox's build log (SSE `log` and `status` events). */
+export async function followLogs(sandboxID, onText, onStatus, signal) {
+  const res = await fetch(`/sandbox/${encodeURIComponent(sandboxID)}/logs?follow=true`, {
+    credentials: "same-origin", signal, headers: { Accept: "text/event-stream" },
+  });
+  if (!res.ok) { await readResponse(res); return; }
+  await readSSE(res, (ev) => {
+    if (ev.event === "log") onText(chunkText(ev.data));
+    else if (ev.event === "status") onStatus(parseJSON(ev.data));
+  }, signal);
+}

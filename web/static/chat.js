@@ -231,21 +231,34 @@ class RunView {
         this.notice("retry", `Retrying${attempt ? ` (attempt ${attempt}${max ? ` of ${max}` : ""})` : ""}${wait ? ` in ${duration(wait)}` : ""}${why ? `: ${typeof why === "string" ? why : JSON.stringify(why)}` : ""}`);
         break;
       }
-      case "usage":
-        Object.assign(this.usage, d.usage || d);
-        this.renderStats({});
+      case "usage": {
+        // Gateway events are per API call (summed); the CLI's are run totals.
+        const u = d.usage || {};
+        if (d.source === "cli") {
+          this.cli = { usage: u, cost: d.cost_usd };
+        } else {
+          this.gw = this.gw || { usage: {}, cost: 0 };
+          for (const [k, v] of Object.entries(u)) if (typeof v === "number") this.gw.usage[k] = (this.gw.usage[k] || 0) + v;
+          if (typeof d.cost_usd === "number") this.gw.cost += d.cost_usd;
+        }
+        const best = this.cli || this.gw;
+        this.usage = { ...best.usage };
+        this.renderStats({ cost_usd: best.cost });
         break;
+      }
       case "error":
         this.notice("error", `Error: ${pick(d, "message", "error", "text") || JSON.stringify(d)}`);
         break;
       case "result":
         this.textBlock = null;
-        if (d.usage) Object.assign(this.usage, d.usage);
+        if (d.usage) this.usage = { ...d.usage };
         this.renderStats(d);
+        if (d.is_error && d.result) this.notice("error", `Error: ${d.result}`);
         if (d.is_error) this.setState("error");
         break;
       case "done":
         this.ended = true;
+        if (d.error && !d.synthetic) this.notice("error", `Run ${d.status || "ended"}: ${d.error}`);
         this.setState(pick(d, "status", "state") || (this.stateEl.textContent === "error" ? "error" : "completed"));
         break;
       default:
@@ -258,7 +271,7 @@ class RunView {
     const input = pick(r, "input_tokens") ?? pick(u, "input_tokens");
     const output = pick(r, "output_tokens") ?? pick(u, "output_tokens");
     const cacheR = pick(r, "cache_read_input_tokens") ?? pick(u, "cache_read_input_tokens");
-    const cost = pick(r, "cost_usd", "total_cost_usd");
+    const cost = pick(r, "total_cost_usd", "cost_usd");
     const dur = pick(r, "duration_ms");
     const turns = pick(r, "num_turns", "turns");
     const parts = [];

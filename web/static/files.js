@@ -62,7 +62,7 @@ export function filesPanel(sandboxID) {
     del.addEventListener("click", async () => {
       if (!(await confirmDialog("Delete file?", `Delete ${path} from the workspace? This cannot be undone.`, "Delete"))) return;
       const ok = await busy(del, rowErr, async () => {
-        await api("DELETE", fileURL(sandboxID, path) + (e.dir ? "?recursive=true" : ""));
+        await api("DELETE", fileURL(sandboxID, path));
         return true;
       });
       if (ok) li.remove();

@@ -1,5 +1,5 @@
 // One sandbox: header with terminate, and tabs for chat, files, snapshots, exec.
-import { api, streamExec, parseJSON } from "./api.js";
+import { api, streamExec, parseJSON, chunkText } from "./api.js";
 import { h, field, errorBox, busy, showError, pick, ago, money, confirmDialog } from "./dom.js";
 import { sandboxImage } from "./sandboxes.js";
 import { chatPanel } from "./chat.js";
@@ -118,9 +118,7 @@ function execPanel(id) {
     let exit = null;
     await busy([run, cmd], err, () => streamExec(id, { command: ["sh", "-c", line] }, (type, data) => {
       if (type === "stdout" || type === "stderr") {
-        const d = parseJSON(data);
-        const text = d.data !== undefined ? d.data : d.text !== undefined ? d.text : data;
-        out.append(h("span", { class: type }, text));
+        out.append(h("span", { class: type }, chunkText(data)));
       } else if (type === "exit") {
         exit = parseJSON(data);
       } else if (type === "error") {

@@ -1,5 +1,5 @@
 // Sandbox list and create form.
-import { api } from "./api.js";
+import { api, followLogs } from "./api.js";
 import { h, field, errorBox, busy, showError, pick, ago, money } from "./dom.js";
 
 const ACTIVE = new Set(["creating", "running", "terminating"]);
@@ -105,6 +105,7 @@ function createForm(onCreated, onProgress) {
   const submit = h("button", { type: "submit", class: "primary" }, "Create sandbox");
   const formErr = errorBox("create");
   const progress = h("p", { class: "muted", role: "status", "aria-live": "polite" });
+  const buildLog = h("pre", { class: "build-log", hidden: true, "aria-label": "Build log", tabindex: "0" });
   const form = h("form", { class: "panel", "aria-labelledby": "create-h", novalidate: true },
     h("h2", { id: "create-h" }, "New sandbox"),
     h("div", { class: "grid" },
@@ -120,7 +121,7 @@ function createForm(onCreated, onProgress) {
       labelled("cpu", "CPUs"), labelled("memory_mb", "Memory (MiB)"), labelled("pids_limit", "Max processes"),
       labelled("disk_mb", "Disk (MiB)"), labelled("network", "Network"),
       labelled("idle_timeout_s", "Idle timeout (s)"), labelled("max_lifetime_s", "Max lifetime (s)")),
-    h("div", { class: "row" }, submit, progress), formErr);
+    h("div", { class: "row" }, submit, progress), buildLog, formErr);
 
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -139,9 +140,32 @@ function createForm(onCreated, onProgress) {
     if (inp.network.value !== "none") body.network = inp.network.value;
     Object.values(errs).forEach((b) => showError(b, null));
     const started = Date.now();
-    const tick = setInterval(() => {
+    const logs = new AbortController();
+    let following = null;
+    buildLog.textContent = "";
+    buildLog.hidden = true;
+    // POST /sandbox answers once the sandbox runs; meanwhile find the new
+    // sandbox in the list and follow its build log.
+    const known = new Set();
+    try {
+      const cur = await api("GET", "/sandbox?state=creating");
+      for (const sb of cur.sandboxes || cur || []) known.add(sb.sandbox_id);
+    } catch { /* the create itself reports problems */ }
+    const tick = setInterval(async () => {
       progress.textContent = `Building image and starting sandbox… ${Math.round((Date.now() - started) / 1000)} s`;
       onProgress();
+      if (following) return;
+      try {
+        const cur = await api("GET", "/sandbox?state=creating", undefined, { signal: logs.signal });
+        const fresh = (cur.sandboxes || []).find((sb) => !known.has(sb.sandbox_id));
+        if (!fresh || following) return;
+        following = fresh.sandbox_id;
+        buildLog.hidden = false;
+        followLogs(following, (text) => {
+          buildLog.textContent = (buildLog.textContent + text).slice(-8000);
+          buildLog.scrollTop = buildLog.scrollHeight;
+        }, (st) => { progress.textContent = `Sandbox ${st.status}${st.reason ? ": " + st.reason : ""}`; }, logs.signal).catch(() => {});
+      } catch { /* polling is best effort */ }
     }, 1000);
     progress.textContent = "Building image and starting sandbox…";
     const controls = [submit, ...Object.values(inp)];
@@ -169,6 +193,7 @@ function createForm(onCreated, onProgress) {
       });
     } finally {
       clearInterval(tick);
+      logs.abort();
     }
     progress.textContent = created ? "Created." : "";
     if (created) onCreated(created);

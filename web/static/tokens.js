@@ -5,13 +5,12 @@ import { h, field, errorBox, busy, showError, pick, when, confirmDialog } from "
 /** tokensView renders the API tokens page. */
 export function tokensView({ main }) {
   const name = h("input", { type: "text", required: true, placeholder: "e.g. laptop CLI" });
-  const days = h("input", { type: "number", min: "1", placeholder: "never" });
   const create = h("button", { type: "submit", class: "primary" }, "Create token");
   const createErr = errorBox("token-create");
   const shown = h("div", {});
   const form = h("form", { class: "panel", "aria-labelledby": "tok-new-h" },
     h("h2", { id: "tok-new-h" }, "New token"),
-    h("div", { class: "row" }, field("Name", name), field("Expires in (days)", days), create), createErr, shown);
+    h("div", { class: "row" }, field("Name", name), create), createErr, shown);
   const listErr = errorBox("tokens");
   const tbody = h("tbody", {});
   main.append(h("h1", {}, "API tokens"),
@@ -19,7 +18,7 @@ export function tokensView({ main }) {
     form,
     h("section", { class: "panel", "aria-labelledby": "tok-list-h" }, h("h2", { id: "tok-list-h" }, "Your tokens"), listErr,
       h("table", { "aria-label": "API tokens" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Token"), h("th", {}, "Created"),
-        h("th", {}, "Last used"), h("th", {}, "Expires"), h("th", {}, ""))), tbody)));
+        h("th", {}, "Last used"), h("th", {}, "Status"), h("th", {}, ""))), tbody)));
 
   async function refresh() {
     try {
@@ -43,17 +42,16 @@ export function tokensView({ main }) {
       if (ok) refresh();
     });
     return h("tr", { dataset: { token: id } }, h("td", {}, t.name || "—"),
-      h("td", {}, h("code", {}, pick(t, "prefix", "token_prefix", "hint") ? `${pick(t, "prefix", "token_prefix", "hint")}…` : "••••")),
+      h("td", {}, h("code", {}, pick(t, "prefix", "token_prefix", "hint") ? `${pick(t, "prefix", "token_prefix", "hint")}…` : id)),
       h("td", {}, when(t.created_at)), h("td", {}, when(t.last_used_at)),
-      h("td", {}, revoked ? "revoked" : when(t.expires_at)), h("td", {}, revoke, err));
+      h("td", {}, revoked ? h("span", { class: "badge failed" }, "revoked") : t.expires_at ? ["expires ", when(t.expires_at)] : h("span", { class: "badge running" }, "active")), h("td", {}, revoke, err));
   }
 
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     shown.replaceChildren();
     const body = { name: name.value.trim() };
-    if (days.value) body.expires_in_s = Number(days.value) * 86400;
-    const t = await busy([create, name, days], createErr, () => api("POST", "/auth/tokens", body));
+    const t = await busy([create, name], createErr, () => api("POST", "/auth/tokens", body));
     if (!t) return;
     const secret = pick(t, "token", "secret", "value");
     const out = h("input", { type: "text", class: "token-once", readOnly: true, value: secret, "aria-label": "New token" });
@@ -64,7 +62,7 @@ export function tokensView({ main }) {
     });
     shown.append(h("div", { class: "panel", role: "status" },
       h("p", {}, h("strong", {}, "Copy this token now. "), "It is shown only once."), h("div", { class: "row" }, out, copy)));
-    name.value = ""; days.value = "";
+    name.value = "";
     out.focus(); out.select();
     refresh();
   });

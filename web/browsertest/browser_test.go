@@ -1,0 +1,303 @@
+package browsertest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+// need skips (or fails under TECHBOSS_REQUIRE_ALL=1) when a dependency is missing.
+func need(t *testing.T, what string) {
+	t.Helper()
+	if os.Getenv("TECHBOSS_REQUIRE_ALL") == "1" {
+		t.Fatalf("missing dependency (TECHBOSS_REQUIRE_ALL=1): %s", what)
+	}
+	t.Skipf("skipping: %s", what)
+}
+
+// chromiumPath finds the system Chromium.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("TECHBOSS_CHROMIUM_BIN"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	need(t, "no Chromium found (apt-get install chromium, or set TECHBOSS_CHROMIUM_BIN)")
+	return ""
+}
+
+// artifactsDir is where screenshots of failed tests go. It survives the test.
+func artifactsDir(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("TECHBOSS_TEST_ARTIFACTS")
+	if base == "" {
+		base = filepath.Join(os.TempDir(), "techboss-test-artifacts")
+	}
+	dir := filepath.Join(base, "browser", regexp.MustCompile(`[^A-Za-z0-9_.-]+`).ReplaceAllString(t.Name(), "_"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("create artifacts dir: %v", err)
+	}
+	return dir
+}
+
+// problem is a console error, an uncaught exception or a failed request.
+type problem struct{ kind, detail string }
+
+// browser is one Chromium tab with problem tracking.
+type browser struct {
+	t       *testing.T
+	ctx     context.Context
+	base    string
+	mu      sync.Mutex
+	probs   []problem
+	allowed []*regexp.Regexp
+	reqURL  map[network.RequestID]string
+}
+
+// newBrowser starts a fresh headless Chromium (own profile dir) and opens
+// one tab. The browser is closed at cleanup; on failure a screenshot and the
+// page's DOM are written to the artifacts dir first.
+func newBrowser(t *testing.T, base string) *browser {
+	t.Helper()
+	bin := chromiumPath(t)
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(bin),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("mute-audio", true),
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 1000),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	b := &browser{t: t, ctx: ctx, base: base, reqURL: map[network.RequestID]string{}}
+	// Listen starts the browser and opens the tab; it must not run under a
+	// timeout context, which would bound the browser's whole life.
+	if err := chromedp.Listen(ctx, b.onEvent); err != nil {
+		cancelCtx()
+		cancelAlloc()
+		t.Fatalf("start chromium %s: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b.saveArtifacts()
+		}
+		cancelCtx()
+		cancelAlloc()
+	})
+	return b
+}
+
+func (b *browser) onEvent(ev any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch ev := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+			var parts []string
+			for _, a := range ev.Args {
+				if a.Value != nil {
+					parts = append(parts, string(a.Value))
+				} else {
+					parts = append(parts, a.Description)
+				}
+			}
+			b.probs = append(b.probs, problem{"console." + string(ev.Type), strings.Join(parts, " ")})
+		}
+	case *runtime.EventExceptionThrown:
+		d := ev.ExceptionDetails.Text
+		if ev.ExceptionDetails.Exception != nil {
+			d += " " + ev.ExceptionDetails.Exception.Description
+		}
+		b.probs = append(b.probs, problem{"exception", d})
+	case *log.EventEntryAdded:
+		// Network failures are reported below with their URL; everything
+		// else the browser logs as an error (CSP violations, …) counts.
+		if ev.Entry.Level == log.EntryLevelError && ev.Entry.Source != log.EntrySourceNetwork {
+			b.probs = append(b.probs, problem{"log." + string(ev.Entry.Source), ev.Entry.Text + " " + ev.Entry.URL})
+		}
+	case *network.EventRequestWillBeSent:
+		b.reqURL[ev.RequestID] = ev.Request.Method + " " + ev.Request.URL
+	case *network.EventResponseReceived:
+		if ev.Response.Status >= 400 {
+			b.probs = append(b.probs, problem{"http", fmt.Sprintf("%s -> %d", b.reqURL[ev.RequestID], ev.Response.Status)})
+		}
+	case *network.EventLoadingFailed:
+		// A stream the page closes on purpose (navigation, reload, abort) is
+		// "canceled"; anything else is a failed request.
+		if !ev.Canceled && ev.ErrorText != "net::ERR_ABORTED" {
+			b.probs = append(b.probs, problem{"request", b.reqURL[ev.RequestID] + ": " + ev.ErrorText})
+		}
+	}
+}
+
+// allow marks problems matching re as expected (e.g. the 401 of /auth/me
+// before login, or the 404 a user gets for someone else's sandbox).
+func (b *browser) allow(re string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.allowed = append(b.allowed, regexp.MustCompile(re))
+}
+
+// checkProblems fails the test for any unexpected console error, exception
+// or failed request seen so far.
+func (b *browser) checkProblems() {
+	b.t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+next:
+	for _, p := range b.probs {
+		s := p.kind + ": " + p.detail
+		for _, re := range b.allowed {
+			if re.MatchString(s) {
+				continue next
+			}
+		}
+		b.t.Errorf("browser problem: %s", s)
+	}
+}
+
+func (b *browser) saveArtifacts() {
+	dir := artifactsDir(b.t)
+	ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Logf("could not capture screenshot: %v", err)
+	}
+	html, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
+	if err != nil {
+		b.t.Logf("could not capture DOM: %v", err)
+	}
+	if len(png) > 0 {
+		_ = os.WriteFile(filepath.Join(dir, "screenshot.png"), png, 0o644)
+	}
+	if html != "" {
+		_ = os.WriteFile(filepath.Join(dir, "dom.html"), []byte(html), 0o644)
+	}
+	b.mu.Lock()
+	var sb strings.Builder
+	for _, p := range b.probs {
+		fmt.Fprintf(&sb, "%s: %s\n", p.kind, p.detail)
+	}
+	b.mu.Unlock()
+	_ = os.WriteFile(filepath.Join(dir, "problems.txt"), []byte(sb.String()), 0o644)
+	b.t.Logf("browser artifacts written to %s", dir)
+}
+
+// guard is the deadline of one browser step: generous, only there so a
+// broken page fails the test instead of hanging it.
+const guard = 90 * time.Second
+
+// do runs actions with a guard deadline and fails the test on error.
+func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, guard)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// waitJS waits until the JavaScript expression is truthy. The page
+// re-evaluates it on every animation frame; nothing sleeps.
+func (b *browser) waitJS(what, expr string) {
+	b.t.Helper()
+	b.do("wait for "+what, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(guard-5*time.Second))(ctx, t)
+		return err
+	}))
+}
+
+// eval evaluates expr and decodes its value.
+func eval[T any](b *browser, expr string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, guard)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// text returns the textContent of the first element matching sel ("" if none).
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	return eval[string](b, fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, sel))
+}
+
+// count returns how many elements match sel.
+func (b *browser) count(sel string) int {
+	b.t.Helper()
+	return eval[int](b, fmt.Sprintf(`document.querySelectorAll(%q).length`, sel))
+}
+
+// open navigates to a path of the server.
+func (b *browser) open(path string) {
+	b.t.Helper()
+	b.do("open "+path, chromedp.Navigate(b.base+path))
+}
+
+// fill sets an input's value by its label text and fires input events.
+func (b *browser) fillByLabel(label, value string) {
+	b.t.Helper()
+	sel := chromedp.Search(fmt.Sprintf(`//label[normalize-space(text())=%q]//*[self::input or self::textarea or self::select]`, label))
+	b.do("find "+label, chromedp.WaitVisible(sel))
+	// Clear through the DOM, then type like a user.
+	eval[bool](b, fmt.Sprintf(`(() => { const el = document.evaluate(%q, document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue; el.value = ""; el.focus(); return true; })()`, string(sel)))
+	b.do("type into "+label, chromedp.SendKeys(sel, value))
+}
+
+// click clicks the first button (or link) whose text is exactly label.
+func (b *browser) clickButton(label string) {
+	b.t.Helper()
+	sel := chromedp.Search(fmt.Sprintf(`//*[(self::button or self::a) and normalize-space(.)=%q and not(@disabled) and not(ancestor-or-self::*[@hidden])]`, label))
+	b.do("click "+label, chromedp.WaitVisible(sel), chromedp.Click(sel))
+}
+
+// login fills the login form.
+func (b *browser) login(email, password string) {
+	b.t.Helper()
+	b.fillByLabel("Email", email)
+	b.fillByLabel("Password", password)
+	b.clickButton("Log in")
+	b.waitJS("logged in", `!document.getElementById("who").hidden`)
+}
+
+// confirm accepts the page's confirmation dialog.
+func (b *browser) confirm() {
+	b.t.Helper()
+	b.waitJS("confirm dialog", `document.getElementById("confirm").open`)
+	b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
+	b.waitJS("confirm dialog closed", `!document.getElementById("confirm").open`)
+}

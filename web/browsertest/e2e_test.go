@@ -1,0 +1,185 @@
+package browsertest
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/techbossai/techboss/internal/modeltest"
+)
+
+// The agent's file content and the hostile answer of the second run.
+const (
+	agentFileContent = "hello from the agent"
+	hostileAnswer    = "All done. Here is **bold** text and `code`.\n\n" +
+		"<img src=x onerror=\"window.__pwned=1\"> <script>window.__pwned=2</script>\n\n- one\n- two"
+)
+
+// TestAgentWorkflow is the main job through the browser: log in, create a
+// sandbox, prompt the agent (real Claude Code CLI in the local sandbox, model
+// answers scripted), watch the stream arrive in steps, reload mid-run and
+// resume without duplicates, see the agent's file in the file browser, cancel,
+// prompt again (a retried API error and a hostile HTML answer rendered inert),
+// snapshot, delete, restore, exec, check another user sees nothing, terminate.
+func TestAgentWorkflow(t *testing.T) {
+	chromiumPath(t)
+	claude := modeltest.ClaudeBin(t)
+	model := modeltest.New(t,
+		// Run 1: one tool call, then a turn that never finishes until cancelled.
+		modeltest.ToolUse("I'll create the file now.", "Bash", map[string]string{
+			"command":     fmt.Sprintf("printf '%s\\n' > hello.txt && cat hello.txt", agentFileContent),
+			"description": "Create hello.txt",
+		}),
+		modeltest.Hang("Still thinking about"),
+		// Run 2: an overloaded answer the CLI retries, then hostile HTML.
+		modeltest.HTTPError(529),
+		modeltest.Text(hostileAnswer),
+	)
+	srv := startServer(t, model.URL, claude)
+	srv.createUser(t, bobEmail, bobPass)
+
+	b := newBrowser(t, srv.url)
+	b.allow(`^http: GET .*/auth/me -> 401$`)
+	b.open("/")
+	b.login(aliceEmail, alicePass)
+
+	// Create a sandbox through the form; the page moves to it once it runs.
+	b.fillByLabel("Name", "e2e box")
+	b.clickButton("Create sandbox")
+	b.waitJS("sandbox page", `location.hash.startsWith("#/sandbox/") && document.querySelector("main .badge") && document.querySelector("main .badge").textContent === "running"`)
+	id := strings.TrimPrefix(eval[string](b, `location.hash`), "#/sandbox/")
+	if id == "" || strings.Contains(id, "/") {
+		t.Fatalf("got sandbox hash %q", id)
+	}
+
+	// Run 1. The first turn (text + Bash call + its output) must show while
+	// the run is still going: the second model answer hangs until cancelled.
+	b.fillByLabel("Prompt", "Create hello.txt please")
+	b.clickButton("Send")
+	b.waitJS("first text", `[...document.querySelectorAll(".run .text")].some(e => e.textContent.includes("I'll create the file now."))`)
+	b.waitJS("tool card with output", `(() => {
+		const c = document.querySelector('.run details.tool[data-tool="Bash"]');
+		return c && c.querySelector("summary").textContent.includes("printf") &&
+			(c.querySelector(".tool-output") || {}).textContent?.includes(`+"`"+agentFileContent+"`"+`);
+	})()`)
+	assertRunning(t, b)
+
+	// Reload mid-run: the transcript is rebuilt from the event log and
+	// follows the live run, with each event exactly once.
+	b.do("reload", chromedp.Reload())
+	b.waitJS("transcript after reload", `document.querySelectorAll('.run details.tool[data-tool="Bash"]').length > 0 && !!document.querySelector(".run .tool-output")`)
+	b.waitJS("live again after reload", `!document.querySelector("form.composer button.danger").hidden`)
+	if n := b.count(".run"); n != 1 {
+		t.Errorf("got %d run blocks after reload, want 1", n)
+	}
+	if n := b.count(`.run details.tool`); n != 1 {
+		t.Errorf("got %d tool cards after reload, want 1 (duplicates?)", n)
+	}
+	if n := eval[int](b, `[...document.querySelectorAll(".run .text")].filter(e => e.textContent.includes("I'll create the file now.")).length`); n != 1 {
+		t.Errorf("got %d copies of the first text after reload, want 1", n)
+	}
+	assertRunning(t, b)
+
+	// The file the agent wrote is in the file browser.
+	b.clickButton("Files")
+	b.waitJS("hello.txt listed", `!!document.querySelector('li[data-path="hello.txt"]')`)
+	b.do("open hello.txt", chromedp.Click(chromedp.CSS(`li[data-path="hello.txt"] .file-row button.link`)))
+	b.waitJS("file content", `(document.querySelector(".file-content") || {}).textContent?.includes(`+"`"+agentFileContent+"`"+`)`)
+
+	// Cancel the hanging run.
+	b.clickButton("Agent")
+	b.clickButton("Cancel run")
+	b.waitJS("run cancelled", `(() => { const s = document.querySelector(".run .badge"); return s && s.textContent !== "running"; })()`)
+	b.waitJS("composer enabled", `!document.querySelector("form.composer textarea").disabled`)
+
+	// Run 2: a retry notice, then the hostile answer rendered as text.
+	eval[bool](b, `(window.__pwned = 0, true)`)
+	b.fillByLabel("Prompt", "Summarise")
+	b.clickButton("Send")
+	b.waitJS("second run done", `document.querySelectorAll(".run").length === 2 && ["succeeded", "completed"].includes(document.querySelectorAll(".run")[1].querySelector(".badge").textContent)`)
+	second := `document.querySelectorAll(".run")[1]`
+	if txt := eval[string](b, second+`.textContent`); !strings.Contains(txt, `<img src=x onerror="window.__pwned=1">`) {
+		t.Errorf("hostile HTML is not shown as text; run text: %q", txt)
+	}
+	if n := eval[int](b, second+`.querySelectorAll("img, script, iframe, svg").length`); n != 0 {
+		t.Errorf("the answer produced %d active elements", n)
+	}
+	if v := eval[int](b, `window.__pwned`); v != 0 {
+		t.Errorf("agent output ran script: __pwned = %d", v)
+	}
+	if n := eval[int](b, second+`.querySelectorAll(".text strong, .text li").length`); n < 3 {
+		t.Errorf("Markdown not rendered (strong + 2 li), got %d elements", n)
+	}
+	if n := eval[int](b, second+`.querySelectorAll(".notice.retry").length`); n < 1 {
+		t.Errorf("no retry notice for the scripted 529")
+	}
+	if s := eval[string](b, second+`.querySelector(".stats").textContent`); !strings.Contains(s, "tok") || !strings.Contains(s, "$") {
+		t.Errorf("run stats missing tokens or cost: %q", s)
+	}
+	if n := b.count(".history li"); n != 2 {
+		t.Errorf("got %d runs in history, want 2", n)
+	}
+
+	// Snapshot, delete the file, restore, and the file is back.
+	b.clickButton("Snapshots")
+	b.clickButton("Create snapshot")
+	b.waitJS("snapshot listed", `document.querySelectorAll(".timeline li[data-snapshot]").length >= 1`)
+	snaps := b.count(".timeline li[data-snapshot]")
+	b.clickButton("Files")
+	b.waitJS("hello.txt listed", `!!document.querySelector('li[data-path="hello.txt"]')`)
+	b.do("delete hello.txt", chromedp.Click(chromedp.CSS(`li[data-path="hello.txt"] button[aria-label="Delete hello.txt"]`)))
+	b.confirm()
+	b.waitJS("hello.txt gone", `!document.querySelector('li[data-path="hello.txt"]')`)
+	b.clickButton("Snapshots")
+	b.waitJS("snapshots listed", fmt.Sprintf(`document.querySelectorAll(".timeline li[data-snapshot]").length === %d`, snaps))
+	b.do("restore newest", chromedp.Click(chromedp.CSS(`.timeline li[data-snapshot] button.danger`)))
+	b.confirm()
+	b.waitJS("restored", `document.querySelector('[role="status"]') && [...document.querySelectorAll('[role="status"]')].some(e => e.textContent.startsWith("Restored"))`)
+	b.clickButton("Files")
+	b.waitJS("hello.txt back", `!!document.querySelector('li[data-path="hello.txt"]')`)
+
+	// Exec with streamed output.
+	b.clickButton("Terminal")
+	b.fillByLabel("Command (run with sh -c in /workspace)", "cat hello.txt; echo oops >&2; exit 3")
+	b.clickButton("Run")
+	b.waitJS("exec finished", `(document.querySelector('#panel-exec [role="status"]') || {}).textContent?.startsWith("Exited with code 3")`)
+	if out := b.text("#panel-exec pre.out"); !strings.Contains(out, agentFileContent) || !strings.Contains(out, "oops") {
+		t.Errorf("exec output %q lacks stdout or stderr", out)
+	}
+	if n := b.count("#panel-exec pre.out .stderr"); n < 1 {
+		t.Errorf("stderr not marked")
+	}
+
+	// Another user sees neither the sandbox in the list nor its page.
+	bob := newBrowser(t, srv.url)
+	bob.allow(`^http: GET .*/auth/me -> 401$`)
+	bob.allow(`^http: GET .*/sandbox/` + id + `(/runs)? -> 404$`)
+	bob.open("/")
+	bob.login(bobEmail, bobPass)
+	bob.waitJS("empty list", `!document.querySelector("main p.muted[hidden]") && document.querySelectorAll("tbody tr[data-sandbox]").length === 0 && !!document.querySelector("main h1")`)
+	bob.open("/static/modal-sandbox-ui.html#/sandbox/" + id)
+	bob.waitJS("not found", `document.querySelector("main h1").textContent === "Sandbox not found"`)
+	if txt := bob.text("main"); strings.Contains(txt, "hello.txt") || strings.Contains(txt, "I'll create") {
+		t.Errorf("another user sees the sandbox's content")
+	}
+	bob.checkProblems()
+
+	// Terminate with confirmation.
+	b.clickButton("Terminate")
+	b.confirm()
+	b.waitJS("terminated", `["terminated", "terminating"].includes(document.querySelector("main .badge").textContent)`)
+	b.checkProblems()
+}
+
+// assertRunning checks that the latest run is live: still marked running and cancellable.
+func assertRunning(t *testing.T, b *browser) {
+	t.Helper()
+	if s := eval[string](b, `[...document.querySelectorAll(".run .badge")].pop().textContent`); s != "running" {
+		t.Errorf("got run state %q, want running", s)
+	}
+	if hidden := eval[bool](b, `document.querySelector("form.composer button.danger").hidden`); hidden {
+		t.Errorf("cancel button hidden while the run is live")
+	}
+}

@@ -1,0 +1,113 @@
+package browsertest
+
+import (
+	"strings"
+	"testing"
+)
+
+const (
+	aliceEmail = "alice@example.com"
+	alicePass  = "correct horse battery staple"
+	bobEmail   = "bob@example.com"
+	bobPass    = "another long passphrase"
+)
+
+// TestLoginTokensLogout logs in through the form, creates an API token
+// (shown once), revokes it after confirming, and logs out.
+func TestLoginTokensLogout(t *testing.T) {
+	s := newStack(t)
+	s.user(t, aliceEmail, alicePass)
+	b := newBrowser(t, s.url)
+	b.allow(`^http: GET .*/auth/me -> 401$`) // the probe before logging in
+	b.allow(`^http: GET .*/sandbox -> 503$`) // this stack runs no sandbox manager
+
+	b.open("/")
+	b.waitJS("login form", `!!document.querySelector('form[aria-label="Log in"]')`)
+	if got := eval[string](b, `location.pathname`); got != "/static/modal-sandbox-ui.html" {
+		t.Errorf("got path %q after opening /, want the app", got)
+	}
+
+	// A wrong password is reported next to the form, not as a page error.
+	b.allow(`^http: POST .*/auth/login -> 401$`)
+	b.fillByLabel("Email", aliceEmail)
+	b.fillByLabel("Password", "wrong password!!")
+	b.clickButton("Log in")
+	b.waitJS("login error", `document.querySelector('form[aria-label="Log in"] .error').textContent.length > 0`)
+
+	b.login(aliceEmail, alicePass)
+	if got := b.text("#who-email"); got != aliceEmail {
+		t.Errorf("got header email %q, want %q", got, aliceEmail)
+	}
+
+	b.clickButton("API tokens")
+	b.fillByLabel("Name", "ci token")
+	b.clickButton("Create token")
+	b.waitJS("token shown", `!!document.querySelector("input.token-once")`)
+	secret := eval[string](b, `document.querySelector("input.token-once").value`)
+	if len(secret) < 20 {
+		t.Fatalf("got token %q, want a long secret", secret)
+	}
+	b.waitJS("token listed", `[...document.querySelectorAll("tbody tr")].some(r => r.textContent.includes("ci token"))`)
+	if html := eval[string](b, `document.querySelector("table").textContent`); strings.Contains(html, secret) {
+		t.Errorf("token list shows the secret; it must be shown only once")
+	}
+
+	b.clickButton("Revoke")
+	b.confirm()
+	b.waitJS("token revoked", `[...document.querySelectorAll("tbody tr")].some(r => r.textContent.includes("revoked"))`)
+
+	b.clickButton("Log out")
+	b.waitJS("login form again", `!!document.querySelector('form[aria-label="Log in"]')`)
+	b.open("/static/modal-sandbox-ui.html#/tokens")
+	b.waitJS("still logged out after reload", `!!document.querySelector('form[aria-label="Log in"]')`)
+	b.checkProblems()
+}
+
+// TestMarkdownIsInert feeds hostile Markdown to the renderer the chat uses
+// and checks that no element or handler came out of it.
+func TestMarkdownIsInert(t *testing.T) {
+	s := newStack(t)
+	b := newBrowser(t, s.url)
+	b.allow(`^http: GET .*/auth/me -> 401$`)
+	b.open("/static/modal-sandbox-ui.html")
+	b.waitJS("app loaded", `!!document.querySelector('form[aria-label="Log in"]')`)
+	got := eval[map[string]any](b, `(async () => {
+		const { renderMarkdown } = await import("/static/md.js");
+		window.__pwned = 0;
+		const src = "# Title <script>window.__pwned=1</script>\n\n" +
+			"<img src=x onerror=\"window.__pwned=2\"> **bold <b>b</b>** [x](javascript:window.__pwned=3)\n\n" +
+			"![i](x onerror=window.__pwned=4) <a href=\"javascript:alert(1)\">a</a>\n\n" +
+			"`+"```html\\n<iframe src=\\\"javascript:window.__pwned=5\\\"></iframe>\\n```"+`\n\n- item <svg onload=window.__pwned=6>\n";
+		const div = document.createElement("div");
+		div.append(renderMarkdown(src));
+		document.body.append(div);
+		await new Promise(r => setTimeout(r, 50));
+		const tags = [...div.querySelectorAll("*")].map(e => e.tagName.toLowerCase());
+		const attrs = [...div.querySelectorAll("*")].flatMap(e => [...e.attributes].map(a => a.name));
+		return { pwned: window.__pwned, tags: [...new Set(tags)].sort().join(","), attrs: [...new Set(attrs)].sort().join(","),
+			text: div.textContent, links: [...div.querySelectorAll("a")].map(a => a.href).join(",") };
+	})()`)
+	if got["pwned"] != float64(0) {
+		t.Errorf("script ran: __pwned = %v", got["pwned"])
+	}
+	for _, bad := range []string{"script", "img", "iframe", "svg", "b"} {
+		for _, tag := range strings.Split(got["tags"].(string), ",") {
+			if tag == bad {
+				t.Errorf("rendered a <%s> element; tags = %v", bad, got["tags"])
+			}
+		}
+	}
+	if a := got["attrs"].(string); strings.Contains(a, "on") && strings.Contains(a, "onerror") {
+		t.Errorf("rendered event handler attributes: %s", a)
+	}
+	if l := got["links"].(string); strings.Contains(l, "javascript:") {
+		t.Errorf("rendered javascript: link: %s", l)
+	}
+	if txt := got["text"].(string); !strings.Contains(txt, "<img src=x onerror=") || !strings.Contains(txt, "<script>") {
+		t.Errorf("hostile HTML should appear as text; got %q", txt)
+	}
+	if tags := got["tags"].(string); !strings.Contains(tags, "strong") || !strings.Contains(tags, "h3") || !strings.Contains(tags, "pre") {
+		t.Errorf("Markdown was not rendered; tags = %s", tags)
+	}
+	b.checkProblems()
+}
