@@ -382,7 +382,9 @@ func (m *Manager) Exec(ctx context.Context, ownerID, id string, req ExecRequest)
 	st, err := drv.Exec(ctx, sb.Ref, req)
 	m.m.exec.WithLabelValues(sb.Driver).Observe(time.Since(start).Seconds())
 	if err != nil {
-		if errs.KindOf(err) == errs.NotFound && ctx.Err() == nil {
+		if ctx.Err() == nil {
+			// Not-found or a dead agent: if the driver agrees the sandbox
+			// is gone, it is lost rather than failing every exec forever.
 			return st, m.checkLost(ctx, sb, drv, err)
 		}
 		return st, fmt.Errorf("exec in %s: %w", id, err)
@@ -390,9 +392,12 @@ func (m *Manager) Exec(ctx context.Context, ownerID, id string, req ExecRequest)
 	return st, nil
 }
 
-// checkLost is called when the driver no longer knows a running sandbox:
-// if Recover agrees it is gone, the sandbox becomes lost.
+// checkLost is called when an exec failed in a running sandbox: if the
+// driver's Recover says it is gone, the sandbox becomes lost.
 func (m *Manager) checkLost(ctx context.Context, sb *Sandbox, drv Driver, cause error) error {
+	if _, ok := errs.Public(cause); ok && errs.KindOf(cause) != errs.NotFound {
+		return cause // the driver refused the request itself (bad workdir, user...)
+	}
 	alive, err := drv.Recover(ctx, sb.Ref)
 	if err != nil || alive {
 		return fmt.Errorf("exec in %s: %w", sb.ID, cause)
