@@ -52,6 +52,13 @@ type Ranger interface {
 	GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
 }
 
+// Syncer is the optional capability to make every completed Put durable at
+// once (the fs store with NoSync); callers use it before a commit point
+// such as a snapshot manifest.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
 // MaxKeyLen is the longest key accepted (S3's limit).
 const MaxKeyLen = 1024
 
@@ -292,4 +299,12 @@ func (c *countReadCloser) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// Sync passes through to the wrapped store's Syncer, if any.
+func (c *Counting) Sync(ctx context.Context) error {
+	if s, ok := c.Store.(Syncer); ok {
+		return s.Sync(ctx)
+	}
+	return nil
 }

@@ -15,7 +15,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/techbossai/techboss/internal/blob"
 	"github.com/techbossai/techboss/internal/errs"
@@ -24,12 +27,16 @@ import (
 var (
 	_ blob.Store  = (*Store)(nil)
 	_ blob.Ranger = (*Store)(nil)
+	_ blob.Syncer = (*Store)(nil)
 )
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 512<<10); return &b }}
 
 // Options tunes a Store.
 type Options struct {
 	// NoSync skips fsync of each object before it is renamed into place.
-	// Faster; an object written just before a power loss may be empty.
+	// Faster; an object written just before a power loss may be empty
+	// unless Sync is called (snapshots call it before their manifest).
 	NoSync bool
 }
 
@@ -93,8 +100,10 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (e
 			os.Remove(f.Name())
 		}
 	}()
-	buf := make([]byte, 1<<20)
-	if _, err = io.CopyBuffer(f, ctxReader{ctx, blob.ExactReader(r, size)}, buf); err != nil {
+	bp := bufPool.Get().(*[]byte)
+	_, err = io.CopyBuffer(f, ctxReader{ctx, blob.ExactReader(r, size)}, *bp)
+	bufPool.Put(bp)
+	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	if !s.opts.NoSync {
@@ -269,6 +278,20 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		if os.Remove(dir) != nil { // fails when not empty: stop
 			break
 		}
+	}
+	return nil
+}
+
+// Sync flushes the filesystem holding the store (syncfs), making every
+// completed Put durable.
+func (s *Store) Sync(ctx context.Context) error {
+	f, err := os.Open(s.root)
+	if err != nil {
+		return fmt.Errorf("sync blob store: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("sync blob store: %w", err)
 	}
 	return nil
 }

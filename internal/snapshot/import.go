@@ -1,0 +1,161 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/techbossai/techboss/internal/blob"
+	"github.com/techbossai/techboss/internal/errs"
+)
+
+// ImportResult describes an init_from_s3 import.
+type ImportResult struct {
+	// Mode is "version" (the latest version was restored), "objects" (plain
+	// objects were copied) or "empty" (the prefix held nothing).
+	Mode    string `json:"mode"`
+	Version string `json:"version,omitempty"`
+	Files   int    `json:"files"`
+	Bytes   int64  `json:"bytes"`
+	Skipped int    `json:"skipped"` // keys that are not valid workspace paths
+}
+
+// Import fills dir from loc for init_from_s3: when loc holds versions the
+// latest is restored; otherwise every plain object under the prefix (the
+// version area excluded) is copied to the same relative path.
+func (s *Snapshotter) Import(ctx context.Context, loc Location, dir string, progress func(Progress)) (res ImportResult, err error) {
+	start := time.Now()
+	defer func() { s.cfg.Metrics.restoreDone("import", time.Since(start).Seconds(), err) }()
+	versions, err := s.versions(ctx, loc)
+	if err != nil {
+		return res, err
+	}
+	if len(versions) > 0 {
+		name := versions[len(versions)-1]
+		m, err := s.manifest(ctx, loc, name)
+		if err != nil {
+			return res, err
+		}
+		st, err := s.restoreManifest(ctx, loc, m, dir, RestoreOptions{Progress: progress})
+		if err != nil {
+			return res, err
+		}
+		return ImportResult{Mode: "version", Version: name, Files: st.Files, Bytes: m.Bytes}, nil
+	}
+
+	base := ""
+	if loc.Prefix != "" {
+		base = loc.Prefix + "/"
+	}
+	type obj struct {
+		rel  string
+		size int64
+	}
+	var objs []obj
+	var total int64
+	for in, err := range loc.Store.List(ctx, base) {
+		if err != nil {
+			return res, fmt.Errorf("import: list %q: %w", base, err)
+		}
+		rel := strings.TrimPrefix(in.Key, base)
+		if rel == Area || strings.HasPrefix(rel, Area+"/") || strings.HasSuffix(rel, "/") {
+			continue // the version area; folder markers
+		}
+		if ValidatePath(rel) != nil {
+			res.Skipped++
+			continue
+		}
+		objs = append(objs, obj{rel, in.Size})
+		total += in.Size
+	}
+	if len(objs) == 0 {
+		res.Mode = "empty"
+		return res, os.MkdirAll(dir, 0o755)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return res, fmt.Errorf("import target: %w", err)
+	}
+	var done, doneBytes atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.cfg.Concurrency)
+	for _, o := range objs {
+		g.Go(func() error {
+			n, err := s.importObject(gctx, loc.Store, blob.Join(loc.Prefix, o.rel), dir, o.rel)
+			if err != nil {
+				return err
+			}
+			d, b := done.Add(1), doneBytes.Add(n)
+			if progress != nil {
+				progress(Progress{FilesDone: int(d), FilesTotal: len(objs), BytesDone: b, BytesTotal: total})
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return res, err
+	}
+	return ImportResult{Mode: "objects", Files: len(objs), Bytes: doneBytes.Load(), Skipped: res.Skipped}, nil
+}
+
+// importObject copies one object to dir/rel, creating parent directories
+// and refusing to pass through anything that is not a real directory.
+func (s *Snapshotter) importObject(ctx context.Context, st blob.Store, key, dir, rel string) (int64, error) {
+	cur := dir
+	segs := strings.Split(rel, "/")
+	for _, seg := range segs[:len(segs)-1] {
+		cur = filepath.Join(cur, seg)
+		fi, err := os.Lstat(cur)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if err := os.Mkdir(cur, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				return 0, fmt.Errorf("import mkdir: %w", err)
+			}
+			if fi, err := os.Lstat(cur); err != nil || !fi.IsDir() {
+				return 0, errs.E(errs.Conflict, "import: %q conflicts with another object", rel)
+			}
+		case err != nil:
+			return 0, err
+		case !fi.IsDir():
+			return 0, errs.E(errs.Conflict, "import: %q runs through a file or symlink", rel)
+		}
+	}
+	dst := filepath.Join(dir, filepath.FromSlash(rel))
+	if fi, err := os.Lstat(dst); err == nil && !fi.Mode().IsRegular() {
+		return 0, errs.E(errs.Conflict, "import: %q exists and is not a regular file", rel)
+	}
+	rc, err := st.Get(ctx, key)
+	if err != nil {
+		return 0, fmt.Errorf("import %s: %w", rel, err)
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(filepath.Dir(dst), ".techboss-import-*")
+	if err != nil {
+		return 0, err
+	}
+	bp := s.bufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(f, rc, (*bp)[:min(len(*bp), 1<<20)])
+	s.bufs.Put(bp)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), dst)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return 0, fmt.Errorf("import %s: %w", rel, err)
+	}
+	return n, nil
+}
