@@ -58,7 +58,15 @@ const (
 	DefaultS3Secret    = "s3-bucket"
 	DefaultS3MountPath = "/mnt/s3"
 	DefaultLifetime    = 24 * time.Hour
+	DefaultHostImage   = "alpine:3.21"
 )
+
+// ClaudeDockerfileCommands install the Claude Code CLI (the pinned version
+// the server is tested with) on an Alpine image.
+var ClaudeDockerfileCommands = []string{
+	"RUN apk add --no-cache bash git nodejs npm ripgrep tar coreutils",
+	"RUN npm install -g @anthropic-ai/claude-code@2.1.197",
+}
 
 // Options configures the Modal driver.
 type Options struct {
@@ -86,6 +94,12 @@ type Options struct {
 	// DefaultLifetime is the Modal timeout when a Spec has no
 	// max_lifetime_s (default 24h, Modal's maximum).
 	DefaultLifetime time.Duration
+	// HostImage and HostDockerfileCommands replace image_base "host" (the
+	// local driver's host-tools fast path, and the server's default image),
+	// which means nothing on Modal: defaults alpine:3.21 with
+	// ClaudeDockerfileCommands, so the default sandbox can run Claude.
+	HostImage              string
+	HostDockerfileCommands []string
 	// Getenv reads the environment for the credential check (default os.Getenv).
 	Getenv func(string) string
 	// Logger receives driver logs (default: discarded).
@@ -124,6 +138,12 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 	}
 	if opts.Getenv == nil {
 		opts.Getenv = os.Getenv
+	}
+	if opts.HostImage == "" {
+		opts.HostImage = DefaultHostImage
+		if opts.HostDockerfileCommands == nil {
+			opts.HostDockerfileCommands = ClaudeDockerfileCommands
+		}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -303,9 +323,14 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 	if regSecret != nil {
 		imgParams = &modalsdk.ImageFromRegistryParams{Secret: regSecret}
 	}
-	image := d.client.Images.FromRegistry(spec.ImageBase, imgParams)
-	if len(spec.DockerfileCommands) > 0 {
-		image = image.DockerfileCommands(spec.DockerfileCommands, nil)
+	base, cmds := spec.ImageBase, spec.DockerfileCommands
+	if base == "host" {
+		base = d.opts.HostImage
+		cmds = append(append([]string(nil), d.opts.HostDockerfileCommands...), cmds...)
+	}
+	image := d.client.Images.FromRegistry(base, imgParams)
+	if len(cmds) > 0 {
+		image = image.DockerfileCommands(cmds, nil)
 	}
 
 	lifetime := d.opts.DefaultLifetime
@@ -359,7 +384,7 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 		params.CloudBucketMounts = map[string]*modalsdk.CloudBucketMount{d.opts.S3MountPath: m}
 	}
 
-	logf("modal: building image %s (%d dockerfile commands) and starting the sandbox", spec.ImageBase, len(spec.DockerfileCommands))
+	logf("modal: building image %s (%d dockerfile commands) and starting the sandbox", base, len(cmds))
 	start := time.Now()
 	sb, err := d.client.Sandboxes.Create(ctx, d.app, image, params)
 	if err != nil {

@@ -149,6 +149,20 @@ func TestCreateRequestCarriesSpec(t *testing.T) {
 				Buckets:      []modaltest.BucketMount{{Bucket: "bkt", MountPath: modal.DefaultS3MountPath, KeyPrefix: "users/1/", SecretName: "s3-bucket"}},
 			},
 		},
+		{
+			name: "image_base host means the Claude image",
+			spec: sandbox.Spec{ImageBase: "host", DockerfileCommands: []string{"RUN true"}, Network: "none"},
+			want: modaltest.CreateRecord{
+				V2:                 true,
+				ImageChain:         [][]string{{"FROM " + modal.DefaultHostImage}, append(append([]string{"FROM base"}, modal.ClaudeDockerfileCommands...), "RUN true")},
+				RegistrySecretName: "registry-creds",
+				Workdir:            "/workspace",
+				Env:                map[string]string{"ANTHROPIC_API_KEY": "sk-ant-test"},
+				SecretNames:        []string{"anthropic-api-key"},
+				TimeoutSecs:        uint32(modal.DefaultLifetime / time.Second),
+				BlockNetwork:       true,
+			},
+		},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
