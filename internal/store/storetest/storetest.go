@@ -28,6 +28,7 @@ var subtests = []struct {
 	{"Migrate", testMigrate},
 	{"Auth", testAuth},
 	{"Sandboxes", testSandboxes},
+	{"Snapshots", testSnapshots},
 }
 
 // Exercise runs every conformance subtest, each on a fresh database from open.
