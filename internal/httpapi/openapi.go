@@ -30,6 +30,7 @@ func apiOps() [][]apiOp {
 		opsOps,
 		authOps,
 		// Domain op lists: add ONE line each below.
+		sandboxOps,
 	}
 }
 

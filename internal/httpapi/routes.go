@@ -32,6 +32,7 @@ func (s *server) routes() http.Handler {
 		r.Use(s.authenticate)
 		s.mountAuth(r)
 		// Domain mounts: add ONE line each below, e.g. s.mountSandboxes(r).
+		s.mountSandboxes(r)
 	})
 	return r
 }
