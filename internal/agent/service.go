@@ -209,6 +209,21 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 	return s, nil
 }
 
+// SetGateway sets the handler served on in-sandbox gateway listeners. The
+// gateway needs the Service (run tokens, usage), so it is built after the
+// Service; call SetGateway before Run.
+func (s *Service) SetGateway(h http.Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gw = h
+}
+
+func (s *Service) gateway() http.Handler {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gw
+}
+
 // Hub returns the event hub (for subscribers and tests).
 func (s *Service) Hub() *Hub { return s.hub }
 
@@ -382,7 +397,7 @@ func (s *Service) gatewayURL(ctx context.Context, sb *sandbox.Sandbox) (string, 
 	if err != nil {
 		return "", err
 	}
-	if nl, ok := drv.(sandbox.NetListener); ok && s.gw != nil {
+	if nl, ok := drv.(sandbox.NetListener); ok && s.gateway() != nil {
 		addr, err := s.listener(ctx, sb, nl)
 		if err != nil {
 			return "", err
@@ -424,7 +439,7 @@ func (s *Service) listener(ctx context.Context, sb *sandbox.Sandbox, nl sandbox.
 	}
 	id := sb.ID
 	srv := &http.Server{
-		Handler:           s.gw,
+		Handler:           s.gateway(),
 		ReadHeaderTimeout: 30 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return context.WithValue(context.Background(), sandboxKey{}, id) },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),

@@ -198,6 +198,14 @@ func (s *Server) Script(replies ...Reply) {
 	s.script = append(s.script, replies...)
 }
 
+// Reset replaces the rest of the script.
+func (s *Server) Reset(replies ...Reply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.script = append([]Reply(nil), replies...)
+	s.last = nil
+}
+
 // Requests returns a copy of the request log.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
@@ -247,6 +255,8 @@ func (s *Server) log(r Request) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests = append(s.requests, r)
+	close(s.changed)
+	s.changed = make(chan struct{})
 	return len(s.requests) - 1
 }
 
@@ -260,6 +270,30 @@ func (s *Server) setAnswer(i int, a string, u Usage) {
 	s.reported.CacheCreationTokens += u.CacheCreationTokens
 	close(s.changed)
 	s.changed = make(chan struct{})
+}
+
+// AwaitMessageRequests blocks until n POST /v1/messages requests have
+// arrived (answered or not) or ctx is done.
+func (s *Server) AwaitMessageRequests(ctx context.Context, n int) error {
+	for {
+		s.mu.Lock()
+		got := 0
+		for _, r := range s.requests {
+			if r.Method == http.MethodPost && r.Path == "/v1/messages" {
+				got++
+			}
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("modeltest: %d of %d message requests: %w", got, n, ctx.Err())
+		}
+	}
 }
 
 // AwaitAnswers blocks until n requests have been answered completely

@@ -1,0 +1,293 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/agent/claude"
+	"github.com/techbossai/techboss/internal/llm"
+	"github.com/techbossai/techboss/internal/llm/gateway"
+	"github.com/techbossai/techboss/internal/modeltest"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/store"
+)
+
+// initBin is the sandbox helper, built once for the package's tests.
+var initBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "techboss-agent-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	initBin = filepath.Join(dir, "techboss-sandbox-init")
+	cmd := exec.Command("go", "build", "-o", initBin, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build sandbox helper: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// need skips (or fails under TECHBOSS_REQUIRE_ALL=1) when a dependency is missing.
+func need(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("TECHBOSS_REQUIRE_ALL") == "1" {
+		t.Fatal(why)
+	}
+	t.Skip("why: " + why)
+}
+
+// toolsMountTarget is where the CLI's npm prefix is mounted in sandboxes.
+const toolsMountTarget = "/opt/techboss/claude"
+
+// env is a whole run stack: SQLite store, the real local driver and
+// sandbox Manager, the run service with the real Claude CLI, the gateway,
+// and a scripted model server as the upstream.
+type env struct {
+	t      testing.TB
+	db     *store.DB
+	mgr    *sandbox.Manager
+	drv    *local.Driver
+	svc    *agent.Service
+	gw     *gateway.Gateway
+	model  *modeltest.Server
+	prices map[string]llm.Price
+}
+
+type envOpts struct {
+	credentials string
+	grace       time.Duration
+	extraEnv    map[string]string
+}
+
+func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
+	t.Helper()
+	bin := modeltest.ClaudeBin(t)
+	if os.Geteuid() != 0 {
+		need(t, "the local sandbox driver needs root")
+	}
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		need(t, "bubblewrap (bwrap) is not installed")
+	}
+	// The CLI's npm prefix: <prefix>/node_modules/.bin/claude.
+	realBin, err := filepath.EvalSymlinks(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := filepath.Dir(filepath.Dir(filepath.Dir(bin)))
+	rel, err := filepath.Rel(prefix, realBin)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		t.Fatalf("TECHBOSS_CLAUDE_BIN %s is not inside an npm prefix", bin)
+	}
+
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := store.Open(ctx, filepath.Join(dir, "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	drv, err := local.New(local.Options{DataDir: filepath.Join(dir, "local"), InitBinary: initBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := sandbox.NewManager(sandbox.Deps{
+		Repo: db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
+		Limits: sandbox.DefaultLimits(),
+		Mounts: []sandbox.Mount{{Source: prefix, Target: toolsMountTarget, ReadOnly: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, db: db, mgr: mgr, drv: drv, model: modeltest.New(t, script...),
+		prices: map[string]llm.Price{"claude-": {InputPerMTok: 3, OutputPerMTok: 15, CacheReadPerMTok: 0.3, CacheWritePerMTok: 3.75}}}
+
+	cliEnv := map[string]string{"CLAUDE_CODE_MAX_RETRIES": "2"}
+	for k, v := range o.extraEnv {
+		cliEnv[k] = v
+	}
+	cfg := agent.Config{Credentials: o.credentials, Root: true, CancelGrace: o.grace}
+	if o.credentials == agent.CredentialsDirect {
+		cfg.UpstreamBaseURL, cfg.UpstreamAPIKey = e.model.URL, "sk-direct"
+	}
+	e.svc, err = agent.NewService(cfg, agent.Deps{
+		Store: db, Sandboxes: mgr,
+		CLI:    claude.New(claude.Config{Bin: filepath.Join(toolsMountTarget, rel), Env: cliEnv}),
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw, err = gateway.New(gateway.Config{
+		Upstream:  gateway.NewAnthropic(e.model.URL, "sk-upstream-secret-key", nil),
+		RunTokens: e.svc, Recorder: e.svc, Price: gateway.PriceTable(e.prices),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.svc.SetGateway(e.gw)
+	runCtx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := e.svc.Run(runCtx); err != nil {
+			t.Errorf("service: %v", err)
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		// Destroy every sandbox this env created.
+		sbs, _, _ := mgr.List(context.Background(), "alice", sandbox.ListFilter{})
+		more, _, _ := mgr.List(context.Background(), "bob", sandbox.ListFilter{})
+		for _, sb := range append(sbs, more...) {
+			_, _ = mgr.Terminate(context.Background(), sb.OwnerID, sb.ID)
+		}
+	})
+	return e
+}
+
+func (e *env) sandbox(owner string) *sandbox.Sandbox {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sb, err := e.mgr.Create(ctx, owner, sandbox.Spec{ImageBase: "host"})
+	if err != nil {
+		e.t.Fatalf("create sandbox: %v", err)
+	}
+	return sb
+}
+
+// start starts a run and returns it.
+func (e *env) start(owner, sbID, prompt string, o agent.Options) agent.Run {
+	e.t.Helper()
+	r, err := e.svc.Start(context.Background(), owner, sbID, prompt, o)
+	if err != nil {
+		e.t.Fatalf("start run: %v", err)
+	}
+	return r
+}
+
+// wait follows a run to its end and returns all its events.
+func (e *env) wait(owner, runID string) (agent.Run, []agent.Event) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sub, err := e.svc.Subscribe(ctx, owner, runID, 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer sub.Close()
+	evs := append([]agent.Event(nil), sub.Replay...)
+	for done := len(evs) > 0 && evs[len(evs)-1].Type == agent.TypeDone; !done; {
+		select {
+		case ev, ok := <-sub.C:
+			if !ok {
+				if sub.Cut() {
+					e.t.Fatal("test subscriber was cut")
+				}
+				done = true
+				break
+			}
+			evs = append(evs, ev)
+			done = ev.Type == agent.TypeDone
+		case <-ctx.Done():
+			e.t.Fatalf("run %s did not finish: %v", runID, ctx.Err())
+		}
+	}
+	r, err := e.svc.Get(context.Background(), owner, runID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r, evs
+}
+
+// do runs a prompt to its end.
+func (e *env) do(owner, sbID, prompt string, o agent.Options) (agent.Run, []agent.Event) {
+	e.t.Helper()
+	r := e.start(owner, sbID, prompt, o)
+	return e.wait(owner, r.ID)
+}
+
+// exec runs a command in the sandbox and returns its stdout.
+func (e *env) exec(owner, sbID string, argv ...string) string {
+	e.t.Helper()
+	var out, errb bytes.Buffer
+	st, err := e.mgr.Exec(context.Background(), owner, sbID, sandbox.ExecRequest{Argv: argv, Stdout: &out, Stderr: &errb})
+	if err != nil || st.Code != 0 {
+		e.t.Fatalf("exec %v: %v (exit %d)\n%s", argv, err, st.Code, errb.String())
+	}
+	return out.String()
+}
+
+func (e *env) readFile(owner, sbID, path string) (string, error) {
+	var b bytes.Buffer
+	_, err := e.mgr.ReadFile(context.Background(), owner, sbID, path, &b)
+	return b.String(), err
+}
+
+func types(evs []agent.Event) []string {
+	var ts []string
+	for _, ev := range evs {
+		ts = append(ts, ev.Type)
+	}
+	return ts
+}
+
+func decode[T any](t testing.TB, ev agent.Event) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(ev.Data, &v); err != nil {
+		t.Fatalf("decode %s event: %v", ev.Type, err)
+	}
+	return v
+}
+
+func find(evs []agent.Event, typ string) []agent.Event {
+	var out []agent.Event
+	for _, ev := range evs {
+		if ev.Type == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func checkSeqs(t testing.TB, evs []agent.Event) {
+	t.Helper()
+	for i, ev := range evs {
+		if ev.Seq != int64(i+1) {
+			t.Fatalf("event %d has seq %d, want %d (gap or reorder)", i, ev.Seq, i+1)
+		}
+	}
+}
+
+var _ = io.Discard

@@ -1,0 +1,208 @@
+package agent_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/modeltest"
+)
+
+// TestRunScenarios drives the real Claude CLI in a real local sandbox
+// through the gateway against the scripted model, one fixture scenario
+// after another in the same sandbox (each with a new session).
+func TestRunScenarios(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	sb := e.sandbox("alice")
+	fresh := agent.Options{NewSession: true}
+
+	t.Run("text", func(t *testing.T) {
+		e.model.Reset(modeltest.Text("Hello from the scripted model.\nSecond line."))
+		r, evs := e.do("alice", sb.ID, "say hello", fresh)
+		checkSeqs(t, evs)
+		want := []string{"run.started", "usage", "text", "result", "usage", "done"}
+		if d := cmp.Diff(want, types(evs)); d != "" {
+			t.Errorf("events (-want +got):\n%s", d)
+		}
+		if r.Status != agent.Succeeded || r.SessionID == "" || r.ExitCode == nil || *r.ExitCode != 0 || r.NumTurns != 1 {
+			t.Errorf("run = %+v", r)
+		}
+		if txt := decode[agent.TextData](t, find(evs, agent.TypeText)[0]); txt.Text != "Hello from the scripted model.\nSecond line." {
+			t.Errorf("text = %q", txt.Text)
+		}
+		st := decode[agent.StartedData](t, evs[0])
+		if st.SessionID != r.SessionID || st.Cwd != "/workspace" {
+			t.Errorf("run.started = %+v", st)
+		}
+	})
+
+	t.Run("bash tool runs in the sandbox", func(t *testing.T) {
+		e.model.Reset(modeltest.Bash("echo bash-ran-here > /workspace/bash-proof.txt; hostname; id -u"), modeltest.Text("Done."))
+		r, evs := e.do("alice", sb.ID, "run a command", fresh)
+		if r.Status != agent.Succeeded {
+			t.Fatalf("run = %+v", r)
+		}
+		uses, results := find(evs, agent.TypeToolUse), find(evs, agent.TypeToolResult)
+		if len(uses) != 1 || len(results) != 1 {
+			t.Fatalf("events %v", types(evs))
+		}
+		if u := decode[agent.ToolUseData](t, uses[0]); u.Name != "Bash" || !strings.Contains(string(u.Input), "bash-proof") {
+			t.Errorf("tool_use = %+v", u)
+		}
+		res := decode[agent.ToolResultData](t, results[0])
+		if res.IsError || !strings.Contains(res.Content, "sandbox") {
+			t.Errorf("tool_result = %+v; want the sandbox's hostname", res)
+		}
+		if got, err := e.readFile("alice", sb.ID, "/workspace/bash-proof.txt"); err != nil || got != "bash-ran-here\n" {
+			t.Errorf("bash-proof.txt = %q, %v", got, err)
+		}
+	})
+
+	t.Run("write tool", func(t *testing.T) {
+		e.model.Reset(modeltest.Write("/workspace/hello.txt", "written by the agent\n"), modeltest.Text("Wrote it."))
+		r, evs := e.do("alice", sb.ID, "write a file", fresh)
+		if r.Status != agent.Succeeded {
+			t.Fatalf("run = %+v", r)
+		}
+		if u := decode[agent.ToolUseData](t, find(evs, agent.TypeToolUse)[0]); u.Name != "Write" {
+			t.Errorf("tool_use = %+v", u)
+		}
+		if got, err := e.readFile("alice", sb.ID, "/workspace/hello.txt"); err != nil || got != "written by the agent\n" {
+			t.Errorf("hello.txt = %q, %v", got, err)
+		}
+	})
+
+	for _, status := range []int{500, 529} {
+		t.Run("http "+http(status), func(t *testing.T) {
+			e.model.Reset(modeltest.HTTPError(status).Times(3), modeltest.Text("unused"))
+			r, evs := e.do("alice", sb.ID, "fail please", fresh)
+			retries := find(evs, agent.TypeRetry)
+			if len(retries) != 2 {
+				t.Errorf("got %d retry events, want 2 (CLAUDE_CODE_MAX_RETRIES=2): %v", len(retries), types(evs))
+			}
+			for i, ev := range retries {
+				if d := decode[agent.RetryData](t, ev); d.Attempt != i+1 || d.ErrorStatus != status {
+					t.Errorf("retry %d = %+v", i, d)
+				}
+			}
+			res := decode[agent.ResultData](t, find(evs, agent.TypeResult)[0])
+			if !res.IsError || len(find(evs, agent.TypeError)) != 1 {
+				t.Errorf("result = %+v, events %v", res, types(evs))
+			}
+			if r.Status != agent.Failed || r.ExitCode == nil || *r.ExitCode != 1 || !strings.Contains(r.Error, "API Error") {
+				t.Errorf("run = %+v", r)
+			}
+		})
+	}
+
+	t.Run("mid-stream error falls back", func(t *testing.T) {
+		e.model.Reset(modeltest.MidstreamError().Times(3), modeltest.Text("Recovered through the fallback."))
+		before := len(e.model.MessageRequests())
+		r, evs := e.do("alice", sb.ID, "stream then fail", fresh)
+		if r.Status != agent.Succeeded {
+			t.Fatalf("run = %+v events %v", r, types(evs))
+		}
+		if txt := decode[agent.TextData](t, find(evs, agent.TypeText)[0]); txt.Text != "Recovered through the fallback." {
+			t.Errorf("text = %q", txt.Text)
+		}
+		reqs := e.model.MessageRequests()[before:]
+		if last := reqs[len(reqs)-1]; last.Stream {
+			t.Errorf("the last request was streaming; want the non-streaming fallback")
+		}
+	})
+
+	t.Run("max turns", func(t *testing.T) {
+		e.model.Reset(modeltest.Bash("true"), modeltest.Text("never reached"))
+		r, evs := e.do("alice", sb.ID, "loop", agent.Options{NewSession: true, MaxTurns: 1})
+		res := decode[agent.ResultData](t, find(evs, agent.TypeResult)[0])
+		if res.Subtype != "error_max_turns" || !res.IsError || r.Status != agent.Failed {
+			t.Errorf("result %+v, run %+v", res, r)
+		}
+	})
+}
+
+func http(code int) string { return map[int]string{500: "500", 529: "529"}[code] }
+
+// TestResumeAndSession: the next prompt resumes the sandbox's session (the
+// model sees the first turn); new_session starts over; a session the CLI
+// cannot find fails the run with the CLI's message.
+func TestResumeAndSession(t *testing.T) {
+	e := newEnv(t, envOpts{}, modeltest.Text("The secret word is PELICAN."), modeltest.Text("You asked about the secret word."))
+	sb := e.sandbox("alice")
+	r1, _ := e.do("alice", sb.ID, "remember the secret", agent.Options{})
+	if r1.Status != agent.Succeeded || r1.ResumedFrom != "" {
+		t.Fatalf("first run %+v", r1)
+	}
+	r2, _ := e.do("alice", sb.ID, "what did I ask?", agent.Options{})
+	if r2.Status != agent.Succeeded || r2.ResumedFrom != r1.SessionID || r2.SessionID != r1.SessionID {
+		t.Fatalf("second run %+v, want resumed session %s", r2, r1.SessionID)
+	}
+	reqs := e.model.MessageRequests()
+	last := reqs[len(reqs)-1].Text()
+	for _, want := range []string{"remember the secret", "PELICAN", "what did I ask?"} {
+		if !strings.Contains(last, want) {
+			t.Errorf("resumed request lacks %q", want)
+		}
+	}
+
+	e.model.Script(modeltest.Text("fresh"))
+	r3, _ := e.do("alice", sb.ID, "new topic", agent.Options{NewSession: true})
+	if r3.ResumedFrom != "" || r3.SessionID == r1.SessionID || r3.Status != agent.Succeeded {
+		t.Errorf("new_session run %+v", r3)
+	}
+
+	// The session file is gone (e.g. someone cleaned the workspace): the
+	// CLI reports an unknown session and the run fails with its message.
+	e.exec("alice", sb.ID, "rm", "-rf", "/workspace/.techboss/claude/projects")
+	r4, evs := e.do("alice", sb.ID, "continue", agent.Options{})
+	if r4.Status != agent.Failed || !strings.Contains(r4.Error, "No conversation found") {
+		t.Errorf("unknown session run %+v events %v", r4, types(evs))
+	}
+}
+
+// TestCancel: SIGINT makes the CLI write its final result; the run ends
+// cancelled with that result kept. A second run is refused while one is
+// active.
+func TestCancel(t *testing.T) {
+	e := newEnv(t, envOpts{grace: 30 * time.Second}, modeltest.Hang("Working on it"))
+	sb := e.sandbox("alice")
+	r := e.start("alice", sb.ID, "take your time", agent.Options{})
+
+	_, err := e.svc.Start(context.Background(), "alice", sb.ID, "another", agent.Options{})
+	if pe, ok := errs.Public(err); !ok || pe.Kind != errs.Conflict || !strings.Contains(pe.Message, r.ID) {
+		t.Errorf("second start = %v, want conflict naming %s", err, r.ID)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.model.AwaitMessageRequests(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Cancel(ctx, "bob", r.ID); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("cancel by another user = %v, want not found", err)
+	}
+	if _, err := e.svc.Cancel(ctx, "alice", r.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, evs := e.wait("alice", r.ID)
+	if got.Status != agent.Cancelled {
+		t.Fatalf("run %+v events %v", got, types(evs))
+	}
+	res := find(evs, agent.TypeResult)
+	if len(res) != 1 {
+		t.Fatalf("no final result kept: %v", types(evs))
+	}
+	if d := decode[agent.ResultData](t, res[0]); d.Subtype != "error_during_execution" {
+		t.Errorf("result %+v", d)
+	}
+	if got.ExitCode == nil || *got.ExitCode != 0 {
+		t.Errorf("exit code %v, want 0 (the CLI exits cleanly on SIGINT)", got.ExitCode)
+	}
+	if _, err := e.svc.Cancel(ctx, "alice", r.ID); errs.KindOf(err) != errs.Conflict {
+		t.Errorf("cancel after end = %v, want conflict", err)
+	}
+}
