@@ -29,6 +29,8 @@ var subtests = []struct {
 	{"Auth", testAuth},
 	{"Sandboxes", testSandboxes},
 	{"Snapshots", testSnapshots},
+	{"Runs", Runs},
+	{"Usage", Usage},
 }
 
 // Exercise runs every conformance subtest, each on a fresh database from open.
