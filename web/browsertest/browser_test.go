@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
@@ -300,4 +301,35 @@ func (b *browser) confirm() {
 	b.waitJS("confirm dialog", `document.getElementById("confirm").open`)
 	b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
 	b.waitJS("confirm dialog closed", `!document.getElementById("confirm").open`)
+}
+
+// shot saves a screenshot named name when TECHBOSS_UI_SCREENSHOTS names a
+// directory (for looking at the pages; tests never depend on it).
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	dir := os.Getenv("TECHBOSS_UI_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, guard)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Logf("screenshot %s: %v", name, err)
+		return
+	}
+	_ = os.MkdirAll(dir, 0o755)
+	_ = os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644)
+}
+
+// colorScheme emulates prefers-color-scheme (light or dark).
+func (b *browser) colorScheme(scheme string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, guard)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}},
+	}); err != nil {
+		b.t.Fatalf("emulate %s: %v", scheme, err)
+	}
 }

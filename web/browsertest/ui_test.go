@@ -23,6 +23,7 @@ func TestLoginTokensLogout(t *testing.T) {
 
 	b.open("/")
 	b.waitJS("login form", `!!document.querySelector('form[aria-label="Log in"]')`)
+	b.shot("login")
 	if got := eval[string](b, `location.pathname`); got != "/static/modal-sandbox-ui.html" {
 		t.Errorf("got path %q after opening /, want the app", got)
 	}
@@ -39,6 +40,7 @@ func TestLoginTokensLogout(t *testing.T) {
 		t.Errorf("got header email %q, want %q", got, aliceEmail)
 	}
 
+	b.shot("sandboxes-empty")
 	b.clickButton("API tokens")
 	b.fillByLabel("Name", "ci token")
 	b.clickButton("Create token")
@@ -47,6 +49,7 @@ func TestLoginTokensLogout(t *testing.T) {
 	if len(secret) < 20 {
 		t.Fatalf("got token %q, want a long secret", secret)
 	}
+	b.shot("token-created")
 	b.waitJS("token listed", `[...document.querySelectorAll("tbody tr")].some(r => r.textContent.includes("ci token"))`)
 	if html := eval[string](b, `document.querySelector("table").textContent`); strings.Contains(html, secret) {
 		t.Errorf("token list shows the secret; it must be shown only once")
@@ -108,6 +111,42 @@ func TestMarkdownIsInert(t *testing.T) {
 	}
 	if tags := got["tags"].(string); !strings.Contains(tags, "strong") || !strings.Contains(tags, "h3") || !strings.Contains(tags, "pre") {
 		t.Errorf("Markdown was not rendered; tags = %s", tags)
+	}
+	b.checkProblems()
+}
+
+// TestColorSchemes checks that the UI follows prefers-color-scheme: a light
+// page by default and a dark one when the system asks for it, with readable
+// contrast in both.
+func TestColorSchemes(t *testing.T) {
+	s := newStack(t)
+	b := newBrowser(t, s.url)
+	b.allow(`^http: GET .*/auth/me -> 401$`)
+	b.open("/static/modal-sandbox-ui.html")
+	b.waitJS("app loaded", `!!document.querySelector('form[aria-label="Log in"]')`)
+	if vis := eval[bool](b, `!!document.getElementById("logout").offsetParent || !!document.getElementById("nav").offsetParent`); vis {
+		t.Errorf("navigation and log-out are visible before logging in")
+	}
+	// luminance of the body's background and text colours (0 black … 1 white).
+	const lum = `(() => {
+		const l = (c) => { const [r, g, b] = c.match(/\d+(\.\d+)?/g).map(Number); return (0.2126*r + 0.7152*g + 0.0722*b) / 255; };
+		const cs = getComputedStyle(document.body);
+		return [l(cs.backgroundColor), l(cs.color)];
+	})()`
+	for _, tc := range []struct {
+		scheme string
+		dark   bool
+	}{{"light", false}, {"dark", true}} {
+		b.colorScheme(tc.scheme)
+		b.shot("login-" + tc.scheme)
+		got := eval[[]float64](b, lum)
+		bg, fg := got[0], got[1]
+		if tc.dark != (bg < 0.5) {
+			t.Errorf("%s: background luminance %.2f", tc.scheme, bg)
+		}
+		if d := bg - fg; d < 0.5 && d > -0.5 {
+			t.Errorf("%s: low contrast: background %.2f, text %.2f", tc.scheme, bg, fg)
+		}
 	}
 	b.checkProblems()
 }

@@ -17,7 +17,7 @@ export function tokensView({ main }) {
     h("p", { class: "muted" }, "Use a token as Authorization: Bearer <token> with the API or the techboss CLI."),
     form,
     h("section", { class: "panel", "aria-labelledby": "tok-list-h" }, h("h2", { id: "tok-list-h" }, "Your tokens"), listErr,
-      h("table", { "aria-label": "API tokens" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Token"), h("th", {}, "Created"),
+      h("table", { "aria-label": "API tokens" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "ID"), h("th", {}, "Created"),
         h("th", {}, "Last used"), h("th", {}, "Status"), h("th", {}, ""))), tbody)));
 
   async function refresh() {

@@ -1,4 +1,4 @@
-// Usage: tokens and cost by day and model, with a bar chart.
+// Usage: tokens and cost by day and by model, with a bar chart of cost per day.
 import { api } from "./api.js";
 import { h, field, errorBox, busy, showError, money, num } from "./dom.js";
 
@@ -10,72 +10,71 @@ export function usageView({ main }) {
   const chart = h("div", {});
   const byDay = h("tbody", {});
   const byModel = h("tbody", {});
-  const totals = h("p", { class: "muted" });
+  const totals = h("p", { class: "muted", role: "status" });
+  const head = (first) => h("thead", {}, h("tr", {}, h("th", {}, first), h("th", { class: "num" }, "Requests"),
+    h("th", { class: "num" }, "Input tokens"), h("th", { class: "num" }, "Output tokens"),
+    h("th", { class: "num" }, "Cache read"), h("th", { class: "num" }, "Cost")));
   main.append(h("h1", {}, "Usage"),
     h("section", { class: "panel" }, h("div", { class: "row" }, field("Period", days)), err, totals, chart),
     h("section", { class: "panel", "aria-labelledby": "u-model-h" }, h("h2", { id: "u-model-h" }, "By model"),
-      h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Model"), h("th", { class: "num" }, "Input tokens"),
-        h("th", { class: "num" }, "Output tokens"), h("th", { class: "num" }, "Cost"))), byModel)),
+      h("table", {}, head("Model"), byModel)),
     h("section", { class: "panel", "aria-labelledby": "u-day-h" }, h("h2", { id: "u-day-h" }, "By day"),
-      h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Day"), h("th", {}, "Model"), h("th", { class: "num" }, "Input tokens"),
-        h("th", { class: "num" }, "Output tokens"), h("th", { class: "num" }, "Cost"))), byDay)));
+      h("table", {}, head("Day"), byDay)));
 
   async function load() {
-    const since = new Date(Date.now() - Number(days.value) * 86400000).toISOString().slice(0, 10);
-    const data = await busy(days, err, () => api("GET", `/usage?since=${since}`));
-    if (!data) return;
-    const rows = normalise(data);
-    const model = new Map();
-    const day = new Map();
-    let tIn = 0, tOut = 0, tCost = 0;
-    for (const r of rows) {
-      const m = model.get(r.model) || { in: 0, out: 0, cost: 0 };
-      m.in += r.in; m.out += r.out; m.cost += r.cost;
-      model.set(r.model, m);
-      day.set(r.day, (day.get(r.day) || 0) + r.cost);
-      tIn += r.in; tOut += r.out; tCost += r.cost;
+    const from = new Date(Date.now() - Number(days.value) * 86400000).toISOString();
+    const q = `from=${encodeURIComponent(from)}`;
+    const res = await busy(days, err, () => Promise.all([
+      api("GET", `/usage?group_by=day&${q}`), api("GET", `/usage?group_by=model&${q}`)]));
+    if (!res) return;
+    const [dayRows, modelRows] = res.map(rowsOf);
+    const sum = dayRows.reduce((a, r) => ({ in: a.in + r.in, out: a.out + r.out, cost: a.cost + r.cost }), { in: 0, out: 0, cost: 0 });
+    totals.textContent = `${num(sum.in)} input tokens · ${num(sum.out)} output tokens · ${money(sum.cost)}`;
+    const row = (r) => h("tr", {}, h("td", {}, r.key), h("td", { class: "num" }, num(r.requests)), h("td", { class: "num" }, num(r.in)),
+      h("td", { class: "num" }, num(r.out)), h("td", { class: "num" }, num(r.cacheRead)), h("td", { class: "num" }, money(r.cost)));
+    byModel.replaceChildren(...modelRows.sort((a, b) => b.cost - a.cost).map(row));
+    byDay.replaceChildren(...[...dayRows].sort((a, b) => b.key.localeCompare(a.key)).map(row));
+    for (const tb of [byModel, byDay]) {
+      if (!tb.children.length) tb.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No usage in this period.")));
     }
-    totals.textContent = `${num(tIn)} input tokens · ${num(tOut)} output tokens · ${money(tCost)}`;
-    byModel.replaceChildren(...[...model].map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", { class: "num" }, num(v.in)),
-      h("td", { class: "num" }, num(v.out)), h("td", { class: "num" }, money(v.cost)))));
-    byDay.replaceChildren(...rows.sort((a, b) => b.day.localeCompare(a.day)).map((r) => h("tr", {}, h("td", {}, r.day), h("td", {}, r.model),
-      h("td", { class: "num" }, num(r.in)), h("td", { class: "num" }, num(r.out)), h("td", { class: "num" }, money(r.cost)))));
-    if (!rows.length) byDay.append(h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No usage in this period.")));
-    chart.replaceChildren(barChart([...day].sort((a, b) => a[0].localeCompare(b[0]))));
+    chart.replaceChildren(barChart(dayRows.map((r) => [r.key, r.cost, r.in + r.out]).sort((a, b) => a[0].localeCompare(b[0]))));
   }
   days.addEventListener("change", load);
   load();
   return {};
 }
 
-function normalise(data) {
-  const list = Array.isArray(data) ? data
-    : data.by_day_model || data.rows || data.items || data.by_day || data.days || [];
-  return list.map((r) => ({
-    day: String(r.day || r.date || r.bucket || "").slice(0, 10),
-    model: r.model || "—",
-    in: Number(r.input_tokens || 0) + Number(r.cache_read_input_tokens || 0) + Number(r.cache_creation_input_tokens || 0),
-    out: Number(r.output_tokens || 0),
-    cost: Number(r.cost_usd ?? r.cost ?? 0),
-  }));
+function rowsOf(data) {
+  const list = Array.isArray(data) ? data : (data && (data.groups || data.rows || data.items || data.usage)) || [];
+  return list.map((r) => {
+    const u = r.usage || r;
+    return {
+      key: String(r.key ?? r.day ?? r.model ?? "—"),
+      requests: Number(r.requests || 0),
+      in: Number(u.input_tokens || 0) + Number(u.cache_creation_input_tokens || 0),
+      cacheRead: Number(u.cache_read_input_tokens || 0),
+      out: Number(u.output_tokens || 0),
+      cost: Number(r.cost_usd ?? r.cost ?? 0),
+    };
+  });
 }
 
 function barChart(points) {
-  const W = 720, H = 200, pad = 30;
+  const W = 720, H = 200, pad = 34;
   const svg = h("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Cost per day" });
   const max = Math.max(0.0001, ...points.map((p) => p[1]));
-  const bw = points.length ? (W - 2 * pad) / points.length : 0;
+  const bw = points.length ? Math.min(60, (W - 2 * pad) / points.length) : 0;
   svg.append(h("svg:line", { class: "axis", x1: pad, y1: H - pad, x2: W - pad, y2: H - pad }));
   svg.append(h("svg:text", { x: 2, y: 12 }, money(max)));
-  points.forEach(([d, v], i) => {
+  points.forEach(([d, v, tokens], i) => {
     const bh = ((H - 2 * pad) * v) / max;
-    const rect = h("svg:rect", { class: "bar", x: pad + i * bw + 2, y: H - pad - bh, width: Math.max(1, bw - 4), height: bh });
-    rect.append(h("svg:title", {}, `${d}: ${money(v)}`));
+    const rect = h("svg:rect", { class: "bar", x: pad + i * bw + 2, y: H - pad - bh, width: Math.max(1, bw - 4), height: Math.max(0, bh) });
+    rect.append(h("svg:title", {}, `${d}: ${money(v)}, ${num(tokens)} tokens`));
     svg.append(rect);
-    if (points.length <= 31 && (points.length < 10 || i % Math.ceil(points.length / 10) === 0)) {
-      svg.append(h("svg:text", { x: pad + i * bw + bw / 2, y: H - pad + 14, "text-anchor": "middle" }, d.slice(5)));
+    if (points.length < 12 || i % Math.ceil(points.length / 12) === 0) {
+      svg.append(h("svg:text", { x: pad + i * bw + bw / 2, y: H - pad + 14, "text-anchor": "middle" }, d.slice(5, 10)));
     }
   });
-  if (!points.length) svg.append(h("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no data"));
+  if (!points.length) svg.append(h("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no usage yet"));
   return svg;
 }
