@@ -31,6 +31,7 @@ func apiOps() [][]apiOp {
 		authOps,
 		// Domain op lists: add ONE line each below.
 		sandboxOps,
+		llmOps,
 	}
 }
 

@@ -33,6 +33,7 @@ func (s *server) routes() http.Handler {
 		s.mountAuth(r)
 		// Domain mounts: add ONE line each below, e.g. s.mountSandboxes(r).
 		s.mountSandboxes(r)
+		s.mountLLM(r)
 	})
 	return r
 }

@@ -25,6 +25,8 @@ type Deps struct {
 	Clock   func() time.Time
 	// Sandboxes runs sandboxes; nil answers 503 on the sandbox routes.
 	Sandboxes *sandbox.Manager
+	// LLM serves /v1/chat and /v1/models; nil answers 503 on chat.
+	LLM *LLMDeps
 
 	// Version is reported by /healthz.
 	Version string

@@ -1,0 +1,240 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/llm"
+)
+
+// LLMDeps wires the unified chat API (POST /v1/chat, GET /v1/models).
+type LLMDeps struct {
+	Registry *llm.Registry
+	// Budgets, if set, admits each call (monthly USD and rate limits).
+	Budgets *llm.Budgets
+	// Recorder stores one usage record per call (agent.Service implements
+	// it); records arrive with ID and Time set.
+	Recorder interface {
+		RecordUsage(ctx context.Context, rec agent.UsageRecord) error
+	}
+}
+
+// llmOps documents the unified chat routes.
+var llmOps = []apiOp{
+	{Method: "POST", Path: "/v1/chat", Summary: "Chat with a configured model: SSE `delta`/`tool_call`/`usage`/`done` (or `error`) events, or one JSON answer with \"stream\": false", Request: chatRequest{}, Response: chatResponse{}, Stream: true},
+	{Method: "GET", Path: "/v1/models", Summary: "The providers and models this server offers, with prices (USD per million tokens)", Response: modelsResponse{}},
+}
+
+type chatRequest struct {
+	Provider    string        `json:"provider,omitempty"`
+	Model       string        `json:"model"`
+	System      string        `json:"system,omitempty"`
+	Messages    []llm.Message `json:"messages"`
+	Tools       []llm.Tool    `json:"tools,omitempty"`
+	Temperature *float64      `json:"temperature,omitempty"`
+	MaxTokens   int           `json:"max_tokens,omitempty"`
+	// Stream defaults to true.
+	Stream *bool `json:"stream,omitempty"`
+}
+
+type chatResponse struct {
+	Provider   string         `json:"provider"`
+	Model      string         `json:"model"`
+	Text       string         `json:"text"`
+	ToolCalls  []llm.ToolCall `json:"tool_calls,omitempty"`
+	Usage      llm.Usage      `json:"usage"`
+	CostUSD    float64        `json:"cost_usd"`
+	StopReason llm.StopReason `json:"stop_reason"`
+}
+
+type modelsResponse struct {
+	Providers []llm.ProviderInfo `json:"providers"`
+	Models    []llm.ModelInfo    `json:"models"`
+}
+
+// SSE payloads.
+type (
+	chatDelta struct {
+		Text string `json:"text"`
+	}
+	chatUsageEv struct {
+		llm.Usage
+		CostUSD float64 `json:"cost_usd"`
+	}
+	chatDoneEv struct {
+		StopReason llm.StopReason `json:"stop_reason"`
+	}
+	chatErrorEv struct {
+		Code       string `json:"code"`
+		Message    string `json:"message"`
+		RetryAfter int    `json:"retry_after,omitempty"`
+	}
+)
+
+func (s *server) mountLLM(r chi.Router) {
+	r.Post("/v1/chat", s.api(s.handleChat))
+	r.Get("/v1/models", s.api(s.handleModels))
+}
+
+func (s *server) llmReady() (*LLMDeps, error) {
+	d := s.deps.LLM
+	if d == nil || d.Registry == nil || d.Registry.Empty() {
+		return nil, errs.E(errs.Unavailable, "no LLM provider is configured on this server")
+	}
+	return d, nil
+}
+
+func (s *server) handleModels(w http.ResponseWriter, r *http.Request) error {
+	d := s.deps.LLM
+	if d == nil || d.Registry == nil {
+		return writeJSON(w, http.StatusOK, modelsResponse{Providers: []llm.ProviderInfo{}, Models: []llm.ModelInfo{}})
+	}
+	models, provs := d.Registry.Models()
+	return writeJSON(w, http.StatusOK, modelsResponse{Providers: provs, Models: models})
+}
+
+func (s *server) handleChat(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.llmReady()
+	if err != nil {
+		return err
+	}
+	var in chatRequest
+	if err := decodeJSONLimit(r, &in, max(s.deps.MaxJSONBody, 8<<20)); err != nil {
+		return err
+	}
+	req := &llm.Request{Model: in.Model, System: in.System, Messages: in.Messages, Tools: in.Tools,
+		Temperature: in.Temperature, MaxTokens: in.MaxTokens}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	route, err := d.Registry.Resolve(in.Provider, in.Model)
+	if err != nil {
+		return err
+	}
+	user := currentUser(r)
+	if d.Budgets != nil {
+		if err := d.Budgets.Check(r.Context(), user.ID); err != nil {
+			return err
+		}
+	}
+	req.Model = route.UpstreamModel
+	start := s.now()
+	rec := agent.UsageRecord{UserID: user.ID, Provider: route.Provider, Model: route.Model}
+	st, err := route.P.Stream(r.Context(), req)
+	if err != nil {
+		s.recordChat(r, d, rec, route, llm.Usage{}, start, err)
+		return err
+	}
+	defer st.Close()
+
+	if in.Stream != nil && !*in.Stream {
+		resp, err := llm.Collect(st)
+		if err != nil {
+			s.recordChat(r, d, rec, route, llm.Usage{}, start, err)
+			return err
+		}
+		cost := s.recordChat(r, d, rec, route, resp.Usage, start, nil)
+		return writeJSON(w, http.StatusOK, chatResponse{Provider: route.Provider, Model: route.Model, Text: resp.Text,
+			ToolCalls: resp.ToolCalls, Usage: resp.Usage, CostUSD: cost, StopReason: resp.StopReason})
+	}
+
+	sse, err := newSSE(w, r)
+	if err != nil {
+		return err
+	}
+	hbCtx, stopHB := context.WithCancel(r.Context())
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		_ = sse.Heartbeat(hbCtx, sseHeartbeat) // a failed write also ends the main loop
+	}()
+	defer func() { stopHB(); <-hbDone }()
+
+	var (
+		usage    llm.Usage
+		recorded bool
+		payload  any
+	)
+	for st.Next() {
+		ev := st.Event()
+		switch ev.Type {
+		case llm.EventDelta:
+			payload = chatDelta{Text: ev.Text}
+		case llm.EventToolCall:
+			payload = ev.ToolCall
+		case llm.EventUsage:
+			usage = ev.Usage
+			cost := s.recordChat(r, d, rec, route, usage, start, nil)
+			recorded = true
+			payload = chatUsageEv{Usage: usage, CostUSD: cost}
+		case llm.EventDone:
+			payload = chatDoneEv{StopReason: ev.StopReason}
+		default:
+			continue
+		}
+		b, err := json.Marshal(payload)
+		if err != nil {
+			return err
+		}
+		if err := sse.Event("", string(ev.Type), b); err != nil {
+			if !recorded {
+				s.recordChat(r, d, rec, route, usage, start, r.Context().Err())
+			}
+			return err
+		}
+	}
+	if err := st.Err(); err != nil {
+		if !recorded {
+			s.recordChat(r, d, rec, route, usage, start, err)
+		}
+		if r.Context().Err() != nil {
+			return nil // the client went away; the upstream call was cancelled with it
+		}
+		ev := chatErrorEv{Code: errs.Internal.String(), Message: "internal error"}
+		if e, ok := errs.Public(err); ok && e.Kind != errs.Internal {
+			ev = chatErrorEv{Code: e.Kind.String(), Message: e.Message, RetryAfter: e.RetryAfter}
+		}
+		s.logger(r).WarnContext(r.Context(), "chat stream failed", "provider", route.Provider, "model", route.Model, "err", err)
+		b, _ := json.Marshal(ev)
+		return sse.Event("", "error", b)
+	}
+	return nil
+}
+
+// recordChat stores the usage record of one call and returns its cost in
+// USD. Status is the HTTP status the call's outcome maps to (499 when the
+// client went away first).
+func (s *server) recordChat(r *http.Request, d *LLMDeps, rec agent.UsageRecord, route llm.Route, u llm.Usage, start time.Time, callErr error) float64 {
+	cost := route.Price.Cost(u)
+	if d.Recorder == nil {
+		return cost
+	}
+	rec.ID = "use_" + strings.ToLower(rand.Text()[:20])
+	rec.Time = s.now().UTC()
+	rec.Usage = agent.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
+		CacheReadTokens: u.CacheReadTokens, CacheCreationTokens: u.CacheWriteTokens}
+	rec.CostNanoUSD = int64(math.Round(cost * 1e9))
+	rec.Latency = s.now().Sub(start)
+	rec.Status = http.StatusOK
+	if callErr != nil {
+		rec.Status = http.StatusInternalServerError
+		if e, ok := errs.Public(callErr); ok && e.Kind != errs.Internal {
+			rec.Status = statusOf(e.Kind)
+		} else if r.Context().Err() != nil {
+			rec.Status = 499
+		}
+	}
+	if err := d.Recorder.RecordUsage(context.WithoutCancel(r.Context()), rec); err != nil {
+		s.logger(r).ErrorContext(r.Context(), "record chat usage", "err", err)
+	}
+	return cost
+}
