@@ -27,10 +27,11 @@ func invalid(fs []fieldErr) error {
 
 // UpstreamStatus maps an HTTP status answered by a provider to a public
 // error. retryAfter is the upstream's Retry-After header value (seconds or
-// an HTTP date), passed on for 429 and 503. cause is kept for logs only:
-// its text never reaches a client, because upstream error bodies may quote
-// the key.
-func UpstreamStatus(provider string, status int, retryAfter string, cause error) error {
+// an HTTP date), passed on for 429 and 503. detail (the upstream's error
+// type and request ID, never its message or body: those may quote the key)
+// becomes the cause, for logs only.
+func UpstreamStatus(provider string, status int, retryAfter, detail string) error {
+	cause := fmt.Errorf("upstream %s answered HTTP %d: %s", provider, status, detail)
 	switch {
 	case status == 401 || status == 403:
 		return errs.Wrap(errs.BadGateway, cause, fmt.Sprintf("upstream %s rejected the configured key (HTTP %d)", provider, status))

@@ -243,18 +243,21 @@ func stopReason(r sdk.StopReason) llm.StopReason {
 func (st *stream) mapErr(err error) error {
 	var ae *sdk.Error
 	if errors.As(err, &ae) {
+		// Only the error type and request ID are kept: upstream messages
+		// may quote the key.
+		detail := fmt.Sprintf("%s (request %s)", ae.Type(), ae.RequestID)
 		if ae.StatusCode >= 200 && ae.StatusCode < 300 {
 			// An "error" event inside a 200 stream.
 			if ae.Type() == shared.ErrorTypeOverloadedError {
-				return errs.Wrap(errs.Unavailable, err, fmt.Sprintf("upstream %s is overloaded", st.name))
+				return errs.Wrap(errs.Unavailable, errors.New(detail), fmt.Sprintf("upstream %s is overloaded", st.name))
 			}
-			return errs.Wrap(errs.BadGateway, err, fmt.Sprintf("upstream %s reported an error mid-stream (%s)", st.name, ae.Type()))
+			return errs.Wrap(errs.BadGateway, errors.New(detail), fmt.Sprintf("upstream %s reported an error mid-stream (%s)", st.name, ae.Type()))
 		}
 		ra := ""
 		if ae.Response != nil {
 			ra = ae.Response.Header.Get("Retry-After")
 		}
-		return llm.UpstreamStatus(st.name, ae.StatusCode, ra, err)
+		return llm.UpstreamStatus(st.name, ae.StatusCode, ra, detail)
 	}
 	return llm.TransportError(st.ctx, st.name, err)
 }

@@ -241,29 +241,39 @@ func mapErr(ctx context.Context, name string, err error) error {
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return err
 	}
-	var re *awshttp.ResponseError
-	if errors.As(err, &re) && re.HTTPStatusCode() >= 300 {
+	// Only the error code and request ID are kept as the cause.
+	var (
+		re     *awshttp.ResponseError
+		ae     smithy.APIError
+		detail string
+	)
+	if errors.As(err, &ae) {
+		detail = ae.ErrorCode()
+	}
+	if errors.As(err, &re) {
+		detail += " (request " + re.ServiceRequestID() + ")"
+	}
+	if re != nil && re.HTTPStatusCode() >= 300 {
 		ra := ""
 		if re.Response != nil {
 			ra = re.Response.Header.Get("Retry-After")
 		}
-		return llm.UpstreamStatus(name, re.HTTPStatusCode(), ra, err)
+		return llm.UpstreamStatus(name, re.HTTPStatusCode(), ra, detail)
 	}
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
+	if ae != nil {
 		switch ae.ErrorCode() {
 		case "ThrottlingException", "throttlingException":
-			return llm.UpstreamStatus(name, 429, "", err)
+			return llm.UpstreamStatus(name, 429, "", detail)
 		case "ServiceUnavailableException", "serviceUnavailableException", "ModelNotReadyException":
-			return llm.UpstreamStatus(name, 503, "", err)
+			return llm.UpstreamStatus(name, 503, "", detail)
 		case "ModelTimeoutException", "modelTimeoutException":
-			return llm.UpstreamStatus(name, 504, "", err)
+			return llm.UpstreamStatus(name, 504, "", detail)
 		case "ValidationException", "validationException":
-			return llm.UpstreamStatus(name, 400, "", err)
+			return llm.UpstreamStatus(name, 400, "", detail)
 		case "AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException":
-			return llm.UpstreamStatus(name, 403, "", err)
+			return llm.UpstreamStatus(name, 403, "", detail)
 		}
-		return errs.Wrap(errs.BadGateway, err, fmt.Sprintf("upstream %s reported %s", name, ae.ErrorCode()))
+		return errs.Wrap(errs.BadGateway, errors.New(detail), fmt.Sprintf("upstream %s reported %s", name, ae.ErrorCode()))
 	}
 	return llm.TransportError(ctx, name, err)
 }

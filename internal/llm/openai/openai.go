@@ -202,11 +202,12 @@ func (b *base) mapErr(err error) error {
 		if ae.Response != nil {
 			ra = ae.Response.Header.Get("Retry-After")
 		}
-		return llm.UpstreamStatus(b.name, ae.StatusCode, ra, err)
+		// Only type and code: upstream messages may quote the key.
+		return llm.UpstreamStatus(b.name, ae.StatusCode, ra, ae.Type+"/"+ae.Code)
 	}
 	var se *ssestream.StreamError
 	if errors.As(err, &se) {
-		return errs.Wrap(errs.BadGateway, err, fmt.Sprintf("upstream %s reported an error mid-stream", b.name))
+		return errs.Wrap(errs.BadGateway, errors.New("error event in stream"), fmt.Sprintf("upstream %s reported an error mid-stream", b.name))
 	}
 	return llm.TransportError(b.ctx, b.name, err)
 }
