@@ -1,0 +1,104 @@
+package browsertest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestSandboxPages drives the sandbox views on the real local driver:
+// create with a bad field (error next to it), create for real, upload a
+// file, view it, download it, delete it, run a command with streamed
+// output, check another user gets nothing, terminate with confirmation.
+func TestSandboxPages(t *testing.T) {
+	s := newSandboxStack(t)
+	s.user(t, aliceEmail, alicePass)
+	s.user(t, bobEmail, bobPass)
+	b := newBrowser(t, s.url)
+	b.allow(`^http: GET .*/auth/me -> 401$`)
+	// This stack runs sandboxes only: the agent and snapshot panels get 503s.
+	b.allow(`^http: GET .*/sandbox/[^/]+/(runs|snapshots) -> (404|503)$`)
+	b.open("/")
+	b.login(aliceEmail, alicePass)
+	b.waitJS("empty list", `!document.querySelector("main p.muted").hidden`)
+
+	// A validation error lands next to its input.
+	b.allow(`^http: POST .*/sandbox -> 422$`)
+	b.fillByLabel("Memory (MiB)", "99999999")
+	b.clickButton("Create sandbox")
+	b.waitJS("field error", `(document.querySelector('[data-for="memory_mb"]') || {}).textContent?.length > 0`)
+	b.fillByLabel("Memory (MiB)", "512")
+	b.fillByLabel("Name", "pages")
+	b.clickButton("Create sandbox")
+	b.waitJS("sandbox page", `location.hash.startsWith("#/sandbox/") && (document.querySelector("main .badge") || {}).textContent === "running"`)
+	id := strings.TrimPrefix(eval[string](b, `location.hash`), "#/sandbox/")
+	b.shot("sandbox-chat-empty")
+
+	// Upload a file, see it in the tree, view it.
+	b.clickButton("Files")
+	upload := filepath.Join(t.TempDir(), "notes.md")
+	if err := os.WriteFile(upload, []byte("# notes\n<b>not bold</b>\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.do("choose file", chromedp.SetUploadFiles(chromedp.Search(`//label[normalize-space(text())="Files"]//input`), []string{upload}))
+	b.clickButton("Upload")
+	b.waitJS("uploaded", `!!document.querySelector('li[data-path="notes.md"]')`)
+	b.do("view notes.md", chromedp.Click(chromedp.CSS(`li[data-path="notes.md"] .file-row button.link`)))
+	b.waitJS("file content", `(document.querySelector(".file-content") || {}).textContent === "# notes\n<b>not bold</b>\n"`)
+	if n := b.count(".viewer b"); n != 0 {
+		t.Errorf("file content was rendered as HTML")
+	}
+	b.shot("sandbox-files")
+	// The download link fetches the raw bytes with the session cookie.
+	got := eval[string](b, `fetch(document.querySelector('li[data-path="notes.md"] a[download]').href).then(r => r.text())`)
+	if got != "# notes\n<b>not bold</b>\n" {
+		t.Errorf("download got %q", got)
+	}
+	b.do("delete notes.md", chromedp.Click(chromedp.CSS(`li[data-path="notes.md"] button[aria-label="Delete notes.md"]`)))
+	b.confirm()
+	b.waitJS("deleted", `!document.querySelector('li[data-path="notes.md"]')`)
+
+	// Exec streams stdout and stderr and reports the exit code.
+	b.clickButton("Terminal")
+	b.fillByLabel("Command (run with sh -c in /workspace)", "echo out-line; echo err-line >&2; pwd; exit 3")
+	b.clickButton("Run")
+	b.waitJS("exit shown", `(document.querySelector('#panel-exec [role="status"]') || {}).textContent?.startsWith("Exited with code 3")`)
+	out := b.text("#panel-exec pre.out")
+	for _, want := range []string{"out-line", "err-line", "/workspace"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("exec output %q lacks %q", out, want)
+		}
+	}
+	if e := b.text("#panel-exec pre.out .stderr"); !strings.Contains(e, "err-line") {
+		t.Errorf("stderr not marked: %q", e)
+	}
+	b.shot("sandbox-exec")
+
+	// Another user: not in the list, and the page says not found.
+	bob := newBrowser(t, s.url)
+	bob.allow(`^http: GET .*/auth/me -> 401$`)
+	bob.allow(`^http: GET .*/sandbox/` + id + `(/.*)? -> (404|503)$`)
+	bob.open("/")
+	bob.login(bobEmail, bobPass)
+	bob.waitJS("empty list", `!document.querySelector("main p.muted").hidden`)
+	if n := bob.count("tr[data-sandbox]"); n != 0 {
+		t.Errorf("bob sees %d sandboxes", n)
+	}
+	bob.open("/static/modal-sandbox-ui.html#/sandbox/" + id + "/files")
+	bob.waitJS("not found", `document.querySelector("main h1").textContent === "Sandbox not found"`)
+	bob.checkProblems()
+
+	// Terminate after confirming; the list then hides it unless asked.
+	b.clickButton("Terminate")
+	b.confirm()
+	b.waitJS("terminated", `["terminated", "terminating"].includes(document.querySelector("main .badge").textContent)`)
+	b.clickButton("Sandboxes")
+	b.waitJS("list", `!!document.querySelector("main table")`)
+	b.waitJS("hidden when terminated", `document.querySelectorAll("tr[data-sandbox]").length === 0`)
+	b.do("show terminated", chromedp.Click(chromedp.Search(`//label[contains(., "Show terminated")]/input`)))
+	b.waitJS("shown", `document.querySelectorAll("tr[data-sandbox]").length === 1`)
+	b.checkProblems()
+}
