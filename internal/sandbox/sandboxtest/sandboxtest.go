@@ -344,13 +344,17 @@ var execCases = []execCase{
 		want := make([]byte, 0, 256)
 		script.WriteString("printf '")
 		for i := 0; i < 256; i++ {
-			fmt.Fprintf(&script, "\\%03o", i)
+			if i == '%' {
+				script.WriteString("%%")
+			} else {
+				fmt.Fprintf(&script, "\\%03o", i)
+			}
 			want = append(want, byte(i))
 		}
 		script.WriteString("'")
 		r := h.sh(t, d, ref, script.String())
 		if !bytes.Equal([]byte(r.stdout), want) {
-			t.Errorf("got %d bytes %x, want all 256 byte values", len(r.stdout), r.stdout)
+			t.Errorf("got %d bytes %x (exit %+v, stderr %q), want all 256 byte values", len(r.stdout), r.stdout, r.st, r.stderr)
 		}
 		r = h.sh(t, d, ref, script.String()+" >&2")
 		if !bytes.Equal([]byte(r.stderr), want) {

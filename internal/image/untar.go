@@ -1,0 +1,169 @@
+package image
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"time"
+)
+
+// UntarOptions adjusts Untar.
+type UntarOptions struct {
+	// Owners keeps the archive's uid/gid (needs root); otherwise files
+	// belong to the caller.
+	Owners bool
+	// MaxBytes bounds the total size of regular files (0: unlimited).
+	MaxBytes int64
+}
+
+// ErrUnsafePath is returned for archive entries that would land outside
+// the target (tar-slip: "..", absolute names, links through symlinks).
+var ErrUnsafePath = errors.New("archive entry escapes the target directory")
+
+// cleanEntry turns an archive member name into a root-relative path, or
+// reports it as unsafe. Absolute names are taken relative to the target
+// (as tar does by default), but no component may be "..".
+func cleanEntry(name string) (string, error) {
+	if strings.ContainsRune(name, 0) {
+		return "", fmt.Errorf("%w: %q", ErrUnsafePath, name)
+	}
+	name = strings.TrimLeft(name, "/")
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return "", fmt.Errorf("%w: %q", ErrUnsafePath, name)
+		}
+	}
+	p := path.Clean(name)
+	if p == "." || p == "" {
+		return ".", nil
+	}
+	return p, nil
+}
+
+// Untar extracts the tar stream r into root. Every path is resolved by
+// os.Root: ".." components, absolute names climbing out, and symlinks
+// (including ones the archive itself just created) that point outside root
+// are refused, never followed.
+func Untar(root *os.Root, r io.Reader, o UntarOptions) error {
+	tr := tar.NewReader(r)
+	var total int64
+	type dirTime struct {
+		name string
+		t    time.Time
+	}
+	var dirs []dirTime
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read archive: %w", err)
+		}
+		name, err := cleanEntry(hdr.Name)
+		if err != nil {
+			return err
+		}
+		if name == "." && hdr.Typeflag != tar.TypeDir {
+			return fmt.Errorf("%w: %q", ErrUnsafePath, hdr.Name)
+		}
+		if dir := path.Dir(name); dir != "." {
+			if err := root.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("extract %s: %w", hdr.Name, err)
+			}
+		}
+		mode := fs.FileMode(hdr.Mode).Perm() | modeBits(hdr.Mode)
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if name != "." {
+				if err := root.Mkdir(name, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+					return fmt.Errorf("extract %s: %w", hdr.Name, err)
+				}
+			}
+			dirs = append(dirs, dirTime{name, hdr.ModTime})
+		case tar.TypeReg, tar.TypeRegA:
+			total += hdr.Size
+			if o.MaxBytes > 0 && total > o.MaxBytes {
+				return fmt.Errorf("archive larger than %d bytes", o.MaxBytes)
+			}
+			if fi, err := root.Lstat(name); err == nil && !fi.Mode().IsRegular() {
+				if err := root.RemoveAll(name); err != nil {
+					return fmt.Errorf("extract %s: %w", hdr.Name, err)
+				}
+			}
+			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+			if err != nil {
+				return fmt.Errorf("extract %s: %w", hdr.Name, err)
+			}
+			_, err = io.CopyBuffer(f, tr, make([]byte, 256<<10))
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("extract %s: %w", hdr.Name, err)
+			}
+		case tar.TypeSymlink:
+			if err := root.RemoveAll(name); err != nil {
+				return fmt.Errorf("extract %s: %w", hdr.Name, err)
+			}
+			if err := root.Symlink(hdr.Linkname, name); err != nil {
+				return fmt.Errorf("extract %s: %w", hdr.Name, err)
+			}
+		case tar.TypeLink:
+			target, err := cleanEntry(hdr.Linkname)
+			if err != nil {
+				return err
+			}
+			if err := root.RemoveAll(name); err != nil {
+				return fmt.Errorf("extract %s: %w", hdr.Name, err)
+			}
+			if err := root.Link(target, name); err != nil {
+				return fmt.Errorf("extract %s: %w", hdr.Name, err)
+			}
+			continue
+		default:
+			// Devices, FIFOs and the like are not needed in a rootfs
+			// (bubblewrap provides /dev) and are skipped.
+			continue
+		}
+		if o.Owners {
+			if err := root.Lchown(name, hdr.Uid, hdr.Gid); err != nil {
+				return fmt.Errorf("extract %s: %w", hdr.Name, err)
+			}
+		}
+		if hdr.Typeflag != tar.TypeSymlink {
+			if err := root.Chmod(name, mode); err != nil {
+				return fmt.Errorf("extract %s: %w", hdr.Name, err)
+			}
+			if hdr.Typeflag != tar.TypeDir && !hdr.ModTime.IsZero() {
+				_ = root.Chtimes(name, hdr.ModTime, hdr.ModTime)
+			}
+		}
+	}
+	// Directory times last: creating their entries changed them.
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if !dirs[i].t.IsZero() {
+			_ = root.Chtimes(dirs[i].name, dirs[i].t, dirs[i].t)
+		}
+	}
+	return nil
+}
+
+func modeBits(m int64) fs.FileMode {
+	var out fs.FileMode
+	if m&0o4000 != 0 {
+		out |= fs.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		out |= fs.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		out |= fs.ModeSticky
+	}
+	return out
+}

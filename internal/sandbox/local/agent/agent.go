@@ -1,0 +1,320 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Capabilities the agent keeps for itself: it switches users for execs.
+// Everything it starts ends up with none (see DropPrivileges).
+var keepCaps = []uint{unix.CAP_SETUID, unix.CAP_SETGID}
+
+// DropPrivileges empties the bounding and ambient sets and the inheritable
+// set, sets no_new_privs, and keeps only CAP_SETUID/CAP_SETGID effective and
+// permitted, on every thread of the process. After this, a command the
+// agent execs (as root or not) has no capabilities at all: with an empty
+// bounding set and no inheritable/ambient caps, execve grants none.
+// It needs CAP_SETPCAP (granted by the driver's bwrap --cap-add) to empty
+// the bounding set. Requires a binary built without cgo.
+func DropPrivileges() error {
+	last := 63
+	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			last = n
+		}
+	}
+	for c := 0; c <= last; c++ {
+		if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 && e != syscall.EINVAL {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, e)
+		}
+	}
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {
+		return fmt.Errorf("clear ambient capabilities: %w", e)
+	}
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
+		return fmt.Errorf("set no_new_privs: %w", e)
+	}
+	var mask uint32
+	for _, c := range keepCaps {
+		mask |= 1 << c
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	data := [2]unix.CapUserData{{Effective: mask, Permitted: mask}}
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return fmt.Errorf("capset: %w", e)
+	}
+	return nil
+}
+
+// Serve accepts driver connections on l until ctx is done or l fails.
+// It returns after every connection handler has finished.
+func Serve(ctx context.Context, l net.Listener, log *slog.Logger) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
+	defer stop()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			if err := handle(c.(*net.UnixConn)); err != nil {
+				log.Debug("request failed", "err", err)
+			}
+		}()
+	}
+}
+
+func handle(c *net.UnixConn) error {
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(3*4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return fmt.Errorf("read request: %w", err)
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			_ = f.Close()
+		}
+	}()
+	if oobn > 0 {
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return fmt.Errorf("parse control message: %w", err)
+		}
+		for _, m := range msgs {
+			fds, err := unix.ParseUnixRights(&m)
+			if err != nil {
+				continue
+			}
+			for _, fd := range fds {
+				files = append(files, os.NewFile(uintptr(fd), "stdio"))
+			}
+		}
+	}
+	req, err := DecodeRequest(buf[:n], c)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(c)
+	switch req.Op {
+	case "ping":
+		return enc.Encode(Reply{Pid: os.Getpid()})
+	case "exec":
+		return runExec(c, enc, req, files)
+	default:
+		return enc.Encode(Reply{Error: "unknown op " + req.Op, Code: 126})
+	}
+}
+
+func runExec(c *net.UnixConn, enc *json.Encoder, req Request, passed []*os.File) error {
+	if len(req.Argv) == 0 {
+		return enc.Encode(Reply{Error: "empty argv", Code: 126})
+	}
+	stdio := make([]*os.File, 3)
+	next := 0
+	var devnull *os.File
+	for i := range 3 {
+		if req.Fds[i] && next < len(passed) {
+			stdio[i] = passed[next]
+			next++
+			continue
+		}
+		if devnull == nil {
+			f, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
+			if err != nil {
+				return enc.Encode(Reply{Error: "open /dev/null: " + err.Error(), Code: 126})
+			}
+			devnull = f
+			defer devnull.Close()
+		}
+		stdio[i] = devnull
+	}
+	env := req.Env
+	cred, home, err := credential(req.User)
+	if err != nil {
+		return enc.Encode(Reply{Error: err.Error(), Code: 126})
+	}
+	if home != "" && lookupEnv(env, "HOME") == "" {
+		env = append(env, "HOME="+home)
+	}
+	path, err := lookPath(req.Argv[0], lookupEnv(env, "PATH"))
+	if err != nil {
+		return enc.Encode(Reply{Error: err.Error(), Code: 127})
+	}
+	dir := req.Dir
+	if dir == "" {
+		dir = "/"
+	}
+	p, err := os.StartProcess(path, req.Argv, &os.ProcAttr{
+		Dir:   dir,
+		Env:   env,
+		Files: stdio,
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: cred},
+	})
+	if err != nil {
+		code := 126
+		if errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "chdir") {
+			code = 127
+		}
+		return enc.Encode(Reply{Error: err.Error(), Code: code})
+	}
+	// Our copies of the pipe ends must close now, or the driver never sees EOF.
+	for _, f := range passed {
+		_ = f.Close()
+	}
+	if err := enc.Encode(Reply{Pid: p.Pid}); err != nil {
+		_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
+		_, _ = p.Wait()
+		return err
+	}
+	// Control lines until the driver hangs up; a hang-up before the exit kills.
+	exited := make(chan struct{})
+	ctlDone := make(chan struct{})
+	go func() {
+		defer close(ctlDone)
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			var ctl Control
+			if json.Unmarshal(sc.Bytes(), &ctl) != nil {
+				continue
+			}
+			select {
+			case <-exited:
+				return
+			default:
+			}
+			if ctl.Kill {
+				_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
+				_ = syscall.Kill(p.Pid, syscall.SIGKILL)
+			} else if ctl.Signal > 0 {
+				_ = syscall.Kill(p.Pid, syscall.Signal(ctl.Signal))
+			}
+		}
+		select {
+		case <-exited:
+		default:
+			_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
+			_ = syscall.Kill(p.Pid, syscall.SIGKILL)
+		}
+	}()
+	ps, werr := p.Wait()
+	close(exited)
+	rep := Reply{Exited: true}
+	if werr != nil {
+		rep.Error = werr.Error()
+		rep.Code = 126
+	} else if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+		if ws.Signaled() {
+			rep.Signal = int(ws.Signal())
+			rep.Code = 128 + int(ws.Signal())
+		} else {
+			rep.Code = ws.ExitStatus()
+		}
+	}
+	err = enc.Encode(rep)
+	// Unblock the control reader: the driver closes after reading Exit.
+	_ = c.CloseWrite()
+	<-ctlDone
+	return err
+}
+
+func lookupEnv(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+func lookPath(name, path string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	if path == "" {
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: command not found", name)
+}
+
+// credential resolves "name", "uid", "name:group" or "uid:gid" against the
+// sandbox's own /etc/passwd and /etc/group. Empty or root needs no switch.
+func credential(spec string) (*syscall.Credential, string, error) {
+	if spec == "" || spec == "root" || spec == "0" || spec == "0:0" {
+		home := "/root"
+		if u, err := user.LookupId("0"); err == nil && u.HomeDir != "" {
+			home = u.HomeDir
+		}
+		return nil, home, nil
+	}
+	name, group, _ := strings.Cut(spec, ":")
+	var uid, gid uint64
+	var home string
+	var groups []uint32
+	u, err := user.Lookup(name)
+	if err != nil {
+		u, err = user.LookupId(name)
+	}
+	if err == nil {
+		uid, _ = strconv.ParseUint(u.Uid, 10, 32)
+		gid, _ = strconv.ParseUint(u.Gid, 10, 32)
+		home = u.HomeDir
+		if ids, err := u.GroupIds(); err == nil {
+			for _, id := range ids {
+				if g, err := strconv.ParseUint(id, 10, 32); err == nil {
+					groups = append(groups, uint32(g))
+				}
+			}
+		}
+	} else if n, perr := strconv.ParseUint(name, 10, 32); perr == nil {
+		uid, gid = n, n
+	} else {
+		return nil, "", fmt.Errorf("unknown user %q", name)
+	}
+	if group != "" {
+		if g, err := user.LookupGroup(group); err == nil {
+			gid, _ = strconv.ParseUint(g.Gid, 10, 32)
+		} else if n, perr := strconv.ParseUint(group, 10, 32); perr == nil {
+			gid = n
+		} else {
+			return nil, "", fmt.Errorf("unknown group %q", group)
+		}
+	}
+	if home == "" {
+		home = "/"
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}, home, nil
+}

@@ -1,0 +1,390 @@
+package local
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local/agent"
+)
+
+// copyBuf is the output copy buffer: large, so 64 MiB of output is a few
+// hundred reads, not tens of thousands.
+const copyBuf = 256 << 10
+
+// pipeSize is requested for stdio pipes (the kernel's default cap is 1 MiB).
+const pipeSize = 1 << 20
+
+// maxSunPath is the usable length of a Unix socket path.
+const maxSunPath = 107
+
+// listenUnix listens on path (which may be longer than sun_path allows)
+// and leaves the socket file in place when the listener closes.
+func listenUnix(path string) (*net.UnixListener, error) {
+	var ln *net.UnixListener
+	err := withShortPath(path, func(p string) error {
+		var err error
+		ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	return ln, nil
+}
+
+// withShortPath calls fn with path, or, if path is too long for a Unix
+// socket address, with /proc/self/fd/N/<base> where N is its directory.
+func withShortPath(path string, fn func(string) error) error {
+	if len(path) <= maxSunPath {
+		return fn(path)
+	}
+	dir, err := os.OpenFile(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return fn(fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path)))
+}
+
+func dialAgent(ctx context.Context, path string) (*net.UnixConn, error) {
+	var c net.Conn
+	err := withShortPath(path, func(p string) error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, "unix", p)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to sandbox agent: %w", err)
+	}
+	return c.(*net.UnixConn), nil
+}
+
+// ping asks the agent for its PID; it proves the sandbox accepts execs.
+func (d *Driver) ping(ctx context.Context, st *state) (int, error) {
+	c, err := dialAgent(ctx, st.socket())
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	frame, err := agent.EncodeRequest(agent.Request{Op: "ping"})
+	if err != nil {
+		return 0, err
+	}
+	if _, err := c.Write(frame); err != nil {
+		return 0, fmt.Errorf("ping agent: %w", err)
+	}
+	var rep agent.Reply
+	if err := json.NewDecoder(c).Decode(&rep); err != nil {
+		return 0, fmt.Errorf("ping agent: %w", err)
+	}
+	return rep.Pid, nil
+}
+
+// setPipeSize enlarges a pipe's buffer. It goes through SyscallConn
+// because File.Fd would switch the file to blocking mode, and a blocking
+// pipe cannot be interrupted by a read deadline.
+func setPipeSize(f *os.File) {
+	if rc, err := f.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
+	}
+}
+
+// outPipe copies one of the command's output pipes to the caller.
+type outPipe struct {
+	r    *os.File
+	w    io.Writer
+	done chan struct{}
+	werr error // first write error; later output is discarded
+}
+
+func newOutPipe(w io.Writer) (*outPipe, *os.File, error) {
+	r, wr, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("pipe: %w", err)
+	}
+	setPipeSize(r)
+	return &outPipe{r: r, w: w, done: make(chan struct{})}, wr, nil
+}
+
+func (p *outPipe) write(b []byte) {
+	if p.werr != nil {
+		return
+	}
+	if _, err := p.w.Write(b); err != nil {
+		p.werr = err
+	}
+}
+
+func (p *outPipe) run() {
+	defer close(p.done)
+	buf := make([]byte, copyBuf)
+	for {
+		n, err := p.r.Read(buf)
+		if n > 0 {
+			p.write(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// finish stops copying once the command has exited. Background processes
+// may hold the pipe's write end forever, so it does not wait for EOF: it
+// stops the reader, then drains what the pipe holds without blocking.
+// Everything the command wrote is in the pipe by now: a write into a full
+// pipe blocks, so the command could not have exited before its last write
+// was at least buffered.
+func (p *outPipe) finish() {
+	_ = p.r.SetReadDeadline(time.Now())
+	<-p.done
+	// RawConn.Read honours the deadline too: clear it; the drain below
+	// never waits (its callback always reports done).
+	_ = p.r.SetReadDeadline(time.Time{})
+	if rc, err := p.r.SyscallConn(); err == nil {
+		buf := make([]byte, copyBuf)
+		_ = rc.Read(func(fd uintptr) bool {
+			for {
+				n, err := unix.Read(int(fd), buf)
+				if n > 0 {
+					p.write(buf[:n])
+				}
+				if n <= 0 || err != nil {
+					return true
+				}
+			}
+		})
+	}
+	_ = p.r.Close()
+}
+
+// Exec runs one command in the sandbox via its agent.
+func (d *Driver) Exec(ctx context.Context, ref sandbox.Ref, req sandbox.ExecRequest) (sandbox.ExitStatus, error) {
+	s, err := d.get(ref)
+	if err != nil {
+		return sandbox.ExitStatus{}, err
+	}
+	if len(req.Argv) == 0 || req.Argv[0] == "" {
+		return sandbox.ExitStatus{}, errs.Field("command", "must not be empty")
+	}
+	s.mu.Lock()
+	st := s.st
+	gone := s.gone
+	s.mu.Unlock()
+	if gone {
+		return sandbox.ExitStatus{}, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox not found")
+	}
+	env := append([]string(nil), st.Env...)
+	keys := make([]string, 0, len(req.Env))
+	for k := range req.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = setEnv(env, k, req.Env[k])
+	}
+	user := req.User
+	if user == "" {
+		user = st.User
+	}
+	dir := req.Dir
+	if dir == "" {
+		dir = "/workspace"
+	}
+	return d.exec(ctx, &st, agent.Request{Op: "exec", Argv: req.Argv, Env: env, Dir: dir, User: user}, req)
+}
+
+func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sandbox.ExecRequest) (sandbox.ExitStatus, error) {
+	start := time.Now()
+	c, err := dialAgent(ctx, st.socket())
+	if err != nil {
+		if !st.alive() {
+			return sandbox.ExitStatus{}, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
+		}
+		return sandbox.ExitStatus{}, err
+	}
+	defer c.Close()
+
+	// The command's ends of its pipes, sent to the agent and then closed here.
+	var childEnds []*os.File
+	defer func() {
+		for _, f := range childEnds {
+			_ = f.Close()
+		}
+	}()
+	var stdinW *os.File
+	if req.Stdin != nil {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return sandbox.ExitStatus{}, fmt.Errorf("pipe: %w", err)
+		}
+		setPipeSize(w)
+		childEnds = append(childEnds, r)
+		stdinW = w
+		areq.Fds[0] = true
+	}
+	var outs []*outPipe
+	var errPipe *outPipe
+	for i, w := range []io.Writer{req.Stdout, req.Stderr} {
+		if w == nil {
+			continue
+		}
+		p, wr, err := newOutPipe(w)
+		if err != nil {
+			return sandbox.ExitStatus{}, err
+		}
+		childEnds = append(childEnds, wr)
+		outs = append(outs, p)
+		areq.Fds[i+1] = true
+		if i == 1 {
+			errPipe = p
+		}
+	}
+	defer func() {
+		for _, p := range outs {
+			select {
+			case <-p.done:
+			default:
+				p.finish()
+			}
+		}
+		if stdinW != nil {
+			_ = stdinW.Close()
+		}
+	}()
+
+	frame, err := agent.EncodeRequest(areq)
+	if err != nil {
+		return sandbox.ExitStatus{}, errs.Wrap(errs.Invalid, err, "command and environment too large")
+	}
+	fds := make([]int, len(childEnds))
+	for i, f := range childEnds {
+		fds[i] = int(f.Fd())
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	oomBefore := st.Cgroups.oomKills()
+	if _, _, err := c.WriteMsgUnix(frame, oob, nil); err != nil {
+		return sandbox.ExitStatus{}, fmt.Errorf("send exec to agent: %w", err)
+	}
+	for _, f := range childEnds {
+		_ = f.Close()
+	}
+	childEnds = nil
+
+	replies := make(chan agent.Reply)
+	readErr := make(chan error, 1)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		dec := json.NewDecoder(bufio.NewReader(c))
+		for {
+			var rep agent.Reply
+			if err := dec.Decode(&rep); err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case replies <- rep:
+			case <-readerDone:
+			}
+		}
+	}()
+	// The reader stops when the connection closes (deferred above it).
+	defer func() {
+		_ = c.Close()
+		for {
+			select {
+			case <-replies:
+				continue
+			case <-readerDone:
+			}
+			break
+		}
+	}()
+
+	for _, p := range outs {
+		go p.run()
+	}
+	if stdinW != nil {
+		// Ends when req.Stdin is exhausted or the pipe is closed at exit.
+		go func(w *os.File) {
+			_, _ = io.CopyBuffer(w, struct{ io.Reader }{req.Stdin}, make([]byte, copyBuf))
+			_ = w.Close()
+		}(stdinW)
+		stdinW = nil
+	}
+
+	send := func(ctl agent.Control) {
+		b, _ := json.Marshal(ctl)
+		_, _ = c.Write(append(b, '\n'))
+	}
+	sigs := req.Signals
+	done := ctx.Done()
+	var ctxErr error
+	for {
+		select {
+		case rep := <-replies:
+			if rep.Error != "" && !rep.Exited {
+				// The command did not start: report like a shell would.
+				if errPipe != nil {
+					errPipe.finish()
+					_, _ = fmt.Fprintf(req.Stderr, "techboss: %s\n", rep.Error)
+				}
+				return sandbox.ExitStatus{Code: rep.Code, Duration: time.Since(start)}, ctxErr
+			}
+			if !rep.Exited {
+				continue // the start line
+			}
+			for _, p := range outs {
+				p.finish()
+			}
+			es := sandbox.ExitStatus{Code: rep.Code, Duration: time.Since(start)}
+			if rep.Signal > 0 {
+				es.Signal = unix.SignalName(syscall.Signal(rep.Signal))
+				if syscall.Signal(rep.Signal) == syscall.SIGKILL && st.Cgroups.oomKills() > oomBefore {
+					es.OOMKilled = true
+				}
+			}
+			return es, ctxErr
+		case err := <-readErr:
+			if !st.alive() {
+				return sandbox.ExitStatus{}, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox stopped")
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return sandbox.ExitStatus{}, fmt.Errorf("sandbox agent: %w", err)
+		case sig, ok := <-sigs:
+			if !ok {
+				sigs = nil
+				continue
+			}
+			send(agent.Control{Signal: int(sig)})
+		case <-done:
+			ctxErr = ctx.Err()
+			done = nil
+			send(agent.Control{Kill: true})
+		}
+	}
+}

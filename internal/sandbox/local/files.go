@@ -1,0 +1,460 @@
+package local
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/image"
+	"github.com/techbossai/techboss/internal/sandbox"
+)
+
+// SandboxPath validates an absolute path inside a sandbox and returns it
+// relative to the sandbox root ("." for "/"). It refuses relative paths,
+// NUL bytes and any ".." component, and the kernel interfaces /proc, /sys
+// and /dev (the driver acts as host root; it must never write there).
+// Symlinks are resolved later by os.Root, which refuses any that leave
+// the root.
+func SandboxPath(p string) (string, error) {
+	if p == "" || !strings.HasPrefix(p, "/") {
+		return "", errs.Field("path", "must be an absolute path inside the sandbox")
+	}
+	if strings.ContainsRune(p, 0) {
+		return "", errs.Field("path", "must not contain NUL bytes")
+	}
+	if len(p) > 4096 {
+		return "", errs.Field("path", "too long")
+	}
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			return "", errs.Field("path", `must not contain ".."`)
+		}
+	}
+	rel := strings.TrimPrefix(path.Clean(p), "/")
+	if rel == "" {
+		return ".", nil
+	}
+	switch first, _, _ := strings.Cut(rel, "/"); first {
+	case "proc", "sys", "dev":
+		return "", errs.E(errs.Forbidden, "path: /%s is not accessible through the files API", first)
+	}
+	return rel, nil
+}
+
+// openRoot opens the running sandbox's root as seen by its processes
+// (/proc/<init>/root: the overlay plus /workspace, /tmp and other mounts).
+func (d *Driver) openRoot(ref sandbox.Ref) (*os.Root, *state, error) {
+	s, err := d.get(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	st := s.st
+	gone := s.gone
+	s.mu.Unlock()
+	if gone || !st.alive() {
+		return nil, nil, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
+	}
+	r, err := os.OpenRoot("/proc/" + strconv.Itoa(st.InitPID) + "/root")
+	if err != nil {
+		return nil, nil, errs.Wrap(errs.NotFound, err, "sandbox is not running")
+	}
+	// The PID could have been reused between the check and the open.
+	if !st.alive() {
+		_ = r.Close()
+		return nil, nil, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
+	}
+	return r, &st, nil
+}
+
+// fileError maps a filesystem error to a public one.
+func fileError(p string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		return errs.Wrap(errs.NotFound, err, "no such file: "+p)
+	case errors.Is(err, fs.ErrExist):
+		return errs.Wrap(errs.Conflict, err, "already exists: "+p)
+	case errors.Is(err, syscall.ENOTDIR):
+		return errs.Wrap(errs.Invalid, err, "not a directory: "+p)
+	case errors.Is(err, syscall.EISDIR):
+		return errs.Wrap(errs.Invalid, err, "is a directory: "+p)
+	case errors.Is(err, syscall.ENOTEMPTY):
+		return errs.Wrap(errs.Conflict, err, "directory not empty: "+p)
+	case errors.Is(err, syscall.EBUSY):
+		return errs.Wrap(errs.Conflict, err, "in use (a mount point): "+p)
+	case errors.Is(err, image.ErrUnsafePath):
+		return errs.Wrap(errs.Invalid, err, err.Error())
+	}
+	if _, ok := errs.Public(err); ok {
+		return err
+	}
+	// os.Root's refusals (symlinks leaving the root) and anything else.
+	return errs.Wrap(errs.Forbidden, err, "path escapes the sandbox root or is not accessible: "+p)
+}
+
+// checkFS refuses files on kernel pseudo-filesystems reached via symlinks.
+func checkFS(f *os.File, p string) error {
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &sfs); err != nil {
+		return fmt.Errorf("statfs %s: %w", p, err)
+	}
+	switch sfs.Type {
+	case unix.PROC_SUPER_MAGIC, unix.SYSFS_MAGIC, unix.CGROUP_SUPER_MAGIC, unix.CGROUP2_SUPER_MAGIC, unix.DEBUGFS_MAGIC, unix.SECURITYFS_MAGIC:
+		return errs.E(errs.Forbidden, "path: %s is on a kernel filesystem", p)
+	}
+	return nil
+}
+
+func fileInfo(name string, fi fs.FileInfo, target string) sandbox.FileInfo {
+	t := "other"
+	switch {
+	case fi.Mode().IsRegular():
+		t = "file"
+	case fi.IsDir():
+		t = "dir"
+	case fi.Mode()&fs.ModeSymlink != 0:
+		t = "symlink"
+	}
+	return sandbox.FileInfo{Name: name, Type: t, Size: fi.Size(), Mode: fi.Mode(), ModTime: fi.ModTime(), Target: target}
+}
+
+// ReadFile copies a regular file from the sandbox to w.
+func (d *Driver) ReadFile(ctx context.Context, ref sandbox.Ref, p string, w io.Writer) (sandbox.FileInfo, error) {
+	rel, err := SandboxPath(p)
+	if err != nil {
+		return sandbox.FileInfo{}, err
+	}
+	root, _, err := d.openRoot(ref)
+	if err != nil {
+		return sandbox.FileInfo{}, err
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	if err != nil {
+		return sandbox.FileInfo{}, fileError(p, err)
+	}
+	defer f.Close()
+	if err := checkFS(f, p); err != nil {
+		return sandbox.FileInfo{}, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return sandbox.FileInfo{}, fileError(p, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return sandbox.FileInfo{}, errs.Field("path", "not a regular file")
+	}
+	info := fileInfo(path.Base(p), fi, "")
+	if _, err := io.CopyBuffer(w, struct{ io.Reader }{f}, make([]byte, copyBuf)); err != nil {
+		return info, fmt.Errorf("read %s: %w", p, err)
+	}
+	return info, nil
+}
+
+// WriteFile creates or replaces a file (and its parent directories).
+func (d *Driver) WriteFile(ctx context.Context, ref sandbox.Ref, p string, mode fs.FileMode, r io.Reader) (int64, error) {
+	rel, err := SandboxPath(p)
+	if err != nil {
+		return 0, err
+	}
+	if rel == "." {
+		return 0, errs.Field("path", "is the root directory")
+	}
+	root, _, err := d.openRoot(ref)
+	if err != nil {
+		return 0, err
+	}
+	defer root.Close()
+	if dir := path.Dir(rel); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return 0, fileError(p, err)
+		}
+	}
+	if mode == 0 {
+		mode = 0o644
+	}
+	f, err := root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode.Perm())
+	if err != nil {
+		return 0, fileError(p, err)
+	}
+	defer f.Close()
+	if err := checkFS(f, p); err != nil {
+		return 0, err
+	}
+	if err := f.Chmod(mode.Perm()); err != nil {
+		return 0, fileError(p, err)
+	}
+	n, err := io.CopyBuffer(f, struct{ io.Reader }{r}, make([]byte, copyBuf))
+	if err != nil {
+		return n, fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := f.Close(); err != nil {
+		return n, fmt.Errorf("write %s: %w", p, err)
+	}
+	return n, nil
+}
+
+// Remove deletes a file, symlink or directory tree.
+func (d *Driver) Remove(ctx context.Context, ref sandbox.Ref, p string) error {
+	rel, err := SandboxPath(p)
+	if err != nil {
+		return err
+	}
+	if rel == "." {
+		return errs.Field("path", "cannot remove the root directory")
+	}
+	root, _, err := d.openRoot(ref)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if _, err := root.Lstat(rel); err != nil {
+		return fileError(p, err)
+	}
+	return fileError(p, root.RemoveAll(rel))
+}
+
+// ListDir lists a directory without following entries' symlinks.
+func (d *Driver) ListDir(ctx context.Context, ref sandbox.Ref, dir string) ([]sandbox.FileInfo, error) {
+	rel, err := SandboxPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	root, _, err := d.openRoot(ref)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, fileError(dir, err)
+	}
+	defer f.Close()
+	if err := checkFS(f, dir); err != nil {
+		return nil, err
+	}
+	ents, err := f.ReadDir(-1)
+	if err != nil {
+		return nil, fileError(dir, err)
+	}
+	out := make([]sandbox.FileInfo, 0, len(ents))
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		target := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			target, _ = root.Readlink(path.Join(rel, e.Name()))
+		}
+		out = append(out, fileInfo(e.Name(), fi, target))
+	}
+	return out, nil
+}
+
+// Stat describes a path without following a final symlink.
+func (d *Driver) Stat(ctx context.Context, ref sandbox.Ref, p string) (sandbox.FileInfo, error) {
+	rel, err := SandboxPath(p)
+	if err != nil {
+		return sandbox.FileInfo{}, err
+	}
+	root, _, err := d.openRoot(ref)
+	if err != nil {
+		return sandbox.FileInfo{}, err
+	}
+	defer root.Close()
+	fi, err := root.Lstat(rel)
+	if err != nil {
+		return sandbox.FileInfo{}, fileError(p, err)
+	}
+	target := ""
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		target, _ = root.Readlink(rel)
+	}
+	return fileInfo(path.Base("/"+rel), fi, target), nil
+}
+
+// ArchiveOut writes a tar of the file or directory tree at p (entries
+// relative to p; symlinks stored, not followed).
+func (d *Driver) ArchiveOut(ctx context.Context, ref sandbox.Ref, p string, w io.Writer) error {
+	rel, err := SandboxPath(p)
+	if err != nil {
+		return err
+	}
+	root, _, err := d.openRoot(ref)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	fi, err := root.Lstat(rel)
+	if err != nil {
+		return fileError(p, err)
+	}
+	tw := tar.NewWriter(w)
+	if !fi.IsDir() {
+		if err := addTar(ctx, tw, root, rel, path.Base(rel), fi); err != nil {
+			return err
+		}
+		return tw.Close()
+	}
+	sub, err := root.OpenRoot(rel)
+	if err != nil {
+		return fileError(p, err)
+	}
+	defer sub.Close()
+	err = fs.WalkDir(sub.FS(), ".", func(name string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if name == "." {
+			return nil
+		}
+		fi, err := de.Info()
+		if err != nil {
+			return err
+		}
+		return addTar(ctx, tw, sub, name, name, fi)
+	})
+	if err != nil {
+		return fileError(p, err)
+	}
+	return tw.Close()
+}
+
+func addTar(ctx context.Context, tw *tar.Writer, root *os.Root, name, entry string, fi fs.FileInfo) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	link := ""
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		var err error
+		if link, err = root.Readlink(name); err != nil {
+			return err
+		}
+	}
+	if !fi.Mode().IsRegular() && !fi.IsDir() && fi.Mode()&fs.ModeSymlink == 0 {
+		return nil // sockets, devices, fifos
+	}
+	hdr, err := tar.FileInfoHeader(fi, link)
+	if err != nil {
+		return err
+	}
+	hdr.Name = entry
+	if fi.IsDir() {
+		hdr.Name += "/"
+	}
+	hdr.Uname, hdr.Gname = "", ""
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil
+	}
+	f, err := root.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := io.CopyBuffer(tw, struct{ io.Reader }{f}, make([]byte, copyBuf)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ArchiveIn extracts a tar stream into the directory p (created if
+// missing). Entries escaping p (.., absolute climbs, symlinks) are refused.
+func (d *Driver) ArchiveIn(ctx context.Context, ref sandbox.Ref, p string, r io.Reader) error {
+	rel, err := SandboxPath(p)
+	if err != nil {
+		return err
+	}
+	root, _, err := d.openRoot(ref)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if rel != "." {
+		if err := root.MkdirAll(rel, 0o755); err != nil {
+			return fileError(p, err)
+		}
+	}
+	sub, err := root.OpenRoot(rel)
+	if err != nil {
+		return fileError(p, err)
+	}
+	defer sub.Close()
+	if err := image.Untar(sub, r, image.UntarOptions{}); err != nil {
+		return fileError(p, err)
+	}
+	return nil
+}
+
+// WorkspaceDir returns the host directory bound at the sandbox's /workspace.
+func (d *Driver) WorkspaceDir(ref sandbox.Ref) (string, error) {
+	s, err := d.get(ref)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st.Workspace, nil
+}
+
+// Listen opens a TCP listener inside the sandbox's network namespace. The
+// socket is created on a thread that entered the namespace; that thread is
+// never returned to the Go scheduler (the goroutine exits locked), so no
+// other code ever runs in the sandbox's namespace.
+func (d *Driver) Listen(ctx context.Context, ref sandbox.Ref, addr string) (net.Listener, error) {
+	s, err := d.get(ref)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	st := s.st
+	s.mu.Unlock()
+	if !st.alive() {
+		return nil, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
+	}
+	nsf, err := os.Open("/proc/" + strconv.Itoa(st.InitPID) + "/ns/net")
+	if err != nil {
+		return nil, fmt.Errorf("open sandbox network namespace: %w", err)
+	}
+	defer nsf.Close()
+	type result struct {
+		l   net.Listener
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// Deliberately no UnlockOSThread: the thread is in the sandbox's
+		// namespace and must die with this goroutine.
+		if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("enter sandbox network namespace: %w", err)}
+			return
+		}
+		var lc net.ListenConfig
+		l, err := lc.Listen(ctx, "tcp", addr)
+		ch <- result{l, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		return nil, fmt.Errorf("listen in sandbox: %w", r.err)
+	}
+	return r.l, nil
+}

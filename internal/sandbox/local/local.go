@@ -1,0 +1,704 @@
+// Package local is the embedded default sandbox driver: Linux isolation with
+// bubblewrap (new PID, IPC, UTS, mount, network and cgroup namespaces, no
+// capabilities), a writable overlayfs root per sandbox over a read-only
+// image, /workspace bound to a volume directory, and a cgroup per sandbox
+// (v1 or v2) for limits and for killing everything at Destroy.
+//
+// Each sandbox is one long-lived bubblewrap whose command is the agent
+// (cmd/techboss-sandbox-init). Execs are requests over a Unix socket to that
+// agent, which starts the command inside the running sandbox with the
+// caller's pipe ends, so background processes, /tmp and the PID namespace are
+// shared by all execs of a sandbox. bubblewrap runs in its own session and is
+// not tied to the server's life: a sandbox outlives a server restart and
+// Recover re-adopts it from the state the driver keeps under its data dir.
+package local
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/image"
+	"github.com/techbossai/techboss/internal/sandbox"
+)
+
+var (
+	_ sandbox.Driver         = (*Driver)(nil)
+	_ sandbox.Files          = (*Driver)(nil)
+	_ sandbox.Archiver       = (*Driver)(nil)
+	_ sandbox.WorkspaceDirer = (*Driver)(nil)
+	_ sandbox.Volumes        = (*Driver)(nil)
+	_ sandbox.NetListener    = (*Driver)(nil)
+)
+
+// ErrNoBwrap is returned by New when bubblewrap is not installed.
+var ErrNoBwrap = errors.New("bubblewrap (bwrap) not found: install the bubblewrap package")
+
+// Options configures a Driver.
+type Options struct {
+	// DataDir holds image caches, sandbox state and volumes. Required.
+	DataDir string
+	// InitBinary is the path of the static techboss-sandbox-init helper. Required.
+	InitBinary string
+	// Bwrap is the bubblewrap binary (default: "bwrap" from PATH).
+	Bwrap string
+	// Logger receives driver logs (nil: discarded).
+	Logger *slog.Logger
+	// Metrics registers the driver's metrics (nil: not registered).
+	Metrics prometheus.Registerer
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+	// Keychain resolves registry credentials (nil: authn.DefaultKeychain,
+	// i.e. the standard docker config).
+	Keychain authn.Keychain
+	// CgroupRoot is the cgroup filesystem root (default /sys/fs/cgroup).
+	CgroupRoot string
+}
+
+// Driver is the local bubblewrap driver. It is safe for concurrent use.
+type Driver struct {
+	opts   Options
+	log    *slog.Logger
+	bwrap  string
+	cgMode cgroupMode
+	images *image.Cache
+
+	skelMu sync.Mutex
+	skel   string
+
+	// volMu orders DeleteVolume against sandboxes starting on a volume.
+	volMu sync.Mutex
+
+	mu       sync.Mutex
+	sbs      map[string]*sbx
+	starting map[string]string // sandbox ID -> "<owner>/<volume>" while Create runs
+}
+
+type sbx struct {
+	mu   sync.Mutex // serialises Destroy against itself
+	st   state
+	gone bool
+}
+
+// state is what the driver persists per sandbox (state.json), so a new
+// Driver can find and re-adopt the sandbox after a server restart.
+type state struct {
+	ID        string    `json:"id"`
+	Owner     string    `json:"owner"`
+	Dir       string    `json:"dir"`
+	BwrapPID  int       `json:"bwrap_pid"`
+	InitPID   int       `json:"init_pid"`
+	InitStart uint64    `json:"init_start"`
+	Cgroups   cgroups   `json:"cgroups"`
+	Workspace string    `json:"workspace"`
+	Volume    string    `json:"volume,omitempty"` // "<owner>/<name>" when persistent
+	Env       []string  `json:"env"`
+	User      string    `json:"user,omitempty"`
+	Created   time.Time `json:"created"`
+}
+
+func (s *state) socket() string { return filepath.Join(s.Dir, "agent.sock") }
+func (s *state) merged() string { return filepath.Join(s.Dir, "root") }
+
+// New checks the host (bubblewrap, helper binary, data dir) and returns a Driver.
+func New(o Options) (*Driver, error) {
+	if o.DataDir == "" {
+		return nil, errors.New("local driver: DataDir is required")
+	}
+	if o.InitBinary == "" {
+		return nil, errors.New("local driver: InitBinary (techboss-sandbox-init) is required")
+	}
+	if _, err := os.Stat(o.InitBinary); err != nil {
+		return nil, fmt.Errorf("local driver: sandbox helper: %w", err)
+	}
+	if o.Bwrap == "" {
+		o.Bwrap = "bwrap"
+	}
+	bw, err := exec.LookPath(o.Bwrap)
+	if err != nil {
+		return nil, ErrNoBwrap
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Keychain == nil {
+		o.Keychain = authn.DefaultKeychain
+	}
+	if o.CgroupRoot == "" {
+		o.CgroupRoot = "/sys/fs/cgroup"
+	}
+	abs, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("local driver: data dir: %w", err)
+	}
+	o.DataDir = abs
+	for _, sub := range []string{"sandboxes", "volumes", "images"} {
+		if err := os.MkdirAll(filepath.Join(abs, sub), 0o755); err != nil {
+			return nil, fmt.Errorf("local driver: %w", err)
+		}
+	}
+	imgs, err := image.NewCache(image.Options{
+		Dir:      filepath.Join(abs, "images"),
+		Keychain: o.Keychain,
+		Logger:   o.Logger,
+		Metrics:  o.Metrics,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("local driver: %w", err)
+	}
+	d := &Driver{
+		opts:     o,
+		log:      o.Logger,
+		bwrap:    bw,
+		cgMode:   detectCgroups(o.CgroupRoot),
+		images:   imgs,
+		sbs:      map[string]*sbx{},
+		starting: map[string]string{},
+	}
+	if d.cgMode == cgroupNone {
+		d.log.Warn("no usable cgroup hierarchy: sandbox limits are not enforced")
+	}
+	return d, nil
+}
+
+var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+
+// validName reports whether s is safe as one path element.
+func validName(s string) bool { return idRE.MatchString(s) && s != "." && s != ".." }
+
+func (d *Driver) sandboxDir(id string) string {
+	return filepath.Join(d.opts.DataDir, "sandboxes", id)
+}
+
+func (d *Driver) get(ref sandbox.Ref) (*sbx, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.sbs[string(ref)]
+	if s == nil {
+		return nil, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox not found")
+	}
+	return s, nil
+}
+
+func logf(w io.Writer, format string, args ...any) {
+	if w != nil {
+		fmt.Fprintf(w, format+"\n", args...)
+	}
+}
+
+// Create builds or reuses the image and starts the sandbox.
+func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Ref, error) {
+	if !validName(req.ID) {
+		return "", errs.Field("id", "must be 1-100 letters, digits, '.', '_' or '-'")
+	}
+	if req.OwnerID == "" || !validName(req.OwnerID) {
+		return "", errs.Field("owner_id", "must be a simple name")
+	}
+	sp := req.Spec
+	switch sp.Network {
+	case "", "none", "full":
+	default:
+		return "", errs.Field("network", `must be "none" or "full"`)
+	}
+	if sp.VolumeName != "" && !validName(sp.VolumeName) {
+		return "", errs.Field("volume_name", "must be 1-100 letters, digits, '.', '_' or '-'")
+	}
+	if sp.MemoryMB < 0 || sp.PidsLimit < 0 || sp.CPU < 0 {
+		return "", errs.Field("limits", "must not be negative")
+	}
+	if (sp.MemoryMB > 0 || sp.PidsLimit > 0 || sp.CPU > 0) && d.cgMode == cgroupNone {
+		return "", errs.E(errs.Unavailable, "resource limits need cgroups, which this host does not offer")
+	}
+	for i, m := range req.Mounts {
+		if !filepath.IsAbs(m.Source) || !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) == "/" {
+			return "", errs.Field(fmt.Sprintf("mounts[%d]", i), "source and target must be absolute, target not /")
+		}
+	}
+	if sp.VolumeName != "" {
+		d.volMu.Lock()
+		d.mu.Lock()
+		d.starting[req.ID] = req.OwnerID + "/" + sp.VolumeName
+		d.mu.Unlock()
+		d.volMu.Unlock()
+		defer func() {
+			d.mu.Lock()
+			delete(d.starting, req.ID)
+			d.mu.Unlock()
+		}()
+	}
+	rf, err := d.resolveImage(ctx, sp, req.Log)
+	if err != nil {
+		return "", err
+	}
+	st, err := d.start(ctx, startRequest{
+		id: req.ID, owner: req.OwnerID, rootfs: rf, network: sp.Network == "full",
+		volume: sp.VolumeName, env: sp.Env, mounts: req.Mounts,
+		limits: limits{memoryMB: sp.MemoryMB, pids: sp.PidsLimit, cpu: sp.CPU},
+		log:    req.Log,
+	})
+	if err != nil {
+		return "", err
+	}
+	d.mu.Lock()
+	d.sbs[st.ID] = &sbx{st: st}
+	d.mu.Unlock()
+	return sandbox.Ref(st.ID), nil
+}
+
+type startRequest struct {
+	id, owner string
+	rootfs    image.Rootfs
+	network   bool
+	volume    string
+	// upper, when set, is the overlay upper dir to use (and keep): builds.
+	upper  string
+	env    map[string]string
+	mounts []sandbox.Mount
+	limits limits
+	log    io.Writer
+}
+
+// start prepares the root, cgroups and workspace, launches bubblewrap and
+// waits until the agent answers. On failure everything is undone.
+func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error) {
+	dir := d.sandboxDir(r.id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return st, errs.E(errs.Conflict, "sandbox %s already exists", r.id)
+		}
+		return st, fmt.Errorf("create sandbox dir: %w", err)
+	}
+	st = state{ID: r.id, Owner: r.owner, Dir: dir, Created: d.opts.Now(), Cgroups: cgroups{Mode: d.cgMode}}
+	defer func() {
+		if err != nil {
+			if cerr := d.teardown(st, r.upper); cerr != nil {
+				d.log.Error("undo failed sandbox start", "sandbox_id", r.id, "err", cerr)
+			}
+		}
+	}()
+
+	// Writable root: overlay of the read-only image layers.
+	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	if r.upper != "" {
+		upper = r.upper
+	}
+	for _, p := range []string{upper, work, st.merged()} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return st, fmt.Errorf("create overlay dirs: %w", err)
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(r.rootfs.Layers, ":"), upper, work)
+	if err := unix.Mount("overlay", st.merged(), "overlay", 0, opts); err != nil {
+		return st, fmt.Errorf("mount overlay root: %w", err)
+	}
+
+	// Workspace: a persistent volume or an ephemeral dir inside the sandbox dir.
+	if r.volume != "" {
+		st.Volume = r.owner + "/" + r.volume
+		st.Workspace = d.volumeDir(r.owner, r.volume)
+	} else {
+		st.Workspace = filepath.Join(dir, "workspace")
+	}
+	if err := os.MkdirAll(st.Workspace, 0o755); err != nil {
+		return st, fmt.Errorf("create workspace: %w", err)
+	}
+
+	if d.cgMode != cgroupNone {
+		st.Cgroups, err = newCgroups(d.opts.CgroupRoot, d.cgMode, r.id, r.limits)
+		if err != nil {
+			return st, err
+		}
+	}
+
+	st.Env = mergeEnv(r.rootfs.Config.Env, r.env)
+	st.User = r.rootfs.Config.User
+
+	if err := d.launch(ctx, &st, r); err != nil {
+		return st, err
+	}
+	if err := writeState(st); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+// launch starts bubblewrap in its own session through the helper (which
+// joins the cgroups first) and waits for the agent's first answer.
+func (d *Driver) launch(ctx context.Context, st *state, r startRequest) error {
+	ln, err := listenUnix(st.socket())
+	if err != nil {
+		return err
+	}
+	lnFile, err := ln.File()
+	_ = ln.Close() // the socket file stays: SetUnlinkOnClose(false)
+	if err != nil {
+		return fmt.Errorf("agent listener: %w", err)
+	}
+	defer lnFile.Close()
+	agentBin, err := os.Open(d.opts.InitBinary)
+	if err != nil {
+		return fmt.Errorf("open sandbox helper: %w", err)
+	}
+	defer agentBin.Close()
+	infoR, infoW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("info pipe: %w", err)
+	}
+	defer infoR.Close()
+	logFile, err := os.OpenFile(filepath.Join(st.Dir, "sandbox.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		infoW.Close()
+		return fmt.Errorf("sandbox log: %w", err)
+	}
+	defer logFile.Close()
+
+	args := []string{d.opts.InitBinary, "launch"}
+	args = append(args, st.Cgroups.procsFiles()...)
+	args = append(args, "--", d.bwrap)
+	args = append(args, d.bwrapArgs(st, r)...)
+	args = append(args, "--info-fd", "5", "--", "/proc/self/fd/4", "agent")
+
+	p, err := os.StartProcess(d.opts.InitBinary, args, &os.ProcAttr{
+		Dir:   "/",
+		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Files: []*os.File{nil, logFile, logFile, lnFile, agentBin, infoW},
+		// Own session: the sandbox must not receive the server's terminal
+		// signals nor die with it.
+		Sys: &syscall.SysProcAttr{Setsid: true},
+	})
+	infoW.Close()
+	if err != nil {
+		return fmt.Errorf("start bubblewrap: %w", err)
+	}
+	st.BwrapPID = p.Pid
+	// The process is reaped in Destroy (wait4) or by whoever inherits it
+	// after a restart; no goroutine waits on it.
+	_ = p.Release()
+
+	var info struct {
+		ChildPID int `json:"child-pid"`
+	}
+	if err := json.NewDecoder(infoR).Decode(&info); err != nil || info.ChildPID == 0 {
+		b, _ := os.ReadFile(filepath.Join(st.Dir, "sandbox.log"))
+		return fmt.Errorf("bubblewrap did not start: %s", strings.TrimSpace(string(b)))
+	}
+	st.InitPID = info.ChildPID
+	st.InitStart, err = procStart(info.ChildPID)
+	if err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
+	if _, err := d.ping(ctx, st); err != nil {
+		b, _ := os.ReadFile(filepath.Join(st.Dir, "sandbox.log"))
+		return fmt.Errorf("sandbox agent did not answer: %w: %s", err, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+func (d *Driver) bwrapArgs(st *state, r startRequest) []string {
+	a := []string{
+		"--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
+	}
+	// No user namespace: bubblewrap run by root maps only uid 0 into one,
+	// which would make image USERs unusable. The sandbox's uid 0 has no
+	// capabilities instead (the agent empties every set before any exec).
+	if !r.network {
+		a = append(a, "--unshare-net")
+	}
+	a = append(a,
+		"--cap-drop", "ALL",
+		// Only the agent holds these, to switch users; it empties the
+		// bounding set so nothing it starts can have any capability.
+		"--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP",
+		"--hostname", "sandbox",
+		"--bind", st.merged(), "/",
+	)
+	if r.rootfs.Host {
+		a = append(a, "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc")
+		for _, dir := range hostLibDirs() {
+			a = append(a, "--ro-bind", dir, dir)
+		}
+	}
+	a = append(a,
+		"--proc", "/proc",
+		"--dev", "/dev",
+		"--perms", "1777", "--tmpfs", "/tmp",
+		"--bind", st.Workspace, "/workspace",
+	)
+	for _, m := range r.mounts {
+		if m.ReadOnly {
+			a = append(a, "--ro-bind", m.Source, m.Target)
+		} else {
+			a = append(a, "--bind", m.Source, m.Target)
+		}
+	}
+	a = append(a, "--chdir", "/", "--clearenv")
+	return a
+}
+
+// hostLibDirs are the host's top-level library/binary directories that are
+// real directories (not merged-/usr symlinks).
+func hostLibDirs() []string {
+	var out []string
+	for _, n := range []string{"bin", "sbin", "lib", "lib32", "lib64", "libx32"} {
+		fi, err := os.Lstat("/" + n)
+		if err == nil && fi.IsDir() {
+			out = append(out, "/"+n)
+		}
+	}
+	return out
+}
+
+func mergeEnv(base []string, extra map[string]string) []string {
+	out := append([]string(nil), base...)
+	keys := make([]string, 0, len(extra))
+	for k := range extra {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		out = setEnv(out, k, extra[k])
+	}
+	if envGet(out, "PATH") == "" {
+		out = setEnv(out, "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
+	return out
+}
+
+func setEnv(env []string, k, v string) []string {
+	for i, kv := range env {
+		if key, _, ok := strings.Cut(kv, "="); ok && key == k {
+			env[i] = k + "=" + v
+			return env
+		}
+	}
+	return append(env, k+"="+v)
+}
+
+func envGet(env []string, k string) string {
+	for _, kv := range env {
+		if key, v, ok := strings.Cut(kv, "="); ok && key == k {
+			return v
+		}
+	}
+	return ""
+}
+
+func writeState(st state) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode sandbox state: %w", err)
+	}
+	tmp := filepath.Join(st.Dir, "state.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write sandbox state: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(st.Dir, "state.json")); err != nil {
+		return fmt.Errorf("write sandbox state: %w", err)
+	}
+	return nil
+}
+
+func readState(dir string) (state, error) {
+	var st state
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("decode sandbox state: %w", err)
+	}
+	return st, nil
+}
+
+// procStart returns a process's start time (clock ticks since boot), which
+// with the PID identifies it across PID reuse.
+func procStart(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// Fields after the comm: state is field 3, starttime field 22.
+	if len(f) < 20 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+func procPPid(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+// alive reports whether the sandbox's init is still the process we started.
+func (st *state) alive() bool {
+	if st.InitPID == 0 {
+		return false
+	}
+	start, err := procStart(st.InitPID)
+	return err == nil && start == st.InitStart
+}
+
+// Recover re-adopts a sandbox started by an earlier Driver (or server
+// process) if its init still runs and its agent answers.
+func (d *Driver) Recover(ctx context.Context, ref sandbox.Ref) (bool, error) {
+	id := string(ref)
+	if !validName(id) {
+		return false, nil
+	}
+	d.mu.Lock()
+	s := d.sbs[id]
+	d.mu.Unlock()
+	if s != nil {
+		s.mu.Lock()
+		gone := s.gone
+		st := s.st
+		s.mu.Unlock()
+		return !gone && st.alive(), nil
+	}
+	st, err := readState(d.sandboxDir(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !st.alive() {
+		return false, nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := d.ping(pctx, &st); err != nil {
+		d.log.Warn("sandbox init runs but its agent does not answer", "sandbox_id", id, "err", err)
+		return false, nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sbs[id] == nil {
+		d.sbs[id] = &sbx{st: st}
+	}
+	return true, nil
+}
+
+// Destroy kills every process of the sandbox, unmounts its root and removes
+// its cgroups and ephemeral directories. Idempotent; it also cleans up a
+// sandbox this Driver never adopted if its state is on disk.
+func (d *Driver) Destroy(ctx context.Context, ref sandbox.Ref) error {
+	id := string(ref)
+	if !validName(id) {
+		return nil
+	}
+	d.mu.Lock()
+	s := d.sbs[id]
+	if s == nil {
+		st, err := readState(d.sandboxDir(id))
+		if err != nil {
+			d.mu.Unlock()
+			if errors.Is(err, os.ErrNotExist) {
+				// A half-created dir without state (crash during Create).
+				if _, serr := os.Stat(d.sandboxDir(id)); serr == nil {
+					return d.teardown(state{ID: id, Dir: d.sandboxDir(id)}, "")
+				}
+				return nil
+			}
+			return err
+		}
+		s = &sbx{st: st}
+		d.sbs[id] = s
+	}
+	d.mu.Unlock()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone {
+		return nil
+	}
+	if err := d.teardown(s.st, ""); err != nil {
+		return fmt.Errorf("destroy sandbox %s: %w", id, err)
+	}
+	s.gone = true
+	d.mu.Lock()
+	if d.sbs[id] == s {
+		delete(d.sbs, id)
+	}
+	d.mu.Unlock()
+	return nil
+}
+
+// teardown undoes start: kills processes, reaps bubblewrap if it is our
+// child, unmounts the root, removes cgroups and the sandbox directory.
+// keepUpper, if set, is an overlay upper dir outside the sandbox dir that
+// survives (a build result).
+func (d *Driver) teardown(st state, keepUpper string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	var errOut error
+	if len(st.Cgroups.Dirs) > 0 {
+		if err := st.Cgroups.killAll(deadline); err != nil {
+			errOut = errors.Join(errOut, err)
+		}
+	} else if st.alive() {
+		// Without cgroups the PID namespace is the boundary: killing its
+		// init kills everything in it.
+		_ = syscall.Kill(st.InitPID, syscall.SIGKILL)
+	}
+	if st.BwrapPID > 0 {
+		if procPPid(st.BwrapPID) == os.Getpid() {
+			if len(st.Cgroups.Dirs) == 0 {
+				_ = syscall.Kill(st.BwrapPID, syscall.SIGKILL)
+			}
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(st.BwrapPID, &ws, 0, nil)
+		}
+	}
+	if err := unix.Unmount(st.merged(), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		errOut = errors.Join(errOut, fmt.Errorf("unmount root: %w", err))
+	}
+	if err := st.Cgroups.remove(deadline); err != nil {
+		errOut = errors.Join(errOut, err)
+	}
+	if errOut != nil {
+		return errOut
+	}
+	if err := os.RemoveAll(st.Dir); err != nil {
+		return fmt.Errorf("remove sandbox dir: %w", err)
+	}
+	return nil
+}
