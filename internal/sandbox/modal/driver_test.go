@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -408,5 +410,46 @@ func TestSnapshotFilesystem(t *testing.T) {
 	mid, _ := modal.SandboxID(ref)
 	if !ok || im.SnapshotOf != mid || !strings.HasPrefix(id, "im-") {
 		t.Errorf("snapshot image %q: got %+v, want a snapshot of %s", id, im, mid)
+	}
+}
+
+// TestNetworkPolicy: network "none" becomes Modal's BlockNetwork, which the
+// loopback server enforces (a sandbox cannot reach a host listener), and
+// "full" leaves the network open.
+func TestNetworkPolicy(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("why: the probe uses node (a TCP client present on the host image), not installed")
+	}
+	startServer(t, modaltest.Options{})
+	d := newDriver(t, modal.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	probe := fmt.Sprintf(`require("net").connect(%d, "127.0.0.1").on("connect", () => process.exit(0)).on("error", () => process.exit(3))`, ln.Addr().(*net.TCPAddr).Port)
+	for _, tc := range []struct {
+		network string
+		want    int
+	}{{"none", 3}, {"full", 0}} {
+		ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{ImageBase: "alpine:3.21", Network: tc.network}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{node, "-e", probe}})
+		if err != nil || st.Code != tc.want {
+			t.Errorf("network %s: connect to a host listener exited %d (%v), want %d", tc.network, st.Code, err, tc.want)
+		}
+		_ = d.Destroy(testCtx(t), ref)
 	}
 }

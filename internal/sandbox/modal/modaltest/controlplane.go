@@ -335,6 +335,7 @@ func (s *Server) createSandbox(appID string, def *pb.Sandbox, sources []*pb.Secr
 	}
 	sort.Slice(binds, func(i, j int) bool { return len(binds[i].target) > len(binds[j].target) })
 	sb.binds = binds
+	sb.blockNetwork = rec.BlockNetwork
 	if sb.workdir != "" {
 		if b, rel, ok := sb.resolve(sb.workdir); ok && !b.ro {
 			_ = os.MkdirAll(filepath.Join(b.host, rel), 0o755)

@@ -36,6 +36,7 @@ type sandbox struct {
 	workdir          string
 	binds            []bind // longest target first
 	idle             time.Duration
+	blockNetwork     bool
 	lifetime, idleTm *time.Timer
 
 	mu      sync.Mutex
@@ -273,7 +274,11 @@ func (sb *sandbox) startExec(id string, argv []string, workdir string, env map[s
 		args = append(args, flag, b.host, b.target)
 	}
 	for _, h := range sb.s.opts.HostBinds {
-		args = append(args, "--ro-bind", h, h)
+		args = append(args, "--ro-bind", h.Source, h.Target)
+	}
+	if sb.blockNetwork {
+		// Modal's BlockNetwork: only loopback inside the sandbox.
+		args = append(args, "--unshare-net")
 	}
 	args = append(args, "--chdir", workdir, "--clearenv")
 	keys := make([]string, 0, len(fullEnv))

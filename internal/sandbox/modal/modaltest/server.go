@@ -49,9 +49,9 @@ type Options struct {
 	Dir string
 	// Secrets are the named Modal secrets that exist (name -> env).
 	Secrets map[string]map[string]string
-	// HostBinds are host paths bound read-only at the same path into every
-	// sandbox, standing in for tools an image would contain (e.g. a CLI).
-	HostBinds []string
+	// HostBinds are host directories bound read-only into every sandbox,
+	// standing in for tools an image would contain (e.g. a CLI).
+	HostBinds []Bind
 	// Bwrap is the bubblewrap binary (default: looked up in PATH).
 	Bwrap string
 }
@@ -135,6 +135,11 @@ type ExecRecord struct {
 	Argv      []string
 	Workdir   string
 	Env       map[string]string
+}
+
+// Bind is a host directory (Source) visible read-only at Target.
+type Bind struct {
+	Source, Target string
 }
 
 type volume struct {
