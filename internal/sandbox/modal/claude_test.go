@@ -189,4 +189,3 @@ func evTypes(evs []agent.Event) []string {
 	}
 	return ts
 }
-
