@@ -175,7 +175,7 @@ func serveBedrock(s *Server, w http.ResponseWriter, r *http.Request, rep Reply, 
 	ev("messageStop", map[string]any{"stopReason": string(stopOf(rep))})
 	u := rep.Usage
 	ev("metadata", map[string]any{"usage": map[string]any{"inputTokens": u.InputTokens, "outputTokens": u.OutputTokens,
-		"totalTokens": u.InputTokens + u.OutputTokens + u.CacheReadTokens + u.CacheWriteTokens,
+		"totalTokens":          u.InputTokens + u.OutputTokens + u.CacheReadTokens + u.CacheWriteTokens,
 		"cacheReadInputTokens": u.CacheReadTokens, "cacheWriteInputTokens": u.CacheWriteTokens},
 		"metrics": map[string]any{"latencyMs": 42}})
 }

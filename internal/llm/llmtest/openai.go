@@ -108,7 +108,7 @@ func serveChat(s *Server, w http.ResponseWriter, r *http.Request, rep Reply, bod
 	if includeUsage {
 		u := rep.Usage
 		chunk([]any{}, map[string]any{"prompt_tokens": u.InputTokens + u.CacheReadTokens, "completion_tokens": u.OutputTokens,
-			"total_tokens": u.InputTokens + u.CacheReadTokens + u.OutputTokens,
+			"total_tokens":              u.InputTokens + u.CacheReadTokens + u.OutputTokens,
 			"prompt_tokens_details":     map[string]any{"cached_tokens": u.CacheReadTokens, "audio_tokens": 0},
 			"completion_tokens_details": map[string]any{"reasoning_tokens": 0, "audio_tokens": 0}})
 	}
