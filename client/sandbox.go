@@ -1,0 +1,416 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SandboxSpec is the body of POST /sandbox. The first six fields are the
+// original design's.
+type SandboxSpec struct {
+	ImageBase          string            `json:"image_base,omitempty"`
+	DockerfileCommands []string          `json:"dockerfile_commands,omitempty"`
+	VolumeName         string            `json:"volume_name,omitempty"`
+	S3BucketName       string            `json:"s3_bucket_name,omitempty"`
+	S3KeyPrefix        string            `json:"s3_key_prefix,omitempty"`
+	InitFromS3         bool              `json:"init_from_s3,omitempty"`
+	Env                map[string]string `json:"env,omitempty"`
+	CPU                float64           `json:"cpu,omitempty"`
+	MemoryMB           int               `json:"memory_mb,omitempty"`
+	PidsLimit          int               `json:"pids_limit,omitempty"`
+	DiskMB             int               `json:"disk_mb,omitempty"`
+	Network            string            `json:"network,omitempty"`
+	IdleTimeoutS       int               `json:"idle_timeout_s,omitempty"`
+	MaxLifetimeS       int               `json:"max_lifetime_s,omitempty"`
+	Name               string            `json:"name,omitempty"`
+	Labels             map[string]string `json:"labels,omitempty"`
+	FromSnapshot       string            `json:"from_snapshot,omitempty"`
+	GPU                string            `json:"gpu,omitempty"`
+}
+
+// CreatedSandbox is the answer to POST /sandbox.
+type CreatedSandbox struct {
+	SandboxID string    `json:"sandbox_id"`
+	Status    string    `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Sandbox is a sandbox's record (env values are redacted by the server).
+type Sandbox struct {
+	ID           string      `json:"sandbox_id"`
+	OwnerID      string      `json:"owner_id"`
+	Spec         SandboxSpec `json:"spec"`
+	Status       string      `json:"status"`
+	Reason       string      `json:"reason,omitempty"`
+	Driver       string      `json:"driver"`
+	CreatedAt    time.Time   `json:"created_at"`
+	UpdatedAt    time.Time   `json:"updated_at"`
+	LastActiveAt time.Time   `json:"last_active_at"`
+	TerminatedAt *time.Time  `json:"terminated_at,omitempty"`
+}
+
+// SandboxPage is one page of GET /sandbox.
+type SandboxPage struct {
+	Sandboxes  []Sandbox `json:"sandboxes"`
+	NextCursor string    `json:"next_cursor,omitempty"`
+}
+
+// ListSandboxesOptions filters and pages GET /sandbox.
+type ListSandboxesOptions struct {
+	Limit  int
+	Cursor string
+	States []string
+	Labels map[string]string
+}
+
+// CreateSandbox creates a sandbox and returns once it runs.
+func (c *Client) CreateSandbox(ctx context.Context, spec SandboxSpec) (*CreatedSandbox, error) {
+	var out CreatedSandbox
+	if err := c.Do(ctx, "POST", "/sandbox", spec, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// GetSandbox returns one of your sandboxes.
+func (c *Client) GetSandbox(ctx context.Context, id string) (*Sandbox, error) {
+	var out Sandbox
+	if err := c.Do(ctx, "GET", "/sandbox/"+url.PathEscape(id), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListSandboxes returns a page of your sandboxes, newest first.
+func (c *Client) ListSandboxes(ctx context.Context, o ListSandboxesOptions) (*SandboxPage, error) {
+	q := url.Values{}
+	if o.Limit > 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.Cursor != "" {
+		q.Set("cursor", o.Cursor)
+	}
+	for _, s := range o.States {
+		q.Add("state", s)
+	}
+	for k, v := range o.Labels {
+		q.Add("label", k+"="+v)
+	}
+	path := "/sandbox"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out SandboxPage
+	if err := c.Do(ctx, "GET", path, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// TerminateSandbox terminates a sandbox (idempotent).
+func (c *Client) TerminateSandbox(ctx context.Context, id string) (*Sandbox, error) {
+	var out Sandbox
+	if err := c.Do(ctx, "DELETE", "/sandbox/"+url.PathEscape(id), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SandboxLogs returns a sandbox's build and start log.
+func (c *Client) SandboxLogs(ctx context.Context, id string) (string, error) {
+	res, err := c.Request(ctx, "GET", "/sandbox/"+url.PathEscape(id)+"/logs", nil, nil)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return string(b), err
+}
+
+// ExecRequest is one command to run in a sandbox.
+type ExecRequest struct {
+	Command  []string          `json:"command"`
+	Env      map[string]string `json:"env,omitempty"`
+	Workdir  string            `json:"workdir,omitempty"`
+	TimeoutS float64           `json:"timeout_s,omitempty"`
+	Stdin    *string           `json:"stdin,omitempty"`
+	StdinB64 string            `json:"stdin_b64,omitempty"`
+}
+
+// ExecExit is how a command ended.
+type ExecExit struct {
+	ExitCode   int    `json:"exit_code"`
+	Signal     string `json:"signal,omitempty"`
+	DurationMS int64  `json:"duration_ms"`
+	OOMKilled  bool   `json:"oom_killed"`
+	TimedOut   bool   `json:"timed_out,omitempty"`
+}
+
+// ExecResult is the answer of a waited exec; output is capped by the server.
+type ExecResult struct {
+	ExecExit
+	Stdout          []byte
+	Stderr          []byte
+	StdoutTruncated bool
+	StderrTruncated bool
+}
+
+// Exec runs a command and waits for its whole (capped) output.
+func (c *Client) Exec(ctx context.Context, id string, req ExecRequest) (*ExecResult, error) {
+	var raw struct {
+		ExecExit
+		Stdout          string `json:"stdout"`
+		StdoutB64       string `json:"stdout_b64"`
+		StdoutTruncated bool   `json:"stdout_truncated"`
+		Stderr          string `json:"stderr"`
+		StderrB64       string `json:"stderr_b64"`
+		StderrTruncated bool   `json:"stderr_truncated"`
+	}
+	if err := c.Do(ctx, "POST", "/sandbox/"+url.PathEscape(id)+"/exec?wait=true", req, &raw); err != nil {
+		return nil, err
+	}
+	out := &ExecResult{ExecExit: raw.ExecExit, StdoutTruncated: raw.StdoutTruncated, StderrTruncated: raw.StderrTruncated}
+	var err error
+	if out.Stdout, err = textOrB64(raw.Stdout, raw.StdoutB64); err != nil {
+		return nil, err
+	}
+	if out.Stderr, err = textOrB64(raw.Stderr, raw.StderrB64); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func textOrB64(text, b64 string) ([]byte, error) {
+	if b64 == "" {
+		return []byte(text), nil
+	}
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, fmt.Errorf("decode output: %w", err)
+	}
+	return b, nil
+}
+
+// ExecStream runs a command and copies its output to stdout and stderr
+// (either may be nil) as it arrives. A command that ran returns its exit
+// with a nil error whatever its exit code.
+func (c *Client) ExecStream(ctx context.Context, id string, req ExecRequest, stdout, stderr io.Writer) (*ExecExit, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	hdr := http.Header{"Content-Type": {"application/json"}, "Accept": {"text/event-stream"}}
+	res, err := c.Request(ctx, "POST", "/sandbox/"+url.PathEscape(id)+"/exec", strings.NewReader(string(b)), hdr)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	var exit *ExecExit
+	err = readEvents(res.Body, func(event string, data []byte) error {
+		switch event {
+		case "stdout", "stderr":
+			w := stdout
+			if event == "stderr" {
+				w = stderr
+			}
+			var ch struct {
+				Data    *string `json:"data"`
+				DataB64 string  `json:"data_b64"`
+			}
+			if err := json.Unmarshal(data, &ch); err != nil {
+				return fmt.Errorf("decode %s event: %w", event, err)
+			}
+			var text string
+			if ch.Data != nil {
+				text = *ch.Data
+			}
+			p, err := textOrB64(text, ch.DataB64)
+			if err != nil {
+				return err
+			}
+			if w != nil {
+				if _, err := w.Write(p); err != nil {
+					return err
+				}
+			}
+		case "exit":
+			exit = &ExecExit{}
+			if err := json.Unmarshal(data, exit); err != nil {
+				return fmt.Errorf("decode exit event: %w", err)
+			}
+		case "error":
+			e := &Error{StatusCode: res.StatusCode}
+			_ = json.Unmarshal(data, e)
+			return e
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if exit == nil {
+		return nil, errors.New("exec stream ended without an exit event")
+	}
+	return exit, nil
+}
+
+// readEvents parses a text/event-stream, calling fn for each event.
+func readEvents(r io.Reader, fn func(event string, data []byte) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 8<<20)
+	var (
+		event string
+		data  []byte
+		has   bool
+	)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			if has || event != "" {
+				if err := fn(event, data); err != nil {
+					return err
+				}
+			}
+			event, data, has = "", nil, false
+			continue
+		}
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch field {
+		case "event":
+			event = value
+		case "data":
+			if has {
+				data = append(data, '\n')
+			}
+			data = append(data, value...)
+			has = true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read event stream: %w", err)
+	}
+	return nil
+}
+
+// filesPath builds /sandbox/{id}/files/{path}: a relative path is under
+// /workspace, an absolute one is taken as is.
+func filesPath(id, p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return "/sandbox/" + url.PathEscape(id) + "/files/" + strings.Join(segs, "/")
+}
+
+// FileInfo describes one directory entry.
+type FileInfo struct {
+	Name    string      `json:"name"`
+	Type    string      `json:"type"`
+	Size    int64       `json:"size"`
+	Mode    fs.FileMode `json:"mode"`
+	ModTime time.Time   `json:"mtime"`
+	Target  string      `json:"target,omitempty"`
+}
+
+// ReadFile copies a sandbox file to w.
+func (c *Client) ReadFile(ctx context.Context, id, path string, w io.Writer) (int64, error) {
+	res, err := c.Request(ctx, "GET", filesPath(id, path), nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	return io.Copy(w, res.Body)
+}
+
+// WriteFile streams r into a sandbox file (mode 0 = the server default).
+func (c *Client) WriteFile(ctx context.Context, id, path string, r io.Reader, mode fs.FileMode) (int64, error) {
+	p := filesPath(id, path)
+	if mode != 0 {
+		p += "?mode=" + strconv.FormatUint(uint64(mode.Perm()), 8)
+	}
+	res, err := c.Request(ctx, "PUT", p, r, http.Header{"Content-Type": {"application/octet-stream"}})
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	var env struct {
+		Data struct {
+			Size int64 `json:"size"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&env); err != nil {
+		return 0, fmt.Errorf("decode write answer: %w", err)
+	}
+	return env.Data.Size, nil
+}
+
+// RemoveFile deletes a sandbox file or directory.
+func (c *Client) RemoveFile(ctx context.Context, id, path string) error {
+	return c.Do(ctx, "DELETE", filesPath(id, path), nil, nil)
+}
+
+// ListDir lists a sandbox directory.
+func (c *Client) ListDir(ctx context.Context, id, dir string) ([]FileInfo, error) {
+	var out struct {
+		Entries []FileInfo `json:"entries"`
+	}
+	if err := c.Do(ctx, "GET", "/sandbox/"+url.PathEscape(id)+"/files?dir="+url.QueryEscape(dir), nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Entries, nil
+}
+
+// ArchiveOut returns a tar stream of path in the sandbox; the caller closes it.
+func (c *Client) ArchiveOut(ctx context.Context, id, path string) (io.ReadCloser, error) {
+	res, err := c.Request(ctx, "GET", "/sandbox/"+url.PathEscape(id)+"/archive?path="+url.QueryEscape(path), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return res.Body, nil
+}
+
+// ArchiveIn extracts the tar stream r into path in the sandbox.
+func (c *Client) ArchiveIn(ctx context.Context, id, path string, r io.Reader) error {
+	res, err := c.Request(ctx, "PUT", "/sandbox/"+url.PathEscape(id)+"/archive?path="+url.QueryEscape(path), r, http.Header{"Content-Type": {"application/x-tar"}})
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	return res.Body.Close()
+}
+
+// Volume is a named persistent workspace.
+type Volume struct {
+	Name      string    `json:"name"`
+	SizeBytes int64     `json:"size_bytes"`
+	CreatedAt time.Time `json:"created_at"`
+	InUse     bool      `json:"in_use"`
+}
+
+// ListVolumes lists your named volumes.
+func (c *Client) ListVolumes(ctx context.Context) ([]Volume, error) {
+	var out struct {
+		Volumes []Volume `json:"volumes"`
+	}
+	if err := c.Do(ctx, "GET", "/volumes", nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Volumes, nil
+}
+
+// DeleteVolume deletes a named volume and its data (409 while mounted).
+func (c *Client) DeleteVolume(ctx context.Context, name string) error {
+	return c.Do(ctx, "DELETE", "/volumes/"+url.PathEscape(name), nil, nil)
+}
