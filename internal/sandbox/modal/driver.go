@@ -20,6 +20,7 @@ package modal
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -44,6 +45,7 @@ var (
 	_ sandbox.Files                 = (*Driver)(nil)
 	_ sandbox.Archiver              = (*Driver)(nil)
 	_ sandbox.FilesystemSnapshotter = (*Driver)(nil)
+	_ sandbox.Volumes               = (*Driver)(nil)
 )
 
 // Tag names put on every Modal sandbox.
@@ -270,21 +272,37 @@ func ValidateGPU(gpu string) error {
 }
 
 // VolumeName is the Modal Volume name for an owner's volume_name: owners
-// get separate namespaces, and the result satisfies Modal's name rules.
+// get separate namespaces (a hash of the owner ID), and the result stays
+// within Modal's name rules (at most 63 characters of [A-Za-z0-9._-]).
 func VolumeName(ownerID, name string) string {
-	o := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
-			return r
-		}
-		return '-'
-	}, ownerID)
-	if len(o) > 24 {
-		o = o[:24]
+	h := func(s string) string {
+		sum := sha256.Sum256([]byte(s))
+		return hex.EncodeToString(sum[:6])
 	}
-	return "tb-" + o + "--" + name
+	if len(name) > 47 {
+		name = name[:34] + "-" + h(name)
+	}
+	return "tb-" + h(ownerID) + "-" + name
 }
 
-var volNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,30}$`)
+var volNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// ListVolumes returns nothing: the SDK cannot list Modal Volumes, and the
+// Manager's own records already name every volume a sandbox created.
+func (d *Driver) ListVolumes(ctx context.Context, ownerID string) ([]sandbox.Volume, error) {
+	return nil, nil
+}
+
+// DeleteVolume deletes the owner's Modal Volume and its data.
+func (d *Driver) DeleteVolume(ctx context.Context, ownerID, name string) error {
+	if !volNameRe.MatchString(name) {
+		return errs.E(errs.NotFound, "volume not found")
+	}
+	if err := d.client.Volumes.Delete(ctx, VolumeName(ownerID, name), &modalsdk.VolumeDeleteParams{Environment: d.opts.Environment}); err != nil {
+		return mapErr(err, "delete volume "+name)
+	}
+	return nil
+}
 
 // Create builds the image and starts a Modal sandbox.
 func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Ref, error) {
@@ -302,7 +320,7 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 		problems = append(problems, errs.FieldError{Field: "gpu", Reason: err.(*errs.Error).Fields[0].Reason})
 	}
 	if spec.VolumeName != "" && !volNameRe.MatchString(spec.VolumeName) {
-		problems = append(problems, errs.FieldError{Field: "volume_name", Reason: "must be 1-31 letters, digits, '.', '_' or '-'"})
+		problems = append(problems, errs.FieldError{Field: "volume_name", Reason: "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"})
 	}
 	if spec.CPU < 0 || spec.MemoryMB < 0 || spec.IdleTimeoutS < 0 || spec.MaxLifetimeS < 0 {
 		problems = append(problems, errs.FieldError{Field: "spec", Reason: "numeric fields must not be negative"})

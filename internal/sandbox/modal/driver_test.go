@@ -375,6 +375,23 @@ func TestVolumeAndBucket(t *testing.T) {
 		t.Errorf("owner u2 sees owner u1's volume")
 	}
 
+	// DeleteVolume removes the Modal volume and its data; unknown names are not found.
+	if err := d.Destroy(ctx, ref2); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteVolume(ctx, "u1", "data"); err != nil {
+		t.Fatalf("DeleteVolume: %v", err)
+	}
+	if dir := srv.VolumeDir(modal.VolumeName("u1", "data")); dir != "" {
+		t.Errorf("volume still exists at %s", dir)
+	}
+	if err := d.DeleteVolume(ctx, "u1", "data"); !errors.Is(err, errs.ErrNotFound) {
+		t.Errorf("DeleteVolume again: got %v, want not found", err)
+	}
+	if n := modal.VolumeName("owner", strings.Repeat("v", 63)); len(n) > 63 {
+		t.Errorf("VolumeName of a 63-char name is %d chars: %s", len(n), n)
+	}
+
 	bucket := srv.BucketDir("bkt")
 	if err := os.MkdirAll(filepath.Join(bucket, "pre", "sub"), 0o755); err != nil {
 		t.Fatal(err)

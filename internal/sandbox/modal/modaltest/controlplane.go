@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // AuthTokenGet issues the auth token the SDK attaches to later calls.
@@ -102,6 +103,21 @@ func (s *Server) VolumeGetOrCreate(ctx context.Context, req *pb.VolumeGetOrCreat
 		s.volumes[name] = v
 	}
 	return pb.VolumeGetOrCreateResponse_builder{VolumeId: v.id, Version: pb.VolumeFsVersion_VOLUME_FS_VERSION_V2}.Build(), nil
+}
+
+// VolumeDelete deletes a volume and its data.
+func (s *Server) VolumeDelete(ctx context.Context, req *pb.VolumeDeleteRequest) (*emptypb.Empty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.volumeByIDLocked(req.GetVolumeId())
+	if v == nil {
+		return nil, status.Errorf(codes.NotFound, "Volume %s not found", req.GetVolumeId())
+	}
+	delete(s.volumes, v.name)
+	if err := os.RemoveAll(v.dir); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &emptypb.Empty{}, nil
 }
 
 func (s *Server) volumeByIDLocked(id string) *volume {
