@@ -568,6 +568,38 @@ func procPPid(pid int) int {
 	return n
 }
 
+// reapChild waits for our child pid to exit, killing it at the deadline.
+func reapChild(pid int, deadline time.Time) {
+	wait := time.Millisecond
+	for {
+		var ws syscall.WaitStatus
+		n, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		if n == pid || err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			_, _ = syscall.Wait4(pid, &ws, 0, nil)
+			return
+		}
+		time.Sleep(wait)
+		if wait < 20*time.Millisecond {
+			wait *= 2
+		}
+	}
+}
+
+// waitGone waits (bounded) until the sandbox's init has exited.
+func waitGone(st state, deadline time.Time) {
+	wait := time.Millisecond
+	for st.alive() && time.Now().Before(deadline) {
+		time.Sleep(wait)
+		if wait < 20*time.Millisecond {
+			wait *= 2
+		}
+	}
+}
+
 // alive reports whether the sandbox's init is still the process we started.
 func (st *state) alive() bool {
 	if st.InitPID == 0 {
@@ -670,22 +702,22 @@ func (d *Driver) Destroy(ctx context.Context, ref sandbox.Ref) error {
 func (d *Driver) teardown(st state, keepUpper string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	var errOut error
+	// Kill the sandbox's PID 1 first: the kernel then kills everything in
+	// its PID namespace, and the outer bubblewrap reaps it and exits. (Had
+	// the outer one died first, the inner init would be orphaned onto the
+	// host's init as a zombie.)
+	if st.alive() {
+		_ = syscall.Kill(st.InitPID, syscall.SIGKILL)
+	}
+	if st.BwrapPID > 0 && procPPid(st.BwrapPID) == os.Getpid() {
+		reapChild(st.BwrapPID, deadline)
+	} else {
+		waitGone(st, deadline)
+	}
+	// Safety net: anything left in the cgroups.
 	if len(st.Cgroups.Dirs) > 0 {
 		if err := st.Cgroups.killAll(deadline); err != nil {
 			errOut = errors.Join(errOut, err)
-		}
-	} else if st.alive() {
-		// Without cgroups the PID namespace is the boundary: killing its
-		// init kills everything in it.
-		_ = syscall.Kill(st.InitPID, syscall.SIGKILL)
-	}
-	if st.BwrapPID > 0 {
-		if procPPid(st.BwrapPID) == os.Getpid() {
-			if len(st.Cgroups.Dirs) == 0 {
-				_ = syscall.Kill(st.BwrapPID, syscall.SIGKILL)
-			}
-			var ws syscall.WaitStatus
-			_, _ = syscall.Wait4(st.BwrapPID, &ws, 0, nil)
 		}
 	}
 	if err := unix.Unmount(st.merged(), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {

@@ -1,0 +1,516 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
+)
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func create(t testing.TB, d *Driver, sp sandbox.Spec) sandbox.Ref {
+	t.Helper()
+	return createOwned(t, d, "owner1", sp)
+}
+
+func createOwned(t testing.TB, d *Driver, owner string, sp sandbox.Spec) sandbox.Ref {
+	t.Helper()
+	var log bytes.Buffer
+	ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: owner, Spec: sp, Log: &log})
+	if err != nil {
+		t.Fatalf("Create: %v\n%s", err, log.String())
+	}
+	t.Cleanup(func() {
+		if err := d.Destroy(context.Background(), ref); err != nil {
+			t.Errorf("Destroy: %v", err)
+		}
+	})
+	return ref
+}
+
+type execResult struct {
+	st             sandbox.ExitStatus
+	stdout, stderr string
+}
+
+func sh(t testing.TB, d sandbox.Driver, ref sandbox.Ref, script string) execResult {
+	t.Helper()
+	var out, errb bytes.Buffer
+	st, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"sh", "-c", script}, Stdout: &out, Stderr: &errb})
+	if err != nil {
+		t.Fatalf("Exec %q: %v", script, err)
+	}
+	return execResult{st, out.String(), errb.String()}
+}
+
+func mustSh(t testing.TB, d sandbox.Driver, ref sandbox.Ref, script string) string {
+	t.Helper()
+	r := sh(t, d, ref, script)
+	if r.st.Code != 0 {
+		t.Fatalf("%q: exit %+v\nstdout: %s\nstderr: %s", script, r.st, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+func TestIsolation(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+
+	t.Run("OnlyOwnProcesses", func(t *testing.T) {
+		out := mustSh(t, d, ref, `for p in /proc/[0-9]*; do echo "${p#/proc/} $(cat $p/comm)"; done`)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) > 6 {
+			t.Errorf("got %d processes visible, want only the sandbox's own:\n%s", len(lines), out)
+		}
+		self := filepath.Base(os.Args[0])
+		if len(self) > 15 {
+			self = self[:15]
+		}
+		for _, l := range lines {
+			if strings.HasSuffix(l, " "+self) {
+				t.Errorf("host process visible in the sandbox: %s", l)
+			}
+		}
+		if !strings.HasPrefix(lines[0], "1 ") {
+			t.Errorf("got first pid line %q, want the sandbox's own PID 1", lines[0])
+		}
+	})
+	t.Run("OnlyLoopback", func(t *testing.T) {
+		out := mustSh(t, d, ref, `tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '`)
+		if strings.TrimSpace(out) != "lo" {
+			t.Errorf("got interfaces %q, want only lo", out)
+		}
+	})
+	t.Run("NoCapabilities", func(t *testing.T) {
+		out := mustSh(t, d, ref, `grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs)' /proc/self/status`)
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			v = strings.TrimSpace(v)
+			want := "0000000000000000"
+			if k == "NoNewPrivs" {
+				want = "1"
+			}
+			if v != want {
+				t.Errorf("%s: got %s, want %s", k, v, want)
+			}
+		}
+		if r := sh(t, d, ref, "mount -t tmpfs none /mnt"); r.st.Code == 0 {
+			t.Errorf("mount inside the sandbox succeeded")
+		}
+		if r := sh(t, d, ref, "chown 1:1 /workspace"); r.st.Code == 0 {
+			t.Errorf("chown (CAP_CHOWN) succeeded")
+		}
+	})
+	t.Run("WritesStayInside", func(t *testing.T) {
+		marker := "tb-isolation-" + sandboxtest.NewID()
+		for _, p := range []string{"/usr/" + marker, "/etc/" + marker} {
+			if r := sh(t, d, ref, "echo x > "+p); r.st.Code == 0 {
+				t.Errorf("write to read-only host dir %s succeeded", p)
+			}
+			if _, err := os.Stat(p); err == nil {
+				t.Errorf("%s appeared on the host", p)
+				_ = os.Remove(p)
+			}
+		}
+		mustSh(t, d, ref, "echo x > /"+marker+" && mkdir -p /var/lib/"+marker)
+		for _, p := range []string{"/" + marker, "/var/lib/" + marker} {
+			if _, err := os.Stat(p); err == nil {
+				t.Errorf("%s appeared on the host", p)
+				_ = os.RemoveAll(p)
+			}
+		}
+		s, _ := d.get(ref)
+		if _, err := os.Stat(filepath.Join(s.st.Dir, "upper", marker)); err != nil {
+			t.Errorf("write to / did not land in the overlay upper dir: %v", err)
+		}
+	})
+	t.Run("HostLoopbackUnreachable", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		var wg sync.WaitGroup
+		var accepted int
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				accepted++
+				c.Close()
+			}
+		}()
+		port := ln.Addr().(*net.TCPAddr).Port
+		probe := fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d && echo connected", port)
+		r := execBash(t, d, ref, probe)
+		if r.st.Code == 0 || strings.Contains(r.stdout, "connected") {
+			t.Errorf("network none: connected to the host's 127.0.0.1:%d", port)
+		}
+		// The same probe from a sandbox with network full reaches it: the
+		// probe itself works.
+		full := create(t, d, sandbox.Spec{Network: "full"})
+		if r := execBash(t, d, full, probe); !strings.Contains(r.stdout, "connected") {
+			t.Errorf("network full: probe failed: %+v %q", r.st, r.stderr)
+		}
+		ln.Close()
+		wg.Wait()
+		if accepted != 1 {
+			t.Errorf("host listener accepted %d connections, want exactly 1 (from the full-network sandbox)", accepted)
+		}
+	})
+}
+
+func execBash(t testing.TB, d sandbox.Driver, ref sandbox.Ref, script string) execResult {
+	t.Helper()
+	var out, errb bytes.Buffer
+	st, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"bash", "-c", script}, Stdout: &out, Stderr: &errb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return execResult{st, out.String(), errb.String()}
+}
+
+func TestLimits(t *testing.T) {
+	d := newTestDriver(t, "")
+	if d.cgMode == cgroupNone {
+		t.Skip("no cgroups on this host")
+	}
+	t.Run("PidsLimit", func(t *testing.T) {
+		ref := create(t, d, sandbox.Spec{PidsLimit: 32})
+		// dash gives up at the first failed fork; the subshell keeps the counting shell alive.
+		r := sh(t, d, ref, `(i=0; while [ $i -lt 300 ]; do sleep 1000 & i=$((i+1)); done) 2>/dev/null; set -- /proc/[0-9]*; echo $#`)
+		n, err := strconv.Atoi(strings.TrimSpace(r.stdout))
+		if err != nil {
+			t.Fatalf("got %+v %q %q", r.st, r.stdout, r.stderr)
+		}
+		if n >= 300 || n > 32+pidsOverhead {
+			t.Errorf("fork bomb: %d processes running, want at most pids_limit", n)
+		}
+		if n < 16 {
+			t.Errorf("only %d processes started: the bomb did not run", n)
+		}
+	})
+	t.Run("MemoryLimit", func(t *testing.T) {
+		ref := create(t, d, sandbox.Spec{MemoryMB: 64})
+		r := sh(t, d, ref, `x=$(head -c 400000000 /dev/zero | tr '\0' a); echo survived ${#x}`)
+		if !r.st.OOMKilled || r.st.Signal != "SIGKILL" || r.st.Code != 137 {
+			t.Errorf("memory hog: got %+v (stdout %q), want OOMKilled SIGKILL 137", r.st, r.stdout)
+		}
+		// The sandbox itself survives its command's OOM kill.
+		if got := mustSh(t, d, ref, "echo alive"); got != "alive\n" {
+			t.Errorf("after OOM: got %q", got)
+		}
+	})
+	t.Run("CPU", func(t *testing.T) {
+		ref := create(t, d, sandbox.Spec{CPU: 0.5})
+		s, _ := d.get(ref)
+		b, err := os.ReadFile(filepath.Join(s.st.Cgroups.dir("cpu"), "cpu.cfs_quota_us"))
+		if d.cgMode == cgroupV2 {
+			b, err = os.ReadFile(filepath.Join(s.st.Cgroups.dir(""), "cpu.max"))
+		}
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(b)), "50000") {
+			t.Errorf("cpu quota: got %q, %v; want 50000", b, err)
+		}
+	})
+}
+
+// sandboxPids lists host PIDs in the sandbox's cgroups.
+func sandboxPids(t testing.TB, d *Driver, ref sandbox.Ref) []int {
+	s, err := d.get(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids, err := s.st.Cgroups.pids()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pids
+}
+
+type procID struct {
+	pid   int
+	start uint64
+}
+
+func TestDestroyLeavesNothing(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSh(t, d, ref, "sleep 100000 >/dev/null 2>&1 & (sleep 100000 & sleep 100000) >/dev/null 2>&1 &")
+	s, _ := d.get(ref)
+	st := s.st
+	var procs []procID
+	for _, p := range sandboxPids(t, d, ref) {
+		if start, err := procStart(p); err == nil {
+			procs = append(procs, procID{p, start})
+		}
+	}
+	if len(procs) < 5 {
+		t.Fatalf("got %d sandbox processes before Destroy, want bwrap, init, agent and 3 sleeps", len(procs))
+	}
+	if err := d.Destroy(testCtx(t), ref); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		if start, err := procStart(p.pid); err == nil && start == p.start {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid))
+			t.Errorf("process %d survived Destroy:\n%s", p.pid, b)
+		}
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cgroup")
+		if bytes.Contains(b, []byte("/techboss/"+st.ID)) {
+			t.Errorf("process %s still in the sandbox's cgroup", e.Name())
+		}
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if bytes.Contains(mi, []byte(st.Dir)) {
+		t.Errorf("a mount under %s remains", st.Dir)
+	}
+	for _, p := range append([]string{st.Dir}, st.Cgroups.Dirs...) {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s remains after Destroy", p)
+		}
+	}
+}
+
+func TestRecoverAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	d1 := newTestDriver(t, dir)
+	ref, err := d1.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{VolumeName: "keep"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := strings.TrimSpace(mustSh(t, d1, ref, "sleep 100000 >/dev/null 2>&1 & echo $!"))
+
+	// A new Driver over the same data dir, as after a server restart.
+	d2 := newTestDriver(t, dir)
+	if _, err := d2.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"true"}}); !errors.Is(err, errs.ErrNotFound) {
+		t.Errorf("Exec before Recover: got %v, want not found", err)
+	}
+	alive, err := d2.Recover(testCtx(t), ref)
+	if err != nil || !alive {
+		t.Fatalf("Recover: %v, %v", alive, err)
+	}
+	mustSh(t, d2, ref, "kill -0 "+pid)
+	if vols, _ := d2.ListVolumes(testCtx(t), "o"); len(vols) != 1 || !vols[0].InUse {
+		t.Errorf("volume after Recover: got %+v, want keep in use", vols)
+	}
+	if alive, err := d2.Recover(testCtx(t), "no-such-sandbox"); alive || err != nil {
+		t.Errorf("Recover unknown: got %v, %v", alive, err)
+	}
+	if err := d2.Destroy(testCtx(t), ref); err != nil {
+		t.Fatal(err)
+	}
+	d3 := newTestDriver(t, dir)
+	if alive, err := d3.Recover(testCtx(t), ref); alive || err != nil {
+		t.Errorf("Recover after Destroy: got %v, %v; want false", alive, err)
+	}
+}
+
+func TestRecoverDeadSandbox(t *testing.T) {
+	dir := t.TempDir()
+	d1 := newTestDriver(t, dir)
+	ref, err := d1.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := d1.get(ref)
+	// Kill the sandbox behind the driver's back (as a host reboot would).
+	if err := s.st.Cgroups.killAll(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	d2 := newTestDriver(t, dir)
+	if alive, err := d2.Recover(testCtx(t), ref); alive || err != nil {
+		t.Errorf("Recover of a dead sandbox: got %v, %v; want false", alive, err)
+	}
+	if err := d2.Destroy(testCtx(t), ref); err != nil {
+		t.Errorf("Destroy of a dead sandbox: %v", err)
+	}
+	if _, err := os.Stat(s.st.Dir); err == nil {
+		t.Errorf("sandbox dir remains")
+	}
+}
+
+func TestNetListener(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+	ln, err := d.Listen(testCtx(t), ref, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "gateway-ok") })}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Close(); <-done }()
+	port := ln.Addr().(*net.TCPAddr).Port
+	r := execBash(t, d, ref, fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/%d; printf 'GET / HTTP/1.0\r\nHost: x\r\n\r\n' >&3; cat <&3`, port))
+	if !strings.Contains(r.stdout, "gateway-ok") {
+		t.Errorf("from inside: got %+v %q %q, want the gateway's answer", r.st, r.stdout, r.stderr)
+	}
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 2*time.Second)
+	if err == nil {
+		c.Close()
+		t.Errorf("the in-sandbox listener is reachable on the host's 127.0.0.1:%d", port)
+	}
+}
+
+func TestVolumes(t *testing.T) {
+	d := newTestDriver(t, "")
+	ctx := testCtx(t)
+	ref1, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "alice", Spec: sandbox.Spec{VolumeName: "proj"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSh(t, d, ref1, "echo persisted > /workspace/state.txt")
+	vols, err := d.ListVolumes(ctx, "alice")
+	if err != nil || len(vols) != 1 || vols[0].Name != "proj" || !vols[0].InUse || vols[0].SizeBytes != 10 {
+		t.Errorf("ListVolumes: got %+v, %v", vols, err)
+	}
+	if err := d.DeleteVolume(ctx, "alice", "proj"); errs.KindOf(err) != errs.Conflict {
+		t.Errorf("DeleteVolume while mounted: got %v, want conflict", err)
+	}
+	if err := d.Destroy(ctx, ref1); err != nil {
+		t.Fatal(err)
+	}
+	ref2 := createOwned(t, d, "alice", sandbox.Spec{VolumeName: "proj"})
+	if got := mustSh(t, d, ref2, "cat /workspace/state.txt"); got != "persisted\n" {
+		t.Errorf("second sandbox on the volume: got %q", got)
+	}
+	// Another owner's volume of the same name is a different directory.
+	ref3 := createOwned(t, d, "bob", sandbox.Spec{VolumeName: "proj"})
+	if r := sh(t, d, ref3, "cat /workspace/state.txt"); r.st.Code == 0 {
+		t.Errorf("bob sees alice's volume")
+	}
+	if vols, _ := d.ListVolumes(ctx, "nobody"); len(vols) != 0 {
+		t.Errorf("ListVolumes for an owner without volumes: %+v", vols)
+	}
+	if err := d.Destroy(ctx, ref2); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteVolume(ctx, "alice", "proj"); err != nil {
+		t.Errorf("DeleteVolume: %v", err)
+	}
+	if err := d.DeleteVolume(ctx, "alice", "proj"); !errors.Is(err, errs.ErrNotFound) {
+		t.Errorf("DeleteVolume twice: got %v, want not found", err)
+	}
+
+	// An ephemeral workspace disappears at Destroy.
+	eph, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "alice", Spec: sandbox.Spec{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := d.WorkspaceDir(eph)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSh(t, d, eph, "echo x > /workspace/f")
+	if b, err := os.ReadFile(filepath.Join(ws, "f")); err != nil || string(b) != "x\n" {
+		t.Errorf("WorkspaceDir content: %q %v", b, err)
+	}
+	if err := d.Destroy(ctx, eph); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(ws); err == nil {
+		t.Errorf("ephemeral workspace %s remains", ws)
+	}
+}
+
+func TestOverlayVanishes(t *testing.T) {
+	d := newTestDriver(t, "")
+	a := create(t, d, sandbox.Spec{})
+	b := create(t, d, sandbox.Spec{})
+	mustSh(t, d, a, "mkdir -p /opt/pkg && echo installed > /opt/pkg/file && rm -rf /home")
+	if r := sh(t, d, b, "cat /opt/pkg/file"); r.st.Code == 0 {
+		t.Errorf("sandbox b sees a's root write")
+	}
+	if r := sh(t, d, b, "test -d /home"); r.st.Code != 0 {
+		t.Errorf("sandbox a's deletion leaked to b")
+	}
+}
+
+func TestCreateValidation(t *testing.T) {
+	d := newTestDriver(t, "")
+	ctx := testCtx(t)
+	for _, c := range []struct {
+		name  string
+		req   sandbox.CreateRequest
+		field string
+	}{
+		{"BadID", sandbox.CreateRequest{ID: "../x", OwnerID: "o"}, "id"},
+		{"BadNetwork", sandbox.CreateRequest{ID: "ok1", OwnerID: "o", Spec: sandbox.Spec{Network: "bridge"}}, "network"},
+		{"BadVolume", sandbox.CreateRequest{ID: "ok2", OwnerID: "o", Spec: sandbox.Spec{VolumeName: "../../etc"}}, "volume_name"},
+		{"UnsupportedDockerfile", sandbox.CreateRequest{ID: "ok3", OwnerID: "o", Spec: sandbox.Spec{DockerfileCommands: []string{"RUN true", "COPY a b"}}}, "dockerfile_commands[1]"},
+		{"BadImageRef", sandbox.CreateRequest{ID: "ok4", OwnerID: "o", Spec: sandbox.Spec{ImageBase: "UPPER CASE!"}}, "image_base"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := d.Create(ctx, c.req)
+			e, ok := errs.Public(err)
+			if !ok || e.Kind != errs.Invalid || len(e.Fields) == 0 || e.Fields[0].Field != c.field {
+				t.Errorf("got %v, want an invalid error naming %s", err, c.field)
+			}
+		})
+	}
+	if _, err := d.Exec(ctx, sandbox.Ref("x"), sandbox.ExecRequest{}); !errors.Is(err, errs.ErrNotFound) {
+		t.Errorf("Exec unknown: %v", err)
+	}
+}
+
+func TestNewWithoutBwrap(t *testing.T) {
+	_, err := New(Options{DataDir: t.TempDir(), InitBinary: initBin, Bwrap: "/nonexistent/bwrap"})
+	if !errors.Is(err, ErrNoBwrap) || !strings.Contains(err.Error(), "install the bubblewrap package") {
+		t.Errorf("got %v, want ErrNoBwrap", err)
+	}
+}
+
+func TestUserSwitch(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+	var out bytes.Buffer
+	st, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"sh", "-c", "id -u; grep CapEff /proc/self/status"}, User: "nobody", Stdout: &out, Stderr: io.Discard})
+	if err != nil || st.Code != 0 {
+		t.Fatalf("%+v %v", st, err)
+	}
+	if want := "65534\nCapEff:\t0000000000000000\n"; out.String() != want {
+		t.Errorf("as nobody: got %q, want %q", out.String(), want)
+	}
+}
+
+// rawTrue runs the host's true binary: the baseline beside driver numbers.
+func rawTrue(tb testing.TB) time.Duration {
+	start := time.Now()
+	if err := exec.Command("/bin/true").Run(); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Since(start)
+}
