@@ -7,10 +7,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/agent/claude"
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/httpapi"
+	"github.com/techbossai/techboss/internal/llm"
+	"github.com/techbossai/techboss/internal/llm/gateway"
+	"github.com/techbossai/techboss/internal/modeltest"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
 	"github.com/techbossai/techboss/internal/store"
@@ -18,20 +26,40 @@ import (
 
 // stack is a running server with real dependencies.
 type stack struct {
-	url  string
-	db   *store.DB
-	auth *auth.Service
+	url   string
+	db    *store.DB
+	auth  *auth.Service
+	model *modeltest.Server // nil without agent runs
+	// snapshots reports whether the snapshot routes are served.
+	snapshots bool
+}
+
+// stackOptions choose which parts run. Every part that runs is the real one.
+type stackOptions struct {
+	sandboxes bool              // sandbox manager on the local (bubblewrap) driver
+	agent     bool              // agent runs: real Claude Code CLI, gateway, scripted model
+	script    []modeltest.Reply // the model's answers (agent only)
 }
 
 // newStack starts the real HTTP server over a fresh SQLite database, with
-// auth only (no sandbox manager).
-func newStack(t *testing.T) *stack { return buildStack(t, false) }
+// auth only.
+func newStack(t *testing.T) *stack { return buildStack(t, stackOptions{}) }
 
 // newSandboxStack adds a sandbox manager on the real local driver.
-func newSandboxStack(t *testing.T) *stack { return buildStack(t, true) }
+func newSandboxStack(t *testing.T) *stack { return buildStack(t, stackOptions{sandboxes: true}) }
 
-func buildStack(t *testing.T, sandboxes bool) *stack {
+// newAgentStack adds agent runs: the real CLI inside real local sandboxes,
+// reaching the scripted model through the server's LLM gateway.
+func newAgentStack(t *testing.T, script ...modeltest.Reply) *stack {
+	return buildStack(t, stackOptions{sandboxes: true, agent: true, script: script})
+}
+
+func buildStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
+	var claudePrefix, claudeRel string
+	if o.agent {
+		claudePrefix, claudeRel = modeltest.ClaudeInstall(t)
+	}
 	ctx := context.Background()
 	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "techboss.db"))
 	if err != nil {
@@ -42,14 +70,57 @@ func buildStack(t *testing.T, sandboxes bool) *stack {
 		t.Fatalf("migrate: %v", err)
 	}
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	a := auth.New(auth.Options{Store: db, Logger: logger})
-	deps := httpapi.Deps{Logger: logger, Store: db, Auth: a}
-	if sandboxes {
-		deps.Sandboxes = sandboxManager(t, db, logger)
+	reg := prometheus.NewRegistry()
+	a := auth.New(auth.Options{Store: db, Logger: logger, Hash: auth.TestHashParams})
+	s := &stack{db: db, auth: a}
+	deps := httpapi.Deps{Logger: logger, Store: db, Auth: a, Metrics: reg}
+
+	var mounts []sandbox.Mount
+	if o.agent {
+		mounts = []sandbox.Mount{{Source: claudePrefix, Target: "/opt/techboss/claude", ReadOnly: true}}
 	}
+	if o.sandboxes {
+		deps.Sandboxes = sandboxManager(t, db, logger, mounts)
+	}
+	if o.agent {
+		s.model = modeltest.New(t, o.script...)
+		svc, err := agent.NewService(agent.Config{Root: true}, agent.Deps{
+			Store: db, Sandboxes: deps.Sandboxes, Logger: logger, Metrics: reg,
+			CLI: claude.New(claude.Config{Bin: filepath.Join("/opt/techboss/claude", claudeRel),
+				Env: map[string]string{"CLAUDE_CODE_MAX_RETRIES": "2"}}),
+		})
+		if err != nil {
+			t.Fatalf("agent service: %v", err)
+		}
+		prices := map[string]llm.Price{"claude-": {InputPerMTok: 3, OutputPerMTok: 15, CacheReadPerMTok: 0.3, CacheWritePerMTok: 3.75}}
+		gw, err := gateway.New(gateway.Config{
+			Upstream:  gateway.NewAnthropic(s.model.URL, "sk-upstream-test-key", nil),
+			RunTokens: svc, Recorder: svc, Price: gateway.PriceTable(prices), Logger: logger,
+			Users: func(ctx context.Context, tok string) (string, error) {
+				u, err := a.Authenticate(ctx, tok)
+				if err != nil {
+					return "", err
+				}
+				return u.ID, nil
+			},
+		})
+		if err != nil {
+			t.Fatalf("gateway: %v", err)
+		}
+		svc.SetGateway(gw)
+		runCtx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = svc.Run(runCtx) })
+		t.Cleanup(func() { cancel(); wg.Wait() })
+		deps.Runs, deps.Gateway = svc, gw
+	}
+	stopping := make(chan struct{})
+	deps.Stopping = stopping
 	srv := httptest.NewServer(httpapi.NewServer(deps))
-	t.Cleanup(srv.Close)
-	return &stack{url: srv.URL, db: db, auth: a}
+	// Registered last, so it runs first: streams end before the services stop.
+	t.Cleanup(func() { close(stopping); srv.Close() })
+	s.url = srv.URL
+	return s
 }
 
 // user creates a member account.
@@ -62,7 +133,7 @@ func (s *stack) user(t *testing.T, email, password string) {
 
 // sandboxManager returns a Manager on the real local (bubblewrap) driver; its
 // sandboxes are destroyed at cleanup.
-func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger) *sandbox.Manager {
+func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, mounts []sandbox.Mount) *sandbox.Manager {
 	t.Helper()
 	why := ""
 	if os.Geteuid() != 0 {
@@ -85,7 +156,7 @@ func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger) *sandbox.Ma
 	}
 	m, err := sandbox.NewManager(sandbox.Deps{
 		Repo: db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
-		Limits: sandbox.DefaultLimits(), Logger: logger,
+		Limits: sandbox.DefaultLimits(), Logger: logger, Mounts: mounts,
 	})
 	if err != nil {
 		t.Fatalf("sandbox manager: %v", err)
@@ -93,7 +164,7 @@ func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger) *sandbox.Ma
 	t.Cleanup(func() {
 		all, _ := db.ListSandboxes(context.Background(), sandbox.ListFilter{})
 		for _, sb := range all {
-			_ = drv.Destroy(context.Background(), sandbox.Ref(sb.ID))
+			_ = drv.Destroy(context.Background(), sb.Ref)
 		}
 	})
 	return m
