@@ -16,8 +16,9 @@ import (
 )
 
 // wrapperScript records the command's PID (the shell's, kept by exec) in
-// the file named by $0, then becomes the command.
-const wrapperScript = `echo $$ > "$0" && exec "$@"`
+// the file named by $0, then becomes the command. A read-only /tmp costs
+// only signal delivery, never the command.
+const wrapperScript = `echo $$ > "$0" 2>/dev/null; exec "$@"`
 
 // killGrace is how long Exec waits for a command to die after its context
 // was cancelled and SIGKILL was sent, before giving up on the wait.
@@ -152,7 +153,8 @@ func (d *Driver) signal(ctx context.Context, h *modalsdk.Sandbox, pidFile string
 	ctx, cancel := context.WithTimeout(ctx, killGrace)
 	defer cancel()
 	name := strings.TrimPrefix(signalName(s), "SIG")
-	script := `p=$(cat "$0" 2>/dev/null) || exit 0; kill -s "$1" "$p" 2>/dev/null; [ "$1" = KILL ] && rm -f "$0"; exit 0`
+	// The whole process group when the command leads one, else the process.
+	script := `p=$(cat "$0" 2>/dev/null) || exit 0; kill -s "$1" -- "-$p" 2>/dev/null || kill -s "$1" "$p" 2>/dev/null; [ "$1" = KILL ] && rm -f "$0"; exit 0`
 	cp, err := h.Exec(ctx, []string{"/bin/sh", "-c", script, pidFile, name}, &modalsdk.SandboxExecParams{Stdout: modalsdk.Ignore, Stderr: modalsdk.Ignore})
 	if err != nil {
 		d.log.WarnContext(ctx, "modal exec signal", "signal", name, "error", err)
