@@ -297,4 +297,3 @@ func BenchmarkRestore(b *testing.B) {
 	b.ReportMetric(mibps(f.bytes, raw), "floor-MiB/s")
 	b.ReportMetric(raw.Seconds()/ours.Seconds(), "ratio")
 }
-

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"sync/atomic"
 	"testing"
 
@@ -100,6 +101,8 @@ type node struct {
 	Size   int64
 	SHA256 string
 	Target string
+	UID    uint32
+	GID    uint32
 }
 
 // describe reads a tree without following symlinks.
@@ -119,6 +122,9 @@ func describe(t *testing.T, dir string) map[string]node {
 			return err
 		}
 		n := node{Mode: info.Mode()}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			n.UID, n.GID = st.Uid, st.Gid
+		}
 		switch {
 		case info.IsDir():
 			n.Type = "dir"

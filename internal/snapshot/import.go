@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -103,6 +104,9 @@ func (s *Snapshotter) Import(ctx context.Context, loc Location, dir string, prog
 	if err := g.Wait(); err != nil {
 		return res, err
 	}
+	if err := chownTree(dir); err != nil {
+		return res, err
+	}
 	return ImportResult{Mode: "objects", Files: len(objs), Bytes: doneBytes.Load(), Skipped: res.Skipped}, nil
 }
 
@@ -158,4 +162,26 @@ func (s *Snapshotter) importObject(ctx context.Context, st blob.Store, key, dir,
 		return 0, fmt.Errorf("import %s: %w", rel, err)
 	}
 	return n, nil
+}
+
+// chownTree gives everything under dir the owner of dir itself when the
+// server runs as root, so a non-root sandbox user can work on imported files.
+func chownTree(dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 && st.Gid == 0 {
+		return nil
+	}
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		return os.Lchown(p, int(st.Uid), int(st.Gid))
+	})
 }

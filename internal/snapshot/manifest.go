@@ -52,6 +52,10 @@ type Entry struct {
 	Size   int64  `json:"size,omitempty"`
 	SHA256 string `json:"sha256,omitempty"` // hex; files only
 	Target string `json:"target,omitempty"` // symlinks only; never followed
+	// UID and GID are the owner; restored when the server runs as root (the
+	// agent may run as an image user who must keep write access).
+	UID uint32 `json:"uid,omitempty"`
+	GID uint32 `json:"gid,omitempty"`
 	// MTime is the modification time (unix ns). With Inode and CTime it lets
 	// the next snapshot skip re-reading unchanged files.
 	MTime int64  `json:"mtime_ns,omitempty"`

@@ -20,8 +20,10 @@ func manifestOf(es ...snapshot.Entry) *snapshot.Manifest {
 	return &snapshot.Manifest{Format: snapshot.FormatVersion, Name: "20260101T000000.000Z", Entries: es}
 }
 
-func file(p string) snapshot.Entry { return snapshot.Entry{Path: p, Type: snapshot.File, Mode: 0o644, SHA256: sha} }
-func dir(p string) snapshot.Entry  { return snapshot.Entry{Path: p, Type: snapshot.Dir, Mode: 0o755} }
+func file(p string) snapshot.Entry {
+	return snapshot.Entry{Path: p, Type: snapshot.File, Mode: 0o644, SHA256: sha}
+}
+func dir(p string) snapshot.Entry { return snapshot.Entry{Path: p, Type: snapshot.Dir, Mode: 0o755} }
 func link(p, target string) snapshot.Entry {
 	return snapshot.Entry{Path: p, Type: snapshot.Symlink, Mode: 0o777, Target: target}
 }

@@ -179,7 +179,21 @@ func (s *Snapshotter) restoreManifest(ctx context.Context, loc Location, m *Mani
 		return st, err
 	}
 
-	// 4. Directory modes and times, deepest first.
+	// 4. Owners (as root only), then directory modes and times, deepest first.
+	if os.Geteuid() == 0 {
+		for i := range m.Entries {
+			e := &m.Entries[i]
+			if err := os.Lchown(abs(e.Path), int(e.UID), int(e.GID)); err != nil {
+				return st, fmt.Errorf("restore chown %s: %w", e.Path, err)
+			}
+			if e.Type == File && e.Mode&0o6000 != 0 {
+				// chown clears setuid/setgid: set the mode again.
+				if err := os.Chmod(abs(e.Path), fileMode(e.Mode)); err != nil {
+					return st, fmt.Errorf("restore chmod %s: %w", e.Path, err)
+				}
+			}
+		}
+	}
 	for i := len(m.Entries) - 1; i >= 0; i-- {
 		e := &m.Entries[i]
 		if e.Type != Dir {

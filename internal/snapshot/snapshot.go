@@ -305,6 +305,9 @@ func (s *Snapshotter) walk(ctx context.Context, dir string, prev *Manifest, m *M
 			return fmt.Errorf("snapshot stat %s: %w", rel, err)
 		}
 		e := Entry{Path: rel, Mode: unixMode(info.Mode()), MTime: info.ModTime().UnixNano()}
+		if sys, ok := info.Sys().(*syscall.Stat_t); ok {
+			e.UID, e.GID = sys.Uid, sys.Gid
+		}
 		switch {
 		case info.IsDir():
 			e.Type = Dir

@@ -45,6 +45,11 @@ func buildTree(t *testing.T, dir string) {
 	must(t, os.Symlink("/etc/passwd", filepath.Join(dir, "link-abs-outside")))
 	must(t, os.Symlink("does/not/exist", filepath.Join(dir, "dangling")))
 	must(t, os.Symlink("src", filepath.Join(dir, "dirlink")))
+	if os.Geteuid() == 0 { // owners are restored when the server runs as root
+		must(t, os.Lchown(filepath.Join(dir, "README.md"), 1000, 1000))
+		must(t, os.Lchown(filepath.Join(dir, "dangling"), 1001, 1002))
+		must(t, os.Lchown(filepath.Join(dir, "empty"), 1003, 1003))
+	}
 }
 
 func mutateTree(t *testing.T, dir string) {
