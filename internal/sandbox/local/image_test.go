@@ -1,0 +1,245 @@
+package local
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
+)
+
+// busyboxLayer builds a rootfs tar from Debian's static busybox: the
+// binary, one symlink per applet and a minimal /etc/passwd and /etc/group.
+func busyboxLayer(t testing.TB) []byte {
+	t.Helper()
+	bb := "/bin/busybox"
+	if out, err := exec.Command("ldd", bb).CombinedOutput(); err == nil || !strings.Contains(string(out), "not a dynamic") {
+		why := "needs a static /bin/busybox (apt-get install busybox-static)"
+		if os.Getenv("TECHBOSS_REQUIRE_ALL") == "1" {
+			t.Fatal(why)
+		}
+		t.Skip(why)
+	}
+	bin, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := exec.Command(bb, "--list-full").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	dir := func(n string, mode int64) {
+		_ = tw.WriteHeader(&tar.Header{Name: n + "/", Typeflag: tar.TypeDir, Mode: mode, ModTime: time.Unix(1700000000, 0)})
+	}
+	file := func(n string, mode int64, body []byte) {
+		_ = tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: mode, Size: int64(len(body)), ModTime: time.Unix(1700000000, 0)})
+		_, _ = tw.Write(body)
+	}
+	for _, d := range []string{"bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "home", "var"} {
+		dir(d, 0o755)
+	}
+	dir("tmp", 0o1777)
+	file("bin/busybox", 0o755, bin)
+	for _, p := range strings.Fields(string(list)) {
+		if p == "bin/busybox" {
+			continue
+		}
+		target := strings.Repeat("../", strings.Count(p, "/")) + "bin/busybox"
+		_ = tw.WriteHeader(&tar.Header{Name: p, Typeflag: tar.TypeSymlink, Linkname: target})
+	}
+	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/sh\n"))
+	file("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))
+	_ = tw.Close()
+	return buf.Bytes()
+}
+
+// pushBusybox serves an in-memory registry on 127.0.0.1 and pushes the image.
+func pushBusybox(t testing.TB) (ref string, digest v1.Hash) {
+	t.Helper()
+	layerTar := busyboxLayer(t)
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerTar)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "IMAGE_VAR=from-image"}
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	ref = u.Host + "/test/busybox:latest"
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	dg, _ := img.Digest()
+	return ref, dg
+}
+
+func TestOCIImageBuildAndCache(t *testing.T) {
+	requireHost(t)
+	ref, _ := pushBusybox(t)
+	reg := prometheus.NewRegistry()
+	d, err := New(Options{DataDir: t.TempDir(), InitBinary: initBin, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := sandbox.Spec{
+		ImageBase: ref,
+		DockerfileCommands: []string{
+			"ARG GREETING=hello",
+			"RUN echo $GREETING > /built.txt && mkdir -p /opt/tool",
+			"ENV TOOL_HOME=/opt/tool PATH=/opt/tool:$PATH",
+			"WORKDIR /app",
+			"RUN pwd > where.txt && printf '#!/bin/sh\\necho tool-ran\\n' > /opt/tool/mytool && chmod +x /opt/tool/mytool",
+			`SHELL ["/bin/sh", "-ec"]`,
+			"RUN rm -rf /home",
+			"USER nobody",
+		},
+	}
+	var log bytes.Buffer
+	sb1 := createWithLog(t, d, spec, &log)
+	if !strings.Contains(log.String(), "RUN") {
+		t.Errorf("build log does not show the RUN steps:\n%s", log.String())
+	}
+	if got := mustSh(t, d, sb1, "cat /built.txt /app/where.txt; mytool; echo $TOOL_HOME $IMAGE_VAR; id -u; test -d /home || echo no-home; echo ${GREETING:-arg-not-kept}"); got != "hello\n/app\ntool-ran\n/opt/tool from-image\n65534\nno-home\narg-not-kept\n" {
+		t.Errorf("built sandbox: got %q", got)
+	}
+	// The image's processes still have no capabilities, as nobody or root.
+	if got := mustSh(t, d, sb1, "grep CapEff /proc/self/status"); got != "CapEff:\t0000000000000000\n" {
+		t.Errorf("got %q", got)
+	}
+	hits := func(kind string) float64 { return metricValue(t, reg, "techboss_sandbox_image_cache_hits_total", kind) }
+	misses := func(kind string) float64 { return metricValue(t, reg, "techboss_sandbox_image_cache_misses_total", kind) }
+	if hits("build") != 0 || misses("build") != 1 || misses("pull") != 1 {
+		t.Errorf("first create: build hits %v misses %v, pull misses %v; want 0, 1, 1", hits("build"), misses("build"), misses("pull"))
+	}
+
+	// Root writes work (package installs) and vanish with the sandbox.
+	asRoot := func(ref sandbox.Ref, script string) execResult {
+		var out, errb bytes.Buffer
+		st, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"sh", "-c", script}, User: "root", Stdout: &out, Stderr: &errb})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return execResult{st, out.String(), errb.String()}
+	}
+	if r := asRoot(sb1, "echo pkg > /usr/bin/installed-pkg && cat /usr/bin/installed-pkg"); r.stdout != "pkg\n" {
+		t.Errorf("root write: %+v %q %q", r.st, r.stdout, r.stderr)
+	}
+
+	log.Reset()
+	sb2 := createWithLog(t, d, spec, &log)
+	if hits("build") != 1 || misses("build") != 1 {
+		t.Errorf("second create: build hits %v misses %v; want 1, 1 (no build)", hits("build"), misses("build"))
+	}
+	if strings.Contains(log.String(), "RUN ") {
+		t.Errorf("second create ran the build again:\n%s", log.String())
+	}
+	if got := mustSh(t, d, sb2, "cat /built.txt"); got != "hello\n" {
+		t.Errorf("cached build: got %q", got)
+	}
+	if r := asRoot(sb2, "cat /usr/bin/installed-pkg"); r.st.Code == 0 {
+		t.Errorf("sandbox 2 sees sandbox 1's install")
+	}
+
+	// The base image alone, and the conformance suite on it.
+	t.Run("Conformance", func(t *testing.T) {
+		sandboxtest.Exercise(t, func(t *testing.T) sandbox.Driver { return d }, sandboxtest.WithSpec(sandbox.Spec{ImageBase: ref}), sandboxtest.WithLargeOutput(8<<20))
+	})
+
+	t.Run("Errors", func(t *testing.T) {
+		for _, c := range []struct {
+			name  string
+			spec  sandbox.Spec
+			field string
+			kind  errs.Kind
+		}{
+			{"UnknownImage", sandbox.Spec{ImageBase: strings.Replace(ref, "busybox", "nope", 1)}, "image_base", errs.Invalid},
+			{"FailingRun", sandbox.Spec{ImageBase: ref, DockerfileCommands: []string{"RUN echo boom >&2; exit 3"}}, "dockerfile_commands", errs.Invalid},
+			{"Unsupported", sandbox.Spec{ImageBase: ref, DockerfileCommands: []string{"FROM alpine"}}, "dockerfile_commands[0]", errs.Invalid},
+			{"Unreachable", sandbox.Spec{ImageBase: "127.0.0.1:1/x/y:z"}, "image_base", errs.Dependency},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				_, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: c.spec})
+				e, ok := errs.Public(err)
+				if !ok || e.Kind != c.kind || len(e.Fields) == 0 || e.Fields[0].Field != c.field {
+					t.Errorf("got %v, want a %v error naming %s", err, c.kind, c.field)
+				}
+			})
+		}
+	})
+}
+
+func createWithLog(t testing.TB, d *Driver, sp sandbox.Spec, log io.Writer) sandbox.Ref {
+	t.Helper()
+	ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sp, Log: log})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := d.Destroy(context.Background(), ref); err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Destroy: %v", err)
+		}
+	})
+	return ref
+}
+
+func metricValue(t testing.TB, reg *prometheus.Registry, name, kind string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
