@@ -97,11 +97,50 @@ func run(t *testing.T, d sandbox.Driver, ref sandbox.Ref, script string) (string
 	return out.String(), st
 }
 
+// TestExercise runs the conformance suite on both SDK paths: V2 sandboxes
+// (the default) and V1 ones (which the SDK uses for GPU sandboxes).
 func TestExercise(t *testing.T) {
 	startServer(t, modaltest.Options{})
-	sandboxtest.Exercise(t, func(t *testing.T) sandbox.Driver {
-		return newDriver(t, modal.Options{})
-	}, sandboxtest.WithLargeOutput(16<<20))
+	newD := func(t *testing.T) sandbox.Driver { return newDriver(t, modal.Options{}) }
+	t.Run("V2", func(t *testing.T) {
+		sandboxtest.Exercise(t, newD, sandboxtest.WithLargeOutput(16<<20))
+	})
+	t.Run("V1-GPU", func(t *testing.T) {
+		sandboxtest.Exercise(t, newD, sandboxtest.WithLargeOutput(4<<20), sandboxtest.WithSpec(sandbox.Spec{ImageBase: "host", GPU: "T4"}))
+	})
+}
+
+// BenchmarkExec measures one exec of `true` (plus the PID wrapper) through
+// the SDK and the loopback Modal server.
+func BenchmarkExec(b *testing.B) {
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		b.Skip("why: bwrap not installed")
+	}
+	srv, err := modaltest.Start(modaltest.Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	b.Setenv("MODAL_SERVER_URL", srv.URL())
+	b.Setenv("MODAL_CONFIG_PATH", filepath.Join(b.TempDir(), "none.toml"))
+	ctx := context.Background()
+	d, err := modal.New(ctx, modal.Options{TokenID: modaltest.DefaultTokenID, TokenSecret: modaltest.DefaultTokenSecret})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	ref, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: sandbox.Spec{ImageBase: "host"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Destroy(ctx, ref)
+	b.ResetTimer()
+	for b.Loop() {
+		st, err := d.Exec(ctx, ref, sandbox.ExecRequest{Argv: []string{"true"}})
+		if err != nil || st.Code != 0 {
+			b.Fatalf("exec: %+v %v", st, err)
+		}
+	}
 }
 
 func TestCreateRequestCarriesSpec(t *testing.T) {
