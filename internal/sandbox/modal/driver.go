@@ -96,6 +96,11 @@ type Options struct {
 	// DefaultLifetime is the Modal timeout when a Spec has no
 	// max_lifetime_s (default 24h, Modal's maximum).
 	DefaultLifetime time.Duration
+	// AllowedDomains, when set, turns network "none" into Modal's outbound
+	// domain allowlist with these entries instead of a fully blocked
+	// network, so the sandbox reaches only e.g. the server's public host
+	// (TECHBOSS_PUBLIC_URL, gateway mode) or the model API (direct mode).
+	AllowedDomains []string
 	// HostImage and HostDockerfileCommands replace image_base "host" (the
 	// local driver's host-tools fast path, and the server's default image),
 	// which means nothing on Modal: defaults alpine:3.21 with
@@ -368,6 +373,10 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 	}
 	if spec.MemoryMB > 0 {
 		params.MemoryLimitMiB = spec.MemoryMB
+	}
+	if params.BlockNetwork && len(d.opts.AllowedDomains) > 0 {
+		params.BlockNetwork = false
+		params.OutboundDomainAllowlist = &modalsdk.Allowlist{Entries: append([]string(nil), d.opts.AllowedDomains...)}
 	}
 	for _, name := range d.opts.Secrets {
 		s, err := d.client.Secrets.FromName(ctx, name, &modalsdk.SecretFromNameParams{Environment: d.opts.Environment})

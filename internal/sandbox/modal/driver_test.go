@@ -236,6 +236,22 @@ func TestCreateRequestCarriesSpec(t *testing.T) {
 	}
 }
 
+// TestNetworkNoneWithAllowlist: with AllowedDomains, network "none" asks
+// Modal for an outbound allowlist instead of blocking everything.
+func TestNetworkNoneWithAllowlist(t *testing.T) {
+	srv := startServer(t, modaltest.Options{})
+	d := newDriver(t, modal.Options{AllowedDomains: []string{"techboss.example.com"}})
+	ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{ImageBase: "alpine:3.21", Network: "none"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Destroy(context.Background(), ref)
+	got := srv.Creates()[0]
+	if got.BlockNetwork || !cmp.Equal(got.AllowedDomains, []string{"techboss.example.com"}) {
+		t.Errorf("network: got block=%v allow=%v, want the allowlist", got.BlockNetwork, got.AllowedDomains)
+	}
+}
+
 func TestErrorsMapToKinds(t *testing.T) {
 	srv := startServer(t, modaltest.Options{})
 	d := newDriver(t, modal.Options{})

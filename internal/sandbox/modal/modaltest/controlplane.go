@@ -260,8 +260,9 @@ func (s *Server) createSandbox(appID string, def *pb.Sandbox, sources []*pb.Secr
 		SandboxID: sb.id, V2: v2, AppID: appID, ImageID: im.ID, Workdir: def.GetWorkdir(),
 		Env: map[string]string{}, TimeoutSecs: def.GetTimeoutSecs(), IdleTimeoutSecs: def.GetIdleTimeoutSecs(),
 		MilliCPU: def.GetResources().GetMilliCpu(), MemoryMB: def.GetResources().GetMemoryMb(),
-		BlockNetwork: def.GetNetworkAccess().GetNetworkAccessType() == pb.NetworkAccess_BLOCKED,
-		Volumes:      map[string]string{}, Tags: map[string]string{}, Raw: def,
+		BlockNetwork:   def.GetNetworkAccess().GetNetworkAccessType() == pb.NetworkAccess_BLOCKED,
+		AllowedDomains: def.GetNetworkAccess().GetAllowedDomains(),
+		Volumes:        map[string]string{}, Tags: map[string]string{}, Raw: def,
 	}
 	if g := def.GetResources().GetGpuConfig(); g.GetGpuType() != "" {
 		rec.GPU = g.GetGpuType()

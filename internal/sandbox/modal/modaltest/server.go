@@ -117,10 +117,13 @@ type CreateRecord struct {
 	MilliCPU           uint32
 	MemoryMB           uint32
 	BlockNetwork       bool
-	Volumes            map[string]string // mount path -> volume name
-	Buckets            []BucketMount
-	Tags               map[string]string
-	Raw                *pb.Sandbox
+	// AllowedDomains is the outbound domain allowlist (recorded only: the
+	// server cannot filter by domain, so such sandboxes keep the network).
+	AllowedDomains []string
+	Volumes        map[string]string // mount path -> volume name
+	Buckets        []BucketMount
+	Tags           map[string]string
+	Raw            *pb.Sandbox
 }
 
 // BucketMount is one CloudBucketMount of a create request.
