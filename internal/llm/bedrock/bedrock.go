@@ -121,7 +121,7 @@ func Input(req *llm.Request) *bedrockruntime.ConverseStreamInput {
 func (p *Provider) Stream(ctx context.Context, req *llm.Request) (llm.Stream, error) {
 	out, err := p.client.ConverseStream(ctx, Input(req))
 	if err != nil {
-		return nil, mapErr(ctx, p.name, err)
+		return nil, MapError(ctx, p.name, err)
 	}
 	return &stream{ctx: ctx, name: p.name, es: out.GetStream(), tools: map[int32]*toolAcc{}}, nil
 }
@@ -157,7 +157,7 @@ func (st *stream) Next() bool {
 		ev, ok := <-st.es.Events()
 		if !ok {
 			if err := st.es.Err(); err != nil {
-				st.err = mapErr(st.ctx, st.name, err)
+				st.err = MapError(st.ctx, st.name, err)
 			} else if st.ctx.Err() != nil {
 				st.err = st.ctx.Err()
 			} else {
@@ -235,9 +235,9 @@ func (st *stream) Event() llm.Event { return st.cur }
 func (st *stream) Err() error       { return st.err }
 func (st *stream) Close() error     { return st.es.Close() }
 
-// mapErr turns an SDK error into a public error. Bedrock answers a bad
+// MapError turns an SDK error into a public error (errs kinds). Bedrock answers a bad
 // signature or unknown key with 403; in-stream exceptions have no status.
-func mapErr(ctx context.Context, name string, err error) error {
+func MapError(ctx context.Context, name string, err error) error {
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -1,6 +1,7 @@
 package llmtest
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"testing"
@@ -47,10 +48,42 @@ func serveAnthropic(s *Server, w http.ResponseWriter, r *http.Request, rep Reply
 	w.Header().Set("request-id", "req_test")
 	w.WriteHeader(200)
 	f := w.(http.Flusher)
-	ev := func(name string, data any) {
-		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, mustJSON(data))
+	events, brk := anthropicScript(rep, model)
+	for i, e := range events {
+		if i == brk {
+			switch {
+			case rep.Hold:
+				s.hold(r.Context())
+				return
+			case rep.Malformed:
+				fmt.Fprint(w, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_de\n\n")
+				f.Flush()
+				return
+			case rep.MidError:
+				fmt.Fprintf(w, "event: error\ndata: %s\n\n", mustJSON(map[string]any{"type": "error", "error": map[string]any{"type": "overloaded_error", "message": "Overloaded"}}))
+				f.Flush()
+				return
+			}
+		}
+		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.name, e.data)
+		if e.name == "content_block_start" && i == 1 && len(rep.Text) > 0 {
+			fmt.Fprint(w, "event: ping\ndata: {\"type\": \"ping\"}\n\n")
+		}
 		f.Flush()
 	}
+}
+
+type namedEvent struct {
+	name string
+	data []byte
+}
+
+// anthropicScript renders a reply as Messages API stream events. brk is
+// the index right after the first text delta, where Hold, Malformed and
+// MidError replies break off (-1 when there is no text).
+func anthropicScript(rep Reply, model string) (events []namedEvent, brk int) {
+	brk = -1
+	ev := func(name string, data any) { events = append(events, namedEvent{name, mustJSON(data)}) }
 	ev("message_start", map[string]any{"type": "message_start", "message": map[string]any{
 		"id": "msg_test", "type": "message", "role": "assistant", "model": model, "content": []any{},
 		"stop_reason": nil, "stop_sequence": nil,
@@ -60,22 +93,10 @@ func serveAnthropic(s *Server, w http.ResponseWriter, r *http.Request, rep Reply
 	idx := 0
 	if len(rep.Text) > 0 {
 		ev("content_block_start", map[string]any{"type": "content_block_start", "index": idx, "content_block": map[string]any{"type": "text", "text": ""}})
-		fmt.Fprint(w, "event: ping\ndata: {\"type\": \"ping\"}\n\n")
 		for i, t := range rep.Text {
 			ev("content_block_delta", map[string]any{"type": "content_block_delta", "index": idx, "delta": map[string]any{"type": "text_delta", "text": t}})
 			if i == 0 {
-				switch {
-				case rep.Hold:
-					s.hold(r.Context())
-					return
-				case rep.Malformed:
-					fmt.Fprint(w, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_de\n\n")
-					f.Flush()
-					return
-				case rep.MidError:
-					ev("error", map[string]any{"type": "error", "error": map[string]any{"type": "overloaded_error", "message": "Overloaded"}})
-					return
-				}
+				brk = len(events)
 			}
 		}
 		ev("content_block_stop", map[string]any{"type": "content_block_stop", "index": idx})
@@ -94,4 +115,24 @@ func serveAnthropic(s *Server, w http.ResponseWriter, r *http.Request, rep Reply
 	ev("message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": string(stopOf(rep)), "stop_sequence": nil},
 		"usage": map[string]any{"output_tokens": rep.Usage.OutputTokens}})
 	ev("message_stop", map[string]any{"type": "message_stop"})
+	return events, brk
+}
+
+// anthropicMessage renders a reply as one Messages API JSON answer.
+func anthropicMessage(rep Reply, model string) []byte {
+	var content []any
+	text := ""
+	for _, t := range rep.Text {
+		text += t
+	}
+	if text != "" {
+		content = append(content, map[string]any{"type": "text", "text": text})
+	}
+	for _, tc := range rep.ToolCalls {
+		content = append(content, map[string]any{"type": "tool_use", "id": tc.ID, "name": tc.Name, "input": json.RawMessage(toolInput(tc))})
+	}
+	return mustJSON(map[string]any{"id": "msg_test", "type": "message", "role": "assistant", "model": model, "content": content,
+		"stop_reason": string(stopOf(rep)), "stop_sequence": nil,
+		"usage": map[string]any{"input_tokens": rep.Usage.InputTokens, "output_tokens": rep.Usage.OutputTokens,
+			"cache_read_input_tokens": rep.Usage.CacheReadTokens, "cache_creation_input_tokens": rep.Usage.CacheWriteTokens}})
 }

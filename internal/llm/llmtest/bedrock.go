@@ -25,7 +25,9 @@ const (
 
 // NewBedrock starts a server speaking Bedrock Runtime's ConverseStream
 // (POST /model/{modelId}/converse-stream, answered in the AWS event-stream
-// binary framing). Every request's SigV4 signature is recomputed from the
+// binary framing) and, for Anthropic models, InvokeModel (/invoke) and
+// InvokeModelWithResponseStream (/invoke-with-response-stream: chunks
+// carrying Messages API events). Every request's SigV4 signature is recomputed from the
 // test credentials and compared; a mismatch is answered as Bedrock does
 // (403 InvalidSignatureException), an unknown key with 403
 // UnrecognizedClientException.
@@ -101,11 +103,13 @@ func serveBedrock(s *Server, w http.ResponseWriter, r *http.Request, rep Reply, 
 		return
 	}
 	path := r.URL.EscapedPath()
-	if r.Method != http.MethodPost || !strings.HasPrefix(path, "/model/") || !strings.HasSuffix(path, "/converse-stream") {
+	op := path[strings.LastIndexByte(path, '/')+1:]
+	if r.Method != http.MethodPost || !strings.HasPrefix(path, "/model/") || (op != "converse-stream" && op != "invoke" && op != "invoke-with-response-stream") {
 		bedrockError(w, 404, "UnknownOperationException", "no operation "+path, "")
 		return
 	}
-	if _, err := url.PathUnescape(strings.TrimSuffix(strings.TrimPrefix(path, "/model/"), "/converse-stream")); err != nil {
+	model, err := url.PathUnescape(strings.TrimSuffix(strings.TrimPrefix(path, "/model/"), "/"+op))
+	if err != nil {
 		bedrockError(w, 400, "ValidationException", "bad model id", "")
 		return
 	}
@@ -121,11 +125,64 @@ func serveBedrock(s *Server, w http.ResponseWriter, r *http.Request, rep Reply, 
 		bedrockError(w, rep.Status, "InternalServerException", fmt.Sprintf("scripted %d", rep.Status), rep.RetryAfter)
 		return
 	}
+	if op != "converse-stream" {
+		model = anthropicName(model)
+	}
+	if op == "invoke" {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Amzn-RequestId", "req-test")
+		w.WriteHeader(200)
+		w.Write(anthropicMessage(rep, model))
+		return
+	}
 	w.Header().Set("Content-Type", "application/vnd.amazon.eventstream")
 	w.Header().Set("X-Amzn-RequestId", "req-test")
 	w.WriteHeader(200)
 	f := w.(http.Flusher)
 	enc := eventstream.NewEncoder()
+	exception := func() {
+		var hs eventstream.Headers
+		hs.Set(":message-type", eventstream.StringValue("exception"))
+		hs.Set(":exception-type", eventstream.StringValue("throttlingException"))
+		hs.Set(":content-type", eventstream.StringValue("application/json"))
+		enc.Encode(w, eventstream.Message{Headers: hs, Payload: mustJSON(map[string]any{"message": "Too many tokens, please wait before trying again."})})
+		f.Flush()
+	}
+	if op == "invoke-with-response-stream" {
+		// Anthropic models on Bedrock: each chunk carries one Messages API
+		// event; message_stop adds Bedrock's invocation metrics.
+		events, brk := anthropicScript(rep, model)
+		for i, e := range events {
+			if i == brk {
+				switch {
+				case rep.Hold:
+					s.hold(r.Context())
+					return
+				case rep.Malformed:
+					io.WriteString(w, "\x00\x00\x00\x40garbage-not-an-event-stream-prelude-crc........................")
+					f.Flush()
+					return
+				case rep.MidError:
+					exception()
+					return
+				}
+			}
+			data := e.data
+			if e.name == "message_stop" {
+				data = mustJSON(map[string]any{"type": "message_stop", "amazon-bedrock-invocationMetrics": map[string]any{
+					"inputTokenCount": rep.Usage.InputTokens, "outputTokenCount": rep.Usage.OutputTokens, "invocationLatency": 42, "firstByteLatency": 7}})
+			}
+			var hs eventstream.Headers
+			hs.Set(":message-type", eventstream.StringValue("event"))
+			hs.Set(":event-type", eventstream.StringValue("chunk"))
+			hs.Set(":content-type", eventstream.StringValue("application/json"))
+			if err := enc.Encode(w, eventstream.Message{Headers: hs, Payload: mustJSON(map[string]any{"bytes": data})}); err != nil {
+				panic(err)
+			}
+			f.Flush()
+		}
+		return
+	}
 	ev := func(typ string, payload any) {
 		var hs eventstream.Headers
 		hs.Set(":message-type", eventstream.StringValue("event"))
@@ -151,12 +208,7 @@ func serveBedrock(s *Server, w http.ResponseWriter, r *http.Request, rep Reply, 
 					f.Flush()
 					return
 				case rep.MidError:
-					var hs eventstream.Headers
-					hs.Set(":message-type", eventstream.StringValue("exception"))
-					hs.Set(":exception-type", eventstream.StringValue("throttlingException"))
-					hs.Set(":content-type", eventstream.StringValue("application/json"))
-					enc.Encode(w, eventstream.Message{Headers: hs, Payload: mustJSON(map[string]any{"message": "Too many tokens, please wait before trying again."})})
-					f.Flush()
+					exception()
 					return
 				}
 			}
@@ -178,4 +230,16 @@ func serveBedrock(s *Server, w http.ResponseWriter, r *http.Request, rep Reply, 
 		"totalTokens":          u.InputTokens + u.OutputTokens + u.CacheReadTokens + u.CacheWriteTokens,
 		"cacheReadInputTokens": u.CacheReadTokens, "cacheWriteInputTokens": u.CacheWriteTokens},
 		"metrics": map[string]any{"latencyMs": 42}})
+}
+
+// anthropicName turns a Bedrock model ID ("us.anthropic.claude-x-v1:0")
+// into the name Bedrock reports in Messages API answers ("claude-x").
+func anthropicName(id string) string {
+	if i := strings.Index(id, "anthropic."); i >= 0 {
+		id = id[i+len("anthropic."):]
+	}
+	if i := strings.LastIndex(id, "-v"); i > 0 && strings.Contains(id[i:], ":") {
+		id = id[:i]
+	}
+	return id
 }
