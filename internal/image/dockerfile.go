@@ -226,12 +226,10 @@ const buildFormat = "techboss-build-v1"
 // BuildKey is the cache key of base + commands.
 func BuildKey(baseDigest string, cmds []string) string {
 	h := sha256.New()
-	h.Write([]byte(buildFormat))
-	h.Write([]byte{0})
-	h.Write([]byte(baseDigest))
-	for _, c := range cmds {
-		h.Write([]byte{0})
-		h.Write([]byte(c))
+	// Length-prefixed fields: no two inputs share an encoding.
+	for _, s := range append([]string{buildFormat, baseDigest}, cmds...) {
+		fmt.Fprintf(h, "%d:", len(s))
+		h.Write([]byte(s))
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
