@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -88,24 +87,13 @@ type envOpts struct {
 
 func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 	t.Helper()
-	bin := modeltest.ClaudeBin(t)
+	prefix, rel := modeltest.ClaudeInstall(t)
 	if os.Geteuid() != 0 {
 		need(t, "the local sandbox driver needs root")
 	}
 	if _, err := exec.LookPath("bwrap"); err != nil {
 		need(t, "bubblewrap (bwrap) is not installed")
 	}
-	// The CLI's npm prefix: <prefix>/node_modules/.bin/claude.
-	realBin, err := filepath.EvalSymlinks(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := filepath.Dir(filepath.Dir(filepath.Dir(bin)))
-	rel, err := filepath.Rel(prefix, realBin)
-	if err != nil || strings.HasPrefix(rel, "..") {
-		t.Fatalf("TECHBOSS_CLAUDE_BIN %s is not inside an npm prefix", bin)
-	}
-
 	ctx := context.Background()
 	dir := t.TempDir()
 	db, err := store.Open(ctx, filepath.Join(dir, "t.db"))

@@ -612,11 +612,6 @@ func (s *Service) observe(j *job, evs []Event) {
 // finish decides the final status, persists it, revokes the run token and
 // closes the event log with a done event.
 func (s *Service) finish(ctx context.Context, shutdown bool, j *job, st sandbox.ExitStatus, execErr error, cancelled bool, stderr string, log *slog.Logger) {
-	defer func() {
-		s.mu.Lock()
-		delete(s.jobs, j.run.ID)
-		s.mu.Unlock()
-	}()
 	if err := s.store.DeleteRunTokens(ctx, j.run.ID); err != nil {
 		log.Error("revoke run token", "err", err)
 	}
@@ -671,6 +666,11 @@ func (s *Service) finish(ctx context.Context, shutdown bool, j *job, st sandbox.
 	if err := s.store.UpdateRun(ctx, r); err != nil {
 		log.Error("persist final run", "err", err)
 	}
+	// Forget the job before announcing the end, so a client reacting to
+	// "done" (cancel, a new run) sees the run as finished.
+	s.mu.Lock()
+	delete(s.jobs, j.run.ID)
+	s.mu.Unlock()
 	done := DoneData{Status: r.Status, ExitCode: r.ExitCode, Error: r.Error}
 	if _, err := s.hub.Append(ctx, r.ID, NewEvent(TypeDone, done, "")); err != nil {
 		log.Error("append done event", "err", err)

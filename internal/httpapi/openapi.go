@@ -32,6 +32,8 @@ func apiOps() [][]apiOp {
 		// Domain op lists: add ONE line each below.
 		sandboxOps,
 		llmOps,
+		runOps,
+		snapshotOps,
 	}
 }
 

@@ -26,6 +26,7 @@ func (s *server) routes() http.Handler {
 	// Public domain mounts (routes that authenticate themselves, e.g. the
 	// LLM gateway, or static assets): add ONE line each below.
 	web.Mount(r) // the embedded web UI: GET / and /static/*
+	s.mountGateway(r)
 
 	// Authenticated routes: currentUser(r) is non-nil in here.
 	r.Group(func(r chi.Router) {
@@ -34,6 +35,8 @@ func (s *server) routes() http.Handler {
 		// Domain mounts: add ONE line each below, e.g. s.mountSandboxes(r).
 		s.mountSandboxes(r)
 		s.mountLLM(r)
+		s.mountRuns(r)
+		s.mountSnapshots(r)
 	})
 	return r
 }

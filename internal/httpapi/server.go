@@ -11,8 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store"
 )
 
@@ -27,6 +29,14 @@ type Deps struct {
 	Sandboxes *sandbox.Manager
 	// LLM serves /v1/chat and /v1/models; nil answers 503 on chat.
 	LLM *LLMDeps
+	// Runs starts and follows agent runs; nil answers 503 on the run routes.
+	Runs *agent.Service
+	// Snapshots takes, lists, diffs and restores workspace snapshots; nil
+	// answers 503 on the snapshot routes.
+	Snapshots *snapshot.Service
+	// Gateway is the Anthropic passthrough mounted at /llm/anthropic
+	// (outside session auth: it checks run and API tokens itself); nil = not mounted.
+	Gateway http.Handler
 
 	// Version is reported by /healthz.
 	Version string

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -532,4 +533,22 @@ func ClaudeBin(t testing.TB) string {
 		t.Fatalf("TECHBOSS_CLAUDE_BIN: %v", err)
 	}
 	return p
+}
+
+// ClaudeInstall returns the npm prefix that holds the real CLI (the
+// directory to mount read-only into sandboxes) and the CLI's path
+// relative to it (node_modules/.bin/claude resolved to the real binary).
+func ClaudeInstall(t testing.TB) (prefix, rel string) {
+	t.Helper()
+	bin := ClaudeBin(t)
+	real, err := filepath.EvalSymlinks(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix = filepath.Dir(filepath.Dir(filepath.Dir(bin)))
+	rel, err = filepath.Rel(prefix, real)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		t.Fatalf("TECHBOSS_CLAUDE_BIN %s is not inside an npm prefix (<prefix>/node_modules/.bin/claude)", bin)
+	}
+	return prefix, rel
 }

@@ -80,7 +80,7 @@ func TestWire(t *testing.T) {
 	resp = post(t, s.URL, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
 	var msg struct {
 		Content []struct{ Text string } `json:"content"`
-		Usage   modeltest.Usage        `json:"usage"`
+		Usage   modeltest.Usage         `json:"usage"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&msg); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,443 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/agent/claude"
+	"github.com/techbossai/techboss/internal/errs"
+)
+
+// runOps documents the agent run and usage routes.
+var runOps = []apiOp{
+	{Method: "POST", Path: "/sandbox/{id}/claude", Summary: "Start a Claude Code run and stream it: by default the original plain form (`data: <text line>`, tool activity lines, `data: [DONE]`); `?format=events` gives typed events (`event: <type>`, JSON data); every event has `id:` for Last-Event-ID. The run outlives the request; X-Run-ID names it", Request: claudeRequest{}, Stream: true},
+	{Method: "GET", Path: "/sandbox/{id}/runs", Summary: "The sandbox's runs, newest first", Response: []agent.Run{}},
+	{Method: "GET", Path: "/runs/{id}", Summary: "One run: status, prompt, session, timings, usage, cost, exit code", Response: agent.Run{}},
+	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form", Stream: true},
+	{Method: "POST", Path: "/runs/{id}/cancel", Summary: "Cancel a run: SIGINT, then SIGKILL after a grace period; it ends cancelled", Response: agent.Run{}},
+	{Method: "GET", Path: "/usage", Summary: "Your LLM usage (tokens, cost) in [from, to) grouped by day, model or sandbox; admins may pass user", Response: usageResponse{}},
+}
+
+type claudeRequest struct {
+	Prompt             string   `json:"prompt"`
+	Model              string   `json:"model,omitempty"`
+	MaxTurns           int      `json:"max_turns,omitempty"`
+	PermissionMode     string   `json:"permission_mode,omitempty"`
+	AllowedTools       []string `json:"allowed_tools,omitempty"`
+	AppendSystemPrompt string   `json:"append_system_prompt,omitempty"`
+	NewSession         bool     `json:"new_session,omitempty"`
+}
+
+type usageResponse struct {
+	From    time.Time          `json:"from"`
+	To      time.Time          `json:"to"`
+	GroupBy string             `json:"group_by"`
+	UserID  string             `json:"user_id,omitempty"`
+	Groups  []agent.UsageGroup `json:"groups"`
+	Total   agent.UsageGroup   `json:"total"`
+}
+
+func (s *server) mountRuns(r chi.Router) {
+	r.Post("/sandbox/{id}/claude", s.api(s.handleClaude))
+	r.Get("/sandbox/{id}/runs", s.api(s.handleListRuns))
+	r.Get("/runs/{id}", s.api(s.handleGetRun))
+	r.Get("/runs/{id}/events", s.api(s.handleRunEvents))
+	r.Post("/runs/{id}/cancel", s.api(s.handleCancelRun))
+	r.Get("/usage", s.api(s.handleUsage))
+}
+
+// mountGateway mounts the LLM gateway, which authenticates its own
+// callers (run tokens or API tokens in x-api-key / Bearer) and so sits
+// outside session auth and CSRF checks.
+func (s *server) mountGateway(r chi.Router) {
+	if s.deps.Gateway == nil {
+		return
+	}
+	r.Handle("/llm/anthropic", s.deps.Gateway)
+	r.Handle("/llm/anthropic/*", s.deps.Gateway)
+}
+
+func (s *server) runs() (*agent.Service, error) {
+	if s.deps.Runs == nil {
+		return nil, errs.E(errs.Unavailable, "agent runs are not configured on this server")
+	}
+	return s.deps.Runs, nil
+}
+
+func (s *server) handleClaude(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.runs()
+	if err != nil {
+		return err
+	}
+	var req claudeRequest
+	if err := decodeJSONLimit(r, &req, s.deps.MaxJSONBody); err != nil {
+		return err
+	}
+	if req.PermissionMode != "" && !slices.Contains(claude.PermissionModes, req.PermissionMode) {
+		return errs.Field("permission_mode", "must be one of "+strings.Join(claude.PermissionModes, ", "))
+	}
+	format, err := streamFormat(r, "plain")
+	if err != nil {
+		return err
+	}
+	run, err := svc.Start(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), req.Prompt, agent.Options{
+		Model: req.Model, MaxTurns: req.MaxTurns, PermissionMode: req.PermissionMode, AllowedTools: req.AllowedTools,
+		AppendSystemPrompt: req.AppendSystemPrompt, NewSession: req.NewSession,
+	})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Run-ID", run.ID)
+	w.Header().Set("Location", "/runs/"+run.ID)
+	return s.streamRun(w, r, svc, run.ID, 0, format)
+}
+
+// streamFormat picks plain | events | ndjson from ?format= and Accept.
+func streamFormat(r *http.Request, def string) (string, error) {
+	switch f := r.URL.Query().Get("format"); f {
+	case "":
+		if strings.Contains(r.Header.Get("Accept"), "application/x-ndjson") {
+			return "ndjson", nil
+		}
+		return def, nil
+	case "plain", "events", "ndjson":
+		return f, nil
+	default:
+		return "", errs.Field("format", "must be plain, events or ndjson")
+	}
+}
+
+// parseAfter reads the resume position: Last-Event-ID wins over ?after=.
+func parseAfter(r *http.Request) (int64, error) {
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		return parseSeq("Last-Event-ID", v)
+	}
+	if v := r.URL.Query().Get("after"); v != "" {
+		return parseSeq("after", v)
+	}
+	return 0, nil
+}
+
+func parseSeq(field, v string) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 {
+		return 0, errs.Field(field, "must be a non-negative event id")
+	}
+	return n, nil
+}
+
+func (s *server) handleRunEvents(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.runs()
+	if err != nil {
+		return err
+	}
+	after, err := parseAfter(r)
+	if err != nil {
+		return err
+	}
+	format, err := streamFormat(r, "events")
+	if err != nil {
+		return err
+	}
+	return s.streamRun(w, r, svc, chi.URLParam(r, "id"), after, format)
+}
+
+// streamRun writes a run's events after `after` and follows it until it
+// is done, the client leaves, the server stops, or the client is too slow
+// (cut: it reconnects with Last-Event-ID and loses nothing).
+func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Service, runID string, after int64, format string) error {
+	ctx := r.Context()
+	sub, err := svc.Subscribe(ctx, currentUser(r).ID, runID, after)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	var out eventWriter
+	if format == "ndjson" {
+		out, err = newNDJSON(w)
+	} else {
+		out, err = newSSE(w, r)
+	}
+	if err != nil {
+		return err
+	}
+	pl := &plain{}
+	write := func(ev agent.Event) (bool, error) {
+		done := ev.Type == agent.TypeDone
+		id := strconv.FormatInt(ev.Seq, 10)
+		switch format {
+		case "events":
+			return done, out.Event(id, ev.Type, ev.Data)
+		case "ndjson":
+			b, _ := json.Marshal(ev)
+			return done, out.Event(id, "", b)
+		}
+		if line, ok := pl.line(ev); ok {
+			return done, out.Event(id, "", []byte(line))
+		}
+		return done, nil
+	}
+	for _, ev := range sub.Replay {
+		if done, err := write(ev); err != nil || done {
+			return err
+		}
+	}
+	tick := time.NewTicker(sseHeartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case ev, ok := <-sub.C:
+			if !ok {
+				return nil // run over (its done event was sent) or this client was cut
+			}
+			if done, err := write(ev); err != nil || done {
+				return err
+			}
+		case <-tick.C:
+			if err := out.Ping(); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return nil
+		case <-s.stopping():
+			return nil
+		}
+	}
+}
+
+type eventWriter interface {
+	Event(id, event string, data []byte) error
+	Ping() error
+}
+
+// ndjson writes one JSON event per line.
+type ndjson struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func newNDJSON(w http.ResponseWriter) (*ndjson, error) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	return &ndjson{w: w, rc: rc}, rc.Flush()
+}
+
+func (n *ndjson) Event(_, _ string, data []byte) error {
+	if _, err := n.w.Write(append(bytes.TrimSpace(data), '\n')); err != nil {
+		return err
+	}
+	return n.rc.Flush()
+}
+
+func (n *ndjson) Ping() error {
+	if _, err := n.w.Write([]byte("\n")); err != nil {
+		return err
+	}
+	return n.rc.Flush()
+}
+
+// plain renders events in the original design's plain SSE form:
+// assistant text as data lines, tool activity as short readable lines,
+// and "[DONE]" at the end.
+type plain struct{ sawError bool }
+
+const plainMax = 300
+
+func clipLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i] + " …"
+	}
+	if len(s) > plainMax {
+		s = strings.ToValidUTF8(s[:plainMax], "") + "…"
+	}
+	return s
+}
+
+func (p *plain) line(ev agent.Event) (string, bool) {
+	switch ev.Type {
+	case agent.TypeText:
+		var d agent.TextData
+		if json.Unmarshal(ev.Data, &d) != nil || d.Text == "" {
+			return "", false
+		}
+		return d.Text, true
+	case agent.TypeToolUse:
+		var d agent.ToolUseData
+		if json.Unmarshal(ev.Data, &d) != nil {
+			return "", false
+		}
+		var in map[string]any
+		_ = json.Unmarshal(d.Input, &in)
+		arg := ""
+		for _, k := range []string{"command", "file_path", "path", "pattern", "url", "description"} {
+			if v, ok := in[k].(string); ok && v != "" {
+				arg = v
+				break
+			}
+		}
+		if arg == "" {
+			arg = string(d.Input)
+		}
+		return "[tool] " + d.Name + ": " + clipLine(arg), true
+	case agent.TypeToolResult:
+		var d agent.ToolResultData
+		if json.Unmarshal(ev.Data, &d) != nil {
+			return "", false
+		}
+		tag := "[tool result] "
+		if d.IsError {
+			tag = "[tool error] "
+		}
+		return tag + clipLine(d.Content), true
+	case agent.TypeRetry:
+		var d agent.RetryData
+		if json.Unmarshal(ev.Data, &d) != nil {
+			return "", false
+		}
+		return fmt.Sprintf("[retry] attempt %d/%d after HTTP %d %s", d.Attempt, d.MaxRetries, d.ErrorStatus, d.Error), true
+	case agent.TypeError:
+		var d agent.ErrorData
+		if json.Unmarshal(ev.Data, &d) != nil {
+			return "", false
+		}
+		p.sawError = true
+		return "[error] " + clipLine(d.Message), true
+	case agent.TypeResult:
+		var d agent.ResultData
+		if json.Unmarshal(ev.Data, &d) != nil || !d.IsError || p.sawError {
+			return "", false
+		}
+		msg := d.Subtype
+		if len(d.Errors) > 0 {
+			msg += ": " + strings.Join(d.Errors, "; ")
+		}
+		return "[error] " + clipLine(msg), true
+	case agent.TypeDone:
+		return "[DONE]", true
+	}
+	return "", false
+}
+
+func (s *server) handleListRuns(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.runs()
+	if err != nil {
+		return err
+	}
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return errs.Field("limit", "must be between 1 and 1000")
+		}
+		limit = n
+	}
+	runs, err := svc.List(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), limit)
+	if err != nil {
+		return err
+	}
+	if runs == nil {
+		runs = []agent.Run{}
+	}
+	return writeJSON(w, http.StatusOK, runs)
+}
+
+func (s *server) handleGetRun(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.runs()
+	if err != nil {
+		return err
+	}
+	run, err := svc.Get(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, run)
+}
+
+func (s *server) handleCancelRun(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.runs()
+	if err != nil {
+		return err
+	}
+	run, err := svc.Cancel(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusAccepted, run)
+}
+
+// parseTime accepts RFC 3339 or a date (YYYY-MM-DD, UTC midnight).
+func parseTime(field, v string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t.UTC(), nil
+	}
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t, nil
+	}
+	return time.Time{}, errs.Field(field, "must be RFC 3339 or YYYY-MM-DD")
+}
+
+func (s *server) handleUsage(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.runs()
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	u := currentUser(r)
+	now := s.now().UTC()
+	uq := agent.UsageQuery{UserID: u.ID, From: now.AddDate(0, 0, -30), To: now.Add(time.Second), GroupBy: q.Get("group_by")}
+	var bad []errs.FieldError
+	if v := q.Get("from"); v != "" {
+		if uq.From, err = parseTime("from", v); err != nil {
+			bad = append(bad, errs.FieldError{Field: "from", Reason: "must be RFC 3339 or YYYY-MM-DD"})
+		}
+	}
+	if v := q.Get("to"); v != "" {
+		if uq.To, err = parseTime("to", v); err != nil {
+			bad = append(bad, errs.FieldError{Field: "to", Reason: "must be RFC 3339 or YYYY-MM-DD"})
+		}
+	}
+	if uq.GroupBy == "" {
+		uq.GroupBy = "day"
+	}
+	if !slices.Contains([]string{"day", "model", "sandbox"}, uq.GroupBy) {
+		bad = append(bad, errs.FieldError{Field: "group_by", Reason: "must be day, model or sandbox"})
+	}
+	if v, ok := q["user"]; ok {
+		if !u.IsAdmin() {
+			return errs.E(errs.Forbidden, "only admins may read another user's usage")
+		}
+		uq.UserID = v[0] // "" = every user
+	}
+	if len(bad) == 0 && !uq.To.After(uq.From) {
+		bad = append(bad, errs.FieldError{Field: "to", Reason: "must be after from"})
+	}
+	if err := errs.Fields(bad); err != nil {
+		return err
+	}
+	groups, err := svc.Usage(r.Context(), uq)
+	if err != nil {
+		return err
+	}
+	resp := usageResponse{From: uq.From, To: uq.To, GroupBy: uq.GroupBy, UserID: uq.UserID, Groups: groups}
+	resp.Total.Key = "total"
+	for _, g := range groups {
+		resp.Total.Requests += g.Requests
+		resp.Total.Usage = resp.Total.Usage.Add(g.Usage)
+		resp.Total.CostNanoUSD += g.CostNanoUSD
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
