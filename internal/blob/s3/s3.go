@@ -362,3 +362,13 @@ func mapErr(bucket, key string, err error) error {
 	}
 	return fmt.Errorf("s3 %s/%s: %w", bucket, key, err)
 }
+
+// OpenBucket is Open for callers that consume a small interface returning
+// blob.Store (snapshot.Buckets).
+func (o *Opener) OpenBucket(ctx context.Context, bucket string) (blob.Store, error) {
+	s, err := o.Open(bucket)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}

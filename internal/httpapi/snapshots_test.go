@@ -1,0 +1,316 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/blob"
+	"github.com/techbossai/techboss/internal/blob/blobtest"
+	blobfs "github.com/techbossai/techboss/internal/blob/fs"
+	"github.com/techbossai/techboss/internal/blob/s3"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/snapshot"
+	"github.com/techbossai/techboss/internal/store/storetest"
+)
+
+type snapHarness struct {
+	*harness
+	m          *sandbox.Manager
+	v          *blobtest.Versity
+	s3         *s3.Opener
+	alice, bob *http.Client
+}
+
+// newSnapshotHarness runs the API over a real local driver, the fs store
+// as the default, and a versitygw S3 server for named buckets.
+func newSnapshotHarness(t *testing.T) *snapHarness {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root for the local sandbox driver"
+	} else if _, err := exec.LookPath("bwrap"); err != nil {
+		why = "bubblewrap (bwrap) not installed"
+	}
+	if why != "" {
+		if storetest.RequireAll() {
+			t.Fatal(why)
+		}
+		t.Skip("why: " + why)
+	}
+	v := blobtest.StartVersity(t)
+	opener, err := s3.NewOpener(context.Background(), s3.Config{
+		Endpoint: v.Endpoint, Region: "us-east-1", ForcePathStyle: true,
+		AccessKeyID: v.Access, SecretAccessKey: v.Secret, MaxAttempts: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{
+		t: t, db: storetest.OpenSQLite(t), logs: &syncBuffer{}, reg: prometheus.NewRegistry(),
+		clock: &fakeClock{now: time.Now()},
+	}
+	log := h.logger()
+	h.auth = auth.New(auth.Options{
+		Store: h.db, Logger: log, Clock: h.clock.Now, Hash: auth.TestHashParams,
+		SessionTTL: time.Hour, AccountLimit: 3, IPLimit: 100, ThrottleWindow: 10 * time.Minute,
+	})
+	initBin := filepath.Join(t.TempDir(), "techboss-sandbox-init")
+	cmd := exec.Command("go", "build", "-o", initBin, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build sandbox helper: %v\n%s", err, out)
+	}
+	drv, err := local.New(local.Options{DataDir: t.TempDir(), InitBinary: initBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drivers := map[string]sandbox.Driver{"local": drv}
+	def, err := blobfs.New(t.TempDir(), blobfs.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := snapshot.NewService(snapshot.ServiceDeps{
+		Snapshotter: snapshot.New(snapshot.Config{Logger: log, Metrics: snapshot.NewMetrics(h.reg)}),
+		Index:       h.db, DefaultStore: def, Buckets: opener, Drivers: drivers,
+		OnTerminate: true, Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := sandbox.NewManager(sandbox.Deps{
+		Repo: h.db, Drivers: drivers, DefaultDriver: "local", Limits: sandbox.DefaultLimits(),
+		Hooks: svc.Hooks(), Logger: log, Metrics: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		items, _ := h.db.ListSandboxes(context.Background(), sandbox.ListFilter{})
+		for _, sb := range items {
+			_ = drv.Destroy(context.Background(), sb.Ref)
+		}
+	})
+	h.srv = httptest.NewServer(NewServer(Deps{
+		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
+		Sandboxes: m, Snapshots: svc,
+	}))
+	t.Cleanup(h.srv.Close)
+	h.createUser("alice@example.com", auth.RoleMember)
+	h.createUser("bob@example.com", auth.RoleMember)
+	return &snapHarness{harness: h, m: m, v: v, s3: opener,
+		alice: h.mustLogin("alice@example.com"), bob: h.mustLogin("bob@example.com")}
+}
+
+func (h *snapHarness) newSandbox(c *http.Client, spec map[string]any) string {
+	h.t.Helper()
+	if spec == nil {
+		spec = map[string]any{}
+	}
+	spec["image_base"] = "host"
+	r := h.do(c, "POST", "/sandbox", spec)
+	wantStatus(h.t, r, http.StatusOK)
+	var out createSandboxResponse
+	r.data(h.t, &out)
+	return out.SandboxID
+}
+
+// sh runs a shell command in /workspace and returns its stdout.
+func (h *snapHarness) sh(c *http.Client, id, script string) string {
+	h.t.Helper()
+	r := h.do(c, "POST", "/sandbox/"+id+"/exec?wait=true", map[string]any{"command": []string{"sh", "-c", script}})
+	wantStatus(h.t, r, http.StatusOK)
+	var out execWaitResponse
+	r.data(h.t, &out)
+	if out.ExitCode != 0 {
+		h.t.Fatalf("%q exited %d: %s", script, out.ExitCode, out.Stderr)
+	}
+	return out.Stdout
+}
+
+func wantErrField(t *testing.T, r resp, status int, field string) {
+	t.Helper()
+	wantStatus(t, r, status)
+	e := r.errBody(t)
+	for _, f := range e.Fields {
+		if f.Field == field {
+			return
+		}
+	}
+	t.Fatalf("error %+v does not name field %q", e, field)
+}
+
+func TestSnapshotAPI(t *testing.T) {
+	h := newSnapshotHarness(t)
+	sb := h.newSandbox(h.alice, nil)
+	h.sh(h.alice, sb, `cd /workspace && mkdir -p src empty/dir .claude && echo one > src/a.txt && echo keep > b.txt &&
+		printf '#!/bin/sh\necho hi\n' > run.sh && chmod 755 run.sh && ln -s src/a.txt link && echo '{"s":1}' > .claude/session.jsonl`)
+
+	r := h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", nil)
+	wantStatus(t, r, http.StatusCreated)
+	var first snapshot.Taken
+	r.data(t, &first)
+	if first.Trigger != snapshot.TriggerManual || first.Files != 4 || first.SandboxID != sb || first.Stats.UploadedBlobs != 4 {
+		t.Fatalf("first snapshot = %+v", first)
+	}
+
+	h.sh(h.alice, sb, `cd /workspace && echo two > src/a.txt && rm b.txt && echo new > new.txt && rmdir empty/dir`)
+	r = h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", nil)
+	wantStatus(t, r, http.StatusCreated)
+	var second snapshot.Taken
+	r.data(t, &second)
+	if second.Stats.UploadedBlobs != 2 {
+		t.Errorf("second snapshot uploaded %d blobs, want 2 (a.txt, new.txt)", second.Stats.UploadedBlobs)
+	}
+
+	var list listSnapshotsResponse
+	h.do(h.alice, "GET", "/sandbox/"+sb+"/snapshots", nil).data(t, &list)
+	if len(list.Snapshots) != 2 || list.Snapshots[0].ID != second.ID || list.Snapshots[1].ID != first.ID {
+		t.Fatalf("list = %+v, want second then first", list.Snapshots)
+	}
+
+	// Paginated detail.
+	var page snapshotDetail
+	h.do(h.alice, "GET", "/snapshots/"+first.ID+"?limit=3", nil).data(t, &page)
+	if page.Files != 4 || page.Dirs != 4 || page.Symlinks != 1 || len(page.Entries) != 3 || page.NextAfter == "" {
+		t.Fatalf("page 1 = %+v", page)
+	}
+	var all []snapshotEntry
+	all = append(all, page.Entries...)
+	for page.NextAfter != "" {
+		next := page.NextAfter
+		page = snapshotDetail{}
+		h.do(h.alice, "GET", "/snapshots/"+first.ID+"?limit=3&after="+next, nil).data(t, &page)
+		all = append(all, page.Entries...)
+	}
+	if len(all) != 9 {
+		t.Errorf("paged through %d entries, want 9: %+v", len(all), all)
+	}
+	for _, e := range all {
+		if e.Path == "run.sh" && e.Mode != "0755" {
+			t.Errorf("run.sh mode %s, want 0755", e.Mode)
+		}
+	}
+	wantErrField(t, h.do(h.alice, "GET", "/snapshots/"+first.ID+"?limit=0", nil), 422, "limit")
+
+	var d snapshotDiff
+	h.do(h.alice, "GET", "/snapshots/"+first.ID+"/diff/"+second.ID, nil).data(t, &d)
+	if strings.Join(d.Added, ",") != "new.txt" || strings.Join(d.Removed, ",") != "b.txt,empty/dir" || strings.Join(d.Changed, ",") != "src/a.txt" {
+		t.Errorf("diff = %+v", d)
+	}
+
+	// Another user's snapshots and sandbox are not found.
+	for _, p := range []string{"/snapshots/" + first.ID, "/snapshots/" + first.ID + "/diff/" + second.ID, "/sandbox/" + sb + "/snapshots"} {
+		wantStatus(t, h.do(h.bob, "GET", p, nil), http.StatusNotFound)
+	}
+	wantStatus(t, h.do(h.bob, "POST", "/sandbox/"+sb+"/snapshots", nil), http.StatusNotFound)
+	bobSB := h.newSandbox(h.bob, nil)
+	wantStatus(t, h.do(h.bob, "POST", "/sandbox/"+bobSB+"/restore", map[string]string{"snapshot_id": first.ID}), http.StatusNotFound)
+	wantErrField(t, h.do(h.bob, "POST", "/sandbox", map[string]any{"image_base": "host", "from_snapshot": first.ID}), 422, "from_snapshot")
+
+	// Restore: exact tree, deletions included.
+	wantErrField(t, h.do(h.alice, "POST", "/sandbox/"+sb+"/restore", map[string]string{}), 422, "snapshot_id")
+	r = h.do(h.alice, "POST", "/sandbox/"+sb+"/restore", map[string]string{"snapshot_id": first.ID})
+	wantStatus(t, r, http.StatusOK)
+	got := h.sh(h.alice, sb, `cd /workspace && cat src/a.txt b.txt && test ! -e new.txt && test -d empty/dir && test -x run.sh && readlink link && cat .claude/session.jsonl`)
+	if want := "one\nkeep\nsrc/a.txt\n{\"s\":1}\n"; got != want {
+		t.Errorf("after restore: %q, want %q", got, want)
+	}
+
+	// 409 while a run is active.
+	run := agent.Run{ID: "run_active", SandboxID: sb, OwnerID: first.OwnerID, Prompt: "x", Status: agent.Status("running"), CreatedAt: time.Now()}
+	if err := h.db.CreateRun(context.Background(), run); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, h.do(h.alice, "POST", "/sandbox/"+sb+"/restore", map[string]string{"snapshot_id": second.ID}), http.StatusConflict)
+
+	// A new sandbox from a snapshot.
+	sb2 := h.newSandbox(h.alice, map[string]any{"from_snapshot": second.ID})
+	if got := h.sh(h.alice, sb2, `cd /workspace && cat src/a.txt new.txt && test ! -e b.txt && echo ok`); got != "two\nnew\nok\n" {
+		t.Errorf("from_snapshot sandbox: %q", got)
+	}
+
+	// Terminating snapshots first.
+	wantStatus(t, h.do(h.alice, "DELETE", "/sandbox/"+sb2, nil), http.StatusOK)
+	list = listSnapshotsResponse{}
+	h.do(h.alice, "GET", "/sandbox/"+sb2+"/snapshots", nil).data(t, &list)
+	if len(list.Snapshots) != 1 || list.Snapshots[0].Trigger != snapshot.TriggerTerminate {
+		t.Errorf("after terminate: %+v, want one terminate snapshot", list.Snapshots)
+	}
+}
+
+func TestSnapshotS3(t *testing.T) {
+	h := newSnapshotHarness(t)
+	ctx := context.Background()
+	if err := h.s3.CreateBucket(ctx, "team-docs"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.s3.Open("team-docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"docs/my-project/README.md": "hello", "docs/my-project/notes/a b.txt": "spaced", "docs/other.txt": "no"} {
+		if err := st.Put(ctx, k, bytes.NewReader([]byte(v)), int64(len(v))); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Bad names are 422 naming the field; an unreachable bucket is 424.
+	wantErrField(t, h.do(h.alice, "POST", "/sandbox", map[string]any{"image_base": "host", "s3_bucket_name": "Bad_Bucket"}), 422, "s3_bucket_name")
+	wantErrField(t, h.do(h.alice, "POST", "/sandbox", map[string]any{"image_base": "host", "s3_bucket_name": "team-docs", "s3_key_prefix": "a/../b"}), 422, "s3_key_prefix")
+	r := h.do(h.alice, "POST", "/sandbox", map[string]any{"image_base": "host", "s3_bucket_name": "no-such-bucket", "init_from_s3": true})
+	wantStatus(t, r, http.StatusFailedDependency)
+	if e := r.errBody(t); !strings.Contains(e.Message, "no-such-bucket") {
+		t.Errorf("424 message %q does not name the bucket", e.Message)
+	}
+
+	// init_from_s3 copies the plain objects in; snapshots go to the bucket.
+	sb := h.newSandbox(h.alice, map[string]any{"s3_bucket_name": "team-docs", "s3_key_prefix": "docs/my-project/", "init_from_s3": true})
+	if got := h.sh(h.alice, sb, `cd /workspace && cat README.md "notes/a b.txt" && test ! -e other.txt && echo ok`); got != "hellospacedok\n" {
+		t.Errorf("imported workspace: %q", got)
+	}
+	h.sh(h.alice, sb, `echo more > /workspace/more.txt`)
+	r = h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", nil)
+	wantStatus(t, r, http.StatusCreated)
+	var taken snapshot.Taken
+	r.data(t, &taken)
+	if taken.Bucket != "team-docs" || taken.Prefix != "docs/my-project" || taken.Files != 3 {
+		t.Errorf("snapshot = %+v", taken)
+	}
+	if _, err := st.Head(ctx, "docs/my-project/.techboss/versions/"+taken.Name+".json.gz"); err != nil {
+		t.Errorf("manifest not in the bucket: %v", err)
+	}
+
+	// The server going away: a clear 424, the sandbox keeps working, and the
+	// next snapshot after it returns succeeds.
+	h.v.Stop()
+	r = h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", nil)
+	wantStatus(t, r, http.StatusFailedDependency)
+	if e := r.errBody(t); !strings.Contains(e.Message, "unreachable") {
+		t.Errorf("message %q, want it to say the endpoint is unreachable", e.Message)
+	}
+	if got := h.sh(h.alice, sb, `echo still working`); got != "still working\n" {
+		t.Errorf("sandbox after failed snapshot: %q", got)
+	}
+	h.v.Start(t)
+	wantStatus(t, h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", nil), http.StatusCreated)
+
+	// A second sandbox on the same prefix with init_from_s3 gets the latest version.
+	sb2 := h.newSandbox(h.alice, map[string]any{"s3_bucket_name": "team-docs", "s3_key_prefix": "docs/my-project", "init_from_s3": true})
+	if got := h.sh(h.alice, sb2, `cat /workspace/more.txt`); got != "more\n" {
+		t.Errorf("second sandbox: %q, want the latest version restored", got)
+	}
+	var _ blob.Store = st
+}
