@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"syscall"
 	"time"
 
@@ -111,23 +112,26 @@ func setPipeSize(f *os.File) {
 type outPipe struct {
 	r    *os.File
 	w    io.Writer
+	mu   *sync.Mutex // shared by an exec's pipes: callers may pass one writer for both
 	done chan struct{}
 	werr error // first write error; later output is discarded
 }
 
-func newOutPipe(w io.Writer) (*outPipe, *os.File, error) {
+func newOutPipe(w io.Writer, mu *sync.Mutex) (*outPipe, *os.File, error) {
 	r, wr, err := os.Pipe()
 	if err != nil {
 		return nil, nil, fmt.Errorf("pipe: %w", err)
 	}
 	setPipeSize(r)
-	return &outPipe{r: r, w: w, done: make(chan struct{})}, wr, nil
+	return &outPipe{r: r, w: w, mu: mu, done: make(chan struct{})}, wr, nil
 }
 
 func (p *outPipe) write(b []byte) {
 	if p.werr != nil {
 		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if _, err := p.w.Write(b); err != nil {
 		p.werr = err
 	}
@@ -243,11 +247,12 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 	}
 	var outs []*outPipe
 	var errPipe *outPipe
+	var writeMu sync.Mutex
 	for i, w := range []io.Writer{req.Stdout, req.Stderr} {
 		if w == nil {
 			continue
 		}
-		p, wr, err := newOutPipe(w)
+		p, wr, err := newOutPipe(w, &writeMu)
 		if err != nil {
 			return sandbox.ExitStatus{}, err
 		}
@@ -349,7 +354,7 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 				// The command did not start: report like a shell would.
 				if errPipe != nil {
 					errPipe.finish()
-					_, _ = fmt.Fprintf(req.Stderr, "techboss: %s\n", rep.Error)
+					errPipe.write([]byte("techboss: " + rep.Error + "\n"))
 				}
 				return sandbox.ExitStatus{Code: rep.Code, Duration: time.Since(start)}, ctxErr
 			}

@@ -119,6 +119,23 @@ type state struct {
 func (s *state) socket() string { return filepath.Join(s.Dir, "agent.sock") }
 func (s *state) merged() string { return filepath.Join(s.Dir, "root") }
 
+// FindInitBinary looks for techboss-sandbox-init next to the running
+// executable, then on PATH.
+func FindInitBinary() (string, error) {
+	const name = "techboss-sandbox-init"
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%s not found next to the server or on PATH (build it with CGO_ENABLED=0 go build ./cmd/techboss-sandbox-init)", name)
+	}
+	return p, nil
+}
+
 // New checks the host (bubblewrap, helper binary, data dir) and returns a Driver.
 func New(o Options) (*Driver, error) {
 	if o.DataDir == "" {
@@ -439,6 +456,11 @@ func (d *Driver) bwrapArgs(st *state, r startRequest) []string {
 		for _, dir := range hostLibDirs() {
 			a = append(a, "--ro-bind", dir, dir)
 		}
+	}
+	if r.network && !r.rootfs.Host {
+		// Images rarely carry a resolver config; give them the host's, as
+		// container runtimes do.
+		a = append(a, "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf")
 	}
 	a = append(a,
 		"--proc", "/proc",
