@@ -1,0 +1,131 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/techbossai/techboss/client"
+	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/httpapi"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/store/storetest"
+)
+
+func TestClientSandboxes(t *testing.T) {
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root for the local sandbox driver"
+	} else if _, err := exec.LookPath("bwrap"); err != nil {
+		why = "bubblewrap (bwrap) not installed"
+	}
+	if why != "" {
+		if storetest.RequireAll() {
+			t.Fatal(why)
+		}
+		t.Skip("why: " + why)
+	}
+	bin := filepath.Join(t.TempDir(), "techboss-sandbox-init")
+	build := exec.Command("go", "build", "-o", bin, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build sandbox helper: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	db := storetest.OpenSQLite(t)
+	drv, err := local.New(local.Options{DataDir: t.TempDir(), InitBinary: bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := sandbox.NewManager(sandbox.Deps{Repo: db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local", Limits: sandbox.DefaultLimits(), Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := auth.New(auth.Options{Store: db, Hash: auth.TestHashParams, AccountLimit: 2})
+	srv := httptest.NewServer(httpapi.NewServer(httpapi.Deps{Store: db, Auth: svc, Sandboxes: m}))
+	t.Cleanup(srv.Close)
+	u, err := svc.CreateUser(ctx, "dev@example.com", "dev-password-1", auth.RoleMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tok, err := svc.CreateToken(ctx, u.ID, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(srv.URL, client.WithToken(string(tok)))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	created, err := c.CreateSandbox(ctx, client.SandboxSpec{ImageBase: "host", Labels: map[string]string{"app": "x"}})
+	if err != nil || created.Status != "running" {
+		t.Fatalf("CreateSandbox = %+v, %v", created, err)
+	}
+	id := created.SandboxID
+	t.Cleanup(func() { _ = drv.Destroy(context.Background(), sandbox.Ref(id)) })
+	if _, err := c.CreateSandbox(ctx, client.SandboxSpec{Network: "bridge"}); err == nil {
+		t.Fatal("bad spec accepted")
+	} else if ce := (*client.Error)(nil); !errors.As(err, &ce) || ce.StatusCode != 422 || len(ce.Fields) == 0 || ce.Fields[0].Field != "network" {
+		t.Fatalf("bad spec error %v", err)
+	}
+
+	page, err := c.ListSandboxes(ctx, client.ListSandboxesOptions{States: []string{"running"}, Labels: map[string]string{"app": "x"}})
+	if err != nil || len(page.Sandboxes) != 1 || page.Sandboxes[0].ID != id {
+		t.Fatalf("ListSandboxes = %+v, %v", page, err)
+	}
+	in := "typed"
+	res, err := c.Exec(ctx, id, client.ExecRequest{Command: []string{"sh", "-c", "cat; printf '\\377' >&2"}, Stdin: &in})
+	if err != nil || string(res.Stdout) != "typed" || !bytes.Equal(res.Stderr, []byte{0xff}) {
+		t.Fatalf("Exec = %+v, %v", res, err)
+	}
+	var out, errOut bytes.Buffer
+	exit, err := c.ExecStream(ctx, id, client.ExecRequest{Command: []string{"sh", "-c", "echo a; echo b >&2; exit 4"}}, &out, &errOut)
+	if err != nil || exit.ExitCode != 4 || out.String() != "a\n" || errOut.String() != "b\n" {
+		t.Fatalf("ExecStream = %+v, %v, %q, %q", exit, err, out.String(), errOut.String())
+	}
+	if n, err := c.WriteFile(ctx, id, "notes/a.txt", strings.NewReader("hello"), 0o640); err != nil || n != 5 {
+		t.Fatalf("WriteFile = %d, %v", n, err)
+	}
+	var got bytes.Buffer
+	if _, err := c.ReadFile(ctx, id, "notes/a.txt", &got); err != nil || got.String() != "hello" {
+		t.Fatalf("ReadFile = %q, %v", got.String(), err)
+	}
+	ents, err := c.ListDir(ctx, id, "notes")
+	if err != nil || len(ents) != 1 || ents[0].Name != "a.txt" || ents[0].Mode.Perm() != 0o640 {
+		t.Fatalf("ListDir = %+v, %v", ents, err)
+	}
+	rc, err := c.ArchiveOut(ctx, id, "notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ArchiveIn(ctx, id, "copy", rc); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	res, err = c.Exec(ctx, id, client.ExecRequest{Command: []string{"sh", "-c", "cat $(find /workspace/copy -name a.txt)"}})
+	if err != nil || string(res.Stdout) != "hello" {
+		t.Fatalf("archive round trip: %+v, %v", res, err)
+	}
+	if err := c.RemoveFile(ctx, id, "notes/a.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if logs, err := c.SandboxLogs(ctx, id); err != nil || !strings.Contains(logs, "running") {
+		t.Fatalf("SandboxLogs = %q, %v", logs, err)
+	}
+	sb, err := c.TerminateSandbox(ctx, id)
+	if err != nil || sb.Status != "terminated" {
+		t.Fatalf("TerminateSandbox = %+v, %v", sb, err)
+	}
+	if vols, err := c.ListVolumes(ctx); err != nil || len(vols) != 0 {
+		t.Fatalf("ListVolumes = %+v, %v", vols, err)
+	}
+}
