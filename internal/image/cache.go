@@ -10,6 +10,7 @@ package image
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -88,7 +89,7 @@ func NewCache(o Options) (*Cache, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	for _, sub := range []string{"rootfs", "builds", "tmp"} {
+	for _, sub := range []string{"rootfs", "builds", "tmp", "tags"} {
 		if err := os.MkdirAll(filepath.Join(o.Dir, sub), 0o755); err != nil {
 			return nil, fmt.Errorf("image cache: %w", err)
 		}
@@ -171,6 +172,16 @@ func (c *Cache) Pull(ctx context.Context, ref string, log io.Writer) (Rootfs, er
 			return rf, nil
 		}
 	}
+	// A tag pulled before is used as is (pull policy "if not present"), so
+	// creating from a cached image needs no registry round trip. Digest
+	// references pin content; tags are resolved once per cache.
+	if dg, err := os.ReadFile(c.tagFile(r.Name())); err == nil {
+		if rf, err := c.cachedPull(strings.TrimSpace(string(dg))); err == nil {
+			c.hits.WithLabelValues("pull").Inc()
+			logf(log, "image %s: cached", ref)
+			return rf, nil
+		}
+	}
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(c.o.Keychain),
@@ -190,6 +201,7 @@ func (c *Cache) Pull(ctx context.Context, ref string, log io.Writer) (Rootfs, er
 	}
 	if rf, err := c.cachedPull(dg.String()); err == nil {
 		c.hits.WithLabelValues("pull").Inc()
+		c.rememberTag(r.Name(), dg.String())
 		logf(log, "image %s (%s): cached", ref, dg)
 		return rf, nil
 	}
@@ -203,7 +215,20 @@ func (c *Cache) Pull(ctx context.Context, ref string, log io.Writer) (Rootfs, er
 	if err != nil {
 		return Rootfs{}, err
 	}
+	c.rememberTag(r.Name(), dg.String())
 	return v.(Rootfs), nil
+}
+
+func (c *Cache) tagFile(ref string) string {
+	h := sha256.Sum256([]byte(ref))
+	return filepath.Join(c.o.Dir, "tags", hex.EncodeToString(h[:]))
+}
+
+func (c *Cache) rememberTag(ref, digest string) {
+	tmp := c.tagFile(ref) + ".tmp"
+	if err := os.WriteFile(tmp, []byte(digest), 0o644); err == nil {
+		_ = os.Rename(tmp, c.tagFile(ref))
+	}
 }
 
 func (c *Cache) pullDir(digest string) string {

@@ -134,3 +134,42 @@ func BenchmarkExecOutput64MiB(b *testing.B) {
 type countingDiscard int64
 
 func (c *countingDiscard) Write(p []byte) (int, error) { *c += countingDiscard(len(p)); return len(p), nil }
+
+// BenchmarkCreateFirstExecOCI: as BenchmarkCreateFirstExec, on a pulled
+// busybox image with a cached dockerfile_commands build.
+func BenchmarkCreateFirstExecOCI(b *testing.B) {
+	ref, _ := pushBusybox(b)
+	d := newTestDriver(b, "")
+	ctx := context.Background()
+	spec := sandbox.Spec{ImageBase: ref, DockerfileCommands: []string{"RUN echo built > /built", "ENV X=1"}}
+	warm, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: spec})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = d.Destroy(ctx, warm)
+	var create, total []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		sb, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: spec})
+		if err != nil {
+			b.Fatal(err)
+		}
+		created := time.Since(start)
+		st, err := d.Exec(ctx, sb, sandbox.ExecRequest{Argv: []string{"true"}})
+		if err != nil || st.Code != 0 {
+			b.Fatal(st, err)
+		}
+		total = append(total, time.Since(start))
+		create = append(create, created)
+		b.StopTimer()
+		if err := d.Destroy(ctx, sb); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(p50(create), "create-p50-ms")
+	b.ReportMetric(p50(total), "create+exec-p50-ms")
+	reportRaw(b, 20)
+}

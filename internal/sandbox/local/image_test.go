@@ -17,7 +17,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -77,7 +76,7 @@ func busyboxLayer(t testing.TB) []byte {
 }
 
 // pushBusybox serves an in-memory registry on 127.0.0.1 and pushes the image.
-func pushBusybox(t testing.TB) (ref string, digest v1.Hash) {
+func pushBusybox(t testing.TB) (ref string, srv *httptest.Server) {
 	t.Helper()
 	layerTar := busyboxLayer(t)
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerTar)), nil })
@@ -99,7 +98,7 @@ func pushBusybox(t testing.TB) (ref string, digest v1.Hash) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	srv = httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
 	ref = u.Host + "/test/busybox:latest"
@@ -110,13 +109,12 @@ func pushBusybox(t testing.TB) (ref string, digest v1.Hash) {
 	if err := remote.Write(r, img); err != nil {
 		t.Fatal(err)
 	}
-	dg, _ := img.Digest()
-	return ref, dg
+	return ref, srv
 }
 
 func TestOCIImageBuildAndCache(t *testing.T) {
 	requireHost(t)
-	ref, _ := pushBusybox(t)
+	ref, srv := pushBusybox(t)
 	reg := prometheus.NewRegistry()
 	d, err := New(Options{DataDir: t.TempDir(), InitBinary: initBin, Metrics: reg})
 	if err != nil {
@@ -168,8 +166,8 @@ func TestOCIImageBuildAndCache(t *testing.T) {
 
 	log.Reset()
 	sb2 := createWithLog(t, d, spec, &log)
-	if hits("build") != 1 || misses("build") != 1 {
-		t.Errorf("second create: build hits %v misses %v; want 1, 1 (no build)", hits("build"), misses("build"))
+	if hits("build") != 1 || misses("build") != 1 || hits("pull") != 1 || misses("pull") != 1 {
+		t.Errorf("second create: build hits %v misses %v, pull hits %v misses %v; want 1, 1, 1, 1 (no pull, no build)", hits("build"), misses("build"), hits("pull"), misses("pull"))
 	}
 	if strings.Contains(log.String(), "RUN ") {
 		t.Errorf("second create ran the build again:\n%s", log.String())
@@ -180,11 +178,6 @@ func TestOCIImageBuildAndCache(t *testing.T) {
 	if r := asRoot(sb2, "cat /usr/bin/installed-pkg"); r.st.Code == 0 {
 		t.Errorf("sandbox 2 sees sandbox 1's install")
 	}
-
-	// The base image alone, and the conformance suite on it.
-	t.Run("Conformance", func(t *testing.T) {
-		sandboxtest.Exercise(t, func(t *testing.T) sandbox.Driver { return d }, sandboxtest.WithSpec(sandbox.Spec{ImageBase: ref}), sandboxtest.WithLargeOutput(8<<20))
-	})
 
 	t.Run("Errors", func(t *testing.T) {
 		for _, c := range []struct {
@@ -207,6 +200,20 @@ func TestOCIImageBuildAndCache(t *testing.T) {
 			})
 		}
 	})
+
+	// Cached images need no registry: stop it and create again.
+	srv.Close()
+	sb3 := createWithLog(t, d, spec, io.Discard)
+	if got := mustSh(t, d, sb3, "cat /built.txt"); got != "hello\n" {
+		t.Errorf("offline create: got %q", got)
+	}
+
+	// The base image alone, and the conformance suite on it.
+	t.Run("Conformance", func(t *testing.T) {
+		sandboxtest.Exercise(t, func(t *testing.T) sandbox.Driver { return d }, sandboxtest.WithSpec(sandbox.Spec{ImageBase: ref}), sandboxtest.WithLargeOutput(8<<20))
+	})
+
+
 }
 
 func createWithLog(t testing.TB, d *Driver, sp sandbox.Spec, log io.Writer) sandbox.Ref {

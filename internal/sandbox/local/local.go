@@ -239,6 +239,9 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 	default:
 		return "", errs.Field("network", `must be "none" or "full"`)
 	}
+	if sp.GPU != "" {
+		return "", errs.Field("gpu", "GPUs are not available on the local driver")
+	}
 	if sp.VolumeName != "" && !validName(sp.VolumeName) {
 		return "", errs.Field("volume_name", "must be 1-100 letters, digits, '.', '_' or '-'")
 	}
