@@ -339,7 +339,7 @@ func (m *openaiMeter) apply(d openaiDoc) {
 
 func (m *openaiMeter) sseLine(l []byte) {
 	data, ok := bytes.CutPrefix(bytes.TrimRight(l, "\r"), []byte("data:"))
-	if !ok || !bytes.Contains(data, []byte(`"usage"`)) {
+	if !ok || !hasUsageObject(data) {
 		return
 	}
 	var d openaiDoc
@@ -350,6 +350,22 @@ func (m *openaiMeter) sseLine(l []byte) {
 		return // earlier snapshots of the response carry no final usage
 	}
 	m.apply(d)
+}
+
+// hasUsageObject reports whether an event carries a "usage" object, so
+// the many chunks with "usage":null (include_usage) skip JSON decoding.
+func hasUsageObject(data []byte) bool {
+	for {
+		i := bytes.Index(data, []byte(`"usage"`))
+		if i < 0 {
+			return false
+		}
+		rest := bytes.TrimLeft(data[i+len(`"usage"`):], " \t")
+		if rest, ok := bytes.CutPrefix(rest, []byte(":")); ok && len(bytes.TrimLeft(rest, " \t")) > 0 && bytes.TrimLeft(rest, " \t")[0] == '{' {
+			return true
+		}
+		data = data[i+len(`"usage"`):]
+	}
 }
 
 func (m *openaiMeter) result() (agent.Usage, string) {
