@@ -122,6 +122,9 @@ func TestAgentWorkflow(t *testing.T) {
 		t.Errorf("run stats missing tokens or cost: %q", s)
 	}
 	b.shot("agent-second-run")
+	// The sandbox's cost so far is the sum of its runs' metered calls.
+	b.do("reopen sandbox", chromedp.Reload())
+	b.waitJS("header cost", `/\$0\.\d+ so far/.test(document.querySelector("main")?.textContent || "")`)
 	if n := b.count(".history li"); n != 2 {
 		t.Errorf("got %d runs in history, want 2", n)
 	}
@@ -195,6 +198,7 @@ func snapshotRoundTrip(t *testing.T, b *browser) {
 	b.do("restore newest", chromedp.Click(chromedp.CSS(`.timeline li[data-snapshot] button.danger`)))
 	b.confirm()
 	b.waitJS("restored", `document.querySelector('[role="status"]') && [...document.querySelectorAll('[role="status"]')].some(e => e.textContent.startsWith("Restored"))`)
+	b.shot("snapshots-restored")
 	b.clickButton("Files")
 	b.waitJS("hello.txt back", `!!document.querySelector('li[data-path="hello.txt"]')`)
 }

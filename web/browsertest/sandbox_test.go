@@ -19,8 +19,9 @@ func TestSandboxPages(t *testing.T) {
 	s.user(t, bobEmail, bobPass)
 	b := newBrowser(t, s.url)
 	b.allow(`^http: GET .*/auth/me -> 401$`)
-	// This stack runs sandboxes only: the agent and snapshot panels get 503s.
-	b.allow(`^http: GET .*/sandbox/[^/]+/(runs|snapshots) -> (404|503)$`)
+	// This stack runs no agent: the chat panel and the cost lookups get 503s.
+	b.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
+	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
 	b.open("/")
 	b.login(aliceEmail, alicePass)
 	b.waitJS("empty list", `!document.querySelector("main p.muted").hidden`)
@@ -80,6 +81,7 @@ func TestSandboxPages(t *testing.T) {
 	// Another user: not in the list, and the page says not found.
 	bob := newBrowser(t, s.url)
 	bob.allow(`^http: GET .*/auth/me -> 401$`)
+	bob.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
 	bob.allow(`^http: GET .*/sandbox/` + id + `(/.*)? -> (404|503)$`)
 	bob.open("/")
 	bob.login(bobEmail, bobPass)

@@ -15,12 +15,14 @@ import (
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/agent/claude"
 	"github.com/techbossai/techboss/internal/auth"
+	blobfs "github.com/techbossai/techboss/internal/blob/fs"
 	"github.com/techbossai/techboss/internal/httpapi"
 	"github.com/techbossai/techboss/internal/llm"
 	"github.com/techbossai/techboss/internal/llm/gateway"
 	"github.com/techbossai/techboss/internal/modeltest"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store"
 )
 
@@ -80,7 +82,8 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 		mounts = []sandbox.Mount{{Source: claudePrefix, Target: "/opt/techboss/claude", ReadOnly: true}}
 	}
 	if o.sandboxes {
-		deps.Sandboxes = sandboxManager(t, db, logger, mounts)
+		deps.Sandboxes, deps.Snapshots = sandboxManager(t, db, logger, reg, mounts)
+		s.snapshots = true
 	}
 	if o.agent {
 		s.model = modeltest.New(t, o.script...)
@@ -131,9 +134,10 @@ func (s *stack) user(t *testing.T, email, password string) {
 	}
 }
 
-// sandboxManager returns a Manager on the real local (bubblewrap) driver; its
-// sandboxes are destroyed at cleanup.
-func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, mounts []sandbox.Mount) *sandbox.Manager {
+// sandboxManager returns a Manager on the real local (bubblewrap) driver and
+// the snapshot service over a filesystem blob store (hooked into the
+// Manager: snapshot before terminate); sandboxes are destroyed at cleanup.
+func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, reg *prometheus.Registry, mounts []sandbox.Mount) (*sandbox.Manager, *snapshot.Service) {
 	t.Helper()
 	why := ""
 	if os.Geteuid() != 0 {
@@ -154,8 +158,20 @@ func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, mounts []sa
 	if err != nil {
 		t.Fatalf("local driver: %v", err)
 	}
+	drivers := map[string]sandbox.Driver{"local": drv}
+	blobs, err := blobfs.New(t.TempDir(), blobfs.Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("blob store: %v", err)
+	}
+	snaps, err := snapshot.NewService(snapshot.ServiceDeps{
+		Snapshotter: snapshot.New(snapshot.Config{Logger: logger, Metrics: snapshot.NewMetrics(reg)}),
+		Index:       db, DefaultStore: blobs, Drivers: drivers, OnTerminate: true, Logger: logger,
+	})
+	if err != nil {
+		t.Fatalf("snapshot service: %v", err)
+	}
 	m, err := sandbox.NewManager(sandbox.Deps{
-		Repo: db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
+		Repo: db, Drivers: drivers, DefaultDriver: "local", Hooks: snaps.Hooks(),
 		Limits: sandbox.DefaultLimits(), Logger: logger, Mounts: mounts,
 	})
 	if err != nil {
@@ -167,7 +183,7 @@ func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, mounts []sa
 			_ = drv.Destroy(context.Background(), sb.Ref)
 		}
 	})
-	return m
+	return m, snaps
 }
 
 // testWriter sends server logs to the test log.

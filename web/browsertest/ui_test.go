@@ -20,6 +20,7 @@ func TestLoginTokensLogout(t *testing.T) {
 	b := newBrowser(t, s.url)
 	b.allow(`^http: GET .*/auth/me -> 401$`) // the probe before logging in
 	b.allow(`^http: GET .*/sandbox -> 503$`) // this stack runs no sandbox manager
+	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
 
 	b.open("/")
 	b.waitJS("login form", `!!document.querySelector('form[aria-label="Log in"]')`)

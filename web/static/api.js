@@ -238,3 +238,13 @@ export async function followLogs(sandboxID, onText, onStatus, signal) {
     else if (ev.event === "status") onStatus(parseJSON(ev.data));
   }, signal);
 }
+
+/** sandboxCosts returns a Map of sandbox id -> LLM cost so far (USD), or an empty Map when usage is unavailable. */
+export async function sandboxCosts() {
+  try {
+    const data = await api("GET", "/usage?group_by=sandbox&from=2000-01-01");
+    return new Map((data.groups || []).map((g) => [g.key, Number(g.cost_usd || 0)]));
+  } catch {
+    return new Map();
+  }
+}

@@ -39,7 +39,7 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
   function follow(view, opts, live) {
     const stream = followRun(opts, {
       onEvent: (type, data, seq) => view.handle(type, data, seq),
-      onRunID: (id) => { view.setID(id); views.set(id, view); },
+      onRunID: (id) => { view.setID(id); views.set(id, view); if (live) refreshHistory(); },
       onState: (s) => { if (live) status.textContent = s === "reconnecting" ? "Connection lost, reconnecting…" : "Streaming…"; },
       onError: (e) => { if (live) showError(err, e); else view.notice("error", e.message); view.markEnded(); },
       onEnd: ({ finished }) => {
@@ -63,6 +63,7 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
     if (active) return;
     showError(err, null);
     const view = new RunView(text);
+    transcript.querySelector(".empty-chat")?.remove();
     transcript.append(view.el);
     const stream = follow(view, { sandboxID, prompt: text }, true);
     setActive({ view, stream });
@@ -241,7 +242,7 @@ class RunView {
           for (const [k, v] of Object.entries(u)) if (typeof v === "number") this.gw.usage[k] = (this.gw.usage[k] || 0) + v;
           if (typeof d.cost_usd === "number") this.gw.cost += d.cost_usd;
         }
-        const best = this.cli || this.gw;
+        const best = this.gw || this.cli;
         this.usage = { ...best.usage };
         this.renderStats({ cost_usd: best.cost });
         break;
@@ -258,7 +259,7 @@ class RunView {
         break;
       case "done":
         this.ended = true;
-        if (d.error && !d.synthetic) this.notice("error", `Run ${d.status || "ended"}: ${d.error}`);
+        if (d.error && !d.synthetic && d.error !== d.status) this.notice("error", `Run ${d.status || "ended"}: ${d.error}`);
         this.setState(pick(d, "status", "state") || (this.stateEl.textContent === "error" ? "error" : "completed"));
         break;
       default:
@@ -266,12 +267,14 @@ class RunView {
     }
   }
 
-  renderStats(r) {
+  renderStats(update) {
+    this.stats = { ...(this.stats || {}), ...Object.fromEntries(Object.entries(update).filter(([, v]) => v !== undefined && v !== null)) };
+    const r = this.stats;
     const u = this.usage;
     const input = pick(r, "input_tokens") ?? pick(u, "input_tokens");
     const output = pick(r, "output_tokens") ?? pick(u, "output_tokens");
     const cacheR = pick(r, "cache_read_input_tokens") ?? pick(u, "cache_read_input_tokens");
-    const cost = pick(r, "total_cost_usd", "cost_usd");
+    const cost = pick(r, "cost_usd", "total_cost_usd");
     const dur = pick(r, "duration_ms");
     const turns = pick(r, "num_turns", "turns");
     const parts = [];

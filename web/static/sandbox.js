@@ -1,5 +1,5 @@
 // One sandbox: header with terminate, and tabs for chat, files, snapshots, exec.
-import { api, streamExec, parseJSON, chunkText } from "./api.js";
+import { api, streamExec, parseJSON, chunkText, sandboxCosts } from "./api.js";
 import { h, field, errorBox, busy, showError, pick, ago, money, confirmDialog } from "./dom.js";
 import { sandboxImage } from "./sandboxes.js";
 import { chatPanel } from "./chat.js";
@@ -54,12 +54,14 @@ export function sandboxView({ main }, id, tab) {
   }
 
   let sb = null;
+  let cost = 0;
   let timer = null;
   async function refresh() {
     clearTimeout(timer);
     try {
       sb = await api("GET", `/sandbox/${encodeURIComponent(id)}`);
       showError(loadErr, null);
+      cost = (await sandboxCosts()).get(id) ?? 0;
     } catch (err) {
       showError(loadErr, err);
       if (err.status === 404) {
@@ -74,7 +76,7 @@ export function sandboxView({ main }, id, tab) {
     badge.textContent = sb.status;
     badge.className = `badge ${sb.status}`;
     meta.replaceChildren(`${id} · ${sandboxImage(sb)} · created ${ago(sb.created_at)} · last activity ${ago(pick(sb, "last_active_at", "updated_at"))}`,
-      pick(sb, "cost_usd") !== undefined ? ` · ${money(sb.cost_usd)} so far` : "",
+      ` · ${money(pick(sb, "cost_usd") ?? cost)} so far`,
       sb.reason ? ` · ${sb.reason}` : "");
     terminate.disabled = !["running", "creating"].includes(sb.status);
     if (sb.status === "creating" || sb.status === "terminating") timer = setTimeout(refresh, 1500);

@@ -1,5 +1,5 @@
 // Sandbox list and create form.
-import { api, followLogs } from "./api.js";
+import { api, followLogs, sandboxCosts } from "./api.js";
 import { h, field, errorBox, busy, showError, pick, ago, money } from "./dom.js";
 
 const ACTIVE = new Set(["creating", "running", "terminating"]);
@@ -45,10 +45,10 @@ export function sandboxesView({ main }) {
     if (stopped) return;
     clearTimeout(timer);
     try {
-      const data = await api("GET", "/sandbox");
+      const [data, costs] = await Promise.all([api("GET", "/sandbox"), sandboxCosts()]);
       const list = Array.isArray(data) ? data : (data && (data.sandboxes || data.items)) || [];
       showError(listErr, null);
-      render(list);
+      render(list, costs);
       // Poll while something is changing state.
       if (list.some((s) => s.status === "creating" || s.status === "terminating")) timer = setTimeout(refresh, 1500);
     } catch (err) {
@@ -56,7 +56,7 @@ export function sandboxesView({ main }) {
     }
   }
 
-  function render(list) {
+  function render(list, costs) {
     const rows = list
       .filter((s) => showAll.checked || ACTIVE.has(s.status) || s.status === "failed")
       .sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
@@ -72,7 +72,7 @@ export function sandboxesView({ main }) {
         h("td", {}, sandboxImage(s)),
         h("td", {}, ago(s.created_at)),
         h("td", {}, ago(pick(s, "last_active_at", "updated_at"))),
-        h("td", { class: "num" }, money(pick(s, "cost_usd", "cost", "total_cost_usd"))));
+        h("td", { class: "num", dataset: { cost: "" } }, money(pick(s, "cost_usd") ?? costs.get(id) ?? 0)));
     }));
   }
 
