@@ -441,6 +441,12 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 	return sandbox.Ref(b), nil
 }
 
+// HandlesInitFromS3 reports that Create itself imports s3_bucket_name /
+// s3_key_prefix into /workspace when init_from_s3 is set (from the
+// CloudBucketMount, inside the sandbox), so the server-side import, which
+// needs a host workspace directory, should be skipped for this driver.
+func (d *Driver) HandlesInitFromS3() bool { return true }
+
 // Destroy terminates the sandbox. Unknown or finished sandboxes are fine.
 func (d *Driver) Destroy(ctx context.Context, r sandbox.Ref) error {
 	x, err := parseRef(r)
