@@ -66,6 +66,11 @@ func newCgroups(root string, mode cgroupMode, id string, l limits) (cgroups, err
 	switch mode {
 	case cgroupV1:
 		for _, ctrl := range v1Controllers {
+			// Joining a v1 group costs a migration per controller on the
+			// create path: join memory and cpu only when they limit.
+			if (ctrl == "memory" && l.memoryMB <= 0) || (ctrl == "cpu" && l.cpu <= 0) {
+				continue
+			}
 			base := filepath.Join(root, ctrl)
 			if _, err := os.Stat(base); err != nil {
 				continue
