@@ -31,6 +31,7 @@ var subtests = []struct {
 	{"Snapshots", testSnapshots},
 	{"Runs", Runs},
 	{"Usage", Usage},
+	{"Budgets", Budgets},
 }
 
 // Exercise runs every conformance subtest, each on a fresh database from open.
