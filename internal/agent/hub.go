@@ -40,7 +40,8 @@ type topic struct {
 	seq      int64      // last assigned seq; guarded by appendMu
 
 	// guarded by Hub.mu
-	tail []Event // the newest events, at most maxTail
+	published int64   // seq of the last published event
+	tail      []Event // the newest events, at most maxTail
 	subs map[*Subscription]struct{}
 }
 
@@ -61,7 +62,7 @@ func (h *Hub) Open(runID string, lastSeq int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.topics[runID]; !ok {
-		h.topics[runID] = &topic{seq: lastSeq, subs: map[*Subscription]struct{}{}}
+		h.topics[runID] = &topic{seq: lastSeq, published: lastSeq, subs: map[*Subscription]struct{}{}}
 	}
 }
 
@@ -124,6 +125,7 @@ func (h *Hub) publish(t *topic, ev Event) {
 		t.tail = t.tail[:n]
 	}
 	t.tail = append(t.tail, ev)
+	t.published = ev.Seq
 	for s := range t.subs {
 		select {
 		case s.c <- ev:
@@ -193,7 +195,7 @@ func (h *Hub) Subscribe(ctx context.Context, runID string, after int64) (*Subscr
 		if len(t.tail) > 0 {
 			firstTail = t.tail[0].Seq
 		} else {
-			firstTail = t.seq + 1
+			firstTail = t.published + 1
 		}
 		for _, ev := range t.tail {
 			if ev.Seq > after {

@@ -330,12 +330,13 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 			return Run{}, err
 		}
 	}
+	queued := j.run // execute owns j.run once submitted
 	s.mu.Lock()
 	s.jobs[j.run.ID] = j
 	s.mu.Unlock()
 	select {
 	case s.submit <- j:
-		return j.run, nil
+		return queued, nil
 	case <-s.stopped:
 	case <-ctx.Done():
 	}

@@ -1,0 +1,259 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/agent/claude"
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/store"
+)
+
+func openStore(t testing.TB) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// newManager is a real sandbox Manager on the local driver (no sandbox started).
+func newManager(t testing.TB, db *store.DB) *sandbox.Manager {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		need(t, "the local sandbox driver needs root")
+	}
+	drv, err := local.New(local.Options{DataDir: t.TempDir(), InitBinary: initBin})
+	if err != nil {
+		need(t, err.Error())
+	}
+	m, err := sandbox.NewManager(sandbox.Deps{Repo: db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local", Limits: sandbox.DefaultLimits()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func textEvent(i int) agent.Event {
+	return agent.NewEvent(agent.TypeText, agent.TextData{Text: fmt.Sprint(i)}, "")
+}
+
+// collect reads a subscription to its end and returns the seqs it saw.
+func collect(sub *agent.Subscription) []int64 {
+	var seqs []int64
+	for _, ev := range sub.Replay {
+		seqs = append(seqs, ev.Seq)
+	}
+	for ev := range sub.C {
+		seqs = append(seqs, ev.Seq)
+	}
+	return seqs
+}
+
+func wantRange(t *testing.T, got []int64, from, to int64) {
+	t.Helper()
+	if int64(len(got)) != to-from+1 {
+		t.Fatalf("got %d events, want %d..%d", len(got), from, to)
+	}
+	for i, s := range got {
+		if s != from+int64(i) {
+			t.Fatalf("event %d has seq %d, want %d", i, s, from+int64(i))
+		}
+	}
+}
+
+// TestHubReplayAndLiveAreAtomic: subscribers joining at any moment, from
+// any position, see every later event exactly once and in order, while
+// events are being appended concurrently.
+func TestHubReplayAndLiveAreAtomic(t *testing.T) {
+	db := openStore(t)
+	ctx := context.Background()
+	if err := db.CreateRun(ctx, agent.Run{ID: "run_h", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	hub := agent.NewHub(db, nil, 100_000)
+	hub.Open("run_h", 0)
+	const total = 2000
+	var wg sync.WaitGroup
+	type result struct {
+		after int64
+		seqs  []int64
+	}
+	results := make(chan result, 64)
+	// Subscriber i joins once i*40 events were appended (while appends go
+	// on), resuming from position i*20: some replay, some live, some both.
+	milestones := make([]chan struct{}, 40)
+	for i := range milestones {
+		milestones[i] = make(chan struct{})
+	}
+	for i := range 40 {
+		wg.Go(func() {
+			<-milestones[i]
+			after := int64(i * 20)
+			sub, err := hub.Subscribe(ctx, "run_h", after)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			results <- result{after, collect(sub)}
+		})
+	}
+	for i := 0; i <= total; i++ {
+		if i%40 == 0 && i/40 < len(milestones) {
+			close(milestones[i/40])
+		}
+		if i == 0 {
+			continue
+		}
+		if _, err := hub.Append(ctx, "run_h", textEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hub.Close("run_h")
+	wg.Wait()
+	close(results)
+	n := 0
+	for r := range results {
+		n++
+		wantRange(t, r.seqs, r.after+1, total)
+	}
+	if n != 40 {
+		t.Fatalf("%d subscribers finished, want 40", n)
+	}
+	// A finished run is served from the store.
+	sub, err := hub.Subscribe(ctx, "run_h", total-5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRange(t, collect(sub), total-4, total)
+}
+
+// TestHubSlowSubscriberIsCut: a subscriber that does not read is cut when
+// its buffer fills (publishing never blocks) and resumes from its last seq.
+func TestHubSlowSubscriberIsCut(t *testing.T) {
+	db := openStore(t)
+	ctx := context.Background()
+	_ = db.CreateRun(ctx, agent.Run{ID: "run_s", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()})
+	hub := agent.NewHub(db, nil, 4)
+	hub.Open("run_s", 0)
+	slow, _ := hub.Subscribe(ctx, "run_s", 0)
+	fast, _ := hub.Subscribe(ctx, "run_s", 0)
+	var fastSeqs []int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fastSeqs = collect(fast)
+	}()
+	for i := 1; i <= 50; i++ {
+		if _, err := hub.Append(ctx, "run_s", textEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []int64
+	for ev := range slow.C {
+		got = append(got, ev.Seq)
+	}
+	if !slow.Cut() || len(got) != 4 {
+		t.Fatalf("slow subscriber: cut=%v got %v; want cut after 4", slow.Cut(), got)
+	}
+	resumed, err := hub.Subscribe(ctx, "run_s", got[len(got)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub.Close("run_s")
+	wantRange(t, append(got, collect(resumed)...), 1, 50)
+	<-done
+	if fast.Cut() {
+		// The fast reader may legitimately be cut on a loaded machine; it
+		// must then still have seen a gap-free prefix.
+		t.Logf("fast subscriber was cut after %d events", len(fastSeqs))
+		wantRange(t, fastSeqs, 1, int64(len(fastSeqs)))
+	} else {
+		wantRange(t, fastSeqs, 1, 50)
+	}
+}
+
+// TestHubManySubscribers: thousands of subscribers on one run cost one
+// channel send each per event.
+func TestHubManySubscribers(t *testing.T) {
+	db := openStore(t)
+	ctx := context.Background()
+	_ = db.CreateRun(ctx, agent.Run{ID: "run_m", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()})
+	hub := agent.NewHub(db, nil, 64)
+	hub.Open("run_m", 0)
+	const subs, events = 5000, 20
+	all := make([]*agent.Subscription, subs)
+	for i := range all {
+		all[i], _ = hub.Subscribe(ctx, "run_m", 0)
+	}
+	for i := 1; i <= events; i++ {
+		if _, err := hub.Append(ctx, "run_m", textEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hub.Close("run_m")
+	for _, s := range all {
+		wantRange(t, collect(s), 1, events)
+	}
+}
+
+// TestRestartInterruptsRuns: a run left running by a previous process is
+// marked interrupted at start, its events kept and a done event added.
+func TestRestartInterruptsRuns(t *testing.T) {
+	db := openStore(t)
+	ctx := context.Background()
+	stale := agent.Run{ID: "run_stale", SandboxID: "sb_gone", OwnerID: "alice", Prompt: "p", Status: agent.Running, CreatedAt: time.Now().UTC()}
+	if err := db.CreateRun(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		ev := textEvent(i)
+		ev.RunID, ev.Seq, ev.Time = stale.ID, int64(i), time.Now()
+		if err := db.AppendRunEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc, err := agent.NewService(agent.Config{}, agent.Deps{Store: db, CLI: claude.New(claude.Config{}), Sandboxes: newManager(t, db)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = svc.Run(runCtx) })
+	defer func() { cancel(); wg.Wait() }()
+	// Start returns only once the service is ready (stale runs handled).
+	if _, err := svc.Start(ctx, "alice", "sb_x", "hi", agent.Options{}); errs.KindOf(err) != errs.NotFound {
+		t.Fatalf("start on a missing sandbox = %v, want not found", err)
+	}
+	r, err := svc.Get(ctx, "alice", stale.ID)
+	if err != nil || r.Status != agent.Interrupted || r.FinishedAt.IsZero() {
+		t.Fatalf("stale run = %+v, %v", r, err)
+	}
+	sub, err := svc.Subscribe(ctx, "alice", stale.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := sub.Replay
+	if len(evs) != 3 || evs[2].Type != agent.TypeDone {
+		t.Fatalf("events %v", types(evs))
+	}
+	var d agent.DoneData
+	_ = json.Unmarshal(evs[2].Data, &d)
+	if d.Status != agent.Interrupted {
+		t.Errorf("done = %+v", d)
+	}
+}
