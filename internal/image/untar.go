@@ -19,6 +19,9 @@ type UntarOptions struct {
 	Owners bool
 	// MaxBytes bounds the total size of regular files (0: unlimited).
 	MaxBytes int64
+	// ChownTo, when set (and Owners is not), gives every extracted entry
+	// this uid/gid: the sandbox user's, so it can change what it received.
+	ChownTo *[2]int
 }
 
 // ErrUnsafePath is returned for archive entries that would land outside
@@ -133,6 +136,10 @@ func Untar(root *os.Root, r io.Reader, o UntarOptions) error {
 		}
 		if o.Owners {
 			if err := root.Lchown(name, hdr.Uid, hdr.Gid); err != nil {
+				return fmt.Errorf("extract %s: %w", hdr.Name, err)
+			}
+		} else if o.ChownTo != nil {
+			if err := root.Lchown(name, o.ChownTo[0], o.ChownTo[1]); err != nil {
 				return fmt.Errorf("extract %s: %w", hdr.Name, err)
 			}
 		}

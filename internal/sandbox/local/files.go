@@ -175,13 +175,14 @@ func (d *Driver) WriteFile(ctx context.Context, ref sandbox.Ref, p string, mode 
 	if rel == "." {
 		return 0, errs.Field("path", "is the root directory")
 	}
-	root, _, err := d.openRoot(ref)
+	root, st, err := d.openRoot(ref)
 	if err != nil {
 		return 0, err
 	}
 	defer root.Close()
+	owner := sandboxOwner(root, st)
 	if dir := path.Dir(rel); dir != "." {
-		if err := root.MkdirAll(dir, 0o755); err != nil {
+		if err := mkdirAllOwned(root, dir, owner); err != nil {
 			return 0, fileError(p, err)
 		}
 	}
@@ -198,6 +199,11 @@ func (d *Driver) WriteFile(ctx context.Context, ref sandbox.Ref, p string, mode 
 	}
 	if err := f.Chmod(mode.Perm()); err != nil {
 		return 0, fileError(p, err)
+	}
+	if owner != nil {
+		if err := f.Chown(owner[0], owner[1]); err != nil {
+			return 0, fileError(p, err)
+		}
 	}
 	n, err := io.CopyBuffer(f, struct{ io.Reader }{r}, make([]byte, copyBuf))
 	if err != nil {
@@ -383,13 +389,14 @@ func (d *Driver) ArchiveIn(ctx context.Context, ref sandbox.Ref, p string, r io.
 	if err != nil {
 		return err
 	}
-	root, _, err := d.openRoot(ref)
+	root, st, err := d.openRoot(ref)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
+	owner := sandboxOwner(root, st)
 	if rel != "." {
-		if err := root.MkdirAll(rel, 0o755); err != nil {
+		if err := mkdirAllOwned(root, rel, owner); err != nil {
 			return fileError(p, err)
 		}
 	}
@@ -398,8 +405,72 @@ func (d *Driver) ArchiveIn(ctx context.Context, ref sandbox.Ref, p string, r io.
 		return fileError(p, err)
 	}
 	defer sub.Close()
-	if err := image.Untar(sub, r, image.UntarOptions{}); err != nil {
+	if err := image.Untar(sub, r, image.UntarOptions{ChownTo: owner}); err != nil {
 		return fileError(p, err)
+	}
+	return nil
+}
+
+// sandboxOwner resolves the sandbox's default user (the image's USER) to
+// uid/gid through the sandbox's own /etc/passwd; nil for root or unknown.
+func sandboxOwner(root *os.Root, st *state) *[2]int {
+	u := st.User
+	if u == "" || u == "root" || u == "0" {
+		return nil
+	}
+	name, group, _ := strings.Cut(u, ":")
+	uid, gid := -1, -1
+	if n, err := strconv.Atoi(name); err == nil {
+		uid, gid = n, n
+	}
+	if b, err := root.ReadFile("etc/passwd"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Split(line, ":")
+			if len(f) >= 4 && (f[0] == name || f[2] == name) {
+				uid, _ = strconv.Atoi(f[2])
+				gid, _ = strconv.Atoi(f[3])
+				break
+			}
+		}
+	}
+	if group != "" {
+		if n, err := strconv.Atoi(group); err == nil {
+			gid = n
+		} else if b, err := root.ReadFile("etc/group"); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if f := strings.Split(line, ":"); len(f) >= 3 && f[0] == group {
+					gid, _ = strconv.Atoi(f[2])
+				}
+			}
+		}
+	}
+	if uid <= 0 {
+		return nil
+	}
+	if gid < 0 {
+		gid = uid
+	}
+	return &[2]int{uid, gid}
+}
+
+// mkdirAllOwned creates dir and missing parents, giving new ones to owner.
+func mkdirAllOwned(root *os.Root, dir string, owner *[2]int) error {
+	if owner == nil {
+		return root.MkdirAll(dir, 0o755)
+	}
+	parts := strings.Split(dir, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		err := root.Mkdir(p, 0o755)
+		if err == nil {
+			if err := root.Lchown(p, owner[0], owner[1]); err != nil {
+				return err
+			}
+			continue
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return err
+		}
 	}
 	return nil
 }

@@ -141,6 +141,13 @@ func TestOCIImageBuildAndCache(t *testing.T) {
 	if got := mustSh(t, d, sb1, "cat /built.txt /app/where.txt; mytool; echo $TOOL_HOME $IMAGE_VAR; id -u; test -d /home || echo no-home; echo ${GREETING:-arg-not-kept}"); got != "hello\n/app\ntool-ran\n/opt/tool from-image\n65534\nno-home\narg-not-kept\n" {
 		t.Errorf("built sandbox: got %q", got)
 	}
+	// Files written through the API and the workspace belong to the image's user.
+	if _, err := d.WriteFile(testCtx(t), sb1, "/workspace/sub/api.txt", 0o644, strings.NewReader("api")); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustSh(t, d, sb1, "echo more >> /workspace/sub/api.txt && echo new > /workspace/mine && stat -c '%u %g' /workspace/sub /workspace/sub/api.txt /workspace"); got != "65534 65534\n65534 65534\n65534 65534\n" {
+		t.Errorf("ownership as the image user: got %q", got)
+	}
 	// The image's processes still have no capabilities, as nobody or root.
 	if got := mustSh(t, d, sb1, "grep CapEff /proc/self/status"); got != "CapEff:\t0000000000000000\n" {
 		t.Errorf("got %q", got)

@@ -341,8 +341,19 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	} else {
 		st.Workspace = filepath.Join(dir, "workspace")
 	}
+	_, statErr := os.Stat(st.Workspace)
 	if err := os.MkdirAll(st.Workspace, 0o755); err != nil {
 		return st, fmt.Errorf("create workspace: %w", err)
+	}
+	st.User = r.rootfs.Config.User
+	if statErr != nil {
+		// A new workspace belongs to the image's user, so it can write there.
+		if root, err := os.OpenRoot(st.merged()); err == nil {
+			if owner := sandboxOwner(root, &st); owner != nil {
+				_ = os.Chown(st.Workspace, owner[0], owner[1])
+			}
+			_ = root.Close()
+		}
 	}
 
 	if d.cgMode != cgroupNone {
@@ -353,7 +364,6 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	}
 
 	st.Env = mergeEnv(r.rootfs.Config.Env, r.env)
-	st.User = r.rootfs.Config.User
 
 	if err := d.launch(ctx, &st, r); err != nil {
 		return st, err
