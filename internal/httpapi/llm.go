@@ -32,6 +32,9 @@ type LLMDeps struct {
 var llmOps = []apiOp{
 	{Method: "POST", Path: "/v1/chat", Summary: "Chat with a configured model: SSE `delta`/`tool_call`/`usage`/`done` (or `error`) events, or one JSON answer with \"stream\": false", Request: chatRequest{}, Response: chatResponse{}, Stream: true},
 	{Method: "GET", Path: "/v1/models", Summary: "The providers and models this server offers, with prices (USD per million tokens)", Response: modelsResponse{}},
+	{Method: "GET", Path: "/v1/budget", Summary: "Your LLM limits and this month's spend", Response: llm.BudgetStatus{}},
+	{Method: "PUT", Path: "/v1/budgets/{user_id}", Summary: "Set a user's own LLM limits (admin; 0 = unlimited)", Request: llm.BudgetConfig{}, Response: llm.BudgetStatus{}},
+	{Method: "DELETE", Path: "/v1/budgets/{user_id}", Summary: "Return a user to the default LLM limits (admin)", Response: llm.BudgetStatus{}},
 }
 
 type chatRequest struct {
@@ -83,6 +86,67 @@ type (
 func (s *server) mountLLM(r chi.Router) {
 	r.Post("/v1/chat", s.api(s.handleChat))
 	r.Get("/v1/models", s.api(s.handleModels))
+	r.Get("/v1/budget", s.api(s.handleMyBudget))
+	r.Put("/v1/budgets/{user_id}", s.api(s.handleSetBudget))
+	r.Delete("/v1/budgets/{user_id}", s.api(s.handleSetBudget))
+}
+
+func (s *server) budgets() (*llm.Budgets, error) {
+	if s.deps.LLM == nil || s.deps.LLM.Budgets == nil {
+		return nil, errs.E(errs.Unavailable, "LLM budgets are not configured on this server")
+	}
+	return s.deps.LLM.Budgets, nil
+}
+
+func (s *server) handleMyBudget(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.budgets()
+	if err != nil {
+		return err
+	}
+	st, err := b.Status(r.Context(), currentUser(r).ID)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, st)
+}
+
+func (s *server) handleSetBudget(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.budgets()
+	if err != nil {
+		return err
+	}
+	if !currentUser(r).IsAdmin() {
+		return errs.E(errs.Forbidden, "only admins set budgets")
+	}
+	uid := chi.URLParam(r, "user_id")
+	if r.Method == http.MethodDelete {
+		if err := s.deps.Store.DeleteUserLimits(r.Context(), uid); err != nil {
+			return err
+		}
+	} else {
+		var in llm.BudgetConfig
+		if err := decodeJSON(r, &in); err != nil {
+			return err
+		}
+		var fs []errs.FieldError
+		if in.MonthlyUSD < 0 {
+			fs = append(fs, errs.FieldError{Field: "monthly_usd", Reason: "must not be negative"})
+		}
+		if in.RequestsPerMinute < 0 {
+			fs = append(fs, errs.FieldError{Field: "requests_per_minute", Reason: "must not be negative"})
+		}
+		if err := errs.Fields(fs); err != nil {
+			return err
+		}
+		if err := s.deps.Store.SetUserLimits(r.Context(), uid, in, s.now()); err != nil {
+			return err
+		}
+	}
+	st, err := b.Status(r.Context(), uid)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, st)
 }
 
 func (s *server) llmReady() (*LLMDeps, error) {

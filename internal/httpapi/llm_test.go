@@ -91,7 +91,7 @@ func newLLMHarness(t *testing.T, budget llm.BudgetConfig) *llmHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps := &LLMDeps{Registry: reg, Recorder: dbRecorder{h.db}, Budgets: llm.NewBudgets(budget, h.db, nil, h.clock.Now)}
+	deps := &LLMDeps{Registry: reg, Recorder: dbRecorder{h.db}, Budgets: llm.NewBudgets(budget, h.db, h.db, h.clock.Now)}
 	h.srv = httptest.NewServer(NewServer(Deps{Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now,
 		Version: "test", LLM: deps}))
 	t.Cleanup(h.srv.Close)
@@ -473,4 +473,51 @@ func TestChatNoKeyLeaks(t *testing.T) {
 	if _, err := io.Discard.Write(nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestBudgetOverrides(t *testing.T) {
+	h := newLLMHarness(t, llm.BudgetConfig{MonthlyUSD: 100, RequestsPerMinute: 50})
+	admin := h.createUser("admin@example.com", auth.RoleAdmin)
+	_, adminTok, err := h.auth.CreateToken(t.Context(), admin.ID, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asAdmin := []string{"Authorization", "Bearer " + adminTok.Reveal()}
+	asUser := []string{"Authorization", "Bearer " + h.token}
+	var st llm.BudgetStatus
+	r := h.do(http.DefaultClient, "GET", "/v1/budget", nil, asUser...)
+	wantStatus(t, r, 200)
+	r.data(t, &st)
+	if st.MonthlyUSD != 100 || st.RequestsPerMinute != 50 || st.Override || !st.MonthResetsAt.Equal(time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("default status: got %+v", st)
+	}
+
+	// Only admins set budgets; bad values name the field.
+	wantStatus(t, h.do(http.DefaultClient, "PUT", "/v1/budgets/"+h.user.ID, map[string]any{"monthly_usd": 1}, asUser...), 403)
+	r = h.do(http.DefaultClient, "PUT", "/v1/budgets/"+h.user.ID, map[string]any{"monthly_usd": -1}, asAdmin...)
+	wantStatus(t, r, 422)
+	if e := r.errBody(t); len(e.Fields) != 1 || e.Fields[0].Field != "monthly_usd" {
+		t.Errorf("fields: got %+v", e.Fields)
+	}
+	wantStatus(t, h.do(http.DefaultClient, "PUT", "/v1/budgets/usr_nobody", map[string]any{"monthly_usd": 1}, asAdmin...), 404)
+
+	r = h.do(http.DefaultClient, "PUT", "/v1/budgets/"+h.user.ID, map[string]any{"monthly_usd": 0.01}, asAdmin...)
+	wantStatus(t, r, 200)
+	h.anth.SetDefault(llmtest.Reply{Text: []string{"ok"}, Usage: llm.Usage{InputTokens: 1000, OutputTokens: 1000}}) // $0.018
+	msgs := []map[string]any{{"role": "user", "content": "hi"}}
+	wantStatus(t, h.chat(map[string]any{"model": "claude-test", "messages": msgs}), 200)
+	r = h.chat(map[string]any{"model": "claude-test", "messages": msgs})
+	wantStatus(t, r, 402)
+	if e := r.errBody(t); !strings.Contains(e.Message, "monthly LLM budget of $0.01 reached") {
+		t.Errorf("402 message: got %q", e.Message)
+	}
+	r = h.do(http.DefaultClient, "GET", "/v1/budget", nil, asUser...)
+	r.data(t, &st)
+	if !st.Override || st.MonthlyUSD != 0.01 || st.RequestsPerMinute != 0 || st.SpentUSD != 0.018 {
+		t.Errorf("override status: got %+v", st)
+	}
+
+	// Back to the default: the next call passes.
+	wantStatus(t, h.do(http.DefaultClient, "DELETE", "/v1/budgets/"+h.user.ID, nil, asAdmin...), 200)
+	wantStatus(t, h.chat(map[string]any{"model": "claude-test", "messages": msgs}), 200)
 }

@@ -105,3 +105,34 @@ func secondsUntil(now, t time.Time) int {
 	}
 	return s
 }
+
+// BudgetStatus is a user's limits and this month's spend.
+type BudgetStatus struct {
+	MonthlyUSD        float64   `json:"monthly_usd"`         // 0: unlimited
+	RequestsPerMinute int       `json:"requests_per_minute"` // 0: unlimited
+	Override          bool      `json:"override"`            // the user's own limits, not the default
+	SpentUSD          float64   `json:"spent_usd_this_month"`
+	MonthResetsAt     time.Time `json:"month_resets_at"`
+}
+
+// Status reports userID's limits and spend in the current month (UTC).
+func (b *Budgets) Status(ctx context.Context, userID string) (BudgetStatus, error) {
+	st := BudgetStatus{MonthlyUSD: b.def.MonthlyUSD, RequestsPerMinute: b.def.RequestsPerMinute}
+	if b.limits != nil {
+		l, ok, err := b.limits.UserLimits(ctx, userID)
+		if err != nil {
+			return st, fmt.Errorf("load budget of user %s: %w", userID, err)
+		}
+		if ok {
+			st.MonthlyUSD, st.RequestsPerMinute, st.Override = l.MonthlyUSD, l.RequestsPerMinute, true
+		}
+	}
+	now := b.now().UTC()
+	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	spent, err := b.ledger.SpentUSD(ctx, userID, start)
+	if err != nil {
+		return st, fmt.Errorf("load spend of user %s: %w", userID, err)
+	}
+	st.SpentUSD, st.MonthResetsAt = spent, start.AddDate(0, 1, 0)
+	return st, nil
+}
