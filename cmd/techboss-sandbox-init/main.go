@@ -6,12 +6,13 @@
 //	    process of the sandbox starts inside its cgroup (cgroup v1 cannot
 //	    place a child at fork time).
 //	techboss-sandbox-init agent
-//	    runs inside the sandbox: drops privileges and serves the driver on
-//	    the listening socket inherited as fd 3.
+//	    runs inside the sandbox: reads its base environment from fd 6, drops
+//	    privileges and serves the driver on the listening socket on fd 3.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -62,6 +63,14 @@ func launch(args []string) error {
 }
 
 func serve() error {
+	// fd 6 carries the sandbox's base environment (agent.Init), then EOF.
+	var init agent.Init
+	if f := os.NewFile(6, "init"); f != nil {
+		if err := json.NewDecoder(f).Decode(&init); err != nil {
+			return fmt.Errorf("read init on fd 6: %w", err)
+		}
+		_ = f.Close()
+	}
 	// Only fd 0-3 are ours; anything else inherited (the agent binary's own
 	// fd, bubblewrap's) is closed so commands never see it.
 	_ = unix.CloseRange(4, ^uint(0), 0)
@@ -77,5 +86,5 @@ func serve() error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	return agent.Serve(ctx, l, log)
+	return agent.Serve(ctx, l, init.Env, log)
 }

@@ -133,7 +133,10 @@ func BenchmarkExecOutput64MiB(b *testing.B) {
 
 type countingDiscard int64
 
-func (c *countingDiscard) Write(p []byte) (int, error) { *c += countingDiscard(len(p)); return len(p), nil }
+func (c *countingDiscard) Write(p []byte) (int, error) {
+	*c += countingDiscard(len(p))
+	return len(p), nil
+}
 
 // BenchmarkCreateFirstExecOCI: as BenchmarkCreateFirstExec, on a pulled
 // busybox image with a cached dockerfile_commands build.

@@ -196,7 +196,8 @@ func (d *Driver) Exec(ctx context.Context, ref sandbox.Ref, req sandbox.ExecRequ
 	if gone {
 		return sandbox.ExitStatus{}, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox not found")
 	}
-	env := append([]string(nil), st.Env...)
+	// The agent adds these to the sandbox's base environment.
+	var env []string
 	keys := make([]string, 0, len(req.Env))
 	for k := range req.Env {
 		keys = append(keys, k)

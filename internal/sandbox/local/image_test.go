@@ -153,7 +153,9 @@ func TestOCIImageBuildAndCache(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 	hits := func(kind string) float64 { return metricValue(t, reg, "techboss_sandbox_image_cache_hits_total", kind) }
-	misses := func(kind string) float64 { return metricValue(t, reg, "techboss_sandbox_image_cache_misses_total", kind) }
+	misses := func(kind string) float64 {
+		return metricValue(t, reg, "techboss_sandbox_image_cache_misses_total", kind)
+	}
 	if hits("build") != 0 || misses("build") != 1 || misses("pull") != 1 {
 		t.Errorf("first create: build hits %v misses %v, pull misses %v; want 0, 1, 1", hits("build"), misses("build"), misses("pull"))
 	}
@@ -219,7 +221,6 @@ func TestOCIImageBuildAndCache(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		sandboxtest.Exercise(t, func(t *testing.T) sandbox.Driver { return d }, sandboxtest.WithSpec(sandbox.Spec{ImageBase: ref}), sandboxtest.WithLargeOutput(8<<20))
 	})
-
 
 }
 

@@ -39,6 +39,7 @@ import (
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/image"
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local/agent"
 )
 
 var (
@@ -111,7 +112,6 @@ type state struct {
 	Cgroups   cgroups   `json:"cgroups"`
 	Workspace string    `json:"workspace"`
 	Volume    string    `json:"volume,omitempty"` // "<owner>/<name>" when persistent
-	Env       []string  `json:"env"`
 	User      string    `json:"user,omitempty"`
 	Created   time.Time `json:"created"`
 }
@@ -363,9 +363,10 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 		}
 	}
 
-	st.Env = mergeEnv(r.rootfs.Config.Env, r.env)
-
-	if err := d.launch(ctx, &st, r); err != nil {
+	// The base environment (which may hold secrets) goes to the agent
+	// through a pipe and lives only in its memory: never on disk, never on
+	// a command line.
+	if err := d.launch(ctx, &st, r, mergeEnv(r.rootfs.Config.Env, r.env)); err != nil {
 		return st, err
 	}
 	if err := writeState(st); err != nil {
@@ -376,7 +377,7 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 
 // launch starts bubblewrap in its own session through the helper (which
 // joins the cgroups first) and waits for the agent's first answer.
-func (d *Driver) launch(ctx context.Context, st *state, r startRequest) error {
+func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []string) error {
 	ln, err := listenUnix(st.socket())
 	if err != nil {
 		return err
@@ -397,9 +398,17 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest) error {
 		return fmt.Errorf("info pipe: %w", err)
 	}
 	defer infoR.Close()
+	envR, envW, err := os.Pipe()
+	if err != nil {
+		infoW.Close()
+		return fmt.Errorf("env pipe: %w", err)
+	}
+	defer envW.Close()
+	setPipeSize(envW)
 	logFile, err := os.OpenFile(filepath.Join(st.Dir, "sandbox.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		infoW.Close()
+		envR.Close()
 		return fmt.Errorf("sandbox log: %w", err)
 	}
 	defer logFile.Close()
@@ -413,12 +422,13 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest) error {
 	p, err := os.StartProcess(d.opts.InitBinary, args, &os.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
-		Files: []*os.File{nil, logFile, logFile, lnFile, agentBin, infoW},
+		Files: []*os.File{nil, logFile, logFile, lnFile, agentBin, infoW, envR},
 		// Own session: the sandbox must not receive the server's terminal
 		// signals nor die with it.
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	})
 	infoW.Close()
+	envR.Close()
 	if err != nil {
 		return fmt.Errorf("start bubblewrap: %w", err)
 	}
@@ -426,6 +436,13 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest) error {
 	// The process is reaped in Destroy (wait4) or by whoever inherits it
 	// after a restart; no goroutine waits on it.
 	_ = p.Release()
+	// Written before waiting for bwrap: the pipe holds 1 MiB, and the agent
+	// drains it first thing. EPIPE here means the sandbox died; the info
+	// read below reports why.
+	if b, err := json.Marshal(agent.Init{Env: env}); err == nil {
+		_, _ = envW.Write(b)
+	}
+	envW.Close()
 
 	var info struct {
 		ChildPID int `json:"child-pid"`

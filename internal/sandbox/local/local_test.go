@@ -307,9 +307,24 @@ func TestDestroyLeavesNothing(t *testing.T) {
 func TestRecoverAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	d1 := newTestDriver(t, dir)
-	ref, err := d1.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{VolumeName: "keep"}})
+	const secret = "s3cr3t-token-value"
+	ref, err := d1.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{VolumeName: "keep", Env: map[string]string{"API_TOKEN": secret}}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The spec env (secrets) is never written to disk or to a command line.
+	_ = filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() && !strings.Contains(p, "/volumes/") && !strings.Contains(p, "/images/") {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(secret)) {
+				t.Errorf("%s contains the spec env secret", p)
+			}
+		}
+		return nil
+	})
+	for _, p := range sandboxPids(t, d1, ref) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); bytes.Contains(b, []byte(secret)) {
+			t.Errorf("process %d has the secret on its command line", p)
+		}
 	}
 	pid := strings.TrimSpace(mustSh(t, d1, ref, "sleep 100000 >/dev/null 2>&1 & echo $!"))
 
@@ -323,6 +338,9 @@ func TestRecoverAfterRestart(t *testing.T) {
 		t.Fatalf("Recover: %v, %v", alive, err)
 	}
 	mustSh(t, d2, ref, "kill -0 "+pid)
+	if got := mustSh(t, d2, ref, "echo $API_TOKEN"); got != secret+"\n" {
+		t.Errorf("spec env after Recover: got %q", got)
+	}
 	if vols, _ := d2.ListVolumes(testCtx(t), "o"); len(vols) != 1 || !vols[0].InUse {
 		t.Errorf("volume after Recover: got %+v, want keep in use", vols)
 	}

@@ -62,8 +62,9 @@ func DropPrivileges() error {
 }
 
 // Serve accepts driver connections on l until ctx is done or l fails.
-// It returns after every connection handler has finished.
-func Serve(ctx context.Context, l net.Listener, log *slog.Logger) error {
+// It returns after every connection handler has finished. base is the
+// sandbox's environment, merged under every exec's own.
+func Serve(ctx context.Context, l net.Listener, base []string, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
@@ -80,14 +81,14 @@ func Serve(ctx context.Context, l net.Listener, log *slog.Logger) error {
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			if err := handle(c.(*net.UnixConn)); err != nil {
+			if err := handle(c.(*net.UnixConn), base); err != nil {
 				log.Debug("request failed", "err", err)
 			}
 		}()
 	}
 }
 
-func handle(c *net.UnixConn) error {
+func handle(c *net.UnixConn, base []string) error {
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, unix.CmsgSpace(3*4))
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
@@ -124,13 +125,13 @@ func handle(c *net.UnixConn) error {
 	case "ping":
 		return enc.Encode(Reply{Pid: os.Getpid()})
 	case "exec":
-		return runExec(c, enc, req, files)
+		return runExec(c, enc, req, base, files)
 	default:
 		return enc.Encode(Reply{Error: "unknown op " + req.Op, Code: 126})
 	}
 }
 
-func runExec(c *net.UnixConn, enc *json.Encoder, req Request, passed []*os.File) error {
+func runExec(c *net.UnixConn, enc *json.Encoder, req Request, base []string, passed []*os.File) error {
 	if len(req.Argv) == 0 {
 		return enc.Encode(Reply{Error: "empty argv", Code: 126})
 	}
@@ -153,7 +154,7 @@ func runExec(c *net.UnixConn, enc *json.Encoder, req Request, passed []*os.File)
 		}
 		stdio[i] = devnull
 	}
-	env := req.Env
+	env := MergeEnv(base, req.Env)
 	cred, home, err := credential(req.User)
 	if err != nil {
 		return enc.Encode(Reply{Error: err.Error(), Code: 126})
@@ -240,6 +241,26 @@ func runExec(c *net.UnixConn, enc *json.Encoder, req Request, passed []*os.File)
 	_ = c.CloseWrite()
 	<-ctlDone
 	return err
+}
+
+// MergeEnv returns base with every KEY=value of over replacing or adding.
+func MergeEnv(base, over []string) []string {
+	out := append([]string(nil), base...)
+	idx := make(map[string]int, len(out))
+	for i, kv := range out {
+		k, _, _ := strings.Cut(kv, "=")
+		idx[k] = i
+	}
+	for _, kv := range over {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
 }
 
 func lookupEnv(env []string, key string) string {

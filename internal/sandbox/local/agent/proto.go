@@ -27,11 +27,17 @@ import (
 // MaxRequest bounds one request frame (argv + env).
 const MaxRequest = 4 << 20
 
+// Init is what the driver writes to the agent's fd 6 at start (then EOF).
+type Init struct {
+	// Env is the sandbox's base environment; an exec's Env overrides it.
+	Env []string `json:"env"`
+}
+
 // Request is one driver request.
 type Request struct {
 	Op   string   `json:"op"` // "exec" | "ping"
 	Argv []string `json:"argv,omitempty"`
-	Env  []string `json:"env,omitempty"`
+	Env  []string `json:"env,omitempty"` // overrides of the base environment
 	Dir  string   `json:"dir,omitempty"`
 	User string   `json:"user,omitempty"`
 	// Fds says which of stdin, stdout, stderr (in that order) are attached;
