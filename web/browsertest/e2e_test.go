@@ -166,6 +166,14 @@ func TestAgentWorkflow(t *testing.T) {
 	b.clickButton("Terminate")
 	b.confirm()
 	b.waitJS("terminated", `["terminated", "terminating"].includes(document.querySelector("main .badge").textContent)`)
+
+	// The usage page shows the metered calls by model and day, with a chart.
+	b.clickButton("Usage")
+	b.waitJS("usage by model", `[...document.querySelectorAll("#u-model-h + table tbody tr")].some(r => r.cells.length === 6 && r.cells[0].textContent.startsWith("claude") && /\$0\.\d+/.test(r.cells[5].textContent))`)
+	if n := b.count("svg.chart rect.bar"); n < 1 {
+		t.Errorf("usage chart has no bars")
+	}
+	b.shot("usage")
 	b.checkProblems()
 }
 
@@ -180,24 +188,31 @@ func assertRunning(t *testing.T, b *browser) {
 	}
 }
 
-// snapshotRoundTrip creates a snapshot, deletes hello.txt, restores the
-// snapshot after confirming, and finds the file again.
+// snapshotRoundTrip takes snapshot A, deletes hello.txt, takes snapshot B,
+// compares A to B (hello.txt removed), restores A after confirming, and
+// finds the file again.
 func snapshotRoundTrip(t *testing.T, b *browser) {
 	t.Helper()
 	b.clickButton("Snapshots")
 	b.clickButton("Create snapshot")
-	b.waitJS("snapshot listed", `document.querySelectorAll(".timeline li[data-snapshot]").length >= 1`)
-	snaps := b.count(".timeline li[data-snapshot]")
+	b.waitJS("snapshot A listed", `document.querySelectorAll(".timeline li[data-snapshot]").length === 1`)
+
 	b.clickButton("Files")
 	b.waitJS("hello.txt listed", `!!document.querySelector('li[data-path="hello.txt"]')`)
 	b.do("delete hello.txt", chromedp.Click(chromedp.CSS(`li[data-path="hello.txt"] button[aria-label="Delete hello.txt"]`)))
 	b.confirm()
 	b.waitJS("hello.txt gone", `!document.querySelector('li[data-path="hello.txt"]')`)
+
 	b.clickButton("Snapshots")
-	b.waitJS("snapshots listed", fmt.Sprintf(`document.querySelectorAll(".timeline li[data-snapshot]").length === %d`, snaps))
-	b.do("restore newest", chromedp.Click(chromedp.CSS(`.timeline li[data-snapshot] button.danger`)))
+	b.clickButton("Create snapshot")
+	b.waitJS("snapshot B listed", `document.querySelectorAll(".timeline li[data-snapshot]").length === 2`)
+	b.clickButton("Compare")
+	b.waitJS("diff shown", `document.querySelector(".diff li.removed")?.textContent === "hello.txt"`)
+
+	// Restore the older version (the timeline is newest first).
+	b.do("restore A", chromedp.Click(chromedp.CSS(`.timeline li[data-snapshot]:last-child button.danger`)))
 	b.confirm()
-	b.waitJS("restored", `document.querySelector('[role="status"]') && [...document.querySelectorAll('[role="status"]')].some(e => e.textContent.startsWith("Restored"))`)
+	b.waitJS("restored", `[...document.querySelectorAll('#panel-snapshots [role="status"]')].some(e => e.textContent.startsWith("Restored"))`)
 	b.shot("snapshots-restored")
 	b.clickButton("Files")
 	b.waitJS("hello.txt back", `!!document.querySelector('li[data-path="hello.txt"]')`)

@@ -14,6 +14,8 @@ export function snapshotsPanel(sandboxID, { onRestored } = {}) {
   const timeline = h("ol", { class: "timeline", "aria-label": "Snapshots, newest first" });
   const from = h("select", {});
   const to = h("select", {});
+  let picked = false;
+  for (const sel of [from, to]) sel.addEventListener("change", () => { picked = true; });
   const diffBtn = h("button", { type: "submit" }, "Compare");
   const diffErr = errorBox("diff");
   const diffOut = h("div", { class: "diff" });
@@ -41,7 +43,11 @@ export function snapshotsPanel(sandboxID, { onRestored } = {}) {
     const [f, t] = [from.value, to.value];
     from.replaceChildren(...opts());
     to.replaceChildren(...opts());
-    if (list.length > 1) { from.value = f || snapID(list[1]); to.value = t || snapID(list[0]); }
+    // Default to the two newest versions, unless the user chose others.
+    if (list.length > 1) {
+      from.value = picked && f ? f : snapID(list[1]);
+      to.value = picked && t ? t : snapID(list[0]);
+    }
     diffBtn.disabled = list.length < 2;
   }
 

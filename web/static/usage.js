@@ -37,7 +37,15 @@ export function usageView({ main }) {
     for (const tb of [byModel, byDay]) {
       if (!tb.children.length) tb.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No usage in this period.")));
     }
-    chart.replaceChildren(barChart(dayRows.map((r) => [r.key, r.cost, r.in + r.out]).sort((a, b) => a[0].localeCompare(b[0]))));
+    // One bar per day of the period, zero where nothing was used.
+    const byKey = new Map(dayRows.map((r) => [r.key.slice(0, 10), r]));
+    const points = [];
+    for (let d = new Date(from.slice(0, 10)); d <= new Date(); d = new Date(d.getTime() + 86400000)) {
+      const k = d.toISOString().slice(0, 10);
+      const r = byKey.get(k);
+      points.push([k, r ? r.cost : 0, r ? r.in + r.out : 0]);
+    }
+    chart.replaceChildren(barChart(points));
   }
   days.addEventListener("change", load);
   load();
