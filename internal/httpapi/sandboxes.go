@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,7 +33,7 @@ var sandboxOps = []apiOp{
 	{Method: "GET", Path: "/sandbox/{id}/files", Summary: "List a directory (?dir=, relative to /workspace or absolute)", Response: listDirResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}/files/*", Summary: "Download a file (raw bytes)"},
 	{Method: "PUT", Path: "/sandbox/{id}/files/*", Summary: "Upload a file (raw bytes; ?mode=0644)", Response: writeFileResponse{}},
-	{Method: "DELETE", Path: "/sandbox/{id}/files/*", Summary: "Delete a file or directory", Response: writeFileResponse{}},
+	{Method: "DELETE", Path: "/sandbox/{id}/files/*", Summary: "Delete a file or empty directory (?recursive=true for a tree)", Response: writeFileResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}/archive", Summary: "Download a tar stream of ?path=", Response: nil},
 	{Method: "PUT", Path: "/sandbox/{id}/archive", Summary: "Extract a tar stream into ?path=", Response: writeFileResponse{}},
 	{Method: "GET", Path: "/volumes", Summary: "List your named volumes", Response: listVolumesResponse{}},
@@ -541,8 +542,18 @@ func incompleteTail(b []byte) int {
 
 // filePath is the {path...} of a files route: relative to /workspace, or
 // absolute when it starts with '/' (…/files//etc/hosts).
-func filePath(r *http.Request) string {
-	return chi.URLParam(r, "*")
+// chi matches on the escaped path when it has escapes of its own (%2F), so
+// the parameter is unescaped here; CleanPath then sees any "..".
+func filePath(r *http.Request) (string, error) {
+	p := chi.URLParam(r, "*")
+	if r.URL.RawPath == "" {
+		return p, nil
+	}
+	u, err := url.PathUnescape(p)
+	if err != nil {
+		return "", errs.Field("path", "bad percent-encoding")
+	}
+	return u, nil
 }
 
 // liftDeadlines lets a long upload or download outlive the server's
@@ -578,7 +589,11 @@ func (s *server) handleReadFile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	owner, id, p := currentUser(r).ID, chi.URLParam(r, "id"), filePath(r)
+	owner, id := currentUser(r).ID, chi.URLParam(r, "id")
+	p, err := filePath(r)
+	if err != nil {
+		return err
+	}
 	fi, err := m.Stat(r.Context(), owner, id, p)
 	if err != nil {
 		return err
@@ -650,7 +665,11 @@ func (s *server) handleWriteFile(w http.ResponseWriter, r *http.Request) error {
 		}
 		mode = fs.FileMode(n)
 	}
-	owner, id, p := currentUser(r).ID, chi.URLParam(r, "id"), filePath(r)
+	owner, id := currentUser(r).ID, chi.URLParam(r, "id")
+	p, err := filePath(r)
+	if err != nil {
+		return err
+	}
 	if p == "" || strings.HasSuffix(p, "/") {
 		return errs.Field("path", "must name a file")
 	}
@@ -680,7 +699,10 @@ func (s *server) handleRemoveFile(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	p := filePath(r)
+	p, err := filePath(r)
+	if err != nil {
+		return err
+	}
 	clean, err := sandbox.CleanPath(p)
 	if err != nil {
 		return err
@@ -688,7 +710,23 @@ func (s *server) handleRemoveFile(w http.ResponseWriter, r *http.Request) error 
 	if clean == "/" || clean == "/workspace" {
 		return errs.Field("path", "refusing to delete the root or the workspace itself")
 	}
-	if err := m.RemoveFile(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), p); err != nil {
+	owner, id := currentUser(r).ID, chi.URLParam(r, "id")
+	if r.URL.Query().Get("recursive") != "true" {
+		fi, err := m.Stat(r.Context(), owner, id, clean)
+		if err != nil {
+			return err
+		}
+		if fi.Type == "dir" {
+			ents, err := m.ListDir(r.Context(), owner, id, clean)
+			if err != nil {
+				return err
+			}
+			if len(ents) > 0 {
+				return errs.E(errs.Conflict, "directory is not empty; delete it with ?recursive=true")
+			}
+		}
+	}
+	if err := m.RemoveFile(r.Context(), owner, id, clean); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, writeFileResponse{Path: clean})

@@ -575,8 +575,21 @@ func TestSandboxFilesAndArchive(t *testing.T) {
 	wantStatus(t, h.do(h.alice, "GET", base+"/files/dir", nil), 422) // a directory
 	wantStatus(t, h.do(h.alice, "GET", base+"/files/nope.txt", nil), 404)
 
+	wantStatus(t, h.do(h.alice, "DELETE", base+"/files/dir", nil), http.StatusConflict) // not empty
 	wantStatus(t, h.do(h.alice, "DELETE", base+"/files/dir/sub/blob.bin", nil), 200)
 	wantStatus(t, h.do(h.alice, "GET", base+"/files/dir/sub/blob.bin", nil), 404)
+	wantStatus(t, h.do(h.alice, "DELETE", base+"/files/dir?recursive=true", nil), 200)
+	wantStatus(t, h.do(h.alice, "GET", base+"/files?dir=dir", nil), 404)
+
+	// Escaped names: a space is a name, an encoded "../" is refused.
+	wantStatus(t, h.do(h.alice, "PUT", base+"/files/my%20notes.txt", "spaced"), 200)
+	h.do(h.alice, "POST", base+"/exec?wait=true", map[string]any{"command": []string{"cat", "/workspace/my notes.txt"}}).data(t, &ex)
+	if ex.Stdout != "spaced" {
+		t.Errorf("file with a space: %q", ex.Stdout)
+	}
+	wantField(t, h.do(h.alice, "GET", base+"/files/..%2F..%2Fetc%2Fpasswd", nil), 422, "path")
+	wantField(t, h.do(h.alice, "PUT", base+"/files/a%2F..%2F..%2Fx", "x"), 422, "path")
+	wantField(t, h.do(h.alice, "GET", base+"/archive?path=../../etc", nil), 422, "path")
 
 	// Archive in, then out.
 	var tb bytes.Buffer
