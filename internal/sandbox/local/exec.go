@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -188,6 +189,17 @@ func (d *Driver) Exec(ctx context.Context, ref sandbox.Ref, req sandbox.ExecRequ
 	}
 	if len(req.Argv) == 0 || req.Argv[0] == "" {
 		return sandbox.ExitStatus{}, errs.Field("command", "must not be empty")
+	}
+	for _, a := range req.Argv {
+		if strings.ContainsRune(a, 0) {
+			return sandbox.ExitStatus{}, errs.Field("command", "arguments must not contain NUL bytes")
+		}
+	}
+	if err := checkEnv(req.Env); err != nil {
+		return sandbox.ExitStatus{}, err
+	}
+	if req.Dir != "" && !strings.HasPrefix(req.Dir, "/") {
+		return sandbox.ExitStatus{}, errs.Field("workdir", "must be an absolute path")
 	}
 	s.mu.Lock()
 	st := s.st

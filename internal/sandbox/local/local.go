@@ -200,6 +200,19 @@ func New(o Options) (*Driver, error) {
 	return d, nil
 }
 
+// minMemoryMB leaves room for the sandbox's agent next to the workload.
+const minMemoryMB = 32
+
+// checkEnv refuses names the kernel's environment format cannot carry.
+func checkEnv(env map[string]string) error {
+	for k, v := range env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return errs.Field("env", fmt.Sprintf("invalid variable %q: names must be non-empty without '=' or NUL, values without NUL", k))
+		}
+	}
+	return nil
+}
+
 var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
 
 // validName reports whether s is safe as one path element.
@@ -245,8 +258,17 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 	if sp.VolumeName != "" && !validName(sp.VolumeName) {
 		return "", errs.Field("volume_name", "must be 1-100 letters, digits, '.', '_' or '-'")
 	}
-	if sp.MemoryMB < 0 || sp.PidsLimit < 0 || sp.CPU < 0 {
-		return "", errs.Field("limits", "must not be negative")
+	if sp.MemoryMB < 0 || (sp.MemoryMB > 0 && sp.MemoryMB < minMemoryMB) {
+		return "", errs.Field("memory_mb", fmt.Sprintf("must be at least %d (or 0 for no limit)", minMemoryMB))
+	}
+	if sp.PidsLimit < 0 {
+		return "", errs.Field("pids_limit", "must not be negative")
+	}
+	if sp.CPU < 0 {
+		return "", errs.Field("cpu", "must not be negative")
+	}
+	if err := checkEnv(sp.Env); err != nil {
+		return "", err
 	}
 	if (sp.MemoryMB > 0 || sp.PidsLimit > 0 || sp.CPU > 0) && d.cgMode == cgroupNone {
 		return "", errs.E(errs.Unavailable, "resource limits need cgroups, which this host does not offer")

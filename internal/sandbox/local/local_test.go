@@ -490,6 +490,10 @@ func TestCreateValidation(t *testing.T) {
 		{"BadVolume", sandbox.CreateRequest{ID: "ok2", OwnerID: "o", Spec: sandbox.Spec{VolumeName: "../../etc"}}, "volume_name"},
 		{"UnsupportedDockerfile", sandbox.CreateRequest{ID: "ok3", OwnerID: "o", Spec: sandbox.Spec{DockerfileCommands: []string{"RUN true", "COPY a b"}}}, "dockerfile_commands[1]"},
 		{"BadImageRef", sandbox.CreateRequest{ID: "ok4", OwnerID: "o", Spec: sandbox.Spec{ImageBase: "UPPER CASE!"}}, "image_base"},
+		{"TinyMemory", sandbox.CreateRequest{ID: "ok5", OwnerID: "o", Spec: sandbox.Spec{MemoryMB: 4}}, "memory_mb"},
+		{"NegativePids", sandbox.CreateRequest{ID: "ok6", OwnerID: "o", Spec: sandbox.Spec{PidsLimit: -1}}, "pids_limit"},
+		{"BadEnv", sandbox.CreateRequest{ID: "ok7", OwnerID: "o", Spec: sandbox.Spec{Env: map[string]string{"A=B": "x"}}}, "env"},
+		{"GPU", sandbox.CreateRequest{ID: "ok8", OwnerID: "o", Spec: sandbox.Spec{GPU: "T4"}}, "gpu"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := d.Create(ctx, c.req)
@@ -501,6 +505,18 @@ func TestCreateValidation(t *testing.T) {
 	}
 	if _, err := d.Exec(ctx, sandbox.Ref("x"), sandbox.ExecRequest{}); !errors.Is(err, errs.ErrNotFound) {
 		t.Errorf("Exec unknown: %v", err)
+	}
+	ref := create(t, d, sandbox.Spec{})
+	for name, req := range map[string]sandbox.ExecRequest{
+		"command":  {},
+		"command ": {Argv: []string{"echo", "a\x00b"}},
+		"env":      {Argv: []string{"true"}, Env: map[string]string{"": "x"}},
+		"workdir":  {Argv: []string{"true"}, Dir: "relative"},
+	} {
+		_, err := d.Exec(ctx, ref, req)
+		if e, ok := errs.Public(err); !ok || e.Kind != errs.Invalid || e.Fields[0].Field != strings.TrimSpace(name) {
+			t.Errorf("Exec with bad %s: got %v", name, err)
+		}
 	}
 }
 
