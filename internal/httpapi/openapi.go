@@ -34,6 +34,7 @@ func apiOps() [][]apiOp {
 		llmOps,
 		runOps,
 		snapshotOps,
+		pprofOps,
 	}
 }
 
