@@ -55,6 +55,29 @@ type Config struct {
 	// through the gateway), keyed by model ID or ID prefix.
 	Prices map[string]Price `json:"prices,omitempty"`
 	Budget BudgetConfig     `json:"budget"`
+	// Gateway configures the passthrough upstreams (/llm/anthropic, /llm/openai).
+	Gateway GatewayConfig `json:"gateway"`
+}
+
+// GatewayConfig chooses the gateway's upstreams. TECHBOSS_GATEWAY_UPSTREAM
+// overrides AnthropicUpstream.
+type GatewayConfig struct {
+	// AnthropicUpstream serves /llm/anthropic: "anthropic" (default) or
+	// "bedrock" (Anthropic models on Bedrock, credentials from the AWS chain).
+	AnthropicUpstream string `json:"anthropic_upstream,omitempty"`
+	AnthropicBaseURL  string `json:"anthropic_base_url,omitempty"`
+	BedrockRegion     string `json:"bedrock_region,omitempty"`
+	BedrockBaseURL    string `json:"bedrock_base_url,omitempty"`
+	// BedrockModels maps client model names (exact or prefix) to Bedrock
+	// model IDs or inference profiles.
+	BedrockModels map[string]string `json:"bedrock_models,omitempty"`
+	OpenAIBaseURL string            `json:"openai_base_url,omitempty"`
+	// OpenAIKeyEnv names the variable with the OpenAI passthrough's key
+	// (default OPENAI_API_KEY).
+	OpenAIKeyEnv string `json:"openai_key_env,omitempty"`
+
+	AnthropicKey Secret `json:"-"` // from ANTHROPIC_API_KEY
+	OpenAIKey    Secret `json:"-"` // from OpenAIKeyEnv
 }
 
 // ProviderConfig configures one named provider.
@@ -171,6 +194,14 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			cfg.DefaultProvider = cfg.Providers[0].Name
 		}
 	}
+	if v := getenv("TECHBOSS_GATEWAY_UPSTREAM"); v != "" {
+		cfg.Gateway.AnthropicUpstream = v
+	}
+	cfg.Gateway.AnthropicKey = Secret(getenv("ANTHROPIC_API_KEY"))
+	if cfg.Gateway.OpenAIKeyEnv == "" {
+		cfg.Gateway.OpenAIKeyEnv = "OPENAI_API_KEY"
+	}
+	cfg.Gateway.OpenAIKey = Secret(getenv(cfg.Gateway.OpenAIKeyEnv))
 	for i := range cfg.Providers {
 		p := &cfg.Providers[i]
 		if p.APIKeyEnv == "" {
@@ -236,6 +267,11 @@ func (c *Config) Validate() error {
 	}
 	if c.DefaultProvider != "" && !seen[c.DefaultProvider] {
 		return fmt.Errorf("llm default_provider %q is not a configured provider", c.DefaultProvider)
+	}
+	switch c.Gateway.AnthropicUpstream {
+	case "", "anthropic", "bedrock":
+	default:
+		return fmt.Errorf("TECHBOSS_GATEWAY_UPSTREAM / llm gateway.anthropic_upstream %q must be anthropic or bedrock", c.Gateway.AnthropicUpstream)
 	}
 	if c.Budget.MonthlyUSD < 0 || c.Budget.RequestsPerMinute < 0 {
 		return fmt.Errorf("llm budget: limits must not be negative")

@@ -74,6 +74,13 @@ func TestLoadConfigErrors(t *testing.T) {
 			t.Errorf("%s: got %v, want an error containing %q", in, err, want)
 		}
 	}
+	if _, err := llm.LoadConfig(env(map[string]string{"TECHBOSS_GATEWAY_UPSTREAM": "vertex"})); err == nil || !strings.Contains(err.Error(), "TECHBOSS_GATEWAY_UPSTREAM") {
+		t.Errorf("bad gateway upstream: got %v", err)
+	}
+	if cfg, err := llm.LoadConfig(env(map[string]string{"TECHBOSS_GATEWAY_UPSTREAM": "bedrock", "OPENAI_API_KEY": "sk-o"})); err != nil ||
+		cfg.Gateway.AnthropicUpstream != "bedrock" || cfg.Gateway.OpenAIKey.Reveal() != "sk-o" {
+		t.Errorf("gateway config: got %+v, %v", cfg.Gateway, err)
+	}
 	if _, err := llm.LoadConfig(env(map[string]string{"TECHBOSS_LLM_CONFIG": "/nonexistent/llm.json"})); err == nil || !strings.Contains(err.Error(), "TECHBOSS_LLM_CONFIG") {
 		t.Errorf("missing file: got %v", err)
 	}

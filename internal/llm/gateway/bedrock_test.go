@@ -153,3 +153,26 @@ func asAPIError(err error, target **sdk.Error) bool {
 	}
 	return ok
 }
+
+func TestUpstreamFromConfig(t *testing.T) {
+	up, err := gateway.UpstreamFromConfig(t.Context(), llm.GatewayConfig{AnthropicUpstream: "bedrock", BedrockRegion: "eu-west-1",
+		BedrockModels: map[string]string{"claude-sonnet-4-5": "eu.anthropic.claude-sonnet-4-5-v1:0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := up.(*gateway.Bedrock)
+	if !ok || b.Name() != "bedrock" {
+		t.Fatalf("got %T", up)
+	}
+	for in, want := range map[string]string{"claude-sonnet-4-5-20250929": "eu.anthropic.claude-sonnet-4-5-v1:0", "us.anthropic.claude-x-v1:0": "us.anthropic.claude-x-v1:0", "gpt-4o": ""} {
+		if got, _ := b.ModelID(in); got != want {
+			t.Errorf("ModelID(%s): got %q, want %q", in, got, want)
+		}
+	}
+	if up, err := gateway.UpstreamFromConfig(t.Context(), llm.GatewayConfig{}); err != nil || up.Name() != "anthropic" {
+		t.Errorf("default upstream: got %v, %v", up, err)
+	}
+	if _, err := gateway.UpstreamFromConfig(t.Context(), llm.GatewayConfig{AnthropicUpstream: "vertex"}); err == nil {
+		t.Error("unknown upstream accepted")
+	}
+}
