@@ -353,13 +353,24 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 		stdinW = nil
 	}
 
+	// Controls go out only after the agent has answered the request: the
+	// agent reads the request frame in one go and must not find a control
+	// line glued to it.
+	started := false
+	var pending []agent.Control
 	send := func(ctl agent.Control) {
+		if !started {
+			pending = append(pending, ctl)
+			return
+		}
 		b, _ := json.Marshal(ctl)
 		_, _ = c.Write(append(b, '\n'))
 	}
 	sigs := req.Signals
 	done := ctx.Done()
 	var ctxErr error
+	// After a cancel, the agent has this long to confirm the kill.
+	var killWait <-chan time.Time
 	for {
 		select {
 		case rep := <-replies:
@@ -372,7 +383,13 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 				return sandbox.ExitStatus{Code: rep.Code, Duration: time.Since(start)}, ctxErr
 			}
 			if !rep.Exited {
-				continue // the start line
+				// The start line: flush what waited for it.
+				started = true
+				for _, ctl := range pending {
+					send(ctl)
+				}
+				pending = nil
+				continue
 			}
 			for _, p := range outs {
 				p.finish()
@@ -403,6 +420,12 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 			ctxErr = ctx.Err()
 			done = nil
 			send(agent.Control{Kill: true})
+			t := time.NewTimer(10 * time.Second)
+			defer t.Stop()
+			killWait = t.C
+		case <-killWait:
+			// Closing the connection (deferred) makes the agent kill too.
+			return sandbox.ExitStatus{Signal: "SIGKILL", Code: 137, Duration: time.Since(start)}, ctxErr
 		}
 	}
 }

@@ -595,3 +595,25 @@ func TestCgroupV2Lifecycle(t *testing.T) {
 		}
 	}
 }
+
+// TestExecCancelRaces cancels execs at every point of their start and
+// checks each returns and no command survives.
+func TestExecCancelRaces(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+	sig := make(chan sandbox.Signal, 1)
+	for i := 0; i < 30; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%10)*300*time.Microsecond)
+		sig <- 15 // SIGTERM, possibly before the command has started
+		_, _ = d.Exec(ctx, ref, sandbox.ExecRequest{Argv: []string{"sleep", "1000"}, Signals: sig, Stdout: io.Discard})
+		cancel()
+		select {
+		case <-sig:
+		default:
+		}
+	}
+	out := mustSh(t, d, ref, `n=0; for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sleep ] && n=$((n+1)); done; echo $n`)
+	if out != "0\n" {
+		t.Errorf("got %q sleep processes left after cancelled execs, want 0", out)
+	}
+}
