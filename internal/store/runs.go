@@ -17,6 +17,13 @@ const runCols = `id, sandbox_id, owner_id, prompt, options, status, resumed_from
 	created_at, started_at, finished_at, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
 	cost_nusd, num_turns, exit_code, error, last_seq`
 
+// runSelect reads runs with last_seq computed from the event log (one
+// primary-key probe), so appending an event is a single INSERT.
+const runSelect = `SELECT id, sandbox_id, owner_id, prompt, options, status, resumed_from, session_id, model,
+	created_at, started_at, finished_at, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
+	cost_nusd, num_turns, exit_code, error,
+	(SELECT COALESCE(MAX(e.seq), 0) FROM run_events e WHERE e.run_id = runs.id) FROM runs`
+
 // CreateRun inserts a run. A second active run for the same sandbox is an
 // errs.Conflict naming the active one.
 func (d *DB) CreateRun(ctx context.Context, r agent.Run) error {
@@ -72,7 +79,7 @@ func scanRun(s rowScanner) (agent.Run, error) {
 
 // GetRun returns one run.
 func (d *DB) GetRun(ctx context.Context, id string) (agent.Run, error) {
-	r, err := scanRun(d.queryRow(ctx, d.db, `SELECT `+runCols+` FROM runs WHERE id = ?`, id))
+	r, err := scanRun(d.queryRow(ctx, d.db, runSelect+` WHERE id = ?`, id))
 	if isNoRows(err) {
 		return r, errs.Wrap(errs.NotFound, errs.ErrNotFound, "run not found")
 	}
@@ -84,7 +91,7 @@ func (d *DB) GetRun(ctx context.Context, id string) (agent.Run, error) {
 
 // ActiveRun returns the sandbox's queued or running run.
 func (d *DB) ActiveRun(ctx context.Context, sandboxID string) (agent.Run, error) {
-	r, err := scanRun(d.queryRow(ctx, d.db, `SELECT `+runCols+` FROM runs WHERE sandbox_id = ? AND status IN ('queued', 'running')`, sandboxID))
+	r, err := scanRun(d.queryRow(ctx, d.db, runSelect+` WHERE sandbox_id = ? AND status IN ('queued', 'running')`, sandboxID))
 	if isNoRows(err) {
 		return r, errs.Wrap(errs.NotFound, errs.ErrNotFound, "no active run")
 	}
@@ -99,7 +106,7 @@ func (d *DB) ListRuns(ctx context.Context, sandboxID string, limit int) ([]agent
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := d.query(ctx, d.db, `SELECT `+runCols+` FROM runs WHERE sandbox_id = ? ORDER BY created_at DESC, id DESC LIMIT ?`, sandboxID, limit)
+	rows, err := d.query(ctx, d.db, runSelect+` WHERE sandbox_id = ? ORDER BY created_at DESC, id DESC LIMIT ?`, sandboxID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list runs: %w", err)
 	}
@@ -162,21 +169,17 @@ func (d *DB) LastSessionID(ctx context.Context, sandboxID string) (string, error
 	return s, nil
 }
 
-// AppendRunEvent persists one event and advances the run's last_seq.
+// AppendRunEvent persists one event (a single INSERT: the run's last_seq
+// is derived from the log when the run is read).
 func (d *DB) AppendRunEvent(ctx context.Context, ev agent.Event) error {
-	return d.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := d.exec(ctx, tx, `INSERT INTO run_events (run_id, seq, type, at, data, raw) VALUES (?, ?, ?, ?, ?, ?)`,
-			ev.RunID, ev.Seq, ev.Type, ms(ev.Time), string(ev.Data), ev.Raw); err != nil {
-			if isUnique(err) {
-				return errs.Wrap(errs.Conflict, err, "event already exists")
-			}
-			return fmt.Errorf("insert run event: %w", err)
+	if _, err := d.exec(ctx, d.db, `INSERT INTO run_events (run_id, seq, type, at, data, raw) VALUES (?, ?, ?, ?, ?, ?)`,
+		ev.RunID, ev.Seq, ev.Type, ms(ev.Time), string(ev.Data), ev.Raw); err != nil {
+		if isUnique(err) {
+			return errs.Wrap(errs.Conflict, err, "event already exists")
 		}
-		if _, err := d.exec(ctx, tx, `UPDATE runs SET last_seq = ? WHERE id = ? AND last_seq < ?`, ev.Seq, ev.RunID, ev.Seq); err != nil {
-			return fmt.Errorf("advance last_seq: %w", err)
-		}
-		return nil
-	})
+		return fmt.Errorf("insert run event: %w", err)
+	}
+	return nil
 }
 
 // RunEvents returns a run's events after seq `after`, in order; limit 0 = all.
@@ -214,7 +217,7 @@ func (d *DB) RunEvents(ctx context.Context, runID string, after int64, limit int
 func (d *DB) InterruptRuns(ctx context.Context, at time.Time, reason string) ([]agent.Run, error) {
 	var marked []agent.Run
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
-		rows, err := d.query(ctx, tx, `SELECT `+runCols+` FROM runs WHERE status IN ('queued', 'running')`)
+		rows, err := d.query(ctx, tx, runSelect+` WHERE status IN ('queued', 'running')`)
 		if err != nil {
 			return fmt.Errorf("find active runs: %w", err)
 		}
