@@ -767,3 +767,65 @@ func BenchmarkHTTPExecTrue(b *testing.B) {
 	b.ReportMetric(pct(sse, .99), "sse-p99-ms")
 	b.ReportMetric(0, "ns/op")
 }
+
+func TestSandboxBuildLogWhileCreating(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	// A build step that blocks on a host server until the test releases it:
+	// the sandbox is observably `creating` for exactly that long.
+	arrived, release := make(chan struct{}), make(chan struct{})
+	gate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		_, _ = io.WriteString(w, "gate-open\n")
+	}))
+	defer gate.Close()
+	done := make(chan resp, 1)
+	go func() {
+		done <- h.do(h.alice, "POST", "/sandbox", map[string]any{
+			"dockerfile_commands": []string{"RUN echo step-one-marker && curl -sf " + gate.URL + "/ && echo step-two-marker"},
+		})
+	}()
+	<-arrived
+	var creating listSandboxesResponse
+	h.do(h.alice, "GET", "/sandbox?state=creating", nil).data(t, &creating)
+	if len(creating.Sandboxes) != 1 {
+		close(release)
+		<-done
+		t.Fatalf("creating sandboxes %+v, want one", creating.Sandboxes)
+	}
+	id := creating.Sandboxes[0].ID
+	wantStatus(t, h.do(h.bob, "GET", "/sandbox/"+id+"/logs?follow=true", nil), http.StatusNotFound)
+	req, _ := http.NewRequest("GET", h.srv.URL+"/sandbox/"+id+"/logs?follow=true", nil)
+	res, err := h.alice.Do(req)
+	if err != nil {
+		close(release)
+		<-done
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	// Read live events until the first step's output shows, then let the build go on.
+	var seen strings.Builder
+	br := bufio.NewReader(res.Body)
+	for !strings.Contains(seen.String(), "step-one-marker") {
+		line, err := br.ReadString('\n')
+		seen.WriteString(line)
+		if err != nil {
+			break
+		}
+	}
+	close(release)
+	rest := readSSE(t, br)
+	created := <-done
+	wantStatus(t, created, http.StatusOK)
+	if !strings.Contains(seen.String(), "step-one-marker") {
+		t.Fatalf("live log before release: %q", seen.String())
+	}
+	var all strings.Builder
+	for _, ev := range rest {
+		all.WriteString(ev.event + " " + ev.data + "\n")
+	}
+	if !strings.Contains(all.String(), "step-two-marker") || len(rest) == 0 || rest[len(rest)-1].event != "status" || !strings.Contains(rest[len(rest)-1].data, `"running"`) {
+		t.Errorf("log after release:\n%s", all.String())
+	}
+}
