@@ -9,9 +9,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -498,74 +496,3 @@ func (c emitCLI) Command(agent.CommandRequest) ([]string, map[string]string) {
 }
 
 func (emitCLI) NewParser() agent.Parser { return &claude.Parser{} }
-
-// BenchmarkRunEventLatency measures the latency from the agent writing a
-// stream-json line inside a real sandbox to an HTTP SSE client receiving
-// the event: exec pipe, parser, persist (SQLite), hub, SSE, loopback HTTP.
-func BenchmarkRunEventLatency(b *testing.B) {
-	requireSandboxHost(b)
-	if _, err := exec.LookPath("python3"); err != nil {
-		b.Skip("why: python3 (the benchmark's line emitter) is not installed")
-	}
-	ctx := context.Background()
-	db := storetest.OpenSQLite(b)
-	au := auth.New(auth.Options{Store: db, Hash: auth.TestHashParams, SessionTTL: time.Hour, AccountLimit: 3, IPLimit: 100, ThrottleWindow: time.Minute})
-	u, err := au.CreateUser(ctx, "bench@example.com", testPassword, auth.RoleMember)
-	if err != nil {
-		b.Fatal(err)
-	}
-	_, tok, err := au.CreateToken(ctx, u.ID, "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := newSandboxManager(b, db, time.Now, sandbox.DefaultLimits())
-	const lines = 200
-	svc, err := agent.NewService(agent.Config{Credentials: agent.CredentialsDirect, UpstreamAPIKey: "unused"},
-		agent.Deps{Store: db, Sandboxes: m, CLI: emitCLI{lines: lines}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = svc.Run(runCtx) })
-	srv := httptest.NewServer(NewServer(Deps{Store: db, Auth: au, Metrics: prometheus.NewRegistry(), Sandboxes: m, Runs: svc}))
-	defer func() { srv.Close(); cancel(); wg.Wait() }()
-	sb, err := m.Create(ctx, u.ID, sandbox.Spec{ImageBase: "host"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var lat []time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		req, _ := http.NewRequest("POST", srv.URL+"/sandbox/"+sb.ID+"/claude?format=events", strings.NewReader(`{"prompt":"emit"}`))
-		req.Header.Set("Authorization", "Bearer "+tok.Reveal())
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		br := bufio.NewReader(resp.Body)
-		n := 0
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				break
-			}
-			if d, ok := strings.CutPrefix(line, "data: {\"text\":\""); ok {
-				now := time.Now().UnixNano()
-				sent, _ := strconv.ParseInt(d[:strings.IndexByte(d, '"')], 10, 64)
-				lat = append(lat, time.Duration(now-sent))
-				n++
-			}
-		}
-		resp.Body.Close()
-		if n != lines {
-			b.Fatalf("got %d text events, want %d", n, lines)
-		}
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-	b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
-}
