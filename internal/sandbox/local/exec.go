@@ -271,6 +271,8 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 		}
 		childEnds = append(childEnds, wr)
 		outs = append(outs, p)
+		// Started now so every return path can finish() it.
+		go p.run()
 		areq.Fds[i+1] = true
 		if i == 1 {
 			errPipe = p
@@ -302,7 +304,13 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 		oob = unix.UnixRights(fds...)
 	}
 	oomBefore := st.Cgroups.oomKills()
-	if _, _, err := c.WriteMsgUnix(frame, oob, nil); err != nil {
+	// sendmsg on a stream socket may take only part of a large frame; the
+	// fds ride with the first part.
+	n, _, err := c.WriteMsgUnix(frame, oob, nil)
+	if err == nil && n < len(frame) {
+		_, err = c.Write(frame[n:])
+	}
+	if err != nil {
 		return sandbox.ExitStatus{}, fmt.Errorf("send exec to agent: %w", err)
 	}
 	for _, f := range childEnds {
@@ -341,9 +349,6 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 		}
 	}()
 
-	for _, p := range outs {
-		go p.run()
-	}
 	if stdinW != nil {
 		// Ends when req.Stdin is exhausted or the pipe is closed at exit.
 		go func(w *os.File) {

@@ -617,3 +617,22 @@ func TestExecCancelRaces(t *testing.T) {
 		t.Errorf("got %q sleep processes left after cancelled execs, want 0", out)
 	}
 }
+
+// TestExecLargeRequest sends an argv and env far above one socket buffer.
+func TestExecLargeRequest(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+	big := strings.Repeat("x", 100<<10)
+	env := map[string]string{}
+	for i := 0; i < 10; i++ {
+		env[fmt.Sprintf("BIG_%d", i)] = big
+	}
+	var out bytes.Buffer
+	st, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"sh", "-c", `printf '%s' "$BIG_9" | wc -c; printf '%s' "$1" | wc -c`, "sh", big}, Env: env, Stdout: &out})
+	if err != nil || st.Code != 0 {
+		t.Fatalf("%+v %v", st, err)
+	}
+	if want := fmt.Sprintf("%d\n%d\n", len(big), len(big)); strings.ReplaceAll(out.String(), " ", "") != want {
+		t.Errorf("got %q, want %q", out.String(), want)
+	}
+}
