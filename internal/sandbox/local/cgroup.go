@@ -75,8 +75,11 @@ func newCgroups(root string, mode cgroupMode, id string, l limits) (cgroups, err
 			if _, err := os.Stat(base); err != nil {
 				continue
 			}
+			if err := os.MkdirAll(filepath.Join(base, cgroupParent), 0o755); err != nil {
+				return cg, fmt.Errorf("create cgroup: %w", err)
+			}
 			dir := filepath.Join(base, cgroupParent, id)
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+			if err := os.Mkdir(dir, 0o755); err != nil {
 				return cg, fmt.Errorf("create cgroup: %w", err)
 			}
 			cg.Dirs = append(cg.Dirs, dir)
@@ -120,7 +123,7 @@ func newCgroups(root string, mode cgroupMode, id string, l limits) (cgroups, err
 			_ = writeFile(filepath.Join(parent, "cgroup.subtree_control"), c)
 		}
 		dir := filepath.Join(parent, id)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.Mkdir(dir, 0o755); err != nil {
 			return cg, fmt.Errorf("create cgroup: %w", err)
 		}
 		cg.Dirs = []string{dir}

@@ -16,6 +16,8 @@ package local
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,11 +79,12 @@ type Options struct {
 
 // Driver is the local bubblewrap driver. It is safe for concurrent use.
 type Driver struct {
-	opts   Options
-	log    *slog.Logger
-	bwrap  string
-	cgMode cgroupMode
-	images *image.Cache
+	opts     Options
+	instance string // short hash of DataDir, in cgroup names
+	log      *slog.Logger
+	bwrap    string
+	cgMode   cgroupMode
+	images   *image.Cache
 
 	skelMu sync.Mutex
 	skel   string
@@ -185,7 +188,9 @@ func New(o Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local driver: %w", err)
 	}
+	sum := sha256.Sum256([]byte(abs))
 	d := &Driver{
+		instance: hex.EncodeToString(sum[:4]),
 		opts:     o,
 		log:      o.Logger,
 		bwrap:    bw,
@@ -379,7 +384,9 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	}
 
 	if d.cgMode != cgroupNone {
-		st.Cgroups, err = newCgroups(d.opts.CgroupRoot, d.cgMode, r.id, r.limits)
+		// The group name carries the data dir's hash: two drivers (say,
+		// two test processes) may use the same sandbox ID.
+		st.Cgroups, err = newCgroups(d.opts.CgroupRoot, d.cgMode, r.id+"."+d.instance, r.limits)
 		if err != nil {
 			return st, err
 		}
