@@ -165,9 +165,14 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 
 func (e *env) sandbox(owner string) *sandbox.Sandbox {
 	e.t.Helper()
+	return e.sandboxWith(owner, sandbox.Spec{ImageBase: "host"})
+}
+
+func (e *env) sandboxWith(owner string, spec sandbox.Spec) *sandbox.Sandbox {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sb, err := e.mgr.Create(ctx, owner, sandbox.Spec{ImageBase: "host"})
+	sb, err := e.mgr.Create(ctx, owner, spec)
 	if err != nil {
 		e.t.Fatalf("create sandbox: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/modeltest"
+	"github.com/techbossai/techboss/internal/sandbox"
 )
 
 // TestRunScenarios drives the real Claude CLI in a real local sandbox
@@ -138,6 +139,9 @@ func TestResumeAndSession(t *testing.T) {
 	if r1.Status != agent.Succeeded || r1.ResumedFrom != "" {
 		t.Fatalf("first run %+v", r1)
 	}
+	// Closing the sandbox's gateway listener (as on terminate) is safe: the
+	// next run opens a new one.
+	e.svc.ReleaseSandbox(sb.ID)
 	r2, _ := e.do("alice", sb.ID, "what did I ask?", agent.Options{})
 	if r2.Status != agent.Succeeded || r2.ResumedFrom != r1.SessionID || r2.SessionID != r1.SessionID {
 		t.Fatalf("second run %+v, want resumed session %s", r2, r1.SessionID)
@@ -204,5 +208,28 @@ func TestCancel(t *testing.T) {
 	}
 	if _, err := e.svc.Cancel(ctx, "alice", r.ID); errs.KindOf(err) != errs.Conflict {
 		t.Errorf("cancel after end = %v, want conflict", err)
+	}
+}
+
+// TestDirectCredentials: in direct mode the CLI gets the upstream key and
+// URL itself (so the sandbox needs network to reach it); the run's usage
+// comes from the CLI's own result.
+func TestDirectCredentials(t *testing.T) {
+	e := newEnv(t, envOpts{credentials: agent.CredentialsDirect},
+		modeltest.Bash("env > /workspace/env.txt"), modeltest.Text("done"))
+	sb := e.sandboxWith("alice", sandbox.Spec{ImageBase: "host", Network: "full"})
+	r, evs := e.do("alice", sb.ID, "show env", agent.Options{})
+	if r.Status != agent.Succeeded {
+		t.Fatalf("run %+v events %v", r, types(evs))
+	}
+	env, err := e.readFile("alice", sb.ID, "/workspace/env.txt")
+	if err != nil || !strings.Contains(env, "ANTHROPIC_API_KEY=sk-direct") || !strings.Contains(env, "ANTHROPIC_BASE_URL="+e.model.URL) {
+		t.Errorf("direct env lacks the key or URL (%v):\n%s", err, env)
+	}
+	if got := e.model.MessageRequests()[0].Header.Get("x-api-key"); got != "sk-direct" {
+		t.Errorf("model got key %q", got)
+	}
+	if r.Usage != (agent.Usage{InputTokens: 200, OutputTokens: 40}) || r.CostNanoUSD == 0 {
+		t.Errorf("run usage %+v cost %d, want the CLI's totals", r.Usage, r.CostNanoUSD)
 	}
 }

@@ -106,7 +106,8 @@ type Service struct {
 }
 
 type gwListener struct {
-	ln   net.Listener
+	owner string
+	ln    net.Listener
 	srv  *http.Server
 	addr string
 	done chan struct{} // closed when Serve returned
@@ -248,13 +249,51 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		wg.Wait()
 	}()
+	sweep := time.NewTicker(listenerSweep)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case j := <-s.submit:
 			wg.Go(func() { s.execute(ctx, j) })
+		case <-sweep.C:
+			s.sweepListeners(ctx)
 		}
+	}
+}
+
+// listenerSweep is how often gateway listeners of sandboxes that stopped
+// running are closed (a listener keeps its sandbox's network namespace
+// alive, so it must not outlive the sandbox).
+const listenerSweep = 30 * time.Second
+
+func (s *Service) sweepListeners(ctx context.Context) {
+	s.mu.Lock()
+	ls := make(map[string]*gwListener, len(s.listeners))
+	for id, l := range s.listeners {
+		ls[id] = l
+	}
+	s.mu.Unlock()
+	for id, l := range ls {
+		sb, err := s.sbx.Get(ctx, l.owner, id)
+		if (err != nil && errs.KindOf(err) == errs.NotFound) || (err == nil && sb.State != sandbox.Running) {
+			s.ReleaseSandbox(id)
+		}
+	}
+}
+
+// ReleaseSandbox closes the sandbox's in-sandbox gateway listener, if any.
+// Call it when a sandbox terminates (the Manager's BeforeTerminate hook);
+// a periodic sweep catches any it misses.
+func (s *Service) ReleaseSandbox(sandboxID string) {
+	s.mu.Lock()
+	l, ok := s.listeners[sandboxID]
+	delete(s.listeners, sandboxID)
+	s.mu.Unlock()
+	if ok {
+		_ = l.srv.Close()
+		<-l.done
 	}
 }
 
@@ -445,7 +484,7 @@ func (s *Service) listener(ctx context.Context, sb *sandbox.Sandbox, nl sandbox.
 		BaseContext:       func(net.Listener) context.Context { return context.WithValue(context.Background(), sandboxKey{}, id) },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	l = &gwListener{ln: ln, srv: srv, addr: ln.Addr().String(), done: make(chan struct{})}
+	l = &gwListener{owner: sb.OwnerID, ln: ln, srv: srv, addr: ln.Addr().String(), done: make(chan struct{})}
 	s.mu.Lock()
 	select {
 	case <-s.stopped:
