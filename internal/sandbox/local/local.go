@@ -515,6 +515,19 @@ func (d *Driver) bwrapArgs(st *state, r startRequest) []string {
 		for _, dir := range hostLibDirs() {
 			a = append(a, "--ro-bind", dir, dir)
 		}
+		// The sandbox's uid 0 owns host root's files: hide the host's
+		// secrets in /etc it would otherwise read through the binding.
+		keys, _ := filepath.Glob("/etc/ssh/ssh_host_*")
+		for _, f := range append(keys, hostSecretFiles...) {
+			if fi, err := os.Lstat(f); err == nil && fi.Mode().IsRegular() {
+				a = append(a, "--ro-bind", "/dev/null", f)
+			}
+		}
+		for _, dir := range hostSecretDirs {
+			if fi, err := os.Lstat(dir); err == nil && fi.IsDir() {
+				a = append(a, "--tmpfs", dir, "--remount-ro", dir)
+			}
+		}
 	}
 	if r.network && !r.rootfs.Host {
 		// Images rarely carry a resolver config; give them the host's, as
@@ -537,6 +550,12 @@ func (d *Driver) bwrapArgs(st *state, r startRequest) []string {
 	a = append(a, "--chdir", "/", "--clearenv")
 	return a
 }
+
+// Host files and directories masked in host-image sandboxes.
+var (
+	hostSecretFiles = []string{"/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers", "/etc/security/opasswd"}
+	hostSecretDirs  = []string{"/etc/ssl/private", "/etc/sudoers.d"}
+)
 
 // hostLibDirs are the host's top-level library/binary directories that are
 // real directories (not merged-/usr symlinks).

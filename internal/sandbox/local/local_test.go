@@ -144,6 +144,23 @@ func TestIsolation(t *testing.T) {
 			t.Errorf("write to / did not land in the overlay upper dir: %v", err)
 		}
 	})
+	t.Run("HostSecretsMasked", func(t *testing.T) {
+		for _, f := range []string{"/etc/shadow", "/etc/gshadow"} {
+			if _, err := os.Stat(f); err != nil {
+				continue
+			}
+			if r := sh(t, d, ref, "cat "+f); r.stdout != "" {
+				t.Errorf("%s readable in the sandbox: %d bytes", f, len(r.stdout))
+			}
+		}
+		if _, err := os.Stat("/etc/ssl/private"); err == nil {
+			if got := mustSh(t, d, ref, "ls -A /etc/ssl/private | wc -l"); strings.TrimSpace(got) != "0" {
+				t.Errorf("/etc/ssl/private visible: %q entries", got)
+			}
+		}
+		// The rest of /etc is there.
+		mustSh(t, d, ref, "test -s /etc/passwd")
+	})
 	t.Run("HostLoopbackUnreachable", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
