@@ -245,6 +245,7 @@ func logf(w io.Writer, format string, args ...any) {
 
 // Create builds or reuses the image and starts the sandbox.
 func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Ref, error) {
+	began := time.Now()
 	if !validName(req.ID) {
 		return "", errs.Field("id", "must be 1-100 letters, digits, '.', '_' or '-'")
 	}
@@ -311,6 +312,8 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 	d.mu.Lock()
 	d.sbs[st.ID] = &sbx{st: st}
 	d.mu.Unlock()
+	logf(req.Log, "sandbox started in %d ms", time.Since(began).Milliseconds())
+	d.log.Debug("sandbox started", "sandbox_id", st.ID, "init_pid", st.InitPID)
 	return sandbox.Ref(st.ID), nil
 }
 
