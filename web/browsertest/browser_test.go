@@ -72,6 +72,7 @@ type browser struct {
 	probs   []problem
 	allowed []*regexp.Regexp
 	reqURL  map[network.RequestID]string
+	resumes []string // Last-Event-ID headers sent to /runs/{id}/events, in order
 }
 
 // newBrowser starts a fresh headless Chromium (own profile dir) and opens
@@ -148,6 +149,10 @@ func (b *browser) onEvent(ev any) {
 		}
 	case *network.EventRequestWillBeSent:
 		b.reqURL[ev.RequestID] = ev.Request.Method + " " + ev.Request.URL
+		if strings.Contains(ev.Request.URL, "/runs/") && strings.HasSuffix(ev.Request.URL, "/events") {
+			id, _ := ev.Request.Headers["Last-Event-ID"].(string)
+			b.resumes = append(b.resumes, id)
+		}
 	case *network.EventResponseReceived:
 		if ev.Response.Status >= 400 {
 			b.probs = append(b.probs, problem{"http", fmt.Sprintf("%s -> %d", b.reqURL[ev.RequestID], ev.Response.Status)})
@@ -331,5 +336,33 @@ func (b *browser) colorScheme(scheme string) {
 		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}},
 	}); err != nil {
 		b.t.Fatalf("emulate %s: %v", scheme, err)
+	}
+}
+
+// resumeIDs returns the Last-Event-ID headers of the run event requests so far.
+func (b *browser) resumeIDs() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.resumes...)
+}
+
+// checkA11y fails the test for form controls without a label and buttons or
+// links without an accessible name on the current page (hidden panels too).
+func (b *browser) checkA11y(page string) {
+	b.t.Helper()
+	bad := eval[[]string](b, `(() => {
+		const out = [];
+		const name = (el) => (el.getAttribute("aria-label") || el.getAttribute("aria-labelledby") || el.textContent || el.title || "").trim();
+		for (const el of document.querySelectorAll("main input, main select, main textarea, dialog input")) {
+			if (el.type === "hidden") continue;
+			if (!(el.labels && el.labels.length) && !el.getAttribute("aria-label") && !el.getAttribute("aria-labelledby")) out.push(el.outerHTML.slice(0, 120));
+		}
+		for (const el of document.querySelectorAll("button, a[href]")) {
+			if (!name(el)) out.push(el.outerHTML.slice(0, 120));
+		}
+		return out;
+	})()`)
+	for _, e := range bad {
+		b.t.Errorf("%s: control without an accessible name: %s", page, e)
 	}
 }

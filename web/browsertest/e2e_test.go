@@ -2,6 +2,7 @@ package browsertest
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -85,6 +86,31 @@ func TestAgentWorkflow(t *testing.T) {
 	}
 	assertRunning(t, b)
 
+	// Drop every connection mid-run: the page reconnects on its own with
+	// Last-Event-ID and shows each event still exactly once.
+	b.allow(`^request: (GET .*/runs/[^/]+/events|POST .*/sandbox/[^/]+/claude\?format=events): net::ERR_`)
+	before := len(b.resumeIDs())
+	conns := eval[string](b, `document.querySelector(".run").dataset.connections`)
+	srv.dropConnections()
+	b.waitJS("reconnected", fmt.Sprintf(`Number(document.querySelector(".run").dataset.connections) > %s`, conns))
+	b.waitJS("streaming again", `document.querySelector("form.composer [role=status]").textContent === "Streaming…"`)
+	resumed := false
+	for _, id := range b.resumeIDs()[before:] {
+		if n, err := strconv.Atoi(id); err == nil && n > 0 {
+			resumed = true
+		}
+	}
+	if !resumed {
+		t.Errorf("no reconnect sent Last-Event-ID > 0; got %q", b.resumeIDs()[before:])
+	}
+	if n := b.count(`.run details.tool`); n != 1 {
+		t.Errorf("got %d tool cards after reconnect, want 1", n)
+	}
+	if n := b.count(`.run .text`); n != 1 {
+		t.Errorf("got %d text blocks after reconnect, want 1", n)
+	}
+	assertRunning(t, b)
+
 	// The file the agent wrote is in the file browser.
 	b.clickButton("Files")
 	b.waitJS("hello.txt listed", `!!document.querySelector('li[data-path="hello.txt"]')`)
@@ -100,7 +126,7 @@ func TestAgentWorkflow(t *testing.T) {
 	// Run 2: a retry notice, then the hostile answer rendered as text.
 	eval[bool](b, `(window.pwned = 0, true)`)
 	b.fillByLabel("Prompt", "Summarise")
-	b.clickButton("Send")
+	b.do("send with Ctrl+Enter", chromedp.KeyEvent("\r", chromedp.KeyModifiers(chromedp.ModifierCtrl)))
 	b.waitJS("second run done", `document.querySelectorAll(".run").length === 2 && ["succeeded", "completed"].includes(document.querySelectorAll(".run")[1].querySelector(".badge").textContent)`)
 	second := `document.querySelectorAll(".run")[1]`
 	if txt := eval[string](b, second+`.textContent`); !strings.Contains(txt, `<img src=x onerror="window.pwned=1">`) || !strings.Contains(txt, "<script>window.pwned=2</script>") {
@@ -122,6 +148,7 @@ func TestAgentWorkflow(t *testing.T) {
 		t.Errorf("run stats missing tokens or cost: %q", s)
 	}
 	b.shot("agent-second-run")
+	b.checkA11y("sandbox with runs")
 	// The sandbox's cost so far is the sum of its runs' metered calls.
 	b.do("reopen sandbox", chromedp.Reload())
 	b.waitJS("header cost", `/\$0\.\d+ so far/.test(document.querySelector("main")?.textContent || "")`)
@@ -174,6 +201,7 @@ func TestAgentWorkflow(t *testing.T) {
 		t.Errorf("usage chart has no bars")
 	}
 	b.shot("usage")
+	b.checkA11y("usage")
 	b.checkProblems()
 }
 
@@ -185,6 +213,9 @@ func assertRunning(t *testing.T, b *browser) {
 	}
 	if hidden := eval[bool](b, `document.querySelector("form.composer button.danger").hidden`); hidden {
 		t.Errorf("cancel button hidden while the run is live")
+	}
+	if enabled := eval[bool](b, `!document.querySelector("form.composer button[type=submit]").disabled`); enabled {
+		t.Errorf("send button enabled while a run is live")
 	}
 }
 

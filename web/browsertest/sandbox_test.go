@@ -25,6 +25,7 @@ func TestSandboxPages(t *testing.T) {
 	b.open("/")
 	b.login(aliceEmail, alicePass)
 	b.waitJS("empty list", `!document.querySelector("main p.muted").hidden`)
+	b.checkA11y("sandboxes")
 
 	// A validation error lands next to its input.
 	b.allow(`^http: POST .*/sandbox -> 422$`)
@@ -37,6 +38,7 @@ func TestSandboxPages(t *testing.T) {
 	b.waitJS("sandbox page", `location.hash.startsWith("#/sandbox/") && (document.querySelector("main .badge") || {}).textContent === "running"`)
 	id := strings.TrimPrefix(eval[string](b, `location.hash`), "#/sandbox/")
 	b.shot("sandbox-chat-empty")
+	b.checkA11y("sandbox")
 
 	// Upload a file, see it in the tree, view it.
 	b.clickButton("Files")

@@ -34,6 +34,8 @@ type stack struct {
 	model *modeltest.Server // nil without agent runs
 	// snapshots reports whether the snapshot routes are served.
 	snapshots bool
+	// dropConnections cuts every open client connection (a network drop).
+	dropConnections func()
 }
 
 // stackOptions choose which parts run. Every part that runs is the real one.
@@ -123,6 +125,7 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 	// Registered last, so it runs first: streams end before the services stop.
 	t.Cleanup(func() { close(stopping); srv.Close() })
 	s.url = srv.URL
+	s.dropConnections = srv.CloseClientConnections
 	return s
 }
 

@@ -25,6 +25,7 @@ func TestLoginTokensLogout(t *testing.T) {
 	b.open("/")
 	b.waitJS("login form", `!!document.querySelector('form[aria-label="Log in"]')`)
 	b.shot("login")
+	b.checkA11y("login")
 	if got := eval[string](b, `location.pathname`); got != "/static/modal-sandbox-ui.html" {
 		t.Errorf("got path %q after opening /, want the app", got)
 	}
@@ -51,6 +52,7 @@ func TestLoginTokensLogout(t *testing.T) {
 		t.Fatalf("got token %q, want a long secret", secret)
 	}
 	b.shot("token-created")
+	b.checkA11y("tokens")
 	b.waitJS("token listed", `[...document.querySelectorAll("tbody tr")].some(r => r.textContent.includes("ci token"))`)
 	if html := eval[string](b, `document.querySelector("table").textContent`); strings.Contains(html, secret) {
 		t.Errorf("token list shows the secret; it must be shown only once")

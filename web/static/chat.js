@@ -40,8 +40,23 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
     const stream = followRun(opts, {
       onEvent: (type, data, seq) => view.handle(type, data, seq),
       onRunID: (id) => { view.setID(id); views.set(id, view); if (live) refreshHistory(); },
-      onState: (s) => { if (live) status.textContent = s === "reconnecting" ? "Connection lost, reconnecting…" : "Streaming…"; },
-      onError: (e) => { if (live) showError(err, e); else view.notice("error", e.message); view.markEnded(); },
+      onState: (s) => {
+        // data-connections counts the streams this run view has opened (a
+        // reconnect adds one); it is there for people debugging, and tests.
+        if (s === "streaming") view.el.dataset.connections = String(Number(view.el.dataset.connections || 0) + 1);
+        if (live) status.textContent = s === "reconnecting" ? "Connection lost, reconnecting…" : "Streaming…";
+      },
+      onError: (e) => {
+        if (live && !view.id) {
+          // The run never started (e.g. 409: another run is active): give the prompt back.
+          view.el.remove();
+          if (!prompt.value) prompt.value = view.promptEl.textContent;
+          showError(err, e);
+          return;
+        }
+        if (live) showError(err, e); else view.notice("error", e.message);
+        view.markEnded();
+      },
       onEnd: ({ finished }) => {
         streams.delete(stream);
         if (!finished) view.markEnded();
