@@ -26,7 +26,6 @@ type ctxKey int
 const (
 	requestIDKey ctxKey = iota
 	userKey
-	authMethodKey
 )
 
 // requestIDHeader carries the request ID in and out.
@@ -219,9 +218,7 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		ctx := context.WithValue(r.Context(), userKey, u)
-		ctx = context.WithValue(ctx, authMethodKey, method)
-		next.ServeHTTP(w, r.WithContext(ctx))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey, u)))
 	})
 }
 
@@ -256,12 +253,6 @@ func (s *server) checkOrigin(r *http.Request) error {
 func currentUser(r *http.Request) *auth.User {
 	u, _ := r.Context().Value(userKey).(*auth.User)
 	return u
-}
-
-// authMethodOf reports how r was authenticated.
-func authMethodOf(r *http.Request) authMethod {
-	m, _ := r.Context().Value(authMethodKey).(authMethod)
-	return m
 }
 
 // requireAdmin lets only admins through (use inside the authenticated group).
