@@ -666,3 +666,63 @@ func TestFilesThroughManager(t *testing.T) {
 	e.clock.Advance(29 * time.Minute)
 	e.reap(0)
 }
+
+func TestQuotaUnderConcurrentCreates(t *testing.T) {
+	e := newEnv(t, func(e *env) { e.limits.MaxRunningPerUser = 2 })
+	results := make(chan error, 5)
+	for range 5 {
+		go func() {
+			_, err := e.m.Create(context.Background(), "alice", sandbox.Spec{})
+			results <- err
+		}()
+	}
+	ok, tooMany := 0, 0
+	for range 5 {
+		switch err := <-results; {
+		case err == nil:
+			ok++
+		case errs.KindOf(err) == errs.TooMany:
+			tooMany++
+		default:
+			t.Errorf("Create: %v", err)
+		}
+	}
+	if ok != 2 || tooMany != 3 {
+		t.Fatalf("%d created and %d refused, want 2 and 3", ok, tooMany)
+	}
+}
+
+func TestTerminateStopsRunningExec(t *testing.T) {
+	e := newEnv(t, nil)
+	sb := e.create("alice", sandbox.Spec{})
+	started := make(chan struct{})
+	var once sync.Once
+	type result struct {
+		st  sandbox.ExitStatus
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := e.m.Exec(context.Background(), "alice", sb.ID, sandbox.ExecRequest{
+			Argv:   []string{"sh", "-c", "echo up; exec sleep 600"},
+			Stdout: writerFunc(func(p []byte) { once.Do(func() { close(started) }) }),
+		})
+		done <- result{st, err}
+	}()
+	<-started
+	if _, err := e.m.Terminate(context.Background(), "alice", sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done // must not hang: terminate kills every process of the sandbox
+	if r.err == nil && r.st.Code == 0 && r.st.Signal == "" {
+		t.Fatalf("exec survived terminate: %+v", r.st)
+	}
+}
+
+// writerFunc calls f with every write.
+type writerFunc func(p []byte)
+
+func (f writerFunc) Write(p []byte) (int, error) {
+	f(p)
+	return len(p), nil
+}
