@@ -403,6 +403,10 @@ func (m *Manager) checkLost(ctx context.Context, sb *Sandbox, drv Driver, cause 
 		return fmt.Errorf("exec in %s: %w", sb.ID, cause)
 	}
 	m.markLost(ctx, sb, "the sandbox's processes are gone")
+	// Free what the dead sandbox still holds (mounts, cgroups, directories).
+	if err := drv.Destroy(context.WithoutCancel(ctx), sb.Ref); err != nil {
+		m.log.Warn("destroy lost sandbox", "sandbox_id", sb.ID, "err", err)
+	}
 	return errs.E(errs.Conflict, "sandbox is lost: its processes are gone")
 }
 
