@@ -346,8 +346,10 @@ func (m *Manager) List(ctx context.Context, ownerID string, f ListFilter) ([]*Sa
 	return items, &Cursor{CreatedAt: last.CreatedAt, ID: last.ID}, nil
 }
 
-// running returns the owner's sandbox and its driver if it is running.
-func (m *Manager) running(ctx context.Context, ownerID, id string) (*Sandbox, Driver, error) {
+// Running returns the owner's sandbox and its driver if it is running, or
+// errs.NotFound (not the owner's) or errs.Conflict (not running). Other
+// domains (runs, snapshots) use it before reaching for driver capabilities.
+func (m *Manager) Running(ctx context.Context, ownerID, id string) (*Sandbox, Driver, error) {
 	sb, err := m.Get(ctx, ownerID, id)
 	if err != nil {
 		return nil, nil, err
@@ -372,7 +374,7 @@ func (m *Manager) Exec(ctx context.Context, ownerID, id string, req ExecRequest)
 	if err := CheckExec(req.Argv, req.Env, req.Dir); err != nil {
 		return ExitStatus{}, err
 	}
-	sb, drv, err := m.running(ctx, ownerID, id)
+	sb, drv, err := m.Running(ctx, ownerID, id)
 	if err != nil {
 		return ExitStatus{}, err
 	}
@@ -755,7 +757,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 
 // files returns the owner's running sandbox and its Files capability.
 func (m *Manager) files(ctx context.Context, ownerID, id string) (*Sandbox, Files, error) {
-	sb, drv, err := m.running(ctx, ownerID, id)
+	sb, drv, err := m.Running(ctx, ownerID, id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -845,7 +847,7 @@ func (m *Manager) ListDir(ctx context.Context, ownerID, id, dir string) ([]FileI
 }
 
 func (m *Manager) archiver(ctx context.Context, ownerID, id string) (*Sandbox, Archiver, error) {
-	sb, drv, err := m.running(ctx, ownerID, id)
+	sb, drv, err := m.Running(ctx, ownerID, id)
 	if err != nil {
 		return nil, nil, err
 	}
