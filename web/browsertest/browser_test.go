@@ -366,3 +366,15 @@ func (b *browser) checkA11y(page string) {
 		b.t.Errorf("%s: control without an accessible name: %s", page, e)
 	}
 }
+
+// shotBoth saves light and dark screenshots (see shot).
+func (b *browser) shotBoth(name string) {
+	b.t.Helper()
+	if os.Getenv("TECHBOSS_UI_SCREENSHOTS") == "" {
+		return
+	}
+	b.colorScheme("dark")
+	b.shot(name + "-dark")
+	b.colorScheme("light")
+	b.shot(name)
+}

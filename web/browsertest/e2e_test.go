@@ -147,7 +147,7 @@ func TestAgentWorkflow(t *testing.T) {
 	if s := eval[string](b, second+`.querySelector(".stats").textContent`); !strings.Contains(s, "tok") || !strings.Contains(s, "$") {
 		t.Errorf("run stats missing tokens or cost: %q", s)
 	}
-	b.shot("agent-second-run")
+	b.shotBoth("agent-second-run")
 	b.checkA11y("sandbox with runs")
 	// The sandbox's cost so far is the sum of its runs' metered calls.
 	b.do("reopen sandbox", chromedp.Reload())

@@ -80,6 +80,20 @@ func TestSandboxPages(t *testing.T) {
 	}
 	b.shot("sandbox-exec")
 
+	// A tree made by a command: folders expand lazily, files open.
+	b.fillByLabel("Command (run with sh -c in /workspace)", "mkdir -p src/lib && printf 'package lib\\n' > src/lib/a.go")
+	b.clickButton("Run")
+	b.waitJS("mkdir done", `(document.querySelector('#panel-exec [role="status"]') || {}).textContent?.startsWith("Exited with code 0")`)
+	b.clickButton("Files")
+	b.clickButton("Refresh")
+	b.do("expand src", chromedp.Click(chromedp.CSS(`li[data-path="src"] > .file-row button[aria-expanded]`)))
+	b.do("expand src/lib", chromedp.Click(chromedp.CSS(`li[data-path="src/lib"] > .file-row button[aria-expanded]`)))
+	b.do("open a.go", chromedp.Click(chromedp.CSS(`li[data-path="src/lib/a.go"] .file-row button.link`)))
+	b.waitJS("a.go content", `document.querySelector(".file-content")?.textContent === "package lib\n"`)
+	if got := eval[string](b, `document.querySelector('li[data-path="src"] > .file-row button').getAttribute("aria-expanded")`); got != "true" {
+		t.Errorf("got aria-expanded %q on an open folder, want true", got)
+	}
+
 	// Another user: not in the list, and the page says not found.
 	bob := newBrowser(t, s.url)
 	bob.allow(`^http: GET .*/auth/me -> 401$`)
