@@ -86,7 +86,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	srv.RegisterOnShutdown(func() { close(stopping) })
+	// Shutdown runs this after it has closed the listener: from here on only
+	// in-flight requests are served, and streams are told to end.
+	srv.RegisterOnShutdown(func() {
+		log.Info("listener closed; draining in-flight requests")
+		close(stopping)
+	})
 	log.Info("listening", "addr", ln.Addr().String())
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -21,9 +25,17 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
 }
 
-// started runs the server with env and returns its base URL, the log lines
-// seen so far (read after stop), and a stop function that waits for run.
-func start(t *testing.T, env map[string]string) (string, func() string) {
+// instance is a server started by run in the background.
+type instance struct {
+	url    string
+	cancel context.CancelFunc // begins shutdown without waiting
+	msgs chan string // every log message, in order
+	stop func() string
+}
+
+// start runs the server with env; stop cancels it, waits for run to return
+// nil and returns the whole log.
+func start(t *testing.T, env map[string]string) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
@@ -34,6 +46,7 @@ func start(t *testing.T, env map[string]string) (string, func() string) {
 	}()
 	addr := make(chan string, 1)
 	logs := make(chan string, 1)
+	msgs := make(chan string, 10000)
 	go func() {
 		var all strings.Builder
 		sc := bufio.NewScanner(pr)
@@ -43,14 +56,21 @@ func start(t *testing.T, env map[string]string) (string, func() string) {
 			line := sc.Text()
 			all.WriteString(line + "\n")
 			var rec struct{ Msg, Addr string }
-			if !sent && json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
-				addr <- rec.Addr
-				sent = true
+			if json.Unmarshal([]byte(line), &rec) == nil {
+				select {
+				case msgs <- rec.Msg:
+				default:
+				}
+				if !sent && rec.Msg == "listening" {
+					addr <- rec.Addr
+					sent = true
+				}
 			}
 		}
 		if !sent {
 			close(addr)
 		}
+		close(msgs)
 		logs <- all.String()
 	}()
 	a, ok := <-addr
@@ -59,19 +79,37 @@ func start(t *testing.T, env map[string]string) (string, func() string) {
 		err := <-done
 		t.Fatalf("server did not start: %v\n%s", err, <-logs)
 	}
+	var once sync.Once
+	var all string
 	stop := func() string {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run returned %v", err)
-		}
-		return <-logs
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run returned %v", err)
+			}
+			all = <-logs
+		})
+		return all
 	}
-	return "http://" + strings.Replace(a, "[::]", "127.0.0.1", 1), stop
+	t.Cleanup(func() { stop() })
+	return &instance{url: "http://" + a, cancel: cancel, msgs: msgs, stop: stop}
+}
+
+// waitLog blocks until the server logs msg.
+func (in *instance) waitLog(t *testing.T, msg string) {
+	t.Helper()
+	for m := range in.msgs {
+		if m == msg {
+			return
+		}
+	}
+	t.Fatalf("server never logged %q", msg)
 }
 
 func exercise(t *testing.T, env map[string]string) string {
 	ctx := context.Background()
-	url, stop := start(t, env)
+	in := start(t, env)
+	url, stop := in.url, in.stop
 	anon, _ := client.New(url)
 	if err := anon.Ready(ctx); err != nil {
 		t.Fatalf("readyz: %v", err)
@@ -125,16 +163,63 @@ func TestRunSQLite(t *testing.T) {
 		env2[k] = v
 	}
 	env2["TECHBOSS_ADMIN_PASSWORD"] = "another-password-2"
-	url, stop := start(t, env2)
-	c, _ := client.New(url)
+	in := start(t, env2)
+	c, _ := client.New(in.url)
 	if _, err := c.Login(context.Background(), "admin@example.com", "another-password-2"); err == nil {
 		t.Fatal("bootstrap replaced the existing admin's password")
 	}
 	if _, err := c.Login(context.Background(), "admin@example.com", "bootstrap-password-1"); err != nil {
 		t.Fatalf("original admin password: %v", err)
 	}
-	stop()
+	in.stop()
 }
+
+// TestGracefulShutdown starts a request, begins shutdown while the request
+// body is still arriving, and checks that new connections are refused while
+// the in-flight request still completes and run returns cleanly.
+func TestGracefulShutdown(t *testing.T) {
+	in := start(t, map[string]string{
+		"PORT": "0", "TECHBOSS_HOST": "127.0.0.1", "TECHBOSS_DATA_DIR": t.TempDir(),
+		"TECHBOSS_ADMIN_EMAIL": "admin@example.com", "TECHBOSS_ADMIN_PASSWORD": "bootstrap-password-1",
+	})
+	host := strings.TrimPrefix(in.url, "http://")
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"email":"admin@example.com","password":"bootstrap-password-1"}`
+	// "Expect: 100-continue" makes the server answer 100 once the handler
+	// starts reading the body: proof the request is in flight.
+	fmt.Fprintf(conn, "POST /auth/login HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", host, len(body))
+	br := bufio.NewReader(conn)
+	cont, err := http.ReadResponse(br, nil)
+	if err != nil || cont.StatusCode != http.StatusContinue {
+		t.Fatalf("want 100 Continue, got %v %v", cont, err)
+	}
+	in.cancel() // begin shutdown while the handler waits for the body
+	in.waitLog(t, "listener closed; draining in-flight requests")
+	if c2, err := net.Dial("tcp", host); err == nil {
+		c2.Close()
+		t.Fatal("new connection accepted after the listener closed")
+	}
+	if _, err := io.WriteString(conn, body); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("in-flight request got no response: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("in-flight login: status %d, want 200", res.StatusCode)
+	}
+	logs := in.stop()
+	if !strings.Contains(logs, `"msg":"stopped"`) {
+		t.Fatalf("run did not finish cleanly:\n%s", logs)
+	}
+}
+
 
 func TestRunPostgres(t *testing.T) {
 	exercise(t, map[string]string{
