@@ -69,6 +69,7 @@ type Manager struct {
 	busy     map[string]int       // in-progress execs and agent runs
 	logs     map[string]*BuildLog
 	locks    map[string]*keyLock
+	checked  map[string]time.Time // last liveness check per running sandbox
 
 	m metrics
 }
@@ -102,6 +103,9 @@ func NewManager(d Deps) (*Manager, error) {
 	if d.Limits.ReapInterval <= 0 {
 		d.Limits.ReapInterval = DefaultLimits().ReapInterval
 	}
+	if d.Limits.LivenessInterval <= 0 {
+		d.Limits.LivenessInterval = DefaultLimits().LivenessInterval
+	}
 	if d.Limits.CreateTimeout <= 0 {
 		d.Limits.CreateTimeout = DefaultLimits().CreateTimeout
 	}
@@ -117,6 +121,7 @@ func NewManager(d Deps) (*Manager, error) {
 		activity:      map[string]time.Time{},
 		busy:          map[string]int{},
 		logs:          map[string]*BuildLog{},
+		checked:       map[string]time.Time{},
 		locks:         map[string]*keyLock{},
 	}
 	m.m = metrics{
@@ -132,7 +137,7 @@ func NewManager(d Deps) (*Manager, error) {
 		}, []string{"driver"}),
 		reaped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "techboss_sandbox_reaped_total",
-			Help: "Sandboxes terminated by the reaper, by reason.",
+			Help: "Sandboxes terminated (or found lost) by the reaper, by reason.",
 		}, []string{"reason"}),
 	}
 	if d.Metrics != nil {
@@ -542,6 +547,7 @@ func (m *Manager) forget(id string) {
 	m.mu.Lock()
 	delete(m.activity, id)
 	delete(m.logs, id)
+	delete(m.checked, id)
 	m.mu.Unlock()
 }
 
@@ -594,6 +600,9 @@ func (m *Manager) Reap(ctx context.Context) (int, error) {
 			reason = "idle timeout"
 		}
 		if reason == "" {
+			if sb.State == Running && m.livenessDue(sb.ID, now) {
+				m.checkAlive(ctx, sb)
+			}
 			continue
 		}
 		if sb.State == Terminating {
@@ -607,6 +616,37 @@ func (m *Manager) Reap(ctx context.Context) (int, error) {
 		n++
 	}
 	return n, errors.Join(errList...)
+}
+
+// livenessDue reports whether sandbox id's driver should be asked again
+// whether it still runs (at most every Limits.LivenessInterval).
+func (m *Manager) livenessDue(id string, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if last, ok := m.checked[id]; ok && now.Sub(last) < m.limits.LivenessInterval {
+		return false
+	}
+	m.checked[id] = now
+	return true
+}
+
+// checkAlive marks a running sandbox lost when its driver says it is gone
+// (killed behind the server's back), so its status does not lie until the
+// next exec.
+func (m *Manager) checkAlive(ctx context.Context, sb *Sandbox) {
+	drv, ok := m.drivers[sb.Driver]
+	if !ok {
+		return
+	}
+	alive, err := drv.Recover(ctx, sb.Ref)
+	if err != nil || alive {
+		return
+	}
+	m.markLost(ctx, sb, "the sandbox's processes are gone")
+	if err := drv.Destroy(ctx, sb.Ref); err != nil {
+		m.log.Warn("destroy lost sandbox", "sandbox_id", sb.ID, "err", err)
+	}
+	m.m.reaped.WithLabelValues("lost").Inc()
 }
 
 func reasonLabel(r string) string {

@@ -62,6 +62,9 @@ type Limits struct {
 	ExecOutputCap int
 	// ReapInterval is how often the reaper checks for idle and expired sandboxes.
 	ReapInterval time.Duration
+	// LivenessInterval is how often the reaper asks a driver whether a
+	// running sandbox still runs (lost detection without an exec).
+	LivenessInterval time.Duration
 }
 
 // DefaultLimits returns the limits a server starts with unless configured otherwise.
@@ -89,6 +92,7 @@ func DefaultLimits() Limits {
 		MaxExecTimeout:        24 * time.Hour,
 		ExecOutputCap:         1 << 20,
 		ReapInterval:          10 * time.Second,
+		LivenessInterval:      time.Minute,
 	}
 }
 
