@@ -40,24 +40,23 @@ type Row struct {
 // target is a goal on one metric: ours (op) value, e.g. p50-ms <= 50.
 type target struct {
 	unit  string
-	op    string // "<=" or ">=" or "ratio>=" (ours/floor for throughput)
+	op    string // "<", "<=", ">=" or "ratio>=" (ours/floor for throughput)
 	value float64
 }
 
 // targets maps a benchmark name (without the Benchmark prefix and -N
 // suffix) to its goals, from issue 9.
 var targets = map[string][]target{
-	"LocalCreateFirstExec": {{"p50-ms", "<=", 50}},
-	"HTTPExecTrue":         {{"p50-ms", "<=", 10}},
-	"ExecStdoutStream":     {{"MiB/s", ">=", 550}},
-	"FileUpload":           {{"MiB/s", ">=", 900}},
-	"FileDownload":         {{"MiB/s", ">=", 900}},
-	"SSEFanout":            {{"p99-ms", "<=", 50}, {"B/sub", "<=", 64 << 10}},
-	"SnapshotNoChange10k":  {{"p50-ms", "<=", 1000}},
-	"SnapshotFirst":        {{"MiB/s", "ratio>=", 0.70}},
-	"Restore":              {{"MiB/s", "ratio>=", 0.70}},
-	"CLILineToSSE":         {{"p99-ms", "<=", 2}},
-	"GatewayFirstByte":     {{"p50-ms", "<=", 1}},
+	"HTTPCreateFirstExec": {{"p50-ms", "<=", 50}},
+	"HTTPExecTrue":        {{"p50-ms", "<=", 10}},
+	"ExecStdoutStream":    {{"MiB/s", ">=", 550}},
+	"FileUpload":          {{"MiB/s", ">=", 900}},
+	"FileDownload":        {{"MiB/s", ">=", 900}},
+	"SSEFanout":           {{"p99-ms", "<", 50}, {"B/sub", "<", 64 << 10}},
+	"SnapshotNoChange10k": {{"p50-ms", "<", 1000}},
+	"SnapshotFirst":       {{"MiB/s", "ratio>=", 0.70}},
+	"Restore":             {{"MiB/s", "ratio>=", 0.70}},
+	"CLILineToSSE":        {{"p99-ms", "<=", 2}},
 }
 
 var lineRE = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)
@@ -65,14 +64,19 @@ var lineRE = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)
 func run(args []string, in io.Reader, out io.Writer) error {
 	fs := flag.NewFlagSet("benchreport", flag.ContinueOnError)
 	jsonPath := fs.String("json", "", "write rows as JSON here")
+	mdPath := fs.String("md", "", "write the table as Markdown here (for the README)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var rows []Row
+	cpu := ""
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "cpu: "); ok {
+			cpu = v
+		}
 		m := lineRE.FindStringSubmatch(line)
 		if m == nil {
 			continue
@@ -96,11 +100,25 @@ func run(args []string, in io.Reader, out io.Writer) error {
 		return err
 	}
 	if *jsonPath != "" {
-		b, err := json.MarshalIndent(map[string]any{"time": time.Now().UTC().Format(time.RFC3339), "rows": rows}, "", "  ")
+		b, err := json.MarshalIndent(map[string]any{"time": time.Now().UTC().Format(time.RFC3339), "cpu": cpu, "rows": rows}, "", "  ")
 		if err != nil {
 			return err
 		}
 		if err := os.WriteFile(*jsonPath, b, 0o644); err != nil {
+			return err
+		}
+	}
+	if *mdPath != "" {
+		var b strings.Builder
+		b.WriteString("| benchmark | metric | ours | floor | ratio | target | met |\n|---|---|--:|--:|--:|---|---|\n")
+		for _, r := range rows {
+			met := ""
+			if r.Met != nil {
+				met = map[bool]string{true: "yes", false: "**no**"}[*r.Met]
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", r.Benchmark, r.Unit, num(r.Ours), num(r.Floor), num(r.Ratio), strings.ReplaceAll(r.Target, "<", "&lt;"), met)
+		}
+		if err := os.WriteFile(*mdPath, []byte(b.String()), 0o644); err != nil {
 			return err
 		}
 	}
@@ -152,6 +170,9 @@ func parse(name, rest string) []Row {
 			}
 			var ok bool
 			switch t.op {
+			case "<":
+				ok = r.Ours < t.value
+				r.Target = fmt.Sprintf("< %s", num(t.value))
 			case "<=":
 				ok = r.Ours <= t.value
 				r.Target = fmt.Sprintf("<= %s", num(t.value))

@@ -1,0 +1,708 @@
+package httpapi
+
+// Benchmarks for `make bench` (issue 9): each takes its own samples inside
+// one b.N iteration (the suite runs with -benchtime 1x) and reports, per the
+// team's convention, p50-ms/p99-ms or MiB/s beside a floor-* measured in the
+// same run. None of them asserts on time.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/agent/claude"
+	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/store/storetest"
+)
+
+// perfEnv is a whole server on loopback: SQLite, the local (bubblewrap)
+// driver, optionally the run service, one member with an API token.
+type perfEnv struct {
+	srv    *httptest.Server
+	m      *sandbox.Manager
+	runs   *agent.Service
+	user   *auth.User
+	token  string
+	client *http.Client
+}
+
+func newPerfEnv(b *testing.B, cli agent.CLI) *perfEnv {
+	b.Helper()
+	requireSandboxHost(b)
+	db := storetest.OpenSQLite(b)
+	log := slog.New(slog.DiscardHandler)
+	as := auth.New(auth.Options{Store: db, Logger: log, Hash: auth.TestHashParams, SessionTTL: time.Hour,
+		AccountLimit: 3, IPLimit: 100, ThrottleWindow: time.Minute})
+	ctx := context.Background()
+	u, err := as.CreateUser(ctx, "bench@example.com", testPassword, auth.RoleMember)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, tok, err := as.CreateToken(ctx, u.ID, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := &perfEnv{user: u, token: tok.Reveal(), m: newSandboxManager(b, db, time.Now, sandbox.DefaultLimits())}
+	deps := Deps{Logger: log, Store: db, Auth: as, Metrics: prometheus.NewRegistry(), Sandboxes: e.m}
+	if cli != nil {
+		e.runs, err = agent.NewService(agent.Config{Credentials: agent.CredentialsDirect, UpstreamAPIKey: "unused"},
+			agent.Deps{Store: db, Sandboxes: e.m, CLI: cli, Logger: log})
+		if err != nil {
+			b.Fatal(err)
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = e.runs.Run(runCtx) })
+		b.Cleanup(func() { cancel(); wg.Wait() })
+		deps.Runs = e.runs
+	}
+	e.srv = httptest.NewServer(NewServer(deps))
+	b.Cleanup(e.srv.Close)
+	e.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, WriteBufferSize: 256 << 10, ReadBufferSize: 256 << 10}}
+	b.Cleanup(e.client.CloseIdleConnections)
+	return e
+}
+
+func (e *perfEnv) req(b *testing.B, method, path string, body io.Reader) *http.Request {
+	b.Helper()
+	r, err := http.NewRequest(method, e.srv.URL+path, body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.Header.Set("Authorization", "Bearer "+e.token)
+	if method == "POST" {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	return r
+}
+
+// call sends a request and returns status and body.
+func (e *perfEnv) call(b *testing.B, method, path string, body io.Reader) (int, []byte) {
+	b.Helper()
+	res, err := e.client.Do(e.req(b, method, path, body))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer res.Body.Close()
+	out, err := io.ReadAll(res.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return res.StatusCode, out
+}
+
+func (e *perfEnv) sandbox(b *testing.B) string {
+	b.Helper()
+	sb, err := e.m.Create(context.Background(), e.user.ID, sandbox.Spec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return sb.ID
+}
+
+// ms is a duration in milliseconds with µs resolution.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// pctl returns the p-th quantile (0..1) of ds in ms; it sorts ds.
+func pctl(ds []time.Duration, p float64) float64 {
+	slices.Sort(ds)
+	return ms(ds[int(float64(len(ds)-1)*p)])
+}
+
+func mibPerSec(n int64, d time.Duration) float64 { return float64(n) / (1 << 20) / d.Seconds() }
+
+// bwrapTrue starts `true` in bubblewrap the way RUNTIME-NOTES composes a
+// sandbox (read-only host /usr and /etc, writable workspace, no network,
+// all capabilities dropped): the floor of a sandbox create + first exec.
+func bwrapTrue(b *testing.B, ws string) time.Duration {
+	b.Helper()
+	start := time.Now()
+	cmd := exec.Command("bwrap", "--unshare-all", "--die-with-parent", "--cap-drop", "ALL",
+		"--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+		"--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin", "--ro-bind", "/etc", "/etc",
+		"--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", "--bind", ws, "/workspace", "--chdir", "/workspace",
+		"--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "true")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("bwrap true: %v %s", err, out)
+	}
+	return time.Since(start)
+}
+
+// BenchmarkHTTPCreateFirstExec: POST /sandbox (host image, cached) until
+// the first POST /sandbox/{id}/exec?wait=true of `true` has answered, beside
+// bubblewrap starting `true` in a composed root (the floor). Terminating
+// each sandbox is outside the timing. create-p50-ms is the POST /sandbox
+// part alone.
+func BenchmarkHTTPCreateFirstExec(b *testing.B) {
+	e := newPerfEnv(b, nil)
+	const samples = 30
+	create := func() (string, time.Duration) {
+		code, out := e.call(b, "POST", "/sandbox", strings.NewReader(`{}`))
+		if code != http.StatusCreated && code != http.StatusOK {
+			b.Fatalf("create: %d %s", code, out)
+		}
+		var r struct {
+			Data createSandboxResponse `json:"data"`
+		}
+		if err := json.Unmarshal(out, &r); err != nil || r.Data.SandboxID == "" {
+			b.Fatalf("create answer %s: %v", out, err)
+		}
+		return r.Data.SandboxID, 0
+	}
+	execTrue := func(id string) {
+		code, out := e.call(b, "POST", "/sandbox/"+id+"/exec?wait=true", strings.NewReader(`{"command":["true"]}`))
+		if code != http.StatusOK || !bytes.Contains(out, []byte(`"exit_code":0`)) {
+			b.Fatalf("exec: %d %s", code, out)
+		}
+	}
+	destroy := func(id string) {
+		if code, out := e.call(b, "DELETE", "/sandbox/"+id, nil); code != http.StatusOK {
+			b.Fatalf("terminate: %d %s", code, out)
+		}
+	}
+	id, _ := create() // warm the image cache and the connection
+	execTrue(id)
+	destroy(id)
+	ws := b.TempDir()
+	b.ResetTimer()
+	var total, creates, floor []time.Duration
+	for range max(b.N, samples) {
+		start := time.Now()
+		id, _ := create()
+		creates = append(creates, time.Since(start))
+		execTrue(id)
+		total = append(total, time.Since(start))
+		b.StopTimer()
+		destroy(id)
+		b.StartTimer()
+		floor = append(floor, bwrapTrue(b, ws))
+	}
+	b.StopTimer()
+	b.ReportMetric(pctl(total, .5), "p50-ms")
+	b.ReportMetric(pctl(total, .99), "p99-ms")
+	b.ReportMetric(pctl(floor, .5), "floor-p50-ms")
+	b.ReportMetric(pctl(floor, .99), "floor-p99-ms")
+	b.ReportMetric(pctl(creates, .5), "create-p50-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+const streamBytes = 256 << 20
+
+// streamCmds are the 256 MiB producers: text lines (the usual output of
+// builds and tests) and binary zeros (each NUL is not printable text).
+var streamCmds = []struct{ unit, script string }{
+	{"MiB/s", fmt.Sprintf("yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyz | head -c %d", streamBytes)},
+	{"bin-MiB/s", fmt.Sprintf("head -c %d /dev/zero", streamBytes)},
+}
+
+// rawPipe runs script on the host and reads its stdout from a pipe into
+// a 256 KiB buffer: the floor of streaming output.
+func rawPipe(b *testing.B, script string) time.Duration {
+	b.Helper()
+	start := time.Now()
+	cmd := exec.Command("sh", "-c", script)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{out}, make([]byte, 256<<10))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil || n != streamBytes {
+		b.Fatalf("raw pipe: %d bytes, %v", n, err)
+	}
+	return time.Since(start)
+}
+
+// BenchmarkExecStdoutStream: 256 MiB of stdout through POST
+// /sandbox/{id}/exec (SSE, loopback HTTP) read by a client that does not
+// decode the events (it checks the size and the exit event), beside the
+// same command on the host read from a raw pipe. MiB/s is text output,
+// bin-MiB/s is 256 MiB of NUL bytes.
+func BenchmarkExecStdoutStream(b *testing.B) {
+	e := newPerfEnv(b, nil)
+	id := e.sandbox(b)
+	b.ResetTimer()
+	for _, c := range streamCmds {
+		body, _ := json.Marshal(execRequest{Command: []string{"sh", "-c", c.script}})
+		var ours, floor time.Duration
+		for range b.N {
+			start := time.Now()
+			res, err := e.client.Do(e.req(b, "POST", "/sandbox/"+id+"/exec", bytes.NewReader(body)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			var tail tailWriter
+			n, err := io.CopyBuffer(&tail, struct{ io.Reader }{res.Body}, make([]byte, 256<<10))
+			res.Body.Close()
+			ours += time.Since(start)
+			if err != nil || res.StatusCode != 200 || n < streamBytes || !bytes.Contains(tail.b, []byte("event: exit\ndata: {\"exit_code\":0")) {
+				b.Fatalf("exec stream: status %d, %d bytes, %v, tail %q", res.StatusCode, n, err, tail.b)
+			}
+			floor += rawPipe(b, c.script)
+		}
+		b.ReportMetric(mibPerSec(int64(b.N)*streamBytes, ours), c.unit)
+		b.ReportMetric(mibPerSec(int64(b.N)*streamBytes, floor), "floor-"+c.unit)
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// tailWriter keeps the last 512 bytes written.
+type tailWriter struct{ b []byte }
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	t.b = append(t.b, p[max(0, len(p)-512):]...)
+	t.b = t.b[max(0, len(t.b)-512):]
+	return len(p), nil
+}
+
+const fileBytes = 256 << 20
+
+// fileFloor writes data to a new file and reads it back (page cache, no
+// fsync): the floor of moving a file between a client's memory and disk.
+func fileFloor(b *testing.B, data []byte) (write, read time.Duration) {
+	b.Helper()
+	p := filepath.Join(b.TempDir(), "floor.bin")
+	start := time.Now()
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	write = time.Since(start)
+	start = time.Now()
+	f, err := os.Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 256<<10))
+	f.Close()
+	if err != nil || n != int64(len(data)) {
+		b.Fatalf("floor read: %d %v", n, err)
+	}
+	read = time.Since(start)
+	return write, read
+}
+
+// fileBench moves a 256 MiB file through PUT/GET /sandbox/{id}/files/*
+// from and to client memory; floor: the same bytes to and from a local file.
+func fileBench(b *testing.B, upload bool) {
+	e := newPerfEnv(b, nil)
+	id := e.sandbox(b)
+	data := make([]byte, fileBytes)
+	if _, err := rand.Read(data); err != nil {
+		b.Fatal(err)
+	}
+	put := func() time.Duration {
+		start := time.Now()
+		code, out := e.call(b, "PUT", "/sandbox/"+id+"/files/big.bin", bytes.NewReader(data))
+		if code != 200 || !bytes.Contains(out, []byte(`"size":268435456`)) {
+			b.Fatalf("upload: %d %s", code, out)
+		}
+		return time.Since(start)
+	}
+	get := func() time.Duration {
+		start := time.Now()
+		res, err := e.client.Do(e.req(b, "GET", "/sandbox/"+id+"/files/big.bin", nil))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{res.Body}, make([]byte, 256<<10))
+		res.Body.Close()
+		if err != nil || res.StatusCode != 200 || n != fileBytes {
+			b.Fatalf("download: %d, %d bytes, %v", res.StatusCode, n, err)
+		}
+		return time.Since(start)
+	}
+	if !upload {
+		put()
+	}
+	b.ResetTimer()
+	var ours, floor time.Duration
+	for range b.N {
+		w, r := fileFloor(b, data)
+		if upload {
+			ours += put()
+			floor += w
+		} else {
+			ours += get()
+			floor += r
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(mibPerSec(int64(b.N)*fileBytes, ours), "MiB/s")
+	b.ReportMetric(mibPerSec(int64(b.N)*fileBytes, floor), "floor-MiB/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkFileUpload: PUT of a 256 MiB file (random bytes) from memory.
+func BenchmarkFileUpload(b *testing.B) { fileBench(b, true) }
+
+// BenchmarkFileDownload: GET of a 256 MiB file into memory.
+func BenchmarkFileDownload(b *testing.B) { fileBench(b, false) }
+
+// BenchmarkCLILineToSSE: the agent program (a line emitter run as the
+// CLI, see emitCLI) writes 200 stream-json lines 2 ms apart inside a real
+// sandbox; latency from the write to an HTTP SSE client of POST
+// /sandbox/{id}/claude?format=events receiving the event (exec pipe,
+// parser, persist in SQLite, hub, SSE, loopback HTTP), 5 runs. Floor: the
+// same emitter on the host, its lines read from a raw pipe.
+func BenchmarkCLILineToSSE(b *testing.B) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		b.Skip("why: python3 (the benchmark's line emitter) is not installed")
+	}
+	const lines, runs = 200, 5
+	e := newPerfEnv(b, emitCLI{lines: lines})
+	id := e.sandbox(b)
+	// stamps reads lines and records now - the nanosecond stamp of each
+	// text line (the emitter's clock is the host's).
+	stamps := func(r io.Reader, into *[]time.Duration) int {
+		br := bufio.NewReader(r)
+		n := 0
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return n
+			}
+			now := time.Now().UnixNano()
+			i := strings.Index(line, `"text":`)
+			if i < 0 {
+				continue
+			}
+			rest := strings.TrimLeft(line[i+len(`"text":`):], ` "`)
+			sent, err := strconv.ParseInt(rest[:max(strings.IndexByte(rest, '"'), 0)], 10, 64)
+			if err != nil {
+				continue
+			}
+			*into = append(*into, time.Duration(now-sent))
+			n++
+		}
+	}
+	b.ResetTimer()
+	var ours, floor []time.Duration
+	for range max(b.N, runs) {
+		res, err := e.client.Do(e.req(b, "POST", "/sandbox/"+id+"/claude?format=events", strings.NewReader(`{"prompt":"emit"}`)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := stamps(res.Body, &ours)
+		res.Body.Close()
+		if res.StatusCode != 200 || n != lines {
+			b.Fatalf("status %d: got %d text events, want %d", res.StatusCode, n, lines)
+		}
+		cmd := exec.Command("python3", "-c", emitScript, strconv.Itoa(lines))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		n = stamps(out, &floor)
+		if err := cmd.Wait(); err != nil || n != lines {
+			b.Fatalf("floor emitter: %d lines, %v", n, err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(pctl(ours, .5), "p50-ms")
+	b.ReportMetric(pctl(ours, .99), "p99-ms")
+	b.ReportMetric(pctl(floor, .5), "floor-p50-ms")
+	b.ReportMetric(pctl(floor, .99), "floor-p99-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+// idleCLI is a run whose agent program only waits (until cancelled), so
+// the fan-out benchmark publishes every event itself.
+type idleCLI struct{}
+
+func (idleCLI) Command(agent.CommandRequest) ([]string, map[string]string) {
+	return []string{"sleep", "3600"}, nil
+}
+
+func (idleCLI) NewParser() agent.Parser { return &claude.Parser{} }
+
+// Environment of the fan-out client process (BenchmarkSSEFanoutClient).
+const (
+	envFanURL    = "TECHBOSS_BENCH_FANOUT_ADDR"
+	envFanToken  = "TECHBOSS_BENCH_FANOUT_TOKEN"
+	envFanRun    = "TECHBOSS_BENCH_FANOUT_RUN"
+	envFanSubs   = "TECHBOSS_BENCH_FANOUT_SUBS"
+	envFanEvents = "TECHBOSS_BENCH_FANOUT_EVENTS"
+)
+
+// fanoutResult is what the client process prints (one line, prefixed).
+type fanoutResult struct {
+	Samples int     `json:"samples"`
+	P50     float64 `json:"p50_ms"`
+	P99     float64 `json:"p99_ms"`
+	Max     float64 `json:"max_ms"`
+	Err     string  `json:"err,omitempty"`
+}
+
+// serverMem is the Go heap in use plus goroutine stacks after a GC.
+func serverMem() uint64 {
+	runtime.GC()
+	var st runtime.MemStats
+	runtime.ReadMemStats(&st)
+	return st.HeapInuse + st.StackInuse
+}
+
+func rssBytes(b *testing.B) uint64 {
+	b.Helper()
+	s, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(s))
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}
+
+// BenchmarkSSEFanout: N subscribers (default 5,000; TECHBOSS_BENCH_SUBSCRIBERS)
+// follow one live run over real HTTP SSE connections (GET /runs/{id}/events)
+// from a separate client process; the benchmark appends 20 events, 100 ms
+// apart, through the run's hub (persisted, then published), each carrying
+// its publish time; the client records publish→receipt for every event on
+// every connection. B/sub is the server's Go heap + stacks per subscriber
+// (after GC, all subscribers connected, minus before), rss-B/sub the same
+// in resident memory. Floor: the same events to N subscribers inside one
+// process over Go channels (the hub alone, no HTTP).
+func BenchmarkSSEFanout(b *testing.B) {
+	subs := 5000
+	if v := os.Getenv("TECHBOSS_BENCH_SUBSCRIBERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("TECHBOSS_BENCH_SUBSCRIBERS=%q", v)
+		}
+		subs = n
+	}
+	const events = 20
+	e := newPerfEnv(b, idleCLI{})
+	ctx := context.Background()
+	id := e.sandbox(b)
+	run, err := e.runs.Start(ctx, e.user.ID, id, "idle", agent.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _, _ = e.runs.Cancel(ctx, e.user.ID, run.ID) }()
+
+	b.ResetTimer()
+	for range b.N {
+		before, rssBefore := serverMem(), rssBytes(b)
+		cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkSSEFanoutClient$", "-test.benchtime=1x")
+		cmd.Env = append(os.Environ(), envFanURL+"="+strings.TrimPrefix(e.srv.URL, "http://"), envFanToken+"="+e.token,
+			envFanRun+"="+run.ID, envFanSubs+"="+strconv.Itoa(subs), envFanEvents+"="+strconv.Itoa(events))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		waitFor := func(prefix string) string {
+			for sc.Scan() {
+				if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+					return v
+				}
+			}
+			_ = cmd.Wait()
+			b.Fatalf("fan-out client ended before %q: %v", prefix, sc.Err())
+			return ""
+		}
+		waitFor("fanout-ready")
+		after, rssAfter := serverMem(), rssBytes(b)
+		tick := time.NewTicker(100 * time.Millisecond) // pacing of the published events
+		for range events {
+			<-tick.C
+			data := fmt.Appendf(nil, `{"text":"%d"}`, time.Now().UnixNano())
+			if _, err := e.runs.Hub().Append(ctx, run.ID, agent.Event{Type: "text", Data: data}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		tick.Stop()
+		var res fanoutResult
+		if err := json.Unmarshal([]byte(waitFor("fanout-result ")), &res); err != nil {
+			b.Fatal(err)
+		}
+		for sc.Scan() {
+		}
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("fan-out client: %v", err)
+		}
+		if res.Err != "" || res.Samples != subs*events {
+			b.Fatalf("fan-out client: %d samples of %d: %s", res.Samples, subs*events, res.Err)
+		}
+		b.StopTimer()
+		floor := hubFloor(b, subs, events)
+		b.ReportMetric(res.P50, "p50-ms")
+		b.ReportMetric(res.P99, "p99-ms")
+		b.ReportMetric(res.Max, "max-ms")
+		b.ReportMetric(pctl(floor, .5), "floor-p50-ms")
+		b.ReportMetric(pctl(floor, .99), "floor-p99-ms")
+		b.ReportMetric(float64(int64(after)-int64(before))/float64(subs), "B/sub")
+		b.ReportMetric(float64(int64(rssAfter)-int64(rssBefore))/float64(subs), "rss-B/sub")
+		b.ReportMetric(float64(subs), "subscribers")
+		b.StartTimer()
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// hubFloor publishes events to subs goroutines over buffered channels and
+// returns every publish→receipt delay: fan-out with no HTTP, no store.
+func hubFloor(b *testing.B, subs, events int) []time.Duration {
+	b.Helper()
+	chans := make([]chan int64, subs)
+	lat := make([][]time.Duration, subs)
+	var wg sync.WaitGroup
+	for i := range chans {
+		chans[i] = make(chan int64, events)
+		wg.Go(func() {
+			for t := range chans[i] {
+				lat[i] = append(lat[i], time.Duration(time.Now().UnixNano()-t))
+			}
+		})
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for range events {
+		<-tick.C
+		now := time.Now().UnixNano()
+		for _, c := range chans {
+			c <- now
+		}
+	}
+	for _, c := range chans {
+		close(c)
+	}
+	wg.Wait()
+	return slices.Concat(lat...)
+}
+
+// BenchmarkSSEFanoutClient is the client process of BenchmarkSSEFanout,
+// which starts this test binary with the fan-out environment set; run
+// directly it skips.
+func BenchmarkSSEFanoutClient(b *testing.B) {
+	addr := os.Getenv(envFanURL)
+	if addr == "" {
+		b.Skip("why: the client process of BenchmarkSSEFanout, started by it")
+	}
+	subs, _ := strconv.Atoi(os.Getenv(envFanSubs))
+	events, _ := strconv.Atoi(os.Getenv(envFanEvents))
+	req := "GET /runs/" + os.Getenv(envFanRun) + "/events HTTP/1.1\r\nHost: " + addr +
+		"\r\nAuthorization: Bearer " + os.Getenv(envFanToken) + "\r\nAccept: text/event-stream\r\n\r\n"
+	result := func(r fanoutResult) {
+		j, _ := json.Marshal(r)
+		fmt.Printf("\nfanout-result %s\n", j)
+	}
+	conns := make([]*bufio.Reader, subs)
+	nets := make([]net.Conn, subs)
+	var mu sync.Mutex
+	var firstErr error
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for i := range subs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				fail(err)
+				return
+			}
+			nets[i] = c
+			if _, err := io.WriteString(c, req); err != nil {
+				fail(err)
+				return
+			}
+			br := bufio.NewReaderSize(c, 4096)
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if res.StatusCode != 200 {
+				fail(fmt.Errorf("subscriber %d: status %d", i, res.StatusCode))
+				return
+			}
+			conns[i] = br // the chunked body follows; lines are read raw below
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range nets {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if firstErr != nil {
+		result(fanoutResult{Err: firstErr.Error()})
+		return
+	}
+	fmt.Println("\nfanout-ready")
+	lat := make([][]time.Duration, subs)
+	for i, br := range conns {
+		wg.Go(func() {
+			for len(lat[i]) < events {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					fail(fmt.Errorf("subscriber %d after %d events: %w", i, len(lat[i]), err))
+					return
+				}
+				if j := bytes.Index(line, []byte(`data: {"text":"`)); j >= 0 {
+					now := time.Now().UnixNano()
+					d := line[j+15:]
+					sent, err := strconv.ParseInt(string(d[:bytes.IndexByte(d, '"')]), 10, 64)
+					if err != nil {
+						fail(err)
+						return
+					}
+					lat[i] = append(lat[i], time.Duration(now-sent))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	all := slices.Concat(lat...)
+	r := fanoutResult{Samples: len(all)}
+	if firstErr != nil {
+		r.Err = firstErr.Error()
+	}
+	if len(all) > 0 {
+		r.P50, r.P99, r.Max = pctl(all, .5), pctl(all, .99), pctl(all, 1)
+	}
+	result(r)
+}
