@@ -159,7 +159,7 @@ func (st *stream) Next() bool {
 			if err := st.es.Err(); err != nil {
 				st.err = MapError(st.ctx, st.name, err)
 			} else if st.ctx.Err() != nil {
-				st.err = st.ctx.Err()
+				st.err = MapError(st.ctx, st.name, st.ctx.Err())
 			} else {
 				st.err = errs.E(errs.BadGateway, "upstream %s ended the stream before its metadata event", st.name)
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -159,4 +160,23 @@ func TestCancelReachesUpstream(t *testing.T) {
 	if s.Err() == nil {
 		t.Error("got no error after cancel")
 	}
+}
+
+func TestTimeout(t *testing.T) {
+	srv := llmtest.NewBedrock(t)
+	srv.Push(llmtest.Reply{Text: []string{"first", "never"}, Hold: true})
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	s, err := newProvider(srv, llmtest.BedrockAccessKey, llmtest.BedrockSecretKey).Stream(ctx, &llm.Request{Model: model, Messages: []llm.Message{{Role: llm.RoleUser, Content: "hi"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for s.Next() {
+	}
+	e, ok := errs.Public(s.Err())
+	if !ok || e.Kind != errs.Unavailable || !strings.Contains(e.Message, "timed out") {
+		t.Errorf("got %v, want an unavailable error saying the upstream timed out", s.Err())
+	}
+	<-srv.Cancelled
 }

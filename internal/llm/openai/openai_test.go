@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
@@ -204,4 +205,23 @@ func TestCancelReachesUpstream(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestTimeout(t *testing.T) {
+	srv := llmtest.NewOpenAI(t, key)
+	srv.Push(llmtest.Reply{Text: []string{"first", "never"}, Hold: true})
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	s, err := newProvider(srv, "chat", key).Stream(ctx, &llm.Request{Model: "m", Messages: []llm.Message{{Role: llm.RoleUser, Content: "hi"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for s.Next() {
+	}
+	e, ok := errs.Public(s.Err())
+	if !ok || e.Kind != errs.Unavailable || !strings.Contains(e.Message, "timed out") {
+		t.Errorf("got %v, want an unavailable error saying the upstream timed out", s.Err())
+	}
+	<-srv.Cancelled
 }
