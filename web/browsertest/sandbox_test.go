@@ -1,9 +1,13 @@
 package browsertest
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -118,5 +122,49 @@ func TestSandboxPages(t *testing.T) {
 	b.waitJS("hidden when terminated", `document.querySelectorAll("tr[data-sandbox]").length === 0`)
 	b.do("show terminated", chromedp.Click(chromedp.Search(`//label[contains(., "Show terminated")]/input`)))
 	b.waitJS("shown", `document.querySelectorAll("tr[data-sandbox]").length === 1`)
+	b.checkProblems()
+}
+
+// TestSandboxBuildProgress creates a sandbox whose Dockerfile step blocks
+// on a loopback gate the test holds: while it builds, the form is disabled
+// and shows the build log as it grows; after release the page opens the
+// running sandbox.
+func TestSandboxBuildProgress(t *testing.T) {
+	s := newSandboxStack(t)
+	s.user(t, aliceEmail, alicePass)
+	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	gate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+			fmt.Fprintln(w, "gate-open")
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(gate.Close)
+	t.Cleanup(open) // runs before gate.Close: a hung build ends
+
+	b := newBrowser(t, s.url)
+	b.allow(`^http: GET .*/auth/me -> 401$`)
+	b.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
+	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
+	b.open("/")
+	b.login(aliceEmail, alicePass)
+	b.fillByLabel("Dockerfile commands", fmt.Sprintf("RUN echo step-$((0+1))-done && curl -fsS %s/ && echo step-$((1+1))-done", gate.URL))
+	b.clickButton("Create sandbox")
+	b.waitJS("build log shows the first step", `(document.querySelector("pre.build-log:not([hidden])") || {}).textContent?.includes("step-1-done")`)
+	if txt := b.text("pre.build-log"); strings.Contains(txt, "step-2-done") {
+		t.Fatalf("build went past the gate: %q", txt)
+	}
+	if enabled := eval[bool](b, `![...document.querySelectorAll("form button[type=submit]")].find(x => x.textContent === "Create sandbox").disabled`); enabled {
+		t.Errorf("create button enabled while the sandbox builds")
+	}
+	if p := b.text(`form [role="status"]`); !strings.HasPrefix(p, "Building image") {
+		t.Errorf("got progress %q", p)
+	}
+	b.shot("sandbox-building")
+	open()
+	b.waitJS("sandbox page", `location.hash.startsWith("#/sandbox/") && (document.querySelector("main .badge") || {}).textContent === "running"`)
 	b.checkProblems()
 }
