@@ -86,5 +86,6 @@ func serve() error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
+	go agent.WarmThreads(10)
 	return agent.Serve(ctx, l, init.Env, log)
 }

@@ -17,8 +17,8 @@ import (
 const cgroupParent = "techboss"
 
 // pidsOverhead is added to pids_limit for the sandbox's own tasks
-// (bubblewrap's two processes and the agent's threads).
-const pidsOverhead = 24
+// (bubblewrap's two processes and the agent's threads, see agent.WarmThreads).
+const pidsOverhead = 32
 
 type cgroupMode int
 

@@ -54,6 +54,16 @@ type execResult struct {
 }
 
 func sh(t testing.TB, d sandbox.Driver, ref sandbox.Ref, script string) execResult {
+	if dd, ok := d.(*Driver); ok {
+		defer func() {
+			if t.Failed() {
+				if s, err := dd.get(ref); err == nil {
+					b, _ := os.ReadFile(filepath.Join(s.st.Dir, "sandbox.log"))
+					t.Logf("sandbox log:\n%s", b)
+				}
+			}
+		}()
+	}
 	t.Helper()
 	var out, errb bytes.Buffer
 	st, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"sh", "-c", script}, Stdout: &out, Stderr: &errb})
@@ -229,6 +239,39 @@ func TestLimits(t *testing.T) {
 		}
 		if n < 16 {
 			t.Errorf("only %d processes started: the bomb did not run", n)
+		}
+		// The sandbox survives the bomb: execs under pressure fail cleanly
+		// (or run), and once the bomb's processes are gone all is normal.
+		for i := 0; i < 5; i++ {
+			_, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"true"}})
+			if err != nil {
+				t.Fatalf("exec under fork pressure: %v", err)
+			}
+		}
+		if !d.sbs[string(ref)].st.alive() {
+			t.Fatal("sandbox died under fork pressure")
+		}
+	})
+	t.Run("PidsLimitRecovers", func(t *testing.T) {
+		ref := create(t, d, sandbox.Spec{PidsLimit: 32})
+		// Short-lived bomb: its processes exit on their own.
+		sh(t, d, ref, `(i=0; while [ $i -lt 300 ]; do sleep 1 & i=$((i+1)); done) 2>/dev/null; exit 0`)
+		for i := 0; i < 10; i++ {
+			_, _ = d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"true"}})
+		}
+		// Wait (with builtins only) until the bomb's processes are gone.
+		// Starting the waiter may itself fail (126) while every pid is taken.
+		for {
+			r := sh(t, d, ref, `while :; do set -- /proc/[0-9]*; [ $# -le 6 ] && break; done`)
+			if r.st.Code == 0 {
+				break
+			}
+			if r.st.Code != 126 {
+				t.Fatalf("waiting for the bomb to end: %+v %q", r.st, r.stderr)
+			}
+		}
+		if got := mustSh(t, d, ref, "echo alive"); got != "alive\n" {
+			t.Errorf("after the bomb: got %q", got)
 		}
 	})
 	t.Run("MemoryLimit", func(t *testing.T) {

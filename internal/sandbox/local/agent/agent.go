@@ -61,6 +61,26 @@ func DropPrivileges() error {
 	return nil
 }
 
+// WarmThreads makes the Go runtime start about n OS threads now, while the
+// sandbox's pids limit has room. The runtime keeps idle threads for reuse;
+// without this it might need a new one in the middle of a fork bomb, fail
+// to create it and abort, taking the sandbox with it. The threads count
+// against the driver's pids overhead.
+func WarmThreads(n int) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A blocking syscall long enough for the scheduler to hand its
+			// P to a fresh thread.
+			ts := unix.Timespec{Nsec: 3e6}
+			_ = unix.Nanosleep(&ts, nil)
+		}()
+	}
+	wg.Wait()
+}
+
 // Serve accepts driver connections on l until ctx is done or l fails.
 // It returns after every connection handler has finished. base is the
 // sandbox's environment, merged under every exec's own.
