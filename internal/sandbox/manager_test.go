@@ -107,12 +107,15 @@ func newEnv(t *testing.T, tweak func(*env)) *env {
 	t.Helper()
 	requireHost(t)
 	e := &env{
-		t: t, db: storetest.OpenSQLite(t), dataDir: t.TempDir(),
+		t: t, dataDir: t.TempDir(),
 		clock:  &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
 		limits: sandbox.DefaultLimits(),
 	}
 	if tweak != nil {
 		tweak(e)
+	}
+	if e.db == nil {
+		e.db = storetest.OpenSQLite(t)
 	}
 	e.start()
 	t.Cleanup(e.destroyAll)
@@ -749,5 +752,41 @@ func TestReaperFindsLost(t *testing.T) {
 	}
 	if got := e.state(keep.ID); got.State != sandbox.Running {
 		t.Fatalf("live sandbox: %s, want running", got.State)
+	}
+}
+
+// TestManagerOnPostgres runs the lifecycle, quota, reaper and restart paths
+// over PostgreSQL (the other tests use SQLite).
+func TestManagerOnPostgres(t *testing.T) {
+	e := newEnv(t, func(e *env) {
+		e.db = storetest.OpenPostgres(e.t)
+		e.limits.MaxRunningPerUser = 2
+	})
+	ctx := context.Background()
+	a := e.create("alice", sandbox.Spec{IdleTimeoutS: 60, Labels: map[string]string{"k": "v"}})
+	b := e.create("alice", sandbox.Spec{IdleTimeoutS: 600})
+	_, err := e.m.Create(ctx, "alice", sandbox.Spec{})
+	wantKind(t, err, errs.TooMany)
+	if out, _, err := e.exec("alice", a.ID, "echo", "pg"); err != nil || out != "pg\n" {
+		t.Fatalf("exec = %q, %v", out, err)
+	}
+	items, next, err := e.m.List(ctx, "alice", sandbox.ListFilter{Limit: 1, Labels: map[string]string{"k": "v"}})
+	if err != nil || len(items) != 1 || items[0].ID != a.ID || next != nil {
+		t.Fatalf("List = %v, %v, %v", items, next, err)
+	}
+	e.start()
+	if err := e.m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(61 * time.Second)
+	e.reap(1)
+	if got := e.state(a.ID); got.State != sandbox.Terminated || got.Reason != "idle timeout" {
+		t.Fatalf("a: %s (%s)", got.State, got.Reason)
+	}
+	if got := e.state(b.ID); got.State != sandbox.Running {
+		t.Fatalf("b: %s", got.State)
+	}
+	if _, _, err := e.exec("alice", b.ID, "true"); err != nil {
+		t.Fatalf("exec after restart: %v", err)
 	}
 }
