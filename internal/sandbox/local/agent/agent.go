@@ -203,6 +203,10 @@ func runExec(c *net.UnixConn, enc *json.Encoder, req Request, base []string, pas
 		}
 		return enc.Encode(Reply{Error: err.Error(), Code: code})
 	}
+	// Prefer the workload over the agent when the sandbox's memory limit
+	// triggers the OOM killer (raising needs no privilege; best effort: a
+	// command already running as another user keeps the default).
+	_ = os.WriteFile("/proc/"+strconv.Itoa(p.Pid)+"/oom_score_adj", []byte("500"), 0)
 	// Our copies of the pipe ends must close now, or the driver never sees EOF.
 	for _, f := range passed {
 		_ = f.Close()
