@@ -36,7 +36,17 @@ type snapHarness struct {
 
 // newSnapshotHarness runs the API over a real local driver, the fs store
 // as the default, and a versitygw S3 server for named buckets.
-func newSnapshotHarness(t *testing.T) *snapHarness {
+func newSnapshotHarness(t *testing.T) *snapHarness { return newSnapshotHarnessWith(t, nil) }
+
+// archiveOnly hides the local driver's host workspace, so the snapshot
+// service goes through tar streams as it does on drivers without one.
+type archiveOnly struct {
+	sandbox.Driver
+	sandbox.Archiver
+	sandbox.Files
+}
+
+func newSnapshotHarnessWith(t *testing.T, wrap func(*local.Driver) sandbox.Driver) *snapHarness {
 	t.Helper()
 	why := ""
 	if os.Geteuid() != 0 {
@@ -78,6 +88,9 @@ func newSnapshotHarness(t *testing.T) *snapHarness {
 		t.Fatal(err)
 	}
 	drivers := map[string]sandbox.Driver{"local": drv}
+	if wrap != nil {
+		drivers["local"] = wrap(drv)
+	}
 	def, err := blobfs.New(t.TempDir(), blobfs.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -313,4 +326,35 @@ func TestSnapshotS3(t *testing.T) {
 		t.Errorf("second sandbox: %q, want the latest version restored", got)
 	}
 	var _ blob.Store = st
+}
+
+func TestSnapshotArchiveDriver(t *testing.T) {
+	h := newSnapshotHarnessWith(t, func(d *local.Driver) sandbox.Driver { return archiveOnly{d, d, d} })
+	ctx := context.Background()
+	if err := h.s3.CreateBucket(ctx, "arch"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.s3.Open("arch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(ctx, "p/seed.txt", bytes.NewReader([]byte("seed")), 4); err != nil {
+		t.Fatal(err)
+	}
+	sb := h.newSandbox(h.alice, map[string]any{"s3_bucket_name": "arch", "s3_key_prefix": "p", "init_from_s3": true})
+	h.sh(h.alice, sb, `cd /workspace && cat seed.txt > /dev/null && mkdir -p d/e && echo one > d/a && ln -s d/a l && chmod 700 d`)
+	r := h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", nil)
+	wantStatus(t, r, http.StatusCreated)
+	var first snapshot.Taken
+	r.data(t, &first)
+	if first.Files != 2 || first.Stats.Dirs != 2 || first.Stats.Symlinks != 1 {
+		t.Fatalf("tar snapshot = %+v", first)
+	}
+	h.sh(h.alice, sb, `cd /workspace && echo two > d/a && rm seed.txt && echo x > extra`)
+	r = h.do(h.alice, "POST", "/sandbox/"+sb+"/restore", map[string]string{"snapshot_id": first.ID})
+	wantStatus(t, r, http.StatusOK)
+	got := h.sh(h.alice, sb, `cd /workspace && cat seed.txt d/a && readlink l && test ! -e extra && test -d d/e && stat -c %a d`)
+	if want := "seedone\nd/a\n700\n"; got != want {
+		t.Errorf("after tar restore: %q, want %q", got, want)
+	}
 }

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -184,4 +185,98 @@ func chownTree(dir string) error {
 		}
 		return os.Lchown(p, int(st.Uid), int(st.Gid))
 	})
+}
+
+// ImportTar is Import for drivers without a host workspace: it writes what
+// Import would put in the directory as a tar stream (the latest version,
+// or the plain objects under the prefix) for sandbox.Archiver's ArchiveIn.
+func (s *Snapshotter) ImportTar(ctx context.Context, loc Location, w io.Writer, progress func(Progress)) (res ImportResult, err error) {
+	start := time.Now()
+	defer func() { s.cfg.Metrics.restoreDone("import", time.Since(start).Seconds(), err) }()
+	versions, err := s.versions(ctx, loc)
+	if err != nil {
+		return res, err
+	}
+	if len(versions) > 0 {
+		name := versions[len(versions)-1]
+		m, err := s.manifest(ctx, loc, name)
+		if err != nil {
+			return res, err
+		}
+		if err := s.RestoreTar(ctx, loc, name, w); err != nil {
+			return res, err
+		}
+		return ImportResult{Mode: "version", Version: name, Files: m.Files, Bytes: m.Bytes}, nil
+	}
+	base := ""
+	if loc.Prefix != "" {
+		base = loc.Prefix + "/"
+	}
+	type obj struct {
+		rel  string
+		size int64
+	}
+	var objs []obj
+	var total int64
+	for in, err := range loc.Store.List(ctx, base) {
+		if err != nil {
+			return res, fmt.Errorf("import: list %q: %w", base, err)
+		}
+		rel := strings.TrimPrefix(in.Key, base)
+		if rel == Area || strings.HasPrefix(rel, Area+"/") || strings.HasSuffix(rel, "/") {
+			continue
+		}
+		if ValidatePath(rel) != nil {
+			res.Skipped++
+			continue
+		}
+		objs = append(objs, obj{rel, in.Size})
+		total += in.Size
+	}
+	tw := tar.NewWriter(w)
+	dirs := map[string]bool{}
+	var done int
+	var doneBytes int64
+	for _, o := range objs {
+		var parents []string
+		for p := parentOf(o.rel); p != "" && !dirs[p]; p = parentOf(p) {
+			parents = append(parents, p)
+			dirs[p] = true
+		}
+		for i := len(parents) - 1; i >= 0; i-- {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: parents[i] + "/", Mode: 0o755, ModTime: start}); err != nil {
+				return res, err
+			}
+		}
+		rc, err := loc.Store.Get(ctx, blob.Join(loc.Prefix, o.rel))
+		if err != nil {
+			return res, fmt.Errorf("import %s: %w", o.rel, err)
+		}
+		// The size listed may be stale; the header must match the body.
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: o.rel, Mode: 0o644, Size: o.size, ModTime: start}); err != nil {
+			rc.Close()
+			return res, err
+		}
+		n, err := io.Copy(tw, io.LimitReader(rc, o.size))
+		rc.Close()
+		if err == nil && n != o.size {
+			err = errs.E(errs.Conflict, "import: %q changed while it was being copied", o.rel)
+		}
+		if err != nil {
+			return res, fmt.Errorf("import %s: %w", o.rel, err)
+		}
+		done++
+		doneBytes += n
+		if progress != nil {
+			progress(Progress{FilesDone: done, FilesTotal: len(objs), BytesDone: doneBytes, BytesTotal: total})
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return res, err
+	}
+	mode := "objects"
+	if len(objs) == 0 {
+		mode = "empty"
+	}
+	return ImportResult{Mode: mode, Files: len(objs), Bytes: doneBytes, Skipped: res.Skipped}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -131,21 +132,91 @@ func (s *Service) recordLocation(ctx context.Context, r Record) (Location, error
 	return Location{Store: st, Prefix: r.Prefix, ID: "s3:" + r.Bucket + "/" + r.Prefix}, nil
 }
 
-// workspace returns the host directory of the sandbox's /workspace.
-func (s *Service) workspace(sb *sandbox.Sandbox) (string, error) {
+// access is how the Service reads and writes one sandbox's workspace: a
+// host directory (sandbox.WorkspaceDirer) or tar streams
+// (sandbox.Archiver, with sandbox.Files to clear it before a restore).
+type access struct {
+	dir   string
+	arch  sandbox.Archiver
+	files sandbox.Files
+	ref   sandbox.Ref
+}
+
+// workspaceRoot is the workspace path inside a sandbox.
+const workspaceRoot = "/workspace"
+
+func (s *Service) access(sb *sandbox.Sandbox) (access, error) {
 	drv, ok := s.d.Drivers[sb.Driver]
 	if !ok {
-		return "", errs.E(errs.Unavailable, "sandbox driver %q is not configured", sb.Driver)
+		return access{}, errs.E(errs.Unavailable, "sandbox driver %q is not configured", sb.Driver)
 	}
-	wd, ok := drv.(sandbox.WorkspaceDirer)
+	if wd, ok := drv.(sandbox.WorkspaceDirer); ok {
+		dir, err := wd.WorkspaceDir(sb.Ref)
+		if err != nil {
+			return access{}, fmt.Errorf("workspace of %s: %w", sb.ID, err)
+		}
+		return access{dir: dir, ref: sb.Ref}, nil
+	}
+	arch, ok := drv.(sandbox.Archiver)
 	if !ok {
-		return "", errs.E(errs.Unavailable, "snapshots are not supported on the %s driver", sb.Driver)
+		return access{}, errs.E(errs.Unavailable, "snapshots are not supported on the %s driver", sb.Driver)
 	}
-	dir, err := wd.WorkspaceDir(sb.Ref)
+	files, _ := drv.(sandbox.Files)
+	return access{arch: arch, files: files, ref: sb.Ref}, nil
+}
+
+// errAbandoned ends a tar pipe whose reader stopped early.
+var errAbandoned = errors.New("snapshot: tar stream abandoned")
+
+// readTar runs consume on the workspace as a tar stream.
+func (a access) readTar(ctx context.Context, consume func(io.Reader) error) error {
+	pr, pw := io.Pipe()
+	var wg sync.WaitGroup
+	var outErr error
+	wg.Go(func() {
+		outErr = a.arch.ArchiveOut(ctx, a.ref, workspaceRoot, pw)
+		pw.CloseWithError(outErr)
+	})
+	err := consume(pr)
+	pr.CloseWithError(errAbandoned)
+	wg.Wait()
+	if outErr != nil && !errors.Is(outErr, errAbandoned) {
+		return fmt.Errorf("read workspace: %w", outErr)
+	}
+	return err
+}
+
+// writeTar empties the workspace and extracts what produce writes into it.
+func (a access) writeTar(ctx context.Context, produce func(io.Writer) error) error {
+	if a.files == nil {
+		return errs.E(errs.Unavailable, "restore is not supported on this driver (no file operations)")
+	}
+	entries, err := a.files.ListDir(ctx, a.ref, workspaceRoot)
 	if err != nil {
-		return "", fmt.Errorf("workspace of %s: %w", sb.ID, err)
+		return fmt.Errorf("list workspace: %w", err)
 	}
-	return dir, nil
+	for _, e := range entries {
+		if err := a.files.Remove(ctx, a.ref, workspaceRoot+"/"+e.Name); err != nil {
+			return fmt.Errorf("clear workspace: %w", err)
+		}
+	}
+	pr, pw := io.Pipe()
+	var wg sync.WaitGroup
+	var inErr error
+	wg.Go(func() {
+		inErr = a.arch.ArchiveIn(ctx, a.ref, workspaceRoot, pr)
+		pr.CloseWithError(inErr)
+	})
+	err = produce(pw)
+	pw.CloseWithError(err)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	if inErr != nil {
+		return fmt.Errorf("write workspace: %w", inErr)
+	}
+	return nil
 }
 
 func newID() string {
@@ -167,7 +238,7 @@ func (s *Service) Take(ctx context.Context, sb *sandbox.Sandbox, trigger Trigger
 	if !trigger.Valid() {
 		return Taken{}, errs.E(errs.Invalid, "unknown snapshot trigger %q", trigger)
 	}
-	dir, err := s.workspace(sb)
+	a, err := s.access(sb)
 	if err != nil {
 		return Taken{}, err
 	}
@@ -175,7 +246,16 @@ func (s *Service) Take(ctx context.Context, sb *sandbox.Sandbox, trigger Trigger
 	if err != nil {
 		return Taken{}, err
 	}
-	res, err := s.d.Snapshotter.Snapshot(ctx, w.loc, dir, Options{Mirror: s.d.Mirror})
+	var res *Result
+	if a.dir != "" {
+		res, err = s.d.Snapshotter.Snapshot(ctx, w.loc, a.dir, Options{Mirror: s.d.Mirror})
+	} else {
+		err = a.readTar(ctx, func(r io.Reader) error {
+			var terr error
+			res, terr = s.d.Snapshotter.SnapshotTar(ctx, w.loc, r)
+			return terr
+		})
+	}
 	if err != nil {
 		return Taken{}, fmt.Errorf("snapshot %s: %w", sb.ID, err)
 	}
@@ -238,7 +318,7 @@ func (s *Service) Restore(ctx context.Context, sb *sandbox.Sandbox, r Record) (R
 	if r.OwnerID != sb.OwnerID {
 		return RestoreStats{}, fmt.Errorf("snapshot %s: %w", r.ID, errs.ErrNotFound)
 	}
-	dir, err := s.workspace(sb)
+	a, err := s.access(sb)
 	if err != nil {
 		return RestoreStats{}, err
 	}
@@ -246,7 +326,17 @@ func (s *Service) Restore(ctx context.Context, sb *sandbox.Sandbox, r Record) (R
 	if err != nil {
 		return RestoreStats{}, err
 	}
-	st, err := s.d.Snapshotter.Restore(ctx, loc, r.Name, dir, RestoreOptions{})
+	var st RestoreStats
+	if a.dir != "" {
+		st, err = s.d.Snapshotter.Restore(ctx, loc, r.Name, a.dir, RestoreOptions{})
+	} else {
+		// Check the version exists before clearing the workspace.
+		var m *Manifest
+		if m, err = s.d.Snapshotter.Manifest(ctx, loc, r.Name); err == nil {
+			st = RestoreStats{Files: m.Files, DownloadedFiles: m.Files, DownloadedBytes: m.Bytes}
+			err = a.writeTar(ctx, func(w io.Writer) error { return s.d.Snapshotter.RestoreTar(ctx, loc, r.Name, w) })
+		}
+	}
 	if err != nil {
 		return st, fmt.Errorf("restore %s into %s: %w", r.ID, sb.ID, err)
 	}
@@ -273,7 +363,7 @@ func (s *Service) afterCreate(ctx context.Context, sb *sandbox.Sandbox) error {
 		_, err = s.Restore(ctx, sb, r)
 		return err
 	case sb.Spec.InitFromS3:
-		dir, err := s.workspace(sb)
+		a, err := s.access(sb)
 		if err != nil {
 			return err
 		}
@@ -284,7 +374,7 @@ func (s *Service) afterCreate(ctx context.Context, sb *sandbox.Sandbox) error {
 		log := s.log.With("sandbox_id", sb.ID)
 		var mu sync.Mutex
 		last := time.Time{}
-		res, err := s.d.Snapshotter.Import(ctx, w.loc, dir, func(p Progress) {
+		progress := func(p Progress) {
 			mu.Lock()
 			defer mu.Unlock()
 			if now := time.Now(); now.Sub(last) >= time.Second || p.FilesDone == p.FilesTotal {
@@ -292,7 +382,17 @@ func (s *Service) afterCreate(ctx context.Context, sb *sandbox.Sandbox) error {
 				log.InfoContext(ctx, "init_from_s3 progress", "files_done", p.FilesDone, "files_total", p.FilesTotal,
 					"bytes_done", p.BytesDone, "bytes_total", p.BytesTotal)
 			}
-		})
+		}
+		var res ImportResult
+		if a.dir != "" {
+			res, err = s.d.Snapshotter.Import(ctx, w.loc, a.dir, progress)
+		} else {
+			err = a.writeTar(ctx, func(wr io.Writer) error {
+				var ierr error
+				res, ierr = s.d.Snapshotter.ImportTar(ctx, w.loc, wr, progress)
+				return ierr
+			})
+		}
 		if err != nil {
 			return fmt.Errorf("init_from_s3: %w", err)
 		}
@@ -306,7 +406,7 @@ func (s *Service) beforeTerminate(ctx context.Context, sb *sandbox.Sandbox) erro
 	if !s.d.OnTerminate {
 		return nil
 	}
-	if _, err := s.workspace(sb); err != nil {
+	if _, err := s.access(sb); err != nil {
 		return nil // nothing to snapshot on this driver
 	}
 	trigger := TriggerTerminate
