@@ -527,5 +527,12 @@ func (d *Driver) Listen(ctx context.Context, ref sandbox.Ref, addr string) (net.
 	if r.err != nil {
 		return nil, fmt.Errorf("listen in sandbox: %w", r.err)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone {
+		_ = r.l.Close()
+		return nil, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
+	}
+	s.listeners = append(s.listeners, r.l)
 	return r.l, nil
 }

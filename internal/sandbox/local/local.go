@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,9 +99,10 @@ type Driver struct {
 }
 
 type sbx struct {
-	mu   sync.Mutex // serialises Destroy against itself
-	st   state
-	gone bool
+	mu        sync.Mutex // serialises Destroy against itself
+	st        state
+	gone      bool
+	listeners []net.Listener // from Listen; closed at Destroy
 }
 
 // state is what the driver persists per sandbox (state.json), so a new
@@ -786,6 +788,11 @@ func (d *Driver) Destroy(ctx context.Context, ref sandbox.Ref) error {
 	if s.gone {
 		return nil
 	}
+	// Listeners pin the sandbox's network namespace; they end with it.
+	for _, l := range s.listeners {
+		_ = l.Close()
+	}
+	s.listeners = nil
 	if err := d.teardown(s.st, ""); err != nil {
 		return fmt.Errorf("destroy sandbox %s: %w", id, err)
 	}

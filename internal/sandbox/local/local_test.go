@@ -461,6 +461,11 @@ func TestNetListener(t *testing.T) {
 		c.Close()
 		t.Errorf("the in-sandbox listener is reachable on the host's 127.0.0.1:%d", port)
 	}
+	// Destroy closes it: Serve returns.
+	if err := d.Destroy(testCtx(t), ref); err != nil {
+		t.Fatal(err)
+	}
+	<-done
 }
 
 func TestVolumes(t *testing.T) {
