@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -598,24 +599,28 @@ func (s *server) handleReadFile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if fi.Type == "dir" {
+	switch fi.Type {
+	case "file", "symlink": // a symlink is followed inside the sandbox by the driver
+	case "dir":
 		return errs.Field("path", "is a directory; list it with GET /sandbox/{id}/files?dir=")
-	}
-	if fi.Type != "file" {
+	default:
 		return errs.Field("path", "is not a regular file")
 	}
 	liftDeadlines(w)
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Length", strconv.FormatInt(fi.Size, 10))
-	h.Set("X-File-Mode", fmt.Sprintf("%04o", fi.Mode.Perm()))
-	if !fi.ModTime.IsZero() {
-		h.Set("Last-Modified", fi.ModTime.UTC().Format(http.TimeFormat))
+	lw := &limitWriter{w: w, n: math.MaxInt64}
+	if fi.Type == "file" {
+		// The header promises fi.Size bytes: a file that grew is cut there,
+		// one that shrank ends the response early (a short body).
+		h.Set("Content-Length", strconv.FormatInt(fi.Size, 10))
+		h.Set("X-File-Mode", fmt.Sprintf("%04o", fi.Mode.Perm()))
+		if !fi.ModTime.IsZero() {
+			h.Set("Last-Modified", fi.ModTime.UTC().Format(http.TimeFormat))
+		}
+		lw.n = fi.Size
 	}
-	// The header promises fi.Size bytes: a file that grew is cut there, one
-	// that shrank ends the response early (the client sees a short body).
-	lw := &limitWriter{w: w, n: fi.Size}
 	_, err = m.ReadFile(r.Context(), owner, id, p, lw)
 	switch {
 	case errors.Is(err, errLimitReached):

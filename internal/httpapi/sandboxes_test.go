@@ -581,6 +581,18 @@ func TestSandboxFilesAndArchive(t *testing.T) {
 	wantStatus(t, h.do(h.alice, "DELETE", base+"/files/dir?recursive=true", nil), 200)
 	wantStatus(t, h.do(h.alice, "GET", base+"/files?dir=dir", nil), 404)
 
+	// A relative symlink is followed inside the sandbox; one that climbs out
+	// of the root is refused (never followed onto the host).
+	h.do(h.alice, "POST", base+"/exec?wait=true", map[string]any{"command": []string{"sh", "-c",
+		"echo target > /workspace/t.txt && ln -s t.txt /workspace/link && ln -s ../../../../../../../../../proc/1/environ /workspace/up"}}).data(t, &ex)
+	r = h.do(h.alice, "GET", base+"/files/link", nil)
+	if r.status != 200 || string(r.body) != "target\n" {
+		t.Errorf("GET through a symlink: %d %q", r.status, r.body)
+	}
+	if r = h.do(h.alice, "GET", base+"/files/up", nil); r.status == 200 {
+		t.Errorf("GET through a symlink climbing out of the root: 200, %d bytes", len(r.body))
+	}
+
 	// Escaped names: a space is a name, an encoded "../" is refused.
 	wantStatus(t, h.do(h.alice, "PUT", base+"/files/my%20notes.txt", "spaced"), 200)
 	h.do(h.alice, "POST", base+"/exec?wait=true", map[string]any{"command": []string{"cat", "/workspace/my notes.txt"}}).data(t, &ex)
