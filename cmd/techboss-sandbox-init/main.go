@@ -6,8 +6,9 @@
 //	    process of the sandbox starts inside its cgroup (cgroup v1 cannot
 //	    place a child at fork time).
 //	techboss-sandbox-init agent
-//	    runs inside the sandbox: reads its base environment from fd 6, drops
-//	    privileges and serves the driver on the listening socket on fd 3.
+//	    runs inside the sandbox: reads its base environment from fd 6 and
+//	    serves the driver on the listening socket on fd 3, starting commands
+//	    from a thread without capabilities (agent.Spawner).
 package main
 
 import (
@@ -74,9 +75,6 @@ func serve() error {
 	// Only fd 0-3 are ours; anything else inherited (the agent binary's own
 	// fd, bubblewrap's) is closed so commands never see it.
 	_ = unix.CloseRange(4, ^uint(0), 0)
-	if err := agent.DropPrivileges(); err != nil {
-		return err
-	}
 	f := os.NewFile(3, "listener")
 	l, err := net.FileListener(f)
 	_ = f.Close()
@@ -86,6 +84,10 @@ func serve() error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
+	sp, err := agent.NewSpawner(ctx)
+	if err != nil {
+		return err
+	}
 	go agent.WarmThreads(10)
-	return agent.Serve(ctx, l, init.Env, log)
+	return agent.Serve(ctx, l, sp, init.Env, log)
 }

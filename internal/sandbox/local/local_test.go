@@ -130,6 +130,11 @@ func TestIsolation(t *testing.T) {
 		if r := sh(t, d, ref, "chown 1:1 /workspace"); r.st.Code == 0 {
 			t.Errorf("chown (CAP_CHOWN) succeeded")
 		}
+		// The agent (PID 2) keeps CAP_SETUID/SETGID on other threads:
+		// commands must not be able to read or trace it.
+		if r := sh(t, d, ref, "cat /proc/2/environ /proc/2/mem"); r.st.Code == 0 {
+			t.Errorf("agent memory/environ readable from a command")
+		}
 	})
 	t.Run("WritesStayInside", func(t *testing.T) {
 		marker := "tb-isolation-" + sandboxtest.NewID()

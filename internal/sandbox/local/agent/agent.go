@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,18 +21,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Capabilities the agent keeps for itself: it switches users for execs.
-// Everything it starts ends up with none (see DropPrivileges).
+// Capabilities the spawner thread keeps: it switches users for execs.
+// Everything it starts ends up with none (see Spawner).
 var keepCaps = []uint{unix.CAP_SETUID, unix.CAP_SETGID}
 
-// DropPrivileges empties the bounding and ambient sets and the inheritable
-// set, sets no_new_privs, and keeps only CAP_SETUID/CAP_SETGID effective and
-// permitted, on every thread of the process. After this, a command the
-// agent execs (as root or not) has no capabilities at all: with an empty
-// bounding set and no inheritable/ambient caps, execve grants none.
-// It needs CAP_SETPCAP (granted by the driver's bwrap --cap-add) to empty
-// the bounding set. Requires a binary built without cgo.
-func DropPrivileges() error {
+// dropThreadPrivileges empties the calling thread's bounding, ambient and
+// inheritable sets, sets no_new_privs and keeps only keepCaps effective and
+// permitted. Capabilities are per thread in Linux, so this is cheap (no
+// stop-the-world over every thread) and affects only processes forked from
+// this thread. It needs CAP_SETPCAP (bwrap --cap-add) for the bounding set.
+func dropThreadPrivileges() error {
 	last := 63
 	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
@@ -39,14 +38,14 @@ func DropPrivileges() error {
 		}
 	}
 	for c := 0; c <= last; c++ {
-		if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 && e != syscall.EINVAL {
+		if _, _, e := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 && e != unix.EINVAL {
 			return fmt.Errorf("drop capability %d from the bounding set: %w", c, e)
 		}
 	}
-	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {
+	if _, _, e := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {
 		return fmt.Errorf("clear ambient capabilities: %w", e)
 	}
-	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
+	if _, _, e := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
 		return fmt.Errorf("set no_new_privs: %w", e)
 	}
 	var mask uint32
@@ -55,10 +54,72 @@ func DropPrivileges() error {
 	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	data := [2]unix.CapUserData{{Effective: mask, Permitted: mask}}
-	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+	if _, _, e := unix.RawSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
 		return fmt.Errorf("capset: %w", e)
 	}
 	return nil
+}
+
+// Spawner starts every command from one OS thread that holds no
+// capabilities but CAP_SETUID/CAP_SETGID and has empty bounding, ambient
+// and inheritable sets plus no_new_privs. A child inherits the creds of the
+// thread that forked it, so whatever a command execs (as root or not) gets
+// no capabilities at all.
+type Spawner struct {
+	reqs chan spawnReq
+}
+
+type spawnReq struct {
+	path string
+	argv []string
+	attr *os.ProcAttr
+	res  chan spawnRes
+}
+
+type spawnRes struct {
+	p   *os.Process
+	err error
+}
+
+// NewSpawner starts the spawner thread; it runs until ctx is done.
+func NewSpawner(ctx context.Context) (*Spawner, error) {
+	s := &Spawner{reqs: make(chan spawnReq)}
+	ready := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread's creds differ from the others', so it
+		// must die with this goroutine rather than serve any other.
+		runtime.LockOSThread()
+		if err := dropThreadPrivileges(); err != nil {
+			ready <- err
+			return
+		}
+		ready <- nil
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case r := <-s.reqs:
+				p, err := os.StartProcess(r.path, r.argv, r.attr)
+				r.res <- spawnRes{p, err}
+			}
+		}
+	}()
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start starts a process from the spawner thread.
+func (s *Spawner) Start(ctx context.Context, path string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
+	r := spawnReq{path: path, argv: argv, attr: attr, res: make(chan spawnRes, 1)}
+	select {
+	case s.reqs <- r:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	res := <-r.res
+	return res.p, res.err
 }
 
 // WarmThreads makes the Go runtime start about n OS threads now, while the
@@ -84,7 +145,7 @@ func WarmThreads(n int) {
 // Serve accepts driver connections on l until ctx is done or l fails.
 // It returns after every connection handler has finished. base is the
 // sandbox's environment, merged under every exec's own.
-func Serve(ctx context.Context, l net.Listener, base []string, log *slog.Logger) error {
+func Serve(ctx context.Context, l net.Listener, sp *Spawner, base []string, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
@@ -101,14 +162,14 @@ func Serve(ctx context.Context, l net.Listener, base []string, log *slog.Logger)
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			if err := handle(c.(*net.UnixConn), base); err != nil {
+			if err := handle(ctx, c.(*net.UnixConn), sp, base); err != nil {
 				log.Debug("request failed", "err", err)
 			}
 		}()
 	}
 }
 
-func handle(c *net.UnixConn, base []string) error {
+func handle(ctx context.Context, c *net.UnixConn, sp *Spawner, base []string) error {
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, unix.CmsgSpace(3*4))
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
@@ -145,13 +206,13 @@ func handle(c *net.UnixConn, base []string) error {
 	case "ping":
 		return enc.Encode(Reply{Pid: os.Getpid()})
 	case "exec":
-		return runExec(c, enc, req, base, files)
+		return runExec(ctx, c, enc, req, sp, base, files)
 	default:
 		return enc.Encode(Reply{Error: "unknown op " + req.Op, Code: 126})
 	}
 }
 
-func runExec(c *net.UnixConn, enc *json.Encoder, req Request, base []string, passed []*os.File) error {
+func runExec(ctx context.Context, c *net.UnixConn, enc *json.Encoder, req Request, sp *Spawner, base []string, passed []*os.File) error {
 	if len(req.Argv) == 0 {
 		return enc.Encode(Reply{Error: "empty argv", Code: 126})
 	}
@@ -190,7 +251,7 @@ func runExec(c *net.UnixConn, enc *json.Encoder, req Request, base []string, pas
 	if dir == "" {
 		dir = "/"
 	}
-	p, err := os.StartProcess(path, req.Argv, &os.ProcAttr{
+	p, err := sp.Start(ctx, path, req.Argv, &os.ProcAttr{
 		Dir:   dir,
 		Env:   env,
 		Files: stdio,
