@@ -447,19 +447,31 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 	}
 	defer logFile.Close()
 
-	args := []string{d.opts.InitBinary, "launch"}
-	args = append(args, st.Cgroups.procsFiles()...)
-	args = append(args, "--", d.bwrap)
-	args = append(args, d.bwrapArgs(st, r)...)
-	args = append(args, "--info-fd", "5", "--", "/proc/self/fd/4", "agent")
-
-	p, err := os.StartProcess(d.opts.InitBinary, args, &os.ProcAttr{
+	bwArgs := append([]string{d.bwrap}, d.bwrapArgs(st, r)...)
+	bwArgs = append(bwArgs, "--info-fd", "5", "--", "/proc/self/fd/4", "agent")
+	// Own session: the sandbox must not receive the server's terminal
+	// signals nor die with it.
+	sys := &syscall.SysProcAttr{Setsid: true}
+	path, args := d.opts.InitBinary, bwArgs
+	if st.Cgroups.Mode == cgroupV2 && len(st.Cgroups.Dirs) == 1 {
+		// cgroup2 places the child at clone time (CLONE_INTO_CGROUP).
+		cgDir, err := os.Open(st.Cgroups.Dirs[0])
+		if err != nil {
+			return fmt.Errorf("open cgroup: %w", err)
+		}
+		defer cgDir.Close()
+		sys.UseCgroupFD, sys.CgroupFD = true, int(cgDir.Fd())
+		path = d.bwrap
+	} else {
+		// cgroup v1 cannot: the helper joins the groups, then execs bwrap.
+		args = append(append([]string{d.opts.InitBinary, "launch"}, st.Cgroups.procsFiles()...), "--")
+		args = append(args, bwArgs...)
+	}
+	p, err := os.StartProcess(path, args, &os.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
 		Files: []*os.File{nil, logFile, logFile, lnFile, agentBin, infoW, envR},
-		// Own session: the sandbox must not receive the server's terminal
-		// signals nor die with it.
-		Sys: &syscall.SysProcAttr{Setsid: true},
+		Sys:   sys,
 	})
 	infoW.Close()
 	envR.Close()
