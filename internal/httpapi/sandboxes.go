@@ -27,7 +27,7 @@ import (
 var sandboxOps = []apiOp{
 	{Method: "POST", Path: "/sandbox", Summary: "Create a sandbox (builds or reuses its image); answers once it runs", Request: sandbox.Spec{}, Response: createSandboxResponse{}},
 	{Method: "GET", Path: "/sandbox", Summary: "List your sandboxes, newest first (?limit, ?cursor, ?state, ?label=k=v)", Response: listSandboxesResponse{}},
-	{Method: "GET", Path: "/sandbox/{id}", Summary: "A sandbox's status", Response: sandbox.Sandbox{}},
+	{Method: "GET", Path: "/sandbox/{id}", Summary: "A sandbox's status and its driver's capabilities", Response: sandboxView{}},
 	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent)", Response: sandbox.Sandbox{}},
 	{Method: "GET", Path: "/sandbox/{id}/logs", Summary: "Build and start log (text; SSE `log`/`status` events with ?follow=true)"},
 	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events, or one JSON answer with ?wait=true", Request: execRequest{}, Stream: true},
@@ -46,6 +46,12 @@ type createSandboxResponse struct {
 	SandboxID string        `json:"sandbox_id"`
 	Status    sandbox.State `json:"status"`
 	CreatedAt time.Time     `json:"created_at"`
+}
+
+// sandboxView is GET /sandbox/{id}: the record plus what its driver can do.
+type sandboxView struct {
+	*sandbox.Sandbox
+	Capabilities []string `json:"capabilities"`
 }
 
 type listSandboxesResponse struct {
@@ -223,7 +229,7 @@ func (s *server) handleGetSandbox(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, sb)
+	return writeJSON(w, http.StatusOK, sandboxView{Sandbox: sb, Capabilities: m.Capabilities(sb)})
 }
 
 func (s *server) handleTerminateSandbox(w http.ResponseWriter, r *http.Request) error {

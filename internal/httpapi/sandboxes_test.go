@@ -192,6 +192,13 @@ func TestSandboxCreateOriginalShape(t *testing.T) {
 	if sb.ID != id || sb.State != sandbox.Running || sb.Spec.Network != "none" {
 		t.Errorf("GET = %+v", sb)
 	}
+	var caps struct {
+		Capabilities []string `json:"capabilities"`
+	}
+	r.data(t, &caps)
+	if !slices.Contains(caps.Capabilities, "files") || !slices.Contains(caps.Capabilities, "archive") {
+		t.Errorf("capabilities %v, want files and archive", caps.Capabilities)
+	}
 }
 
 func TestSandboxBadSpecs(t *testing.T) {

@@ -153,6 +153,35 @@ func NewManager(d Deps) (*Manager, error) {
 // Limits returns the limits the Manager enforces.
 func (m *Manager) Limits() Limits { return m.limits }
 
+// Capabilities names the optional capabilities of the driver running sb
+// (files, archive, workspace_dir, volumes, filesystem_snapshot, net_listener).
+func (m *Manager) Capabilities(sb *Sandbox) []string {
+	d, ok := m.drivers[sb.Driver]
+	if !ok {
+		return []string{}
+	}
+	caps := []string{}
+	if _, ok := d.(Files); ok {
+		caps = append(caps, "files")
+	}
+	if _, ok := d.(Archiver); ok {
+		caps = append(caps, "archive")
+	}
+	if _, ok := d.(WorkspaceDirer); ok {
+		caps = append(caps, "workspace_dir")
+	}
+	if _, ok := d.(Volumes); ok {
+		caps = append(caps, "volumes")
+	}
+	if _, ok := d.(FilesystemSnapshotter); ok {
+		caps = append(caps, "filesystem_snapshot")
+	}
+	if _, ok := d.(NetListener); ok {
+		caps = append(caps, "net_listener")
+	}
+	return caps
+}
+
 // DriverFor returns the driver running sb.
 func (m *Manager) DriverFor(sb *Sandbox) (Driver, error) {
 	d, ok := m.drivers[sb.Driver]
@@ -730,6 +759,12 @@ func (m *Manager) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// Keep the activity seen since the last pass for the next server.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := m.flushActivity(fctx); err != nil {
+				m.log.Warn("persist activity at shutdown", "err", err)
+			}
 			return nil
 		case <-t.C:
 			if n, err := m.Reap(ctx); err != nil {

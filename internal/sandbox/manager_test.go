@@ -242,6 +242,10 @@ func TestManagerLifecycle(t *testing.T) {
 		t.Errorf("build log %q (done %v), want the start progress", data, done)
 	}
 
+	if caps := strings.Join(e.m.Capabilities(sb), ","); caps != "files,archive,workspace_dir,volumes,net_listener" {
+		t.Errorf("local capabilities %s", caps)
+	}
+
 	got, err := e.m.Terminate(ctx, "alice", sb.ID)
 	if err != nil || got.State != sandbox.Terminated || got.TerminatedAt == nil {
 		t.Fatalf("Terminate = %+v, %v", got, err)
@@ -384,14 +388,20 @@ func TestReaperMaxLifetime(t *testing.T) {
 	}
 }
 
-func TestRunStops(t *testing.T) {
-	e := newEnv(t, func(e *env) { e.limits.ReapInterval = time.Millisecond })
+func TestRunStopsAndKeepsActivity(t *testing.T) {
+	e := newEnv(t, func(e *env) { e.limits.ReapInterval = time.Hour })
+	sb := e.create("alice", sandbox.Spec{})
+	e.clock.Advance(10 * time.Minute)
+	e.m.Touch(sb.ID)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- e.m.Run(ctx) }()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)
+	}
+	if got := e.state(sb.ID); !got.LastActiveAt.Equal(e.clock.Now()) {
+		t.Errorf("last_active_at %v after shutdown, want the touch at %v", got.LastActiveAt, e.clock.Now())
 	}
 }
 
