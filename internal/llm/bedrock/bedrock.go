@@ -5,10 +5,13 @@
 package bedrock
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -42,8 +45,46 @@ func New(cfg llm.ProviderConfig, awsCfg aws.Config) *Provider {
 			o.BaseEndpoint = aws.String(cfg.BaseURL)
 		}
 		o.RetryMaxAttempts = cfg.Retries() + 1
+		o.HTTPClient = OwnBody(o.HTTPClient)
 	})
 	return &Provider{name: cfg.Name, client: client}
+}
+
+// HTTPClient is what the SDK sends requests with.
+type HTTPClient interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
+// OwnBody wraps c (nil: a default client) so the transport reads each
+// request body from a private copy. smithy-go closes the request body as
+// soon as the response headers arrive; when that happens before the
+// transport has read the body's EOF (a fast answer, as on loopback), the
+// transport sees a read error and closes the connection under the
+// streaming answer ("use of closed network connection"). Request bodies
+// here are small JSON documents, so the copy is cheap.
+func OwnBody(c HTTPClient) HTTPClient {
+	if c == nil {
+		c = awshttp.NewBuildableClient()
+	}
+	return ownBody{c}
+}
+
+type ownBody struct{ c HTTPClient }
+
+func (o ownBody) Do(r *http.Request) (*http.Response, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return o.c.Do(r)
+	}
+	b, err := io.ReadAll(r.Body)
+	r.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	r2 := r.Clone(r.Context())
+	r2.Body = io.NopCloser(bytes.NewReader(b))
+	r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	r2.ContentLength = int64(len(b))
+	return o.c.Do(r2)
 }
 
 // Factory loads the AWS default configuration (environment, shared

@@ -46,6 +46,7 @@ func NewBedrockFromConfig(awsCfg aws.Config, baseURL string, models map[string]s
 		if baseURL != "" {
 			o.BaseEndpoint = aws.String(baseURL)
 		}
+		o.HTTPClient = bedrock.OwnBody(o.HTTPClient)
 	}), models)
 }
 
