@@ -58,7 +58,9 @@ type Config struct {
 	// UpstreamBaseURL and UpstreamAPIKey are given to the CLI in direct mode.
 	UpstreamBaseURL string
 	UpstreamAPIKey  string
-	// Root sets IS_SANDBOX=1: the CLI runs as root in an isolated sandbox.
+	// Root sets IS_SANDBOX=1: the CLI runs as root in an isolated sandbox
+	// (true for the local driver, whose sandboxes run as uid 0 without
+	// capabilities). Without it a root CLI refuses to skip permissions.
 	Root bool
 	// CancelGrace is how long Cancel waits after SIGINT before SIGKILL
 	// (default 10s).

@@ -69,9 +69,10 @@ func (c *CLI) Command(req agent.CommandRequest) ([]string, map[string]string) {
 		argv = append(argv, "--max-turns", strconv.Itoa(o.MaxTurns))
 	}
 	switch {
-	case o.PermissionMode == "" && req.Root, o.PermissionMode == "bypassPermissions":
-		// An isolated sandbox is the permission boundary: tools run
-		// without prompts (a -p run cannot answer prompts anyway).
+	case o.PermissionMode == "", o.PermissionMode == "bypassPermissions":
+		// The isolated sandbox is the permission boundary: tools run
+		// without prompts (a -p run cannot answer them anyway). As root
+		// the CLI accepts this only with IS_SANDBOX=1 (see Root).
 		argv = append(argv, "--dangerously-skip-permissions")
 	case o.PermissionMode != "":
 		argv = append(argv, "--permission-mode", o.PermissionMode)

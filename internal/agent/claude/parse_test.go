@@ -228,6 +228,10 @@ func TestCommand(t *testing.T) {
 	if d := cmp.Diff(wantEnv, env); d != "" {
 		t.Errorf("env (-want +got):\n%s", d)
 	}
+	argv, _ = c.Command(agent.CommandRequest{Prompt: "p"})
+	if d := cmp.Diff([]string{"/opt/techboss/claude/bin/claude", "-p", "--output-format", "stream-json", "--verbose", "--dangerously-skip-permissions", "--", "p"}, argv); d != "" {
+		t.Errorf("default permissions argv (-want +got):\n%s", d)
+	}
 	argv, env = c.Command(agent.CommandRequest{Prompt: "p", Options: agent.Options{PermissionMode: "acceptEdits"}})
 	if d := cmp.Diff([]string{"/opt/techboss/claude/bin/claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits", "--", "p"}, argv); d != "" {
 		t.Errorf("argv (-want +got):\n%s", d)
