@@ -269,7 +269,7 @@ func (c *Cache) extract(ctx context.Context, ref string, img v1.Image, dg v1.Has
 	defer rc.Close()
 	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
 	defer stop()
-	if err := Untar(root, rc, UntarOptions{Owners: true}); err != nil {
+	if err := Untar(root, rc, UntarOptions{Owners: true, ChrootSymlinks: true}); err != nil {
 		if ctx.Err() != nil {
 			return Rootfs{}, ctx.Err()
 		}

@@ -208,7 +208,7 @@ func FuzzUntar(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer root.Close()
-		_ = Untar(root, bytes.NewReader(data), UntarOptions{MaxBytes: 1 << 20})
+		_ = Untar(root, bytes.NewReader(data), UntarOptions{MaxBytes: 1 << 20, ChrootSymlinks: len(data)%2 == 0})
 		assertParentUntouched(t, parent)
 	})
 }
@@ -231,4 +231,47 @@ func FuzzParse(f *testing.F) {
 		}
 		_, _, _ = Plan(Config{}, ins)
 	})
+}
+
+func TestUntarChrootSymlinks(t *testing.T) {
+	parent := t.TempDir()
+	if err := os.WriteFile(filepath.Join(parent, "outside-file"), []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(parent, "target")
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	archive := tarOf(t,
+		tar.Header{Name: "run/", Typeflag: tar.TypeDir, Mode: 0o755},
+		tar.Header{Name: "var/", Typeflag: tar.TypeDir, Mode: 0o755},
+		tar.Header{Name: "var/run", Typeflag: tar.TypeSymlink, Linkname: "/run"},
+		tar.Header{Name: "var/run/a.pid", Typeflag: tar.TypeReg, Mode: 0o644},
+		tar.Header{Name: "up", Typeflag: tar.TypeSymlink, Linkname: "../../../../run"},
+		tar.Header{Name: "up/b", Typeflag: tar.TypeReg, Mode: 0o644},
+		tar.Header{Name: "loop", Typeflag: tar.TypeSymlink, Linkname: "loop"},
+	)
+	if err := Untar(root, bytes.NewReader(archive), UntarOptions{ChrootSymlinks: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"run/a.pid", "run/b"} {
+		if _, err := os.Stat(filepath.Join(target, p)); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	assertParentUntouched(t, parent)
+	if err := Untar(root, bytes.NewReader(tarOf(t, tar.Header{Name: "loop/x", Typeflag: tar.TypeReg, Mode: 0o644})), UntarOptions{ChrootSymlinks: true}); err == nil {
+		t.Errorf("symlink loop: got nil error")
+	}
+	// Without the option the same links are refused.
+	root2, _ := os.OpenRoot(t.TempDir())
+	defer root2.Close()
+	if err := Untar(root2, bytes.NewReader(archive), UntarOptions{}); err == nil {
+		t.Errorf("strict mode followed an absolute symlink")
+	}
 }

@@ -19,6 +19,11 @@ type UntarOptions struct {
 	Owners bool
 	// MaxBytes bounds the total size of regular files (0: unlimited).
 	MaxBytes int64
+	// ChrootSymlinks resolves symlinks in entries' parent directories as a
+	// chroot into root would (absolute targets are root-relative, ".."
+	// stops at root) instead of refusing those pointing outside: image
+	// layers routinely contain absolute links such as /var/run -> /run.
+	ChrootSymlinks bool
 	// ChownTo, when set (and Owners is not), gives every extracted entry
 	// this uid/gid: the sandbox user's, so it can change what it received.
 	ChownTo *[2]int
@@ -71,6 +76,11 @@ func Untar(root *os.Root, r io.Reader, o UntarOptions) error {
 		name, err := cleanEntry(hdr.Name)
 		if err != nil {
 			return err
+		}
+		if o.ChrootSymlinks {
+			if name, err = resolveParents(root, name); err != nil {
+				return fmt.Errorf("extract %s: %w", hdr.Name, err)
+			}
 		}
 		if name == "." && hdr.Typeflag != tar.TypeDir {
 			return fmt.Errorf("%w: %q", ErrUnsafePath, hdr.Name)
@@ -159,6 +169,47 @@ func Untar(root *os.Root, r io.Reader, o UntarOptions) error {
 		}
 	}
 	return nil
+}
+
+// resolveParents rewrites name so that no parent component is a symlink,
+// following links with chroot semantics inside root. The result is still
+// used through os.Root, which refuses anything that would leave it.
+func resolveParents(root *os.Root, name string) (string, error) {
+	parts := strings.Split(name, "/")
+	var done []string
+	hops := 0
+	for len(parts) > 1 {
+		cur := path.Join(append(append([]string{}, done...), parts[0])...)
+		fi, err := root.Lstat(cur)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			done = append(done, parts[0])
+			parts = parts[1:]
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("%w: too many symlinks in %q", ErrUnsafePath, name)
+		}
+		target, err := root.Readlink(cur)
+		if err != nil {
+			return "", err
+		}
+		var base []string
+		if !strings.HasPrefix(target, "/") {
+			base = done
+		}
+		// Clean with chroot semantics: ".." at the root stays at the root.
+		joined := path.Clean("/" + path.Join(append(append([]string{}, base...), target)...))
+		done = nil
+		if joined != "/" {
+			done = strings.Split(strings.TrimPrefix(joined, "/"), "/")
+		}
+		parts = parts[1:]
+	}
+	out := path.Join(append(done, parts...)...)
+	if out == "" {
+		out = "."
+	}
+	return out, nil
 }
 
 func modeBits(m int64) fs.FileMode {
