@@ -3,6 +3,7 @@ package agent_test
 import (
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 
@@ -42,4 +43,35 @@ func BenchmarkRunWallVsBareCLI(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(full.Milliseconds())/float64(n), "run-ms")
 	b.ReportMetric(float64(bare.Milliseconds())/float64(n), "floor-run-ms")
+}
+
+// BenchmarkHubAppend: persisting (SQLite, WAL) and publishing one event to
+// 100 live subscribers — the server's share of the CLI line → SSE path.
+func BenchmarkHubAppend(b *testing.B) {
+	db := openStore(b)
+	ctx := b.Context()
+	if err := db.CreateRun(ctx, agent.Run{ID: "run_b", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()}); err != nil {
+		b.Fatal(err)
+	}
+	hub := agent.NewHub(db, nil, 1<<20)
+	hub.Open("run_b", 0)
+	subs := make([]*agent.Subscription, 100)
+	for i := range subs {
+		subs[i], _ = hub.Subscribe(ctx, "run_b", 0)
+	}
+	ev := agent.NewEvent(agent.TypeText, agent.TextData{Text: "a line of assistant text of typical length, about eighty bytes."}, `{"type":"assistant"}`)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		if _, err := hub.Append(ctx, "run_b", ev); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	hub.Close("run_b")
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
