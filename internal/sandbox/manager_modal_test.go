@@ -1,0 +1,111 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/modal"
+	"github.com/techbossai/techboss/internal/sandbox/modal/modaltest"
+	"github.com/techbossai/techboss/internal/store/storetest"
+)
+
+// TestManagerOnModal drives the Modal driver through the Manager against
+// the loopback Modal control plane (the real SDK speaking gRPC to it): the
+// domain logic is driver-neutral, restart re-adoption included.
+func TestManagerOnModal(t *testing.T) {
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		if storetest.RequireAll() {
+			t.Fatal("bubblewrap is required by the loopback Modal server")
+		}
+		t.Skip("why: the loopback Modal server runs commands with bubblewrap, not installed")
+	}
+	srv, err := modaltest.Start(modaltest.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	t.Setenv("MODAL_SERVER_URL", srv.URL())
+	t.Setenv("MODAL_CONFIG_PATH", filepath.Join(t.TempDir(), "no-profile.toml"))
+	for _, k := range []string{"MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_ENVIRONMENT", "MODAL_PROFILE"} {
+		t.Setenv(k, "")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := storetest.OpenSQLite(t)
+	clk := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	newManager := func() *sandbox.Manager {
+		d, err := modal.New(ctx, modal.Options{TokenID: modaltest.DefaultTokenID, TokenSecret: modaltest.DefaultTokenSecret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(d.Close)
+		m, err := sandbox.NewManager(sandbox.Deps{
+			Repo: db, Drivers: map[string]sandbox.Driver{"modal": d}, DefaultDriver: "modal",
+			Limits: sandbox.DefaultLimits(), Now: clk.Now, Metrics: prometheus.NewRegistry(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	m := newManager()
+	sb, err := m.Create(ctx, "alice", sandbox.Spec{ImageBase: "alpine:3.20", IdleTimeoutS: 120})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if sb.Driver != "modal" || sb.Ref == "" {
+		t.Fatalf("created %+v", sb)
+	}
+	var out bytes.Buffer
+	st, err := m.Exec(ctx, "alice", sb.ID, sandbox.ExecRequest{Argv: []string{"sh", "-c", "echo on-modal; exit 5"}, Stdout: &out})
+	if err != nil || st.Code != 5 || out.String() != "on-modal\n" {
+		t.Fatalf("Exec = %q, %+v, %v", out.String(), st, err)
+	}
+	_, err = m.Exec(ctx, "bob", sb.ID, sandbox.ExecRequest{Argv: []string{"true"}})
+	wantKind(t, err, errs.NotFound)
+
+	// Restart: a new SDK client and Manager re-adopt the running sandbox.
+	m = newManager()
+	if err := m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if _, err := m.Exec(ctx, "alice", sb.ID, sandbox.ExecRequest{Argv: []string{"echo", "again"}, Stdout: &out}); err != nil || out.String() != "again\n" {
+		t.Fatalf("exec after restart = %q, %v", out.String(), err)
+	}
+	if caps := strings.Join(m.Capabilities(sb), ","); !strings.Contains(caps, "files") {
+		t.Errorf("modal capabilities %q", caps)
+	}
+
+	// The reaper ends it after its idle timeout, through the driver.
+	clk.Advance(121 * time.Second)
+	if n, err := m.Reap(ctx); err != nil || n != 1 {
+		t.Fatalf("Reap = %d, %v", n, err)
+	}
+	got, err := m.Get(ctx, "alice", sb.ID)
+	if err != nil || got.State != sandbox.Terminated {
+		t.Fatalf("after reap: %+v, %v", got, err)
+	}
+	if alive, err := newManagerDriverAlive(ctx, sb.Ref); err == nil && alive {
+		t.Error("the reaped Modal sandbox still runs")
+	}
+}
+
+// newManagerDriverAlive asks a fresh Modal driver whether ref still runs.
+func newManagerDriverAlive(ctx context.Context, ref sandbox.Ref) (bool, error) {
+	d, err := modal.New(ctx, modal.Options{TokenID: modaltest.DefaultTokenID, TokenSecret: modaltest.DefaultTokenSecret})
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	return d.Recover(ctx, ref)
+}
