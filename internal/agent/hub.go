@@ -42,7 +42,7 @@ type topic struct {
 	// guarded by Hub.mu
 	published int64   // seq of the last published event
 	tail      []Event // the newest events, at most maxTail
-	subs map[*Subscription]struct{}
+	subs      map[*Subscription]struct{}
 }
 
 // NewHub returns a Hub over store. bufSize <= 0 means DefaultSubscriberBuffer.

@@ -110,9 +110,9 @@ type Service struct {
 type gwListener struct {
 	owner string
 	ln    net.Listener
-	srv  *http.Server
-	addr string
-	done chan struct{} // closed when Serve returned
+	srv   *http.Server
+	addr  string
+	done  chan struct{} // closed when Serve returned
 }
 
 type job struct {
