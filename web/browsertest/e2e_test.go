@@ -36,6 +36,8 @@ func TestAgentWorkflow(t *testing.T) {
 		// Run 2: an overloaded answer the CLI retries, then hostile HTML.
 		modeltest.HTTPError(529),
 		modeltest.Text(hostileAnswer),
+		// Run 3: a request the API refuses for good.
+		modeltest.HTTPError(400),
 	)
 	srv.user(t, aliceEmail, alicePass)
 	srv.user(t, bobEmail, bobPass)
@@ -149,11 +151,28 @@ func TestAgentWorkflow(t *testing.T) {
 	}
 	b.shotBoth("agent-second-run")
 	b.checkA11y("sandbox with runs")
+	// Run 3: the API error is shown in the run, which ends failed.
+	b.fillByLabel("Prompt", "Break please")
+	b.clickButton("Send")
+	b.waitJS("third run ended", `document.querySelectorAll(".run").length === 3 && document.querySelectorAll(".run")[2].querySelector(".badge").textContent !== "running"`)
+	third := `document.querySelectorAll(".run")[2]`
+	if st := eval[string](b, third+`.querySelector(".badge").textContent`); st == "succeeded" {
+		t.Errorf("a refused request ended %q", st)
+	}
+	if txt := eval[string](b, third+`.querySelector(".notice.error")?.textContent || ""`); !strings.Contains(txt, "invalid_request_error") && !strings.Contains(txt, "400") {
+		t.Errorf("API error not shown in the run; notices: %q", txt)
+	}
+	b.waitJS("third run done", `!document.querySelector("form.composer textarea").disabled`)
+	if n := b.count(".run:nth-child(3) .notice.error"); n != 1 {
+		t.Errorf("got %d error notices for one failure, want 1: %q", n, eval[[]string](b, `[...document.querySelectorAll(".run:nth-child(3) .notice.error")].map(e => e.textContent)`))
+	}
+
+	b.shot("agent-third-run")
 	// The sandbox's cost so far is the sum of its runs' metered calls.
 	b.do("reopen sandbox", chromedp.Reload())
 	b.waitJS("header cost", `/\$0\.\d+ so far/.test(document.querySelector("main")?.textContent || "")`)
-	if n := b.count(".history li"); n != 2 {
-		t.Errorf("got %d runs in history, want 2", n)
+	if n := b.count(".history li"); n != 3 {
+		t.Errorf("got %d runs in history, want 3", n)
 	}
 
 	// Snapshot, delete the file, restore, and the file is back.

@@ -182,7 +182,11 @@ class RunView {
     if (!this.ended && this.stateEl.textContent === "running") this.setState("disconnected");
   }
 
-  notice(kind, text) {
+  notice(kind, text, raw = text) {
+    // One failure arrives as an error line, again in the CLI's result and
+    // again in the run's final status: show it once.
+    if (kind === "error" && raw === this.lastError) return;
+    if (kind === "error") this.lastError = raw;
     this.textBlock = null;
     this.body.append(h("div", { class: `notice ${kind}`, role: kind === "error" ? "alert" : undefined }, text));
   }
@@ -263,18 +267,18 @@ class RunView {
         break;
       }
       case "error":
-        this.notice("error", `Error: ${pick(d, "message", "error", "text") || JSON.stringify(d)}`);
+        this.notice("error", `Error: ${pick(d, "message", "error", "text") || JSON.stringify(d)}`, pick(d, "message", "error", "text"));
         break;
       case "result":
         this.textBlock = null;
         if (d.usage) this.usage = { ...d.usage };
         this.renderStats(d);
-        if (d.is_error && d.result) this.notice("error", `Error: ${d.result}`);
+        if (d.is_error && d.result) this.notice("error", `Error: ${d.result}`, d.result);
         if (d.is_error) this.setState("error");
         break;
       case "done":
         this.ended = true;
-        if (d.error && !d.synthetic && d.error !== d.status) this.notice("error", `Run ${d.status || "ended"}: ${d.error}`);
+        if (d.error && !d.synthetic && d.error !== d.status) this.notice("error", `Run ${d.status || "ended"}: ${d.error}`, d.error);
         this.setState(pick(d, "status", "state") || (this.stateEl.textContent === "error" ? "error" : "completed"));
         break;
       default:
