@@ -216,7 +216,7 @@ func TestCancel(t *testing.T) {
 // comes from the CLI's own result.
 func TestDirectCredentials(t *testing.T) {
 	e := newEnv(t, envOpts{credentials: agent.CredentialsDirect},
-		modeltest.Bash("env > /workspace/env.txt"), modeltest.Text("done"))
+		modeltest.Bash("env | tee /workspace/env.txt"), modeltest.Text("done"))
 	sb := e.sandboxWith("alice", sandbox.Spec{ImageBase: "host", Network: "full"})
 	r, evs := e.do("alice", sb.ID, "show env", agent.Options{})
 	if r.Status != agent.Succeeded {
@@ -225,6 +225,17 @@ func TestDirectCredentials(t *testing.T) {
 	env, err := e.readFile("alice", sb.ID, "/workspace/env.txt")
 	if err != nil || !strings.Contains(env, "ANTHROPIC_API_KEY=sk-direct") || !strings.Contains(env, "ANTHROPIC_BASE_URL="+e.model.URL) {
 		t.Errorf("direct env lacks the key or URL (%v):\n%s", err, env)
+	}
+	// The key the tool printed is redacted from the event log.
+	res := decode[agent.ToolResultData](t, find(evs, agent.TypeToolResult)[0])
+	if strings.Contains(res.Content, "sk-direct") || !strings.Contains(res.Content, "ANTHROPIC_API_KEY=[REDACTED]") {
+		t.Errorf("tool_result leaks or lacks the redacted key:\n%s", res.Content)
+	}
+	stored, _ := e.db.RunEvents(context.Background(), r.ID, 0, 0)
+	for _, ev := range stored {
+		if strings.Contains(ev.Raw, "sk-direct") || strings.Contains(string(ev.Data), "sk-direct") {
+			t.Errorf("event %d stores the key", ev.Seq)
+		}
 	}
 	if got := e.model.MessageRequests()[0].Header.Get("x-api-key"); got != "sk-direct" {
 		t.Errorf("model got key %q", got)

@@ -579,10 +579,23 @@ func (s *Service) apiKey(j *job) string {
 func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog.Logger) {
 	parser := s.cli.NewParser()
 	br := bufio.NewReaderSize(r, 64<<10)
+	// The agent may print its own credentials (a tool running `env`):
+	// they never reach the event log.
+	var secrets [][]byte
+	for _, sec := range []string{j.token, s.apiKey(j)} {
+		if len(sec) >= 8 {
+			secrets = append(secrets, []byte(sec))
+		}
+	}
 	for {
 		line, err := readLine(br, 16<<20)
 		if len(line) > 0 {
 			t0 := time.Now()
+			for _, sec := range secrets {
+				if bytes.Contains(line, sec) {
+					line = bytes.ReplaceAll(line, sec, []byte("[REDACTED]"))
+				}
+			}
 			evs := parser.Parse(line)
 			for i := range evs {
 				evs[i].Time = s.now().UTC()
