@@ -115,6 +115,47 @@ func TestMarkdownIsInert(t *testing.T) {
 	if tags := got["tags"].(string); !strings.Contains(tags, "strong") || !strings.Contains(tags, "h3") || !strings.Contains(tags, "pre") {
 		t.Errorf("Markdown was not rendered; tags = %s", tags)
 	}
+
+	// Property check over generated inputs (a seeded PRNG, so a failure
+	// reproduces): whatever the text, only the allowed elements and
+	// attributes come out, links are http(s)/mailto, and all text survives.
+	bad := eval[[]string](b, `(async () => {
+		const { renderMarkdown } = await import("/static/md.js");
+		const tags = new Set(["P","BR","H3","H4","H5","H6","PRE","CODE","STRONG","EM","DEL","A","UL","OL","LI","BLOCKQUOTE","HR"]);
+		const attrs = { A: ["href","rel","target"], CODE: ["data-lang"], OL: ["start"] };
+		const parts = ["<img src=x onerror=alert(1)>", "<script>", "</script>", "javascript:", "[a](", ")", "](", "**", "*", "_", "__",
+			"~~", "` + "`" + `", "` + "```" + `", "\n", "\n\n", "# ", "> ", "- ", "1. ", "http://x.y/", "<a href=", "\"", "'", "&amp;", "&#60;",
+			"<svg onload=alert(1)>", "data:text/html,", "!", "[", "]", "(", "\\", "  ", "x", "word ", "<", ">", "---"];
+		let seed = 42;
+		const rnd = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+		const out = [];
+		window.pwned = 0;
+		for (let i = 0; i < 3000 && out.length < 5; i++) {
+			let src = "";
+			for (let k = rnd(24); k >= 0; k--) src += parts[rnd(parts.length)];
+			const div = document.createElement("div");
+			div.append(renderMarkdown(src));
+			for (const el of div.querySelectorAll("*")) {
+				if (!tags.has(el.tagName)) { out.push("tag " + el.tagName + " from " + JSON.stringify(src)); break; }
+				for (const a of el.attributes) {
+					if (!(attrs[el.tagName] || []).includes(a.name)) { out.push("attr " + a.name + " from " + JSON.stringify(src)); break; }
+				}
+				if (el.tagName === "A" && !/^(https?:|mailto:)/i.test(el.getAttribute("href"))) out.push("href " + el.getAttribute("href") + " from " + JSON.stringify(src));
+			}
+			const letters = (s) => s.replace(/[^a-z0-9]/gi, "");
+			for (const w of ["img", "script", "onerror", "svg", "onload"]) {
+				if (src.includes(w) && !div.textContent.includes(w) && ![...div.querySelectorAll("a")].some(a => a.href.includes(w))) {
+					out.push("lost text " + w + " from " + JSON.stringify(src));
+				}
+			}
+		}
+		await new Promise(r => setTimeout(r, 20));
+		if (window.pwned) out.push("script ran");
+		return out;
+	})()`)
+	for _, p := range bad {
+		t.Errorf("renderMarkdown: %s", p)
+	}
 	b.checkProblems()
 }
 

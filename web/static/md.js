@@ -5,6 +5,9 @@
 
 const SAFE_URL = /^(https?:|mailto:)/i;
 
+// A fence line holds at most a language name, so no text is dropped.
+const FENCE = /^\s*(```+|~~~+)\s*([\w+#.-]*)\s*$/;
+
 /** renderMarkdown returns a DocumentFragment for the given source text. */
 export function renderMarkdown(src) {
   const frag = document.createDocumentFragment();
@@ -12,7 +15,7 @@ export function renderMarkdown(src) {
   let i = 0;
   while (i < lines.length) {
     const line = lines[i];
-    const fence = /^\s*(```+|~~~+)\s*([\w+#.-]*)/.exec(line);
+    const fence = FENCE.exec(line);
     if (fence) {
       const close = fence[1];
       const body = [];
@@ -76,9 +79,10 @@ export function renderMarkdown(src) {
       continue;
     }
     // Paragraph: consecutive lines that start no other block.
-    const para = [];
-    while (i < lines.length && !/^\s*$/.test(lines[i]) && !/^\s*(```|~~~|#{1,6}\s|>)/.test(lines[i]) &&
-           !(para.length && listRe.test(lines[i]))) {
+    // The first line always belongs to it, so the loop always advances.
+    const para = [lines[i++]];
+    while (i < lines.length && !/^\s*$/.test(lines[i]) && !FENCE.test(lines[i]) && !/^\s*(#{1,6}\s|>)/.test(lines[i]) &&
+           !listRe.test(lines[i])) {
       para.push(lines[i++]);
     }
     const p = document.createElement("p");
@@ -99,8 +103,8 @@ const INLINE = [
   { re: /^\*(?=\S)([^*]*?\S)\*/, make: (m) => wrap("em", m[1]) },
   { re: /^_(?=\S)([^_]*?\S)_(?!\w)/, make: (m) => wrap("em", m[1]) },
   { re: /^~~(?=\S)([\s\S]*?\S)~~/, make: (m) => wrap("del", m[1]) },
-  { re: /^!?\[([^\]]*)\]\(\s*([^\s)]+)(?:\s+"[^"]*")?\s*\)/, make: (m) => link(m[1] || m[2], m[2]) },
-  { re: /^<?(https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"])>?/, make: (m) => link(m[1], m[1]) },
+  { re: /^!?\[([^\]]*)\]\(\s*([^\s)]+)(?:\s+"[^"]*")?\s*\)/, make: (m) => link(m[1] || m[2], m[2], m[0]) },
+  { re: /^<?(https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"])>?/, make: (m) => link(m[1], m[1], m[0]) },
 ];
 
 function inline(parent, text) {
@@ -148,8 +152,9 @@ function wrap(tag, text) {
   return e;
 }
 
-function link(text, href) {
-  if (!SAFE_URL.test(href)) return document.createTextNode(text);
+function link(text, href, raw) {
+  // Anything but http(s)/mailto stays visible as the text it was.
+  if (!SAFE_URL.test(href)) return document.createTextNode(raw);
   const a = document.createElement("a");
   a.href = href;
   a.rel = "noopener noreferrer nofollow";
