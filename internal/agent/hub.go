@@ -9,8 +9,10 @@ import (
 )
 
 // DefaultSubscriberBuffer is how many undelivered events a subscriber may
-// lag behind before it is cut.
-const DefaultSubscriberBuffer = 512
+// lag behind before it is cut. The buffer is allocated up front (about
+// 110 bytes an event), so it dominates a subscriber's memory: 256 keeps
+// one under ~28 KiB, room for thousands per run.
+const DefaultSubscriberBuffer = 256
 
 // maxTail bounds the in-memory tail of an active run; older events are
 // replayed from the store (they are final once persisted).
