@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"strings"
@@ -193,7 +194,9 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) error {
 	req.Model = route.UpstreamModel
 	start := s.now()
 	rec := agent.UsageRecord{UserID: user.ID, Provider: route.Provider, Model: route.Model}
-	st, err := route.P.Stream(r.Context(), req)
+	upCtx, cancelUp := context.WithCancel(r.Context())
+	defer cancelUp()
+	st, err := route.P.Stream(upCtx, req)
 	if err != nil {
 		s.recordChat(r, d, rec, route, llm.Usage{}, start, err)
 		return err
@@ -211,49 +214,90 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) error {
 			ToolCalls: resp.ToolCalls, Usage: resp.Usage, CostUSD: cost, StopReason: resp.StopReason})
 	}
 
-	sse, err := newSSE(w, r)
-	if err != nil {
+	if _, err := newSSE(w, r); err != nil {
 		return err
 	}
-	hbCtx, stopHB := context.WithCancel(r.Context())
-	hbDone := make(chan struct{})
+	// One goroutine pulls from the upstream so this loop can write a burst
+	// of events with one flush, and ping while the model thinks. It ends
+	// when the stream does or upCtx is cancelled (deferred below: that also
+	// aborts the upstream request); the deferred drain waits for it.
+	events := make(chan llm.Event, 64)
 	go func() {
-		defer close(hbDone)
-		_ = sse.Heartbeat(hbCtx, sseHeartbeat) // a failed write also ends the main loop
+		defer close(events)
+		for st.Next() {
+			select {
+			case events <- st.Event():
+			case <-upCtx.Done():
+				return
+			}
+		}
 	}()
-	defer func() { stopHB(); <-hbDone }()
+	defer func() {
+		cancelUp()
+		for range events {
+		}
+	}()
 
+	rc := http.NewResponseController(w)
+	tick := time.NewTicker(sseHeartbeat)
+	defer tick.Stop()
 	var (
 		usage    llm.Usage
 		recorded bool
 		payload  any
+		buf      []byte
 	)
-	for st.Next() {
-		ev := st.Event()
-		switch ev.Type {
-		case llm.EventDelta:
-			payload = chatDelta{Text: ev.Text}
-		case llm.EventToolCall:
-			payload = ev.ToolCall
-		case llm.EventUsage:
-			usage = ev.Usage
-			cost := s.recordChat(r, d, rec, route, usage, start, nil)
-			recorded = true
-			payload = chatUsageEv{Usage: usage, CostUSD: cost}
-		case llm.EventDone:
-			payload = chatDoneEv{StopReason: ev.StopReason}
-		default:
-			continue
+	write := func(b []byte, flush bool) error {
+		if _, err := w.Write(b); err != nil {
+			return fmt.Errorf("sse write: %w", err)
 		}
-		b, err := json.Marshal(payload)
-		if err != nil {
-			return err
-		}
-		if err := sse.Event("", string(ev.Type), b); err != nil {
-			if !recorded {
-				s.recordChat(r, d, rec, route, usage, start, r.Context().Err())
+		if flush {
+			if err := rc.Flush(); err != nil {
+				return fmt.Errorf("sse flush: %w", err)
 			}
-			return err
+		}
+		return nil
+	}
+loop:
+	for {
+		select {
+		case <-tick.C:
+			if err := write([]byte(": ping\n\n"), true); err != nil {
+				return err
+			}
+			continue
+		case ev, ok := <-events:
+			if !ok {
+				break loop
+			}
+			switch ev.Type {
+			case llm.EventDelta:
+				payload = chatDelta{Text: ev.Text}
+			case llm.EventToolCall:
+				payload = ev.ToolCall
+			case llm.EventUsage:
+				usage = ev.Usage
+				cost := s.recordChat(r, d, rec, route, usage, start, nil)
+				recorded = true
+				payload = chatUsageEv{Usage: usage, CostUSD: cost}
+			case llm.EventDone:
+				payload = chatDoneEv{StopReason: ev.StopReason}
+			default:
+				continue
+			}
+			b, err := json.Marshal(payload) // one line: JSON escapes newlines
+			if err != nil {
+				return err
+			}
+			buf = appendSSE(buf[:0], string(ev.Type), b)
+			// Flush when the upstream has nothing more queued, so a burst
+			// costs one write to the client and a lone token goes out at once.
+			if err := write(buf, len(events) == 0); err != nil {
+				if !recorded {
+					s.recordChat(r, d, rec, route, usage, start, r.Context().Err())
+				}
+				return err
+			}
 		}
 	}
 	if err := st.Err(); err != nil {
@@ -269,9 +313,18 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) error {
 		}
 		s.logger(r).WarnContext(r.Context(), "chat stream failed", "provider", route.Provider, "model", route.Model, "err", err)
 		b, _ := json.Marshal(ev)
-		return sse.Event("", "error", b)
+		return write(appendSSE(nil, "error", b), true)
 	}
-	return nil
+	return rc.Flush()
+}
+
+// appendSSE appends one event with a single-line data field.
+func appendSSE(buf []byte, event string, data []byte) []byte {
+	buf = append(buf, "event: "...)
+	buf = append(buf, event...)
+	buf = append(buf, "\ndata: "...)
+	buf = append(buf, data...)
+	return append(buf, "\n\n"...)
 }
 
 // recordChat stores the usage record of one call and returns its cost in
