@@ -11,6 +11,15 @@
 // shared by all execs of a sandbox. bubblewrap runs in its own session and is
 // not tied to the server's life: a sandbox outlives a server restart and
 // Recover re-adopts it from the state the driver keeps under its data dir.
+//
+// On disk, under Options.DataDir (all private to root):
+//
+//	images/rootfs/<digest>/{fs,config.json}   flattened OCI images
+//	images/builds/<key>/{fs,config.json}      dockerfile_commands layers
+//	images/tags/<hash>                        tag -> digest (pulled once)
+//	images/host-skeleton                      lower layer of "host" sandboxes
+//	sandboxes/<id>/{root,upper,work,workspace,agent.sock,state.json,sandbox.log}
+//	volumes/<owner>/<name>                    persistent workspaces
 package local
 
 import (
@@ -176,8 +185,13 @@ func New(o Options) (*Driver, error) {
 		return nil, fmt.Errorf("local driver: data dir: %w", err)
 	}
 	o.DataDir = abs
+	// Private: volumes hold users' data, sandboxes their roots. Sandboxes
+	// never traverse these from inside (mounts pin the paths).
 	for _, sub := range []string{"sandboxes", "volumes", "images"} {
-		if err := os.MkdirAll(filepath.Join(abs, sub), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(abs, sub), 0o700); err != nil {
+			return nil, fmt.Errorf("local driver: %w", err)
+		}
+		if err := os.Chmod(filepath.Join(abs, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("local driver: %w", err)
 		}
 	}
