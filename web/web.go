@@ -40,16 +40,16 @@ const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 
 func Handler() http.Handler {
 	files := http.StripPrefix("/static/", http.FileServerFS(FS()))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
 		h := w.Header()
 		h.Set("Content-Security-Policy", contentSecurityPolicy)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("X-Frame-Options", "DENY")
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			h.Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
 		switch {
 		case r.URL.Path == "/" || r.URL.Path == "/static" || r.URL.Path == "/static/":
 			http.Redirect(w, r, AppPath, http.StatusFound)

@@ -1,0 +1,97 @@
+package web
+
+import (
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestHandler(t *testing.T) {
+	srv := httptest.NewServer(Handler())
+	defer srv.Close()
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	tests := []struct {
+		method, path string
+		status       int
+		ctype        string
+		location     string
+	}{
+		{"GET", "/", http.StatusFound, "", AppPath},
+		{"GET", "/static/", http.StatusFound, "", AppPath},
+		{"GET", AppPath, http.StatusOK, "text/html; charset=utf-8", ""},
+		{"HEAD", AppPath, http.StatusOK, "text/html; charset=utf-8", ""},
+		{"GET", "/static/app.js", http.StatusOK, "text/javascript; charset=utf-8", ""},
+		{"GET", "/static/style.css", http.StatusOK, "text/css; charset=utf-8", ""},
+		{"GET", "/static/nope.js", http.StatusNotFound, "", ""},
+		{"GET", "/static/../web.go", http.StatusNotFound, "", ""},
+		{"GET", "/elsewhere", http.StatusNotFound, "", ""},
+		{"POST", AppPath, http.StatusMethodNotAllowed, "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
+			res, err := noRedirect.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			if res.StatusCode != tc.status {
+				t.Fatalf("got status %d, want %d", res.StatusCode, tc.status)
+			}
+			if tc.ctype != "" && res.Header.Get("Content-Type") != tc.ctype {
+				t.Errorf("got Content-Type %q, want %q", res.Header.Get("Content-Type"), tc.ctype)
+			}
+			if tc.location != "" && res.Header.Get("Location") != tc.location {
+				t.Errorf("got Location %q, want %q", res.Header.Get("Location"), tc.location)
+			}
+			if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
+				t.Errorf("got CSP %q, want self-only scripts", csp)
+			}
+			if res.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("nosniff missing")
+			}
+		})
+	}
+}
+
+// TestAssetsAreSelfContained checks the offline rule: no asset refers to
+// another origin, and no module uses innerHTML or similar HTML sinks.
+func TestAssetsAreSelfContained(t *testing.T) {
+	external := regexp.MustCompile(`(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/`)
+	sinks := regexp.MustCompile(`\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML|document\.write|\beval\(|new Function\(`)
+	err := fs.WalkDir(FS(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		f, err := FS().Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		b, err := io.ReadAll(f)
+		if err != nil {
+			return err
+		}
+		src := string(b)
+		for _, line := range strings.Split(src, "\n") {
+			trimmed := strings.TrimSpace(line)
+			if strings.HasPrefix(trimmed, "//") || strings.HasPrefix(trimmed, "*") {
+				continue // comments may name things
+			}
+			if m := external.FindString(line); m != "" && !strings.Contains(line, "http://www.w3.org/2000/svg") {
+				t.Errorf("%s refers to another origin: %s", path, strings.TrimSpace(line))
+			}
+			if strings.HasSuffix(path, ".js") && sinks.MatchString(line) {
+				t.Errorf("%s uses an HTML sink: %s", path, strings.TrimSpace(line))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
