@@ -58,7 +58,7 @@ func (d *Driver) runBuild(ctx context.Context, base image.Rootfs, upper string, 
 		return fmt.Errorf("start build sandbox: %w", err)
 	}
 	defer func() {
-		if err := d.teardown(st, upper); err != nil {
+		if err := d.teardown(st); err != nil {
 			d.log.Error("remove build sandbox", "sandbox_id", id, "err", err)
 		}
 	}()

@@ -359,7 +359,7 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	st = state{ID: r.id, Owner: r.owner, Dir: dir, Created: d.opts.Now(), Cgroups: cgroups{Mode: d.cgMode}}
 	defer func() {
 		if err != nil {
-			if cerr := d.teardown(st, r.upper); cerr != nil {
+			if cerr := d.teardown(st); cerr != nil {
 				d.log.Error("undo failed sandbox start", "sandbox_id", r.id, "err", cerr)
 			}
 		}
@@ -798,7 +798,7 @@ func (d *Driver) Destroy(ctx context.Context, ref sandbox.Ref) error {
 			if errors.Is(err, os.ErrNotExist) {
 				// A half-created dir without state (crash during Create).
 				if _, serr := os.Stat(d.sandboxDir(id)); serr == nil {
-					return d.teardown(state{ID: id, Dir: d.sandboxDir(id)}, "")
+					return d.teardown(state{ID: id, Dir: d.sandboxDir(id)})
 				}
 				return nil
 			}
@@ -819,7 +819,7 @@ func (d *Driver) Destroy(ctx context.Context, ref sandbox.Ref) error {
 		_ = l.Close()
 	}
 	s.listeners = nil
-	if err := d.teardown(s.st, ""); err != nil {
+	if err := d.teardown(s.st); err != nil {
 		return fmt.Errorf("destroy sandbox %s: %w", id, err)
 	}
 	s.gone = true
@@ -832,10 +832,9 @@ func (d *Driver) Destroy(ctx context.Context, ref sandbox.Ref) error {
 }
 
 // teardown undoes start: kills processes, reaps bubblewrap if it is our
-// child, unmounts the root, removes cgroups and the sandbox directory.
-// keepUpper, if set, is an overlay upper dir outside the sandbox dir that
-// survives (a build result).
-func (d *Driver) teardown(st state, keepUpper string) error {
+// child, unmounts the root, removes cgroups and the sandbox directory. A
+// build's upper dir lives outside that directory and survives.
+func (d *Driver) teardown(st state) error {
 	deadline := time.Now().Add(30 * time.Second)
 	var errOut error
 	// Kill the sandbox's PID 1 first: the kernel then kills everything in
