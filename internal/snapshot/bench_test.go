@@ -47,7 +47,9 @@ func (f *fixture) get(b *testing.B) *fixture {
 		ws := filepath.Join(f.dir, "ws")
 		for i := range benchSmallFiles {
 			rel := fmt.Sprintf("src/d%03d/file%05d.txt", i%200, i)
+			// Unique content per file: a benchmark of deduplication would flatter us.
 			data := pseudoRandom(512+(i%64)*64, byte(i))
+			copy(data, fmt.Sprintf("file %05d\n", i))
 			if f.err = os.MkdirAll(filepath.Join(ws, filepath.Dir(rel)), 0o755); f.err != nil {
 				return
 			}

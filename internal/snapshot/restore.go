@@ -183,14 +183,11 @@ func (s *Snapshotter) restoreManifest(ctx context.Context, loc Location, m *Mani
 	if os.Geteuid() == 0 {
 		for i := range m.Entries {
 			e := &m.Entries[i]
+			if e.Type == File {
+				continue // restoreFile set it
+			}
 			if err := os.Lchown(abs(e.Path), int(e.UID), int(e.GID)); err != nil {
 				return st, fmt.Errorf("restore chown %s: %w", e.Path, err)
-			}
-			if e.Type == File && e.Mode&0o6000 != 0 {
-				// chown clears setuid/setgid: set the mode again.
-				if err := os.Chmod(abs(e.Path), fileMode(e.Mode)); err != nil {
-					return st, fmt.Errorf("restore chmod %s: %w", e.Path, err)
-				}
 			}
 		}
 	}
@@ -221,7 +218,14 @@ func (s *Snapshotter) restoreFile(ctx context.Context, loc Location, e *Entry, p
 	mtime := time.Unix(0, e.MTime)
 	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == e.Size {
 		if sum, err := hashFile(p); err == nil && sum == e.SHA256 {
-			if fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != mode {
+			chowned := false
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 && (st.Uid != e.UID || st.Gid != e.GID) {
+				if err := os.Lchown(p, int(e.UID), int(e.GID)); err != nil {
+					return false, fmt.Errorf("restore chown %s: %w", e.Path, err)
+				}
+				chowned = true // which may have cleared setuid/setgid
+			}
+			if chowned || fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != mode {
 				if err := os.Chmod(p, mode); err != nil {
 					return false, fmt.Errorf("restore chmod %s: %w", e.Path, err)
 				}
@@ -240,9 +244,18 @@ func (s *Snapshotter) restoreFile(ctx context.Context, loc Location, e *Entry, p
 		return false, fmt.Errorf("restore %s: %w", e.Path, err)
 	}
 	defer rc.Close()
-	f, err := os.CreateTemp(filepath.Dir(p), ".techboss-restore-*")
-	if err != nil {
-		return false, fmt.Errorf("restore %s: %w", e.Path, err)
+	// A new path is written in place (nothing to protect); an existing
+	// file is replaced by rename, so it is never seen half-written.
+	var f *os.File
+	direct := false
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		f, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+		direct = err == nil
+	}
+	if !direct {
+		if f, err = os.CreateTemp(filepath.Dir(p), ".techboss-restore-*"); err != nil {
+			return false, fmt.Errorf("restore %s: %w", e.Path, err)
+		}
 	}
 	ok := false
 	defer func() {
@@ -261,7 +274,12 @@ func (s *Snapshotter) restoreFile(ctx context.Context, loc Location, e *Entry, p
 	if n != e.Size || hex.EncodeToString(h.Sum(nil)) != e.SHA256 {
 		return false, errs.E(errs.Conflict, "restore: stored content of %q does not match its hash", e.Path)
 	}
-	if err := f.Chmod(mode); err != nil {
+	if os.Geteuid() == 0 {
+		if err := f.Chown(int(e.UID), int(e.GID)); err != nil {
+			return false, err
+		}
+	}
+	if err := f.Chmod(mode); err != nil { // after chown, which clears setuid/setgid
 		return false, err
 	}
 	if err := f.Close(); err != nil {
@@ -270,8 +288,10 @@ func (s *Snapshotter) restoreFile(ctx context.Context, loc Location, e *Entry, p
 	if e.MTime != 0 {
 		_ = os.Chtimes(f.Name(), mtime, mtime)
 	}
-	if err := os.Rename(f.Name(), p); err != nil {
-		return false, fmt.Errorf("restore %s: %w", e.Path, err)
+	if !direct {
+		if err := os.Rename(f.Name(), p); err != nil {
+			return false, fmt.Errorf("restore %s: %w", e.Path, err)
+		}
 	}
 	ok = true
 	return true, nil

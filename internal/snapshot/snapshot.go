@@ -49,6 +49,7 @@ type Snapshotter struct {
 	locks map[string]*sync.Mutex
 	cache map[string]*Manifest // latest manifest per Location.ID
 	bufs  sync.Pool
+	large chan struct{} // semaphore: large-file uploads in flight
 }
 
 // New returns a Snapshotter.
@@ -66,7 +67,8 @@ func New(cfg Config) *Snapshotter {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Snapshotter{cfg: cfg, log: log, locks: map[string]*sync.Mutex{}, cache: map[string]*Manifest{}}
+	s := &Snapshotter{cfg: cfg, log: log, locks: map[string]*sync.Mutex{}, cache: map[string]*Manifest{},
+		large: make(chan struct{}, 2)}
 	s.bufs.New = func() any { b := make([]byte, cfg.SmallFile+1); return &b }
 	return s
 }
@@ -76,7 +78,8 @@ type Location struct {
 	Store  blob.Store
 	Prefix string // normalised, no trailing '/'; "" is the store's root
 	// ID identifies store and prefix across calls (e.g. "s3:bucket/prefix")
-	// for the manifest cache and per-location locking; default Prefix.
+	// for the manifest cache and per-location locking; default: the Store
+	// value's identity and Prefix.
 	ID string
 }
 
@@ -84,7 +87,8 @@ func (l Location) id() string {
 	if l.ID != "" {
 		return l.ID
 	}
-	return "prefix:" + l.Prefix
+	// Without an ID, only the very same store value shares cache and lock.
+	return fmt.Sprintf("%p/%s", l.Store, l.Prefix)
 }
 
 func (l Location) area() string               { return blob.Join(l.Prefix, Area) }
@@ -186,8 +190,9 @@ func (s *Snapshotter) Snapshot(ctx context.Context, loc Location, dir string, op
 			}
 		}
 	}
-	if len(todo) > 64 {
-		// Many candidates: one listing is cheaper than a Head per file.
+	if len(todo) > 64 && (prev == nil || len(todo) > 1000) {
+		// Many candidates and few of their blobs known: one listing (a
+		// request per 1000 blobs) is cheaper than a Head per file.
 		if err := up.listBlobs(ctx); err != nil {
 			return nil, err
 		}
@@ -408,9 +413,13 @@ func (u *uploader) listBlobs(ctx context.Context) error {
 	return nil
 }
 
-// ensure makes sure the blob sha is stored, calling put at most once
-// across concurrent callers with the same content.
-func (u *uploader) ensure(ctx context.Context, sha string, put func(key string) (int64, error)) error {
+// headThreshold is the size above which a blob not known to exist is
+// looked up (Head) before it is uploaded.
+const headThreshold = 128 << 10
+
+// ensure makes sure the blob sha (of size bytes) is stored, calling put at
+// most once across concurrent callers with the same content.
+func (u *uploader) ensure(ctx context.Context, sha string, size int64, put func(key string) (int64, error)) error {
 	for {
 		u.mu.Lock()
 		if u.known[sha] {
@@ -434,7 +443,7 @@ func (u *uploader) ensure(ctx context.Context, sha string, put func(key string) 
 		listed := u.listed
 		u.mu.Unlock()
 
-		f.err = u.store(ctx, sha, listed, put)
+		f.err = u.store(ctx, sha, size, listed, put)
 		u.mu.Lock()
 		delete(u.flights, sha)
 		if f.err == nil {
@@ -446,9 +455,11 @@ func (u *uploader) ensure(ctx context.Context, sha string, put func(key string) 
 	}
 }
 
-func (u *uploader) store(ctx context.Context, sha string, listed bool, put func(string) (int64, error)) error {
+func (u *uploader) store(ctx context.Context, sha string, size int64, listed bool, put func(string) (int64, error)) error {
 	key := u.loc.blobKey(sha)
-	if !listed {
+	// A small blob is cheaper to put again than to ask about first; a
+	// content-addressed overwrite changes nothing.
+	if !listed && size > headThreshold {
 		_, err := u.loc.Store.Head(ctx, key)
 		if err == nil {
 			return nil
@@ -515,7 +526,7 @@ func (u *uploader) fileOnce(ctx context.Context, p string, e *Entry) error {
 		}
 		sum := sha256.Sum256(buf[:n])
 		sha := hex.EncodeToString(sum[:])
-		if err := u.ensure(ctx, sha, func(key string) (int64, error) {
+		if err := u.ensure(ctx, sha, int64(n), func(key string) (int64, error) {
 			return int64(n), u.loc.Store.Put(ctx, key, bytes.NewReader(buf[:n]), int64(n))
 		}); err != nil {
 			return fmt.Errorf("store %s: %w", e.Path, err)
@@ -539,7 +550,14 @@ func (u *uploader) fileOnce(ctx context.Context, p string, e *Entry) error {
 		return errChanged
 	}
 	sha := hex.EncodeToString(h.Sum(nil))
-	if err := u.ensure(ctx, sha, func(key string) (int64, error) {
+	if err := u.ensure(ctx, sha, n, func(key string) (int64, error) {
+		// Each large upload buffers parts in memory: bound how many run at once.
+		select {
+		case u.s.large <- struct{}{}:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		defer func() { <-u.s.large }()
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return 0, err
 		}

@@ -171,7 +171,7 @@ func (s *Snapshotter) tarFile(ctx context.Context, g *errgroup.Group, up *upload
 		sha := hex.EncodeToString(sum[:])
 		set(sha)
 		g.Go(func() error {
-			return up.ensure(ctx, sha, func(key string) (int64, error) {
+			return up.ensure(ctx, sha, size, func(key string) (int64, error) {
 				return size, up.loc.Store.Put(ctx, key, bytes.NewReader(buf), size)
 			})
 		})
@@ -197,7 +197,7 @@ func (s *Snapshotter) tarFile(ctx context.Context, g *errgroup.Group, up *upload
 	set(sha)
 	g.Go(func() error {
 		defer f.Close()
-		return up.ensure(ctx, sha, func(key string) (int64, error) {
+		return up.ensure(ctx, sha, size, func(key string) (int64, error) {
 			return size, up.loc.Store.Put(ctx, key, io.NewSectionReader(f, 0, size), size)
 		})
 	})
