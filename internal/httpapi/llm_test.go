@@ -368,7 +368,7 @@ func TestChatBudgets(t *testing.T) {
 
 func TestChatClientGoneCancelsUpstream(t *testing.T) {
 	for _, tc := range []struct {
-		srv            func(h *llmHarness) *llmtest.Server
+		srv             func(h *llmHarness) *llmtest.Server
 		provider, model string
 	}{
 		{func(h *llmHarness) *llmtest.Server { return h.anth }, "anthropic", "claude-test"},
