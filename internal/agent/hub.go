@@ -9,10 +9,11 @@ import (
 )
 
 // DefaultSubscriberBuffer is how many undelivered events a subscriber may
-// lag behind before it is cut. The buffer is allocated up front (about
-// 110 bytes an event), so it dominates a subscriber's memory: 256 keeps
-// one under ~28 KiB, room for thousands per run.
-const DefaultSubscriberBuffer = 256
+// lag behind before it is cut (it then resumes, losing nothing). The
+// buffer is allocated up front (about 104 bytes an event) and is a large
+// part of an SSE subscriber's memory: 128 costs 13 KiB. The CLI writes a
+// few lines per turn, far below it.
+const DefaultSubscriberBuffer = 128
 
 // maxTail bounds the in-memory tail of an active run; older events are
 // replayed from the store (they are final once persisted).
