@@ -177,7 +177,7 @@ func TestAgentWorkflow(t *testing.T) {
 
 	// Snapshot, delete the file, restore, and the file is back.
 	if srv.snapshots {
-		snapshotRoundTrip(t, b)
+		snapshotRoundTrip(t, b, id)
 	} else {
 		t.Log("snapshots are not wired into this stack yet; skipping the snapshot steps")
 	}
@@ -241,7 +241,7 @@ func assertRunning(t *testing.T, b *browser) {
 // snapshotRoundTrip takes snapshot A, deletes hello.txt, takes snapshot B,
 // compares A to B (hello.txt removed), restores A after confirming, and
 // finds the file again.
-func snapshotRoundTrip(t *testing.T, b *browser) {
+func snapshotRoundTrip(t *testing.T, b *browser, id string) {
 	t.Helper()
 	b.clickButton("Snapshots")
 	b.clickButton("Create snapshot")
@@ -266,4 +266,16 @@ func snapshotRoundTrip(t *testing.T, b *browser) {
 	b.shot("snapshots-restored")
 	b.clickButton("Files")
 	b.waitJS("hello.txt back", `!!document.querySelector('li[data-path="hello.txt"]')`)
+
+	// A new sandbox started from version A has the file too.
+	b.clickButton("Snapshots")
+	b.do("new from A", chromedp.Click(chromedp.CSS(`.timeline li[data-snapshot]:last-child a[href^="#/sandboxes/from/"]`)))
+	b.waitJS("form prefilled", `document.querySelector('[data-for="from_snapshot"]') && [...document.querySelectorAll("input")].some(i => i.value.startsWith("snap_"))`)
+	b.fillByLabel("Name", "from version A")
+	b.clickButton("Create sandbox")
+	b.waitJS("second sandbox page", fmt.Sprintf(`location.hash.startsWith("#/sandbox/") && !location.hash.includes(%q) && (document.querySelector("main .badge") || {}).textContent === "running"`, id))
+	b.clickButton("Files")
+	b.waitJS("hello.txt in the new sandbox", `!!document.querySelector('li[data-path="hello.txt"]')`)
+	b.open("/static/modal-sandbox-ui.html#/sandbox/" + id)
+	b.waitJS("back on the first sandbox", `(document.querySelector("main h1") || {}).textContent === "e2e box"`)
 }

@@ -55,7 +55,7 @@ async function route() {
       break;
     case "tokens": v = tokensView(ctx); state.view = { name, api: v }; break;
     case "usage": v = usageView(ctx); state.view = { name, api: v }; break;
-    default: v = sandboxesView(ctx); state.view = { name: "sandboxes", api: v };
+    default: v = sandboxesView(ctx, args); state.view = { name: "sandboxes", api: v };
   }
   state.cleanup = v && v.cleanup;
 }

@@ -13,7 +13,7 @@ export function sandboxImage(sb) {
 }
 
 /** sandboxesView renders the list and the create form. */
-export function sandboxesView({ main }) {
+export function sandboxesView({ main }, args = []) {
   let timer = null;
   let stopped = false;
   const listErr = errorBox("list");
@@ -31,7 +31,7 @@ export function sandboxesView({ main }) {
     await refresh();
     const id = pick(created, "sandbox_id", "id");
     if (id) location.hash = `#/sandbox/${encodeURIComponent(id)}`;
-  }, () => refresh());
+  }, () => refresh(), args[0] === "from" ? args[1] : "");
 
   main.append(
     h("h1", {}, "Sandboxes"),
@@ -80,7 +80,7 @@ export function sandboxesView({ main }) {
   return { cleanup() { stopped = true; clearTimeout(timer); } };
 }
 
-function createForm(onCreated, onProgress) {
+function createForm(onCreated, onProgress, fromSnapshot) {
   const inp = {
     name: h("input", { type: "text", placeholder: "optional" }),
     image_base: h("input", { type: "text", value: "host", required: true }),
@@ -96,6 +96,7 @@ function createForm(onCreated, onProgress) {
     network: h("select", {}, h("option", { value: "none" }, "none (loopback only)"), h("option", { value: "full" }, "full")),
     idle_timeout_s: h("input", { type: "number", min: "0" }),
     max_lifetime_s: h("input", { type: "number", min: "0" }),
+    from_snapshot: h("input", { type: "text", value: fromSnapshot || "", placeholder: "snap_…" }),
   };
   const errs = {};
   const labelled = (key, label, hint) => {
@@ -114,7 +115,8 @@ function createForm(onCreated, onProgress) {
       labelled("volume_name", "Volume"),
       labelled("s3_bucket_name", "S3 bucket"),
       labelled("s3_key_prefix", "S3 key prefix"),
-      labelled("init_from_s3", "Initialise workspace from S3")),
+      labelled("init_from_s3", "Initialise workspace from S3"),
+      labelled("from_snapshot", "Start from snapshot", "a snapshot ID: the workspace starts as that version")),
     h("div", {}, labelled("dockerfile_commands", "Dockerfile commands", "one per line: RUN, ENV, WORKDIR, USER")),
     h("h3", {}, "Limits and timeouts"),
     h("div", { class: "grid" },
@@ -134,6 +136,7 @@ function createForm(onCreated, onProgress) {
       init_from_s3: inp.init_from_s3.checked,
     };
     if (inp.name.value.trim()) body.name = inp.name.value.trim();
+    if (inp.from_snapshot.value.trim()) body.from_snapshot = inp.from_snapshot.value.trim();
     for (const k of ["cpu", "memory_mb", "pids_limit", "disk_mb", "idle_timeout_s", "max_lifetime_s"]) {
       if (inp[k].value !== "") body[k] = Number(inp[k].value);
     }
@@ -198,5 +201,6 @@ function createForm(onCreated, onProgress) {
     progress.textContent = created ? "Created." : "";
     if (created) onCreated(created);
   });
+  if (fromSnapshot) queueMicrotask(() => { form.scrollIntoView(); inp.name.focus(); });
   return form;
 }

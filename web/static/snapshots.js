@@ -70,7 +70,8 @@ export function snapshotsPanel(sandboxID, { onRestored } = {}) {
     const reason = pick(s, "trigger", "reason", "label", "kind");
     return h("li", { dataset: { snapshot: id } },
       h("div", { class: "row" }, h("strong", {}, String(snapLabel(s))), reason ? h("span", { class: "badge" }, reason) : null,
-        h("span", { class: "grow" }), restore),
+        h("span", { class: "grow" }),
+        h("a", { href: `#/sandboxes/from/${encodeURIComponent(id)}`, class: "small" }, "New sandbox from this"), restore),
       h("div", { class: "muted small" }, when(s.created_at), typeof files === "number" ? ` · ${num(files)} files` : "",
         size !== undefined ? ` · ${bytes(size)}` : "", pick(s, "uploaded_bytes") !== undefined ? ` · ${bytes(s.uploaded_bytes)} uploaded` : ""),
       err);
