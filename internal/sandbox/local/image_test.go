@@ -210,6 +210,22 @@ func TestOCIImageBuildAndCache(t *testing.T) {
 		}
 	})
 
+	// A symlinked mount point would make bubblewrap resolve it on the host.
+	t.Run("SymlinkedMountPoint", func(t *testing.T) {
+		id := sandboxtest.NewID()
+		_, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: id, OwnerID: "o",
+			Spec:   sandbox.Spec{ImageBase: ref, DockerfileCommands: []string{"RUN mkdir -p /opt && ln -s /etc /opt/tools"}},
+			Mounts: []sandbox.Mount{{Source: t.TempDir(), Target: "/opt/tools/x", ReadOnly: true}},
+		})
+		if e, ok := errs.Public(err); !ok || e.Kind != errs.Invalid || e.Fields[0].Field != "image_base" {
+			t.Errorf("got %v, want an invalid image_base error", err)
+			_ = d.Destroy(context.Background(), sandbox.Ref(id))
+		}
+		if _, err := os.Stat("/etc/x"); err == nil {
+			t.Errorf("/etc/x created on the host")
+		}
+	})
+
 	// Cached images need no registry: stop it and create again.
 	srv.Close()
 	sb3 := createWithLog(t, d, spec, io.Discard)

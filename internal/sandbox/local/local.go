@@ -392,6 +392,9 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 		return st, fmt.Errorf("create workspace: %w", err)
 	}
 	st.User = r.rootfs.Config.User
+	if err := checkMountTargets(st.merged(), r); err != nil {
+		return st, err
+	}
 	if statErr != nil {
 		// A new workspace belongs to the image's user, so it can write there.
 		if root, err := os.OpenRoot(st.merged()); err == nil {
@@ -587,6 +590,38 @@ var (
 	hostSecretFiles = []string{"/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers", "/etc/security/opasswd"}
 	hostSecretDirs  = []string{"/etc/ssl/private", "/etc/sudoers.d"}
 )
+
+// checkMountTargets refuses images with a symlink on the path of a mount
+// point: bubblewrap creates and mounts its destinations before entering the
+// new root, so such a link would resolve against the host's filesystem.
+func checkMountTargets(merged string, r startRequest) error {
+	targets := []string{"/workspace", "/tmp", "/proc", "/dev"}
+	if r.network && !r.rootfs.Host {
+		targets = append(targets, "/etc/resolv.conf")
+	}
+	for _, m := range r.mounts {
+		targets = append(targets, m.Target)
+	}
+	root, err := os.OpenRoot(merged)
+	if err != nil {
+		return fmt.Errorf("open sandbox root: %w", err)
+	}
+	defer root.Close()
+	for _, t := range targets {
+		p := ""
+		for _, part := range strings.Split(strings.Trim(filepath.Clean(t), "/"), "/") {
+			p = filepath.Join(p, part)
+			fi, err := root.Lstat(p)
+			if err != nil {
+				break // missing: bubblewrap creates a real directory
+			}
+			if fi.Mode()&os.ModeSymlink != 0 {
+				return errs.Field("image_base", fmt.Sprintf("the image has a symlink at /%s, where the sandbox mounts %s", p, t))
+			}
+		}
+	}
+	return nil
+}
 
 // hostLibDirs are the host's top-level library/binary directories that are
 // real directories (not merged-/usr symlinks).
