@@ -210,7 +210,7 @@ func TestOCIImageBuildAndCache(t *testing.T) {
 		}
 	})
 
-	// A symlinked mount point would make bubblewrap resolve it on the host.
+	// A symlinked mount point is refused with an error naming the image.
 	t.Run("SymlinkedMountPoint", func(t *testing.T) {
 		id := sandboxtest.NewID()
 		_, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: id, OwnerID: "o",

@@ -592,8 +592,8 @@ var (
 )
 
 // checkMountTargets refuses images with a symlink on the path of a mount
-// point: bubblewrap creates and mounts its destinations before entering the
-// new root, so such a link would resolve against the host's filesystem.
+// point. bubblewrap itself fails on them ("Can't mkdir ..."); this names the
+// problem, and does not depend on how bubblewrap resolves destinations.
 func checkMountTargets(merged string, r startRequest) error {
 	targets := []string{"/workspace", "/tmp", "/proc", "/dev"}
 	if r.network && !r.rootfs.Host {
