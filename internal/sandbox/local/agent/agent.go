@@ -135,7 +135,7 @@ func WarmThreads(n int) {
 			defer wg.Done()
 			// A blocking syscall long enough for the scheduler to hand its
 			// P to a fresh thread.
-			ts := unix.Timespec{Nsec: 3e6}
+			ts := unix.Timespec{Nsec: 1e6}
 			_ = unix.Nanosleep(&ts, nil)
 		}()
 	}
