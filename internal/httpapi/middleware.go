@@ -26,7 +26,14 @@ type ctxKey int
 const (
 	requestIDKey ctxKey = iota
 	userKey
+	accessKey
 )
+
+// accessInfo is filled in by inner middleware for the access log line,
+// which is written by the outer one after the request.
+type accessInfo struct {
+	userID string
+}
 
 // requestIDHeader carries the request ID in and out.
 const requestIDHeader = "X-Request-ID"
@@ -127,6 +134,8 @@ func (s *server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		info := &accessInfo{}
+		r = r.WithContext(context.WithValue(r.Context(), accessKey, info))
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
@@ -147,8 +156,8 @@ func (s *server) observe(next http.Handler) http.Handler {
 			s.metrics.duration.WithLabelValues(route).Observe(d.Seconds())
 			attrs := []any{"request_id", requestIDFrom(r.Context()), "method", r.Method, "route", route,
 				"status", status, "duration_ms", float64(d.Microseconds()) / 1000, "bytes", sw.bytes}
-			if u := currentUser(r); u != nil {
-				attrs = append(attrs, "user_id", u.ID)
+			if info.userID != "" {
+				attrs = append(attrs, "user_id", info.userID)
 			}
 			s.log.InfoContext(r.Context(), "request", attrs...)
 		}()
@@ -217,6 +226,9 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 		if err != nil {
 			s.writeError(w, r, err)
 			return
+		}
+		if info, ok := r.Context().Value(accessKey).(*accessInfo); ok {
+			info.userID = u.ID
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey, u)))
 	})

@@ -56,7 +56,8 @@ func TestMetricsUseRoutePatterns(t *testing.T) {
 			if err := json.Unmarshal([]byte(line), &rec); err != nil {
 				t.Fatal(err)
 			}
-			if rec["route"] != "/auth/tokens/{id}" || rec["status"] != float64(200) || rec["request_id"] == "" || rec["duration_ms"] == nil {
+			if rec["route"] != "/auth/tokens/{id}" || rec["status"] != float64(200) || rec["request_id"] == "" || rec["duration_ms"] == nil ||
+				rec["user_id"] == nil || rec["user_id"] == "" {
 				t.Fatalf("access log = %v", rec)
 			}
 			if strings.Contains(line, "Cookie") || strings.Contains(line, "Authorization") {
