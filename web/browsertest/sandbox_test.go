@@ -94,6 +94,9 @@ func TestSandboxPages(t *testing.T) {
 	b.do("expand src/lib", chromedp.Click(chromedp.CSS(`li[data-path="src/lib"] > .file-row button[aria-expanded]`)))
 	b.do("open a.go", chromedp.Click(chromedp.CSS(`li[data-path="src/lib/a.go"] .file-row button.link`)))
 	b.waitJS("a.go content", `document.querySelector(".file-content")?.textContent === "package lib\n"`)
+	if kw := b.text(".file-content .tok-kw"); kw != "package" {
+		t.Errorf("Go keyword not highlighted: got %q", kw)
+	}
 	if got := eval[string](b, `document.querySelector('li[data-path="src"] > .file-row button').getAttribute("aria-expanded")`); got != "true" {
 		t.Errorf("got aria-expanded %q on an open folder, want true", got)
 	}

@@ -121,10 +121,10 @@ func TestMarkdownIsInert(t *testing.T) {
 	// attributes come out, links are http(s)/mailto, and all text survives.
 	bad := eval[[]string](b, `(async () => {
 		const { renderMarkdown } = await import("/static/md.js");
-		const tags = new Set(["P","BR","H3","H4","H5","H6","PRE","CODE","STRONG","EM","DEL","A","UL","OL","LI","BLOCKQUOTE","HR"]);
-		const attrs = { A: ["href","rel","target"], CODE: ["data-lang"], OL: ["start"] };
+		const tags = new Set(["P","BR","H3","H4","H5","H6","PRE","CODE","STRONG","EM","DEL","A","UL","OL","LI","BLOCKQUOTE","HR","SPAN"]);
+		const attrs = { A: ["href","rel","target"], CODE: ["data-lang"], OL: ["start"], SPAN: ["class"] };
 		const parts = ["<img src=x onerror=alert(1)>", "<script>", "</script>", "javascript:", "[a](", ")", "](", "**", "*", "_", "__",
-			"~~", "`+"`"+`", "`+"```"+`", "\n", "\n\n", "# ", "> ", "- ", "1. ", "http://x.y/", "<a href=", "\"", "'", "&amp;", "&#60;",
+			"~~", "`+"`"+`", "`+"```"+`", "`+"```go\\n"+`", "\"str", "// c", "# c", "\n", "\n\n", "# ", "> ", "- ", "1. ", "http://x.y/", "<a href=", "\"", "'", "&amp;", "&#60;",
 			"<svg onload=alert(1)>", "data:text/html,", "!", "[", "]", "(", "\\", "  ", "x", "word ", "<", ">", "---"];
 		let seed = 42;
 		const rnd = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };

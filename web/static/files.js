@@ -1,6 +1,7 @@
 // File browser: lazy tree, text viewer, upload, download, delete.
 import { api, readResponse } from "./api.js";
 import { h, field, errorBox, busy, showError, bytes, confirmDialog, when } from "./dom.js";
+import { highlight } from "./highlight.js";
 
 const MAX_VIEW = 1 << 20;
 
@@ -108,7 +109,7 @@ export function filesPanel(sandboxID) {
       const text = new TextDecoder().decode(buf);
       const lines = text.split("\n");
       viewer.append(h("div", { class: "muted small" }, `${bytes(buf.length)} · ${lines.length} lines`, e.mtime ? [" · ", when(e.mtime)] : null),
-        h("pre", { class: "file-content", tabindex: "0", "aria-label": `Contents of ${path}` }, h("code", {}, text)));
+        h("pre", { class: "file-content", tabindex: "0", "aria-label": `Contents of ${path}` }, h("code", {}, highlight(text, path))));
     });
   }
 

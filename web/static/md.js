@@ -3,6 +3,8 @@
 // links are limited to http(s) and mailto, and images are shown as links so
 // nothing is fetched from elsewhere.
 
+import { highlight } from "./highlight.js";
+
 const SAFE_URL = /^(https?:|mailto:)/i;
 
 // A fence line holds at most a language name, so no text is dropped.
@@ -20,12 +22,14 @@ export function renderMarkdown(src) {
       const close = fence[1];
       const body = [];
       i++;
-      while (i < lines.length && !lines[i].trim().startsWith(close)) body.push(lines[i++]);
+      // Only a line of fence characters closes it (anything else is content).
+      const closeRe = new RegExp(`^\\s*${close[0] === "`" ? "`" : "~"}{${close.length},}\\s*$`);
+      while (i < lines.length && !closeRe.test(lines[i])) body.push(lines[i++]);
       i++; // skip the closing fence (or the end)
       const pre = document.createElement("pre");
       const code = document.createElement("code");
       if (fence[2]) code.dataset.lang = fence[2];
-      code.textContent = body.join("\n");
+      code.append(highlight(body.join("\n"), fence[2]));
       pre.append(code);
       frag.append(pre);
       continue;
