@@ -243,9 +243,14 @@ func assertRunning(t *testing.T, b *browser) {
 // finds the file again.
 func snapshotRoundTrip(t *testing.T, b *browser, id string) {
 	t.Helper()
+	// Count first: runs may have taken snapshots of their own.
 	b.clickButton("Snapshots")
+	b.waitJS("timeline loaded", `!!document.querySelector(".timeline li")`)
+	n0 := b.count(".timeline li[data-snapshot]")
 	b.clickButton("Create snapshot")
-	b.waitJS("snapshot A listed", `document.querySelectorAll(".timeline li[data-snapshot]").length === 1`)
+	b.waitJS("snapshot A listed", fmt.Sprintf(`document.querySelectorAll(".timeline li[data-snapshot]").length === %d`, n0+1))
+	snapA := eval[string](b, `document.querySelector(".timeline li[data-snapshot]").dataset.snapshot`)
+	itemA := fmt.Sprintf(`.timeline li[data-snapshot=%q]`, snapA)
 
 	b.clickButton("Files")
 	b.waitJS("hello.txt listed", `!!document.querySelector('li[data-path="hello.txt"]')`)
@@ -255,12 +260,12 @@ func snapshotRoundTrip(t *testing.T, b *browser, id string) {
 
 	b.clickButton("Snapshots")
 	b.clickButton("Create snapshot")
-	b.waitJS("snapshot B listed", `document.querySelectorAll(".timeline li[data-snapshot]").length === 2`)
+	b.waitJS("snapshot B listed", fmt.Sprintf(`document.querySelectorAll(".timeline li[data-snapshot]").length === %d`, n0+2))
 	b.clickButton("Compare")
 	b.waitJS("diff shown", `document.querySelector(".diff li.removed")?.textContent === "hello.txt"`)
 
-	// Restore the older version (the timeline is newest first).
-	b.do("restore A", chromedp.Click(chromedp.CSS(`.timeline li[data-snapshot]:last-child button.danger`)))
+	// Restore version A.
+	b.do("restore A", chromedp.Click(chromedp.CSS(itemA+` button.danger`)))
 	b.confirm()
 	b.waitJS("restored", `[...document.querySelectorAll('#panel-snapshots [role="status"]')].some(e => e.textContent.startsWith("Restored"))`)
 	b.shot("snapshots-restored")
@@ -269,7 +274,7 @@ func snapshotRoundTrip(t *testing.T, b *browser, id string) {
 
 	// A new sandbox started from version A has the file too.
 	b.clickButton("Snapshots")
-	b.do("new from A", chromedp.Click(chromedp.CSS(`.timeline li[data-snapshot]:last-child a[href^="#/sandboxes/from/"]`)))
+	b.do("new from A", chromedp.Click(chromedp.CSS(itemA+` a[href^="#/sandboxes/from/"]`)))
 	b.waitJS("form prefilled", `document.querySelector('[data-for="from_snapshot"]') && [...document.querySelectorAll("input")].some(i => i.value.startsWith("snap_"))`)
 	b.fillByLabel("Name", "from version A")
 	b.clickButton("Create sandbox")
