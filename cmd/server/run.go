@@ -63,8 +63,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		}
 	}
 
+	dom, err := wire(ctx, cfg, getenv, log, reg, db, authSvc)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, c := range dom.closers {
+			c()
+		}
+	}()
+
 	stopping := make(chan struct{})
 	handler := httpapi.NewServer(httpapi.Deps{
+		Sandboxes:      dom.sandboxes,
+		Snapshots:      dom.snapshots,
+		Runs:           dom.runs,
+		Gateway:        dom.gateway,
+		LLM:            dom.llm,
 		Logger:         log,
 		Store:          db,
 		Auth:           authSvc,
@@ -102,6 +117,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return nil
 	})
 	g.Go(func() error { return pruneSessions(gctx, authSvc, log) })
+	for _, r := range dom.runners {
+		g.Go(func() error { return r(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
@@ -118,7 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	return err
 }
 
-// pruneSessions deletes expired sessions hourly until ctx is done.
+// pruneSessions deletes expired sessions and throttle entries hourly until ctx is done.
 func pruneSessions(ctx context.Context, a *auth.Service, log *slog.Logger) error {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
@@ -127,10 +145,10 @@ func pruneSessions(ctx context.Context, a *auth.Service, log *slog.Logger) error
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if n, err := a.PruneSessions(ctx); err != nil {
-				log.Warn("prune sessions", "err", err)
-			} else if n > 0 {
-				log.Info("pruned expired sessions", "count", n)
+			if n, m, err := a.Prune(ctx); err != nil {
+				log.Warn("prune auth state", "err", err)
+			} else if n+m > 0 {
+				log.Info("pruned expired auth state", "sessions", n, "login_throttles", m)
 			}
 		}
 	}

@@ -115,6 +115,8 @@ type Store interface {
 	// now when the current one began before windowFloor.
 	RecordLoginFailure(ctx context.Context, key string, now, windowFloor time.Time) (failures int, err error)
 	ClearLoginFailures(ctx context.Context, key string) error
+	// DeleteLoginThrottlesBefore forgets keys whose window began before t.
+	DeleteLoginThrottlesBefore(ctx context.Context, t time.Time) (int64, error)
 }
 
 // Options configures a Service. Zero values take the documented defaults.
@@ -429,6 +431,18 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 // PruneSessions deletes expired sessions and returns how many.
 func (s *Service) PruneSessions(ctx context.Context) (int64, error) {
 	return s.store.DeleteExpiredSessions(ctx, s.now())
+}
+
+// Prune deletes expired sessions and login-throttle entries whose window
+// has passed (failed logins for made-up emails would otherwise pile up).
+func (s *Service) Prune(ctx context.Context) (sessions, throttles int64, err error) {
+	if sessions, err = s.PruneSessions(ctx); err != nil {
+		return 0, 0, fmt.Errorf("prune sessions: %w", err)
+	}
+	if throttles, err = s.store.DeleteLoginThrottlesBefore(ctx, s.now().Add(-s.window)); err != nil {
+		return sessions, 0, fmt.Errorf("prune login throttle: %w", err)
+	}
+	return sessions, throttles, nil
 }
 
 // TokenPrefix starts every user API token, so they are recognisable in

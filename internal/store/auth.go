@@ -256,3 +256,12 @@ func (d *DB) ClearLoginFailures(ctx context.Context, key string) error {
 	}
 	return nil
 }
+
+// DeleteLoginThrottlesBefore forgets throttle keys whose window began before t.
+func (d *DB) DeleteLoginThrottlesBefore(ctx context.Context, t time.Time) (int64, error) {
+	res, err := d.exec(ctx, d.db, `DELETE FROM login_throttle WHERE window_start < ?`, ms(t))
+	if err != nil {
+		return 0, fmt.Errorf("prune login throttle: %w", err)
+	}
+	return res.RowsAffected()
+}

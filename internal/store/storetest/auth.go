@@ -205,6 +205,16 @@ func testAuth(t *testing.T, db *store.DB) {
 		if n, _, err := db.LoginThrottle(ctx, k2); err != nil || n != workers {
 			t.Fatalf("concurrent failures counted %d (%v), want %d", n, err, workers)
 		}
+		// Pruning removes only windows that began before the cut-off.
+		if _, err := db.RecordLoginFailure(ctx, "acct:new@example.com", t0.Add(time.Hour), t0); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := db.DeleteLoginThrottlesBefore(ctx, t0.Add(time.Minute)); err != nil || n != 1 {
+			t.Fatalf("DeleteLoginThrottlesBefore = %d, %v; want 1", n, err)
+		}
+		if _, _, err := db.LoginThrottle(ctx, "acct:new@example.com"); err != nil {
+			t.Fatalf("recent key pruned: %v", err)
+		}
 	})
 
 	t.Run("CascadeOnUserDelete", func(t *testing.T) {
