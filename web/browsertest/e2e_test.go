@@ -247,6 +247,10 @@ func snapshotRoundTrip(t *testing.T, b *browser, id string) {
 	b.clickButton("Snapshots")
 	b.waitJS("timeline loaded", `!!document.querySelector(".timeline li")`)
 	n0 := b.count(".timeline li[data-snapshot]")
+	// Each of the three runs left a version of the workspace.
+	if runs := eval[int](b, `[...document.querySelectorAll(".timeline li[data-snapshot] .badge")].filter(e => e.textContent === "run").length`); runs != 3 {
+		t.Errorf("got %d snapshots taken after runs, want 3", runs)
+	}
 	b.clickButton("Create snapshot")
 	b.waitJS("snapshot A listed", fmt.Sprintf(`document.querySelectorAll(".timeline li[data-snapshot]").length === %d`, n0+1))
 	snapA := eval[string](b, `document.querySelector(".timeline li[data-snapshot]").dataset.snapshot`)

@@ -89,8 +89,19 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 	}
 	if o.agent {
 		s.model = modeltest.New(t, o.script...)
+		// As the server does by default: snapshot the workspace after each run.
+		mgr, snaps := deps.Sandboxes, deps.Snapshots
+		afterRun := func(ctx context.Context, r agent.Run) {
+			sb, err := mgr.Get(ctx, r.OwnerID, r.SandboxID)
+			if err != nil || sb.State != sandbox.Running {
+				return
+			}
+			if _, err := snaps.Take(ctx, sb, snapshot.TriggerRun, r.ID); err != nil {
+				logger.Warn("snapshot after run", "run_id", r.ID, "err", err)
+			}
+		}
 		svc, err := agent.NewService(agent.Config{Root: true}, agent.Deps{
-			Store: db, Sandboxes: deps.Sandboxes, Logger: logger, Metrics: reg,
+			Store: db, Sandboxes: deps.Sandboxes, Logger: logger, Metrics: reg, AfterRun: afterRun,
 			CLI: claude.New(claude.Config{Bin: filepath.Join("/opt/techboss/claude", claudeRel),
 				Env: map[string]string{"CLAUDE_CODE_MAX_RETRIES": "2"}}),
 		})
