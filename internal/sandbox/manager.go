@@ -70,6 +70,8 @@ type Manager struct {
 	logs     map[string]*BuildLog
 	locks    map[string]*keyLock
 	checked  map[string]time.Time // last liveness check per running sandbox
+	// failedLogs lists failed creates whose build log is kept, oldest first.
+	failedLogs []string
 
 	m metrics
 }
@@ -296,6 +298,7 @@ func (m *Manager) fail(ctx context.Context, sb *Sandbox, cause error, blog *Buil
 	}
 	fmt.Fprintf(blog, "create failed: %s\n", reason)
 	log.Warn("sandbox create failed", "err", cause)
+	m.keepFailedLog(sb.ID)
 	sb.State = Failed
 	sb.Reason = reason
 	sb.UpdatedAt = m.now()
@@ -308,6 +311,20 @@ func (m *Manager) fail(ctx context.Context, sb *Sandbox, cause error, blog *Buil
 		return cause
 	}
 	return fmt.Errorf("create sandbox %s: %w", sb.ID, cause)
+}
+
+// maxFailedLogs bounds the build logs kept for failed creates (they are
+// what tells the user why); older ones are dropped.
+const maxFailedLogs = 64
+
+func (m *Manager) keepFailedLog(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.failedLogs = append(m.failedLogs, id)
+	for len(m.failedLogs) > maxFailedLogs {
+		delete(m.logs, m.failedLogs[0])
+		m.failedLogs = m.failedLogs[1:]
+	}
 }
 
 func (m *Manager) insertWithinQuota(ctx context.Context, sb *Sandbox) error {

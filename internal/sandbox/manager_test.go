@@ -300,6 +300,13 @@ func TestManagerBadSpecs(t *testing.T) {
 		if len(items) != 1 || items[0].Reason == "" {
 			t.Fatalf("failed records = %+v, want one with a reason", items)
 		}
+		blog, _, err := e.m.BuildLog(ctx, "alice", items[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data, _, done, _ := blog.Read(0); !done || !strings.Contains(string(data), "create failed") {
+			t.Errorf("failed create's log %q (done %v)", data, done)
+		}
 	})
 }
 
