@@ -36,7 +36,7 @@ type snapHarness struct {
 
 // newSnapshotHarness runs the API over a real local driver, the fs store
 // as the default, and a versitygw S3 server for named buckets.
-func newSnapshotHarness(t *testing.T) *snapHarness { return newSnapshotHarnessWith(t, nil) }
+func newSnapshotHarness(t *testing.T) *snapHarness { return newSnapshotHarnessWith(t, nil, nil) }
 
 // archiveOnly hides the local driver's host workspace, so the snapshot
 // service goes through tar streams as it does on drivers without one.
@@ -46,7 +46,7 @@ type archiveOnly struct {
 	sandbox.Files
 }
 
-func newSnapshotHarnessWith(t *testing.T, wrap func(*local.Driver) sandbox.Driver) *snapHarness {
+func newSnapshotHarnessWith(t *testing.T, wrap func(*local.Driver) sandbox.Driver, tweak func(*snapshot.ServiceDeps)) *snapHarness {
 	t.Helper()
 	why := ""
 	if os.Geteuid() != 0 {
@@ -95,11 +95,15 @@ func newSnapshotHarnessWith(t *testing.T, wrap func(*local.Driver) sandbox.Drive
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := snapshot.NewService(snapshot.ServiceDeps{
+	sd := snapshot.ServiceDeps{
 		Snapshotter: snapshot.New(snapshot.Config{Logger: log, Metrics: snapshot.NewMetrics(h.reg)}),
 		Index:       h.db, DefaultStore: def, Buckets: opener, Drivers: drivers,
 		OnTerminate: true, Logger: log,
-	})
+	}
+	if tweak != nil {
+		tweak(&sd)
+	}
+	svc, err := snapshot.NewService(sd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +333,7 @@ func TestSnapshotS3(t *testing.T) {
 }
 
 func TestSnapshotArchiveDriver(t *testing.T) {
-	h := newSnapshotHarnessWith(t, func(d *local.Driver) sandbox.Driver { return archiveOnly{d, d, d} })
+	h := newSnapshotHarnessWith(t, func(d *local.Driver) sandbox.Driver { return archiveOnly{d, d, d} }, nil)
 	ctx := context.Background()
 	if err := h.s3.CreateBucket(ctx, "arch"); err != nil {
 		t.Fatal(err)
@@ -356,5 +360,32 @@ func TestSnapshotArchiveDriver(t *testing.T) {
 	got := h.sh(h.alice, sb, `cd /workspace && cat seed.txt d/a && readlink l && test ! -e extra && test -d d/e && stat -c %a d`)
 	if want := "seedone\nd/a\n700\n"; got != want {
 		t.Errorf("after tar restore: %q, want %q", got, want)
+	}
+}
+
+func TestSnapshotRetention(t *testing.T) {
+	h := newSnapshotHarnessWith(t, nil, func(d *snapshot.ServiceDeps) {
+		d.Retention = snapshot.Retention{KeepLast: 2, Grace: time.Nanosecond}
+	})
+	sb := h.newSandbox(h.alice, nil)
+	var ids []string
+	for i := range 3 {
+		h.sh(h.alice, sb, "echo "+string(rune('a'+i))+" > /workspace/v")
+		r := h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", nil)
+		wantStatus(t, r, http.StatusCreated)
+		var taken snapshot.Taken
+		r.data(t, &taken)
+		ids = append(ids, taken.ID)
+	}
+	var list listSnapshotsResponse
+	h.do(h.alice, "GET", "/sandbox/"+sb+"/snapshots", nil).data(t, &list)
+	if len(list.Snapshots) != 2 || list.Snapshots[0].ID != ids[2] || list.Snapshots[1].ID != ids[1] {
+		t.Fatalf("after retention: %+v, want the last two", list.Snapshots)
+	}
+	wantStatus(t, h.do(h.alice, "GET", "/snapshots/"+ids[0], nil), http.StatusNotFound)
+	// The kept versions still restore.
+	wantStatus(t, h.do(h.alice, "POST", "/sandbox/"+sb+"/restore", map[string]string{"snapshot_id": ids[1]}), http.StatusOK)
+	if got := h.sh(h.alice, sb, "cat /workspace/v"); got != "b\n" {
+		t.Errorf("restored %q, want b", got)
 	}
 }
