@@ -138,7 +138,7 @@ type Result struct {
 	MirrorErr error
 }
 
-// ErrChanged marks a file that kept changing while it was being read.
+// errChanged marks a file that changed while it was being read.
 var errChanged = errors.New("file changed while being read")
 
 // Snapshot records dir as a new version at loc. Only content the store
