@@ -26,6 +26,7 @@ export function sandboxesView({ main }, args = []) {
   const showAll = h("input", { type: "checkbox" });
   showAll.addEventListener("change", () => refresh());
   const empty = h("p", { class: "muted", hidden: true }, "No sandboxes yet. Create one below.");
+  const more = h("p", { class: "muted small", hidden: true }, "Showing the newest 200 sandboxes.");
 
   const form = createForm(async (created) => {
     await refresh();
@@ -38,16 +39,17 @@ export function sandboxesView({ main }, args = []) {
     h("section", { class: "panel", "aria-labelledby": "sb-list-h" },
       h("div", { class: "row" }, h("h2", { id: "sb-list-h", class: "grow" }, "Your sandboxes"),
         field("Show terminated", showAll)),
-      listErr, table, empty),
+      listErr, table, empty, more),
     form);
 
   async function refresh() {
     if (stopped) return;
     clearTimeout(timer);
     try {
-      const [data, costs] = await Promise.all([api("GET", "/sandbox"), sandboxCosts()]);
+      const [data, costs] = await Promise.all([api("GET", "/sandbox?limit=200"), sandboxCosts()]);
       const list = Array.isArray(data) ? data : (data && (data.sandboxes || data.items)) || [];
       showError(listErr, null);
+      more.hidden = !(data && data.next_cursor);
       render(list, costs);
       // Poll while something is changing state.
       if (list.some((s) => s.status === "creating" || s.status === "terminating")) timer = setTimeout(refresh, 1500);
