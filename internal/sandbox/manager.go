@@ -70,6 +70,7 @@ type Manager struct {
 	logs     map[string]*BuildLog
 	locks    map[string]*keyLock
 	checked  map[string]time.Time // last liveness check per running sandbox
+	creating map[string]*createOp // creates in progress on this server
 	// failedLogs lists failed creates whose build log is kept, oldest first.
 	failedLogs []string
 
@@ -124,6 +125,7 @@ func NewManager(d Deps) (*Manager, error) {
 		busy:          map[string]int{},
 		logs:          map[string]*BuildLog{},
 		checked:       map[string]time.Time{},
+		creating:      map[string]*createOp{},
 		locks:         map[string]*keyLock{},
 	}
 	m.m = metrics{
@@ -248,9 +250,22 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 	m.mu.Unlock()
 	defer blog.close()
 
-	// Settle the record even if the client goes away.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.limits.CreateTimeout)
-	defer cancel()
+	// Settle the record even if the client goes away; only Terminate (or
+	// the create timeout) cancels a create.
+	base, cancelCreate := context.WithCancelCause(context.WithoutCancel(ctx))
+	cctx, cancel := context.WithTimeout(base, m.limits.CreateTimeout)
+	op := &createOp{cancel: cancelCreate, done: make(chan struct{})}
+	m.mu.Lock()
+	m.creating[sb.ID] = op
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.creating, sb.ID)
+		m.mu.Unlock()
+		close(op.done) // after the record settled: Terminate reads it next
+		cancel()
+		cancelCreate(nil)
+	}()
 	if spec.VolumeName != "" {
 		if err := m.repo.EnsureVolume(cctx, VolumeRecord{OwnerID: ownerID, Name: spec.VolumeName, Driver: drvName, CreatedAt: now}); err != nil {
 			return nil, m.fail(cctx, sb, fmt.Errorf("record volume: %w", err), blog, log, time.Now())
@@ -265,18 +280,25 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 	sb.Ref = ref
 	if m.hooks.AfterCreate != nil {
 		if err := m.hooks.AfterCreate(cctx, sb); err != nil {
-			if derr := drv.Destroy(cctx, ref); derr != nil {
+			if derr := drv.Destroy(context.WithoutCancel(cctx), ref); derr != nil {
 				log.Error("destroy after failed create hook", "err", derr)
 			}
 			return nil, m.fail(cctx, sb, fmt.Errorf("after create: %w", err), blog, log, start)
 		}
+	}
+	if context.Cause(cctx) != nil {
+		// Terminated (or timed out) after the driver finished: undo it.
+		if derr := drv.Destroy(context.WithoutCancel(cctx), ref); derr != nil {
+			log.Error("destroy after cancelled create", "err", derr)
+		}
+		return nil, m.fail(cctx, sb, context.Cause(cctx), blog, log, start)
 	}
 	sb.State = Running
 	sb.UpdatedAt = m.now()
 	sb.LastActiveAt = sb.UpdatedAt
 	if err := m.repo.UpdateSandbox(cctx, sb); err != nil {
 		// The sandbox runs but we could not record it: do not leak it.
-		if derr := drv.Destroy(cctx, ref); derr != nil {
+		if derr := drv.Destroy(context.WithoutCancel(cctx), ref); derr != nil {
 			log.Error("destroy after failed persist", "err", derr)
 		}
 		return nil, m.fail(cctx, sb, fmt.Errorf("persist running: %w", err), blog, log, start)
@@ -292,6 +314,16 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 // public error as is (it names the bad field), anything else wrapped.
 func (m *Manager) fail(ctx context.Context, sb *Sandbox, cause error, blog *BuildLog, log *slog.Logger, start time.Time) error {
 	m.m.create.WithLabelValues(sb.Driver, "error").Observe(time.Since(start).Seconds())
+	switch c := context.Cause(ctx); {
+	case c == nil:
+	case errors.Is(c, errCreateCancelled):
+		cause = errCreateCancelled
+	case errors.Is(c, context.DeadlineExceeded):
+		cause = errs.Wrap(errs.Unavailable, cause, fmt.Sprintf("create did not finish within %s", m.limits.CreateTimeout))
+	}
+	// Persist even when ctx was cancelled: the record must settle.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	reason := "create failed (see the server log)"
 	if pe, ok := errs.Public(cause); ok {
 		reason = pe.Message
@@ -312,6 +344,14 @@ func (m *Manager) fail(ctx context.Context, sb *Sandbox, cause error, blog *Buil
 	}
 	return fmt.Errorf("create sandbox %s: %w", sb.ID, cause)
 }
+
+// createOp is a create in progress on this server, so Terminate can cancel it.
+type createOp struct {
+	cancel context.CancelCauseFunc
+	done   chan struct{} // closed once the create's record settled
+}
+
+var errCreateCancelled = errs.E(errs.Conflict, "sandbox was terminated while creating")
 
 // maxFailedLogs bounds the build logs kept for failed creates (they are
 // what tells the user why); older ones are dropped.
@@ -548,7 +588,19 @@ func (m *Manager) terminate(ctx context.Context, id, reason string) (*Sandbox, e
 	case Terminated, Failed, Lost:
 		return sb, nil
 	case Creating:
-		return nil, errs.E(errs.Conflict, "sandbox is still creating; terminate it once it is running")
+		m.mu.Lock()
+		op := m.creating[id]
+		m.mu.Unlock()
+		if op == nil {
+			return nil, errs.E(errs.Conflict, "sandbox is still creating on another server; terminate it once it is running")
+		}
+		op.cancel(errCreateCancelled)
+		select {
+		case <-op.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for cancelled create %s: %w", id, ctx.Err())
+		}
+		return m.repo.GetSandbox(ctx, id)
 	}
 	log := m.log.With("sandbox_id", id)
 	if sb.State == Running {

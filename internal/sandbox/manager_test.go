@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -805,5 +807,78 @@ func TestManagerOnPostgres(t *testing.T) {
 	}
 	if _, _, err := e.exec("alice", b.ID, "true"); err != nil {
 		t.Fatalf("exec after restart: %v", err)
+	}
+}
+
+// gate is a host HTTP server a build step blocks on (curl) until released:
+// it holds a sandbox in `creating` for exactly as long as a test needs.
+type gate struct {
+	url     string
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func newGate(t *testing.T) *gate {
+	t.Helper()
+	g := &gate{arrived: make(chan struct{}), release: make(chan struct{})}
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(g.arrived) })
+		select {
+		case <-g.release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() {
+		select {
+		case <-g.release:
+		default:
+			close(g.release)
+		}
+		srv.Close()
+	})
+	g.url = srv.URL
+	return g
+}
+
+func (g *gate) spec() sandbox.Spec {
+	return sandbox.Spec{DockerfileCommands: []string{"RUN curl -sf " + g.url + "/"}}
+}
+
+func TestTerminateWhileCreating(t *testing.T) {
+	e := newEnv(t, nil)
+	g := newGate(t)
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.m.Create(ctx, "alice", g.spec())
+		done <- err
+	}()
+	<-g.arrived
+	items, _, err := e.m.List(ctx, "alice", sandbox.ListFilter{States: []sandbox.State{sandbox.Creating}})
+	if err != nil || len(items) != 1 {
+		t.Fatalf("creating = %v, %v", items, err)
+	}
+	_, err = e.m.Terminate(ctx, "bob", items[0].ID)
+	wantKind(t, err, errs.NotFound)
+	got, err := e.m.Terminate(ctx, "alice", items[0].ID)
+	if err != nil || got.State != sandbox.Failed || !strings.Contains(got.Reason, "terminated while creating") {
+		t.Fatalf("Terminate while creating = %+v, %v", got, err)
+	}
+	wantKind(t, <-done, errs.Conflict)
+	// Terminating it again is a no-op.
+	if got, err := e.m.Terminate(ctx, "alice", items[0].ID); err != nil || got.State != sandbox.Failed {
+		t.Fatalf("second Terminate = %+v, %v", got, err)
+	}
+}
+
+func TestCreateTimeoutSettlesTheRecord(t *testing.T) {
+	e := newEnv(t, func(e *env) { e.limits.CreateTimeout = 300 * time.Millisecond })
+	g := newGate(t) // never released while the create runs: it cannot finish in time
+	_, err := e.m.Create(context.Background(), "alice", g.spec())
+	wantKind(t, err, errs.Unavailable)
+	items, _ := e.db.ListSandboxes(context.Background(), sandbox.ListFilter{OwnerID: "alice"})
+	if len(items) != 1 || items[0].State != sandbox.Failed || !strings.Contains(items[0].Reason, "did not finish within") {
+		t.Fatalf("records %+v, want one failed for the timeout", items)
 	}
 }
