@@ -303,15 +303,7 @@ func (s *server) handleSandboxLogs(w http.ResponseWriter, r *http.Request) error
 
 // chunkJSON encodes output bytes as an outputChunk.
 func chunkJSON(p []byte) []byte {
-	var c outputChunk
-	if utf8.Valid(p) {
-		s := string(p)
-		c.Data = &s
-	} else {
-		c.DataB64 = base64.StdEncoding.EncodeToString(p)
-	}
-	b, _ := json.Marshal(c)
-	return b
+	return appendChunkJSON(nil, p)
 }
 
 func (s *server) handleExec(w http.ResponseWriter, r *http.Request) error {
@@ -501,6 +493,7 @@ type sseOutput struct {
 	st    *sseStream
 	event string
 	carry []byte
+	frame []byte // the event being written, reused across writes
 }
 
 func (o *sseOutput) Write(p []byte) (int, error) {
@@ -516,7 +509,8 @@ func (o *sseOutput) Write(p []byte) (int, error) {
 	if len(chunk) == 0 {
 		return len(p), nil
 	}
-	if err := o.st.Event("", o.event, chunkJSON(chunk)); err != nil {
+	o.frame = appendChunkEvent(o.frame[:0], o.event, chunk)
+	if err := o.st.write(o.frame); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -1,0 +1,94 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// decodeChunk is what clients do with an output event's data.
+func decodeChunk(t *testing.T, b []byte) (out []byte, b64 bool) {
+	t.Helper()
+	var c struct {
+		Data    *string `json:"data"`
+		DataB64 *string `json:"data_b64"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		t.Fatalf("chunk %q is not JSON: %v", b, err)
+	}
+	if (c.Data == nil) == (c.DataB64 == nil) {
+		t.Fatalf("chunk %q must have exactly one of data, data_b64", b)
+	}
+	if c.Data != nil {
+		return []byte(*c.Data), false
+	}
+	p, err := base64.StdEncoding.DecodeString(*c.DataB64)
+	if err != nil {
+		t.Fatalf("chunk %q: %v", b, err)
+	}
+	return p, true
+}
+
+func TestChunkJSON(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		b64  bool
+	}{
+		{"empty", "", false},
+		{"text", "hello <b>&</b> \"quoted\" back\\slash\ttab\r\nline\n", false},
+		{"multibyte", strings.Repeat("é€😀", 100), false},
+		{"some control bytes", "a\x00b\x01c\x1fd" + strings.Repeat("x", 100), false},
+		{"newlines", strings.Repeat("\n", 4096), false},
+		{"zeros", strings.Repeat("\x00", 4096), true},
+		{"mostly control", strings.Repeat("\x01\x02x", 1000), true},
+		{"invalid utf-8", "ok\xff\xfe\x00end", true},
+		{"cut rune", "ab\xe2\x82", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := appendChunkJSON([]byte("prefix"), []byte(tc.in))
+			if !bytes.HasPrefix(got, []byte("prefix")) {
+				t.Fatalf("dst prefix lost: %q", got)
+			}
+			got = got[len("prefix"):]
+			if bytes.ContainsAny(got, "\r\n") {
+				t.Fatalf("raw newline in %q", got)
+			}
+			out, b64 := decodeChunk(t, got)
+			if string(out) != tc.in || b64 != tc.b64 {
+				t.Fatalf("round trip: got %q (base64 %v), want %q (base64 %v)", out, b64, tc.in, tc.b64)
+			}
+		})
+	}
+	ev := appendChunkEvent(nil, "stdout", []byte("a\nb"))
+	if want := "event: stdout\ndata: {\"data\":\"a\\nb\"}\n\n"; string(ev) != want {
+		t.Fatalf("event = %q, want %q", ev, want)
+	}
+}
+
+// FuzzChunkJSON: any output bytes survive the encoding, as one SSE data
+// line, and text without control bytes stays text.
+func FuzzChunkJSON(f *testing.F) {
+	for _, s := range []string{"", "hi\n", "\x00\x00\x00", "é€", "\xff", "\"\\", "\u2028<>&"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		got := appendChunkJSON(nil, p)
+		if bytes.ContainsAny(got, "\r\n") {
+			t.Fatalf("raw newline in %q", got)
+		}
+		out, b64 := decodeChunk(t, got)
+		if !bytes.Equal(out, p) {
+			t.Fatalf("round trip: got %q, want %q", out, p)
+		}
+		plain := utf8.Valid(p) && !bytes.ContainsFunc(p, func(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' && r != '\r' })
+		if plain && b64 {
+			t.Fatalf("text %q was sent as base64", p)
+		}
+	})
+}
