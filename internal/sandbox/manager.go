@@ -847,13 +847,14 @@ func (m *Manager) Run(ctx context.Context) error {
 
 // Reconcile runs once at start: every non-terminal sandbox is either
 // re-adopted (the driver still runs it), finished (terminating), failed
-// (creating was interrupted) or marked lost.
+// (creating was interrupted) or marked lost. Only failing to list is an
+// error: one sandbox that cannot be settled is logged (the reaper retries
+// unfinished terminates) and must not keep the server from starting.
 func (m *Manager) Reconcile(ctx context.Context) error {
 	items, err := m.repo.ListSandboxes(ctx, ListFilter{States: []State{Creating, Running, Terminating}})
 	if err != nil {
 		return fmt.Errorf("reconcile: list: %w", err)
 	}
-	var errList []error
 	for _, sb := range items {
 		log := m.log.With("sandbox_id", sb.ID, "driver", sb.Driver)
 		drv, ok := m.drivers[sb.Driver]
@@ -874,7 +875,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			t := sb.UpdatedAt
 			sb.TerminatedAt = &t
 			if err := m.repo.UpdateSandbox(ctx, sb); err != nil {
-				errList = append(errList, fmt.Errorf("reconcile %s: %w", sb.ID, err))
+				log.Error("reconcile: persist failed create", "err", err)
 			}
 		case Running:
 			alive, err := drv.Recover(ctx, sb.Ref)
@@ -892,11 +893,11 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			m.markLost(ctx, sb, "the sandbox did not survive a server restart")
 		case Terminating:
 			if _, err := m.terminate(ctx, sb.ID, sb.Reason); err != nil {
-				errList = append(errList, fmt.Errorf("reconcile %s: %w", sb.ID, err))
+				log.Error("reconcile: finish terminate (the reaper retries)", "err", err)
 			}
 		}
 	}
-	return errors.Join(errList...)
+	return nil
 }
 
 // files returns the owner's running sandbox and its Files capability.
