@@ -68,6 +68,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	res, err := s.deps.Auth.Login(r.Context(), req.Email, req.Password, clientIP(r))
+	s.metrics.logins.WithLabelValues(loginResult(err)).Inc()
 	if err != nil {
 		return err
 	}
@@ -169,4 +170,22 @@ func (s *server) handleCreateUser(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	return writeJSON(w, http.StatusCreated, u)
+}
+
+// loginResult is the metric label for a login outcome.
+func loginResult(err error) string {
+	switch errs.KindOf(err) {
+	case errs.Internal:
+		if err == nil {
+			return "ok"
+		}
+		return "error"
+	case errs.Unauthenticated:
+		return "rejected"
+	case errs.TooMany:
+		return "throttled"
+	case errs.Invalid, errs.Malformed:
+		return "invalid"
+	}
+	return "error"
 }

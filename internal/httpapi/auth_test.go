@@ -210,6 +210,16 @@ func TestLoginThrottle(t *testing.T) {
 	wantStatus(t, h.login(h.client(), "fay@example.com", testPassword), http.StatusOK)
 	wantStatus(t, h.login(h.client(), "fay@example.com", "wrong"), http.StatusUnauthorized)
 	wantStatus(t, h.login(h.client(), "fay@example.com", testPassword), http.StatusOK)
+	m := string(h.do(h.client(), "GET", "/metrics", nil).body)
+	for _, want := range []string{
+		`techboss_auth_logins_total{result="ok"} 3`,
+		`techboss_auth_logins_total{result="rejected"} 4`,
+		`techboss_auth_logins_total{result="throttled"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
 
 func TestLoginThrottlePerIP(t *testing.T) {

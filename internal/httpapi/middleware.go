@@ -168,6 +168,7 @@ func (s *server) observe(next http.Handler) http.Handler {
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	logins   *prometheus.CounterVec
 }
 
 func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
@@ -182,8 +183,13 @@ func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"route"}),
 	}
+	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "techboss_auth_logins_total",
+		Help: "Password logins by result: ok, rejected (bad credentials), throttled, invalid, error.",
+	}, []string{"result"})
 	m.requests = register(reg, m.requests)
 	m.duration = register(reg, m.duration)
+	m.logins = register(reg, m.logins)
 	return m
 }
 
