@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -91,4 +92,29 @@ func FuzzChunkJSON(f *testing.F) {
 			t.Fatalf("text %q was sent as base64", p)
 		}
 	})
+}
+
+func TestNeedsEscape8(t *testing.T) {
+	for c := range 256 {
+		for pos := range 8 {
+			b := []byte("abcdefgh")
+			b[pos] = byte(c)
+			want := c < 0x20 || c == '"' || c == '\\'
+			if got := needsEscape8(binary.LittleEndian.Uint64(b)); want && !got {
+				t.Fatalf("byte %#x at %d: needsEscape8 = false", c, pos)
+			}
+		}
+	}
+	if needsEscape8(binary.LittleEndian.Uint64([]byte("plain é!"))) {
+		t.Fatal("plain text flagged")
+	}
+}
+
+func BenchmarkChunkJSON(b *testing.B) {
+	p := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ é€\n"), 4000)
+	b.SetBytes(int64(len(p)))
+	var dst []byte
+	for range b.N {
+		dst = appendChunkJSON(dst[:0], p)
+	}
 }

@@ -393,13 +393,16 @@ func (s *server) handleExec(w http.ResponseWriter, r *http.Request) error {
 	var hb sync.WaitGroup
 	hb.Go(func() { _ = st.Heartbeat(hbCtx, sseHeartbeat) })
 	defer func() { stopHB(); hb.Wait() }()
-	stdout := &sseOutput{st: st, event: "stdout"}
-	stderr := &sseOutput{st: st, event: "stderr"}
+	batch := newSSEBatcher(st, execBatchMax)
+	defer batch.close()
+	stdout := &sseOutput{st: st, event: "stdout", batch: batch}
+	stderr := &sseOutput{st: st, event: "stderr", batch: batch}
 	ereq.Stdout, ereq.Stderr = stdout, stderr
 	start := time.Now()
 	est, err := m.Exec(ctx, owner, id, ereq)
-	// Anything held back waiting for the rest of a UTF-8 sequence goes now.
-	if ferr := errors.Join(stdout.flush(), stderr.flush()); ferr != nil && err == nil {
+	// Anything held back waiting for the rest of a UTF-8 sequence goes now,
+	// and every queued event before the exit event.
+	if ferr := errors.Join(stdout.flush(), stderr.flush(), batch.close()); ferr != nil && err == nil {
 		err = ferr
 	}
 	exit, err := s.exitOf(r, ctx, est, err, start)
@@ -493,7 +496,8 @@ type sseOutput struct {
 	st    *sseStream
 	event string
 	carry []byte
-	frame []byte // the event being written, reused across writes
+	frame []byte      // the event being written, reused across writes
+	batch *sseBatcher // when set, events go through it instead of straight to st
 }
 
 func (o *sseOutput) Write(p []byte) (int, error) {
@@ -509,8 +513,7 @@ func (o *sseOutput) Write(p []byte) (int, error) {
 	if len(chunk) == 0 {
 		return len(p), nil
 	}
-	o.frame = appendChunkEvent(o.frame[:0], o.event, chunk)
-	if err := o.st.write(o.frame); err != nil {
+	if err := o.send(chunk); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -524,7 +527,16 @@ func (o *sseOutput) flush() error {
 	}
 	c := o.carry
 	o.carry = nil
-	return o.st.Event("", o.event, chunkJSON(c))
+	return o.send(c)
+}
+
+// send writes one output event; o.mu is held.
+func (o *sseOutput) send(chunk []byte) error {
+	if o.batch != nil {
+		return o.batch.event(o.event, chunk)
+	}
+	o.frame = appendChunkEvent(o.frame[:0], o.event, chunk)
+	return o.st.write(o.frame)
 }
 
 // incompleteTail returns how many trailing bytes of b start a UTF-8
