@@ -63,8 +63,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		}
 	}
 
+	dom, err := wire(ctx, cfg, getenv, log, reg, db, authSvc)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, c := range dom.closers {
+			c()
+		}
+	}()
+
 	stopping := make(chan struct{})
 	handler := httpapi.NewServer(httpapi.Deps{
+		Sandboxes:      dom.sandboxes,
+		Snapshots:      dom.snapshots,
+		Runs:           dom.runs,
+		Gateway:        dom.gateway,
+		LLM:            dom.llm,
 		Logger:         log,
 		Store:          db,
 		Auth:           authSvc,
@@ -102,6 +117,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return nil
 	})
 	g.Go(func() error { return pruneSessions(gctx, authSvc, log) })
+	for _, r := range dom.runners {
+		g.Go(func() error { return r(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())

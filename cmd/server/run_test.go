@@ -5,11 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,16 +22,47 @@ import (
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
+// sandboxInit is the techboss-sandbox-init helper built for these tests
+// (the local sandbox driver needs it; `make build` puts it next to the server).
+var sandboxInit string
+
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
+	dir, err := os.MkdirTemp("", "techboss-server-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	sandboxInit = filepath.Join(dir, "techboss-sandbox-init")
+	cmd := exec.Command("go", "build", "-o", sandboxInit, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build techboss-sandbox-init: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := func() int {
+		defer os.RemoveAll(dir)
+		return goleakRun(m)
+	}()
+	os.Exit(code)
+}
+
+func goleakRun(m *testing.M) int {
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener")); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			return 1
+		}
+	}
+	return code
 }
 
 // instance is a server started by run in the background.
 type instance struct {
 	url    string
 	cancel context.CancelFunc // begins shutdown without waiting
-	msgs chan string // every log message, in order
-	stop func() string
+	msgs   chan string        // every log message, in order
+	stop   func() string
 }
 
 // start runs the server with env; stop cancels it, waits for run to return
@@ -41,7 +73,19 @@ func start(t *testing.T, env map[string]string) *instance {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, nil, func(k string) string { return env[k] }, strings.NewReader(""), io.Discard, pw)
+		getenv := func(k string) string {
+			if v, ok := env[k]; ok {
+				return v
+			}
+			switch k {
+			case "TECHBOSS_SANDBOX_INIT":
+				return sandboxInit
+			case "TECHBOSS_CLAUDE_BIN":
+				return os.Getenv(k)
+			}
+			return ""
+		}
+		done <- run(ctx, nil, getenv, strings.NewReader(""), io.Discard, pw)
 		pw.Close()
 	}()
 	addr := make(chan string, 1)
@@ -219,7 +263,6 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("run did not finish cleanly:\n%s", logs)
 	}
 }
-
 
 func TestRunPostgres(t *testing.T) {
 	exercise(t, map[string]string{

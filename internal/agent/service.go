@@ -82,6 +82,11 @@ type Deps struct {
 	Logger  *slog.Logger
 	Metrics prometheus.Registerer // nil: not registered
 	Now     func() time.Time
+	// AfterRun, if set, is called with the final run before its done event
+	// is published, while the run still counts as active (e.g. to snapshot
+	// the workspace). It runs on the run's own goroutine, so shutdown waits
+	// for it; it is skipped when the server is shutting down.
+	AfterRun func(ctx context.Context, r Run)
 }
 
 // Service starts, follows, cancels and recovers agent runs. Runs live on
@@ -97,6 +102,8 @@ type Service struct {
 	now   func() time.Time
 	hub   *Hub
 	m     metrics
+	// afterRun is Deps.AfterRun.
+	afterRun func(ctx context.Context, r Run)
 
 	submit  chan *job
 	ready   chan struct{} // closed when Run has interrupted stale runs
@@ -176,6 +183,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, store: d.Store, cli: d.CLI, sbx: d.Sandboxes, gw: d.Gateway, log: d.Logger, now: d.Now,
+		afterRun:  d.AfterRun,
 		hub:       NewHub(d.Store, d.Now, cfg.SubscriberBuffer),
 		submit:    make(chan *job),
 		ready:     make(chan struct{}),
@@ -720,6 +728,12 @@ func (s *Service) finish(ctx context.Context, shutdown bool, j *job, st sandbox.
 	}
 	if err := s.store.UpdateRun(ctx, r); err != nil {
 		log.Error("persist final run", "err", err)
+	}
+	// The after-run work (the workspace snapshot) happens while the run
+	// still counts as active, so "done" means the version exists and no
+	// restore or new run can race it.
+	if s.afterRun != nil && !shutdown {
+		s.afterRun(ctx, r)
 	}
 	// Forget the job before announcing the end, so a client reacting to
 	// "done" (cancel, a new run) sees the run as finished.

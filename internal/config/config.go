@@ -44,6 +44,14 @@ type Config struct {
 	S3Bucket         string // S3_BUCKET
 	S3Region         string // S3_REGION (else the AWS default chain's region)
 
+	ClaudeBin           string // TECHBOSS_CLAUDE_BIN: host path of the Claude Code CLI mounted into sandboxes
+	SandboxInit         string // TECHBOSS_SANDBOX_INIT: the static techboss-sandbox-init helper
+	MaxSandboxesPerUser int    // TECHBOSS_MAX_SANDBOXES_PER_USER
+	SnapshotAfterRun    bool   // TECHBOSS_SNAPSHOT_AFTER_RUN
+	SnapshotOnStop      bool   // TECHBOSS_SNAPSHOT_ON_STOP: before terminate and idle stop
+	ModalApp            string // MODAL_APP_NAME
+	ModalEnvironment    string // MODAL_ENVIRONMENT
+
 	ModalTokenID     string      // MODAL_TOKEN_ID
 	ModalTokenSecret auth.Secret // MODAL_TOKEN_SECRET
 	AnthropicAPIKey  auth.Secret // ANTHROPIC_API_KEY
@@ -70,13 +78,20 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long in-flight requests get on shutdown", duration(&c.ShutdownTimeout)},
 		{"TECHBOSS_ADMIN_EMAIL", "admin-email", "", "first admin's email, created on start when no user exists", str(&c.AdminEmail)},
 		{"TECHBOSS_ADMIN_PASSWORD", "admin-password", "", "first admin's password (with TECHBOSS_ADMIN_EMAIL)", secret(&c.AdminPassword)},
-		{"TECHBOSS_SANDBOX_DRIVER", "sandbox-driver", "local", "local | modal | docker", oneOf(&c.SandboxDriver, "local", "modal", "docker")},
+		{"TECHBOSS_SANDBOX_DRIVER", "sandbox-driver", "local", "local | modal", oneOf(&c.SandboxDriver, "local", "modal")},
 		{"TECHBOSS_BLOB_STORE", "blob-store", "fs", "fs | s3", oneOf(&c.BlobStore, "fs", "s3")},
 		{"TECHBOSS_CLAUDE_CREDENTIALS", "claude-credentials", "gateway", "gateway | direct", oneOf(&c.ClaudeCredentials, "gateway", "direct")},
 		{"S3_ENDPOINT", "s3-endpoint", "", "S3-compatible endpoint URL (empty: AWS)", str(&c.S3Endpoint)},
 		{"S3_FORCE_PATH_STYLE", "s3-force-path-style", "false", "use path-style S3 addressing", boolean(&c.S3ForcePathStyle)},
 		{"S3_BUCKET", "s3-bucket", "", "bucket for the s3 blob store", str(&c.S3Bucket)},
 		{"S3_REGION", "s3-region", "", "S3 region (empty: from the AWS configuration)", str(&c.S3Region)},
+		{"TECHBOSS_CLAUDE_BIN", "claude-bin", "", "host path of the Claude Code CLI (default: ./.tools/claude/node_modules/.bin/claude)", str(&c.ClaudeBin)},
+		{"TECHBOSS_SANDBOX_INIT", "sandbox-init", "", "path of techboss-sandbox-init (default: next to the server binary, then PATH)", str(&c.SandboxInit)},
+		{"TECHBOSS_MAX_SANDBOXES_PER_USER", "max-sandboxes-per-user", "10", "running sandboxes a user may have at once (0: no cap)", count(&c.MaxSandboxesPerUser)},
+		{"TECHBOSS_SNAPSHOT_AFTER_RUN", "snapshot-after-run", "true", "snapshot the workspace after every agent run", boolean(&c.SnapshotAfterRun)},
+		{"TECHBOSS_SNAPSHOT_ON_STOP", "snapshot-on-stop", "true", "snapshot the workspace before terminate and idle stop", boolean(&c.SnapshotOnStop)},
+		{"MODAL_APP_NAME", "modal-app", "techboss", "Modal App the sandboxes belong to", str(&c.ModalApp)},
+		{"MODAL_ENVIRONMENT", "modal-environment", "", "Modal environment (empty: the profile's default)", str(&c.ModalEnvironment)},
 		{"MODAL_TOKEN_ID", "modal-token-id", "", "Modal token ID (modal driver)", str(&c.ModalTokenID)},
 		{"MODAL_TOKEN_SECRET", "modal-token-secret", "", "Modal token secret (modal driver)", secret(&c.ModalTokenSecret)},
 		{"ANTHROPIC_API_KEY", "anthropic-api-key", "", "Anthropic API key for the gateway", secret(&c.AnthropicAPIKey)},
@@ -273,6 +288,17 @@ func boolean(p *bool) func(string) error {
 			return errors.New("must be true or false")
 		}
 		*p = b
+		return nil
+	}
+}
+
+func count(p *int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			return errors.New("must be a whole number >= 0")
+		}
+		*p = n
 		return nil
 	}
 }

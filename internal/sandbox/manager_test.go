@@ -508,11 +508,6 @@ func TestLostWhileRunning(t *testing.T) {
 	sb := e.create("alice", sandbox.Spec{})
 	killBehindBack(t, sb.ID)
 	_, _, err := e.exec("alice", sb.ID, "true")
-	if err != nil && errs.KindOf(err) == errs.Internal {
-		// local's Recover checks the init PID's start time, which a zombie
-		// keeps until it is reaped: a race the driver owner is asked to close.
-		t.Skipf("why: local driver still reported the killed sandbox alive (zombie init not yet reaped): %v", err)
-	}
 	wantKind(t, err, errs.Conflict)
 	if got := e.state(sb.ID); got.State != sandbox.Lost || got.Reason == "" {
 		t.Fatalf("after a failed exec in a killed sandbox: %s (%q), want lost", got.State, got.Reason)
@@ -763,9 +758,6 @@ func TestReaperFindsLost(t *testing.T) {
 	e.clock.Advance(31 * time.Second)
 	e.reap(0)
 	got := e.state(sb.ID)
-	if got.State == sandbox.Running {
-		t.Skip("why: local driver still reported the killed sandbox alive (zombie init not yet reaped; reported to its owner)")
-	}
 	if got.State != sandbox.Lost || got.Reason == "" {
 		t.Fatalf("killed sandbox: %s (%q), want lost", got.State, got.Reason)
 	}

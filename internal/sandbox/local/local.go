@@ -772,7 +772,26 @@ func (st *state) alive() bool {
 		return false
 	}
 	start, err := procStart(st.InitPID)
-	return err == nil && start == st.InitStart
+	if err != nil || start != st.InitStart {
+		return false
+	}
+	// A killed init that its parent has not reaped yet keeps its start
+	// time: a zombie (Z) or dying (X) init is a dead sandbox.
+	state, err := procState(st.InitPID)
+	return err == nil && state != 'Z' && state != 'X'
+}
+
+// procState returns the state letter of /proc/PID/stat (R, S, D, Z, X, ...).
+func procState(pid int) (byte, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, errors.New("malformed /proc stat")
+	}
+	return b[i+2], nil
 }
 
 // Recover re-adopts a sandbox started by an earlier Driver (or server

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/techbossai/techboss/client"
+	"github.com/techbossai/techboss/internal/modeltest"
+)
+
+// TestOriginalDesignFlow drives the whole wired server the way the original
+// design's curl examples do: create a sandbox, run Claude Code in it (the
+// real CLI, in a real local sandbox, through the gateway, against a
+// scripted model), read the plain SSE stream to [DONE], find the agent's
+// file in the workspace and the after-run snapshot, then terminate.
+func TestOriginalDesignFlow(t *testing.T) {
+	claudeBin := modeltest.ClaudeBin(t)
+	const upstreamKey = "sk-ant-upstream-e2e-0123456789"
+	model := modeltest.New(t,
+		modeltest.Bash("echo made-by-agent > /workspace/agent.txt"),
+		modeltest.Text("I wrote agent.txt for you."),
+	)
+	env := map[string]string{
+		"PORT": "0", "TECHBOSS_HOST": "127.0.0.1", "TECHBOSS_DATA_DIR": t.TempDir(),
+		"TECHBOSS_ADMIN_EMAIL": "admin@example.com", "TECHBOSS_ADMIN_PASSWORD": "bootstrap-password-1",
+		"ANTHROPIC_BASE_URL": model.URL, "ANTHROPIC_API_KEY": upstreamKey,
+		"TECHBOSS_CLAUDE_BIN": claudeBin,
+	}
+	in := start(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	c, _ := client.New(in.url)
+	if _, err := c.Login(ctx, env["TECHBOSS_ADMIN_EMAIL"], env["TECHBOSS_ADMIN_PASSWORD"]); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.CreateToken(ctx, "e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(method, path, body string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(context.WithoutCancel(ctx), method, in.url+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok.Token)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		return res
+	}
+	readJSON := func(res *http.Response, want int, v any) {
+		t.Helper()
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != want {
+			t.Fatalf("%s %s: got %d, want %d: %s", res.Request.Method, res.Request.URL.Path, res.StatusCode, want, b)
+		}
+		if v != nil {
+			if err := json.Unmarshal(b, v); err != nil {
+				t.Fatalf("decode %s: %v", b, err)
+			}
+		}
+	}
+
+	// The original design's create body and answer.
+	var created struct {
+		Data map[string]any `json:"data"`
+	}
+	readJSON(call("POST", "/sandbox", `{"image_base":"host","dockerfile_commands":[],"volume_name":"",
+		"s3_bucket_name":"","s3_key_prefix":"","init_from_s3":false}`), 200, &created)
+	id, _ := created.Data["sandbox_id"].(string)
+	if id != "" {
+		t.Cleanup(func() { // a failed test must not leave the sandbox running
+			req, _ := http.NewRequest("DELETE", in.url+"/sandbox/"+id, nil)
+			req.Header.Set("Authorization", "Bearer "+tok.Token)
+			if res, err := http.DefaultClient.Do(req); err == nil {
+				res.Body.Close()
+			}
+		})
+	}
+	if id == "" || created.Data["status"] != "running" || created.Data["created_at"] == nil {
+		t.Fatalf("create answer = %v, want sandbox_id, status running, created_at", created.Data)
+	}
+
+	// The plain SSE form: assistant text as data lines, then [DONE].
+	res := call("POST", "/sandbox/"+id+"/claude", `{"prompt":"write agent.txt"}`)
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("claude: status %d, content type %q: %s", res.StatusCode, res.Header.Get("Content-Type"), body)
+	}
+	if !bytes.Contains(body, []byte("data: I wrote agent.txt for you.\n")) || !bytes.HasSuffix(bytes.TrimRight(body, "\n"), []byte("data: [DONE]")) {
+		t.Fatalf("claude stream lacks the text or the final [DONE]:\n%s", body)
+	}
+	if bytes.Contains(body, []byte(upstreamKey)) {
+		t.Fatal("the upstream key reached the stream")
+	}
+
+	// The Bash tool really ran in the sandbox.
+	var file bytes.Buffer
+	if _, err := c.ReadFile(ctx, id, "/workspace/agent.txt", &file); err != nil || file.String() != "made-by-agent\n" {
+		t.Fatalf("agent.txt = %q, %v; want made-by-agent", file.String(), err)
+	}
+
+	// The run was snapshotted before its done event: a version with trigger "run".
+	var snaps struct {
+		Data struct {
+			Snapshots []struct {
+				ID      string `json:"snapshot_id"`
+				Trigger string `json:"trigger"`
+				RunID   string `json:"run_id"`
+			} `json:"snapshots"`
+		} `json:"data"`
+	}
+	readJSON(call("GET", "/sandbox/"+id+"/snapshots", ""), 200, &snaps)
+	if got := snaps.Data.Snapshots; len(got) != 1 || got[0].Trigger != "run" || got[0].RunID == "" {
+		t.Fatalf("snapshots after the run = %+v, want one with trigger run and its run id", got)
+	}
+
+	// Usage was metered through the gateway against the scripted model's figures.
+	var usage struct {
+		Data struct {
+			Total struct {
+				Requests int `json:"requests"`
+				Usage    struct {
+					Input  int64 `json:"input_tokens"`
+					Output int64 `json:"output_tokens"`
+				} `json:"usage"`
+				Cost float64 `json:"cost_usd"`
+			} `json:"total"`
+		} `json:"data"`
+	}
+	readJSON(call("GET", "/usage?group_by=model", ""), 200, &usage)
+	rep := model.Reported()
+	if tot := usage.Data.Total; tot.Requests != 2 || tot.Usage.Input != rep.InputTokens || tot.Usage.Output != rep.OutputTokens || tot.Cost <= 0 {
+		t.Fatalf("usage total = %+v, want 2 requests, %d/%d tokens as the model reported, and a cost", tot, rep.InputTokens, rep.OutputTokens)
+	}
+
+	readJSON(call("DELETE", "/sandbox/"+id, ""), 200, nil)
+	var got struct {
+		Data map[string]any `json:"data"`
+	}
+	readJSON(call("GET", "/sandbox/"+id, ""), 200, &got)
+	if got.Data["status"] != "terminated" {
+		t.Fatalf("status after DELETE = %v, want terminated", got.Data["status"])
+	}
+	logs := in.stop()
+	if strings.Contains(logs, upstreamKey) || strings.Contains(logs, tok.Token) {
+		t.Fatal("a secret reached the server logs")
+	}
+}

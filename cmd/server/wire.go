@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/agent/claude"
+	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/blob"
+	blobfs "github.com/techbossai/techboss/internal/blob/fs"
+	blobs3 "github.com/techbossai/techboss/internal/blob/s3"
+	"github.com/techbossai/techboss/internal/config"
+	"github.com/techbossai/techboss/internal/httpapi"
+	"github.com/techbossai/techboss/internal/llm"
+	llmanthropic "github.com/techbossai/techboss/internal/llm/anthropic"
+	"github.com/techbossai/techboss/internal/llm/bedrock"
+	"github.com/techbossai/techboss/internal/llm/gateway"
+	llmopenai "github.com/techbossai/techboss/internal/llm/openai"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/sandbox/modal"
+	"github.com/techbossai/techboss/internal/snapshot"
+	"github.com/techbossai/techboss/internal/store"
+)
+
+// claudeMount is where the host's Claude Code CLI install is mounted
+// read-only inside local sandboxes.
+const claudeMount = "/opt/techboss/claude"
+
+// domains is the wired domain graph: what the HTTP server serves and the
+// long-lived parts run() starts under its errgroup.
+type domains struct {
+	sandboxes *sandbox.Manager
+	snapshots *snapshot.Service
+	runs      *agent.Service
+	gateway   *gateway.Gateway
+	llm       *httpapi.LLMDeps
+	// runners are started by run() and return when ctx is done.
+	runners []func(ctx context.Context) error
+	// closers release resources after the runners stopped.
+	closers []func()
+}
+
+// wire builds sandboxes (driver + Manager), snapshots, agent runs, the LLM
+// gateway and /v1/chat from the configuration.
+func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, log *slog.Logger, reg *prometheus.Registry, db *store.DB, authSvc *auth.Service) (*domains, error) {
+	d := &domains{}
+
+	// Sandbox drivers.
+	drivers := map[string]sandbox.Driver{}
+	var mounts []sandbox.Mount
+	claudeBin := "claude" // on the image's PATH unless a host install is mounted
+	switch cfg.SandboxDriver {
+	case "local":
+		initBin := cfg.SandboxInit
+		if initBin == "" {
+			p, err := local.FindInitBinary()
+			if err != nil {
+				return nil, fmt.Errorf("config: TECHBOSS_SANDBOX_INIT: %w (build it with `make build`)", err)
+			}
+			initBin = p
+		}
+		drv, err := local.New(local.Options{
+			DataDir: filepath.Join(cfg.DataDir, "sandboxes"), InitBinary: initBin,
+			Logger: log.With("component", "sandbox/local"), Metrics: reg,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("local sandbox driver: %w", err)
+		}
+		drivers["local"] = drv
+		if prefix, rel, ok := claudeInstall(cfg.ClaudeBin); ok {
+			mounts = append(mounts, sandbox.Mount{Source: prefix, Target: claudeMount, ReadOnly: true})
+			claudeBin = filepath.Join(claudeMount, rel)
+		} else {
+			log.Warn("the Claude Code CLI was not found on the host; agent runs need `claude` on the image's PATH (run `make run` to install it, or set TECHBOSS_CLAUDE_BIN)")
+		}
+	case "modal":
+		var allowed []string
+		if u, err := url.Parse(cfg.PublicURL); err == nil && u.Hostname() != "" {
+			allowed = append(allowed, u.Hostname())
+		}
+		drv, err := modal.New(ctx, modal.Options{
+			TokenID: cfg.ModalTokenID, TokenSecret: string(cfg.ModalTokenSecret),
+			AppName: cfg.ModalApp, Environment: cfg.ModalEnvironment,
+			AllowedDomains: allowed, Logger: log.With("component", "sandbox/modal"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("modal sandbox driver: %w", err)
+		}
+		drivers["modal"] = drv
+		d.closers = append(d.closers, func() { drv.Close() })
+	default:
+		return nil, fmt.Errorf("config: TECHBOSS_SANDBOX_DRIVER=%q is not available", cfg.SandboxDriver)
+	}
+
+	// Blob stores and snapshots.
+	fsStore, err := blobfs.New(filepath.Join(cfg.DataDir, "blobs"), blobfs.Options{NoSync: true}) // snapshots Sync before each manifest
+	if err != nil {
+		return nil, fmt.Errorf("blob store: %w", err)
+	}
+	var buckets snapshot.Buckets
+	defaultBucket := ""
+	if cfg.BlobStore == "s3" || cfg.S3Endpoint != "" || cfg.S3Bucket != "" {
+		op, err := blobs3.NewOpener(ctx, blobs3.Config{
+			Endpoint: cfg.S3Endpoint, Region: cfg.S3Region, ForcePathStyle: cfg.S3ForcePathStyle,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("s3: %w", err)
+		}
+		buckets = op
+		if cfg.BlobStore == "s3" {
+			defaultBucket = cfg.S3Bucket
+		}
+	}
+	snaps, err := snapshot.NewService(snapshot.ServiceDeps{
+		Snapshotter:  snapshot.New(snapshot.Config{Logger: log.With("component", "snapshot"), Metrics: snapshot.NewMetrics(reg)}),
+		Index:        db,
+		DefaultStore: blob.Store(fsStore),
+		Buckets:      buckets, DefaultBucket: defaultBucket,
+		Drivers:     drivers,
+		OnTerminate: cfg.SnapshotOnStop,
+		Logger:      log.With("component", "snapshot"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("snapshots: %w", err)
+	}
+	d.snapshots = snaps
+
+	// Agent runs. The Manager's terminate hook also needs the run service
+	// (to close the sandbox's gateway listener), so the hooks are composed
+	// once both exist.
+	hooks := snaps.Hooks()
+	var runs *agent.Service
+	limits := sandbox.DefaultLimits()
+	limits.MaxRunningPerUser = cfg.MaxSandboxesPerUser
+	mgr, err := sandbox.NewManager(sandbox.Deps{
+		Repo: db, Drivers: drivers, DefaultDriver: cfg.SandboxDriver, Limits: limits, Mounts: mounts,
+		Hooks: sandbox.Hooks{
+			AfterCreate: hooks.AfterCreate,
+			BeforeTerminate: func(ctx context.Context, sb *sandbox.Sandbox) error {
+				var err error
+				if hooks.BeforeTerminate != nil {
+					err = hooks.BeforeTerminate(ctx, sb)
+				}
+				if runs != nil {
+					runs.ReleaseSandbox(sb.ID)
+				}
+				return err
+			},
+		},
+		Logger: log.With("component", "sandbox"), Metrics: reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox manager: %w", err)
+	}
+	d.sandboxes = mgr
+
+	llmCfg, err := llm.LoadConfig(getenv)
+	if err != nil {
+		return nil, err
+	}
+	registry, err := llm.NewRegistry(ctx, llmCfg, map[string]llm.Factory{
+		llm.TypeAnthropic: llmanthropic.Factory(nil),
+		llm.TypeOpenAI:    llmopenai.Factory(nil),
+		llm.TypeBedrock:   bedrock.Factory(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	budgets := llm.NewBudgets(llmCfg.Budget, db, db, time.Now)
+
+	var afterRun func(ctx context.Context, r agent.Run)
+	if cfg.SnapshotAfterRun {
+		afterRun = func(ctx context.Context, r agent.Run) {
+			sb, err := mgr.Get(ctx, r.OwnerID, r.SandboxID)
+			if err != nil || sb.State != sandbox.Running {
+				return
+			}
+			if _, err := snaps.Take(ctx, sb, snapshot.TriggerRun, r.ID); err != nil {
+				log.Warn("snapshot after run", "sandbox_id", r.SandboxID, "run_id", r.ID, "err", err)
+			}
+		}
+	}
+	runs, err = agent.NewService(agent.Config{
+		Credentials: cfg.ClaudeCredentials, PublicURL: cfg.PublicURL,
+		UpstreamBaseURL: getenv("ANTHROPIC_BASE_URL"), UpstreamAPIKey: string(cfg.AnthropicAPIKey),
+		Root: cfg.SandboxDriver == "local",
+	}, agent.Deps{
+		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin}), Sandboxes: mgr,
+		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if llmCfg.Gateway.AnthropicBaseURL == "" {
+		// The server's own ANTHROPIC_BASE_URL names the gateway's upstream
+		// (a proxy, or a local model server speaking the Messages API).
+		llmCfg.Gateway.AnthropicBaseURL = getenv("ANTHROPIC_BASE_URL")
+	}
+	upstream, err := gateway.UpstreamFromConfig(ctx, llmCfg.Gateway)
+	if err != nil {
+		return nil, err
+	}
+	gw, err := gateway.New(gateway.Config{
+		Upstream: upstream, RunTokens: runs, Recorder: runs,
+		Users: func(ctx context.Context, tok string) (string, error) {
+			u, err := authSvc.Authenticate(ctx, tok)
+			if err != nil {
+				return "", err
+			}
+			return u.ID, nil
+		},
+		Price: func(model string) (llm.Price, bool) {
+			if p, ok := registry.PriceOf(model); ok {
+				return p, true
+			}
+			return gateway.DefaultPrice(model) // list prices by model family
+		},
+		Admit:  budgets.Check,
+		Logger: log.With("component", "gateway"), Metrics: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	runs.SetGateway(gw)
+	d.runs, d.gateway = runs, gw
+	d.llm = &httpapi.LLMDeps{Registry: registry, Budgets: budgets, Recorder: runs}
+
+	if err := mgr.Reconcile(ctx); err != nil {
+		return nil, fmt.Errorf("reconcile sandboxes: %w", err)
+	}
+	d.runners = append(d.runners, mgr.Run, runs.Run)
+	return d, nil
+}
+
+// claudeInstall finds the host's Claude Code CLI install: the npm prefix to
+// mount (the directory holding node_modules) and the CLI's path relative
+// to it. bin is TECHBOSS_CLAUDE_BIN, or "" for ./.tools/claude.
+func claudeInstall(bin string) (prefix, rel string, ok bool) {
+	if bin == "" {
+		bin = filepath.Join(".tools", "claude", "node_modules", ".bin", "claude")
+	}
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		return "", "", false
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", "", false
+	}
+	// The prefix is the directory above the outermost node_modules, so the
+	// native package (a sibling under node_modules) comes along.
+	i := strings.Index(real, string(filepath.Separator)+"node_modules"+string(filepath.Separator))
+	if i < 0 {
+		return filepath.Dir(real), filepath.Base(real), true
+	}
+	prefix = real[:i]
+	rel, err = filepath.Rel(prefix, real)
+	if err != nil {
+		return "", "", false
+	}
+	if _, err := os.Stat(real); err != nil {
+		return "", "", false
+	}
+	return prefix, rel, true
+}
