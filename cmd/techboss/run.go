@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/techbossai/techboss/client"
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/config"
 	"github.com/techbossai/techboss/internal/store"
@@ -40,6 +41,7 @@ func commands() []command {
 		{"token create", "create an API token for a user: --email E --name N (prints the token once)", tokenCreate},
 		{"migrate", "run pending database migrations (DATABASE_URL or TECHBOSS_DATA_DIR)", migrate},
 		{"version", "print the version", printVersion},
+		{"whoami", "show the user TECHBOSS_TOKEN acts as, on the server at TECHBOSS_URL", whoami},
 	}
 }
 
@@ -73,6 +75,7 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Database commands use DATABASE_URL, else SQLite in TECHBOSS_DATA_DIR (./data).")
+	fmt.Fprintln(w, "Client commands talk to TECHBOSS_URL (http://localhost:8080) with TECHBOSS_TOKEN.")
 }
 
 // newFlags returns a flag set for a command that reports errors instead of exiting.
@@ -112,6 +115,41 @@ func openStore(ctx context.Context, e *env) (*store.DB, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// apiClient returns a client for the server at TECHBOSS_URL (default
+// http://localhost:8080) authenticated with TECHBOSS_TOKEN: what client
+// commands (sandbox, claude, snapshot, ...) use.
+func apiClient(e *env) (*client.Client, error) {
+	base := e.getenv("TECHBOSS_URL")
+	if base == "" {
+		base = "http://localhost:8080"
+	}
+	tok := e.getenv("TECHBOSS_TOKEN")
+	if tok == "" {
+		return nil, errors.New("TECHBOSS_TOKEN is not set (create one with `techboss token create --email E --name N`)")
+	}
+	c, err := client.New(base, client.WithToken(tok))
+	if err != nil {
+		return nil, fmt.Errorf("TECHBOSS_URL: %w", err)
+	}
+	return c, nil
+}
+
+func whoami(ctx context.Context, e *env, args []string) error {
+	if err := parse(newFlags(e, "whoami"), args); err != nil {
+		return err
+	}
+	c, err := apiClient(e)
+	if err != nil {
+		return err
+	}
+	u, err := c.Me(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s (%s, %s)\n", u.Email, u.Role, u.ID)
+	return nil
 }
 
 func authService(db *store.DB, e *env) *auth.Service {

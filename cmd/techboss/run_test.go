@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/httpapi"
 	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
 func runCLI(t *testing.T, env map[string]string, stdin string, args ...string) (string, string, error) {
@@ -81,5 +84,32 @@ func TestDispatch(t *testing.T) {
 	if _, _, err := runCLI(t, map[string]string{"DATABASE_URL": "mysql://x"}, "", "migrate"); err == nil ||
 		!strings.Contains(err.Error(), "DATABASE_URL") {
 		t.Fatalf("bad DATABASE_URL: %v", err)
+	}
+}
+
+func TestWhoami(t *testing.T) {
+	db := storetest.OpenSQLite(t)
+	svc := auth.New(auth.Options{Store: db, Hash: auth.TestHashParams})
+	u, err := svc.CreateUser(context.Background(), "who@example.com", "who-password", auth.RoleMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tok, err := svc.CreateToken(context.Background(), u.ID, "cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(httpapi.NewServer(httpapi.Deps{Store: db, Auth: svc}))
+	defer srv.Close()
+	out, _, err := runCLI(t, map[string]string{"TECHBOSS_URL": srv.URL, "TECHBOSS_TOKEN": tok.Reveal()}, "", "whoami")
+	if err != nil || !strings.Contains(out, "who@example.com (member, "+u.ID+")") {
+		t.Fatalf("whoami: %q %v", out, err)
+	}
+	if _, _, err := runCLI(t, map[string]string{"TECHBOSS_URL": srv.URL, "TECHBOSS_TOKEN": "tbk_wrong"}, "", "whoami"); err == nil ||
+		!strings.Contains(err.Error(), "401") {
+		t.Fatalf("whoami with a bad token: %v", err)
+	}
+	if _, _, err := runCLI(t, map[string]string{"TECHBOSS_URL": srv.URL}, "", "whoami"); err == nil ||
+		!strings.Contains(err.Error(), "TECHBOSS_TOKEN") {
+		t.Fatalf("whoami without token: %v", err)
 	}
 }
