@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -495,8 +496,9 @@ func rssBytes(b *testing.B) uint64 {
 // its publish time; the client records publish→receipt for every event on
 // every connection. B/sub is the server's Go heap + stacks per subscriber
 // (after GC, all subscribers connected, minus before), rss-B/sub the same
-// in resident memory. Floor: the same events to N subscribers inside one
-// process over Go channels (the hub alone, no HTTP).
+// in resident memory (TECHBOSS_BENCH_FANOUT_HEAPPROFILE=file writes the
+// heap profile at that moment). Floor: the same client process against a
+// bare TCP server writing the same events (see rawFanout).
 func BenchmarkSSEFanout(b *testing.B) {
 	subs := 5000
 	if v := os.Getenv("TECHBOSS_BENCH_SUBSCRIBERS"); v != "" {
@@ -519,58 +521,32 @@ func BenchmarkSSEFanout(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		before, rssBefore := serverMem(), rssBytes(b)
-		cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkSSEFanoutClient$", "-test.benchtime=1x")
-		cmd.Env = append(os.Environ(), envFanURL+"="+strings.TrimPrefix(e.srv.URL, "http://"), envFanToken+"="+e.token,
-			envFanRun+"="+run.ID, envFanSubs+"="+strconv.Itoa(subs), envFanEvents+"="+strconv.Itoa(events))
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		sc := bufio.NewScanner(out)
-		waitFor := func(prefix string) string {
-			for sc.Scan() {
-				if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
-					return v
+		var after, rssAfter uint64
+		res := fanoutClient(b, strings.TrimPrefix(e.srv.URL, "http://"), e.token, run.ID, subs, events, func() {
+			after, rssAfter = serverMem(), rssBytes(b)
+			if p := os.Getenv("TECHBOSS_BENCH_FANOUT_HEAPPROFILE"); p != "" {
+				// The server's heap with every subscriber connected, for pprof.
+				f, err := os.Create(p)
+				if err != nil {
+					b.Fatal(err)
 				}
+				if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+					b.Fatal(err)
+				}
+				f.Close()
 			}
-			_ = cmd.Wait()
-			b.Fatalf("fan-out client ended before %q: %v", prefix, sc.Err())
-			return ""
-		}
-		waitFor("fanout-ready")
-		after, rssAfter := serverMem(), rssBytes(b)
-		tick := time.NewTicker(100 * time.Millisecond) // pacing of the published events
-		for range events {
-			<-tick.C
-			data := fmt.Appendf(nil, `{"text":"%d"}`, time.Now().UnixNano())
+		}, func(data []byte) {
 			if _, err := e.runs.Hub().Append(ctx, run.ID, agent.Event{Type: "text", Data: data}); err != nil {
 				b.Fatal(err)
 			}
-		}
-		tick.Stop()
-		var res fanoutResult
-		if err := json.Unmarshal([]byte(waitFor("fanout-result ")), &res); err != nil {
-			b.Fatal(err)
-		}
-		for sc.Scan() {
-		}
-		if err := cmd.Wait(); err != nil {
-			b.Fatalf("fan-out client: %v", err)
-		}
-		if res.Err != "" || res.Samples != subs*events {
-			b.Fatalf("fan-out client: %d samples of %d: %s", res.Samples, subs*events, res.Err)
-		}
+		})
 		b.StopTimer()
-		floor := hubFloor(b, subs, events)
+		floor := rawFanout(b, subs, events)
 		b.ReportMetric(res.P50, "p50-ms")
 		b.ReportMetric(res.P99, "p99-ms")
 		b.ReportMetric(res.Max, "max-ms")
-		b.ReportMetric(pctl(floor, .5), "floor-p50-ms")
-		b.ReportMetric(pctl(floor, .99), "floor-p99-ms")
+		b.ReportMetric(floor.P50, "floor-p50-ms")
+		b.ReportMetric(floor.P99, "floor-p99-ms")
 		b.ReportMetric(float64(int64(after)-int64(before))/float64(subs), "B/sub")
 		b.ReportMetric(float64(int64(rssAfter)-int64(rssBefore))/float64(subs), "rss-B/sub")
 		b.ReportMetric(float64(subs), "subscribers")
@@ -579,35 +555,120 @@ func BenchmarkSSEFanout(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// hubFloor publishes events to subs goroutines over buffered channels and
-// returns every publish→receipt delay: fan-out with no HTTP, no store.
-func hubFloor(b *testing.B, subs, events int) []time.Duration {
+// fanoutClient starts the client process with subs connections to addr,
+// calls ready once all are streaming, publishes events 100 ms apart (each
+// payload carries its publish time) and returns the client's delays.
+func fanoutClient(b *testing.B, addr, token, runID string, subs, events int, ready func(), publish func(data []byte)) fanoutResult {
 	b.Helper()
-	chans := make([]chan int64, subs)
-	lat := make([][]time.Duration, subs)
-	var wg sync.WaitGroup
-	for i := range chans {
-		chans[i] = make(chan int64, events)
-		wg.Go(func() {
-			for t := range chans[i] {
-				lat[i] = append(lat[i], time.Duration(time.Now().UnixNano()-t))
-			}
-		})
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkSSEFanoutClient$", "-test.benchtime=1x")
+	cmd.Env = append(os.Environ(), envFanURL+"="+addr, envFanToken+"="+token,
+		envFanRun+"="+runID, envFanSubs+"="+strconv.Itoa(subs), envFanEvents+"="+strconv.Itoa(events))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
 	}
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	waitFor := func(prefix string) string {
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+				return v
+			}
+		}
+		_ = cmd.Wait()
+		b.Fatalf("fan-out client ended before %q: %v", prefix, sc.Err())
+		return ""
+	}
+	waitFor("fanout-ready")
+	ready()
+	tick := time.NewTicker(100 * time.Millisecond) // pacing of the published events
 	for range events {
 		<-tick.C
-		now := time.Now().UnixNano()
-		for _, c := range chans {
-			c <- now
+		publish(fmt.Appendf(nil, `{"text":"%d"}`, time.Now().UnixNano()))
+	}
+	tick.Stop()
+	var res fanoutResult
+	if err := json.Unmarshal([]byte(waitFor("fanout-result ")), &res); err != nil {
+		b.Fatal(err)
+	}
+	for sc.Scan() {
+	}
+	if err := cmd.Wait(); err != nil {
+		b.Fatalf("fan-out client: %v", err)
+	}
+	if res.Err != "" || res.Samples != subs*events {
+		b.Fatalf("fan-out client: %d samples of %d: %s", res.Samples, subs*events, res.Err)
+	}
+	return res
+}
+
+// rawFanout is the fan-out floor: the same client process and connection
+// count against a bare TCP server that answers each request with SSE
+// headers and then writes every event to every connection from one
+// goroutine per connection (no HTTP server, router, auth, store or hub).
+func rawFanout(b *testing.B, subs, events int) fanoutResult {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		chans []chan []byte
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			ch := make(chan []byte, events)
+			mu.Lock()
+			chans = append(chans, ch)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					if len(bytes.TrimSpace(line)) == 0 {
+						break
+					}
+				}
+				if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"); err != nil {
+					return
+				}
+				for data := range ch {
+					if _, err := c.Write(data); err != nil {
+						return
+					}
+				}
+			})
 		}
+	})
+	res := fanoutClient(b, ln.Addr().String(), "unused", "raw", subs, events, func() {}, func(data []byte) {
+		frame := append(append([]byte("event: text\ndata: "), data...), "\n\n"...)
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ch := range chans {
+			ch <- frame
+		}
+	})
+	ln.Close()
+	mu.Lock()
+	for _, ch := range chans {
+		close(ch)
 	}
-	for _, c := range chans {
-		close(c)
-	}
+	mu.Unlock()
 	wg.Wait()
-	return slices.Concat(lat...)
+	return res
 }
 
 // BenchmarkSSEFanoutClient is the client process of BenchmarkSSEFanout,
