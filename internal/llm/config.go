@@ -57,6 +57,9 @@ type Config struct {
 	Budget BudgetConfig     `json:"budget"`
 	// Gateway configures the passthrough upstreams (/llm/anthropic, /llm/openai).
 	Gateway GatewayConfig `json:"gateway"`
+	// FallbackPrice, if set, prices models nothing above prices (e.g. the
+	// gateway's list prices by model family), so budgets count them.
+	FallbackPrice func(model string) (Price, bool) `json:"-"`
 }
 
 // GatewayConfig chooses the gateway's upstreams. TECHBOSS_GATEWAY_UPSTREAM

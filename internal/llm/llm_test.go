@@ -181,6 +181,16 @@ func TestPrices(t *testing.T) {
 			t.Errorf("PriceOf(%s): got %v, want %v", model, p.InputPerMTok, want)
 		}
 	}
+	// A fallback prices what nothing else does, e.g. through a chat route.
+	fb, err := llm.NewRegistry(t.Context(), llm.Config{Providers: []llm.ProviderConfig{{Name: "x", Type: llm.TypeOpenAI, AnyModel: true}},
+		FallbackPrice: func(m string) (llm.Price, bool) { return llm.Price{InputPerMTok: 7}, m == "claude-x" }},
+		map[string]llm.Factory{llm.TypeOpenAI: func(context.Context, llm.ProviderConfig) (llm.Provider, error) { return stubProvider{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt, _ := fb.Resolve("x", "claude-x"); !rt.Priced || rt.Price.InputPerMTok != 7 {
+		t.Errorf("fallback price: got %+v", rt)
+	}
 	u := llm.Usage{InputTokens: 1_000_000, OutputTokens: 2_000_000, CacheReadTokens: 1_000_000, CacheWriteTokens: 1_000_000}
 	if got := (llm.Price{InputPerMTok: 3, OutputPerMTok: 15, CacheReadPerMTok: 0.3, CacheWritePerMTok: 3.75}).Cost(u); got != 3+30+0.3+3.75 {
 		t.Errorf("Cost: got %v", got)

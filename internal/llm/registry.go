@@ -21,6 +21,7 @@ type Registry struct {
 	providers map[string]*entry
 	def       string
 	prices    map[string]Price
+	fallback  func(string) (Price, bool)
 	budget    BudgetConfig
 }
 
@@ -46,7 +47,7 @@ func NewRegistry(ctx context.Context, cfg Config, factories map[string]Factory) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Registry{providers: map[string]*entry{}, def: cfg.DefaultProvider, prices: cfg.Prices, budget: cfg.Budget}
+	r := &Registry{providers: map[string]*entry{}, def: cfg.DefaultProvider, prices: cfg.Prices, fallback: cfg.FallbackPrice, budget: cfg.Budget}
 	for _, pc := range cfg.Providers {
 		f, ok := factories[pc.Type]
 		if !ok {
@@ -115,7 +116,8 @@ func (r *Registry) route(e *entry, model string) (Route, error) {
 
 // PriceOf looks a model up in the global price table: exact ID first, then
 // the longest configured prefix (so "claude-sonnet-4-5" prices
-// "claude-sonnet-4-5-20250929"), then every provider's model list.
+// "claude-sonnet-4-5-20250929"), then every provider's model list, then
+// Config.FallbackPrice.
 func (r *Registry) PriceOf(model string) (Price, bool) {
 	if p, ok := r.prices[model]; ok {
 		return p, true
@@ -135,6 +137,9 @@ func (r *Registry) PriceOf(model string) (Price, bool) {
 				return m.Price, true
 			}
 		}
+	}
+	if r.fallback != nil {
+		return r.fallback(model)
 	}
 	return Price{}, false
 }
