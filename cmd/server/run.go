@@ -118,7 +118,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	})
 	g.Go(func() error { return pruneSessions(gctx, authSvc, log) })
 	for _, r := range dom.runners {
-		g.Go(func() error { return r(gctx) })
+		g.Go(func() error {
+			err := r(gctx)
+			if err != nil && gctx.Err() != nil {
+				// Cut short by shutdown (e.g. during its start-up work): expected.
+				log.Debug("runner stopped by shutdown", "err", err)
+				return nil
+			}
+			return err
+		})
 	}
 	g.Go(func() error {
 		<-gctx.Done()
