@@ -87,7 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		Clock:          time.Now,
 		Version:        version(),
 		SecureCookies:  cfg.CookiesSecure(),
-		TrustedOrigins: cfg.TrustedOrigins,
+		TrustedOrigins: cfg.Origins(),
 		Stopping:       stopping,
 	})
 

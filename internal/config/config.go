@@ -237,6 +237,17 @@ func (c *Config) Database() string {
 	return filepath.Join(c.DataDir, "techboss.db")
 }
 
+// Origins are the origins allowed to make cookie-authenticated writes besides
+// the request's own Host: TECHBOSS_TRUSTED_ORIGINS plus the origin of
+// TECHBOSS_PUBLIC_URL (a proxy in front may rewrite Host).
+func (c *Config) Origins() []string {
+	out := append([]string(nil), c.TrustedOrigins...)
+	if u, err := url.Parse(c.PublicURL); err == nil && c.PublicURL != "" {
+		out = append(out, u.Scheme+"://"+u.Host)
+	}
+	return out
+}
+
 // CookiesSecure resolves TECHBOSS_SECURE_COOKIES (auto: the public URL is https).
 func (c *Config) CookiesSecure() bool {
 	switch c.SecureCookies {

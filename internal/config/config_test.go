@@ -37,6 +37,9 @@ func TestEnvAndFlags(t *testing.T) {
 	if c.Port != 9000 { // flags win over the environment
 		t.Fatalf("port = %d, want 9000", c.Port)
 	}
+	if got := strings.Join(c.Origins(), " "); got != "https://ui.example.com http://localhost:3000 https://tb.example.com" {
+		t.Fatalf("Origins = %q", got)
+	}
 	if c.LogLevel != slog.LevelDebug || c.Database() != "postgres://x@localhost/db" || !c.CookiesSecure() ||
 		len(c.TrustedOrigins) != 2 || !c.S3ForcePathStyle {
 		t.Fatalf("config = %+v", c)
