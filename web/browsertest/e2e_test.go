@@ -200,7 +200,7 @@ func TestAgentWorkflow(t *testing.T) {
 	bob.allow(`^http: GET .*/sandbox/` + id + `(/runs|/snapshots)? -> 404$`)
 	bob.open("/")
 	bob.login(bobEmail, bobPass)
-	bob.waitJS("empty list", `!document.querySelector("main p.muted[hidden]") && document.querySelectorAll("tbody tr[data-sandbox]").length === 0 && !!document.querySelector("main h1")`)
+	bob.waitJS("empty list", `document.querySelector("main p.empty-list")?.hidden === false && document.querySelectorAll("tbody tr[data-sandbox]").length === 0`)
 	bob.open("/static/modal-sandbox-ui.html#/sandbox/" + id)
 	bob.waitJS("not found", `document.querySelector("main h1").textContent === "Sandbox not found"`)
 	if txt := bob.text("main"); strings.Contains(txt, "hello.txt") || strings.Contains(txt, "I'll create") {

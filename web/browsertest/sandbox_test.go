@@ -28,7 +28,7 @@ func TestSandboxPages(t *testing.T) {
 	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
 	b.open("/")
 	b.login(aliceEmail, alicePass)
-	b.waitJS("empty list", `!document.querySelector("main p.muted").hidden`)
+	b.waitJS("empty list", `!document.querySelector("main p.empty-list").hidden`)
 	b.checkA11y("sandboxes")
 
 	// A validation error lands next to its input.
@@ -108,7 +108,7 @@ func TestSandboxPages(t *testing.T) {
 	bob.allow(`^http: GET .*/sandbox/` + id + `(/.*)? -> (404|503)$`)
 	bob.open("/")
 	bob.login(bobEmail, bobPass)
-	bob.waitJS("empty list", `!document.querySelector("main p.muted").hidden`)
+	bob.waitJS("empty list", `!document.querySelector("main p.empty-list").hidden`)
 	if n := bob.count("tr[data-sandbox]"); n != 0 {
 		t.Errorf("bob sees %d sandboxes", n)
 	}

@@ -25,7 +25,7 @@ export function sandboxesView({ main }, args = []) {
     tbody);
   const showAll = h("input", { type: "checkbox" });
   showAll.addEventListener("change", () => refresh());
-  const empty = h("p", { class: "muted", hidden: true }, "No sandboxes yet. Create one below.");
+  const empty = h("p", { class: "muted empty-list", hidden: true }, "No sandboxes yet. Create one below.");
   const more = h("p", { class: "muted small", hidden: true }, "Showing the newest 200 sandboxes.");
 
   const form = createForm(async (created) => {
