@@ -18,7 +18,7 @@ func TestLoginTokensLogout(t *testing.T) {
 	s := newStack(t)
 	s.user(t, aliceEmail, alicePass)
 	b := newBrowser(t, s.url)
-	b.allow(`^http: GET .*/auth/me -> 401$`) // the probe before logging in
+	b.allow(`^http: GET .*/auth/me -> 401$`)           // the probe before logging in
 	b.allow(`^http: GET .*/sandbox(\?[^/]*)? -> 503$`) // this stack runs no sandbox manager
 	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
 
