@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -42,7 +43,7 @@ type domains struct {
 	sandboxes *sandbox.Manager
 	snapshots *snapshot.Service
 	runs      *agent.Service
-	gateway   *gateway.Gateway
+	gateway   http.Handler
 	llm       *httpapi.LLMDeps
 	// runners are started by run() and return when ctx is done.
 	runners []func(ctx context.Context) error
@@ -168,6 +169,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	if err != nil {
 		return nil, err
 	}
+	llmCfg.FallbackPrice = gateway.DefaultPrice // list prices by model family, so budgets count every call
 	registry, err := llm.NewRegistry(ctx, llmCfg, map[string]llm.Factory{
 		llm.TypeAnthropic: llmanthropic.Factory(nil),
 		llm.TypeOpenAI:    llmopenai.Factory(nil),
@@ -231,8 +233,15 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	if err != nil {
 		return nil, err
 	}
-	runs.SetGateway(gw)
-	d.runs, d.gateway = runs, gw
+	// One handler for every gateway protocol, served on the API listener and
+	// on in-sandbox listeners: Claude Code speaks Anthropic, Codex-style
+	// agents speak OpenAI.
+	gwMux := http.NewServeMux()
+	gwMux.Handle("/llm/anthropic", gw)
+	gwMux.Handle("/llm/anthropic/", gw)
+	gwMux.Handle(gateway.OpenAIPrefix+"/", gateway.NewOpenAI(gw, "openai", llmCfg.Gateway.OpenAIBaseURL, llmCfg.Gateway.OpenAIKey, nil))
+	runs.SetGateway(gwMux)
+	d.runs, d.gateway = runs, gwMux
 	d.llm = &httpapi.LLMDeps{Registry: registry, Budgets: budgets, Recorder: runs}
 
 	if err := mgr.Reconcile(ctx); err != nil {

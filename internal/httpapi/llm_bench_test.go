@@ -29,7 +29,8 @@ import (
 // deltas of 64 B), 50 samples each. A long answer is not used for the
 // first byte: the loopback upstream rendering it competes for the CPU with
 // the server under test, which no remote upstream does.
-func BenchmarkChatFirstByte(b *testing.B) {	const deltas, deltaLen = 500, 64
+func BenchmarkChatFirstByte(b *testing.B) {
+	const deltas, deltaLen = 500, 64
 	text := make([]string, deltas)
 	for i := range text {
 		text[i] = strings.Repeat(string(rune('a'+i%26)), deltaLen)

@@ -15,7 +15,7 @@ import (
 // whose JSON shape is sent or answered (Response is wrapped in {"data": …}).
 type apiOp struct {
 	Method, Path, Summary string
-	Request, Response    any
+	Request, Response     any
 	// Public routes need no authentication.
 	Public bool
 	// Stream marks text/event-stream responses.

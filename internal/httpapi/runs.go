@@ -64,6 +64,7 @@ func (s *server) mountGateway(r chi.Router) {
 	}
 	r.Handle("/llm/anthropic", s.deps.Gateway)
 	r.Handle("/llm/anthropic/*", s.deps.Gateway)
+	r.Handle("/llm/openai/*", s.deps.Gateway)
 }
 
 func (s *server) runs() (*agent.Service, error) {
