@@ -1,6 +1,12 @@
 package httpapi
 
-import "sync"
+import (
+	"errors"
+	"sync"
+)
+
+// errBatchClosed is returned for output that arrives after the exec ended.
+var errBatchClosed = errors.New("exec output after the stream ended")
 
 // execBatchMax bounds the output waiting for the socket per exec stream;
 // past it the pipe reader waits (and with it, the command).
@@ -23,6 +29,7 @@ type sseBatcher struct {
 	pending []byte
 	spare   []byte
 	err     error
+	closed  bool
 }
 
 // newSSEBatcher starts the writer goroutine; close stops it.
@@ -34,19 +41,21 @@ func newSSEBatcher(st *sseStream, max int) *sseBatcher {
 }
 
 // event queues an output chunk event. It waits while max bytes are queued
-// and returns the first write error, after which nothing more is sent.
-// It must not be called after close.
+// and returns the first write error, after which nothing more is sent;
+// after close it returns errBatchClosed.
 func (b *sseBatcher) event(name string, p []byte) error {
 	b.mu.Lock()
 	for b.err == nil && len(b.pending) >= b.max {
 		b.cond.Wait()
 	}
+	defer b.mu.Unlock()
 	if b.err != nil {
-		b.mu.Unlock()
 		return b.err
 	}
+	if b.closed {
+		return errBatchClosed
+	}
 	b.pending = appendChunkEvent(b.pending, name, p)
-	b.mu.Unlock()
 	select {
 	case b.kick <- struct{}{}:
 	default: // a kick is queued already
@@ -82,7 +91,13 @@ func (b *sseBatcher) run() {
 // close writes what is queued, stops the goroutine and returns the first
 // write error. It is safe to call more than once.
 func (b *sseBatcher) close() error {
-	b.once.Do(func() { close(b.kick) })
+	b.once.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		close(b.kick)
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	})
 	<-b.done
 	b.mu.Lock()
 	defer b.mu.Unlock()
