@@ -16,9 +16,10 @@ raw="bench/results/$stamp.txt"
 
 # package and benchmark selection, one line each (see README "Performance")
 suite=(
-  "./internal/httpapi ^Benchmark(HTTPCreateFirstExec|HTTPExecTrue|ExecStdoutStream|FileUpload|FileDownload|SSEFanout|CLILineToSSE)$"
+  "./internal/httpapi ^Benchmark(HTTPCreateFirstExec|HTTPExecTrue|ExecStdoutStream|FileUpload|FileDownload|SSEFanout|CLILineToSSE|ChatFirstByte)$"
   "./internal/snapshot ^Benchmark(SnapshotFirst|SnapshotNoChange10k|SnapshotChanged1pct|Restore)$"
-  "./internal/llm/gateway ^BenchmarkGatewayFirstByte$"
+  "./internal/llm/gateway ^Benchmark(GatewayFirstByte|OpenAIGatewayFirstByte)$"
+  "./internal/agent ^BenchmarkRunWallVsBareCLI$"
 )
 status=0
 start=$SECONDS
