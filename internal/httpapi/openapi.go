@@ -28,6 +28,7 @@ type apiOp struct {
 func apiOps() [][]apiOp {
 	return [][]apiOp{
 		opsOps,
+		gatewayOps,
 		authOps,
 		// Domain op lists: add ONE line each below.
 		sandboxOps,

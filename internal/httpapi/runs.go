@@ -59,12 +59,27 @@ func (s *server) mountRuns(r chi.Router) {
 // callers (run tokens or API tokens in x-api-key / Bearer) and so sits
 // outside session auth and CSRF checks.
 func (s *server) mountGateway(r chi.Router) {
-	if s.deps.Gateway == nil {
-		return
+	gw := s.deps.Gateway
+	if gw == nil {
+		gw = s.api(func(w http.ResponseWriter, r *http.Request) error {
+			return errs.E(errs.Unavailable, "the LLM gateway is not configured on this server")
+		})
 	}
-	r.Handle("/llm/anthropic", s.deps.Gateway)
-	r.Handle("/llm/anthropic/*", s.deps.Gateway)
-	r.Handle("/llm/openai/*", s.deps.Gateway)
+	for _, op := range gatewayOps {
+		r.Method(op.Method, op.Path, gw)
+	}
+}
+
+// gatewayOps are the gateway's routes. They authenticate their callers
+// themselves (a run-scoped token or an API token in x-api-key or
+// Authorization: Bearer), so they are public to the session middleware.
+var gatewayOps = []apiOp{
+	{Method: "HEAD", Path: "/llm/anthropic", Summary: "Gateway probe (Claude Code sends HEAD to its base URL)", Public: true},
+	{Method: "POST", Path: "/llm/anthropic/v1/messages", Summary: "Anthropic Messages API passthrough (streaming and not): the server adds the real key, streams the answer through unchanged and meters usage; authenticate with a run-scoped or API token as x-api-key", Public: true, Stream: true},
+	{Method: "POST", Path: "/llm/anthropic/v1/messages/count_tokens", Summary: "Anthropic token counting passthrough", Public: true},
+	{Method: "POST", Path: "/llm/openai/v1/chat/completions", Summary: "OpenAI Chat Completions passthrough, byte-faithful, metered; Bearer run-scoped or API token", Public: true, Stream: true},
+	{Method: "POST", Path: "/llm/openai/v1/responses", Summary: "OpenAI Responses passthrough, byte-faithful, metered; Bearer run-scoped or API token", Public: true, Stream: true},
+	{Method: "GET", Path: "/llm/openai/v1/models", Summary: "OpenAI model list passthrough", Public: true},
 }
 
 func (s *server) runs() (*agent.Service, error) {

@@ -333,8 +333,14 @@ func TestRunConflictCancelAndValidation(t *testing.T) {
 	if len(rest) == 0 || rest[len(rest)-1].event != "done" || !strings.Contains(rest[len(rest)-1].data, `"cancelled"`) {
 		t.Fatalf("after cancel: %+v", rest)
 	}
-	if !strings.Contains(rest[len(rest)-2].data, "error_during_execution") {
-		t.Errorf("the CLI's final result was not kept: %+v", rest)
+	// Whether the CLI writes a final result on SIGINT depends on how far
+	// its answer had got (agent.TestCancel pins the mid-stream case); if it
+	// wrote one, it is kept, before done (the gateway's usage event may
+	// land after it: usage is recorded once the answer has streamed).
+	for _, ev := range rest {
+		if ev.event == "result" && !strings.Contains(ev.data, "error_during_execution") {
+			t.Errorf("after cancel the CLI's result is %s, want error_during_execution", ev.data)
+		}
 	}
 	wantStatus(t, h.do(h.alice, "POST", "/runs/"+runID+"/cancel", nil), 409)
 }
