@@ -25,7 +25,6 @@ func (d *DB) InsertSnapshot(ctx context.Context, r snapshot.Record) error {
 	return nil
 }
 
-
 func scanSnapshot(s rowScanner) (snapshot.Record, error) {
 	var r snapshot.Record
 	var trigger string

@@ -37,15 +37,39 @@ func (t tokens) AuthenticateRunToken(_ context.Context, tok string) (agent.Princ
 }
 
 type recorder struct {
-	mu   sync.Mutex
-	recs []agent.UsageRecord
+	mu    sync.Mutex
+	recs  []agent.UsageRecord
+	added chan struct{} // capacity 1: a record arrived since the last look
 }
 
 func (r *recorder) RecordUsage(_ context.Context, rec agent.UsageRecord) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.recs = append(r.recs, rec)
+	r.mu.Unlock()
+	select {
+	case r.added <- struct{}{}:
+	default:
+	}
 	return nil
+}
+
+// wait returns the records once there are at least n: the gateway records
+// usage after the last byte reached the client, so a test that has read
+// the answer may look before the record exists.
+func (r *recorder) wait(t *testing.T, n int) []agent.UsageRecord {
+	t.Helper()
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
+	for {
+		if recs := r.all(); len(recs) >= n {
+			return recs
+		}
+		select {
+		case <-r.added:
+		case <-timer.C:
+			t.Fatalf("got %d usage records, want %d", len(r.all()), n)
+		}
+	}
 }
 
 func (r *recorder) all() []agent.UsageRecord {
@@ -59,7 +83,7 @@ const upstreamKey = "sk-upstream-secret"
 func setup(t *testing.T, script ...modeltest.Reply) (*modeltest.Server, *httptest.Server, *recorder) {
 	t.Helper()
 	ms := modeltest.New(t, script...)
-	rec := &recorder{}
+	rec := &recorder{added: make(chan struct{}, 1)}
 	g, err := gateway.New(gateway.Config{
 		Upstream:  gateway.NewAnthropic(ms.URL, upstreamKey, nil),
 		RunTokens: tokens{"tbr_run1": {UserID: "alice", SandboxID: "sb1", RunID: "run1"}},
@@ -143,7 +167,7 @@ func TestPassthroughStreamAndMeter(t *testing.T) {
 		}
 	}
 
-	recs := rec.all()
+	recs := rec.wait(t, 2)
 	wantRecs := []agent.UsageRecord{
 		{UserID: "alice", SandboxID: "sb1", RunID: "run1", Provider: "anthropic", Model: "claude-test", Status: 200,
 			Usage: agent.Usage{InputTokens: 1000, OutputTokens: 200, CacheReadTokens: 300, CacheCreationTokens: 40},
@@ -191,7 +215,7 @@ func TestAuthAndErrors(t *testing.T) {
 	if resp.StatusCode != 529 {
 		t.Errorf("got %d, want upstream 529", resp.StatusCode)
 	}
-	if recs := rec.all(); len(recs) != 1 || recs[0].Status != 529 || !recs[0].Usage.IsZero() {
+	if recs := rec.wait(t, 1); len(recs) != 1 || recs[0].Status != 529 || !recs[0].Usage.IsZero() {
 		t.Errorf("usage records %+v", recs)
 	}
 
