@@ -129,6 +129,8 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		Buckets:      buckets, DefaultBucket: defaultBucket,
 		Drivers:     drivers,
 		OnTerminate: cfg.SnapshotOnStop,
+		Retention:   snapshot.Retention{KeepLast: cfg.SnapshotKeepLast, KeepFor: cfg.SnapshotKeepFor},
+		Mirror:      cfg.SnapshotMirror,
 		Logger:      log.With("component", "snapshot"),
 	})
 	if err != nil {

@@ -44,13 +44,16 @@ type Config struct {
 	S3Bucket         string // S3_BUCKET
 	S3Region         string // S3_REGION (else the AWS default chain's region)
 
-	ClaudeBin           string // TECHBOSS_CLAUDE_BIN: host path of the Claude Code CLI mounted into sandboxes
-	SandboxInit         string // TECHBOSS_SANDBOX_INIT: the static techboss-sandbox-init helper
-	MaxSandboxesPerUser int    // TECHBOSS_MAX_SANDBOXES_PER_USER
-	SnapshotAfterRun    bool   // TECHBOSS_SNAPSHOT_AFTER_RUN
-	SnapshotOnStop      bool   // TECHBOSS_SNAPSHOT_ON_STOP: before terminate and idle stop
-	ModalApp            string // MODAL_APP_NAME
-	ModalEnvironment    string // MODAL_ENVIRONMENT
+	ClaudeBin           string        // TECHBOSS_CLAUDE_BIN: host path of the Claude Code CLI mounted into sandboxes
+	SandboxInit         string        // TECHBOSS_SANDBOX_INIT: the static techboss-sandbox-init helper
+	MaxSandboxesPerUser int           // TECHBOSS_MAX_SANDBOXES_PER_USER
+	SnapshotAfterRun    bool          // TECHBOSS_SNAPSHOT_AFTER_RUN
+	SnapshotOnStop      bool          // TECHBOSS_SNAPSHOT_ON_STOP: before terminate and idle stop
+	SnapshotKeepLast    int           // TECHBOSS_SNAPSHOT_KEEP_LAST: versions kept per sandbox (0: no count limit)
+	SnapshotKeepFor     time.Duration // TECHBOSS_SNAPSHOT_KEEP_FOR: versions younger than this are kept (0: no age limit)
+	SnapshotMirror      bool          // TECHBOSS_SNAPSHOT_MIRROR: also keep the latest files as plain objects
+	ModalApp            string        // MODAL_APP_NAME
+	ModalEnvironment    string        // MODAL_ENVIRONMENT
 
 	ModalTokenID     string      // MODAL_TOKEN_ID
 	ModalTokenSecret auth.Secret // MODAL_TOKEN_SECRET
@@ -90,6 +93,9 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_MAX_SANDBOXES_PER_USER", "max-sandboxes-per-user", "10", "running sandboxes a user may have at once (0: no cap)", count(&c.MaxSandboxesPerUser)},
 		{"TECHBOSS_SNAPSHOT_AFTER_RUN", "snapshot-after-run", "true", "snapshot the workspace after every agent run", boolean(&c.SnapshotAfterRun)},
 		{"TECHBOSS_SNAPSHOT_ON_STOP", "snapshot-on-stop", "true", "snapshot the workspace before terminate and idle stop", boolean(&c.SnapshotOnStop)},
+		{"TECHBOSS_SNAPSHOT_KEEP_LAST", "snapshot-keep-last", "0", "snapshot versions kept per sandbox (0: keep all, unless keep-for limits them)", count(&c.SnapshotKeepLast)},
+		{"TECHBOSS_SNAPSHOT_KEEP_FOR", "snapshot-keep-for", "0s", "keep snapshot versions younger than this, e.g. 720h (0: no age rule)", duration(&c.SnapshotKeepFor)},
+		{"TECHBOSS_SNAPSHOT_MIRROR", "snapshot-mirror", "false", "also write the latest workspace files as plain objects under the prefix", boolean(&c.SnapshotMirror)},
 		{"MODAL_APP_NAME", "modal-app", "techboss", "Modal App the sandboxes belong to", str(&c.ModalApp)},
 		{"MODAL_ENVIRONMENT", "modal-environment", "", "Modal environment (empty: the profile's default)", str(&c.ModalEnvironment)},
 		{"MODAL_TOKEN_ID", "modal-token-id", "", "Modal token ID (modal driver)", str(&c.ModalTokenID)},
@@ -202,6 +208,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("config: invalid TECHBOSS_SHUTDOWN_TIMEOUT=%s: must be positive", c.ShutdownTimeout)
+	}
+	if c.SnapshotKeepFor < 0 {
+		return fmt.Errorf("config: invalid TECHBOSS_SNAPSHOT_KEEP_FOR=%s: must not be negative", c.SnapshotKeepFor)
 	}
 	if c.BlobStore == "s3" && c.S3Bucket == "" {
 		return errors.New("config: S3_BUCKET is required when TECHBOSS_BLOB_STORE=s3")
