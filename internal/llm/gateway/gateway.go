@@ -333,35 +333,45 @@ func apiError(w http.ResponseWriter, status int, typ, msg string) {
 // message_start usage, overridden field by field by message_delta usage;
 // for JSON, the body's usage.
 type meter struct {
-	sse   bool
-	line  []byte // partial SSE line
-	body  bytes.Buffer
+	tap
 	usage agent.Usage
 	model string
 }
 
 const maxMeteredJSON = 8 << 20
 
-func newMeter(sse bool) *meter { return &meter{sse: sse} }
+func newMeter(sse bool) *meter { return &meter{tap: tap{sse: sse}} }
 
-func (m *meter) Write(p []byte) {
-	if !m.sse {
-		if m.body.Len()+len(p) <= maxMeteredJSON {
-			m.body.Write(p)
+func (m *meter) Write(p []byte) { m.tap.write(p, 1<<20, m.sseLine) }
+
+// tap collects what a metered answer carried on the side of the
+// passthrough: complete SSE lines, handed to onLine as they end (a line
+// longer than maxLine is cut, never buffered without bound), or a plain
+// JSON body up to maxMeteredJSON.
+type tap struct {
+	sse  bool
+	line []byte // partial SSE line
+	body bytes.Buffer
+}
+
+func (t *tap) write(p []byte, maxLine int, onLine func([]byte)) {
+	if !t.sse {
+		if t.body.Len()+len(p) <= maxMeteredJSON {
+			t.body.Write(p)
 		}
 		return
 	}
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
-			if len(m.line)+len(p) <= 1<<20 {
-				m.line = append(m.line, p...)
+			if len(t.line)+len(p) <= maxLine {
+				t.line = append(t.line, p...)
 			}
 			return
 		}
-		m.line = append(m.line, p[:i]...)
-		m.sseLine(m.line)
-		m.line = m.line[:0]
+		t.line = append(t.line, p[:i]...)
+		onLine(t.line)
+		t.line = t.line[:0]
 		p = p[i+1:]
 	}
 }

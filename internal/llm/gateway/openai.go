@@ -175,7 +175,7 @@ func (o *OpenAI) proxy(w http.ResponseWriter, r *http.Request, path string) {
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
-	m := &openaiMeter{sse: strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")}
+	m := &openaiMeter{tap: tap{sse: strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")}}
 	rc := http.NewResponseController(w)
 	buf := make([]byte, 32<<10)
 	for {
@@ -258,34 +258,12 @@ func withIncludeUsage(body []byte) []byte {
 // Responses events (response.completed / response.incomplete), or a JSON
 // answer of either API.
 type openaiMeter struct {
-	sse   bool
-	line  []byte
-	body  bytes.Buffer
+	tap
 	usage agent.Usage
 	model string
 }
 
-func (m *openaiMeter) Write(p []byte) {
-	if !m.sse {
-		if m.body.Len()+len(p) <= maxMeteredJSON {
-			m.body.Write(p)
-		}
-		return
-	}
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			if len(m.line)+len(p) <= 4<<20 {
-				m.line = append(m.line, p...)
-			}
-			return
-		}
-		m.line = append(m.line, p[:i]...)
-		m.sseLine(m.line)
-		m.line = m.line[:0]
-		p = p[i+1:]
-	}
-}
+func (m *openaiMeter) Write(p []byte) { m.tap.write(p, 4<<20, m.sseLine) }
 
 type openaiUsage struct {
 	PromptTokens        *int64 `json:"prompt_tokens"`

@@ -27,7 +27,7 @@ func TestOpenAIMeter(t *testing.T) {
 		{"garbage", true, []string{"data: {\"usage\":{\"prompt_tokens\":\"x\"}}\n\n"}, agent.Usage{}, ""},
 	}
 	for _, tc := range cases {
-		m := &openaiMeter{sse: tc.sse}
+		m := &openaiMeter{tap: tap{sse: tc.sse}}
 		for _, p := range tc.parts {
 			m.Write([]byte(p))
 		}
@@ -46,7 +46,7 @@ func FuzzOpenAIMeter(f *testing.F) {
 	f.Add([]byte(`{"usage":{"input_tokens":1}}`), false)
 	f.Add([]byte("data: \"usage\":"), true)
 	f.Fuzz(func(t *testing.T, b []byte, sse bool) {
-		m := &openaiMeter{sse: sse}
+		m := &openaiMeter{tap: tap{sse: sse}}
 		m.Write(b)
 		m.result()
 		_ = hasUsageObject(b)
