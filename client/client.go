@@ -189,7 +189,9 @@ func (c *Client) Login(ctx context.Context, email, password string) (*User, erro
 }
 
 // Logout ends the session.
-func (c *Client) Logout(ctx context.Context) error { return c.Do(ctx, "POST", "/auth/logout", nil, nil) }
+func (c *Client) Logout(ctx context.Context) error {
+	return c.Do(ctx, "POST", "/auth/logout", nil, nil)
+}
 
 // Me returns the authenticated user.
 func (c *Client) Me(ctx context.Context) (*User, error) {

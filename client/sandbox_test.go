@@ -18,6 +18,7 @@ import (
 	"github.com/techbossai/techboss/internal/httpapi"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
@@ -35,10 +36,8 @@ func TestClientSandboxes(t *testing.T) {
 		t.Skip("why: " + why)
 	}
 	bin := filepath.Join(t.TempDir(), "techboss-sandbox-init")
-	build := exec.Command("go", "build", "-o", bin, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build sandbox helper: %v\n%s", err, out)
+	if err := sandboxtest.BuildInit(bin); err != nil {
+		t.Fatal(err)
 	}
 	ctx := context.Background()
 	db := storetest.OpenSQLite(t)

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/techbossai/techboss/client"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
@@ -33,10 +33,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	sandboxInit = filepath.Join(dir, "techboss-sandbox-init")
-	cmd := exec.Command("go", "build", "-o", sandboxInit, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build techboss-sandbox-init: %v\n%s", err, out)
+	if err := sandboxtest.BuildInit(sandboxInit); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := func() int {

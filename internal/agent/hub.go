@@ -237,13 +237,3 @@ func (h *Hub) Live(runID string) bool {
 	_, ok := h.topics[runID]
 	return ok
 }
-
-// subscribers counts a run's live subscribers (for tests and metrics).
-func (h *Hub) subscribers(runID string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if t, ok := h.topics[runID]; ok {
-		return len(t.subs)
-	}
-	return 0
-}

@@ -87,13 +87,6 @@ type execWaitResponse struct {
 	StderrTruncated bool   `json:"stderr_truncated"`
 }
 
-// outputChunk is the payload of stdout/stderr/log events: UTF-8 text in
-// data, or base64 in data_b64 when the bytes are not valid UTF-8.
-type outputChunk struct {
-	Data    *string `json:"data,omitempty"`
-	DataB64 string  `json:"data_b64,omitempty"`
-}
-
 type listDirResponse struct {
 	Dir     string             `json:"dir"`
 	Entries []sandbox.FileInfo `json:"entries"`

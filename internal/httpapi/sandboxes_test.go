@@ -28,6 +28,7 @@ import (
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 	"github.com/techbossai/techboss/internal/store"
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
@@ -63,10 +64,8 @@ func buildInit(t testing.TB) string {
 	t.Helper()
 	sandboxInit.once.Do(func() {
 		bin := filepath.Join(os.TempDir(), fmt.Sprintf("techboss-httpapi-test-init-%d", os.Getuid()))
-		cmd := exec.Command("go", "build", "-o", bin, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			sandboxInit.err = fmt.Errorf("build sandbox helper: %v\n%s", err, out)
+		if err := sandboxtest.BuildInit(bin); err != nil {
+			sandboxInit.err = err
 		}
 		sandboxInit.path = bin
 	})

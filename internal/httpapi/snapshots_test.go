@@ -22,6 +22,7 @@ import (
 	"github.com/techbossai/techboss/internal/blob/s3"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
@@ -78,10 +79,8 @@ func newSnapshotHarnessWith(t *testing.T, wrap func(*local.Driver) sandbox.Drive
 		SessionTTL: time.Hour, AccountLimit: 3, IPLimit: 100, ThrottleWindow: 10 * time.Minute,
 	})
 	initBin := filepath.Join(t.TempDir(), "techboss-sandbox-init")
-	cmd := exec.Command("go", "build", "-o", initBin, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build sandbox helper: %v\n%s", err, out)
+	if err := sandboxtest.BuildInit(initBin); err != nil {
+		t.Fatal(err)
 	}
 	drv, err := local.New(local.Options{DataDir: t.TempDir(), InitBinary: initBin})
 	if err != nil {

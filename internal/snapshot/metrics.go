@@ -55,9 +55,3 @@ func (m *Metrics) restoreDone(op string, seconds float64, err error) {
 	}
 	m.restoreDur.Observe(seconds)
 }
-
-func (m *Metrics) failed(op string) {
-	if m != nil {
-		m.failures.WithLabelValues(op).Inc()
-	}
-}

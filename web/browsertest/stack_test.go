@@ -22,6 +22,7 @@ import (
 	"github.com/techbossai/techboss/internal/modeltest"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store"
 )
@@ -163,10 +164,8 @@ func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, reg *promet
 		need(t, why)
 	}
 	initBin := filepath.Join(t.TempDir(), "techboss-sandbox-init")
-	cmd := exec.Command("go", "build", "-o", initBin, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build sandbox helper: %v\n%s", err, out)
+	if err := sandboxtest.BuildInit(initBin); err != nil {
+		t.Fatal(err)
 	}
 	drv, err := local.New(local.Options{DataDir: t.TempDir(), InitBinary: initBin, Logger: logger})
 	if err != nil {

@@ -57,7 +57,7 @@ type Config struct {
 // bucket is chosen per sandbox (s3_bucket_name).
 type Opener struct {
 	client   *s3.Client
-	uploader *manager.Uploader
+	uploader *manager.Uploader //lint:ignore SA1019 the upload manager is the SDK's stable multipart API; transfermanager is still v0
 	cfg      Config
 }
 
@@ -109,6 +109,7 @@ func NewOpener(ctx context.Context, c Config) (*Opener, error) {
 		}
 		o.UsePathStyle = c.ForcePathStyle
 	})
+	//lint:ignore SA1019 see Opener.uploader
 	up := manager.NewUploader(client, func(u *manager.Uploader) {
 		u.PartSize = c.PartSize
 		u.Concurrency = c.Concurrency
@@ -200,6 +201,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) er
 		}
 		body = io.NewSectionReader(ras, cur, size)
 	}
+	//lint:ignore SA1019 see Opener.uploader
 	_, err := s.o.uploader.Upload(ctx, &s3.PutObjectInput{
 		Bucket: aws.String(s.bucket),
 		Key:    aws.String(key),

@@ -184,6 +184,7 @@ func TestIsolation(t *testing.T) {
 		defer ln.Close()
 		var wg sync.WaitGroup
 		var accepted int
+		acceptedOne := make(chan struct{}, 1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -194,6 +195,10 @@ func TestIsolation(t *testing.T) {
 				}
 				accepted++
 				c.Close()
+				select {
+				case acceptedOne <- struct{}{}:
+				default:
+				}
 			}
 		}()
 		port := ln.Addr().(*net.TCPAddr).Port
@@ -207,6 +212,15 @@ func TestIsolation(t *testing.T) {
 		full := create(t, d, sandbox.Spec{Network: "full"})
 		if r := execBash(t, d, full, probe); !strings.Contains(r.stdout, "connected") {
 			t.Errorf("network full: probe failed: %+v %q", r.st, r.stderr)
+		} else {
+			// The probe's connection may still sit in the accept queue:
+			// closing the listener now would drop it uncounted.
+			timer := time.NewTimer(10 * time.Second)
+			select {
+			case <-acceptedOne:
+			case <-timer.C:
+			}
+			timer.Stop()
 		}
 		ln.Close()
 		wg.Wait()

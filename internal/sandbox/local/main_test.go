@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 )
 
 // initBin is the helper built once for the package's tests.
@@ -20,10 +22,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	initBin = filepath.Join(dir, "techboss-sandbox-init")
-	cmd := exec.Command("go", "build", "-o", initBin, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build sandbox helper: %v\n%s", err, out)
+	if err := sandboxtest.BuildInit(initBin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
