@@ -66,7 +66,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		if initBin == "" {
 			p, err := local.FindInitBinary()
 			if err != nil {
-				return nil, fmt.Errorf("config: TECHBOSS_SANDBOX_INIT: %w (build it with `make build`)", err)
+				return nil, fmt.Errorf("config: TECHBOSS_SANDBOX_INIT: %w", err)
 			}
 			initBin = p
 		}

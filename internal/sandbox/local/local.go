@@ -143,9 +143,13 @@ func FindInitBinary() (string, error) {
 			return p, nil
 		}
 	}
+	// `go run ./cmd/server` from a checkout: the binary `make build` left in ./bin.
+	if fi, err := os.Stat(filepath.Join("bin", name)); err == nil && !fi.IsDir() {
+		return filepath.Abs(filepath.Join("bin", name))
+	}
 	p, err := exec.LookPath(name)
 	if err != nil {
-		return "", fmt.Errorf("%s not found next to the server or on PATH (build it with CGO_ENABLED=0 go build ./cmd/techboss-sandbox-init)", name)
+		return "", fmt.Errorf("%s not found next to the server, in ./bin or on PATH (run `make build`, or CGO_ENABLED=0 go build -o bin/ ./cmd/techboss-sandbox-init)", name)
 	}
 	return p, nil
 }
