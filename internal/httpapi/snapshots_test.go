@@ -297,6 +297,10 @@ func TestSnapshotS3(t *testing.T) {
 	if got := h.sh(h.alice, sb, `cd /workspace && cat README.md "notes/a b.txt" && test ! -e other.txt && echo ok`); got != "hellospacedok\n" {
 		t.Errorf("imported workspace: %q", got)
 	}
+	// The import's progress is in the sandbox's build log.
+	if logs := h.do(h.alice, "GET", "/sandbox/"+sb+"/logs", nil); !strings.Contains(string(logs.body), "init_from_s3: 2/2 files") {
+		t.Errorf("build log lacks the init_from_s3 progress:\n%s", logs.body)
+	}
 	h.sh(h.alice, sb, `echo more > /workspace/more.txt`)
 	r = h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", nil)
 	wantStatus(t, r, http.StatusCreated)

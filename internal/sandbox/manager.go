@@ -279,7 +279,7 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 	}
 	sb.Ref = ref
 	if m.hooks.AfterCreate != nil {
-		if err := m.hooks.AfterCreate(cctx, sb); err != nil {
+		if err := m.hooks.AfterCreate(WithProgress(cctx, blog), sb); err != nil {
 			if derr := drv.Destroy(context.WithoutCancel(cctx), ref); derr != nil {
 				log.Error("destroy after failed create hook", "err", derr)
 			}

@@ -381,6 +381,8 @@ func (s *Service) afterCreate(ctx context.Context, sb *sandbox.Sandbox) error {
 				last = now
 				log.InfoContext(ctx, "init_from_s3 progress", "files_done", p.FilesDone, "files_total", p.FilesTotal,
 					"bytes_done", p.BytesDone, "bytes_total", p.BytesTotal)
+				fmt.Fprintf(sandbox.ProgressFrom(ctx), "init_from_s3: %d/%d files, %d/%d bytes\n",
+					p.FilesDone, p.FilesTotal, p.BytesDone, p.BytesTotal)
 			}
 		}
 		var res ImportResult
