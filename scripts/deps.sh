@@ -17,6 +17,8 @@ have nsenter || need_apt+=(util-linux)
 if [ "$mode" = test ]; then
   [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
   have chromium || need_apt+=(chromium)
+  # musl's loader, for the test image that runs the CLI's -musl build.
+  [ -e /lib/ld-musl-x86_64.so.1 ] || need_apt+=(musl)
   # The test OCI image is built from Debian's statically linked busybox.
   dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 fi
@@ -40,6 +42,15 @@ if [ ! -x "$TOOLS/claude/node_modules/.bin/claude" ]; then
   else
     echo "deps: npm not found; the Claude Code CLI will not be available to sandboxes" >&2
   fi
+fi
+
+# Its -musl build, mounted into sandboxes whose image is musl-based (Alpine).
+# npm installs only the host's libc variant by default, hence --force.
+if [ ! -x "$TOOLS/claude-musl/node_modules/@anthropic-ai/claude-code-linux-x64-musl/claude" ] && [ "$(uname -m)" = x86_64 ] && have npm; then
+  echo "deps: installing @anthropic-ai/claude-code-linux-x64-musl@$CLAUDE_VERSION into $TOOLS/claude-musl" >&2
+  mkdir -p "$TOOLS/claude-musl"
+  npm install --silent --force --no-audit --no-fund --prefix "$TOOLS/claude-musl" "@anthropic-ai/claude-code-linux-x64-musl@$CLAUDE_VERSION" >&2 \
+    || echo "deps: the -musl Claude Code CLI could not be installed; musl images need claude on their PATH" >&2
 fi
 
 if [ "$mode" = test ]; then

@@ -10,6 +10,7 @@ trap 'scripts/pg.sh stop "$TECHBOSS_PG_DIR"' EXIT
 export TECHBOSS_REQUIRE_ALL=1
 export TECHBOSS_VERSITYGW_BIN="$PWD/.tools/bin/versitygw"
 export TECHBOSS_CLAUDE_BIN="$PWD/.tools/claude/node_modules/.bin/claude"
+export TECHBOSS_CLAUDE_MUSL_BIN="$PWD/.tools/claude-musl/node_modules/@anthropic-ai/claude-code-linux-x64-musl/claude"
 export TECHBOSS_CHROMIUM_BIN=${TECHBOSS_CHROMIUM_BIN:-$(command -v chromium)}
 export TECHBOSS_TEST_ARTIFACTS="$PWD/test-artifacts"
 mkdir -p "$TECHBOSS_TEST_ARTIFACTS"

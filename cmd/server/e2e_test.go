@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/techbossai/techboss/client"
 	"github.com/techbossai/techboss/internal/modeltest"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 )
 
 // TestOriginalDesignFlow drives the whole wired server the way the original
@@ -154,5 +156,78 @@ func TestOriginalDesignFlow(t *testing.T) {
 	logs := in.stop()
 	if strings.Contains(logs, upstreamKey) || strings.Contains(logs, tok.Token) {
 		t.Fatal("a secret reached the server logs")
+	}
+}
+
+// TestClaudeInMuslImage runs Claude Code in a sandbox whose image is
+// musl-based (busybox plus musl's loader, pulled from a loopback OCI
+// registry, no network): the server's launcher must pick the CLI's -musl
+// build, mounted read-only, and the run must reach the gateway.
+func TestClaudeInMuslImage(t *testing.T) {
+	claudeBin := modeltest.ClaudeBin(t)
+	muslBin := os.Getenv("TECHBOSS_CLAUDE_MUSL_BIN")
+	loader, lerr := os.ReadFile("/lib/ld-musl-x86_64.so.1")
+	if muslBin == "" || lerr != nil {
+		why := "why: needs TECHBOSS_CLAUDE_MUSL_BIN (the CLI's -musl build) and /lib/ld-musl-x86_64.so.1 (apt musl); make test installs both"
+		if os.Getenv("TECHBOSS_REQUIRE_ALL") == "1" {
+			t.Fatal(why)
+		}
+		t.Skip(why)
+	}
+	ref, _ := sandboxtest.PushBusybox(t,
+		sandboxtest.ImageFile{Name: "lib", Dir: true, Mode: 0o755},
+		sandboxtest.ImageFile{Name: "lib/ld-musl-x86_64.so.1", Mode: 0o755, Body: loader},
+	)
+	model := modeltest.New(t, modeltest.Text("hello from a musl image"))
+	env := map[string]string{
+		"PORT": "0", "TECHBOSS_HOST": "127.0.0.1", "TECHBOSS_DATA_DIR": t.TempDir(),
+		"TECHBOSS_ADMIN_EMAIL": "admin@example.com", "TECHBOSS_ADMIN_PASSWORD": "bootstrap-password-1",
+		"ANTHROPIC_BASE_URL": model.URL, "ANTHROPIC_API_KEY": "sk-ant-upstream-musl-0123456789",
+		"TECHBOSS_CLAUDE_BIN": claudeBin, "TECHBOSS_CLAUDE_MUSL_BIN": muslBin,
+	}
+	in := start(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, _ := client.New(in.url)
+	if _, err := c.Login(ctx, env["TECHBOSS_ADMIN_EMAIL"], env["TECHBOSS_ADMIN_PASSWORD"]); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, client.SandboxSpec{ImageBase: ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.TerminateSandbox(context.Background(), sb.SandboxID) })
+
+	res, err := c.Request(ctx, "POST", "/sandbox/"+sb.SandboxID+"/claude", strings.NewReader(`{"prompt":"hi"}`), http.Header{"Content-Type": {"application/json"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !bytes.Contains(body, []byte("data: hello from a musl image\n")) || !bytes.HasSuffix(bytes.TrimRight(body, "\n"), []byte("data: [DONE]")) {
+		t.Fatalf("claude in a musl image: status %d:\n%s", res.StatusCode, body)
+	}
+
+	// An image that brings its own claude on PATH (the original design
+	// installs it with dockerfile_commands) runs that one, not the mounts.
+	// Here it is a script that prints what a CLI prints.
+	own := "#!/bin/sh\n" +
+		`echo '{"type":"system","subtype":"init","session_id":"s-own","model":"own","cwd":"/workspace","tools":[]}'` + "\n" +
+		`echo '{"type":"assistant","message":{"id":"m1","role":"assistant","model":"own","content":[{"type":"text","text":"the image has its own claude"}]},"session_id":"s-own"}'` + "\n" +
+		`echo '{"type":"result","subtype":"success","is_error":false,"result":"ok","num_turns":1,"session_id":"s-own"}'` + "\n"
+	ownRef, _ := sandboxtest.PushBusybox(t, sandboxtest.ImageFile{Name: "usr/bin/claude", Mode: 0o755, Body: []byte(own)})
+	sb2, err := c.CreateSandbox(ctx, client.SandboxSpec{ImageBase: ownRef})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.TerminateSandbox(context.Background(), sb2.SandboxID) })
+	res, err = c.Request(ctx, "POST", "/sandbox/"+sb2.SandboxID+"/claude", strings.NewReader(`{"prompt":"hi"}`), http.Header{"Content-Type": {"application/json"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if !bytes.Contains(body, []byte("data: the image has its own claude\n")) {
+		t.Fatalf("an image with its own claude: status %d:\n%s", res.StatusCode, body)
 	}
 }

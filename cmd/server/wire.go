@@ -33,9 +33,53 @@ import (
 	"github.com/techbossai/techboss/internal/store"
 )
 
-// claudeMount is where the host's Claude Code CLI install is mounted
-// read-only inside local sandboxes.
-const claudeMount = "/opt/techboss/claude"
+// Where the host's Claude Code CLI installs (glibc and musl builds) and
+// the launcher that picks one are mounted read-only in local sandboxes.
+const (
+	claudeMount     = "/opt/techboss/claude"
+	claudeMuslMount = "/opt/techboss/claude-musl"
+	launcherMount   = "/opt/techboss/bin"
+)
+
+// Where `make run` installs the CLI (scripts/deps.sh).
+var (
+	defaultClaudeBin     = filepath.Join(".tools", "claude", "node_modules", ".bin", "claude")
+	defaultClaudeMuslBin = filepath.Join(".tools", "claude-musl", "node_modules", "@anthropic-ai", "claude-code-linux-x64-musl", "claude")
+)
+
+// writeClaudeLauncher writes the `claude` launcher runs start in a local
+// sandbox: the image's own claude if it has one on PATH (the original
+// design installs it with dockerfile_commands), else the mounted -musl
+// build on musl images (Alpine), else the mounted glibc build. It returns
+// the directory to mount.
+func writeClaudeLauncher(dir, glibc, musl string) (string, error) {
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\n# Written by the TechBoss server: picks the Claude Code CLI for this image.\n")
+	b.WriteString("IFS=:\nfor d in $PATH; do\n\tif [ -x \"$d/claude\" ]; then exec \"$d/claude\" \"$@\"; fi\ndone\nunset IFS\n")
+	if musl != "" {
+		fmt.Fprintf(&b, "if [ -e /lib/ld-musl-x86_64.so.1 ]; then exec %s \"$@\"; fi\n", musl)
+	}
+	if glibc != "" {
+		fmt.Fprintf(&b, "exec %s \"$@\"\n", glibc)
+	} else {
+		b.WriteString("echo 'claude: the Claude Code CLI is not installed on this server or in this image' >&2\nexit 127\n")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("claude launcher: %w", err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("claude launcher: %w", err)
+	}
+	tmp := filepath.Join(abs, ".claude.tmp")
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o755); err != nil {
+		return "", fmt.Errorf("claude launcher: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(abs, "claude")); err != nil {
+		return "", fmt.Errorf("claude launcher: %w", err)
+	}
+	return abs, nil
+}
 
 // domains is the wired domain graph: what the HTTP server serves and the
 // long-lived parts run() starts under its errgroup.
@@ -78,12 +122,23 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			return nil, fmt.Errorf("local sandbox driver: %w", err)
 		}
 		drivers["local"] = drv
-		if prefix, rel, ok := claudeInstall(cfg.ClaudeBin); ok {
+		var glibc, musl string
+		if prefix, rel, ok := claudeInstall(cfg.ClaudeBin, defaultClaudeBin); ok {
 			mounts = append(mounts, sandbox.Mount{Source: prefix, Target: claudeMount, ReadOnly: true})
-			claudeBin = filepath.Join(claudeMount, rel)
+			glibc = filepath.Join(claudeMount, rel)
 		} else {
 			log.Warn("the Claude Code CLI was not found on the host; agent runs need `claude` on the image's PATH (run `make run` to install it, or set TECHBOSS_CLAUDE_BIN)")
 		}
+		if prefix, rel, ok := claudeInstall(cfg.ClaudeMuslBin, defaultClaudeMuslBin); ok {
+			mounts = append(mounts, sandbox.Mount{Source: prefix, Target: claudeMuslMount, ReadOnly: true})
+			musl = filepath.Join(claudeMuslMount, rel)
+		}
+		dir, err := writeClaudeLauncher(filepath.Join(cfg.DataDir, "tools", "bin"), glibc, musl)
+		if err != nil {
+			return nil, err
+		}
+		mounts = append(mounts, sandbox.Mount{Source: dir, Target: launcherMount, ReadOnly: true})
+		claudeBin = filepath.Join(launcherMount, "claude")
 	case "modal":
 		var allowed []string
 		if u, err := url.Parse(cfg.PublicURL); err == nil && u.Hostname() != "" {
@@ -253,12 +308,12 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	return d, nil
 }
 
-// claudeInstall finds the host's Claude Code CLI install: the npm prefix to
-// mount (the directory holding node_modules) and the CLI's path relative
-// to it. bin is TECHBOSS_CLAUDE_BIN, or "" for ./.tools/claude.
-func claudeInstall(bin string) (prefix, rel string, ok bool) {
+// claudeInstall finds a host install of the Claude Code CLI: the npm
+// prefix to mount (the directory holding node_modules) and the CLI's path
+// relative to it. bin is the configured path, or "" for def.
+func claudeInstall(bin, def string) (prefix, rel string, ok bool) {
 	if bin == "" {
-		bin = filepath.Join(".tools", "claude", "node_modules", ".bin", "claude")
+		bin = def
 	}
 	abs, err := filepath.Abs(bin)
 	if err != nil {

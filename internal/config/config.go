@@ -45,6 +45,7 @@ type Config struct {
 	S3Region         string // S3_REGION (else the AWS default chain's region)
 
 	ClaudeBin           string        // TECHBOSS_CLAUDE_BIN: host path of the Claude Code CLI mounted into sandboxes
+	ClaudeMuslBin       string        // TECHBOSS_CLAUDE_MUSL_BIN: the CLI's -musl build, for musl images
 	SandboxInit         string        // TECHBOSS_SANDBOX_INIT: the static techboss-sandbox-init helper
 	MaxSandboxesPerUser int           // TECHBOSS_MAX_SANDBOXES_PER_USER
 	SnapshotAfterRun    bool          // TECHBOSS_SNAPSHOT_AFTER_RUN
@@ -89,6 +90,7 @@ func (c *Config) settings() []setting {
 		{"S3_BUCKET", "s3-bucket", "", "bucket for the s3 blob store", str(&c.S3Bucket)},
 		{"S3_REGION", "s3-region", "", "S3 region (empty: from the AWS configuration)", str(&c.S3Region)},
 		{"TECHBOSS_CLAUDE_BIN", "claude-bin", "", "host path of the Claude Code CLI (default: ./.tools/claude/node_modules/.bin/claude)", str(&c.ClaudeBin)},
+		{"TECHBOSS_CLAUDE_MUSL_BIN", "claude-musl-bin", "", "host path of the Claude Code CLI's -musl build, for musl images (default: ./.tools/claude-musl/...)", str(&c.ClaudeMuslBin)},
 		{"TECHBOSS_SANDBOX_INIT", "sandbox-init", "", "path of techboss-sandbox-init (default: next to the server binary, then PATH)", str(&c.SandboxInit)},
 		{"TECHBOSS_MAX_SANDBOXES_PER_USER", "max-sandboxes-per-user", "10", "running sandboxes a user may have at once (0: no cap)", count(&c.MaxSandboxesPerUser)},
 		{"TECHBOSS_SNAPSHOT_AFTER_RUN", "snapshot-after-run", "true", "snapshot the workspace after every agent run", boolean(&c.SnapshotAfterRun)},
