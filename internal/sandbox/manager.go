@@ -764,26 +764,22 @@ func (m *Manager) isBusy(id string) bool {
 // idleTimeout is the spec's idle timeout bounded by the server maximum
 // (limits may have been lowered since the sandbox was created).
 func (m *Manager) idleTimeout(s Spec) time.Duration {
-	d := time.Duration(s.IdleTimeoutS) * time.Second
-	if d <= 0 {
-		d = m.limits.DefaultIdleTimeout
-	}
-	if mx := m.limits.MaxIdleTimeout; mx > 0 && (d > mx || d <= 0) {
-		d = mx
-	}
-	if d <= 0 {
-		d = time.Duration(1<<63 - 1)
-	}
-	return d
+	return bounded(s.IdleTimeoutS, m.limits.DefaultIdleTimeout, m.limits.MaxIdleTimeout)
 }
 
+// lifetime is the spec's maximum lifetime bounded the same way.
 func (m *Manager) lifetime(s Spec) time.Duration {
-	d := time.Duration(s.MaxLifetimeS) * time.Second
+	return bounded(s.MaxLifetimeS, m.limits.DefaultLifetime, m.limits.MaxLifetime)
+}
+
+// bounded is seconds (else def) capped at max; zero everywhere is forever.
+func bounded(seconds int, def, max time.Duration) time.Duration {
+	d := time.Duration(seconds) * time.Second
 	if d <= 0 {
-		d = m.limits.DefaultLifetime
+		d = def
 	}
-	if mx := m.limits.MaxLifetime; mx > 0 && (d > mx || d <= 0) {
-		d = mx
+	if max > 0 && (d > max || d <= 0) {
+		d = max
 	}
 	if d <= 0 {
 		d = time.Duration(1<<63 - 1)
