@@ -229,7 +229,17 @@ func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, guard)
 	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
+	for attempt := 1; ; attempt++ {
+		err := chromedp.Do(ctx, actions...)
+		if err == nil {
+			return
+		}
+		// The UI re-rendered the element between the query and the action
+		// (a list refreshed): the action never reached the page, so it is
+		// safe to query again.
+		if attempt < 5 && ctx.Err() == nil && strings.Contains(err.Error(), "Could not find node with given id") {
+			continue
+		}
 		b.t.Fatalf("%s: %v", what, err)
 	}
 }
