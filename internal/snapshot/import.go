@@ -54,30 +54,10 @@ func (s *Snapshotter) Import(ctx context.Context, loc Location, dir string, prog
 		return ImportResult{Mode: "version", Version: name, Files: st.Files, Bytes: m.Bytes}, nil
 	}
 
-	base := ""
-	if loc.Prefix != "" {
-		base = loc.Prefix + "/"
-	}
-	type obj struct {
-		rel  string
-		size int64
-	}
-	var objs []obj
-	var total int64
-	for in, err := range loc.Store.List(ctx, base) {
-		if err != nil {
-			return res, fmt.Errorf("import: list %q: %w", base, err)
-		}
-		rel := strings.TrimPrefix(in.Key, base)
-		if rel == Area || strings.HasPrefix(rel, Area+"/") || strings.HasSuffix(rel, "/") {
-			continue // the version area; folder markers
-		}
-		if ValidatePath(rel) != nil {
-			res.Skipped++
-			continue
-		}
-		objs = append(objs, obj{rel, in.Size})
-		total += in.Size
+	objs, total, skipped, err := plainObjects(ctx, loc)
+	res.Skipped = skipped
+	if err != nil {
+		return res, err
 	}
 	if len(objs) == 0 {
 		res.Mode = "empty"
@@ -208,30 +188,10 @@ func (s *Snapshotter) ImportTar(ctx context.Context, loc Location, w io.Writer, 
 		}
 		return ImportResult{Mode: "version", Version: name, Files: m.Files, Bytes: m.Bytes}, nil
 	}
-	base := ""
-	if loc.Prefix != "" {
-		base = loc.Prefix + "/"
-	}
-	type obj struct {
-		rel  string
-		size int64
-	}
-	var objs []obj
-	var total int64
-	for in, err := range loc.Store.List(ctx, base) {
-		if err != nil {
-			return res, fmt.Errorf("import: list %q: %w", base, err)
-		}
-		rel := strings.TrimPrefix(in.Key, base)
-		if rel == Area || strings.HasPrefix(rel, Area+"/") || strings.HasSuffix(rel, "/") {
-			continue
-		}
-		if ValidatePath(rel) != nil {
-			res.Skipped++
-			continue
-		}
-		objs = append(objs, obj{rel, in.Size})
-		total += in.Size
+	objs, total, skipped, err := plainObjects(ctx, loc)
+	res.Skipped = skipped
+	if err != nil {
+		return res, err
 	}
 	tw := tar.NewWriter(w)
 	dirs := map[string]bool{}
@@ -279,4 +239,36 @@ func (s *Snapshotter) ImportTar(ctx context.Context, loc Location, w io.Writer, 
 		mode = "empty"
 	}
 	return ImportResult{Mode: mode, Files: len(objs), Bytes: doneBytes, Skipped: res.Skipped}, nil
+}
+
+// plainObject is one plain object under a prefix, relative to it.
+type plainObject struct {
+	rel  string
+	size int64
+}
+
+// plainObjects lists the plain objects under loc's prefix that an import
+// copies: not the version area, not folder markers, and not keys that are
+// no safe relative path (those are counted as skipped).
+func plainObjects(ctx context.Context, loc Location) (objs []plainObject, total int64, skipped int, err error) {
+	base := ""
+	if loc.Prefix != "" {
+		base = loc.Prefix + "/"
+	}
+	for in, err := range loc.Store.List(ctx, base) {
+		if err != nil {
+			return nil, 0, skipped, fmt.Errorf("import: list %q: %w", base, err)
+		}
+		rel := strings.TrimPrefix(in.Key, base)
+		if rel == Area || strings.HasPrefix(rel, Area+"/") || strings.HasSuffix(rel, "/") {
+			continue // the version area; folder markers
+		}
+		if ValidatePath(rel) != nil {
+			skipped++
+			continue
+		}
+		objs = append(objs, plainObject{rel, in.Size})
+		total += in.Size
+	}
+	return objs, total, skipped, nil
 }
