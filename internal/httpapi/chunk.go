@@ -3,6 +3,8 @@ package httpapi
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"math/bits"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -15,59 +17,78 @@ import (
 // SSE data line.
 func appendChunkJSON(dst, p []byte) []byte {
 	base := len(dst)
-	if utf8.Valid(p) {
-		dst = append(dst, `{"data":"`...)
-		start := len(dst)
-		b64 := base64.StdEncoding.EncodedLen(len(p))
-		last := 0
-		for i := 0; i < len(p); i++ {
-			// Skip 8 bytes at a time while none needs escaping.
-			for i+8 <= len(p) && !needsEscape8(binary.LittleEndian.Uint64(p[i:])) {
+	if !utf8.Valid(p) {
+		return appendChunkB64(dst, p)
+	}
+	// Room for the text and a few escapes, so appends rarely grow dst.
+	dst = slices.Grow(dst, len(p)+len(p)/32+16)
+	dst = append(dst, `{"data":"`...)
+	start := len(dst)
+	b64 := base64.StdEncoding.EncodedLen(len(p))
+	last, i := 0, 0
+	for {
+		// Skip 16, then 8 bytes at a time while none needs escaping; the
+		// lowest flagged byte of a word is always a true match.
+		for i+16 <= len(p) && escapeMask8(binary.LittleEndian.Uint64(p[i:]))|escapeMask8(binary.LittleEndian.Uint64(p[i+8:])) == 0 {
+			i += 16
+		}
+		if i+8 <= len(p) {
+			m := escapeMask8(binary.LittleEndian.Uint64(p[i:]))
+			if m == 0 {
 				i += 8
-			}
-			if i >= len(p) {
-				break
-			}
-			c := p[i]
-			if c >= 0x20 && c != '"' && c != '\\' {
 				continue
 			}
-			dst = append(dst, p[last:i]...)
-			last = i + 1
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-				// Each remaining byte costs at least one more: once that
-				// bound passes base64's size, base64 is the smaller answer.
-				// (Printable text, even all newlines, always stays text.)
-				if len(dst)-start+len(p)-last > b64 {
-					return appendChunkB64(dst[:base], p)
-				}
+			i += bits.TrailingZeros64(m) / 8
+		} else {
+			for i < len(p) && p[i] >= 0x20 && p[i] != '"' && p[i] != '\\' {
+				i++
+			}
+			if i == len(p) {
+				break
 			}
 		}
-		dst = append(dst, p[last:]...)
-		return append(dst, `"}`...)
+		c := p[i]
+		dst = append(dst, p[last:i]...)
+		i++
+		last = i
+		switch c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			// Each remaining byte costs at least one more: once that
+			// bound passes base64's size, base64 is the smaller answer.
+			// (Printable text, even all newlines, always stays text.)
+			if len(dst)-start+len(p)-last > b64 {
+				return appendChunkB64(dst[:base], p)
+			}
+		}
 	}
-	return appendChunkB64(dst, p)
+	dst = append(dst, p[last:]...)
+	return append(dst, `"}`...)
 }
 
 const hexDigits = "0123456789abcdef"
 
+// escapeMask8 has the high bit set in the lowest byte of x (little
+// endian) that is below 0x20, '"' or '\\', if any; bytes above it may be
+// flagged spuriously (borrows), never the ones below. 0: none of the 8
+// bytes needs escaping.
+func escapeMask8(x uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	zero := func(v uint64) uint64 { return (v - ones) &^ v & highs }
+	return ((x-0x20*ones)&^x | zero(x^('"'*ones)) | zero(x^('\\'*ones))) & highs
+}
+
 // needsEscape8 reports whether any of the 8 bytes in x is below 0x20, '"'
 // or '\\' (it may report true spuriously; never false wrongly).
-func needsEscape8(x uint64) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	hasZero := func(v uint64) bool { return (v-ones)&^v&highs != 0 }
-	return (x-0x20*ones)&^x&highs != 0 || hasZero(x^('"'*ones)) || hasZero(x^('\\'*ones))
-}
+func needsEscape8(x uint64) bool { return escapeMask8(x) != 0 }
 
 func appendChunkB64(dst, p []byte) []byte {
 	dst = append(dst, `{"data_b64":"`...)

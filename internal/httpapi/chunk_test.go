@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -107,6 +108,41 @@ func TestNeedsEscape8(t *testing.T) {
 	}
 	if needsEscape8(binary.LittleEndian.Uint64([]byte("plain é!"))) {
 		t.Fatal("plain text flagged")
+	}
+}
+
+// The escaper jumps to the lowest flagged byte of a word, so that byte
+// must be a true match whatever the bytes around it are.
+func TestEscapeMask8Lowest(t *testing.T) {
+	special := func(c byte) bool { return c < 0x20 || c == '"' || c == '\\' }
+	fill := []byte{0x00, 0x1f, 0x20, 0x21, '"', '\\', 'a', 0x7f, 0x80, 0xa0, 0xff}
+	for pos := range 8 {
+		for c := range 256 {
+			for _, below := range []byte{0x20, 0x21, 0x23, 0x5d, 'a', 0x80, 0xa1, 0xff} {
+				for _, above := range fill {
+					w := bytes.Repeat([]byte{above}, 8)
+					for i := range pos {
+						w[i] = below
+					}
+					w[pos] = byte(c)
+					want := -1
+					for i, x := range w {
+						if special(x) {
+							want = i
+							break
+						}
+					}
+					m := escapeMask8(binary.LittleEndian.Uint64(w))
+					got := -1
+					if m != 0 {
+						got = bits.TrailingZeros64(m) / 8
+					}
+					if got != want {
+						t.Fatalf("%q: lowest flagged byte %d, want %d", w, got, want)
+					}
+				}
+			}
+		}
 	}
 }
 
