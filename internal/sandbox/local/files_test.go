@@ -109,3 +109,59 @@ func FuzzSandboxPath(f *testing.F) {
 		}
 	})
 }
+
+// failingReader yields n bytes of 'x', then fails.
+type failingReader struct{ n int }
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	k := min(len(p), r.n)
+	for i := range k {
+		p[i] = 'x'
+	}
+	r.n -= k
+	return k, nil
+}
+
+func TestWriteFileReplacesAtomically(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+	ctx := testCtx(t)
+	if _, err := d.WriteFile(ctx, ref, "/workspace/f.txt", 0o644, strings.NewReader("old")); err != nil {
+		t.Fatal(err)
+	}
+	// A process inside keeps the old file open while it is replaced.
+	mustSh(t, d, ref, "ln -s f.txt /workspace/link")
+
+	// An upload cut half-way leaves the old file whole, and no temp file.
+	if _, err := d.WriteFile(ctx, ref, "/workspace/f.txt", 0o644, &failingReader{n: 3 << 20}); err == nil {
+		t.Fatal("WriteFile from a failing reader: nil error")
+	}
+	if got := strings.TrimSpace(mustSh(t, d, ref, "cat /workspace/f.txt; ls -a /workspace | grep -c techboss-upload || true")); got != "old0" {
+		t.Fatalf("after a failed upload: %q (%d bytes), want the old content and no temp file", got[:min(len(got), 40)], len(got))
+	}
+
+	// A complete one replaces it, with the mode asked for.
+	if _, err := d.WriteFile(ctx, ref, "/workspace/f.txt", 0o600, strings.NewReader("new")); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(mustSh(t, d, ref, "cat /workspace/f.txt; stat -c ' %a' /workspace/f.txt; ls -a /workspace | grep -c techboss-upload || true")); got != "new 600\n0" {
+		t.Fatalf("after the upload: %q", got)
+	}
+
+	// Through a symlink the target is written and the link stays a link.
+	if _, err := d.WriteFile(ctx, ref, "/workspace/link", 0o644, strings.NewReader("via link")); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(mustSh(t, d, ref, "cat /workspace/f.txt; test -L /workspace/link && echo ' link'")); got != "via link link" {
+		t.Fatalf("write through a symlink: %q", got)
+	}
+
+	// A directory is refused, naming the path.
+	mustSh(t, d, ref, "mkdir -p /workspace/dir")
+	if _, err := d.WriteFile(ctx, ref, "/workspace/dir", 0o644, strings.NewReader("x")); errs.KindOf(err) != errs.Invalid {
+		t.Fatalf("WriteFile over a directory: %v", err)
+	}
+}
