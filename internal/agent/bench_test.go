@@ -53,7 +53,7 @@ func BenchmarkHubAppend(b *testing.B) {
 	if err := db.CreateRun(ctx, agent.Run{ID: "run_b", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()}); err != nil {
 		b.Fatal(err)
 	}
-	hub := agent.NewHub(db, nil, 1<<20)
+	hub := agent.NewHub(db, nil)
 	hub.Open("run_b", 0)
 	subs := make([]*agent.Subscription, 100)
 	for i := range subs {

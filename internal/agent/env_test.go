@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -198,22 +199,16 @@ func (e *env) wait(owner, runID string) (agent.Run, []agent.Event) {
 		e.t.Fatal(err)
 	}
 	defer sub.Close()
-	evs := append([]agent.Event(nil), sub.Replay...)
-	for done := len(evs) > 0 && evs[len(evs)-1].Type == agent.TypeDone; !done; {
-		select {
-		case ev, ok := <-sub.C:
-			if !ok {
-				if sub.Cut() {
-					e.t.Fatal("test subscriber was cut")
-				}
-				done = true
-				break
-			}
-			evs = append(evs, ev)
-			done = ev.Type == agent.TypeDone
-		case <-ctx.Done():
-			e.t.Fatalf("run %s did not finish: %v", runID, ctx.Err())
+	var evs []agent.Event
+	for {
+		more, err := sub.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
 		}
+		if err != nil {
+			e.t.Fatalf("run %s did not finish: %v", runID, err)
+		}
+		evs = append(evs, more...)
 	}
 	r, err := e.svc.Get(context.Background(), owner, runID)
 	if err != nil {

@@ -3,36 +3,33 @@ package agent
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// DefaultSubscriberBuffer is how many undelivered events a subscriber may
-// lag behind before it is cut (it then resumes, losing nothing). The
-// buffer is allocated up front (about 104 bytes an event) and is a large
-// part of an SSE subscriber's memory: 128 costs 13 KiB. The CLI writes a
-// few lines per turn, far below it.
-const DefaultSubscriberBuffer = 128
-
-// maxTail bounds the in-memory tail of an active run; older events are
-// replayed from the store (they are final once persisted).
+// maxTail bounds the in-memory tail of an active run; subscribers further
+// behind read older events from the store (they are final once persisted).
 const maxTail = 4096
 
+// takeMax bounds the events one Take returns, so a subscriber far behind
+// catches up in pages.
+const takeMax = 512
+
 // Hub is the durable event log with fan-out. Append persists an event to
-// the Store and only then publishes it; Subscribe returns the replay and
-// the live feed atomically, so a subscriber sees every event exactly once
-// and in order. Each subscriber has a bounded buffer: one that falls
-// behind is cut (its channel closes with Cut() true) and resumes with a
-// new Subscribe from its last seen Seq (Last-Event-ID). Publishing never
-// blocks on subscribers.
+// the Store and only then publishes it into the run's in-memory tail;
+// subscribers are cursors into that log. A subscriber sees every event
+// after its starting seq exactly once and in order, however far it lags: it
+// reads the shared tail (no copy per subscriber) and, once the tail has
+// moved past it, the store. Publishing never blocks on subscribers and
+// costs each one a non-blocking send on a one-slot channel, and a
+// subscriber's memory does not grow with its lag.
 //
 // Live events exist only for runs opened on this Hub (this process);
 // finished runs are served from the Store.
 type Hub struct {
-	store   Store
-	now     func() time.Time
-	bufSize int
+	store Store
+	now   func() time.Time
 
 	mu     sync.Mutex
 	topics map[string]*topic
@@ -42,21 +39,19 @@ type topic struct {
 	appendMu sync.Mutex // serialises Append per run: seq order == publish order
 	seq      int64      // last assigned seq; guarded by appendMu
 
-	// guarded by Hub.mu
+	mu        sync.RWMutex
 	published int64   // seq of the last published event
-	tail      []Event // the newest events, at most maxTail
-	subs      map[*Subscription]struct{}
+	tail      []Event // the newest events, contiguous seqs, at most maxTail; see publish
+	closed    bool    // the run ended: nothing is published after published
+	subs      []*Subscription
 }
 
-// NewHub returns a Hub over store. bufSize <= 0 means DefaultSubscriberBuffer.
-func NewHub(store Store, now func() time.Time, bufSize int) *Hub {
+// NewHub returns a Hub over store.
+func NewHub(store Store, now func() time.Time) *Hub {
 	if now == nil {
 		now = time.Now
 	}
-	if bufSize <= 0 {
-		bufSize = DefaultSubscriberBuffer
-	}
-	return &Hub{store: store, now: now, bufSize: bufSize, topics: map[string]*topic{}}
+	return &Hub{store: store, now: now, topics: map[string]*topic{}}
 }
 
 // Open starts the live topic of a run whose last persisted seq is lastSeq.
@@ -65,12 +60,12 @@ func (h *Hub) Open(runID string, lastSeq int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.topics[runID]; !ok {
-		h.topics[runID] = &topic{seq: lastSeq, published: lastSeq, subs: map[*Subscription]struct{}{}}
+		h.topics[runID] = &topic{seq: lastSeq, published: lastSeq}
 	}
 }
 
-// Close ends the run's live topic: every subscriber's channel is closed
-// after the events already delivered to it. Later Subscribes read the store.
+// Close ends the run's live topic: its subscribers read what was published
+// and then reach the end. Later Subscribes read the store.
 func (h *Hub) Close(runID string) {
 	h.mu.Lock()
 	t, ok := h.topics[runID]
@@ -82,10 +77,11 @@ func (h *Hub) Close(runID string) {
 	// Wait for an in-flight Append to finish publishing.
 	t.appendMu.Lock()
 	defer t.appendMu.Unlock()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for s := range t.subs {
-		close(s.c)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	for _, s := range t.subs {
+		s.notify()
 	}
 	t.subs = nil
 }
@@ -113,119 +109,165 @@ func (h *Hub) Append(ctx context.Context, runID string, evs ...Event) ([]Event, 
 			return out, fmt.Errorf("persist event %d of run %s: %w", ev.Seq, runID, err)
 		}
 		t.seq = ev.Seq
-		h.publish(t, ev)
+		t.publish(ev)
 		out = append(out, ev)
 	}
 	return out, nil
 }
 
-func (h *Hub) publish(t *topic, ev Event) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+// publish appends ev to the tail and wakes every subscriber. The tail's
+// elements are never written again once appended (a full tail moves its
+// newer half to a new array), so Take can hand out sub-slices of it.
+func (t *topic) publish(ev Event) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if len(t.tail) >= maxTail {
-		n := copy(t.tail, t.tail[maxTail/2:])
-		clear(t.tail[n:])
-		t.tail = t.tail[:n]
+		tail := make([]Event, maxTail/2, maxTail)
+		copy(tail, t.tail[maxTail/2:])
+		t.tail = tail
 	}
 	t.tail = append(t.tail, ev)
 	t.published = ev.Seq
-	for s := range t.subs {
+	for _, s := range t.subs {
+		s.notify()
+	}
+}
+
+// Subscription is one subscriber's cursor into a run's events: Take
+// returns the next ones, Ready signals that there may be more.
+type Subscription struct {
+	hub    *Hub
+	runID  string
+	t      *topic // nil: the run was not live here; read the store
+	cursor int64  // seq of the last event taken
+	ready  chan struct{}
+	idx    int  // position in t.subs while subscribed; guarded by t.mu
+	ended  bool // the store has nothing after cursor (t == nil)
+	once   sync.Once
+}
+
+func (s *Subscription) notify() {
+	select {
+	case s.ready <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+// Ready receives a value when Take may have new events (or the end) to
+// return. It may also fire when there is nothing new.
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
+
+// Take returns the events after those it returned before, in order and at
+// most a page of them, without waiting: none when there is nothing new
+// yet, io.EOF once the run has ended and everything was returned. The
+// events are shared with other subscribers: read them, do not modify them.
+func (s *Subscription) Take(ctx context.Context) ([]Event, error) {
+	if s.t == nil {
+		if s.ended {
+			return nil, io.EOF
+		}
+		evs, err := s.hub.store.RunEvents(ctx, s.runID, s.cursor, takeMax)
+		if err != nil {
+			return nil, fmt.Errorf("replay run %s: %w", s.runID, err)
+		}
+		if len(evs) < takeMax {
+			s.ended = true
+		}
+		if len(evs) == 0 {
+			return nil, io.EOF
+		}
+		s.cursor = evs[len(evs)-1].Seq
+		return evs, nil
+	}
+	t := s.t
+	t.mu.RLock()
+	published, closed, tail := t.published, t.closed, t.tail
+	t.mu.RUnlock()
+	if s.cursor >= published {
+		if closed {
+			return nil, io.EOF
+		}
+		return nil, nil
+	}
+	first := published + 1
+	if len(tail) > 0 {
+		first = tail[0].Seq
+	}
+	if s.cursor+1 < first {
+		// The tail moved past this subscriber; the store has the gap.
+		evs, err := s.hub.store.RunEvents(ctx, s.runID, s.cursor, int(min(first-s.cursor-1, takeMax)))
+		if err != nil {
+			return nil, fmt.Errorf("replay run %s: %w", s.runID, err)
+		}
+		if len(evs) == 0 {
+			return nil, fmt.Errorf("replay run %s: events %d..%d are missing from the store", s.runID, s.cursor+1, first-1)
+		}
+		s.cursor = evs[len(evs)-1].Seq
+		s.notify() // more to take
+		return evs, nil
+	}
+	i := int(s.cursor + 1 - first)
+	j := min(len(tail), i+takeMax)
+	evs := tail[i:j:j]
+	s.cursor = evs[len(evs)-1].Seq
+	if j < len(tail) {
+		s.notify()
+	}
+	return evs, nil
+}
+
+// Next waits for the next events and returns them (see Take): io.EOF at
+// the end of the run, ctx's error when ctx ends first.
+func (s *Subscription) Next(ctx context.Context) ([]Event, error) {
+	for {
+		evs, err := s.Take(ctx)
+		if err != nil || len(evs) > 0 {
+			return evs, err
+		}
 		select {
-		case s.c <- ev:
-		default:
-			// Too slow: cut it rather than block the run or buffer without bound.
-			s.cut.Store(true)
-			close(s.c)
-			delete(t.subs, s)
+		case <-s.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 }
 
-// Subscription is one subscriber's view of a run: Replay, then every
-// event from C until C is closed (the run ended, or the subscriber was
-// cut for falling behind — see Cut).
-type Subscription struct {
-	// Replay holds the events after the requested seq that existed when
-	// the subscription started, in order.
-	Replay []Event
-	// C delivers later events. It is closed by the Hub (run finished or
-	// subscriber cut) or by Close; for a finished run it is closed already.
-	C <-chan Event
-
-	c     chan Event
-	cut   atomic.Bool
-	hub   *Hub
-	runID string
-	once  sync.Once
-}
-
-// Cut reports whether C was closed because the subscriber fell behind
-// (it should resume from its last seq) rather than because the run ended.
-func (s *Subscription) Cut() bool { return s.cut.Load() }
-
-// Close unsubscribes. It is safe to call more than once and after C closed.
+// Close unsubscribes. It is safe to call more than once.
 func (s *Subscription) Close() {
 	s.once.Do(func() {
-		if s.hub == nil {
+		t := s.t
+		if t == nil {
 			return
 		}
-		s.hub.mu.Lock()
-		defer s.hub.mu.Unlock()
-		t, ok := s.hub.topics[s.runID]
-		if !ok {
-			return
-		}
-		if _, ok := t.subs[s]; ok {
-			delete(t.subs, s)
-			close(s.c)
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if s.idx < len(t.subs) && t.subs[s.idx] == s {
+			last := t.subs[len(t.subs)-1]
+			t.subs[s.idx] = last
+			last.idx = s.idx
+			t.subs[len(t.subs)-1] = nil
+			t.subs = t.subs[:len(t.subs)-1]
 		}
 	})
 }
 
-// Subscribe returns the events of runID after seq `after`, then the live
-// ones. For a run that is not live here, C is closed and Replay is
-// everything in the store after `after`.
+// Subscribe returns a cursor at seq `after`: its Takes return every later
+// event of the run, from the store and the live tail, exactly once and in
+// order, until the run's end.
 func (h *Hub) Subscribe(ctx context.Context, runID string, after int64) (*Subscription, error) {
 	if after < 0 {
 		after = 0
 	}
-	s := &Subscription{c: make(chan Event, h.bufSize), hub: h, runID: runID}
-	s.C = s.c
+	s := &Subscription{hub: h, runID: runID, cursor: after, ready: make(chan struct{}, 1)}
+	s.ready <- struct{}{} // take right away
 	h.mu.Lock()
-	t, live := h.topics[runID]
-	var firstTail int64
-	if live {
-		if len(t.tail) > 0 {
-			firstTail = t.tail[0].Seq
-		} else {
-			firstTail = t.published + 1
-		}
-		for _, ev := range t.tail {
-			if ev.Seq > after {
-				s.Replay = append(s.Replay, ev)
-			}
-		}
-		t.subs[s] = struct{}{}
-	}
-	h.mu.Unlock()
-
-	if !live {
-		close(s.c)
-		evs, err := h.store.RunEvents(ctx, runID, after, 0)
-		if err != nil {
-			return nil, fmt.Errorf("replay run %s: %w", runID, err)
-		}
-		s.Replay = evs
-		return s, nil
-	}
-	if after+1 < firstTail {
-		// Older events fell out of the tail; they are final in the store.
-		old, err := h.store.RunEvents(ctx, runID, after, int(firstTail-after-1))
-		if err != nil {
-			s.Close()
-			return nil, fmt.Errorf("replay run %s: %w", runID, err)
-		}
-		s.Replay = append(old, s.Replay...)
+	defer h.mu.Unlock()
+	if t, ok := h.topics[runID]; ok {
+		t.mu.Lock()
+		s.t = t
+		s.idx = len(t.subs)
+		t.subs = append(t.subs, s)
+		t.mu.Unlock()
 	}
 	return s, nil
 }

@@ -65,8 +65,6 @@ type Config struct {
 	// CancelGrace is how long Cancel waits after SIGINT before SIGKILL
 	// (default 10s).
 	CancelGrace time.Duration
-	// SubscriberBuffer bounds each subscriber's lag (default DefaultSubscriberBuffer).
-	SubscriberBuffer int
 	// MaxPromptBytes bounds the prompt (default 100 KiB).
 	MaxPromptBytes int
 }
@@ -184,7 +182,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 	s := &Service{
 		cfg: cfg, store: d.Store, cli: d.CLI, sbx: d.Sandboxes, gw: d.Gateway, log: d.Logger, now: d.Now,
 		afterRun:  d.AfterRun,
-		hub:       NewHub(d.Store, d.Now, cfg.SubscriberBuffer),
+		hub:       NewHub(d.Store, d.Now),
 		submit:    make(chan *job),
 		ready:     make(chan struct{}),
 		stopped:   make(chan struct{}),

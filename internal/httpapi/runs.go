@@ -3,7 +3,9 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -168,8 +170,9 @@ func (s *server) handleRunEvents(w http.ResponseWriter, r *http.Request) error {
 }
 
 // streamRun writes a run's events after `after` and follows it until it
-// is done, the client leaves, the server stops, or the client is too slow
-// (cut: it reconnects with Last-Event-ID and loses nothing).
+// is done, the client leaves or the server stops (the client then
+// reconnects with Last-Event-ID and loses nothing). A client that reads
+// slowly only falls behind: it catches up from the store.
 func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Service, runID string, after int64, format string) error {
 	ctx := r.Context()
 	sub, err := svc.Subscribe(ctx, currentUser(r).ID, runID, after)
@@ -202,22 +205,26 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 		}
 		return done, nil
 	}
-	for _, ev := range sub.Replay {
-		if done, err := write(ev); err != nil || done {
-			return err
-		}
-	}
 	tick := time.NewTicker(sseHeartbeat)
 	defer tick.Stop()
 	for {
-		select {
-		case ev, ok := <-sub.C:
-			if !ok {
-				return nil // run over (its done event was sent) or this client was cut
-			}
+		evs, err := sub.Take(ctx)
+		if errors.Is(err, io.EOF) || ctx.Err() != nil {
+			return nil // the run is over and its done event was sent, or the client left
+		}
+		if err != nil {
+			return err // the client resumes with Last-Event-ID
+		}
+		for _, ev := range evs {
 			if done, err := write(ev); err != nil || done {
 				return err
 			}
+		}
+		if len(evs) > 0 {
+			continue
+		}
+		select {
+		case <-sub.Ready():
 		case <-tick.C:
 			if err := out.Ping(); err != nil {
 				return err

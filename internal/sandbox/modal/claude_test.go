@@ -3,6 +3,8 @@ package modal_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -173,19 +175,16 @@ func runToEnd(t *testing.T, svc *agent.Service, owner, sbID, prompt string) (age
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	evs := append([]agent.Event(nil), sub.Replay...)
-	for done := len(evs) > 0 && evs[len(evs)-1].Type == agent.TypeDone; !done; {
-		select {
-		case ev, ok := <-sub.C:
-			if !ok {
-				done = true
-				break
-			}
-			evs = append(evs, ev)
-			done = ev.Type == agent.TypeDone
-		case <-ctx.Done():
-			t.Fatalf("run %s did not finish: %v (events %v)", r.ID, ctx.Err(), evTypes(evs))
+	var evs []agent.Event
+	for {
+		more, err := sub.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
 		}
+		if err != nil {
+			t.Fatalf("run %s did not finish: %v (events %v)", r.ID, err, evTypes(evs))
+		}
+		evs = append(evs, more...)
 	}
 	got, err := svc.Get(context.Background(), owner, r.ID)
 	if err != nil {
