@@ -73,7 +73,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		}
 	}()
 
-	stopping := make(chan struct{})
+	stopping, stop := context.WithCancel(context.Background())
+	defer stop()
 	handler := httpapi.NewServer(httpapi.Deps{
 		Sandboxes:      dom.sandboxes,
 		Snapshots:      dom.snapshots,
@@ -105,7 +106,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	// in-flight requests are served, and streams are told to end.
 	srv.RegisterOnShutdown(func() {
 		log.Info("listener closed; draining in-flight requests")
-		close(stopping)
+		stop()
 	})
 	log.Info("listening", "addr", ln.Addr().String())
 
@@ -136,6 +137,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		if err := srv.Shutdown(sctx); err != nil {
 			log.Warn("in-flight requests did not finish in time; closing", "err", err)
 			_ = srv.Close()
+		}
+		if err := handler.WaitStreams(sctx); err != nil {
+			log.Warn("event streams did not finish in time", "err", err)
 		}
 		return nil
 	})

@@ -120,7 +120,6 @@ func (h *Hub) Append(ctx context.Context, runID string, evs ...Event) ([]Event, 
 // newer half to a new array), so Take can hand out sub-slices of it.
 func (t *topic) publish(ev Event) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if len(t.tail) >= maxTail {
 		tail := make([]Event, maxTail/2, maxTail)
 		copy(tail, t.tail[maxTail/2:])
@@ -128,6 +127,12 @@ func (t *topic) publish(ev Event) {
 	}
 	t.tail = append(t.tail, ev)
 	t.published = ev.Seq
+	t.mu.Unlock()
+	// Wake the subscribers under the read lock only: the ones already
+	// woken can Take (also a read lock) while the rest are being woken,
+	// instead of blocking on the lock and being woken a second time.
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	for _, s := range t.subs {
 		s.notify()
 	}

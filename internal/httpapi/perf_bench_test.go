@@ -487,6 +487,29 @@ type fanoutResult struct {
 	P99     float64 `json:"p99_ms"`
 	Max     float64 `json:"max_ms"`
 	Err     string  `json:"err,omitempty"`
+	// CPU time (user + system) the client spent receiving, and the server
+	// process while the events were published (set by fanoutClient).
+	ClientCPU time.Duration `json:"client_cpu_ns"`
+	ServerCPU time.Duration `json:"-"`
+}
+
+// cpuTime is the user + system CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuPerDelivery is the CPU (server + client) one event's delivery to one
+// subscriber cost, in µs, and boundMS the least time the whole fan-out of
+// one event to subs subscribers takes with that much CPU work spread
+// perfectly over this machine's cores.
+func (r fanoutResult) cpuPerDelivery() float64 {
+	return float64((r.ServerCPU + r.ClientCPU).Nanoseconds()) / 1000 / float64(r.Samples)
+}
+
+func (r fanoutResult) boundMS(subs int) float64 {
+	return r.cpuPerDelivery() * float64(subs) / float64(runtime.NumCPU()) / 1000
 }
 
 // serverMem is the Go heap in use plus goroutine stacks after a GC.
@@ -566,6 +589,10 @@ func BenchmarkSSEFanout(b *testing.B) {
 		b.ReportMetric(res.Max, "max-ms")
 		b.ReportMetric(floor.P50, "floor-p50-ms")
 		b.ReportMetric(floor.P99, "floor-p99-ms")
+		b.ReportMetric(res.cpuPerDelivery(), "cpu-us")
+		b.ReportMetric(floor.cpuPerDelivery(), "floor-cpu-us")
+		b.ReportMetric(res.boundMS(subs), "cpu-bound-ms")
+		b.ReportMetric(floor.boundMS(subs), "floor-cpu-bound-ms")
 		b.ReportMetric(float64(int64(after)-int64(before))/float64(subs), "B/sub")
 		b.ReportMetric(float64(int64(rssAfter)-int64(rssBefore))/float64(subs), "rss-B/sub")
 		b.ReportMetric(float64(subs), "subscribers")
@@ -603,6 +630,7 @@ func fanoutClient(b *testing.B, addr, token, runID string, subs, events int, rea
 	}
 	waitFor("fanout-ready")
 	ready()
+	cpu0 := cpuTime()
 	tick := time.NewTicker(100 * time.Millisecond) // pacing of the published events
 	for range events {
 		<-tick.C
@@ -613,6 +641,7 @@ func fanoutClient(b *testing.B, addr, token, runID string, subs, events int, rea
 	if err := json.Unmarshal([]byte(waitFor("fanout-result ")), &res); err != nil {
 		b.Fatal(err)
 	}
+	res.ServerCPU = cpuTime() - cpu0
 	for sc.Scan() {
 	}
 	if err := cmd.Wait(); err != nil {
@@ -722,16 +751,14 @@ func BenchmarkSSEFanoutClient(b *testing.B) {
 		return
 	}
 	fmt.Println("\nfanout-ready")
-	var ru0, ru1 syscall.Rusage
-	syscall.Getrusage(0, &ru0)
+	cpu0 := cpuTime()
 	err = c.loop(func(s *fanSub) bool { return len(s.lat) >= events })
-	syscall.Getrusage(0, &ru1)
-	fmt.Fprintf(os.Stderr, "client cpu: user %v sys %v\n", time.Duration(ru1.Utime.Nano()-ru0.Utime.Nano()), time.Duration(ru1.Stime.Nano()-ru0.Stime.Nano()))
+	cpu := cpuTime() - cpu0
 	var all []time.Duration
 	for _, s := range c.subs {
 		all = append(all, s.lat...)
 	}
-	r := fanoutResult{Samples: len(all)}
+	r := fanoutResult{Samples: len(all), ClientCPU: cpu}
 	if err != nil {
 		r.Err = err.Error()
 	}

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -174,21 +175,24 @@ func (s *server) handleRunEvents(w http.ResponseWriter, r *http.Request) error {
 // reconnects with Last-Event-ID and loses nothing). A client that reads
 // slowly only falls behind: it catches up from the store.
 func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Service, runID string, after int64, format string) error {
-	ctx := r.Context()
+	s.streams.add()
+	defer s.streams.done()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if s.deps.Stopping != nil {
+		// The server stopping ends the stream (the client resumes).
+		defer context.AfterFunc(s.deps.Stopping, cancel)()
+	}
 	sub, err := svc.Subscribe(ctx, currentUser(r).ID, runID, after)
 	if err != nil {
 		return err
 	}
 	defer sub.Close()
-	var out eventWriter
-	if format == "ndjson" {
-		out, err = newNDJSON(w)
-	} else {
-		out, err = newSSE(w, r)
-	}
+	out, err := openEventStream(w, r, format, cancel)
 	if err != nil {
 		return err
 	}
+	defer out.Close()
 	pl := &plain{}
 	write := func(ev agent.Event) (bool, error) {
 		done := ev.Type == agent.TypeDone
@@ -231,8 +235,6 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 			}
 		case <-ctx.Done():
 			return nil
-		case <-s.stopping():
-			return nil
 		}
 	}
 }
@@ -240,6 +242,32 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 type eventWriter interface {
 	Event(id, event string, data []byte) error
 	Ping() error
+	Close()
+}
+
+// openEventStream starts a stream response in format ("ndjson", else
+// SSE): on the connection itself over HTTP/1.x (see connStream), through
+// the ResponseWriter otherwise. cancel is called if the client leaves.
+func openEventStream(w http.ResponseWriter, r *http.Request, format string, cancel context.CancelFunc) (eventWriter, error) {
+	contentType, encode, ping := "text/event-stream; charset=utf-8", appendSSEEvent, []byte(": ping\n\n")
+	if format == "ndjson" {
+		contentType, encode, ping = "application/x-ndjson", appendNDJSON, []byte("\n")
+	}
+	st, err := hijackStream(w, r, contentType, cancel, encode, ping)
+	switch {
+	case err == nil:
+		return st, nil
+	case !errors.Is(err, errNoHijack):
+		return nil, err
+	case format == "ndjson":
+		return newNDJSON(w)
+	}
+	return newSSE(w, r)
+}
+
+// appendNDJSON appends data as one line.
+func appendNDJSON(dst []byte, _, _ string, data []byte) ([]byte, error) {
+	return append(append(dst, bytes.TrimSpace(data)...), '\n'), nil
 }
 
 // ndjson writes one JSON event per line.
@@ -259,11 +287,15 @@ func newNDJSON(w http.ResponseWriter) (*ndjson, error) {
 }
 
 func (n *ndjson) Event(_, _ string, data []byte) error {
-	if _, err := n.w.Write(append(bytes.TrimSpace(data), '\n')); err != nil {
+	b, _ := appendNDJSON(nil, "", "", data)
+	if _, err := n.w.Write(b); err != nil {
 		return err
 	}
 	return n.rc.Flush()
 }
+
+// Close does nothing: net/http ends the response.
+func (n *ndjson) Close() {}
 
 func (n *ndjson) Ping() error {
 	if _, err := n.w.Write([]byte("\n")); err != nil {

@@ -96,14 +96,20 @@ func newRunHarness(t *testing.T, script ...modeltest.Reply) *runHarness {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = rh.svc.Run(ctx) })
-	stopping := make(chan struct{})
-	h.srv = httptest.NewServer(NewServer(Deps{
+	stopping, stop := context.WithCancel(context.Background())
+	api := NewServer(Deps{
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
 		Sandboxes: m, Runs: rh.svc, Gateway: gw, Stopping: stopping,
-	}))
+	})
+	h.srv = httptest.NewServer(api)
 	t.Cleanup(func() {
-		close(stopping)
+		stop()
 		h.srv.Close()
+		wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer wcancel()
+		if err := api.WaitStreams(wctx); err != nil {
+			t.Error(err)
+		}
 		cancel()
 		wg.Wait()
 		items, _ := h.db.ListSandboxes(context.Background(), sandbox.ListFilter{})

@@ -5,8 +5,11 @@
 package httpapi
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,10 +53,10 @@ type Deps struct {
 	// MaxJSONBody bounds JSON request bodies for handlers that use
 	// decodeJSONLimit(r, v, s.deps.MaxJSONBody) (default 1 MiB).
 	MaxJSONBody int64
-	// Stopping is closed when the server begins shutting down, so long-lived
+	// Stopping is done when the server begins shutting down, so long-lived
 	// streams (SSE, WebSocket) end and let Shutdown finish; clients resume.
 	// Nil means never.
-	Stopping <-chan struct{}
+	Stopping context.Context
 }
 
 // server holds the handlers' shared state. Handlers are methods on it.
@@ -63,14 +66,63 @@ type server struct {
 	now     func() time.Time
 	metrics *httpMetrics
 	csrf    *http.CrossOriginProtection
+	streams streamCount
 }
 
-// stopping returns a channel closed at shutdown (nil: never closes).
-func (s *server) stopping() <-chan struct{} { return s.deps.Stopping }
+// Server is the HTTP handler for the whole API.
+type Server struct {
+	http.Handler
+	s *server
+}
 
 // NewServer returns the HTTP handler for the whole API.
-func NewServer(deps Deps) http.Handler {
-	return newServer(deps).routes()
+func NewServer(deps Deps) *Server {
+	s := newServer(deps)
+	return &Server{Handler: s.routes(), s: s}
+}
+
+// WaitStreams waits until every event stream that took its connection
+// over from net/http has ended, or ctx is done. http.Server.Shutdown does
+// not wait for those; Deps.Stopping ends them.
+func (h *Server) WaitStreams(ctx context.Context) error { return h.s.streams.wait(ctx) }
+
+// streamCount counts the streams in progress.
+type streamCount struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0; nil before the first stream
+}
+
+func (c *streamCount) add() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == 0 {
+		c.idle = make(chan struct{})
+	}
+	c.n++
+}
+
+func (c *streamCount) done() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n--; c.n == 0 {
+		close(c.idle)
+	}
+}
+
+func (c *streamCount) wait(ctx context.Context) error {
+	c.mu.Lock()
+	idle := c.idle
+	c.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("event streams still open: %w", ctx.Err())
+	}
 }
 
 func newServer(deps Deps) *server {

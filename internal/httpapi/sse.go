@@ -28,8 +28,6 @@ const sseHeartbeat = 15 * time.Second
 //		select {
 //		case <-r.Context().Done():
 //			return nil
-//		case <-s.stopping():
-//			return nil // the client reconnects with Last-Event-ID
 //		case ev := <-events:
 //			if err := st.Event(ev.ID, ev.Type, ev.Data); err != nil { return err }
 //		case <-tick.C:
@@ -68,44 +66,47 @@ func newSSE(w http.ResponseWriter, r *http.Request) (*sseStream, error) {
 // split at newlines (\n, \r\n or \r) into several data: lines, so any text is
 // transported intact. id and event must not contain newlines.
 func (s *sseStream) Event(id, event string, data []byte) error {
-	if strings.ContainsAny(id, "\r\n\x00") || strings.ContainsAny(event, "\r\n") {
-		return errors.New("sse: id or event contains a newline")
+	b, err := appendSSEEvent(make([]byte, 0, len(data)+len(id)+len(event)+32), id, event, data)
+	if err != nil {
+		return err
 	}
-	var b bytes.Buffer
-	b.Grow(len(data) + len(id) + len(event) + 32)
-	if id != "" {
-		b.WriteString("id: ")
-		b.WriteString(id)
-		b.WriteByte('\n')
-	}
-	if event != "" {
-		b.WriteString("event: ")
-		b.WriteString(event)
-		b.WriteByte('\n')
-	}
-	writeDataLines(&b, data)
-	b.WriteByte('\n')
-	return s.write(b.Bytes())
+	return s.write(b)
 }
 
-func writeDataLines(b *bytes.Buffer, data []byte) {
+// appendSSEEvent appends one event in the SSE wire form to dst (see Event).
+func appendSSEEvent(dst []byte, id, event string, data []byte) ([]byte, error) {
+	if strings.ContainsAny(id, "\r\n\x00") || strings.ContainsAny(event, "\r\n") {
+		return dst, errors.New("sse: id or event contains a newline")
+	}
+	if id != "" {
+		dst = append(dst, "id: "...)
+		dst = append(dst, id...)
+		dst = append(dst, '\n')
+	}
+	if event != "" {
+		dst = append(dst, "event: "...)
+		dst = append(dst, event...)
+		dst = append(dst, '\n')
+	}
 	for {
 		i := bytes.IndexAny(data, "\r\n")
 		if i < 0 {
-			b.WriteString("data: ")
-			b.Write(data)
-			b.WriteByte('\n')
-			return
+			dst = append(dst, "data: "...)
+			dst = append(dst, data...)
+			return append(dst, '\n', '\n'), nil
 		}
-		b.WriteString("data: ")
-		b.Write(data[:i])
-		b.WriteByte('\n')
+		dst = append(dst, "data: "...)
+		dst = append(dst, data[:i]...)
+		dst = append(dst, '\n')
 		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
 			i++
 		}
 		data = data[i+1:]
 	}
 }
+
+// Close does nothing: net/http ends the response.
+func (s *sseStream) Close() {}
 
 // Comment writes a comment line (ignored by clients) and flushes.
 func (s *sseStream) Comment(text string) error {

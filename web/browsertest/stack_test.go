@@ -3,12 +3,15 @@ package browsertest
 import (
 	"context"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -131,13 +134,45 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 		t.Cleanup(func() { cancel(); wg.Wait() })
 		deps.Runs, deps.Gateway = svc, gw
 	}
-	stopping := make(chan struct{})
+	stopping, stop := context.WithCancel(context.Background())
 	deps.Stopping = stopping
-	srv := httptest.NewServer(httpapi.NewServer(deps))
+	api := httpapi.NewServer(deps)
+	srv := httptest.NewUnstartedServer(api)
+	// Event streams take their connections over from net/http, which then
+	// no longer tracks them: keep them here, so a "network drop" cuts them
+	// too.
+	var (
+		mu       sync.Mutex
+		hijacked = map[net.Conn]struct{}{}
+	)
+	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateHijacked {
+			mu.Lock()
+			hijacked[c] = struct{}{}
+			mu.Unlock()
+		}
+	}
+	srv.Start()
 	// Registered last, so it runs first: streams end before the services stop.
-	t.Cleanup(func() { close(stopping); srv.Close() })
+	t.Cleanup(func() {
+		stop()
+		srv.Close()
+		wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := api.WaitStreams(wctx); err != nil {
+			t.Error(err)
+		}
+	})
 	s.url = srv.URL
-	s.dropConnections = srv.CloseClientConnections
+	s.dropConnections = func() {
+		srv.CloseClientConnections()
+		mu.Lock()
+		defer mu.Unlock()
+		for c := range hijacked {
+			_ = c.Close()
+			delete(hijacked, c)
+		}
+	}
 	return s
 }
 

@@ -1,0 +1,147 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/agent/claude"
+	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/store/storetest"
+)
+
+// greetCLI is an agent program that writes one assistant line and then
+// waits to be cancelled, so its run stays live.
+type greetCLI struct{}
+
+func (greetCLI) Command(agent.CommandRequest) ([]string, map[string]string) {
+	return []string{"sh", "-c", `echo '{"type":"assistant","message":{"id":"m","content":[{"type":"text","text":"hello"}]}}'; exec sleep 3600`}, nil
+}
+
+func (greetCLI) NewParser() agent.Parser { return &claude.Parser{} }
+
+// TestRunStreamTransports: over HTTP/1.1 a run's event stream takes its
+// connection over (one chunk per event; the stream ends as soon as the
+// client leaves or the server stops, and the server can wait for it); over
+// HTTP/2 the same events come through net/http.
+func TestRunStreamTransports(t *testing.T) {
+	db := storetest.OpenSQLite(t)
+	log := slog.New(slog.DiscardHandler)
+	as := auth.New(auth.Options{Store: db, Logger: log, Hash: auth.TestHashParams, SessionTTL: time.Hour,
+		AccountLimit: 3, IPLimit: 100, ThrottleWindow: time.Minute})
+	ctx := context.Background()
+	u, err := as.CreateUser(ctx, "streams@example.com", testPassword, auth.RoleMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tok, err := as.CreateToken(ctx, u.ID, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newSandboxManager(t, db, time.Now, sandbox.DefaultLimits())
+	svc, err := agent.NewService(agent.Config{Credentials: agent.CredentialsDirect, UpstreamAPIKey: "unused"},
+		agent.Deps{Store: db, Sandboxes: m, CLI: greetCLI{}, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancelRuns := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = svc.Run(runCtx) })
+	stopping, stop := context.WithCancel(ctx)
+	api := NewServer(Deps{Logger: log, Store: db, Auth: as, Metrics: prometheus.NewRegistry(),
+		Sandboxes: m, Runs: svc, Stopping: stopping})
+	h1 := httptest.NewServer(api)
+	h2 := httptest.NewUnstartedServer(api)
+	h2.EnableHTTP2 = true
+	h2.StartTLS()
+	t.Cleanup(func() {
+		stop()
+		h1.Close()
+		h2.Close()
+		cancelRuns()
+		wg.Wait()
+	})
+	sb, err := m.Create(ctx, u.ID, sandbox.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := svc.Start(ctx, u.ID, sb.ID, "hi", agent.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStreams := func(what string) {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := api.WaitStreams(wctx); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	// open follows the run and returns the response once its text event
+	// arrived.
+	open := func(srv *httptest.Server, c *http.Client) (*http.Response, *bufio.Reader) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+"/runs/"+run.ID+"/events", nil)
+		req.Header.Set("Authorization", "Bearer "+tok.Reveal())
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") ||
+			res.Header.Get("X-Request-Id") == "" || res.Header.Get("Cache-Control") != "no-cache" {
+			t.Fatalf("status %d, headers %v", res.StatusCode, res.Header)
+		}
+		br := bufio.NewReader(res.Body)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream ended before the text event: %v", err)
+			}
+			if strings.Contains(line, `"text":"hello"`) {
+				return res, br
+			}
+		}
+	}
+
+	// HTTP/1.1: chunked, the connection closes with the stream.
+	res, _ := open(h1, h1.Client())
+	if res.ProtoMajor != 1 || len(res.TransferEncoding) != 1 || res.TransferEncoding[0] != "chunked" || !res.Close {
+		t.Fatalf("HTTP/1.1 stream: proto %s, transfer-encoding %v, close %v", res.Proto, res.TransferEncoding, res.Close)
+	}
+	// The client leaving ends the stream at once, not at the next write.
+	res.Body.Close()
+	waitStreams("after the HTTP/1.1 client left")
+
+	// HTTP/2: through the ResponseWriter.
+	h2c := h2.Client()
+	h2c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	res, _ = open(h2, h2c)
+	if res.ProtoMajor != 2 {
+		t.Fatalf("TLS stream over %s, want HTTP/2", res.Proto)
+	}
+	res.Body.Close()
+	waitStreams("after the HTTP/2 client left")
+
+	// The server stopping ends an HTTP/1.1 stream cleanly (the last chunk
+	// is sent: the client sees the end of the body, not a cut), and the
+	// server can wait for it.
+	res, br := open(h1, h1.Client())
+	defer res.Body.Close()
+	stop()
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("stream after stop: %v (want a clean end)", err)
+	}
+	waitStreams("after stop")
+}
