@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -204,18 +205,33 @@ func textOrB64(text, b64 string) ([]byte, error) {
 
 // ExecStream runs a command and copies its output to stdout and stderr
 // (either may be nil) as it arrives. A command that ran returns its exit
-// with a nil error whatever its exit code.
+// with a nil error whatever its exit code. The output travels as binary
+// frames (see ExecFramesType); a server that answers with SSE instead is
+// understood too.
 func (c *Client) ExecStream(ctx context.Context, id string, req ExecRequest, stdout, stderr io.Writer) (*ExecExit, error) {
+	return c.execStream(ctx, id, req, stdout, stderr, ExecFramesType+", text/event-stream;q=0.5")
+}
+
+// ExecFramesType is the media type of an exec's binary stream: frames of
+// an 8-byte header (kind: 0 heartbeat, 1 stdout, 2 stderr, 3 exit JSON, 4
+// error JSON; 3 zero bytes; payload length as a big-endian uint32) and the
+// payload.
+const ExecFramesType = "application/vnd.techboss.exec-stream"
+
+func (c *Client) execStream(ctx context.Context, id string, req ExecRequest, stdout, stderr io.Writer, accept string) (*ExecExit, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
-	hdr := http.Header{"Content-Type": {"application/json"}, "Accept": {"text/event-stream"}}
+	hdr := http.Header{"Content-Type": {"application/json"}, "Accept": {accept}}
 	res, err := c.Request(ctx, "POST", "/sandbox/"+url.PathEscape(id)+"/exec", strings.NewReader(string(b)), hdr)
 	if err != nil {
 		return nil, err
 	}
 	defer res.Body.Close()
+	if strings.HasPrefix(res.Header.Get("Content-Type"), ExecFramesType) {
+		return readExecFrames(res, stdout, stderr)
+	}
 	var exit *ExecExit
 	err = readEvents(res.Body, func(event string, data []byte) error {
 		switch event {
@@ -263,6 +279,55 @@ func (c *Client) ExecStream(ctx context.Context, id string, req ExecRequest, std
 		return nil, errors.New("exec stream ended without an exit event")
 	}
 	return exit, nil
+}
+
+// readExecFrames reads an ExecFramesType stream to its exit or error frame.
+func readExecFrames(res *http.Response, stdout, stderr io.Writer) (*ExecExit, error) {
+	var hdr [8]byte
+	for {
+		if _, err := io.ReadFull(res.Body, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, errors.New("exec stream ended without an exit frame")
+			}
+			return nil, fmt.Errorf("read exec stream: %w", err)
+		}
+		kind, n := hdr[0], int64(binary.BigEndian.Uint32(hdr[4:]))
+		switch kind {
+		case 1, 2:
+			w := stdout
+			if kind == 2 {
+				w = stderr
+			}
+			if w == nil {
+				w = io.Discard
+			}
+			if _, err := io.CopyN(w, res.Body, n); err != nil {
+				return nil, fmt.Errorf("exec output: %w", err)
+			}
+		case 3, 4:
+			if n > 1<<20 {
+				return nil, fmt.Errorf("exec stream: a %d-byte frame of kind %d", n, kind)
+			}
+			p := make([]byte, n)
+			if _, err := io.ReadFull(res.Body, p); err != nil {
+				return nil, fmt.Errorf("read exec stream: %w", err)
+			}
+			if kind == 4 {
+				e := &Error{StatusCode: res.StatusCode}
+				_ = json.Unmarshal(p, e)
+				return nil, e
+			}
+			exit := &ExecExit{}
+			if err := json.Unmarshal(p, exit); err != nil {
+				return nil, fmt.Errorf("decode exit frame: %w", err)
+			}
+			return exit, nil
+		default: // heartbeats, and kinds this client does not know
+			if _, err := io.CopyN(io.Discard, res.Body, n); err != nil {
+				return nil, fmt.Errorf("read exec stream: %w", err)
+			}
+		}
+	}
 }
 
 // readEvents parses a text/event-stream, calling fn for each event.

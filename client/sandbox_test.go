@@ -91,6 +91,23 @@ func TestClientSandboxes(t *testing.T) {
 	if err != nil || exit.ExitCode != 4 || out.String() != "a\n" || errOut.String() != "b\n" {
 		t.Fatalf("ExecStream = %+v, %v, %q, %q", exit, err, out.String(), errOut.String())
 	}
+	// Binary output (NULs, bytes that are not UTF-8, a UTF-8 sequence cut
+	// between writes) arrives intact both as frames and as SSE.
+	binCmd := client.ExecRequest{Command: []string{"sh", "-c", `printf 'a\000b\377'; printf '\342\202'; sleep 0.05; printf '\254z'; printf 'e\001' >&2`}}
+	for _, accept := range []string{client.ExecFramesType, "text/event-stream"} {
+		out.Reset()
+		errOut.Reset()
+		exit, err := c.ExecStreamAccept(ctx, id, binCmd, &out, &errOut, accept)
+		if err != nil || exit.ExitCode != 0 || out.String() != "a\x00b\xff\xe2\x82\xacz" || errOut.String() != "e\x01" {
+			t.Fatalf("ExecStream (%s) = %+v, %v, %q, %q", accept, exit, err, out.String(), errOut.String())
+		}
+	}
+	// An exec that cannot run answers a JSON error before any stream.
+	if _, err := c.ExecStream(ctx, "sb_missing", client.ExecRequest{Command: []string{"true"}}, nil, nil); err == nil {
+		t.Fatal("ExecStream on a missing sandbox: nil error")
+	} else if ce := (*client.Error)(nil); !errors.As(err, &ce) || ce.StatusCode != 404 {
+		t.Fatalf("ExecStream on a missing sandbox: %v", err)
+	}
 	if n, err := c.WriteFile(ctx, id, "notes/a.txt", strings.NewReader("hello"), 0o640); err != nil || n != 5 {
 		t.Fatalf("WriteFile = %d, %v", n, err)
 	}

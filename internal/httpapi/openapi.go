@@ -20,6 +20,8 @@ type apiOp struct {
 	Public bool
 	// Stream marks text/event-stream responses.
 	Stream bool
+	// Frames: the stream is also offered as execFramesType (Accept).
+	Frames bool
 }
 
 // apiOps lists every documented route, one slice per domain. Domain owners
@@ -129,7 +131,12 @@ func openAPIOperation(op apiOp, path string) map[string]any {
 	ok := map[string]any{"description": "success"}
 	switch {
 	case op.Stream:
-		ok["content"] = map[string]any{"text/event-stream": map[string]any{"schema": map[string]any{"type": "string"}}}
+		content := map[string]any{"text/event-stream": map[string]any{"schema": map[string]any{"type": "string"}}}
+		if op.Frames {
+			content[execFramesType] = map[string]any{"schema": map[string]any{"type": "string", "format": "binary",
+				"description": "frames: an 8-byte header (kind: 0 heartbeat, 1 stdout, 2 stderr, 3 exit JSON, 4 error JSON; 3 zero bytes; payload length, uint32 big endian) and the payload"}}
+		}
+		ok["content"] = content
 	case op.Response != nil:
 		ok["content"] = map[string]any{"application/json": map[string]any{"schema": map[string]any{
 			"type":       "object",

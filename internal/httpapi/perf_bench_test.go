@@ -219,11 +219,21 @@ func BenchmarkHTTPCreateFirstExec(b *testing.B) {
 
 const streamBytes = 256 << 20
 
-// streamCmds are the 256 MiB producers: text lines (the usual output of
-// builds and tests) and binary zeros (each NUL is not printable text).
-var streamCmds = []struct{ unit, script string }{
-	{"MiB/s", fmt.Sprintf("yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyz | head -c %d", streamBytes)},
-	{"bin-MiB/s", fmt.Sprintf("head -c %d /dev/zero", streamBytes)},
+// The 256 MiB producers: text lines (the usual output of builds and
+// tests) and binary zeros (each NUL is not printable text).
+var (
+	textCmd = fmt.Sprintf("yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyz | head -c %d", streamBytes)
+	zeroCmd = fmt.Sprintf("head -c %d /dev/zero", streamBytes)
+)
+
+// streamCmds are the stream benchmark's cases: each producer through SSE
+// (the browser's form) and through binary frames (Accept: execFramesType,
+// the Go client's form).
+var streamCmds = []struct{ unit, script, accept string }{
+	{"MiB/s", textCmd, "text/event-stream"},
+	{"bin-MiB/s", zeroCmd, "text/event-stream"},
+	{"frames-MiB/s", textCmd, execFramesType},
+	{"frames-bin-MiB/s", zeroCmd, execFramesType},
 }
 
 // rawPipe runs script on the host and reads its stdout from a pipe into
@@ -265,7 +275,7 @@ func medianMiBps(n int64, ds []time.Duration) float64 {
 // decode the events (it checks the size and the exit event), beside the
 // same command on the host read from a raw pipe; the median of
 // streamSamples of each. MiB/s is text output, bin-MiB/s is 256 MiB of
-// NUL bytes. The sandbox gets as many CPUs as the host has (the default is
+// NUL bytes; frames-* the same through the binary frame form. The sandbox gets as many CPUs as the host has (the default is
 // 1), as the floor's producer does.
 func BenchmarkExecStdoutStream(b *testing.B) {
 	e := newPerfEnv(b, nil)
@@ -276,7 +286,9 @@ func BenchmarkExecStdoutStream(b *testing.B) {
 		var ours, floor []time.Duration
 		for range max(b.N, streamSamples) {
 			start := time.Now()
-			res, err := e.client.Do(e.req(b, "POST", "/sandbox/"+id+"/exec", bytes.NewReader(body)))
+			req := e.req(b, "POST", "/sandbox/"+id+"/exec", bytes.NewReader(body))
+			req.Header.Set("Accept", c.accept)
+			res, err := e.client.Do(req)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -284,7 +296,7 @@ func BenchmarkExecStdoutStream(b *testing.B) {
 			n, err := io.CopyBuffer(&tail, struct{ io.Reader }{res.Body}, make([]byte, 256<<10))
 			res.Body.Close()
 			ours = append(ours, time.Since(start))
-			if err != nil || res.StatusCode != 200 || n < streamBytes || !bytes.Contains(tail.b, []byte("event: exit\ndata: {\"exit_code\":0")) {
+			if err != nil || res.StatusCode != 200 || n < streamBytes || !bytes.Contains(tail.b, []byte(`{"exit_code":0`)) {
 				b.Fatalf("exec stream: status %d, %d bytes, %v, tail %q", res.StatusCode, n, err, tail.b)
 			}
 			floor = append(floor, rawPipe(b, c.script))

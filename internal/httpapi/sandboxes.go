@@ -30,7 +30,7 @@ var sandboxOps = []apiOp{
 	{Method: "GET", Path: "/sandbox/{id}", Summary: "A sandbox's status and its driver's capabilities", Response: sandboxView{}},
 	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent)", Response: sandbox.Sandbox{}},
 	{Method: "GET", Path: "/sandbox/{id}/logs", Summary: "Build and start log (text; SSE `log`/`status` events with ?follow=true)"},
-	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events, or one JSON answer with ?wait=true", Request: execRequest{}, Stream: true},
+	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events, binary frames with `Accept: application/vnd.techboss.exec-stream`, or one JSON answer with ?wait=true", Request: execRequest{}, Stream: true, Frames: true},
 	{Method: "GET", Path: "/sandbox/{id}/files", Summary: "List a directory (?dir=, relative to /workspace or absolute)", Response: listDirResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}/files/*", Summary: "Download a file (raw bytes)"},
 	{Method: "PUT", Path: "/sandbox/{id}/files/*", Summary: "Upload a file (raw bytes; ?mode=0644)", Response: writeFileResponse{}},
@@ -378,7 +378,13 @@ func (s *server) handleExec(w http.ResponseWriter, r *http.Request) error {
 		return writeJSON(w, http.StatusOK, resp)
 	}
 
-	st, err := newSSE(w, r)
+	frames := wantsExecFrames(r)
+	var st *sseStream
+	if frames {
+		st, err = newStream(w, execFramesType, frameHeartbeatBytes)
+	} else {
+		st, err = newSSE(w, r)
+	}
 	if err != nil {
 		return err
 	}
@@ -386,16 +392,29 @@ func (s *server) handleExec(w http.ResponseWriter, r *http.Request) error {
 	var hb sync.WaitGroup
 	hb.Go(func() { _ = st.Heartbeat(hbCtx, sseHeartbeat) })
 	defer func() { stopHB(); hb.Wait() }()
-	batch := newSSEBatcher(st, execBatchMax)
+	var (
+		batch          *sseBatcher
+		flush          func() error
+		stdout, stderr io.Writer
+	)
+	if frames {
+		batch = newSSEBatcher(st, execBatchMax, appendOutputFrame)
+		stdout, stderr = &frameOutput{event: "stdout", batch: batch}, &frameOutput{event: "stderr", batch: batch}
+		flush = batch.close
+	} else {
+		batch = newSSEBatcher(st, execBatchMax, appendChunkEvent)
+		o, e := &sseOutput{st: st, event: "stdout", batch: batch}, &sseOutput{st: st, event: "stderr", batch: batch}
+		stdout, stderr = o, e
+		// Anything held back waiting for the rest of a UTF-8 sequence goes
+		// too.
+		flush = func() error { return errors.Join(o.flush(), e.flush(), batch.close()) }
+	}
 	defer batch.close()
-	stdout := &sseOutput{st: st, event: "stdout", batch: batch}
-	stderr := &sseOutput{st: st, event: "stderr", batch: batch}
 	ereq.Stdout, ereq.Stderr = stdout, stderr
 	start := time.Now()
 	est, err := m.Exec(ctx, owner, id, ereq)
-	// Anything held back waiting for the rest of a UTF-8 sequence goes now,
-	// and every queued event before the exit event.
-	if ferr := errors.Join(stdout.flush(), stderr.flush(), batch.close()); ferr != nil && err == nil {
+	// Every queued output event goes before the exit event.
+	if ferr := flush(); ferr != nil && err == nil {
 		err = ferr
 	}
 	exit, err := s.exitOf(r, ctx, est, err, start)
@@ -404,9 +423,15 @@ func (s *server) handleExec(w http.ResponseWriter, r *http.Request) error {
 			return nil // the client left; the exec was cancelled with it
 		}
 		s.logger(r).WarnContext(r.Context(), "exec failed", "sandbox_id", id, "err", err)
+		if frames {
+			return st.write(appendFrame(nil, frameError, errorEventJSON(r, err)))
+		}
 		return st.Event("", "error", errorEventJSON(r, err))
 	}
 	b, _ := json.Marshal(exit)
+	if frames {
+		return st.write(appendFrame(nil, frameExit, b))
+	}
 	return st.Event("", "exit", b)
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -506,6 +507,87 @@ func TestExecSSE(t *testing.T) {
 	wantField(t, h.do(h.alice, "POST", "/sandbox/"+id+"/exec", map[string]any{"command": []string{"true"}, "timeout_s": -1}), 422, "timeout_s")
 	wantField(t, h.do(h.alice, "POST", "/sandbox/"+id+"/exec", map[string]any{"command": []string{"true"}, "workdir": "../../"}), 422, "workdir")
 	wantField(t, h.do(h.alice, "POST", "/sandbox/"+id+"/exec", map[string]any{"command": []string{"true"}, "shell": true}), 422, "shell")
+}
+
+// frame is one frame of the binary exec stream.
+type frame struct {
+	kind byte
+	data []byte
+}
+
+// execFrames runs an exec asking for accept and returns the response's
+// content type and, for the frame form, its frames.
+func (h *sbHarness) execFrames(c *http.Client, id, accept string, body any) (string, []frame) {
+	h.t.Helper()
+	j, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", h.srv.URL+"/sandbox/"+id+"/exec", bytes.NewReader(j))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", accept)
+	res, err := c.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	ct := res.Header.Get("Content-Type")
+	if res.StatusCode != 200 || ct != execFramesType {
+		return ct, nil
+	}
+	var fs []frame
+	for {
+		var hdr [8]byte
+		if _, err := io.ReadFull(res.Body, hdr[:]); err == io.EOF {
+			return ct, fs
+		} else if err != nil {
+			h.t.Fatalf("frame header: %v", err)
+		}
+		if hdr[1]|hdr[2]|hdr[3] != 0 {
+			h.t.Fatalf("frame header %x: bytes 1-3 must be 0", hdr)
+		}
+		data := make([]byte, binary.BigEndian.Uint32(hdr[4:]))
+		if _, err := io.ReadFull(res.Body, data); err != nil {
+			h.t.Fatalf("frame payload: %v", err)
+		}
+		fs = append(fs, frame{hdr[0], data})
+	}
+}
+
+// TestExecFrames: asked for with Accept, the exec stream is binary
+// frames: output bytes as they are (no escaping, no base64, a UTF-8
+// sequence split between writes passed on as written), then one exit
+// frame, and nothing after it.
+func TestExecFrames(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	id := h.createSandbox(h.alice, map[string]any{})
+	ct, fs := h.execFrames(h.alice, id, "text/event-stream;q=0.5, "+execFramesType, map[string]any{
+		"command": []string{"sh", "-c", `printf 'a\000b\377\342\202'; echo err >&2; sleep 0.05; printf '\254'; head -c 300000 /dev/zero; exit 3`},
+	})
+	if ct != execFramesType || len(fs) < 3 {
+		t.Fatalf("content type %q, %d frames", ct, len(fs))
+	}
+	var out, errOut []byte
+	for _, f := range fs[:len(fs)-1] {
+		switch f.kind {
+		case frameStdout:
+			out = append(out, f.data...)
+		case frameStderr:
+			errOut = append(errOut, f.data...)
+		default:
+			t.Fatalf("frame of kind %d before the end: %q", f.kind, f.data)
+		}
+	}
+	if want := "a\x00b\xff\xe2\x82\xac" + strings.Repeat("\x00", 300000); string(out) != want || string(errOut) != "err\n" {
+		t.Fatalf("stdout %d bytes (%q…), stderr %q", len(out), out[:min(len(out), 12)], errOut)
+	}
+	last := fs[len(fs)-1]
+	var exit execExit
+	if err := json.Unmarshal(last.data, &exit); last.kind != frameExit || err != nil || exit.ExitCode != 3 {
+		t.Fatalf("last frame: kind %d %s", last.kind, last.data)
+	}
+	// q=0 refuses the frame form: SSE it is.
+	if ct, _ := h.execFrames(h.alice, id, execFramesType+";q=0", map[string]any{"command": []string{"true"}}); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Fatalf("Accept with q=0: content type %q, want SSE", ct)
+	}
 }
 
 func TestExecWait(t *testing.T) {

@@ -37,25 +37,35 @@ const sseHeartbeat = 15 * time.Second
 //
 // Or run st.Heartbeat(ctx, sseHeartbeat) under an errgroup beside the loop.
 type sseStream struct {
-	mu sync.Mutex
-	w  http.ResponseWriter
-	rc *http.ResponseController
+	mu   sync.Mutex
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	ping []byte // what Ping writes
 }
+
+// ssePing is the SSE heartbeat, a comment.
+var ssePing = []byte(": ping\n\n")
 
 // newSSE starts an event stream on w: it sets the SSE headers, lifts the
 // server's write deadline for this response only, and flushes the headers.
 func newSSE(w http.ResponseWriter, r *http.Request) (*sseStream, error) {
+	return newStream(w, "text/event-stream; charset=utf-8", ssePing)
+}
+
+// newStream starts a streaming response of contentType whose heartbeat
+// (Ping) is ping; its writes go out at once (see newSSE).
+func newStream(w http.ResponseWriter, contentType string, ping []byte) (*sseStream, error) {
 	rc := http.NewResponseController(w)
 	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return nil, fmt.Errorf("lift write deadline: %w", err)
 	}
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Content-Type", contentType)
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	h.Set("Connection", "keep-alive")
 	w.WriteHeader(http.StatusOK)
-	st := &sseStream{w: w, rc: rc}
+	st := &sseStream{w: w, rc: rc, ping: ping}
 	if err := rc.Flush(); err != nil {
 		return nil, fmt.Errorf("flush: %w", err)
 	}
@@ -114,8 +124,8 @@ func (s *sseStream) Comment(text string) error {
 	return s.write([]byte(": " + text + "\n\n"))
 }
 
-// Ping writes the heartbeat comment ": ping".
-func (s *sseStream) Ping() error { return s.Comment("ping") }
+// Ping writes the heartbeat (for SSE the comment ": ping").
+func (s *sseStream) Ping() error { return s.write(s.ping) }
 
 // Retry tells the client how long to wait before reconnecting.
 func (s *sseStream) Retry(d time.Duration) error {

@@ -18,8 +18,9 @@ const execBatchMax = 512 << 10
 // one per pipe read, and a quiet one still gets each chunk out at once
 // (nothing waits for a timer). Events keep their order.
 type sseBatcher struct {
-	st   *sseStream
-	max  int
+	st     *sseStream
+	max    int
+	encode func(dst []byte, name string, p []byte) []byte
 	kick chan struct{} // capacity 1: "pending has data"
 	done chan struct{} // closed when the writer goroutine returns
 	once sync.Once
@@ -32,9 +33,10 @@ type sseBatcher struct {
 	closed  bool
 }
 
-// newSSEBatcher starts the writer goroutine; close stops it.
-func newSSEBatcher(st *sseStream, max int) *sseBatcher {
-	b := &sseBatcher{st: st, max: max, kick: make(chan struct{}, 1), done: make(chan struct{})}
+// newSSEBatcher starts the writer goroutine; close stops it. encode
+// appends one output chunk (appendChunkEvent for SSE).
+func newSSEBatcher(st *sseStream, max int, encode func(dst []byte, name string, p []byte) []byte) *sseBatcher {
+	b := &sseBatcher{st: st, max: max, encode: encode, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	b.cond = sync.NewCond(&b.mu)
 	go b.run()
 	return b
@@ -55,7 +57,7 @@ func (b *sseBatcher) event(name string, p []byte) error {
 	if b.closed {
 		return errBatchClosed
 	}
-	b.pending = appendChunkEvent(b.pending, name, p)
+	b.pending = b.encode(b.pending, name, p)
 	select {
 	case b.kick <- struct{}{}:
 	default: // a kick is queued already

@@ -17,7 +17,7 @@ func TestSSEBatcher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := newSSEBatcher(st, 1024)
+	b := newSSEBatcher(st, 1024, appendChunkEvent)
 	done := make(chan error, 2)
 	for _, name := range []string{"stdout", "stderr"} {
 		go func() {
