@@ -21,9 +21,9 @@ type sseBatcher struct {
 	st     *sseStream
 	max    int
 	encode func(dst []byte, name string, p []byte) []byte
-	kick chan struct{} // capacity 1: "pending has data"
-	done chan struct{} // closed when the writer goroutine returns
-	once sync.Once
+	kick   chan struct{} // capacity 1: "pending has data"
+	done   chan struct{} // closed when the writer goroutine returns
+	once   sync.Once
 
 	mu      sync.Mutex
 	cond    *sync.Cond // pending shrank, or err was set
