@@ -122,6 +122,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			return nil, fmt.Errorf("local sandbox driver: %w", err)
 		}
 		drivers["local"] = drv
+		d.closers = append(d.closers, func() { _ = drv.Close() })
 		var glibc, musl string
 		if prefix, rel, ok := claudeInstall(cfg.ClaudeBin, defaultClaudeBin); ok {
 			mounts = append(mounts, sandbox.Mount{Source: prefix, Target: claudeMount, ReadOnly: true})

@@ -189,7 +189,12 @@ func (d *Driver) WriteFile(ctx context.Context, ref sandbox.Ref, p string, mode 
 	if err != nil {
 		return 0, err
 	}
-	defer root.Close()
+	closeRoot := true
+	defer func() {
+		if closeRoot {
+			root.Close()
+		}
+	}()
 	owner := sandboxOwner(root, st)
 	dir, base := path.Split(rel)
 	dir = path.Clean(dir + ".")
@@ -228,11 +233,21 @@ func (d *Driver) WriteFile(ctx context.Context, ref sandbox.Ref, p string, mode 
 	if err := f.Close(); err != nil {
 		return n, fmt.Errorf("write %s: %w", p, err)
 	}
-	if err := swapInto(root, dir, path.Base(tmp), base); err != nil {
+	exchanged, err := swapInto(root, dir, path.Base(tmp), base)
+	if err != nil {
 		return n, fileError(p, err)
 	}
 	done = true
-	_ = root.Remove(tmp) // the old file, if there was one
+	if exchanged {
+		// The old file is at tmp now. It goes in the background: unlinking
+		// it frees its page cache, 30-40 ms for 256 MiB that the upload's
+		// caller need not wait for (Close waits).
+		closeRoot = false
+		d.bg.Go(func() {
+			defer root.Close()
+			_ = root.Remove(tmp)
+		})
+	}
 	return n, nil
 }
 
@@ -275,23 +290,27 @@ func fillFile(f *os.File, p string, mode fs.FileMode, owner *[2]int, r io.Reader
 }
 
 // swapInto puts dir/from at dir/to: it exchanges the two when to exists
-// (from is then the old file), else renames without replacing. Both names
-// are single components resolved against dir's descriptor, opened inside
-// root, so neither can lead outside the sandbox.
-func swapInto(root *os.Root, dir, from, to string) error {
+// (from is then the old file, and exchanged is true), else renames without
+// replacing. Both names are single components resolved against dir's
+// descriptor, opened inside root, so neither can lead outside the sandbox.
+func swapInto(root *os.Root, dir, from, to string) (exchanged bool, err error) {
 	d, err := root.Open(dir)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer d.Close()
 	rc, err := d.SyscallConn()
 	if err != nil {
-		return err
+		return false, err
 	}
 	var opErr error
 	err = rc.Control(func(fd uintptr) {
 		for range 3 { // the target may come or go between the two calls
 			opErr = unix.Renameat2(int(fd), from, int(fd), to, unix.RENAME_EXCHANGE)
+			if opErr == nil {
+				exchanged = true
+				return
+			}
 			if !errors.Is(opErr, unix.ENOENT) {
 				break
 			}
@@ -306,7 +325,7 @@ func swapInto(root *os.Root, dir, from, to string) error {
 			opErr = unix.Renameat(int(fd), from, int(fd), to)
 		}
 	})
-	return errors.Join(err, opErr)
+	return exchanged, errors.Join(err, opErr)
 }
 
 // Remove deletes a file, symlink or directory tree.

@@ -147,6 +147,7 @@ func TestWriteFileReplacesAtomically(t *testing.T) {
 	if _, err := d.WriteFile(ctx, ref, "/workspace/f.txt", 0o600, strings.NewReader("new")); err != nil {
 		t.Fatal(err)
 	}
+	d.bg.Wait() // the old file is removed in the background
 	if got := strings.TrimSpace(mustSh(t, d, ref, "cat /workspace/f.txt; stat -c ' %a' /workspace/f.txt; ls -a /workspace | grep -c techboss-upload || true")); got != "new 600\n0" {
 		t.Fatalf("after the upload: %q", got)
 	}

@@ -105,6 +105,15 @@ type Driver struct {
 	mu       sync.Mutex
 	sbs      map[string]*sbx
 	starting map[string]string // sandbox ID -> "<owner>/<volume>" while Create runs
+
+	bg sync.WaitGroup // background work (old files of uploads being removed); Close waits
+}
+
+// Close waits for the driver's background work. Sandboxes keep running
+// (a new Driver re-adopts them).
+func (d *Driver) Close() error {
+	d.bg.Wait()
+	return nil
 }
 
 type sbx struct {

@@ -65,5 +65,6 @@ func newTestDriver(t testing.TB, dataDir string) *Driver {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = d.Close() })
 	return d
 }
