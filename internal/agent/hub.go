@@ -151,6 +151,10 @@ type Subscription struct {
 	once   sync.Once
 }
 
+// Wake makes Ready fire (if it is not pending already), to interrupt a
+// wait on it.
+func (s *Subscription) Wake() { s.notify() }
+
 func (s *Subscription) notify() {
 	select {
 	case s.ready <- struct{}{}:

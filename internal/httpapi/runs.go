@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -209,8 +210,15 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 		}
 		return done, nil
 	}
-	tick := time.NewTicker(sseHeartbeat)
-	defer tick.Stop()
+	// The loop waits on one channel only (a receive is much cheaper than a
+	// select, and with thousands of subscribers that is most of the
+	// server's work per event besides the write itself): the client
+	// leaving, the server stopping and the heartbeat each wake it through
+	// the subscription.
+	defer context.AfterFunc(ctx, sub.Wake)()
+	var ping atomic.Bool
+	hb := time.AfterFunc(sseHeartbeat, func() { ping.Store(true); sub.Wake() })
+	defer hb.Stop()
 	for {
 		evs, err := sub.Take(ctx)
 		if errors.Is(err, io.EOF) || ctx.Err() != nil {
@@ -227,15 +235,13 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 		if len(evs) > 0 {
 			continue
 		}
-		select {
-		case <-sub.Ready():
-		case <-tick.C:
+		if ping.Swap(false) {
 			if err := out.Ping(); err != nil {
 				return err
 			}
-		case <-ctx.Done():
-			return nil
+			hb.Reset(sseHeartbeat)
 		}
+		<-sub.Ready()
 	}
 }
 
