@@ -61,7 +61,7 @@ func TestRunStreamTransports(t *testing.T) {
 	wg.Go(func() { _ = svc.Run(runCtx) })
 	stopping, stop := context.WithCancel(ctx)
 	api := NewServer(Deps{Logger: log, Store: db, Auth: as, Metrics: prometheus.NewRegistry(),
-		Sandboxes: m, Runs: svc, Stopping: stopping})
+		Sandboxes: m, Runs: svc, Stopping: stopping, Heartbeat: 50 * time.Millisecond})
 	h1 := httptest.NewServer(api)
 	h2 := httptest.NewUnstartedServer(api)
 	h2.EnableHTTP2 = true
@@ -116,10 +116,25 @@ func TestRunStreamTransports(t *testing.T) {
 	}
 
 	// HTTP/1.1: chunked, the connection closes with the stream.
-	res, _ := open(h1, h1.Client())
+	res, br := open(h1, h1.Client())
 	if res.ProtoMajor != 1 || len(res.TransferEncoding) != 1 || res.TransferEncoding[0] != "chunked" || !res.Close {
 		t.Fatalf("HTTP/1.1 stream: proto %s, transfer-encoding %v, close %v", res.Proto, res.TransferEncoding, res.Close)
 	}
+	// An idle stream gets heartbeats, again and again (within 10 s, or the
+	// body is closed and the reads below fail).
+	giveUp := time.AfterFunc(10*time.Second, func() { res.Body.Close() })
+	if line, err := br.ReadString('\n'); err != nil || line != "\n" {
+		t.Fatalf("end of the text event: %q, %v", line, err)
+	}
+	for range 2 {
+		if line, err := br.ReadString('\n'); err != nil || line != ": ping\n" {
+			t.Fatalf("idle stream: %q, %v; want a heartbeat", line, err)
+		}
+		if line, err := br.ReadString('\n'); err != nil || line != "\n" {
+			t.Fatalf("after a heartbeat: %q, %v", line, err)
+		}
+	}
+	giveUp.Stop()
 	// The client leaving ends the stream at once, not at the next write.
 	res.Body.Close()
 	waitStreams("after the HTTP/1.1 client left")
@@ -137,7 +152,7 @@ func TestRunStreamTransports(t *testing.T) {
 	// The server stopping ends an HTTP/1.1 stream cleanly (the last chunk
 	// is sent: the client sees the end of the body, not a cut), and the
 	// server can wait for it.
-	res, br := open(h1, h1.Client())
+	res, br = open(h1, h1.Client())
 	defer res.Body.Close()
 	stop()
 	if _, err := io.Copy(io.Discard, br); err != nil {

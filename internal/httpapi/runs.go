@@ -217,7 +217,11 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 	// the subscription.
 	defer context.AfterFunc(ctx, sub.Wake)()
 	var ping atomic.Bool
-	hb := time.AfterFunc(sseHeartbeat, func() { ping.Store(true); sub.Wake() })
+	every := s.deps.Heartbeat
+	if every <= 0 {
+		every = sseHeartbeat
+	}
+	hb := time.AfterFunc(every, func() { ping.Store(true); sub.Wake() })
 	defer hb.Stop()
 	for {
 		evs, err := sub.Take(ctx)
@@ -239,7 +243,7 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 			if err := out.Ping(); err != nil {
 				return err
 			}
-			hb.Reset(sseHeartbeat)
+			hb.Reset(every)
 		}
 		<-sub.Ready()
 	}

@@ -53,6 +53,9 @@ type Deps struct {
 	// MaxJSONBody bounds JSON request bodies for handlers that use
 	// decodeJSONLimit(r, v, s.deps.MaxJSONBody) (default 1 MiB).
 	MaxJSONBody int64
+	// Heartbeat is how often an idle run event stream gets a heartbeat
+	// (default 15 s).
+	Heartbeat time.Duration
 	// Stopping is done when the server begins shutting down, so long-lived
 	// streams (SSE, WebSocket) end and let Shutdown finish; clients resume.
 	// Nil means never.
