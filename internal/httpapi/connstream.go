@@ -73,6 +73,7 @@ func hijackStream(w http.ResponseWriter, r *http.Request, contentType string, ca
 	go c.watch(cancel)
 
 	h.Set("Content-Type", contentType)
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	h.Set("Connection", "close")

@@ -100,7 +100,7 @@ func TestRunStreamTransports(t *testing.T) {
 			t.Fatal(err)
 		}
 		if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") ||
-			res.Header.Get("X-Request-Id") == "" || res.Header.Get("Cache-Control") != "no-cache" {
+			res.Header.Get("X-Request-Id") == "" || res.Header.Get("Cache-Control") != "no-cache" || res.Header.Get("Date") == "" {
 			t.Fatalf("status %d, headers %v", res.StatusCode, res.Header)
 		}
 		br := bufio.NewReader(res.Body)
