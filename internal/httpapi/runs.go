@@ -259,7 +259,7 @@ type eventWriter interface {
 // SSE): on the connection itself over HTTP/1.x (see connStream), through
 // the ResponseWriter otherwise. cancel is called if the client leaves.
 func openEventStream(w http.ResponseWriter, r *http.Request, format string, cancel context.CancelFunc) (eventWriter, error) {
-	contentType, encode, ping := "text/event-stream; charset=utf-8", appendSSEEvent, []byte(": ping\n\n")
+	contentType, encode, ping := "text/event-stream; charset=utf-8", appendSSEEvent, ssePing
 	if format == "ndjson" {
 		contentType, encode, ping = "application/x-ndjson", appendNDJSON, []byte("\n")
 	}
