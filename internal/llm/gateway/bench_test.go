@@ -1,13 +1,10 @@
 package gateway_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,27 +53,7 @@ func BenchmarkOpenAIGatewayFirstByte(b *testing.B) {
 		req, _ := http.NewRequest("POST", url, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+key)
 		req.Header.Set("Content-Type", "application/json")
-		start := time.Now()
-		res, err := client.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer res.Body.Close()
-		br := bufio.NewReaderSize(res.Body, 64<<10)
-		for {
-			line, err := br.ReadSlice('\n')
-			if err != nil {
-				b.Fatalf("%s: status %d, no first delta: %v", url, res.StatusCode, err)
-			}
-			if bytes.Contains(line, first) {
-				break
-			}
-		}
-		ttfb := time.Since(start)
-		if _, err := io.Copy(io.Discard, br); err != nil {
-			b.Fatal(err)
-		}
-		return ttfb, time.Since(start)
+		return firstLine(b, client, req, func(line []byte) bool { return bytes.Contains(line, first) })
 	}
 	direct, via := oai.URL+"/v1/chat/completions", srv.URL+gateway.OpenAIPrefix+"/v1/chat/completions"
 	once(direct, "sk-oai-bench") // warm both connections
@@ -92,10 +69,7 @@ func BenchmarkOpenAIGatewayFirstByte(b *testing.B) {
 		firstV, allV = append(firstV, f), allV+a
 	}
 	b.StopTimer()
-	p := func(ds []time.Duration, q float64) float64 {
-		slices.Sort(ds)
-		return float64(ds[int(float64(len(ds)-1)*q)]) / float64(time.Millisecond)
-	}
+	p := quantileMS
 	n := float64(len(firstV))
 	mib := func(total time.Duration) float64 { return n * deltas * deltaLen / (1 << 20) / total.Seconds() }
 	b.ReportMetric(p(firstV, .5), "p50-ms")
