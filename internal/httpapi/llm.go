@@ -289,7 +289,7 @@ loop:
 			if err != nil {
 				return err
 			}
-			buf = appendSSE(buf[:0], string(ev.Type), b)
+			buf, _ = appendSSEEvent(buf[:0], "", string(ev.Type), b) // our event types have no newline
 			// Flush when the upstream has nothing more queued, so a burst
 			// costs one write to the client and a lone token goes out at once.
 			if err := write(buf, len(events) == 0); err != nil {
@@ -313,18 +313,10 @@ loop:
 		}
 		s.logger(r).WarnContext(r.Context(), "chat stream failed", "provider", route.Provider, "model", route.Model, "err", err)
 		b, _ := json.Marshal(ev)
-		return write(appendSSE(nil, "error", b), true)
+		frame, _ := appendSSEEvent(nil, "", "error", b)
+		return write(frame, true)
 	}
 	return rc.Flush()
-}
-
-// appendSSE appends one event with a single-line data field.
-func appendSSE(buf []byte, event string, data []byte) []byte {
-	buf = append(buf, "event: "...)
-	buf = append(buf, event...)
-	buf = append(buf, "\ndata: "...)
-	buf = append(buf, data...)
-	return append(buf, "\n\n"...)
 }
 
 // recordChat stores the usage record of one call and returns its cost in
