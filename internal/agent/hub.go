@@ -81,7 +81,7 @@ func (h *Hub) Close(runID string) {
 	defer t.mu.Unlock()
 	t.closed = true
 	for _, s := range t.subs {
-		s.notify()
+		s.Wake()
 	}
 	t.subs = nil
 }
@@ -134,7 +134,7 @@ func (t *topic) publish(ev Event) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for _, s := range t.subs {
-		s.notify()
+		s.Wake()
 	}
 }
 
@@ -151,11 +151,9 @@ type Subscription struct {
 	once   sync.Once
 }
 
-// Wake makes Ready fire (if it is not pending already), to interrupt a
-// wait on it.
-func (s *Subscription) Wake() { s.notify() }
-
-func (s *Subscription) notify() {
+// Wake makes Ready fire (if a wake-up is not pending already): the hub
+// wakes subscribers so; a caller can too, to interrupt its own wait.
+func (s *Subscription) Wake() {
 	select {
 	case s.ready <- struct{}{}:
 	default: // a wake-up is pending already
@@ -212,7 +210,7 @@ func (s *Subscription) Take(ctx context.Context) ([]Event, error) {
 			return nil, fmt.Errorf("replay run %s: events %d..%d are missing from the store", s.runID, s.cursor+1, first-1)
 		}
 		s.cursor = evs[len(evs)-1].Seq
-		s.notify() // more to take
+		s.Wake() // more to take
 		return evs, nil
 	}
 	i := int(s.cursor + 1 - first)
@@ -220,7 +218,7 @@ func (s *Subscription) Take(ctx context.Context) ([]Event, error) {
 	evs := tail[i:j:j]
 	s.cursor = evs[len(evs)-1].Seq
 	if j < len(tail) {
-		s.notify()
+		s.Wake()
 	}
 	return evs, nil
 }
