@@ -89,7 +89,10 @@ func NewServer(deps Deps) *Server {
 // not wait for those; Deps.Stopping ends them.
 func (h *Server) WaitStreams(ctx context.Context) error { return h.s.streams.wait(ctx) }
 
-// streamCount counts the streams in progress.
+// streamCount counts the streams in progress. Not a sync.WaitGroup: a
+// request already in flight may start a stream while shutdown waits, and a
+// WaitGroup forbids Add from zero concurrently with Wait; nor can a
+// WaitGroup's wait be given up when ctx ends.
 type streamCount struct {
 	mu   sync.Mutex
 	n    int
