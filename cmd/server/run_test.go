@@ -27,32 +27,7 @@ import (
 var sandboxInit string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "techboss-server-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	sandboxInit = filepath.Join(dir, "techboss-sandbox-init")
-	if err := sandboxtest.BuildInit(sandboxInit); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := func() int {
-		defer os.RemoveAll(dir)
-		return goleakRun(m)
-	}()
-	os.Exit(code)
-}
-
-func goleakRun(m *testing.M) int {
-	code := m.Run()
-	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener")); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			return 1
-		}
-	}
-	return code
+	os.Exit(sandboxtest.Main(m, &sandboxInit, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener")))
 }
 
 // instance is a server started by run in the background.

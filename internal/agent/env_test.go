@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -14,8 +13,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/agent/claude"
@@ -31,27 +28,7 @@ import (
 // initBin is the sandbox helper, built once for the package's tests.
 var initBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "techboss-agent-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	initBin = filepath.Join(dir, "techboss-sandbox-init")
-	if err := sandboxtest.BuildInit(initBin); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sandboxtest.Main(m, &initBin)) }
 
 // need skips (or fails under TECHBOSS_REQUIRE_ALL=1) when a dependency is missing.
 func need(t testing.TB, why string) {

@@ -33,25 +33,7 @@ import (
 var initBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "techboss-sbinit-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	initBin = filepath.Join(dir, "techboss-sandbox-init")
-	if err := sandboxtest.BuildInit(initBin); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener")); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(sandboxtest.Main(m, &initBin, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener")))
 }
 
 // requireHost skips (or fails under TECHBOSS_REQUIRE_ALL=1) without root and bubblewrap.

@@ -1,13 +1,9 @@
 package local
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
-
-	"go.uber.org/goleak"
 
 	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 )
@@ -15,27 +11,7 @@ import (
 // initBin is the helper built once for the package's tests.
 var initBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "techboss-init-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	initBin = filepath.Join(dir, "techboss-sandbox-init")
-	if err := sandboxtest.BuildInit(initBin); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sandboxtest.Main(m, &initBin)) }
 
 // requireHost skips (or fails under TECHBOSS_REQUIRE_ALL=1) without root and bubblewrap.
 func requireHost(t testing.TB) {

@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // BuildInit builds the local driver's static techboss-sandbox-init helper
@@ -16,4 +20,31 @@ func BuildInit(path string) error {
 		return fmt.Errorf("build techboss-sandbox-init: %v\n%s", err, out)
 	}
 	return nil
+}
+
+// Main is a TestMain for packages that run the local driver: it builds the
+// sandbox helper into a temporary directory, sets *initBin to its path,
+// runs the tests, removes the directory and, when they passed, fails the
+// run on leaked goroutines (ignoring those opts name). It returns the exit
+// code for os.Exit.
+func Main(m *testing.M, initBin *string, opts ...goleak.Option) int {
+	dir, err := os.MkdirTemp("", "techboss-sandbox-init-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	*initBin = filepath.Join(dir, "techboss-sandbox-init")
+	if err := BuildInit(*initBin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(opts...); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	return code
 }
