@@ -896,26 +896,27 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	return nil
 }
 
-// files returns the owner's running sandbox and its Files capability.
-func (m *Manager) files(ctx context.Context, ownerID, id string) (*Sandbox, Files, error) {
+// files cleans the path p and returns it with the owner's running sandbox
+// and its Files capability.
+func (m *Manager) files(ctx context.Context, ownerID, id, p string) (*Sandbox, Files, string, error) {
+	p, err := CleanPath(p)
+	if err != nil {
+		return nil, nil, "", err
+	}
 	sb, drv, err := m.Running(ctx, ownerID, id)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	f, ok := drv.(Files)
 	if !ok {
-		return nil, nil, errs.E(errs.Unavailable, "driver %s does not support file operations", sb.Driver)
+		return nil, nil, "", errs.E(errs.Unavailable, "driver %s does not support file operations", sb.Driver)
 	}
-	return sb, f, nil
+	return sb, f, p, nil
 }
 
 // Stat describes one path in the owner's sandbox.
 func (m *Manager) Stat(ctx context.Context, ownerID, id, p string) (FileInfo, error) {
-	p, err := CleanPath(p)
-	if err != nil {
-		return FileInfo{}, err
-	}
-	sb, f, err := m.files(ctx, ownerID, id)
+	sb, f, p, err := m.files(ctx, ownerID, id, p)
 	if err != nil {
 		return FileInfo{}, err
 	}
@@ -925,11 +926,7 @@ func (m *Manager) Stat(ctx context.Context, ownerID, id, p string) (FileInfo, er
 
 // ReadFile copies a file of the owner's sandbox to w.
 func (m *Manager) ReadFile(ctx context.Context, ownerID, id, p string, w io.Writer) (FileInfo, error) {
-	p, err := CleanPath(p)
-	if err != nil {
-		return FileInfo{}, err
-	}
-	sb, f, err := m.files(ctx, ownerID, id)
+	sb, f, p, err := m.files(ctx, ownerID, id, p)
 	if err != nil {
 		return FileInfo{}, err
 	}
@@ -940,17 +937,13 @@ func (m *Manager) ReadFile(ctx context.Context, ownerID, id, p string, w io.Writ
 
 // WriteFile writes r to a file of the owner's sandbox (parents created).
 func (m *Manager) WriteFile(ctx context.Context, ownerID, id, p string, mode fs.FileMode, r io.Reader) (int64, error) {
-	p, err := CleanPath(p)
-	if err != nil {
-		return 0, err
-	}
 	if mode == 0 {
 		mode = 0o644
 	}
 	if mode&^fs.ModePerm != 0 {
 		return 0, errs.Field("mode", "only permission bits are allowed")
 	}
-	sb, f, err := m.files(ctx, ownerID, id)
+	sb, f, p, err := m.files(ctx, ownerID, id, p)
 	if err != nil {
 		return 0, err
 	}
@@ -961,11 +954,7 @@ func (m *Manager) WriteFile(ctx context.Context, ownerID, id, p string, mode fs.
 
 // RemoveFile removes a file or an empty directory... or a tree, as the driver does.
 func (m *Manager) RemoveFile(ctx context.Context, ownerID, id, p string) error {
-	p, err := CleanPath(p)
-	if err != nil {
-		return err
-	}
-	sb, f, err := m.files(ctx, ownerID, id)
+	sb, f, p, err := m.files(ctx, ownerID, id, p)
 	if err != nil {
 		return err
 	}
@@ -975,11 +964,7 @@ func (m *Manager) RemoveFile(ctx context.Context, ownerID, id, p string) error {
 
 // ListDir lists a directory of the owner's sandbox.
 func (m *Manager) ListDir(ctx context.Context, ownerID, id, dir string) ([]FileInfo, error) {
-	dir, err := CleanPath(dir)
-	if err != nil {
-		return nil, err
-	}
-	sb, f, err := m.files(ctx, ownerID, id)
+	sb, f, dir, err := m.files(ctx, ownerID, id, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -987,25 +972,25 @@ func (m *Manager) ListDir(ctx context.Context, ownerID, id, dir string) ([]FileI
 	return f.ListDir(ctx, sb.Ref, dir)
 }
 
-func (m *Manager) archiver(ctx context.Context, ownerID, id string) (*Sandbox, Archiver, error) {
+func (m *Manager) archiver(ctx context.Context, ownerID, id, p string) (*Sandbox, Archiver, string, error) {
+	p, err := CleanPath(p)
+	if err != nil {
+		return nil, nil, "", err
+	}
 	sb, drv, err := m.Running(ctx, ownerID, id)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	a, ok := drv.(Archiver)
 	if !ok {
-		return nil, nil, errs.E(errs.Unavailable, "driver %s does not support archives", sb.Driver)
+		return nil, nil, "", errs.E(errs.Unavailable, "driver %s does not support archives", sb.Driver)
 	}
-	return sb, a, nil
+	return sb, a, p, nil
 }
 
 // ArchiveOut writes a tar stream of path in the owner's sandbox to w.
 func (m *Manager) ArchiveOut(ctx context.Context, ownerID, id, p string, w io.Writer) error {
-	p, err := CleanPath(p)
-	if err != nil {
-		return err
-	}
-	sb, a, err := m.archiver(ctx, ownerID, id)
+	sb, a, p, err := m.archiver(ctx, ownerID, id, p)
 	if err != nil {
 		return err
 	}
@@ -1016,11 +1001,7 @@ func (m *Manager) ArchiveOut(ctx context.Context, ownerID, id, p string, w io.Wr
 
 // ArchiveIn extracts a tar stream into path in the owner's sandbox.
 func (m *Manager) ArchiveIn(ctx context.Context, ownerID, id, p string, r io.Reader) error {
-	p, err := CleanPath(p)
-	if err != nil {
-		return err
-	}
-	sb, a, err := m.archiver(ctx, ownerID, id)
+	sb, a, p, err := m.archiver(ctx, ownerID, id, p)
 	if err != nil {
 		return err
 	}
