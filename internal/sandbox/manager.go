@@ -972,6 +972,7 @@ func (m *Manager) ListDir(ctx context.Context, ownerID, id, dir string) ([]FileI
 	return f.ListDir(ctx, sb.Ref, dir)
 }
 
+// archiver is files for archive streams (the Archiver capability).
 func (m *Manager) archiver(ctx context.Context, ownerID, id, p string) (*Sandbox, Archiver, string, error) {
 	p, err := CleanPath(p)
 	if err != nil {

@@ -52,10 +52,16 @@ func reportRaw(b *testing.B, n int) {
 // BenchmarkCreateFirstExec: Create (host image, cached skeleton) through
 // the first exec of true returning; Destroy is outside the timing.
 func BenchmarkCreateFirstExec(b *testing.B) {
+	benchCreateFirstExec(b, sandbox.Spec{})
+}
+
+// benchCreateFirstExec times Create of spec until the first exec of true
+// has answered (after one warm-up create that fills the image cache);
+// destroying each sandbox is not timed.
+func benchCreateFirstExec(b *testing.B, spec sandbox.Spec) {
 	d := newTestDriver(b, "")
 	ctx := context.Background()
-	// Warm the image cache (host skeleton) once.
-	warm, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: sandbox.Spec{}})
+	warm, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: spec})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -64,7 +70,7 @@ func BenchmarkCreateFirstExec(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		ref, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: sandbox.Spec{}})
+		ref, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: spec})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -142,37 +148,5 @@ func (c *countingDiscard) Write(p []byte) (int, error) {
 // busybox image with a cached dockerfile_commands build.
 func BenchmarkCreateFirstExecOCI(b *testing.B) {
 	ref, _ := pushBusybox(b)
-	d := newTestDriver(b, "")
-	ctx := context.Background()
-	spec := sandbox.Spec{ImageBase: ref, DockerfileCommands: []string{"RUN echo built > /built", "ENV X=1"}}
-	warm, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: spec})
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = d.Destroy(ctx, warm)
-	var create, total []time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		start := time.Now()
-		sb, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: spec})
-		if err != nil {
-			b.Fatal(err)
-		}
-		created := time.Since(start)
-		st, err := d.Exec(ctx, sb, sandbox.ExecRequest{Argv: []string{"true"}})
-		if err != nil || st.Code != 0 {
-			b.Fatal(st, err)
-		}
-		total = append(total, time.Since(start))
-		create = append(create, created)
-		b.StopTimer()
-		if err := d.Destroy(ctx, sb); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-	}
-	b.StopTimer()
-	b.ReportMetric(p50(create), "create-p50-ms")
-	b.ReportMetric(p50(total), "create+exec-p50-ms")
-	reportRaw(b, 20)
+	benchCreateFirstExec(b, sandbox.Spec{ImageBase: ref, DockerfileCommands: []string{"RUN echo built > /built", "ENV X=1"}})
 }
