@@ -144,6 +144,30 @@ type Stream interface {
 	Close() error
 }
 
+// Queue holds the events a provider's stream decoded from one upstream
+// message and hands them out one at a time; providers embed it for their
+// Stream's Event.
+type Queue struct {
+	pending []Event
+	cur     Event
+}
+
+// Push queues evs.
+func (q *Queue) Push(evs ...Event) { q.pending = append(q.pending, evs...) }
+
+// Pop makes the next queued event current; false when none is queued.
+func (q *Queue) Pop() bool {
+	if len(q.pending) == 0 {
+		return false
+	}
+	q.cur = q.pending[0]
+	q.pending = q.pending[1:]
+	return true
+}
+
+// Event is the current event.
+func (q *Queue) Event() Event { return q.cur }
+
 // Provider is one configured upstream.
 type Provider interface {
 	// Stream starts a call. An error before the first event (bad key,

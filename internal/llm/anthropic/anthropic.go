@@ -127,23 +127,20 @@ type toolAcc struct {
 }
 
 type stream struct {
-	ctx     context.Context
-	name    string
-	s       *ssestream.Stream[sdk.MessageStreamEventUnion]
-	tools   map[int64]*toolAcc
-	usage   llm.Usage
-	stop    llm.StopReason
-	pending []llm.Event
-	cur     llm.Event
-	done    bool
-	err     error
+	ctx   context.Context
+	name  string
+	s     *ssestream.Stream[sdk.MessageStreamEventUnion]
+	tools map[int64]*toolAcc
+	usage llm.Usage
+	stop  llm.StopReason
+	llm.Queue
+	done bool
+	err  error
 }
 
 func (st *stream) Next() bool {
 	for {
-		if len(st.pending) > 0 {
-			st.cur = st.pending[0]
-			st.pending = st.pending[1:]
+		if st.Pop() {
 			return true
 		}
 		if st.done || st.err != nil {
@@ -175,7 +172,7 @@ func (st *stream) handle(ev sdk.MessageStreamEventUnion) {
 		switch ev.Delta.Type {
 		case "text_delta":
 			if ev.Delta.Text != "" {
-				st.pending = append(st.pending, llm.Event{Type: llm.EventDelta, Text: ev.Delta.Text})
+				st.Push(llm.Event{Type: llm.EventDelta, Text: ev.Delta.Text})
 			}
 		case "input_json_delta":
 			if t := st.tools[ev.Index]; t != nil {
@@ -192,7 +189,7 @@ func (st *stream) handle(ev sdk.MessageStreamEventUnion) {
 				st.err = errs.E(errs.BadGateway, "upstream %s sent invalid JSON input for tool %s", st.name, t.name)
 				return
 			}
-			st.pending = append(st.pending, llm.Event{Type: llm.EventToolCall, ToolCall: &llm.ToolCall{ID: t.id, Name: t.name, Input: in}})
+			st.Push(llm.Event{Type: llm.EventToolCall, ToolCall: &llm.ToolCall{ID: t.id, Name: t.name, Input: in}})
 		}
 	case "message_delta":
 		st.stop = stopReason(ev.Delta.StopReason)
@@ -214,7 +211,7 @@ func (st *stream) handle(ev sdk.MessageStreamEventUnion) {
 		if st.stop == "" {
 			st.stop = llm.StopEnd
 		}
-		st.pending = append(st.pending,
+		st.Push(
 			llm.Event{Type: llm.EventUsage, Usage: st.usage},
 			llm.Event{Type: llm.EventDone, StopReason: st.stop})
 		st.done = true
@@ -262,6 +259,5 @@ func (st *stream) mapErr(err error) error {
 	return llm.TransportError(st.ctx, st.name, err)
 }
 
-func (st *stream) Event() llm.Event { return st.cur }
-func (st *stream) Err() error       { return st.err }
-func (st *stream) Close() error     { return st.s.Close() }
+func (st *stream) Err() error   { return st.err }
+func (st *stream) Close() error { return st.s.Close() }

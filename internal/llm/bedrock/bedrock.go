@@ -179,17 +179,14 @@ type stream struct {
 	tools   map[int32]*toolAcc
 	stop    llm.StopReason
 	stopped bool
-	pending []llm.Event
-	cur     llm.Event
-	done    bool
-	err     error
+	llm.Queue
+	done bool
+	err  error
 }
 
 func (st *stream) Next() bool {
 	for {
-		if len(st.pending) > 0 {
-			st.cur = st.pending[0]
-			st.pending = st.pending[1:]
+		if st.Pop() {
 			return true
 		}
 		if st.done || st.err != nil {
@@ -220,7 +217,7 @@ func (st *stream) handle(ev types.ConverseStreamOutput) {
 		switch d := e.Value.Delta.(type) {
 		case *types.ContentBlockDeltaMemberText:
 			if d.Value != "" {
-				st.pending = append(st.pending, llm.Event{Type: llm.EventDelta, Text: d.Value})
+				st.Push(llm.Event{Type: llm.EventDelta, Text: d.Value})
 			}
 		case *types.ContentBlockDeltaMemberToolUse:
 			if t := st.tools[aws.ToInt32(e.Value.ContentBlockIndex)]; t != nil {
@@ -238,7 +235,7 @@ func (st *stream) handle(ev types.ConverseStreamOutput) {
 				st.err = errs.E(errs.BadGateway, "upstream %s sent invalid JSON input for tool %s", st.name, t.name)
 				return
 			}
-			st.pending = append(st.pending, llm.Event{Type: llm.EventToolCall, ToolCall: &llm.ToolCall{ID: t.id, Name: t.name, Input: in}})
+			st.Push(llm.Event{Type: llm.EventToolCall, ToolCall: &llm.ToolCall{ID: t.id, Name: t.name, Input: in}})
 		}
 	case *types.ConverseStreamOutputMemberMessageStop:
 		st.stopped = true
@@ -267,14 +264,13 @@ func (st *stream) handle(ev types.ConverseStreamOutput) {
 			st.err = errs.E(errs.BadGateway, "upstream %s sent metadata before messageStop", st.name)
 			return
 		}
-		st.pending = append(st.pending, llm.Event{Type: llm.EventUsage, Usage: u}, llm.Event{Type: llm.EventDone, StopReason: st.stop})
+		st.Push(llm.Event{Type: llm.EventUsage, Usage: u}, llm.Event{Type: llm.EventDone, StopReason: st.stop})
 		st.done = true
 	}
 }
 
-func (st *stream) Event() llm.Event { return st.cur }
-func (st *stream) Err() error       { return st.err }
-func (st *stream) Close() error     { return st.es.Close() }
+func (st *stream) Err() error   { return st.err }
+func (st *stream) Close() error { return st.es.Close() }
 
 // MapError turns an SDK error into a public error (errs kinds). Bedrock answers a bad
 // signature or unknown key with 403; in-stream exceptions have no status.

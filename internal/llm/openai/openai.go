@@ -175,25 +175,14 @@ func ResponsesParams(req *llm.Request) responses.ResponseNewParams {
 }
 
 type base struct {
-	ctx     context.Context
-	name    string
-	pending []llm.Event
-	cur     llm.Event
-	done    bool
-	err     error
+	ctx  context.Context
+	name string
+	llm.Queue
+	done bool
+	err  error
 }
 
-func (b *base) pop() bool {
-	if len(b.pending) == 0 {
-		return false
-	}
-	b.cur = b.pending[0]
-	b.pending = b.pending[1:]
-	return true
-}
-
-func (b *base) Event() llm.Event { return b.cur }
-func (b *base) Err() error       { return b.err }
+func (b *base) Err() error { return b.err }
 
 func (b *base) mapErr(err error) error {
 	var ae *sdk.Error
@@ -228,7 +217,7 @@ type chatStream struct {
 
 func (st *chatStream) Next() bool {
 	for {
-		if st.pop() {
+		if st.Pop() {
 			return true
 		}
 		if st.done || st.err != nil {
@@ -257,7 +246,7 @@ func (st *chatStream) handle(c sdk.ChatCompletionChunk) {
 			continue
 		}
 		if ch.Delta.Content != "" {
-			st.pending = append(st.pending, llm.Event{Type: llm.EventDelta, Text: ch.Delta.Content})
+			st.Push(llm.Event{Type: llm.EventDelta, Text: ch.Delta.Content})
 		}
 		for _, tc := range ch.Delta.ToolCalls {
 			t := st.tools[tc.Index]
@@ -297,7 +286,7 @@ func (st *chatStream) end() {
 			st.err = errs.E(errs.BadGateway, "upstream %s sent invalid JSON arguments for tool %s", st.name, t.name)
 			return
 		}
-		st.pending = append(st.pending, llm.Event{Type: llm.EventToolCall, ToolCall: &llm.ToolCall{ID: t.id, Name: t.name, Input: in}})
+		st.Push(llm.Event{Type: llm.EventToolCall, ToolCall: &llm.ToolCall{ID: t.id, Name: t.name, Input: in}})
 	}
 	var u llm.Usage
 	if st.usage != nil {
@@ -314,7 +303,7 @@ func (st *chatStream) end() {
 	case "content_filter":
 		stop = llm.StopRefusal
 	}
-	st.pending = append(st.pending, llm.Event{Type: llm.EventUsage, Usage: u}, llm.Event{Type: llm.EventDone, StopReason: stop})
+	st.Push(llm.Event{Type: llm.EventUsage, Usage: u}, llm.Event{Type: llm.EventDone, StopReason: stop})
 }
 
 func (st *chatStream) Close() error { return st.s.Close() }
@@ -327,7 +316,7 @@ type respStream struct {
 
 func (st *respStream) Next() bool {
 	for {
-		if st.pop() {
+		if st.Pop() {
 			return true
 		}
 		if st.done || st.err != nil {
@@ -349,7 +338,7 @@ func (st *respStream) handle(ev responses.ResponseStreamEventUnion) {
 	switch ev.Type {
 	case "response.output_text.delta":
 		if ev.Delta != "" {
-			st.pending = append(st.pending, llm.Event{Type: llm.EventDelta, Text: ev.Delta})
+			st.Push(llm.Event{Type: llm.EventDelta, Text: ev.Delta})
 		}
 	case "response.output_item.done":
 		if ev.Item.Type == "function_call" {
@@ -362,7 +351,7 @@ func (st *respStream) handle(ev responses.ResponseStreamEventUnion) {
 				return
 			}
 			st.toolCalls = true
-			st.pending = append(st.pending, llm.Event{Type: llm.EventToolCall, ToolCall: &llm.ToolCall{ID: fc.CallID, Name: fc.Name, Input: in}})
+			st.Push(llm.Event{Type: llm.EventToolCall, ToolCall: &llm.ToolCall{ID: fc.CallID, Name: fc.Name, Input: in}})
 		}
 	case "response.completed", "response.incomplete":
 		r := ev.Response
@@ -379,7 +368,7 @@ func (st *respStream) handle(ev responses.ResponseStreamEventUnion) {
 		case st.toolCalls:
 			stop = llm.StopToolUse
 		}
-		st.pending = append(st.pending, llm.Event{Type: llm.EventUsage, Usage: u}, llm.Event{Type: llm.EventDone, StopReason: stop})
+		st.Push(llm.Event{Type: llm.EventUsage, Usage: u}, llm.Event{Type: llm.EventDone, StopReason: stop})
 		st.done = true
 	case "response.failed":
 		st.err = errs.E(errs.BadGateway, "upstream %s reported the response failed (%s)", st.name, ev.Response.Error.Code)
