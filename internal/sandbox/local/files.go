@@ -81,6 +81,20 @@ func (d *Driver) openRoot(ref sandbox.Ref) (*os.Root, *state, error) {
 	return r, &st, nil
 }
 
+// openPath is openRoot for the sandbox path p, checked and made relative
+// to the root (see SandboxPath).
+func (d *Driver) openPath(ref sandbox.Ref, p string) (*os.Root, *state, string, error) {
+	rel, err := SandboxPath(p)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	root, st, err := d.openRoot(ref)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return root, st, rel, nil
+}
+
 // fileError maps a filesystem error to a public one.
 func fileError(p string, err error) error {
 	switch {
@@ -136,11 +150,7 @@ func fileInfo(name string, fi fs.FileInfo, target string) sandbox.FileInfo {
 
 // ReadFile copies a regular file from the sandbox to w.
 func (d *Driver) ReadFile(ctx context.Context, ref sandbox.Ref, p string, w io.Writer) (sandbox.FileInfo, error) {
-	rel, err := SandboxPath(p)
-	if err != nil {
-		return sandbox.FileInfo{}, err
-	}
-	root, _, err := d.openRoot(ref)
+	root, _, rel, err := d.openPath(ref, p)
 	if err != nil {
 		return sandbox.FileInfo{}, err
 	}
@@ -350,11 +360,7 @@ func (d *Driver) Remove(ctx context.Context, ref sandbox.Ref, p string) error {
 
 // ListDir lists a directory without following entries' symlinks.
 func (d *Driver) ListDir(ctx context.Context, ref sandbox.Ref, dir string) ([]sandbox.FileInfo, error) {
-	rel, err := SandboxPath(dir)
-	if err != nil {
-		return nil, err
-	}
-	root, _, err := d.openRoot(ref)
+	root, _, rel, err := d.openPath(ref, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -388,11 +394,7 @@ func (d *Driver) ListDir(ctx context.Context, ref sandbox.Ref, dir string) ([]sa
 
 // Stat describes a path without following a final symlink.
 func (d *Driver) Stat(ctx context.Context, ref sandbox.Ref, p string) (sandbox.FileInfo, error) {
-	rel, err := SandboxPath(p)
-	if err != nil {
-		return sandbox.FileInfo{}, err
-	}
-	root, _, err := d.openRoot(ref)
+	root, _, rel, err := d.openPath(ref, p)
 	if err != nil {
 		return sandbox.FileInfo{}, err
 	}
@@ -411,11 +413,7 @@ func (d *Driver) Stat(ctx context.Context, ref sandbox.Ref, p string) (sandbox.F
 // ArchiveOut writes a tar of the file or directory tree at p (entries
 // relative to p; symlinks stored, not followed).
 func (d *Driver) ArchiveOut(ctx context.Context, ref sandbox.Ref, p string, w io.Writer) error {
-	rel, err := SandboxPath(p)
-	if err != nil {
-		return err
-	}
-	root, _, err := d.openRoot(ref)
+	root, _, rel, err := d.openPath(ref, p)
 	if err != nil {
 		return err
 	}
@@ -498,11 +496,7 @@ func addTar(ctx context.Context, tw *tar.Writer, root *os.Root, name, entry stri
 // ArchiveIn extracts a tar stream into the directory p (created if
 // missing). Entries escaping p (.., absolute climbs, symlinks) are refused.
 func (d *Driver) ArchiveIn(ctx context.Context, ref sandbox.Ref, p string, r io.Reader) error {
-	rel, err := SandboxPath(p)
-	if err != nil {
-		return err
-	}
-	root, st, err := d.openRoot(ref)
+	root, st, rel, err := d.openPath(ref, p)
 	if err != nil {
 		return err
 	}
