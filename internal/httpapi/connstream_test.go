@@ -5,21 +5,15 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/agent/claude"
-	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/sandbox"
-	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
 // greetCLI is an agent program that writes one assistant line and then
@@ -37,31 +31,11 @@ func (greetCLI) NewParser() agent.Parser { return &claude.Parser{} }
 // client leaves or the server stops, and the server can wait for it); over
 // HTTP/2 the same events come through net/http.
 func TestRunStreamTransports(t *testing.T) {
-	db := storetest.OpenSQLite(t)
-	log := slog.New(slog.DiscardHandler)
-	as := auth.New(auth.Options{Store: db, Logger: log, Hash: auth.TestHashParams, SessionTTL: time.Hour,
-		AccountLimit: 3, IPLimit: 100, ThrottleWindow: time.Minute})
+	e, deps := newAPIEnv(t, greetCLI{})
 	ctx := context.Background()
-	u, err := as.CreateUser(ctx, "streams@example.com", testPassword, auth.RoleMember)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, tok, err := as.CreateToken(ctx, u.ID, "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := newSandboxManager(t, db, time.Now, sandbox.DefaultLimits())
-	svc, err := agent.NewService(agent.Config{Credentials: agent.CredentialsDirect, UpstreamAPIKey: "unused"},
-		agent.Deps{Store: db, Sandboxes: m, CLI: greetCLI{}, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancelRuns := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = svc.Run(runCtx) })
 	stopping, stop := context.WithCancel(ctx)
-	api := NewServer(Deps{Logger: log, Store: db, Auth: as, Metrics: prometheus.NewRegistry(),
-		Sandboxes: m, Runs: svc, Stopping: stopping, Heartbeat: 50 * time.Millisecond})
+	deps.Stopping, deps.Heartbeat = stopping, 50*time.Millisecond
+	api := NewServer(deps)
 	h1 := httptest.NewServer(api)
 	h2 := httptest.NewUnstartedServer(api)
 	h2.EnableHTTP2 = true
@@ -70,14 +44,12 @@ func TestRunStreamTransports(t *testing.T) {
 		stop()
 		h1.Close()
 		h2.Close()
-		cancelRuns()
-		wg.Wait()
 	})
-	sb, err := m.Create(ctx, u.ID, sandbox.Spec{})
+	sb, err := e.m.Create(ctx, e.user.ID, sandbox.Spec{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := svc.Start(ctx, u.ID, sb.ID, "hi", agent.Options{})
+	run, err := e.runs.Start(ctx, e.user.ID, sb.ID, "hi", agent.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +66,7 @@ func TestRunStreamTransports(t *testing.T) {
 	open := func(srv *httptest.Server, c *http.Client) (*http.Response, *bufio.Reader) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", srv.URL+"/runs/"+run.ID+"/events", nil)
-		req.Header.Set("Authorization", "Bearer "+tok.Reveal())
+		req.Header.Set("Authorization", "Bearer "+e.token)
 		res, err := c.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -54,6 +54,18 @@ type perfEnv struct {
 
 func newPerfEnv(b *testing.B, cli agent.CLI) *perfEnv {
 	b.Helper()
+	e, deps := newAPIEnv(b, cli)
+	e.srv = httptest.NewServer(NewServer(deps))
+	b.Cleanup(e.srv.Close)
+	e.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, WriteBufferSize: 256 << 10, ReadBufferSize: 256 << 10}}
+	b.Cleanup(e.client.CloseIdleConnections)
+	return e
+}
+
+// newAPIEnv is perfEnv without its server: the parts, and the Deps to
+// serve them with (a caller may add to them).
+func newAPIEnv(b testing.TB, cli agent.CLI) (*perfEnv, Deps) {
+	b.Helper()
 	requireSandboxHost(b)
 	db := storetest.OpenSQLite(b)
 	log := slog.New(slog.DiscardHandler)
@@ -82,11 +94,7 @@ func newPerfEnv(b *testing.B, cli agent.CLI) *perfEnv {
 		b.Cleanup(func() { cancel(); wg.Wait() })
 		deps.Runs = e.runs
 	}
-	e.srv = httptest.NewServer(NewServer(deps))
-	b.Cleanup(e.srv.Close)
-	e.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, WriteBufferSize: 256 << 10, ReadBufferSize: 256 << 10}}
-	b.Cleanup(e.client.CloseIdleConnections)
-	return e
+	return e, deps
 }
 
 func (e *perfEnv) req(b *testing.B, method, path string, body io.Reader) *http.Request {
