@@ -896,22 +896,28 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	return nil
 }
 
-// files cleans the path p and returns it with the owner's running sandbox
-// and its Files capability.
-func (m *Manager) files(ctx context.Context, ownerID, id, p string) (*Sandbox, Files, string, error) {
+// capability cleans the path p and returns it with the owner's running
+// sandbox and its driver as a C (Files, Archiver); what names C in the
+// error for a driver without it.
+func capability[C any](ctx context.Context, m *Manager, ownerID, id, p, what string) (*Sandbox, C, string, error) {
+	var none C
 	p, err := CleanPath(p)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, none, "", err
 	}
 	sb, drv, err := m.Running(ctx, ownerID, id)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, none, "", err
 	}
-	f, ok := drv.(Files)
+	c, ok := drv.(C)
 	if !ok {
-		return nil, nil, "", errs.E(errs.Unavailable, "driver %s does not support file operations", sb.Driver)
+		return nil, none, "", errs.E(errs.Unavailable, "driver %s does not support %s", sb.Driver, what)
 	}
-	return sb, f, p, nil
+	return sb, c, p, nil
+}
+
+func (m *Manager) files(ctx context.Context, ownerID, id, p string) (*Sandbox, Files, string, error) {
+	return capability[Files](ctx, m, ownerID, id, p, "file operations")
 }
 
 // Stat describes one path in the owner's sandbox.
@@ -972,21 +978,8 @@ func (m *Manager) ListDir(ctx context.Context, ownerID, id, dir string) ([]FileI
 	return f.ListDir(ctx, sb.Ref, dir)
 }
 
-// archiver is files for archive streams (the Archiver capability).
 func (m *Manager) archiver(ctx context.Context, ownerID, id, p string) (*Sandbox, Archiver, string, error) {
-	p, err := CleanPath(p)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	sb, drv, err := m.Running(ctx, ownerID, id)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	a, ok := drv.(Archiver)
-	if !ok {
-		return nil, nil, "", errs.E(errs.Unavailable, "driver %s does not support archives", sb.Driver)
-	}
-	return sb, a, p, nil
+	return capability[Archiver](ctx, m, ownerID, id, p, "archives")
 }
 
 // ArchiveOut writes a tar stream of path in the owner's sandbox to w.
