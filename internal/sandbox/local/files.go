@@ -171,7 +171,7 @@ func (d *Driver) ReadFile(ctx context.Context, ref sandbox.Ref, p string, w io.W
 		return sandbox.FileInfo{}, errs.Field("path", "not a regular file")
 	}
 	info := fileInfo(path.Base(p), fi, "")
-	if _, err := io.CopyBuffer(w, struct{ io.Reader }{f}, make([]byte, copyBuf)); err != nil {
+	if _, err := copyOverlapped(w, f); err != nil {
 		return info, fmt.Errorf("read %s: %w", p, err)
 	}
 	return info, nil
@@ -292,7 +292,7 @@ func fillFile(f *os.File, p string, mode fs.FileMode, owner *[2]int, r io.Reader
 			return 0, fileError(p, err)
 		}
 	}
-	n, err := io.CopyBuffer(f, struct{ io.Reader }{r}, make([]byte, copyBuf))
+	n, err := copyOverlapped(f, r)
 	if err != nil {
 		return n, fmt.Errorf("write %s: %w", p, err)
 	}
