@@ -253,7 +253,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	runs, err = agent.NewService(agent.Config{
 		Credentials: cfg.ClaudeCredentials, PublicURL: cfg.PublicURL,
 		UpstreamBaseURL: getenv("ANTHROPIC_BASE_URL"), UpstreamAPIKey: string(cfg.AnthropicAPIKey),
-		Root: cfg.SandboxDriver == "local",
+		Root: cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(db),
 	}, agent.Deps{
 		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin}), Sandboxes: mgr,
 		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun,
@@ -339,4 +339,15 @@ func claudeInstall(bin, def string) (prefix, rel string, ok bool) {
 		return "", "", false
 	}
 	return prefix, rel, true
+}
+
+// replicaTimeout is agent.Config.ReplicaTimeout: on PostgreSQL several
+// replicas may share the database, and a replica unseen for this long is
+// taken for dead (its runs are interrupted); on SQLite this process is the
+// only one.
+func replicaTimeout(db *store.DB) time.Duration {
+	if db.Dialect() == store.Postgres {
+		return 30 * time.Second
+	}
+	return 0
 }

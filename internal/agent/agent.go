@@ -96,6 +96,8 @@ type Run struct {
 	ExitCode    *int   `json:"exit_code,omitempty"`
 	Error       string `json:"error,omitempty"`
 	LastSeq     int64  `json:"last_seq"`
+	// Replica is the server process executing the run (see Store.ReplicaAlive).
+	Replica string `json:"-"`
 }
 
 // CostUSD is the run's cost in US dollars.
@@ -204,8 +206,14 @@ type Store interface {
 	AppendRunEvent(ctx context.Context, ev Event) error
 	// RunEvents returns events with Seq > after in order, at most limit (0 = all).
 	RunEvents(ctx context.Context, runID string, after int64, limit int) ([]Event, error)
-	// InterruptRuns marks every active run interrupted and returns them.
-	InterruptRuns(ctx context.Context, at time.Time, reason string) ([]Run, error)
+	// ReplicaAlive records that server process id is alive at `at`.
+	ReplicaAlive(ctx context.Context, id string, at time.Time) error
+	// RemoveReplica forgets a server process that stopped cleanly.
+	RemoveReplica(ctx context.Context, id string) error
+	// InterruptOrphanedRuns marks interrupted the active runs whose
+	// replica is neither self nor seen at or after staleBefore, and returns
+	// them; each run is returned to one caller only.
+	InterruptOrphanedRuns(ctx context.Context, self string, staleBefore, at time.Time, reason string) ([]Run, error)
 	// AddRunUsage adds tokens and cost to a run's totals.
 	AddRunUsage(ctx context.Context, runID string, u Usage, costNanoUSD int64) error
 	CreateRunToken(ctx context.Context, t RunToken) error

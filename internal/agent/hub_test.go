@@ -269,3 +269,82 @@ func TestRestartInterruptsRuns(t *testing.T) {
 		t.Errorf("done = %+v", d)
 	}
 }
+
+// TestReplicaSweep: with several replicas (ReplicaTimeout set), a running
+// service interrupts the runs of a replica that stopped renewing itself,
+// closing their logs with a done event, and leaves a live replica's runs
+// and the runs of the replica it replaced alone until they time out too.
+func TestReplicaSweep(t *testing.T) {
+	db := openStore(t)
+	ctx := context.Background()
+	const timeout = 400 * time.Millisecond
+	svc, err := agent.NewService(agent.Config{ReplicaTimeout: timeout}, agent.Deps{Store: db, CLI: claude.New(claude.Config{}), Sandboxes: newManager(t, db)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A peer that is alive at the service's start, and keeps renewing.
+	if err := db.ReplicaAlive(ctx, "rep_peer", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	peerRun := agent.Run{ID: "run_peer", SandboxID: "sb_peer", OwnerID: "alice", Prompt: "p", Status: agent.Running, CreatedAt: time.Now().UTC(), Replica: "rep_peer"}
+	if err := db.CreateRun(ctx, peerRun); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = svc.Run(runCtx) })
+	defer func() { cancel(); wg.Wait() }()
+	// Wait until the service is ready (its start-up sweep has run).
+	if _, err := svc.Start(ctx, "alice", "sb_x", "hi", agent.Options{}); errs.KindOf(err) != errs.NotFound {
+		t.Fatalf("start on a missing sandbox = %v, want not found", err)
+	}
+	if r, _ := db.GetRun(ctx, peerRun.ID); r.Status != agent.Running {
+		t.Fatalf("a live peer's run was %s at start, want running", r.Status)
+	}
+	// The peer renews for a while, then stops (as if it crashed).
+	renewUntil := time.Now().Add(2 * timeout)
+	for time.Now().Before(renewUntil) {
+		if err := db.ReplicaAlive(ctx, "rep_peer", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := db.GetRun(ctx, peerRun.ID); r.Status != agent.Running {
+			t.Fatalf("the peer's run was %s while the peer was alive", r.Status)
+		}
+		time.Sleep(timeout / 8)
+	}
+	stopped := time.Now()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := db.GetRun(ctx, peerRun.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status == agent.Interrupted {
+			if since := time.Since(stopped); since < timeout/2 {
+				t.Errorf("interrupted %v after the peer's last renewal, before its timeout", since)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dead peer's run is still %s", r.Status)
+		}
+		time.Sleep(timeout / 8)
+	}
+	// The done event follows the status change.
+	for {
+		got, err := db.RunEvents(ctx, peerRun.ID, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) > 0 {
+			if len(got) != 1 || got[0].Type != agent.TypeDone {
+				t.Fatalf("the interrupted run's log = %v; want one done event", types(got))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no done event in the interrupted run's log")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

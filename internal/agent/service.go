@@ -67,6 +67,12 @@ type Config struct {
 	CancelGrace time.Duration
 	// MaxPromptBytes bounds the prompt (default 100 KiB).
 	MaxPromptBytes int
+	// ReplicaTimeout is how long a replica may go unseen before its runs
+	// count as orphaned (PostgreSQL, several replicas); the service renews
+	// its own every quarter of it and interrupts orphans it finds. 0 means
+	// this process is the only one (SQLite): at start every run not its
+	// own is an orphan, and there is no periodic sweep.
+	ReplicaTimeout time.Duration
 }
 
 // Deps are the service's dependencies.
@@ -106,6 +112,9 @@ type Service struct {
 	submit  chan *job
 	ready   chan struct{} // closed when Run has interrupted stale runs
 	stopped chan struct{} // closed when Run returns
+
+	// replica names this process in the store (runs record it).
+	replica string
 
 	mu        sync.Mutex
 	jobs      map[string]*job        // active runs of this process, by run ID
@@ -182,6 +191,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 	s := &Service{
 		cfg: cfg, store: d.Store, cli: d.CLI, sbx: d.Sandboxes, gw: d.Gateway, log: d.Logger, now: d.Now,
 		afterRun:  d.AfterRun,
+		replica:   "rep_" + randHex(8),
 		hub:       NewHub(d.Store, d.Now),
 		submit:    make(chan *job),
 		ready:     make(chan struct{}),
@@ -236,16 +246,30 @@ func (s *Service) gateway() http.Handler {
 // Hub returns the event hub (for subscribers and tests).
 func (s *Service) Hub() *Hub { return s.hub }
 
-// Run marks runs left active by a previous process interrupted, then runs
-// submitted runs until ctx is done. On return every run goroutine and
-// gateway listener has stopped; runs still going were interrupted.
+// Run registers this process as a replica, marks runs left active by a
+// process that is gone interrupted, then runs submitted runs until ctx is
+// done, renewing its registration and sweeping for orphaned runs (see
+// Config.ReplicaTimeout). On return every run goroutine and gateway
+// listener has stopped, runs still going were interrupted, and the
+// registration is removed.
 func (s *Service) Run(ctx context.Context) error {
 	defer close(s.stopped)
-	if err := s.interruptStale(ctx); err != nil {
+	if err := s.store.ReplicaAlive(ctx, s.replica, s.now().UTC()); err != nil {
+		return err
+	}
+	if err := s.interruptOrphans(ctx); err != nil {
 		return err
 	}
 	close(s.ready)
 	var wg sync.WaitGroup
+	defer func() {
+		// Our runs are finished by now; peers need not wait for us to time out.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := s.store.RemoveReplica(rctx, s.replica); err != nil {
+			s.log.Warn("remove replica", "err", err)
+		}
+	}()
 	defer func() {
 		s.mu.Lock()
 		ls := s.listeners
@@ -259,6 +283,12 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	sweep := time.NewTicker(listenerSweep)
 	defer sweep.Stop()
+	var beat <-chan time.Time
+	if s.cfg.ReplicaTimeout > 0 {
+		t := time.NewTicker(s.cfg.ReplicaTimeout / 4)
+		defer t.Stop()
+		beat = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -267,6 +297,13 @@ func (s *Service) Run(ctx context.Context) error {
 			wg.Go(func() { s.execute(ctx, j) })
 		case <-sweep.C:
 			s.sweepListeners(ctx)
+		case <-beat:
+			if err := s.store.ReplicaAlive(ctx, s.replica, s.now().UTC()); err != nil {
+				s.log.Error("renew replica", "err", err)
+			}
+			if err := s.interruptOrphans(ctx); err != nil {
+				s.log.Error("sweep orphaned runs", "err", err)
+			}
 		}
 	}
 }
@@ -305,12 +342,15 @@ func (s *Service) ReleaseSandbox(sandboxID string) {
 	}
 }
 
-// interruptStale marks runs of a previous process interrupted and closes
-// their event logs with a done event.
-func (s *Service) interruptStale(ctx context.Context) error {
-	runs, err := s.store.InterruptRuns(ctx, s.now().UTC(), "the server restarted while the run was in progress")
+// interruptOrphans marks interrupted the runs of server processes that are
+// gone (a previous process of this server, or a replica that stopped
+// renewing itself) and closes their event logs with a done event.
+func (s *Service) interruptOrphans(ctx context.Context) error {
+	now := s.now().UTC()
+	runs, err := s.store.InterruptOrphanedRuns(ctx, s.replica, now.Add(-s.cfg.ReplicaTimeout), now,
+		"the server process running it stopped while the run was in progress")
 	if err != nil {
-		return fmt.Errorf("interrupt stale runs: %w", err)
+		return fmt.Errorf("interrupt orphaned runs: %w", err)
 	}
 	for _, r := range runs {
 		s.hub.Open(r.ID, r.LastSeq)
@@ -363,7 +403,7 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 	}
 	j.run = Run{
 		ID: "run_" + randHex(12), SandboxID: sb.ID, OwnerID: sb.OwnerID, Prompt: prompt, Options: opts,
-		Status: Queued, ResumedFrom: resume, CreatedAt: s.now().UTC(),
+		Status: Queued, ResumedFrom: resume, CreatedAt: s.now().UTC(), Replica: s.replica,
 	}
 	s.hub.Open(j.run.ID, 0)
 	if err := s.store.CreateRun(ctx, j.run); err != nil {

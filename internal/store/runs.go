@@ -15,14 +15,14 @@ var _ agent.Store = (*DB)(nil)
 
 const runCols = `id, sandbox_id, owner_id, prompt, options, status, resumed_from, session_id, model,
 	created_at, started_at, finished_at, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
-	cost_nusd, num_turns, exit_code, error, last_seq`
+	cost_nusd, num_turns, exit_code, error, last_seq, replica`
 
 // runSelect reads runs with last_seq computed from the event log (one
 // primary-key probe), so appending an event is a single INSERT.
 const runSelect = `SELECT id, sandbox_id, owner_id, prompt, options, status, resumed_from, session_id, model,
 	created_at, started_at, finished_at, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
 	cost_nusd, num_turns, exit_code, error,
-	(SELECT COALESCE(MAX(e.seq), 0) FROM run_events e WHERE e.run_id = runs.id) FROM runs`
+	(SELECT COALESCE(MAX(e.seq), 0) FROM run_events e WHERE e.run_id = runs.id), replica FROM runs`
 
 // CreateRun inserts a run. A second active run for the same sandbox is an
 // errs.Conflict naming the active one.
@@ -36,10 +36,10 @@ func (d *DB) CreateRun(ctx context.Context, r agent.Run) error {
 		exit = sql.NullInt64{Int64: int64(*r.ExitCode), Valid: true}
 	}
 	_, err = d.exec(ctx, d.db, `INSERT INTO runs (`+runCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.ID, r.SandboxID, r.OwnerID, r.Prompt, string(opts), string(r.Status), r.ResumedFrom, r.SessionID, r.Model,
 		ms(r.CreatedAt), ms(r.StartedAt), ms(r.FinishedAt), r.Usage.InputTokens, r.Usage.OutputTokens,
-		r.Usage.CacheReadTokens, r.Usage.CacheCreationTokens, r.CostNanoUSD, r.NumTurns, exit, r.Error, r.LastSeq)
+		r.Usage.CacheReadTokens, r.Usage.CacheCreationTokens, r.CostNanoUSD, r.NumTurns, exit, r.Error, r.LastSeq, r.Replica)
 	if err == nil {
 		return nil
 	}
@@ -61,7 +61,7 @@ func scanRun(s rowScanner) (agent.Run, error) {
 	)
 	err := s.Scan(&r.ID, &r.SandboxID, &r.OwnerID, &r.Prompt, &opts, &status, &r.ResumedFrom, &r.SessionID, &r.Model,
 		&created, &started, &finished, &r.Usage.InputTokens, &r.Usage.OutputTokens, &r.Usage.CacheReadTokens,
-		&r.Usage.CacheCreationTokens, &r.CostNanoUSD, &r.NumTurns, &exit, &r.Error, &r.LastSeq)
+		&r.Usage.CacheCreationTokens, &r.CostNanoUSD, &r.NumTurns, &exit, &r.Error, &r.LastSeq, &r.Replica)
 	if err != nil {
 		return r, err
 	}
@@ -212,14 +212,37 @@ func (d *DB) RunEvents(ctx context.Context, runID string, after int64, limit int
 	return out, rows.Err()
 }
 
-// InterruptRuns marks every queued or running run interrupted (after a
-// server restart) and deletes their tokens. It returns the runs it marked.
-func (d *DB) InterruptRuns(ctx context.Context, at time.Time, reason string) ([]agent.Run, error) {
-	var marked []agent.Run
+// ReplicaAlive records that replica id is alive at `at` (the first call
+// registers it).
+func (d *DB) ReplicaAlive(ctx context.Context, id string, at time.Time) error {
+	_, err := d.exec(ctx, d.db, `INSERT INTO replicas (id, started_at, seen_at) VALUES (?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at`, id, ms(at), ms(at))
+	if err != nil {
+		return fmt.Errorf("record replica %s: %w", id, err)
+	}
+	return nil
+}
+
+// RemoveReplica forgets a replica that stopped cleanly.
+func (d *DB) RemoveReplica(ctx context.Context, id string) error {
+	if _, err := d.exec(ctx, d.db, `DELETE FROM replicas WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("remove replica %s: %w", id, err)
+	}
+	return nil
+}
+
+// InterruptOrphanedRuns marks interrupted every queued or running run
+// whose replica is gone: not self, and with no replicas row seen at or
+// after staleBefore. It deletes their tokens and forgets those replicas,
+// and returns the runs it marked. A run is marked by one caller only, so
+// replicas sweeping at once each get a disjoint set.
+func (d *DB) InterruptOrphanedRuns(ctx context.Context, self string, staleBefore, at time.Time, reason string) ([]agent.Run, error) {
+	var found, marked []agent.Run
 	err := d.inTx(ctx, func(tx *sql.Tx) error {
-		rows, err := d.query(ctx, tx, runSelect+` WHERE status IN ('queued', 'running')`)
+		rows, err := d.query(ctx, tx, runSelect+` WHERE status IN ('queued', 'running') AND replica <> ?
+			AND NOT EXISTS (SELECT 1 FROM replicas p WHERE p.id = runs.replica AND p.seen_at >= ?)`, self, ms(staleBefore))
 		if err != nil {
-			return fmt.Errorf("find active runs: %w", err)
+			return fmt.Errorf("find orphaned runs: %w", err)
 		}
 		for rows.Next() {
 			r, err := scanRun(rows)
@@ -227,25 +250,38 @@ func (d *DB) InterruptRuns(ctx context.Context, at time.Time, reason string) ([]
 				rows.Close()
 				return fmt.Errorf("scan run: %w", err)
 			}
-			marked = append(marked, r)
+			found = append(found, r)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		for i := range marked {
-			marked[i].Status, marked[i].FinishedAt, marked[i].Error = agent.Interrupted, at, reason
-			if _, err := d.exec(ctx, tx, `UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ?`,
-				string(agent.Interrupted), ms(at), reason, marked[i].ID); err != nil {
+		for _, r := range found {
+			// The status condition makes a run that another replica marked
+			// first (PostgreSQL re-checks it after that commit) a no-op here.
+			res, err := d.exec(ctx, tx, `UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ? AND status IN ('queued', 'running')`,
+				string(agent.Interrupted), ms(at), reason, r.ID)
+			if err != nil {
 				return fmt.Errorf("interrupt run: %w", err)
 			}
-			if _, err := d.exec(ctx, tx, `DELETE FROM run_tokens WHERE run_id = ?`, marked[i].ID); err != nil {
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
+				continue
+			}
+			if _, err := d.exec(ctx, tx, `DELETE FROM run_tokens WHERE run_id = ?`, r.ID); err != nil {
 				return fmt.Errorf("delete run tokens: %w", err)
 			}
+			r.Status, r.FinishedAt, r.Error = agent.Interrupted, at, reason
+			marked = append(marked, r)
+		}
+		if _, err := d.exec(ctx, tx, `DELETE FROM replicas WHERE seen_at < ? AND id <> ?`, ms(staleBefore), self); err != nil {
+			return fmt.Errorf("forget stale replicas: %w", err)
 		}
 		return nil
 	})
-	return marked, err
+	if err != nil {
+		return nil, err
+	}
+	return marked, nil
 }
 
 // CreateRunToken stores a run token's hash.

@@ -3,6 +3,9 @@ package storetest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
 	"testing"
 	"time"
 
@@ -108,10 +111,12 @@ func Runs(t *testing.T, db *store.DB) {
 		t.Errorf("RunToken(missing) = %v, want not found", err)
 	}
 
-	// Restart: active runs become interrupted, their tokens go.
-	marked, err := db.InterruptRuns(ctx, base.Add(time.Hour), "server restarted")
+	// Orphans: an active run whose replica is gone (no row, or not seen
+	// since staleBefore) becomes interrupted and loses its tokens; runs of
+	// a live replica, and the caller's own, are left alone.
+	marked, err := db.InterruptOrphanedRuns(ctx, "rep_self", base, base.Add(time.Hour), "server restarted")
 	if err != nil || len(marked) != 1 || marked[0].ID != "run_2" {
-		t.Fatalf("InterruptRuns = %v, %v", marked, err)
+		t.Fatalf("InterruptOrphanedRuns = %v, %v", marked, err)
 	}
 	got, _ = db.GetRun(ctx, "run_2")
 	if got.Status != agent.Interrupted || got.Error != "server restarted" || !got.FinishedAt.Equal(base.Add(time.Hour)) {
@@ -119,6 +124,50 @@ func Runs(t *testing.T, db *store.DB) {
 	}
 	if _, err := db.RunToken(ctx, "h2"); errs.KindOf(err) != errs.NotFound {
 		t.Errorf("token of an interrupted run survived: %v", err)
+	}
+	for _, rep := range []struct {
+		id   string
+		seen time.Time
+	}{{"rep_live", base.Add(time.Second)}, {"rep_dead", base.Add(-time.Second)}} {
+		if err := db.ReplicaAlive(ctx, rep.id, rep.seen.Add(-time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.ReplicaAlive(ctx, rep.id, rep.seen); err != nil { // renewal
+			t.Fatal(err)
+		}
+	}
+	for i, rep := range []string{"rep_live", "rep_dead", "rep_self", "rep_unknown"} {
+		r := agent.Run{ID: "run_r" + rep, SandboxID: fmt.Sprintf("sb_r%d", i), OwnerID: "alice", Prompt: "p", Status: agent.Running, CreatedAt: base, Replica: rep}
+		if err := db.CreateRun(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := db.GetRun(ctx, r.ID); got.Replica != rep {
+			t.Errorf("run replica = %q, want %q", got.Replica, rep)
+		}
+	}
+	marked, err = db.InterruptOrphanedRuns(ctx, "rep_self", base, base.Add(time.Hour), "replica gone")
+	var ids []string
+	for _, r := range marked {
+		ids = append(ids, r.ID)
+	}
+	sort.Strings(ids)
+	if err != nil || !slices.Equal(ids, []string{"run_rrep_dead", "run_rrep_unknown"}) {
+		t.Fatalf("InterruptOrphanedRuns with replicas = %v, %v; want the dead and unknown replicas' runs", ids, err)
+	}
+	if again, err := db.InterruptOrphanedRuns(ctx, "rep_self", base, base.Add(time.Hour), "replica gone"); err != nil || len(again) != 0 {
+		t.Errorf("second sweep = %v, %v; want nothing", again, err)
+	}
+	for _, id := range []string{"run_rrep_live", "run_rrep_self"} {
+		if got, _ := db.GetRun(ctx, id); got.Status != agent.Running {
+			t.Errorf("%s = %s, want running", id, got.Status)
+		}
+	}
+	// The dead replica's row went with its runs; a clean stop removes one.
+	if err := db.RemoveReplica(ctx, "rep_live"); err != nil {
+		t.Fatal(err)
+	}
+	if marked, _ := db.InterruptOrphanedRuns(ctx, "rep_self", base, base.Add(time.Hour), "replica gone"); len(marked) != 1 || marked[0].ID != "run_rrep_live" {
+		t.Errorf("after rep_live stopped: %v, want its run", marked)
 	}
 	if err := db.CreateRunToken(ctx, agent.RunToken{Hash: "h3", RunID: "run_1", SandboxID: "sb_1", UserID: "alice", CreatedAt: base}); err != nil {
 		t.Fatal(err)
