@@ -256,7 +256,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		Root: cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(db),
 	}, agent.Deps{
 		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin}), Sandboxes: mgr,
-		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun,
+		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(),
 	})
 	if err != nil {
 		return nil, err

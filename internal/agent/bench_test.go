@@ -60,7 +60,7 @@ func BenchmarkHubAppend(b *testing.B) {
 	if err := db.CreateRun(ctx, agent.Run{ID: "run_b", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()}); err != nil {
 		b.Fatal(err)
 	}
-	hub := agent.NewHub(db, nil)
+	hub := agent.NewHub(db, nil, nil)
 	hub.Open("run_b", 0)
 	subs := make([]*agent.Subscription, 100)
 	for i := range subs {

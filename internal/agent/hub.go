@@ -25,14 +25,23 @@ const takeMax = 512
 // costs each one a non-blocking send on a one-slot channel, and a
 // subscriber's memory does not grow with its lag.
 //
-// Live events exist only for runs opened on this Hub (this process);
-// finished runs are served from the Store.
+// Runs opened on this Hub (this process) are live here. With a Feed
+// (several replicas on PostgreSQL), a subscriber to a run that is not
+// follows it: the run's replica sends a notice after each append, and the
+// subscriber reads the new events from the store. Without one, runs not
+// opened here are served from the Store.
 type Hub struct {
 	store Store
 	now   func() time.Time
+	feed  Feed // nil: this process is the only replica
 
 	mu     sync.Mutex
-	topics map[string]*topic
+	topics map[string]*topic // runs live in this process
+	remote map[string]*topic // runs followed through the feed (no tail)
+
+	noticeMu   sync.Mutex
+	notices    map[string]Notice // to send, by run
+	noticeKick chan struct{}     // capacity 1: "notices has some"
 }
 
 type topic struct {
@@ -44,14 +53,17 @@ type topic struct {
 	tail      []Event // the newest events, contiguous seqs, at most maxTail; see publish
 	closed    bool    // the run ended: nothing is published after published
 	subs      []*Subscription
+	remote    bool // followed through the feed: published comes from notices
 }
 
-// NewHub returns a Hub over store.
-func NewHub(store Store, now func() time.Time) *Hub {
+// NewHub returns a Hub over store. feed (may be nil) connects it to the
+// other replicas; RunFeed runs it.
+func NewHub(store Store, now func() time.Time, feed Feed) *Hub {
 	if now == nil {
 		now = time.Now
 	}
-	return &Hub{store: store, now: now, topics: map[string]*topic{}}
+	return &Hub{store: store, now: now, feed: feed, topics: map[string]*topic{}, remote: map[string]*topic{},
+		notices: map[string]Notice{}, noticeKick: make(chan struct{}, 1)}
 }
 
 // Open starts the live topic of a run whose last persisted seq is lastSeq.
@@ -112,6 +124,9 @@ func (h *Hub) Append(ctx context.Context, runID string, evs ...Event) ([]Event, 
 		t.publish(ev)
 		out = append(out, ev)
 	}
+	if h.feed != nil && len(out) > 0 {
+		h.notify(Notice{RunID: runID, Seq: out[len(out)-1].Seq})
+	}
 	return out, nil
 }
 
@@ -131,11 +146,7 @@ func (t *topic) publish(ev Event) {
 	// Wake the subscribers under the read lock only: the ones already
 	// woken can Take (also a read lock) while the rest are being woken,
 	// instead of blocking on the lock and being woken a second time.
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	for _, s := range t.subs {
-		s.Wake()
-	}
+	t.wakeAll()
 }
 
 // Subscription is one subscriber's cursor into a run's events: Take
@@ -147,7 +158,7 @@ type Subscription struct {
 	cursor int64  // seq of the last event taken
 	ready  chan struct{}
 	idx    int  // position in t.subs while subscribed; guarded by t.mu
-	ended  bool // the store has nothing after cursor (t == nil)
+	ended  bool // nothing follows cursor: the store's end (t == nil), or a followed run's done event
 	once   sync.Once
 }
 
@@ -169,10 +180,10 @@ func (s *Subscription) Ready() <-chan struct{} { return s.ready }
 // yet, io.EOF once the run has ended and everything was returned. The
 // events are shared with other subscribers: read them, do not modify them.
 func (s *Subscription) Take(ctx context.Context) ([]Event, error) {
+	if s.ended {
+		return nil, io.EOF
+	}
 	if s.t == nil {
-		if s.ended {
-			return nil, io.EOF
-		}
 		evs, err := s.hub.store.RunEvents(ctx, s.runID, s.cursor, takeMax)
 		if err != nil {
 			return nil, fmt.Errorf("replay run %s: %w", s.runID, err)
@@ -210,6 +221,9 @@ func (s *Subscription) Take(ctx context.Context) ([]Event, error) {
 			return nil, fmt.Errorf("replay run %s: events %d..%d are missing from the store", s.runID, s.cursor+1, first-1)
 		}
 		s.cursor = evs[len(evs)-1].Seq
+		if t.remote && evs[len(evs)-1].Type == TypeDone {
+			s.ended = true // a run's done event is its last
+		}
 		s.Wake() // more to take
 		return evs, nil
 	}
@@ -246,6 +260,11 @@ func (s *Subscription) Close() {
 		if t == nil {
 			return
 		}
+		if t.remote {
+			// The last follower of a remote run takes its topic away.
+			s.hub.mu.Lock()
+			defer s.hub.mu.Unlock()
+		}
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		if s.idx < len(t.subs) && t.subs[s.idx] == s {
@@ -255,11 +274,15 @@ func (s *Subscription) Close() {
 			t.subs[len(t.subs)-1] = nil
 			t.subs = t.subs[:len(t.subs)-1]
 		}
+		if t.remote && len(t.subs) == 0 && s.hub.remote[s.runID] == t {
+			delete(s.hub.remote, s.runID)
+		}
 	})
 }
 
 // Subscribe returns a cursor at seq `after`: its Takes return every later
-// event of the run, from the store and the live tail, exactly once and in
+// event of the run, from the store and the live tail (or, for a run live
+// in another replica, the store as notices arrive), exactly once and in
 // order, until the run's end.
 func (h *Hub) Subscribe(ctx context.Context, runID string, after int64) (*Subscription, error) {
 	if after < 0 {
@@ -268,13 +291,28 @@ func (h *Hub) Subscribe(ctx context.Context, runID string, after int64) (*Subscr
 	s := &Subscription{hub: h, runID: runID, cursor: after, ready: make(chan struct{}, 1)}
 	s.ready <- struct{}{} // take right away
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if t, ok := h.topics[runID]; ok {
+	t, ok := h.topics[runID]
+	if !ok && h.feed != nil {
+		if t, ok = h.remote[runID]; !ok {
+			t, ok = &topic{remote: true}, true
+			h.remote[runID] = t
+		}
+	}
+	if ok {
 		t.mu.Lock()
 		s.t = t
 		s.idx = len(t.subs)
 		t.subs = append(t.subs, s)
 		t.mu.Unlock()
+	}
+	h.mu.Unlock()
+	if t != nil && t.remote {
+		// Read where the run stands only now that notices reach s: one
+		// sent before is covered by this read, one after wakes s.
+		if err := h.resync(ctx, runID, t); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("follow run %s: %w", runID, err)
+		}
 	}
 	return s, nil
 }

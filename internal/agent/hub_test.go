@@ -18,6 +18,7 @@ import (
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
 	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
 func openStore(t testing.TB) *store.DB {
@@ -96,7 +97,7 @@ func TestHubReplayAndLiveAreAtomic(t *testing.T) {
 	if err := db.CreateRun(ctx, agent.Run{ID: "run_h", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	hub := agent.NewHub(db, nil)
+	hub := agent.NewHub(db, nil, nil)
 	hub.Open("run_h", 0)
 	const total = 2000
 	var wg sync.WaitGroup
@@ -162,7 +163,7 @@ func TestHubSlowSubscriberCatchesUp(t *testing.T) {
 	db := openStore(t)
 	ctx := context.Background()
 	_ = db.CreateRun(ctx, agent.Run{ID: "run_s", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()})
-	hub := agent.NewHub(db, nil)
+	hub := agent.NewHub(db, nil, nil)
 	hub.Open("run_s", 0)
 	slow, _ := hub.Subscribe(ctx, "run_s", 0)
 	fast, _ := hub.Subscribe(ctx, "run_s", 0)
@@ -199,7 +200,7 @@ func TestHubManySubscribers(t *testing.T) {
 	db := openStore(t)
 	ctx := context.Background()
 	_ = db.CreateRun(ctx, agent.Run{ID: "run_m", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()})
-	hub := agent.NewHub(db, nil)
+	hub := agent.NewHub(db, nil, nil)
 	hub.Open("run_m", 0)
 	const subs, events = 5000, 20
 	all := make([]*agent.Subscription, subs)
@@ -347,4 +348,71 @@ func TestReplicaSweep(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestHubFollowsAnotherReplica: two hubs on one PostgreSQL database, as
+// two replicas. A subscriber on B to a run live on A gets each event while
+// the run goes on (before A appends the next), in order, then the done
+// event and the end; a subscriber that comes after the end replays it all.
+func TestHubFollowsAnotherReplica(t *testing.T) {
+	url := storetest.PostgresURL(t)
+	ctx := context.Background()
+	open := func() *store.DB {
+		db, err := store.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if err := db.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	dbA, dbB := open(), open()
+	hubA := agent.NewHub(dbA, nil, dbA.RunFeed())
+	hubB := agent.NewHub(dbB, nil, dbB.RunFeed())
+	feedCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { hubA.RunFeed(feedCtx, nil) })
+	wg.Go(func() { hubB.RunFeed(feedCtx, nil) })
+	t.Cleanup(func() { stop(); wg.Wait() }) // before the DBs close
+
+	run := agent.Run{ID: "run_f", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now().UTC(), Replica: "rep_a"}
+	if err := dbA.CreateRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	hubA.Open(run.ID, 0)
+	sub, err := hubB.Subscribe(ctx, run.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	const events = 30
+	for i := 1; i <= events; i++ {
+		if _, err := hubA.Append(ctx, run.ID, textEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+		evs, err := sub.Next(wait)
+		if err != nil || len(evs) != 1 || evs[0].Seq != int64(i) {
+			t.Fatalf("event %d on the other replica: %v, %v", i, evs, err)
+		}
+	}
+	if _, err := hubA.Append(ctx, run.ID, agent.NewEvent(agent.TypeDone, agent.DoneData{Status: agent.Succeeded}, "")); err != nil {
+		t.Fatal(err)
+	}
+	hubA.Close(run.ID)
+	if evs, err := sub.Next(wait); err != nil || len(evs) != 1 || evs[0].Type != agent.TypeDone {
+		t.Fatalf("done on the other replica: %v, %v", types(evs), err)
+	}
+	if evs, err := sub.Next(wait); !errors.Is(err, io.EOF) {
+		t.Fatalf("after done: %v, %v; want the end", types(evs), err)
+	}
+	late, err := hubB.Subscribe(ctx, run.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	wantRange(t, collect(t, late), 1, events+1)
 }

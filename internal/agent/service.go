@@ -91,6 +91,9 @@ type Deps struct {
 	// the workspace). It runs on the run's own goroutine, so shutdown waits
 	// for it; it is skipped when the server is shutting down.
 	AfterRun func(ctx context.Context, r Run)
+	// Feed connects the event hub to the other replicas (nil: this process
+	// is the only one); see Hub.
+	Feed Feed
 }
 
 // Service starts, follows, cancels and recovers agent runs. Runs live on
@@ -192,7 +195,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, store: d.Store, cli: d.CLI, sbx: d.Sandboxes, gw: d.Gateway, log: d.Logger, now: d.Now,
 		afterRun:  d.AfterRun,
 		replica:   "rep_" + randHex(8),
-		hub:       NewHub(d.Store, d.Now),
+		hub:       NewHub(d.Store, d.Now, d.Feed),
 		submit:    make(chan *job),
 		ready:     make(chan struct{}),
 		stopped:   make(chan struct{}),
@@ -261,6 +264,17 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	close(s.ready)
+	feedCtx, stopFeed := context.WithCancel(context.WithoutCancel(ctx))
+	feedDone := make(chan struct{})
+	go func() {
+		defer close(feedDone)
+		s.hub.RunFeed(feedCtx, s.log)
+	}()
+	defer func() {
+		// After the runs' done events, which the other replicas' followers wait for.
+		stopFeed()
+		<-feedDone
+	}()
 	var wg sync.WaitGroup
 	defer func() {
 		// Our runs are finished by now; peers need not wait for us to time out.

@@ -40,6 +40,7 @@ const (
 type DB struct {
 	db      *sql.DB
 	dialect Dialect
+	url     string // PostgreSQL: for the run feed's own connection
 
 	// SQLite: the background checkpointer (see checkpointer).
 	stopCheckpoints context.CancelFunc
@@ -65,7 +66,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 			db.Close()
 			return nil, fmt.Errorf("connect postgres: %w", err)
 		}
-		return &DB{db: db, dialect: Postgres}, nil
+		return &DB{db: db, dialect: Postgres, url: url}, nil
 	}
 	path := strings.TrimPrefix(url, "sqlite:")
 	if dir := filepath.Dir(path); dir != "" {

@@ -1,0 +1,61 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/techbossai/techboss/internal/agent"
+)
+
+// runFeedChannel is the PostgreSQL notification channel of run events.
+const runFeedChannel = "techboss_run_events"
+
+// RunFeed returns the feed that carries run-event notices between the
+// replicas sharing this database (PostgreSQL LISTEN/NOTIFY), or nil on
+// SQLite, where this process is the only one.
+func (d *DB) RunFeed() agent.Feed {
+	if d.dialect != Postgres {
+		return nil
+	}
+	return &pgFeed{db: d}
+}
+
+type pgFeed struct{ db *DB }
+
+// Notify sends "<seq> <run id>" on the channel.
+func (f *pgFeed) Notify(ctx context.Context, n agent.Notice) error {
+	if _, err := f.db.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, runFeedChannel, strconv.FormatInt(n.Seq, 10)+" "+n.RunID); err != nil {
+		return fmt.Errorf("notify run %s: %w", n.RunID, err)
+	}
+	return nil
+}
+
+// Listen holds a connection of its own (outside the pool: a pooled one
+// would go on receiving notices for whoever used it next).
+func (f *pgFeed) Listen(ctx context.Context, fn func(agent.Notice), connected func()) error {
+	c, err := pgx.Connect(ctx, f.db.url)
+	if err != nil {
+		return fmt.Errorf("run feed: connect: %w", err)
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	if _, err := c.Exec(ctx, "LISTEN "+runFeedChannel); err != nil {
+		return fmt.Errorf("run feed: listen: %w", err)
+	}
+	connected()
+	for {
+		m, err := c.WaitForNotification(ctx)
+		if err != nil {
+			return fmt.Errorf("run feed: %w", err)
+		}
+		seq, runID, ok := strings.Cut(m.Payload, " ")
+		n, err := strconv.ParseInt(seq, 10, 64)
+		if !ok || err != nil || runID == "" {
+			continue // not ours
+		}
+		fn(agent.Notice{RunID: runID, Seq: n})
+	}
+}
