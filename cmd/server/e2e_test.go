@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/techbossai/techboss/client"
 	"github.com/techbossai/techboss/internal/modeltest"
 	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
+	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
 // TestOriginalDesignFlow drives the whole wired server the way the original
@@ -229,5 +232,124 @@ func TestClaudeInMuslImage(t *testing.T) {
 	res.Body.Close()
 	if !bytes.Contains(body, []byte("data: the image has its own claude\n")) {
 		t.Fatalf("an image with its own claude: status %d:\n%s", res.StatusCode, body)
+	}
+}
+
+// TestTwoReplicas runs two servers on one PostgreSQL database, on two
+// hosts (data directories), as a load balancer would front them. A Claude
+// run goes on in replica A's local sandbox while replica B starts: B's
+// start leaves the run and the sandbox alone, and B's event stream of the
+// run follows it live to its done event. B refuses to exec in A's local
+// sandbox with a conflict naming the host.
+func TestTwoReplicas(t *testing.T) {
+	claudeBin := modeltest.ClaudeBin(t)
+	dbURL := storetest.PostgresURL(t)
+	model := modeltest.New(t,
+		modeltest.Bash("sleep 3; echo made-on-a > /workspace/a.txt"),
+		modeltest.Text("Wrote a.txt."),
+	)
+	envFor := func() map[string]string {
+		return map[string]string{
+			"PORT": "0", "TECHBOSS_HOST": "127.0.0.1", "TECHBOSS_DATA_DIR": t.TempDir(), "DATABASE_URL": dbURL,
+			"TECHBOSS_ADMIN_EMAIL": "admin@example.com", "TECHBOSS_ADMIN_PASSWORD": "bootstrap-password-1",
+			"ANTHROPIC_BASE_URL": model.URL, "ANTHROPIC_API_KEY": "sk-ant-upstream-two-replicas",
+			"TECHBOSS_CLAUDE_BIN": claudeBin,
+		}
+	}
+	a := start(t, envFor())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, _ := client.New(a.url)
+	if _, err := c.Login(ctx, "admin@example.com", "bootstrap-password-1"); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.CreateToken(ctx, "replicas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(base, method, path, body string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok.Token)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		return res
+	}
+	var created struct {
+		Data struct {
+			ID string `json:"sandbox_id"`
+		} `json:"data"`
+	}
+	res := call(a.url, "POST", "/sandbox", `{"image_base":"host"}`)
+	if err := json.NewDecoder(res.Body).Decode(&created); err != nil || res.StatusCode != 200 {
+		t.Fatalf("create on A: %d %v", res.StatusCode, err)
+	}
+	res.Body.Close()
+	id := created.Data.ID
+	t.Cleanup(func() { // a failed test must not leave the sandbox running
+		req, _ := http.NewRequest("DELETE", a.url+"/sandbox/"+id, nil)
+		req.Header.Set("Authorization", "Bearer "+tok.Token)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	})
+
+	// The run starts on A; its own stream is read to the end meanwhile.
+	res = call(a.url, "POST", "/sandbox/"+id+"/claude?format=events", `{"prompt":"write a.txt"}`)
+	runID := res.Header.Get("X-Run-ID")
+	if res.StatusCode != 200 || runID == "" {
+		t.Fatalf("claude on A: %d, run %q", res.StatusCode, runID)
+	}
+	aStream := make(chan []byte, 1)
+	go func(body io.ReadCloser) {
+		b, _ := io.ReadAll(body)
+		body.Close()
+		aStream <- b
+	}(res.Body)
+
+	// B starts while the run goes on, and follows the run.
+	b := start(t, envFor())
+	res = call(b.url, "GET", "/runs/"+runID+"/events", "")
+	bStream, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("events on B: %d %s", res.StatusCode, bStream)
+	}
+	var ids []int
+	types := map[string]bool{}
+	for _, line := range strings.Split(string(bStream), "\n") {
+		if v, ok := strings.CutPrefix(line, "id: "); ok {
+			n, _ := strconv.Atoi(v)
+			ids = append(ids, n)
+		}
+		if v, ok := strings.CutPrefix(line, "event: "); ok {
+			types[v] = true
+		}
+	}
+	for i, n := range ids {
+		if n != i+1 {
+			t.Fatalf("event ids on B = %v, want 1..%d without gaps", ids, len(ids))
+		}
+	}
+	if !types["run.started"] || !types["done"] || !bytes.Contains(bStream, []byte(`"status":"succeeded"`)) {
+		t.Fatalf("B's stream lacks the run's start or its successful end:\n%s", bStream)
+	}
+	if got := <-aStream; !bytes.Contains(got, []byte("event: done")) || len(ids) == 0 || !bytes.Contains(got, []byte(fmt.Sprintf("id: %d\n", ids[len(ids)-1]))) {
+		t.Fatalf("A's stream does not end with the same last event:\n%s", got)
+	}
+	// The agent's work is there, on A.
+	var file bytes.Buffer
+	if _, err := c.ReadFile(ctx, id, "/workspace/a.txt", &file); err != nil || file.String() != "made-on-a\n" {
+		t.Fatalf("a.txt = %q, %v", file.String(), err)
+	}
+	// B cannot reach A's local sandbox, and says so.
+	res = call(b.url, "POST", "/sandbox/"+id+"/exec?wait=true", `{"command":["true"]}`)
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusConflict || !bytes.Contains(body, []byte("another server")) {
+		t.Fatalf("exec through B: %d %s; want 409 naming another server", res.StatusCode, body)
 	}
 }

@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -99,6 +103,10 @@ type domains struct {
 // gateway and /v1/chat from the configuration.
 func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, log *slog.Logger, reg *prometheus.Registry, db *store.DB, authSvc *auth.Service) (*domains, error) {
 	d := &domains{}
+	host, err := hostID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 
 	// Sandbox drivers.
 	drivers := map[string]sandbox.Driver{}
@@ -203,6 +211,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	limits.MaxRunningPerUser = cfg.MaxSandboxesPerUser
 	mgr, err := sandbox.NewManager(sandbox.Deps{
 		Repo: db, Drivers: drivers, DefaultDriver: cfg.SandboxDriver, Limits: limits, Mounts: mounts,
+		Host: host, HostTimeout: replicaTimeout(db),
 		Hooks: sandbox.Hooks{
 			AfterCreate: hooks.AfterCreate,
 			BeforeTerminate: func(ctx context.Context, sb *sandbox.Sandbox) error {
@@ -253,7 +262,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	runs, err = agent.NewService(agent.Config{
 		Credentials: cfg.ClaudeCredentials, PublicURL: cfg.PublicURL,
 		UpstreamBaseURL: getenv("ANTHROPIC_BASE_URL"), UpstreamAPIKey: string(cfg.AnthropicAPIKey),
-		Root: cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(db),
+		Root: cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(db), Host: host,
 	}, agent.Deps{
 		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin}), Sandboxes: mgr,
 		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(),
@@ -350,4 +359,26 @@ func replicaTimeout(db *store.DB) time.Duration {
 		return 30 * time.Second
 	}
 	return 0
+}
+
+// hostID names this machine's data directory for the other replicas (see
+// sandbox.Deps.Host): a random name kept in <data dir>/host-id, so it
+// survives restarts.
+func hostID(dataDir string) (string, error) {
+	p := filepath.Join(dataDir, "host-id")
+	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", p, err)
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	id := "host_" + hex.EncodeToString(b[:])
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", p, err)
+	}
+	return id, nil
 }

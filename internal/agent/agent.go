@@ -206,8 +206,8 @@ type Store interface {
 	AppendRunEvent(ctx context.Context, ev Event) error
 	// RunEvents returns events with Seq > after in order, at most limit (0 = all).
 	RunEvents(ctx context.Context, runID string, after int64, limit int) ([]Event, error)
-	// ReplicaAlive records that server process id is alive at `at`.
-	ReplicaAlive(ctx context.Context, id string, at time.Time) error
+	// ReplicaAlive records that server process id, on host, is alive at `at`.
+	ReplicaAlive(ctx context.Context, id, host string, at time.Time) error
 	// RemoveReplica forgets a server process that stopped cleanly.
 	RemoveReplica(ctx context.Context, id string) error
 	// InterruptOrphanedRuns marks interrupted the active runs whose

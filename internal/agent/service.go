@@ -73,6 +73,9 @@ type Config struct {
 	// this process is the only one (SQLite): at start every run not its
 	// own is an orphan, and there is no periodic sweep.
 	ReplicaTimeout time.Duration
+	// Host names the machine (data directory) this process runs on; it is
+	// recorded with the replica (see sandbox.Deps.Host).
+	Host string
 }
 
 // Deps are the service's dependencies.
@@ -257,7 +260,7 @@ func (s *Service) Hub() *Hub { return s.hub }
 // registration is removed.
 func (s *Service) Run(ctx context.Context) error {
 	defer close(s.stopped)
-	if err := s.store.ReplicaAlive(ctx, s.replica, s.now().UTC()); err != nil {
+	if err := s.store.ReplicaAlive(ctx, s.replica, s.cfg.Host, s.now().UTC()); err != nil {
 		return err
 	}
 	if err := s.interruptOrphans(ctx); err != nil {
@@ -312,7 +315,7 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-sweep.C:
 			s.sweepListeners(ctx)
 		case <-beat:
-			if err := s.store.ReplicaAlive(ctx, s.replica, s.now().UTC()); err != nil {
+			if err := s.store.ReplicaAlive(ctx, s.replica, s.cfg.Host, s.now().UTC()); err != nil {
 				s.log.Error("renew replica", "err", err)
 			}
 			if err := s.interruptOrphans(ctx); err != nil {

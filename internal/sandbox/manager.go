@@ -47,7 +47,18 @@ type Deps struct {
 	Metrics prometheus.Registerer // nil: metrics are not registered
 	// Now is the clock for lifecycle decisions (idle, lifetime); nil = time.Now.
 	Now func() time.Time
+	// Host names this server's machine (its data directory). Sandboxes of a
+	// HostBound driver record it: a server on another host leaves them to
+	// their own host's server while one of its replicas was seen within
+	// HostTimeout, and takes them for lost after. HostTimeout 0 means this
+	// process is the only server (SQLite).
+	Host        string
+	HostTimeout time.Duration
 }
+
+// HostBound is implemented by drivers whose sandboxes only the server on
+// the machine that created them can reach (the local driver).
+type HostBound interface{ HostBound() }
 
 // Manager runs the lifecycle of sandboxes: create, exec, files, terminate,
 // the reaper and restart reconciliation. Every method taking an ownerID
@@ -61,6 +72,8 @@ type Manager struct {
 	mounts        []Mount
 	log           *slog.Logger
 	now           func() time.Time
+	host          string
+	hostTimeout   time.Duration
 
 	createMu sync.Mutex // serialises the quota check with the insert
 
@@ -121,6 +134,8 @@ func NewManager(d Deps) (*Manager, error) {
 		mounts:        d.Mounts,
 		log:           d.Logger,
 		now:           d.Now,
+		host:          d.Host,
+		hostTimeout:   d.HostTimeout,
 		activity:      map[string]time.Time{},
 		busy:          map[string]int{},
 		logs:          map[string]*BuildLog{},
@@ -186,6 +201,20 @@ func (m *Manager) Capabilities(sb *Sandbox) []string {
 	return caps
 }
 
+// elsewhere reports whether sb belongs to a live server on another host
+// (see Deps.Host); this server must not drive it.
+func (m *Manager) elsewhere(ctx context.Context, sb *Sandbox) (bool, error) {
+	if sb.Host == "" || sb.Host == m.host || m.hostTimeout <= 0 {
+		return false, nil
+	}
+	return m.repo.HostAlive(ctx, sb.Host, m.now().Add(-m.hostTimeout))
+}
+
+// errElsewhere is the answer for a sandbox that another host's server runs.
+func errElsewhere(sb *Sandbox) error {
+	return errs.E(errs.Conflict, "sandbox %s runs on another server (host %s); its %s driver is reachable only from there", sb.ID, sb.Host, sb.Driver)
+}
+
 // DriverFor returns the driver running sb.
 func (m *Manager) DriverFor(sb *Sandbox) (Driver, error) {
 	d, ok := m.drivers[sb.Driver]
@@ -239,6 +268,9 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 	sb := &Sandbox{
 		ID: newID(), OwnerID: ownerID, Spec: redacted(spec), State: Creating, Driver: drvName,
 		CreatedAt: now, UpdatedAt: now, LastActiveAt: now,
+	}
+	if _, ok := drv.(HostBound); ok {
+		sb.Host = m.host
 	}
 	if err := m.insertWithinQuota(ctx, sb); err != nil {
 		return nil, err
@@ -452,6 +484,12 @@ func (m *Manager) Running(ctx context.Context, ownerID, id string) (*Sandbox, Dr
 		}
 		return nil, nil, errs.E(errs.Conflict, "%s", msg)
 	}
+	if far, err := m.elsewhere(ctx, sb); err != nil || far {
+		if err == nil {
+			err = errElsewhere(sb)
+		}
+		return nil, nil, err
+	}
 	drv, err := m.DriverFor(sb)
 	if err != nil {
 		return nil, nil, err
@@ -587,6 +625,14 @@ func (m *Manager) terminate(ctx context.Context, id, reason string) (*Sandbox, e
 	switch sb.State {
 	case Terminated, Failed, Lost:
 		return sb, nil
+	}
+	if far, err := m.elsewhere(ctx, sb); err != nil || far {
+		if err == nil {
+			err = errElsewhere(sb)
+		}
+		return nil, err
+	}
+	switch sb.State {
 	case Creating:
 		m.mu.Lock()
 		op := m.creating[id]
@@ -684,9 +730,23 @@ func (m *Manager) Reap(ctx context.Context) (int, error) {
 	now := m.now()
 	n := 0
 	var errList []error
+	far := map[string]bool{} // by host, for this pass
 	for _, sb := range items {
 		if ctx.Err() != nil {
 			break
+		}
+		if f, ok := far[sb.Host]; f {
+			continue // its own host's server reaps it
+		} else if !ok {
+			f, err := m.elsewhere(ctx, sb)
+			if err != nil {
+				errList = append(errList, fmt.Errorf("reap %s: %w", sb.ID, err))
+				continue
+			}
+			far[sb.Host] = f
+			if f {
+				continue
+			}
 		}
 		reason := ""
 		switch {
@@ -853,6 +913,12 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	}
 	for _, sb := range items {
 		log := m.log.With("sandbox_id", sb.ID, "driver", sb.Driver)
+		if far, err := m.elsewhere(ctx, sb); err != nil || far {
+			if err != nil {
+				log.Warn("reconcile: is its host alive?", "host", sb.Host, "err", err)
+			}
+			continue // a live server on its host owns it
+		}
 		drv, ok := m.drivers[sb.Driver]
 		if !ok {
 			m.markLost(ctx, sb, fmt.Sprintf("driver %q is not configured on this server", sb.Driver))
@@ -880,6 +946,12 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			}
 			if err == nil && alive {
 				m.Touch(sb.ID) // the outage was not the user's idleness
+				if _, hb := drv.(HostBound); hb && sb.Host != m.host {
+					sb.Host = m.host // (its data directory was given a new host name)
+					if err := m.repo.UpdateSandbox(ctx, sb); err != nil {
+						log.Error("reconcile: persist host", "err", err)
+					}
+				}
 				log.Info("sandbox re-adopted")
 				continue
 			}

@@ -84,6 +84,9 @@ type env struct {
 	drv     *local.Driver
 	m       *sandbox.Manager
 	reg     *prometheus.Registry
+	// host and hostTimeout are sandbox.Deps.Host and HostTimeout.
+	host        string
+	hostTimeout time.Duration
 }
 
 func newEnv(t *testing.T, tweak func(*env)) *env {
@@ -115,6 +118,7 @@ func (e *env) start() {
 	m, err := sandbox.NewManager(sandbox.Deps{
 		Repo: e.db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
 		Limits: e.limits, Hooks: e.hooks, Now: e.clock.Now, Metrics: e.reg,
+		Host: e.host, HostTimeout: e.hostTimeout,
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -853,5 +857,59 @@ func TestCreateTimeoutSettlesTheRecord(t *testing.T) {
 	items, _ := e.db.ListSandboxes(context.Background(), sandbox.ListFilter{OwnerID: "alice"})
 	if len(items) != 1 || items[0].State != sandbox.Failed || !strings.Contains(items[0].Reason, "did not finish within") {
 		t.Fatalf("records %+v, want one failed for the timeout", items)
+	}
+}
+
+// TestHostBoundSandboxesStayWithTheirHost: two servers on one database, on
+// two hosts (data directories). A local sandbox belongs to its host's
+// server: the other one's restart reconciliation and reaper leave it
+// alone, and its exec and terminate are refused with a conflict naming the
+// host, while a replica of that host renews itself. Once its host is gone
+// past the timeout, it is lost.
+func TestHostBoundSandboxesStayWithTheirHost(t *testing.T) {
+	const timeout = time.Minute
+	a := newEnv(t, func(e *env) { e.host, e.hostTimeout = "host_a", timeout })
+	b := newEnv(t, func(e *env) { e.db, e.host, e.hostTimeout, e.clock = a.db, "host_b", timeout, a.clock })
+	ctx := context.Background()
+	alive := func() {
+		t.Helper()
+		if err := a.db.ReplicaAlive(ctx, "rep_a", "host_a", a.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alive()
+	sb := a.create("alice", sandbox.Spec{})
+	if got := a.state(sb.ID).Host; got != "host_a" {
+		t.Fatalf("sandbox host = %q, want host_a", got)
+	}
+	if err := b.m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.state(sb.ID).State; st != sandbox.Running {
+		t.Fatalf("after the other host's reconcile: %s, want running", st)
+	}
+	_, _, err := b.exec("alice", sb.ID, "true")
+	wantKind(t, err, errs.Conflict)
+	if !strings.Contains(err.Error(), "host_a") {
+		t.Errorf("exec on the other host: %v; want the host named", err)
+	}
+	_, err = b.m.Terminate(ctx, "alice", sb.ID)
+	wantKind(t, err, errs.Conflict)
+	// Past its idle timeout, but its host reaps it, not b.
+	a.clock.Advance(a.limits.DefaultIdleTimeout + time.Second)
+	alive()
+	b.reap(0)
+	if st := a.state(sb.ID).State; st != sandbox.Running {
+		t.Fatalf("after the other host's reaper: %s, want running", st)
+	}
+	if _, _, err := a.exec("alice", sb.ID, "true"); err != nil {
+		t.Fatalf("exec on its own host: %v", err)
+	}
+	// Host a stops renewing; past the timeout its sandbox is lost to b.
+	a.clock.Advance(timeout + time.Second)
+	_, _, err = b.exec("alice", sb.ID, "true")
+	wantKind(t, err, errs.Conflict)
+	if st := a.state(sb.ID).State; st != sandbox.Lost {
+		t.Fatalf("after its host went away: %s (%v), want lost", st, err)
 	}
 }

@@ -32,6 +32,10 @@ type Repo interface {
 	ListVolumes(ctx context.Context, ownerID string) ([]VolumeRecord, error)
 	// DeleteVolume removes a volume record or returns errs.ErrNotFound.
 	DeleteVolume(ctx context.Context, ownerID, name string) error
+
+	// HostAlive reports whether a server replica on host was seen at or
+	// after since (see Deps.Host).
+	HostAlive(ctx context.Context, host string, since time.Time) (bool, error)
 }
 
 // ListFilter selects sandboxes. Empty fields do not filter.

@@ -56,4 +56,7 @@ type Sandbox struct {
 	UpdatedAt    time.Time  `json:"updated_at"`
 	LastActiveAt time.Time  `json:"last_active_at"`
 	TerminatedAt *time.Time `json:"terminated_at,omitempty"`
+	// Host is the machine (Deps.Host) whose server reaches the sandbox, for
+	// a host-bound driver ("" for drivers reachable from anywhere).
+	Host string `json:"-"`
 }

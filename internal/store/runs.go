@@ -212,15 +212,25 @@ func (d *DB) RunEvents(ctx context.Context, runID string, after int64, limit int
 	return out, rows.Err()
 }
 
-// ReplicaAlive records that replica id is alive at `at` (the first call
-// registers it).
-func (d *DB) ReplicaAlive(ctx context.Context, id string, at time.Time) error {
-	_, err := d.exec(ctx, d.db, `INSERT INTO replicas (id, started_at, seen_at) VALUES (?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at`, id, ms(at), ms(at))
+// ReplicaAlive records that replica id, on host, is alive at `at` (the
+// first call registers it).
+func (d *DB) ReplicaAlive(ctx context.Context, id, host string, at time.Time) error {
+	_, err := d.exec(ctx, d.db, `INSERT INTO replicas (id, host, started_at, seen_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at`, id, host, ms(at), ms(at))
 	if err != nil {
 		return fmt.Errorf("record replica %s: %w", id, err)
 	}
 	return nil
+}
+
+// HostAlive reports whether a replica on host was seen at or after since.
+func (d *DB) HostAlive(ctx context.Context, host string, since time.Time) (bool, error) {
+	var n int
+	err := d.queryRow(ctx, d.db, `SELECT COUNT(*) FROM replicas WHERE host = ? AND seen_at >= ?`, host, ms(since)).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("replicas of host %s: %w", host, err)
+	}
+	return n > 0, nil
 }
 
 // RemoveReplica forgets a replica that stopped cleanly.

@@ -15,7 +15,7 @@ import (
 
 var _ sandbox.Repo = (*DB)(nil)
 
-const sandboxCols = `id, owner_id, state, reason, driver, ref, spec, created_at, updated_at, last_active_at, terminated_at`
+const sandboxCols = `id, owner_id, state, reason, driver, ref, spec, created_at, updated_at, last_active_at, terminated_at, host`
 
 // CreateSandbox inserts a sandbox record and its labels.
 func (d *DB) CreateSandbox(ctx context.Context, sb *sandbox.Sandbox) error {
@@ -24,10 +24,10 @@ func (d *DB) CreateSandbox(ctx context.Context, sb *sandbox.Sandbox) error {
 		return fmt.Errorf("encode spec: %w", err)
 	}
 	return d.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := d.exec(ctx, tx, `INSERT INTO sandboxes (id, owner_id, state, reason, driver, ref, spec, volume_name, created_at, updated_at, last_active_at, terminated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := d.exec(ctx, tx, `INSERT INTO sandboxes (id, owner_id, state, reason, driver, ref, spec, volume_name, created_at, updated_at, last_active_at, terminated_at, host)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			sb.ID, sb.OwnerID, string(sb.State), sb.Reason, sb.Driver, string(sb.Ref), string(spec), sb.Spec.VolumeName,
-			ms(sb.CreatedAt), ms(sb.UpdatedAt), ms(sb.LastActiveAt), msPtr(sb.TerminatedAt))
+			ms(sb.CreatedAt), ms(sb.UpdatedAt), ms(sb.LastActiveAt), msPtr(sb.TerminatedAt), sb.Host)
 		if err != nil {
 			if isUnique(err) {
 				return errs.Wrap(errs.Conflict, err, "sandbox already exists")
@@ -63,7 +63,7 @@ func scanSandbox(r rowScanner) (*sandbox.Sandbox, error) {
 		state, ref, spec                    string
 		created, updated, active, terminate int64
 	)
-	if err := r.Scan(&sb.ID, &sb.OwnerID, &state, &sb.Reason, &sb.Driver, &ref, &spec, &created, &updated, &active, &terminate); err != nil {
+	if err := r.Scan(&sb.ID, &sb.OwnerID, &state, &sb.Reason, &sb.Driver, &ref, &spec, &created, &updated, &active, &terminate, &sb.Host); err != nil {
 		return nil, err
 	}
 	sb.State = sandbox.State(state)
@@ -95,8 +95,8 @@ func (d *DB) GetSandbox(ctx context.Context, id string) (*sandbox.Sandbox, error
 
 // UpdateSandbox stores the mutable lifecycle fields of a sandbox.
 func (d *DB) UpdateSandbox(ctx context.Context, sb *sandbox.Sandbox) error {
-	res, err := d.exec(ctx, d.db, `UPDATE sandboxes SET state = ?, reason = ?, ref = ?, updated_at = ?, last_active_at = ?, terminated_at = ? WHERE id = ?`,
-		string(sb.State), sb.Reason, string(sb.Ref), ms(sb.UpdatedAt), ms(sb.LastActiveAt), msPtr(sb.TerminatedAt), sb.ID)
+	res, err := d.exec(ctx, d.db, `UPDATE sandboxes SET state = ?, reason = ?, ref = ?, updated_at = ?, last_active_at = ?, terminated_at = ?, host = ? WHERE id = ?`,
+		string(sb.State), sb.Reason, string(sb.Ref), ms(sb.UpdatedAt), ms(sb.LastActiveAt), msPtr(sb.TerminatedAt), sb.Host, sb.ID)
 	if err != nil {
 		return fmt.Errorf("update sandbox: %w", err)
 	}

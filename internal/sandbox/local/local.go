@@ -109,6 +109,10 @@ type Driver struct {
 	bg sync.WaitGroup // background work (old files of uploads being removed); Close waits
 }
 
+// HostBound marks the driver's sandboxes as reachable only from this
+// machine (sandbox.HostBound).
+func (*Driver) HostBound() {}
+
 // Close waits for the driver's background work. Sandboxes keep running
 // (a new Driver re-adopts them).
 func (d *Driver) Close() error {

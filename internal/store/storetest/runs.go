@@ -129,11 +129,16 @@ func Runs(t *testing.T, db *store.DB) {
 		id   string
 		seen time.Time
 	}{{"rep_live", base.Add(time.Second)}, {"rep_dead", base.Add(-time.Second)}} {
-		if err := db.ReplicaAlive(ctx, rep.id, rep.seen.Add(-time.Minute)); err != nil {
+		if err := db.ReplicaAlive(ctx, rep.id, "host_"+rep.id, rep.seen.Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.ReplicaAlive(ctx, rep.id, rep.seen); err != nil { // renewal
+		if err := db.ReplicaAlive(ctx, rep.id, "host_"+rep.id, rep.seen); err != nil { // renewal
 			t.Fatal(err)
+		}
+	}
+	for host, want := range map[string]bool{"host_rep_live": true, "host_rep_dead": false, "host_nobody": false} {
+		if alive, err := db.HostAlive(ctx, host, base); err != nil || alive != want {
+			t.Errorf("HostAlive(%s) = %v, %v; want %v", host, alive, err, want)
 		}
 	}
 	for i, rep := range []string{"rep_live", "rep_dead", "rep_self", "rep_unknown"} {
