@@ -147,16 +147,16 @@ func (h *Hub) resyncAll(ctx context.Context) {
 	}
 	h.mu.Unlock()
 	for id, t := range followed {
-		_ = h.resync(ctx, id, t)
+		_, _ = h.resync(ctx, id, t)
 	}
 }
 
-// resync advances a followed run to the last seq in the store, and ends it
-// if it finished long ago without a done event.
-func (h *Hub) resync(ctx context.Context, runID string, t *topic) error {
+// resync advances a followed run to the last seq in the store, ends it if
+// it finished long ago without a done event, and returns the run.
+func (h *Hub) resync(ctx context.Context, runID string, t *topic) (Run, error) {
 	r, err := h.store.GetRun(ctx, runID)
 	if err != nil {
-		return err
+		return r, err
 	}
 	t.advance(r.LastSeq)
 	if !r.Status.Active() && !r.FinishedAt.IsZero() && h.now().Sub(r.FinishedAt) > followDoneGrace {
@@ -165,7 +165,7 @@ func (h *Hub) resync(ctx context.Context, runID string, t *topic) error {
 		t.mu.Unlock()
 		t.wakeAll()
 	}
-	return nil
+	return r, nil
 }
 
 // advance records that a followed run has events up to seq and wakes its

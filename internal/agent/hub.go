@@ -309,7 +309,16 @@ func (h *Hub) Subscribe(ctx context.Context, runID string, after int64) (*Subscr
 	if t != nil && t.remote {
 		// Read where the run stands only now that notices reach s: one
 		// sent before is covered by this read, one after wakes s.
-		if err := h.resync(ctx, runID, t); err != nil {
+		r, err := h.resync(ctx, runID, t)
+		if err == nil && !r.Status.Active() && after >= r.LastSeq && r.LastSeq > 0 {
+			// A client resuming after the run's last event: if that is the
+			// done event, nothing can follow.
+			var last []Event
+			if last, err = h.store.RunEvents(ctx, runID, r.LastSeq-1, 1); err == nil && len(last) == 1 && last[0].Type == TypeDone {
+				s.ended = true
+			}
+		}
+		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("follow run %s: %w", runID, err)
 		}

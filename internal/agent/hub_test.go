@@ -415,4 +415,17 @@ func TestHubFollowsAnotherReplica(t *testing.T) {
 	}
 	defer late.Close()
 	wantRange(t, collect(t, late), 1, events+1)
+	// A client resuming after the done event reaches the end at once.
+	run.Status, run.FinishedAt = agent.Succeeded, time.Now().UTC()
+	if err := dbA.UpdateRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	resumed, err := hubB.Subscribe(ctx, run.ID, events+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	if evs, err := resumed.Take(ctx); !errors.Is(err, io.EOF) {
+		t.Fatalf("resuming after done: %v, %v; want the end", types(evs), err)
+	}
 }
