@@ -197,7 +197,9 @@ type Store interface {
 	ActiveRun(ctx context.Context, sandboxID string) (Run, error)
 	ListRuns(ctx context.Context, sandboxID string, limit int) ([]Run, error)
 	// UpdateRun writes the mutable fields (status, session, model, timings,
-	// usage, cost, turns, exit code, error).
+	// usage, cost, turns, exit code, error) of an active run; a run that
+	// has ended already (e.g. interrupted by another replica) is an
+	// errs.Conflict error and stays as it is.
 	UpdateRun(ctx context.Context, r Run) error
 	// LastSessionID is the session of the sandbox's most recent run that
 	// reported one ("" if none).
@@ -206,8 +208,10 @@ type Store interface {
 	AppendRunEvent(ctx context.Context, ev Event) error
 	// RunEvents returns events with Seq > after in order, at most limit (0 = all).
 	RunEvents(ctx context.Context, runID string, after int64, limit int) ([]Event, error)
-	// ReplicaAlive records that server process id, on host, is alive at `at`.
-	ReplicaAlive(ctx context.Context, id, host string, at time.Time) error
+	// ReplicaAlive records that server process id, on host, is alive at
+	// `at`; renewed is false when it was not registered (the first call, or
+	// after another replica took it for dead).
+	ReplicaAlive(ctx context.Context, id, host string, at time.Time) (renewed bool, err error)
 	// RemoveReplica forgets a server process that stopped cleanly.
 	RemoveReplica(ctx context.Context, id string) error
 	// InterruptOrphanedRuns marks interrupted the active runs whose

@@ -57,9 +57,10 @@ type env struct {
 }
 
 type envOpts struct {
-	credentials string
-	grace       time.Duration
-	extraEnv    map[string]string
+	credentials    string
+	grace          time.Duration
+	extraEnv       map[string]string
+	replicaTimeout time.Duration // agent.Config.ReplicaTimeout
 }
 
 func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
@@ -100,7 +101,7 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 	for k, v := range o.extraEnv {
 		cliEnv[k] = v
 	}
-	cfg := agent.Config{Credentials: o.credentials, Root: true, CancelGrace: o.grace}
+	cfg := agent.Config{Credentials: o.credentials, Root: true, CancelGrace: o.grace, ReplicaTimeout: o.replicaTimeout}
 	if o.credentials == agent.CredentialsDirect {
 		cfg.UpstreamBaseURL, cfg.UpstreamAPIKey = e.model.URL, "sk-direct"
 	}

@@ -284,7 +284,7 @@ func TestReplicaSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A peer that is alive at the service's start, and keeps renewing.
-	if err := db.ReplicaAlive(ctx, "rep_peer", "host_peer", time.Now()); err != nil {
+	if _, err := db.ReplicaAlive(ctx, "rep_peer", "host_peer", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	peerRun := agent.Run{ID: "run_peer", SandboxID: "sb_peer", OwnerID: "alice", Prompt: "p", Status: agent.Running, CreatedAt: time.Now().UTC(), Replica: "rep_peer"}
@@ -305,7 +305,7 @@ func TestReplicaSweep(t *testing.T) {
 	// The peer renews for a while, then stops (as if it crashed).
 	renewUntil := time.Now().Add(2 * timeout)
 	for time.Now().Before(renewUntil) {
-		if err := db.ReplicaAlive(ctx, "rep_peer", "host_peer", time.Now()); err != nil {
+		if _, err := db.ReplicaAlive(ctx, "rep_peer", "host_peer", time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if r, _ := db.GetRun(ctx, peerRun.ID); r.Status != agent.Running {

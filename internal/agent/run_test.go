@@ -232,6 +232,38 @@ func TestCancel(t *testing.T) {
 	}
 }
 
+// TestTakenForDeadStopsItsRuns: a replica cut off from the database for
+// longer than ReplicaTimeout is taken for dead by another, which interrupts
+// its runs. When it renews itself again it learns so and stops those runs'
+// CLIs, and their ended records stay as the other replica wrote them.
+func TestTakenForDeadStopsItsRuns(t *testing.T) {
+	e := newEnv(t, envOpts{grace: 30 * time.Second, replicaTimeout: 400 * time.Millisecond}, modeltest.Hang("Working on it"))
+	sb := e.sandbox("alice")
+	r := e.start("alice", sb.ID, "take your time", agent.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.model.AwaitMessageRequests(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Another replica takes this one for dead: its sweep interrupts the run
+	// and forgets the replica, in one transaction.
+	marked, err := e.db.InterruptOrphanedRuns(ctx, "rep_other", time.Now().Add(time.Hour), time.Now(), "replica gone")
+	if err != nil || len(marked) != 1 || marked[0].ID != r.ID {
+		t.Fatalf("the other replica's sweep = %v, %v", marked, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for e.svc.Hub().Live(r.ID) {
+		if time.Now().After(deadline) {
+			t.Fatal("the run of a replica taken for dead is still going")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := e.db.GetRun(ctx, r.ID)
+	if err != nil || got.Status != agent.Interrupted || got.Error != "replica gone" {
+		t.Fatalf("run = %+v, %v; want interrupted as the other replica wrote it", got, err)
+	}
+}
+
 // TestDirectCredentials: in direct mode the CLI gets the upstream key and
 // URL itself (so the sandbox needs network to reach it); the run's usage
 // comes from the CLI's own result.

@@ -260,7 +260,7 @@ func (s *Service) Hub() *Hub { return s.hub }
 // registration is removed.
 func (s *Service) Run(ctx context.Context) error {
 	defer close(s.stopped)
-	if err := s.store.ReplicaAlive(ctx, s.replica, s.cfg.Host, s.now().UTC()); err != nil {
+	if _, err := s.store.ReplicaAlive(ctx, s.replica, s.cfg.Host, s.now().UTC()); err != nil {
 		return err
 	}
 	if err := s.interruptOrphans(ctx); err != nil {
@@ -315,13 +315,37 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-sweep.C:
 			s.sweepListeners(ctx)
 		case <-beat:
-			if err := s.store.ReplicaAlive(ctx, s.replica, s.cfg.Host, s.now().UTC()); err != nil {
+			if renewed, err := s.store.ReplicaAlive(ctx, s.replica, s.cfg.Host, s.now().UTC()); err != nil {
 				s.log.Error("renew replica", "err", err)
+			} else if !renewed {
+				s.stopOrphaned()
 			}
 			if err := s.interruptOrphans(ctx); err != nil {
 				s.log.Error("sweep orphaned runs", "err", err)
 			}
 		}
+	}
+}
+
+// stopOrphaned stops this process's runs after another replica took it for
+// dead (it could not renew itself within ReplicaTimeout, e.g. cut off from
+// the database) and interrupted them: their records and done events are
+// final, so their CLIs must not go on working unseen.
+func (s *Service) stopOrphaned() {
+	s.mu.Lock()
+	jobs := make([]*job, 0, len(s.jobs))
+	for _, j := range s.jobs {
+		jobs = append(jobs, j)
+	}
+	s.mu.Unlock()
+	s.log.Error("this replica was taken for dead by another and its runs interrupted; stopping them", "runs", len(jobs))
+	for _, j := range jobs {
+		j.mu.Lock()
+		j.cancelled = true
+		if j.cancelExec != nil {
+			j.cancelExec()
+		}
+		j.mu.Unlock()
 	}
 }
 

@@ -873,7 +873,7 @@ func TestHostBoundSandboxesStayWithTheirHost(t *testing.T) {
 	ctx := context.Background()
 	alive := func() {
 		t.Helper()
-		if err := a.db.ReplicaAlive(ctx, "rep_a", "host_a", a.clock.Now()); err != nil {
+		if _, err := a.db.ReplicaAlive(ctx, "rep_a", "host_a", a.clock.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -131,7 +131,7 @@ func (d *DB) UpdateRun(ctx context.Context, r agent.Run) error {
 	}
 	res, err := d.exec(ctx, d.db, `UPDATE runs SET status = ?, session_id = ?, model = ?, started_at = ?, finished_at = ?,
 		input_tokens = ?, output_tokens = ?, cache_read_tokens = ?, cache_creation_tokens = ?, cost_nusd = ?,
-		num_turns = ?, exit_code = ?, error = ? WHERE id = ?`,
+		num_turns = ?, exit_code = ?, error = ? WHERE id = ? AND status IN ('queued', 'running')`,
 		string(r.Status), r.SessionID, r.Model, ms(r.StartedAt), ms(r.FinishedAt),
 		r.Usage.InputTokens, r.Usage.OutputTokens, r.Usage.CacheReadTokens, r.Usage.CacheCreationTokens, r.CostNanoUSD,
 		r.NumTurns, exit, r.Error, r.ID)
@@ -139,7 +139,11 @@ func (d *DB) UpdateRun(ctx context.Context, r agent.Run) error {
 		return fmt.Errorf("update run %s: %w", r.ID, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return errs.Wrap(errs.NotFound, errs.ErrNotFound, "run not found")
+		cur, err := d.GetRun(ctx, r.ID)
+		if err != nil {
+			return err
+		}
+		return errs.E(errs.Conflict, "run %s already ended (%s)", r.ID, cur.Status)
 	}
 	return nil
 }
@@ -212,15 +216,23 @@ func (d *DB) RunEvents(ctx context.Context, runID string, after int64, limit int
 	return out, rows.Err()
 }
 
-// ReplicaAlive records that replica id, on host, is alive at `at` (the
-// first call registers it).
-func (d *DB) ReplicaAlive(ctx context.Context, id, host string, at time.Time) error {
-	_, err := d.exec(ctx, d.db, `INSERT INTO replicas (id, host, started_at, seen_at) VALUES (?, ?, ?, ?)
+// ReplicaAlive records that replica id, on host, is alive at `at`, and
+// reports whether it was registered already (false the first time, and
+// after another replica took it for dead and forgot it).
+func (d *DB) ReplicaAlive(ctx context.Context, id, host string, at time.Time) (renewed bool, err error) {
+	res, err := d.exec(ctx, d.db, `UPDATE replicas SET seen_at = ? WHERE id = ?`, ms(at), id)
+	if err != nil {
+		return false, fmt.Errorf("renew replica %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n > 0 {
+		return true, nil
+	}
+	_, err = d.exec(ctx, d.db, `INSERT INTO replicas (id, host, started_at, seen_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at`, id, host, ms(at), ms(at))
 	if err != nil {
-		return fmt.Errorf("record replica %s: %w", id, err)
+		return false, fmt.Errorf("register replica %s: %w", id, err)
 	}
-	return nil
+	return false, nil
 }
 
 // HostAlive reports whether a replica on host was seen at or after since.

@@ -129,11 +129,11 @@ func Runs(t *testing.T, db *store.DB) {
 		id   string
 		seen time.Time
 	}{{"rep_live", base.Add(time.Second)}, {"rep_dead", base.Add(-time.Second)}} {
-		if err := db.ReplicaAlive(ctx, rep.id, "host_"+rep.id, rep.seen.Add(-time.Minute)); err != nil {
-			t.Fatal(err)
+		if renewed, err := db.ReplicaAlive(ctx, rep.id, "host_"+rep.id, rep.seen.Add(-time.Minute)); err != nil || renewed {
+			t.Fatalf("ReplicaAlive (first) = %v, %v; want registered, not renewed", renewed, err)
 		}
-		if err := db.ReplicaAlive(ctx, rep.id, "host_"+rep.id, rep.seen); err != nil { // renewal
-			t.Fatal(err)
+		if renewed, err := db.ReplicaAlive(ctx, rep.id, "host_"+rep.id, rep.seen); err != nil || !renewed {
+			t.Fatalf("ReplicaAlive (again) = %v, %v; want renewed", renewed, err)
 		}
 	}
 	for host, want := range map[string]bool{"host_rep_live": true, "host_rep_dead": false, "host_nobody": false} {
@@ -161,6 +161,17 @@ func Runs(t *testing.T, db *store.DB) {
 	}
 	if again, err := db.InterruptOrphanedRuns(ctx, "rep_self", base, base.Add(time.Hour), "replica gone"); err != nil || len(again) != 0 {
 		t.Errorf("second sweep = %v, %v; want nothing", again, err)
+	}
+	// The dead replica, back, learns it was forgotten; its run stays ended.
+	if renewed, err := db.ReplicaAlive(ctx, "rep_dead", "host_rep_dead", base.Add(time.Hour)); err != nil || renewed {
+		t.Errorf("ReplicaAlive after being taken for dead = %v, %v; want not renewed", renewed, err)
+	}
+	late := agent.Run{ID: "run_rrep_dead", Status: agent.Succeeded}
+	if err := db.UpdateRun(ctx, late); errs.KindOf(err) != errs.Conflict {
+		t.Errorf("UpdateRun of an interrupted run = %v, want conflict", err)
+	}
+	if got, _ := db.GetRun(ctx, "run_rrep_dead"); got.Status != agent.Interrupted {
+		t.Errorf("interrupted run became %s", got.Status)
 	}
 	for _, id := range []string{"run_rrep_live", "run_rrep_self"} {
 		if got, _ := db.GetRun(ctx, id); got.Status != agent.Running {
