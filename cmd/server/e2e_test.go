@@ -352,4 +352,25 @@ func TestTwoReplicas(t *testing.T) {
 	if res.StatusCode != http.StatusConflict || !bytes.Contains(body, []byte("another server")) {
 		t.Fatalf("exec through B: %d %s; want 409 naming another server", res.StatusCode, body)
 	}
+
+	// A run on A is cancelled through B (the feed carries the request).
+	model.Reset(modeltest.Hang("Working on it"))
+	res = call(a.url, "POST", "/sandbox/"+id+"/claude?format=events", `{"prompt":"take your time"}`)
+	run2 := res.Header.Get("X-Run-ID")
+	go func(body io.ReadCloser) { _, _ = io.Copy(io.Discard, body); body.Close() }(res.Body)
+	if err := model.AwaitMessageRequests(ctx, 3); err != nil { // the first run made two
+		t.Fatal(err)
+	}
+	res = call(b.url, "POST", "/runs/"+run2+"/cancel", "")
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("cancel through B: %d %s", res.StatusCode, body)
+	}
+	res = call(b.url, "GET", "/runs/"+run2+"/events", "")
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if !bytes.Contains(body, []byte("event: done")) || !bytes.Contains(body, []byte(`"status":"cancelled"`)) {
+		t.Fatalf("the run cancelled through B did not end cancelled:\n%s", body)
+	}
 }

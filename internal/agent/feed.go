@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -21,10 +22,24 @@ type Feed interface {
 	Listen(ctx context.Context, fn func(Notice), connected func()) error
 }
 
-// Notice says that run RunID has events up to Seq in the store.
+// Notice says that run RunID has events up to Seq in the store, or, with
+// Cancel, asks the replica running it to cancel it.
 type Notice struct {
-	RunID string
-	Seq   int64
+	RunID  string
+	Seq    int64
+	Cancel bool
+}
+
+// errNoFeed is SendCancel's error on a hub without a feed.
+var errNoFeed = errors.New("no feed to the other replicas")
+
+// SendCancel asks the replica that runs runID (through the feed) to cancel
+// it; the replicas that do not run it ignore the notice.
+func (h *Hub) SendCancel(ctx context.Context, runID string) error {
+	if h.feed == nil {
+		return errNoFeed
+	}
+	return h.feed.Notify(ctx, Notice{RunID: runID, Cancel: true})
 }
 
 const (
@@ -39,10 +54,10 @@ const (
 	followDoneGrace = 2 * time.Minute
 )
 
-// RunFeed sends this hub's notices to the other replicas and wakes this
-// hub's followers of their runs, until ctx ends. Without a feed it returns
-// at once.
-func (h *Hub) RunFeed(ctx context.Context, log *slog.Logger) {
+// RunFeed sends this hub's notices to the other replicas, wakes this hub's
+// followers of their runs and passes cancel notices to cancel, until ctx
+// ends. Without a feed it returns at once.
+func (h *Hub) RunFeed(ctx context.Context, log *slog.Logger, cancel func(runID string)) {
 	if h.feed == nil {
 		return
 	}
@@ -55,7 +70,15 @@ func (h *Hub) RunFeed(ctx context.Context, log *slog.Logger) {
 		wait := 100 * time.Millisecond
 		for {
 			start := time.Now()
-			err := h.feed.Listen(ctx, h.onNotice, func() { h.resyncAll(ctx) })
+			err := h.feed.Listen(ctx, func(n Notice) {
+				if n.Cancel {
+					if cancel != nil {
+						cancel(n.RunID)
+					}
+					return
+				}
+				h.onNotice(n)
+			}, func() { h.resyncAll(ctx) })
 			if ctx.Err() != nil {
 				return
 			}

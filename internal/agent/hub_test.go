@@ -373,8 +373,8 @@ func TestHubFollowsAnotherReplica(t *testing.T) {
 	hubB := agent.NewHub(dbB, nil, dbB.RunFeed())
 	feedCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { hubA.RunFeed(feedCtx, nil) })
-	wg.Go(func() { hubB.RunFeed(feedCtx, nil) })
+	wg.Go(func() { hubA.RunFeed(feedCtx, nil, nil) })
+	wg.Go(func() { hubB.RunFeed(feedCtx, nil, nil) })
 	t.Cleanup(func() { stop(); wg.Wait() }) // before the DBs close
 
 	run := agent.Run{ID: "run_f", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now().UTC(), Replica: "rep_a"}

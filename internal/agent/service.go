@@ -271,7 +271,7 @@ func (s *Service) Run(ctx context.Context) error {
 	feedDone := make(chan struct{})
 	go func() {
 		defer close(feedDone)
-		s.hub.RunFeed(feedCtx, s.log)
+		s.hub.RunFeed(feedCtx, s.log, func(runID string) { s.cancelLocal(runID) })
 	}()
 	defer func() {
 		// After the runs' done events, which the other replicas' followers wait for.
@@ -855,25 +855,41 @@ func lastLine(s string) string {
 
 // Cancel asks the owner's active run to stop: SIGINT now (the CLI writes
 // its final result), SIGKILL after the grace period. The run ends as
-// cancelled. ownerID "" skips the owner check (admins).
+// cancelled. A run served by another replica is asked through the feed.
+// ownerID "" skips the owner check (admins).
 func (s *Service) Cancel(ctx context.Context, ownerID, runID string) (Run, error) {
 	r, err := s.Get(ctx, ownerID, runID)
 	if err != nil {
 		return Run{}, err
 	}
+	if s.cancelLocal(runID) {
+		return r, nil
+	}
+	if !r.Status.Active() {
+		return r, errs.E(errs.Conflict, "run %s already finished (%s)", runID, r.Status)
+	}
+	if err := s.hub.SendCancel(ctx, runID); err != nil {
+		if errors.Is(err, errNoFeed) {
+			return r, errs.E(errs.Unavailable, "run %s is served by another server", runID)
+		}
+		return r, err
+	}
+	return r, nil
+}
+
+// cancelLocal cancels the run if this process runs it (see Cancel) and
+// reports whether it does.
+func (s *Service) cancelLocal(runID string) bool {
 	s.mu.Lock()
 	j, ok := s.jobs[runID]
 	s.mu.Unlock()
 	if !ok {
-		if r.Status.Active() {
-			return r, errs.E(errs.Unavailable, "run %s is served by another server", runID)
-		}
-		return r, errs.E(errs.Conflict, "run %s already finished (%s)", runID, r.Status)
+		return false
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.cancelled {
-		return r, nil
+		return true
 	}
 	j.cancelled = true
 	if j.signals == nil {
@@ -881,7 +897,7 @@ func (s *Service) Cancel(ctx context.Context, ownerID, runID string) (Run, error
 		if j.cancelExec != nil {
 			j.cancelExec()
 		}
-		return r, nil
+		return true
 	}
 	select {
 	case j.signals <- syscall.SIGINT:
@@ -899,7 +915,7 @@ func (s *Service) Cancel(ctx context.Context, ownerID, runID string) (Run, error
 		j.mu.Unlock()
 		cancelExec()
 	})
-	return r, nil
+	return true
 }
 
 // Get returns a run. Another owner's run is errs.NotFound; ownerID ""

@@ -26,9 +26,13 @@ func (d *DB) RunFeed() agent.Feed {
 
 type pgFeed struct{ db *DB }
 
-// Notify sends "<seq> <run id>" on the channel.
+// Notify sends "<seq> <run id>", or "cancel <run id>", on the channel.
 func (f *pgFeed) Notify(ctx context.Context, n agent.Notice) error {
-	if _, err := f.db.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, runFeedChannel, strconv.FormatInt(n.Seq, 10)+" "+n.RunID); err != nil {
+	payload := strconv.FormatInt(n.Seq, 10) + " " + n.RunID
+	if n.Cancel {
+		payload = "cancel " + n.RunID
+	}
+	if _, err := f.db.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, runFeedChannel, payload); err != nil {
 		return fmt.Errorf("notify run %s: %w", n.RunID, err)
 	}
 	return nil
@@ -51,11 +55,16 @@ func (f *pgFeed) Listen(ctx context.Context, fn func(agent.Notice), connected fu
 		if err != nil {
 			return fmt.Errorf("run feed: %w", err)
 		}
-		seq, runID, ok := strings.Cut(m.Payload, " ")
-		n, err := strconv.ParseInt(seq, 10, 64)
-		if !ok || err != nil || runID == "" {
+		head, runID, ok := strings.Cut(m.Payload, " ")
+		if !ok || runID == "" {
 			continue // not ours
 		}
-		fn(agent.Notice{RunID: runID, Seq: n})
+		if head == "cancel" {
+			fn(agent.Notice{RunID: runID, Cancel: true})
+			continue
+		}
+		if n, err := strconv.ParseInt(head, 10, 64); err == nil {
+			fn(agent.Notice{RunID: runID, Seq: n})
+		}
 	}
 }
