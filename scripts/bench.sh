@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh test || exit 1
 export TECHBOSS_VERSITYGW_BIN="${TECHBOSS_VERSITYGW_BIN:-$PWD/.tools/bin/versitygw}"
 export TECHBOSS_CLAUDE_BIN="${TECHBOSS_CLAUDE_BIN:-$PWD/.tools/claude/node_modules/.bin/claude}"
+# PostgreSQL for the cross-replica benchmark (a throwaway server, as make test starts)
+if [ -z "${TECHBOSS_TEST_POSTGRES_URL:-}" ]; then
+  eval "$(scripts/pg.sh start)" || exit 1
+  trap 'scripts/pg.sh stop "$TECHBOSS_PG_DIR" >/dev/null 2>&1' EXIT
+fi
 mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 raw="bench/results/$stamp.txt"
@@ -19,7 +24,7 @@ suite=(
   "./internal/httpapi ^Benchmark(HTTPCreateFirstExec|HTTPExecTrue|ExecStdoutStream|FileUpload|FileDownload|SSEFanout|CLILineToSSE|ChatFirstByte)$"
   "./internal/snapshot ^Benchmark(SnapshotFirst|SnapshotNoChange10k|SnapshotChanged1pct|Restore)$"
   "./internal/llm/gateway ^Benchmark(GatewayFirstByte|OpenAIGatewayFirstByte)$"
-  "./internal/agent ^BenchmarkRunWallVsBareCLI$"
+  "./internal/agent ^Benchmark(RunWallVsBareCLI|CrossReplicaEvent)$"
 )
 status=0
 start=$SECONDS

@@ -1,15 +1,21 @@
 package agent_test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/modeltest"
+	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
 // BenchmarkRunWallVsBareCLI runs the same text prompt through the whole
@@ -81,4 +87,91 @@ func BenchmarkHubAppend(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkCrossReplicaEvent: an event appended on one replica (hub A:
+// persisted in PostgreSQL, then a notice) until a subscriber on another
+// replica (hub B, its own database handle and LISTEN connection) has it,
+// read from the store; 300 events one after another. Floor: a bare
+// pg_notify until a LISTEN connection receives it, on the same server.
+func BenchmarkCrossReplicaEvent(b *testing.B) {
+	url := storetest.PostgresURL(b)
+	ctx := b.Context()
+	open := func() *store.DB {
+		db, err := store.Open(ctx, url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.Close() })
+		if err := db.Migrate(ctx); err != nil {
+			b.Fatal(err)
+		}
+		return db
+	}
+	dbA, dbB := open(), open()
+	hubA := agent.NewHub(dbA, nil, dbA.RunFeed())
+	hubB := agent.NewHub(dbB, nil, dbB.RunFeed())
+	feedCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { hubA.RunFeed(feedCtx, nil, nil) })
+	wg.Go(func() { hubB.RunFeed(feedCtx, nil, nil) })
+	b.Cleanup(func() { stop(); wg.Wait() })
+	if err := dbA.CreateRun(ctx, agent.Run{ID: "run_x", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()}); err != nil {
+		b.Fatal(err)
+	}
+	hubA.Open("run_x", 0)
+	defer hubA.Close("run_x")
+	sub, err := hubB.Subscribe(ctx, "run_x", 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Close()
+
+	// The floor's listener.
+	lc, err := pgx.Connect(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer lc.Close(context.WithoutCancel(ctx))
+	if _, err := lc.Exec(ctx, "LISTEN bench_floor"); err != nil {
+		b.Fatal(err)
+	}
+	const samples = 300
+	var ours, floor []time.Duration
+	seq := int64(0)
+	b.ResetTimer()
+	for range max(b.N, 1) * samples {
+		t0 := time.Now()
+		if _, err := hubA.Append(ctx, "run_x", textEvent(int(seq)+1)); err != nil {
+			b.Fatal(err)
+		}
+		for got := false; !got; {
+			evs, err := sub.Next(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got = evs[len(evs)-1].Seq == seq+1
+		}
+		ours = append(ours, time.Since(t0))
+		seq++
+		t0 = time.Now()
+		if _, err := dbA.SQL().ExecContext(ctx, `SELECT pg_notify('bench_floor', 'x')`); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := lc.WaitForNotification(ctx); err != nil {
+			b.Fatal(err)
+		}
+		floor = append(floor, time.Since(t0))
+	}
+	b.StopTimer()
+	q := func(ds []time.Duration, p float64) float64 {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return float64(s[int(p*float64(len(s)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(q(ours, .5), "p50-ms")
+	b.ReportMetric(q(ours, .99), "p99-ms")
+	b.ReportMetric(q(floor, .5), "floor-p50-ms")
+	b.ReportMetric(q(floor, .99), "floor-p99-ms")
+	b.ReportMetric(0, "ns/op")
 }
