@@ -590,7 +590,9 @@ func rssBytes(b *testing.B) uint64 {
 // (after GC, all subscribers connected, minus before), rss-B/sub the same
 // in resident memory (TECHBOSS_BENCH_FANOUT_HEAPPROFILE=file writes the
 // heap profile at that moment). Floor: the same client process against a
-// bare TCP server writing the same events (see rawFanout).
+// bare TCP server writing the same events (see rawFanout); pool-* the same
+// bare server with one writer goroutine per CPU (rawFanoutPool), the least
+// a server on this machine can do.
 func BenchmarkSSEFanout(b *testing.B) {
 	subs := 5000
 	if v := os.Getenv("TECHBOSS_BENCH_SUBSCRIBERS"); v != "" {
@@ -634,11 +636,15 @@ func BenchmarkSSEFanout(b *testing.B) {
 		})
 		b.StopTimer()
 		floor := rawFanout(b, subs, events)
+		pool := rawFanoutPool(b, subs, events)
 		b.ReportMetric(res.P50, "p50-ms")
 		b.ReportMetric(res.P99, "p99-ms")
 		b.ReportMetric(res.Max, "max-ms")
 		b.ReportMetric(floor.P50, "floor-p50-ms")
 		b.ReportMetric(floor.P99, "floor-p99-ms")
+		b.ReportMetric(pool.P50, "pool-p50-ms")
+		b.ReportMetric(pool.P99, "pool-p99-ms")
+		b.ReportMetric(pool.cpuPerDelivery(), "pool-cpu-us")
 		b.ReportMetric(res.cpuPerDelivery(), "cpu-us")
 		b.ReportMetric(floor.cpuPerDelivery(), "floor-cpu-us")
 		b.ReportMetric(res.boundMS(subs), "cpu-bound-ms")
@@ -965,4 +971,72 @@ func (c *fanClient) read(s *fanSub) error {
 		s.partial = bytes.Clone(data)
 	}
 	return nil
+}
+
+// rawFanoutPool is rawFanout with runtime.NumCPU() writer goroutines that
+// walk the connections, instead of one goroutine per connection waiting
+// for each event: no wake-up per delivery, only the write itself.
+func rawFanoutPool(b *testing.B, subs, events int) fanoutResult {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadSlice('\n')
+					if err != nil {
+						c.Close()
+						return
+					}
+					if len(bytes.TrimSpace(line)) == 0 {
+						break
+					}
+				}
+				if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"); err != nil {
+					c.Close()
+					return
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			})
+		}
+	})
+	res := fanoutClient(b, ln.Addr().String(), "unused", "raw", subs, events, func() {}, func(data []byte) {
+		frame := append(append([]byte("event: text\ndata: "), data...), "\n\n"...)
+		mu.Lock()
+		cs := conns
+		mu.Unlock()
+		n := runtime.NumCPU()
+		var w sync.WaitGroup
+		for i := range n {
+			w.Go(func() {
+				for j := i; j < len(cs); j += n {
+					_, _ = cs[j].Write(frame)
+				}
+			})
+		}
+		w.Wait()
+	})
+	ln.Close()
+	wg.Wait()
+	mu.Lock()
+	for _, c := range conns {
+		c.Close()
+	}
+	mu.Unlock()
+	return res
 }
