@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/modeltest"
-	"github.com/techbossai/techboss/internal/store"
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
@@ -93,29 +91,11 @@ func BenchmarkHubAppend(b *testing.B) {
 // persisted in PostgreSQL, then a notice) until a subscriber on another
 // replica (hub B, its own database handle and LISTEN connection) has it,
 // read from the store; 300 events one after another. Floor: a bare
-// pg_notify until a LISTEN connection receives it, on the same server.
+// pg_notify on one connection until another, listening, receives it, on
+// the same server.
 func BenchmarkCrossReplicaEvent(b *testing.B) {
-	url := storetest.PostgresURL(b)
 	ctx := b.Context()
-	open := func() *store.DB {
-		db, err := store.Open(ctx, url)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { db.Close() })
-		if err := db.Migrate(ctx); err != nil {
-			b.Fatal(err)
-		}
-		return db
-	}
-	dbA, dbB := open(), open()
-	hubA := agent.NewHub(dbA, nil, dbA.RunFeed())
-	hubB := agent.NewHub(dbB, nil, dbB.RunFeed())
-	feedCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { hubA.RunFeed(feedCtx, nil, nil) })
-	wg.Go(func() { hubB.RunFeed(feedCtx, nil, nil) })
-	b.Cleanup(func() { stop(); wg.Wait() })
+	dbA, hubA, hubB := twoReplicas(b)
 	if err := dbA.CreateRun(ctx, agent.Run{ID: "run_x", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()}); err != nil {
 		b.Fatal(err)
 	}
@@ -127,12 +107,19 @@ func BenchmarkCrossReplicaEvent(b *testing.B) {
 	}
 	defer sub.Close()
 
-	// The floor's listener.
-	lc, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatal(err)
+	// The floor's listener and notifier: two bare connections to one
+	// database (a notice stays within its database).
+	floorURL := storetest.PostgresURL(b)
+	var conns [2]*pgx.Conn
+	for i := range conns {
+		c, err := pgx.Connect(ctx, floorURL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close(context.WithoutCancel(ctx))
+		conns[i] = c
 	}
-	defer lc.Close(context.WithoutCancel(ctx))
+	lc, nc := conns[0], conns[1]
 	if _, err := lc.Exec(ctx, "LISTEN bench_floor"); err != nil {
 		b.Fatal(err)
 	}
@@ -155,7 +142,7 @@ func BenchmarkCrossReplicaEvent(b *testing.B) {
 		ours = append(ours, time.Since(t0))
 		seq++
 		t0 = time.Now()
-		if _, err := dbA.SQL().ExecContext(ctx, `SELECT pg_notify('bench_floor', 'x')`); err != nil {
+		if _, err := nc.Exec(ctx, `SELECT pg_notify('bench_floor', 'x')`); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := lc.WaitForNotification(ctx); err != nil {

@@ -238,14 +238,7 @@ func TestRestartInterruptsRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = svc.Run(runCtx) })
-	defer func() { cancel(); wg.Wait() }()
-	// Start returns only once the service is ready (stale runs handled).
-	if _, err := svc.Start(ctx, "alice", "sb_x", "hi", agent.Options{}); errs.KindOf(err) != errs.NotFound {
-		t.Fatalf("start on a missing sandbox = %v, want not found", err)
-	}
+	runReady(t, svc)
 	r, err := svc.Get(ctx, "alice", stale.ID)
 	if err != nil || r.Status != agent.Interrupted || r.FinishedAt.IsZero() {
 		t.Fatalf("stale run = %+v, %v", r, err)
@@ -291,14 +284,7 @@ func TestReplicaSweep(t *testing.T) {
 	if err := db.CreateRun(ctx, peerRun); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = svc.Run(runCtx) })
-	defer func() { cancel(); wg.Wait() }()
-	// Wait until the service is ready (its start-up sweep has run).
-	if _, err := svc.Start(ctx, "alice", "sb_x", "hi", agent.Options{}); errs.KindOf(err) != errs.NotFound {
-		t.Fatalf("start on a missing sandbox = %v, want not found", err)
-	}
+	runReady(t, svc)
 	if r, _ := db.GetRun(ctx, peerRun.ID); r.Status != agent.Running {
 		t.Fatalf("a live peer's run was %s at start, want running", r.Status)
 	}
@@ -355,27 +341,8 @@ func TestReplicaSweep(t *testing.T) {
 // the run goes on (before A appends the next), in order, then the done
 // event and the end; a subscriber that comes after the end replays it all.
 func TestHubFollowsAnotherReplica(t *testing.T) {
-	url := storetest.PostgresURL(t)
 	ctx := context.Background()
-	open := func() *store.DB {
-		db, err := store.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		if err := db.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return db
-	}
-	dbA, dbB := open(), open()
-	hubA := agent.NewHub(dbA, nil, dbA.RunFeed())
-	hubB := agent.NewHub(dbB, nil, dbB.RunFeed())
-	feedCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { hubA.RunFeed(feedCtx, nil, nil) })
-	wg.Go(func() { hubB.RunFeed(feedCtx, nil, nil) })
-	t.Cleanup(func() { stop(); wg.Wait() }) // before the DBs close
+	dbA, hubA, hubB := twoReplicas(t)
 
 	run := agent.Run{ID: "run_f", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now().UTC(), Replica: "rep_a"}
 	if err := dbA.CreateRun(ctx, run); err != nil {
@@ -427,5 +394,51 @@ func TestHubFollowsAnotherReplica(t *testing.T) {
 	defer resumed.Close()
 	if evs, err := resumed.Take(ctx); !errors.Is(err, io.EOF) {
 		t.Fatalf("resuming after done: %v, %v; want the end", types(evs), err)
+	}
+}
+
+// replica is one replica's store and hub, with its feed running.
+type replica struct {
+	db  *store.DB
+	hub *agent.Hub
+}
+
+// twoReplicas opens two database handles on one new PostgreSQL database
+// (skipping without a server) and runs a hub with its feed on each, as two
+// replicas; it returns A's store and both hubs.
+func twoReplicas(t testing.TB) (*store.DB, *agent.Hub, *agent.Hub) {
+	t.Helper()
+	url := storetest.PostgresURL(t)
+	ctx := context.Background()
+	var rs [2]replica
+	feedCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range rs {
+		db, err := store.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if err := db.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rs[i] = replica{db: db, hub: agent.NewHub(db, nil, db.RunFeed())}
+		wg.Go(func() { rs[i].hub.RunFeed(feedCtx, nil, nil) })
+	}
+	t.Cleanup(func() { stop(); wg.Wait() }) // before the databases close
+	return rs[0].db, rs[0].hub, rs[1].hub
+}
+
+// runReady runs svc until the test ends and returns once it is ready (its
+// start-up sweep of orphaned runs has run): Start answers only then, here
+// with not found for a sandbox that does not exist.
+func runReady(t *testing.T, svc *agent.Service) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = svc.Run(runCtx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	if _, err := svc.Start(context.Background(), "alice", "sb_x", "hi", agent.Options{}); errs.KindOf(err) != errs.NotFound {
+		t.Fatalf("start on a missing sandbox = %v, want not found", err)
 	}
 }

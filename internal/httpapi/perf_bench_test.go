@@ -736,17 +736,7 @@ func rawFanout(b *testing.B, subs, events int) fanoutResult {
 			mu.Unlock()
 			wg.Go(func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					if len(bytes.TrimSpace(line)) == 0 {
-						break
-					}
-				}
-				if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"); err != nil {
+				if !rawSSEHandshake(c) {
 					return
 				}
 				for data := range ch {
@@ -994,18 +984,7 @@ func rawFanoutPool(b *testing.B, subs, events int) fanoutResult {
 				return
 			}
 			wg.Go(func() {
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadSlice('\n')
-					if err != nil {
-						c.Close()
-						return
-					}
-					if len(bytes.TrimSpace(line)) == 0 {
-						break
-					}
-				}
-				if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"); err != nil {
+				if !rawSSEHandshake(c) {
 					c.Close()
 					return
 				}
@@ -1039,4 +1018,21 @@ func rawFanoutPool(b *testing.B, subs, events int) fanoutResult {
 	}
 	mu.Unlock()
 	return res
+}
+
+// rawSSEHandshake reads a request's head from c and answers with SSE
+// headers, as the bare fan-out servers do; false if c failed.
+func rawSSEHandshake(c net.Conn) bool {
+	br := bufio.NewReader(c)
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return false
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			break
+		}
+	}
+	_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n")
+	return err == nil
 }
