@@ -53,7 +53,8 @@ type topic struct {
 	tail      []Event // the newest events, contiguous seqs, at most maxTail; see publish
 	closed    bool    // the run ended: nothing is published after published
 	subs      []*Subscription
-	remote    bool // followed through the feed: published comes from notices
+	remote    bool     // followed through the feed: published comes from notices
+	writers   *writers // delivery goroutines, once the topic has directMin subscribers
 }
 
 // NewHub returns a Hub over store. feed (may be nil) connects it to the
@@ -90,12 +91,17 @@ func (h *Hub) Close(runID string) {
 	t.appendMu.Lock()
 	defer t.appendMu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.closed = true
 	for _, s := range t.subs {
 		s.Wake()
 	}
 	t.subs = nil
+	w := t.writers
+	t.writers = nil
+	t.mu.Unlock()
+	if w != nil {
+		w.stop()
+	}
 }
 
 // Append assigns the next seqs to evs, persists them in order and
@@ -142,7 +148,15 @@ func (t *topic) publish(ev Event) {
 	}
 	t.tail = append(t.tail, ev)
 	t.published = ev.Seq
+	if t.writers == nil && len(t.subs) >= directMin {
+		t.writers = startWriters(t)
+	}
+	w := t.writers
 	t.mu.Unlock()
+	if w != nil {
+		w.signal()
+		return
+	}
 	// Wake the subscribers under the read lock only: the ones already
 	// woken can Take (also a read lock) while the rest are being woken,
 	// instead of blocking on the lock and being woken a second time.
@@ -160,6 +174,11 @@ type Subscription struct {
 	idx    int  // position in t.subs while subscribed; guarded by t.mu
 	ended  bool // nothing follows cursor: the store's end (t == nil), or a followed run's done event
 	once   sync.Once
+
+	// Direct delivery by the topic's writers (see SetDirect).
+	deliver func([]Event) bool
+	dmu     sync.Mutex // held by whoever takes and writes for this subscription
+	parked  bool       // its stream waits on Ready with nothing to take; guarded by dmu
 }
 
 // Wake makes Ready fire (if a wake-up is not pending already): the hub

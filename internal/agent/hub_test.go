@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -441,4 +442,96 @@ func runReady(t *testing.T, svc *agent.Service) {
 	if _, err := svc.Start(context.Background(), "alice", "sb_x", "hi", agent.Options{}); errs.KindOf(err) != errs.NotFound {
 		t.Fatalf("start on a missing sandbox = %v, want not found", err)
 	}
+}
+
+// TestDirectDelivery: with directMin or more subscribers the topic's
+// writers deliver to idle streams themselves. Each subscriber here follows
+// the stream protocol of SetDirect (Lock, Take, Park, Ready); a fifth of
+// the deliveries are "not taken by the socket" and kept for the stream's
+// goroutine, and some streams are slow. Every subscriber must see every
+// event once, in order.
+func TestDirectDelivery(t *testing.T) {
+	db := openStore(t)
+	ctx := context.Background()
+	_ = db.CreateRun(ctx, agent.Run{ID: "run_d", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()})
+	hub := agent.NewHub(db, nil, nil)
+	hub.Open("run_d", 0)
+	const subs, events = 300, 600
+	got := make([][]int64, subs)
+	var wg sync.WaitGroup
+	var direct atomic.Int64
+	for i := range subs {
+		sub, err := hub.Subscribe(ctx, "run_d", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kept []agent.Event // "pending": delivered but not yet on the wire
+		n := 0
+		sub.SetDirect(func(evs []agent.Event) bool {
+			n++
+			if n%5 == 0 {
+				kept = append(kept, evs...)
+				return false
+			}
+			direct.Add(int64(len(evs)))
+			for _, ev := range evs {
+				got[i] = append(got[i], ev.Seq)
+			}
+			return true
+		})
+		wg.Go(func() {
+			defer sub.Close()
+			for {
+				sub.Lock()
+				for _, ev := range kept {
+					got[i] = append(got[i], ev.Seq)
+				}
+				kept = kept[:0]
+				evs, err := sub.Take(ctx)
+				if errors.Is(err, io.EOF) {
+					sub.Unlock()
+					return
+				}
+				if err != nil {
+					sub.Unlock()
+					t.Errorf("subscriber %d: %v", i, err)
+					return
+				}
+				for _, ev := range evs {
+					got[i] = append(got[i], ev.Seq)
+				}
+				if len(evs) > 0 {
+					sub.Unlock()
+					continue
+				}
+				sub.Park()
+				sub.Unlock()
+				if i%50 == 0 {
+					time.Sleep(time.Millisecond) // a slow stream
+				}
+				<-sub.Ready()
+			}
+		})
+	}
+	for i := 1; i <= events; i++ {
+		if _, err := hub.Append(ctx, "run_d", textEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hub.Close("run_d")
+	wg.Wait()
+	for i, seqs := range got {
+		if len(seqs) != events {
+			t.Fatalf("subscriber %d got %d events, want %d", i, len(seqs), events)
+		}
+		for j, seq := range seqs {
+			if seq != int64(j+1) {
+				t.Fatalf("subscriber %d: event %d has seq %d", i, j, seq)
+			}
+		}
+	}
+	if direct.Load() == 0 {
+		t.Fatal("no event was delivered by the hub's writers")
+	}
+	t.Logf("%d of %d deliveries by the hub's writers", direct.Load(), subs*events)
 }

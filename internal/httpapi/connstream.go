@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // streamWriteTimeout is how long a stream waits for a client to take
@@ -36,6 +39,14 @@ type connStream struct {
 	buf       []byte
 	deadlined time.Time // when the write deadline was last pushed forward
 	gone      chan struct{}
+
+	// Direct delivery (see agent.Subscription.SetDirect): while nonblock,
+	// writes never wait; what the socket does not take waits in pending
+	// for the next blocking write. raw is nil when the connection has no
+	// file descriptor to write to without waiting (then no direct delivery).
+	raw      syscall.RawConn
+	nonblock bool
+	pending  []byte
 }
 
 // errNoHijack means the response cannot be taken over (HTTP/2, or a
@@ -70,6 +81,9 @@ func hijackStream(w http.ResponseWriter, r *http.Request, contentType string, ca
 	}
 	c := &connStream{conn: conn, sw: sw, chunked: r.ProtoAtLeast(1, 1), encode: encode, ping: ping,
 		buf: make([]byte, 0, 512), gone: make(chan struct{})}
+	if sc, ok := conn.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
 	go c.watch(cancel)
 
 	h.Set("Content-Type", contentType)
@@ -151,6 +165,55 @@ func (c *connStream) send(b []byte, start int) error {
 }
 
 func (c *connStream) write(b []byte) error {
+	if c.nonblock {
+		if len(c.pending) == 0 {
+			n, err := c.tryWrite(b)
+			if err != nil {
+				return err
+			}
+			b = b[n:]
+		}
+		c.pending = append(c.pending, b...)
+		return nil
+	}
+	if err := c.flush(); err != nil {
+		return err
+	}
+	return c.writeWait(b)
+}
+
+// flush writes what a direct delivery left in pending, waiting as a
+// blocking write does.
+func (c *connStream) flush() error {
+	if len(c.pending) == 0 {
+		return nil
+	}
+	err := c.writeWait(c.pending)
+	c.pending = c.pending[:0]
+	return err
+}
+
+// tryWrite makes one write attempt that does not wait for the socket.
+func (c *connStream) tryWrite(b []byte) (int, error) {
+	var n int
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		n, werr = unix.Write(int(fd), b)
+		return true
+	})
+	if errors.Is(werr, unix.EAGAIN) {
+		n, werr = 0, nil
+	}
+	if n < 0 {
+		n = 0
+	}
+	if c.sw != nil {
+		c.sw.bytes += int64(n)
+	}
+	return n, errors.Join(err, werr)
+}
+
+func (c *connStream) writeWait(b []byte) error {
 	// Pushing the deadline costs a timer update: do it at most once a
 	// second, so it stays between 29 and 30 s ahead of any write.
 	if now := time.Now(); now.Sub(c.deadlined) > time.Second {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,4 +133,121 @@ func TestRunStreamTransports(t *testing.T) {
 		t.Fatalf("stream after stop: %v (want a clean end)", err)
 	}
 	waitStreams("after stop")
+}
+
+// TestRunStreamDirectDelivery: with more subscribers than agent's
+// directMin, the hub's writers write events straight to idle streams'
+// connections. 300 HTTP/1.1 followers of a run, one of them reading late
+// through a small socket buffer (so direct writes meet a full socket and
+// leave the rest to its stream), each get every event once and in order,
+// then the done event.
+func TestRunStreamDirectDelivery(t *testing.T) {
+	e, deps := newAPIEnv(t, greetCLI{})
+	ctx := context.Background()
+	srv := httptest.NewUnstartedServer(NewServer(deps))
+	// Small server socket buffers, so a follower that does not read fills
+	// its socket and direct writes leave bytes for its stream to send.
+	srv.Listener = smallSendBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	sb, err := e.m.Create(ctx, e.user.ID, sandbox.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := e.runs.Start(ctx, e.user.ID, sb.ID, "hi", agent.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const subs, events = 300, 40
+	payload := `{"text":"` + strings.Repeat("x", 8<<10) + `"}`
+	slowGo := make(chan struct{})
+	type result struct {
+		ids  []int
+		done bool
+		err  error
+	}
+	results := make(chan result, subs)
+	connected := make(chan struct{}, subs)
+	for i := range subs {
+		slow := i == 0
+		tr := &http.Transport{}
+		t.Cleanup(tr.CloseIdleConnections)
+		go func() {
+			var r result
+			defer func() { results <- r }()
+			req, _ := http.NewRequest("GET", srv.URL+"/runs/"+run.ID+"/events", nil)
+			req.Header.Set("Authorization", "Bearer "+e.token)
+			res, err := (&http.Client{Transport: tr}).Do(req)
+			if err != nil {
+				r.err = err
+				connected <- struct{}{}
+				return
+			}
+			defer res.Body.Close()
+			br := bufio.NewReader(res.Body)
+			first := true
+			for {
+				line, err := br.ReadString('\n')
+				if err == io.EOF {
+					return
+				}
+				if err != nil {
+					r.err = err
+					return
+				}
+				if v, ok := strings.CutPrefix(line, "id: "); ok {
+					n, _ := strconv.Atoi(strings.TrimSpace(v))
+					r.ids = append(r.ids, n)
+				}
+				if line == "event: text\n" && first {
+					first = false
+					connected <- struct{}{}
+					if slow {
+						<-slowGo
+					}
+				}
+				if line == "event: done\n" {
+					r.done = true
+				}
+			}
+		}()
+	}
+	for range subs {
+		<-connected
+	}
+	for range events {
+		if _, err := e.runs.Hub().Append(ctx, run.ID, agent.Event{Type: "text", Data: []byte(payload)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.runs.Cancel(ctx, e.user.ID, run.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the slow reader's socket is full by now
+	close(slowGo)
+	for range subs {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if !r.done || len(r.ids) < events+2 {
+			t.Fatalf("a follower got %d events (done %v), want the run's %d and more", len(r.ids), r.done, events)
+		}
+		for j, id := range r.ids {
+			if id != j+1 {
+				t.Fatalf("a follower's event %d has id %d: %v", j, id, r.ids)
+			}
+		}
+	}
+}
+
+// smallSendBuffers gives accepted connections a 32 KiB send buffer.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(32 << 10)
+	}
+	return c, err
 }

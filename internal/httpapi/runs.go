@@ -210,6 +210,29 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 		}
 		return done, nil
 	}
+	// Over a connection of its own, the hub's writers deliver the run's
+	// live events to an idle stream themselves (with many subscribers; see
+	// agent.Subscription.SetDirect), without waking this goroutine.
+	var directErr error
+	finished := false
+	if cs, ok := out.(*connStream); ok && cs.raw != nil {
+		sub.SetDirect(func(evs []agent.Event) bool {
+			cs.nonblock = true
+			defer func() { cs.nonblock = false }()
+			for _, ev := range evs {
+				done, err := write(ev)
+				if err != nil {
+					directErr = err
+					return false
+				}
+				if done {
+					finished = true
+					return false
+				}
+			}
+			return len(cs.pending) == 0
+		})
+	}
 	// The loop waits on one channel only (a receive is much cheaper than a
 	// select, and with thousands of subscribers that is most of the
 	// server's work per event besides the write itself): the client
@@ -223,29 +246,52 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 	}
 	hb := time.AfterFunc(every, func() { ping.Store(true); sub.Wake() })
 	defer hb.Stop()
-	for {
+	// step takes and writes what there is, with the subscription locked
+	// against the hub's writers; it reports whether the stream ended and
+	// whether to wait before the next step.
+	step := func() (end, wait bool, err error) {
+		sub.Lock()
+		defer sub.Unlock()
+		if cs, ok := out.(*connStream); ok {
+			if err := cs.flush(); err != nil {
+				return true, false, err
+			}
+		}
+		if directErr != nil || finished {
+			return true, false, directErr
+		}
 		evs, err := sub.Take(ctx)
 		if errors.Is(err, io.EOF) || ctx.Err() != nil {
-			return nil // the run is over and its done event was sent, or the client left
+			return true, false, nil // the run is over and its done event was sent, or the client left
 		}
 		if err != nil {
-			return err // the client resumes with Last-Event-ID
+			return true, false, err // the client resumes with Last-Event-ID
 		}
 		for _, ev := range evs {
 			if done, err := write(ev); err != nil || done {
-				return err
+				return true, false, err
 			}
 		}
 		if len(evs) > 0 {
-			continue
+			return false, false, nil
 		}
 		if ping.Swap(false) {
 			if err := out.Ping(); err != nil {
-				return err
+				return true, false, err
 			}
 			hb.Reset(every)
 		}
-		<-sub.Ready()
+		sub.Park()
+		return false, true, nil
+	}
+	for {
+		end, wait, err := step()
+		if end {
+			return err
+		}
+		if wait {
+			<-sub.Ready()
+		}
 	}
 }
 
