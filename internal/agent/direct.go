@@ -21,7 +21,11 @@ const directMin = 256
 //
 // A stream that sets it must hold Lock while it takes and writes, and call
 // Park (still holding it) before it waits on Ready.
-func (s *Subscription) SetDirect(deliver func(evs []Event) bool) { s.deliver = deliver }
+func (s *Subscription) SetDirect(deliver func(evs []Event) bool) {
+	s.dmu.Lock()
+	s.deliver = deliver
+	s.dmu.Unlock()
+}
 
 // Lock marks the stream active and keeps the hub's writers away from it
 // until Unlock.
@@ -41,11 +45,11 @@ func (s *Subscription) Park() { s.parked = true }
 // and caught up with the tail; otherwise, or if deliver asks for it, the
 // stream is woken.
 func (s *Subscription) deliverDirect() {
-	if s.deliver == nil || !s.dmu.TryLock() {
+	if !s.dmu.TryLock() {
 		s.Wake()
 		return
 	}
-	wake := !s.parked
+	wake := s.deliver == nil || !s.parked
 	for !wake {
 		evs, ok := s.takeTail()
 		if !ok {
