@@ -161,11 +161,8 @@ func TestHubReplayAndLiveAreAtomic(t *testing.T) {
 // from the store, exactly once and in order; a fast one beside it is not
 // held back.
 func TestHubSlowSubscriberCatchesUp(t *testing.T) {
-	db := openStore(t)
 	ctx := context.Background()
-	_ = db.CreateRun(ctx, agent.Run{ID: "run_s", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()})
-	hub := agent.NewHub(db, nil, nil)
-	hub.Open("run_s", 0)
+	hub := liveHub(t, "run_s")
 	slow, _ := hub.Subscribe(ctx, "run_s", 0)
 	fast, _ := hub.Subscribe(ctx, "run_s", 0)
 	var fastSeqs []int64
@@ -198,11 +195,8 @@ func TestHubSlowSubscriberCatchesUp(t *testing.T) {
 // TestHubManySubscribers: thousands of subscribers on one run cost one
 // channel send each per event.
 func TestHubManySubscribers(t *testing.T) {
-	db := openStore(t)
 	ctx := context.Background()
-	_ = db.CreateRun(ctx, agent.Run{ID: "run_m", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()})
-	hub := agent.NewHub(db, nil, nil)
-	hub.Open("run_m", 0)
+	hub := liveHub(t, "run_m")
 	const subs, events = 5000, 20
 	all := make([]*agent.Subscription, subs)
 	for i := range all {
@@ -451,11 +445,8 @@ func runReady(t *testing.T, svc *agent.Service) {
 // goroutine, and some streams are slow. Every subscriber must see every
 // event once, in order.
 func TestDirectDelivery(t *testing.T) {
-	db := openStore(t)
 	ctx := context.Background()
-	_ = db.CreateRun(ctx, agent.Run{ID: "run_d", SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()})
-	hub := agent.NewHub(db, nil, nil)
-	hub.Open("run_d", 0)
+	hub := liveHub(t, "run_d")
 	const subs, events = 300, 600
 	got := make([][]int64, subs)
 	var wg sync.WaitGroup
@@ -534,4 +525,17 @@ func TestDirectDelivery(t *testing.T) {
 		t.Fatal("no event was delivered by the hub's writers")
 	}
 	t.Logf("%d of %d deliveries by the hub's writers", direct.Load(), subs*events)
+}
+
+// liveHub returns a hub over a new SQLite store with runID created and
+// open (live).
+func liveHub(t testing.TB, runID string) *agent.Hub {
+	t.Helper()
+	db := openStore(t)
+	if err := db.CreateRun(context.Background(), agent.Run{ID: runID, SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	hub := agent.NewHub(db, nil, nil)
+	hub.Open(runID, 0)
+	return hub
 }

@@ -47,14 +47,7 @@ func TestRunStreamTransports(t *testing.T) {
 		h1.Close()
 		h2.Close()
 	})
-	sb, err := e.m.Create(ctx, e.user.ID, sandbox.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := e.runs.Start(ctx, e.user.ID, sb.ID, "hi", agent.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := startGreetRun(t, e)
 	waitStreams := func(what string) {
 		t.Helper()
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -150,14 +143,7 @@ func TestRunStreamDirectDelivery(t *testing.T) {
 	srv.Listener = smallSendBuffers{srv.Listener}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	sb, err := e.m.Create(ctx, e.user.ID, sandbox.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := e.runs.Start(ctx, e.user.ID, sb.ID, "hi", agent.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := startGreetRun(t, e)
 	const subs, events = 300, 40
 	payload := `{"text":"` + strings.Repeat("x", 8<<10) + `"}`
 	slowGo := make(chan struct{})
@@ -250,4 +236,19 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 		_ = tc.SetWriteBuffer(32 << 10)
 	}
 	return c, err
+}
+
+// startGreetRun starts a run of greetCLI in a new sandbox of e's user.
+func startGreetRun(t *testing.T, e *perfEnv) agent.Run {
+	t.Helper()
+	ctx := context.Background()
+	sb, err := e.m.Create(ctx, e.user.ID, sandbox.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := e.runs.Start(ctx, e.user.ID, sb.ID, "hi", agent.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return run
 }
