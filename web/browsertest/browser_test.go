@@ -288,10 +288,21 @@ func (b *browser) open(path string) {
 func (b *browser) fillByLabel(label, value string) {
 	b.t.Helper()
 	sel := chromedp.Search(fmt.Sprintf(`//label[normalize-space(text())=%q]//*[self::input or self::textarea or self::select]`, label))
-	b.do("find "+label, chromedp.WaitVisible(sel))
-	// Clear through the DOM, then type like a user.
-	eval[bool](b, fmt.Sprintf(`(() => { const el = document.evaluate(%q, document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue; el.value = ""; el.focus(); return true; })()`, string(sel)))
-	b.do("type into "+label, chromedp.SendKeys(sel, value))
+	node := fmt.Sprintf(`document.evaluate(%q, document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue`, string(sel))
+	// A view that renders again while the keys arrive (navigation just
+	// happened) can replace the field: type again until the value is there.
+	for attempt := 1; ; attempt++ {
+		b.do("find "+label, chromedp.WaitVisible(sel))
+		// Clear through the DOM, then type like a user.
+		eval[bool](b, fmt.Sprintf(`(() => { const el = %s; el.value = ""; el.focus(); return true; })()`, node))
+		b.do("type into "+label, chromedp.SendKeys(sel, value))
+		if eval[bool](b, fmt.Sprintf(`(() => { const el = %s; return !!el && el.value === %q; })()`, node, value)) {
+			return
+		}
+		if attempt == 3 {
+			b.t.Fatalf("typing %q into %s did not stick", value, label)
+		}
+	}
 }
 
 // click clicks the first button (or link) whose text is exactly label.
