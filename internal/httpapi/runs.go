@@ -252,6 +252,9 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 	step := func() (end, wait bool, err error) {
 		sub.Lock()
 		defer sub.Unlock()
+		if ctx.Err() != nil {
+			return true, false, nil // the client left (a direct write may have noticed first) or the server stops
+		}
 		if cs, ok := out.(*connStream); ok {
 			if err := cs.flush(); err != nil {
 				return true, false, err
