@@ -211,7 +211,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	limits.MaxRunningPerUser = cfg.MaxSandboxesPerUser
 	mgr, err := sandbox.NewManager(sandbox.Deps{
 		Repo: db, Drivers: drivers, DefaultDriver: cfg.SandboxDriver, Limits: limits, Mounts: mounts,
-		Host: host, HostTimeout: replicaTimeout(db),
+		Host: host, HostTimeout: replicaTimeout(cfg, db),
 		Hooks: sandbox.Hooks{
 			AfterCreate: hooks.AfterCreate,
 			BeforeTerminate: func(ctx context.Context, sb *sandbox.Sandbox) error {
@@ -262,7 +262,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	runs, err = agent.NewService(agent.Config{
 		Credentials: cfg.ClaudeCredentials, PublicURL: cfg.PublicURL,
 		UpstreamBaseURL: getenv("ANTHROPIC_BASE_URL"), UpstreamAPIKey: string(cfg.AnthropicAPIKey),
-		Root: cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(db), Host: host,
+		Root: cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(cfg, db), Host: host,
 	}, agent.Deps{
 		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin}), Sandboxes: mgr,
 		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(),
@@ -351,12 +351,12 @@ func claudeInstall(bin, def string) (prefix, rel string, ok bool) {
 }
 
 // replicaTimeout is agent.Config.ReplicaTimeout: on PostgreSQL several
-// replicas may share the database, and a replica unseen for this long is
-// taken for dead (its runs are interrupted); on SQLite this process is the
-// only one.
-func replicaTimeout(db *store.DB) time.Duration {
+// replicas may share the database, and a replica unseen for
+// TECHBOSS_REPLICA_TIMEOUT is taken for dead (its runs are interrupted);
+// on SQLite this process is the only one.
+func replicaTimeout(cfg *config.Config, db *store.DB) time.Duration {
 	if db.Dialect() == store.Postgres {
-		return 30 * time.Second
+		return cfg.ReplicaTimeout
 	}
 	return 0
 }

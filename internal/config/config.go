@@ -31,6 +31,7 @@ type Config struct {
 	TrustedOrigins  []string      // TECHBOSS_TRUSTED_ORIGINS
 	SessionTTL      time.Duration // TECHBOSS_SESSION_TTL
 	ShutdownTimeout time.Duration // TECHBOSS_SHUTDOWN_TIMEOUT
+	ReplicaTimeout  time.Duration // TECHBOSS_REPLICA_TIMEOUT (PostgreSQL: several replicas)
 
 	AdminEmail    string      // TECHBOSS_ADMIN_EMAIL
 	AdminPassword auth.Secret // TECHBOSS_ADMIN_PASSWORD
@@ -80,6 +81,7 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_TRUSTED_ORIGINS", "trusted-origins", "", "comma-separated extra origins allowed to make cookie-authenticated writes", list(&c.TrustedOrigins)},
 		{"TECHBOSS_SESSION_TTL", "session-ttl", "168h", "login session lifetime", duration(&c.SessionTTL)},
 		{"TECHBOSS_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long in-flight requests get on shutdown", duration(&c.ShutdownTimeout)},
+		{"TECHBOSS_REPLICA_TIMEOUT", "replica-timeout", "30s", "with PostgreSQL: how long a replica may go unseen before its runs are interrupted and its host's local sandboxes taken for lost", duration(&c.ReplicaTimeout)},
 		{"TECHBOSS_ADMIN_EMAIL", "admin-email", "", "first admin's email, created on start when no user exists", str(&c.AdminEmail)},
 		{"TECHBOSS_ADMIN_PASSWORD", "admin-password", "", "first admin's password (with TECHBOSS_ADMIN_EMAIL)", secret(&c.AdminPassword)},
 		{"TECHBOSS_SANDBOX_DRIVER", "sandbox-driver", "local", "local | modal", oneOf(&c.SandboxDriver, "local", "modal")},
@@ -210,6 +212,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("config: invalid TECHBOSS_SHUTDOWN_TIMEOUT=%s: must be positive", c.ShutdownTimeout)
+	}
+	if c.ReplicaTimeout < 4*time.Second {
+		return fmt.Errorf("config: invalid TECHBOSS_REPLICA_TIMEOUT=%s: must be at least 4s (replicas renew every quarter of it)", c.ReplicaTimeout)
 	}
 	if c.SnapshotKeepFor < 0 {
 		return fmt.Errorf("config: invalid TECHBOSS_SNAPSHOT_KEEP_FOR=%s: must not be negative", c.SnapshotKeepFor)

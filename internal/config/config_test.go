@@ -63,6 +63,7 @@ func TestInvalidNamesTheSetting(t *testing.T) {
 		{map[string]string{"TECHBOSS_ADMIN_EMAIL": "a@b.c", "TECHBOSS_ADMIN_PASSWORD": "short"}, nil, "TECHBOSS_ADMIN_PASSWORD"},
 		{map[string]string{"DATABASE_URL": "mysql://x"}, nil, "DATABASE_URL"},
 		{map[string]string{"TECHBOSS_SESSION_TTL": "forever"}, nil, "TECHBOSS_SESSION_TTL"},
+		{map[string]string{"TECHBOSS_REPLICA_TIMEOUT": "1s"}, nil, "TECHBOSS_REPLICA_TIMEOUT"},
 		{map[string]string{"TECHBOSS_SNAPSHOT_KEEP_FOR": "-1h"}, nil, "TECHBOSS_SNAPSHOT_KEEP_FOR"},
 		{map[string]string{"TECHBOSS_SNAPSHOT_KEEP_LAST": "-3"}, nil, "TECHBOSS_SNAPSHOT_KEEP_LAST"},
 		{map[string]string{"TECHBOSS_SANDBOX_DRIVER": "docker"}, nil, "TECHBOSS_SANDBOX_DRIVER"},
