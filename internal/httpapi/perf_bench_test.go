@@ -591,8 +591,8 @@ func rssBytes(b *testing.B) uint64 {
 // in resident memory (TECHBOSS_BENCH_FANOUT_HEAPPROFILE=file writes the
 // heap profile at that moment). Floor: the same client process against a
 // bare TCP server writing the same events (see rawFanout); pool-* the same
-// bare server with one writer goroutine per CPU (rawFanoutPool), the least
-// a server on this machine can do.
+// bare server with one writer goroutine per CPU, the least a server on this
+// machine can do.
 func BenchmarkSSEFanout(b *testing.B) {
 	subs := 5000
 	if v := os.Getenv("TECHBOSS_BENCH_SUBSCRIBERS"); v != "" {
@@ -635,8 +635,8 @@ func BenchmarkSSEFanout(b *testing.B) {
 			}
 		})
 		b.StopTimer()
-		floor := rawFanout(b, subs, events)
-		pool := rawFanoutPool(b, subs, events)
+		floor := rawFanout(b, subs, events, false)
+		pool := rawFanout(b, subs, events, true)
 		b.ReportMetric(res.P50, "p50-ms")
 		b.ReportMetric(res.P99, "p99-ms")
 		b.ReportMetric(res.Max, "max-ms")
@@ -710,10 +710,12 @@ func fanoutClient(b *testing.B, addr, token, runID string, subs, events int, rea
 }
 
 // rawFanout is the fan-out floor: the same client process and connection
-// count against a bare TCP server that answers each request with SSE
-// headers and then writes every event to every connection from one
-// goroutine per connection (no HTTP server, router, auth, store or hub).
-func rawFanout(b *testing.B, subs, events int) fanoutResult {
+// count against a bare TCP server (no HTTP server, router, auth, store or
+// hub) that answers each request with SSE headers and then writes every
+// event to every connection, either from one goroutine per connection
+// waiting for each event, or (pool) from one writer goroutine per CPU that
+// walks the connections: no wake-up per delivery, only the write itself.
+func rawFanout(b *testing.B, subs, events int, pool bool) fanoutResult {
 	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -721,7 +723,8 @@ func rawFanout(b *testing.B, subs, events int) fanoutResult {
 	}
 	var (
 		mu    sync.Mutex
-		chans []chan []byte
+		conns []net.Conn
+		chans []chan []byte // one per connection unless pool
 		wg    sync.WaitGroup
 	)
 	wg.Go(func() {
@@ -730,14 +733,21 @@ func rawFanout(b *testing.B, subs, events int) fanoutResult {
 			if err != nil {
 				return
 			}
-			ch := make(chan []byte, events)
-			mu.Lock()
-			chans = append(chans, ch)
-			mu.Unlock()
 			wg.Go(func() {
-				defer c.Close()
 				if !rawSSEHandshake(c) {
+					c.Close()
 					return
+				}
+				var ch chan []byte
+				mu.Lock()
+				conns = append(conns, c)
+				if !pool {
+					ch = make(chan []byte, events)
+					chans = append(chans, ch)
+				}
+				mu.Unlock()
+				if pool {
+					return // the writers write
 				}
 				for data := range ch {
 					if _, err := c.Write(data); err != nil {
@@ -750,10 +760,24 @@ func rawFanout(b *testing.B, subs, events int) fanoutResult {
 	res := fanoutClient(b, ln.Addr().String(), "unused", "raw", subs, events, func() {}, func(data []byte) {
 		frame := append(append([]byte("event: text\ndata: "), data...), "\n\n"...)
 		mu.Lock()
-		defer mu.Unlock()
-		for _, ch := range chans {
-			ch <- frame
+		cs, chs := conns, chans
+		mu.Unlock()
+		if !pool {
+			for _, ch := range chs {
+				ch <- frame
+			}
+			return
 		}
+		n := runtime.NumCPU()
+		var w sync.WaitGroup
+		for i := range n {
+			w.Go(func() {
+				for j := i; j < len(cs); j += n {
+					_, _ = cs[j].Write(frame)
+				}
+			})
+		}
+		w.Wait()
 	})
 	ln.Close()
 	mu.Lock()
@@ -762,6 +786,9 @@ func rawFanout(b *testing.B, subs, events int) fanoutResult {
 	}
 	mu.Unlock()
 	wg.Wait()
+	for _, c := range conns {
+		c.Close()
+	}
 	return res
 }
 
@@ -961,63 +988,6 @@ func (c *fanClient) read(s *fanSub) error {
 		s.partial = bytes.Clone(data)
 	}
 	return nil
-}
-
-// rawFanoutPool is rawFanout with runtime.NumCPU() writer goroutines that
-// walk the connections, instead of one goroutine per connection waiting
-// for each event: no wake-up per delivery, only the write itself.
-func rawFanoutPool(b *testing.B, subs, events int) fanoutResult {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				if !rawSSEHandshake(c) {
-					c.Close()
-					return
-				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-			})
-		}
-	})
-	res := fanoutClient(b, ln.Addr().String(), "unused", "raw", subs, events, func() {}, func(data []byte) {
-		frame := append(append([]byte("event: text\ndata: "), data...), "\n\n"...)
-		mu.Lock()
-		cs := conns
-		mu.Unlock()
-		n := runtime.NumCPU()
-		var w sync.WaitGroup
-		for i := range n {
-			w.Go(func() {
-				for j := i; j < len(cs); j += n {
-					_, _ = cs[j].Write(frame)
-				}
-			})
-		}
-		w.Wait()
-	})
-	ln.Close()
-	wg.Wait()
-	mu.Lock()
-	for _, c := range conns {
-		c.Close()
-	}
-	mu.Unlock()
-	return res
 }
 
 // rawSSEHandshake reads a request's head from c and answers with SSE
