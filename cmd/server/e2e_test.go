@@ -51,14 +51,7 @@ func TestOriginalDesignFlow(t *testing.T) {
 	}
 	call := func(method, path, body string) *http.Response {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(context.WithoutCancel(ctx), method, in.url+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok.Token)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		return res
+		return bearerCall(t, context.WithoutCancel(ctx), tok.Token, method, in.url+path, body)
 	}
 	readJSON := func(res *http.Response, want int, v any) {
 		t.Helper()
@@ -82,13 +75,7 @@ func TestOriginalDesignFlow(t *testing.T) {
 		"s3_bucket_name":"","s3_key_prefix":"","init_from_s3":false}`), 200, &created)
 	id, _ := created.Data["sandbox_id"].(string)
 	if id != "" {
-		t.Cleanup(func() { // a failed test must not leave the sandbox running
-			req, _ := http.NewRequest("DELETE", in.url+"/sandbox/"+id, nil)
-			req.Header.Set("Authorization", "Bearer "+tok.Token)
-			if res, err := http.DefaultClient.Do(req); err == nil {
-				res.Body.Close()
-			}
-		})
+		terminateAtCleanup(t, in.url, tok.Token, id)
 	}
 	if id == "" || created.Data["status"] != "running" || created.Data["created_at"] == nil {
 		t.Fatalf("create answer = %v, want sandbox_id, status running, created_at", created.Data)
@@ -269,14 +256,7 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	call := func(base, method, path, body string) *http.Response {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok.Token)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		return res
+		return bearerCall(t, ctx, tok.Token, method, base+path, body)
 	}
 	var created struct {
 		Data struct {
@@ -289,13 +269,7 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	res.Body.Close()
 	id := created.Data.ID
-	t.Cleanup(func() { // a failed test must not leave the sandbox running
-		req, _ := http.NewRequest("DELETE", a.url+"/sandbox/"+id, nil)
-		req.Header.Set("Authorization", "Bearer "+tok.Token)
-		if res, err := http.DefaultClient.Do(req); err == nil {
-			res.Body.Close()
-		}
-	})
+	terminateAtCleanup(t, a.url, tok.Token, id)
 
 	// The run starts on A; its own stream is read to the end meanwhile.
 	res = call(a.url, "POST", "/sandbox/"+id+"/claude?format=events", `{"prompt":"write a.txt"}`)
@@ -373,4 +347,30 @@ func TestTwoReplicas(t *testing.T) {
 	if !bytes.Contains(body, []byte("event: done")) || !bytes.Contains(body, []byte(`"status":"cancelled"`)) {
 		t.Fatalf("the run cancelled through B did not end cancelled:\n%s", body)
 	}
+}
+
+// bearerCall sends a JSON request (body may be empty) with token as its
+// bearer and returns the response; a transport error fails the test.
+func bearerCall(t *testing.T, ctx context.Context, token, method, url, body string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return res
+}
+
+// terminateAtCleanup terminates sandbox id when the test ends: a failed
+// test must not leave it running.
+func terminateAtCleanup(t *testing.T, base, token, id string) {
+	t.Cleanup(func() {
+		req, _ := http.NewRequest("DELETE", base+"/sandbox/"+id, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	})
 }
