@@ -12,35 +12,37 @@ type Kind int
 
 // The kinds. Internal is the zero value: anything not marked otherwise.
 const (
-	Internal        Kind = iota
-	NotFound             // 404
-	Conflict             // 409
-	Invalid              // 422 (400 for malformed syntax, see Malformed)
-	Malformed            // 400: the request could not be parsed at all
-	Unauthenticated      // 401
-	Forbidden            // 403
-	Unavailable          // 503
-	TooLarge             // 413
-	TooMany              // 429
-	PaymentRequired      // 402: a budget is exhausted
-	Dependency           // 424: an external dependency (bucket, registry) refused
-	BadGateway           // 502: an upstream answered badly
+	Internal            Kind = iota
+	NotFound                 // 404
+	Conflict                 // 409
+	Invalid                  // 422 (400 for malformed syntax, see Malformed)
+	Malformed                // 400: the request could not be parsed at all
+	Unauthenticated          // 401
+	Forbidden                // 403
+	Unavailable              // 503
+	TooLarge                 // 413
+	TooMany                  // 429
+	PaymentRequired          // 402: a budget is exhausted
+	Dependency               // 424: an external dependency (bucket, registry) refused
+	BadGateway               // 502: an upstream answered badly
+	InsufficientStorage      // 507: the host lacks the disk space a request needs
 )
 
 var kindNames = map[Kind]string{
-	Internal:        "internal",
-	NotFound:        "not_found",
-	Conflict:        "conflict",
-	Invalid:         "invalid",
-	Malformed:       "malformed",
-	Unauthenticated: "unauthenticated",
-	Forbidden:       "forbidden",
-	Unavailable:     "unavailable",
-	TooLarge:        "too_large",
-	TooMany:         "too_many_requests",
-	PaymentRequired: "payment_required",
-	Dependency:      "failed_dependency",
-	BadGateway:      "bad_gateway",
+	Internal:            "internal",
+	NotFound:            "not_found",
+	Conflict:            "conflict",
+	Invalid:             "invalid",
+	Malformed:           "malformed",
+	Unauthenticated:     "unauthenticated",
+	Forbidden:           "forbidden",
+	Unavailable:         "unavailable",
+	TooLarge:            "too_large",
+	TooMany:             "too_many_requests",
+	PaymentRequired:     "payment_required",
+	Dependency:          "failed_dependency",
+	BadGateway:          "bad_gateway",
+	InsufficientStorage: "insufficient_storage",
 }
 
 // String returns the stable code used in API error bodies.

@@ -77,6 +77,8 @@ func statusOf(k errs.Kind) int {
 		return http.StatusFailedDependency
 	case errs.BadGateway:
 		return http.StatusBadGateway
+	case errs.InsufficientStorage:
+		return http.StatusInsufficientStorage
 	case errs.Unavailable:
 		return http.StatusServiceUnavailable
 	default:

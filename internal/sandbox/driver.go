@@ -110,8 +110,52 @@ type Archiver interface {
 
 // WorkspaceDirer is implemented by drivers whose /workspace is a host
 // directory (local driver); snapshots then read and restore it directly.
+// The directory's contents are written by the sandbox, which must be taken
+// for hostile: every host-side access below dir goes through a directory
+// handle the kernel keeps it beneath (os.Root), never a re-resolved path.
 type WorkspaceDirer interface {
-	WorkspaceDir(ref Ref) (string, error)
+	WorkspaceDir(ref Ref) (dir string, ids IDMap, err error)
+}
+
+// IDMap is how a sandbox's user namespace maps its uids and gids onto the
+// host's: sandbox id n is host id HostBase+n for n < Size. The zero value
+// is the identity (no user namespace). Host-side code that creates files a
+// sandbox will use gives them ToHost ids; code that records ownership
+// (snapshots) records FromHost ids, so versions move between drivers.
+type IDMap struct {
+	HostBase uint32 `json:"host_base"`
+	Size     uint32 `json:"size"`
+}
+
+// OverflowID is what a sandbox sees for a host id its namespace does not
+// map (the kernel's default overflowuid/overflowgid).
+const OverflowID = 65534
+
+// Identity reports whether m maps every id to itself.
+func (m IDMap) Identity() bool { return m.Size == 0 }
+
+// ToHost returns the host id of sandbox id id (OverflowID's host id, i.e.
+// "nobody" in the sandbox, when id is outside the map).
+func (m IDMap) ToHost(id uint32) uint32 {
+	if m.Size == 0 {
+		return id
+	}
+	if id >= m.Size {
+		id = OverflowID
+	}
+	return m.HostBase + id
+}
+
+// FromHost returns the sandbox's view of host id id: OverflowID when the
+// namespace does not map it.
+func (m IDMap) FromHost(id uint32) uint32 {
+	if m.Size == 0 {
+		return id
+	}
+	if id < m.HostBase || id-m.HostBase >= m.Size {
+		return OverflowID
+	}
+	return id - m.HostBase
 }
 
 // Volumes is the optional named-volume capability.

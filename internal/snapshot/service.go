@@ -151,7 +151,7 @@ func (s *Service) access(sb *sandbox.Sandbox) (access, error) {
 		return access{}, errs.E(errs.Unavailable, "sandbox driver %q is not configured", sb.Driver)
 	}
 	if wd, ok := drv.(sandbox.WorkspaceDirer); ok {
-		dir, err := wd.WorkspaceDir(sb.Ref)
+		dir, _, err := wd.WorkspaceDir(sb.Ref)
 		if err != nil {
 			return access{}, fmt.Errorf("workspace of %s: %w", sb.ID, err)
 		}

@@ -583,14 +583,14 @@ func mkdirAllOwned(root *os.Root, dir string, owner *[2]int) error {
 }
 
 // WorkspaceDir returns the host directory bound at the sandbox's /workspace.
-func (d *Driver) WorkspaceDir(ref sandbox.Ref) (string, error) {
+func (d *Driver) WorkspaceDir(ref sandbox.Ref) (string, sandbox.IDMap, error) {
 	s, err := d.get(ref)
 	if err != nil {
-		return "", err
+		return "", sandbox.IDMap{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.st.Workspace, nil
+	return s.st.Workspace, s.st.IDs, nil
 }
 
 // Listen opens a TCP listener inside the sandbox's network namespace. The

@@ -130,17 +130,19 @@ type sbx struct {
 // state is what the driver persists per sandbox (state.json), so a new
 // Driver can find and re-adopt the sandbox after a server restart.
 type state struct {
-	ID        string    `json:"id"`
-	Owner     string    `json:"owner"`
-	Dir       string    `json:"dir"`
-	BwrapPID  int       `json:"bwrap_pid"`
-	InitPID   int       `json:"init_pid"`
-	InitStart uint64    `json:"init_start"`
-	Cgroups   cgroups   `json:"cgroups"`
-	Workspace string    `json:"workspace"`
-	Volume    string    `json:"volume,omitempty"` // "<owner>/<name>" when persistent
-	User      string    `json:"user,omitempty"`
-	Created   time.Time `json:"created"`
+	ID        string  `json:"id"`
+	Owner     string  `json:"owner"`
+	Dir       string  `json:"dir"`
+	BwrapPID  int     `json:"bwrap_pid"`
+	InitPID   int     `json:"init_pid"`
+	InitStart uint64  `json:"init_start"`
+	Cgroups   cgroups `json:"cgroups"`
+	Workspace string  `json:"workspace"`
+	Volume    string  `json:"volume,omitempty"` // "<owner>/<name>" when persistent
+	User      string  `json:"user,omitempty"`
+	// IDs is the sandbox's user namespace mapping (zero: none).
+	IDs     sandbox.IDMap `json:"ids,omitzero"`
+	Created time.Time     `json:"created"`
 }
 
 func (s *state) socket() string { return filepath.Join(s.Dir, "agent.sock") }

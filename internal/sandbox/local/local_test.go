@@ -532,7 +532,7 @@ func TestVolumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws, err := d.WorkspaceDir(eph)
+	ws, _, err := d.WorkspaceDir(eph)
 	if err != nil {
 		t.Fatal(err)
 	}
