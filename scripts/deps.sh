@@ -14,6 +14,10 @@ need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have bwrap || need_apt+=(bubblewrap)
 have nsenter || need_apt+=(util-linux)
+# pasta (passt): user-mode networking for sandboxes with network "full" or an allow-list.
+have pasta || need_apt+=(passt)
+# mkfs.ext4: each local sandbox's disk is a loop-mounted ext4 image (disk_mb).
+have mkfs.ext4 || need_apt+=(e2fsprogs)
 if [ "$mode" = test ]; then
   [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
   have chromium || need_apt+=(chromium)
