@@ -1,0 +1,171 @@
+// Package diskimg enforces a sandbox's disk limit (disk_mb) with a
+// filesystem of its own: a sparse image file formatted as ext4 and mounted
+// through a loop device. Everything the sandbox writes (its overlay upper
+// dir, /workspace, /tmp) lives on that filesystem, so writing past the limit
+// fails with ENOSPC inside the sandbox and the image never allocates more
+// host blocks than its size.
+//
+// Why ext4 on a loop device rather than project quotas or a size-limited
+// tmpfs: quotas need the data dir's filesystem to be XFS or ext4 mounted
+// with prjquota (not something a self-hoster controls), and tmpfs costs RAM.
+// ext4 is in every kernel, mkfs.ext4 (e2fsprogs) is on every distribution,
+// overlayfs accepts it as an upper layer, and it reports ENOSPC for blocks
+// and for inodes alike.
+//
+// The image is attached with the loop ioctls directly (no mount or losetup
+// processes) and with LO_FLAGS_AUTOCLEAR, so the loop device goes away when
+// the filesystem's last user lets go of it; Unmount checks that it did.
+//
+// Formatting takes tens of milliseconds (an mkfs process), which a sandbox
+// start cannot afford: Pool keeps images of the default size formatted in
+// advance.
+package diskimg
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/techbossai/techboss/internal/errs"
+)
+
+// Size bounds, in MiB. Below MinMB ext4's own metadata (journal, inode
+// tables, lost+found) is most of the disk; MaxMB keeps sizes well inside
+// int64 byte counts and ext4's limits.
+const (
+	MinMB = 32
+	MaxMB = 16 << 20 // 16 TiB
+)
+
+// BytesPerInode is the inode ratio: one inode per 8 KiB of disk, 65536
+// inodes on a 512 MiB disk and 1.3 million on 10 GiB. mke2fs's default
+// (16 KiB) runs out of inodes early on the small-file trees agents make
+// (node_modules, .git, Python venvs); 4 KiB, one inode per block, would
+// cost 6% of the disk in inode tables. The tables are never written until
+// used, so on the host they cost nothing either way.
+const BytesPerInode = 8192
+
+// mkfsArgs are the mkfs.ext4 options, chosen for a fresh sparse file:
+//   - -b 4096: the page size; fixed so small disks do not get 1 KiB blocks.
+//   - -m 0: no blocks reserved for root (the sandbox's root is the user).
+//   - -O ^resize_inode: disks do not grow, so no GDT blocks reserved for it.
+//   - lazy_itable_init, lazy_journal_init: do not zero inode tables and
+//     journal; a sparse file reads as zeros already. Mount adds
+//     noinit_itable so the kernel does not zero them later either (that
+//     would allocate the tables on the host: 160 MiB for 10 GiB).
+//   - nodiscard: nothing to discard in a new sparse file.
+//   - the journal stays (its size is mke2fs's default, 16 MiB at 512 MiB
+//     and 64 MiB at 10 GiB, never written until used): persistent volumes
+//     must survive a host crash, and one format serves both kinds of disk.
+//
+// Only options e2fsprogs 1.46 knows (Ubuntu 22.04, Debian 12 has 1.47).
+var mkfsArgs = []string{
+	"-F", "-q",
+	"-b", "4096",
+	"-m", "0",
+	"-i", strconv.Itoa(BytesPerInode),
+	"-I", "256",
+	"-O", "^resize_inode",
+	"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+}
+
+// ErrSize is returned for sizes outside [MinMB, MaxMB]; it is errs.Invalid.
+var ErrSize = errs.E(errs.Invalid, "disk_mb must be between %d and %d", MinMB, MaxMB)
+
+// Create makes a sparse image file of sizeMB MiB at path and formats it as
+// ext4. path must not exist; on failure nothing is left behind.
+func Create(ctx context.Context, path string, sizeMB int64) (err error) {
+	if sizeMB < MinMB || sizeMB > MaxMB {
+		return ErrSize
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create disk image: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(path)
+		}
+	}()
+	terr := f.Truncate(sizeMB << 20)
+	if cerr := f.Close(); terr == nil {
+		terr = cerr
+	}
+	if terr != nil {
+		return fmt.Errorf("size disk image: %w", terr)
+	}
+	return mkfs(ctx, path)
+}
+
+// mkfs formats path. mke2fs is killed outright when ctx ends: it writes
+// only to the image, which the caller then removes, so it needs no grace.
+func mkfs(ctx context.Context, path string) error {
+	bin, err := findMkfs()
+	if err != nil {
+		return err
+	}
+	args := append(append([]string(nil), mkfsArgs...), path)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = []string{"PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("format disk image: %w", ctx.Err())
+		}
+		return fmt.Errorf("format disk image: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// findMkfs looks for mkfs.ext4 in PATH and then in the sbin directories,
+// which a non-login PATH often lacks.
+func findMkfs() (string, error) {
+	if p, err := exec.LookPath("mkfs.ext4"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", errs.Wrap(errs.Unavailable, exec.ErrNotFound, "mkfs.ext4 not found: install e2fsprogs")
+}
+
+// CheckFree returns an errs.InsufficientStorage error unless the
+// filesystem holding dir has at least needMB MiB available.
+//
+// Policy: the driver passes the sandbox's whole limit (disk_mb). Images are
+// sparse, so this reserves nothing and sandboxes overcommit the host, as
+// containers with quotas do; what it guarantees is that a sandbox, at the
+// moment it starts, could fill its own disk. Starting one on a host with
+// less free space than that would let it fill the host instead, and a full
+// host surfaces inside the sandbox as EIO from the loop device, not as a
+// clean ENOSPC. Available means f_bavail: the host filesystem's
+// root-reserved blocks are not counted, but note that loop I/O is written
+// by a kernel thread that may use them.
+func CheckFree(dir string, needMB int64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("check free space: %w", err)
+	}
+	unit := int64(st.Frsize)
+	if unit <= 0 {
+		unit = int64(st.Bsize)
+	}
+	freeMB := int64(st.Bavail) * unit >> 20
+	if freeMB < needMB {
+		return errs.E(errs.InsufficientStorage,
+			"the host has %d MiB free under %s, the sandbox needs %d MiB (disk_mb)", freeMB, dir, needMB)
+	}
+	return nil
+}

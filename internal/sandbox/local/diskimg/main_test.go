@@ -1,0 +1,115 @@
+package diskimg
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+)
+
+// TestMain points TMPDIR (and so every t.TempDir) at one directory, and
+// fails the run if any loop device is still backed by a file in it after
+// the tests: every test's images live there, so this counts exactly this
+// package's leaks even while other processes use loop devices.
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	root, err := os.MkdirTemp("", "diskimg-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(root)
+	if err := os.Setenv("TMPDIR", root); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	before := countLoops()
+	code := m.Run()
+	leaked, err := AttachedUnder(root)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "leak check:", err)
+		return 1
+	}
+	if len(leaked) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: loop devices leaked by the tests: %v\n", leaked)
+		return 1
+	}
+	fmt.Printf("loop devices attached (all processes): %d before, %d after; none under %s\n", before, countLoops(), root)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: goroutine leak:", err)
+			return 1
+		}
+	}
+	return code
+}
+
+// countLoops counts /sys/block/loop*/loop/backing_file, i.e. attached
+// loop devices of the whole host.
+func countLoops() int {
+	m, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	return len(m)
+}
+
+// requireLoop skips (or fails under TECHBOSS_REQUIRE_ALL=1) without root,
+// loop devices or mkfs.ext4.
+func requireLoop(t testing.TB) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root (loop devices, mounts)"
+	} else if _, err := os.Stat("/dev/loop-control"); err != nil {
+		why = "no /dev/loop-control (loop module not loaded?)"
+	} else if _, err := findMkfs(); err != nil {
+		why = "mkfs.ext4 not installed (e2fsprogs)"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("TECHBOSS_REQUIRE_ALL") == "1" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
+
+// newMounted creates an image of sizeMB in a temp dir and mounts it,
+// unmounting (and checking the loop device went away) at cleanup.
+func newMounted(t testing.TB, sizeMB int64) *Disk {
+	t.Helper()
+	requireLoop(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	if err := Create(t.Context(), img, sizeMB); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(dir, "disk")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Mount(img, mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := Unmount(img, mnt); err != nil {
+			t.Error(err)
+		}
+	})
+	return d
+}
+
+// allocated is the host space a file takes (st_blocks).
+func allocated(t testing.TB, path string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}

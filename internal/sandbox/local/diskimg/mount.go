@@ -1,0 +1,353 @@
+package diskimg
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotMounted is returned by Find when the directory is not a mount of
+// the image.
+var ErrNotMounted = errors.New("disk image not mounted")
+
+// ErrStillAttached is returned by Unmount when the filesystem is detached
+// from its mount point but something else (a process with a file open on
+// it, another mount namespace holding a copy of the mount) still uses it,
+// so its loop device, and the image's host blocks, are not released yet.
+// They are released by the kernel when that last user goes; Attached finds
+// such devices later.
+var ErrStillAttached = errors.New("loop device still attached")
+
+// mountFlags: nosuid and nodev, because the disk is written by the
+// sandbox; not noexec, because sandboxes run the programs they build.
+const mountFlags = unix.MS_NOSUID | unix.MS_NODEV
+
+// mountData: noinit_itable keeps the kernel from zeroing the inode tables
+// mkfs left lazy, which would allocate them in the sparse image.
+const mountData = "noinit_itable"
+
+// Disk is an image mounted through a loop device.
+type Disk struct {
+	// Image is the image file, absolute with symlinks resolved, as the
+	// kernel names the loop device's backing file.
+	Image string
+	// Dir is the mount point, absolute.
+	Dir string
+	// Device is the loop device, /dev/loopN. It is informational: the
+	// device is released by itself when the filesystem is.
+	Device string
+}
+
+// Mount attaches image to a free loop device and mounts it on dir, which
+// must exist. The loop device is set to clear itself when the filesystem
+// lets go of it, so there is nothing to detach besides unmounting; if Mount
+// fails, no loop device stays attached.
+func Mount(image, dir string) (*Disk, error) {
+	img, err := resolve(image)
+	if err != nil {
+		return nil, fmt.Errorf("mount disk image: %w", err)
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("mount disk image: %w", err)
+	}
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("mount disk image: %w", err)
+	}
+	defer f.Close()
+	dev, loop, err := attach(f, img)
+	if err != nil {
+		return nil, fmt.Errorf("mount disk image %s: %w", img, err)
+	}
+	// Our descriptor is the device's only user until the mount takes its
+	// own reference; closing it after a failed mount clears the device.
+	defer loop.Close()
+	if err := unix.Mount(dev, dir, "ext4", mountFlags, mountData); err != nil {
+		return nil, fmt.Errorf("mount disk image %s on %s: %w", img, dir, err)
+	}
+	return &Disk{Image: img, Dir: dir, Device: dev}, nil
+}
+
+// attach binds backing to a free loop device with autoclear and returns
+// the device path and an open descriptor of it.
+func attach(backing *os.File, name string) (string, *os.File, error) {
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	defer ctl.Close()
+	// Another process may take the device LOOP_CTL_GET_FREE named before
+	// we configure it (EBUSY): ask again.
+	for range 64 {
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return "", nil, fmt.Errorf("find a free loop device: %w", err)
+		}
+		dev := "/dev/loop" + strconv.Itoa(n)
+		loop, err := openLoop(dev, n)
+		if err != nil {
+			return "", nil, err
+		}
+		err = configure(loop, backing, name)
+		runtime.KeepAlive(backing)
+		if err == nil {
+			return dev, loop, nil
+		}
+		_ = loop.Close()
+		if !errors.Is(err, unix.EBUSY) {
+			return "", nil, fmt.Errorf("configure %s: %w", dev, err)
+		}
+	}
+	return "", nil, errors.New("no free loop device: every one found was taken by others first")
+}
+
+// configure binds backing to loop. Direct I/O keeps the image's pages out
+// of the host page cache (the filesystem above caches them already); a
+// kernel or backing filesystem that cannot do it gets buffered I/O.
+// LOOP_CONFIGURE (Linux 5.8) does it in one step; older kernels get
+// LOOP_SET_FD and LOOP_SET_STATUS64.
+func configure(loop, backing *os.File, name string) error {
+	cfg := unix.LoopConfig{Fd: uint32(backing.Fd()), Size: 4096}
+	cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR | unix.LO_FLAGS_DIRECT_IO
+	copy(cfg.Info.File_name[:len(cfg.Info.File_name)-1], name)
+	lfd := int(loop.Fd())
+	err := unix.IoctlLoopConfigure(lfd, &cfg)
+	if errors.Is(err, unix.EINVAL) {
+		cfg.Info.Flags &^= unix.LO_FLAGS_DIRECT_IO
+		err = unix.IoctlLoopConfigure(lfd, &cfg)
+	}
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOTTY) {
+		return err
+	}
+	cfg.Info.Flags &^= unix.LO_FLAGS_DIRECT_IO
+	if err := unix.IoctlSetInt(lfd, unix.LOOP_SET_FD, int(backing.Fd())); err != nil {
+		return err
+	}
+	if err := unix.IoctlLoopSetStatus64(lfd, &cfg.Info); err != nil {
+		_ = unix.IoctlSetInt(lfd, unix.LOOP_CLR_FD, 0)
+		return err
+	}
+	return nil
+}
+
+// openLoop opens a loop device, making its node if /dev is not a devtmpfs
+// that the kernel fills.
+func openLoop(dev string, n int) (*os.File, error) {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if !errors.Is(err, os.ErrNotExist) {
+		return f, err
+	}
+	b, rerr := os.ReadFile("/sys/block/loop" + strconv.Itoa(n) + "/dev")
+	if rerr != nil {
+		return nil, err
+	}
+	var major, minor uint32
+	if _, serr := fmt.Sscanf(strings.TrimSpace(string(b)), "%d:%d", &major, &minor); serr != nil {
+		return nil, err
+	}
+	if merr := unix.Mknod(dev, unix.S_IFBLK|0o600, int(unix.Mkdev(major, minor))); merr != nil && !errors.Is(merr, unix.EEXIST) {
+		return nil, fmt.Errorf("create %s: %w", dev, merr)
+	}
+	return os.OpenFile(dev, os.O_RDWR, 0)
+}
+
+// Find returns the Disk of image mounted on dir, for a server that
+// restarted while its sandboxes kept running: the driver persists the image
+// path and the mount point, not the device. It returns ErrNotMounted
+// (wrapped) when dir is not a mount point or something else is mounted
+// there.
+func Find(image, dir string) (*Disk, error) {
+	img, err := resolve(image)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", image, ErrNotMounted)
+		}
+		return nil, err
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("find disk image mount: %w", err)
+	}
+	m, ok := mountAt(string(b), dir)
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", dir, ErrNotMounted)
+	}
+	backing, name, err := loopBacking(m.dev)
+	if err != nil || backing != img {
+		return nil, fmt.Errorf("%s holds %q, not the disk image %s: %w", dir, m.source, img, ErrNotMounted)
+	}
+	return &Disk{Image: img, Dir: dir, Device: "/dev/" + name}, nil
+}
+
+// Unmount unmounts the image mounted on dir, if it is, and checks that no
+// loop device still holds the image (ErrStillAttached). Use it when the
+// Disk is not at hand (after a restart, at teardown).
+func Unmount(image, dir string) error {
+	d, err := Find(image, dir)
+	if errors.Is(err, ErrNotMounted) {
+		return stillAttached(image, dir)
+	}
+	if err != nil {
+		return err
+	}
+	return d.Unmount()
+}
+
+// Unmount unmounts the disk. When something still uses the filesystem
+// (EBUSY), it detaches it lazily: the mount point is free at once, and the
+// kernel releases the filesystem and its loop device when the last user
+// goes. Until then Unmount reports ErrStillAttached; the image file may be
+// removed regardless (its blocks are freed at the release).
+func (d *Disk) Unmount() error {
+	err := unix.Unmount(d.Dir, 0)
+	if errors.Is(err, unix.EBUSY) {
+		err = unix.Unmount(d.Dir, unix.MNT_DETACH)
+	}
+	// EINVAL: not a mount point any more, someone unmounted it already.
+	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount disk image %s: %w", d.Dir, err)
+	}
+	return stillAttached(d.Image, d.Dir)
+}
+
+func stillAttached(image, dir string) error {
+	devs, err := Attached(image)
+	if err != nil {
+		return err
+	}
+	if len(devs) > 0 {
+		return fmt.Errorf("unmount %s: %s still holds %s: %w", dir, strings.Join(devs, ", "), image, ErrStillAttached)
+	}
+	return nil
+}
+
+// Attached lists the loop devices whose backing file is image (also after
+// image was removed). The driver can call it for images it gave up on, or
+// sweep with AttachedUnder at startup, to report leaks.
+func Attached(image string) ([]string, error) {
+	img, err := resolve(image)
+	if err != nil {
+		// Removed: the kernel names it by the path it had.
+		img, err = filepath.Abs(image)
+		if err != nil {
+			return nil, err
+		}
+	}
+	all, err := loops()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for dev, backing := range all {
+		if backing == img {
+			out = append(out, dev)
+		}
+	}
+	return out, nil
+}
+
+// AttachedUnder maps the loop devices whose backing file is under dir to
+// those files.
+func AttachedUnder(dir string) (map[string]string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = r
+	}
+	all, err := loops()
+	if err != nil {
+		return nil, err
+	}
+	for dev, backing := range all {
+		if !strings.HasPrefix(backing, dir+"/") {
+			delete(all, dev)
+		}
+	}
+	return all, nil
+}
+
+// loops maps each attached loop device (/dev/loopN) to its backing file,
+// without the " (deleted)" the kernel appends once the file is removed.
+func loops() (map[string]string, error) {
+	ents, err := os.ReadDir("/sys/block")
+	if err != nil {
+		return nil, fmt.Errorf("list loop devices: %w", err)
+	}
+	out := map[string]string{}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "loop") {
+			continue
+		}
+		b, err := os.ReadFile("/sys/block/" + e.Name() + "/loop/backing_file")
+		if err != nil {
+			continue // not attached (or detached while we looked)
+		}
+		out["/dev/"+e.Name()] = backingName(b)
+	}
+	return out, nil
+}
+
+// loopBacking returns the backing file of the loop device dev (major:minor)
+// and the device's name.
+func loopBacking(dev string) (backing, name string, err error) {
+	link, err := os.Readlink("/sys/dev/block/" + dev)
+	if err != nil {
+		return "", "", err
+	}
+	name = filepath.Base(link)
+	if !strings.HasPrefix(name, "loop") {
+		return "", "", fmt.Errorf("%s is %s, not a loop device", dev, name)
+	}
+	b, err := os.ReadFile("/sys/dev/block/" + dev + "/loop/backing_file")
+	if err != nil {
+		return "", "", err
+	}
+	return backingName(b), name, nil
+}
+
+func backingName(b []byte) string {
+	return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), " (deleted)")
+}
+
+// resolve returns the absolute path of an existing file with symlinks
+// resolved, as the kernel reports a loop device's backing file.
+func resolve(p string) (string, error) {
+	p, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(p)
+}
+
+// Trim hands the blocks the filesystem on dir no longer uses back to the
+// host (FITRIM; the loop device punches holes in the image). Images are
+// sparse and only grow as the sandbox writes: without a trim an image keeps
+// its high-water mark after files are deleted. Worth calling for
+// long-lived persistent volumes, e.g. when a sandbox releases one.
+func Trim(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("trim %s: %w", dir, err)
+	}
+	defer f.Close()
+	r := struct{ start, len, minlen uint64 }{0, ^uint64(0), 0}
+	const fitrim = 0xc0185879 // _IOWR('X', 121, struct fstrim_range)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fitrim, uintptr(unsafe.Pointer(&r))); e != 0 {
+		return fmt.Errorf("trim %s: %w", dir, e)
+	}
+	return nil
+}
