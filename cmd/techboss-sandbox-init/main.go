@@ -1,10 +1,13 @@
 // Command techboss-sandbox-init is the local sandbox driver's static helper.
 // Build it with CGO_ENABLED=0. It has two modes:
 //
-//	techboss-sandbox-init launch CGROUP_PROCS_FILE... -- BWRAP ARGS...
-//	    moves itself into the given cgroups, then execs bubblewrap, so every
-//	    process of the sandbox starts inside its cgroup (cgroup v1 cannot
-//	    place a child at fork time).
+//	techboss-sandbox-init launch -- BWRAP ARGS...
+//	    started by the driver as uid 0 of the sandbox's new user namespace
+//	    (host ids shifted to an unprivileged range). It waits for one byte on
+//	    fd 7, which the driver writes once it has put this process into the
+//	    sandbox's cgroups (cgroup v1 cannot place a child at fork time, and
+//	    from inside the namespace this process may not write the host's
+//	    cgroup files), forbids nested user namespaces, and execs bubblewrap.
 //	techboss-sandbox-init agent
 //	    runs inside the sandbox: reads its base environment from fd 6 and
 //	    serves the driver on the listening socket on fd 3, starting commands
@@ -14,12 +17,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -49,17 +52,23 @@ func run(args []string) error {
 }
 
 func launch(args []string) error {
-	i := 0
-	pid := []byte(strconv.Itoa(os.Getpid()))
-	for ; i < len(args) && args[i] != "--"; i++ {
-		if err := os.WriteFile(args[i], pid, 0); err != nil {
-			return fmt.Errorf("join cgroup: %w", err)
-		}
+	if len(args) < 2 || args[0] != "--" {
+		return fmt.Errorf("usage: launch -- BWRAP ARGS")
 	}
-	if i+1 >= len(args) {
-		return fmt.Errorf("launch: missing -- BWRAP ARGS")
+	argv := args[1:]
+	// The driver writes one byte once the cgroups hold this process; EOF
+	// without it means the driver gave up (or died): start nothing.
+	sync := os.NewFile(7, "sync")
+	var b [1]byte
+	if n, err := sync.Read(b[:]); n != 1 {
+		return fmt.Errorf("launch: the driver did not release the sandbox: %v", err)
 	}
-	argv := args[i+1:]
+	_ = sync.Close()
+	// No user namespaces below this one: the limit is per namespace, and
+	// this process is its owner (seccomp refuses them too).
+	if err := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("launch: forbid nested user namespaces: %w", err)
+	}
 	return syscall.Exec(argv[0], argv, os.Environ())
 }
 

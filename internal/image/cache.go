@@ -16,12 +16,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -68,6 +70,10 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// Transport for registry requests (nil: remote's default).
 	Transport http.RoundTripper
+	// ShiftIDs, when set, maps an image file's owner to the host ids it
+	// gets in the cache: sandboxes run in user namespaces whose root is an
+	// unprivileged host id, and must own their image's files as before.
+	ShiftIDs func(uid, gid int) (int, int)
 }
 
 // Cache is the on-disk image and build cache. Safe for concurrent use.
@@ -279,6 +285,11 @@ func (c *Cache) extract(ctx context.Context, ref string, img v1.Image, dg v1.Has
 		}
 		return Rootfs{}, fmt.Errorf("flatten %s: %w", ref, err)
 	}
+	if c.o.ShiftIDs != nil {
+		if err := shiftTree(root, c.o.ShiftIDs); err != nil {
+			return Rootfs{}, fmt.Errorf("flatten %s: %w", ref, err)
+		}
+	}
 	cfg := Config{
 		Env:        cf.Config.Env,
 		WorkingDir: cf.Config.WorkingDir,
@@ -393,4 +404,30 @@ func (c *Cache) cachedBuild(base Rootfs, key string) (Rootfs, error) {
 		Digest: "build:" + key,
 		Host:   base.Host,
 	}, nil
+}
+
+// shiftTree gives every entry beneath root the owner shift maps its owner to.
+func shiftTree(root *os.Root, shift func(uid, gid int) (int, int)) error {
+	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		uid, gid := shift(int(st.Uid), int(st.Gid))
+		if err := root.Lchown(p, uid, gid); err != nil {
+			return err
+		}
+		// chown clears setuid/setgid bits; the image had them.
+		if m := info.Mode(); m&(fs.ModeSetuid|fs.ModeSetgid) != 0 && m&fs.ModeSymlink == 0 {
+			return root.Chmod(p, m)
+		}
+		return nil
+	})
 }

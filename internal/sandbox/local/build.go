@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,7 +117,7 @@ func (d *Driver) hostSkeleton() (string, error) {
 	if d.skel != "" {
 		return d.skel, nil
 	}
-	dir := filepath.Join(d.opts.DataDir, "images", "host-skeleton")
+	dir := filepath.Join(d.opts.DataDir, "images", fmt.Sprintf("ids-%d", d.opts.IDs.HostBase), "host-skeleton")
 	marker := dir + ".complete"
 	if _, err := os.Stat(marker); err == nil {
 		d.skel = dir
@@ -164,6 +165,10 @@ func (d *Driver) hostSkeleton() (string, error) {
 			}
 		}
 	}
+	// The sandbox's root owns its skeleton, as host root owns the host's.
+	if err := shiftSkeleton(tmp, d.opts.IDs); err != nil {
+		return "", fmt.Errorf("host skeleton: %w", err)
+	}
 	if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", fmt.Errorf("host skeleton: %w", err)
 	}
@@ -172,4 +177,16 @@ func (d *Driver) hostSkeleton() (string, error) {
 	}
 	d.skel = dir
 	return dir, nil
+}
+
+// shiftSkeleton gives the skeleton (made by the server, nothing of a
+// sandbox's in it) to the sandboxes' root.
+func shiftSkeleton(dir string, ids sandbox.IDMap) error {
+	root := int(ids.ToHost(0))
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, root, root)
+	})
 }

@@ -519,18 +519,19 @@ func (d *Driver) ArchiveIn(ctx context.Context, ref sandbox.Ref, p string, r io.
 }
 
 // sandboxOwner resolves the sandbox's default user (the image's USER) to
-// uid/gid through the sandbox's own /etc/passwd; nil for root or unknown.
+// host uid/gid through the sandbox's own /etc/passwd and its id map; nil
+// when files the server creates need no chown (root, no user namespace).
 func sandboxOwner(root *os.Root, st *state) *[2]int {
 	u := st.User
 	if u == "" || u == "root" || u == "0" {
-		return nil
+		u = "0"
 	}
 	name, group, _ := strings.Cut(u, ":")
 	uid, gid := -1, -1
 	if n, err := strconv.Atoi(name); err == nil {
 		uid, gid = n, n
 	}
-	if b, err := root.ReadFile("etc/passwd"); err == nil {
+	if b, err := readBounded(root, "etc/passwd"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			f := strings.Split(line, ":")
 			if len(f) >= 4 && (f[0] == name || f[2] == name) {
@@ -543,7 +544,7 @@ func sandboxOwner(root *os.Root, st *state) *[2]int {
 	if group != "" {
 		if n, err := strconv.Atoi(group); err == nil {
 			gid = n
-		} else if b, err := root.ReadFile("etc/group"); err == nil {
+		} else if b, err := readBounded(root, "etc/group"); err == nil {
 			for _, line := range strings.Split(string(b), "\n") {
 				if f := strings.Split(line, ":"); len(f) >= 3 && f[0] == group {
 					gid, _ = strconv.Atoi(f[2])
@@ -552,12 +553,30 @@ func sandboxOwner(root *os.Root, st *state) *[2]int {
 		}
 	}
 	if uid <= 0 {
-		return nil
+		uid, gid = 0, 0
 	}
 	if gid < 0 {
 		gid = uid
 	}
-	return &[2]int{uid, gid}
+	if uid == 0 && st.IDs.Identity() {
+		return nil // files the server creates are root's already
+	}
+	return &[2]int{int(st.IDs.ToHost(uint32(uid))), int(st.IDs.ToHost(uint32(gid)))}
+}
+
+// readBounded reads a small sandbox file (a passwd or group database) of at
+// most 1 MiB: the sandbox writes these, and a huge one must not cost the
+// server its memory.
+func readBounded(root *os.Root, name string) ([]byte, error) {
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", name)
+	}
+	return io.ReadAll(io.LimitReader(f, 1<<20))
 }
 
 // mkdirAllOwned creates dir and missing parents, giving new ones to owner.

@@ -85,12 +85,27 @@ type Options struct {
 	Keychain authn.Keychain
 	// CgroupRoot is the cgroup filesystem root (default /sys/fs/cgroup).
 	CgroupRoot string
+	// IDs maps every sandbox's uids and gids onto an unprivileged host
+	// range (one range shared by all sandboxes; each sandbox has its own
+	// user namespace). Default: DefaultIDs.
+	IDs sandbox.IDMap
+	// RunDir holds the sandboxes' mount points (default /run/techboss).
+	// bubblewrap runs as the sandbox's unprivileged root, which may not
+	// traverse the private DataDir: the driver mounts everything a sandbox
+	// sees under one directory it may traverse, and nothing else.
+	RunDir string
 }
+
+// DefaultIDs is the host range sandboxes' ids map to: 65,536 ids from
+// 1,000,000,000, inside the range systemd leaves to containers and far
+// from the ranges /etc/subuid hands to users (from 100,000).
+var DefaultIDs = sandbox.IDMap{HostBase: 1_000_000_000, Size: 65536}
 
 // Driver is the local bubblewrap driver. It is safe for concurrent use.
 type Driver struct {
 	opts     Options
 	instance string // short hash of DataDir, in cgroup names
+	runDir   string // RunDir/instance: the sandboxes' mount points
 	log      *slog.Logger
 	bwrap    string
 	cgMode   cgroupMode
@@ -141,12 +156,22 @@ type state struct {
 	Volume    string  `json:"volume,omitempty"` // "<owner>/<name>" when persistent
 	User      string  `json:"user,omitempty"`
 	// IDs is the sandbox's user namespace mapping (zero: none).
-	IDs     sandbox.IDMap `json:"ids,omitzero"`
-	Created time.Time     `json:"created"`
+	IDs sandbox.IDMap `json:"ids,omitzero"`
+	// Root is the mount point of the sandbox's root (empty in state from
+	// before user namespaces: Dir/root).
+	Root string `json:"root,omitempty"`
+	// RunDir holds Root (removed at teardown).
+	RunDir  string    `json:"run_dir,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 func (s *state) socket() string { return filepath.Join(s.Dir, "agent.sock") }
-func (s *state) merged() string { return filepath.Join(s.Dir, "root") }
+func (s *state) merged() string {
+	if s.Root != "" {
+		return s.Root
+	}
+	return filepath.Join(s.Dir, "root")
+}
 
 // FindInitBinary looks for techboss-sandbox-init next to the running
 // executable, then on PATH.
@@ -199,6 +224,15 @@ func New(o Options) (*Driver, error) {
 	if o.CgroupRoot == "" {
 		o.CgroupRoot = "/sys/fs/cgroup"
 	}
+	if o.IDs.Size == 0 {
+		o.IDs = DefaultIDs
+	}
+	if o.IDs.Size < 65536 || uint64(o.IDs.HostBase)+uint64(o.IDs.Size) > 1<<32-1 || o.IDs.HostBase < 65536 {
+		return nil, fmt.Errorf("local driver: sandbox id range %d+%d: needs 65536 ids above 65535 within 32 bits", o.IDs.HostBase, o.IDs.Size)
+	}
+	if o.RunDir == "" {
+		o.RunDir = "/run/techboss"
+	}
 	abs, err := filepath.Abs(o.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("local driver: data dir: %w", err)
@@ -214,8 +248,18 @@ func New(o Options) (*Driver, error) {
 			return nil, fmt.Errorf("local driver: %w", err)
 		}
 	}
+	// Image files are owned by the sandboxes' shifted ids, so the cache is
+	// per id range.
+	imgDir := filepath.Join(abs, "images", fmt.Sprintf("ids-%d", o.IDs.HostBase))
+	if err := os.MkdirAll(imgDir, 0o700); err != nil {
+		return nil, fmt.Errorf("local driver: %w", err)
+	}
+	ids := o.IDs
 	imgs, err := image.NewCache(image.Options{
-		Dir:      filepath.Join(abs, "images"),
+		Dir: imgDir,
+		ShiftIDs: func(uid, gid int) (int, int) {
+			return int(ids.ToHost(uint32(uid))), int(ids.ToHost(uint32(gid)))
+		},
 		Keychain: o.Keychain,
 		Logger:   o.Logger,
 		Metrics:  o.Metrics,
@@ -224,8 +268,19 @@ func New(o Options) (*Driver, error) {
 		return nil, fmt.Errorf("local driver: %w", err)
 	}
 	sum := sha256.Sum256([]byte(abs))
+	instance := hex.EncodeToString(sum[:4])
+	runDir := filepath.Join(o.RunDir, instance)
+	// RunDir may be traversed by all (names only); the instance's dir by
+	// root and the sandboxes' root group, which bubblewrap runs as.
+	if err := os.MkdirAll(o.RunDir, 0o711); err != nil {
+		return nil, fmt.Errorf("local driver: run dir: %w", err)
+	}
+	if err := mkdirFor(runDir, o.IDs); err != nil {
+		return nil, fmt.Errorf("local driver: run dir: %w", err)
+	}
 	d := &Driver{
-		instance: hex.EncodeToString(sum[:4]),
+		instance: instance,
+		runDir:   runDir,
 		opts:     o,
 		log:      o.Logger,
 		bwrap:    bw,
@@ -375,7 +430,9 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 		}
 		return st, fmt.Errorf("create sandbox dir: %w", err)
 	}
-	st = state{ID: r.id, Owner: r.owner, Dir: dir, Created: d.opts.Now(), Cgroups: cgroups{Mode: d.cgMode}}
+	st = state{ID: r.id, Owner: r.owner, Dir: dir, Created: d.opts.Now(), Cgroups: cgroups{Mode: d.cgMode},
+		IDs: d.opts.IDs, RunDir: filepath.Join(d.runDir, r.id)}
+	st.Root = filepath.Join(st.RunDir, "root")
 	defer func() {
 		if err != nil {
 			if cerr := d.teardown(st); cerr != nil {
@@ -389,10 +446,21 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	if r.upper != "" {
 		upper = r.upper
 	}
-	for _, p := range []string{upper, work, st.merged()} {
+	for _, p := range []string{upper, work} {
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			return st, fmt.Errorf("create overlay dirs: %w", err)
 		}
+	}
+	if err := mkdirFor(st.RunDir, st.IDs); err != nil {
+		return st, fmt.Errorf("create mount point: %w", err)
+	}
+	if err := os.Mkdir(st.Root, 0o755); err != nil {
+		return st, fmt.Errorf("create mount point: %w", err)
+	}
+	// The root directory of the overlay is the upper dir's: the sandbox's
+	// root owns it (a build's upper may already hold a shifted tree).
+	if err := os.Lchown(upper, int(st.IDs.ToHost(0)), int(st.IDs.ToHost(0))); err != nil {
+		return st, fmt.Errorf("create overlay dirs: %w", err)
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(r.rootfs.Layers, ":"), upper, work)
 	if err := unix.Mount("overlay", st.merged(), "overlay", 0, opts); err != nil {
@@ -414,13 +482,30 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	if err := checkMountTargets(st.merged(), r); err != nil {
 		return st, err
 	}
+	root, err := os.OpenRoot(st.merged())
+	if err != nil {
+		return st, fmt.Errorf("open sandbox root: %w", err)
+	}
+	defer root.Close()
 	if statErr != nil {
 		// A new workspace belongs to the image's user, so it can write there.
-		if root, err := os.OpenRoot(st.merged()); err == nil {
-			if owner := sandboxOwner(root, &st); owner != nil {
-				_ = os.Chown(st.Workspace, owner[0], owner[1])
+		if owner := sandboxOwner(root, &st); owner != nil {
+			if err := os.Chown(st.Workspace, owner[0], owner[1]); err != nil {
+				return st, fmt.Errorf("create workspace: %w", err)
 			}
-			_ = root.Close()
+		}
+	} else if err := shiftWorkspace(st.Workspace, st.IDs); err != nil {
+		return st, err
+	}
+	// Everything the sandbox sees beyond its root is mounted into the root
+	// here, by the host, so bubblewrap (unprivileged on the host) needs no
+	// path but the root's.
+	if err := bindInto(root, st.merged(), st.Workspace, "/workspace", false); err != nil {
+		return st, err
+	}
+	for _, m := range r.mounts {
+		if err := bindInto(root, st.merged(), m.Source, m.Target, m.ReadOnly); err != nil {
+			return st, err
 		}
 	}
 
@@ -483,34 +568,53 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 	}
 	defer logFile.Close()
 
-	bwArgs := append([]string{d.bwrap}, d.bwrapArgs(st, r)...)
-	bwArgs = append(bwArgs, "--info-fd", "5", "--", "/proc/self/fd/4", "agent")
-	// Own session: the sandbox must not receive the server's terminal
-	// signals nor die with it.
-	sys := &syscall.SysProcAttr{Setsid: true}
-	path, args := d.opts.InitBinary, bwArgs
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		infoW.Close()
+		envR.Close()
+		return fmt.Errorf("sync pipe: %w", err)
+	}
+	defer syncW.Close()
+
+	args := []string{d.opts.InitBinary, "launch", "--", d.bwrap}
+	args = append(args, d.bwrapArgs(st, r)...)
+	args = append(args, "--info-fd", "5", "--", "/proc/self/fd/4", "agent")
+	// The helper starts as uid 0 of a new user namespace whose ids are the
+	// unprivileged host range: whatever escapes bubblewrap is nobody on the
+	// host. Own session: the sandbox must not receive the server's
+	// terminal signals nor die with it.
+	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(st.IDs.HostBase), Size: int(st.IDs.Size)}}
+	sys := &syscall.SysProcAttr{
+		Setsid:                     true,
+		Cloneflags:                 syscall.CLONE_NEWUSER,
+		UidMappings:                ids,
+		GidMappings:                ids,
+		GidMappingsEnableSetgroups: true, // the agent sets image users' groups
+		Credential:                 &syscall.Credential{Uid: 0, Gid: 0},
+	}
 	if st.Cgroups.Mode == cgroupV2 && len(st.Cgroups.Dirs) == 1 {
 		// cgroup2 places the child at clone time (CLONE_INTO_CGROUP).
 		cgDir, err := os.Open(st.Cgroups.Dirs[0])
 		if err != nil {
+			infoW.Close()
+			envR.Close()
+			syncR.Close()
 			return fmt.Errorf("open cgroup: %w", err)
 		}
 		defer cgDir.Close()
 		sys.UseCgroupFD, sys.CgroupFD = true, int(cgDir.Fd())
-		path = d.bwrap
-	} else {
-		// cgroup v1 cannot: the helper joins the groups, then execs bwrap.
-		args = append(append([]string{d.opts.InitBinary, "launch"}, st.Cgroups.procsFiles()...), "--")
-		args = append(args, bwArgs...)
 	}
-	p, err := os.StartProcess(path, args, &os.ProcAttr{
+	// Executed through its descriptor (fd 4 in the child): the helper's
+	// directory may be private to host root, which the child no longer is.
+	p, err := os.StartProcess("/proc/self/fd/4", args, &os.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
-		Files: []*os.File{nil, logFile, logFile, lnFile, agentBin, infoW, envR},
+		Files: []*os.File{nil, logFile, logFile, lnFile, agentBin, infoW, envR, syncR},
 		Sys:   sys,
 	})
 	infoW.Close()
 	envR.Close()
+	syncR.Close()
 	if err != nil {
 		return fmt.Errorf("start bubblewrap: %w", err)
 	}
@@ -518,6 +622,21 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 	// The process is reaped in Destroy (wait4) or by whoever inherits it
 	// after a restart; no goroutine waits on it.
 	_ = p.Release()
+	// cgroup v1 cannot place a child at clone time, and the helper, inside
+	// its namespace, may not write the host's cgroup files: the driver
+	// moves it, then lets it go on.
+	if st.Cgroups.Mode != cgroupV2 {
+		pid := []byte(strconv.Itoa(st.BwrapPID))
+		for _, f := range st.Cgroups.procsFiles() {
+			if err := os.WriteFile(f, pid, 0); err != nil {
+				return fmt.Errorf("join cgroup: %w", err)
+			}
+		}
+	}
+	if _, err := syncW.Write([]byte{1}); err != nil {
+		return fmt.Errorf("release sandbox helper: %w", err)
+	}
+	syncW.Close()
 	// Written before waiting for bwrap: the pipe holds 1 MiB, and the agent
 	// drains it first thing. EPIPE here means the sandbox died; the info
 	// read below reports why.
@@ -591,16 +710,9 @@ func (d *Driver) bwrapArgs(st *state, r startRequest) []string {
 		"--proc", "/proc",
 		"--dev", "/dev",
 		"--perms", "1777", "--tmpfs", "/tmp",
-		"--bind", st.Workspace, "/workspace",
+		// /workspace and the server's mounts are already in the root.
+		"--chdir", "/", "--clearenv",
 	)
-	for _, m := range r.mounts {
-		if m.ReadOnly {
-			a = append(a, "--ro-bind", m.Source, m.Target)
-		} else {
-			a = append(a, "--bind", m.Source, m.Target)
-		}
-	}
-	a = append(a, "--chdir", "/", "--clearenv")
 	return a
 }
 
@@ -936,6 +1048,11 @@ func (d *Driver) teardown(st state) error {
 	}
 	if errOut != nil {
 		return errOut
+	}
+	if st.RunDir != "" {
+		if err := os.RemoveAll(st.RunDir); err != nil {
+			return fmt.Errorf("remove sandbox mount point: %w", err)
+		}
 	}
 	if err := os.RemoveAll(st.Dir); err != nil {
 		return fmt.Errorf("remove sandbox dir: %w", err)

@@ -1,0 +1,127 @@
+package local
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/techbossai/techboss/internal/sandbox"
+)
+
+// mkdirFor creates dir (and parents) for bubblewrap to traverse: mode 0710,
+// owned by host root with the sandboxes' root group, so a sandbox's
+// unprivileged root may pass through it and nobody else on the host may.
+func mkdirFor(dir string, ids sandbox.IDMap) error {
+	if err := os.MkdirAll(dir, 0o710); err != nil {
+		return err
+	}
+	if err := os.Chown(dir, 0, int(ids.ToHost(0))); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o710)
+}
+
+// bindInto bind-mounts the host path source at target inside the sandbox
+// root (opened as root, mounted at merged), creating the mount point. The
+// mount point is resolved beneath the root without following any symlink
+// (openat2), so an image cannot redirect the mount onto the host.
+func bindInto(root *os.Root, merged, source, target string, readOnly bool) error {
+	fi, err := os.Stat(source)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", target, err)
+	}
+	rel := strings.TrimPrefix(filepath.Clean("/"+target), "/")
+	if rel == "" {
+		return fmt.Errorf("mount %s: not below /", target)
+	}
+	if dir := filepath.Dir(rel); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("mount point %s: %w", target, err)
+		}
+	}
+	if fi.IsDir() {
+		if err := root.Mkdir(rel, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("mount point %s: %w", target, err)
+		}
+	} else if f, err := root.OpenFile(rel, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+		_ = f.Close()
+	} else {
+		return fmt.Errorf("mount point %s: %w", target, err)
+	}
+	dirfd, err := unix.Open(merged, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", target, err)
+	}
+	defer unix.Close(dirfd)
+	fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err != nil {
+		return fmt.Errorf("mount point %s: %w", target, err)
+	}
+	defer unix.Close(fd)
+	at := "/proc/self/fd/" + strconv.Itoa(fd)
+	if err := unix.Mount(source, at, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("mount %s: %w", target, err)
+	}
+	if readOnly {
+		// The remount must name the new mount, not the fd's (the old) one.
+		fd2, err := unix.Openat2(dirfd, rel, &unix.OpenHow{
+			Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		})
+		if err != nil {
+			return fmt.Errorf("mount %s read-only: %w", target, err)
+		}
+		defer unix.Close(fd2)
+		if err := unix.Mount("", "/proc/self/fd/"+strconv.Itoa(fd2), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("mount %s read-only: %w", target, err)
+		}
+	}
+	return nil
+}
+
+// shiftWorkspace gives a workspace created before sandboxes had user
+// namespaces (owned by host ids below the range) to the sandbox's ids, once:
+// uid n becomes ids.ToHost(n). The walk is by handle beneath the workspace.
+func shiftWorkspace(dir string, ids sandbox.IDMap) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("workspace: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || ids.Identity() || st.Uid >= ids.HostBase {
+		return nil
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fmt.Errorf("workspace: %w", err)
+	}
+	defer root.Close()
+	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		s, ok := info.Sys().(*syscall.Stat_t)
+		if !ok || s.Uid >= ids.HostBase {
+			return nil
+		}
+		return root.Lchown(p, int(ids.ToHost(s.Uid)), int(ids.ToHost(s.Gid)))
+	})
+	if err != nil {
+		return fmt.Errorf("shift workspace ids: %w", err)
+	}
+	return nil
+}
