@@ -1,0 +1,330 @@
+package netpolicy
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+type probe struct {
+	name  string
+	addr  string
+	reach bool
+}
+
+func checkProbes(t *testing.T, nsPath string, probes []probe) {
+	t.Helper()
+	for _, p := range probes {
+		err := dialFrom(t, nsPath, p.addr)
+		switch {
+		case p.reach && err != nil:
+			t.Errorf("%s: dial %s from sandbox: %v, want a connection", p.name, p.addr, err)
+		case !p.reach && err == nil:
+			t.Errorf("%s: dial %s from sandbox connected, want it refused", p.name, p.addr)
+		case !p.reach && !refused(err):
+			t.Errorf("%s: dial %s from sandbox: %v, want a quick refusal, not a timeout", p.name, p.addr, err)
+		}
+	}
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// defaultGateway is the host's IPv4 default gateway, which pasta gives the
+// sandbox as its own.
+func defaultGateway(t *testing.T) string {
+	b, err := os.ReadFile("/proc/net/route")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(l)
+		if len(f) > 2 && f[1] == "00000000" {
+			g, err := hex.DecodeString(f[2])
+			if err == nil && len(g) == 4 {
+				var a [4]byte
+				binary.LittleEndian.PutUint32(a[:], binary.BigEndian.Uint32(g))
+				return netip.AddrFrom4(a).String()
+			}
+		}
+	}
+	t.Skip("host has no IPv4 default route")
+	return ""
+}
+
+// hostIP is an address of the host's default-route interface.
+func hostIP(t *testing.T) string {
+	c, err := net.Dial("udp4", defaultGateway(t)+":9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String()
+}
+
+func mustAllow(t *testing.T, entries ...string) []Rule {
+	t.Helper()
+	r, err := ParseAllow(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func mustOperator(t *testing.T, entries ...string) []Rule {
+	t.Helper()
+	r, err := ParseOperatorAllow(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestFull: network "full" reaches public addresses and nothing of the
+// host's, link-local or private.
+func TestFull(t *testing.T) {
+	requireTools(t)
+	w := newWorld(t)
+	ns := sandboxNS(t)
+	startNet(t, ns, Policy{Mode: Full}, w, nil)
+	var inside string
+	if err := inNS(t, ns, func() error { inside = serve(t, "", "127.0.0.1:0"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	hostAny := serve(t, "", "0.0.0.0:0")
+	checkProbes(t, ns, []probe{
+		{"public address through pasta", w.public, true},
+		{"public address a name resolves to, unresolved", w.denied, true},
+		{"sandbox's own loopback", inside, true},
+		{"host loopback", "127.0.0.1:" + port(w.hostLo), false},
+		{"host loopback through the gateway address", net.JoinHostPort(defaultGateway(t), port(w.hostLo)), false},
+		{"host's default-route address", net.JoinHostPort(hostIP(t), port(hostAny)), false},
+		{"host's own public-looking address", w.hostVeth, false},
+		{"link-local on the host", w.linkLocal, false},
+		{"metadata address", "169.254.169.254:80", false},
+		{"RFC 1918 on the host", w.hostPrivate, false},
+		{"RFC 1918 beyond the host", w.remote10, false},
+	})
+	// Every name resolves in full mode, through the proxy.
+	if rcode, ips := resolveFrom(t, ns, "denied.test"); rcode != dns.RcodeSuccess || !slices.Equal(ips, []string{"198.51.100.3"}) {
+		t.Errorf("resolve denied.test in full mode: rcode %s, %v; want NOERROR [198.51.100.3]", dns.RcodeToString[rcode], ips)
+	}
+}
+
+// TestAllowedPrefixes: the operator's list opens anything, including the
+// host's addresses and link-local; a sandbox's prefixes open private ranges
+// but never link-local or the host's addresses. This is also the control
+// for TestFull: the refused targets are routed and listening.
+func TestAllowedPrefixes(t *testing.T) {
+	requireTools(t)
+	w := newWorld(t)
+	t.Run("operator", func(t *testing.T) {
+		ns := sandboxNS(t)
+		startNet(t, ns, Policy{Mode: Full, Operator: mustOperator(t,
+			"198.51.100.254", "169.254.77.1/32", "10.204.0.1", "10.203.0.0/24:"+port(w.remote10))}, w, nil)
+		checkProbes(t, ns, []probe{
+			{"host's own address, allowed", w.hostVeth, true},
+			{"link-local, allowed", w.linkLocal, true},
+			{"host private, allowed", w.hostPrivate, true},
+			{"remote private, allowed on its port", w.remote10, true},
+			{"host loopback stays closed", "127.0.0.1:" + port(w.hostLo), false},
+		})
+	})
+	t.Run("sandbox", func(t *testing.T) {
+		ns := sandboxNS(t)
+		startNet(t, ns, Policy{Mode: Full, Allow: mustAllow(t,
+			"10.203.0.0/24", "10.204.0.0/16", "169.254.0.0/16", "198.51.100.254/32")}, w, nil)
+		checkProbes(t, ns, []probe{
+			{"remote private, allowed", w.remote10, true},
+			{"host private stays closed", w.hostPrivate, false},
+			{"link-local stays closed", w.linkLocal, false},
+			{"host's own address stays closed", w.hostVeth, false},
+		})
+	})
+}
+
+// TestPastaFlags shows what each of pasta's safety flags prevents: without
+// -T none the host's loopback services appear on the sandbox's loopback,
+// and without --no-map-gw they answer on the gateway address. TestFull
+// passing with the flags is what they buy.
+func TestPastaFlags(t *testing.T) {
+	requireTools(t)
+	w := newWorld(t)
+	hostLo := "127.0.0.1:" + port(w.hostLo)
+	t.Run("-T auto", func(t *testing.T) {
+		ns := sandboxNS(t)
+		unsafe := slices.Clone(pastaSafety)
+		unsafe[slices.Index(unsafe, "-T")+1] = "auto"
+		startNet(t, ns, Policy{Mode: Full}, w, unsafe)
+		checkProbes(t, ns, []probe{{"host loopback via pasta's -T auto", hostLo, true}})
+	})
+	t.Run("map-gw", func(t *testing.T) {
+		ns := sandboxNS(t)
+		unsafe := slices.DeleteFunc(slices.Clone(pastaSafety), func(s string) bool { return s == "--no-map-gw" })
+		startNet(t, ns, Policy{Mode: Full}, w, unsafe)
+		checkProbes(t, ns, []probe{{"host loopback through the gateway address without --no-map-gw",
+			net.JoinHostPort(defaultGateway(t), port(w.hostLo)), true}})
+	})
+}
+
+// TestAllowList: only allowed names resolve, and only their answers'
+// addresses on the allowed port open, once resolved.
+func TestAllowList(t *testing.T) {
+	requireTools(t)
+	w := newWorld(t)
+	ns := sandboxNS(t)
+	startNet(t, ns, Policy{Mode: AllowList, Allow: mustAllow(t,
+		"allowed.test:"+port(w.allowed), "10.203.0.0/24")}, w, nil)
+	var inside string
+	if err := inNS(t, ns, func() error { inside = serve(t, "", "127.0.0.1:0"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	checkProbes(t, ns, []probe{
+		{"allowed name's address before it is resolved", w.allowed, false},
+		{"sandbox's own loopback", inside, true},
+	})
+	if rcode, ips := resolveFrom(t, ns, "allowed.test"); rcode != dns.RcodeSuccess || !slices.Equal(ips, []string{"198.51.100.2"}) {
+		t.Fatalf("resolve allowed.test: rcode %s, %v; want NOERROR [198.51.100.2]", dns.RcodeToString[rcode], ips)
+	}
+	if rcode, ips := resolveFrom(t, ns, "denied.test"); rcode != dns.RcodeNameError || len(ips) != 0 {
+		t.Errorf("resolve denied.test: rcode %s, %v; want NXDOMAIN", dns.RcodeToString[rcode], ips)
+	}
+	checkProbes(t, ns, []probe{
+		{"allowed name, allowed port", w.allowed, true},
+		{"allowed name's address, another port", w.allowed2, false},
+		{"denied name's address", w.denied, false},
+		{"public address never resolved", w.public, false},
+		{"allowed prefix", w.remote10, true},
+		{"host loopback", "127.0.0.1:" + port(w.hostLo), false},
+		{"link-local on the host", w.linkLocal, false},
+		{"host's own address", w.hostVeth, false},
+	})
+}
+
+// TestSandboxCannotChangeRules: code without capabilities in the sandbox's
+// namespace cannot flush the rules; the control shows the same helper with
+// capabilities can, and that the probe then connects.
+func TestSandboxCannotChangeRules(t *testing.T) {
+	requireTools(t)
+	w := newWorld(t)
+	ns := sandboxNS(t)
+	startNet(t, ns, Policy{Mode: Full}, w, nil)
+	helper := func(dropCaps bool) (string, error) {
+		args := []string{"--net=" + ns}
+		if dropCaps {
+			args = append(args, "setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--ambient-caps", "-all", "--")
+		}
+		args = append(args, os.Args[0], "-test.run=^$")
+		cmd := exec.Command("nsenter", args...)
+		cmd.Env = append(os.Environ(), helperEnv+"=flush")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := helper(true)
+	if err != nil {
+		t.Fatalf("helper without capabilities: %v: %s", err, out)
+	}
+	if c := capsOf(out); c != "0000000000000000" {
+		t.Fatalf("helper CapEff %q, want none", c)
+	}
+	if !strings.Contains(out, "operation not permitted") {
+		t.Errorf("flush without capabilities: %s; want EPERM", out)
+	}
+	checkProbes(t, ns, []probe{{"host's own address after the attempt", w.hostVeth, false}})
+
+	out, err = helper(false)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("control: helper with capabilities: %v: %s; want the flush to work", err, out)
+	}
+	checkProbes(t, ns, []probe{{"host's own address once the rules are gone", w.hostVeth, true}})
+}
+
+// TestReadopt: a server restart detaches (Close) and re-attaches (Attach)
+// without disturbing the sandbox; Attach restarts a pasta that died.
+func TestReadopt(t *testing.T) {
+	requireTools(t)
+	w := newWorld(t)
+	ns := sandboxNS(t)
+	p := Policy{Mode: AllowList, Allow: mustAllow(t, "allowed.test")}
+	o := Options{NetNS: ns, Policy: p, StateDir: t.TempDir(), Upstreams: []string{w.upstream}}
+	n, err := Start(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := n.State()
+	t.Cleanup(func() { _ = Stop(st) })
+	if rcode, _ := resolveFrom(t, ns, "allowed.test"); rcode != dns.RcodeSuccess {
+		t.Fatalf("resolve: %s", dns.RcodeToString[rcode])
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !pastaAlive(st) {
+		t.Fatal("pasta stopped with Close, want it to outlive the server")
+	}
+	checkProbes(t, ns, []probe{{"resolved address while detached", w.allowed, true}})
+
+	n, err = Attach(context.Background(), o, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := n.State(); got != st {
+		t.Errorf("Attach state %+v, want %+v (same pasta)", got, st)
+	}
+	if rcode, _ := resolveFrom(t, ns, "denied.test"); rcode != dns.RcodeNameError {
+		t.Errorf("after Attach, resolve denied.test: %s, want NXDOMAIN", dns.RcodeToString[rcode])
+	}
+	checkProbes(t, ns, []probe{{"unresolved public address after Attach", w.public, false}})
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := Stop(st); err != nil {
+		t.Fatal(err)
+	}
+	if pastaAlive(st) {
+		t.Fatal("pasta alive after Stop")
+	}
+	n, err = Attach(context.Background(), o, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2 := n.State()
+	t.Cleanup(func() { _ = Stop(st2) })
+	if st2 == st || !pastaAlive(st2) {
+		t.Fatalf("Attach after pasta died: state %+v, want a new running pasta", st2)
+	}
+	if rcode, _ := resolveFrom(t, ns, "allowed.test"); rcode != dns.RcodeSuccess {
+		t.Fatalf("resolve after pasta restart: %s", dns.RcodeToString[rcode])
+	}
+	checkProbes(t, ns, []probe{{"allowed address through the new pasta", w.allowed, true}})
+	if err := n.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	if pastaAlive(st2) {
+		t.Fatal("pasta alive after Destroy")
+	}
+}
+
+// TestStartRefusesOwnNamespace: rules installed in the server's namespace
+// would cut the host off.
+func TestStartRefusesOwnNamespace(t *testing.T) {
+	requireTools(t)
+	_, err := Start(context.Background(), Options{NetNS: "/proc/self/ns/net", StateDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "own network namespace") {
+		t.Fatalf("Start in own namespace: %v, want a refusal", err)
+	}
+}
