@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,10 +99,15 @@ func run(t testing.TB, args ...string) {
 	}
 }
 
-// sandboxNS starts a real sandbox (bubblewrap with its own network and PID
-// namespaces and no capabilities) and returns the path of its network
-// namespace. The sandbox dies with the test.
+// sandboxNS starts a real sandbox as the local driver does: bubblewrap as
+// uid 0 of a new user namespace mapped onto unprivileged host ids, with its
+// own network and PID namespaces and no capabilities. It returns the
+// sandbox init's pid; the sandbox dies with the test.
 func sandboxNS(t testing.TB) string {
+	return NetNSPath(sandboxPID(t))
+}
+
+func sandboxPID(t testing.TB) int {
 	t.Helper()
 	infoR, infoW, err := os.Pipe()
 	if err != nil {
@@ -111,6 +117,12 @@ func sandboxNS(t testing.TB) string {
 	cmd := exec.Command("bwrap", "--unshare-net", "--unshare-pid", "--die-with-parent", "--cap-drop", "ALL",
 		"--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--info-fd", "3", "--", "sleep", "infinity")
 	cmd.ExtraFiles = []*os.File{infoW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 1_000_000_000, Size: 65536}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 1_000_000_000, Size: 65536}},
+		Credential:  &syscall.Credential{Uid: 0, Gid: 0},
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +137,7 @@ func sandboxNS(t testing.TB) string {
 	if err := json.NewDecoder(infoR).Decode(&info); err != nil {
 		t.Fatalf("bwrap info: %v", err)
 	}
-	return NetNSPath(info.ChildPID)
+	return info.ChildPID
 }
 
 // world is the network around the sandboxes: a "remote" namespace behind
@@ -266,7 +278,7 @@ func testUpstream(t testing.TB, names map[string]string) string {
 func dialFrom(t testing.TB, nsPath, addr string) error {
 	t.Helper()
 	return inNS(t, nsPath, func() error {
-		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
 			return err
 		}
@@ -353,6 +365,9 @@ func capsOf(out string) string {
 	return ""
 }
 
+// refused reports a dial error that is not a timeout: the rules reject
+// with a TCP reset, so a refusal is immediate.
 func refused(err error) bool {
-	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
