@@ -20,28 +20,36 @@ import (
 func TestCreateIsSparse(t *testing.T) {
 	requireLoop(t)
 	for _, sizeMB := range []int64{512, 10240} {
-		t.Run(fmt.Sprint(sizeMB), func(t *testing.T) {
-			img := filepath.Join(t.TempDir(), "disk.img")
-			if err := Create(t.Context(), img, sizeMB); err != nil {
-				t.Fatal(err)
-			}
-			fi, err := os.Stat(img)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, want := fi.Size(), sizeMB<<20; got != want {
-				t.Errorf("size: got %d, want %d", got, want)
-			}
-			// Formatting writes only superblocks, descriptors, bitmaps
-			// and the root directory: a few MiB at most, whatever the size.
-			if got := allocated(t, img); got > 8<<20 {
-				t.Errorf("a fresh %d MiB image allocates %d KiB on the host, want at most 8 MiB", sizeMB, got>>10)
-			} else {
-				t.Logf("fresh %d MiB image: %d KiB allocated", sizeMB, got>>10)
-			}
-		})
+		for _, k := range kinds {
+			t.Run(fmt.Sprintf("%s/%d", k.name, sizeMB), func(t *testing.T) {
+				img := filepath.Join(t.TempDir(), "disk.img")
+				if err := k.create(t.Context(), img, sizeMB); err != nil {
+					t.Fatal(err)
+				}
+				fi, err := os.Stat(img)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := fi.Size(), sizeMB<<20; got != want {
+					t.Errorf("size: got %d, want %d", got, want)
+				}
+				// Formatting writes only superblocks, descriptors, bitmaps
+				// and the root directory: a few MiB at most, whatever the size.
+				if got := allocated(t, img); got > 8<<20 {
+					t.Errorf("a fresh %d MiB image allocates %d KiB on the host, want at most 8 MiB", sizeMB, got>>10)
+				} else {
+					t.Logf("fresh %d MiB image: %d KiB allocated", sizeMB, got>>10)
+				}
+			})
+		}
 	}
 }
+
+// kinds are the two formats: sandbox disks and persistent volumes.
+var kinds = []struct {
+	name   string
+	create func(context.Context, string, int64) error
+}{{"disk", Create}, {"volume", CreateVolume}}
 
 func TestCreateRefuses(t *testing.T) {
 	requireLoop(t)
@@ -82,8 +90,14 @@ func TestCreateRefuses(t *testing.T) {
 // TestWriteUntilFull is issue 14: writing past disk_mb must fail with
 // ENOSPC and must not grow the host's disk by more than the limit.
 func TestWriteUntilFull(t *testing.T) {
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) { testWriteUntilFull(t, k.create) })
+	}
+}
+
+func testWriteUntilFull(t *testing.T, create func(context.Context, string, int64) error) {
 	const sizeMB = 512
-	d := newMounted(t, sizeMB)
+	d := newMountedKind(t, sizeMB, create)
 	f, err := os.Create(filepath.Join(d.Dir, "fill"))
 	if err != nil {
 		t.Fatal(err)
@@ -198,6 +212,14 @@ func TestMountOptions(t *testing.T) {
 			f.Close()
 		}
 		t.Errorf("opening a device node on the disk: got %v, want EACCES", err)
+	}
+	// Sandbox disks are mounted without barriers, volumes with.
+	if !strings.Contains(superOptions(t, d.Dir), "nobarrier") {
+		t.Errorf("sandbox disk mounted with barriers: %q", superOptions(t, d.Dir))
+	}
+	vol := newMountedKind(t, 64, CreateVolume)
+	if strings.Contains(superOptions(t, vol.Dir), "nobarrier") {
+		t.Errorf("volume mounted without barriers: %q", superOptions(t, vol.Dir))
 	}
 	// Direct I/O keeps the image out of the host page cache.
 	dio, err := os.ReadFile("/sys/block/" + filepath.Base(d.Device) + "/loop/dio")
@@ -348,8 +370,19 @@ func TestMountNotAnImage(t *testing.T) {
 		_ = d.Unmount()
 		t.Fatal("mounting an unformatted file succeeded")
 	}
-	if devs, err := Attached(img); err != nil || len(devs) != 0 {
-		t.Errorf("after a failed Mount, loop devices on the image: %v, %v; want none", devs, err)
+	// A failed mount after the loop device is attached detaches it.
+	good := filepath.Join(dir, "good.img")
+	if err := Create(t.Context(), good, 64); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := Mount(good, filepath.Join(dir, "missing")); err == nil {
+		_ = d.Unmount()
+		t.Fatal("mounting on a missing dir succeeded")
+	}
+	for _, p := range []string{img, good} {
+		if devs, err := Attached(p); err != nil || len(devs) != 0 {
+			t.Errorf("after a failed Mount, loop devices on %s: %v, %v; want none", p, devs, err)
+		}
 	}
 }
 
@@ -452,4 +485,21 @@ func TestCheckFree(t *testing.T) {
 	if err := CheckFree(filepath.Join(dir, "missing"), 1); err == nil || errs.KindOf(err) == errs.InsufficientStorage {
 		t.Errorf("CheckFree on a missing dir: got %v, want a plain error", err)
 	}
+}
+
+// superOptions returns the filesystem options of the mount on dir.
+func superOptions(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir {
+			return f[len(f)-1]
+		}
+	}
+	t.Fatalf("%s not in mountinfo", dir)
+	return ""
 }

@@ -1,6 +1,7 @@
 package diskimg
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -82,10 +83,16 @@ func requireLoop(t testing.TB) {
 // unmounting (and checking the loop device went away) at cleanup.
 func newMounted(t testing.TB, sizeMB int64) *Disk {
 	t.Helper()
+	return newMountedKind(t, sizeMB, Create)
+}
+
+// newMountedKind is newMounted with Create or CreateVolume.
+func newMountedKind(t testing.TB, sizeMB int64, create func(context.Context, string, int64) error) *Disk {
+	t.Helper()
 	requireLoop(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.img")
-	if err := Create(t.Context(), img, sizeMB); err != nil {
+	if err := create(t.Context(), img, sizeMB); err != nil {
 		t.Fatal(err)
 	}
 	mnt := filepath.Join(dir, "disk")

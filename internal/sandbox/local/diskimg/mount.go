@@ -1,6 +1,7 @@
 package diskimg
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -31,7 +32,11 @@ const mountFlags = unix.MS_NOSUID | unix.MS_NODEV
 
 // mountData: noinit_itable keeps the kernel from zeroing the inode tables
 // mkfs left lazy, which would allocate them in the sparse image.
-const mountData = "noinit_itable"
+// Sandbox disks (no journal, see Create) are also mounted nobarrier.
+const (
+	mountData          = "noinit_itable"
+	mountDataEphemeral = mountData + ",nobarrier"
+)
 
 // Disk is an image mounted through a loop device.
 type Disk struct {
@@ -63,6 +68,14 @@ func Mount(image, dir string) (*Disk, error) {
 		return nil, fmt.Errorf("mount disk image: %w", err)
 	}
 	defer f.Close()
+	journal, err := hasJournal(f)
+	if err != nil {
+		return nil, fmt.Errorf("mount disk image %s: %w", img, err)
+	}
+	data := mountDataEphemeral
+	if journal {
+		data = mountData
+	}
 	dev, loop, err := attach(f, img)
 	if err != nil {
 		return nil, fmt.Errorf("mount disk image %s: %w", img, err)
@@ -70,10 +83,31 @@ func Mount(image, dir string) (*Disk, error) {
 	// Our descriptor is the device's only user until the mount takes its
 	// own reference; closing it after a failed mount clears the device.
 	defer loop.Close()
-	if err := unix.Mount(dev, dir, "ext4", mountFlags, mountData); err != nil {
+	if err := unix.Mount(dev, dir, "ext4", mountFlags, data); err != nil {
 		return nil, fmt.Errorf("mount disk image %s on %s: %w", img, dir, err)
 	}
 	return &Disk{Image: img, Dir: dir, Device: dev}, nil
+}
+
+// hasJournal reads the ext4 superblock's has_journal feature, which tells
+// volumes (CreateVolume) from sandbox disks (Create). The image is the
+// server's own (the sandbox writes only through the mounted filesystem),
+// and a superblock that is not ext4 fails the mount anyway.
+func hasJournal(f *os.File) (bool, error) {
+	const (
+		superblock       = 1024
+		magicOff         = 0x38 // __le16 s_magic
+		featureCompatOff = 0x5c // __le32 s_feature_compat
+		compatHasJournal = 0x4
+	)
+	b := make([]byte, 0x60)
+	if _, err := f.ReadAt(b, superblock); err != nil {
+		return false, fmt.Errorf("read superblock: %w", err)
+	}
+	if binary.LittleEndian.Uint16(b[magicOff:]) != 0xef53 {
+		return false, errors.New("not an ext4 image (no ext2/3/4 superblock)")
+	}
+	return binary.LittleEndian.Uint32(b[featureCompatOff:])&compatHasJournal != 0, nil
 }
 
 // attach binds backing to a free loop device with autoclear and returns

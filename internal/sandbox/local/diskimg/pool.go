@@ -35,6 +35,9 @@ type Pool struct {
 
 	mu    sync.Mutex
 	ready []string // formatted images in dir, never mounted
+	// added is closed (and replaced) when an image joins ready: the
+	// broadcast WaitReady waits on. Only push closes it.
+	added chan struct{}
 
 	// wake asks Run to refill (buffered, capacity 1). Never closed.
 	wake chan struct{}
@@ -64,7 +67,7 @@ func NewPool(dir string, sizeMB int64, n int, log *slog.Logger) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("disk pool: %w", err)
 	}
-	p := &Pool{dir: dir, sizeMB: sizeMB, want: n, log: log, wake: make(chan struct{}, 1)}
+	p := &Pool{dir: dir, sizeMB: sizeMB, want: n, log: log, added: make(chan struct{}), wake: make(chan struct{}, 1)}
 	prefix := p.prefix()
 	for _, e := range ents {
 		path := filepath.Join(dir, e.Name())
@@ -126,6 +129,27 @@ func (p *Pool) push(src string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ready = append(p.ready, src)
+	close(p.added)
+	p.added = make(chan struct{})
+}
+
+// WaitReady waits until the pool is full (Run fills it), or ctx is done.
+// A server may call it before taking traffic so the first sandboxes do
+// not pay for formatting.
+func (p *Pool) WaitReady(ctx context.Context) error {
+	for {
+		p.mu.Lock()
+		full, added := len(p.ready) >= p.want, p.added
+		p.mu.Unlock()
+		if full {
+			return nil
+		}
+		select {
+		case <-added:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func (p *Pool) short() bool {
