@@ -52,6 +52,7 @@ import (
 	"github.com/techbossai/techboss/internal/image"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local/agent"
+	"github.com/techbossai/techboss/internal/sandbox/local/seccomp"
 )
 
 var (
@@ -106,6 +107,7 @@ type Driver struct {
 	opts     Options
 	instance string // short hash of DataDir, in cgroup names
 	runDir   string // RunDir/instance: the sandboxes' mount points
+	seccomp  []byte // the filter bubblewrap installs in every sandbox
 	log      *slog.Logger
 	bwrap    string
 	cgMode   cgroupMode
@@ -278,7 +280,12 @@ func New(o Options) (*Driver, error) {
 	if err := mkdirFor(runDir, o.IDs); err != nil {
 		return nil, fmt.Errorf("local driver: run dir: %w", err)
 	}
+	filter, err := seccomp.Program()
+	if err != nil {
+		return nil, fmt.Errorf("local driver: seccomp filter: %w", err)
+	}
 	d := &Driver{
+		seccomp:  filter,
 		instance: instance,
 		runDir:   runDir,
 		opts:     o,
@@ -575,10 +582,28 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 		return fmt.Errorf("sync pipe: %w", err)
 	}
 	defer syncW.Close()
+	// bubblewrap reads the filter to its end: a pipe of its own per start.
+	filterR, filterW, err := os.Pipe()
+	if err != nil {
+		infoW.Close()
+		envR.Close()
+		syncR.Close()
+		return fmt.Errorf("seccomp pipe: %w", err)
+	}
+	setPipeSize(filterW)
+	_, err = filterW.Write(d.seccomp)
+	filterW.Close()
+	defer filterR.Close()
+	if err != nil {
+		infoW.Close()
+		envR.Close()
+		syncR.Close()
+		return fmt.Errorf("seccomp pipe: %w", err)
+	}
 
 	args := []string{d.opts.InitBinary, "launch", "--", d.bwrap}
 	args = append(args, d.bwrapArgs(st, r)...)
-	args = append(args, "--info-fd", "5", "--", "/proc/self/fd/4", "agent")
+	args = append(args, "--seccomp", "8", "--info-fd", "5", "--", "/proc/self/fd/4", "agent")
 	// The helper starts as uid 0 of a new user namespace whose ids are the
 	// unprivileged host range: whatever escapes bubblewrap is nobody on the
 	// host. Own session: the sandbox must not receive the server's
@@ -609,7 +634,7 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 	p, err := os.StartProcess("/proc/self/fd/4", args, &os.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
-		Files: []*os.File{nil, logFile, logFile, lnFile, agentBin, infoW, envR, syncR},
+		Files: []*os.File{nil, logFile, logFile, lnFile, agentBin, infoW, envR, syncR, filterR},
 		Sys:   sys,
 	})
 	infoW.Close()
