@@ -80,7 +80,7 @@ func BenchmarkMountUnmount(b *testing.B) {
 					b.Fatal(err)
 				}
 				t1 := time.Now()
-				if err := d.Unmount(); err != nil {
+				if err := d.Unmount(b.Context()); err != nil {
 					b.Fatal(err)
 				}
 				mounts, unmounts = append(mounts, t1.Sub(t0)), append(unmounts, time.Since(t1))
@@ -145,7 +145,7 @@ func BenchmarkStart(b *testing.B) {
 					}
 					ds = append(ds, time.Since(t0))
 					b.StopTimer()
-					if err := d.Unmount(); err != nil {
+					if err := d.Unmount(b.Context()); err != nil {
 						b.Fatal(err)
 					}
 					_ = os.Remove(img)

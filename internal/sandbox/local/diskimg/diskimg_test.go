@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -317,17 +318,17 @@ func TestUnmountReleasesLoop(t *testing.T) {
 	if devs, err := Attached(d.Image); err != nil || len(devs) != 1 || devs[0] != d.Device {
 		t.Fatalf("Attached while mounted: got %v, %v; want [%s]", devs, err, d.Device)
 	}
-	if err := d.Unmount(); err != nil {
+	if err := d.Unmount(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if devs, err := Attached(d.Image); err != nil || len(devs) != 0 {
 		t.Errorf("Attached after Unmount: got %v, %v; want none", devs, err)
 	}
 	// Idempotent, also for a server that lost the Disk.
-	if err := d.Unmount(); err != nil {
+	if err := d.Unmount(t.Context()); err != nil {
 		t.Errorf("second Unmount: %v", err)
 	}
-	if err := Unmount(d.Image, d.Dir); err != nil {
+	if err := Unmount(t.Context(), d.Image, d.Dir); err != nil {
 		t.Errorf("Unmount of an unmounted image: %v", err)
 	}
 }
@@ -340,7 +341,10 @@ func TestUnmountBusy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = d.Unmount()
+	// The file stays open, so the wait ends at the timeout, not sooner.
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	err = d.Unmount(ctx)
 	if !errors.Is(err, ErrStillAttached) {
 		f.Close()
 		t.Fatalf("Unmount with a file open: got %v, want ErrStillAttached", err)
@@ -367,7 +371,7 @@ func TestMountNotAnImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d, err := Mount(img, dir); err == nil {
-		_ = d.Unmount()
+		_ = d.Unmount(t.Context())
 		t.Fatal("mounting an unformatted file succeeded")
 	}
 	// A failed mount after the loop device is attached detaches it.
@@ -376,7 +380,7 @@ func TestMountNotAnImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d, err := Mount(good, filepath.Join(dir, "missing")); err == nil {
-		_ = d.Unmount()
+		_ = d.Unmount(t.Context())
 		t.Fatal("mounting on a missing dir succeeded")
 	}
 	for _, p := range []string{img, good} {
@@ -416,7 +420,7 @@ func TestConcurrentMounts(t *testing.T) {
 	t.Cleanup(func() {
 		for _, d := range disks {
 			if d != nil {
-				if err := d.Unmount(); err != nil {
+				if err := d.Unmount(context.Background()); err != nil {
 					t.Error(err)
 				}
 			}

@@ -104,7 +104,7 @@ func newMountedKind(t testing.TB, sizeMB int64, create func(context.Context, str
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := Unmount(img, mnt); err != nil {
+		if err := Unmount(context.Background(), img, mnt); err != nil {
 			t.Error(err)
 		}
 	})

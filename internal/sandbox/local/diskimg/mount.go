@@ -1,6 +1,7 @@
 package diskimg
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -228,23 +230,38 @@ func Find(image, dir string) (*Disk, error) {
 // Unmount unmounts the image mounted on dir, if it is, and checks that no
 // loop device still holds the image (ErrStillAttached). Use it when the
 // Disk is not at hand (after a restart, at teardown).
-func Unmount(image, dir string) error {
+func Unmount(ctx context.Context, image, dir string) error {
 	d, err := Find(image, dir)
 	if errors.Is(err, ErrNotMounted) {
-		return stillAttached(image, dir)
+		img, rerr := resolve(image)
+		if rerr != nil {
+			return nil // no image, nothing can hold it
+		}
+		return waitReleased(ctx, img, "", dir)
 	}
 	if err != nil {
 		return err
 	}
-	return d.Unmount()
+	return d.Unmount(ctx)
 }
 
-// Unmount unmounts the disk. When something still uses the filesystem
-// (EBUSY), it detaches it lazily: the mount point is free at once, and the
-// kernel releases the filesystem and its loop device when the last user
-// goes. Until then Unmount reports ErrStillAttached; the image file may be
-// removed regardless (its blocks are freed at the release).
-func (d *Disk) Unmount() error {
+// Unmount unmounts the disk and waits until the kernel has released its
+// loop device.
+//
+// The release is not always immediate: another mount namespace created
+// while the disk was mounted holds a copy of the mount (every bubblewrap
+// sandbox starting does, for the few milliseconds until it drops the
+// host's mount tree), and the filesystem lives until the last copy goes.
+// Unmount waits for that up to releaseWait (or until ctx is done). When
+// something still uses the filesystem in this namespace (EBUSY: a process
+// with a file open on it), it detaches the mount lazily: the mount point
+// is free at once, and the kernel releases the filesystem and its loop
+// device when the last user goes.
+//
+// ErrStillAttached means the wait ended first: a leak until that user goes
+// (Attached and AttachedUnder find it later). The image file may be
+// removed regardless; its blocks are freed at the release.
+func (d *Disk) Unmount(ctx context.Context) error {
 	err := unix.Unmount(d.Dir, 0)
 	if errors.Is(err, unix.EBUSY) {
 		err = unix.Unmount(d.Dir, unix.MNT_DETACH)
@@ -253,18 +270,49 @@ func (d *Disk) Unmount() error {
 	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount disk image %s: %w", d.Dir, err)
 	}
-	return stillAttached(d.Image, d.Dir)
+	return waitReleased(ctx, d.Image, d.Device, d.Dir)
 }
 
-func stillAttached(image, dir string) error {
-	devs, err := Attached(image)
-	if err != nil {
-		return err
+// releaseWait bounds how long Unmount waits for the loop device to go.
+const releaseWait = 2 * time.Second
+
+// waitReleased polls until no loop device is backed by image (only dev,
+// when known). The kernel offers no event for a loop device's release
+// without udev, so this polls, quickly at first: the usual holder, a
+// starting sandbox, lets go within milliseconds.
+func waitReleased(ctx context.Context, image, dev, dir string) error {
+	ctx, cancel := context.WithTimeout(ctx, releaseWait)
+	defer cancel()
+	delay := 200 * time.Microsecond
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	for {
+		devs, err := holders(image, dev)
+		if err != nil || len(devs) == 0 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("unmount %s: %s still holds %s: %w", dir, strings.Join(devs, ", "), image, ErrStillAttached)
+		case <-t.C:
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+		t.Reset(delay)
 	}
-	if len(devs) > 0 {
-		return fmt.Errorf("unmount %s: %s still holds %s: %w", dir, strings.Join(devs, ", "), image, ErrStillAttached)
+}
+
+// holders returns the loop devices backed by image: dev if it is (a
+// device number may be reused by another image at once), or, without dev,
+// any.
+func holders(image, dev string) ([]string, error) {
+	if dev == "" {
+		return attached(image)
 	}
-	return nil
+	b, err := os.ReadFile("/sys/block/" + filepath.Base(dev) + "/loop/backing_file")
+	if err != nil || backingName(b) != image {
+		return nil, nil // detached (ENOENT), or bound to another file since
+	}
+	return []string{dev}, nil
 }
 
 // Attached lists the loop devices whose backing file is image (also after
@@ -279,6 +327,10 @@ func Attached(image string) ([]string, error) {
 			return nil, err
 		}
 	}
+	return attached(img)
+}
+
+func attached(img string) ([]string, error) {
 	all, err := loops()
 	if err != nil {
 		return nil, err

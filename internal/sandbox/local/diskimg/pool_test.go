@@ -79,7 +79,7 @@ func TestPool(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mnt, "x"), []byte("x"), 0o644); err != nil {
 		t.Error(err)
 	}
-	if err := d.Unmount(); err != nil {
+	if err := d.Unmount(t.Context()); err != nil {
 		t.Error(err)
 	}
 	// Run refills.
