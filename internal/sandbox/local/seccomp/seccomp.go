@@ -30,8 +30,10 @@
 //     no ADDR_NO_RANDOMIZE).
 //
 // ptrace, process_vm_readv and process_vm_writev stay allowed, as in Docker
-// on kernels from 4.8 on: the sandbox's PID namespace holds only its own
-// processes, and debuggers (gdb, strace, go test's race runs) need them.
+// on kernels from 4.8 on (where seccomp also filters a tracee's rewritten
+// calls): the sandbox's PID namespace holds only its own processes, the
+// agent's capabilities put it out of reach of capability-less tracers, and
+// debuggers (gdb, strace, delve) need them.
 //
 // Stricter than Docker: system calls of another ABI (i386 through int 0x80
 // on amd64, AArch32 on arm64, and x32) kill the process, where Docker admits

@@ -206,9 +206,30 @@ func TestProgram(t *testing.T) {
 }
 
 // TestCompile runs the compiled filter against an evaluation of the
-// resolved profile, for every system call number and many arguments.
+// resolved profile, for every system call number and many arguments, on
+// each architecture (with the profile resolved for this host's: the names
+// differ, the compiler's work does not).
 func TestCompile(t *testing.T) {
-	a, tb := hostTable(t)
+	p, err := hostProfile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, goarch := range []string{"amd64", "arm64"} {
+		t.Run(goarch, func(t *testing.T) {
+			a, err := archFor(goarch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tb, err := resolve(a, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			testCompile(t, a, tb)
+		})
+	}
+}
+
+func testCompile(t *testing.T, a *arch, tb *table) {
 	insns, err := compile(a, tb)
 	if err != nil {
 		t.Fatal(err)
