@@ -196,7 +196,7 @@ func resolve(a *arch, p *specs.LinuxSeccomp) (*table, error) {
 				return nil, fmt.Errorf("rule for %v: two conditions on argument %d", s.Names, c.Index)
 			}
 			seen[c.Index] = true
-			if _, ok := condOps[c.Op]; !ok {
+			if !supported(c.Op) {
 				return nil, fmt.Errorf("rule for %v: unsupported operator %s", s.Names, c.Op)
 			}
 		}
@@ -460,11 +460,14 @@ func ruleCode(r rule) ([]unix.SockFilter, error) {
 	return out, nil
 }
 
-// condOps are the operators ruleCode compiles.
-var condOps = map[specs.LinuxSeccompOperator]bool{
-	specs.OpEqualTo: true, specs.OpNotEqual: true, specs.OpMaskedEqual: true,
-	specs.OpLessThan: true, specs.OpLessEqual: true,
-	specs.OpGreaterThan: true, specs.OpGreaterEqual: true,
+// supported reports whether ruleCode compiles op.
+func supported(op specs.LinuxSeccompOperator) bool {
+	switch op {
+	case specs.OpEqualTo, specs.OpNotEqual, specs.OpMaskedEqual,
+		specs.OpLessThan, specs.OpLessEqual, specs.OpGreaterThan, specs.OpGreaterEqual:
+		return true
+	}
+	return false
 }
 
 func ld(off uint32) unix.SockFilter {
