@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/techbossai/techboss/internal/blob"
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
 )
 
 // ImportResult describes an init_from_s3 import.
@@ -31,10 +31,22 @@ type ImportResult struct {
 	Skipped int    `json:"skipped"` // keys that are not valid workspace paths
 }
 
+// ImportOptions tunes an import.
+type ImportOptions struct {
+	// Progress, if set, is called after each file (see RestoreOptions).
+	Progress func(Progress)
+	// IDs is the sandbox's user-namespace map, applied when the latest
+	// version is restored (see RestoreOptions.IDs). Plain objects get the
+	// owner of dir itself, which is already a host owner.
+	IDs sandbox.IDMap
+}
+
 // Import fills dir from loc for init_from_s3: when loc holds versions the
 // latest is restored; otherwise every plain object under the prefix (the
-// version area excluded) is copied to the same relative path.
-func (s *Snapshotter) Import(ctx context.Context, loc Location, dir string, progress func(Progress)) (res ImportResult, err error) {
+// version area excluded) is copied to the same relative path. dir's
+// content is the sandbox's and is changed only through a tree (see
+// Restore).
+func (s *Snapshotter) Import(ctx context.Context, loc Location, dir string, opts ImportOptions) (res ImportResult, err error) {
 	start := time.Now()
 	defer func() { s.cfg.Metrics.restoreDone("import", time.Since(start).Seconds(), err) }()
 	versions, err := s.versions(ctx, loc)
@@ -47,7 +59,7 @@ func (s *Snapshotter) Import(ctx context.Context, loc Location, dir string, prog
 		if err != nil {
 			return res, err
 		}
-		st, err := s.restoreManifest(ctx, loc, m, dir, RestoreOptions{Progress: progress})
+		st, err := s.restoreManifest(ctx, loc, m, dir, RestoreOptions{Progress: opts.Progress, IDs: opts.IDs})
 		if err != nil {
 			return res, err
 		}
@@ -66,18 +78,34 @@ func (s *Snapshotter) Import(ctx context.Context, loc Location, dir string, prog
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return res, fmt.Errorf("import target: %w", err)
 	}
+	top, err := openTree(dir)
+	if err != nil {
+		return res, fmt.Errorf("import target: %w", err)
+	}
+	defer top.Close()
 	var done, doneBytes atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.cfg.Concurrency)
+	// Objects are listed in key order: those sharing a directory come in a
+	// row, which the cursor resolves (and creates) once.
+	c := &cursor{top: top}
+	defer c.Close()
 	for _, o := range objs {
+		d, err := c.mkdirs(parentOf(o.rel), 0o755)
+		if err != nil {
+			g.Wait()
+			return res, importErr(o.rel, err)
+		}
+		d = d.hold()
 		g.Go(func() error {
-			n, err := s.importObject(gctx, loc.Store, blob.Join(loc.Prefix, o.rel), dir, o.rel)
+			defer d.Close()
+			n, err := s.importObject(gctx, loc.Store, blob.Join(loc.Prefix, o.rel), d, o.rel)
 			if err != nil {
 				return err
 			}
-			d, b := done.Add(1), doneBytes.Add(n)
-			if progress != nil {
-				progress(Progress{FilesDone: int(d), FilesTotal: len(objs), BytesDone: b, BytesTotal: total})
+			n1, b := done.Add(1), doneBytes.Add(n)
+			if opts.Progress != nil {
+				opts.Progress(Progress{FilesDone: int(n1), FilesTotal: len(objs), BytesDone: b, BytesTotal: total})
 			}
 			return nil
 		})
@@ -85,36 +113,24 @@ func (s *Snapshotter) Import(ctx context.Context, loc Location, dir string, prog
 	if err := g.Wait(); err != nil {
 		return res, err
 	}
-	if err := chownTree(dir); err != nil {
+	if err := chownTree(ctx, top); err != nil {
 		return res, err
 	}
 	return ImportResult{Mode: "objects", Files: len(objs), Bytes: doneBytes.Load(), Skipped: res.Skipped}, nil
 }
 
-// importObject copies one object to dir/rel, creating parent directories
-// and refusing to pass through anything that is not a real directory.
-func (s *Snapshotter) importObject(ctx context.Context, st blob.Store, key, dir, rel string) (int64, error) {
-	cur := dir
-	segs := strings.Split(rel, "/")
-	for _, seg := range segs[:len(segs)-1] {
-		cur = filepath.Join(cur, seg)
-		fi, err := os.Lstat(cur)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			if err := os.Mkdir(cur, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-				return 0, fmt.Errorf("import mkdir: %w", err)
-			}
-			if fi, err := os.Lstat(cur); err != nil || !fi.IsDir() {
-				return 0, errs.E(errs.Conflict, "import: %q conflicts with another object", rel)
-			}
-		case err != nil:
-			return 0, err
-		case !fi.IsDir():
-			return 0, errs.E(errs.Conflict, "import: %q runs through a file or symlink", rel)
-		}
+func importErr(rel string, err error) error {
+	if _, ok := errs.Public(err); ok {
+		return err
 	}
-	dst := filepath.Join(dir, filepath.FromSlash(rel))
-	if fi, err := os.Lstat(dst); err == nil && !fi.Mode().IsRegular() {
+	return fmt.Errorf("import %s: %w", rel, err)
+}
+
+// importObject copies one object to rel, whose directory d is, by a file
+// created under a fresh name and renamed into place.
+func (s *Snapshotter) importObject(ctx context.Context, st blob.Store, key string, d *tree, rel string) (int64, error) {
+	name := baseOf(rel)
+	if fi, err := d.lstat(name); err == nil && !fi.Mode().IsRegular() {
 		return 0, errs.E(errs.Conflict, "import: %q exists and is not a regular file", rel)
 	}
 	rc, err := st.Get(ctx, key)
@@ -122,9 +138,9 @@ func (s *Snapshotter) importObject(ctx context.Context, st blob.Store, key, dir,
 		return 0, fmt.Errorf("import %s: %w", rel, err)
 	}
 	defer rc.Close()
-	f, err := os.CreateTemp(filepath.Dir(dst), ".techboss-import-*")
+	f, tmp, err := d.createTemp(".techboss-import-")
 	if err != nil {
-		return 0, err
+		return 0, importErr(rel, err)
 	}
 	bp := s.bufs.Get().(*[]byte)
 	n, err := io.CopyBuffer(f, rc, (*bp)[:min(len(*bp), 1<<20)])
@@ -136,22 +152,24 @@ func (s *Snapshotter) importObject(ctx context.Context, st blob.Store, key, dir,
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), dst)
+		err = d.rename(tmp, name)
 	}
 	if err != nil {
-		os.Remove(f.Name())
-		return 0, fmt.Errorf("import %s: %w", rel, err)
+		d.remove(tmp)
+		return 0, importErr(rel, err)
 	}
 	return n, nil
 }
 
-// chownTree gives everything under dir the owner of dir itself when the
-// server runs as root, so a non-root sandbox user can work on imported files.
-func chownTree(dir string) error {
+// chownTree gives everything below the tree's top the owner of the top
+// itself when the server runs as root, so a non-root sandbox user can work
+// on imported files. Each entry is changed through its directory's handle,
+// never followed.
+func chownTree(ctx context.Context, top *tree) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	fi, err := os.Lstat(dir)
+	fi, err := top.r.Lstat(".")
 	if err != nil {
 		return err
 	}
@@ -159,12 +177,12 @@ func chownTree(dir string) error {
 	if !ok || st.Uid == 0 && st.Gid == 0 {
 		return nil
 	}
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
+	return top.walk(ctx, func(d *tree, rel string, fi fs.FileInfo) (bool, error) {
+		if err := d.lchown(fi.Name(), int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("import chown %s: %w", rel, err)
 		}
-		return os.Lchown(p, int(st.Uid), int(st.Gid))
-	})
+		return fi.IsDir(), nil
+	}, nil)
 }
 
 // ImportTar is Import for drivers without a host workspace: it writes what

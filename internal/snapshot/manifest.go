@@ -11,6 +11,20 @@
 // written once every blob it names is stored, so a version is complete or
 // absent. Everything else under P (outside .techboss/) is plain objects:
 // what init_from_s3 copies in, and what mirror mode writes.
+//
+// A workspace is written by its sandbox, which is hostile: while the host
+// snapshots, mirrors, restores or imports, it may swap any directory for a
+// symlink out of the workspace and back (renameat2 RENAME_EXCHANGE in a
+// loop), so a path string resolved from the top can land on the host.
+// Every host-side access of a sandbox-writable tree goes through tree
+// (tree.go): directory handles (os.Root) the kernel keeps us beneath,
+// entered one entry at a time and checked to be what Lstat saw; symlinks
+// are recorded and recreated, never followed, not even inside the tree;
+// content is read and written only through fds checked to be the regular
+// file at that name. An entry that changes under us is left out of a
+// snapshot, or fails a restore or import with errs.Conflict; the host is
+// never touched. Ownership is recorded as the sandbox sees it
+// (sandbox.IDMap.FromHost) and restored as the host stores it (ToHost).
 package snapshot
 
 import (

@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
 )
 
 // RestoreStats describes one restore.
@@ -40,13 +40,20 @@ type RestoreOptions struct {
 	// Progress, if set, is called after each file (from several goroutines,
 	// serialised by the caller's needs; keep it cheap).
 	Progress func(Progress)
+	// IDs is the sandbox's user-namespace map: a server running as root
+	// gives entries the host owners IDs.ToHost of the recorded (sandbox)
+	// ones. Zero: identity.
+	IDs sandbox.IDMap
 }
 
 // Restore makes dir an exact copy of version name at loc: paths the version
 // lacks are deleted, files get their content, mode and mtime, symlinks are
 // recreated without being followed, empty directories are kept. Files that
 // already hold the right content are not downloaded again. dir is created
-// if missing; it must not be a symlink.
+// if missing; it must not be a symlink. dir's content is the sandbox's and
+// is changed only through a tree: an entry that changes under the restore
+// (e.g. a directory swapped for a symlink) fails it with errs.Conflict,
+// and nothing outside dir is ever touched.
 func (s *Snapshotter) Restore(ctx context.Context, loc Location, name, dir string, opts RestoreOptions) (st RestoreStats, err error) {
 	start := time.Now()
 	defer func() { s.cfg.Metrics.restoreDone("restore", time.Since(start).Seconds(), err) }()
@@ -65,59 +72,37 @@ func (s *Snapshotter) restoreManifest(ctx context.Context, loc Location, m *Mani
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return st, fmt.Errorf("restore target: %w", err)
 	}
-	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
-		return st, errs.E(errs.Invalid, "restore target %s is not a directory", dir)
+	top, err := openTree(dir)
+	if err != nil {
+		return st, fmt.Errorf("restore target: %w", err)
 	}
+	defer top.Close()
 	want := make(map[string]*Entry, len(m.Entries))
 	for i := range m.Entries {
 		want[m.Entries[i].Path] = &m.Entries[i]
 	}
-	abs := func(rel string) string { return filepath.Join(dir, filepath.FromSlash(rel)) }
+	asRoot := os.Geteuid() == 0
+	owner := func(e *Entry) (int, int) { return int(opts.IDs.ToHost(e.UID)), int(opts.IDs.ToHost(e.GID)) }
 
 	// 1. Remove what the version lacks or has with another type; make kept
 	// directories writable for now (their modes are set last).
-	var removeErr error
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if p == dir {
-			return nil
-		}
-		rel := filepath.ToSlash(p[len(dir)+1:])
+	err = top.walk(ctx, func(d *tree, rel string, fi fs.FileInfo) (bool, error) {
 		e := want[rel]
-		var have Type
-		switch t := d.Type(); {
-		case t.IsDir():
-			have = Dir
-		case t&fs.ModeSymlink != 0:
-			have = Symlink
-		case t.IsRegular():
-			have = File
-		}
+		have := typeOf(fi.Mode())
 		if e == nil || e.Type != have {
-			if err := forceRemoveAll(p); err != nil {
-				removeErr = fmt.Errorf("remove %s: %w", rel, err)
-				return removeErr
+			if err := d.removeAll(fi.Name()); err != nil {
+				return false, fmt.Errorf("remove %s: %w", rel, err)
 			}
 			st.Removed++
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
+			return false, nil
 		}
-		if have == Dir {
-			if info, err := d.Info(); err == nil && info.Mode().Perm()&0o700 != 0o700 {
-				if err := os.Chmod(p, info.Mode().Perm()|0o700); err != nil {
-					return err
-				}
+		if have == Dir && fi.Mode().Perm()&0o700 != 0o700 {
+			if err := d.chmodDir(fi.Name(), fi.Mode().Perm()|0o700); err != nil {
+				return false, err
 			}
 		}
-		return nil
-	})
+		return have == Dir, nil
+	}, nil)
 	if err != nil {
 		return st, fmt.Errorf("restore: clear %s: %w", dir, err)
 	}
@@ -125,30 +110,38 @@ func (s *Snapshotter) restoreManifest(ctx context.Context, loc Location, m *Mani
 	// 2. Directories (parents sort before children) and symlinks.
 	var files []*Entry
 	var total int64
+	c := &cursor{top: top}
+	defer c.Close()
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		p := abs(e.Path)
+		if e.Type == File {
+			files = append(files, e)
+			total += e.Size
+			continue
+		}
+		d, err := c.dir(parentOf(e.Path))
+		if err != nil {
+			return st, restoreErr(e.Path, err)
+		}
+		name := baseOf(e.Path)
 		switch e.Type {
 		case Dir:
-			if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			if err := d.mkdir(name, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 				return st, fmt.Errorf("restore mkdir %s: %w", e.Path, err)
 			}
-			if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+			if fi, err := d.lstat(name); err != nil || !fi.IsDir() {
 				return st, errs.E(errs.Conflict, "restore: %s is not a directory", e.Path)
 			}
 		case Symlink:
-			if t, err := os.Readlink(p); err == nil && t == e.Target {
+			if t, err := d.readlink(name); err == nil && t == e.Target {
 				continue
 			}
-			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := d.remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return st, fmt.Errorf("restore %s: %w", e.Path, err)
 			}
-			if err := os.Symlink(e.Target, p); err != nil {
+			if err := d.symlink(e.Target, name); err != nil {
 				return st, fmt.Errorf("restore symlink %s: %w", e.Path, err)
 			}
-		case File:
-			files = append(files, e)
-			total += e.Size
 		}
 	}
 
@@ -158,8 +151,16 @@ func (s *Snapshotter) restoreManifest(ctx context.Context, loc Location, m *Mani
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.cfg.Concurrency)
 	for _, e := range files {
+		d, err := c.dir(parentOf(e.Path))
+		if err != nil {
+			g.Wait()
+			return st, restoreErr(e.Path, err)
+		}
+		d = d.hold()
 		g.Go(func() error {
-			fetched, err := s.restoreFile(gctx, loc, e, abs(e.Path))
+			defer d.Close()
+			uid, gid := owner(e)
+			fetched, err := s.restoreFile(gctx, loc, e, d, asRoot, uid, gid)
 			if err != nil {
 				return err
 			}
@@ -167,10 +168,10 @@ func (s *Snapshotter) restoreManifest(ctx context.Context, loc Location, m *Mani
 				downloaded.Add(1)
 				dlBytes.Add(e.Size)
 			}
-			d := done.Add(1)
-			db := doneBytes.Add(e.Size)
+			n := done.Add(1)
+			nb := doneBytes.Add(e.Size)
 			if opts.Progress != nil {
-				opts.Progress(Progress{FilesDone: int(d), FilesTotal: len(files), BytesDone: db, BytesTotal: total})
+				opts.Progress(Progress{FilesDone: int(n), FilesTotal: len(files), BytesDone: nb, BytesTotal: total})
 			}
 			return nil
 		})
@@ -179,15 +180,27 @@ func (s *Snapshotter) restoreManifest(ctx context.Context, loc Location, m *Mani
 		return st, err
 	}
 
-	// 4. Owners (as root only), then directory modes and times, deepest first.
-	if os.Geteuid() == 0 {
+	// 4. Owners (as root only), then directory modes and times, deepest
+	// first; each directory through a handle on itself.
+	if asRoot {
 		for i := range m.Entries {
 			e := &m.Entries[i]
-			if e.Type == File {
-				continue // restoreFile set it
+			var err error
+			uid, gid := owner(e)
+			switch e.Type {
+			case Dir:
+				var d *tree
+				if d, err = c.dir(e.Path); err == nil {
+					err = d.chown(uid, gid)
+				}
+			case Symlink:
+				var d *tree
+				if d, err = c.dir(parentOf(e.Path)); err == nil {
+					err = d.lchown(baseOf(e.Path), uid, gid)
+				}
 			}
-			if err := os.Lchown(abs(e.Path), int(e.UID), int(e.GID)); err != nil {
-				return st, fmt.Errorf("restore chown %s: %w", e.Path, err)
+			if err != nil {
+				return st, restoreErr(e.Path, fmt.Errorf("chown: %w", err))
 			}
 		}
 	}
@@ -196,13 +209,16 @@ func (s *Snapshotter) restoreManifest(ctx context.Context, loc Location, m *Mani
 		if e.Type != Dir {
 			continue
 		}
-		p := abs(e.Path)
-		if err := os.Chmod(p, fileMode(e.Mode)); err != nil {
-			return st, fmt.Errorf("restore chmod %s: %w", e.Path, err)
+		d, err := c.dir(e.Path)
+		if err == nil {
+			err = d.chmod(fileMode(e.Mode))
+		}
+		if err != nil {
+			return st, restoreErr(e.Path, fmt.Errorf("chmod: %w", err))
 		}
 		if e.MTime != 0 {
 			t := time.Unix(0, e.MTime)
-			_ = os.Chtimes(p, t, t)
+			_ = d.chtimes(t)
 		}
 	}
 	st.Files = len(files)
@@ -211,30 +227,36 @@ func (s *Snapshotter) restoreManifest(ctx context.Context, loc Location, m *Mani
 	return st, nil
 }
 
-// restoreFile gives path the entry's content, mode and mtime. It reports
-// whether the content was downloaded.
-func (s *Snapshotter) restoreFile(ctx context.Context, loc Location, e *Entry, p string) (bool, error) {
+// restoreErr reports a failure on path p; one caused by the tree changing
+// under us is a conflict naming the path.
+func restoreErr(p string, err error) error {
+	if errors.Is(err, errMoved) {
+		return err
+	}
+	return fmt.Errorf("restore %s: %w", p, err)
+}
+
+func typeOf(m fs.FileMode) Type {
+	switch {
+	case m.IsDir():
+		return Dir
+	case m&fs.ModeSymlink != 0:
+		return Symlink
+	case m.IsRegular():
+		return File
+	}
+	return ""
+}
+
+// restoreFile gives the entry's file in directory d its content, mode,
+// owner (uid, gid, when chown is set) and mtime. It reports whether the
+// content was downloaded.
+func (s *Snapshotter) restoreFile(ctx context.Context, loc Location, e *Entry, d *tree, chown bool, uid, gid int) (bool, error) {
+	name := baseOf(e.Path)
 	mode := fileMode(e.Mode)
 	mtime := time.Unix(0, e.MTime)
-	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == e.Size {
-		if sum, err := hashFile(p); err == nil && sum == e.SHA256 {
-			chowned := false
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 && (st.Uid != e.UID || st.Gid != e.GID) {
-				if err := os.Lchown(p, int(e.UID), int(e.GID)); err != nil {
-					return false, fmt.Errorf("restore chown %s: %w", e.Path, err)
-				}
-				chowned = true // which may have cleared setuid/setgid
-			}
-			if chowned || fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != mode {
-				if err := os.Chmod(p, mode); err != nil {
-					return false, fmt.Errorf("restore chmod %s: %w", e.Path, err)
-				}
-			}
-			if e.MTime != 0 && !fi.ModTime().Equal(mtime) {
-				_ = os.Chtimes(p, mtime, mtime)
-			}
-			return false, nil
-		}
+	if kept, err := s.keepFile(e, d, name, chown, uid, gid); err != nil || kept {
+		return false, err
 	}
 	rc, err := loc.Store.Get(ctx, loc.blobKey(e.SHA256))
 	if err != nil {
@@ -245,23 +267,22 @@ func (s *Snapshotter) restoreFile(ctx context.Context, loc Location, e *Entry, p
 	}
 	defer rc.Close()
 	// A new path is written in place (nothing to protect); an existing
-	// file is replaced by rename, so it is never seen half-written.
-	var f *os.File
-	direct := false
-	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
-		f, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-		direct = err == nil
+	// file is replaced by rename, so it is never seen half-written. Either
+	// way the file is one we created: nothing is written through an entry
+	// the sandbox made.
+	written := name
+	f, err := d.create(name)
+	if errors.Is(err, fs.ErrExist) {
+		f, written, err = d.createTemp(".techboss-restore-")
 	}
-	if !direct {
-		if f, err = os.CreateTemp(filepath.Dir(p), ".techboss-restore-*"); err != nil {
-			return false, fmt.Errorf("restore %s: %w", e.Path, err)
-		}
+	if err != nil {
+		return false, restoreErr(e.Path, err)
 	}
 	ok := false
 	defer func() {
 		if !ok {
 			f.Close()
-			os.Remove(f.Name())
+			d.remove(written)
 		}
 	}()
 	h := sha256.New()
@@ -274,53 +295,63 @@ func (s *Snapshotter) restoreFile(ctx context.Context, loc Location, e *Entry, p
 	if n != e.Size || hex.EncodeToString(h.Sum(nil)) != e.SHA256 {
 		return false, errs.E(errs.Conflict, "restore: stored content of %q does not match its hash", e.Path)
 	}
-	if os.Geteuid() == 0 {
-		if err := f.Chown(int(e.UID), int(e.GID)); err != nil {
+	if chown {
+		if err := f.Chown(uid, gid); err != nil {
 			return false, err
 		}
 	}
 	if err := f.Chmod(mode); err != nil { // after chown, which clears setuid/setgid
 		return false, err
 	}
+	if e.MTime != 0 {
+		_ = setTimes(f, mtime)
+	}
 	if err := f.Close(); err != nil {
 		return false, err
 	}
-	if e.MTime != 0 {
-		_ = os.Chtimes(f.Name(), mtime, mtime)
-	}
-	if !direct {
-		if err := os.Rename(f.Name(), p); err != nil {
-			return false, fmt.Errorf("restore %s: %w", e.Path, err)
+	if written != name {
+		if err := d.rename(written, name); err != nil {
+			return false, restoreErr(e.Path, err)
 		}
 	}
 	ok = true
 	return true, nil
 }
 
-func hashFile(p string) (string, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+// keepFile reports whether the regular file name in d already holds the
+// entry's content, and if so gives it the entry's owner, mode and mtime
+// through its fd.
+func (s *Snapshotter) keepFile(e *Entry, d *tree, name string, chown bool, uid, gid int) (bool, error) {
+	f, fi, err := d.openFile(name)
 	if err != nil {
-		return "", err
+		return false, nil // absent, not a regular file, or changed: written anew
 	}
 	defer f.Close()
+	if fi.Size() != e.Size {
+		return false, nil
+	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
+	bp := s.bufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(h, f, (*bp)[:min(len(*bp), 1<<20)])
+	s.bufs.Put(bp)
+	if err != nil || hex.EncodeToString(h.Sum(nil)) != e.SHA256 {
+		return false, nil
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// forceRemoveAll removes p, making read-only directories writable first.
-func forceRemoveAll(p string) error {
-	err := os.RemoveAll(p)
-	if err == nil || !errors.Is(err, fs.ErrPermission) {
-		return err
-	}
-	_ = filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(q, 0o700)
+	mode := fileMode(e.Mode)
+	chowned := false
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && chown && (int(st.Uid) != uid || int(st.Gid) != gid) {
+		if err := f.Chown(uid, gid); err != nil {
+			return false, fmt.Errorf("restore chown %s: %w", e.Path, err)
 		}
-		return nil
-	})
-	return os.RemoveAll(p)
+		chowned = true // which may have cleared setuid/setgid
+	}
+	if chowned || fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != mode {
+		if err := f.Chmod(mode); err != nil {
+			return false, fmt.Errorf("restore chmod %s: %w", e.Path, err)
+		}
+	}
+	if mtime := time.Unix(0, e.MTime); e.MTime != 0 && !fi.ModTime().Equal(mtime) {
+		_ = setTimes(f, mtime)
+	}
+	return true, nil
 }

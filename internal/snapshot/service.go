@@ -137,6 +137,7 @@ func (s *Service) recordLocation(ctx context.Context, r Record) (Location, error
 // (sandbox.Archiver, with sandbox.Files to clear it before a restore).
 type access struct {
 	dir   string
+	ids   sandbox.IDMap // dir's user-namespace map
 	arch  sandbox.Archiver
 	files sandbox.Files
 	ref   sandbox.Ref
@@ -151,11 +152,11 @@ func (s *Service) access(sb *sandbox.Sandbox) (access, error) {
 		return access{}, errs.E(errs.Unavailable, "sandbox driver %q is not configured", sb.Driver)
 	}
 	if wd, ok := drv.(sandbox.WorkspaceDirer); ok {
-		dir, _, err := wd.WorkspaceDir(sb.Ref)
+		dir, ids, err := wd.WorkspaceDir(sb.Ref)
 		if err != nil {
 			return access{}, fmt.Errorf("workspace of %s: %w", sb.ID, err)
 		}
-		return access{dir: dir, ref: sb.Ref}, nil
+		return access{dir: dir, ids: ids, ref: sb.Ref}, nil
 	}
 	arch, ok := drv.(sandbox.Archiver)
 	if !ok {
@@ -248,7 +249,7 @@ func (s *Service) Take(ctx context.Context, sb *sandbox.Sandbox, trigger Trigger
 	}
 	var res *Result
 	if a.dir != "" {
-		res, err = s.d.Snapshotter.Snapshot(ctx, w.loc, a.dir, Options{Mirror: s.d.Mirror})
+		res, err = s.d.Snapshotter.Snapshot(ctx, w.loc, a.dir, Options{Mirror: s.d.Mirror, IDs: a.ids})
 	} else {
 		err = a.readTar(ctx, func(r io.Reader) error {
 			var terr error
@@ -328,7 +329,7 @@ func (s *Service) Restore(ctx context.Context, sb *sandbox.Sandbox, r Record) (R
 	}
 	var st RestoreStats
 	if a.dir != "" {
-		st, err = s.d.Snapshotter.Restore(ctx, loc, r.Name, a.dir, RestoreOptions{})
+		st, err = s.d.Snapshotter.Restore(ctx, loc, r.Name, a.dir, RestoreOptions{IDs: a.ids})
 	} else {
 		// Check the version exists before clearing the workspace.
 		var m *Manifest
@@ -387,7 +388,7 @@ func (s *Service) afterCreate(ctx context.Context, sb *sandbox.Sandbox) error {
 		}
 		var res ImportResult
 		if a.dir != "" {
-			res, err = s.d.Snapshotter.Import(ctx, w.loc, a.dir, progress)
+			res, err = s.d.Snapshotter.Import(ctx, w.loc, a.dir, ImportOptions{Progress: progress, IDs: a.ids})
 		} else {
 			err = a.writeTar(ctx, func(wr io.Writer) error {
 				var ierr error

@@ -11,8 +11,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/techbossai/techboss/internal/blob"
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
 )
 
 // Config configures a Snapshotter.
@@ -114,6 +113,9 @@ type Options struct {
 	// Mirror also writes the latest files as plain objects under the
 	// prefix (and deletes the plain objects of removed files).
 	Mirror bool
+	// IDs is the sandbox's user-namespace map: owners are recorded as the
+	// sandbox sees them (IDs.FromHost of the host ids). Zero: identity.
+	IDs sandbox.IDMap
 }
 
 // Stats describes one snapshot.
@@ -143,7 +145,9 @@ var errChanged = errors.New("file changed while being read")
 
 // Snapshot records dir as a new version at loc. Only content the store
 // does not hold is uploaded; the manifest is written last. On error no
-// version becomes visible.
+// version becomes visible. dir's content is the sandbox's and is read
+// through a tree: an entry that changes under the snapshot (e.g. a
+// directory swapped for a symlink) is left out of the version.
 func (s *Snapshotter) Snapshot(ctx context.Context, loc Location, dir string, opts Options) (res *Result, err error) {
 	start := time.Now()
 	defer func() {
@@ -156,13 +160,11 @@ func (s *Snapshotter) Snapshot(ctx context.Context, loc Location, dir string, op
 	unlock := s.lock(loc)
 	defer unlock()
 
-	fi, err := os.Lstat(dir)
+	top, err := openTree(dir)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+		return nil, fmt.Errorf("snapshot source: %w", err)
 	}
-	if !fi.IsDir() {
-		return nil, errs.E(errs.Invalid, "snapshot source %s is not a directory", dir)
-	}
+	defer top.Close()
 	versions, err := s.versions(ctx, loc)
 	if err != nil {
 		return nil, err
@@ -177,7 +179,7 @@ func (s *Snapshotter) Snapshot(ctx context.Context, loc Location, dir string, op
 	startedAt := s.cfg.Now()
 	m := &Manifest{Format: FormatVersion, StartedAt: startedAt.UTC()}
 	var st Stats
-	todo, err := s.walk(ctx, dir, prev, m, &st)
+	todo, err := s.walk(ctx, top, prev, m, &st, opts.IDs)
 	if err != nil {
 		return nil, err
 	}
@@ -197,12 +199,7 @@ func (s *Snapshotter) Snapshot(ctx context.Context, loc Location, dir string, op
 			return nil, err
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(s.cfg.Concurrency)
-	for _, i := range todo {
-		g.Go(func() error { return up.file(gctx, dir, &m.Entries[i]) })
-	}
-	if err := g.Wait(); err != nil {
+	if err := s.readFiles(ctx, top, up, m.Entries, todo); err != nil {
 		return nil, err
 	}
 	// Drop files that vanished while being read.
@@ -233,7 +230,7 @@ func (s *Snapshotter) Snapshot(ctx context.Context, loc Location, dir string, op
 	st.Duration = time.Since(start)
 	res = &Result{Manifest: m, Stats: st}
 	if opts.Mirror {
-		if err := s.mirror(ctx, loc, dir, prev, m); err != nil {
+		if err := s.mirror(ctx, loc, top, prev, m); err != nil {
 			s.log.WarnContext(ctx, "snapshot mirror failed", "err", err)
 			res.MirrorErr = err
 		}
@@ -260,9 +257,9 @@ func dropOrphans(es []Entry) []Entry {
 // must be for the stat cache to trust it (coarse filesystem timestamps).
 const statCacheMargin = time.Second
 
-// walk fills m.Entries from dir and returns the indexes of the files whose
-// content must be read (not vouched for by prev's stat cache).
-func (s *Snapshotter) walk(ctx context.Context, dir string, prev *Manifest, m *Manifest, st *Stats) ([]int, error) {
+// walk fills m.Entries from the tree and returns the indexes of the files
+// whose content must be read (not vouched for by prev's stat cache).
+func (s *Snapshotter) walk(ctx context.Context, top *tree, prev *Manifest, m *Manifest, st *Stats, ids sandbox.IDMap) ([]int, error) {
 	var cache map[string]*Entry
 	var trustBefore int64
 	if prev != nil {
@@ -275,56 +272,29 @@ func (s *Snapshotter) walk(ctx context.Context, dir string, prev *Manifest, m *M
 		trustBefore = prev.StartedAt.Add(-statCacheMargin).UnixNano()
 	}
 	var todo []int
-	n := 0
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && p != dir {
-				st.Skipped++
-				return nil
-			}
-			return fmt.Errorf("snapshot walk: %w", err)
-		}
-		if p == dir {
-			return nil
-		}
-		if n++; n%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		rel := filepath.ToSlash(p[len(dir)+1:])
-		if !utf8.ValidString(rel) || strings.ContainsRune(rel, 0) {
+	visit := func(d *tree, rel string, info fs.FileInfo) (bool, error) {
+		if !utf8.ValidString(rel) || strings.ContainsRune(rel, 0) || len(rel) > 4096 {
 			st.Skipped++
-			s.log.WarnContext(ctx, "snapshot skips a non-UTF-8 name", "path", strings.ToValidUTF8(rel, "?"))
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				st.Skipped++
-				return nil
-			}
-			return fmt.Errorf("snapshot stat %s: %w", rel, err)
+			s.log.WarnContext(ctx, "snapshot skips a non-UTF-8 or overlong name", "path", strings.ToValidUTF8(rel[:min(len(rel), 256)], "?"))
+			return false, nil
 		}
 		e := Entry{Path: rel, Mode: unixMode(info.Mode()), MTime: info.ModTime().UnixNano()}
 		if sys, ok := info.Sys().(*syscall.Stat_t); ok {
-			e.UID, e.GID = sys.Uid, sys.Gid
+			e.UID, e.GID = ids.FromHost(sys.Uid), ids.FromHost(sys.Gid)
 		}
 		switch {
 		case info.IsDir():
 			e.Type = Dir
 			st.Dirs++
 		case info.Mode()&fs.ModeSymlink != 0:
-			t, err := os.Readlink(p)
+			t, err := d.readlink(info.Name())
 			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) {
+				// Gone, or no longer a symlink (EINVAL): changed under us.
+				if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EINVAL) {
 					st.Skipped++
-					return nil
+					return false, nil
 				}
-				return fmt.Errorf("snapshot readlink %s: %w", rel, err)
+				return false, fmt.Errorf("snapshot readlink %s: %w", rel, err)
 			}
 			e.Type, e.Target, e.Mode = Symlink, t, 0o777
 			st.Symlinks++
@@ -339,15 +309,27 @@ func (s *Snapshotter) walk(ctx context.Context, dir string, prev *Manifest, m *M
 			}
 		default:
 			st.Skipped++
-			return nil
+			return false, nil
 		}
 		m.Entries = append(m.Entries, e)
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		return e.Type == Dir, nil
 	}
-	// WalkDir's order is by name within each directory, which is not quite
+	skip := func(rel string, info fs.FileInfo, err error) {
+		st.Skipped++
+		// A directory that could not be entered (it changed since it was
+		// seen) is left out; nothing below it was visited, so its entry is
+		// the last one.
+		if info != nil && info.IsDir() {
+			if n := len(m.Entries); n > 0 && m.Entries[n-1].Path == rel {
+				m.Entries = m.Entries[:n-1]
+				st.Dirs--
+			}
+		}
+	}
+	if err := top.walk(ctx, visit, skip); err != nil {
+		return nil, fmt.Errorf("snapshot walk: %w", err)
+	}
+	// The walk's order is by name within each directory, which is not quite
 	// the byte order of whole paths ("a-b" sorts before "a/b"). Sort once,
 	// keeping todo pointing at the same entries.
 	if !slices.IsSortedFunc(m.Entries, func(a, b Entry) int { return strings.Compare(a.Path, b.Path) }) {
@@ -477,17 +459,46 @@ func (u *uploader) store(ctx context.Context, sha string, size int64, listed boo
 	return nil
 }
 
+// readFiles reads and stores the files entries[todo], several at once.
+// Files are opened relative to a handle on their directory, resolved once
+// per run of files sharing it; a file whose directory changed under us
+// (or vanished) is left out of the version.
+func (s *Snapshotter) readFiles(ctx context.Context, top *tree, up *uploader, entries []Entry, todo []int) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.cfg.Concurrency)
+	c := &cursor{top: top}
+	defer c.Close()
+	for _, i := range todo {
+		e := &entries[i]
+		d, err := c.dir(parentOf(e.Path))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errMoved) {
+				e.Type = ""
+				continue
+			}
+			g.Wait()
+			return fmt.Errorf("snapshot %s: %w", e.Path, err)
+		}
+		d = d.hold()
+		g.Go(func() error {
+			defer d.Close()
+			return up.file(gctx, d, e)
+		})
+	}
+	return g.Wait()
+}
+
 // file reads one file, records its hash and size, and stores its blob.
 // A file that changes while being read is read again (three attempts).
-func (u *uploader) file(ctx context.Context, dir string, e *Entry) error {
-	p := filepath.Join(dir, filepath.FromSlash(e.Path))
+func (u *uploader) file(ctx context.Context, d *tree, e *Entry) error {
+	name := baseOf(e.Path)
 	for attempt := 0; attempt < 3; attempt++ {
-		err := u.fileOnce(ctx, p, e)
+		err := u.fileOnce(ctx, d, name, e)
 		if errors.Is(err, errChanged) {
 			continue
 		}
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
-			e.Type = "" // deleted or replaced by a symlink mid-snapshot: leave it out
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errMoved) {
+			e.Type = "" // deleted or replaced (e.g. by a symlink) mid-snapshot: leave it out
 			return nil
 		}
 		return err
@@ -495,19 +506,12 @@ func (u *uploader) file(ctx context.Context, dir string, e *Entry) error {
 	return errs.E(errs.Conflict, "snapshot: file %q kept changing while it was being read", e.Path)
 }
 
-func (u *uploader) fileOnce(ctx context.Context, p string, e *Entry) error {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+func (u *uploader) fileOnce(ctx context.Context, d *tree, name string, e *Entry) error {
+	f, before, err := d.openFile(name)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	before, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !before.Mode().IsRegular() {
-		return fs.ErrNotExist
-	}
 	bp := u.s.bufs.Get().(*[]byte)
 	defer u.s.bufs.Put(bp)
 	buf := *bp
@@ -707,8 +711,10 @@ func (s *Snapshotter) manifest(ctx context.Context, loc Location, name string) (
 }
 
 // mirror writes the files that changed since prev as plain objects under
-// the prefix and deletes the plain objects of removed files.
-func (s *Snapshotter) mirror(ctx context.Context, loc Location, dir string, prev, m *Manifest) error {
+// the prefix and deletes the plain objects of removed files. Files are
+// read through the tree, as the snapshot read them; one that changed
+// under us since is not mirrored.
+func (s *Snapshotter) mirror(ctx context.Context, loc Location, top *tree, prev, m *Manifest) error {
 	ch := Diff(prev, m)
 	byPath := make(map[string]Entry, len(m.Entries))
 	for _, e := range m.Entries {
@@ -731,16 +737,30 @@ func (s *Snapshotter) mirror(ctx context.Context, loc Location, dir string, prev
 			}
 		}
 	}
+	put := slices.Concat(ch.Added, ch.Changed)
+	slices.Sort(put) // files sharing a directory in a row, for the cursor
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.cfg.Concurrency)
-	for _, p := range append(ch.Added, ch.Changed...) {
+	c := &cursor{top: top}
+	defer c.Close()
+	for _, p := range put {
 		if e := byPath[p]; e.Type != File || skip(p) {
 			continue
 		}
+		d, err := c.dir(parentOf(p))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errMoved) {
+			continue
+		}
+		if err != nil {
+			g.Wait()
+			return err
+		}
+		d = d.hold()
 		g.Go(func() error {
-			f, err := os.OpenFile(filepath.Join(dir, filepath.FromSlash(p)), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+			defer d.Close()
+			f, _, err := d.openFile(baseOf(p))
 			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
+				if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errMoved) {
 					return nil
 				}
 				return err

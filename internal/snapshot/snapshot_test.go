@@ -409,7 +409,7 @@ func TestImport(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "ws")
 		var mu sync.Mutex
 		var last snapshot.Progress
-		res, err := s.Import(ctx, loc, dir, func(p snapshot.Progress) { mu.Lock(); last = p; mu.Unlock() })
+		res, err := s.Import(ctx, loc, dir, snapshot.ImportOptions{Progress: func(p snapshot.Progress) { mu.Lock(); last = p; mu.Unlock() }})
 		must(t, err)
 		if res.Mode != "objects" || res.Files != 2 {
 			t.Errorf("import = %+v, want 2 objects", res)
@@ -432,7 +432,7 @@ func TestImport(t *testing.T) {
 		r, err := s.Snapshot(ctx, loc, dir, snapshot.Options{})
 		must(t, err)
 		dir2 := filepath.Join(t.TempDir(), "ws2")
-		res, err = snapshot.New(snapshot.Config{}).Import(ctx, loc, dir2, nil)
+		res, err = snapshot.New(snapshot.Config{}).Import(ctx, loc, dir2, snapshot.ImportOptions{})
 		must(t, err)
 		if res.Mode != "version" || res.Version != r.Manifest.Name {
 			t.Errorf("import with versions = %+v, want version %s", res, r.Manifest.Name)
