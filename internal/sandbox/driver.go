@@ -76,7 +76,7 @@ type ExecRequest struct {
 type ExitStatus struct {
 	Code      int           `json:"exit_code"`
 	Signal    string        `json:"signal,omitempty"`     // e.g. "SIGKILL" when killed by a signal
-	OOMKilled bool          `json:"oom_killed,omitempty"` // the sandbox's memory limit killed it
+	OOMKilled bool          `json:"oom_killed,omitempty"` // the sandbox's memory limit killed a process (the command or any other) while it ran
 	Duration  time.Duration `json:"-"`
 }
 

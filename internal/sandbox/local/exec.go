@@ -413,10 +413,13 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 			es := sandbox.ExitStatus{Code: rep.Code, Duration: time.Since(start)}
 			if rep.Signal > 0 {
 				es.Signal = unix.SignalName(syscall.Signal(rep.Signal))
-				if syscall.Signal(rep.Signal) == syscall.SIGKILL && st.Cgroups.oomKills() > oomBefore {
-					es.OOMKilled = true
-				}
 			}
+			// Any OOM kill in the sandbox while the command ran: the victim
+			// is often a child (a build step, a test runner's worker) while
+			// the command itself survives to exit normally. The kernel
+			// counts the kill before it delivers SIGKILL, so a kill that
+			// made the command exit is counted by now.
+			es.OOMKilled = st.Cgroups.oomKills() > oomBefore
 			return es, ctxErr
 		case err := <-readErr:
 			if !st.alive() {
