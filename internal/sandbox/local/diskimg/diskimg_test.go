@@ -360,6 +360,35 @@ func TestUnmountBusy(t *testing.T) {
 	}
 }
 
+// TestMountInUse: an image is mounted once at a time; two loop devices on
+// one ext4 image would corrupt it.
+func TestMountInUse(t *testing.T) {
+	d := newMounted(t, 64)
+	other := filepath.Join(t.TempDir(), "again")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if d2, err := Mount(d.Image, other); !errors.Is(err, ErrInUse) || errs.KindOf(err) != errs.Conflict {
+		if err == nil {
+			_ = d2.Unmount(t.Context())
+		}
+		t.Fatalf("second Mount of a mounted image: got %v, want ErrInUse (errs.Conflict)", err)
+	}
+	if devs, err := Attached(d.Image); err != nil || len(devs) != 1 {
+		t.Errorf("loop devices on the image after a refused Mount: %v, %v; want only %s", devs, err, d.Device)
+	}
+	if err := d.Unmount(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := Mount(d.Image, other)
+	if err != nil {
+		t.Fatalf("Mount after Unmount: %v", err)
+	}
+	if err := d2.Unmount(t.Context()); err != nil {
+		t.Error(err)
+	}
+}
+
 func TestMountNotAnImage(t *testing.T) {
 	requireLoop(t)
 	dir := t.TempDir()
@@ -506,4 +535,48 @@ func superOptions(t *testing.T, dir string) string {
 	}
 	t.Fatalf("%s not in mountinfo", dir)
 	return ""
+}
+
+// TestUnmountPinnedByCopy: a recursive bind of a tree holding a disk (what
+// a foreign `bwrap --ro-bind / /` does in its namespace) keeps the disk and
+// its loop device alive; Unmount says so, and once the copy is gone the
+// device goes.
+func TestUnmountPinnedByCopy(t *testing.T) {
+	requireLoop(t)
+	parent := t.TempDir()
+	mnt := filepath.Join(parent, "sandboxes", "disk")
+	if err := os.MkdirAll(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := Create(t.Context(), img, 64); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Mount(img, mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := t.TempDir()
+	if err := unix.Mount(parent, foreign, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = unix.Unmount(foreign, unix.MNT_DETACH)
+		_ = d.Unmount(context.Background())
+	})
+	if _, err := os.Stat(filepath.Join(foreign, "sandboxes", "disk", "lost+found")); err != nil {
+		t.Fatalf("the recursive bind does not show the disk: %v", err)
+	}
+	// The copy stays, so the wait ends at the timeout, not sooner.
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if err := d.Unmount(ctx); !errors.Is(err, ErrStillAttached) {
+		t.Errorf("Unmount of a disk a recursive bind copied: got %v, want ErrStillAttached", err)
+	}
+	if err := unix.Unmount(foreign, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Unmount(t.Context()); err != nil {
+		t.Errorf("Unmount after the copy went: %v", err)
+	}
 }

@@ -2,9 +2,12 @@ package diskimg
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -15,8 +18,38 @@ import (
 // fails the run if any loop device is still backed by a file in it after
 // the tests: every test's images live there, so this counts exactly this
 // package's leaks even while other processes use loop devices.
+//
+// As root it first re-executes the tests in a mount namespace of their
+// own (private, so nothing propagates back): a process elsewhere on the
+// host that copies the host's mount tree for good (bwrap --ro-bind / /,
+// which other sandboxes on a shared machine run) would otherwise pin the
+// tests' disks at random, and the tests check that Unmount releases them.
 func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 && os.Getenv(privateNSEnv) == "" {
+		os.Exit(reexecPrivate())
+	}
 	os.Exit(run(m))
+}
+
+const privateNSEnv = "DISKIMG_TEST_PRIVATE_MOUNT_NS"
+
+func reexecPrivate() int {
+	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
+	cmd.Env = append(os.Environ(), privateNSEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// Go makes / recursively private in the child when it unshares the
+	// mount namespace.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.ExitCode()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "re-exec the tests in a private mount namespace:", err)
+		return 1
+	}
+	return 0
 }
 
 func run(m *testing.M) int {

@@ -14,11 +14,18 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/techbossai/techboss/internal/errs"
 )
 
 // ErrNotMounted is returned by Find when the directory is not a mount of
 // the image.
 var ErrNotMounted = errors.New("disk image not mounted")
+
+// ErrInUse is returned by Mount when the image is mounted already (by this
+// process or another): two ext4 mounts of one image through two loop
+// devices would corrupt it. It is errs.Conflict.
+var ErrInUse = errs.E(errs.Conflict, "disk image is in use")
 
 // ErrStillAttached is returned by Unmount when the filesystem is detached
 // from its mount point but something else (a process with a file open on
@@ -70,6 +77,15 @@ func Mount(image, dir string) (*Disk, error) {
 		return nil, fmt.Errorf("mount disk image: %w", err)
 	}
 	defer f.Close()
+	// The lock belongs to the open file, which the loop device keeps: it
+	// holds as long as the image is attached, across server restarts, and
+	// goes with the loop device.
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("mount %s: %w", img, ErrInUse)
+		}
+		return nil, fmt.Errorf("mount disk image %s: lock: %w", img, err)
+	}
 	journal, err := hasJournal(f)
 	if err != nil {
 		return nil, fmt.Errorf("mount disk image %s: %w", img, err)
@@ -252,6 +268,11 @@ func Unmount(ctx context.Context, image, dir string) error {
 // while the disk was mounted holds a copy of the mount (every bubblewrap
 // sandbox starting does, for the few milliseconds until it drops the
 // host's mount tree), and the filesystem lives until the last copy goes.
+// A process that keeps such a copy (a foreign sandbox made with bwrap
+// --ro-bind / /, a container with -v /:/host) pins the disk until it
+// exits. Making the parent directory unbindable does not prevent that:
+// those tools make their copy of the tree rslave, hence bindable, before
+// binding it.
 // Unmount waits for that up to releaseWait (or until ctx is done). When
 // something still uses the filesystem in this namespace (EBUSY: a process
 // with a file open on it), it detaches the mount lazily: the mount point
@@ -417,6 +438,16 @@ func resolve(p string) (string, error) {
 		return "", err
 	}
 	return filepath.EvalSymlinks(p)
+}
+
+// Allocated returns the host space image takes (its allocated blocks):
+// what a volume costs the host, without walking its files.
+func Allocated(image string) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(image, &st); err != nil {
+		return 0, fmt.Errorf("disk image size: %w", err)
+	}
+	return st.Blocks * 512, nil
 }
 
 // Trim hands the blocks the filesystem on dir no longer uses back to the
