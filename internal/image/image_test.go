@@ -275,3 +275,96 @@ func TestUntarChrootSymlinks(t *testing.T) {
 		t.Errorf("strict mode followed an absolute symlink")
 	}
 }
+
+// TestUntarNeverWritesThrough: an entry already at a name (a hard link to
+// another file, a symlink to a directory) is replaced, never written or
+// changed through, as a sandbox racing an extraction into its tree could
+// otherwise aim it at a file of its choosing.
+func TestUntarNeverWritesThrough(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "other"), []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(dir, "other"), filepath.Join(dir, "hard")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "realdir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("realdir", filepath.Join(dir, "dirlink")); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	archive := tarOf(t,
+		tar.Header{Name: "hard", Typeflag: tar.TypeReg, Mode: 0o644},
+		tar.Header{Name: "dirlink/", Typeflag: tar.TypeDir, Mode: 0o755},
+	)
+	if err := Untar(root, bytes.NewReader(archive), UntarOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "other")); string(b) != "keep" {
+		t.Errorf("the file hard-linked at the entry's name now holds %q, want keep", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "hard")); string(b) != "data" {
+		t.Errorf("hard holds %q, want the archive's data", b)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "realdir")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the symlink's target directory: %v, %v; want mode 0700 unchanged", fi, err)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "dirlink")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o755 {
+		t.Errorf("dirlink: %v, %v; want a directory with mode 0755", fi, err)
+	}
+}
+
+// TestUntarShiftIDs: every owner Untar sets goes through ShiftIDs.
+func TestUntarShiftIDs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	shift := func(uid, gid int) (int, int) { return 100000 + uid, 100000 + gid }
+	archive := tarOf(t,
+		tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755, Uid: 1000, Gid: 1001},
+		tar.Header{Name: "d/f", Typeflag: tar.TypeReg, Mode: 0o4755, Uid: 0, Gid: 0},
+		tar.Header{Name: "d/l", Typeflag: tar.TypeSymlink, Linkname: "f", Uid: 1000, Gid: 1000},
+	)
+	for name, c := range map[string]struct {
+		o    UntarOptions
+		want map[string][2]uint32
+	}{
+		"owners":   {UntarOptions{Owners: true, ShiftIDs: shift}, map[string][2]uint32{"d": {101000, 101001}, "d/f": {100000, 100000}, "d/l": {101000, 101000}}},
+		"chown-to": {UntarOptions{ChownTo: &[2]int{1000, 1000}, ShiftIDs: shift}, map[string][2]uint32{"d": {101000, 101000}, "d/f": {101000, 101000}, "d/l": {101000, 101000}}},
+		"root":     {UntarOptions{ShiftIDs: shift}, map[string][2]uint32{"d": {100000, 100000}, "d/f": {100000, 100000}, "d/l": {100000, 100000}}},
+		"no-shift": {UntarOptions{Owners: true}, map[string][2]uint32{"d": {1000, 1001}, "d/f": {0, 0}, "d/l": {1000, 1000}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			root, err := os.OpenRoot(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer root.Close()
+			if err := Untar(root, bytes.NewReader(archive), c.o); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][2]uint32{}
+			for p := range c.want {
+				fi, err := os.Lstat(filepath.Join(dir, p))
+				if err != nil {
+					t.Fatal(err)
+				}
+				st := fi.Sys().(*syscall.Stat_t)
+				got[p] = [2]uint32{st.Uid, st.Gid}
+				if p == "d/f" && fi.Mode()&os.ModeSetuid == 0 {
+					t.Errorf("d/f lost its setuid bit (mode %v)", fi.Mode())
+				}
+			}
+			if d := cmp.Diff(c.want, got); d != "" {
+				t.Errorf("owners (-want +got):\n%s", d)
+			}
+		})
+	}
+}
