@@ -580,3 +580,23 @@ func TestUnmountPinnedByCopy(t *testing.T) {
 		t.Errorf("Unmount after the copy went: %v", err)
 	}
 }
+
+// TestUnmountLeavesOthers: a Disk's Unmount does not unmount what was
+// mounted on its directory after it.
+func TestUnmountLeavesOthers(t *testing.T) {
+	d := newMounted(t, 64)
+	if err := unix.Unmount(d.Dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", d.Dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(d.Dir, 0)
+	if err := d.Unmount(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(d.Dir, &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		t.Errorf("after Unmount of the earlier disk, %s holds type %#x (%v), want the tmpfs", d.Dir, st.Type, err)
+	}
+}

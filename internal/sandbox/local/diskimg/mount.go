@@ -283,12 +283,17 @@ func Unmount(ctx context.Context, image, dir string) error {
 // (Attached and AttachedUnder find it later). The image file may be
 // removed regardless; its blocks are freed at the release.
 func (d *Disk) Unmount(ctx context.Context) error {
-	err := unix.Unmount(d.Dir, 0)
-	if errors.Is(err, unix.EBUSY) {
-		err = unix.Unmount(d.Dir, unix.MNT_DETACH)
+	// Unmount only what is ours: the disk may be unmounted already, and
+	// something else mounted on Dir since.
+	_, err := Find(d.Image, d.Dir)
+	if err == nil {
+		err = unix.Unmount(d.Dir, 0)
+		if errors.Is(err, unix.EBUSY) {
+			err = unix.Unmount(d.Dir, unix.MNT_DETACH)
+		}
 	}
-	// EINVAL: not a mount point any more, someone unmounted it already.
-	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+	// EINVAL: not a mount point any more, someone unmounted it meanwhile.
+	if err != nil && !errors.Is(err, ErrNotMounted) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount disk image %s: %w", d.Dir, err)
 	}
 	return waitReleased(ctx, d.Image, d.Device, d.Dir)

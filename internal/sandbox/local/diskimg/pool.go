@@ -99,16 +99,21 @@ func (p *Pool) Take(ctx context.Context, path string, sizeMB int64) error {
 		if src, ok := p.pop(); ok {
 			p.signal()
 			err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, path, unix.RENAME_NOREPLACE)
-			if err == nil {
+			switch {
+			case err == nil:
 				return nil
-			}
-			p.push(src)
-			if errors.Is(err, unix.EEXIST) {
+			case errors.Is(err, unix.EEXIST):
+				p.push(src)
 				return fmt.Errorf("create disk image: %w", os.ErrExist)
+			case errors.Is(err, unix.ENOENT):
+				// The ready image is gone (removed by hand) or path's
+				// directory is missing: Create tells which.
+			default:
+				// EXDEV (another filesystem), or a filesystem without
+				// RENAME_NOREPLACE: format in place instead.
+				p.push(src)
+				p.log.Warn("disk pool: cannot move a ready image into place", "err", err)
 			}
-			// EXDEV (another filesystem), or a filesystem without
-			// RENAME_NOREPLACE: format in place instead.
-			p.log.Warn("disk pool: cannot move a ready image into place", "err", err)
 		}
 	}
 	return Create(ctx, path, sizeMB)

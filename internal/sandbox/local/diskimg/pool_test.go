@@ -169,3 +169,32 @@ func TestPoolWithoutRun(t *testing.T) {
 		t.Error("NewPool with a 1 MiB size succeeded")
 	}
 }
+
+// TestPoolImageGone: a ready image removed behind the pool's back is
+// dropped, and Take formats one instead.
+func TestPoolImageGone(t *testing.T) {
+	requireLoop(t)
+	dir := t.TempDir()
+	p, err := NewPool(filepath.Join(dir, "pool"), 64, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.make(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range poolFiles(t, filepath.Join(dir, "pool")) {
+		if err := os.Remove(filepath.Join(dir, "pool", f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := filepath.Join(dir, "a.img")
+	if err := p.Take(t.Context(), img, 64); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(img); err != nil || fi.Size() != 64<<20 {
+		t.Errorf("image: %v, %v; want 64 MiB", fi, err)
+	}
+	if got := p.Ready(); got != 0 {
+		t.Errorf("ready: %d, want 0 (the removed image dropped)", got)
+	}
+}
