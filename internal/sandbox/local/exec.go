@@ -391,6 +391,14 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 		select {
 		case rep := <-replies:
 			if rep.Error != "" && !rep.Exited {
+				if syscall.Errno(rep.Errno) == syscall.EAGAIN {
+					// fork failed: every PID the sandbox may use is taken
+					// (a bomb, or too many background jobs). Not the
+					// command's fault, and it may work in a moment.
+					return sandbox.ExitStatus{}, &errs.Error{Kind: errs.TooMany, RetryAfter: 1,
+						Message: "cannot start the command: the sandbox has as many processes as its pids_limit allows; wait for some to exit, or kill them",
+						Err:     errors.New(rep.Error)}
+				}
 				// The command did not start: report like a shell would.
 				if errPipe != nil {
 					errPipe.finish()

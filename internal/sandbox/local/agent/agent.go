@@ -122,25 +122,48 @@ func (s *Spawner) Start(ctx context.Context, path string, argv []string, attr *o
 	return res.p, res.err
 }
 
-// WarmThreads makes the Go runtime start about n OS threads now, while the
-// sandbox's pids limit has room. The runtime keeps idle threads for reuse;
-// without this it might need a new one in the middle of a fork bomb, fail
-// to create it and abort, taking the sandbox with it. The threads count
-// against the driver's pids overhead.
+// maxProcs caps the agent's GOMAXPROCS (see WarmThreads): it serves one
+// sandbox and does little but fork and wait.
+const maxProcs = 2
+
+// WarmThreads caps the Go runtime at maxProcs processors and makes it start
+// n OS threads now, while the sandbox's pids limit has room. Threads count
+// against the limit like processes do, and the runtime aborts (taking the
+// sandbox with it) when it cannot create one, which a fork bomb can cause
+// at any moment. The runtime keeps idle threads for reuse, and the agent
+// needs at most maxProcs, the spawner, the runtime's own two and the few
+// that short system calls occupy: commands are waited for through the
+// poller (waitExited), and exec starts are bounded (Serve). Without the
+// cap, a many-core host would start a thread per core for the collector
+// alone. All of this fits in the driver's pids overhead.
 func WarmThreads(n int) {
-	var wg sync.WaitGroup
+	runtime.GOMAXPROCS(maxProcs)
+	// Each goroutine holds its own thread while locked to it, so n of them
+	// locked at once means n threads exist; unlocked, they go back to the
+	// runtime's idle list rather than away.
+	var locked, done sync.WaitGroup
+	release := make(chan struct{})
 	for range n {
-		wg.Add(1)
+		locked.Add(1)
+		done.Add(1)
 		go func() {
-			defer wg.Done()
-			// A blocking syscall long enough for the scheduler to hand its
-			// P to a fresh thread.
-			ts := unix.Timespec{Nsec: 1e6}
-			_ = unix.Nanosleep(&ts, nil)
+			defer done.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			locked.Done()
+			<-release
 		}()
 	}
-	wg.Wait()
+	locked.Wait()
+	close(release)
+	done.Wait()
 }
+
+// maxStarting bounds the execs between their request and their start reply:
+// each may briefly hold a thread in a system call (user lookup, PATH
+// search), and more threads than WarmThreads made could not be had under
+// a fork bomb. The spawner starts one at a time anyway.
+const maxStarting = 2
 
 // Serve accepts driver connections on l until ctx is done or l fails.
 // It returns after every connection handler has finished. base is the
@@ -148,6 +171,7 @@ func WarmThreads(n int) {
 func Serve(ctx context.Context, l net.Listener, sp *Spawner, base []string, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	starting := make(chan struct{}, maxStarting)
 	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
 	defer stop()
 	for {
@@ -162,14 +186,14 @@ func Serve(ctx context.Context, l net.Listener, sp *Spawner, base []string, log 
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			if err := handle(ctx, c.(*net.UnixConn), sp, base); err != nil {
+			if err := handle(ctx, c.(*net.UnixConn), sp, base, starting); err != nil {
 				log.Debug("request failed", "err", err)
 			}
 		}()
 	}
 }
 
-func handle(ctx context.Context, c *net.UnixConn, sp *Spawner, base []string) error {
+func handle(ctx context.Context, c *net.UnixConn, sp *Spawner, base []string, starting chan struct{}) error {
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, unix.CmsgSpace(3*4))
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
@@ -206,16 +230,37 @@ func handle(ctx context.Context, c *net.UnixConn, sp *Spawner, base []string) er
 	case "ping":
 		return enc.Encode(Reply{Pid: os.Getpid()})
 	case "exec":
-		return runExec(ctx, c, enc, req, sp, base, files)
+		return runExec(ctx, c, enc, req, sp, base, files, starting)
 	default:
 		return enc.Encode(Reply{Error: "unknown op " + req.Op, Code: 126})
 	}
 }
 
-func runExec(ctx context.Context, c *net.UnixConn, enc *json.Encoder, req Request, sp *Spawner, base []string, passed []*os.File) error {
+func runExec(ctx context.Context, c *net.UnixConn, enc *json.Encoder, req Request, sp *Spawner, base []string, passed []*os.File, starting chan struct{}) error {
 	if len(req.Argv) == 0 {
 		return enc.Encode(Reply{Error: "empty argv", Code: 126})
 	}
+	select {
+	case starting <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	p, pidfd, err := startExec(ctx, enc, req, sp, base, passed)
+	<-starting
+	if err != nil || p == nil {
+		return err
+	}
+	if pidfd != nil {
+		defer pidfd.Close()
+	}
+	return waitExec(c, enc, p, pidfd)
+}
+
+// startExec starts the command of req. A nil process (and error) means
+// the failure was reported to the driver already. pidfd, when not nil,
+// becomes readable when the process exits.
+func startExec(ctx context.Context, enc *json.Encoder, req Request, sp *Spawner, base []string, passed []*os.File) (*os.Process, *os.File, error) {
+	failed := func(rep Reply) (*os.Process, *os.File, error) { return nil, nil, enc.Encode(rep) }
 	stdio := make([]*os.File, 3)
 	next := 0
 	var devnull *os.File
@@ -228,7 +273,7 @@ func runExec(ctx context.Context, c *net.UnixConn, enc *json.Encoder, req Reques
 		if devnull == nil {
 			f, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
 			if err != nil {
-				return enc.Encode(Reply{Error: "open /dev/null: " + err.Error(), Code: 126})
+				return failed(Reply{Error: "open /dev/null: " + err.Error(), Code: 126})
 			}
 			devnull = f
 			defer devnull.Close()
@@ -238,32 +283,42 @@ func runExec(ctx context.Context, c *net.UnixConn, enc *json.Encoder, req Reques
 	env := MergeEnv(base, req.Env)
 	cred, home, err := credential(req.User)
 	if err != nil {
-		return enc.Encode(Reply{Error: err.Error(), Code: 126})
+		return failed(Reply{Error: err.Error(), Code: 126})
 	}
 	if home != "" && lookupEnv(env, "HOME") == "" {
 		env = append(env, "HOME="+home)
 	}
 	path, err := lookPath(req.Argv[0], lookupEnv(env, "PATH"))
 	if err != nil {
-		return enc.Encode(Reply{Error: err.Error(), Code: 127})
+		return failed(Reply{Error: err.Error(), Code: 127})
 	}
 	dir := req.Dir
 	if dir == "" {
 		dir = "/"
 	}
+	// The command leads its own process group, so that cancelling the exec
+	// kills whatever it started (a fork bomb included: a group kill and a
+	// fork in the group are atomic to each other).
+	pidfd := -1
 	p, err := sp.Start(ctx, path, req.Argv, &os.ProcAttr{
 		Dir:   dir,
 		Env:   env,
 		Files: stdio,
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: cred},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: cred, PidFD: &pidfd},
 	})
 	if err != nil {
 		code := 126
 		if errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "chdir") {
 			code = 127
 		}
-		return enc.Encode(Reply{Error: err.Error(), Code: code})
+		rep := Reply{Error: err.Error(), Code: code}
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			rep.Errno = int(errno)
+		}
+		return failed(rep)
 	}
+	exit := pidfdFile(pidfd)
 	// Prefer the workload over the agent when the sandbox's memory limit
 	// triggers the OOM killer (raising needs no privilege; best effort: a
 	// command already running as another user keeps the default).
@@ -275,8 +330,50 @@ func runExec(ctx context.Context, c *net.UnixConn, enc *json.Encoder, req Reques
 	if err := enc.Encode(Reply{Pid: p.Pid}); err != nil {
 		_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
 		_, _ = p.Wait()
-		return err
+		if exit != nil {
+			_ = exit.Close()
+		}
+		return nil, nil, err
 	}
+	return p, exit, nil
+}
+
+// pidfdFile wraps a process's pidfd (-1: none) for the runtime's poller.
+func pidfdFile(pidfd int) *os.File {
+	if pidfd < 0 {
+		return nil
+	}
+	// Non-blocking, so that os.NewFile registers it with the poller.
+	if err := unix.SetNonblock(pidfd, true); err != nil {
+		_ = unix.Close(pidfd)
+		return nil
+	}
+	return os.NewFile(uintptr(pidfd), "pidfd")
+}
+
+// waitExited returns once the process behind pidfd has exited. It waits in
+// the runtime's poller: a wait system call blocks a thread for as long as
+// the command runs, one per running command, and the agent must not need
+// new threads while a fork bomb holds every PID (see WarmThreads).
+func waitExited(pidfd *os.File) {
+	if pidfd == nil {
+		return
+	}
+	rc, err := pidfd.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Read(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		// Done when readable, or when polling fails: Wait then blocks.
+		return err != unix.EINTR && (err != nil || n > 0)
+	})
+}
+
+// waitExec relays control lines to the started command p until it exits,
+// then reports its exit status.
+func waitExec(c *net.UnixConn, enc *json.Encoder, p *os.Process, pidfd *os.File) error {
 	// Control lines until the driver hangs up; a hang-up before the exit kills.
 	exited := make(chan struct{})
 	ctlDone := make(chan struct{})
@@ -307,7 +404,8 @@ func runExec(ctx context.Context, c *net.UnixConn, enc *json.Encoder, req Reques
 			_ = syscall.Kill(p.Pid, syscall.SIGKILL)
 		}
 	}()
-	ps, werr := p.Wait()
+	waitExited(pidfd)
+	ps, werr := p.Wait() // at once: the process has exited
 	close(exited)
 	rep := Reply{Exited: true}
 	if werr != nil {
@@ -321,7 +419,7 @@ func runExec(ctx context.Context, c *net.UnixConn, enc *json.Encoder, req Reques
 			rep.Code = ws.ExitStatus()
 		}
 	}
-	err = enc.Encode(rep)
+	err := enc.Encode(rep)
 	// Unblock the control reader: the driver closes after reading Exit.
 	_ = c.CloseWrite()
 	<-ctlDone

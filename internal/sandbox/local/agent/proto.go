@@ -55,6 +55,9 @@ type Reply struct {
 	Signal int  `json:"signal,omitempty"`
 	// Error reports a command that could not start (Code 126 or 127).
 	Error string `json:"error,omitempty"`
+	// Errno is the system error behind Error, when there is one: EAGAIN
+	// means the sandbox's process limit refused the new process.
+	Errno int `json:"errno,omitempty"`
 }
 
 // Control is one line from the driver to a running exec.

@@ -1,0 +1,332 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+)
+
+// Attacks from issue 14. TestExecOOMKilledChild, TestAgentThreadsBounded
+// and TestExecPidsLimitError failed on the driver before their fixes;
+// TestForkBomb and TestExecCancelKillsProcessGroup pin down containment
+// that already held (the agent kills the command's process group).
+
+// TestExecOOMKilledChild: the OOM killer takes a child of the exec's
+// command, not the command itself; the exec still reports oom_killed.
+func TestExecOOMKilledChild(t *testing.T) {
+	d := newTestDriver(t, "")
+	if d.cgMode == cgroupNone {
+		t.Skip("no cgroups on this host")
+	}
+	ref := create(t, d, sandbox.Spec{MemoryMB: 64})
+	// The inner shell holds the string and dies; the outer one reports it.
+	r := sh(t, d, ref, `sh -c 'x=$(head -c 400000000 /dev/zero | tr "\0" a); echo ${#x}'; echo status $?`)
+	if r.st.Signal != "" || r.st.Code != 0 {
+		t.Fatalf("got %+v (stdout %q, stderr %q), want the outer shell to exit 0", r.st, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "status 137") {
+		t.Fatalf("got stdout %q, want the inner shell killed (status 137)", r.stdout)
+	}
+	if !r.st.OOMKilled {
+		t.Errorf("got %+v, want OOMKilled: a process of the exec was OOM-killed", r.st)
+	}
+	// The next exec, with no OOM kill of its own, reports none.
+	if r := sh(t, d, ref, "echo ok"); r.st.OOMKilled || r.stdout != "ok\n" {
+		t.Errorf("after the OOM kill: got %+v %q, want no OOM kill", r.st, r.stdout)
+	}
+}
+
+// lineWaiter is an io.Writer that closes seen when a line equal to want
+// has been written.
+type lineWaiter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func newLineWaiter(want string) *lineWaiter {
+	return &lineWaiter{want: want, seen: make(chan struct{})}
+}
+
+func (w *lineWaiter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(b)
+	for _, l := range strings.Split(w.buf.String(), "\n") {
+		if l == w.want {
+			w.once.Do(func() { close(w.seen) })
+		}
+	}
+	return len(b), nil
+}
+
+func (w *lineWaiter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// blockingStdin is a stdin that gives the command nothing until the test
+// ends: `read` blocks on it without using a process.
+func blockingStdin(t *testing.T) io.Reader {
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { _ = pw.Close() })
+	return pr
+}
+
+// waitEcho runs `echo alive` until it works or the deadline passes and
+// returns how many tries it took.
+func waitEcho(t *testing.T, d *Driver, ref sandbox.Ref, deadline time.Time) int {
+	t.Helper()
+	var last string
+	for i := 1; ; i++ {
+		var out, errb bytes.Buffer
+		st, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"echo", "alive"}, Stdout: &out, Stderr: &errb})
+		if err == nil && st.Code == 0 && out.String() == "alive\n" {
+			return i
+		}
+		last = out.String() + errb.String()
+		if err != nil {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("echo alive failed %d times, last: %+v %s", i, st, last)
+		}
+	}
+}
+
+// TestForkBomb runs a real fork bomb under pids_limit 64 for two seconds:
+// the agent survives it, cancelling the exec kills the bomb's whole
+// process group, and the sandbox works again right after.
+func TestForkBomb(t *testing.T) {
+	d := newTestDriver(t, "")
+	if d.cgMode == cgroupNone {
+		t.Skip("no cgroups on this host")
+	}
+	ref := create(t, d, sandbox.Spec{PidsLimit: 64})
+	before := len(sandboxPids(t, d, ref))
+	agentPid, err := d.ping(testCtx(t), &d.sbs[string(ref)].st)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+	defer cancel()
+	// `read` (a builtin) keeps the exec running while the bomb rages in
+	// the background; the bomb is in the exec's process group.
+	var out, errb bytes.Buffer
+	start := time.Now()
+	st, err := d.Exec(ctx, ref, sandbox.ExecRequest{
+		Argv:  []string{"sh", "-c", `bomb() { bomb | bomb & }; bomb; read x`},
+		Stdin: blockingStdin(t), Stdout: &out, Stderr: &errb,
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("bomb exec: got %+v, %v; want the deadline to cancel it", st, err)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("cancelling the bomb took %v", took)
+	}
+	if !d.sbs[string(ref)].st.alive() {
+		t.Fatal("sandbox died under the fork bomb")
+	}
+	if pid, err := d.ping(testCtx(t), &d.sbs[string(ref)].st); err != nil || pid != agentPid {
+		t.Fatalf("agent after the bomb: pid %d, %v; want the same agent (pid %d) answering", pid, err, agentPid)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	tries := waitEcho(t, d, ref, deadline)
+	t.Logf("echo alive after %d tries", tries)
+	// The bomb died with its exec: nothing of it is left in the sandbox
+	// once the sandbox's init has reaped the dead.
+	for {
+		n := len(sandboxPids(t, d, ref))
+		if n <= before {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d processes after the bomb, want %d as before it", n, before)
+		}
+		waitEcho(t, d, ref, deadline)
+	}
+}
+
+// agentThreads counts the threads of the sandbox's agent.
+func agentThreads(t *testing.T, d *Driver, ref sandbox.Ref) int {
+	t.Helper()
+	s, _ := d.get(ref)
+	nsPid, err := d.ping(testCtx(t), &s.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range sandboxPids(t, d, ref) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			continue
+		}
+		var ns []string
+		threads := 0
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok {
+				switch k {
+				case "NSpid":
+					ns = strings.Fields(v)
+				case "Threads":
+					threads, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+			}
+		}
+		if len(ns) > 0 && ns[len(ns)-1] == strconv.Itoa(nsPid) {
+			return threads
+		}
+	}
+	t.Fatal("agent not found in the sandbox's cgroup")
+	return 0
+}
+
+// TestAgentThreadsBounded: the agent's threads count against the pids
+// limit, and it must never need a new one while a bomb holds every PID
+// (the Go runtime aborts when it cannot create a thread). Many commands
+// running at once must not cost it a thread each.
+func TestAgentThreadsBounded(t *testing.T) {
+	d := newTestDriver(t, "")
+	if d.cgMode == cgroupNone {
+		t.Skip("no cgroups on this host")
+	}
+	ref := create(t, d, sandbox.Spec{PidsLimit: 128})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	const n = 48
+	started := make([]*lineWaiter, n)
+	for i := range started {
+		started[i] = newLineWaiter("up")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = d.Exec(ctx, ref, sandbox.ExecRequest{
+				Argv:  []string{"sh", "-c", "echo up; read x"},
+				Stdin: blockingStdin(t), Stdout: started[i],
+			})
+		}()
+	}
+	for _, w := range started {
+		<-w.seen
+	}
+	// bubblewrap's two processes share the overhead with the agent.
+	got, max := agentThreads(t, d, ref), pidsOverhead-2
+	t.Logf("agent threads: %d", got)
+	if got > max {
+		t.Errorf("agent has %d threads with %d commands running, want at most %d (the pids overhead)", got, n, max)
+	}
+}
+
+// TestExecCancelKillsProcessGroup: cancelling an exec kills what it
+// started in the background too; an exec that ends by itself leaves its
+// background jobs running.
+func TestExecCancelKillsProcessGroup(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+	countSleeps := `n=0; for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sleep ] && n=$((n+1)); done; echo $n`
+
+	ctx, cancel := context.WithCancel(testCtx(t))
+	w := newLineWaiter("started")
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Exec(ctx, ref, sandbox.ExecRequest{
+			Argv:  []string{"sh", "-c", `sleep 1001 & sleep 1002 & echo started; read x`},
+			Stdin: blockingStdin(t), Stdout: w,
+		})
+		done <- err
+	}()
+	select {
+	case <-w.seen:
+	case err := <-done:
+		t.Fatalf("exec ended early: %v, %q", err, w.String())
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled exec: got %v, want context.Canceled", err)
+	}
+	if got := mustSh(t, d, ref, countSleeps); got != "0\n" {
+		t.Errorf("after cancel: got %q sleep processes, want 0", got)
+	}
+
+	// A command that ends normally: its background job is a feature.
+	mustSh(t, d, ref, `sleep 1003 >/dev/null 2>&1 & echo bg`)
+	if got := mustSh(t, d, ref, countSleeps); got != "1\n" {
+		t.Errorf("after a normal exit: got %q sleep processes, want the 1 background job", got)
+	}
+}
+
+// TestExecPidsLimitError: an exec that cannot start because every PID of
+// the sandbox is taken fails with a clear, retryable error.
+func TestExecPidsLimitError(t *testing.T) {
+	d := newTestDriver(t, "")
+	if d.cgMode == cgroupNone {
+		t.Skip("no cgroups on this host")
+	}
+	ref := create(t, d, sandbox.Spec{PidsLimit: 16})
+	s, _ := d.get(ref)
+	pidsDir := s.st.Cgroups.dir("pids")
+	readInt := func(name string) int {
+		b, err := os.ReadFile(filepath.Join(pidsDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatalf("%s: %q", name, b)
+		}
+		return n
+	}
+	// The filler takes every PID left, then waits on a builtin holding its
+	// own: nothing in the sandbox exits and frees one.
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	w := newLineWaiter("full")
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Exec(ctx, ref, sandbox.ExecRequest{
+			// dash exits when fork fails, hence the subshell; the sleep
+			// after it takes the PID the subshell freed.
+			Argv:  []string{"sh", "-c", `(while :; do sleep 1000 & done) 2>/dev/null; sleep 1000 & echo full; read x`},
+			Stdin: blockingStdin(t), Stdout: w, Stderr: io.Discard,
+		})
+		done <- err
+	}()
+	select {
+	case <-w.seen:
+	case err := <-done:
+		t.Fatalf("filler ended early: %v, %q", err, w.String())
+	}
+	if cur, max := readInt("pids.current"), readInt("pids.max"); cur < max {
+		t.Fatalf("filler left room: pids.current %d, pids.max %d", cur, max)
+	}
+	var errb bytes.Buffer
+	st, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"true"}, Stderr: &errb})
+	if err == nil {
+		t.Fatalf("exec with every PID taken: got %+v, stderr %q, want an error", st, errb.String())
+	}
+	if k := errs.KindOf(err); k != errs.TooMany {
+		t.Errorf("got %v (kind %v), want kind %v", err, k, errs.TooMany)
+	}
+	if e, ok := errs.Public(err); !ok || !strings.Contains(e.Message, "pids_limit") {
+		t.Errorf("got %q, want a public message naming pids_limit", err)
+	}
+	cancel()
+	<-done
+	waitEcho(t, d, ref, time.Now().Add(30*time.Second))
+}
