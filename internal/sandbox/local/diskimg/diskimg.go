@@ -15,10 +15,41 @@
 // The image is attached with the loop ioctls directly (no mount or losetup
 // processes) and with LO_FLAGS_AUTOCLEAR, so the loop device goes away when
 // the filesystem's last user lets go of it; Unmount checks that it did.
+// While attached, the image is locked (flock, held by the loop device), so
+// it cannot be mounted twice.
 //
 // Formatting takes tens of milliseconds (an mkfs process), which a sandbox
 // start cannot afford: Pool keeps images of the default size formatted in
 // advance.
+//
+// # Use from the driver
+//
+// At startup: NewPool(<data>/diskpool, defaultMB, n, log) and run its Run
+// under the server's errgroup.
+//
+// Sandbox start, with D = <data>/sandboxes/<id>:
+//
+//	CheckFree(<data>, disk_mb)                 // errs.InsufficientStorage (507)
+//	pool.Take(ctx, D/disk.img, disk_mb)        // a ready image, or mkfs now
+//	Mount(D/disk.img, D/disk)                  // D/disk created first, 0700
+//	mkdir D/disk/{upper,work,workspace} 0755, D/disk/tmp 1777
+//	overlay root: upperdir=D/disk/upper, workdir=D/disk/work
+//	bwrap: --bind D/disk/tmp /tmp (instead of --tmpfs), --bind D/disk/workspace /workspace
+//
+// and persist D/disk.img and D/disk in the sandbox's state. After a
+// restart, Find(image, dir) says whether the disk is still mounted there.
+// At teardown, after the sandbox's processes are gone and its root overlay
+// is unmounted: Unmount(ctx, D/disk.img, D/disk), then remove D only if
+// it succeeded or failed with ErrStillAttached (the mount point is free
+// then; the image's blocks are freed when the last holder goes). Any other
+// error means the disk may still be mounted on D/disk: removing D would
+// delete the sandbox's files through the mount.
+//
+// Persistent volumes: CreateVolume(<data>/volumes/<owner>/<name>.img,
+// size) once; Mount it while a sandbox uses it (ErrInUse, errs.Conflict,
+// while another does), with a workspace/ subdirectory as the bound
+// /workspace, so the sandbox never owns the filesystem's root; Trim, then
+// Unmount when the sandbox ends. Allocated gives a volume's host size.
 package diskimg
 
 import (
