@@ -339,7 +339,12 @@ func shortErr(err error) string {
 }
 
 // Build returns base with cmds applied, running them through run unless
-// the result for (base digest, cmds) is cached.
+// the result for (base digest, cmds) is cached. The build's upper
+// directory is written by a build sandbox, so its content is hostile:
+// Build never opens or walks it by path. It only renames the directory
+// holding it into the cache, and removes it on failure with os.RemoveAll,
+// which works relative to directory handles and never follows a symlink;
+// the build's config is written beside it, not in it.
 func (c *Cache) Build(ctx context.Context, base Rootfs, cmds []string, log io.Writer, run Runner) (Rootfs, error) {
 	ins, err := Parse(cmds)
 	if err != nil {

@@ -25,6 +25,9 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	benchFixture.cleanup()
+	if racerBuild.dir != "" {
+		os.RemoveAll(racerBuild.dir)
+	}
 	if code == 0 {
 		// The AWS SDK's HTTP transport keeps idle connections alive.
 		if err := goleak.Find(
