@@ -195,7 +195,8 @@ func newWorld(t testing.TB) *world {
 	w.allowed2 = serve(t, remote, "198.51.100.2:0")
 	w.denied = serve(t, remote, "198.51.100.3:0")
 	w.remote10 = serve(t, remote, "10.203.0.1:0")
-	w.upstream = testUpstream(t, map[string]string{"allowed.test.": "198.51.100.2", "denied.test.": "198.51.100.3"})
+	w.upstream = testUpstream(t, map[string]string{
+		"allowed.test.": "198.51.100.2", "denied.test.": "198.51.100.3", "rebind.test.": "198.51.100.254"})
 	return w
 }
 

@@ -191,7 +191,7 @@ func TestAllowList(t *testing.T) {
 	w := newWorld(t)
 	ns := sandboxNS(t)
 	startNet(t, ns, Policy{Mode: AllowList, Allow: mustAllow(t,
-		"allowed.test:"+port(w.allowed), "10.203.0.0/24")}, w, nil)
+		"allowed.test:"+port(w.allowed), "10.203.0.0/24", "rebind.test")}, w, nil)
 	var inside string
 	if err := inNS(t, ns, func() error { inside = serve(t, "", "127.0.0.1:0"); return nil }); err != nil {
 		t.Fatal(err)
@@ -206,7 +206,13 @@ func TestAllowList(t *testing.T) {
 	if rcode, ips := resolveFrom(t, ns, "denied.test"); rcode != dns.RcodeNameError || len(ips) != 0 {
 		t.Errorf("resolve denied.test: rcode %s, %v; want NXDOMAIN", dns.RcodeToString[rcode], ips)
 	}
+	// An allowed name may resolve to anything; what is always closed stays
+	// closed (DNS rebinding onto the host).
+	if rcode, ips := resolveFrom(t, ns, "rebind.test"); rcode != dns.RcodeSuccess || !slices.Equal(ips, []string{"198.51.100.254"}) {
+		t.Fatalf("resolve rebind.test: rcode %s, %v; want NOERROR [198.51.100.254]", dns.RcodeToString[rcode], ips)
+	}
 	checkProbes(t, ns, []probe{
+		{"allowed name resolving to the host's own address", w.hostVeth, false, false},
 		{"allowed name, allowed port", w.allowed, true, false},
 		{"allowed name's address, another port", w.allowed2, false, false},
 		{"denied name's address", w.denied, false, false},
