@@ -495,6 +495,8 @@ func addTar(ctx context.Context, tw *tar.Writer, root *os.Root, name, entry stri
 
 // ArchiveIn extracts a tar stream into the directory p (created if
 // missing). Entries escaping p (.., absolute climbs, symlinks) are refused.
+// It is all or nothing (see extractAll): a refused or broken archive leaves
+// p as it was, and p is removed again if ArchiveIn created it.
 func (d *Driver) ArchiveIn(ctx context.Context, ref sandbox.Ref, p string, r io.Reader) error {
 	root, st, rel, err := d.openPath(ref, p)
 	if err != nil {
@@ -502,18 +504,30 @@ func (d *Driver) ArchiveIn(ctx context.Context, ref sandbox.Ref, p string, r io.
 	}
 	defer root.Close()
 	owner := sandboxOwner(root, st)
+	var created []string // the directories of rel made here, outermost first
 	if rel != "." {
+		parts := strings.Split(rel, "/")
+		for i := range parts {
+			dir := strings.Join(parts[:i+1], "/")
+			if _, err := root.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+				created = append(created, dir)
+			}
+		}
 		if err := mkdirAllOwned(root, rel, owner); err != nil {
 			return fileError(p, err)
 		}
 	}
 	sub, err := root.OpenRoot(rel)
-	if err != nil {
-		return fileError(p, err)
+	if err == nil {
+		err = extractAll(sub, r, owner)
+		sub.Close()
 	}
-	defer sub.Close()
-	if err := image.Untar(sub, r, image.UntarOptions{ChownTo: owner}); err != nil {
-		return fileError(p, err)
+	if err != nil {
+		// Remove only what is still empty: the sandbox may have used it.
+		for i := len(created) - 1; i >= 0; i-- {
+			_ = root.Remove(created[i])
+		}
+		return archiveError(p, err)
 	}
 	return nil
 }
