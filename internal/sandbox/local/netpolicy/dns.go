@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )
@@ -47,8 +46,7 @@ type proxy struct {
 	log       *slog.Logger
 	inflight  chan struct{}
 
-	nftMu sync.Mutex // one batch at a time on conn
-	conn  *nftables.Conn
+	fw *firewall
 
 	udp, tcp *dns.Server
 	wg       sync.WaitGroup // the two serving goroutines
@@ -56,7 +54,7 @@ type proxy struct {
 
 // startProxy opens the proxy's sockets inside the namespace nsf and serves
 // them until close.
-func startProxy(nsf int, conn *nftables.Conn, p Policy, upstreams []string, log *slog.Logger) (*proxy, error) {
+func startProxy(nsf int, fw *firewall, p Policy, upstreams []string, log *slog.Logger) (*proxy, error) {
 	var pc net.PacketConn
 	var l net.Listener
 	err := inNetNS(nsf, func() error {
@@ -74,7 +72,7 @@ func startProxy(nsf int, conn *nftables.Conn, p Policy, upstreams []string, log 
 		return nil, fmt.Errorf("dns proxy: listen in sandbox: %w", err)
 	}
 	px := &proxy{
-		policy: p, upstreams: upstreams, log: log, conn: conn,
+		policy: p, upstreams: upstreams, log: log, fw: fw,
 		inflight: make(chan struct{}, maxInflight),
 	}
 	started := make(chan struct{}, 2)
@@ -162,10 +160,7 @@ func (px *proxy) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	if px.policy.Mode == AllowList && len(ports) > 0 {
 		if addrs, ttl := answerAddrs(resp, q.Name); len(addrs) > 0 {
-			px.nftMu.Lock()
-			err := addResolved(px.conn, addrs, ports, time.Duration(ttl)*time.Second)
-			px.nftMu.Unlock()
-			if err != nil {
+			if err := px.fw.open(addrs, ports, time.Duration(ttl)*time.Second); err != nil {
 				px.log.Error("dns proxy: open resolved addresses", "name", name, "err", err)
 				reply(dns.RcodeServerFailure)
 				return

@@ -196,7 +196,8 @@ func newWorld(t testing.TB) *world {
 	w.denied = serve(t, remote, "198.51.100.3:0")
 	w.remote10 = serve(t, remote, "10.203.0.1:0")
 	w.upstream = testUpstream(t, map[string]string{
-		"allowed.test.": "198.51.100.2", "denied.test.": "198.51.100.3", "rebind.test.": "198.51.100.254"})
+		"allowed.test.": "198.51.100.2", "denied.test.": "198.51.100.3", "rebind.test.": "198.51.100.254",
+		"long.test.": "198.51.100.2 3600"})
 	return w
 }
 
@@ -245,8 +246,8 @@ func inNS(t testing.TB, nsPath string, fn func() error) error {
 	return inNetNS(int(f.Fd()), fn)
 }
 
-// testUpstream serves A records for names on host loopback, as the host's
-// resolver would.
+// testUpstream serves A records for names ("ip" with TTL 5, or "ip ttl")
+// on host loopback, as the host's resolver would.
 func testUpstream(t testing.TB, names map[string]string) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -257,11 +258,16 @@ func testUpstream(t testing.TB, names map[string]string) string {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		q := r.Question[0]
-		ip, ok := names[strings.ToLower(q.Name)]
+		v, ok := names[strings.ToLower(q.Name)]
+		ip, ttlS, _ := strings.Cut(v, " ")
+		ttl, err := strconv.Atoi(ttlS)
+		if err != nil {
+			ttl = 5
+		}
 		if !ok {
 			m.Rcode = dns.RcodeNameError
 		} else if q.Qtype == dns.TypeA {
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5}, A: net.ParseIP(ip)})
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: uint32(ttl)}, A: net.ParseIP(ip)})
 		}
 		_ = w.WriteMsg(m)
 	})

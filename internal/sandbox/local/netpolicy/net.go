@@ -53,6 +53,7 @@ type Net struct {
 	log   *slog.Logger
 	nsf   *os.File
 	conn  *nftables.Conn
+	fw    *firewall
 	proxy *proxy
 
 	mu     sync.Mutex
@@ -104,6 +105,9 @@ func Attach(ctx context.Context, o Options, st State) (*Net, error) {
 			err = install(n.conn, o.Policy, hosts)
 		} else {
 			err = refreshHostAddrs(n.conn, hosts)
+			if err == nil {
+				err = n.fw.load(o.Policy)
+			}
 		}
 	}
 	if err == nil && !pastaAlive(st) {
@@ -156,7 +160,7 @@ func open(o *Options) (*Net, error) {
 		nsf.Close()
 		return nil, err
 	}
-	return &Net{log: log, nsf: nsf, conn: conn}, nil
+	return &Net{log: log, nsf: nsf, conn: conn, fw: newFirewall(conn)}, nil
 }
 
 func (n *Net) startProxy(o Options) error {
@@ -170,7 +174,7 @@ func (n *Net) startProxy(o Options) error {
 			ups = append(ups, net.JoinHostPort(s, cfg.Port))
 		}
 	}
-	px, err := startProxy(int(n.nsf.Fd()), n.conn, o.Policy, ups, n.log)
+	px, err := startProxy(int(n.nsf.Fd()), n.fw, o.Policy, ups, n.log)
 	if err != nil {
 		return err
 	}
@@ -192,9 +196,7 @@ func (n *Net) RefreshHostAddrs() error {
 	if err != nil {
 		return err
 	}
-	n.proxy.nftMu.Lock()
-	defer n.proxy.nftMu.Unlock()
-	return refreshHostAddrs(n.conn, hosts)
+	return n.fw.refreshHostAddrs(hosts)
 }
 
 // Close detaches from the sandbox's network, as on server shutdown: the

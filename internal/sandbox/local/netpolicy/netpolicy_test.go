@@ -14,7 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/nftables"
 	"github.com/miekg/dns"
 )
 
@@ -281,7 +283,7 @@ func TestReadopt(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := n.State()
-	t.Cleanup(func() { _ = Stop(st) })
+	t.Cleanup(func() { _ = n.Close(); _ = Stop(st) })
 	if rcode, _ := resolveFrom(t, ns, "allowed.test"); rcode != dns.RcodeSuccess {
 		t.Fatalf("resolve: %s", dns.RcodeToString[rcode])
 	}
@@ -293,18 +295,19 @@ func TestReadopt(t *testing.T) {
 	}
 	checkProbes(t, ns, []probe{{"resolved address while detached", w.allowed, true, false}})
 
-	n, err = Attach(context.Background(), o, st)
+	n2, err := Attach(context.Background(), o, st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := n.State(); got != st {
+	t.Cleanup(func() { _ = n2.Close() })
+	if got := n2.State(); got != st {
 		t.Errorf("Attach state %+v, want %+v (same pasta)", got, st)
 	}
 	if rcode, _ := resolveFrom(t, ns, "denied.test"); rcode != dns.RcodeNameError {
 		t.Errorf("after Attach, resolve denied.test: %s, want NXDOMAIN", dns.RcodeToString[rcode])
 	}
 	checkProbes(t, ns, []probe{{"unresolved public address after Attach", w.public, false, false}})
-	if err := n.Close(); err != nil {
+	if err := n2.Close(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -314,12 +317,12 @@ func TestReadopt(t *testing.T) {
 	if pastaAlive(st) {
 		t.Fatal("pasta alive after Stop")
 	}
-	n, err = Attach(context.Background(), o, st)
+	n3, err := Attach(context.Background(), o, st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st2 := n.State()
-	t.Cleanup(func() { _ = Stop(st2) })
+	st2 := n3.State()
+	t.Cleanup(func() { _ = n3.Close(); _ = Stop(st2) })
 	if st2 == st || !pastaAlive(st2) {
 		t.Fatalf("Attach after pasta died: state %+v, want a new running pasta", st2)
 	}
@@ -327,7 +330,7 @@ func TestReadopt(t *testing.T) {
 		t.Fatalf("resolve after pasta restart: %s", dns.RcodeToString[rcode])
 	}
 	checkProbes(t, ns, []probe{{"allowed address through the new pasta", w.allowed, true, false}})
-	if err := n.Destroy(); err != nil {
+	if err := n3.Destroy(); err != nil {
 		t.Fatal(err)
 	}
 	if pastaAlive(st2) {
@@ -366,4 +369,47 @@ func worldReadableCopy(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return dst
+}
+
+// TestResolvedTimeouts: an answer opens its addresses for at least a minute
+// and at least its TTL, and a shorter TTL for the same address (another
+// name) never shortens what a longer one opened.
+func TestResolvedTimeouts(t *testing.T) {
+	requireTools(t)
+	w := newWorld(t)
+	ns := sandboxNS(t)
+	startNet(t, ns, Policy{Mode: AllowList, Allow: mustAllow(t, "allowed.test", "long.test")}, w, nil)
+	f, err := nsFile(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := openConn(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expires := func() time.Duration {
+		t.Helper()
+		s, err := c.GetSetByName(&nftables.Table{Family: nftables.TableFamilyINet, Name: tableName}, setName(false, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		els, err := c.GetSetElements(s)
+		if err != nil || len(els) != 1 || !slices.Equal(els[0].Key, []byte{198, 51, 100, 2}) {
+			t.Fatalf("set elements %+v, %v; want 198.51.100.2", els, err)
+		}
+		return els[0].Expires
+	}
+	resolveFrom(t, ns, "allowed.test") // TTL 5
+	if e := expires(); e <= 50*time.Second || e > time.Minute {
+		t.Errorf("after a TTL of 5 s the address expires in %v, want about a minute", e)
+	}
+	resolveFrom(t, ns, "long.test") // TTL 3600, same address
+	if e := expires(); e <= 59*time.Minute {
+		t.Errorf("after a TTL of 3600 s the address expires in %v, want about an hour", e)
+	}
+	resolveFrom(t, ns, "allowed.test")
+	if e := expires(); e <= 59*time.Minute {
+		t.Errorf("a shorter TTL cut the address's opening to %v, want about an hour", e)
+	}
 }

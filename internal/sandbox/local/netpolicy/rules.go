@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -229,34 +230,114 @@ func addHostRules(c *nftables.Conn, ch *nftables.Chain, addrs []netip.Addr) {
 	}
 }
 
-// addResolved opens addrs for ports (0: any) until timeout.
-func addResolved(c *nftables.Conn, addrs []netip.Addr, ports []uint16, timeout time.Duration) error {
-	timeout = min(max(timeout, minResolvedTimeout), maxResolvedTimeout)
+// firewall is the server's handle on the rules of one sandbox's namespace.
+type firewall struct {
+	mu   sync.Mutex // one batch at a time on conn
+	conn *nftables.Conn
+	now  func() time.Time
+	// expiry records when each resolved address's set element expires,
+	// so that a shorter TTL (another name, the same address) never cuts
+	// an element short, and repeated answers cost no netlink round trip.
+	expiry map[opening]time.Time
+}
+
+type opening struct {
+	set  string
+	addr netip.Addr
+}
+
+func newFirewall(conn *nftables.Conn) *firewall {
+	return &firewall{conn: conn, now: time.Now, expiry: map[opening]time.Time{}}
+}
+
+// load seeds the expiry records from the kernel's sets, after a restart.
+func (fw *firewall) load(p Policy) error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
 	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: tableName}
+	now := fw.now()
+	for _, port := range namePorts(p.Allow) {
+		for _, v6 := range []bool{false, true} {
+			s, err := fw.conn.GetSetByName(t, setName(v6, port))
+			if err != nil {
+				return fmt.Errorf("read resolved set: %w", err)
+			}
+			els, err := fw.conn.GetSetElements(s)
+			if err != nil {
+				return fmt.Errorf("read resolved set: %w", err)
+			}
+			for _, e := range els {
+				if a, ok := netip.AddrFromSlice(e.Key); ok {
+					fw.expiry[opening{s.Name, a}] = now.Add(e.Expires)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// open lets addrs through on ports (0: any) for at least ttl, clamped to
+// [minResolvedTimeout, maxResolvedTimeout]. An element is only ever
+// extended: re-adding an element with a timeout replaces its timeout
+// (Linux 6.10 and later; older kernels keep the first).
+func (fw *firewall) open(addrs []netip.Addr, ports []uint16, ttl time.Duration) error {
+	timeout := min(max(ttl, minResolvedTimeout), maxResolvedTimeout)
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	now := fw.now()
+	until := now.Add(timeout)
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: tableName}
+	var added []opening
 	for _, port := range ports {
 		for _, v6 := range []bool{false, true} {
+			name := setName(v6, port)
 			var elems []nftables.SetElement
 			for _, a := range addrs {
-				if a.Is6() == v6 {
-					elems = append(elems, nftables.SetElement{Key: a.AsSlice(), Timeout: timeout})
+				k := opening{name, a}
+				// A second of slack: refreshing an element for a second
+				// more is not worth a round trip.
+				if a.Is6() != v6 || fw.expiry[k].After(until.Add(-time.Second)) {
+					continue
 				}
+				elems = append(elems, nftables.SetElement{Key: a.AsSlice(), Timeout: timeout})
+				added = append(added, k)
 			}
 			if len(elems) == 0 {
 				continue
 			}
-			s := &nftables.Set{Table: t, Name: setName(v6, port), KeyType: nftables.TypeIPAddr, HasTimeout: true}
+			s := &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeIPAddr, HasTimeout: true}
 			if v6 {
 				s.KeyType = nftables.TypeIP6Addr
 			}
-			if err := c.SetAddElements(s, elems); err != nil {
+			if err := fw.conn.SetAddElements(s, elems); err != nil {
 				return fmt.Errorf("add resolved addresses: %w", err)
 			}
 		}
 	}
-	if err := c.Flush(); err != nil {
+	if len(added) == 0 {
+		return nil
+	}
+	if err := fw.conn.Flush(); err != nil {
 		return fmt.Errorf("add resolved addresses: %w", err)
 	}
+	for _, k := range added {
+		fw.expiry[k] = until
+	}
+	if len(fw.expiry) > 2*maxResolved {
+		for k, e := range fw.expiry {
+			if e.Before(now) {
+				delete(fw.expiry, k)
+			}
+		}
+	}
 	return nil
+}
+
+// refreshHostAddrs replaces the host-address rules.
+func (fw *firewall) refreshHostAddrs(hosts []netip.Addr) error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	return refreshHostAddrs(fw.conn, hosts)
 }
 
 // hostAddrs lists the addresses of every interface of the server's
