@@ -324,3 +324,45 @@ func FuzzArchiveIn(f *testing.F) {
 		}
 	})
 }
+
+// TestArchiveInDiskFull: an archive larger than the sandbox's disk is
+// refused as too large (not as a path escaping the sandbox), and the
+// space its staging took is free again.
+func TestArchiveInDiskFull(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{DiskMB: 64})
+	ctx := testCtx(t)
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tw := tar.NewWriter(pw)
+		const size = 96 << 20
+		if err := tw.WriteHeader(&tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644, Size: size}); err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		_, err := io.Copy(tw, io.LimitReader(zeros{}, size))
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	err := d.ArchiveIn(ctx, ref, "/workspace/full", pr)
+	pr.CloseWithError(io.ErrClosedPipe)
+	<-done
+	if k := errs.KindOf(err); k != errs.TooLarge {
+		t.Fatalf("got %v (kind %v), want kind %v", err, k, errs.TooLarge)
+	}
+	if got := mustSh(t, d, ref, "ls -A /workspace/full 2>&1; df -m /workspace | tail -1 | awk '{print ($4 > 48)}'"); !strings.HasSuffix(got, "1\n") || strings.Contains(got, "big") {
+		t.Errorf("after the refused archive: got %q, want no entries and the space free", got)
+	}
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}

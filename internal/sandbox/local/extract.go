@@ -71,10 +71,12 @@ func (b *recordingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// errNotTar and errTruncatedTar classify a body that is not a whole tar stream.
+// errNotTar and errTruncatedTar classify a body that is not a whole tar
+// stream, errBody one that could not be read.
 var (
 	errNotTar       = errors.New("body is not a tar stream")
 	errTruncatedTar = errors.New("truncated tar stream")
+	errBody         = errors.New("read archive")
 )
 
 // archiveReadError tells apart what the upload's reader failed with
@@ -83,7 +85,7 @@ var (
 func archiveReadError(err, readErr error) error {
 	switch {
 	case readErr != nil && !errors.Is(readErr, io.ErrUnexpectedEOF):
-		return fmt.Errorf("read archive: %w", readErr)
+		return fmt.Errorf("%w: %w", errBody, readErr)
 	case errors.Is(err, tar.ErrHeader):
 		return fmt.Errorf("%w: %w", errNotTar, err)
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -101,6 +103,8 @@ func archiveError(p string, err error) error {
 		return errs.Wrap(errs.Invalid, err, "archive: the body is not a tar stream")
 	case errors.Is(err, errTruncatedTar):
 		return errs.Wrap(errs.Invalid, err, "archive: truncated tar stream")
+	case errors.Is(err, errBody):
+		return err // the caller's reader's own error (a size limit, a cut upload)
 	}
 	return fileError(p, err)
 }
@@ -158,9 +162,6 @@ func mergeInto(dst *os.Root, stage, rel string) error {
 	}
 	for _, e := range ents {
 		to := path.Join(rel, e.Name())
-		if rel == "." && e.Name() == stage {
-			continue // cannot happen: stage's name is random
-		}
 		if e.IsDir() {
 			if fi, err := dst.Lstat(to); err == nil && fi.IsDir() {
 				if err := mergeInto(dst, stage, to); err != nil {

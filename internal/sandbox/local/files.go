@@ -114,6 +114,8 @@ func fileError(p string, err error) error {
 		return errs.Wrap(errs.Conflict, err, "in use (a mount point): "+p)
 	case errors.Is(err, image.ErrUnsafePath):
 		return errs.Wrap(errs.Invalid, err, err.Error())
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return errs.Wrap(errs.TooLarge, err, "no space left on the sandbox's disk (disk_mb): "+p)
 	}
 	if _, ok := errs.Public(err); ok {
 		return err
