@@ -10,11 +10,10 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
-	"math"
 	"net/mail"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -108,15 +107,6 @@ type Store interface {
 	// RevokeToken marks the user's token revoked; NotFound if it is not theirs.
 	RevokeToken(ctx context.Context, userID, tokenID string, at time.Time) error
 	TouchToken(ctx context.Context, tokenID string, at time.Time) error
-
-	// LoginThrottle returns the failure count of key and when its window began.
-	LoginThrottle(ctx context.Context, key string) (failures int, windowStart time.Time, err error)
-	// RecordLoginFailure counts one failure for key, starting a new window at
-	// now when the current one began before windowFloor.
-	RecordLoginFailure(ctx context.Context, key string, now, windowFloor time.Time) (failures int, err error)
-	ClearLoginFailures(ctx context.Context, key string) error
-	// DeleteLoginThrottlesBefore forgets keys whose window began before t.
-	DeleteLoginThrottlesBefore(ctx context.Context, t time.Time) (int64, error)
 }
 
 // Options configures a Service. Zero values take the documented defaults.
@@ -128,39 +118,57 @@ type Options struct {
 	SessionTTL time.Duration
 	// Hash sets the argon2id cost (default DefaultHashParams).
 	Hash HashParams
-	// AccountLimit and IPLimit are the failed logins allowed per account and
-	// per client IP within ThrottleWindow (defaults 5, 50, 15 minutes).
-	AccountLimit   int
-	IPLimit        int
+
+	// Login throttling (see throttle.go): backoff per (account, client
+	// address), with looser gates per address and per account.
+
+	// AccountLimit is how many failed logins one client address may make on
+	// one account before each further attempt waits: 1 s after the
+	// limit-th failure, doubling with every failure after it, up to
+	// MaxDelay (default 5).
+	AccountLimit int
+	// IPLimit is the same across accounts for one client address: a guesser
+	// spraying many accounts (default 20).
+	IPLimit int
+	// AccountCeiling is the same across client addresses for one account: a
+	// distributed guess (default 100). Addresses the account logged in from
+	// within AccountKnown skip it (and IPLimit).
+	AccountCeiling int
+	// ThrottleWindow is how long a key must go without a failure for one of
+	// its failures to be forgiven (default 1 hour).
 	ThrottleWindow time.Duration
+	// MaxDelay caps the wait between attempts (default 15 minutes).
+	MaxDelay time.Duration
+	// AccountKnown is how long a successful login makes its client address
+	// a known one for the account (default 30 days).
+	AccountKnown time.Duration
+	// ThrottleEntries caps the throttle's table (default 100 000, about
+	// 10 MB); see throttle.go for what goes when it is full.
+	ThrottleEntries int
 }
 
 // Service is the auth domain. It is safe for concurrent use.
 type Service struct {
-	store        Store
-	log          *slog.Logger
-	now          func() time.Time
-	sessionTTL   time.Duration
-	hash         HashParams
-	accountLimit int
-	ipLimit      int
-	window       time.Duration
+	store      Store
+	log        *slog.Logger
+	now        func() time.Time
+	sessionTTL time.Duration
+	hash       HashParams
+	throttle   *throttle
 
-	dummyOnce sync.Once
+	// dummyHash is verified for unknown accounts, so they cost what a wrong
+	// password costs.
 	dummyHash string
 }
 
 // New returns a Service.
 func New(o Options) *Service {
 	s := &Service{
-		store:        o.Store,
-		log:          o.Logger,
-		now:          o.Clock,
-		sessionTTL:   o.SessionTTL,
-		hash:         o.Hash,
-		accountLimit: o.AccountLimit,
-		ipLimit:      o.IPLimit,
-		window:       o.ThrottleWindow,
+		store:      o.Store,
+		log:        o.Logger,
+		now:        o.Clock,
+		sessionTTL: o.SessionTTL,
+		hash:       o.Hash,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -174,16 +182,34 @@ func New(o Options) *Service {
 	if s.hash == (HashParams{}) {
 		s.hash = DefaultHashParams
 	}
-	if s.accountLimit <= 0 {
-		s.accountLimit = 5
+	s.throttle = &throttle{
+		seed: maphash.MakeSeed(),
+		limits: [numGates]int{
+			gatePair:    positive(o.AccountLimit, 5),
+			gateIP:      positive(o.IPLimit, 20),
+			gateAccount: positive(o.AccountCeiling, 100),
+		},
+		forgive:  positive(o.ThrottleWindow, time.Hour),
+		maxDelay: positive(o.MaxDelay, 15*time.Minute),
+		known:    positive(o.AccountKnown, 30*24*time.Hour),
+		capacity: max(positive(o.ThrottleEntries, 100_000), int(numGates)),
+		entries:  map[uint64]throttleEntry{},
 	}
-	if s.ipLimit <= 0 {
-		s.ipLimit = 50
+	// Hashed now, with the cost new passwords get, rather than on the first
+	// unknown email (which would then take twice as long as a wrong password).
+	h, err := s.hash.Hash(Secret("dummy password for timing equalisation"))
+	if err != nil {
+		panic(fmt.Sprintf("auth: hash the dummy password: %v", err)) // crypto/rand failed
 	}
-	if s.window <= 0 {
-		s.window = 15 * time.Minute
-	}
+	s.dummyHash = h
 	return s
+}
+
+func positive[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // SessionTTL returns how long new sessions last.
@@ -303,8 +329,11 @@ type LoginResult struct {
 	ExpiresAt    time.Time
 }
 
-// Login checks credentials and opens a session. clientIP keys the per-IP
-// throttle (may be empty). Throttled attempts get TooMany with RetryAfter.
+// Login checks credentials and opens a session. clientIP is the client's
+// address as the HTTP layer resolved it (may be empty); with the email it
+// keys the throttle. Throttled attempts get TooMany with RetryAfter, before
+// any lookup, and an unknown email costs and counts exactly what a wrong
+// password does.
 func (s *Service) Login(ctx context.Context, email string, password Secret, clientIP string) (*LoginResult, error) {
 	email = NormalizeEmail(email)
 	var fs []errs.FieldError
@@ -318,39 +347,31 @@ func (s *Service) Login(ctx context.Context, email string, password Secret, clie
 		return nil, err
 	}
 	now := s.now()
-	keys := []throttleKey{{"acct:" + email, s.accountLimit}}
-	if clientIP != "" {
-		keys = append(keys, throttleKey{"ip:" + clientIP, s.ipLimit})
-	}
-	for _, k := range keys {
-		if err := s.checkThrottle(ctx, k, now); err != nil {
-			return nil, err
-		}
+	keys := s.throttle.keys(email, clientIP)
+	if err := s.throttle.admit(keys, now); err != nil {
+		s.log.InfoContext(ctx, "login throttled")
+		return nil, err
 	}
 	u, hash, err := s.store.UserByEmail(ctx, email)
 	found := err == nil
 	if err != nil && errs.KindOf(err) != errs.NotFound {
+		s.throttle.refund(keys)
 		return nil, fmt.Errorf("login lookup: %w", err)
 	}
 	if !found {
-		hash = s.dummy()
+		hash = s.dummyHash
 	}
 	ok, verr := verifyPassword(hash, password)
 	if verr != nil {
+		s.throttle.refund(keys)
 		return nil, fmt.Errorf("verify password: %w", verr)
 	}
 	if !found || !ok {
-		for _, k := range keys {
-			if _, err := s.store.RecordLoginFailure(ctx, k.key, now, now.Add(-s.window)); err != nil {
-				return nil, fmt.Errorf("record login failure: %w", err)
-			}
-		}
+		// The attempt was charged when admitted: nothing more to record.
 		s.log.InfoContext(ctx, "login failed", "known_account", found)
 		return nil, errBadCredentials()
 	}
-	if err := s.store.ClearLoginFailures(ctx, keys[0].key); err != nil {
-		return nil, fmt.Errorf("clear login failures: %w", err)
-	}
+	s.throttle.succeed(keys, now)
 	tok, err := newSecret("tbs_")
 	if err != nil {
 		return nil, err
@@ -361,41 +382,6 @@ func (s *Service) Login(ctx context.Context, email string, password Secret, clie
 	}
 	s.log.InfoContext(ctx, "login", "user_id", u.ID)
 	return &LoginResult{User: &u, SessionToken: tok, ExpiresAt: sess.ExpiresAt}, nil
-}
-
-type throttleKey struct {
-	key   string
-	limit int
-}
-
-func (s *Service) checkThrottle(ctx context.Context, k throttleKey, now time.Time) error {
-	n, start, err := s.store.LoginThrottle(ctx, k.key)
-	if err != nil {
-		if errs.KindOf(err) == errs.NotFound {
-			return nil
-		}
-		return fmt.Errorf("login throttle: %w", err)
-	}
-	end := start.Add(s.window)
-	if n < k.limit || !now.Before(end) {
-		return nil
-	}
-	e := errs.E(errs.TooMany, "too many failed logins; try again later")
-	e.RetryAfter = int(math.Ceil(end.Sub(now).Seconds()))
-	if e.RetryAfter < 1 {
-		e.RetryAfter = 1
-	}
-	return e
-}
-
-func (s *Service) dummy() string {
-	s.dummyOnce.Do(func() {
-		h, err := s.hash.Hash(Secret("dummy password for timing equalisation"))
-		if err == nil {
-			s.dummyHash = h
-		}
-	})
-	return s.dummyHash
 }
 
 // SessionUser returns the user of a live session cookie value.
@@ -433,14 +419,12 @@ func (s *Service) PruneSessions(ctx context.Context) (int64, error) {
 	return s.store.DeleteExpiredSessions(ctx, s.now())
 }
 
-// Prune deletes expired sessions and login-throttle entries whose window
-// has passed (failed logins for made-up emails would otherwise pile up).
+// Prune deletes expired sessions and forgets expired login-throttle
+// entries (the throttle's table is capped anyway; this keeps it small).
 func (s *Service) Prune(ctx context.Context) (sessions, throttles int64, err error) {
+	throttles = int64(s.throttle.prune(s.now()))
 	if sessions, err = s.PruneSessions(ctx); err != nil {
-		return 0, 0, fmt.Errorf("prune sessions: %w", err)
-	}
-	if throttles, err = s.store.DeleteLoginThrottlesBefore(ctx, s.now().Add(-s.window)); err != nil {
-		return sessions, 0, fmt.Errorf("prune login throttle: %w", err)
+		return 0, throttles, fmt.Errorf("prune sessions: %w", err)
 	}
 	return sessions, throttles, nil
 }

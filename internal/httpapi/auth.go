@@ -12,7 +12,7 @@ import (
 
 // authOps documents the auth routes.
 var authOps = []apiOp{
-	{Method: "POST", Path: "/auth/login", Summary: "Log in with email and password; sets the session cookie", Request: loginRequest{}, Response: auth.User{}, Public: true},
+	{Method: "POST", Path: "/auth/login", Summary: "Log in with email and password; sets the session cookie. Repeated failures from one address get 429 with Retry-After (seconds, doubling per failure)", Request: loginRequest{}, Response: auth.User{}, Public: true},
 	{Method: "POST", Path: "/auth/logout", Summary: "End the current session and clear the cookie", Public: true},
 	{Method: "GET", Path: "/auth/me", Summary: "The authenticated user", Response: auth.User{}},
 	{Method: "GET", Path: "/auth/tokens", Summary: "List your API tokens", Response: []auth.Token{}},
@@ -67,7 +67,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	res, err := s.deps.Auth.Login(r.Context(), req.Email, req.Password, clientIP(r))
+	res, err := s.deps.Auth.Login(r.Context(), req.Email, req.Password, s.clientIP(r))
 	s.metrics.logins.WithLabelValues(loginResult(err)).Inc()
 	if err != nil {
 		return err

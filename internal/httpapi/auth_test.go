@@ -2,7 +2,12 @@ package httpapi
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -186,50 +191,231 @@ func TestNoUserEnumeration(t *testing.T) {
 	}
 }
 
-func TestLoginThrottle(t *testing.T) {
-	h := newHarness(t) // AccountLimit 3 within 10 minutes
-	h.createUser("fay@example.com", auth.RoleMember)
-	for i := range 3 {
-		wantStatus(t, h.login(h.client(), "fay@example.com", "wrong-"+strconv.Itoa(i)), http.StatusUnauthorized)
+// clientFrom returns a client whose connections come from the loopback
+// address ip (127.0.0.0/8 is all local on Linux), so the server sees a
+// different peer than the default 127.0.0.1.
+func (h *harness) clientFrom(ip string) *http.Client {
+	h.t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	tr := &http.Transport{DialContext: d.DialContext}
+	h.t.Cleanup(tr.CloseIdleConnections)
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Transport: tr}
+}
+
+// behindProxies serves the harness's auth service again with
+// TrustedProxies set.
+func (h *harness) behindProxies(cidrs ...string) {
+	h.t.Helper()
+	var ps []netip.Prefix
+	for _, c := range cidrs {
+		ps = append(ps, netip.MustParsePrefix(c))
 	}
-	h.clock.Advance(time.Minute)
-	r := h.login(h.client(), "fay@example.com", testPassword) // even the right password
+	h.srv = httptest.NewServer(NewServer(Deps{
+		Logger: h.logger(), Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
+		TrustedProxies: ps,
+	}))
+	h.t.Cleanup(h.srv.Close)
+}
+
+// loginVia logs in with one X-Forwarded-For header line per xff value.
+func (h *harness) loginVia(c *http.Client, email, password string, xff ...string) resp {
+	h.t.Helper()
+	body := `{"email":"` + email + `","password":"` + password + `"}`
+	req, err := http.NewRequest("POST", h.srv.URL+"/auth/login", strings.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for _, v := range xff {
+		req.Header.Add("X-Forwarded-For", v)
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return resp{status: res.StatusCode, header: res.Header, body: b}
+}
+
+// wantThrottled checks a 429 with Retry-After retryAfter and a message
+// naming the reason; the body never echoes the password tried.
+func wantThrottled(t *testing.T, r resp, retryAfter int, reason, password string) {
+	t.Helper()
 	wantStatus(t, r, http.StatusTooManyRequests)
-	ra, err := strconv.Atoi(r.header.Get("Retry-After"))
-	if err != nil || ra != 9*60 {
-		t.Fatalf("Retry-After = %q, want %d", r.header.Get("Retry-After"), 9*60)
+	if got := r.header.Get("Retry-After"); got != strconv.Itoa(retryAfter) {
+		t.Fatalf("Retry-After = %q, want %d", got, retryAfter)
 	}
-	if e := r.errBody(t); e.Code != "too_many_requests" {
-		t.Fatalf("code = %q", e.Code)
+	e := r.errBody(t)
+	if e.Code != "too_many_requests" || !strings.Contains(e.Message, reason) || e.RequestID == "" {
+		t.Fatalf("error = %+v, want too_many_requests naming %q", e, reason)
 	}
-	// Other accounts are unaffected.
-	h.createUser("gus@example.com", auth.RoleMember)
-	wantStatus(t, h.login(h.client(), "gus@example.com", testPassword), http.StatusOK)
-	// After the window the account can log in again, and success clears the count.
-	h.clock.Advance(9 * time.Minute)
-	wantStatus(t, h.login(h.client(), "fay@example.com", testPassword), http.StatusOK)
-	wantStatus(t, h.login(h.client(), "fay@example.com", "wrong"), http.StatusUnauthorized)
-	wantStatus(t, h.login(h.client(), "fay@example.com", testPassword), http.StatusOK)
+	if strings.Contains(string(r.body), password) {
+		t.Fatalf("429 body echoes the password: %s", r.body)
+	}
+}
+
+// The guesser's address is slowed with a doubling wait; the owner, from
+// another address, logs in as usual; a success clears the guesser's pair.
+func TestLoginThrottleOwnerElsewhere(t *testing.T) {
+	h := newHarness(t) // AccountLimit 3: the 3rd failure starts a 1 s wait
+	h.createUser("fay@example.com", auth.RoleMember)
+	guesser, owner := h.clientFrom("127.0.0.2"), h.client()
+	for i := range 3 {
+		wantStatus(t, h.login(guesser, "fay@example.com", "wrong-"+strconv.Itoa(i)), http.StatusUnauthorized)
+	}
+	wantThrottled(t, h.login(guesser, "fay@example.com", testPassword), 1, "from your address", testPassword)
+	wantStatus(t, h.login(owner, "fay@example.com", testPassword), http.StatusOK)
+
+	// Each further failure doubles the guesser's wait.
+	for _, wait := range []int{1, 2, 4, 8} {
+		h.clock.Advance(time.Duration(wait) * time.Second)
+		wantStatus(t, h.login(guesser, "fay@example.com", "wrong"), http.StatusUnauthorized)
+		wantThrottled(t, h.login(guesser, "fay@example.com", "wrong"), 2*wait, "from your address", "wrong")
+		wantStatus(t, h.login(owner, "fay@example.com", testPassword), http.StatusOK)
+	}
+
+	// A success from the guesser's address clears it: three free failures again.
+	h.clock.Advance(16 * time.Second)
+	wantStatus(t, h.login(guesser, "fay@example.com", testPassword), http.StatusOK)
+	for range 3 {
+		wantStatus(t, h.login(guesser, "fay@example.com", "wrong"), http.StatusUnauthorized)
+	}
+	wantThrottled(t, h.login(guesser, "fay@example.com", "wrong"), 1, "from your address", "wrong")
+
 	m := string(h.do(h.client(), "GET", "/metrics", nil).body)
 	for _, want := range []string{
-		`techboss_auth_logins_total{result="ok"} 3`,
-		`techboss_auth_logins_total{result="rejected"} 4`,
-		`techboss_auth_logins_total{result="throttled"} 1`,
+		`techboss_auth_logins_total{result="ok"} 6`,
+		`techboss_auth_logins_total{result="rejected"} 10`,
+		`techboss_auth_logins_total{result="throttled"} 6`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	if logs := h.logs.String(); strings.Contains(logs, testPassword) || strings.Contains(logs, "wrong-1") {
+		t.Errorf("a password reached the logs")
 	}
 }
 
 func TestLoginThrottlePerIP(t *testing.T) {
 	h := newHarness(t, func(o *auth.Options) { o.AccountLimit, o.IPLimit = 100, 4 })
 	h.createUser("hal@example.com", auth.RoleMember)
-	// Spraying different accounts from one address trips the per-IP limit.
+	sprayer := h.clientFrom("127.0.0.3")
+	// Spraying different accounts from one address trips the per-address limit ...
 	for i := range 4 {
-		wantStatus(t, h.login(h.client(), "spray"+strconv.Itoa(i)+"@example.com", "x"), http.StatusUnauthorized)
+		wantStatus(t, h.login(sprayer, "spray"+strconv.Itoa(i)+"@example.com", "x"), http.StatusUnauthorized)
 	}
-	wantStatus(t, h.login(h.client(), "hal@example.com", testPassword), http.StatusTooManyRequests)
+	wantThrottled(t, h.login(sprayer, "hal@example.com", testPassword), 1, "from your address", testPassword)
+	// ... and nobody else's.
+	wantStatus(t, h.login(h.client(), "hal@example.com", testPassword), http.StatusOK)
+}
+
+// Without trusted proxies X-Forwarded-For is ignored: a guesser cannot
+// dodge its throttle by rotating it, nor pin its failures on the owner's
+// address by naming it.
+func TestLoginForwardedForFromUntrustedPeer(t *testing.T) {
+	h := newHarness(t)
+	h.createUser("ida@example.com", auth.RoleMember)
+	guesser := h.clientFrom("127.0.0.2")
+	for i := range 3 {
+		// 127.0.0.1 is where the owner logs in from.
+		xff := []string{"127.0.0.1", "203.0.113." + strconv.Itoa(i), "127.0.0.1, 127.0.0.1"}[i]
+		wantStatus(t, h.loginVia(guesser, "ida@example.com", "wrong", xff), http.StatusUnauthorized)
+	}
+	wantThrottled(t, h.loginVia(guesser, "ida@example.com", testPassword, "198.51.100.77"), 1, "from your address", testPassword)
+	wantStatus(t, h.loginVia(h.client(), "ida@example.com", testPassword), http.StatusOK)
+}
+
+// Behind trusted proxies the client is the right-most X-Forwarded-For
+// address that is not a proxy; what the client wrote to its left counts
+// for nothing.
+func TestLoginForwardedForFromTrustedProxy(t *testing.T) {
+	h := newHarness(t)
+	h.behindProxies("127.0.0.1/32", "10.0.0.0/8") // the edge proxy dials from 127.0.0.1; 10/8 are inner hops
+	h.createUser("jo@example.com", auth.RoleMember)
+	proxy := h.client()
+	const ownerAddr, guesserAddr = "203.0.113.9", "198.51.100.7"
+	for range 3 {
+		wantStatus(t, h.loginVia(proxy, "jo@example.com", "wrong", guesserAddr), http.StatusUnauthorized)
+	}
+	for _, tc := range []struct {
+		name string
+		xff  []string
+	}{
+		{"one hop", []string{guesserAddr}},
+		{"spoofed owner address on the left", []string{ownerAddr + ", " + guesserAddr}},
+		{"through an inner proxy", []string{ownerAddr + ",  " + guesserAddr + ", 10.1.2.3"}},
+		{"split across header lines", []string{ownerAddr, guesserAddr + ":51000", "10.1.2.3"}},
+		{"garbage left of the client", []string{"not-an-ip, " + guesserAddr}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantThrottled(t, h.loginVia(proxy, "jo@example.com", testPassword, tc.xff...), 1, "from your address", testPassword)
+		})
+	}
+	// The owner behind the same proxy is a different client.
+	wantStatus(t, h.loginVia(proxy, "jo@example.com", testPassword, ownerAddr), http.StatusOK)
+	wantStatus(t, h.loginVia(proxy, "jo@example.com", testPassword, "10.9.9.9, "+ownerAddr+", 10.1.2.3"), http.StatusOK)
+
+	// A peer that is not a trusted proxy is the client, whatever it forwards:
+	// its failures land on its own address, not on the owner's it names.
+	direct := h.clientFrom("127.0.0.2")
+	for range 3 {
+		wantStatus(t, h.loginVia(direct, "jo@example.com", "wrong", ownerAddr), http.StatusUnauthorized)
+	}
+	wantThrottled(t, h.loginVia(direct, "jo@example.com", testPassword, "192.0.2.200"), 1, "from your address", testPassword)
+	wantStatus(t, h.loginVia(proxy, "jo@example.com", testPassword, ownerAddr), http.StatusOK)
+}
+
+func TestClientIP(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+	for _, tc := range []struct {
+		name, peer string
+		xff        []string
+		want       string
+	}{
+		{"no proxy", "192.0.2.1:5000", nil, "192.0.2.1"},
+		{"untrusted peer, header ignored", "192.0.2.1:5000", []string{"198.51.100.1"}, "192.0.2.1"},
+		{"untrusted v6 peer", "[2001:db8::1]:443", []string{"198.51.100.1"}, "2001:db8::1"},
+		{"trusted peer, no header", "10.0.0.1:5000", nil, "10.0.0.1"},
+		{"trusted peer", "10.0.0.1:5000", []string{"198.51.100.1"}, "198.51.100.1"},
+		{"right-most untrusted wins", "10.0.0.1:5000", []string{"6.6.6.6, 198.51.100.1, 10.0.0.2"}, "198.51.100.1"},
+		{"several lines", "10.0.0.1:5000", []string{"6.6.6.6", "198.51.100.1", "10.0.0.2"}, "198.51.100.1"},
+		{"all proxies", "10.0.0.1:5000", []string{"10.0.0.3, 10.0.0.2"}, "10.0.0.3"},
+		{"garbage at a proxy hop", "10.0.0.1:5000", []string{"198.51.100.1, junk, 10.0.0.2"}, "10.0.0.2"},
+		{"empty entry", "10.0.0.1:5000", []string{"198.51.100.1,,"}, "10.0.0.1"},
+		{"ports and brackets", "[fd00::1]:80", []string{"[2001:db8::7]:1234, 10.0.0.9:80"}, "2001:db8::7"},
+		{"mapped v4", "[::ffff:10.0.0.1]:80", []string{"::ffff:198.51.100.1"}, "198.51.100.1"},
+		{"not an IP peer", "@", []string{"198.51.100.1"}, "@"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := clientIP(tc.peer, tc.xff, trusted); got != tc.want {
+				t.Fatalf("clientIP(%q, %q) = %q, want %q", tc.peer, tc.xff, got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzClientIP: X-Forwarded-For is untrusted input. An untrusted peer is
+// always the answer; behind a proxy the answer is an address.
+func FuzzClientIP(f *testing.F) {
+	for _, s := range []string{"", "198.51.100.1", "1.1.1.1, 10.0.0.2", "[::1]:80,junk", ",,,", "1.2.3.4:99999", "fe80::1%eth0", strings.Repeat("1.1.1.1,", 100)} {
+		f.Add(s)
+	}
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	f.Fuzz(func(t *testing.T, xff string) {
+		if got := clientIP("192.0.2.1:1", []string{xff}, trusted); got != "192.0.2.1" {
+			t.Fatalf("untrusted peer: got %q", got)
+		}
+		got := clientIP("10.0.0.1:1", []string{xff}, trusted)
+		if _, err := netip.ParseAddr(got); err != nil {
+			t.Fatalf("behind a proxy: got %q, not an address", got)
+		}
+	})
 }
 
 func TestAdminCreatesUser(t *testing.T) {

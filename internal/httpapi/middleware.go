@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -284,11 +285,66 @@ func (s *server) requireAdmin(next http.Handler) http.Handler {
 	})
 }
 
-// clientIP is the peer address of r (no proxy headers are trusted).
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+// clientIP is the address r came from, for the login throttle. It is the
+// peer (RemoteAddr) unless the peer is a trusted proxy
+// (Deps.TrustedProxies); then it is the right-most X-Forwarded-For address
+// that is not a trusted proxy. Everything left of that address was written
+// by the client and is ignored, so a spoofer can neither pick the address
+// it is counted under nor blame someone else's. An entry that does not
+// parse stops the walk at the last trusted hop: everyone behind it shares
+// one count, which slows the liar too.
+func (s *server) clientIP(r *http.Request) string {
+	return clientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), s.deps.TrustedProxies)
+}
+
+func clientIP(remoteAddr string, xff []string, trusted []netip.Prefix) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = remoteAddr
 	}
-	return host
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	peer = peer.Unmap()
+	if !isTrusted(peer, trusted) {
+		return peer.String()
+	}
+	last := peer
+	for i := len(xff) - 1; i >= 0; i-- {
+		hops := strings.Split(xff[i], ",")
+		for j := len(hops) - 1; j >= 0; j-- {
+			a, ok := parseHop(hops[j])
+			if !ok {
+				return last.String()
+			}
+			if !isTrusted(a, trusted) {
+				return a.String()
+			}
+			last = a
+		}
+	}
+	return last.String() // every hop is a trusted proxy
+}
+
+// parseHop parses one X-Forwarded-For entry: an address, or an address
+// with a port as some proxies write it ("192.0.2.1:5000", "[2001:db8::1]:5000").
+func parseHop(h string) (netip.Addr, bool) {
+	h = strings.TrimSpace(h)
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Unmap().WithZone(""), true
+	}
+	if ap, err := netip.ParseAddrPort(h); err == nil {
+		return ap.Addr().Unmap().WithZone(""), true
+	}
+	return netip.Addr{}, false
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

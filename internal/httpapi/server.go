@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -50,6 +51,11 @@ type Deps struct {
 	// TrustedOrigins are extra origins (scheme://host[:port]) allowed to make
 	// cookie-authenticated writes, e.g. a UI served from another host.
 	TrustedOrigins []string
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
+	// believed when they are the direct peer; the login throttle then
+	// counts the right-most address in it that is not one of them. Empty:
+	// X-Forwarded-For is ignored and the peer is the client.
+	TrustedProxies []netip.Prefix
 	// MaxJSONBody bounds JSON request bodies for handlers that use
 	// decodeJSONLimit(r, v, s.deps.MaxJSONBody) (default 1 MiB).
 	MaxJSONBody int64
