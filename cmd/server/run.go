@@ -89,6 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		Version:        version(),
 		SecureCookies:  cfg.CookiesSecure(),
 		TrustedOrigins: cfg.Origins(),
+		TrustedProxies: cfg.TrustedProxies,
 		Stopping:       stopping,
 	})
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -32,6 +33,8 @@ type Config struct {
 	SessionTTL      time.Duration // TECHBOSS_SESSION_TTL
 	ShutdownTimeout time.Duration // TECHBOSS_SHUTDOWN_TIMEOUT
 	ReplicaTimeout  time.Duration // TECHBOSS_REPLICA_TIMEOUT (PostgreSQL: several replicas)
+
+	TrustedProxies []netip.Prefix // TECHBOSS_TRUSTED_PROXIES: peers whose X-Forwarded-For is believed
 
 	AdminEmail    string      // TECHBOSS_ADMIN_EMAIL
 	AdminPassword auth.Secret // TECHBOSS_ADMIN_PASSWORD
@@ -79,6 +82,7 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_PUBLIC_URL", "public-url", "", "URL clients (and Modal sandboxes) reach this server at", str(&c.PublicURL)},
 		{"TECHBOSS_SECURE_COOKIES", "secure-cookies", "auto", "auto (Secure when the public URL is https) | true | false", oneOf(&c.SecureCookies, "auto", "true", "false")},
 		{"TECHBOSS_TRUSTED_ORIGINS", "trusted-origins", "", "comma-separated extra origins allowed to make cookie-authenticated writes", list(&c.TrustedOrigins)},
+		{"TECHBOSS_TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated CIDRs or IPs of reverse proxies whose X-Forwarded-For names the client (login throttling); empty: the peer is the client", prefixes(&c.TrustedProxies)},
 		{"TECHBOSS_SESSION_TTL", "session-ttl", "168h", "login session lifetime", duration(&c.SessionTTL)},
 		{"TECHBOSS_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long in-flight requests get on shutdown", duration(&c.ShutdownTimeout)},
 		{"TECHBOSS_REPLICA_TIMEOUT", "replica-timeout", "30s", "with PostgreSQL: how long a replica may go unseen before its runs are interrupted and its host's local sandboxes taken for lost", duration(&c.ReplicaTimeout)},
@@ -371,6 +375,38 @@ func list(p *[]string) func(string) error {
 				*p = append(*p, s)
 			}
 		}
+		return nil
+	}
+}
+
+// prefixes parses a comma-separated list of CIDRs and single addresses (a
+// whole-address prefix); the first bad entry is named.
+func prefixes(p *[]netip.Prefix) func(string) error {
+	return func(v string) error {
+		var out []netip.Prefix
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e == "" {
+				continue
+			}
+			if strings.Contains(e, "/") {
+				pf, err := netip.ParsePrefix(e)
+				if err != nil || pf.Addr().Zone() != "" {
+					return fmt.Errorf("entry %q is not a CIDR such as 10.0.0.0/8 or fd00::/8", e)
+				}
+				if pf.Addr().Is4In6() && pf.Bits() >= 96 {
+					pf = netip.PrefixFrom(pf.Addr().Unmap(), pf.Bits()-96)
+				}
+				out = append(out, pf.Masked())
+				continue
+			}
+			a, err := netip.ParseAddr(e)
+			if err != nil || a.Zone() != "" {
+				return fmt.Errorf("entry %q is not an IP address or CIDR", e)
+			}
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+		*p = out
 		return nil
 	}
 }

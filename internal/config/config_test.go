@@ -69,6 +69,10 @@ func TestInvalidNamesTheSetting(t *testing.T) {
 		{map[string]string{"TECHBOSS_SANDBOX_DRIVER": "docker"}, nil, "TECHBOSS_SANDBOX_DRIVER"},
 		{map[string]string{"TECHBOSS_TRUSTED_ORIGINS": "evil"}, nil, "TECHBOSS_TRUSTED_ORIGINS"},
 		{map[string]string{"S3_FORCE_PATH_STYLE": "maybe"}, nil, "S3_FORCE_PATH_STYLE"},
+		{map[string]string{"TECHBOSS_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal"}, nil, `TECHBOSS_TRUSTED_PROXIES="10.0.0.0/8, proxy.internal"`},
+		{map[string]string{"TECHBOSS_TRUSTED_PROXIES": "10.0.0.0/33"}, nil, "TECHBOSS_TRUSTED_PROXIES"},
+		{map[string]string{"TECHBOSS_TRUSTED_PROXIES": "fe80::1%eth0"}, nil, "TECHBOSS_TRUSTED_PROXIES"},
+		{nil, []string{"-trusted-proxies", "256.1.1.1"}, "-trusted-proxies"},
 		{nil, []string{"extra"}, "unexpected argument"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
@@ -81,6 +85,27 @@ func TestInvalidNamesTheSetting(t *testing.T) {
 				t.Fatalf("error %q: want one line naming %s", msg, tc.want)
 			}
 		})
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	c, err := Load(nil, env(nil), io.Discard)
+	if err != nil || len(c.TrustedProxies) != 0 {
+		t.Fatalf("default TrustedProxies = %v, %v; want none", c.TrustedProxies, err)
+	}
+	c, err = Load(nil, env(map[string]string{
+		"TECHBOSS_TRUSTED_PROXIES": " 10.1.2.3/8, 192.168.1.10 ,,::1, fd00::/8, ::ffff:172.16.0.1, ::ffff:172.16.0.0/108",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range c.TrustedProxies {
+		got = append(got, p.String())
+	}
+	want := []string{"10.0.0.0/8", "192.168.1.10/32", "::1/128", "fd00::/8", "172.16.0.1/32", "172.16.0.0/12"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("TrustedProxies = %v, want %v", got, want)
 	}
 }
 
