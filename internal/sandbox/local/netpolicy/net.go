@@ -128,6 +128,11 @@ func open(o *Options) (*Net, error) {
 	if o.NetNS == "" || o.StateDir == "" {
 		return nil, errors.New("netpolicy: NetNS and StateDir are required")
 	}
+	for _, r := range o.Policy.Operator {
+		if r.Host != "" {
+			return nil, errors.New("netpolicy: operator rules take prefixes, not host names")
+		}
+	}
 	if o.pastaSafety == nil {
 		o.pastaSafety = pastaSafety
 	}

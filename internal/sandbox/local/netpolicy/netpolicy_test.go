@@ -186,6 +186,42 @@ func TestPastaFlags(t *testing.T) {
 	})
 }
 
+// TestNoInboundForwarding: nothing the sandbox listens on appears on the
+// host. pasta's default is -t/-u "auto" (this 2023-03 build did not bind
+// anything for it with --netns, newer builds do); the control forwards the
+// port explicitly, to show the probe sees an exposed port.
+func TestNoInboundForwarding(t *testing.T) {
+	requireTools(t)
+	w := newWorld(t)
+	for _, tc := range []struct {
+		name   string
+		tcp    string
+		expose bool
+	}{{"-t none", "none", false}, {"-t PORT (control)", "", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := sandboxNS(t)
+			// Listening before pasta starts, so "auto" sees the port at once.
+			var inside string
+			if err := inNS(t, ns, func() error { inside = serve(t, "", "0.0.0.0:0"); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			safety := slices.Clone(pastaSafety)
+			if tc.tcp == "" {
+				tc.tcp = port(inside)
+			}
+			safety[slices.Index(safety, "-t")+1] = tc.tcp
+			startNet(t, ns, Policy{Mode: Full}, w, safety)
+			c, err := net.Dial("tcp", "127.0.0.1:"+port(inside))
+			if err == nil {
+				c.Close()
+			}
+			if exposed := err == nil; exposed != tc.expose {
+				t.Errorf("dial the sandbox's port %s from the host: %v; want exposed=%v", port(inside), err, tc.expose)
+			}
+		})
+	}
+}
+
 // TestAllowList: only allowed names resolve, and only their answers'
 // addresses on the allowed port open, once resolved.
 func TestAllowList(t *testing.T) {
