@@ -36,6 +36,12 @@ import (
 //   - an entry that changes under us fails with errMoved (errs.Conflict):
 //     callers skip it or fail, they never retry through the path.
 //
+// A handle kept open (a cursor's, a walk's) may end up at another path if
+// the sandbox renames the directory, but never outside the tree: the
+// sandbox sees the tree through a mount, and rename across mounts fails
+// (EXDEV). os.Root does not stop at mount points; the sandbox's own mounts
+// live in its mount namespace and do not propagate to the host's.
+//
 // A tree is safe for concurrent use. Handles are reference counted: hold
 // takes a reference for another goroutine, Close drops one, and the
 // directory is closed with the last.
