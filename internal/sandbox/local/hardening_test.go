@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,14 +129,51 @@ func TestForkBomb(t *testing.T) {
 	defer cancel()
 	// `read` (a builtin) keeps the exec running while the bomb rages in
 	// the background; the bomb is in the exec's process group.
-	var out, errb bytes.Buffer
+	w := newLineWaiter("lit")
 	start := time.Now()
-	st, err := d.Exec(ctx, ref, sandbox.ExecRequest{
-		Argv:  []string{"sh", "-c", `bomb() { bomb | bomb & }; bomb; read x`},
-		Stdin: blockingStdin(t), Stdout: &out, Stderr: &errb,
-	})
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("bomb exec: got %+v, %v; want the deadline to cancel it", st, err)
+	bombErr := make(chan error, 1)
+	go func() {
+		st, err := d.Exec(ctx, ref, sandbox.ExecRequest{
+			Argv:  []string{"sh", "-c", `echo lit; bomb() { bomb | bomb & }; bomb; read x`},
+			Stdin: blockingStdin(t), Stdout: w, Stderr: io.Discard,
+		})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("bomb exec: got %+v, %v; want the deadline to cancel it", st, err)
+		} else {
+			err = nil
+		}
+		bombErr <- err
+	}()
+	<-w.seen
+	// Execs meanwhile either run or fail cleanly: the agent answers them all.
+	var wg sync.WaitGroup
+	var refused atomic.Int32
+	for range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := d.Exec(ctx, ref, sandbox.ExecRequest{Argv: []string{"echo", "x"}, Stdout: io.Discard})
+			if err != nil && errs.KindOf(err) != errs.TooMany && !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("exec during the bomb: %v", err)
+			}
+			if errs.KindOf(err) == errs.TooMany {
+				refused.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := <-bombErr; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of 24 execs during the bomb refused for lack of PIDs", refused.Load())
+	// The bomb did hit the limit (pids.events counts refused forks).
+	s, _ := d.get(ref)
+	ev, err := os.ReadFile(filepath.Join(s.st.Cgroups.dir("pids"), "pids.events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(string(ev)); len(f) < 2 || f[0] != "max" || f[1] == "0" {
+		t.Fatalf("pids.events %q: the bomb never reached pids_limit", ev)
 	}
 	if took := time.Since(start); took > 20*time.Second {
 		t.Errorf("cancelling the bomb took %v", took)
