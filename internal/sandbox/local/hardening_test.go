@@ -132,7 +132,10 @@ func TestForkBomb(t *testing.T) {
 	w := newLineWaiter("lit")
 	start := time.Now()
 	bombErr := make(chan error, 1)
-	go func() {
+	var bombWG sync.WaitGroup
+	defer bombWG.Wait()
+	defer cancel()
+	bombWG.Go(func() {
 		st, err := d.Exec(ctx, ref, sandbox.ExecRequest{
 			Argv:  []string{"sh", "-c", `echo lit; bomb() { bomb | bomb & }; bomb; read x`},
 			Stdin: blockingStdin(t), Stdout: w, Stderr: io.Discard,
@@ -143,8 +146,12 @@ func TestForkBomb(t *testing.T) {
 			err = nil
 		}
 		bombErr <- err
-	}()
-	<-w.seen
+	})
+	select {
+	case <-w.seen:
+	case err := <-bombErr:
+		t.Fatalf("bomb exec ended before lighting it: %v", err)
+	}
 	// Execs meanwhile either run or fail cleanly: the agent answers them all.
 	var wg sync.WaitGroup
 	var refused atomic.Int32
@@ -281,15 +288,18 @@ func TestExecCancelKillsProcessGroup(t *testing.T) {
 	countSleeps := `n=0; for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sleep ] && n=$((n+1)); done; echo $n`
 
 	ctx, cancel := context.WithCancel(testCtx(t))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
 	w := newLineWaiter("started")
 	done := make(chan error, 1)
-	go func() {
+	wg.Go(func() {
 		_, err := d.Exec(ctx, ref, sandbox.ExecRequest{
 			Argv:  []string{"sh", "-c", `sleep 1001 & sleep 1002 & echo started; read x`},
 			Stdin: blockingStdin(t), Stdout: w,
 		})
 		done <- err
-	}()
+	})
 	select {
 	case <-w.seen:
 	case err := <-done:
@@ -334,10 +344,12 @@ func TestExecPidsLimitError(t *testing.T) {
 	// The filler takes every PID left, then waits on a builtin holding its
 	// own: nothing in the sandbox exits and frees one.
 	ctx, cancel := context.WithCancel(testCtx(t))
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	defer cancel()
 	w := newLineWaiter("full")
 	done := make(chan error, 1)
-	go func() {
+	wg.Go(func() {
 		_, err := d.Exec(ctx, ref, sandbox.ExecRequest{
 			// dash exits when fork fails, hence the subshell; the sleep
 			// after it takes the PID the subshell freed.
@@ -345,7 +357,7 @@ func TestExecPidsLimitError(t *testing.T) {
 			Stdin: blockingStdin(t), Stdout: w, Stderr: io.Discard,
 		})
 		done <- err
-	}()
+	})
 	select {
 	case <-w.seen:
 	case err := <-done:
