@@ -16,8 +16,11 @@ import (
 // on v1, /sys/fs/cgroup/techboss/<id> on the unified (v2) hierarchy.
 const cgroupParent = "techboss"
 
-// pidsOverhead is added to pids_limit for the sandbox's own tasks
-// (bubblewrap's two processes and the agent's threads, see agent.WarmThreads).
+// pidsOverhead is added to pids_limit for the sandbox's own tasks:
+// bubblewrap's two processes and the agent's threads, about 20 however many
+// commands run (see agent.WarmThreads; TestAgentThreadsBounded holds it to
+// this). The agent makes its threads at start, so a command that takes
+// every PID it may have cannot starve it.
 const pidsOverhead = 32
 
 type cgroupMode int
