@@ -2,6 +2,7 @@ package netpolicy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,11 +32,13 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "flush" {
 		os.Exit(helperFlush())
 	}
+	stopForker := startForker()
 	before := map[string]bool{}
 	for _, p := range pastaProcs() {
 		before[p] = true
 	}
 	code := m.Run()
+	stopForker()
 	for _, p := range pastaProcs() {
 		if !before[p] {
 			fmt.Fprintf(os.Stderr, "FAIL: tests left pasta running: %s\n", p)
@@ -99,6 +103,32 @@ func run(t testing.TB, args ...string) {
 	}
 }
 
+// bwrap --die-with-parent ties the sandbox to the thread that forked it
+// (PR_SET_PDEATHSIG fires when that thread exits, not the process), and Go
+// ends threads whose goroutine exits locked. The sandboxes are forked from
+// one thread that lives as long as the tests.
+var forks chan func()
+
+func startForker() (stop func()) {
+	forks = make(chan func())
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for f := range forks {
+			f()
+		}
+		close(done)
+	}()
+	return func() { close(forks); <-done }
+}
+
+func forkOnStableThread(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	forks <- func() { errc <- cmd.Start() }
+	return <-errc
+}
+
 // sandboxNS starts a real sandbox as the local driver does: bubblewrap as
 // uid 0 of a new user namespace mapped onto unprivileged host ids, with its
 // own network and PID namespaces and no capabilities. It returns the
@@ -123,13 +153,23 @@ func sandboxPID(t testing.TB) int {
 		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 1_000_000_000, Size: 65536}},
 		Credential:  &syscall.Credential{Uid: 0, Gid: 0},
 	}
-	if err := cmd.Start(); err != nil {
+	// A strings.Builder would race with the read in Cleanup: the pipe's
+	// copier finishes before Wait returns, so a plain buffer read after the
+	// waiter's send is safe.
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := forkOnStableThread(cmd); err != nil {
 		t.Fatal(err)
 	}
 	infoW.Close()
+	exited := make(chan error, 1) // one send, by the waiter
+	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		err := <-exited
+		if t.Failed() {
+			t.Logf("sandbox bwrap ended: %v; stderr: %s", err, stderr.String())
+		}
 	})
 	var info struct {
 		ChildPID int `json:"child-pid"`
