@@ -7,7 +7,8 @@
 //
 // Each exchange is atomic: at every instant one of D/a, D/b is what the
 // other was. It runs until -for has passed or -n exchanges were made,
-// whichever comes first (at least one of them must be given), or until
+// whichever comes first (at least one of them must be given; -n counts
+// attempts, failed ones included), or until
 // SIGTERM/SIGINT, then prints "racer: <n> exchanges" on stdout and exits 0.
 // A failed exchange (e.g. an entry removed meanwhile) is counted and the
 // loop goes on; it exits 1 only when no exchange succeeded at all.
@@ -40,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	a := fl.String("a", "", "first entry name, relative to -dir (required)")
 	b := fl.String("b", "", "second entry name, relative to -dir (required)")
 	dur := fl.Duration("for", 0, "how long to swap (e.g. 5s)")
-	n := fl.Int64("n", 0, "how many exchanges to make")
+	n := fl.Int64("n", 0, "how many exchanges to attempt")
 	if err := fl.Parse(args); err != nil {
 		return 2
 	}
