@@ -6,12 +6,12 @@
 //	racer -dir D -a d -b l -n 100000
 //
 // Each exchange is atomic: at every instant one of D/a, D/b is what the
-// other was. It runs until -for has passed or -n exchanges were made,
-// whichever comes first (at least one of them must be given; -n counts
-// attempts, failed ones included), or until
-// SIGTERM/SIGINT, then prints "racer: <n> exchanges" on stdout and exits 0.
-// A failed exchange (e.g. an entry removed meanwhile) is counted and the
-// loop goes on; it exits 1 only when no exchange succeeded at all.
+// other was. It runs until -for has passed or -n exchanges were attempted,
+// whichever comes first (at least one of the two must be given), or until
+// SIGTERM/SIGINT, then prints "racer: <n> exchanges (<m> failed)" on
+// stdout and exits 0. A failed exchange (e.g. an entry removed meanwhile)
+// is counted and the loop goes on; it exits 1 only when no exchange
+// succeeded at all.
 //
 // It is a static, stdlib-plus-x/sys program so the security tests can copy
 // it into a sandbox (CGO_ENABLED=0 go build ./internal/testbin/racer).
