@@ -110,14 +110,19 @@ func Attach(ctx context.Context, o Options, st State) (*Net, error) {
 			}
 		}
 	}
+	restarted := false
 	if err == nil && !pastaAlive(st) {
 		n.log.Warn("pasta gone; restarting it", "pid", st.PastaPID)
 		n.state, err = startPasta(ctx, o.Pasta, o.StateDir, n.nsf, o.pastaSafety)
+		restarted = err == nil
 	}
 	if err == nil {
 		err = n.startProxy(o)
 	}
 	if err != nil {
+		if restarted {
+			_ = stopPasta(n.state, time.Second)
+		}
 		n.nsf.Close()
 		return nil, err
 	}

@@ -54,15 +54,32 @@ func (r Rule) String() string {
 	return s
 }
 
-// Policy is what one sandbox may reach.
+// Policy is what one sandbox may reach. The output chain in the sandbox's
+// namespace decides, first match wins:
+//
+//  1. the sandbox's own lo, established connections, IPv6 neighbour
+//     discovery: accept;
+//  2. Operator prefixes: accept;
+//  3. the host's own interface addresses, loopback, link-local (metadata),
+//     multicast, IPv4-mapped IPv6: reject;
+//  4. Allow prefixes: accept;
+//  5. private ranges (RFC 1918, 100.64.0.0/10, 198.18.0.0/15, fc00::/7):
+//     reject;
+//  6. Full: accept. AllowList: addresses the DNS proxy resolved for an
+//     allowed name (on the rule's port): accept;
+//  7. reject (TCP reset, else ICMP administratively prohibited).
+//
+// So a sandbox's own list can open private ranges but never the host or
+// link-local, and an allowed name that resolves into a closed range
+// (DNS rebinding) stays closed.
 type Policy struct {
 	Mode Mode
 	// Allow is the sandbox's allow-list (from ParseAllow). In Full mode only
-	// its prefixes matter: they open private ranges.
+	// its prefixes matter.
 	Allow []Rule
 	// Operator is the operator's list of prefixes (from ParseOperatorAllow),
-	// e.g. a corporate proxy. It is checked first and may open anything,
-	// including host loopback-free addresses of the host and link-local.
+	// e.g. a corporate proxy: it can open anything, the host's own
+	// addresses and link-local included.
 	Operator []Rule
 }
 
