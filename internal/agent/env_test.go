@@ -86,6 +86,7 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = drv.Close() })
 	mgr, err := sandbox.NewManager(sandbox.Deps{
 		Repo: db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
 		Limits: sandbox.DefaultLimits(),

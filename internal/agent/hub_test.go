@@ -45,6 +45,7 @@ func newManager(t testing.TB, db *store.DB) *sandbox.Manager {
 	if err != nil {
 		need(t, err.Error())
 	}
+	t.Cleanup(func() { _ = drv.Close() })
 	m, err := sandbox.NewManager(sandbox.Deps{Repo: db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local", Limits: sandbox.DefaultLimits()})
 	if err != nil {
 		t.Fatal(err)

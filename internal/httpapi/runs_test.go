@@ -61,6 +61,7 @@ func newRunHarness(t *testing.T, script ...modeltest.Reply) *runHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = drv.Close() })
 	m, err := sandbox.NewManager(sandbox.Deps{
 		Repo: h.db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
 		Limits: sandbox.DefaultLimits(),

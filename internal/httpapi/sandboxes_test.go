@@ -85,6 +85,7 @@ func newSandboxManager(t testing.TB, db *store.DB, now func() time.Time, limits 
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = drv.Close() })
 	m, err := sandbox.NewManager(sandbox.Deps{
 		Repo: db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
 		Limits: limits, Now: now, Metrics: prometheus.NewRegistry(),

@@ -86,6 +86,7 @@ func newSnapshotHarnessWith(t *testing.T, wrap func(*local.Driver) sandbox.Drive
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = drv.Close() })
 	drivers := map[string]sandbox.Driver{"local": drv}
 	if wrap != nil {
 		drivers["local"] = wrap(drv)

@@ -114,6 +114,7 @@ func (e *env) start() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.t.Cleanup(func() { _ = drv.Close() })
 	e.reg = prometheus.NewRegistry()
 	m, err := sandbox.NewManager(sandbox.Deps{
 		Repo: e.db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",

@@ -32,6 +32,7 @@ func TestOCIImageBuildAndCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = d.Close() })
 	spec := sandbox.Spec{
 		ImageBase: ref,
 		DockerfileCommands: []string{

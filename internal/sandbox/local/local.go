@@ -52,6 +52,7 @@ import (
 	"github.com/techbossai/techboss/internal/image"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local/agent"
+	"github.com/techbossai/techboss/internal/sandbox/local/diskimg"
 	"github.com/techbossai/techboss/internal/sandbox/local/seccomp"
 )
 
@@ -90,6 +91,11 @@ type Options struct {
 	// range (one range shared by all sandboxes; each sandbox has its own
 	// user namespace). Default: DefaultIDs.
 	IDs sandbox.IDMap
+	// DefaultDiskMB is a sandbox's disk when its spec names none (default
+	// 10240); the driver keeps DiskPool images of this size formatted
+	// ahead (default 2; negative: none).
+	DefaultDiskMB int
+	DiskPool      int
 	// RunDir holds the sandboxes' mount points (default /run/techboss).
 	// bubblewrap runs as the sandbox's unprivileged root, which may not
 	// traverse the private DataDir: the driver mounts everything a sandbox
@@ -108,6 +114,9 @@ type Driver struct {
 	instance string // short hash of DataDir, in cgroup names
 	runDir   string // RunDir/instance: the sandboxes' mount points
 	seccomp  []byte // the filter bubblewrap installs in every sandbox
+	disks    *diskimg.Pool
+	stopPool context.CancelFunc
+	poolDone chan struct{}
 	log      *slog.Logger
 	bwrap    string
 	cgMode   cgroupMode
@@ -133,6 +142,8 @@ func (*Driver) HostBound() {}
 // Close waits for the driver's background work. Sandboxes keep running
 // (a new Driver re-adopts them).
 func (d *Driver) Close() error {
+	d.stopPool()
+	<-d.poolDone
 	d.bg.Wait()
 	return nil
 }
@@ -157,6 +168,10 @@ type state struct {
 	Workspace string  `json:"workspace"`
 	Volume    string  `json:"volume,omitempty"` // "<owner>/<name>" when persistent
 	User      string  `json:"user,omitempty"`
+	// Disk is the sandbox's disk image and its mount point (empty for
+	// builds and for sandboxes from before disk limits).
+	Disk    string `json:"disk,omitempty"`
+	DiskDir string `json:"disk_dir,omitempty"`
 	// IDs is the sandbox's user namespace mapping (zero: none).
 	IDs sandbox.IDMap `json:"ids,omitzero"`
 	// Root is the mount point of the sandbox's root (empty in state from
@@ -235,6 +250,12 @@ func New(o Options) (*Driver, error) {
 	if o.RunDir == "" {
 		o.RunDir = "/run/techboss"
 	}
+	if o.DefaultDiskMB == 0 {
+		o.DefaultDiskMB = 10240
+	}
+	if o.DiskPool == 0 {
+		o.DiskPool = 2
+	}
 	abs, err := filepath.Abs(o.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("local driver: data dir: %w", err)
@@ -284,7 +305,15 @@ func New(o Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local driver: seccomp filter: %w", err)
 	}
+	disks, err := diskimg.NewPool(filepath.Join(abs, "disk-pool"), int64(o.DefaultDiskMB), max(o.DiskPool, 0), o.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("local driver: %w", err)
+	}
+	poolCtx, stopPool := context.WithCancel(context.Background())
 	d := &Driver{
+		disks:    disks,
+		stopPool: stopPool,
+		poolDone: make(chan struct{}),
 		seccomp:  filter,
 		instance: instance,
 		runDir:   runDir,
@@ -299,6 +328,10 @@ func New(o Options) (*Driver, error) {
 	if d.cgMode == cgroupNone {
 		d.log.Warn("no usable cgroup hierarchy: sandbox limits are not enforced")
 	}
+	go func() {
+		defer close(d.poolDone)
+		_ = disks.Run(poolCtx)
+	}()
 	return d, nil
 }
 
@@ -399,7 +432,7 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 	}
 	st, err := d.start(ctx, startRequest{
 		id: req.ID, owner: req.OwnerID, rootfs: rf, network: sp.Network == "full",
-		volume: sp.VolumeName, env: sp.Env, mounts: req.Mounts,
+		volume: sp.VolumeName, env: sp.Env, mounts: req.Mounts, diskMB: sp.DiskMB,
 		limits: limits{memoryMB: sp.MemoryMB, pids: sp.PidsLimit, cpu: sp.CPU},
 		log:    req.Log,
 	})
@@ -424,6 +457,8 @@ type startRequest struct {
 	env    map[string]string
 	mounts []sandbox.Mount
 	limits limits
+	// diskMB is the sandbox's disk (0: the default). Builds have none.
+	diskMB int
 	log    io.Writer
 }
 
@@ -448,8 +483,17 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 		}
 	}()
 
+	// Everything the sandbox writes (its root's upper layer, an ephemeral
+	// /workspace, /tmp) is on a disk of its own: writing past disk_mb is
+	// ENOSPC inside, and the host grows by at most that.
+	base := dir
+	if r.upper == "" {
+		if base, err = d.attachDisk(ctx, &st, r.diskMB); err != nil {
+			return st, err
+		}
+	}
 	// Writable root: overlay of the read-only image layers.
-	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	upper, work := filepath.Join(base, "upper"), filepath.Join(base, "work")
 	if r.upper != "" {
 		upper = r.upper
 	}
@@ -479,7 +523,7 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 		st.Volume = r.owner + "/" + r.volume
 		st.Workspace = d.volumeDir(r.owner, r.volume)
 	} else {
-		st.Workspace = filepath.Join(dir, "workspace")
+		st.Workspace = filepath.Join(base, "workspace")
 	}
 	_, statErr := os.Stat(st.Workspace)
 	if err := os.MkdirAll(st.Workspace, 0o755); err != nil {
@@ -512,6 +556,21 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	}
 	for _, m := range r.mounts {
 		if err := bindInto(root, st.merged(), m.Source, m.Target, m.ReadOnly); err != nil {
+			return st, err
+		}
+	}
+	if st.DiskDir != "" {
+		tmp := filepath.Join(base, "tmp")
+		if err := os.Mkdir(tmp, 0o777); err != nil {
+			return st, fmt.Errorf("create /tmp: %w", err)
+		}
+		if err := os.Chmod(tmp, 0o1777); err != nil {
+			return st, fmt.Errorf("create /tmp: %w", err)
+		}
+		if err := os.Lchown(tmp, int(st.IDs.ToHost(0)), int(st.IDs.ToHost(0))); err != nil {
+			return st, fmt.Errorf("create /tmp: %w", err)
+		}
+		if err := bindInto(root, st.merged(), tmp, "/tmp", false); err != nil {
 			return st, err
 		}
 	}
@@ -734,10 +793,13 @@ func (d *Driver) bwrapArgs(st *state, r startRequest) []string {
 	a = append(a,
 		"--proc", "/proc",
 		"--dev", "/dev",
-		"--perms", "1777", "--tmpfs", "/tmp",
-		// /workspace and the server's mounts are already in the root.
-		"--chdir", "/", "--clearenv",
 	)
+	if st.DiskDir == "" {
+		a = append(a, "--perms", "1777", "--tmpfs", "/tmp")
+	}
+	// /workspace, /tmp on the sandbox's disk and the server's mounts are
+	// already in the root.
+	a = append(a, "--chdir", "/", "--clearenv")
 	return a
 }
 
@@ -1067,6 +1129,22 @@ func (d *Driver) teardown(st state) error {
 	}
 	if err := unix.Unmount(st.merged(), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		errOut = errors.Join(errOut, fmt.Errorf("unmount root: %w", err))
+	}
+	if st.DiskDir != "" && errOut == nil {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := diskimg.Unmount(ctx, st.Disk, st.DiskDir)
+		cancel()
+		if errors.Is(err, diskimg.ErrStillAttached) {
+			// Unmounted here; a mount namespace copied while it was
+			// mounted (another sandbox starting) still pins the loop
+			// device, which the kernel releases with that namespace.
+			d.log.Warn("sandbox disk still attached after unmount", "sandbox_id", st.ID, "err", err)
+			err = nil
+		}
+		if err != nil {
+			// Never remove the sandbox dir under a mounted disk.
+			return fmt.Errorf("unmount disk: %w", err)
+		}
 	}
 	if err := st.Cgroups.remove(deadline); err != nil {
 		errOut = errors.Join(errOut, err)

@@ -155,7 +155,7 @@ func TestIsolation(t *testing.T) {
 			}
 		}
 		s, _ := d.get(ref)
-		if _, err := os.Stat(filepath.Join(s.st.Dir, "upper", marker)); err != nil {
+		if _, err := os.Stat(filepath.Join(s.st.DiskDir, "upper", marker)); err != nil {
 			t.Errorf("write to / did not land in the overlay upper dir: %v", err)
 		}
 	})
@@ -649,6 +649,7 @@ func TestCgroupV2Lifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = d.Close() })
 	if d.cgMode != cgroupV2 {
 		t.Fatalf("got mode %v, want v2", d.cgMode)
 	}

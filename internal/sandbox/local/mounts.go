@@ -1,6 +1,7 @@
 package local
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local/diskimg"
 )
 
 // mkdirFor creates dir (and parents) for bubblewrap to traverse: mode 0710,
@@ -124,4 +126,29 @@ func shiftWorkspace(dir string, ids sandbox.IDMap) error {
 		return fmt.Errorf("shift workspace ids: %w", err)
 	}
 	return nil
+}
+
+// attachDisk gives the sandbox a disk of sizeMB MiB (0: the default) in its
+// directory, mounted at dir/disk, and returns the mount point. The host's
+// free space is checked first (507 when short).
+func (d *Driver) attachDisk(ctx context.Context, st *state, sizeMB int) (string, error) {
+	if sizeMB <= 0 {
+		sizeMB = d.opts.DefaultDiskMB
+	}
+	if err := diskimg.CheckFree(d.opts.DataDir, int64(sizeMB)); err != nil {
+		return "", err
+	}
+	img, mnt := filepath.Join(st.Dir, "disk.img"), filepath.Join(st.Dir, "disk")
+	if err := d.disks.Take(ctx, img, int64(sizeMB)); err != nil {
+		return "", fmt.Errorf("sandbox disk: %w", err)
+	}
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		return "", fmt.Errorf("sandbox disk: %w", err)
+	}
+	st.Disk = img // teardown removes the image with the dir
+	if _, err := diskimg.Mount(img, mnt); err != nil {
+		return "", fmt.Errorf("sandbox disk: %w", err)
+	}
+	st.DiskDir = mnt
+	return mnt, nil
 }
