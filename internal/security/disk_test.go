@@ -1,0 +1,72 @@
+package security
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+)
+
+// Writing past disk_mb fails with ENOSPC inside the sandbox, wherever the
+// sandbox writes (its root, /workspace, /tmp), and the host's disk grows by
+// at most the limit.
+func TestDiskFillPastLimit(t *testing.T) {
+	d := newDriver(t)
+	const limitMB = 64
+	ref := create(t, d, sandbox.Spec{DiskMB: limitMB})
+	ws, _, err := d.WorkspaceDir(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := hostAvailMB(t, ws)
+	for _, target := range []string{"/workspace/fill", "/tmp/fill", "/var/fill"} {
+		// 4x the limit: dd stops at the first failed write.
+		r := sh(t, d, ref, "dd if=/dev/zero of="+target+" bs=1M count="+strconv.Itoa(4*limitMB)+" 2>&1; echo rc=$?")
+		if !strings.Contains(r.stdout, "No space left on device") {
+			t.Errorf("filling %s: want ENOSPC, got %q", target, r.stdout)
+		}
+		mustSh(t, d, ref, "rm -f "+target)
+	}
+	// All three at once cannot exceed the one limit either.
+	r := sh(t, d, ref, "dd if=/dev/zero of=/workspace/a bs=1M count=40 2>/dev/null; dd if=/dev/zero of=/tmp/b bs=1M count=40 2>&1; echo rc=$?")
+	if !strings.Contains(r.stdout, "No space left on device") {
+		t.Errorf("/workspace and /tmp together past the limit: want ENOSPC, got %q", r.stdout)
+	}
+	mustSh(t, d, ref, "sync")
+	after := hostAvailMB(t, ws)
+	if grew := before - after; grew > limitMB+16 {
+		t.Errorf("the host's free space fell by %d MiB, more than the sandbox's %d MiB limit", grew, limitMB)
+	}
+	// The sandbox is still usable once it frees space.
+	mustSh(t, d, ref, "rm -f /workspace/a /tmp/b && echo ok > /workspace/after")
+}
+
+// A sandbox asking for more disk than the host has free is refused with a
+// clear 507 before anything is allocated.
+func TestDiskLargerThanHost(t *testing.T) {
+	d := newDriver(t)
+	_, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: "too-big-" + strconv.Itoa(os.Getpid()), OwnerID: "attacker",
+		Spec: sandbox.Spec{ImageBase: "host", DiskMB: 1 << 30}})
+	if err == nil {
+		t.Fatal("a 1 PiB disk was created")
+	}
+	if k := errs.KindOf(err); k != errs.InsufficientStorage || !strings.Contains(err.Error(), "disk_mb") {
+		t.Errorf("got %v (%v), want an insufficient-storage error naming disk_mb", err, k)
+	}
+}
+
+func hostAvailMB(t *testing.T, dir string) int64 {
+	t.Helper()
+	// The sandbox's disk image lives in the driver's data dir, on the
+	// host filesystem; measure that one, not the mounted image.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(filepath.Dir(dir)), &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * st.Bsize >> 20
+}
