@@ -3,6 +3,7 @@ package local
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -342,7 +344,7 @@ func TestArchiveInDiskFull(t *testing.T) {
 			pw.CloseWithError(err)
 			return
 		}
-		_, err := io.Copy(tw, io.LimitReader(zeros{}, size))
+		_, err := io.Copy(tw, io.LimitReader(zeroReader{}, size))
 		if err == nil {
 			err = tw.Close()
 		}
@@ -359,10 +361,103 @@ func TestArchiveInDiskFull(t *testing.T) {
 	}
 }
 
-// zeros reads as an endless run of zero bytes.
-type zeros struct{}
+// tarNames reads a tar stream to its end and lists its entry names.
+func tarNames(t *testing.T, b []byte) []string {
+	t.Helper()
+	var names []string
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		if err != nil {
+			t.Fatalf("reading the archive: %v (after %v)", err, names)
+		}
+		if _, err := io.Copy(io.Discard, tr); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, hdr.Name)
+	}
+}
 
-func (zeros) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
+// TestArchiveOutKernelFS: the driver reads as host root, so nothing on a
+// kernel filesystem in the sandbox (its /proc) goes into an archive,
+// whether the tree holds it or a symlink leads there.
+func TestArchiveOutKernelFS(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+	mustSh(t, d, ref, "ln -s ../proc /workspace/p")
+
+	t.Run("Root", func(t *testing.T) {
+		// The whole of / is large: read entries as they come, up to the
+		// one after proc/, then stop the archive.
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			err := d.ArchiveOut(testCtx(t), ref, "/", pw)
+			pw.CloseWithError(err)
+			done <- err
+		}()
+		tr := tar.NewReader(pr)
+		var after string
+		sawProc := false
+		for after == "" {
+			hdr, err := tr.Next()
+			if err != nil {
+				t.Fatalf("reading the archive of /: %v (saw proc/: %v)", err, sawProc)
+			}
+			switch {
+			case hdr.Name == "proc/":
+				sawProc = true
+			case sawProc:
+				after = hdr.Name
+			}
+		}
+		pr.CloseWithError(errors.New("enough"))
+		<-done
+		if strings.HasPrefix(after, "proc/") {
+			t.Errorf("archive of / goes on into /proc: %s", after)
+		}
+	})
+	for _, p := range []string{"/workspace/p/sys", "/workspace/p/sys/kernel/hostname", "/workspace/p/1"} {
+		t.Run(strings.ReplaceAll(p, "/", "_"), func(t *testing.T) {
+			var out bytes.Buffer
+			err := d.ArchiveOut(testCtx(t), ref, p, &out)
+			if k := errs.KindOf(err); k != errs.Forbidden && k != errs.NotFound {
+				t.Errorf("got %v (kind %v), want refused", err, k)
+			}
+			if out.Len() > 0 {
+				t.Errorf("wrote %d bytes of archive, want none", out.Len())
+			}
+		})
+	}
+}
+
+// TestArchiveOutLiveFile: a file written to while it is archived (a log, a
+// build's output) does not break the archive.
+func TestArchiveOutLiveFile(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	w := newLineWaiter("writing")
+	wg.Go(func() {
+		// Builtins only: it appends and now and then truncates.
+		_, _ = d.Exec(ctx, ref, sandbox.ExecRequest{Argv: []string{"sh", "-c",
+			`mkdir -p /workspace/live && cd /workspace/live && echo start > log && echo writing; i=0; while :; do echo line $i >> log; i=$((i+1)); [ $((i % 500)) = 0 ] && : > log; done`},
+			Stdout: w})
+	})
+	<-w.seen
+	for i := range 40 {
+		var out bytes.Buffer
+		if err := d.ArchiveOut(ctx, ref, "/workspace/live", &out); err != nil {
+			t.Fatalf("ArchiveOut %d while the file changes: %v", i, err)
+		}
+		if got := tarNames(t, out.Bytes()); len(got) != 1 || got[0] != "log" {
+			t.Fatalf("ArchiveOut %d: got entries %v, want [log]", i, got)
+		}
+	}
 }

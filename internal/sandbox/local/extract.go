@@ -282,11 +282,20 @@ func copyEntry(dst *os.Root, from, to string) error {
 		}
 		return nd.Chtimes(".", fi.ModTime(), fi.ModTime())
 	case fi.Mode().IsRegular():
-		src, err := dst.OpenFile(from, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+		// os.Root follows a symlink the sandbox may have swapped in since
+		// Lstat: only the file Lstat saw is copied, never, say, a file
+		// on the sandbox's /proc read as host root.
+		src, err := dst.Open(from)
 		if err != nil {
 			return err
 		}
 		defer src.Close()
+		if got, err := src.Stat(); err != nil || !os.SameFile(fi, got) {
+			return fmt.Errorf("%s changed while being extracted", from)
+		}
+		if err := checkFS(src, from); err != nil {
+			return err
+		}
 		f, err := dst.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return err

@@ -413,7 +413,11 @@ func (d *Driver) Stat(ctx context.Context, ref sandbox.Ref, p string) (sandbox.F
 }
 
 // ArchiveOut writes a tar of the file or directory tree at p (entries
-// relative to p; symlinks stored, not followed).
+// relative to p; symlinks stored, not followed). Kernel filesystems
+// mounted in the tree (the sandbox's /proc, /dev/pts) appear as empty
+// directories: the driver reads as host root, and they are not the
+// sandbox's files. A file that grows or shrinks while it is read is
+// stored at the size it had when opened (padded with zeros, as tar does).
 func (d *Driver) ArchiveOut(ctx context.Context, ref sandbox.Ref, p string, w io.Writer) error {
 	root, _, rel, err := d.openPath(ref, p)
 	if err != nil {
@@ -425,8 +429,9 @@ func (d *Driver) ArchiveOut(ctx context.Context, ref sandbox.Ref, p string, w io
 		return fileError(p, err)
 	}
 	tw := tar.NewWriter(w)
+	buf := make([]byte, copyBuf)
 	if !fi.IsDir() {
-		if err := addTar(ctx, tw, root, rel, path.Base(rel), fi); err != nil {
+		if err := addTar(ctx, tw, root, rel, path.Base(rel), fi, buf); err != nil {
 			return err
 		}
 		return tw.Close()
@@ -436,6 +441,12 @@ func (d *Driver) ArchiveOut(ctx context.Context, ref sandbox.Ref, p string, w io
 		return fileError(p, err)
 	}
 	defer sub.Close()
+	if kernel, err := onKernelFS(sub, "."); err != nil || kernel {
+		if err == nil {
+			err = errs.E(errs.Forbidden, "path: %s is on a kernel filesystem", p)
+		}
+		return fileError(p, err)
+	}
 	err = fs.WalkDir(sub.FS(), ".", func(name string, de fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -447,7 +458,17 @@ func (d *Driver) ArchiveOut(ctx context.Context, ref sandbox.Ref, p string, w io
 		if err != nil {
 			return err
 		}
-		return addTar(ctx, tw, sub, name, name, fi)
+		if err := addTar(ctx, tw, sub, name, name, fi, buf); err != nil {
+			return err
+		}
+		if fi.IsDir() {
+			if kernel, err := onKernelFS(sub, name); err != nil {
+				return err
+			} else if kernel {
+				return fs.SkipDir
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fileError(p, err)
@@ -455,18 +476,56 @@ func (d *Driver) ArchiveOut(ctx context.Context, ref sandbox.Ref, p string, w io
 	return tw.Close()
 }
 
-func addTar(ctx context.Context, tw *tar.Writer, root *os.Root, name, entry string, fi fs.FileInfo) error {
+// onKernelFS reports whether the directory name in root is on a kernel
+// filesystem (see checkFS).
+func onKernelFS(root *os.Root, name string) (bool, error) {
+	f, err := root.Open(name)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if err := checkFS(f, name); err != nil {
+		if _, ok := errs.Public(err); ok {
+			return true, nil
+		}
+		return false, err
+	}
+	return false, nil
+}
+
+// addTar writes the entry for name (described by fi, from the walk) to tw.
+// A regular file's header comes from the file as opened, which must not
+// be on a kernel filesystem: the sandbox may have put a symlink in its
+// place since the walk saw it.
+func addTar(ctx context.Context, tw *tar.Writer, root *os.Root, name, entry string, fi fs.FileInfo, buf []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	link := ""
-	if fi.Mode()&fs.ModeSymlink != 0 {
+	var f *os.File
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
 		var err error
 		if link, err = root.Readlink(name); err != nil {
 			return err
 		}
-	}
-	if !fi.Mode().IsRegular() && !fi.IsDir() && fi.Mode()&fs.ModeSymlink == 0 {
+	case fi.Mode().IsRegular():
+		var err error
+		if f, err = root.Open(name); err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := checkFS(f, entry); err != nil {
+			return err
+		}
+		if fi, err = f.Stat(); err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return nil // swapped for something else since the walk
+		}
+	case fi.IsDir():
+	default:
 		return nil // sockets, devices, fifos
 	}
 	hdr, err := tar.FileInfoHeader(fi, link)
@@ -481,18 +540,25 @@ func addTar(ctx context.Context, tw *tar.Writer, root *os.Root, name, entry stri
 	if err := tw.WriteHeader(hdr); err != nil {
 		return err
 	}
-	if !fi.Mode().IsRegular() {
+	if f == nil {
 		return nil
 	}
-	f, err := root.Open(name)
+	n, err := io.CopyBuffer(tw, io.LimitReader(f, hdr.Size), buf)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if _, err := io.CopyBuffer(tw, struct{ io.Reader }{f}, make([]byte, copyBuf)); err != nil {
-		return err
+	if n < hdr.Size { // it shrank while being read
+		_, err = io.CopyBuffer(tw, io.LimitReader(zeroReader{}, hdr.Size-n), buf)
 	}
-	return nil
+	return err
+}
+
+// zeroReader reads as an endless run of zero bytes.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // ArchiveIn extracts a tar stream into the directory p (created if
