@@ -448,6 +448,11 @@ func (d *Driver) ArchiveOut(ctx context.Context, ref sandbox.Ref, p string, w io
 		return fileError(p, err)
 	}
 	err = fs.WalkDir(sub.FS(), ".", func(name string, de fs.DirEntry, err error) error {
+		// What went away since it was listed (a build's temporary file)
+		// is left out, as tar does, rather than failing the archive.
+		if errors.Is(err, fs.ErrNotExist) && name != "." {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -455,10 +460,15 @@ func (d *Driver) ArchiveOut(ctx context.Context, ref sandbox.Ref, p string, w io
 			return nil
 		}
 		fi, err := de.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		if err := addTar(ctx, tw, sub, name, name, fi, buf); err != nil {
+		if err := addTar(ctx, tw, sub, name, name, fi, buf); errors.Is(err, fs.ErrNotExist) {
+			return nil // nothing written for it yet
+		} else if err != nil {
 			return err
 		}
 		if fi.IsDir() {
@@ -494,39 +504,58 @@ func onKernelFS(root *os.Root, name string) (bool, error) {
 }
 
 // addTar writes the entry for name (described by fi, from the walk) to tw.
-// A regular file's header comes from the file as opened, which must not
-// be on a kernel filesystem: the sandbox may have put a symlink in its
-// place since the walk saw it.
+// A regular file's content comes only from the file the walk saw (os.Root
+// would follow a symlink the sandbox put in its place since), which must
+// not be on a kernel filesystem; its header from the file as opened.
 func addTar(ctx context.Context, tw *tar.Writer, root *os.Root, name, entry string, fi fs.FileInfo, buf []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	link := ""
 	var f *os.File
-	switch {
-	case fi.Mode()&fs.ModeSymlink != 0:
-		var err error
-		if link, err = root.Readlink(name); err != nil {
-			return err
+	defer func() {
+		if f != nil {
+			f.Close()
 		}
-	case fi.Mode().IsRegular():
+	}()
+	for try := 0; ; try++ {
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			var err error
+			if link, err = root.Readlink(name); err != nil {
+				return err
+			}
+			break
+		}
+		if fi.IsDir() {
+			break
+		}
+		if !fi.Mode().IsRegular() {
+			return nil // sockets, devices, fifos
+		}
 		var err error
 		if f, err = root.Open(name); err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := checkFS(f, entry); err != nil {
+		got, err := f.Stat()
+		if err != nil {
 			return err
 		}
-		if fi, err = f.Stat(); err != nil {
+		if os.SameFile(fi, got) {
+			if err := checkFS(f, entry); err != nil {
+				return err
+			}
+			fi = got
+			break
+		}
+		// Replaced since it was listed (an editor's save, or a race): look again.
+		f.Close()
+		f = nil
+		if try == 2 {
+			return fmt.Errorf("%s: %w", entry, errChanging)
+		}
+		if fi, err = root.Lstat(name); err != nil {
 			return err
 		}
-		if !fi.Mode().IsRegular() {
-			return nil // swapped for something else since the walk
-		}
-	case fi.IsDir():
-	default:
-		return nil // sockets, devices, fifos
 	}
 	hdr, err := tar.FileInfoHeader(fi, link)
 	if err != nil {
@@ -552,6 +581,9 @@ func addTar(ctx context.Context, tw *tar.Writer, root *os.Root, name, entry stri
 	}
 	return err
 }
+
+// errChanging reports a file replaced again and again while being archived.
+var errChanging = errors.New("keeps being replaced while it is archived")
 
 // zeroReader reads as an endless run of zero bytes.
 type zeroReader struct{}
