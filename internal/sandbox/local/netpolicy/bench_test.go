@@ -23,7 +23,7 @@ func BenchmarkStart(b *testing.B) {
 		dir := b.TempDir()
 		b.StartTimer()
 		t0 := time.Now()
-		n, err := Start(context.Background(), Options{NetNS: ns, Policy: Policy{Mode: Full}, StateDir: dir, Upstreams: []string{w.upstream}})
+		n, err := Start(context.Background(), Options{NetNS: ns, UserNS: userNS(ns), Policy: Policy{Mode: Full}, StateDir: dir, Upstreams: []string{w.upstream}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -362,7 +362,7 @@ func resolveFrom(t testing.TB, nsPath, name string) (int, []string) {
 func startNet(t testing.TB, nsPath string, p Policy, w *world, safety []string) *Net {
 	t.Helper()
 	n, err := Start(context.Background(), Options{
-		NetNS: nsPath, Policy: p, StateDir: t.TempDir(), Upstreams: []string{w.upstream}, pastaSafety: safety,
+		NetNS: nsPath, UserNS: userNS(nsPath), Policy: p, StateDir: t.TempDir(), Upstreams: []string{w.upstream}, pastaSafety: safety,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -418,3 +418,7 @@ func refused(err error) bool {
 	var ne net.Error
 	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
+
+// userNS is the user namespace of the process whose network namespace is
+// nsPath (/proc/<pid>/ns/net).
+func userNS(nsPath string) string { return strings.TrimSuffix(nsPath, "net") + "user" }

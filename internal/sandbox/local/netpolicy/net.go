@@ -22,6 +22,11 @@ type Options struct {
 	// (bwrap --unshare-net), or /proc/self/fd/<n> for a handle the caller
 	// holds. Nothing may run in it yet when Start is called.
 	NetNS string
+	// UserNS, when set, is the user namespace that owns NetNS (the
+	// sandbox's, e.g. /proc/<init pid>/ns/user). pasta then joins it and
+	// holds no capability in the host's user namespace; without it pasta
+	// keeps CAP_SYS_ADMIN there (see startPasta).
+	UserNS string
 	// Policy is what the sandbox may reach.
 	Policy Policy
 	// StateDir holds pasta's pid and log files (the sandbox's state
@@ -52,6 +57,7 @@ type State struct {
 type Net struct {
 	log   *slog.Logger
 	nsf   *os.File
+	usf   *os.File // nil without Options.UserNS
 	conn  *nftables.Conn
 	fw    *firewall
 	proxy *proxy
@@ -74,14 +80,14 @@ func Start(ctx context.Context, o Options) (*Net, error) {
 		err = install(n.conn, o.Policy, hosts)
 	}
 	if err == nil {
-		n.state, err = startPasta(ctx, o.Pasta, o.StateDir, n.nsf, o.pastaSafety)
+		n.state, err = startPasta(ctx, o.Pasta, o.StateDir, n.nsf, n.usf, o.pastaSafety)
 	}
 	if err == nil {
 		err = n.startProxy(o)
 	}
 	if err != nil {
 		_ = stopPasta(n.state, time.Second)
-		n.nsf.Close()
+		n.closeFiles()
 		return nil, err
 	}
 	return n, nil
@@ -113,7 +119,7 @@ func Attach(ctx context.Context, o Options, st State) (*Net, error) {
 	restarted := false
 	if err == nil && !pastaAlive(st) {
 		n.log.Warn("pasta gone; restarting it", "pid", st.PastaPID)
-		n.state, err = startPasta(ctx, o.Pasta, o.StateDir, n.nsf, o.pastaSafety)
+		n.state, err = startPasta(ctx, o.Pasta, o.StateDir, n.nsf, n.usf, o.pastaSafety)
 		restarted = err == nil
 	}
 	if err == nil {
@@ -123,7 +129,7 @@ func Attach(ctx context.Context, o Options, st State) (*Net, error) {
 		if restarted {
 			_ = stopPasta(n.state, time.Second)
 		}
-		n.nsf.Close()
+		n.closeFiles()
 		return nil, err
 	}
 	return n, nil
@@ -165,12 +171,29 @@ func open(o *Options) (*Net, error) {
 		}
 		return nil, fmt.Errorf("netpolicy: %s: %w", o.NetNS, err)
 	}
+	var usf *os.File
+	if o.UserNS != "" {
+		if usf, err = nsFile(o.UserNS); err != nil {
+			nsf.Close()
+			return nil, err
+		}
+	}
 	conn, err := openConn(int(nsf.Fd()))
 	if err != nil {
 		nsf.Close()
+		if usf != nil {
+			usf.Close()
+		}
 		return nil, err
 	}
-	return &Net{log: log, nsf: nsf, conn: conn, fw: newFirewall(conn)}, nil
+	return &Net{log: log, nsf: nsf, usf: usf, conn: conn, fw: newFirewall(conn)}, nil
+}
+
+func (n *Net) closeFiles() error {
+	if n.usf != nil {
+		n.usf.Close()
+	}
+	return n.nsf.Close()
 }
 
 func (n *Net) startProxy(o Options) error {
@@ -220,7 +243,7 @@ func (n *Net) Close() error {
 	}
 	n.closed = true
 	n.proxy.close()
-	return n.nsf.Close()
+	return n.closeFiles()
 }
 
 // Destroy closes n and stops pasta, for a sandbox being destroyed.

@@ -313,7 +313,7 @@ func TestReadopt(t *testing.T) {
 	w := newWorld(t)
 	ns := sandboxNS(t)
 	p := Policy{Mode: AllowList, Allow: mustAllow(t, "allowed.test")}
-	o := Options{NetNS: ns, Policy: p, StateDir: t.TempDir(), Upstreams: []string{w.upstream}}
+	o := Options{NetNS: ns, UserNS: userNS(ns), Policy: p, StateDir: t.TempDir(), Upstreams: []string{w.upstream}}
 	n, err := Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -447,5 +447,44 @@ func TestResolvedTimeouts(t *testing.T) {
 	resolveFrom(t, ns, "allowed.test")
 	if e := expires(); e <= 59*time.Minute {
 		t.Errorf("a shorter TTL cut the address's opening to %v, want about an hour", e)
+	}
+}
+
+// TestPastaPrivileges: given the sandbox's user namespace, pasta's
+// capabilities are held there, not in the host's user namespace; without
+// it (the control) pasta stays in the host's with CAP_SYS_ADMIN.
+func TestPastaPrivileges(t *testing.T) {
+	requireTools(t)
+	w := newWorld(t)
+	hostNS, err := os.Readlink("/proc/self/ns/user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, withUserNS := range []bool{true, false} {
+		t.Run(strconv.FormatBool(withUserNS), func(t *testing.T) {
+			ns := sandboxNS(t)
+			o := Options{NetNS: ns, Policy: Policy{Mode: Full}, StateDir: t.TempDir(), Upstreams: []string{w.upstream}}
+			if withUserNS {
+				o.UserNS = userNS(ns)
+			}
+			n, err := Start(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = n.Destroy() })
+			got, err := os.Readlink("/proc/" + strconv.Itoa(n.State().PastaPID) + "/ns/user")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sandboxUser, _ := os.Readlink(userNS(ns))
+			want := hostNS
+			if withUserNS {
+				want = sandboxUser
+			}
+			if got != want {
+				t.Errorf("pasta's user namespace %s, want %s (host %s, sandbox %s)", got, want, hostNS, sandboxUser)
+			}
+			checkProbes(t, ns, []probe{{"public address", w.public, true, false}})
+		})
 	}
 }

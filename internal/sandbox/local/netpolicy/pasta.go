@@ -29,7 +29,7 @@ var pastaSafety = []string{"-t", "none", "-u", "none", "-T", "none", "-U", "none
 // after its initialisation, so its first process exiting is the readiness
 // signal, and the pid file it writes names the daemon. The daemon is in
 // its own session and re-parented to init: it outlives the server.
-func startPasta(ctx context.Context, bin, dir string, nsf *os.File, safety []string) (State, error) {
+func startPasta(ctx context.Context, bin, dir string, nsf, usf *os.File, safety []string) (State, error) {
 	pidFile := filepath.Join(dir, "pasta.pid")
 	logPath := filepath.Join(dir, "pasta.log")
 	_ = os.Remove(pidFile)
@@ -40,22 +40,30 @@ func startPasta(ctx context.Context, bin, dir string, nsf *os.File, safety []str
 	defer logf.Close()
 	args := []string{
 		"--quiet", "--log-file", logPath, "--pid", pidFile,
-		// pasta drops to nobody before it enters the namespace, which then
-		// fails (setns needs CAP_SYS_ADMIN in the namespace's owner, the
-		// initial user namespace). As uid 0 it still sheds all but
-		// CAP_SYS_ADMIN and CAP_NET_BIND_SERVICE, runs under its own
-		// seccomp filter with no_new_privs, in its own mount, PID, IPC and
-		// UTS namespaces.
+		// pasta drops to nobody before it enters the namespaces, which then
+		// fails (setns needs CAP_SYS_ADMIN over them). As uid 0 it still
+		// sheds all but CAP_SYS_ADMIN and CAP_NET_BIND_SERVICE and runs
+		// under its own seccomp filter with no_new_privs, in its own mount,
+		// PID, IPC and UTS namespaces. Given the sandbox's user namespace,
+		// those two capabilities are held in that namespace only: none in
+		// the host's.
 		"--runas", "0",
 		"--config-net",
-		// The descriptor, not /proc/<pid>/ns/net: pasta opens the path
-		// after shedding CAP_SYS_PTRACE, and the sandbox's init may hold
+		// Descriptors, not /proc/<pid>/ns/*: pasta opens the paths after
+		// shedding CAP_SYS_PTRACE, and the sandbox's processes may hold
 		// capabilities pasta no longer has.
-		"--netns", "/proc/self/fd/3", "--netns-only",
+		"--netns", "/proc/self/fd/3",
+	}
+	files := []*os.File{nsf}
+	if usf != nil {
+		args = append(args, "--userns", "/proc/self/fd/4")
+		files = append(files, usf)
+	} else {
+		args = append(args, "--netns-only")
 	}
 	args = append(args, safety...)
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.ExtraFiles = []*os.File{nsf}
+	cmd.ExtraFiles = files
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
