@@ -40,6 +40,7 @@ type Rule struct {
 	Port   uint16
 }
 
+// String returns the rule as an allow-list entry that parses back to it.
 func (r Rule) String() string {
 	s := r.Host
 	if s == "" {
