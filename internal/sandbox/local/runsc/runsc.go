@@ -1,0 +1,335 @@
+// Package runsc runs a local sandbox's agent under gVisor (runsc) instead
+// of bubblewrap: the same prepared root directory, the same agent and the
+// same agent protocol, with gVisor's user-space kernel between the
+// workload and the host's.
+//
+// runsc (the 2022-12 Debian build) cannot hand a container arbitrary file
+// descriptors: only stdin, stdout and stderr reach the container's
+// process. So the agent gets its base environment on stdin (agent.Init,
+// then EOF) and listens on AgentSocket, a path in a bind-mounted host
+// directory; with --host-uds=create gVisor backs that socket with a host
+// socket at Options.AgentDir/agent.sock, which the driver dials as
+// before. Descriptors the driver passes over it (SCM_RIGHTS) arrive in the
+// sandbox as host-backed files, so command output still flows through
+// host pipes.
+package runsc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Options describe one container.
+type Options struct {
+	// Runsc is the runsc binary. Default: runsc on PATH.
+	Runsc string
+	// StateRoot is runsc's --root: where it keeps its containers' state.
+	// One per driver; it must survive a server restart for re-adoption.
+	StateRoot string
+	// ID names the container (the sandbox ID plus whatever keeps two
+	// drivers on one host apart).
+	ID string
+	// Bundle is a directory of the sandbox's own where config.json and
+	// the container's log are written.
+	Bundle string
+	// Root is the prepared root directory (the driver's overlay, with
+	// /workspace and the server's mounts already bound into it).
+	Root string
+	// Mounts are further bind mounts, e.g. the host's /usr for host images.
+	Mounts []Mount
+	// HasTmp says Root already has /tmp mounted (the sandbox's disk);
+	// otherwise the container gets a tmpfs there.
+	HasTmp bool
+	// AgentBinary is the static techboss-sandbox-init on the host; it is
+	// bound read-only at AgentBinary inside.
+	AgentBinary string
+	// AgentArgs are its arguments (default: "agent"). The agent must read
+	// agent.Init from stdin and listen on AgentSocket.
+	AgentArgs []string
+	// AgentDir is an empty host directory of the sandbox's own, bound at
+	// AgentDir inside; the agent's socket appears in it.
+	AgentDir string
+	// Env is the sandbox's base environment, written to the agent's stdin.
+	Env []string
+	// Network: false gives the sandbox only a loopback (--network=none).
+	// true uses gVisor's own network stack on the interfaces of the
+	// container's network namespace (--network=sandbox).
+	Network bool
+	// Platform is gVisor's platform: "ptrace" (default; no KVM needed)
+	// or "kvm". This build has no systrap.
+	Platform string
+	// Hostname defaults to "sandbox".
+	Hostname string
+	// Resources become the spec's linux.resources. runsc applies them
+	// through cgroups only without IgnoreCgroups.
+	Resources *specs.LinuxResources
+	// IgnoreCgroups passes --ignore-cgroups: the caller places runsc's
+	// processes in cgroups itself (they inherit the starting process's).
+	IgnoreCgroups bool
+	// Debug writes runsc's debug logs (with strace) into Bundle/debug/.
+	Debug bool
+}
+
+func (o Options) hostname() string {
+	if o.Hostname != "" {
+		return o.Hostname
+	}
+	return "sandbox"
+}
+
+func (o Options) args() []string {
+	a := o.AgentArgs
+	if len(a) == 0 {
+		a = []string{"agent"}
+	}
+	return append([]string{AgentBinary}, a...)
+}
+
+// flags are runsc's global flags for o; every command on one container
+// must use the same.
+func (s State) flags() []string {
+	f := []string{
+		"--root", s.StateRoot,
+		"--platform", s.Platform,
+		"--network", s.Network,
+		// The agent's socket, created inside, must be reachable from the
+		// host: a host socket made by the gofer.
+		"--host-uds", "create",
+		// The host (the driver's file and archive calls, volumes) writes
+		// into the root while the sandbox runs: no cached view of it.
+		"--file-access", "shared",
+		// Writes go to the root the driver made, not to gVisor's memory.
+		"--overlay2", "none",
+	}
+	if s.IgnoreCgroups {
+		f = append(f, "--ignore-cgroups")
+	}
+	if s.Debug {
+		f = append(f, "--debug", "--strace", "--debug-log", filepath.Join(s.Bundle, "debug")+"/")
+	}
+	return f
+}
+
+// State is what a caller persists to find a container again after a
+// restart (Adopt).
+type State struct {
+	Runsc         string `json:"runsc"`
+	StateRoot     string `json:"state_root"`
+	ID            string `json:"id"`
+	Bundle        string `json:"bundle"`
+	Socket        string `json:"socket"` // host path of the agent's socket
+	Platform      string `json:"platform"`
+	Network       string `json:"network"`
+	IgnoreCgroups bool   `json:"ignore_cgroups,omitempty"`
+	Debug         bool   `json:"debug,omitempty"`
+	// Pid is the sandbox process (gVisor's kernel) on the host.
+	Pid int `json:"pid"`
+}
+
+// Container is a started container whose agent has answered.
+type Container struct {
+	st State
+}
+
+// State returns what to persist for Adopt.
+func (c *Container) State() State { return c.st }
+
+// Socket is the host path of the agent's socket.
+func (c *Container) Socket() string { return c.st.Socket }
+
+// Pid is the host PID of the sandbox process.
+func (c *Container) Pid() int { return c.st.Pid }
+
+// Start creates and starts the container and returns once its agent
+// accepts connections (or ctx is done). On failure nothing is left behind
+// but the bundle directory's files.
+func Start(ctx context.Context, o Options) (*Container, error) {
+	if o.Runsc == "" {
+		p, err := exec.LookPath("runsc")
+		if err != nil {
+			return nil, fmt.Errorf("runsc: %w", err)
+		}
+		o.Runsc = p
+	}
+	if o.Platform == "" {
+		o.Platform = "ptrace"
+	}
+	st := State{
+		Runsc: o.Runsc, StateRoot: o.StateRoot, ID: o.ID, Bundle: o.Bundle,
+		Socket: filepath.Join(o.AgentDir, filepath.Base(AgentSocket)), Platform: o.Platform,
+		Network: "none", IgnoreCgroups: o.IgnoreCgroups, Debug: o.Debug,
+	}
+	if o.Network {
+		st.Network = "sandbox"
+	}
+	if len(st.Socket) > 107 {
+		return nil, fmt.Errorf("agent socket path %s is too long for a Unix socket", st.Socket)
+	}
+	if err := os.MkdirAll(o.StateRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("runsc state dir: %w", err)
+	}
+	if err := writeSpec(o.Bundle, Spec(o)); err != nil {
+		return nil, err
+	}
+	log, err := os.OpenFile(filepath.Join(o.Bundle, "container.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("container log: %w", err)
+	}
+	defer log.Close()
+	envR, envW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("env pipe: %w", err)
+	}
+	defer envR.Close()
+	defer envW.Close()
+
+	c := &Container{st: st}
+	pidFile := filepath.Join(o.Bundle, "sandbox.pid")
+	args := append(st.flags(), "run", "--detach", "--bundle", o.Bundle, "--pid-file", pidFile, o.ID)
+	cmd := exec.CommandContext(ctx, st.Runsc, args...)
+	// The container's stdio are runsc's: stdin carries the environment,
+	// the agent's own log goes to the container log.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = envR, log, log
+	// Own session: the sandbox must not get the server's terminal signals
+	// nor die with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start runsc: %w", err)
+	}
+	envR.Close()
+	// The pipe holds the environment (up to 1 MiB) until the agent reads
+	// it; EPIPE means the container died, which the wait below reports.
+	if b, err := json.Marshal(struct {
+		Env []string `json:"env"`
+	}{o.Env}); err == nil {
+		_, _ = envW.Write(b)
+	}
+	envW.Close()
+	if err := cmd.Wait(); err != nil {
+		c.destroy()
+		return nil, fmt.Errorf("runsc run: %w: %s", err, c.logTail())
+	}
+	if b, err := os.ReadFile(pidFile); err == nil {
+		fmt.Sscan(string(b), &c.st.Pid)
+	}
+	if err := c.waitAgent(ctx); err != nil {
+		c.destroy()
+		return nil, fmt.Errorf("agent did not answer: %w: %s", err, c.logTail())
+	}
+	return c, nil
+}
+
+// logTail is the end of the container's log: runsc's errors and the
+// agent's.
+func (c *Container) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(c.st.Bundle, "container.log"))
+	if len(b) > 4096 {
+		b = b[len(b)-4096:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// waitAgent waits until the agent's socket accepts a connection. The
+// socket appears when the agent binds it, so until then dialing fails
+// with ENOENT (or ECONNREFUSED); both are retried at a short interval.
+func (c *Container) waitAgent(ctx context.Context) error {
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	var d net.Dialer
+	for {
+		conn, err := d.DialContext(ctx, "unix", c.st.Socket)
+		if err == nil {
+			return conn.Close()
+		}
+		if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ECONNREFUSED) {
+			return err
+		}
+		if !c.running() {
+			return errors.New("container exited")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Container) running() bool {
+	if c.st.Pid <= 0 {
+		return true // unknown: the dial loop ends with ctx
+	}
+	return syscall.Kill(c.st.Pid, 0) == nil
+}
+
+// Adopt finds a container again from its persisted state. It reports
+// false (and no error) when the container is gone.
+func Adopt(ctx context.Context, st State) (*Container, bool, error) {
+	out, err := exec.CommandContext(ctx, st.Runsc, append(st.flags(), "state", st.ID)...).Output()
+	if err != nil {
+		return nil, false, nil // runsc knows no such container
+	}
+	var s specs.State
+	if err := json.Unmarshal(out, &s); err != nil {
+		return nil, false, fmt.Errorf("runsc state %s: %w", st.ID, err)
+	}
+	if s.Status != specs.StateRunning {
+		return nil, false, nil
+	}
+	st.Pid = s.Pid
+	return &Container{st: st}, true, nil
+}
+
+// Kill sends sig to every process of the container.
+func (c *Container) Kill(ctx context.Context, sig syscall.Signal) error {
+	out, err := exec.CommandContext(ctx, c.st.Runsc, append(c.st.flags(), "kill", "--all", c.st.ID, fmt.Sprint(int(sig)))...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("runsc kill %s: %w: %s", c.st.ID, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Delete stops the container (if it runs) and removes runsc's state of
+// it. The bundle and the agent directory are the caller's to remove.
+func (c *Container) Delete(ctx context.Context) error {
+	out, err := exec.CommandContext(ctx, c.st.Runsc, append(c.st.flags(), "delete", "--force", c.st.ID)...).CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "does not exist") {
+			return nil
+		}
+		return fmt.Errorf("runsc delete %s: %w: %s", c.st.ID, err, strings.TrimSpace(string(out)))
+	}
+	// runsc's sandbox and gofer processes were children of `runsc run`,
+	// which exited: whoever inherited them reaps them. Wait until the
+	// sandbox process is gone so the caller may unmount the root.
+	if c.st.Pid > 0 {
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		for syscall.Kill(c.st.Pid, 0) == nil {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+	}
+	return nil
+}
+
+// destroy is Delete on a failed start, with its own deadline.
+func (c *Container) destroy() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = c.Delete(ctx)
+}

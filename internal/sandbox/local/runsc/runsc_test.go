@@ -1,0 +1,318 @@
+package runsc
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+
+	"github.com/techbossai/techboss/internal/sandbox/local/agent"
+)
+
+// initBin is the agent (techboss-sandbox-init) built once for the tests.
+var initBin string
+
+// realAgent is where the tests bind the real agent inside the container;
+// AgentBinary is the test binary itself, as shimMain (see there).
+const realAgent = "/run/techboss-agent"
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "runsc-shim" {
+		if err := shimMain(); err != nil {
+			fmt.Fprintln(os.Stderr, "runsc-shim:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "techboss-runsc-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	initBin = filepath.Join(dir, "techboss-sandbox-init")
+	if err := buildAgent(dir, initBin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+// ambientClear is the agent's line that fails under this gVisor, which
+// has no ambient capabilities (prctl PR_CAP_AMBIENT is EINVAL there).
+const ambientClear = "unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {"
+
+// buildAgent builds techboss-sandbox-init as sandboxtest.BuildInit does,
+// with one change while the agent lacks it: EINVAL from clearing the
+// ambient set means there is none (go build -overlay, the source is
+// untouched).
+func buildAgent(dir, out string) error {
+	args := []string{"build", "-o", out}
+	src, err := exec.Command("go", "list", "-f", "{{.Dir}}", "github.com/techbossai/techboss/internal/sandbox/local/agent").Output()
+	if err != nil {
+		return fmt.Errorf("find agent source: %w", err)
+	}
+	file := filepath.Join(strings.TrimSpace(string(src)), "agent.go")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	if strings.Contains(string(b), ambientClear) {
+		patched := filepath.Join(dir, "agent.go")
+		s := strings.Replace(string(b), ambientClear, strings.TrimSuffix(ambientClear, " {")+" && e != unix.EINVAL {", 1)
+		if err := os.WriteFile(patched, []byte(s), 0o644); err != nil {
+			return err
+		}
+		ov, _ := json.Marshal(map[string]map[string]string{"Replace": {file: patched}})
+		overlay := filepath.Join(dir, "overlay.json")
+		if err := os.WriteFile(overlay, ov, 0o644); err != nil {
+			return err
+		}
+		args = append(args, "-overlay", overlay)
+	}
+	cmd := exec.Command("go", append(args, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build techboss-sandbox-init: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// shimMain runs inside the container in place of what the agent must do
+// itself under runsc (today it expects a listening socket on fd 3 and
+// agent.Init on fd 6): it reads agent.Init from stdin, listens on
+// AgentSocket, and execs the unchanged agent with both on those fds.
+func shimMain() error {
+	init, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return fmt.Errorf("read init: %w", err)
+	}
+	l, err := net.Listen("unix", AgentSocket)
+	if err != nil {
+		return err
+	}
+	lf, err := l.(*net.UnixListener).File()
+	if err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(init); err != nil {
+		return err
+	}
+	w.Close()
+	null, err := os.Open("/dev/null")
+	if err != nil {
+		return err
+	}
+	// Move everything above the fds it is about to fill, then place it.
+	hi := func(f *os.File) int {
+		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 100)
+		if err != nil {
+			panic(err)
+		}
+		return fd
+	}
+	lfd, rfd, nfd := hi(lf), hi(r), hi(null)
+	for _, p := range [][2]int{{lfd, 3}, {rfd, 6}, {nfd, 0}} {
+		if err := unix.Dup3(p[0], p[1], 0); err != nil {
+			return fmt.Errorf("dup3: %w", err)
+		}
+	}
+	return syscall.Exec(realAgent, []string{realAgent, "agent"}, os.Environ())
+}
+
+// requireRunsc skips (or fails under TECHBOSS_REQUIRE_ALL=1) without root
+// and runsc.
+func requireRunsc(t testing.TB) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root (runsc as root)"
+	} else if _, err := exec.LookPath("runsc"); err != nil {
+		why = "runsc (gVisor) not installed: apt-get install runsc"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("TECHBOSS_REQUIRE_ALL") == "1" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
+
+// hostRoot makes a root directory that shows the host's /usr and /etc,
+// as the local driver's host image does.
+func hostRoot(t testing.TB) (root string, mounts []Mount) {
+	t.Helper()
+	root = filepath.Join(t.TempDir(), "root")
+	for _, d := range []string{"", "workspace", "usr", "etc"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range []string{"bin", "lib", "lib64", "sbin"} {
+		if fi, err := os.Lstat("/" + l); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			target, _ := os.Readlink("/" + l)
+			if err := os.Symlink(target, filepath.Join(root, l)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return root, []Mount{{Source: "/usr", Target: "/usr", ReadOnly: true}, {Source: "/etc", Target: "/etc", ReadOnly: true}}
+}
+
+var seq int
+
+// startTest starts a container running the shim and the real agent.
+func startTest(t testing.TB, env []string) *Container {
+	t.Helper()
+	requireRunsc(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, mounts := hostRoot(t)
+	// Short paths: the agent's socket path must fit sun_path.
+	dir, err := os.MkdirTemp("", "rs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "b", "container.log"))
+			t.Logf("container log:\n%s", b)
+		}
+		if os.Getenv("TECHBOSS_RUNSC_DEBUG") != "1" {
+			_ = os.RemoveAll(dir)
+		}
+	})
+	bundle, agentDir := filepath.Join(dir, "b"), filepath.Join(dir, "a")
+	for _, d := range []string{bundle, agentDir} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seq++
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := Start(ctx, Options{
+		StateRoot:   filepath.Join(dir, "state"),
+		ID:          fmt.Sprintf("t%d-%d", os.Getpid(), seq),
+		Bundle:      bundle,
+		Root:        root,
+		Mounts:      append(mounts, Mount{Source: initBin, Target: realAgent, ReadOnly: true}),
+		AgentBinary: self,
+		AgentArgs:   []string{"runsc-shim"},
+		AgentDir:    agentDir,
+		Env:         env,
+		Debug:       os.Getenv("TECHBOSS_RUNSC_DEBUG") == "1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := c.Delete(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return c
+}
+
+// run execs argv through the agent protocol, as the local driver does:
+// the command's stdout is a host pipe whose write end goes over the socket.
+func run(ctx context.Context, socket string, argv ...string) (string, agent.Reply, error) {
+	var rep agent.Reply
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return "", rep, err
+	}
+	c := nc.(*net.UnixConn)
+	defer c.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return "", rep, err
+	}
+	defer r.Close()
+	frame, err := agent.EncodeRequest(agent.Request{Op: "exec", Argv: argv, Dir: "/", Fds: [3]bool{false, true, false}})
+	if err != nil {
+		w.Close()
+		return "", rep, err
+	}
+	_, _, err = c.WriteMsgUnix(frame, unix.UnixRights(int(w.Fd())), nil)
+	w.Close()
+	if err != nil {
+		return "", rep, err
+	}
+	out := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		out <- string(b)
+	}()
+	dec := json.NewDecoder(bufio.NewReader(c))
+	for !rep.Exited && rep.Error == "" {
+		rep = agent.Reply{}
+		if err := dec.Decode(&rep); err != nil {
+			r.Close()
+			<-out
+			return "", rep, fmt.Errorf("read reply: %w", err)
+		}
+	}
+	return <-out, rep, nil
+}
+
+func TestAgentRunsUnderRunsc(t *testing.T) {
+	c := startTest(t, []string{"GREETING=hi", "PATH=/usr/bin:/bin"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		argv []string
+		out  string
+		code int
+	}{
+		{[]string{"echo", "hi"}, "hi\n", 0},
+		{[]string{"sh", "-c", "echo $GREETING; exit 3"}, "hi\n", 3},
+		// gVisor's kernel answers, not the host's.
+		{[]string{"sh", "-c", "dmesg | grep -c gVisor >/dev/null && echo gvisor"}, "gvisor\n", 0},
+		{[]string{"sh", "-c", "cat /proc/self/status | grep CapEff"}, "CapEff:\t0000000000000000\n", 0},
+		{[]string{"hostname"}, "sandbox\n", 0},
+	} {
+		t.Run(strings.Join(tc.argv, " "), func(t *testing.T) {
+			out, rep, err := run(ctx, c.Socket(), tc.argv...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out != tc.out || rep.Code != tc.code {
+				t.Errorf("got %q exit %d (%+v), want %q exit %d", out, rep.Code, rep, tc.out, tc.code)
+			}
+		})
+	}
+}
