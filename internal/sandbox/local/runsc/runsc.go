@@ -28,6 +28,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/techbossai/techboss/internal/sandbox"
 )
 
 // Options describe one container.
@@ -77,6 +79,14 @@ type Options struct {
 	// IgnoreCgroups passes --ignore-cgroups: the caller places runsc's
 	// processes in cgroups itself (they inherit the starting process's).
 	IgnoreCgroups bool
+	// IDs, when not the identity, starts runsc as uid 0 of a new user
+	// namespace mapping the sandbox's ids onto this host range, as the
+	// local driver starts bubblewrap: files the sandbox creates (through
+	// gVisor's gofer) belong to HostBase+uid, and runsc itself holds no
+	// capability in the host's namespace. StateRoot, Bundle and AgentDir
+	// are handed to the namespace's root; AgentBinary and Root must be
+	// reachable by it.
+	IDs sandbox.IDMap
 	// Debug writes runsc's debug logs (with strace) into Bundle/debug/.
 	Debug bool
 }
@@ -187,6 +197,14 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 		return nil, fmt.Errorf("container log: %w", err)
 	}
 	defer log.Close()
+	if !o.IDs.Identity() {
+		root := int(o.IDs.ToHost(0))
+		for _, p := range []string{o.StateRoot, o.Bundle, o.AgentDir, filepath.Join(o.Bundle, "config.json"), log.Name()} {
+			if err := os.Lchown(p, root, root); err != nil {
+				return nil, fmt.Errorf("hand %s to the sandbox's root: %w", p, err)
+			}
+		}
+	}
 	envR, envW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("env pipe: %w", err)
@@ -204,6 +222,16 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	// Own session: the sandbox must not get the server's terminal signals
 	// nor die with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if !o.IDs.Identity() {
+		// runsc needs user namespaces below this one (its sandbox process
+		// runs in one): unlike bubblewrap's, this namespace must not
+		// forbid them.
+		ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(o.IDs.HostBase), Size: int(o.IDs.Size)}}
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings, cmd.SysProcAttr.GidMappings = ids, ids
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start runsc: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
+	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local/agent"
 )
 
@@ -166,38 +168,53 @@ func requireRunsc(t testing.TB) {
 	t.Skip(why)
 }
 
-// hostRoot makes a root directory that shows the host's /usr and /etc,
-// as the local driver's host image does.
-func hostRoot(t testing.TB) (root string, mounts []Mount) {
-	t.Helper()
-	root = filepath.Join(t.TempDir(), "root")
-	for _, d := range []string{"", "workspace", "usr", "etc"} {
-		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
+// testIDs is the local driver's default host range for sandbox ids.
+var testIDs = sandbox.IDMap{HostBase: 1_000_000_000, Size: 65536}
+
+// binaries copies the test binary (the shim) and the agent once into a
+// directory any user may read: runsc in a user namespace opens them as
+// the namespace's root, who may not enter go's or the test's private
+// temporary directories.
+var binaries = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "techboss-runsc-bin-")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	for src, name := range map[string]string{self: "shim", initBin: "agent"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o755); err != nil {
+			return "", err
 		}
 	}
-	for _, l := range []string{"bin", "lib", "lib64", "sbin"} {
-		if fi, err := os.Lstat("/" + l); err == nil && fi.Mode()&os.ModeSymlink != 0 {
-			target, _ := os.Readlink("/" + l)
-			if err := os.Symlink(target, filepath.Join(root, l)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return root, []Mount{{Source: "/usr", Target: "/usr", ReadOnly: true}, {Source: "/etc", Target: "/etc", ReadOnly: true}}
+	return dir, nil
+})
+
+type testOptions struct {
+	env []string
+	ids sandbox.IDMap
 }
 
-var seq int
-
-// startTest starts a container running the shim and the real agent.
-func startTest(t testing.TB, env []string) *Container {
+// startTest starts a container running the shim and the real agent. Its
+// root shows the host's /usr and /etc, as the local driver's host image
+// does, and a /workspace bound into it on the host before the start, as
+// the driver binds it into its overlay.
+func startTest(t testing.TB, o testOptions) *Container {
 	t.Helper()
 	requireRunsc(t)
-	self, err := os.Executable()
+	bin, err := binaries()
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, mounts := hostRoot(t)
 	// Short paths: the agent's socket path must fit sun_path.
 	dir, err := os.MkdirTemp("", "rs")
 	if err != nil {
@@ -212,6 +229,33 @@ func startTest(t testing.TB, env []string) *Container {
 			_ = os.RemoveAll(dir)
 		}
 	})
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, ws := filepath.Join(dir, "root"), filepath.Join(dir, "ws")
+	for _, d := range []string{root, ws, root + "/workspace", root + "/usr", root + "/etc", root + "/run"} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, int(o.ids.ToHost(0)), int(o.ids.ToHost(0))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range []string{"bin", "lib", "lib64", "sbin"} {
+		if fi, err := os.Lstat("/" + l); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			target, _ := os.Readlink("/" + l)
+			if err := os.Symlink(target, filepath.Join(root, l)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.Chmod(ws, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(ws, root+"/workspace", "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(root+"/workspace", unix.MNT_DETACH) })
 	bundle, agentDir := filepath.Join(dir, "b"), filepath.Join(dir, "a")
 	for _, d := range []string{bundle, agentDir} {
 		if err := os.Mkdir(d, 0o700); err != nil {
@@ -222,16 +266,24 @@ func startTest(t testing.TB, env []string) *Container {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := Start(ctx, Options{
-		StateRoot:   filepath.Join(dir, "state"),
-		ID:          fmt.Sprintf("t%d-%d", os.Getpid(), seq),
-		Bundle:      bundle,
-		Root:        root,
-		Mounts:      append(mounts, Mount{Source: initBin, Target: realAgent, ReadOnly: true}),
-		AgentBinary: self,
+		StateRoot: filepath.Join(dir, "state"),
+		ID:        fmt.Sprintf("t%d-%d", os.Getpid(), seq),
+		Bundle:    bundle,
+		Root:      root,
+		Mounts: []Mount{
+			{Source: "/usr", Target: "/usr", ReadOnly: true},
+			{Source: "/etc", Target: "/etc", ReadOnly: true},
+			{Source: filepath.Join(bin, "agent"), Target: realAgent, ReadOnly: true},
+		},
+		AgentBinary: filepath.Join(bin, "shim"),
 		AgentArgs:   []string{"runsc-shim"},
 		AgentDir:    agentDir,
-		Env:         env,
-		Debug:       os.Getenv("TECHBOSS_RUNSC_DEBUG") == "1",
+		Env:         o.env,
+		IDs:         o.ids,
+		// The local driver puts the processes in its cgroups itself;
+		// runsc in a user namespace could not create any.
+		IgnoreCgroups: true,
+		Debug:         os.Getenv("TECHBOSS_RUNSC_DEBUG") == "1",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -246,9 +298,16 @@ func startTest(t testing.TB, env []string) *Container {
 	return c
 }
 
+var seq int
+
 // run execs argv through the agent protocol, as the local driver does:
 // the command's stdout is a host pipe whose write end goes over the socket.
 func run(ctx context.Context, socket string, argv ...string) (string, agent.Reply, error) {
+	return runAs(ctx, socket, "", argv...)
+}
+
+// runAs is run as user (the agent's "name", "uid" or "uid:gid").
+func runAs(ctx context.Context, socket, user string, argv ...string) (string, agent.Reply, error) {
 	var rep agent.Reply
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", socket)
@@ -262,7 +321,7 @@ func run(ctx context.Context, socket string, argv ...string) (string, agent.Repl
 		return "", rep, err
 	}
 	defer r.Close()
-	frame, err := agent.EncodeRequest(agent.Request{Op: "exec", Argv: argv, Dir: "/", Fds: [3]bool{false, true, false}})
+	frame, err := agent.EncodeRequest(agent.Request{Op: "exec", Argv: argv, Dir: "/", User: user, Fds: [3]bool{false, true, false}})
 	if err != nil {
 		w.Close()
 		return "", rep, err
@@ -290,7 +349,13 @@ func run(ctx context.Context, socket string, argv ...string) (string, agent.Repl
 }
 
 func TestAgentRunsUnderRunsc(t *testing.T) {
-	c := startTest(t, []string{"GREETING=hi", "PATH=/usr/bin:/bin"})
+	for _, ids := range []sandbox.IDMap{{}, testIDs} {
+		t.Run(fmt.Sprintf("ids=%d", ids.HostBase), func(t *testing.T) { testAgent(t, ids) })
+	}
+}
+
+func testAgent(t *testing.T, ids sandbox.IDMap) {
+	c := startTest(t, testOptions{env: []string{"GREETING=hi", "PATH=/usr/bin:/bin"}, ids: ids})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, tc := range []struct {
@@ -304,6 +369,7 @@ func TestAgentRunsUnderRunsc(t *testing.T) {
 		{[]string{"sh", "-c", "dmesg | grep -c gVisor >/dev/null && echo gvisor"}, "gvisor\n", 0},
 		{[]string{"sh", "-c", "cat /proc/self/status | grep CapEff"}, "CapEff:\t0000000000000000\n", 0},
 		{[]string{"hostname"}, "sandbox\n", 0},
+		{[]string{"sh", "-c", "echo x > /workspace/f && echo ok"}, "ok\n", 0},
 	} {
 		t.Run(strings.Join(tc.argv, " "), func(t *testing.T) {
 			out, rep, err := run(ctx, c.Socket(), tc.argv...)
@@ -314,5 +380,20 @@ func TestAgentRunsUnderRunsc(t *testing.T) {
 				t.Errorf("got %q exit %d (%+v), want %q exit %d", out, rep.Code, rep, tc.out, tc.code)
 			}
 		})
+	}
+	if out, rep, err := runAs(ctx, c.Socket(), "1000:1000", "mkdir", "/workspace/d"); err != nil || rep.Code != 0 {
+		t.Fatalf("mkdir as 1000: %v %+v %s", err, rep, out)
+	}
+	// Files the sandbox wrote belong to its ids on the host, shifted as
+	// bubblewrap's are.
+	ws := filepath.Join(filepath.Dir(filepath.Dir(c.State().Bundle)), filepath.Base(filepath.Dir(c.State().Bundle)), "ws")
+	for name, want := range map[string]uint32{"f": ids.ToHost(0), "d": ids.ToHost(1000)} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(ws, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != want || st.Gid != want {
+			t.Errorf("/workspace/%s: got owner %d:%d, want %d:%d", name, st.Uid, st.Gid, want, want)
+		}
 	}
 }
