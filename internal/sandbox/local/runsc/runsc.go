@@ -15,6 +15,7 @@
 package runsc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -145,11 +147,19 @@ type State struct {
 	Debug         bool   `json:"debug,omitempty"`
 	// Pid is the sandbox process (gVisor's kernel) on the host.
 	Pid int `json:"pid"`
+	// RunPid is `runsc run`, the container's supervisor (the driver's
+	// child until a restart): it reaps the sandbox and gofer processes
+	// and removes runsc's state of the container when it ends. RunStart
+	// is its start time (/proc/PID/stat field 22), against PID reuse.
+	RunPid   int    `json:"run_pid"`
+	RunStart uint64 `json:"run_start"`
 }
 
 // Container is a started container whose agent has answered.
 type Container struct {
 	st State
+	// child is set when RunPid is this process's child (not adopted).
+	child bool
 }
 
 // State returns what to persist for Adopt.
@@ -212,12 +222,16 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	defer envR.Close()
 	defer envW.Close()
 
-	c := &Container{st: st}
+	c := &Container{st: st, child: true}
 	pidFile := filepath.Join(o.Bundle, "sandbox.pid")
-	args := append(st.flags(), "run", "--detach", "--bundle", o.Bundle, "--pid-file", pidFile, o.ID)
-	cmd := exec.CommandContext(ctx, st.Runsc, args...)
+	// Not detached: `runsc run` stays as the container's supervisor, the
+	// parent of its sandbox and gofer processes, as bubblewrap is of the
+	// sandbox's init. Detached, they would be orphans that only the
+	// host's init reaps (slowly here: runsc delete then waits 1-1.5 s).
+	args := append(st.flags(), "run", "--bundle", o.Bundle, "--pid-file", pidFile, o.ID)
+	cmd := exec.Command(st.Runsc, args...)
 	// The container's stdio are runsc's: stdin carries the environment,
-	// the agent's own log goes to the container log.
+	// the agent's log and runsc's own errors go to the container log.
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = envR, log, log
 	// Own session: the sandbox must not get the server's terminal signals
 	// nor die with it.
@@ -235,23 +249,20 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start runsc: %w", err)
 	}
+	c.st.RunPid = cmd.Process.Pid
+	c.st.RunStart, _ = procStart(c.st.RunPid)
+	// Reaped in Delete (or by whoever inherits it after a restart).
+	_ = cmd.Process.Release()
 	envR.Close()
 	// The pipe holds the environment (up to 1 MiB) until the agent reads
-	// it; EPIPE means the container died, which the wait below reports.
+	// it; EPIPE means the container died, which waitAgent reports.
 	if b, err := json.Marshal(struct {
 		Env []string `json:"env"`
 	}{o.Env}); err == nil {
 		_, _ = envW.Write(b)
 	}
 	envW.Close()
-	if err := cmd.Wait(); err != nil {
-		c.destroy()
-		return nil, fmt.Errorf("runsc run: %w: %s", err, c.logTail())
-	}
-	if b, err := os.ReadFile(pidFile); err == nil {
-		fmt.Sscan(string(b), &c.st.Pid)
-	}
-	if err := c.waitAgent(ctx); err != nil {
+	if err := c.waitAgent(ctx, pidFile); err != nil {
 		c.destroy()
 		return nil, fmt.Errorf("agent did not answer: %w: %s", err, c.logTail())
 	}
@@ -270,21 +281,25 @@ func (c *Container) logTail() string {
 
 // waitAgent waits until the agent's socket accepts a connection. The
 // socket appears when the agent binds it, so until then dialing fails
-// with ENOENT (or ECONNREFUSED); both are retried at a short interval.
-func (c *Container) waitAgent(ctx context.Context) error {
+// with ENOENT (or ECONNREFUSED); both are retried at a short interval
+// while `runsc run` lives.
+func (c *Container) waitAgent(ctx context.Context, pidFile string) error {
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
 	var d net.Dialer
 	for {
 		conn, err := d.DialContext(ctx, "unix", c.st.Socket)
 		if err == nil {
+			if b, err := os.ReadFile(pidFile); err == nil {
+				_, _ = fmt.Sscan(string(b), &c.st.Pid)
+			}
 			return conn.Close()
 		}
 		if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ECONNREFUSED) {
 			return err
 		}
-		if !c.running() {
-			return errors.New("container exited")
+		if !c.alive() {
+			return errors.New("runsc exited")
 		}
 		select {
 		case <-ctx.Done():
@@ -294,16 +309,32 @@ func (c *Container) waitAgent(ctx context.Context) error {
 	}
 }
 
-func (c *Container) running() bool {
-	if c.st.Pid <= 0 {
-		return true // unknown: the dial loop ends with ctx
+// alive reports whether `runsc run` still runs (a zombie does not).
+func (c *Container) alive() bool {
+	if c.child {
+		var ws syscall.WaitStatus
+		if n, err := syscall.Wait4(c.st.RunPid, &ws, syscall.WNOHANG, nil); n == c.st.RunPid || err != nil {
+			c.child = false // reaped: from now on /proc says it is gone
+			return false
+		}
+		return true
 	}
-	return syscall.Kill(c.st.Pid, 0) == nil
+	start, err := procStart(c.st.RunPid)
+	if err != nil || start != c.st.RunStart {
+		return false
+	}
+	st, err := procState(c.st.RunPid)
+	return err == nil && st != 'Z' && st != 'X'
 }
 
-// Adopt finds a container again from its persisted state. It reports
+// Adopt finds a container again from its persisted state (after a
+// server restart `runsc run` is no longer the caller's child). It reports
 // false (and no error) when the container is gone.
 func Adopt(ctx context.Context, st State) (*Container, bool, error) {
+	c := &Container{st: st}
+	if !c.alive() {
+		return nil, false, nil
+	}
 	out, err := exec.CommandContext(ctx, st.Runsc, append(st.flags(), "state", st.ID)...).Output()
 	if err != nil {
 		return nil, false, nil // runsc knows no such container
@@ -312,11 +343,10 @@ func Adopt(ctx context.Context, st State) (*Container, bool, error) {
 	if err := json.Unmarshal(out, &s); err != nil {
 		return nil, false, fmt.Errorf("runsc state %s: %w", st.ID, err)
 	}
-	if s.Status != specs.StateRunning {
+	if s.Status != specs.StateRunning || s.Pid != st.Pid {
 		return nil, false, nil
 	}
-	st.Pid = s.Pid
-	return &Container{st: st}, true, nil
+	return c, true, nil
 }
 
 // Kill sends sig to every process of the container.
@@ -328,28 +358,42 @@ func (c *Container) Kill(ctx context.Context, sig syscall.Signal) error {
 	return nil
 }
 
-// Delete stops the container (if it runs) and removes runsc's state of
-// it. The bundle and the agent directory are the caller's to remove.
+// Delete stops the container and waits until runsc has reaped its
+// processes (so the caller may unmount the root) and removed its state.
+// The bundle and the agent directory are the caller's to remove.
 func (c *Container) Delete(ctx context.Context) error {
-	out, err := exec.CommandContext(ctx, c.st.Runsc, append(c.st.flags(), "delete", "--force", c.st.ID)...).CombinedOutput()
-	if err != nil {
-		if strings.Contains(string(out), "does not exist") {
-			return nil
+	// SIGKILL to gVisor's kernel ends every process of the container at
+	// once (its ptrace stubs die with it); `runsc run` then tears down
+	// the gofer and the state. `runsc kill` would do the same in a
+	// process of its own.
+	if c.st.Pid == 0 {
+		if b, err := os.ReadFile(filepath.Join(c.st.Bundle, "sandbox.pid")); err == nil {
+			_, _ = fmt.Sscan(string(b), &c.st.Pid)
 		}
-		return fmt.Errorf("runsc delete %s: %w: %s", c.st.ID, err, strings.TrimSpace(string(out)))
 	}
-	// runsc's sandbox and gofer processes were children of `runsc run`,
-	// which exited: whoever inherited them reaps them. Wait until the
-	// sandbox process is gone so the caller may unmount the root.
-	if c.st.Pid > 0 {
-		t := time.NewTicker(2 * time.Millisecond)
-		defer t.Stop()
-		for syscall.Kill(c.st.Pid, 0) == nil {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-t.C:
-			}
+	if c.alive() {
+		if c.st.Pid > 0 {
+			_ = syscall.Kill(c.st.Pid, syscall.SIGKILL)
+		} else {
+			// Not started yet: runsc delete below removes the rest.
+			_ = syscall.Kill(c.st.RunPid, syscall.SIGKILL)
+		}
+	}
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for c.alive() {
+		select {
+		case <-ctx.Done():
+			_ = syscall.Kill(c.st.RunPid, syscall.SIGKILL)
+			return fmt.Errorf("delete container %s: %w", c.st.ID, ctx.Err())
+		case <-t.C:
+		}
+	}
+	// What a killed `runsc run` (or a crash) left behind.
+	if leftovers, _ := filepath.Glob(filepath.Join(c.st.StateRoot, c.st.ID+"_sandbox:*")); len(leftovers) > 0 {
+		out, err := exec.CommandContext(ctx, c.st.Runsc, append(c.st.flags(), "delete", "--force", c.st.ID)...).CombinedOutput()
+		if err != nil && !strings.Contains(string(out), "does not exist") {
+			return fmt.Errorf("runsc delete %s: %w: %s", c.st.ID, err, strings.TrimSpace(string(out)))
 		}
 	}
 	return nil
@@ -360,4 +404,34 @@ func (c *Container) destroy() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = c.Delete(ctx)
+}
+
+// procStart returns the start time of pid (field 22 of /proc/PID/stat).
+func procStart(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// procState returns the state letter of /proc/PID/stat (R, S, Z, X, ...).
+func procState(pid int) (byte, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, errors.New("malformed /proc stat")
+	}
+	return b[i+2], nil
 }
