@@ -397,3 +397,37 @@ func testAgent(t *testing.T, ids sandbox.IDMap) {
 		}
 	}
 }
+
+func TestAdoptAfterRestart(t *testing.T) {
+	c := startTest(t, testOptions{ids: testIDs})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// What a restarted server has: the persisted state, round-tripped
+	// through JSON, and no child.
+	b, err := json.Marshal(c.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	a, ok, err := Adopt(ctx, st)
+	if err != nil || !ok {
+		t.Fatalf("got adopted %v, err %v; want the running container", ok, err)
+	}
+	if out, rep, err := run(ctx, a.Socket(), "echo", "again"); err != nil || out != "again\n" || rep.Code != 0 {
+		t.Fatalf("exec after adopt: got %q %+v %v, want %q", out, rep, err, "again\n")
+	}
+	if err := c.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := Adopt(ctx, st); ok || err != nil {
+		t.Errorf("after Delete: got adopted %v, err %v; want gone", ok, err)
+	}
+	if _, err := os.Stat(st.Socket); err == nil {
+		if _, _, err := run(ctx, st.Socket, "true"); err == nil {
+			t.Error("the agent still answers after Delete")
+		}
+	}
+}
