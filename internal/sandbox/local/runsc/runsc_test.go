@@ -31,6 +31,14 @@ var initBin string
 const realAgent = "/run/techboss-agent"
 
 func TestMain(m *testing.M) {
+	if len(os.Args) == 4 && os.Args[1] == "runsc-rename" {
+		// rename(2) itself, which mv only reaches after a stat.
+		if err := os.Rename(os.Args[2], os.Args[3]); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "runsc-shim" {
 		if err := shimMain(); err != nil {
 			fmt.Fprintln(os.Stderr, "runsc-shim:", err)
@@ -428,6 +436,32 @@ func TestAdoptAfterRestart(t *testing.T) {
 	if _, err := os.Stat(st.Socket); err == nil {
 		if _, _, err := run(ctx, st.Socket, "true"); err == nil {
 			t.Error("the agent still answers after Delete")
+		}
+	}
+}
+
+// The agent's socket is in a directory the sandbox can write: a workload
+// (root without capabilities) must not be able to move it away or put
+// its own in its place, or the driver would hand it requests.
+func TestWorkloadCannotReplaceAgentSocket(t *testing.T) {
+	c := startTest(t, testOptions{ids: testIDs})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, argv := range [][]string{
+		{"rm", "-f", AgentSocket},
+		{AgentBinary, "runsc-rename", AgentSocket, AgentDir + "/moved"},
+		{"sh", "-c", "touch " + AgentDir + "/x && exec " + AgentBinary + " runsc-rename " + AgentDir + "/x " + AgentSocket},
+		{"umount", "-l", AgentDir},
+	} {
+		out, rep, err := run(ctx, c.Socket(), argv...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Code == 0 {
+			t.Errorf("%v: got exit 0 (%q), want a failure", argv, out)
+		}
+		if out, rep, err := run(ctx, c.Socket(), "echo", "still"); err != nil || out != "still\n" || rep.Code != 0 {
+			t.Fatalf("after %v: got %q %+v %v, want the agent to answer", argv, out, rep, err)
 		}
 	}
 }
