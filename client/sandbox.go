@@ -31,13 +31,15 @@ type SandboxSpec struct {
 	MemoryMB           int               `json:"memory_mb,omitempty"`
 	PidsLimit          int               `json:"pids_limit,omitempty"`
 	DiskMB             int               `json:"disk_mb,omitempty"`
-	Network            string            `json:"network,omitempty"`
-	IdleTimeoutS       int               `json:"idle_timeout_s,omitempty"`
-	MaxLifetimeS       int               `json:"max_lifetime_s,omitempty"`
-	Name               string            `json:"name,omitempty"`
-	Labels             map[string]string `json:"labels,omitempty"`
-	FromSnapshot       string            `json:"from_snapshot,omitempty"`
-	GPU                string            `json:"gpu,omitempty"`
+	// Network is "none" (the default), "full", or NetworkAllow(...) for an
+	// egress allow-list.
+	Network      any               `json:"network,omitempty"`
+	IdleTimeoutS int               `json:"idle_timeout_s,omitempty"`
+	MaxLifetimeS int               `json:"max_lifetime_s,omitempty"`
+	Name         string            `json:"name,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	FromSnapshot string            `json:"from_snapshot,omitempty"`
+	GPU          string            `json:"gpu,omitempty"`
 }
 
 // CreatedSandbox is the answer to POST /sandbox.
@@ -478,4 +480,10 @@ func (c *Client) ListVolumes(ctx context.Context) ([]Volume, error) {
 // DeleteVolume deletes a named volume and its data (409 while mounted).
 func (c *Client) DeleteVolume(ctx context.Context, name string) error {
 	return c.Do(ctx, "DELETE", "/volumes/"+url.PathEscape(name), nil, nil)
+}
+
+// NetworkAllow is a CreateSandbox network that reaches only the listed host
+// names and CIDRs (each with an optional :port).
+func NetworkAllow(entries ...string) any {
+	return map[string][]string{"allow": entries}
 }

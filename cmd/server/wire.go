@@ -32,6 +32,7 @@ import (
 	llmopenai "github.com/techbossai/techboss/internal/llm/openai"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/sandbox/local/netpolicy"
 	"github.com/techbossai/techboss/internal/sandbox/modal"
 	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store"
@@ -122,9 +123,16 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			}
 			initBin = p
 		}
+		operator, err := netpolicy.ParseOperatorAllow(cfg.NetworkAllow)
+		if err != nil {
+			return nil, fmt.Errorf("config: invalid TECHBOSS_NETWORK_ALLOW: %w", err)
+		}
 		drv, err := local.New(local.Options{
-			DataDir: filepath.Join(cfg.DataDir, "sandboxes"), InitBinary: initBin,
+			NetworkOperator: operator,
+			DataDir:         filepath.Join(cfg.DataDir, "sandboxes"), InitBinary: initBin,
 			Logger: log.With("component", "sandbox/local"), Metrics: reg,
+			IDs:           sandbox.IDMap{HostBase: uint32(cfg.SandboxUIDBase), Size: 65536},
+			DefaultDiskMB: cfg.DefaultDiskMB,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("local sandbox driver: %w", err)
@@ -209,6 +217,8 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	var runs *agent.Service
 	limits := sandbox.DefaultLimits()
 	limits.MaxRunningPerUser = cfg.MaxSandboxesPerUser
+	limits.DefaultDiskMB = cfg.DefaultDiskMB
+	limits.MaxDiskMB = max(limits.MaxDiskMB, cfg.DefaultDiskMB)
 	mgr, err := sandbox.NewManager(sandbox.Deps{
 		Repo: db, Drivers: drivers, DefaultDriver: cfg.SandboxDriver, Limits: limits, Mounts: mounts,
 		Host: host, HostTimeout: replicaTimeout(cfg, db),

@@ -270,7 +270,7 @@ func TestTakenForDeadStopsItsRuns(t *testing.T) {
 func TestDirectCredentials(t *testing.T) {
 	e := newEnv(t, envOpts{credentials: agent.CredentialsDirect},
 		modeltest.Bash("env | tee /workspace/env.txt"), modeltest.Text("done"))
-	sb := e.sandboxWith("alice", sandbox.Spec{ImageBase: "host", Network: "full"})
+	sb := e.sandboxWith("alice", sandbox.Spec{ImageBase: "host", Network: sandbox.Network{Mode: "full"}})
 	r, evs := e.do("alice", sb.ID, "show env", agent.Options{})
 	if r.Status != agent.Succeeded {
 		t.Fatalf("run %+v events %v", r, types(evs))

@@ -52,6 +52,9 @@ type Config struct {
 	ClaudeMuslBin       string        // TECHBOSS_CLAUDE_MUSL_BIN: the CLI's -musl build, for musl images
 	SandboxInit         string        // TECHBOSS_SANDBOX_INIT: the static techboss-sandbox-init helper
 	MaxSandboxesPerUser int           // TECHBOSS_MAX_SANDBOXES_PER_USER
+	SandboxUIDBase      int           // TECHBOSS_SANDBOX_UID_BASE: host uid/gid of a local sandbox's uid 0 (65,536 ids from it)
+	DefaultDiskMB       int           // TECHBOSS_DEFAULT_DISK_MB: a sandbox's disk when its spec names none
+	NetworkAllow        []string      // TECHBOSS_NETWORK_ALLOW: private CIDRs sandboxes with network may reach
 	SnapshotAfterRun    bool          // TECHBOSS_SNAPSHOT_AFTER_RUN
 	SnapshotOnStop      bool          // TECHBOSS_SNAPSHOT_ON_STOP: before terminate and idle stop
 	SnapshotKeepLast    int           // TECHBOSS_SNAPSHOT_KEEP_LAST: versions kept per sandbox (0: no count limit)
@@ -99,6 +102,9 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_CLAUDE_MUSL_BIN", "claude-musl-bin", "", "host path of the Claude Code CLI's -musl build, for musl images (default: ./.tools/claude-musl/...)", str(&c.ClaudeMuslBin)},
 		{"TECHBOSS_SANDBOX_INIT", "sandbox-init", "", "path of techboss-sandbox-init (default: next to the server binary, then PATH)", str(&c.SandboxInit)},
 		{"TECHBOSS_MAX_SANDBOXES_PER_USER", "max-sandboxes-per-user", "10", "running sandboxes a user may have at once (0: no cap)", count(&c.MaxSandboxesPerUser)},
+		{"TECHBOSS_SANDBOX_UID_BASE", "sandbox-uid-base", "1000000000", "host uid and gid of a local sandbox's root; sandboxes use the 65,536 ids from there", count(&c.SandboxUIDBase)},
+		{"TECHBOSS_DEFAULT_DISK_MB", "default-disk-mb", "10240", "disk of a sandbox whose spec names no disk_mb, in MiB (local sandboxes get a filesystem of that size)", count(&c.DefaultDiskMB)},
+		{"TECHBOSS_NETWORK_ALLOW", "network-allow", "", "comma-separated private or link-local CIDRs (optionally :port) that sandboxes with network may reach, e.g. a corporate proxy; empty: none", list(&c.NetworkAllow)},
 		{"TECHBOSS_SNAPSHOT_AFTER_RUN", "snapshot-after-run", "true", "snapshot the workspace after every agent run", boolean(&c.SnapshotAfterRun)},
 		{"TECHBOSS_SNAPSHOT_ON_STOP", "snapshot-on-stop", "true", "snapshot the workspace before terminate and idle stop", boolean(&c.SnapshotOnStop)},
 		{"TECHBOSS_SNAPSHOT_KEEP_LAST", "snapshot-keep-last", "0", "snapshot versions kept per sandbox (0: keep all, unless keep-for limits them)", count(&c.SnapshotKeepLast)},
@@ -219,6 +225,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ReplicaTimeout < 4*time.Second {
 		return fmt.Errorf("config: invalid TECHBOSS_REPLICA_TIMEOUT=%s: must be at least 4s (replicas renew every quarter of it)", c.ReplicaTimeout)
+	}
+	if c.SandboxUIDBase < 65536 || c.SandboxUIDBase > 1<<32-1-65536 {
+		return fmt.Errorf("config: invalid TECHBOSS_SANDBOX_UID_BASE=%d: must be from 65536 to %d (65,536 ids above it)", c.SandboxUIDBase, 1<<32-1-65536)
+	}
+	if c.DefaultDiskMB < 32 {
+		return fmt.Errorf("config: invalid TECHBOSS_DEFAULT_DISK_MB=%d: must be at least 32", c.DefaultDiskMB)
 	}
 	if c.SnapshotKeepFor < 0 {
 		return fmt.Errorf("config: invalid TECHBOSS_SNAPSHOT_KEEP_FOR=%s: must not be negative", c.SnapshotKeepFor)

@@ -180,6 +180,9 @@ func schemaOf(t reflect.Type, seen map[reflect.Type]bool) map[string]any {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
+	if s, ok := reflect.Zero(t).Interface().(interface{ JSONSchema() map[string]any }); ok {
+		return s.JSONSchema()
+	}
 	switch {
 	case t == timeType:
 		return map[string]any{"type": "string", "format": "date-time"}

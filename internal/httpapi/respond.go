@@ -198,6 +198,10 @@ func jsonError(err error) error {
 	if errors.As(err, &inv) {
 		return fmt.Errorf("decode: %w", err) // a programming error: 500
 	}
+	// A field's own decoder (e.g. sandbox.Network) names what is wrong.
+	if pub, ok := errs.Public(err); ok {
+		return pub
+	}
 	return errs.Wrap(errs.Malformed, err, "malformed JSON")
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/techbossai/techboss/internal/auth"
@@ -78,10 +80,14 @@ func buildInit(t testing.TB) string {
 
 // newSandboxManager returns a Manager over db on a real local driver; its
 // sandboxes are destroyed at cleanup.
-func newSandboxManager(t testing.TB, db *store.DB, now func() time.Time, limits sandbox.Limits) *sandbox.Manager {
+func newSandboxManager(t testing.TB, db *store.DB, now func() time.Time, limits sandbox.Limits, opts ...func(*local.Options)) *sandbox.Manager {
 	t.Helper()
 	requireSandboxHost(t)
-	drv, err := local.New(local.Options{DataDir: t.TempDir(), InitBinary: buildInit(t)})
+	o := local.Options{DataDir: t.TempDir(), InitBinary: buildInit(t)}
+	for _, f := range opts {
+		f(&o)
+	}
+	drv, err := local.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +114,7 @@ type sbHarness struct {
 	alice, bob *http.Client
 }
 
-func newSandboxHarness(t *testing.T, tweak func(*sandbox.Limits)) *sbHarness {
+func newSandboxHarness(t *testing.T, tweak func(*sandbox.Limits), opts ...func(*local.Options)) *sbHarness {
 	t.Helper()
 	requireSandboxHost(t)
 	h := &harness{
@@ -125,7 +131,7 @@ func newSandboxHarness(t *testing.T, tweak func(*sandbox.Limits)) *sbHarness {
 	if tweak != nil {
 		tweak(&limits)
 	}
-	m := newSandboxManager(t, h.db, h.clock.Now, limits)
+	m := newSandboxManager(t, h.db, h.clock.Now, limits, opts...)
 	h.srv = httptest.NewServer(NewServer(Deps{
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test", Sandboxes: m,
 	}))
@@ -190,7 +196,7 @@ func TestSandboxCreateOriginalShape(t *testing.T) {
 	r = h.do(h.alice, "GET", "/sandbox/"+id, nil)
 	wantStatus(t, r, http.StatusOK)
 	r.data(t, &sb)
-	if sb.ID != id || sb.State != sandbox.Running || sb.Spec.Network != "none" {
+	if sb.ID != id || sb.State != sandbox.Running || sb.Spec.Network.Mode != "none" {
 		t.Errorf("GET = %+v", sb)
 	}
 	var caps struct {
@@ -219,6 +225,9 @@ func TestSandboxBadSpecs(t *testing.T) {
 		{"pids over maximum", map[string]any{"pids_limit": 1 << 20}, 422, "pids_limit"},
 		{"negative cpu", map[string]any{"cpu": -1}, 422, "cpu"},
 		{"network", map[string]any{"network": "host"}, 422, "network"},
+		{"network object", map[string]any{"network": map[string]any{"deny": []string{"x"}}}, 422, "network"},
+		{"network allow empty", map[string]any{"network": map[string]any{"allow": []string{}}}, 422, "network.allow"},
+		{"network allow entry", map[string]any{"network": map[string]any{"allow": []string{"api.github.com", "not a host!"}}}, 422, "network.allow[1]"},
 		{"bucket", map[string]any{"s3_bucket_name": "Bad_Bucket"}, 422, "s3_bucket_name"},
 		{"prefix", map[string]any{"s3_key_prefix": "../other"}, 422, "s3_key_prefix"},
 		{"env name", map[string]any{"env": map[string]string{"1BAD": "x"}}, 422, "env.1BAD"},
@@ -871,20 +880,17 @@ func BenchmarkHTTPExecTrue(b *testing.B) {
 
 func TestSandboxBuildLogWhileCreating(t *testing.T) {
 	t.Parallel()
-	h := newSandboxHarness(t, nil)
-	// A build step that blocks on a host server until the test releases it:
-	// the sandbox is observably `creating` for exactly that long.
+	// A build step that waits until a name resolves, which the test's DNS
+	// server (the sandboxes' upstream) allows once it releases the build:
+	// the sandbox is observably `creating` for exactly that long. (Build
+	// sandboxes cannot reach the host's own services.)
 	arrived, release := make(chan struct{}), make(chan struct{})
-	gate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		<-release
-		_, _ = io.WriteString(w, "gate-open\n")
-	}))
-	defer gate.Close()
+	upstream := gateDNS(t, arrived, release)
+	h := newSandboxHarness(t, nil, func(o *local.Options) { o.DNSUpstreams = []string{upstream} })
 	done := make(chan resp, 1)
 	go func() {
 		done <- h.do(h.alice, "POST", "/sandbox", map[string]any{
-			"dockerfile_commands": []string{"RUN echo step-one-marker && curl -sf " + gate.URL + "/ && echo step-two-marker"},
+			"dockerfile_commands": []string{"RUN echo step-one-marker; getent hosts arrived.gate.test; until getent hosts release.gate.test >/dev/null; do sleep 0.05; done; echo step-two-marker"},
 		})
 	}()
 	<-arrived
@@ -929,4 +935,43 @@ func TestSandboxBuildLogWhileCreating(t *testing.T) {
 	if !strings.Contains(all.String(), "step-two-marker") || len(rest) == 0 || rest[len(rest)-1].event != "status" || !strings.Contains(rest[len(rest)-1].data, `"running"`) {
 		t.Errorf("log after release:\n%s", all.String())
 	}
+}
+
+// gateDNS serves the build gate's names on a loopback UDP port: a query for
+// arrived.gate.test closes arrived; release.gate.test resolves only once
+// release is closed. It returns the server's address.
+func gateDNS(t *testing.T, arrived chan<- struct{}, release <-chan struct{}) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		m.Rcode = dns.RcodeNameError
+		for _, q := range req.Question {
+			switch strings.ToLower(q.Name) {
+			case "arrived.gate.test.":
+				once.Do(func() { close(arrived) })
+			case "release.gate.test.":
+				select {
+				case <-release:
+					m.Rcode = dns.RcodeSuccess
+					if q.Qtype == dns.TypeA {
+						m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: net.IPv4(192, 0, 2, 1)})
+					}
+				default:
+				}
+			}
+		}
+		_ = w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.ShutdownContext(context.Background()) })
+	return pc.LocalAddr().String()
 }

@@ -16,14 +16,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -275,7 +273,7 @@ func (c *Cache) extract(ctx context.Context, ref string, img v1.Image, dg v1.Has
 	defer rc.Close()
 	stop := context.AfterFunc(ctx, func() { _ = rc.Close() })
 	defer stop()
-	if err := Untar(root, rc, UntarOptions{Owners: true, ChrootSymlinks: true}); err != nil {
+	if err := Untar(root, rc, UntarOptions{Owners: true, ChrootSymlinks: true, ShiftIDs: c.o.ShiftIDs}); err != nil {
 		if ctx.Err() != nil {
 			return Rootfs{}, ctx.Err()
 		}
@@ -284,11 +282,6 @@ func (c *Cache) extract(ctx context.Context, ref string, img v1.Image, dg v1.Has
 			return Rootfs{}, registryError(ref, err)
 		}
 		return Rootfs{}, fmt.Errorf("flatten %s: %w", ref, err)
-	}
-	if c.o.ShiftIDs != nil {
-		if err := shiftTree(root, c.o.ShiftIDs); err != nil {
-			return Rootfs{}, fmt.Errorf("flatten %s: %w", ref, err)
-		}
 	}
 	cfg := Config{
 		Env:        cf.Config.Env,
@@ -409,30 +402,4 @@ func (c *Cache) cachedBuild(base Rootfs, key string) (Rootfs, error) {
 		Digest: "build:" + key,
 		Host:   base.Host,
 	}, nil
-}
-
-// shiftTree gives every entry beneath root the owner shift maps its owner to.
-func shiftTree(root *os.Root, shift func(uid, gid int) (int, int)) error {
-	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		st, ok := info.Sys().(*syscall.Stat_t)
-		if !ok {
-			return nil
-		}
-		uid, gid := shift(int(st.Uid), int(st.Gid))
-		if err := root.Lchown(p, uid, gid); err != nil {
-			return err
-		}
-		// chown clears setuid/setgid bits; the image had them.
-		if m := info.Mode(); m&(fs.ModeSetuid|fs.ModeSetgid) != 0 && m&fs.ModeSymlink == 0 {
-			return root.Chmod(p, m)
-		}
-		return nil
-	})
 }

@@ -5,11 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -259,7 +258,7 @@ func TestManagerBadSpecs(t *testing.T) {
 	}{
 		{"bad dockerfile line", sandbox.Spec{DockerfileCommands: []string{"RUN true", "COPY . /src"}}, "dockerfile_commands[1]"},
 		{"over maximum", sandbox.Spec{MemoryMB: 1 << 20}, "memory_mb"},
-		{"unknown network", sandbox.Spec{Network: "bridge"}, "network"},
+		{"unknown network", sandbox.Spec{Network: sandbox.Network{Mode: "bridge"}}, "network"},
 		{"snapshot without storage", sandbox.Spec{FromSnapshot: "snap1"}, "from_snapshot"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -788,39 +787,59 @@ func TestManagerOnPostgres(t *testing.T) {
 	}
 }
 
-// gate is a host HTTP server a build step blocks on (curl) until released:
-// it holds a sandbox in `creating` for exactly as long as a test needs.
-type gate struct {
-	url     string
-	arrived chan struct{}
-	release chan struct{}
-}
+// gate holds a sandbox in `creating`: its build step prints a marker and
+// sleeps until the create is cancelled. (Build sandboxes cannot reach the
+// host's loopback, so the step cannot wait on a host server.)
+type gate struct{}
 
-func newGate(t *testing.T) *gate {
-	t.Helper()
-	g := &gate{arrived: make(chan struct{}), release: make(chan struct{})}
-	var once sync.Once
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		once.Do(func() { close(g.arrived) })
-		select {
-		case <-g.release:
-		case <-r.Context().Done():
-		}
-	}))
-	t.Cleanup(func() {
-		select {
-		case <-g.release:
-		default:
-			close(g.release)
-		}
-		srv.Close()
-	})
-	g.url = srv.URL
-	return g
-}
+func newGate(t *testing.T) *gate { return &gate{} }
+
+const gateMarker = "techboss-gate-arrived"
 
 func (g *gate) spec() sandbox.Spec {
-	return sandbox.Spec{DockerfileCommands: []string{"RUN curl -sf " + g.url + "/"}}
+	return sandbox.Spec{DockerfileCommands: []string{"RUN echo " + gateMarker + " && sleep 3600"}}
+}
+
+// wait returns the ID of owner's creating sandbox once its build step runs.
+func (g *gate) wait(t *testing.T, e *env, owner string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var id string
+	for id == "" {
+		items, _, err := e.m.List(ctx, owner, sandbox.ListFilter{States: []sandbox.State{sandbox.Creating}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(items) > 0 {
+			id = items[0].ID
+		} else if ctx.Err() != nil {
+			t.Fatal("no sandbox is creating")
+		} else {
+			runtime.Gosched()
+		}
+	}
+	bl, _, err := e.m.BuildLog(ctx, owner, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []byte
+	var from int64
+	for {
+		data, next, done, wake := bl.Read(from)
+		seen, from = append(seen, data...), next
+		if bytes.Contains(seen, []byte(gateMarker)) {
+			return id
+		}
+		if done {
+			t.Fatalf("the build ended before its gate: %s", seen)
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			t.Fatalf("the build never reached its gate: %s", seen)
+		}
+	}
 }
 
 func TestTerminateWhileCreating(t *testing.T) {
@@ -832,7 +851,7 @@ func TestTerminateWhileCreating(t *testing.T) {
 		_, err := e.m.Create(ctx, "alice", g.spec())
 		done <- err
 	}()
-	<-g.arrived
+	g.wait(t, e, "alice")
 	items, _, err := e.m.List(ctx, "alice", sandbox.ListFilter{States: []sandbox.State{sandbox.Creating}})
 	if err != nil || len(items) != 1 {
 		t.Fatalf("creating = %v, %v", items, err)

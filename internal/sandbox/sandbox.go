@@ -34,7 +34,7 @@ type Spec struct {
 	MemoryMB           int               `json:"memory_mb,omitempty"`
 	PidsLimit          int               `json:"pids_limit,omitempty"`
 	DiskMB             int               `json:"disk_mb,omitempty"`
-	Network            string            `json:"network,omitempty"` // "none" (default) | "full"
+	Network            Network           `json:"network,omitzero"` // "none" (default) | "full" | {"allow": [...]}
 	IdleTimeoutS       int               `json:"idle_timeout_s,omitempty"`
 	MaxLifetimeS       int               `json:"max_lifetime_s,omitempty"`
 	Name               string            `json:"name,omitempty"`

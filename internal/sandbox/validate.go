@@ -204,14 +204,22 @@ func (s Spec) Validate(l Limits) error {
 	checkInt("disk_mb", s.DiskMB, l.MaxDiskMB)
 	checkInt("idle_timeout_s", s.IdleTimeoutS, int(l.MaxIdleTimeout/time.Second))
 	checkInt("max_lifetime_s", s.MaxLifetimeS, int(l.MaxLifetime/time.Second))
-	switch s.Network {
-	case "", "none":
-	case "full":
+	switch s.Network.Mode {
+	case "", NetworkNone:
+	case NetworkFull:
 		if !l.AllowFullNetwork {
 			bad("network", "\"full\" is disabled on this server")
 		}
+	case NetworkAllow:
+		if !l.AllowFullNetwork {
+			bad("network", "outbound networking is disabled on this server")
+		} else if len(s.Network.Allow) == 0 {
+			bad("network.allow", "must name at least one host or CIDR")
+		} else if len(s.Network.Allow) > 256 {
+			bad("network.allow", "at most 256 entries")
+		}
 	default:
-		bad("network", "must be \"none\" or \"full\"")
+		bad("network", "must be \"none\", \"full\" or {\"allow\": [...]}")
 	}
 	if len(s.Name) > maxNameLen {
 		bad("name", "longer than %d characters", maxNameLen)
@@ -262,8 +270,8 @@ func (s Spec) WithDefaults(l Limits) Spec {
 	if s.DiskMB == 0 {
 		s.DiskMB = l.DefaultDiskMB
 	}
-	if s.Network == "" {
-		s.Network = "none"
+	if s.Network.Mode == "" {
+		s.Network.Mode = NetworkNone
 	}
 	if s.IdleTimeoutS == 0 {
 		s.IdleTimeoutS = int(l.DefaultIdleTimeout / time.Second)

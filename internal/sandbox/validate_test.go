@@ -42,10 +42,10 @@ func TestSpecValidate(t *testing.T) {
 			ImageBase: "registry.example.com:5000/team/img@sha256:abc", DockerfileCommands: []string{"RUN apk add git", "ENV A=b", "WORKDIR /src", "USER 1000", "ARG X=1", `SHELL ["/bin/sh", "-c"]`},
 			VolumeName: "my-vol_1.x", S3BucketName: "my-bucket.data", S3KeyPrefix: "users/a/b/", InitFromS3: true,
 			Env: map[string]string{"FOO_1": "x", "_bar": ""}, CPU: 2, MemoryMB: 512, PidsLimit: 64, DiskMB: 100,
-			Network: "full", IdleTimeoutS: 60, MaxLifetimeS: 3600, Name: "My sandbox ✓", Labels: map[string]string{"team/app": "web", "k": ""},
+			Network: sandbox.Network{Mode: "full"}, IdleTimeoutS: 60, MaxLifetimeS: 3600, Name: "My sandbox ✓", Labels: map[string]string{"team/app": "web", "k": ""},
 			FromSnapshot: "snap_0123",
 		}, nil},
-		{"unknown network", sandbox.Spec{Network: "host"}, []string{"network"}},
+		{"unknown network", sandbox.Spec{Network: sandbox.Network{Mode: "host"}}, []string{"network"}},
 		{"negative numbers", sandbox.Spec{CPU: -1, MemoryMB: -1, PidsLimit: -1, DiskMB: -1, IdleTimeoutS: -1, MaxLifetimeS: -1},
 			[]string{"cpu", "memory_mb", "pids_limit", "disk_mb", "idle_timeout_s", "max_lifetime_s"}},
 		{"over maximum", sandbox.Spec{CPU: 9, MemoryMB: 16385, PidsLimit: 32769, DiskMB: 102401, IdleTimeoutS: 86401, MaxLifetimeS: 7*86400 + 1},
@@ -84,7 +84,7 @@ func TestSpecValidate(t *testing.T) {
 	t.Run("full network disabled", func(t *testing.T) {
 		l := sandbox.DefaultLimits()
 		l.AllowFullNetwork = false
-		if got := fieldsOf(t, sandbox.Spec{Network: "full"}.Validate(l)); !cmp.Equal(got, []string{"network"}) {
+		if got := fieldsOf(t, sandbox.Spec{Network: sandbox.Network{Mode: "full"}}.Validate(l)); !cmp.Equal(got, []string{"network"}) {
 			t.Errorf("got %v, want [network]", got)
 		}
 	})
@@ -103,7 +103,7 @@ func TestSpecWithDefaults(t *testing.T) {
 	l := sandbox.DefaultLimits()
 	got := sandbox.Spec{MemoryMB: 256}.WithDefaults(l)
 	want := sandbox.Spec{ImageBase: "host", CPU: l.DefaultCPU, MemoryMB: 256, PidsLimit: l.DefaultPidsLimit, DiskMB: l.DefaultDiskMB,
-		Network: "none", IdleTimeoutS: int(l.DefaultIdleTimeout / time.Second), MaxLifetimeS: int(l.DefaultLifetime / time.Second)}
+		Network: sandbox.Network{Mode: "none"}, IdleTimeoutS: int(l.DefaultIdleTimeout / time.Second), MaxLifetimeS: int(l.DefaultLifetime / time.Second)}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("WithDefaults (-want +got):\n%s", diff)
 	}

@@ -55,7 +55,7 @@ func TestSeccompInstalled(t *testing.T) {
 // capabilities) and mounts are refused.
 func TestNamespacesAndMountsRefused(t *testing.T) {
 	d := newDriver(t)
-	ref := create(t, d, sandbox.Spec{Network: "full"})
+	ref := create(t, d, sandbox.Spec{Network: sandbox.Network{Mode: "full"}})
 	for _, cmd := range []string{
 		"unshare -U true",
 		"unshare -Ur true",

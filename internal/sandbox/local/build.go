@@ -54,11 +54,19 @@ func (d *Driver) runBuild(ctx context.Context, base image.Rootfs, upper string, 
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	id := "build-" + hex.EncodeToString(b[:])
-	st, err := d.start(ctx, startRequest{id: id, owner: "build", rootfs: base, network: true, upper: upper, log: log})
+	// RUN steps fetch packages: a full network, under the same rules as a
+	// sandbox's (no host, no private ranges).
+	policy, _ := d.netPolicy(sandbox.Network{Mode: sandbox.NetworkFull})
+	st, err := d.start(ctx, startRequest{id: id, owner: "build", rootfs: base, network: true, policy: policy,
+		spNet: sandbox.Network{Mode: sandbox.NetworkFull}, upper: upper, log: log})
 	if err != nil {
 		return fmt.Errorf("start build sandbox: %w", err)
 	}
+	torn := false
 	defer func() {
+		if torn {
+			return
+		}
 		if err := d.teardown(st); err != nil {
 			d.log.Error("remove build sandbox", "sandbox_id", id, "err", err)
 		}
@@ -84,12 +92,23 @@ func (d *Driver) runBuild(ctx context.Context, base image.Rootfs, upper string, 
 			return e
 		}
 	}
+	// The build's processes end before the server looks at what they
+	// wrote; then only through a handle on the layer.
+	torn = true
+	if err := d.teardown(st); err != nil {
+		return fmt.Errorf("remove build sandbox: %w", err)
+	}
 	// Build sandboxes leave their mount points behind in the layer; drop
 	// the ones that would shadow nothing useful but keep real content.
+	root, err := os.OpenRoot(upper)
+	if err != nil {
+		return fmt.Errorf("open build layer: %w", err)
+	}
+	defer root.Close()
 	for _, mp := range []string{"workspace"} {
-		p := filepath.Join(upper, mp)
-		if ents, err := os.ReadDir(p); err == nil && len(ents) == 0 {
-			_ = os.Remove(p)
+		// Remove refuses a non-empty directory and never follows a link.
+		if fi, err := root.Lstat(mp); err == nil && fi.IsDir() {
+			_ = root.Remove(mp)
 		}
 	}
 	return nil

@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -53,6 +54,7 @@ import (
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local/agent"
 	"github.com/techbossai/techboss/internal/sandbox/local/diskimg"
+	"github.com/techbossai/techboss/internal/sandbox/local/netpolicy"
 	"github.com/techbossai/techboss/internal/sandbox/local/seccomp"
 )
 
@@ -91,6 +93,12 @@ type Options struct {
 	// range (one range shared by all sandboxes; each sandbox has its own
 	// user namespace). Default: DefaultIDs.
 	IDs sandbox.IDMap
+	// NetworkOperator is the operator's list of ranges sandboxes with a
+	// network may reach although they are private (netpolicy).
+	NetworkOperator []netpolicy.Rule
+	// DNSUpstreams are the resolvers ("host:port") the sandboxes' DNS
+	// proxy asks (default: the host's /etc/resolv.conf).
+	DNSUpstreams []string
 	// DefaultDiskMB is a sandbox's disk when its spec names none (default
 	// 10240); the driver keeps DiskPool images of this size formatted
 	// ahead (default 2; negative: none).
@@ -115,8 +123,8 @@ type Driver struct {
 	runDir   string // RunDir/instance: the sandboxes' mount points
 	seccomp  []byte // the filter bubblewrap installs in every sandbox
 	disks    *diskimg.Pool
-	stopPool context.CancelFunc
-	poolDone chan struct{}
+	stopPool context.CancelFunc // stops the driver's loops (disk pool, network refresh)
+	poolDone chan struct{}      // closed when they have returned
 	log      *slog.Logger
 	bwrap    string
 	cgMode   cgroupMode
@@ -130,7 +138,8 @@ type Driver struct {
 
 	mu       sync.Mutex
 	sbs      map[string]*sbx
-	starting map[string]string // sandbox ID -> "<owner>/<volume>" while Create runs
+	nets     map[string]*netpolicy.Net // running sandbox networks
+	starting map[string]string         // sandbox ID -> "<owner>/<volume>" while Create runs
 
 	bg sync.WaitGroup // background work (old files of uploads being removed); Close waits
 }
@@ -144,6 +153,15 @@ func (*Driver) HostBound() {}
 func (d *Driver) Close() error {
 	d.stopPool()
 	<-d.poolDone
+	// Sandboxes keep their networks; only the DNS proxies (goroutines of
+	// this process) stop, and a new Driver's Recover serves them again.
+	d.mu.Lock()
+	nets := d.nets
+	d.nets = map[string]*netpolicy.Net{}
+	d.mu.Unlock()
+	for _, n := range nets {
+		_ = n.Close()
+	}
 	d.bg.Wait()
 	return nil
 }
@@ -168,6 +186,10 @@ type state struct {
 	Workspace string  `json:"workspace"`
 	Volume    string  `json:"volume,omitempty"` // "<owner>/<name>" when persistent
 	User      string  `json:"user,omitempty"`
+	// Network is the spec's network and Net its running pasta, when the
+	// sandbox has one.
+	Network sandbox.Network  `json:"network,omitzero"`
+	Net     *netpolicy.State `json:"net,omitempty"`
 	// Disk is the sandbox's disk image and its mount point (empty for
 	// builds and for sandboxes from before disk limits).
 	Disk    string `json:"disk,omitempty"`
@@ -323,6 +345,7 @@ func New(o Options) (*Driver, error) {
 		cgMode:   detectCgroups(o.CgroupRoot),
 		images:   imgs,
 		sbs:      map[string]*sbx{},
+		nets:     map[string]*netpolicy.Net{},
 		starting: map[string]string{},
 	}
 	if d.cgMode == cgroupNone {
@@ -330,7 +353,10 @@ func New(o Options) (*Driver, error) {
 	}
 	go func() {
 		defer close(d.poolDone)
-		_ = disks.Run(poolCtx)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = disks.Run(poolCtx) })
+		wg.Go(func() { d.refreshNets(poolCtx) })
+		wg.Wait()
 	}()
 	return d, nil
 }
@@ -383,10 +409,9 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 		return "", errs.Field("owner_id", "must be a simple name")
 	}
 	sp := req.Spec
-	switch sp.Network {
-	case "", "none", "full":
-	default:
-		return "", errs.Field("network", `must be "none" or "full"`)
+	policy, err := d.netPolicy(sp.Network)
+	if err != nil {
+		return "", err
 	}
 	if sp.GPU != "" {
 		return "", errs.Field("gpu", "GPUs are not available on the local driver")
@@ -431,7 +456,7 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 		return "", err
 	}
 	st, err := d.start(ctx, startRequest{
-		id: req.ID, owner: req.OwnerID, rootfs: rf, network: sp.Network == "full",
+		id: req.ID, owner: req.OwnerID, rootfs: rf, network: policy != nil, policy: policy, spNet: sp.Network,
 		volume: sp.VolumeName, env: sp.Env, mounts: req.Mounts, diskMB: sp.DiskMB,
 		limits: limits{memoryMB: sp.MemoryMB, pids: sp.PidsLimit, cpu: sp.CPU},
 		log:    req.Log,
@@ -451,6 +476,8 @@ type startRequest struct {
 	id, owner string
 	rootfs    image.Rootfs
 	network   bool
+	policy    *netpolicy.Policy // with network: what the sandbox may reach
+	spNet     sandbox.Network   // the spec's network, persisted for Recover
 	volume    string
 	// upper, when set, is the overlay upper dir to use (and keep): builds.
 	upper  string
@@ -507,6 +534,11 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	}
 	if err := os.Mkdir(st.Root, 0o755); err != nil {
 		return st, fmt.Errorf("create mount point: %w", err)
+	}
+	if r.network {
+		if err := os.WriteFile(filepath.Join(st.RunDir, "resolv.conf"), []byte(netpolicy.ResolvConf), 0o644); err != nil {
+			return st, fmt.Errorf("resolv.conf: %w", err)
+		}
 	}
 	// The root directory of the overlay is the upper dir's: the sandbox's
 	// root owns it (a build's upper may already hold a shifted tree).
@@ -589,6 +621,20 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	// a command line.
 	if err := d.launch(ctx, &st, r, mergeEnv(r.rootfs.Config.Env, r.env)); err != nil {
 		return st, err
+	}
+	if r.network {
+		n, err := netpolicy.Start(ctx, netpolicy.Options{
+			NetNS: netpolicy.NetNSPath(st.InitPID), UserNS: userNSPath(st.InitPID), Policy: *r.policy, StateDir: st.Dir, Upstreams: d.opts.DNSUpstreams,
+			Logger: d.log.With("sandbox_id", st.ID),
+		})
+		if err != nil {
+			return st, fmt.Errorf("sandbox network: %w", err)
+		}
+		ns := n.State()
+		st.Net, st.Network = &ns, r.spNet
+		d.mu.Lock()
+		d.nets[st.ID] = n
+		d.mu.Unlock()
 	}
 	if err := writeState(st); err != nil {
 		return st, err
@@ -755,9 +801,9 @@ func (d *Driver) bwrapArgs(st *state, r startRequest) []string {
 	// No user namespace: bubblewrap run by root maps only uid 0 into one,
 	// which would make image USERs unusable. The sandbox's uid 0 has no
 	// capabilities instead (the agent empties every set before any exec).
-	if !r.network {
-		a = append(a, "--unshare-net")
-	}
+	// A network namespace of its own in every mode: with a network,
+	// pasta gives it outbound connectivity under netpolicy's rules.
+	a = append(a, "--unshare-net")
 	a = append(a,
 		"--cap-drop", "ALL",
 		// Only the agent holds these, to switch users; it empties the
@@ -785,10 +831,9 @@ func (d *Driver) bwrapArgs(st *state, r startRequest) []string {
 			}
 		}
 	}
-	if r.network && !r.rootfs.Host {
-		// Images rarely carry a resolver config; give them the host's, as
-		// container runtimes do.
-		a = append(a, "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf")
+	if r.network {
+		// The resolver is the server's DNS proxy on the sandbox's loopback.
+		a = append(a, "--ro-bind", filepath.Join(st.RunDir, "resolv.conf"), "/etc/resolv.conf")
 	}
 	a = append(a,
 		"--proc", "/proc",
@@ -1045,6 +1090,29 @@ func (d *Driver) Recover(ctx context.Context, ref sandbox.Ref) (bool, error) {
 		d.log.Warn("sandbox init runs but its agent does not answer", "sandbox_id", id, "err", err)
 		return false, nil
 	}
+	if st.Net != nil {
+		// The DNS proxy lived in the old server process; pasta may too.
+		policy, err := d.netPolicy(st.Network)
+		if err == nil {
+			var n *netpolicy.Net
+			n, err = netpolicy.Attach(ctx, netpolicy.Options{
+				NetNS: netpolicy.NetNSPath(st.InitPID), UserNS: userNSPath(st.InitPID), Policy: *policy, StateDir: st.Dir, Upstreams: d.opts.DNSUpstreams,
+				Logger: d.log.With("sandbox_id", st.ID),
+			}, *st.Net)
+			if err == nil {
+				ns := n.State()
+				st.Net = &ns
+				d.mu.Lock()
+				d.nets[id] = n
+				d.mu.Unlock()
+				err = writeState(st)
+			}
+		}
+		if err != nil {
+			d.log.Warn("sandbox runs but its network could not be re-attached", "sandbox_id", id, "err", err)
+			return false, nil
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.sbs[id] == nil {
@@ -1121,6 +1189,19 @@ func (d *Driver) teardown(st state) error {
 	} else {
 		waitGone(st, deadline)
 	}
+	d.mu.Lock()
+	n := d.nets[st.ID]
+	delete(d.nets, st.ID)
+	d.mu.Unlock()
+	if n != nil {
+		if err := n.Destroy(); err != nil {
+			errOut = errors.Join(errOut, fmt.Errorf("stop sandbox network: %w", err))
+		}
+	} else if st.Net != nil {
+		if err := netpolicy.Stop(*st.Net); err != nil {
+			errOut = errors.Join(errOut, fmt.Errorf("stop sandbox network: %w", err))
+		}
+	}
 	// Safety net: anything left in the cgroups.
 	if len(st.Cgroups.Dirs) > 0 {
 		if err := st.Cgroups.killAll(deadline); err != nil {
@@ -1161,4 +1242,31 @@ func (d *Driver) teardown(st state) error {
 		return fmt.Errorf("remove sandbox dir: %w", err)
 	}
 	return nil
+}
+
+// netRefresh is how often the sandboxes' rules learn the host's addresses
+// (a sandbox must not reach an address the host gained after it started).
+const netRefresh = 30 * time.Second
+
+// refreshNets reloads the host's addresses into every sandbox network's
+// rules until ctx is done.
+func (d *Driver) refreshNets(ctx context.Context) {
+	t := time.NewTicker(netRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		nets := make(map[string]*netpolicy.Net, len(d.nets))
+		maps.Copy(nets, d.nets)
+		d.mu.Unlock()
+		for id, n := range nets {
+			if err := n.RefreshHostAddrs(); err != nil {
+				d.log.Warn("refresh sandbox network rules", "sandbox_id", id, "err", err)
+			}
+		}
+	}
 }

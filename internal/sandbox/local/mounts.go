@@ -13,8 +13,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local/diskimg"
+	"github.com/techbossai/techboss/internal/sandbox/local/netpolicy"
 )
 
 // mkdirFor creates dir (and parents) for bubblewrap to traverse: mode 0710,
@@ -152,3 +154,26 @@ func (d *Driver) attachDisk(ctx context.Context, st *state, sizeMB int) (string,
 	st.DiskDir = mnt
 	return mnt, nil
 }
+
+// netPolicy turns a spec's network into what netpolicy enforces: nil for
+// none (loopback only), else full or an allow-list, with the operator's
+// ranges.
+func (d *Driver) netPolicy(n sandbox.Network) (*netpolicy.Policy, error) {
+	switch n.Mode {
+	case "", sandbox.NetworkNone:
+		return nil, nil
+	case sandbox.NetworkFull:
+		return &netpolicy.Policy{Mode: netpolicy.Full, Operator: d.opts.NetworkOperator}, nil
+	case sandbox.NetworkAllow:
+		rules, err := netpolicy.ParseAllow(n.Allow)
+		if err != nil {
+			return nil, err
+		}
+		return &netpolicy.Policy{Mode: netpolicy.AllowList, Allow: rules, Operator: d.opts.NetworkOperator}, nil
+	}
+	return nil, errs.Field("network", `must be "none", "full" or {"allow": [...]}`)
+}
+
+// userNSPath is a process's user namespace: pasta joins the sandbox's, so
+// it holds no capability on the host.
+func userNSPath(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/ns/user" }

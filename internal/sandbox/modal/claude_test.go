@@ -92,7 +92,7 @@ func TestClaudeRunThroughModal(t *testing.T) {
 
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	sb, err := mgr.Create(cctx, "alice", sandbox.Spec{ImageBase: "host", Network: "full"})
+	sb, err := mgr.Create(cctx, "alice", sandbox.Spec{ImageBase: "host", Network: sandbox.Network{Mode: "full"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -368,11 +369,32 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 		GPU:          spec.GPU,
 		Timeout:      lifetime,
 		IdleTimeout:  time.Duration(spec.IdleTimeoutS) * time.Second,
-		BlockNetwork: spec.Network == "" || spec.Network == "none",
+		BlockNetwork: !spec.Network.Outbound(),
 		Tags:         map[string]string{TagSandboxID: req.ID, TagOwnerID: req.OwnerID},
 	}
 	if spec.MemoryMB > 0 {
 		params.MemoryLimitMiB = spec.MemoryMB
+	}
+	if spec.Network.Mode == sandbox.NetworkAllow {
+		// Modal enforces allow-lists itself: names (ports are not part of
+		// Modal's lists, so a port narrows nothing here) and CIDRs.
+		var domains, cidrs []string
+		for _, e := range spec.Network.Allow {
+			h := e
+			if host, _, err := net.SplitHostPort(e); err == nil {
+				h = strings.Trim(host, "[]")
+			}
+			if _, _, err := net.ParseCIDR(h); err == nil {
+				cidrs = append(cidrs, h)
+			} else if ip := net.ParseIP(h); ip != nil {
+				cidrs = append(cidrs, h+map[bool]string{true: "/32", false: "/128"}[ip.To4() != nil])
+			} else {
+				domains = append(domains, h)
+			}
+		}
+		// Both lists set: a nil one would leave its dimension open.
+		params.OutboundDomainAllowlist = &modalsdk.Allowlist{Entries: append(domains, d.opts.AllowedDomains...)}
+		params.OutboundCIDRAllowlist = &modalsdk.Allowlist{Entries: cidrs}
 	}
 	if params.BlockNetwork && len(d.opts.AllowedDomains) > 0 {
 		params.BlockNetwork = false

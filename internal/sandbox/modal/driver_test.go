@@ -159,7 +159,7 @@ func TestCreateRequestCarriesSpec(t *testing.T) {
 		{
 			name: "gpu uses the V1 create",
 			spec: sandbox.Spec{ImageBase: "alpine:3.21", DockerfileCommands: cmds, VolumeName: "proj", Env: map[string]string{"FOO": "bar"},
-				CPU: 2, MemoryMB: 4096, IdleTimeoutS: 600, MaxLifetimeS: 3600, GPU: "a10g:2", Network: "full"},
+				CPU: 2, MemoryMB: 4096, IdleTimeoutS: 600, MaxLifetimeS: 3600, GPU: "a10g:2", Network: sandbox.Network{Mode: "full"}},
 			want: modaltest.CreateRecord{
 				V2:                 false,
 				ImageChain:         [][]string{{"FROM alpine:3.21"}, append([]string{"FROM base"}, cmds...)},
@@ -192,7 +192,7 @@ func TestCreateRequestCarriesSpec(t *testing.T) {
 		},
 		{
 			name: "image_base host means the Claude image",
-			spec: sandbox.Spec{ImageBase: "host", DockerfileCommands: []string{"RUN true"}, Network: "none"},
+			spec: sandbox.Spec{ImageBase: "host", DockerfileCommands: []string{"RUN true"}, Network: sandbox.Network{Mode: "none"}},
 			want: modaltest.CreateRecord{
 				V2:                 true,
 				ImageChain:         [][]string{{"FROM " + modal.DefaultHostImage}, append(append([]string{"FROM base"}, modal.ClaudeDockerfileCommands...), "RUN true")},
@@ -241,7 +241,7 @@ func TestCreateRequestCarriesSpec(t *testing.T) {
 func TestNetworkNoneWithAllowlist(t *testing.T) {
 	srv := startServer(t, modaltest.Options{})
 	d := newDriver(t, modal.Options{AllowedDomains: []string{"techboss.example.com"}})
-	ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{ImageBase: "alpine:3.21", Network: "none"}})
+	ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{ImageBase: "alpine:3.21", Network: sandbox.Network{Mode: "none"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +514,7 @@ func TestNetworkPolicy(t *testing.T) {
 		network string
 		want    int
 	}{{"none", 3}, {"full", 0}} {
-		ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{ImageBase: "alpine:3.21", Network: tc.network}})
+		ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{ImageBase: "alpine:3.21", Network: sandbox.Network{Mode: tc.network}}})
 		if err != nil {
 			t.Fatal(err)
 		}

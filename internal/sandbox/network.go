@@ -1,0 +1,91 @@
+package sandbox
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/techbossai/techboss/internal/errs"
+)
+
+// The network modes of a Spec.
+const (
+	NetworkNone  = "none"  // loopback only (the default)
+	NetworkFull  = "full"  // outbound to public addresses
+	NetworkAllow = "allow" // outbound only to the listed names and ranges
+)
+
+// Network is a sandbox's network. In JSON it is the string "none" or
+// "full", or an object {"allow": ["api.github.com", "registry.npmjs.org:443",
+// "10.0.0.0/8"]} naming the only hosts (resolved by the server) and CIDRs,
+// each with an optional port, the sandbox may reach.
+type Network struct {
+	Mode  string   // NetworkNone, NetworkFull or NetworkAllow ("" before defaults)
+	Allow []string // with NetworkAllow
+}
+
+// IsZero reports whether n was not given.
+func (n Network) IsZero() bool { return n.Mode == "" && n.Allow == nil }
+
+// Outbound reports whether the sandbox reaches anything beyond loopback.
+func (n Network) Outbound() bool { return n.Mode == NetworkFull || n.Mode == NetworkAllow }
+
+// MarshalJSON writes the string form, or the object for an allow-list.
+func (n Network) MarshalJSON() ([]byte, error) {
+	if n.Mode == NetworkAllow {
+		allow := n.Allow
+		if allow == nil {
+			allow = []string{}
+		}
+		return json.Marshal(struct {
+			Allow []string `json:"allow"`
+		}{allow})
+	}
+	return json.Marshal(n.Mode)
+}
+
+// UnmarshalJSON reads either form; an object must have exactly "allow".
+func (n *Network) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if bytes.Equal(b, []byte("null")) {
+		*n = Network{}
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*n = Network{Mode: s}
+		return nil
+	}
+	var o struct {
+		Allow *[]string `json:"allow"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&o); err != nil {
+		return errs.Field("network", `must be "none", "full" or {"allow": [...]}`)
+	}
+	if o.Allow == nil {
+		return errs.Field("network", `an object needs "allow", a list of host names or CIDRs`)
+	}
+	*n = Network{Mode: NetworkAllow, Allow: *o.Allow}
+	return nil
+}
+
+// JSONSchema is the OpenAPI schema of the field.
+func (Network) JSONSchema() map[string]any {
+	return map[string]any{
+		"oneOf": []any{
+			map[string]any{"type": "string", "enum": []any{NetworkNone, NetworkFull}},
+			map[string]any{
+				"type": "object", "required": []any{"allow"}, "additionalProperties": false,
+				"properties": map[string]any{"allow": map[string]any{
+					"type": "array", "maxItems": 256,
+					"items": map[string]any{"type": "string", "description": "a host name (*.domain for its subdomains), an IP address or a CIDR, with an optional :port"},
+				}},
+			},
+		},
+		"description": `"none" (loopback only, the default), "full" (outbound to public addresses; private, link-local and host addresses stay closed), or {"allow": [...]}`,
+	}
+}
