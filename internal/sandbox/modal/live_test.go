@@ -45,7 +45,7 @@ func TestLiveCreateExecTerminate(t *testing.T) {
 	ref, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "live-test", Log: &log, Spec: sandbox.Spec{
 		ImageBase:          "alpine:3.21",
 		DockerfileCommands: modal.ClaudeDockerfileCommands,
-		Network: sandbox.Network{Mode: "full"},
+		Network:            sandbox.Network{Mode: "full"},
 		Env:                env,
 		IdleTimeoutS:       600,
 		MaxLifetimeS:       1200,
