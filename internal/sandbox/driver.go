@@ -168,7 +168,7 @@ type Volumes interface {
 // Volume is a persistent workspace reused across sandboxes.
 type Volume struct {
 	Name      string    `json:"name"`
-	SizeBytes int64     `json:"size_bytes"`
+	SizeBytes int64     `json:"size_bytes"` // host disk space it takes (local: its disk image's allocated blocks)
 	CreatedAt time.Time `json:"created_at"`
 	InUse     bool      `json:"in_use"`
 }

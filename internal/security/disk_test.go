@@ -70,3 +70,46 @@ func hostAvailMB(t *testing.T, dir string) int64 {
 	}
 	return int64(st.Bavail) * st.Bsize >> 20
 }
+
+// A persistent volume is a disk of its own: /workspace on it stops at its
+// size too, its data outlives the sandbox, and two sandboxes may share it.
+func TestVolumeDiskLimit(t *testing.T) {
+	d := newDriver(t)
+	const limitMB = 64
+	a := create(t, d, sandbox.Spec{VolumeName: "vol", DiskMB: limitMB})
+	r := sh(t, d, a, "echo kept > /workspace/kept; dd if=/dev/zero of=/workspace/fill bs=1M count="+strconv.Itoa(4*limitMB)+" 2>&1; echo rc=$?")
+	if !strings.Contains(r.stdout, "No space left on device") {
+		t.Errorf("filling a volume: want ENOSPC, got %q", r.stdout)
+	}
+	mustSh(t, d, a, "rm /workspace/fill")
+	b := create(t, d, sandbox.Spec{VolumeName: "vol", DiskMB: limitMB})
+	if got := mustSh(t, d, b, "cat /workspace/kept"); got != "kept\n" {
+		t.Errorf("second sandbox on the volume reads %q", got)
+	}
+	ctx := testCtx(t)
+	if err := d.DeleteVolume(ctx, "attacker", "vol"); err == nil {
+		t.Fatal("a volume in use was deleted")
+	}
+	for _, ref := range []sandbox.Ref{a, b} {
+		if err := d.Destroy(ctx, ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := create(t, d, sandbox.Spec{VolumeName: "vol"})
+	if got := mustSh(t, d, c, "cat /workspace/kept"); got != "kept\n" {
+		t.Errorf("after both sandboxes ended, the volume reads %q", got)
+	}
+	if err := d.Destroy(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	vols, err := d.ListVolumes(ctx, "attacker")
+	if err != nil || len(vols) != 1 || vols[0].Name != "vol" || vols[0].InUse {
+		t.Fatalf("volumes %+v, %v", vols, err)
+	}
+	if err := d.DeleteVolume(ctx, "attacker", "vol"); err != nil {
+		t.Fatalf("delete volume: %v", err)
+	}
+	if vols, _ := d.ListVolumes(ctx, "attacker"); len(vols) != 0 {
+		t.Errorf("volumes after delete: %+v", vols)
+	}
+}

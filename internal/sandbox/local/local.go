@@ -133,8 +133,11 @@ type Driver struct {
 	skelMu sync.Mutex
 	skel   string
 
-	// volMu orders DeleteVolume against sandboxes starting on a volume.
-	volMu sync.Mutex
+	// volMu orders DeleteVolume against sandboxes starting on a volume,
+	// and guards volRefs: how many live sandboxes use each mounted volume
+	// disk ("<owner>/<name>").
+	volMu   sync.Mutex
+	volRefs map[string]int
 
 	mu       sync.Mutex
 	sbs      map[string]*sbx
@@ -194,6 +197,9 @@ type state struct {
 	// builds and for sandboxes from before disk limits).
 	Disk    string `json:"disk,omitempty"`
 	DiskDir string `json:"disk_dir,omitempty"`
+	// VolumeDisk is the persistent volume's disk image (empty for volumes
+	// from before disk limits, which are plain directories).
+	VolumeDisk string `json:"volume_disk,omitempty"`
 	// IDs is the sandbox's user namespace mapping (zero: none).
 	IDs sandbox.IDMap `json:"ids,omitzero"`
 	// Root is the mount point of the sandbox's root (empty in state from
@@ -346,6 +352,7 @@ func New(o Options) (*Driver, error) {
 		images:   imgs,
 		sbs:      map[string]*sbx{},
 		nets:     map[string]*netpolicy.Net{},
+		volRefs:  map[string]int{},
 		starting: map[string]string{},
 	}
 	if d.cgMode == cgroupNone {
@@ -550,10 +557,15 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 		return st, fmt.Errorf("mount overlay root: %w", err)
 	}
 
-	// Workspace: a persistent volume or an ephemeral dir inside the sandbox dir.
+	// Workspace: a persistent volume (a disk of its own) or an ephemeral
+	// dir on the sandbox's disk.
 	if r.volume != "" {
 		st.Volume = r.owner + "/" + r.volume
-		st.Workspace = d.volumeDir(r.owner, r.volume)
+		st.Workspace, st.VolumeDisk, err = d.acquireVolume(ctx, r.owner, r.volume, r.diskMB)
+		if err != nil {
+			st.Volume = "" // nothing to release
+			return st, err
+		}
 	} else {
 		st.Workspace = filepath.Join(base, "workspace")
 	}
@@ -1090,6 +1102,11 @@ func (d *Driver) Recover(ctx context.Context, ref sandbox.Ref) (bool, error) {
 		d.log.Warn("sandbox init runs but its agent does not answer", "sandbox_id", id, "err", err)
 		return false, nil
 	}
+	if st.VolumeDisk != "" {
+		d.volMu.Lock()
+		d.volRefs[st.Volume]++
+		d.volMu.Unlock()
+	}
 	if st.Net != nil {
 		// The DNS proxy lived in the old server process; pasta may too.
 		policy, err := d.netPolicy(st.Network)
@@ -1210,6 +1227,11 @@ func (d *Driver) teardown(st state) error {
 	}
 	if err := unix.Unmount(st.merged(), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		errOut = errors.Join(errOut, fmt.Errorf("unmount root: %w", err))
+	}
+	if st.VolumeDisk != "" && errOut == nil {
+		if err := d.releaseVolume(st.Volume, st.VolumeDisk, deadline); err != nil {
+			return fmt.Errorf("release volume: %w", err)
+		}
 	}
 	if st.DiskDir != "" && errOut == nil {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)

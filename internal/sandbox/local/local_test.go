@@ -501,7 +501,7 @@ func TestVolumes(t *testing.T) {
 	}
 	mustSh(t, d, ref1, "echo persisted > /workspace/state.txt")
 	vols, err := d.ListVolumes(ctx, "alice")
-	if err != nil || len(vols) != 1 || vols[0].Name != "proj" || !vols[0].InUse || vols[0].SizeBytes != 10 {
+	if err != nil || len(vols) != 1 || vols[0].Name != "proj" || !vols[0].InUse || vols[0].SizeBytes <= 0 {
 		t.Errorf("ListVolumes: got %+v, %v", vols, err)
 	}
 	if err := d.DeleteVolume(ctx, "alice", "proj"); errs.KindOf(err) != errs.Conflict {
