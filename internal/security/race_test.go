@@ -185,6 +185,34 @@ func TestRestoreRaceInSandbox(t *testing.T) {
 	r.hostUntouched(t, "after the restores")
 }
 
+// init_from_s3 (Import of the latest version) into a workspace where the
+// sandbox swaps w/d and a symlink to a host directory never writes on the
+// host.
+func TestImportRaceInSandbox(t *testing.T) {
+	r := newRace(t)
+	s, loc := newSnapshotter(t)
+	ctx := testCtx(t)
+	clean := t.TempDir()
+	for i := 0; i < 40; i++ {
+		p := filepath.Join(clean, "w", "d", fmt.Sprintf("imported%d", i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("imported\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Snapshot(ctx, loc, clean, snapshot.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < raceIterations; i++ {
+		_, _ = s.Import(ctx, loc, r.ws, snapshot.ImportOptions{IDs: r.ids})
+		r.hostUntouched(t, fmt.Sprintf("import %d", i))
+	}
+	r.stop()
+	r.hostUntouched(t, "after the imports")
+}
+
 // Archive download of a tree the sandbox is racing never reads a host file.
 func TestArchiveOutRaceInSandbox(t *testing.T) {
 	r := newRace(t)
