@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,6 +57,19 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	initBin = filepath.Join(dir, "techboss-sandbox-init")
 	if err := buildAgent(dir, initBin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	binDir = filepath.Join(dir, "bin")
+	if err := os.Mkdir(binDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := copyBinaries(binDir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -179,33 +191,27 @@ func requireRunsc(t testing.TB) {
 // testIDs is the local driver's default host range for sandbox ids.
 var testIDs = sandbox.IDMap{HostBase: 1_000_000_000, Size: 65536}
 
-// binaries copies the test binary (the shim) and the agent once into a
+// binDir holds copies of the test binary (the shim) and the agent in a
 // directory any user may read: runsc in a user namespace opens them as
-// the namespace's root, who may not enter go's or the test's private
-// temporary directories.
-var binaries = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "techboss-runsc-bin-")
-	if err != nil {
-		return "", err
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return "", err
-	}
+// the namespace's root, who may not enter go's private build directory.
+var binDir string
+
+func copyBinaries(dir string) error {
 	self, err := os.Executable()
 	if err != nil {
-		return "", err
+		return err
 	}
 	for src, name := range map[string]string{self: "shim", initBin: "agent"} {
 		b, err := os.ReadFile(src)
 		if err != nil {
-			return "", err
+			return err
 		}
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o755); err != nil {
-			return "", err
+			return err
 		}
 	}
-	return dir, nil
-})
+	return nil
+}
 
 type testOptions struct {
 	env []string
@@ -219,10 +225,7 @@ type testOptions struct {
 func startTest(t testing.TB, o testOptions) *Container {
 	t.Helper()
 	requireRunsc(t)
-	bin, err := binaries()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := binDir
 	// Short paths: the agent's socket path must fit sun_path.
 	dir, err := os.MkdirTemp("", "rs")
 	if err != nil {
