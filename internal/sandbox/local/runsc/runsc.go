@@ -102,6 +102,17 @@ type Options struct {
 	// are handed to the namespace's root; AgentBinary and Root must be
 	// reachable by it.
 	IDs sandbox.IDMap
+	// Launcher, when set, is prepended to runsc's command line: e.g. the
+	// local driver's helper (`techboss-sandbox-init launch --`), which
+	// waits for the driver's go-ahead before it execs runsc. ExtraFiles
+	// become its fds 3, 4, ... (the sync pipe).
+	Launcher   []string
+	ExtraFiles []*os.File
+	// Started, when set, is called with the PID of the started process
+	// (the launcher, or runsc) before Start waits for the agent: the
+	// place to move it into cgroups (every process runsc starts inherits
+	// them, its sandbox and gofer included) and then release it.
+	Started func(pid int) error
 	// Debug writes runsc's debug logs (with strace) into Bundle/debug/.
 	Debug bool
 }
@@ -241,8 +252,10 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	// parent of its sandbox and gofer processes, as bubblewrap is of the
 	// sandbox's init. Detached, they would be orphans that only the
 	// host's init reaps (slowly here: runsc delete then waits 1-1.5 s).
-	args := append(st.flags(), "run", "--bundle", o.Bundle, "--pid-file", pidFile, o.ID)
-	cmd := exec.Command(st.Runsc, args...)
+	args := append(append([]string{st.Runsc}, st.flags()...), "run", "--bundle", o.Bundle, "--pid-file", pidFile, o.ID)
+	args = append(append([]string(nil), o.Launcher...), args...)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.ExtraFiles = o.ExtraFiles
 	// The container's stdio are runsc's: stdin carries the environment,
 	// the agent's log and runsc's own errors go to the container log.
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = envR, log, log
@@ -267,6 +280,12 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	// Reaped in Delete (or by whoever inherits it after a restart).
 	_ = cmd.Process.Release()
 	envR.Close()
+	if o.Started != nil {
+		if err := o.Started(c.st.RunPid); err != nil {
+			c.destroy()
+			return nil, err
+		}
+	}
 	// The pipe holds the environment (up to 1 MiB) until the agent reads
 	// it; EPIPE means the container died, which waitAgent reports.
 	if b, err := json.Marshal(struct {

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -214,8 +216,11 @@ func copyBinaries(dir string) error {
 }
 
 type testOptions struct {
-	env []string
-	ids sandbox.IDMap
+	env      []string
+	ids      sandbox.IDMap
+	launcher []string
+	extra    []*os.File
+	started  func(pid int) error
 }
 
 // startTest starts a container running the shim and the real agent. Its
@@ -291,6 +296,9 @@ func startTest(t testing.TB, o testOptions) *Container {
 		AgentDir:    agentDir,
 		Env:         o.env,
 		IDs:         o.ids,
+		Launcher:    o.launcher,
+		ExtraFiles:  o.extra,
+		Started:     o.started,
 		// The local driver puts the processes in its cgroups itself;
 		// runsc in a user namespace could not create any.
 		IgnoreCgroups: true,
@@ -466,5 +474,55 @@ func TestWorkloadCannotReplaceAgentSocket(t *testing.T) {
 		if out, rep, err := run(ctx, c.Socket(), "echo", "still"); err != nil || out != "still\n" || rep.Code != 0 {
 			t.Fatalf("after %v: got %q %+v %v, want the agent to answer", argv, out, rep, err)
 		}
+	}
+}
+
+// The local driver starts its helper, moves it into the sandbox's cgroups
+// and only then lets it exec: every runsc process must end up in them.
+func TestLauncherPlacesRunscInCgroups(t *testing.T) {
+	requireRunsc(t)
+	parent := "/sys/fs/cgroup/pids"
+	if _, err := os.Stat(filepath.Join(parent, "cgroup.procs")); err != nil {
+		t.Skip("needs the cgroup v1 pids controller at " + parent)
+	}
+	cg := filepath.Join(parent, fmt.Sprintf("techboss-runsc-test-%d", os.Getpid()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(cg) }) // after Delete: cleanups run last-in first-out
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syncR.Close()
+	defer syncW.Close()
+	c := startTest(t, testOptions{
+		ids:      testIDs,
+		launcher: []string{"/bin/sh", "-c", `read go <&3 && exec "$@"`, "launcher"},
+		extra:    []*os.File{syncR},
+		started: func(pid int) error {
+			if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+				return err
+			}
+			_, err := syncW.Write([]byte("go\n"))
+			return err
+		},
+	})
+	b, err := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs := strings.Fields(string(b))
+	for _, want := range []int{c.State().RunPid, c.Pid()} {
+		if !slices.Contains(procs, strconv.Itoa(want)) {
+			t.Errorf("cgroup.procs %v: %d missing", procs, want)
+		}
+	}
+	// runsc run, its gofer, the sandbox (and its ptrace stubs).
+	if len(procs) < 3 {
+		t.Errorf("got %d processes in the cgroup, want runsc run, gofer and sandbox at least", len(procs))
+	}
+	if out, rep, err := run(context.Background(), c.Socket(), "echo", "placed"); err != nil || out != "placed\n" || rep.Code != 0 {
+		t.Fatalf("got %q %+v %v, want %q", out, rep, err, "placed\n")
 	}
 }
