@@ -526,3 +526,32 @@ func TestLauncherPlacesRunscInCgroups(t *testing.T) {
 		t.Fatalf("got %q %+v %v, want %q", out, rep, err, "placed\n")
 	}
 }
+
+// The driver writes into a running sandbox's root and workspace from the
+// host (files, archives, volumes): the sandbox must see each change at
+// once, not a cached view (--file-access=shared).
+func TestHostWritesVisibleInside(t *testing.T) {
+	c := startTest(t, testOptions{ids: testIDs})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := filepath.Dir(c.State().Bundle)
+	for _, p := range []struct{ host, inside string }{
+		{filepath.Join(dir, "root", "from-host"), "/from-host"},
+		{filepath.Join(dir, "ws", "from-host"), "/workspace/from-host"},
+	} {
+		for _, body := range []string{"one", "two, longer"} {
+			if err := os.WriteFile(p.host, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, rep, err := run(ctx, c.Socket(), "cat", p.inside); err != nil || out != body || rep.Code != 0 {
+				t.Errorf("cat %s: got %q %+v %v, want %q", p.inside, out, rep, err, body)
+			}
+		}
+		if err := os.Remove(p.host); err != nil {
+			t.Fatal(err)
+		}
+		if out, rep, err := run(ctx, c.Socket(), "cat", p.inside); err != nil || rep.Code == 0 {
+			t.Errorf("cat %s after the host removed it: got %q %+v %v, want a failure", p.inside, out, rep, err)
+		}
+	}
+}
