@@ -36,24 +36,8 @@ import (
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
-// requireSandboxHost skips (or fails under TECHBOSS_REQUIRE_ALL=1) where the
-// local driver cannot run.
-func requireSandboxHost(t testing.TB) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root for the local sandbox driver (overlay mounts, cgroups)"
-	} else if _, err := exec.LookPath("bwrap"); err != nil {
-		why = "bubblewrap (bwrap) not installed"
-	}
-	if why == "" {
-		return
-	}
-	if storetest.RequireAll() {
-		t.Fatal(why)
-	}
-	t.Skip("why: " + why)
-}
+// requireSandboxHost skips or fails t without root and bubblewrap (sandboxtest.RequireLocal).
+func requireSandboxHost(t testing.TB) { t.Helper(); sandboxtest.RequireLocal(t) }
 
 // sandboxInit is the local driver's in-sandbox helper, built once per test
 // process at a fixed path (rebuilt, not accumulated, across runs).

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -35,23 +34,8 @@ func TestMain(m *testing.M) {
 	os.Exit(sandboxtest.Main(m, &initBin, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener")))
 }
 
-// requireHost skips (or fails under TECHBOSS_REQUIRE_ALL=1) without root and bubblewrap.
-func requireHost(t testing.TB) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root for the local driver (overlay mounts, cgroups)"
-	} else if _, err := exec.LookPath("bwrap"); err != nil {
-		why = "bubblewrap (bwrap) not installed"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("TECHBOSS_REQUIRE_ALL") == "1" {
-		t.Fatal(why)
-	}
-	t.Skip("why: " + why)
-}
+// requireHost skips or fails t without root and bubblewrap (sandboxtest.RequireLocal).
+func requireHost(t testing.TB) { t.Helper(); sandboxtest.RequireLocal(t) }
 
 type clock struct {
 	mu  sync.Mutex

@@ -21,23 +21,8 @@ var initBin string
 
 func TestMain(m *testing.M) { os.Exit(sandboxtest.Main(m, &initBin)) }
 
-// requireHost skips (or fails under TECHBOSS_REQUIRE_ALL=1) without root and bubblewrap.
-func requireHost(t testing.TB) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root (overlay mounts, cgroups, user namespaces)"
-	} else if _, err := exec.LookPath("bwrap"); err != nil {
-		why = "bubblewrap (bwrap) not installed"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("TECHBOSS_REQUIRE_ALL") == "1" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
-}
+// requireHost skips or fails t without root and bubblewrap (sandboxtest.RequireLocal).
+func requireHost(t testing.TB) { t.Helper(); sandboxtest.RequireLocal(t) }
 
 func newDriver(t testing.TB) *local.Driver {
 	t.Helper()

@@ -48,3 +48,23 @@ func Main(m *testing.M, initBin *string, opts ...goleak.Option) int {
 	}
 	return code
 }
+
+// RequireLocal skips t, saying why, when this host cannot run the local
+// driver (it needs root and bubblewrap), or fails it instead when
+// TECHBOSS_REQUIRE_ALL=1 (as `make test` sets): nothing is skipped there.
+func RequireLocal(t testing.TB) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root for the local sandbox driver (overlay mounts, cgroups, user namespaces)"
+	} else if _, err := exec.LookPath("bwrap"); err != nil {
+		why = "bubblewrap (bwrap) not installed"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("TECHBOSS_REQUIRE_ALL") == "1" {
+		t.Fatal(why)
+	}
+	t.Skip("why: " + why)
+}
