@@ -79,9 +79,16 @@ type Options struct {
 	AgentDir string
 	// Env is the sandbox's base environment, written to the agent's stdin.
 	Env []string
-	// Network: false gives the sandbox only a loopback (--network=none).
-	// true uses gVisor's own network stack on the interfaces of the
-	// container's network namespace (--network=sandbox).
+	// Network: false gives the sandbox gVisor's own stack with only a
+	// loopback (--network=none). true starts runsc in a new network
+	// namespace (owned by the sandbox's user namespace) and lets the
+	// sandbox use the host kernel's sockets in it (--network=host): the
+	// caller connects it (netpolicy: pasta and nftables) in Started,
+	// before runsc runs. gVisor's own stack on that namespace
+	// (--network=sandbox) is what upstream recommends, but this build
+	// takes any namespace for the host's on kernels that show
+	// net.core.rmem_default in every namespace ("cannot run with network
+	// enabled in root network namespace").
 	Network bool
 	// Platform is gVisor's platform: "ptrace" (default; no KVM needed)
 	// or "kvm". This build has no systrap.
@@ -215,7 +222,7 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 		Network: "none", IgnoreCgroups: o.IgnoreCgroups, Debug: o.Debug,
 	}
 	if o.Network {
-		st.Network = "sandbox"
+		st.Network = "host"
 	}
 	if len(st.Socket) > 107 {
 		return nil, fmt.Errorf("agent socket path %s is too long for a Unix socket", st.Socket)
@@ -262,12 +269,18 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	// Own session: the sandbox must not get the server's terminal signals
 	// nor die with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if o.Network {
+		// runsc's network stack takes the interfaces of the namespace it
+		// starts in (and refuses the host's): a new one, which the caller
+		// connects (pasta) in Started, before runsc looks at it.
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+	}
 	if !o.IDs.Identity() {
 		// runsc needs user namespaces below this one (its sandbox process
 		// runs in one): unlike bubblewrap's, this namespace must not
 		// forbid them.
 		ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(o.IDs.HostBase), Size: int(o.IDs.Size)}}
-		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWUSER
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
 		cmd.SysProcAttr.UidMappings, cmd.SysProcAttr.GidMappings = ids, ids
 		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local/agent"
+	"github.com/techbossai/techboss/internal/sandbox/local/netpolicy"
 )
 
 // initBin is the agent (techboss-sandbox-init) built once for the tests.
@@ -216,6 +217,7 @@ func copyBinaries(dir string) error {
 }
 
 type testOptions struct {
+	network  bool
 	env      []string
 	ids      sandbox.IDMap
 	launcher []string
@@ -295,6 +297,7 @@ func startTest(t testing.TB, o testOptions) *Container {
 		AgentArgs:   []string{"runsc-shim"},
 		AgentDir:    agentDir,
 		Env:         o.env,
+		Network:     o.network,
 		IDs:         o.ids,
 		Launcher:    o.launcher,
 		ExtraFiles:  o.extra,
@@ -553,5 +556,65 @@ func TestHostWritesVisibleInside(t *testing.T) {
 		if out, rep, err := run(ctx, c.Socket(), "cat", p.inside); err != nil || rep.Code == 0 {
 			t.Errorf("cat %s after the host removed it: got %q %+v %v, want a failure", p.inside, out, rep, err)
 		}
+	}
+}
+
+// With a network, the sandbox uses the host kernel's sockets (gVisor's
+// --network=host) in a namespace of its own, which netpolicy connects
+// with pasta before runsc starts: the sandbox sees pasta's interface and
+// default route, and netpolicy's rules apply. Without, only a loopback.
+func TestNetworkThroughPasta(t *testing.T) {
+	requireRunsc(t)
+	if _, err := exec.LookPath("pasta"); err != nil {
+		if os.Getenv("TECHBOSS_REQUIRE_ALL") == "1" {
+			t.Fatal("pasta not installed")
+		}
+		t.Skip("pasta not installed (apt-get install passt)")
+	}
+	const routes = "cat /proc/net/route | awk 'NR > 1 { print $1, $2 }'"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	none := startTest(t, testOptions{ids: testIDs})
+	if out, rep, err := run(ctx, none.Socket(), "sh", "-c", routes); err != nil || out != "" || rep.Code != 0 {
+		t.Errorf("without network: got routes %q %+v %v, want none", out, rep, err)
+	}
+
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syncR.Close()
+	defer syncW.Close()
+	var n *netpolicy.Net
+	t.Cleanup(func() {
+		if n != nil {
+			if err := n.Destroy(); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	state := t.TempDir()
+	c := startTest(t, testOptions{
+		ids:      testIDs,
+		network:  true,
+		launcher: []string{"/bin/sh", "-c", `read go <&3 && exec "$@"`, "launcher"},
+		extra:    []*os.File{syncR},
+		started: func(pid int) error {
+			var err error
+			n, err = netpolicy.Start(ctx, netpolicy.Options{
+				NetNS: netpolicy.NetNSPath(pid), UserNS: "/proc/" + strconv.Itoa(pid) + "/ns/user",
+				Policy: netpolicy.Policy{Mode: netpolicy.Full}, StateDir: state,
+			})
+			if err != nil {
+				return err
+			}
+			_, err = syncW.Write([]byte("go\n"))
+			return err
+		},
+	})
+	out, rep, err := run(ctx, c.Socket(), "sh", "-c", routes)
+	if err != nil || rep.Code != 0 || !strings.Contains(out, "eth0 00000000") {
+		t.Errorf("with network: got routes %q %+v %v, want a default route on pasta's eth0", out, rep, err)
 	}
 }
