@@ -7,9 +7,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -104,7 +106,10 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 	}
 	cfg := agent.Config{Credentials: o.credentials, Root: true, CancelGrace: o.grace, ReplicaTimeout: o.replicaTimeout}
 	if o.credentials == agent.CredentialsDirect {
-		cfg.UpstreamBaseURL, cfg.UpstreamAPIKey = e.model.URL, "sk-direct"
+		// The CLI calls the model itself. A sandbox reaches no host
+		// service, so tests forward this address in the sandbox's own
+		// namespace to the model (forwardModel).
+		cfg.UpstreamBaseURL, cfg.UpstreamAPIKey = "http://"+directModelAddr, "sk-direct"
 	}
 	e.svc, err = agent.NewService(cfg, agent.Deps{
 		Store: db, Sandboxes: mgr,
@@ -257,3 +262,38 @@ func checkSeqs(t testing.TB, evs []agent.Event) {
 }
 
 var _ = io.Discard
+
+// directModelAddr is where direct-mode runs find the model inside a sandbox.
+const directModelAddr = "127.0.0.1:18099"
+
+// forwardModel serves directModelAddr inside the sandbox's network
+// namespace, forwarding each connection to the model on the host: the
+// stand-in for a model API on the internet, which sandboxes reach through
+// their network and tests cannot.
+func (e *env) forwardModel(sb *sandbox.Sandbox) {
+	e.t.Helper()
+	ln, err := e.drv.Listen(context.Background(), sb.Ref, directModelAddr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { ln.Close() })
+	target := strings.TrimPrefix(e.model.URL, "http://")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { _, _ = io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
+				_, _ = io.Copy(c, u)
+			}()
+		}
+	}()
+}

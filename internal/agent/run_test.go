@@ -271,12 +271,13 @@ func TestDirectCredentials(t *testing.T) {
 	e := newEnv(t, envOpts{credentials: agent.CredentialsDirect},
 		modeltest.Bash("env | tee /workspace/env.txt"), modeltest.Text("done"))
 	sb := e.sandboxWith("alice", sandbox.Spec{ImageBase: "host", Network: sandbox.Network{Mode: "full"}})
+	e.forwardModel(sb)
 	r, evs := e.do("alice", sb.ID, "show env", agent.Options{})
 	if r.Status != agent.Succeeded {
 		t.Fatalf("run %+v events %v", r, types(evs))
 	}
 	env, err := e.readFile("alice", sb.ID, "/workspace/env.txt")
-	if err != nil || !strings.Contains(env, "ANTHROPIC_API_KEY=sk-direct") || !strings.Contains(env, "ANTHROPIC_BASE_URL="+e.model.URL) {
+	if err != nil || !strings.Contains(env, "ANTHROPIC_API_KEY=sk-direct") || !strings.Contains(env, "ANTHROPIC_BASE_URL=http://"+directModelAddr) {
 		t.Errorf("direct env lacks the key or URL (%v):\n%s", err, env)
 	}
 	// The key the tool printed is redacted from the event log.
