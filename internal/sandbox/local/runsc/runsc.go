@@ -139,7 +139,7 @@ func (o Options) args() []string {
 	return append([]string{AgentBinary}, a...)
 }
 
-// flags are runsc's global flags for o; every command on one container
+// flags are runsc's global flags for the container; every command on it
 // must use the same.
 func (s State) flags() []string {
 	f := []string{
