@@ -25,6 +25,7 @@ suite=(
   "./internal/snapshot ^Benchmark(SnapshotFirst|SnapshotNoChange10k|SnapshotChanged1pct|Restore)$"
   "./internal/llm/gateway ^Benchmark(GatewayFirstByte|OpenAIGatewayFirstByte)$"
   "./internal/agent ^Benchmark(RunWallVsBareCLI|CrossReplicaEvent)$"
+  "./internal/sandbox/local/runsc ^Benchmark(RunscStartFirstExec|RunscExecTrue)$"
 )
 status=0
 start=$SECONDS

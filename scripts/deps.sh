@@ -25,6 +25,8 @@ if [ "$mode" = test ]; then
   [ -e /lib/ld-musl-x86_64.so.1 ] || need_apt+=(musl)
   # The test OCI image is built from Debian's statically linked busybox.
   dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+  # gVisor's runsc: the runsc runtime package's tests and benchmarks.
+  have runsc || need_apt+=(runsc)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if have apt-get && [ "$(id -u)" = 0 ]; then

@@ -12,9 +12,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/techbossai/techboss/internal/auth"
@@ -921,41 +920,22 @@ func TestSandboxBuildLogWhileCreating(t *testing.T) {
 	}
 }
 
-// gateDNS serves the build gate's names on a loopback UDP port: a query for
-// arrived.gate.test closes arrived; release.gate.test resolves only once
-// release is closed. It returns the server's address.
+// gateDNS serves the build gate's names as the sandboxes' DNS upstream: a
+// query for arrived.gate.test closes arrived; release.gate.test resolves
+// only once release is closed. It returns the server's address.
 func gateDNS(t *testing.T, arrived chan<- struct{}, release <-chan struct{}) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var once sync.Once
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		m.Rcode = dns.RcodeNameError
-		for _, q := range req.Question {
-			switch strings.ToLower(q.Name) {
-			case "arrived.gate.test.":
-				once.Do(func() { close(arrived) })
-			case "release.gate.test.":
-				select {
-				case <-release:
-					m.Rcode = dns.RcodeSuccess
-					if q.Qtype == dns.TypeA {
-						m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: net.IPv4(192, 0, 2, 1)})
-					}
-				default:
-				}
+	return sandboxtest.FakeDNS(t, func(name string) (netip.Addr, bool) {
+		switch name {
+		case "arrived.gate.test":
+			once.Do(func() { close(arrived) })
+		case "release.gate.test":
+			select {
+			case <-release:
+				return netip.MustParseAddr("192.0.2.1"), true
+			default:
 			}
 		}
-		_ = w.WriteMsg(m)
-	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.ShutdownContext(context.Background()) })
-	return pc.LocalAddr().String()
+		return netip.Addr{}, false
+	})
 }

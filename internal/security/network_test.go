@@ -1,16 +1,15 @@
 package security
 
 import (
-	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 
-	"github.com/miekg/dns"
-
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 )
 
 // listenHost starts a TCP server on the host at addr that accepts and
@@ -115,7 +114,14 @@ func TestNetworkFullIsNotTheHost(t *testing.T) {
 // server's DNS proxy) and never opens the host or link-local.
 func TestNetworkAllowList(t *testing.T) {
 	requireHost(t)
-	upstream := fakeDNS(t, map[string]string{"allowed.test.": "198.51.100.7", "denied.test.": "198.51.100.8", "rebind.test.": "169.254.169.254"})
+	records := map[string]string{"allowed.test": "198.51.100.7", "denied.test": "198.51.100.8", "rebind.test": "169.254.169.254"}
+	upstream := sandboxtest.FakeDNS(t, func(name string) (netip.Addr, bool) {
+		ip, ok := records[name]
+		if !ok {
+			return netip.Addr{}, false
+		}
+		return netip.MustParseAddr(ip), true
+	})
 	d, err := local.New(local.Options{DataDir: t.TempDir(), InitBinary: initBin, DNSUpstreams: []string{upstream}})
 	if err != nil {
 		t.Fatal(err)
@@ -143,31 +149,4 @@ func TestNetworkAllowList(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "network.allow[1]") {
 		t.Errorf("bad allow entry: got %v, want an error naming network.allow[1]", err)
 	}
-}
-
-// fakeDNS serves A records on a loopback UDP port and returns its address.
-func fakeDNS(t *testing.T, records map[string]string) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		for _, q := range req.Question {
-			if ip, ok := records[strings.ToLower(q.Name)]; ok && q.Qtype == dns.TypeA {
-				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP(ip)})
-			} else if !ok {
-				m.Rcode = dns.RcodeNameError
-			}
-		}
-		_ = w.WriteMsg(m)
-	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.ShutdownContext(context.Background()) })
-	return pc.LocalAddr().String()
 }

@@ -1,9 +1,7 @@
 package browsertest
 
 import (
-	"fmt"
-	"net/http"
-	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 )
 
 // TestSandboxPages drives the sandbox views on the real local driver:
@@ -128,25 +128,26 @@ func TestSandboxPages(t *testing.T) {
 	b.checkProblems()
 }
 
-// TestSandboxBuildProgress creates a sandbox whose Dockerfile step blocks
-// on a loopback gate the test holds: while it builds, the form is disabled
-// and shows the build log as it grows; after release the page opens the
-// running sandbox.
+// TestSandboxBuildProgress creates a sandbox whose Dockerfile step waits
+// for a name the test's DNS server (the sandboxes' upstream) resolves only
+// once the test opens the gate (a build reaches no host service): while it
+// builds, the form is disabled and shows the build log as it grows; after
+// release the page opens the running sandbox.
 func TestSandboxBuildProgress(t *testing.T) {
-	s := newSandboxStack(t)
-	s.user(t, aliceEmail, alicePass)
 	release := make(chan struct{})
 	var once sync.Once
 	open := func() { once.Do(func() { close(release) }) }
-	gate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	t.Cleanup(open) // a hung build ends
+	dns := sandboxtest.FakeDNS(t, func(name string) (netip.Addr, bool) {
 		select {
 		case <-release:
-			fmt.Fprintln(w, "gate-open")
-		case <-r.Context().Done():
+			return netip.MustParseAddr("192.0.2.1"), name == "release.gate.test"
+		default:
+			return netip.Addr{}, false
 		}
-	}))
-	t.Cleanup(gate.Close)
-	t.Cleanup(open) // runs before gate.Close: a hung build ends
+	})
+	s := buildStack(t, stackOptions{sandboxes: true, dns: dns})
+	s.user(t, aliceEmail, alicePass)
 
 	b := newBrowser(t, s.url)
 	b.allow(`^http: GET .*/auth/me -> 401$`)
@@ -154,7 +155,7 @@ func TestSandboxBuildProgress(t *testing.T) {
 	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
 	b.open("/")
 	b.login(aliceEmail, alicePass)
-	b.fillByLabel("Dockerfile commands", fmt.Sprintf("RUN echo step-$((0+1))-done && curl -fsS %s/ && echo step-$((1+1))-done", gate.URL))
+	b.fillByLabel("Dockerfile commands", "RUN echo step-$((0+1))-done; until getent hosts release.gate.test >/dev/null; do sleep 0.05; done; echo step-$((1+1))-done")
 	b.clickButton("Create sandbox")
 	b.waitJS("build log shows the first step", `(document.querySelector("pre.build-log:not([hidden])") || {}).textContent?.includes("step-1-done")`)
 	if txt := b.text("pre.build-log"); strings.Contains(txt, "step-2-done") {

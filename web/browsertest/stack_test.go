@@ -47,6 +47,7 @@ type stackOptions struct {
 	sandboxes bool              // sandbox manager on the local (bubblewrap) driver
 	agent     bool              // agent runs: real Claude Code CLI, gateway, scripted model
 	script    []modeltest.Reply // the model's answers (agent only)
+	dns       string            // the sandboxes' DNS upstream (default: the host's)
 }
 
 // newStack starts the real HTTP server over a fresh SQLite database, with
@@ -88,7 +89,7 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 		mounts = []sandbox.Mount{{Source: claudePrefix, Target: "/opt/techboss/claude", ReadOnly: true}}
 	}
 	if o.sandboxes {
-		deps.Sandboxes, deps.Snapshots = sandboxManager(t, db, logger, reg, mounts)
+		deps.Sandboxes, deps.Snapshots = sandboxManager(t, db, logger, reg, mounts, o.dns)
 		s.snapshots = true
 	}
 	if o.agent {
@@ -187,7 +188,7 @@ func (s *stack) user(t *testing.T, email, password string) {
 // sandboxManager returns a Manager on the real local (bubblewrap) driver and
 // the snapshot service over a filesystem blob store (hooked into the
 // Manager: snapshot before terminate); sandboxes are destroyed at cleanup.
-func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, reg *prometheus.Registry, mounts []sandbox.Mount) (*sandbox.Manager, *snapshot.Service) {
+func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, reg *prometheus.Registry, mounts []sandbox.Mount, dns string) (*sandbox.Manager, *snapshot.Service) {
 	t.Helper()
 	why := ""
 	if os.Geteuid() != 0 {
@@ -202,10 +203,15 @@ func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, reg *promet
 	if err := sandboxtest.BuildInit(initBin); err != nil {
 		t.Fatal(err)
 	}
-	drv, err := local.New(local.Options{DataDir: t.TempDir(), InitBinary: initBin, Logger: logger})
+	o := local.Options{DataDir: t.TempDir(), InitBinary: initBin, Logger: logger}
+	if dns != "" {
+		o.DNSUpstreams = []string{dns}
+	}
+	drv, err := local.New(o)
 	if err != nil {
 		t.Fatalf("local driver: %v", err)
 	}
+	t.Cleanup(func() { _ = drv.Close() })
 	drivers := map[string]sandbox.Driver{"local": drv}
 	blobs, err := blobfs.New(t.TempDir(), blobfs.Options{NoSync: true})
 	if err != nil {

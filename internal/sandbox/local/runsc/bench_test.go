@@ -31,9 +31,9 @@ func p99(ds []time.Duration) float64 {
 	return float64(s[len(s)*99/100]) / float64(time.Millisecond)
 }
 
-// BenchmarkStartFirstExec: Start until the agent accepts, then the first
+// BenchmarkRunscStartFirstExec: Start until the agent accepts, then the first
 // exec of true answering; Delete is timed on its own.
-func BenchmarkStartFirstExec(b *testing.B) {
+func BenchmarkRunscStartFirstExec(b *testing.B) {
 	ctx := context.Background()
 	var start, first, del []time.Duration
 	for range b.N * samples() {
@@ -58,9 +58,9 @@ func BenchmarkStartFirstExec(b *testing.B) {
 	reportRaw(b, 20)
 }
 
-// BenchmarkExecTrue: one exec of true through the agent in a running
+// BenchmarkRunscExecTrue: one exec of true through the agent in a running
 // container.
-func BenchmarkExecTrue(b *testing.B) {
+func BenchmarkRunscExecTrue(b *testing.B) {
 	ctx := context.Background()
 	c := startTest(b, testOptions{ids: testIDs})
 	var ds []time.Duration
