@@ -32,19 +32,27 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "flush" {
 		os.Exit(helperFlush())
 	}
-	stopForker := startForker()
-	before := map[string]bool{}
-	for _, p := range pastaProcs() {
-		before[p] = true
+	// Every test's state dir (t.TempDir) is under a directory of this run,
+	// so pasta processes of other packages' tests running at the same time
+	// (go test -p 2) are not taken for this package's leaks.
+	tmp, err := os.MkdirTemp("", "netpolicy-tests-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
+	// Sandboxed helpers (unprivileged on the host) run binaries from it.
+	_ = os.Chmod(tmp, 0o755)
+	os.Setenv("TMPDIR", tmp)
+	stopForker := startForker()
 	code := m.Run()
 	stopForker()
 	for _, p := range pastaProcs() {
-		if !before[p] {
+		if strings.Contains(p, tmp+"/") {
 			fmt.Fprintf(os.Stderr, "FAIL: tests left pasta running: %s\n", p)
 			code = 1
 		}
 	}
+	_ = os.RemoveAll(tmp)
 	if err := goleak.Find(); err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: leaked goroutines: %v\n", err)
 		code = 1
