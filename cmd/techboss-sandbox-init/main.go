@@ -1,14 +1,13 @@
 // Command techboss-sandbox-init is the local sandbox driver's static helper.
 // Build it with CGO_ENABLED=0. It has two modes:
 //
-//	techboss-sandbox-init launch --ids BASE:SIZE -- BWRAP ARGS...
-//	    started by the driver (host root). It waits for one byte on fd 7,
-//	    which the driver writes once it has put this process into the
-//	    sandbox's cgroups (cgroup v1 cannot place a child at fork time),
-//	    starts "userns -- BWRAP ARGS" as uid 0 of a new user namespace
-//	    mapping SIZE ids onto the host's from BASE, and exits.
-//	techboss-sandbox-init userns -- BWRAP ARGS...
-//	    forbids nested user namespaces and execs bubblewrap.
+//	techboss-sandbox-init launch -- BWRAP ARGS...
+//	    started by the driver as uid 0 of the sandbox's new user namespace
+//	    (host ids shifted to an unprivileged range). It waits for one byte on
+//	    fd 7, which the driver writes once it has put this process into the
+//	    sandbox's cgroups (cgroup v1 cannot place a child at fork time, and
+//	    from inside the namespace this process may not write the host's
+//	    cgroup files), forbids nested user namespaces, and execs bubblewrap.
 //	techboss-sandbox-init agent
 //	    runs inside the sandbox: reads its base environment from fd 6 and
 //	    serves the driver on the listening socket on fd 3, starting commands
@@ -45,8 +44,6 @@ func run(args []string) error {
 	switch args[0] {
 	case "launch":
 		return launch(args[1:])
-	case "userns":
-		return userns(args[1:])
 	case "agent":
 		return serve()
 	default:
@@ -55,14 +52,10 @@ func run(args []string) error {
 }
 
 func launch(args []string) error {
-	var base, size uint64
-	if len(args) < 4 || args[0] != "--ids" || args[2] != "--" {
-		return fmt.Errorf("usage: launch --ids BASE:SIZE -- BWRAP ARGS")
+	if len(args) < 2 || args[0] != "--" {
+		return fmt.Errorf("usage: launch -- BWRAP ARGS")
 	}
-	if _, err := fmt.Sscanf(args[1], "%d:%d", &base, &size); err != nil || size == 0 || base+size > 1<<32 {
-		return fmt.Errorf("launch: bad --ids %q", args[1])
-	}
-	argv := args[3:]
+	argv := args[1:]
 	// The driver writes one byte once the cgroups hold this process; EOF
 	// without it means the driver gave up (or died): start nothing.
 	sync := os.NewFile(7, "sync")
@@ -71,47 +64,12 @@ func launch(args []string) error {
 		return fmt.Errorf("launch: the driver did not release the sandbox: %v", err)
 	}
 	_ = sync.Close()
-	// bubblewrap starts as uid 0 of a new user namespace mapping the
-	// sandbox's ids onto the host range (this process, host root, writes
-	// the maps), through this helper's "userns" step. It inherits fds 0-6
-	// and 8 as they are.
-	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(base), Size: int(size)}}
-	files := make([]*os.File, 9)
-	for fd := range files {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); fd != 7 && err == nil {
-			files[fd] = os.NewFile(uintptr(fd), "")
-		}
-	}
-	p, err := os.StartProcess("/proc/self/exe", append([]string{os.Args[0], "userns", "--"}, argv...), &os.ProcAttr{
-		Dir:   "/",
-		Env:   os.Environ(),
-		Files: files,
-		Sys: &syscall.SysProcAttr{
-			Cloneflags:                 syscall.CLONE_NEWUSER,
-			UidMappings:                ids,
-			GidMappings:                ids,
-			GidMappingsEnableSetgroups: true, // the agent sets image users' groups
-			Credential:                 &syscall.Credential{Uid: 0, Gid: 0},
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("launch: start bubblewrap in its user namespace: %w", err)
-	}
-	_ = p.Release()
-	return nil
-}
-
-// userns runs as uid 0 of the sandbox's new user namespace: it forbids
-// nested user namespaces (the limit is per namespace, and this process is
-// its owner; seccomp refuses them too), then execs bubblewrap.
-func userns(args []string) error {
-	if len(args) < 2 || args[0] != "--" {
-		return fmt.Errorf("usage: userns -- BWRAP ARGS")
-	}
+	// No user namespaces below this one: the limit is per namespace, and
+	// this process is its owner (seccomp refuses them too).
 	if err := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("userns: forbid nested user namespaces: %w", err)
+		return fmt.Errorf("launch: forbid nested user namespaces: %w", err)
 	}
-	return syscall.Exec(args[1], args[1:], os.Environ())
+	return syscall.Exec(argv[0], argv, os.Environ())
 }
 
 func serve() error {

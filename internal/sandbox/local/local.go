@@ -718,17 +718,22 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 		return fmt.Errorf("seccomp pipe: %w", err)
 	}
 
-	ids := fmt.Sprintf("%d:%d", st.IDs.HostBase, st.IDs.Size)
-	args := []string{d.opts.InitBinary, "launch", "--ids", ids, "--", d.bwrap}
+	args := []string{d.opts.InitBinary, "launch", "--", d.bwrap}
 	args = append(args, d.bwrapArgs(st, r)...)
 	args = append(args, "--seccomp", "8", "--info-fd", "5", "--", "/proc/self/fd/4", "agent")
-	// The helper starts bubblewrap as uid 0 of a new user namespace whose
-	// ids are the unprivileged host range: whatever escapes bubblewrap is
-	// nobody on the host. (The helper, not the server, creates it: Go
-	// cannot vfork into a new user namespace, and a full fork of the
-	// server costs ~10 ms.) Own session: the sandbox must not receive the
-	// server's terminal signals nor die with it.
-	sys := &syscall.SysProcAttr{Setsid: true}
+	// The helper starts as uid 0 of a new user namespace whose ids are the
+	// unprivileged host range: whatever escapes bubblewrap is nobody on the
+	// host. Own session: the sandbox must not receive the server's
+	// terminal signals nor die with it.
+	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(st.IDs.HostBase), Size: int(st.IDs.Size)}}
+	sys := &syscall.SysProcAttr{
+		Setsid:                     true,
+		Cloneflags:                 syscall.CLONE_NEWUSER,
+		UidMappings:                ids,
+		GidMappings:                ids,
+		GidMappingsEnableSetgroups: true, // the agent sets image users' groups
+		Credential:                 &syscall.Credential{Uid: 0, Gid: 0},
+	}
 	if st.Cgroups.Mode == cgroupV2 && len(st.Cgroups.Dirs) == 1 {
 		// cgroup2 places the child at clone time (CLONE_INTO_CGROUP).
 		cgDir, err := os.Open(st.Cgroups.Dirs[0])
@@ -741,7 +746,9 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 		defer cgDir.Close()
 		sys.UseCgroupFD, sys.CgroupFD = true, int(cgDir.Fd())
 	}
-	p, err := os.StartProcess(d.opts.InitBinary, args, &os.ProcAttr{
+	// Executed through its descriptor (fd 4 in the child): the helper's
+	// directory may be private to host root, which the child no longer is.
+	p, err := os.StartProcess("/proc/self/fd/4", args, &os.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
 		Files: []*os.File{nil, logFile, logFile, lnFile, agentBin, infoW, envR, syncR, filterR},
@@ -753,15 +760,15 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 	if err != nil {
 		return fmt.Errorf("start bubblewrap: %w", err)
 	}
-	// The helper exits once bubblewrap runs (which init then adopts).
-	defer func() {
-		syncW.Close() // on an early return: the helper then starts nothing
-		_, _ = p.Wait()
-	}()
-	// cgroup v1 cannot place a child at clone time: the driver moves the
-	// helper (bubblewrap, its child, starts inside), then lets it go on.
+	st.BwrapPID = p.Pid
+	// The process is reaped in Destroy (wait4) or by whoever inherits it
+	// after a restart; no goroutine waits on it.
+	_ = p.Release()
+	// cgroup v1 cannot place a child at clone time, and the helper, inside
+	// its namespace, may not write the host's cgroup files: the driver
+	// moves it, then lets it go on.
 	if st.Cgroups.Mode != cgroupV2 {
-		pid := []byte(strconv.Itoa(p.Pid))
+		pid := []byte(strconv.Itoa(st.BwrapPID))
 		for _, f := range st.Cgroups.procsFiles() {
 			if err := os.WriteFile(f, pid, 0); err != nil {
 				return fmt.Errorf("join cgroup: %w", err)
