@@ -23,7 +23,6 @@
 package local
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -47,6 +46,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/techbossai/techboss/internal/errs"
@@ -976,37 +976,22 @@ func readState(dir string) (state, error) {
 // procStart returns a process's start time (clock ticks since boot), which
 // with the PID identifies it across PID reuse.
 func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := procStat(pid)
+	return st.Starttime, err
+}
+
+// procStat reads /proc/PID/stat.
+func procStat(pid int) (procfs.ProcStat, error) {
+	p, err := procfs.NewProc(pid)
 	if err != nil {
-		return 0, err
+		return procfs.ProcStat{}, err
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// Fields after the comm: state is field 3, starttime field 22.
-	if len(f) < 20 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return p.Stat()
 }
 
 func procPPid(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
+	st, _ := procStat(pid)
+	return st.PPID
 }
 
 // reapChild waits for our child pid to exit, killing it at the deadline.
@@ -1058,15 +1043,11 @@ func (st *state) alive() bool {
 
 // procState returns the state letter of /proc/PID/stat (R, S, D, Z, X, ...).
 func procState(pid int) (byte, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
+	st, err := procStat(pid)
+	if err != nil || st.State == "" {
+		return 0, fmt.Errorf("process %d: no state: %v", pid, err)
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, errors.New("malformed /proc stat")
-	}
-	return b[i+2], nil
+	return st.State[0], nil
 }
 
 // Recover re-adopts a sandbox started by an earlier Driver (or server

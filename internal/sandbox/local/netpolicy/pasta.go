@@ -1,7 +1,6 @@
 package netpolicy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/prometheus/procfs"
 )
 
 // pastaSafety are the flags that keep pasta outbound-only. pasta's default
@@ -90,25 +91,18 @@ func startPasta(ctx context.Context, bin, dir string, nsf, usf *os.File, safety 
 // procStart returns a process's start time (clock ticks since boot), which
 // with its pid names it across pid reuse.
 func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The command name may hold spaces and parentheses: fields are
-	// counted after its last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	st, err := p.Stat()
+	if err != nil {
+		return 0, err
 	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); starttime is field 22.
-	if len(f) < 20 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	if f[0] == "Z" || f[0] == "X" {
+	if st.State == "Z" || st.State == "X" {
 		return 0, fmt.Errorf("process %d has exited", pid)
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return st.Starttime, nil
 }
 
 // pastaAlive reports whether the process st names is still running.

@@ -28,7 +28,6 @@
 package runsc
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,12 +36,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/prometheus/procfs"
 
 	"github.com/techbossai/techboss/internal/sandbox"
 )
@@ -444,30 +443,24 @@ func (c *Container) destroy() {
 
 // procStart returns the start time of pid (field 22 of /proc/PID/stat).
 func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := procStat(pid)
+	return st.Starttime, err
+}
+
+// procStat reads /proc/PID/stat.
+func procStat(pid int) (procfs.ProcStat, error) {
+	p, err := procfs.NewProc(pid)
 	if err != nil {
-		return 0, err
+		return procfs.ProcStat{}, err
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return p.Stat()
 }
 
 // procState returns the state letter of /proc/PID/stat (R, S, Z, X, ...).
 func procState(pid int) (byte, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
+	st, err := procStat(pid)
+	if err != nil || st.State == "" {
+		return 0, fmt.Errorf("process %d: no state: %v", pid, err)
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, errors.New("malformed /proc stat")
-	}
-	return b[i+2], nil
+	return st.State[0], nil
 }
