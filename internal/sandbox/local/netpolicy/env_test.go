@@ -147,6 +147,26 @@ func sandboxNS(t testing.TB) string {
 
 func sandboxPID(t testing.TB) int {
 	t.Helper()
+	// Under load (other packages' sandboxes starting beside these tests),
+	// bubblewrap now and then fails to set up the new namespace's
+	// loopback ("Failed RTM_NEWADDR"), after it reported its child: start
+	// again then, a few times.
+	for attempt := 1; ; attempt++ {
+		pid, stderr := sandboxPIDOnce(t)
+		if pid > 0 {
+			return pid
+		}
+		if attempt == 3 {
+			t.Fatalf("bubblewrap did not start a sandbox in %d attempts: %s", attempt, stderr)
+		}
+		t.Logf("bubblewrap did not start the sandbox (starting again): %s", stderr)
+	}
+}
+
+// sandboxPIDOnce starts one sandbox and returns its init's pid once it runs
+// its command, or 0 and bubblewrap's stderr if it ended before.
+func sandboxPIDOnce(t testing.TB) (int, string) {
+	t.Helper()
 	infoR, infoW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -183,9 +203,29 @@ func sandboxPID(t testing.TB) int {
 		ChildPID int `json:"child-pid"`
 	}
 	if err := json.NewDecoder(infoR).Decode(&info); err != nil {
-		t.Fatalf("bwrap info: %v", err)
+		err := <-exited
+		exited <- err // for the cleanup
+		return 0, fmt.Sprintf("%v: %s", err, stderr.String())
 	}
-	return info.ChildPID
+	// bubblewrap's init (the reported child) starts the command once the
+	// namespaces are set up: ready when it has a child.
+	children := fmt.Sprintf("/proc/%d/task/%d/children", info.ChildPID, info.ChildPID)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := os.ReadFile(children)
+		if err != nil {
+			err := <-exited
+			exited <- err
+			return 0, fmt.Sprintf("%v: %s", err, stderr.String())
+		}
+		if len(strings.TrimSpace(string(b))) > 0 {
+			return info.ChildPID, ""
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sandbox init %d started no command in 30 s", info.ChildPID)
+		}
+		runtime.Gosched()
+	}
 }
 
 // world is the network around the sandboxes: a "remote" namespace behind
