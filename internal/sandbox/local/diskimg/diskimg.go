@@ -214,8 +214,9 @@ func CheckFree(dir string, needMB int64) error {
 	}
 	freeMB := int64(st.Bavail) * unit >> 20
 	if freeMB < needMB {
-		return errs.E(errs.InsufficientStorage,
-			"the host has %d MiB free under %s, the sandbox needs %d MiB (disk_mb)", freeMB, dir, needMB)
+		// The public text names no host path; the cause (logged) does.
+		return errs.Wrap(errs.InsufficientStorage, fmt.Errorf("%d MiB free under %s", freeMB, dir),
+			fmt.Sprintf("the host has %d MiB of disk free, the sandbox needs %d MiB (disk_mb)", freeMB, needMB))
 	}
 	return nil
 }

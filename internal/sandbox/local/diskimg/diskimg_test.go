@@ -510,10 +510,13 @@ func TestCheckFree(t *testing.T) {
 		t.Fatalf("CheckFree(1 EiB): got %v, want errs.InsufficientStorage", err)
 	}
 	e, _ := errs.Public(err)
-	for _, want := range []string{"MiB free under " + dir, fmt.Sprintf("needs %d MiB (disk_mb)", MaxMB*64)} {
+	for _, want := range []string{"MiB of disk free", fmt.Sprintf("needs %d MiB (disk_mb)", MaxMB*64)} {
 		if !strings.Contains(e.Message, want) {
 			t.Errorf("message %q lacks %q", e.Message, want)
 		}
+	}
+	if strings.Contains(e.Message, dir) {
+		t.Errorf("public message %q names the host path %s", e.Message, dir)
 	}
 	if err := CheckFree(filepath.Join(dir, "missing"), 1); err == nil || errs.KindOf(err) == errs.InsufficientStorage {
 		t.Errorf("CheckFree on a missing dir: got %v, want a plain error", err)
