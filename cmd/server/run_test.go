@@ -216,6 +216,9 @@ func TestGracefulShutdown(t *testing.T) {
 	if err != nil || cont.StatusCode != http.StatusContinue {
 		t.Fatalf("want 100 Continue, got %v %v", cont, err)
 	}
+	if !listeningHere(t, host) {
+		t.Fatal("listeningHere does not see the server's listener")
+	}
 	in.cancel() // begin shutdown while the handler waits for the body
 	in.waitLog(t, "listener closed; draining in-flight requests")
 	// Dialling the port again would prove nothing: once it is closed, any
