@@ -62,7 +62,9 @@ type envOpts struct {
 	credentials    string
 	grace          time.Duration
 	extraEnv       map[string]string
-	replicaTimeout time.Duration // agent.Config.ReplicaTimeout
+	replicaTimeout time.Duration    // agent.Config.ReplicaTimeout
+	pgURL          string           // "": SQLite in a temp dir
+	durability     agent.Durability // agent.Config.Durability
 }
 
 func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
@@ -76,13 +78,18 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
-	db, err := store.Open(ctx, filepath.Join(dir, "t.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
+	var db *store.DB
+	if o.pgURL != "" {
+		db = openPG(t, o.pgURL)
+	} else {
+		var err error
+		if db, err = store.Open(ctx, filepath.Join(dir, "t.db")); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if err := db.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	drv, err := local.New(local.Options{DataDir: filepath.Join(dir, "local"), InitBinary: initBin})
 	if err != nil {
@@ -104,7 +111,7 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 	for k, v := range o.extraEnv {
 		cliEnv[k] = v
 	}
-	cfg := agent.Config{Credentials: o.credentials, Root: true, CancelGrace: o.grace, ReplicaTimeout: o.replicaTimeout}
+	cfg := agent.Config{Credentials: o.credentials, Root: true, CancelGrace: o.grace, ReplicaTimeout: o.replicaTimeout, Durability: o.durability}
 	if o.credentials == agent.CredentialsDirect {
 		// The CLI calls the model itself. A sandbox reaches no host
 		// service, so tests forward this address in the sandbox's own

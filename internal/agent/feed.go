@@ -182,6 +182,7 @@ func (h *Hub) resync(ctx context.Context, runID string, t *topic) (Run, error) {
 		return r, err
 	}
 	t.advance(r.LastSeq)
+	t.wakeAll() // a follower whose read failed (the store was down) tries again
 	if !r.Status.Active() && !r.FinishedAt.IsZero() && h.now().Sub(r.FinishedAt) > followDoneGrace {
 		t.mu.Lock()
 		t.closed = true

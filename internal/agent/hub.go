@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -42,6 +43,11 @@ type Hub struct {
 	noticeMu   sync.Mutex
 	notices    map[string]Notice // to send, by run
 	noticeKick chan struct{}     // capacity 1: "notices has some"
+
+	// Events waiting for the store (see Durability).
+	dur Durability
+	log *slog.Logger
+	roomState
 }
 
 type topic struct {
@@ -55,6 +61,9 @@ type topic struct {
 	subs      []*Subscription
 	remote    bool     // followed through the feed: published comes from notices
 	writers   *writers // delivery goroutines, once the topic has directMin subscribers
+
+	pmu sync.Mutex // guards bl
+	bl  backlog    // published events not in the store yet
 }
 
 // NewHub returns a Hub over store. feed (may be nil) connects it to the
@@ -63,8 +72,12 @@ func NewHub(store Store, now func() time.Time, feed Feed) *Hub {
 	if now == nil {
 		now = time.Now
 	}
-	return &Hub{store: store, now: now, feed: feed, topics: map[string]*topic{}, remote: map[string]*topic{},
+	h := &Hub{store: store, now: now, feed: feed, topics: map[string]*topic{}, remote: map[string]*topic{},
 		notices: map[string]Notice{}, noticeKick: make(chan struct{}, 1)}
+	h.dur, h.log = Durability{}.withDefaults(), slog.New(slog.DiscardHandler)
+	h.stop = make(chan struct{})
+	h.room = sync.NewCond(&h.roomMu)
+	return h
 }
 
 // Open starts the live topic of a run whose last persisted seq is lastSeq.
@@ -73,16 +86,23 @@ func (h *Hub) Open(runID string, lastSeq int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.topics[runID]; !ok {
-		h.topics[runID] = &topic{seq: lastSeq, published: lastSeq}
+		h.topics[runID] = &topic{seq: lastSeq, published: lastSeq, bl: backlog{persisted: lastSeq}}
 	}
 }
 
 // Close ends the run's live topic: its subscribers read what was published
-// and then reach the end. Later Subscribes read the store.
+// and then reach the end. Later Subscribes read the store (once the run's
+// events waiting for it are in; until then the topic serves them).
 func (h *Hub) Close(runID string) {
 	h.mu.Lock()
 	t, ok := h.topics[runID]
-	delete(h.topics, runID)
+	if ok {
+		t.pmu.Lock()
+		if t.bl.empty() && !t.bl.draining {
+			delete(h.topics, runID)
+		}
+		t.pmu.Unlock()
+	}
 	h.mu.Unlock()
 	if !ok {
 		return
@@ -102,11 +122,15 @@ func (h *Hub) Close(runID string) {
 	if w != nil {
 		w.stop()
 	}
+	h.drained(runID, t) // the backlog may have emptied meanwhile
 }
 
 // Append assigns the next seqs to evs, persists them in order and
-// publishes them. The returned events carry Seq, Time and RunID. An event
-// that fails to persist is not published, and Append stops there.
+// publishes them. The returned events carry Seq, Time and RunID. While the
+// store cannot take them, events are published from memory at once and
+// persisted behind, in order, with retries (see Durability); Append fails
+// only for a run that is not live, or when the backlog is full and ctx
+// ends (or the hub stops) before there is room.
 func (h *Hub) Append(ctx context.Context, runID string, evs ...Event) ([]Event, error) {
 	h.mu.Lock()
 	t, ok := h.topics[runID]
@@ -117,21 +141,26 @@ func (h *Hub) Append(ctx context.Context, runID string, evs ...Event) ([]Event, 
 	t.appendMu.Lock()
 	defer t.appendMu.Unlock()
 	out := make([]Event, 0, len(evs))
+	var lastStored int64
 	for _, ev := range evs {
 		ev.RunID = runID
 		ev.Seq = t.seq + 1
 		if ev.Time.IsZero() {
 			ev.Time = h.now().UTC()
 		}
-		if err := h.store.AppendRunEvent(ctx, ev); err != nil {
+		stored, err := h.persistOrQueue(ctx, runID, t, ev)
+		if err != nil {
 			return out, fmt.Errorf("persist event %d of run %s: %w", ev.Seq, runID, err)
+		}
+		if stored {
+			lastStored = ev.Seq
 		}
 		t.seq = ev.Seq
 		t.publish(ev)
 		out = append(out, ev)
 	}
-	if h.feed != nil && len(out) > 0 {
-		h.notify(Notice{RunID: runID, Seq: out[len(out)-1].Seq})
+	if h.feed != nil && lastStored > 0 {
+		h.notify(Notice{RunID: runID, Seq: lastStored})
 	}
 	return out, nil
 }
@@ -231,8 +260,13 @@ func (s *Subscription) Take(ctx context.Context) ([]Event, error) {
 		first = tail[0].Seq
 	}
 	if s.cursor+1 < first {
-		// The tail moved past this subscriber; the store has the gap.
-		evs, err := s.hub.store.RunEvents(ctx, s.runID, s.cursor, int(min(first-s.cursor-1, takeMax)))
+		// The tail moved past this subscriber; the store (or the events
+		// waiting for it) has the gap.
+		evs, err := s.gap(ctx, t, int(min(first-s.cursor-1, takeMax)))
+		if err != nil && t.remote {
+			// The store is unreachable: wait for the next notice or resync.
+			return nil, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("replay run %s: %w", s.runID, err)
 		}
@@ -254,6 +288,17 @@ func (s *Subscription) Take(ctx context.Context) ([]Event, error) {
 		s.Wake()
 	}
 	return evs, nil
+}
+
+// gap reads up to limit events after the cursor that the tail no longer
+// holds: from the store, or, for those not in it yet, from the backlog.
+func (s *Subscription) gap(ctx context.Context, t *topic, limit int) ([]Event, error) {
+	if !t.remote {
+		if evs, inBacklog, err := t.unpersisted(s.cursor, limit); inBacklog || err != nil {
+			return evs, err
+		}
+	}
+	return s.hub.store.RunEvents(ctx, s.runID, s.cursor, limit)
 }
 
 // Next waits for the next events and returns them (see Take): io.EOF at

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -76,6 +77,9 @@ type Config struct {
 	// Host names the machine (data directory) this process runs on; it is
 	// recorded with the replica (see sandbox.Deps.Host).
 	Host string
+	// Durability bounds how run events and final states wait for a store
+	// that cannot take them (a database outage); see Durability.
+	Durability Durability
 }
 
 // Deps are the service's dependencies.
@@ -115,9 +119,10 @@ type Service struct {
 	// afterRun is Deps.AfterRun.
 	afterRun func(ctx context.Context, r Run)
 
-	submit  chan *job
-	ready   chan struct{} // closed when Run has interrupted stale runs
-	stopped chan struct{} // closed when Run returns
+	submit   chan *job
+	ready    chan struct{} // closed when Run has interrupted stale runs
+	stopped  chan struct{} // closed when Run returns
+	hardStop chan struct{} // closed DrainTimeout after shutdown began: stop retrying writes
 
 	// replica names this process in the store (runs record it).
 	replica string
@@ -202,6 +207,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 		submit:    make(chan *job),
 		ready:     make(chan struct{}),
 		stopped:   make(chan struct{}),
+		hardStop:  make(chan struct{}),
 		jobs:      map[string]*job{},
 		listeners: map[string]*gwListener{},
 	}
@@ -224,6 +230,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .1, .5},
 		}),
 	}
+	s.hub.SetDurability(cfg.Durability, d.Logger.With("component", "run-events"))
 	if d.Metrics != nil {
 		for _, c := range []prometheus.Collector{s.m.runs, s.m.active, s.m.tokens, s.m.cost, s.m.publish} {
 			if err := d.Metrics.Register(c); err != nil {
@@ -263,6 +270,10 @@ func (s *Service) Run(ctx context.Context) error {
 	if _, err := s.store.ReplicaAlive(ctx, s.replica, s.cfg.Host, s.now().UTC()); err != nil {
 		return err
 	}
+	// Events a previous process spooled go in before its runs' done events.
+	if err := s.hub.RecoverSpool(ctx); err != nil {
+		return err
+	}
 	if err := s.interruptOrphans(ctx); err != nil {
 		return err
 	}
@@ -296,7 +307,15 @@ func (s *Service) Run(ctx context.Context) error {
 			_ = l.srv.Close()
 			<-l.done
 		}
+		// Ending runs retry their final writes this long at most.
+		hard := time.AfterFunc(s.hub.dur.DrainTimeout, func() { close(s.hardStop) })
 		wg.Wait()
+		if hard.Stop() {
+			close(s.hardStop)
+		}
+		// Their events still waiting for the store get as long again,
+		// then wait in the spool for the next start.
+		s.hub.Stop()
 	}()
 	sweep := time.NewTicker(listenerSweep)
 	defer sweep.Stop()
@@ -430,7 +449,9 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 		return Run{}, errs.E(errs.Conflict, "sandbox is %s", sb.State)
 	}
 	if a, err := s.store.ActiveRun(ctx, sb.ID); err == nil {
-		return Run{}, errs.E(errs.Conflict, "sandbox %s already has an active run %s", sb.ID, a.ID)
+		if !s.endStale(ctx, a, Interrupted, "the run's agent process was gone") {
+			return Run{}, errs.E(errs.Conflict, "sandbox %s already has an active run %s", sb.ID, a.ID)
+		}
 	}
 	j := &job{sandbox: sb}
 	if j.baseURL, err = s.gatewayURL(ctx, sb); err != nil {
@@ -613,7 +634,8 @@ func (s *Service) execute(ctx context.Context, j *job) {
 
 	j.run.Status, j.run.StartedAt = Running, s.now().UTC()
 	if err := s.store.UpdateRun(persist, j.run); err != nil {
-		log.Error("mark run running", "err", err)
+		// The final state, retried, supersedes this one.
+		log.Warn("mark run running", "err", err)
 	}
 	argv, env := s.cli.Command(CommandRequest{
 		Prompt: j.run.Prompt, Options: j.run.Options, ResumeSession: j.run.ResumedFrom,
@@ -754,10 +776,20 @@ func (s *Service) observe(j *job, evs []Event) {
 // finish decides the final status, persists it, revokes the run token and
 // closes the event log with a done event.
 func (s *Service) finish(ctx context.Context, shutdown bool, j *job, st sandbox.ExitStatus, execErr error, cancelled bool, stderr string, log *slog.Logger) {
-	if err := s.store.DeleteRunTokens(ctx, j.run.ID); err != nil {
+	// Each write is retried while the store is unreachable (see retry):
+	// a run's outcome never depends on when the database answers. The
+	// run's events go in first, so "done" means the whole log is stored.
+	if err := s.hub.Flush(ctx, j.run.ID, s.hardStop); err != nil {
+		log.Error("store the run's events", "err", err)
+	}
+	if err := s.retry(ctx, log, "revoke run token", func(ctx context.Context) error { return s.store.DeleteRunTokens(ctx, j.run.ID) }); err != nil {
 		log.Error("revoke run token", "err", err)
 	}
-	r, err := s.store.GetRun(ctx, j.run.ID) // picks up gateway usage totals
+	var r Run
+	err := s.retry(ctx, log, "reload run", func(ctx context.Context) (err error) {
+		r, err = s.store.GetRun(ctx, j.run.ID) // picks up gateway usage totals
+		return err
+	})
 	if err != nil {
 		log.Error("reload run", "err", err)
 		r = j.run
@@ -805,7 +837,7 @@ func (s *Service) finish(ctx context.Context, shutdown bool, j *job, st sandbox.
 			r.Error = "the agent was killed by " + st.Signal
 		}
 	}
-	if err := s.store.UpdateRun(ctx, r); err != nil {
+	if err := s.retry(ctx, log, "persist final run", func(ctx context.Context) error { return s.store.UpdateRun(ctx, r) }); err != nil {
 		log.Error("persist final run", "err", err)
 	}
 	// The after-run work (the workspace snapshot) happens while the run
@@ -867,6 +899,9 @@ func (s *Service) Cancel(ctx context.Context, ownerID, runID string) (Run, error
 	}
 	if !r.Status.Active() {
 		return r, errs.E(errs.Conflict, "run %s already finished (%s)", runID, r.Status)
+	}
+	if s.endStale(ctx, r, Cancelled, "cancelled (the run's agent process was gone)") {
+		return s.Get(ctx, ownerID, runID)
 	}
 	if err := s.hub.SendCancel(ctx, runID); err != nil {
 		if errors.Is(err, errNoFeed) {
@@ -967,6 +1002,11 @@ func (s *Service) AuthenticateRunToken(ctx context.Context, token string) (Princ
 	if !strings.HasPrefix(token, "tbr_") || len(token) > 200 {
 		return Principal{}, deny
 	}
+	if p, ok := s.localRunToken(ctx, token); ok {
+		// A run of this process: no store round trip, so the agent's
+		// model calls go on while the database is unreachable.
+		return p, nil
+	}
 	t, err := s.store.RunToken(ctx, HashToken(token))
 	if errs.KindOf(err) == errs.NotFound {
 		return Principal{}, deny
@@ -1050,3 +1090,84 @@ func (t *tailBuffer) String() string {
 	defer t.mu.Unlock()
 	return string(t.b)
 }
+
+// retry calls fn until it succeeds, fails for good (the record is gone or
+// ended elsewhere: errs.NotFound, errs.Conflict), or the service's
+// shutdown grace runs out, waiting with backoff between attempts. It logs
+// once when the store starts failing.
+func (s *Service) retry(ctx context.Context, log *slog.Logger, what string, fn func(ctx context.Context) error) error {
+	wait := 50 * time.Millisecond
+	warned := false
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := fn(actx)
+		cancel()
+		if k := errs.KindOf(err); err == nil || k == errs.NotFound || k == errs.Conflict {
+			if warned && err == nil {
+				log.Info(what + ": the store answered again")
+			}
+			return err
+		}
+		if !warned {
+			log.Warn(what+": the store failed; retrying", "err", err)
+			warned = true
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-s.hardStop:
+			timer.Stop()
+			return err
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+		}
+		wait = min(2*wait, s.hub.dur.RetryMax)
+	}
+}
+
+// endStale ends an active run that this process should be running but
+// is not (its job is gone: the record is stale), or that no process can
+// be running (a single-process server whose run belongs to a previous
+// process), with status and reason and a done event. It reports whether
+// it ended the run; a run some live process runs is left alone.
+func (s *Service) endStale(ctx context.Context, r Run, status Status, reason string) bool {
+	s.mu.Lock()
+	_, local := s.jobs[r.ID]
+	s.mu.Unlock()
+	if local || s.hub.Live(r.ID) || (r.Replica != s.replica && s.hub.feed != nil) {
+		return false
+	}
+	r.Status, r.Error, r.FinishedAt = status, reason, s.now().UTC()
+	if err := s.store.UpdateRun(ctx, r); err != nil {
+		s.log.Warn("end stale run", "run_id", r.ID, "err", err)
+		return false
+	}
+	_ = s.store.DeleteRunTokens(ctx, r.ID)
+	s.hub.Open(r.ID, r.LastSeq)
+	if _, err := s.hub.Append(ctx, r.ID, NewEvent(TypeDone, DoneData{Status: status, Error: reason}, "")); err != nil {
+		s.log.Error("close stale run", "run_id", r.ID, "err", err)
+	}
+	s.hub.Close(r.ID)
+	s.m.runs.WithLabelValues(string(status)).Inc()
+	s.log.Warn("ended a stale run", "run_id", r.ID, "status", status)
+	return true
+}
+
+// localRunToken resolves a run token of a run this process runs.
+func (s *Service) localRunToken(ctx context.Context, token string) (Principal, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, j := range s.jobs {
+		if j.token == "" || !hmacEqual(j.token, token) {
+			continue
+		}
+		if bound, ok := BoundSandbox(ctx); ok && bound != j.run.SandboxID {
+			return Principal{}, false
+		}
+		return Principal{UserID: j.run.OwnerID, SandboxID: j.run.SandboxID, RunID: j.run.ID}, true
+	}
+	return Principal{}, false
+}
+
+func hmacEqual(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }

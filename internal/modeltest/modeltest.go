@@ -545,7 +545,11 @@ func ClaudeInstall(t testing.TB) (prefix, rel string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prefix = filepath.Dir(filepath.Dir(filepath.Dir(bin)))
+	// The prefix resolved too: it may sit behind a symlink (a worktree's
+	// .tools pointing at a shared install).
+	if prefix, err = filepath.EvalSymlinks(filepath.Dir(filepath.Dir(filepath.Dir(bin)))); err != nil {
+		t.Fatal(err)
+	}
 	rel, err = filepath.Rel(prefix, real)
 	if err != nil || strings.HasPrefix(rel, "..") {
 		t.Fatalf("TECHBOSS_CLAUDE_BIN %s is not inside an npm prefix (<prefix>/node_modules/.bin/claude)", bin)

@@ -174,16 +174,27 @@ func (d *DB) LastSessionID(ctx context.Context, sandboxID string) (string, error
 }
 
 // AppendRunEvent persists one event (a single INSERT: the run's last_seq
-// is derived from the log when the run is read).
+// is derived from the log when the run is read). It is idempotent: the
+// same event again (a retry after a commit whose answer was lost) is a
+// no-op; a different event at a taken seq is an errs.Conflict.
 func (d *DB) AppendRunEvent(ctx context.Context, ev agent.Event) error {
-	if _, err := d.exec(ctx, d.db, `INSERT INTO run_events (run_id, seq, type, at, data, raw) VALUES (?, ?, ?, ?, ?, ?)`,
-		ev.RunID, ev.Seq, ev.Type, ms(ev.Time), string(ev.Data), ev.Raw); err != nil {
-		if isUnique(err) {
-			return errs.Wrap(errs.Conflict, err, "event already exists")
-		}
+	_, err := d.exec(ctx, d.db, `INSERT INTO run_events (run_id, seq, type, at, data, raw) VALUES (?, ?, ?, ?, ?, ?)`,
+		ev.RunID, ev.Seq, ev.Type, ms(ev.Time), string(ev.Data), ev.Raw)
+	if err == nil {
+		return nil
+	}
+	if !isUnique(err) {
 		return fmt.Errorf("insert run event: %w", err)
 	}
-	return nil
+	var typ, data, raw string
+	if qerr := d.queryRow(ctx, d.db, `SELECT type, data, raw FROM run_events WHERE run_id = ? AND seq = ?`, ev.RunID, ev.Seq).
+		Scan(&typ, &data, &raw); qerr != nil {
+		return fmt.Errorf("check stored run event %d: %w", ev.Seq, qerr)
+	}
+	if typ == ev.Type && data == string(ev.Data) && raw == ev.Raw {
+		return nil
+	}
+	return errs.Wrap(errs.Conflict, err, "event already exists")
 }
 
 // RunEvents returns a run's events after seq `after`, in order; limit 0 = all.

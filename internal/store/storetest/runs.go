@@ -57,6 +57,12 @@ func Runs(t *testing.T, db *store.DB) {
 	if err := db.AppendRunEvent(ctx, agent.Event{RunID: "run_1", Seq: 2, Type: "text", Time: base, Data: json.RawMessage(`{}`)}); errs.KindOf(err) != errs.Conflict {
 		t.Errorf("AppendRunEvent(duplicate seq) = %v, want conflict", err)
 	}
+	// A retry of a stored event (its commit's answer was lost) is a no-op.
+	again := agent.Event{RunID: "run_1", Seq: 3, Type: agent.TypeText, Time: base.Add(3 * time.Millisecond),
+		Data: json.RawMessage(`{"text":"x"}`), Raw: `{"type":"assistant"}`}
+	if err := db.AppendRunEvent(ctx, again); err != nil {
+		t.Errorf("AppendRunEvent(the same event again) = %v, want nil", err)
+	}
 	evs, err := db.RunEvents(ctx, "run_1", 1, 0)
 	if err != nil || len(evs) != 2 || evs[0].Seq != 2 || evs[1].Seq != 3 || evs[1].Raw != `{"type":"assistant"}` || string(evs[0].Data) != `{"text":"x"}` {
 		t.Fatalf("RunEvents(after 1) = %+v, %v", evs, err)
