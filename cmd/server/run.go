@@ -91,6 +91,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		TrustedOrigins: cfg.Origins(),
 		TrustedProxies: cfg.TrustedProxies,
 		Stopping:       stopping,
+		// Streams wait this long for their runs' done events (shutdown
+		// interrupts runs) before ending with a restarting event.
+		StreamDrain: cfg.ShutdownTimeout / 2,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr())

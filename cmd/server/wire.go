@@ -24,6 +24,7 @@ import (
 	blobfs "github.com/techbossai/techboss/internal/blob/fs"
 	blobs3 "github.com/techbossai/techboss/internal/blob/s3"
 	"github.com/techbossai/techboss/internal/config"
+	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/httpapi"
 	"github.com/techbossai/techboss/internal/llm"
 	llmanthropic "github.com/techbossai/techboss/internal/llm/anthropic"
@@ -257,22 +258,35 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	}
 	budgets := llm.NewBudgets(llmCfg.Budget, db, db, time.Now)
 
-	var afterRun func(ctx context.Context, r agent.Run)
+	var afterRun func(ctx context.Context, r agent.Run) error
 	if cfg.SnapshotAfterRun {
-		afterRun = func(ctx context.Context, r agent.Run) {
+		// A failure is recorded on the run and retried by the run service
+		// until a snapshot is stored or the sandbox is gone.
+		afterRun = func(ctx context.Context, r agent.Run) error {
 			sb, err := mgr.Get(ctx, r.OwnerID, r.SandboxID)
-			if err != nil || sb.State != sandbox.Running {
-				return
+			if errs.KindOf(err) == errs.NotFound || (err == nil && sb.State != sandbox.Running) {
+				return agent.ErrSandboxGone
+			}
+			if err != nil {
+				return err
 			}
 			if _, err := snaps.Take(ctx, sb, snapshot.TriggerRun, r.ID); err != nil {
-				log.Warn("snapshot after run", "sandbox_id", r.SandboxID, "run_id", r.ID, "err", err)
+				return fmt.Errorf("snapshot sandbox %s after run %s: %w", r.SandboxID, r.ID, err)
 			}
+			return nil
 		}
 	}
 	runs, err = agent.NewService(agent.Config{
 		Credentials: cfg.ClaudeCredentials, PublicURL: cfg.PublicURL,
 		UpstreamBaseURL: getenv("ANTHROPIC_BASE_URL"), UpstreamAPIKey: string(cfg.AnthropicAPIKey),
 		Root: cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(cfg, db), Host: host,
+		Durability: agent.Durability{
+			MemoryBytes: int64(cfg.RunEventsMemMB) << 20, SpoolBytes: int64(cfg.RunEventsSpoolMB) << 20,
+			SpoolDir: filepath.Join(cfg.DataDir, "run-events"),
+			// Part of the shutdown budget for final writes, part for the
+			// events still waiting, the rest for streams and the listener.
+			DrainTimeout: cfg.ShutdownTimeout / 3,
+		},
 	}, agent.Deps{
 		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin}), Sandboxes: mgr,
 		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(),

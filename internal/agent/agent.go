@@ -30,16 +30,17 @@ func (s Status) Active() bool { return s == Queued || s == Running }
 // Event types. Every stream-json line of the CLI becomes one or more of
 // these; lines the parser does not know become TypeRaw, never dropped.
 const (
-	TypeStarted    = "run.started" // system/init: session_id, model
-	TypeText       = "text"        // assistant text
-	TypeToolUse    = "tool_use"    // the model calls a tool
-	TypeToolResult = "tool_result" // the tool's answer
-	TypeRetry      = "retry"       // the CLI retries a failed API call
-	TypeUsage      = "usage"       // tokens and cost (gateway per call; CLI totals)
-	TypeError      = "error"       // an API or process error
-	TypeResult     = "result"      // the CLI's final result line
-	TypeDone       = "done"        // the run ended; data has the final status
-	TypeRaw        = "raw"         // anything else, passed through
+	TypeStarted       = "run.started"    // system/init: session_id, model
+	TypeText          = "text"           // assistant text
+	TypeToolUse       = "tool_use"       // the model calls a tool
+	TypeToolResult    = "tool_result"    // the tool's answer
+	TypeRetry         = "retry"          // the CLI retries a failed API call
+	TypeUsage         = "usage"          // tokens and cost (gateway per call; CLI totals)
+	TypeError         = "error"          // an API or process error
+	TypeResult        = "result"         // the CLI's final result line
+	TypeDone          = "done"           // the run ended; data has the final status
+	TypeSnapshotError = "snapshot_error" // the after-run snapshot failed (retried in the background)
+	TypeRaw           = "raw"            // anything else, passed through
 )
 
 // Usage counts tokens.
@@ -96,6 +97,9 @@ type Run struct {
 	ExitCode    *int   `json:"exit_code,omitempty"`
 	Error       string `json:"error,omitempty"`
 	LastSeq     int64  `json:"last_seq"`
+	// SnapshotError says why the workspace snapshot after the run failed;
+	// the server retries it and clears this once one is stored.
+	SnapshotError string `json:"snapshot_error,omitempty"`
 	// Replica is the server process executing the run (see Store.ReplicaAlive).
 	Replica string `json:"-"`
 }
@@ -218,6 +222,9 @@ type Store interface {
 	// replica is neither self nor seen at or after staleBefore, and returns
 	// them; each run is returned to one caller only.
 	InterruptOrphanedRuns(ctx context.Context, self string, staleBefore, at time.Time, reason string) ([]Run, error)
+	// SetRunSnapshotError records why the run's after-run snapshot failed
+	// ("" clears it), whatever the run's state.
+	SetRunSnapshotError(ctx context.Context, runID, msg string) error
 	// AddRunUsage adds tokens and cost to a run's totals.
 	AddRunUsage(ctx context.Context, runID string, u Usage, costNanoUSD int64) error
 	CreateRunToken(ctx context.Context, t RunToken) error

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/agent/claude"
 	"github.com/techbossai/techboss/internal/llm"
@@ -56,6 +58,7 @@ type env struct {
 	gw     *gateway.Gateway
 	model  *modeltest.Server
 	prices map[string]llm.Price
+	reg    *prometheus.Registry
 }
 
 type envOpts struct {
@@ -65,6 +68,9 @@ type envOpts struct {
 	replicaTimeout time.Duration    // agent.Config.ReplicaTimeout
 	pgURL          string           // "": SQLite in a temp dir
 	durability     agent.Durability // agent.Config.Durability
+	// afterRun builds agent.Deps.AfterRun from the env's parts.
+	afterRun      func(e *env) func(context.Context, agent.Run) error
+	snapshotRetry time.Duration // agent.Config.SnapshotRetry
 }
 
 func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
@@ -104,22 +110,26 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db, mgr: mgr, drv: drv, model: modeltest.New(t, script...),
+	e := &env{t: t, db: db, mgr: mgr, drv: drv, model: modeltest.New(t, script...), reg: prometheus.NewRegistry(),
 		prices: map[string]llm.Price{"claude-": {InputPerMTok: 3, OutputPerMTok: 15, CacheReadPerMTok: 0.3, CacheWritePerMTok: 3.75}}}
 
 	cliEnv := map[string]string{"CLAUDE_CODE_MAX_RETRIES": "2"}
 	for k, v := range o.extraEnv {
 		cliEnv[k] = v
 	}
-	cfg := agent.Config{Credentials: o.credentials, Root: true, CancelGrace: o.grace, ReplicaTimeout: o.replicaTimeout, Durability: o.durability}
+	cfg := agent.Config{Credentials: o.credentials, Root: true, CancelGrace: o.grace, ReplicaTimeout: o.replicaTimeout, Durability: o.durability, SnapshotRetry: o.snapshotRetry}
 	if o.credentials == agent.CredentialsDirect {
 		// The CLI calls the model itself. A sandbox reaches no host
 		// service, so tests forward this address in the sandbox's own
 		// namespace to the model (forwardModel).
 		cfg.UpstreamBaseURL, cfg.UpstreamAPIKey = "http://"+directModelAddr, "sk-direct"
 	}
+	var afterRun func(context.Context, agent.Run) error
+	if o.afterRun != nil {
+		afterRun = o.afterRun(e)
+	}
 	e.svc, err = agent.NewService(cfg, agent.Deps{
-		Store: db, Sandboxes: mgr,
+		Store: db, Sandboxes: mgr, AfterRun: afterRun, Metrics: e.reg,
 		CLI:    claude.New(claude.Config{Bin: filepath.Join(toolsMountTarget, rel), Env: cliEnv}),
 		Logger: slog.New(slog.DiscardHandler),
 	})

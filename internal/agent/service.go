@@ -80,6 +80,9 @@ type Config struct {
 	// Durability bounds how run events and final states wait for a store
 	// that cannot take them (a database outage); see Durability.
 	Durability Durability
+	// SnapshotRetry is the first wait before an after-run snapshot that
+	// failed is tried again (default 5s); the wait doubles up to 5 minutes.
+	SnapshotRetry time.Duration
 }
 
 // Deps are the service's dependencies.
@@ -96,8 +99,11 @@ type Deps struct {
 	// AfterRun, if set, is called with the final run before its done event
 	// is published, while the run still counts as active (e.g. to snapshot
 	// the workspace). It runs on the run's own goroutine, so shutdown waits
-	// for it; it is skipped when the server is shutting down.
-	AfterRun func(ctx context.Context, r Run)
+	// for it; it is skipped when the server is shutting down. An error is
+	// recorded on the run (snapshot_error), sent as a snapshot_error event
+	// and counted, and AfterRun is called again with backoff until it
+	// succeeds or returns ErrSandboxGone.
+	AfterRun func(ctx context.Context, r Run) error
 	// Feed connects the event hub to the other replicas (nil: this process
 	// is the only one); see Hub.
 	Feed Feed
@@ -117,7 +123,11 @@ type Service struct {
 	hub   *Hub
 	m     metrics
 	// afterRun is Deps.AfterRun.
-	afterRun func(ctx context.Context, r Run)
+	afterRun func(ctx context.Context, r Run) error
+	// quit is closed when Run begins to shut down; bg runs the background
+	// retries of after-run snapshots, which end on it.
+	quit chan struct{}
+	bg   sync.WaitGroup
 
 	submit   chan *job
 	ready    chan struct{} // closed when Run has interrupted stale runs
@@ -158,11 +168,13 @@ type job struct {
 }
 
 type metrics struct {
-	runs    *prometheus.CounterVec
-	active  prometheus.Gauge
-	tokens  *prometheus.CounterVec
-	cost    prometheus.Counter
-	publish prometheus.Histogram
+	snapFailed  prometheus.Counter
+	snapPending prometheus.Gauge
+	runs        *prometheus.CounterVec
+	active      prometheus.Gauge
+	tokens      *prometheus.CounterVec
+	cost        prometheus.Counter
+	publish     prometheus.Histogram
 }
 
 // ErrNoGateway is returned by Start when no gateway is reachable from the sandbox.
@@ -208,6 +220,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 		ready:     make(chan struct{}),
 		stopped:   make(chan struct{}),
 		hardStop:  make(chan struct{}),
+		quit:      make(chan struct{}),
 		jobs:      map[string]*job{},
 		listeners: map[string]*gwListener{},
 	}
@@ -231,8 +244,17 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 		}),
 	}
 	s.hub.SetDurability(cfg.Durability, d.Logger.With("component", "run-events"))
+	s.m.snapFailed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "techboss_agent_snapshot_failures_total", Help: "Failed attempts to snapshot a workspace after an agent run (first tries and retries).",
+	})
+	s.m.snapPending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "techboss_agent_snapshot_retries_pending", Help: "After-run snapshots that failed and are being retried.",
+	})
+	if cfg.SnapshotRetry <= 0 {
+		s.cfg.SnapshotRetry = 5 * time.Second
+	}
 	if d.Metrics != nil {
-		for _, c := range []prometheus.Collector{s.m.runs, s.m.active, s.m.tokens, s.m.cost, s.m.publish} {
+		for _, c := range []prometheus.Collector{s.m.runs, s.m.active, s.m.tokens, s.m.cost, s.m.publish, s.m.snapFailed, s.m.snapPending} {
 			if err := d.Metrics.Register(c); err != nil {
 				return nil, fmt.Errorf("agent service: register metrics: %w", err)
 			}
@@ -309,7 +331,9 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		// Ending runs retry their final writes this long at most.
 		hard := time.AfterFunc(s.hub.dur.DrainTimeout, func() { close(s.hardStop) })
+		close(s.quit)
 		wg.Wait()
+		s.bg.Wait()
 		if hard.Stop() {
 			close(s.hardStop)
 		}
@@ -844,7 +868,9 @@ func (s *Service) finish(ctx context.Context, shutdown bool, j *job, st sandbox.
 	// still counts as active, so "done" means the version exists and no
 	// restore or new run can race it.
 	if s.afterRun != nil && !shutdown {
-		s.afterRun(ctx, r)
+		if err := s.afterRun(ctx, r); err != nil && !errors.Is(err, ErrSandboxGone) {
+			s.snapshotFailed(ctx, r, err, log)
+		}
 	}
 	// Forget the job before announcing the end, so a client reacting to
 	// "done" (cancel, a new run) sees the run as finished.

@@ -22,17 +22,19 @@ import (
 // Config is every setting of the server. Add a field and one line in
 // settings(); put cross-field checks in Validate.
 type Config struct {
-	Host            string        // TECHBOSS_HOST: listen address host ("" = all interfaces)
-	Port            int           // PORT
-	DataDir         string        // TECHBOSS_DATA_DIR
-	DatabaseURL     string        // DATABASE_URL (default: SQLite at DataDir/techboss.db)
-	LogLevel        slog.Level    // TECHBOSS_LOG_LEVEL
-	PublicURL       string        // TECHBOSS_PUBLIC_URL
-	SecureCookies   string        // TECHBOSS_SECURE_COOKIES: auto | true | false
-	TrustedOrigins  []string      // TECHBOSS_TRUSTED_ORIGINS
-	SessionTTL      time.Duration // TECHBOSS_SESSION_TTL
-	ShutdownTimeout time.Duration // TECHBOSS_SHUTDOWN_TIMEOUT
-	ReplicaTimeout  time.Duration // TECHBOSS_REPLICA_TIMEOUT (PostgreSQL: several replicas)
+	Host             string        // TECHBOSS_HOST: listen address host ("" = all interfaces)
+	Port             int           // PORT
+	DataDir          string        // TECHBOSS_DATA_DIR
+	DatabaseURL      string        // DATABASE_URL (default: SQLite at DataDir/techboss.db)
+	LogLevel         slog.Level    // TECHBOSS_LOG_LEVEL
+	PublicURL        string        // TECHBOSS_PUBLIC_URL
+	SecureCookies    string        // TECHBOSS_SECURE_COOKIES: auto | true | false
+	TrustedOrigins   []string      // TECHBOSS_TRUSTED_ORIGINS
+	SessionTTL       time.Duration // TECHBOSS_SESSION_TTL
+	ShutdownTimeout  time.Duration // TECHBOSS_SHUTDOWN_TIMEOUT
+	ReplicaTimeout   time.Duration // TECHBOSS_REPLICA_TIMEOUT (PostgreSQL: several replicas)
+	RunEventsMemMB   int           // TECHBOSS_RUN_EVENTS_MEMORY_MB: run events waiting in memory for the database
+	RunEventsSpoolMB int           // TECHBOSS_RUN_EVENTS_SPOOL_MB: beyond that, in spool files under the data dir
 
 	TrustedProxies []netip.Prefix // TECHBOSS_TRUSTED_PROXIES: peers whose X-Forwarded-For is believed
 
@@ -89,6 +91,8 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_SESSION_TTL", "session-ttl", "168h", "login session lifetime", duration(&c.SessionTTL)},
 		{"TECHBOSS_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long in-flight requests get on shutdown", duration(&c.ShutdownTimeout)},
 		{"TECHBOSS_REPLICA_TIMEOUT", "replica-timeout", "30s", "with PostgreSQL: how long a replica may go unseen before its runs are interrupted and its host's local sandboxes taken for lost", duration(&c.ReplicaTimeout)},
+		{"TECHBOSS_RUN_EVENTS_MEMORY_MB", "run-events-memory-mb", "32", "MiB of run events (all runs) kept in memory while the database cannot take them", count(&c.RunEventsMemMB)},
+		{"TECHBOSS_RUN_EVENTS_SPOOL_MB", "run-events-spool-mb", "1024", "MiB of run events spooled under <data-dir>/run-events beyond that; when both are full, runs wait (nothing is dropped)", count(&c.RunEventsSpoolMB)},
 		{"TECHBOSS_ADMIN_EMAIL", "admin-email", "", "first admin's email, created on start when no user exists", str(&c.AdminEmail)},
 		{"TECHBOSS_ADMIN_PASSWORD", "admin-password", "", "first admin's password (with TECHBOSS_ADMIN_EMAIL)", secret(&c.AdminPassword)},
 		{"TECHBOSS_SANDBOX_DRIVER", "sandbox-driver", "local", "local | modal", oneOf(&c.SandboxDriver, "local", "modal")},

@@ -21,12 +21,34 @@ import (
 	"github.com/techbossai/techboss/internal/errs"
 )
 
+// defaultStreamDrain is Deps.StreamDrain's default.
+const defaultStreamDrain = 5 * time.Second
+
+// restartingData is the data of the event that ends a run's stream when
+// the server stops before the run did.
+type restartingData struct {
+	Type        string `json:"type"`
+	Message     string `json:"message"`
+	LastEventID int64  `json:"last_event_id"`
+}
+
+// writeRestarting ends a stream of a run that goes on: the server stops,
+// and the client resumes (here or on another replica) with Last-Event-ID.
+// The event has no id, so it does not move the client's Last-Event-ID.
+func writeRestarting(out eventWriter, format string, lastID int64) error {
+	b, _ := json.Marshal(restartingData{Type: "restarting", Message: "server restarting, resume with Last-Event-ID", LastEventID: lastID})
+	if format == "ndjson" {
+		return out.Event("", "", b)
+	}
+	return out.Event("", "restarting", b)
+}
+
 // runOps documents the agent run and usage routes.
 var runOps = []apiOp{
-	{Method: "POST", Path: "/sandbox/{id}/claude", Summary: "Start a Claude Code run and stream it: by default the original plain form (`data: <text line>`, tool activity lines, `data: [DONE]`); `?format=events` gives typed events (`event: <type>`, JSON data); every event has `id:` for Last-Event-ID. The run outlives the request; X-Run-ID names it", Request: claudeRequest{}, Stream: true},
+	{Method: "POST", Path: "/sandbox/{id}/claude", Summary: "Start a Claude Code run and stream it: by default the original plain form (`data: <text line>`, tool activity lines, `data: [DONE]`); `?format=events` gives typed events (`event: <type>`, JSON data); every event has `id:` for Last-Event-ID. The run outlives the request; X-Run-ID names it. When the server stops before the run ends, the stream ends with an `event: restarting` (no id; JSON data with last_event_id): reconnect to GET /runs/{id}/events with Last-Event-ID", Request: claudeRequest{}, Stream: true},
 	{Method: "GET", Path: "/sandbox/{id}/runs", Summary: "The sandbox's runs, newest first", Response: []agent.Run{}},
-	{Method: "GET", Path: "/runs/{id}", Summary: "One run: status, prompt, session, timings, usage, cost, exit code", Response: agent.Run{}},
-	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form", Stream: true},
+	{Method: "GET", Path: "/runs/{id}", Summary: "One run: status, prompt, session, timings, usage, cost, exit code, and snapshot_error while its after-run snapshot has failed and is being retried", Response: agent.Run{}},
+	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form. Event types: run.started, text, tool_use, tool_result, retry, usage, error, result, snapshot_error (the after-run snapshot failed; the server retries it and clears the run's snapshot_error once one is stored), done. A stream the server stops before the run ends ends with `event: restarting` (no id): resume with Last-Event-ID", Stream: true},
 	{Method: "POST", Path: "/runs/{id}/cancel", Summary: "Cancel a run: SIGINT, then SIGKILL after a grace period; it ends cancelled", Response: agent.Run{}},
 	{Method: "GET", Path: "/usage", Summary: "Your LLM usage (tokens, cost) in [from, to) grouped by day, model or sandbox; admins may pass user", Response: usageResponse{}},
 }
@@ -180,22 +202,42 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 	defer s.streams.done()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	if s.deps.Stopping != nil {
-		// The server stopping ends the stream (the client resumes).
-		defer context.AfterFunc(s.deps.Stopping, cancel)()
-	}
 	sub, err := svc.Subscribe(ctx, currentUser(r).ID, runID, after)
 	if err != nil {
 		return err
 	}
 	defer sub.Close()
+	// The server stopping gives the run StreamDrain to end (shutdown
+	// interrupts it, and its done event follows); then the stream ends
+	// with a restarting event, and the client resumes elsewhere.
+	var restart atomic.Bool
+	if s.deps.Stopping != nil {
+		drain := s.deps.StreamDrain
+		if drain <= 0 {
+			drain = defaultStreamDrain
+		}
+		streamEnded := make(chan struct{})
+		defer close(streamEnded)
+		defer context.AfterFunc(s.deps.Stopping, func() {
+			t := time.NewTimer(drain)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				restart.Store(true)
+				sub.Wake()
+			case <-streamEnded:
+			}
+		})()
+	}
 	out, err := openEventStream(w, r, format, cancel)
 	if err != nil {
 		return err
 	}
 	defer out.Close()
 	pl := &plain{}
+	lastID := after
 	write := func(ev agent.Event) (bool, error) {
+		lastID = ev.Seq
 		done := ev.Type == agent.TypeDone
 		id := strconv.FormatInt(ev.Seq, 10)
 		switch format {
@@ -262,6 +304,9 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 		}
 		if directErr != nil || finished {
 			return true, false, directErr
+		}
+		if restart.Load() {
+			return true, false, writeRestarting(out, format, lastID)
 		}
 		evs, err := sub.Take(ctx)
 		if errors.Is(err, io.EOF) || ctx.Err() != nil {

@@ -66,6 +66,11 @@ type Deps struct {
 	// streams (SSE, WebSocket) end and let Shutdown finish; clients resume.
 	// Nil means never.
 	Stopping context.Context
+	// StreamDrain is how long a run event stream goes on after Stopping,
+	// so the client gets the run's done event (shutdown interrupts runs),
+	// before it ends with a "restarting" event (default 5 s; keep it
+	// inside TECHBOSS_SHUTDOWN_TIMEOUT).
+	StreamDrain time.Duration
 }
 
 // server holds the handlers' shared state. Handlers are methods on it.

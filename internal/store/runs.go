@@ -22,7 +22,7 @@ const runCols = `id, sandbox_id, owner_id, prompt, options, status, resumed_from
 const runSelect = `SELECT id, sandbox_id, owner_id, prompt, options, status, resumed_from, session_id, model,
 	created_at, started_at, finished_at, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
 	cost_nusd, num_turns, exit_code, error,
-	(SELECT COALESCE(MAX(e.seq), 0) FROM run_events e WHERE e.run_id = runs.id), replica FROM runs`
+	(SELECT COALESCE(MAX(e.seq), 0) FROM run_events e WHERE e.run_id = runs.id), replica, snapshot_error FROM runs`
 
 // CreateRun inserts a run. A second active run for the same sandbox is an
 // errs.Conflict naming the active one.
@@ -61,7 +61,7 @@ func scanRun(s rowScanner) (agent.Run, error) {
 	)
 	err := s.Scan(&r.ID, &r.SandboxID, &r.OwnerID, &r.Prompt, &opts, &status, &r.ResumedFrom, &r.SessionID, &r.Model,
 		&created, &started, &finished, &r.Usage.InputTokens, &r.Usage.OutputTokens, &r.Usage.CacheReadTokens,
-		&r.Usage.CacheCreationTokens, &r.CostNanoUSD, &r.NumTurns, &exit, &r.Error, &r.LastSeq, &r.Replica)
+		&r.Usage.CacheCreationTokens, &r.CostNanoUSD, &r.NumTurns, &exit, &r.Error, &r.LastSeq, &r.Replica, &r.SnapshotError)
 	if err != nil {
 		return r, err
 	}
@@ -144,6 +144,19 @@ func (d *DB) UpdateRun(ctx context.Context, r agent.Run) error {
 			return err
 		}
 		return errs.E(errs.Conflict, "run %s already ended (%s)", r.ID, cur.Status)
+	}
+	return nil
+}
+
+// SetRunSnapshotError records why the run's after-run snapshot failed (""
+// clears it: a retry stored it). It applies to ended runs too.
+func (d *DB) SetRunSnapshotError(ctx context.Context, runID, msg string) error {
+	res, err := d.exec(ctx, d.db, `UPDATE runs SET snapshot_error = ? WHERE id = ?`, msg, runID)
+	if err != nil {
+		return fmt.Errorf("set snapshot error of run %s: %w", runID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errs.Wrap(errs.NotFound, errs.ErrNotFound, "run not found")
 	}
 	return nil
 }

@@ -96,14 +96,13 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 		s.model = modeltest.New(t, o.script...)
 		// As the server does by default: snapshot the workspace after each run.
 		mgr, snaps := deps.Sandboxes, deps.Snapshots
-		afterRun := func(ctx context.Context, r agent.Run) {
+		afterRun := func(ctx context.Context, r agent.Run) error {
 			sb, err := mgr.Get(ctx, r.OwnerID, r.SandboxID)
 			if err != nil || sb.State != sandbox.Running {
-				return
+				return agent.ErrSandboxGone
 			}
-			if _, err := snaps.Take(ctx, sb, snapshot.TriggerRun, r.ID); err != nil {
-				logger.Warn("snapshot after run", "run_id", r.ID, "err", err)
-			}
+			_, err = snaps.Take(ctx, sb, snapshot.TriggerRun, r.ID)
+			return err
 		}
 		svc, err := agent.NewService(agent.Config{Root: true}, agent.Deps{
 			Store: db, Sandboxes: deps.Sandboxes, Logger: logger, Metrics: reg, AfterRun: afterRun,

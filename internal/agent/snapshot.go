@@ -1,0 +1,103 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/techbossai/techboss/internal/errs"
+)
+
+// ErrSandboxGone is what Deps.AfterRun returns when the run's sandbox no
+// longer exists or runs: there is no workspace to snapshot, and a failed
+// snapshot is not retried any more.
+var ErrSandboxGone = errors.New("the sandbox is gone")
+
+// snapshotRetryMax caps the wait between retries of an after-run snapshot.
+const snapshotRetryMax = 5 * time.Minute
+
+// SnapshotErrorData is the data of a snapshot_error event.
+type SnapshotErrorData struct {
+	Error    string `json:"error"`
+	Retrying bool   `json:"retrying"`
+}
+
+// snapshotMessage is what the run record and event say about a failed
+// snapshot: the error's public text, never a host path or a credential.
+func snapshotMessage(err error) string {
+	if e, ok := errs.Public(err); ok {
+		return "the workspace snapshot failed: " + e.Message
+	}
+	return "the workspace snapshot failed (the server log has the cause)"
+}
+
+// snapshotFailed records a failed after-run snapshot on the run and in its
+// event log (before its done event), counts it, and retries it in the
+// background.
+func (s *Service) snapshotFailed(ctx context.Context, r Run, cause error, log *slog.Logger) {
+	log.Warn("snapshot after run failed; retrying", "err", cause)
+	s.m.snapFailed.Inc()
+	msg := snapshotMessage(cause)
+	if err := s.retry(ctx, log, "record snapshot error", func(ctx context.Context) error { return s.store.SetRunSnapshotError(ctx, r.ID, msg) }); err != nil {
+		log.Error("record snapshot error", "err", err)
+	}
+	if _, err := s.hub.Append(ctx, r.ID, NewEvent(TypeSnapshotError, SnapshotErrorData{Error: msg, Retrying: true}, "")); err != nil {
+		log.Error("append snapshot error event", "err", err)
+	}
+	s.m.snapPending.Inc()
+	s.bg.Go(func() {
+		defer s.m.snapPending.Dec()
+		s.retrySnapshot(r, msg, log)
+	})
+}
+
+// retrySnapshot calls AfterRun again with backoff until it succeeds (the
+// run's snapshot_error is cleared), the sandbox is gone, or the service
+// stops (a snapshot still failing then stays recorded on the run).
+func (s *Service) retrySnapshot(r Run, msg string, log *slog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-s.quit:
+			cancel()
+		case <-stop:
+		}
+	}()
+	wait := s.cfg.SnapshotRetry
+	for {
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		err := s.afterRun(ctx, r)
+		switch {
+		case err == nil:
+			if err := s.retry(ctx, log, "clear snapshot error", func(ctx context.Context) error { return s.store.SetRunSnapshotError(ctx, r.ID, "") }); err != nil {
+				log.Error("clear snapshot error", "err", err)
+			}
+			log.Info("snapshot after run stored on retry")
+			return
+		case errors.Is(err, ErrSandboxGone):
+			log.Warn("snapshot after run abandoned: the sandbox is gone")
+			return
+		case ctx.Err() != nil:
+			return
+		}
+		s.m.snapFailed.Inc()
+		if m := snapshotMessage(err); m != msg {
+			msg = m
+			if err := s.store.SetRunSnapshotError(ctx, r.ID, msg); err != nil {
+				log.Warn("record snapshot error", "err", err)
+			}
+		}
+		log.Warn("snapshot after run failed again", "err", err, "next_in", min(2*wait, snapshotRetryMax))
+		wait = min(2*wait, snapshotRetryMax)
+	}
+}

@@ -1,0 +1,167 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/blob"
+	blobfs "github.com/techbossai/techboss/internal/blob/fs"
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/modeltest"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/snapshot"
+)
+
+// TestSnapshotErrorRecordedAndRetried: the blob store lives on a small
+// tmpfs that fills up while a run is in progress, so the snapshot after
+// the run fails. The failure must be on the run record (snapshot_error),
+// in its event stream before done, and in the metrics; once space is
+// freed, the retry stores a version and clears the error.
+func TestSnapshotErrorRecordedAndRetried(t *testing.T) {
+	blobs := t.TempDir()
+	if err := syscall.Mount("tmpfs", blobs, "tmpfs", 0, "size=4m"); err != nil {
+		need(t, "mounting a tmpfs needs root: "+err.Error())
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(blobs, syscall.MNT_DETACH) })
+	var snaps *snapshot.Service
+	e := newEnv(t, envOpts{snapshotRetry: 100 * time.Millisecond, afterRun: func(e *env) func(context.Context, agent.Run) error {
+		fsStore, err := blobfs.New(filepath.Join(blobs, "blobs"), blobfs.Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps, err = snapshot.NewService(snapshot.ServiceDeps{
+			Snapshotter: snapshot.New(snapshot.Config{}), Index: e.db, DefaultStore: blob.Store(fsStore),
+			Drivers: map[string]sandbox.Driver{"local": e.drv},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As cmd/server wires it.
+		return func(ctx context.Context, r agent.Run) error {
+			sb, err := e.mgr.Get(ctx, r.OwnerID, r.SandboxID)
+			if errs.KindOf(err) == errs.NotFound || (err == nil && sb.State != sandbox.Running) {
+				return agent.ErrSandboxGone
+			}
+			if err != nil {
+				return err
+			}
+			_, err = snaps.Take(ctx, sb, snapshot.TriggerRun, r.ID)
+			return err
+		}
+	}}, modeltest.Bash("sleep 1; echo data > /workspace/result.txt"), modeltest.Text("Wrote it."))
+	sb := e.sandbox("alice")
+	r := e.start("alice", sb.ID, "write a file", agent.Options{NewSession: true})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sub, err := e.svc.Subscribe(ctx, "alice", r.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var evs []agent.Event
+	filled := false
+	filler := filepath.Join(blobs, "filler")
+	for {
+		more, err := sub.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, more...)
+		if !filled && len(find(evs, agent.TypeToolUse)) > 0 {
+			fill(t, filler)
+			filled = true
+		}
+	}
+	checkSeqs(t, evs)
+	se := find(evs, agent.TypeSnapshotError)
+	if len(se) != 1 || evs[len(evs)-2].Type != agent.TypeSnapshotError || evs[len(evs)-1].Type != agent.TypeDone {
+		t.Fatalf("events %v; want one snapshot_error right before done", types(evs))
+	}
+	if d := decode[agent.SnapshotErrorData](t, se[0]); d.Error == "" || !d.Retrying || strings.Contains(d.Error, blobs) {
+		t.Errorf("snapshot_error event = %+v; want a message without host paths, retrying", d)
+	}
+	got, err := e.svc.Get(ctx, "alice", r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != agent.Succeeded || got.SnapshotError == "" {
+		t.Errorf("run = %s, snapshot_error %q; want succeeded with a snapshot error", got.Status, got.SnapshotError)
+	}
+	if n := metric(t, e, "techboss_agent_snapshot_failures_total"); n < 1 {
+		t.Errorf("techboss_agent_snapshot_failures_total = %v, want >= 1", n)
+	}
+	if vs, _ := e.db.ListSnapshots(ctx, sb.ID, 10); len(vs) != 0 {
+		t.Fatalf("%d versions stored on a full disk", len(vs))
+	}
+
+	// Space comes back: a retry stores the version and clears the error.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		got, err = e.svc.Get(ctx, "alice", r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.SnapshotError == "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("snapshot_error still %q after space was freed", got.SnapshotError)
+		case <-tick.C:
+		}
+	}
+	vs, err := e.db.ListSnapshots(ctx, sb.ID, 10)
+	if err != nil || len(vs) != 1 || vs[0].RunID != r.ID {
+		t.Fatalf("versions after the retry = %+v, %v; want one, of the run", vs, err)
+	}
+}
+
+// fill writes path until the filesystem is full.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				return
+			}
+			t.Fatal(err)
+		}
+	}
+}
+
+func metric(t *testing.T, e *env, name string) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
+}
