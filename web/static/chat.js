@@ -116,7 +116,9 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
       });
       return h("li", { dataset: { run: id } }, go, " ", h("span", { class: `badge ${r.status}` }, r.status),
         h("div", { class: "muted" }, when(r.created_at || r.started_at), " · ", money(pick(r, "cost_usd", "total_cost_usd")),
-          " · ", duration(pick(r, "duration_ms"))));
+          " · ", duration(pick(r, "duration_ms"))),
+        // The after-run snapshot failed and is being retried (cleared once one is stored).
+        r.snapshot_error ? h("div", { class: "notice snapshot-error", dataset: { snapshotError: id } }, `Snapshot failed: ${r.snapshot_error}`) : null);
     }));
     return runs;
   }
@@ -275,6 +277,13 @@ class RunView {
         this.renderStats(d);
         if (d.is_error && d.result) this.notice("error", `Error: ${d.result}`, d.result);
         if (d.is_error) this.setState("error");
+        break;
+      case "snapshot_error":
+        // The workspace snapshot after the run failed; the server retries it.
+        this.notice("snapshot-error", `Snapshot failed: ${d.error || "unknown error"}${d.retrying ? " (retrying in the background)" : ""}`, d.error);
+        break;
+      case "restarting":
+        this.notice("retry", "The server is restarting; reconnecting…");
         break;
       case "done":
         this.ended = true;
