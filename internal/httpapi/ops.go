@@ -4,18 +4,22 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/store"
 )
 
 // opsOps documents the operational routes.
 var opsOps = []apiOp{
 	{Method: "GET", Path: "/healthz", Summary: "Liveness: the process serves HTTP", Response: healthResponse{}, Public: true},
-	{Method: "GET", Path: "/readyz", Summary: "Readiness: the database is reachable", Response: healthResponse{}, Public: true},
+	{Method: "GET", Path: "/readyz", Summary: "Readiness: every dependency (database, blob store, sandbox driver) answers; 503 names the ones that are down in \"checks\"", Response: readyResponse{}, Public: true},
 	{Method: "GET", Path: "/metrics", Summary: "Prometheus metrics (text exposition format)", Public: true},
 	{Method: "GET", Path: "/openapi.json", Summary: "This OpenAPI 3.1 document", Public: true},
 	// The embedded web UI (web.Mount in routes.go).
@@ -37,16 +41,83 @@ func (s *server) mountOps(r chi.Router) {
 	r.Get("/openapi.json", s.handleOpenAPI())
 }
 
+// ReadyCheck is one dependency /readyz checks: the database always, and
+// whatever else the server was built with (blob store, sandbox driver).
+type ReadyCheck struct {
+	// Name names the dependency in the /readyz body: "database", "blob_store", "sandbox_driver".
+	Name string
+	// Check returns nil when the dependency answers. Its error's public
+	// text (an *errs.Error message) is shown; any other text is not.
+	Check func(ctx context.Context) error
+}
+
+// readyCheckResult is one dependency's state in the /readyz body.
+type readyCheckResult struct {
+	Name   string `json:"name"`
+	Status string `json:"status" enum:"ok,down"`
+	// Error says what is wrong, without host paths, URLs or secrets.
+	Error string `json:"error,omitempty"`
+}
+
+// readyResponse is the /readyz body when every dependency answers.
+type readyResponse struct {
+	Status  string             `json:"status"`
+	Version string             `json:"version,omitempty"`
+	Checks  []readyCheckResult `json:"checks"`
+}
+
+// readyTimeout bounds each dependency check of /readyz.
+const readyTimeout = 2 * time.Second
+
+// handleReady checks every dependency concurrently and answers 200 when all
+// answer, else 503 code "unavailable" with Retry-After, a message naming the
+// ones that are down and the per-dependency "checks" next to the error.
 func (s *server) handleReady(w http.ResponseWriter, r *http.Request) error {
-	if s.deps.Store == nil {
-		return errs.E(errs.Unavailable, "no database configured")
+	checks := []ReadyCheck{{Name: "database", Check: func(ctx context.Context) error {
+		if s.deps.Store == nil {
+			return errs.E(errs.Unavailable, "no database configured")
+		}
+		return s.deps.Store.Ping(ctx)
+	}}}
+	checks = append(checks, s.deps.Ready...)
+	results := make([]readyCheckResult, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+			defer cancel()
+			results[i] = readyCheckResult{Name: c.Name, Status: "ok"}
+			if err := c.Check(ctx); err != nil {
+				results[i].Status, results[i].Error = "down", "unreachable"
+				if e, ok := errs.Public(err); ok && e.Message != "" {
+					results[i].Error = e.Message
+				}
+				s.logger(r).WarnContext(r.Context(), "readiness check failed", "dependency", c.Name, "err", err)
+			}
+		})
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if err := s.deps.Store.Ping(ctx); err != nil {
-		return errs.Wrap(errs.Unavailable, err, "database unreachable")
+	wg.Wait()
+	var down []string
+	for _, res := range results {
+		if res.Status != "ok" {
+			down = append(down, res.Name)
+		}
 	}
-	return writeJSON(w, http.StatusOK, healthResponse{Status: "ready", Version: s.deps.Version})
+	if len(down) == 0 {
+		return writeJSON(w, http.StatusOK, readyResponse{Status: "ready", Version: s.deps.Version, Checks: results})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Retry-After", strconv.Itoa(store.RetryAfter))
+	w.WriteHeader(http.StatusServiceUnavailable)
+	return json.NewEncoder(w).Encode(struct {
+		Error  errorBody          `json:"error"`
+		Checks []readyCheckResult `json:"checks"`
+	}{errorBody{
+		Code:      errs.Unavailable.String(),
+		Message:   "not ready: " + strings.Join(down, ", ") + " down",
+		RequestID: requestIDFrom(r.Context()),
+	}, results})
 }
 
 func errNoRoute(r *http.Request) error {

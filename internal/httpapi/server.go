@@ -42,6 +42,10 @@ type Deps struct {
 	// (outside session auth: it checks run and API tokens itself); nil = not mounted.
 	Gateway http.Handler
 
+	// Ready are the dependencies /readyz checks besides the database (which
+	// it always checks): the blob store, the sandbox driver.
+	Ready []ReadyCheck
+
 	// Version is reported by /healthz.
 	Version string
 	// SecureCookies marks the session cookie Secure even on plain-HTTP

@@ -130,8 +130,9 @@ func (d *DB) Close() error {
 	return d.db.Close()
 }
 
-// Ping checks the database is reachable (for /readyz).
-func (d *DB) Ping(ctx context.Context) error { return d.db.PingContext(ctx) }
+// Ping checks the database is reachable (for /readyz); an unreachable
+// database is errs.Unavailable.
+func (d *DB) Ping(ctx context.Context) error { return classify(d.db.PingContext(ctx)) }
 
 // SQL returns the underlying *sql.DB (for tests and tools).
 func (d *DB) SQL() *sql.DB { return d.db }
@@ -185,29 +186,37 @@ type querier interface {
 }
 
 func (d *DB) exec(ctx context.Context, q querier, query string, args ...any) (sql.Result, error) {
-	return q.ExecContext(ctx, d.rebind(query), args...)
+	res, err := q.ExecContext(ctx, d.rebind(query), args...)
+	return res, classify(err)
 }
 
 func (d *DB) query(ctx context.Context, q querier, query string, args ...any) (*sql.Rows, error) {
-	return q.QueryContext(ctx, d.rebind(query), args...)
+	rows, err := q.QueryContext(ctx, d.rebind(query), args...)
+	return rows, classify(err)
 }
 
-func (d *DB) queryRow(ctx context.Context, q querier, query string, args ...any) *sql.Row {
-	return q.QueryRowContext(ctx, d.rebind(query), args...)
+func (d *DB) queryRow(ctx context.Context, q querier, query string, args ...any) row {
+	return row{q.QueryRowContext(ctx, d.rebind(query), args...)}
 }
+
+// row is a *sql.Row whose Scan classifies driver errors (see classify).
+type row struct{ r *sql.Row }
+
+// Scan is (*sql.Row).Scan with the error classified.
+func (r row) Scan(dest ...any) error { return classify(r.r.Scan(dest...)) }
 
 // inTx runs fn in a transaction, committing if it returns nil.
 func (d *DB) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := d.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return fmt.Errorf("begin: %w", classify(err))
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
-		return err
+		return classify(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return fmt.Errorf("commit: %w", classify(err))
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -154,68 +153,6 @@ func testAuth(t *testing.T, db *store.DB) {
 		}
 	})
 
-	t.Run("Throttle", func(t *testing.T) {
-		const key = "acct:alice@example.com"
-		if _, _, err := db.LoginThrottle(ctx, key); errs.KindOf(err) != errs.NotFound {
-			t.Fatalf("fresh key: got %v, want NotFound", err)
-		}
-		window := 15 * time.Minute
-		for i := 1; i <= 3; i++ {
-			now := t0.Add(time.Duration(i) * time.Minute)
-			n, err := db.RecordLoginFailure(ctx, key, now, now.Add(-window))
-			if err != nil || n != i {
-				t.Fatalf("failure %d: count %d, %v", i, n, err)
-			}
-		}
-		n, start, err := db.LoginThrottle(ctx, key)
-		if err != nil || n != 3 || !start.Equal(t0.Add(time.Minute)) {
-			t.Fatalf("LoginThrottle = %d, %v, %v; want 3, %v", n, start, err, t0.Add(time.Minute))
-		}
-		// A failure after the window restarts the count.
-		later := t0.Add(time.Hour)
-		if n, err := db.RecordLoginFailure(ctx, key, later, later.Add(-window)); err != nil || n != 1 {
-			t.Fatalf("failure after window: %d, %v; want 1", n, err)
-		}
-		if _, start, _ := db.LoginThrottle(ctx, key); !start.Equal(later) {
-			t.Fatalf("window start = %v, want %v", start, later)
-		}
-		if err := db.ClearLoginFailures(ctx, key); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := db.LoginThrottle(ctx, key); errs.KindOf(err) != errs.NotFound {
-			t.Fatalf("after clear: got %v, want NotFound", err)
-		}
-		// Concurrent failures are all counted (the upsert is atomic).
-		const k2, workers = "ip:192.0.2.1", 8
-		var wg sync.WaitGroup
-		errc := make(chan error, workers)
-		for range workers {
-			wg.Go(func() {
-				_, err := db.RecordLoginFailure(ctx, k2, t0, t0.Add(-window))
-				errc <- err
-			})
-		}
-		wg.Wait()
-		close(errc)
-		for err := range errc {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		if n, _, err := db.LoginThrottle(ctx, k2); err != nil || n != workers {
-			t.Fatalf("concurrent failures counted %d (%v), want %d", n, err, workers)
-		}
-		// Pruning removes only windows that began before the cut-off.
-		if _, err := db.RecordLoginFailure(ctx, "acct:new@example.com", t0.Add(time.Hour), t0); err != nil {
-			t.Fatal(err)
-		}
-		if n, err := db.DeleteLoginThrottlesBefore(ctx, t0.Add(time.Minute)); err != nil || n != 1 {
-			t.Fatalf("DeleteLoginThrottlesBefore = %d, %v; want 1", n, err)
-		}
-		if _, _, err := db.LoginThrottle(ctx, "acct:new@example.com"); err != nil {
-			t.Fatalf("recent key pruned: %v", err)
-		}
-	})
 
 	t.Run("CascadeOnUserDelete", func(t *testing.T) {
 		if _, err := db.SQL().ExecContext(ctx, db.Rebind("DELETE FROM users WHERE id = ?"), bob.ID); err != nil {

@@ -145,4 +145,8 @@ func testMigrate(t *testing.T, db *store.DB) {
 	if got := string(db.Dialect()); got != "sqlite" && got != "postgres" {
 		t.Fatalf("dialect = %q", got)
 	}
+	// The login throttle lives in memory; its old table is dropped (00010).
+	if _, err := db.SQL().ExecContext(ctx, "SELECT 1 FROM login_throttle"); err == nil {
+		t.Fatalf("login_throttle still exists after migrate")
+	}
 }
