@@ -59,6 +59,9 @@ type Opener struct {
 	client   *s3.Client
 	uploader *manager.Uploader //lint:ignore SA1019 the upload manager is the SDK's stable multipart API; transfermanager is still v0
 	cfg      Config
+	// aborts are the failed multipart uploads whose abort failed too (the
+	// server was unreachable); the Sweeper retries them.
+	aborts pendingAborts
 }
 
 // NewOpener builds the client. It does no network I/O.
@@ -113,6 +116,10 @@ func NewOpener(ctx context.Context, c Config) (*Opener, error) {
 	up := manager.NewUploader(client, func(u *manager.Uploader) {
 		u.PartSize = c.PartSize
 		u.Concurrency = c.Concurrency
+		// Put aborts a failed multipart upload itself: the manager's own
+		// abort uses the upload's context, which fails when that context
+		// was cancelled, and is not retried when the server was down.
+		u.LeavePartsOnError = true
 	})
 	return &Opener{client: client, uploader: up, cfg: c}, nil
 }
@@ -208,6 +215,11 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) er
 		Body:   body,
 	})
 	if err != nil {
+		//lint:ignore SA1019 see Opener.uploader
+		var mu manager.MultiUploadFailure
+		if errors.As(err, &mu) && mu.UploadID() != "" {
+			s.o.abort(ctx, upload{bucket: s.bucket, key: key, id: mu.UploadID()})
+		}
 		return mapErr(s.bucket, key, err)
 	}
 	return nil
