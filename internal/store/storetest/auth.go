@@ -153,7 +153,6 @@ func testAuth(t *testing.T, db *store.DB) {
 		}
 	})
 
-
 	t.Run("CascadeOnUserDelete", func(t *testing.T) {
 		if _, err := db.SQL().ExecContext(ctx, db.Rebind("DELETE FROM users WHERE id = ?"), bob.ID); err != nil {
 			t.Fatal(err)
