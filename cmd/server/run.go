@@ -94,6 +94,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		// Streams wait this long for their runs' done events (shutdown
 		// interrupts runs) before ending with a restarting event.
 		StreamDrain: cfg.ShutdownTimeout / 2,
+		Ready:       dom.ready,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr())

@@ -95,6 +95,8 @@ type domains struct {
 	runs      *agent.Service
 	gateway   http.Handler
 	llm       *httpapi.LLMDeps
+	// ready are the checks /readyz runs besides the database's.
+	ready []httpapi.ReadyCheck
 	// runners are started by run() and return when ctx is done.
 	runners []func(ctx context.Context) error
 	// closers release resources after the runners stopped.
@@ -193,6 +195,13 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		buckets = op
 		if cfg.BlobStore == "s3" {
 			defaultBucket = cfg.S3Bucket
+			d.ready = append(d.ready, httpapi.ReadyCheck{Name: "blob_store", Check: func(ctx context.Context) error {
+				return op.Check(ctx, defaultBucket)
+			}})
+		}
+		if cfg.S3SweepInterval > 0 {
+			sw := blobs3.NewSweeper(op, blobs3.SweeperConfig{Scopes: sweepScopes(db), Interval: cfg.S3SweepInterval, Logger: log.With("component", "s3sweep")})
+			d.runners = append(d.runners, sw.Run)
 		}
 	}
 	snaps, err := snapshot.NewService(snapshot.ServiceDeps{
@@ -405,4 +414,20 @@ func hostID(dataDir string) (string, error) {
 		return "", fmt.Errorf("write %s: %w", p, err)
 	}
 	return id, nil
+}
+
+// sweepScopes is where the S3 sweeper looks: every bucket prefix snapshots
+// were written under.
+func sweepScopes(db *store.DB) func(ctx context.Context) ([]blobs3.Scope, error) {
+	return func(ctx context.Context) ([]blobs3.Scope, error) {
+		locs, err := db.SnapshotLocations(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]blobs3.Scope, len(locs))
+		for i, l := range locs {
+			out[i] = blobs3.Scope{Bucket: l.Bucket, Prefix: l.Prefix}
+		}
+		return out, nil
+	}
 }

@@ -49,6 +49,9 @@ type Config struct {
 	S3ForcePathStyle bool   // S3_FORCE_PATH_STYLE
 	S3Bucket         string // S3_BUCKET
 	S3Region         string // S3_REGION (else the AWS default chain's region)
+	// S3SweepInterval is how often unfinished multipart uploads of ours are
+	// looked for and aborted (TECHBOSS_S3_SWEEP_INTERVAL; 0 turns the sweeper off).
+	S3SweepInterval time.Duration
 
 	ClaudeBin           string        // TECHBOSS_CLAUDE_BIN: host path of the Claude Code CLI mounted into sandboxes
 	ClaudeMuslBin       string        // TECHBOSS_CLAUDE_MUSL_BIN: the CLI's -musl build, for musl images
@@ -102,6 +105,7 @@ func (c *Config) settings() []setting {
 		{"S3_FORCE_PATH_STYLE", "s3-force-path-style", "false", "use path-style S3 addressing", boolean(&c.S3ForcePathStyle)},
 		{"S3_BUCKET", "s3-bucket", "", "bucket for the s3 blob store", str(&c.S3Bucket)},
 		{"S3_REGION", "s3-region", "", "S3 region (empty: from the AWS configuration)", str(&c.S3Region)},
+		{"TECHBOSS_S3_SWEEP_INTERVAL", "s3-sweep-interval", "10m", "how often to abort our unfinished S3 multipart uploads older than an hour (0: never)", duration(&c.S3SweepInterval)},
 		{"TECHBOSS_CLAUDE_BIN", "claude-bin", "", "host path of the Claude Code CLI (default: ./.tools/claude/node_modules/.bin/claude)", str(&c.ClaudeBin)},
 		{"TECHBOSS_CLAUDE_MUSL_BIN", "claude-musl-bin", "", "host path of the Claude Code CLI's -musl build, for musl images (default: ./.tools/claude-musl/...)", str(&c.ClaudeMuslBin)},
 		{"TECHBOSS_SANDBOX_INIT", "sandbox-init", "", "path of techboss-sandbox-init (default: next to the server binary, then PATH)", str(&c.SandboxInit)},
@@ -235,6 +239,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DefaultDiskMB < 32 {
 		return fmt.Errorf("config: invalid TECHBOSS_DEFAULT_DISK_MB=%d: must be at least 32", c.DefaultDiskMB)
+	}
+	if c.S3SweepInterval < 0 {
+		return fmt.Errorf("config: invalid TECHBOSS_S3_SWEEP_INTERVAL=%s: must not be negative", c.S3SweepInterval)
 	}
 	if c.SnapshotKeepFor < 0 {
 		return fmt.Errorf("config: invalid TECHBOSS_SNAPSHOT_KEEP_FOR=%s: must not be negative", c.SnapshotKeepFor)

@@ -66,6 +66,7 @@ func TestInvalidNamesTheSetting(t *testing.T) {
 		{map[string]string{"TECHBOSS_REPLICA_TIMEOUT": "1s"}, nil, "TECHBOSS_REPLICA_TIMEOUT"},
 		{map[string]string{"TECHBOSS_SNAPSHOT_KEEP_FOR": "-1h"}, nil, "TECHBOSS_SNAPSHOT_KEEP_FOR"},
 		{map[string]string{"TECHBOSS_SNAPSHOT_KEEP_LAST": "-3"}, nil, "TECHBOSS_SNAPSHOT_KEEP_LAST"},
+		{map[string]string{"TECHBOSS_S3_SWEEP_INTERVAL": "-1m"}, nil, "TECHBOSS_S3_SWEEP_INTERVAL"},
 		{map[string]string{"TECHBOSS_SANDBOX_DRIVER": "docker"}, nil, "TECHBOSS_SANDBOX_DRIVER"},
 		{map[string]string{"TECHBOSS_TRUSTED_ORIGINS": "evil"}, nil, "TECHBOSS_TRUSTED_ORIGINS"},
 		{map[string]string{"S3_FORCE_PATH_STYLE": "maybe"}, nil, "S3_FORCE_PATH_STYLE"},

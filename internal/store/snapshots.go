@@ -112,3 +112,32 @@ func (d *DB) DeleteSnapshotsByName(ctx context.Context, bucket, prefix string, n
 		return nil
 	})
 }
+
+// BucketPrefix is one bucket prefix snapshots were written under.
+type BucketPrefix struct {
+	Bucket string
+	Prefix string
+}
+
+// SnapshotLocations returns every distinct S3 bucket and prefix the index
+// holds versions for (the default blob store's, bucket "", excluded): where
+// this server writes, so where the multipart sweeper may look.
+func (d *DB) SnapshotLocations(ctx context.Context) ([]BucketPrefix, error) {
+	rows, err := d.query(ctx, d.db, `SELECT DISTINCT bucket, prefix FROM snapshots WHERE bucket <> '' ORDER BY bucket, prefix`)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshot locations: %w", err)
+	}
+	defer rows.Close()
+	out := []BucketPrefix{}
+	for rows.Next() {
+		var l BucketPrefix
+		if err := rows.Scan(&l.Bucket, &l.Prefix); err != nil {
+			return nil, fmt.Errorf("scan snapshot location: %w", classify(err))
+		}
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list snapshot locations: %w", classify(err))
+	}
+	return out, nil
+}

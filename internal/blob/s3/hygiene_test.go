@@ -116,19 +116,20 @@ func TestS3KilledMidMultipartLeavesNothingAfterSweep(t *testing.T) {
 }
 
 // The sweeper aborts uploads under our prefixes older than MaxAge, and
-// leaves younger ones and other prefixes alone.
+// leaves younger ones and other prefixes alone (also a sibling that only
+// shares the prefix's leading characters).
 func TestSweeperAbortsOldUploadsUnderOurPrefixes(t *testing.T) {
 	v := blobtest.StartVersity(t)
 	o := newOpener(t, v, v.Secret)
 	newBucket(t, o, "sweep")
 	ctx := context.Background()
-	for _, key := range []string{"ours/a", "ours/b", "theirs/c"} {
+	for _, key := range []string{"ours/a", "ours/b", "oursides/d", "theirs/c"} {
 		if _, err := o.Client().CreateMultipartUpload(ctx, &awss3.CreateMultipartUploadInput{Bucket: aws.String("sweep"), Key: aws.String(key)}); err != nil {
 			t.Fatalf("create multipart upload %s: %v", key, err)
 		}
 	}
 	now := time.Now()
-	scopes := func(context.Context) ([]s3.Scope, error) { return []s3.Scope{{Bucket: "sweep", Prefix: "ours/"}}, nil }
+	scopes := func(context.Context) ([]s3.Scope, error) { return []s3.Scope{{Bucket: "sweep", Prefix: "ours"}}, nil }
 	young := s3.NewSweeper(o, s3.SweeperConfig{Scopes: scopes, Clock: func() time.Time { return now }})
 	if n, err := young.Sweep(ctx); err != nil || n != 0 {
 		t.Fatalf("sweep of fresh uploads = %d, %v; want 0, nil", n, err)
@@ -138,8 +139,8 @@ func TestSweeperAbortsOldUploadsUnderOurPrefixes(t *testing.T) {
 		t.Fatalf("sweep two hours later = %d, %v; want 2, nil", n, err)
 	}
 	got := multipartUploads(t, o, "sweep")
-	if len(got) != 1 || got[0] != "theirs/c" {
-		t.Fatalf("uploads left = %v, want only theirs/c", got)
+	if len(got) != 2 || got[0] != "oursides/d" || got[1] != "theirs/c" {
+		t.Fatalf("uploads left = %v, want [oursides/d theirs/c]", got)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -12,7 +13,9 @@ import (
 )
 
 // Scope is where this server writes in a bucket: the sweeper lists and
-// aborts multipart uploads only under Prefix, never other tenants' keys.
+// aborts multipart uploads only under the key directory Prefix ("a/b"
+// covers "a/b/..." but not "a/bc/..."; "" is the whole bucket), never
+// other tenants' keys.
 type Scope struct {
 	Bucket string
 	Prefix string
@@ -114,7 +117,7 @@ func (s *Sweeper) sweepScope(ctx context.Context, sc Scope, cutoff time.Time) (i
 	n := 0
 	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(sc.Bucket)}
 	if sc.Prefix != "" {
-		in.Prefix = aws.String(sc.Prefix)
+		in.Prefix = aws.String(strings.TrimSuffix(sc.Prefix, "/") + "/")
 	}
 	for {
 		out, err := s.o.client.ListMultipartUploads(ctx, in)

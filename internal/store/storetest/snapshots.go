@@ -35,6 +35,14 @@ func testSnapshots(t *testing.T, db *store.DB) {
 		t.Errorf("InsertSnapshot(same location and name) = %v, want conflict", err)
 	}
 
+	locs, err := db.SnapshotLocations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]store.BucketPrefix{{Bucket: "bkt", Prefix: "users/alice/ws"}}, locs); d != "" {
+		t.Errorf("SnapshotLocations (-want +got):\n%s", d)
+	}
+
 	got, err := db.GetSnapshot(ctx, "snap_1")
 	if err != nil {
 		t.Fatal(err)
