@@ -290,7 +290,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		UpstreamBaseURL: getenv("ANTHROPIC_BASE_URL"), UpstreamAPIKey: string(cfg.AnthropicAPIKey),
 		Root: cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(cfg, db), Host: host,
 		Durability: agent.Durability{
-			MemoryBytes: int64(cfg.RunEventsMemMB) << 20, SpoolBytes: int64(cfg.RunEventsSpoolMB) << 20,
+			MemoryBytes: runEventsMemory(cfg.RunEventsMemMB), SpoolBytes: int64(cfg.RunEventsSpoolMB) << 20,
 			SpoolDir: filepath.Join(cfg.DataDir, "run-events"),
 			// Part of the shutdown budget for final writes, part for the
 			// events still waiting, the rest for streams and the listener.
@@ -430,4 +430,14 @@ func sweepScopes(db *store.DB) func(ctx context.Context) ([]blobs3.Scope, error)
 		}
 		return out, nil
 	}
+}
+
+// runEventsMemory is the in-memory bound of run events waiting for the
+// database. 0 MiB (the default) keeps none there: every waiting event goes
+// to the spool at once, where a kill -9 of the server does not lose it.
+func runEventsMemory(mb int) int64 {
+	if mb <= 0 {
+		return 1 // no event fits
+	}
+	return int64(mb) << 20
 }

@@ -71,6 +71,7 @@ type envOpts struct {
 	// afterRun builds agent.Deps.AfterRun from the env's parts.
 	afterRun      func(e *env) func(context.Context, agent.Run) error
 	snapshotRetry time.Duration // agent.Config.SnapshotRetry
+	feed          bool          // connect the hub to other replicas (PostgreSQL LISTEN/NOTIFY)
 }
 
 func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
@@ -128,8 +129,12 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 	if o.afterRun != nil {
 		afterRun = o.afterRun(e)
 	}
+	var feed agent.Feed
+	if o.feed {
+		feed = db.RunFeed()
+	}
 	e.svc, err = agent.NewService(cfg, agent.Deps{
-		Store: db, Sandboxes: mgr, AfterRun: afterRun, Metrics: e.reg,
+		Store: db, Sandboxes: mgr, AfterRun: afterRun, Metrics: e.reg, Feed: feed,
 		CLI:    claude.New(claude.Config{Bin: filepath.Join(toolsMountTarget, rel), Env: cliEnv}),
 		Logger: slog.New(slog.DiscardHandler),
 	})

@@ -5,12 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,88 +15,8 @@ import (
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/modeltest"
 	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/store/pgserver"
 )
-
-// pgServer is a PostgreSQL server of the test's own, which it may stop and
-// start again (the shared test server must stay up for other packages).
-type pgServer struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	port int
-	URL  string
-}
-
-func startPG(t testing.TB) *pgServer {
-	t.Helper()
-	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pg_ctl")
-	if len(bins) == 0 {
-		need(t, "PostgreSQL server binaries (the postgresql package) are not installed")
-	}
-	sort.Strings(bins)
-	p := &pgServer{t: t, bin: filepath.Dir(bins[len(bins)-1])}
-	dir, err := os.MkdirTemp("", "techboss-agent-pg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.dir = dir
-	t.Cleanup(func() {
-		_ = p.pgctl("-m", "immediate", "stop")
-		os.RemoveAll(dir)
-	})
-	if out, err := exec.Command("chown", "postgres:", dir).CombinedOutput(); err != nil {
-		t.Fatalf("chown: %v %s", err, out)
-	}
-	if out, err := exec.Command("runuser", "-u", "postgres", "--", filepath.Join(p.bin, "initdb"), "-D", filepath.Join(dir, "data"),
-		"-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync").CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
-	}
-	for try := 0; try < 5; try++ {
-		p.port = 20000 + rand.IntN(20000)
-		if err := p.start(); err == nil {
-			p.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.port)
-			return p
-		}
-	}
-	log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-	t.Fatalf("start PostgreSQL:\n%s", log)
-	return nil
-}
-
-func (p *pgServer) pgctl(args ...string) error {
-	argv := append([]string{"-u", "postgres", "--", filepath.Join(p.bin, "pg_ctl"), "-D", filepath.Join(p.dir, "data"),
-		"-l", filepath.Join(p.dir, "server.log"), "-w", "-t", "60"}, args...)
-	out, err := exec.Command("runuser", argv...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("pg_ctl %v: %v\n%s", args, err, out)
-	}
-	return nil
-}
-
-func (p *pgServer) start() error {
-	return p.pgctl("-o", fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c max_connections=100", p.port, p.dir), "start")
-}
-
-// Stop stops the server the hard way (connections are cut, as when the
-// database host goes away) and checks that it refuses connections.
-func (p *pgServer) Stop() {
-	p.t.Helper()
-	if err := p.pgctl("-m", "immediate", "stop"); err != nil {
-		p.t.Fatal(err)
-	}
-	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.port)); err == nil {
-		c.Close()
-		p.t.Fatal("PostgreSQL still accepts connections after stop")
-	}
-}
-
-// Start starts the stopped server again on the same port.
-func (p *pgServer) Start() {
-	p.t.Helper()
-	if err := p.start(); err != nil {
-		p.t.Fatal(err)
-	}
-}
 
 func openPG(t testing.TB, url string) *store.DB {
 	t.Helper()
@@ -126,13 +42,14 @@ func openPG(t testing.TB, url string) *store.DB {
 // byte).
 func TestRunOutlivesDatabaseOutage(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		memory int64
-	}{{"memory", 0}, {"spool", 1}} {
+		name    string
+		memory  int64
+		replica bool // the follower is on another replica (a hub on its own connection, through the feed)
+	}{{"memory", 0, false}, {"spool", 1, false}, {"other replica", 0, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			pg := startPG(t)
+			pg := pgserver.Start(t)
 			spool := t.TempDir()
-			e := newEnv(t, envOpts{pgURL: pg.URL, durability: agent.Durability{SpoolDir: spool, MemoryBytes: tc.memory, RetryMax: 200 * time.Millisecond}},
+			e := newEnv(t, envOpts{pgURL: pg.URL, feed: tc.replica, durability: agent.Durability{SpoolDir: spool, MemoryBytes: tc.memory, RetryMax: 200 * time.Millisecond}},
 				modeltest.Bash("sleep 2; echo slept"), modeltest.Text("Finished after the outage."))
 			sb := e.sandbox("alice")
 			r := e.start("alice", sb.ID, "sleep a little", agent.Options{NewSession: true})
@@ -144,6 +61,20 @@ func TestRunOutlivesDatabaseOutage(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sub.Close()
+			if tc.replica {
+				// The other replica: its own connection and hub, following
+				// the run through the store and the feed.
+				db2 := openPG(t, pg.URL)
+				hub2 := agent.NewHub(db2, nil, db2.RunFeed())
+				feedCtx, stopFeed := context.WithCancel(ctx)
+				var wg sync.WaitGroup
+				wg.Go(func() { hub2.RunFeed(feedCtx, nil, nil) })
+				t.Cleanup(func() { stopFeed(); wg.Wait() })
+				if sub, err = hub2.Subscribe(ctx, r.ID, 0); err != nil {
+					t.Fatal(err)
+				}
+				defer sub.Close()
+			}
 			var live []agent.Event
 			until := func(typ string) {
 				t.Helper()
@@ -161,7 +92,24 @@ func TestRunOutlivesDatabaseOutage(t *testing.T) {
 			until(agent.TypeToolUse)
 			pg.Stop()
 			down := time.Now()
-			until(agent.TypeResult) // served from memory while the database is down
+			if tc.replica {
+				// This replica's follower sees nothing until the database
+				// returns; wait until the run is past its result line here.
+				local, err := e.svc.Hub().Subscribe(ctx, r.ID, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for n := []agent.Event{}; len(find(n, agent.TypeResult)) == 0; {
+					evs, err := local.Next(ctx)
+					if err != nil {
+						t.Fatalf("local follower: %v", err)
+					}
+					n = append(n, evs...)
+				}
+				local.Close()
+			} else {
+				until(agent.TypeResult) // served from memory while the database is down
+			}
 			if len(find(live, agent.TypeDone)) > 0 {
 				t.Fatalf("done before the database returned: %v", types(live))
 			}

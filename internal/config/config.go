@@ -94,7 +94,7 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_SESSION_TTL", "session-ttl", "168h", "login session lifetime", duration(&c.SessionTTL)},
 		{"TECHBOSS_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long in-flight requests get on shutdown", duration(&c.ShutdownTimeout)},
 		{"TECHBOSS_REPLICA_TIMEOUT", "replica-timeout", "30s", "with PostgreSQL: how long a replica may go unseen before its runs are interrupted and its host's local sandboxes taken for lost", duration(&c.ReplicaTimeout)},
-		{"TECHBOSS_RUN_EVENTS_MEMORY_MB", "run-events-memory-mb", "32", "MiB of run events (all runs) kept in memory while the database cannot take them", count(&c.RunEventsMemMB)},
+		{"TECHBOSS_RUN_EVENTS_MEMORY_MB", "run-events-memory-mb", "0", "MiB of run events (all runs) kept in memory while the database cannot take them, before the spool; 0: spool them at once (they survive a kill -9)", count(&c.RunEventsMemMB)},
 		{"TECHBOSS_RUN_EVENTS_SPOOL_MB", "run-events-spool-mb", "1024", "MiB of run events spooled under <data-dir>/run-events beyond that; when both are full, runs wait (nothing is dropped)", count(&c.RunEventsSpoolMB)},
 		{"TECHBOSS_ADMIN_EMAIL", "admin-email", "", "first admin's email, created on start when no user exists", str(&c.AdminEmail)},
 		{"TECHBOSS_ADMIN_PASSWORD", "admin-password", "", "first admin's password (with TECHBOSS_ADMIN_EMAIL)", secret(&c.AdminPassword)},
