@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -278,7 +279,13 @@ func listeningHere(t *testing.T, host string) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs, err := procfs.NewDefaultFS()
+	// The tables of this thread's network namespace, not /proc/self/net:
+	// that is the main thread's, and a sandbox's Listen (earlier tests)
+	// may leave the main thread in a sandbox's namespace (Go parks a
+	// locked main thread instead of ending it).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	fs, err := procfs.NewFS("/proc/thread-self")
 	if err != nil {
 		t.Fatal(err)
 	}
