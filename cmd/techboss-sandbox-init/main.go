@@ -1,13 +1,6 @@
 // Command techboss-sandbox-init is the local sandbox driver's static helper.
-// Build it with CGO_ENABLED=0. It has two modes:
+// Build it with CGO_ENABLED=0. Its one mode:
 //
-//	techboss-sandbox-init launch -- BWRAP ARGS...
-//	    started by the driver as uid 0 of the sandbox's new user namespace
-//	    (host ids shifted to an unprivileged range). It waits for one byte on
-//	    fd 7, which the driver writes once it has put this process into the
-//	    sandbox's cgroups (cgroup v1 cannot place a child at fork time, and
-//	    from inside the namespace this process may not write the host's
-//	    cgroup files), forbids nested user namespaces, and execs bubblewrap.
 //	techboss-sandbox-init agent
 //	    runs inside the sandbox: reads its base environment from fd 6 and
 //	    serves the driver on the listening socket on fd 3, starting commands
@@ -17,7 +10,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -39,37 +31,14 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: techboss-sandbox-init launch|agent")
+		return fmt.Errorf("usage: techboss-sandbox-init agent")
 	}
 	switch args[0] {
-	case "launch":
-		return launch(args[1:])
 	case "agent":
 		return serve()
 	default:
 		return fmt.Errorf("unknown mode %q", args[0])
 	}
-}
-
-func launch(args []string) error {
-	if len(args) < 2 || args[0] != "--" {
-		return fmt.Errorf("usage: launch -- BWRAP ARGS")
-	}
-	argv := args[1:]
-	// The driver writes one byte once the cgroups hold this process; EOF
-	// without it means the driver gave up (or died): start nothing.
-	sync := os.NewFile(7, "sync")
-	var b [1]byte
-	if n, err := sync.Read(b[:]); n != 1 {
-		return fmt.Errorf("launch: the driver did not release the sandbox: %v", err)
-	}
-	_ = sync.Close()
-	// No user namespaces below this one: the limit is per namespace, and
-	// this process is its owner (seccomp refuses them too).
-	if err := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("launch: forbid nested user namespaces: %w", err)
-	}
-	return syscall.Exec(argv[0], argv, os.Environ())
 }
 
 func serve() error {

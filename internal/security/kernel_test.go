@@ -21,6 +21,10 @@ func TestUserNamespace(t *testing.T) {
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("uid_map/gid_map: got %q, want %q", got, want)
 	}
+	// A second line behind seccomp: the namespace allows no nested ones.
+	if got := strings.TrimSpace(mustSh(t, d, ref, "cat /proc/sys/user/max_user_namespaces")); got != "0" {
+		t.Errorf("max_user_namespaces inside the sandbox: %s, want 0", got)
+	}
 	mustSh(t, d, ref, "echo x > /workspace/owned && id -u")
 	ws, _, err := d.WorkspaceDir(ref)
 	if err != nil {

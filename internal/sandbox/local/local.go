@@ -145,6 +145,11 @@ type Driver struct {
 	starting map[string]string         // sandbox ID -> "<owner>/<volume>" while Create runs
 
 	bg sync.WaitGroup // background work (old files of uploads being removed); Close waits
+
+	// usernsMu guards userns: the user namespace every sandbox joins
+	// (userns.go), created on first start.
+	usernsMu sync.Mutex
+	userns   *os.File
 }
 
 // HostBound marks the driver's sandboxes as reachable only from this
@@ -166,6 +171,12 @@ func (d *Driver) Close() error {
 		_ = n.Close()
 	}
 	d.bg.Wait()
+	d.usernsMu.Lock()
+	if d.userns != nil {
+		_ = d.userns.Close()
+		d.userns = nil
+	}
+	d.usernsMu.Unlock()
 	return nil
 }
 
@@ -654,8 +665,9 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	return st, nil
 }
 
-// launch starts bubblewrap in its own session through the helper (which
-// joins the cgroups first) and waits for the agent's first answer.
+// launch starts bubblewrap in its own session, in the driver's user
+// namespace and the sandbox's cgroups, and waits for the agent's first
+// answer.
 func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []string) error {
 	ln, err := listenUnix(st.socket())
 	if err != nil {
@@ -692,19 +704,25 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 	}
 	defer logFile.Close()
 
-	syncR, syncW, err := os.Pipe()
+	userns, err := d.userNS()
 	if err != nil {
 		infoW.Close()
 		envR.Close()
-		return fmt.Errorf("sync pipe: %w", err)
+		return err
 	}
-	defer syncW.Close()
+	blockR, blockW, err := os.Pipe()
+	if err != nil {
+		infoW.Close()
+		envR.Close()
+		return fmt.Errorf("block pipe: %w", err)
+	}
+	defer blockW.Close()
 	// bubblewrap reads the filter to its end: a pipe of its own per start.
 	filterR, filterW, err := os.Pipe()
 	if err != nil {
 		infoW.Close()
 		envR.Close()
-		syncR.Close()
+		blockR.Close()
 		return fmt.Errorf("seccomp pipe: %w", err)
 	}
 	setPipeSize(filterW)
@@ -714,25 +732,23 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 	if err != nil {
 		infoW.Close()
 		envR.Close()
-		syncR.Close()
+		blockR.Close()
 		return fmt.Errorf("seccomp pipe: %w", err)
 	}
 
-	args := []string{d.opts.InitBinary, "launch", "--", d.bwrap}
+	args := []string{d.bwrap, "--userns", "9"}
 	args = append(args, d.bwrapArgs(st, r)...)
-	args = append(args, "--seccomp", "8", "--info-fd", "5", "--", "/proc/self/fd/4", "agent")
-	// The helper starts as uid 0 of a new user namespace whose ids are the
-	// unprivileged host range: whatever escapes bubblewrap is nobody on the
-	// host. Own session: the sandbox must not receive the server's
-	// terminal signals nor die with it.
-	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(st.IDs.HostBase), Size: int(st.IDs.Size)}}
+	args = append(args, "--seccomp", "8", "--info-fd", "5", "--block-fd", "7", "--", "/proc/self/fd/4", "agent")
+	// bubblewrap runs as the host uid of the sandbox's root and joins the
+	// driver's user namespace (userns.go), whose owner that uid is: it
+	// holds no capability on the host, and whatever escapes it is nobody
+	// there. A plain fork (no namespace flags: Go vforks). Own session: the
+	// sandbox must not receive the server's terminal signals nor die with
+	// it.
+	hostRoot := st.IDs.ToHost(0)
 	sys := &syscall.SysProcAttr{
-		Setsid:                     true,
-		Cloneflags:                 syscall.CLONE_NEWUSER,
-		UidMappings:                ids,
-		GidMappings:                ids,
-		GidMappingsEnableSetgroups: true, // the agent sets image users' groups
-		Credential:                 &syscall.Credential{Uid: 0, Gid: 0},
+		Setsid:     true,
+		Credential: &syscall.Credential{Uid: hostRoot, Gid: hostRoot, Groups: []uint32{}},
 	}
 	if st.Cgroups.Mode == cgroupV2 && len(st.Cgroups.Dirs) == 1 {
 		// cgroup2 places the child at clone time (CLONE_INTO_CGROUP).
@@ -740,23 +756,21 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 		if err != nil {
 			infoW.Close()
 			envR.Close()
-			syncR.Close()
+			blockR.Close()
 			return fmt.Errorf("open cgroup: %w", err)
 		}
 		defer cgDir.Close()
 		sys.UseCgroupFD, sys.CgroupFD = true, int(cgDir.Fd())
 	}
-	// Executed through its descriptor (fd 4 in the child): the helper's
-	// directory may be private to host root, which the child no longer is.
-	p, err := os.StartProcess("/proc/self/fd/4", args, &os.ProcAttr{
+	p, err := os.StartProcess(d.bwrap, args, &os.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
-		Files: []*os.File{nil, logFile, logFile, lnFile, agentBin, infoW, envR, syncR, filterR},
+		Files: []*os.File{nil, logFile, logFile, lnFile, agentBin, infoW, envR, blockR, filterR, userns},
 		Sys:   sys,
 	})
 	infoW.Close()
 	envR.Close()
-	syncR.Close()
+	blockR.Close()
 	if err != nil {
 		return fmt.Errorf("start bubblewrap: %w", err)
 	}
@@ -764,21 +778,34 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 	// The process is reaped in Destroy (wait4) or by whoever inherits it
 	// after a restart; no goroutine waits on it.
 	_ = p.Release()
-	// cgroup v1 cannot place a child at clone time, and the helper, inside
-	// its namespace, may not write the host's cgroup files: the driver
-	// moves it, then lets it go on.
+
+	var info struct {
+		ChildPID int `json:"child-pid"`
+	}
+	dec := json.NewDecoder(infoR)
+	if err := dec.Decode(&info); err != nil || info.ChildPID == 0 {
+		b, _ := os.ReadFile(filepath.Join(st.Dir, "sandbox.log"))
+		return fmt.Errorf("bubblewrap did not start: %s", strings.TrimSpace(string(b)))
+	}
+	st.InitPID = info.ChildPID
+	// cgroup v1 cannot place a child at clone time, and bubblewrap, an
+	// unprivileged process, may not write the host's cgroup files: the
+	// driver moves both of its processes while the sandbox's waits on the
+	// block fd (before it runs anything of the sandbox's), then lets it go.
 	if st.Cgroups.Mode != cgroupV2 {
-		pid := []byte(strconv.Itoa(st.BwrapPID))
-		for _, f := range st.Cgroups.procsFiles() {
-			if err := os.WriteFile(f, pid, 0); err != nil {
-				return fmt.Errorf("join cgroup: %w", err)
+		for _, pid := range []int{st.BwrapPID, st.InitPID} {
+			b := []byte(strconv.Itoa(pid))
+			for _, f := range st.Cgroups.procsFiles() {
+				if err := os.WriteFile(f, b, 0); err != nil {
+					return fmt.Errorf("join cgroup: %w", err)
+				}
 			}
 		}
 	}
-	if _, err := syncW.Write([]byte{1}); err != nil {
-		return fmt.Errorf("release sandbox helper: %w", err)
+	if _, err := blockW.Write([]byte{1}); err != nil {
+		return fmt.Errorf("release sandbox: %w", err)
 	}
-	syncW.Close()
+	blockW.Close()
 	// Written before waiting for bwrap: the pipe holds 1 MiB, and the agent
 	// drains it first thing. EPIPE here means the sandbox died; the info
 	// read below reports why.
@@ -787,14 +814,6 @@ func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []st
 	}
 	envW.Close()
 
-	var info struct {
-		ChildPID int `json:"child-pid"`
-	}
-	if err := json.NewDecoder(infoR).Decode(&info); err != nil || info.ChildPID == 0 {
-		b, _ := os.ReadFile(filepath.Join(st.Dir, "sandbox.log"))
-		return fmt.Errorf("bubblewrap did not start: %s", strings.TrimSpace(string(b)))
-	}
-	st.InitPID = info.ChildPID
 	st.InitStart, err = procStart(info.ChildPID)
 	if err != nil {
 		return fmt.Errorf("sandbox init: %w", err)
