@@ -30,17 +30,20 @@ func (s Status) Active() bool { return s == Queued || s == Running }
 // Event types. Every stream-json line of the CLI becomes one or more of
 // these; lines the parser does not know become TypeRaw, never dropped.
 const (
-	TypeStarted       = "run.started"    // system/init: session_id, model
-	TypeText          = "text"           // assistant text
-	TypeToolUse       = "tool_use"       // the model calls a tool
-	TypeToolResult    = "tool_result"    // the tool's answer
-	TypeRetry         = "retry"          // the CLI retries a failed API call
-	TypeUsage         = "usage"          // tokens and cost (gateway per call; CLI totals)
-	TypeError         = "error"          // an API or process error
-	TypeResult        = "result"         // the CLI's final result line
-	TypeDone          = "done"           // the run ended; data has the final status
-	TypeSnapshotError = "snapshot_error" // the after-run snapshot failed (retried in the background)
-	TypeRaw           = "raw"            // anything else, passed through
+	TypeStarted        = "run.started"      // system/init: session_id, model
+	TypeText           = "text"             // assistant text
+	TypeTextDelta      = "text_delta"       // a piece of text while the model streams it (DeltaData)
+	TypeThinkingDelta  = "thinking_delta"   // a piece of thinking while the model streams it
+	TypeToolInputDelta = "tool_input_delta" // a piece of a tool call's input JSON while it streams
+	TypeToolUse        = "tool_use"         // the model calls a tool
+	TypeToolResult     = "tool_result"      // the tool's answer
+	TypeRetry          = "retry"            // the CLI retries a failed API call
+	TypeUsage          = "usage"            // tokens and cost (gateway per call; CLI totals)
+	TypeError          = "error"            // an API or process error
+	TypeResult         = "result"           // the CLI's final result line
+	TypeDone           = "done"             // the run ended; data has the final status
+	TypeSnapshotError  = "snapshot_error"   // the after-run snapshot failed (retried in the background)
+	TypeRaw            = "raw"              // anything else, passed through
 )
 
 // Usage counts tokens.

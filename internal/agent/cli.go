@@ -45,6 +45,25 @@ type StartedData struct {
 type TextData struct {
 	Text      string `json:"text"`
 	MessageID string `json:"message_id,omitempty"`
+	// Streamed: text_delta events carried this text before it (a reader
+	// that showed them has it already).
+	Streamed bool `json:"streamed,omitempty"`
+}
+
+// DeltaData is the data of a TypeTextDelta, TypeThinkingDelta or
+// TypeToolInputDelta event: a piece of one content block of a message
+// while the model streams it. Offset is where Text starts in the block (in
+// bytes of its text, thinking or input JSON), so a client that missed
+// nothing appends, and one that resumes mid-block knows what it lacks.
+// The block arrives whole afterwards as a text or tool_use event.
+type DeltaData struct {
+	MessageID string `json:"message_id"`
+	Index     int    `json:"index"`
+	Offset    int    `json:"offset"`
+	Text      string `json:"text"`
+	// ToolUseID and Name name the tool call of a tool_input_delta.
+	ToolUseID string `json:"tool_use_id,omitempty"`
+	Name      string `json:"name,omitempty"`
 }
 
 // ToolUseData is the data of a TypeToolUse event.

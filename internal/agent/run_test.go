@@ -36,6 +36,11 @@ func TestRunScenarios(t *testing.T) {
 				usage++
 				continue
 			}
+			// Token deltas (how many depends on coalescing) and the
+			// model stream's framing lines, passed through as raw.
+			if typ == agent.TypeTextDelta || typ == agent.TypeRaw {
+				continue
+			}
 			got = append(got, typ)
 		}
 		want := []string{"run.started", "text", "result", "done"}
@@ -297,4 +302,86 @@ func TestDirectCredentials(t *testing.T) {
 	if r.Usage != (agent.Usage{InputTokens: 200, OutputTokens: 40}) || r.CostNanoUSD == 0 {
 		t.Errorf("run usage %+v cost %d, want the CLI's totals", r.Usage, r.CostNanoUSD)
 	}
+}
+
+// TestTextStreamsBeforeTheMessageEnds: the model's first tokens reach a
+// follower while the model is still answering (the scripted model holds
+// the rest of its answer until the test has seen them), and the deltas,
+// put together at their offsets, are the text the message ends with.
+func TestTextStreamsBeforeTheMessageEnds(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	sb := e.sandbox("alice")
+	gate := make(chan struct{})
+	const answer = "Streaming, one token at a time.\nSecond line of the answer."
+	e.model.Reset(modeltest.Gated(answer, gate))
+	r := e.start("alice", sb.ID, "stream please", agent.Options{NewSession: true})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sub, err := e.svc.Subscribe(ctx, "alice", r.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []agent.Event
+	for len(find(evs, agent.TypeTextDelta)) == 0 {
+		more, err := sub.Next(ctx)
+		if err != nil {
+			t.Fatalf("no text_delta while the model holds its answer: %v (events %v)", err, types(evs))
+		}
+		evs = append(evs, more...)
+	}
+	sub.Close()
+	if n := len(find(evs, agent.TypeText)); n != 0 {
+		t.Fatalf("the whole text arrived before the model finished: %v", types(evs))
+	}
+	first := decode[agent.DeltaData](t, find(evs, agent.TypeTextDelta)[0])
+	if first.Offset != 0 || !strings.HasPrefix(answer, first.Text) || first.MessageID == "" {
+		t.Errorf("first delta = %+v", first)
+	}
+	close(gate)
+
+	run, all := e.wait("alice", r.ID)
+	if run.Status != agent.Succeeded {
+		t.Fatalf("run = %+v", run)
+	}
+	checkSeqs(t, all)
+	built := ""
+	for _, ev := range find(all, agent.TypeTextDelta) {
+		d := decode[agent.DeltaData](t, ev)
+		if d.Offset != len(built) {
+			t.Fatalf("delta at offset %d after %d bytes", d.Offset, len(built))
+		}
+		built += d.Text
+	}
+	texts := find(all, agent.TypeText)
+	if len(texts) != 1 {
+		t.Fatalf("text events: %d, want 1 (%v)", len(texts), types(all))
+	}
+	if txt := decode[agent.TextData](t, texts[0]); built != answer || txt.Text != answer || !txt.Streamed {
+		t.Errorf("deltas %q, text %+v; want both %q", built, txt, answer)
+	}
+
+	// Coalescing: a long answer streamed at once (500 chunks of 12 bytes
+	// in the model's stream, one CLI line each) is a handful of delta
+	// events, and every CLI line is still kept, in order, in their raw
+	// lines.
+	long := strings.Repeat("0123456789a\n", 500)
+	e.model.Reset(modeltest.Text(long))
+	run, all = e.do("alice", sb.ID, "a long answer", agent.Options{NewSession: true})
+	if run.Status != agent.Succeeded {
+		t.Fatalf("run = %+v", run)
+	}
+	deltas := find(all, agent.TypeTextDelta)
+	built, lines := "", 0
+	for _, ev := range deltas {
+		built += decode[agent.DeltaData](t, ev).Text
+		lines += strings.Count(ev.Raw, "\n") + 1
+	}
+	if built != long || lines != 500 {
+		t.Errorf("deltas rebuild %d of %d bytes from %d CLI lines (want 500)", len(built), len(long), lines)
+	}
+	if len(deltas) > 100 {
+		t.Errorf("%d text_delta events for 500 streamed chunks: not coalesced", len(deltas))
+	}
+	t.Logf("500 chunks -> %d text_delta events", len(deltas))
 }

@@ -83,6 +83,11 @@ type Config struct {
 	// SnapshotRetry is the first wait before an after-run snapshot that
 	// failed is tried again (default 5s); the wait doubles up to 5 minutes.
 	SnapshotRetry time.Duration
+	// DeltaWindow coalesces the model's token deltas (text_delta and the
+	// like): the first delta after a quiet window is appended at once, the
+	// ones that follow within the window are merged into one event appended
+	// when it ends (default 50ms; negative: every delta is an event).
+	DeltaWindow time.Duration
 }
 
 // Deps are the service's dependencies.
@@ -709,9 +714,15 @@ func (s *Service) apiKey(j *job) string {
 
 // readOutput parses the CLI's stdout line by line and appends the events.
 // It always drains the pipe, so the CLI never blocks on a full pipe.
+//
+// Token deltas are coalesced (Config.DeltaWindow): a delta that follows a
+// quiet window goes out at once, so the first token is not delayed; the
+// deltas of the same block that follow within the window are merged into
+// one event at its end. A run streaming 100 tokens a second is then at
+// most 20 delta events a second, whatever its number of followers; any
+// other event first sends the delta it waits behind, so order is kept.
 func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog.Logger) {
 	parser := s.cli.NewParser()
-	br := bufio.NewReaderSize(r, 64<<10)
 	// The agent may print its own credentials (a tool running `env`):
 	// they never reach the event log.
 	var secrets [][]byte
@@ -720,38 +731,135 @@ func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog
 			secrets = append(secrets, []byte(sec))
 		}
 	}
-	for {
-		line, err := readLine(br, 16<<20)
-		if len(line) > 0 {
-			t0 := time.Now()
-			for _, sec := range secrets {
-				if bytes.Contains(line, sec) {
-					line = bytes.ReplaceAll(line, sec, []byte("[REDACTED]"))
-				}
+	lines := make(chan []byte, 256)
+	go func() {
+		defer close(lines)
+		br := bufio.NewReaderSize(r, 64<<10)
+		for {
+			line, err := readLine(br, 16<<20)
+			if len(line) > 0 {
+				lines <- line
 			}
-			evs := parser.Parse(line)
-			for i := range evs {
-				evs[i].Time = s.now().UTC()
-			}
-			s.observe(j, evs)
-			j.mu.Lock()
-			failed := j.appendError != nil
-			j.mu.Unlock()
-			if len(evs) > 0 && !failed {
-				if _, aerr := s.hub.Append(ctx, j.run.ID, evs...); aerr != nil {
-					log.Error("append run events", "err", aerr)
-					j.mu.Lock()
-					j.appendError = aerr
-					j.mu.Unlock()
-				} else {
-					s.m.publish.Observe(time.Since(t0).Seconds())
-				}
+			if err != nil {
+				return
 			}
 		}
-		if err != nil {
+	}()
+	window := s.cfg.DeltaWindow
+	if window == 0 {
+		window = 50 * time.Millisecond
+	}
+	var (
+		pending   *Event    // merged deltas waiting for the window to end
+		lastDelta time.Time // when a delta event was last appended
+		timer     = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
+	defer timer.Stop()
+	appendEvs := func(t0 time.Time, evs []Event) {
+		j.mu.Lock()
+		failed := j.appendError != nil
+		j.mu.Unlock()
+		if len(evs) == 0 || failed {
 			return
 		}
+		if _, aerr := s.hub.Append(ctx, j.run.ID, evs...); aerr != nil {
+			log.Error("append run events", "err", aerr)
+			j.mu.Lock()
+			j.appendError = aerr
+			j.mu.Unlock()
+		} else {
+			s.m.publish.Observe(time.Since(t0).Seconds())
+		}
 	}
+	flush := func(out []Event) []Event {
+		if pending != nil {
+			out = append(out, *pending)
+			pending = nil
+			lastDelta = time.Now()
+		}
+		return out
+	}
+	for {
+		var line []byte
+		var ok bool
+		select {
+		case line, ok = <-lines:
+			if !ok {
+				appendEvs(time.Now(), flush(nil))
+				return
+			}
+		case <-timer.C:
+			appendEvs(time.Now(), flush(nil))
+			continue
+		}
+		t0 := time.Now()
+		for _, sec := range secrets {
+			if bytes.Contains(line, sec) {
+				line = bytes.ReplaceAll(line, sec, []byte("[REDACTED]"))
+			}
+		}
+		evs := parser.Parse(line)
+		now := s.now().UTC()
+		for i := range evs {
+			evs[i].Time = now
+		}
+		s.observe(j, evs)
+		var out []Event
+		for _, ev := range evs {
+			if !isDelta(ev.Type) || window < 0 {
+				out = append(flush(out), ev)
+				continue
+			}
+			if pending != nil && mergeDelta(pending, ev) {
+				continue
+			}
+			out = flush(out)
+			if since := time.Since(lastDelta); since >= window {
+				out = append(out, ev)
+				lastDelta = time.Now()
+				continue
+			}
+			ev := ev
+			pending = &ev
+			timer.Reset(window - time.Since(lastDelta))
+		}
+		appendEvs(t0, out)
+	}
+}
+
+// isDelta reports whether typ is a token delta (coalesced by readOutput).
+func isDelta(typ string) bool {
+	return typ == TypeTextDelta || typ == TypeThinkingDelta || typ == TypeToolInputDelta
+}
+
+// mergeDelta appends ev to p when it continues p's block (same type,
+// message, index, and offset where p ends) and reports whether it did.
+// The merged event keeps every raw line, one per line.
+func mergeDelta(p *Event, ev Event) bool {
+	if p.Type != ev.Type {
+		return false
+	}
+	var a, b DeltaData
+	if json.Unmarshal(p.Data, &a) != nil || json.Unmarshal(ev.Data, &b) != nil {
+		return false
+	}
+	if a.MessageID != b.MessageID || a.Index != b.Index || a.Offset+len(a.Text) != b.Offset {
+		return false
+	}
+	a.Text += b.Text
+	data, err := json.Marshal(a)
+	if err != nil {
+		return false
+	}
+	p.Data = data
+	if ev.Raw != "" {
+		if p.Raw != "" {
+			p.Raw += "\n"
+		}
+		p.Raw += ev.Raw
+	}
+	return true
 }
 
 // readLine reads one line without its newline. A line longer than max is

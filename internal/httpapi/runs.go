@@ -48,7 +48,7 @@ var runOps = []apiOp{
 	{Method: "POST", Path: "/sandbox/{id}/claude", Summary: "Start a Claude Code run and stream it: by default the original plain form (`data: <text line>`, tool activity lines, `data: [DONE]`); `?format=events` gives typed events (`event: <type>`, JSON data); every event has `id:` for Last-Event-ID. The run outlives the request; X-Run-ID names it. When the server stops before the run ends, the stream ends with an `event: restarting` (no id; JSON data with last_event_id): reconnect to GET /runs/{id}/events with Last-Event-ID", Request: claudeRequest{}, Stream: true},
 	{Method: "GET", Path: "/sandbox/{id}/runs", Summary: "The sandbox's runs, newest first", Response: []agent.Run{}},
 	{Method: "GET", Path: "/runs/{id}", Summary: "One run: status, prompt, session, timings, usage, cost, exit code, and snapshot_error while its after-run snapshot has failed and is being retried", Response: agent.Run{}},
-	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form. Event types: run.started, text, tool_use, tool_result, retry, usage, error, result, snapshot_error (the after-run snapshot failed; the server retries it and clears the run's snapshot_error once one is stored), done. A stream the server stops before the run ends ends with `event: restarting` (no id): resume with Last-Event-ID", Stream: true},
+	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form. Event types (docs/run-events.md): run.started, text_delta, thinking_delta, tool_input_delta, text, tool_use, tool_result, retry, usage, error, result, snapshot_error (the after-run snapshot failed; the server retries it and clears the run's snapshot_error once one is stored), done. A stream the server stops before the run ends ends with `event: restarting` (no id): resume with Last-Event-ID", Stream: true},
 	{Method: "POST", Path: "/runs/{id}/cancel", Summary: "Cancel a run: SIGINT, then SIGKILL after a grace period; it ends cancelled", Response: agent.Run{}},
 	{Method: "GET", Path: "/usage", Summary: "Your LLM usage (tokens, cost) in [from, to) grouped by day, model or sandbox; admins may pass user", Response: usageResponse{}},
 }
@@ -411,7 +411,67 @@ func (n *ndjson) Ping() error {
 // plain renders events in the original design's plain SSE form:
 // assistant text as data lines, tool activity as short readable lines,
 // and "[DONE]" at the end.
-type plain struct{ sawError bool }
+// plain renders events in the original design's plain form: one SSE
+// event per line of output. The model's text is sent a line at a time as
+// its deltas complete lines, and the text event that carries the whole
+// block afterwards adds only what no line has sent yet.
+type plain struct {
+	sawError bool
+	// The text block being streamed: "<message id>/<index>", the offset of
+	// its first delta seen, its text from there, and how many bytes of
+	// that have gone out as complete lines. resumed: the stream began
+	// mid-block (Last-Event-ID), so the start of the current line is
+	// unknown until the whole block arrives.
+	blk     string
+	msgID   string
+	base    int
+	text    string
+	sent    int
+	resumed bool
+}
+
+// delta takes a text delta and returns the lines it completes.
+func (p *plain) delta(d agent.DeltaData) (string, bool) {
+	k := d.MessageID + "/" + strconv.Itoa(d.Index)
+	if k != p.blk {
+		p.blk, p.msgID, p.base, p.text, p.sent, p.resumed = k, d.MessageID, d.Offset, "", 0, d.Offset > 0
+	}
+	if d.Offset != p.base+len(p.text) {
+		p.resumed = true // a gap: wait for the whole block
+	}
+	p.text += d.Text
+	if p.resumed {
+		return "", false
+	}
+	nl := strings.LastIndexByte(p.text, '\n')
+	if nl < p.sent {
+		return "", false
+	}
+	out := p.text[p.sent:nl]
+	p.sent = nl + 1
+	return out, true
+}
+
+// whole takes a text event and returns what of it no line has sent.
+func (p *plain) whole(d agent.TextData) (string, bool) {
+	rest := d.Text
+	switch {
+	case d.MessageID != "" && d.MessageID == p.msgID && !p.resumed && strings.HasPrefix(d.Text, p.text[:p.sent]):
+		rest = d.Text[p.sent:]
+	case d.MessageID != "" && d.MessageID == p.msgID && p.resumed && p.base <= len(d.Text):
+		// Before the resume point the client got the lines that ended
+		// before the first delta seen.
+		rest = d.Text[strings.LastIndexByte(d.Text[:p.base], '\n')+1:]
+	case d.Streamed && d.MessageID != p.msgID:
+		// Every delta came before the resume point: the lines they
+		// completed were sent, the rest of the last one was not.
+		rest = d.Text[strings.LastIndexByte(d.Text, '\n')+1:]
+	}
+	if d.MessageID == p.msgID {
+		p.blk, p.msgID, p.text, p.sent, p.resumed = "", "", "", 0, false
+	}
+	return rest, rest != ""
+}
 
 const plainMax = 300
 
@@ -428,12 +488,18 @@ func clipLine(s string) string {
 
 func (p *plain) line(ev agent.Event) (string, bool) {
 	switch ev.Type {
+	case agent.TypeTextDelta:
+		var d agent.DeltaData
+		if json.Unmarshal(ev.Data, &d) != nil {
+			return "", false
+		}
+		return p.delta(d)
 	case agent.TypeText:
 		var d agent.TextData
 		if json.Unmarshal(ev.Data, &d) != nil || d.Text == "" {
 			return "", false
 		}
-		return d.Text, true
+		return p.whole(d)
 	case agent.TypeToolUse:
 		var d agent.ToolUseData
 		if json.Unmarshal(ev.Data, &d) != nil {

@@ -218,16 +218,31 @@ func TestClaudePlainSSE(t *testing.T) {
 		t.Fatalf("status %d type %q body %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
 	runID := resp.Header.Get("X-Run-ID")
-	var textSeq, doneSeq int64
+	// The first line goes out with the delta that completes it, the rest
+	// of the text with the text event.
+	var lineSeq, textSeq, doneSeq int64
+	streamed := ""
 	for _, ev := range h.storedEvents(runID) {
 		switch ev.Type {
+		case agent.TypeTextDelta:
+			var d agent.DeltaData
+			if err := json.Unmarshal(ev.Data, &d); err != nil {
+				t.Fatal(err)
+			}
+			streamed += d.Text
+			if lineSeq == 0 && strings.Contains(streamed, "\n") {
+				lineSeq = ev.Seq
+			}
 		case agent.TypeText:
 			textSeq = ev.Seq
 		case agent.TypeDone:
 			doneSeq = ev.Seq
 		}
 	}
-	want := fmt.Sprintf("id: %d\ndata: Hello from the model.\ndata: Second line of the answer.\n\nid: %d\ndata: [DONE]\n\n", textSeq, doneSeq)
+	if lineSeq == 0 {
+		t.Fatalf("no text_delta completed the first line (deltas %q)", streamed)
+	}
+	want := fmt.Sprintf("id: %d\ndata: Hello from the model.\n\nid: %d\ndata: Second line of the answer.\n\nid: %d\ndata: [DONE]\n\n", lineSeq, textSeq, doneSeq)
 	if d := cmp.Diff(want, string(body)); d != "" {
 		t.Errorf("plain SSE body (-want +got):\n%s", d)
 	}

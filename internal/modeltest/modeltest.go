@@ -48,8 +48,9 @@ type Reply struct {
 	errType   string
 	errMsg    string
 	usage     Usage
-	delay     time.Duration // between streamed chunks
-	hold      bool          // stop after the first chunk until the client goes away
+	delay     time.Duration   // between streamed chunks
+	hold      bool            // stop after the first chunk until the client goes away
+	gate      <-chan struct{} // after the first chunk, wait for this to close
 	times     int
 }
 
@@ -99,6 +100,13 @@ func Slow(text string, delay time.Duration) Reply {
 // Hang streams message_start and the first chunk of text, then holds the
 // stream open until the client goes away (for cancel tests).
 func Hang(text string) Reply { return Reply{text: text, hold: true, usage: DefaultUsage} }
+
+// Gated streams the first chunk of text, then waits until gate is closed
+// (or the client goes away) before the rest: a test sees what a client
+// gets while the model is still answering.
+func Gated(text string, gate <-chan struct{}) Reply {
+	return Reply{text: text, gate: gate, usage: DefaultUsage}
+}
 
 // WithUsage sets the usage the reply reports.
 func (r Reply) WithUsage(u Usage) Reply { r.usage = u; return r }
@@ -458,6 +466,17 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, i int, id, model
 			if !emit("content_block_delta", map[string]any{"type": "content_block_delta", "index": 0, "delta": map[string]any{"type": "text_delta", "text": chunk}}) {
 				answer = "sse:client-gone"
 				return
+			}
+			if n == 0 && rep.gate != nil {
+				select {
+				case <-rep.gate:
+				case <-r.Context().Done():
+					answer = "sse:aborted"
+					return
+				case <-s.done:
+					answer = "sse:aborted"
+					return
+				}
 			}
 			if rep.hold {
 				select {

@@ -70,6 +70,10 @@ func TestAgentWorkflow(t *testing.T) {
 			(c.querySelector(".tool-output") || {}).textContent?.includes(`+"`"+agentFileContent+"`"+`);
 	})()`)
 	assertRunning(t, b)
+	// The second answer's first tokens show while the model still holds
+	// the rest, with the working indicator beside the run's state.
+	b.waitJS("streamed text of the unfinished answer", `[...document.querySelectorAll(".run .text.streaming")].some(e => e.textContent.includes("Still thinki"))`)
+	b.waitJS("working indicator", `(document.querySelector(".run .working") || {}).textContent?.includes("Working")`)
 	b.shot("agent-mid-run")
 
 	// Reload mid-run: the transcript is rebuilt from the event log and
@@ -108,8 +112,11 @@ func TestAgentWorkflow(t *testing.T) {
 	if n := b.count(`.run details.tool`); n != 1 {
 		t.Errorf("got %d tool cards after reconnect, want 1", n)
 	}
-	if n := b.count(`.run .text`); n != 1 {
+	if n := b.count(`.run .text:not(.streaming)`); n != 1 {
 		t.Errorf("got %d text blocks after reconnect, want 1", n)
+	}
+	if n := b.count(`.run .text.streaming`); n != 1 {
+		t.Errorf("got %d streaming text blocks after reconnect, want 1", n)
 	}
 	assertRunning(t, b)
 

@@ -157,6 +157,9 @@ function listOf(data) {
 
 function runID(r) { return pick(r, "run_id", "id"); }
 
+const utf8 = new TextEncoder();
+function utf8Len(s) { return utf8.encode(s).length; }
+
 /** RunView renders one run's events. Each event is applied once, in order. */
 class RunView {
   constructor(promptText, id) {
@@ -167,10 +170,51 @@ class RunView {
     this.stateEl = h("span", { class: "badge running" }, "running");
     this.body = h("div", { class: "assistant" });
     this.promptEl = h("div", { class: "prompt" }, promptText);
+    // "Working… 12s" while the run is live: the agent is thinking or a
+    // tool is running even when no text arrives.
+    this.workEl = h("span", { class: "working", role: "status", "aria-live": "off" });
     this.el = h("article", { class: "run", tabindex: "-1", dataset: id ? { run: id } : {} },
-      this.promptEl, this.body, h("div", { class: "row" }, this.stateEl, this.statsEl));
+      this.promptEl, this.body, h("div", { class: "row" }, this.stateEl, this.workEl, this.statsEl));
     this.usage = {};
     this.ended = false;
+    this.stream = null; // the text block the model is streaming (text_delta)
+    this.since = Date.now();
+    this.tick = setInterval(() => this.renderWorking(), 1000);
+    this.renderWorking();
+  }
+
+  renderWorking() {
+    // Stop when the run ended, or when its view left the page.
+    if (this.ended || (!this.el.isConnected && Date.now() - this.since > 5000)) {
+      this.stopWorking();
+      return;
+    }
+    const s = Math.max(0, Math.round((Date.now() - this.since) / 1000));
+    this.workEl.replaceChildren(h("span", { class: "spinner", "aria-hidden": "true" }), ` Working… ${s}s`);
+  }
+
+  stopWorking() {
+    if (this.tick) clearInterval(this.tick);
+    this.tick = null;
+    this.workEl.replaceChildren();
+  }
+
+  /** delta appends a piece of the streaming text block (offsets are UTF-8 bytes). */
+  delta(d, seq) {
+    const key = `${d.message_id}/${d.index}`;
+    if (!this.stream || this.stream.key !== key) {
+      this.textBlock = null;
+      this.stream = { key, msg: d.message_id, src: "", bytes: d.offset || 0, el: h("div", { class: "text streaming", dataset: { seq: String(seq) } }) };
+      this.body.append(this.stream.el);
+    }
+    const st = this.stream;
+    if ((d.offset || 0) < st.bytes) return; // already shown (a replay overlapping the live stream)
+    st.src += d.text || "";
+    st.bytes = (d.offset || 0) + utf8Len(d.text || "");
+    if (!st.frame) {
+      // One render per frame however many deltas arrive.
+      st.frame = requestAnimationFrame(() => { st.frame = 0; st.el.replaceChildren(renderMarkdown(st.src)); });
+    }
   }
 
   setID(id) { this.id = id; this.el.dataset.run = id; }
@@ -182,6 +226,7 @@ class RunView {
 
   markEnded() {
     if (!this.ended && this.stateEl.textContent === "running") this.setState("disconnected");
+    this.stopWorking();
   }
 
   notice(kind, text, raw = text) {
@@ -200,8 +245,21 @@ class RunView {
         if (p && !this.promptEl.textContent) this.promptEl.textContent = p;
         break;
       }
+      case "text_delta":
+        this.delta(d, seq);
+        break;
       case "text": {
         const text = pick(d, "text", "delta", "value") ?? "";
+        if (this.stream && d.message_id && this.stream.msg === d.message_id) {
+          // The block the deltas built, now whole: render it once more, final.
+          const st = this.stream;
+          if (st.frame) cancelAnimationFrame(st.frame);
+          st.el.classList.remove("streaming");
+          st.el.replaceChildren(renderMarkdown(text));
+          this.stream = null;
+          this.textBlock = null;
+          break;
+        }
         const append = d.delta === true || d.partial === true || typeof d.delta === "string";
         if (append && this.textBlock) {
           this.textBlock.src += text;
@@ -287,6 +345,7 @@ class RunView {
         break;
       case "done":
         this.ended = true;
+        this.stopWorking();
         if (d.error && !d.synthetic && d.error !== d.status) this.notice("error", `Run ${d.status || "ended"}: ${d.error}`, d.error);
         this.setState(pick(d, "status", "state") || (this.stateEl.textContent === "error" ? "error" : "completed"));
         break;

@@ -58,7 +58,9 @@ func New(cfg Config) *CLI {
 // "--", so a prompt starting with "-" is never read as a flag.
 func (c *CLI) Command(req agent.CommandRequest) ([]string, map[string]string) {
 	o := req.Options
-	argv := []string{c.cfg.Bin, "-p", "--output-format", "stream-json", "--verbose"}
+	// --include-partial-messages: the model's tokens as they arrive
+	// (stream_event lines, parsed into delta events).
+	argv := []string{c.cfg.Bin, "-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages"}
 	if req.ResumeSession != "" {
 		argv = append(argv, "--resume", req.ResumeSession)
 	}

@@ -9,9 +9,10 @@ import (
 	"github.com/techbossai/techboss/internal/agent"
 )
 
-// Parser turns Claude Code stream-json lines into agent events. It keeps
-// no state between lines; the zero value is ready to use.
-type Parser struct{}
+// Parser turns Claude Code stream-json lines into agent events. It
+// follows the message being streamed (stream_event lines) to number its
+// deltas; one Parser reads one run. The zero value is ready to use.
+type Parser struct{ st streamState }
 
 var _ agent.Parser = (*Parser)(nil)
 
@@ -26,6 +27,7 @@ type line struct {
 	Version   string          `json:"claude_code_version"`
 	Message   json.RawMessage `json:"message"`
 	Error     json.RawMessage `json:"error"`
+	Event     json.RawMessage `json:"event"` // stream_event
 
 	// system/api_retry
 	Attempt      int     `json:"attempt"`
@@ -111,11 +113,13 @@ func (p *Parser) Parse(b []byte) []agent.Event {
 			evs = append(evs, agent.NewEvent(agent.TypeRetry, d, raw))
 		}
 	case "assistant":
-		evs = assistant(l, raw)
+		evs = p.assistant(l, raw)
 	case "user":
 		evs = user(l, raw)
 	case "result":
 		evs = result(l, raw)
+	case "stream_event":
+		evs = p.stream(l.Event, raw)
 	}
 	if len(evs) == 0 {
 		return []agent.Event{passThrough(b, raw)}
@@ -127,11 +131,12 @@ func (p *Parser) Parse(b []byte) []agent.Event {
 	return evs
 }
 
-func assistant(l line, raw string) []agent.Event {
+func (p *Parser) assistant(l line, raw string) []agent.Event {
 	var m message
 	if json.Unmarshal(l.Message, &m) != nil {
 		return nil
 	}
+	streamed := m.ID != "" && m.ID == p.st.msgID && p.st.streamedText()
 	blocks := contentBlocks(m.Content)
 	if errKind := errString(l.Error); errKind != "" {
 		// A failed API call comes back as a synthetic assistant message
@@ -148,7 +153,7 @@ func assistant(l line, raw string) []agent.Event {
 	for _, bl := range blocks {
 		switch bl.Type {
 		case "text":
-			evs = append(evs, agent.NewEvent(agent.TypeText, agent.TextData{Text: bl.Text, MessageID: m.ID}, raw))
+			evs = append(evs, agent.NewEvent(agent.TypeText, agent.TextData{Text: bl.Text, MessageID: m.ID, Streamed: streamed}, raw))
 		case "tool_use":
 			in := bl.Input
 			if len(in) == 0 {

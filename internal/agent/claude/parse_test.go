@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -214,7 +216,7 @@ func TestCommand(t *testing.T) {
 		Options: agent.Options{Model: "m", MaxTurns: 3, AllowedTools: []string{"Bash", "Write"}, AppendSystemPrompt: "be brief"},
 		BaseURL: "http://127.0.0.1:1/llm/anthropic", APIKey: "tok",
 	})
-	wantArgv := []string{"/opt/techboss/claude/bin/claude", "-p", "--output-format", "stream-json", "--verbose",
+	wantArgv := []string{"/opt/techboss/claude/bin/claude", "-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages",
 		"--resume", "s1", "--model", "m", "--max-turns", "3", "--dangerously-skip-permissions",
 		"--allowedTools=Bash,Write", "--append-system-prompt", "be brief", "--", "-rf everything"}
 	if d := cmp.Diff(wantArgv, argv); d != "" {
@@ -229,14 +231,85 @@ func TestCommand(t *testing.T) {
 		t.Errorf("env (-want +got):\n%s", d)
 	}
 	argv, _ = c.Command(agent.CommandRequest{Prompt: "p"})
-	if d := cmp.Diff([]string{"/opt/techboss/claude/bin/claude", "-p", "--output-format", "stream-json", "--verbose", "--dangerously-skip-permissions", "--", "p"}, argv); d != "" {
+	if d := cmp.Diff([]string{"/opt/techboss/claude/bin/claude", "-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages", "--dangerously-skip-permissions", "--", "p"}, argv); d != "" {
 		t.Errorf("default permissions argv (-want +got):\n%s", d)
 	}
 	argv, env = c.Command(agent.CommandRequest{Prompt: "p", Options: agent.Options{PermissionMode: "acceptEdits"}})
-	if d := cmp.Diff([]string{"/opt/techboss/claude/bin/claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits", "--", "p"}, argv); d != "" {
+	if d := cmp.Diff([]string{"/opt/techboss/claude/bin/claude", "-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages", "--permission-mode", "acceptEdits", "--", "p"}, argv); d != "" {
 		t.Errorf("argv (-want +got):\n%s", d)
 	}
 	if _, ok := env["IS_SANDBOX"]; ok {
 		t.Error("IS_SANDBOX set for a non-root run")
+	}
+}
+
+// The deltas of a streamed block, appended at their offsets, are the block
+// the assistant line carries whole afterwards, text and tool input alike.
+func TestDeltasRebuildTheBlocks(t *testing.T) {
+	all := fixtureLines(t)
+	for _, file := range []string{"e-partial-text.jsonl", "e-partial-tool.jsonl"} {
+		t.Run(file, func(t *testing.T) {
+			var p claude.Parser
+			built := map[string]string{} // message/index -> text so far
+			var texts, inputs []string
+			var deltaTypes []string
+			for _, l := range all[file] {
+				for _, ev := range p.Parse(l) {
+					switch ev.Type {
+					case agent.TypeTextDelta, agent.TypeToolInputDelta:
+						var d agent.DeltaData
+						if err := json.Unmarshal(ev.Data, &d); err != nil {
+							t.Fatal(err)
+						}
+						if d.MessageID == "" {
+							t.Errorf("delta without a message id: %s", ev.Data)
+						}
+						k := fmt.Sprintf("%s/%d", d.MessageID, d.Index)
+						if d.Offset != len(built[k]) {
+							t.Fatalf("delta at offset %d, have %d bytes of %s", d.Offset, len(built[k]), k)
+						}
+						built[k] += d.Text
+						if ev.Type == agent.TypeToolInputDelta && (d.ToolUseID == "" || d.Name != "Bash") {
+							t.Errorf("tool input delta does not name its call: %s", ev.Data)
+						}
+						if len(deltaTypes) == 0 || deltaTypes[len(deltaTypes)-1] != ev.Type {
+							deltaTypes = append(deltaTypes, ev.Type)
+						}
+					case agent.TypeText:
+						var d agent.TextData
+						_ = json.Unmarshal(ev.Data, &d)
+						texts = append(texts, d.Text)
+					case agent.TypeToolUse:
+						var d agent.ToolUseData
+						_ = json.Unmarshal(ev.Data, &d)
+						inputs = append(inputs, string(d.Input))
+					}
+				}
+			}
+			var rebuilt []string
+			for _, v := range built {
+				rebuilt = append(rebuilt, v)
+			}
+			for _, want := range texts {
+				if !slices.Contains(rebuilt, want) {
+					t.Errorf("text %q not rebuilt from deltas (have %q)", want, rebuilt)
+				}
+			}
+			for _, want := range inputs {
+				found := false
+				for _, r := range rebuilt {
+					var a, b any
+					if json.Unmarshal([]byte(r), &a) == nil && json.Unmarshal([]byte(want), &b) == nil && cmp.Equal(a, b) {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("tool input %s not rebuilt from deltas (have %q)", want, rebuilt)
+				}
+			}
+			if len(texts) == 0 || (file == "e-partial-tool.jsonl" && len(inputs) == 0) {
+				t.Fatalf("fixture has no text or tool call: %v %v", texts, inputs)
+			}
+		})
 	}
 }
