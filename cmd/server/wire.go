@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -297,7 +298,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			DrainTimeout: cfg.ShutdownTimeout / 3,
 		},
 	}, agent.Deps{
-		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin}), Sandboxes: mgr,
+		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin, Env: map[string]string{"CLAUDE_CODE_MAX_RETRIES": strconv.Itoa(cfg.ClaudeMaxRetries)}}), Sandboxes: mgr,
 		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(),
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,6 +73,7 @@ type envOpts struct {
 	afterRun      func(e *env) func(context.Context, agent.Run) error
 	snapshotRetry time.Duration // agent.Config.SnapshotRetry
 	feed          bool          // connect the hub to other replicas (PostgreSQL LISTEN/NOTIFY)
+	upstream      string        // the gateway's upstream base URL ("": the scripted model)
 }
 
 func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
@@ -142,7 +144,7 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 		t.Fatal(err)
 	}
 	e.gw, err = gateway.New(gateway.Config{
-		Upstream:  gateway.NewAnthropic(e.model.URL, "sk-upstream-secret-key", nil),
+		Upstream:  gateway.NewAnthropic(cmp.Or(o.upstream, e.model.URL), "sk-upstream-secret-key", nil),
 		RunTokens: e.svc, Recorder: e.svc, Price: gateway.PriceTable(e.prices),
 	})
 	if err != nil {

@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"context"
+	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -384,4 +386,46 @@ func TestTextStreamsBeforeTheMessageEnds(t *testing.T) {
 		t.Errorf("%d text_delta events for 500 streamed chunks: not coalesced", len(deltas))
 	}
 	t.Logf("500 chunks -> %d text_delta events", len(deltas))
+}
+
+// TestUpstreamDownFailsFast: with the model API unreachable, the gateway
+// answers the CLI at once, the CLI retries as configured (one retry event
+// each), and the run fails with the real cause — the upstream the operator
+// configured and the network error — not the gateway's address in the
+// sandbox.
+func TestUpstreamDownFailsFast(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close() // nothing listens there now: connection refused
+	e := newEnv(t, envOpts{upstream: "http://" + down})
+	sb := e.sandbox("alice")
+	start := time.Now()
+	r, evs := e.do("alice", sb.ID, "anyone there?", agent.Options{NewSession: true})
+	t.Logf("run failed after %v with %q", time.Since(start).Round(time.Millisecond), r.Error)
+	if r.Status != agent.Failed {
+		t.Fatalf("run = %+v", r)
+	}
+	if n := len(find(evs, agent.TypeRetry)); n != 2 {
+		t.Errorf("%d retry events, want 2 (CLAUDE_CODE_MAX_RETRIES=2): %v", n, types(evs))
+	}
+	for _, want := range []string{down, "connection refused", "anthropic"} {
+		if !strings.Contains(r.Error, want) {
+			t.Errorf("run error %q does not name %q", r.Error, want)
+		}
+	}
+	if strings.Contains(r.Error, "/llm/anthropic") || strings.Contains(r.Error, "sk-upstream-secret-key") {
+		t.Errorf("run error names the gateway or its key: %q", r.Error)
+	}
+	// No address but the upstream's: the gateway's listener in the
+	// sandbox is a loopback address too, on another port.
+	for _, ev := range append(find(evs, agent.TypeError), find(evs, agent.TypeResult)...) {
+		for _, addr := range regexp.MustCompile(`127\.0\.0\.1:\d+`).FindAllString(string(ev.Data)+r.Error, -1) {
+			if addr != down {
+				t.Errorf("%s event or run error names %s, not the upstream %s: %s", ev.Type, addr, down, ev.Data)
+			}
+		}
+	}
 }

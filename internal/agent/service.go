@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"syscall"
@@ -731,6 +732,15 @@ func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog
 			secrets = append(secrets, []byte(sec))
 		}
 	}
+	// The CLI's errors name the address it called: in gateway mode that is
+	// the gateway's listener inside the sandbox, which tells a user
+	// nothing (the gateway's own answer names the real upstream).
+	var gwHost []byte
+	if s.cfg.Credentials != CredentialsDirect {
+		if u, err := url.Parse(j.baseURL); err == nil && u.Host != "" {
+			gwHost = []byte(u.Host)
+		}
+	}
 	lines := make(chan []byte, 256)
 	go func() {
 		defer close(lines)
@@ -803,6 +813,9 @@ func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog
 		now := s.now().UTC()
 		for i := range evs {
 			evs[i].Time = now
+			if gwHost != nil && (evs[i].Type == TypeError || evs[i].Type == TypeResult || evs[i].Type == TypeRetry) {
+				evs[i].Data = bytes.ReplaceAll(evs[i].Data, gwHost, []byte(gatewayName))
+			}
 		}
 		s.observe(j, evs)
 		var out []Event
@@ -827,6 +840,9 @@ func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog
 		appendEvs(t0, out)
 	}
 }
+
+// gatewayName replaces the gateway's in-sandbox address in the CLI's errors.
+const gatewayName = "the TechBoss LLM gateway"
 
 // isDelta reports whether typ is a token delta (coalesced by readOutput).
 func isDelta(typ string) bool {

@@ -54,6 +54,7 @@ type Config struct {
 	S3SweepInterval time.Duration
 
 	ClaudeBin           string        // TECHBOSS_CLAUDE_BIN: host path of the Claude Code CLI mounted into sandboxes
+	ClaudeMaxRetries    int           // TECHBOSS_CLAUDE_MAX_RETRIES: the CLI's retries of a failed model call
 	ClaudeMuslBin       string        // TECHBOSS_CLAUDE_MUSL_BIN: the CLI's -musl build, for musl images
 	SandboxInit         string        // TECHBOSS_SANDBOX_INIT: the static techboss-sandbox-init helper
 	MaxSandboxesPerUser int           // TECHBOSS_MAX_SANDBOXES_PER_USER
@@ -107,6 +108,7 @@ func (c *Config) settings() []setting {
 		{"S3_REGION", "s3-region", "", "S3 region (empty: from the AWS configuration)", str(&c.S3Region)},
 		{"TECHBOSS_S3_SWEEP_INTERVAL", "s3-sweep-interval", "10m", "how often to abort our unfinished S3 multipart uploads older than an hour (0: never)", duration(&c.S3SweepInterval)},
 		{"TECHBOSS_CLAUDE_BIN", "claude-bin", "", "host path of the Claude Code CLI (default: ./.tools/claude/node_modules/.bin/claude)", str(&c.ClaudeBin)},
+		{"TECHBOSS_CLAUDE_MAX_RETRIES", "claude-max-retries", "2", "retries of a failed model call by the Claude Code CLI (its own default, 10, takes ~3 minutes to give up)", count(&c.ClaudeMaxRetries)},
 		{"TECHBOSS_CLAUDE_MUSL_BIN", "claude-musl-bin", "", "host path of the Claude Code CLI's -musl build, for musl images (default: ./.tools/claude-musl/...)", str(&c.ClaudeMuslBin)},
 		{"TECHBOSS_SANDBOX_INIT", "sandbox-init", "", "path of techboss-sandbox-init (default: next to the server binary, then PATH)", str(&c.SandboxInit)},
 		{"TECHBOSS_MAX_SANDBOXES_PER_USER", "max-sandboxes-per-user", "10", "running sandboxes a user may have at once (0: no cap)", count(&c.MaxSandboxesPerUser)},

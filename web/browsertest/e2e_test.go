@@ -33,8 +33,8 @@ func TestAgentWorkflow(t *testing.T) {
 			"description": "Create hello.txt",
 		}),
 		modeltest.Hang("Still thinking about"),
-		// Run 2: an overloaded answer the CLI retries, then hostile HTML.
-		modeltest.HTTPError(529),
+		// Run 2: two overloaded answers the CLI retries, then hostile HTML.
+		modeltest.HTTPError(529).Times(2),
 		modeltest.Text(hostileAnswer),
 		// Run 3: a request the API refuses for good.
 		modeltest.HTTPError(400),
@@ -150,8 +150,11 @@ func TestAgentWorkflow(t *testing.T) {
 	if n := eval[int](b, second+`.querySelectorAll(".text strong, .text li").length`); n < 3 {
 		t.Errorf("Markdown not rendered (strong + 2 li), got %d elements", n)
 	}
-	if n := eval[int](b, second+`.querySelectorAll(".notice.retry").length`); n < 1 {
-		t.Errorf("no retry notice for the scripted 529")
+	// Two retries of one call are one line, updated in place.
+	if n := eval[int](b, second+`.querySelectorAll(".notice.retry").length`); n != 1 {
+		t.Errorf("%d retry lines for two retries of one call, want 1", n)
+	} else if txt := eval[string](b, second+`.querySelector(".notice.retry").textContent`); !strings.Contains(txt, "attempt 2") {
+		t.Errorf("the retry line does not show the last attempt: %q", txt)
 	}
 	if s := eval[string](b, second+`.querySelector(".stats").textContent`); !strings.Contains(s, "tok") || !strings.Contains(s, "$") {
 		t.Errorf("run stats missing tokens or cost: %q", s)

@@ -246,6 +246,7 @@ class RunView {
         break;
       }
       case "text_delta":
+        this.retryEl = null;
         this.delta(d, seq);
         break;
       case "text": {
@@ -272,6 +273,7 @@ class RunView {
       }
       case "tool_use": {
         this.textBlock = null;
+        this.retryEl = null;
         const id = pick(d, "id", "tool_use_id") || `t${seq}`;
         const name = pick(d, "name", "tool") || "tool";
         const input = pick(d, "input") ?? {};
@@ -308,7 +310,14 @@ class RunView {
         const max = pick(d, "max_retries", "max_attempts");
         const why = pick(d, "error", "message", "reason") || "";
         const wait = pick(d, "retry_delay_ms", "delay_ms");
-        this.notice("retry", `Retrying${attempt ? ` (attempt ${attempt}${max ? ` of ${max}` : ""})` : ""}${wait ? ` in ${duration(wait)}` : ""}${why ? `: ${typeof why === "string" ? why : JSON.stringify(why)}` : ""}`);
+        const line = `Retrying${attempt ? ` (attempt ${attempt}${max ? ` of ${max}` : ""})` : ""}${wait ? ` in ${duration(wait)}` : ""}${why ? `: ${typeof why === "string" ? why : JSON.stringify(why)}` : ""}`;
+        // One line per failing call, updated by each retry of it.
+        if (this.retryEl && this.retryEl.isConnected) {
+          this.retryEl.textContent = line;
+        } else {
+          this.notice("retry", line);
+          this.retryEl = this.body.lastElementChild;
+        }
         break;
       }
       case "usage": {

@@ -50,6 +50,9 @@ func NewAnthropic(baseURL string, key llm.Secret, client *http.Client) *Anthropi
 // Name implements Upstream.
 func (a *Anthropic) Name() string { return "anthropic" }
 
+// Endpoint implements Endpointer.
+func (a *Anthropic) Endpoint() string { return endpoint(a.baseURL) }
+
 // Do implements Upstream.
 func (a *Anthropic) Do(ctx context.Context, req UpstreamRequest) (*http.Response, error) {
 	u := a.baseURL + req.Path

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -269,7 +270,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, path string) {
 			return // the client went away
 		}
 		g.log.WarnContext(ctx, "gateway upstream", "provider", provider, "err", err)
-		apiError(w, http.StatusBadGateway, "api_error", "the upstream model API is unreachable")
+		apiError(w, http.StatusBadGateway, "api_error", unreachable(g.cfg.Upstream, provider, err))
 		return
 	}
 	defer resp.Body.Close()
@@ -437,4 +438,34 @@ func (m *meter) result() (agent.Usage, string) {
 		m.sseLine(m.line)
 	}
 	return m.usage, m.model
+}
+
+// Endpointer is an upstream that can say where it is (scheme and host of
+// its configured base URL, no credentials), for errors.
+type Endpointer interface{ Endpoint() string }
+
+// unreachable is the error a client gets when the upstream cannot be
+// reached: the upstream the operator configured and the network error,
+// so a run's failure names the real cause and not the gateway in front
+// of it. It never holds the key (sent in a header, not in the URL).
+func unreachable(up any, provider string, err error) string {
+	where := provider
+	if e, ok := up.(Endpointer); ok && e.Endpoint() != "" {
+		where += " at " + e.Endpoint()
+	}
+	cause := err
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		cause = ue.Err
+	}
+	return fmt.Sprintf("the upstream model API (%s) is unreachable: %v", where, cause)
+}
+
+// endpoint is scheme://host of a base URL (no user info, path or query).
+func endpoint(base string) string {
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
 }

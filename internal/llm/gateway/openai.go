@@ -155,7 +155,7 @@ func (o *OpenAI) proxy(w http.ResponseWriter, r *http.Request, path string) {
 			return // the client went away
 		}
 		o.g.log.WarnContext(ctx, "gateway upstream", "provider", o.name, "err", err)
-		openaiError(w, http.StatusBadGateway, "server_error", "the upstream model API is unreachable")
+		openaiError(w, http.StatusBadGateway, "server_error", unreachable(nil, o.name+" at "+endpoint(o.baseURL), err))
 		return
 	}
 	defer resp.Body.Close()
