@@ -71,11 +71,31 @@ func (u Usage) IsZero() bool { return u == Usage{} }
 // POST /sandbox/{id}/claude minus the prompt).
 type Options struct {
 	Model              string   `json:"model,omitempty"`
+	FallbackModel      string   `json:"fallback_model,omitempty"`
 	MaxTurns           int      `json:"max_turns,omitempty"`
 	PermissionMode     string   `json:"permission_mode,omitempty"`
 	AllowedTools       []string `json:"allowed_tools,omitempty"`
+	DisallowedTools    []string `json:"disallowed_tools,omitempty"`
+	SystemPrompt       string   `json:"system_prompt,omitempty"`
 	AppendSystemPrompt string   `json:"append_system_prompt,omitempty"`
-	NewSession         bool     `json:"new_session,omitempty"`
+	// NewSession starts a new session instead of resuming the sandbox's
+	// last one; SessionID resumes that session instead (one of this
+	// sandbox's runs must have reported it), and ForkSession resumes it
+	// under a new session id.
+	NewSession  bool   `json:"new_session,omitempty"`
+	SessionID   string `json:"session_id,omitempty"`
+	ForkSession bool   `json:"fork_session,omitempty"`
+	// Cwd is the CLI's working directory, /workspace or inside it
+	// (sessions resume only from the directory they were started in).
+	Cwd string `json:"cwd,omitempty"`
+	// Env is added to the CLI's environment. Its values may be secrets:
+	// they are not stored (EnvKeys records the names) and are redacted
+	// from the run's events.
+	Env     map[string]string `json:"-"`
+	EnvKeys []string          `json:"env_keys,omitempty"`
+	// Settings is a Claude Code settings object (--settings), hooks
+	// included. Not stored: it may hold secrets (its env).
+	Settings json.RawMessage `json:"-"`
 }
 
 // Run is the persisted record of one agent run.

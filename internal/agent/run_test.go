@@ -2,8 +2,11 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -365,8 +368,7 @@ func TestTextStreamsBeforeTheMessageEnds(t *testing.T) {
 
 	// Coalescing: a long answer streamed at once (500 chunks of 12 bytes
 	// in the model's stream, one CLI line each) is a handful of delta
-	// events, and every CLI line is still kept, in order, in their raw
-	// lines.
+	// events that still hold every byte, in order.
 	long := strings.Repeat("0123456789a\n", 500)
 	e.model.Reset(modeltest.Text(long))
 	run, all = e.do("alice", sb.ID, "a long answer", agent.Options{NewSession: true})
@@ -374,13 +376,16 @@ func TestTextStreamsBeforeTheMessageEnds(t *testing.T) {
 		t.Fatalf("run = %+v", run)
 	}
 	deltas := find(all, agent.TypeTextDelta)
-	built, lines := "", 0
+	built = ""
 	for _, ev := range deltas {
-		built += decode[agent.DeltaData](t, ev).Text
-		lines += strings.Count(ev.Raw, "\n") + 1
+		d := decode[agent.DeltaData](t, ev)
+		if d.Offset != len(built) {
+			t.Fatalf("delta at offset %d after %d bytes", d.Offset, len(built))
+		}
+		built += d.Text
 	}
-	if built != long || lines != 500 {
-		t.Errorf("deltas rebuild %d of %d bytes from %d CLI lines (want 500)", len(built), len(long), lines)
+	if built != long {
+		t.Errorf("deltas rebuild %d of %d bytes", len(built), len(long))
 	}
 	if len(deltas) > 100 {
 		t.Errorf("%d text_delta events for 500 streamed chunks: not coalesced", len(deltas))
@@ -427,5 +432,114 @@ func TestUpstreamDownFailsFast(t *testing.T) {
 				t.Errorf("%s event or run error names %s, not the upstream %s: %s", ev.Type, addr, down, ev.Data)
 			}
 		}
+	}
+}
+
+// TestEveryHeadlessOption: each run option reaches the real CLI, read back
+// from what the CLI sent the model (system prompt, tools, model), from the
+// sandbox (env, cwd, settings), and from the sessions it resumes.
+func TestEveryHeadlessOption(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	sb := e.sandbox("alice")
+	e.exec("alice", sb.ID, "mkdir", "-p", "/workspace/sub/dir")
+
+	const secretValue = "s3cr3t-value-of-the-run"
+	e.model.Reset(modeltest.Bash("echo \"$RUN_VAR $SETTINGS_VAR\" > proof.txt; pwd >> proof.txt; echo "+secretValue), modeltest.Text("ok"))
+	r, evs := e.do("alice", sb.ID, "first", agent.Options{
+		NewSession:      true,
+		Model:           "claude-test-model",
+		FallbackModel:   "claude-test-fallback",
+		SystemPrompt:    "You are the options test.",
+		DisallowedTools: []string{"WebFetch", "WebSearch"},
+		MaxTurns:        5,
+		Cwd:             "sub/dir",
+		Env:             map[string]string{"RUN_VAR": secretValue},
+		Settings:        json.RawMessage(`{"env":{"SETTINGS_VAR":"from-settings"}}`),
+	})
+	if r.Status != agent.Succeeded {
+		t.Fatalf("run = %+v (events %v)", r, types(evs))
+	}
+	got, err := e.readFile("alice", sb.ID, "/workspace/sub/dir/proof.txt")
+	if err != nil || got != secretValue+" from-settings\n/workspace/sub/dir\n" {
+		t.Errorf("proof.txt = %q, %v; want env, settings env and cwd", got, err)
+	}
+	if st := decode[agent.StartedData](t, find(evs, agent.TypeStarted)[0]); st.Cwd != "/workspace/sub/dir" {
+		t.Errorf("run.started cwd %q", st.Cwd)
+	}
+	req := e.model.MessageRequests()[0]
+	var body struct {
+		Model  string          `json:"model"`
+		System json.RawMessage `json:"system"`
+		Tools  []struct {
+			Name string `json:"name"`
+		} `json:"tools"`
+	}
+	if err := json.Unmarshal(req.Body, &body); err != nil {
+		t.Fatal(err)
+	}
+	if body.Model != "claude-test-model" || !strings.Contains(string(body.System), "You are the options test.") {
+		t.Errorf("model %q, system %.300s", body.Model, body.System)
+	}
+	var names []string
+	for _, tl := range body.Tools {
+		names = append(names, tl.Name)
+	}
+	if slices.Contains(names, "WebFetch") || slices.Contains(names, "WebSearch") || !slices.Contains(names, "Bash") {
+		t.Errorf("tools sent to the model: %v; want Bash without WebFetch and WebSearch", names)
+	}
+	// The env value is a secret: neither in the events nor in the record.
+	for _, ev := range evs {
+		if strings.Contains(string(ev.Data), secretValue) || strings.Contains(ev.Raw, secretValue) {
+			t.Errorf("%s event holds the run's env value", ev.Type)
+		}
+	}
+	stored, err := e.svc.Get(context.Background(), "alice", r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(stored); strings.Contains(string(b), secretValue) || !slices.Equal(stored.Options.EnvKeys, []string{"RUN_VAR"}) {
+		t.Errorf("stored run %s", b)
+	}
+
+	// Sessions: a second, new session; then session_id resumes the first
+	// (same cwd), and fork_session resumes it under a new id.
+	e.model.Reset(modeltest.Text("second session"))
+	r2, _ := e.do("alice", sb.ID, "another topic", agent.Options{NewSession: true, Cwd: "/workspace/sub/dir"})
+	if r2.SessionID == "" || r2.SessionID == r.SessionID {
+		t.Fatalf("second run %+v", r2)
+	}
+	e.model.Reset(modeltest.Text("resumed"))
+	r3, _ := e.do("alice", sb.ID, "back to the first", agent.Options{SessionID: r.SessionID, Cwd: "sub/dir"})
+	if r3.Status != agent.Succeeded || r3.SessionID != r.SessionID || r3.ResumedFrom != r.SessionID {
+		t.Fatalf("resumed run %+v, want session %s", r3, r.SessionID)
+	}
+	if last := e.model.MessageRequests(); !strings.Contains(last[len(last)-1].Text(), "first") || strings.Contains(last[len(last)-1].Text(), "another topic") {
+		t.Errorf("the resumed request is not the first session's")
+	}
+	e.model.Reset(modeltest.Text("forked"))
+	r4, _ := e.do("alice", sb.ID, "fork it", agent.Options{SessionID: r.SessionID, ForkSession: true, Cwd: "sub/dir"})
+	if r4.Status != agent.Succeeded || r4.SessionID == r.SessionID || r4.SessionID == "" || r4.ResumedFrom != r.SessionID {
+		t.Errorf("forked run %+v, want a new session from %s", r4, r.SessionID)
+	}
+
+	// Bad options: each a field-named error before anything runs.
+	for field, o := range map[string]agent.Options{
+		"session_id":            {SessionID: "not-a-uuid"},
+		"cwd":                   {Cwd: "../../etc"},
+		"env.ANTHROPIC_API_KEY": {Env: map[string]string{"ANTHROPIC_API_KEY": "x"}},
+		"env.1BAD":              {Env: map[string]string{"1BAD": "x"}},
+		"settings":              {Settings: json.RawMessage(`[1]`)},
+		"disallowed_tools[0]":   {DisallowedTools: []string{"a,b"}},
+		"fork_session":          {ForkSession: true, NewSession: true},
+	} {
+		_, err := e.svc.Start(context.Background(), "alice", sb.ID, "x", o)
+		var fe *errs.Error
+		if !errors.As(err, &fe) || len(fe.Fields) == 0 || fe.Fields[0].Field != field {
+			t.Errorf("options %+v: err %v, want a field error naming %s", o, err, field)
+		}
+	}
+	_, err = e.svc.Start(context.Background(), "alice", sb.ID, "x", agent.Options{SessionID: "00000000-0000-4000-8000-000000000000"})
+	if !errors.Is(err, errs.ErrInvalid) || !strings.Contains(err.Error(), "session_id") {
+		t.Errorf("unknown session: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -14,9 +15,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"path"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -488,10 +493,28 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 		return Run{}, err
 	}
 	resume := ""
-	if !opts.NewSession {
+	switch {
+	case opts.SessionID != "":
+		// Only a session of this sandbox's own runs.
+		runs, err := s.store.ListRuns(ctx, sb.ID, 10000)
+		if err != nil {
+			return Run{}, err
+		}
+		if !slices.ContainsFunc(runs, func(r Run) bool { return r.SessionID == opts.SessionID }) {
+			return Run{}, errs.Field("session_id", "no run of this sandbox has this session")
+		}
+		resume = opts.SessionID
+	case !opts.NewSession:
 		if resume, err = s.store.LastSessionID(ctx, sb.ID); err != nil {
 			return Run{}, err
 		}
+	}
+	if opts.ForkSession && resume == "" {
+		return Run{}, errs.Field("fork_session", "this sandbox has no session to fork")
+	}
+	opts.EnvKeys = slices.Sorted(maps.Keys(opts.Env))
+	if opts.Cwd != "" {
+		opts.Cwd, _ = workspaceDir(opts.Cwd)
 	}
 	j.run = Run{
 		ID: "run_" + randHex(12), SandboxID: sb.ID, OwnerID: sb.OwnerID, Prompt: prompt, Options: opts,
@@ -565,7 +588,88 @@ func (s *Service) validate(prompt string, o Options) error {
 	if len(o.AppendSystemPrompt) > s.cfg.MaxPromptBytes || strings.ContainsRune(o.AppendSystemPrompt, 0) {
 		fs = append(fs, errs.FieldError{Field: "append_system_prompt", Reason: "too long or contains a NUL byte"})
 	}
+	if len(o.SystemPrompt) > s.cfg.MaxPromptBytes || strings.ContainsRune(o.SystemPrompt, 0) {
+		fs = append(fs, errs.FieldError{Field: "system_prompt", Reason: "too long or contains a NUL byte"})
+	}
+	if len(o.FallbackModel) > 200 || strings.ContainsAny(o.FallbackModel, "\x00\n ") {
+		fs = append(fs, errs.FieldError{Field: "fallback_model", Reason: "not a model name"})
+	} else if o.FallbackModel != "" && o.FallbackModel == o.Model {
+		fs = append(fs, errs.FieldError{Field: "fallback_model", Reason: "must differ from model"})
+	}
+	if len(o.DisallowedTools) > 100 {
+		fs = append(fs, errs.FieldError{Field: "disallowed_tools", Reason: "more than 100 entries"})
+	}
+	for i, t := range o.DisallowedTools {
+		if t == "" || len(t) > 200 || strings.ContainsAny(t, ",\x00\n") {
+			fs = append(fs, errs.FieldError{Field: fmt.Sprintf("disallowed_tools[%d]", i), Reason: "must be a tool name or pattern without commas"})
+		}
+	}
+	switch {
+	case o.SessionID != "" && !sessionRE.MatchString(o.SessionID):
+		fs = append(fs, errs.FieldError{Field: "session_id", Reason: "must be a session id (a UUID)"})
+	case o.SessionID != "" && o.NewSession:
+		fs = append(fs, errs.FieldError{Field: "new_session", Reason: "cannot be combined with session_id"})
+	case o.ForkSession && o.NewSession:
+		fs = append(fs, errs.FieldError{Field: "fork_session", Reason: "needs a session to fork: not with new_session"})
+	}
+	if o.Cwd != "" {
+		if _, ok := workspaceDir(o.Cwd); !ok {
+			fs = append(fs, errs.FieldError{Field: "cwd", Reason: "must be /workspace or a directory inside it"})
+		}
+	}
+	if len(o.Env) > 100 {
+		fs = append(fs, errs.FieldError{Field: "env", Reason: "more than 100 variables"})
+	}
+	size := 0
+	for _, k := range slices.Sorted(maps.Keys(o.Env)) {
+		v := o.Env[k]
+		size += len(k) + len(v)
+		switch {
+		case !envNameRE.MatchString(k):
+			fs = append(fs, errs.FieldError{Field: "env." + k, Reason: "not a variable name ([A-Za-z_][A-Za-z0-9_]*)"})
+		case reservedEnv(k):
+			fs = append(fs, errs.FieldError{Field: "env." + k, Reason: "set by the server (credentials, the CLI's config and home)"})
+		case strings.ContainsRune(v, 0):
+			fs = append(fs, errs.FieldError{Field: "env." + k, Reason: "contains a NUL byte"})
+		}
+	}
+	if size > 256<<10 {
+		fs = append(fs, errs.FieldError{Field: "env", Reason: "larger than 256 KiB"})
+	}
+	if len(o.Settings) > 0 {
+		var obj map[string]json.RawMessage
+		if len(o.Settings) > 64<<10 {
+			fs = append(fs, errs.FieldError{Field: "settings", Reason: "larger than 64 KiB"})
+		} else if json.Unmarshal(o.Settings, &obj) != nil || obj == nil {
+			fs = append(fs, errs.FieldError{Field: "settings", Reason: "must be a JSON object (Claude Code settings)"})
+		}
+	}
 	return errs.Fields(fs)
+}
+
+var (
+	sessionRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// reservedEnv reports whether the server sets variable k for the CLI
+// (credentials, gateway, config dir, home): a run may not override it.
+func reservedEnv(k string) bool {
+	u := strings.ToUpper(k)
+	return strings.HasPrefix(u, "ANTHROPIC_") || strings.HasPrefix(u, "CLAUDE_") || u == "HOME" || u == "IS_SANDBOX"
+}
+
+// workspaceDir resolves a run's cwd (absolute, or relative to
+// /workspace) and reports whether it is /workspace or inside it.
+func workspaceDir(p string) (string, bool) {
+	if strings.ContainsRune(p, 0) || len(p) > 4096 {
+		return "", false
+	}
+	if !path.IsAbs(p) {
+		p = path.Join("/workspace", p)
+	}
+	p = path.Clean(p)
+	return p, p == "/workspace" || strings.HasPrefix(p, "/workspace/")
 }
 
 // gatewayURL is the Anthropic base URL the sandbox's CLI uses.
@@ -690,7 +794,7 @@ func (s *Service) execute(ctx context.Context, j *job) {
 		s.readOutput(persist, j, pr, log)
 	}()
 	st, execErr := s.sbx.Exec(execCtx, j.run.OwnerID, j.run.SandboxID, sandbox.ExecRequest{
-		Argv: argv, Env: env, Dir: "/workspace", Stdout: pw, Stderr: stderr, Signals: sigs,
+		Argv: argv, Env: env, Dir: cmp.Or(j.run.Options.Cwd, "/workspace"), Stdout: pw, Stderr: stderr, Signals: sigs,
 	})
 	pw.Close()
 	<-readDone
@@ -727,7 +831,7 @@ func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog
 	// The agent may print its own credentials (a tool running `env`):
 	// they never reach the event log.
 	var secrets [][]byte
-	for _, sec := range []string{j.token, s.apiKey(j)} {
+	for _, sec := range append([]string{j.token, s.apiKey(j)}, slices.Collect(maps.Values(j.run.Options.Env))...) {
 		if len(sec) >= 8 {
 			secrets = append(secrets, []byte(sec))
 		}
@@ -741,6 +845,7 @@ func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog
 			gwHost = []byte(u.Host)
 		}
 	}
+	red := newRedactor(secrets)
 	lines := make(chan []byte, 256)
 	go func() {
 		defer close(lines)
@@ -796,7 +901,9 @@ func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog
 		select {
 		case line, ok = <-lines:
 			if !ok {
-				appendEvs(time.Now(), flush(nil))
+				out := flush(nil)
+				out = append(out, red.flush(Event{Time: s.now().UTC()})...)
+				appendEvs(time.Now(), out)
 				return
 			}
 		case <-timer.C:
@@ -820,6 +927,20 @@ func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog
 		s.observe(j, evs)
 		var out []Event
 		for _, ev := range evs {
+			if !isDelta(ev.Type) {
+				// Held ends of deltas go first, in order.
+				for _, held := range red.flush(ev) {
+					if pending != nil && mergeDelta(pending, held) {
+						continue
+					}
+					out = append(flush(out), held)
+				}
+			} else {
+				var ok bool
+				if ev, ok = red.delta(ev); !ok {
+					continue
+				}
+			}
 			if !isDelta(ev.Type) || window < 0 {
 				out = append(flush(out), ev)
 				continue

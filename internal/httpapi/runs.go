@@ -54,13 +54,21 @@ var runOps = []apiOp{
 }
 
 type claudeRequest struct {
-	Prompt             string   `json:"prompt"`
-	Model              string   `json:"model,omitempty"`
-	MaxTurns           int      `json:"max_turns,omitempty"`
-	PermissionMode     string   `json:"permission_mode,omitempty"`
-	AllowedTools       []string `json:"allowed_tools,omitempty"`
-	AppendSystemPrompt string   `json:"append_system_prompt,omitempty"`
-	NewSession         bool     `json:"new_session,omitempty"`
+	Prompt             string            `json:"prompt"`
+	Model              string            `json:"model,omitempty"`
+	FallbackModel      string            `json:"fallback_model,omitempty"`
+	MaxTurns           int               `json:"max_turns,omitempty"`
+	PermissionMode     string            `json:"permission_mode,omitempty"`
+	AllowedTools       []string          `json:"allowed_tools,omitempty"`
+	DisallowedTools    []string          `json:"disallowed_tools,omitempty"`
+	SystemPrompt       string            `json:"system_prompt,omitempty"`
+	AppendSystemPrompt string            `json:"append_system_prompt,omitempty"`
+	NewSession         bool              `json:"new_session,omitempty"`
+	SessionID          string            `json:"session_id,omitempty"`
+	ForkSession        bool              `json:"fork_session,omitempty"`
+	Cwd                string            `json:"cwd,omitempty"`
+	Env                map[string]string `json:"env,omitempty"`
+	Settings           json.RawMessage   `json:"settings,omitempty"`
 }
 
 type usageResponse struct {
@@ -132,8 +140,11 @@ func (s *server) handleClaude(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	run, err := svc.Start(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), req.Prompt, agent.Options{
-		Model: req.Model, MaxTurns: req.MaxTurns, PermissionMode: req.PermissionMode, AllowedTools: req.AllowedTools,
-		AppendSystemPrompt: req.AppendSystemPrompt, NewSession: req.NewSession,
+		Model: req.Model, FallbackModel: req.FallbackModel, MaxTurns: req.MaxTurns, PermissionMode: req.PermissionMode,
+		AllowedTools: req.AllowedTools, DisallowedTools: req.DisallowedTools,
+		SystemPrompt: req.SystemPrompt, AppendSystemPrompt: req.AppendSystemPrompt,
+		NewSession: req.NewSession, SessionID: req.SessionID, ForkSession: req.ForkSession,
+		Cwd: req.Cwd, Env: req.Env, Settings: req.Settings,
 	})
 	if err != nil {
 		return err

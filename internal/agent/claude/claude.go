@@ -63,9 +63,15 @@ func (c *CLI) Command(req agent.CommandRequest) ([]string, map[string]string) {
 	argv := []string{c.cfg.Bin, "-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages"}
 	if req.ResumeSession != "" {
 		argv = append(argv, "--resume", req.ResumeSession)
+		if o.ForkSession {
+			argv = append(argv, "--fork-session")
+		}
 	}
 	if o.Model != "" {
 		argv = append(argv, "--model", o.Model)
+	}
+	if o.FallbackModel != "" {
+		argv = append(argv, "--fallback-model", o.FallbackModel)
 	}
 	if o.MaxTurns > 0 {
 		argv = append(argv, "--max-turns", strconv.Itoa(o.MaxTurns))
@@ -82,8 +88,17 @@ func (c *CLI) Command(req agent.CommandRequest) ([]string, map[string]string) {
 	if len(o.AllowedTools) > 0 {
 		argv = append(argv, "--allowedTools="+strings.Join(o.AllowedTools, ","))
 	}
+	if len(o.DisallowedTools) > 0 {
+		argv = append(argv, "--disallowedTools="+strings.Join(o.DisallowedTools, ","))
+	}
+	if o.SystemPrompt != "" {
+		argv = append(argv, "--system-prompt", o.SystemPrompt)
+	}
 	if o.AppendSystemPrompt != "" {
 		argv = append(argv, "--append-system-prompt", o.AppendSystemPrompt)
+	}
+	if len(o.Settings) > 0 {
+		argv = append(argv, "--settings", string(o.Settings))
 	}
 	argv = append(argv, "--", req.Prompt)
 
@@ -91,6 +106,9 @@ func (c *CLI) Command(req agent.CommandRequest) ([]string, map[string]string) {
 	if env == nil {
 		env = map[string]string{}
 	}
+	// The run's own variables, then what the server sets (the service
+	// refuses runs that name those).
+	maps.Copy(env, o.Env)
 	env["CLAUDE_CONFIG_DIR"] = c.cfg.ConfigDir
 	env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
 	env["HOME"] = c.cfg.Home
