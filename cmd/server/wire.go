@@ -340,6 +340,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	gwMux := http.NewServeMux()
 	gwMux.Handle("/llm/anthropic", gw)
 	gwMux.Handle("/llm/anthropic/", gw)
+	gwMux.Handle(agent.ApprovalPath, runs.ApprovalHandler())
 	gwMux.Handle(gateway.OpenAIPrefix+"/", gateway.NewOpenAI(gw, "openai", llmCfg.Gateway.OpenAIBaseURL, llmCfg.Gateway.OpenAIKey, nil))
 	runs.SetGateway(gwMux)
 	d.runs, d.gateway = runs, gwMux

@@ -96,6 +96,10 @@ type Options struct {
 	// Settings is a Claude Code settings object (--settings), hooks
 	// included. Not stored: it may hold secrets (its env).
 	Settings json.RawMessage `json:"-"`
+	// Permissions settles tool calls by name and asks about the rest
+	// (approvals.go); with it, or with PermissionMode "ask", the run's
+	// tool calls wait for an answer.
+	Permissions *PermissionPolicy `json:"permissions,omitempty"`
 }
 
 // Run is the persisted record of one agent run.

@@ -13,6 +13,9 @@ type CommandRequest struct {
 	APIKey  string
 	// Root reports that the command runs as root in an isolated sandbox.
 	Root bool
+	// MCPConfig, when the run asks before tool calls, is the --mcp-config
+	// naming the approval server (ApprovalTool is its prompt tool).
+	MCPConfig string
 }
 
 // CLI adapts one agent CLI (Claude Code) to the run service.

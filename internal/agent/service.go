@@ -94,6 +94,9 @@ type Config struct {
 	// ones that follow within the window are merged into one event appended
 	// when it ends (default 50ms; negative: every delta is an event).
 	DeltaWindow time.Duration
+	// PermissionTimeout is how long a tool call waits for an answer
+	// before the run's default decision (default 5 minutes).
+	PermissionTimeout time.Duration
 }
 
 // Deps are the service's dependencies.
@@ -150,6 +153,7 @@ type Service struct {
 
 	mu        sync.Mutex
 	jobs      map[string]*job        // active runs of this process, by run ID
+	approvals map[string]*approvals  // pending tool approvals of those runs
 	listeners map[string]*gwListener // in-sandbox gateway listeners, by sandbox ID
 }
 
@@ -215,6 +219,9 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 	if cfg.MaxPromptBytes <= 0 {
 		cfg.MaxPromptBytes = 100 << 10
 	}
+	if cfg.PermissionTimeout <= 0 {
+		cfg.PermissionTimeout = 5 * time.Minute
+	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
@@ -233,6 +240,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 		hardStop:  make(chan struct{}),
 		quit:      make(chan struct{}),
 		jobs:      map[string]*job{},
+		approvals: map[string]*approvals{},
 		listeners: map[string]*gwListener{},
 	}
 	s.m = metrics{
@@ -636,6 +644,10 @@ func (s *Service) validate(prompt string, o Options) error {
 	if size > 256<<10 {
 		fs = append(fs, errs.FieldError{Field: "env", Reason: "larger than 256 KiB"})
 	}
+	fs = append(fs, validatePolicy(o.Permissions)...)
+	if o.asks() && s.cfg.Credentials == CredentialsDirect {
+		fs = append(fs, errs.FieldError{Field: "permission_mode", Reason: "approvals need the gateway (TECHBOSS_CLAUDE_CREDENTIALS=gateway)"})
+	}
 	if len(o.Settings) > 0 {
 		var obj map[string]json.RawMessage
 		if len(o.Settings) > 64<<10 {
@@ -722,8 +734,12 @@ func (s *Service) listener(ctx context.Context, sb *sandbox.Sandbox, nl sandbox.
 		return "", fmt.Errorf("open gateway listener in sandbox %s: %w", sb.ID, err)
 	}
 	id := sb.ID
+	gw := s.gateway()
+	mux := http.NewServeMux()
+	mux.Handle(ApprovalPath, s.ApprovalHandler())
+	mux.Handle("/", gw)
 	srv := &http.Server{
-		Handler:           s.gateway(),
+		Handler:           mux,
 		ReadHeaderTimeout: 30 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return context.WithValue(context.Background(), sandboxKey{}, id) },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -771,10 +787,16 @@ func (s *Service) execute(ctx context.Context, j *job) {
 		// The final state, retried, supersedes this one.
 		log.Warn("mark run running", "err", err)
 	}
-	argv, env := s.cli.Command(CommandRequest{
+	creq := CommandRequest{
 		Prompt: j.run.Prompt, Options: j.run.Options, ResumeSession: j.run.ResumedFrom,
 		BaseURL: j.baseURL, APIKey: s.apiKey(j), Root: s.cfg.Root,
-	})
+	}
+	if j.run.Options.asks() {
+		creq.MCPConfig, _ = mcpConfig(j.baseURL, j.token)
+		s.runApprovals(j.run.ID)
+		defer s.endApprovals(j.run.ID)
+	}
+	argv, env := s.cli.Command(creq)
 	execCtx, cancelExec := context.WithCancel(ctx)
 	defer cancelExec()
 	j.mu.Lock()

@@ -48,8 +48,9 @@ var runOps = []apiOp{
 	{Method: "POST", Path: "/sandbox/{id}/claude", Summary: "Start a Claude Code run and stream it: by default the original plain form (`data: <text line>`, tool activity lines, `data: [DONE]`); `?format=events` gives typed events (`event: <type>`, JSON data); every event has `id:` for Last-Event-ID. The run outlives the request; X-Run-ID names it. When the server stops before the run ends, the stream ends with an `event: restarting` (no id; JSON data with last_event_id): reconnect to GET /runs/{id}/events with Last-Event-ID", Request: claudeRequest{}, Stream: true},
 	{Method: "GET", Path: "/sandbox/{id}/runs", Summary: "The sandbox's runs, newest first", Response: []agent.Run{}},
 	{Method: "GET", Path: "/runs/{id}", Summary: "One run: status, prompt, session, timings, usage, cost, exit code, and snapshot_error while its after-run snapshot has failed and is being retried", Response: agent.Run{}},
-	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form. Event types (docs/run-events.md): run.started, text_delta, thinking_delta, tool_input_delta, text, tool_use, tool_result, retry, usage, error, result, snapshot_error (the after-run snapshot failed; the server retries it and clears the run's snapshot_error once one is stored), done. A stream the server stops before the run ends ends with `event: restarting` (no id): resume with Last-Event-ID", Stream: true},
+	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form. Event types (docs/run-events.md): run.started, text_delta, thinking_delta, tool_input_delta, text, tool_use, permission_request, permission_decision, tool_result, retry, usage, error, result, snapshot_error (the after-run snapshot failed; the server retries it and clears the run's snapshot_error once one is stored), done. A stream the server stops before the run ends ends with `event: restarting` (no id): resume with Last-Event-ID", Stream: true},
 	{Method: "POST", Path: "/runs/{id}/cancel", Summary: "Cancel a run: SIGINT, then SIGKILL after a grace period; it ends cancelled", Response: agent.Run{}},
+	{Method: "POST", Path: "/runs/{id}/permissions/{request_id}", Summary: "Answer a pending tool approval (a permission_request event of a run started with permission_mode \"ask\" or permissions): allow (optionally with updated_input replacing the tool's input) or deny (with a message the agent reads); remember \"run\" applies the answer to the tool for the rest of the run. The first answer wins: a later one is 409. Recorded as a permission_decision event naming who answered", Request: agent.Decision{}, Response: agent.PermissionDecisionData{}},
 	{Method: "GET", Path: "/usage", Summary: "Your LLM usage (tokens, cost) in [from, to) grouped by day, model or sandbox; admins may pass user", Response: usageResponse{}},
 }
 
@@ -69,6 +70,8 @@ type claudeRequest struct {
 	Cwd                string            `json:"cwd,omitempty"`
 	Env                map[string]string `json:"env,omitempty"`
 	Settings           json.RawMessage   `json:"settings,omitempty"`
+	// Permissions: approvals (docs/run-events.md).
+	Permissions *agent.PermissionPolicy `json:"permissions,omitempty"`
 }
 
 type usageResponse struct {
@@ -86,6 +89,7 @@ func (s *server) mountRuns(r chi.Router) {
 	r.Get("/runs/{id}", s.api(s.handleGetRun))
 	r.Get("/runs/{id}/events", s.api(s.handleRunEvents))
 	r.Post("/runs/{id}/cancel", s.api(s.handleCancelRun))
+	r.Post("/runs/{id}/permissions/{request_id}", s.api(s.handleDecide))
 	r.Get("/usage", s.api(s.handleUsage))
 }
 
@@ -144,7 +148,7 @@ func (s *server) handleClaude(w http.ResponseWriter, r *http.Request) error {
 		AllowedTools: req.AllowedTools, DisallowedTools: req.DisallowedTools,
 		SystemPrompt: req.SystemPrompt, AppendSystemPrompt: req.AppendSystemPrompt,
 		NewSession: req.NewSession, SessionID: req.SessionID, ForkSession: req.ForkSession,
-		Cwd: req.Cwd, Env: req.Env, Settings: req.Settings,
+		Cwd: req.Cwd, Env: req.Env, Settings: req.Settings, Permissions: req.Permissions,
 	})
 	if err != nil {
 		return err
@@ -601,6 +605,22 @@ func (s *server) handleGetRun(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, run)
+}
+
+func (s *server) handleDecide(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.runs()
+	if err != nil {
+		return err
+	}
+	var d agent.Decision
+	if err := decodeJSONLimit(r, &d, s.deps.MaxJSONBody); err != nil {
+		return err
+	}
+	out, err := svc.Decide(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), chi.URLParam(r, "request_id"), d)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
 func (s *server) handleCancelRun(w http.ResponseWriter, r *http.Request) error {

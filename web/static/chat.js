@@ -14,8 +14,11 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
   const cancel = h("button", { type: "button", class: "danger", hidden: true }, "Cancel run");
   const status = h("span", { class: "muted small", role: "status" });
   const err = errorBox("prompt");
+  // Ask before each tool call (approvals): permission_mode "ask".
+  const askBox = h("input", { type: "checkbox", name: "ask" });
+  const askLabel = h("label", { class: "small" }, askBox, " Ask before tools run");
   const form = h("form", { class: "composer", "aria-label": "Prompt" },
-    field("Prompt", prompt), h("div", { class: "row" }, send, cancel, status), err);
+    field("Prompt", prompt), h("div", { class: "row" }, send, cancel, askLabel, status), err);
   const historyList = h("ol", { class: "history small" });
   const historyErr = errorBox("history");
   const el = h("div", { class: "chat-layout" },
@@ -80,7 +83,8 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
     const view = new RunView(text);
     transcript.querySelector(".empty-chat")?.remove();
     transcript.append(view.el);
-    const stream = follow(view, { sandboxID, prompt: text }, true);
+    const body = askBox.checked ? { prompt: text, permission_mode: "ask" } : { prompt: text };
+    const stream = follow(view, { sandboxID, prompt: text, body }, true);
     setActive({ view, stream });
     prompt.value = "";
     status.textContent = "Starting…";
@@ -345,6 +349,12 @@ class RunView {
         if (d.is_error && d.result) this.notice("error", `Error: ${d.result}`, d.result);
         if (d.is_error) this.setState("error");
         break;
+      case "permission_request":
+        this.permissionRequest(d);
+        break;
+      case "permission_decision":
+        this.permissionDecision(d);
+        break;
       case "snapshot_error":
         // The workspace snapshot after the run failed; the server retries it.
         this.notice("snapshot-error", `Snapshot failed: ${d.error || "unknown error"}${d.retrying ? " (retrying in the background)" : ""}`, d.error);
@@ -360,6 +370,61 @@ class RunView {
         break;
       default:
         break;
+    }
+  }
+
+  /** permissionRequest shows a tool call waiting for an answer: what it does, Allow / Deny / Edit. */
+  permissionRequest(d) {
+    this.textBlock = null;
+    this.approvals = this.approvals || new Map();
+    if (this.approvals.has(d.request_id)) return;
+    const status = h("span", { class: "muted small", role: "status" }, `waiting for an answer (${d.on_timeout || "deny"} at ${new Date(d.expires_at).toLocaleTimeString()})`);
+    const err = errorBox(`perm-${d.request_id}`);
+    const msg = h("input", { type: "text", placeholder: "Reason (sent to the agent on Deny)", "aria-label": "Reason" });
+    const edit = h("textarea", { rows: 6, hidden: true, "aria-label": "Edited tool input (JSON)" }, JSON.stringify(d.input ?? {}, null, 2));
+    const remember = h("input", { type: "checkbox" });
+    const answer = async (behavior) => {
+      const body = { behavior };
+      if (behavior === "deny" && msg.value.trim()) body.message = msg.value.trim();
+      if (behavior === "allow" && !edit.hidden) {
+        try { body.updated_input = JSON.parse(edit.value); } catch (e) { showError(err, new Error(`The edited input is not JSON: ${e.message}`)); return; }
+      }
+      if (remember.checked) body.remember = "run";
+      await busy(allow, err, () => api("POST", `/runs/${encodeURIComponent(this.id)}/permissions/${encodeURIComponent(d.request_id)}`, body));
+    };
+    const allow = h("button", { type: "button", class: "primary", title: "Allow (a)", onclick: () => answer("allow") }, "Allow");
+    const deny = h("button", { type: "button", class: "danger", title: "Deny (d)", onclick: () => answer("deny") }, "Deny");
+    const editBtn = h("button", { type: "button", title: "Edit the input (e)", onclick: () => { edit.hidden = !edit.hidden; if (!edit.hidden) edit.focus(); } }, "Edit");
+    const buttons = h("div", { class: "row" }, allow, deny, editBtn, h("label", { class: "small" }, remember, ` Always for ${d.tool_name} in this run`));
+    const card = h("section", { class: "approval", tabindex: "0", "aria-label": `Approve ${d.tool_name}`, dataset: { request: d.request_id } },
+      h("h4", {}, `${d.tool_name} wants to run`),
+      h("pre", { class: "approval-summary" }, d.summary || JSON.stringify(d.input, null, 2)),
+      edit, msg, buttons, status, err);
+    // Keyboard: a allow, d deny, e edit (when the card has focus, not a field).
+    card.addEventListener("keydown", (e) => {
+      if (e.target !== card || e.ctrlKey || e.metaKey || e.altKey) return;
+      if (e.key === "a") { e.preventDefault(); answer("allow"); }
+      if (e.key === "d") { e.preventDefault(); answer("deny"); }
+      if (e.key === "e") { e.preventDefault(); editBtn.click(); }
+    });
+    this.approvals.set(d.request_id, { card, buttons, status, msg, edit });
+    this.body.append(card);
+    if (document.activeElement === document.body || !document.activeElement) card.focus();
+  }
+
+  /** permissionDecision marks a request decided (whoever answered first), or records a policy decision. */
+  permissionDecision(d) {
+    const a = d.request_id && this.approvals && this.approvals.get(d.request_id);
+    const who = d.source === "user" ? `by ${d.decided_by || "a user"}` : d.source === "timeout" ? "on timeout" : `by ${d.source}`;
+    const text = `${d.behavior === "allow" ? "Allowed" : "Denied"} ${who}${d.message ? `: ${d.message}` : ""}`;
+    if (a) {
+      a.buttons.remove(); a.msg.remove(); a.edit.hidden = true;
+      a.status.textContent = text;
+      a.card.classList.add(d.behavior === "allow" ? "allowed" : "denied");
+      return;
+    }
+    if (d.source === "policy" || d.source === "remembered") {
+      this.body.append(h("div", { class: `notice ${d.behavior === "allow" ? "info" : "error"} small` }, `${d.tool_name}: ${text}`));
     }
   }
 

@@ -20,7 +20,7 @@ const (
 )
 
 // PermissionModes are the values accepted for agent.Options.PermissionMode.
-var PermissionModes = []string{"default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"}
+var PermissionModes = []string{"default", "acceptEdits", "bypassPermissions", "plan", "dontAsk", "ask"}
 
 // Config configures the adapter.
 type Config struct {
@@ -77,6 +77,12 @@ func (c *CLI) Command(req agent.CommandRequest) ([]string, map[string]string) {
 		argv = append(argv, "--max-turns", strconv.Itoa(o.MaxTurns))
 	}
 	switch {
+	case req.MCPConfig != "":
+		// Tool calls wait for the approval server's answer.
+		argv = append(argv, "--mcp-config", req.MCPConfig, "--permission-prompt-tool", agent.ApprovalTool)
+		if o.PermissionMode != "" && o.PermissionMode != "ask" && o.PermissionMode != "bypassPermissions" {
+			argv = append(argv, "--permission-mode", o.PermissionMode)
+		}
 	case o.PermissionMode == "", o.PermissionMode == "bypassPermissions":
 		// The isolated sandbox is the permission boundary: tools run
 		// without prompts (a -p run cannot answer them anyway). As root

@@ -1,0 +1,195 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/modeltest"
+)
+
+// nextOf follows sub until an event of type typ and returns it.
+func nextOf(t *testing.T, ctx context.Context, sub *agent.Subscription, typ string, seen *[]agent.Event) agent.Event {
+	t.Helper()
+	for {
+		for _, ev := range *seen {
+			if ev.Type == typ {
+				*seen = slicesDelete(*seen, ev.Seq)
+				return ev
+			}
+		}
+		more, err := sub.Next(ctx)
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", typ, err)
+		}
+		*seen = append(*seen, more...)
+	}
+}
+
+func slicesDelete(evs []agent.Event, seq int64) []agent.Event {
+	out := evs[:0]
+	for _, ev := range evs {
+		if ev.Seq > seq {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// TestApprovals drives the real CLI through tool approvals: a call
+// allowed, denied with a message, allowed with edited input, timed out,
+// settled by policy, and remembered for the run; the first answer wins.
+func TestApprovals(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	sb := e.sandbox("alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	// start runs prompt with o and returns the run and a subscription.
+	start := func(o agent.Options, replies ...modeltest.Reply) (agent.Run, *agent.Subscription, *[]agent.Event) {
+		t.Helper()
+		e.model.Reset(replies...)
+		o.NewSession = true
+		r := e.start("alice", sb.ID, "do it", o)
+		sub, err := e.svc.Subscribe(ctx, "alice", r.ID, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sub.Close)
+		return r, sub, &[]agent.Event{}
+	}
+	ask := agent.Options{PermissionMode: "ask"}
+
+	t.Run("allowed", func(t *testing.T) {
+		r, sub, seen := start(ask, modeltest.Bash("echo approved > /workspace/allowed.txt"), modeltest.Text("done"))
+		req := decode[agent.PermissionRequestData](t, nextOf(t, ctx, sub, agent.TypePermissionRequest, seen))
+		if req.ToolName != "Bash" || !strings.Contains(req.Summary, "$ echo approved > /workspace/allowed.txt") || req.RequestID == "" {
+			t.Fatalf("request %+v", req)
+		}
+		// Nothing ran before the answer.
+		if _, err := e.readFile("alice", sb.ID, "/workspace/allowed.txt"); err == nil {
+			t.Fatal("the command ran before it was allowed")
+		}
+		// Another user cannot answer; the owner can, once.
+		if _, err := e.svc.Decide(ctx, "bob", r.ID, req.RequestID, agent.Decision{Behavior: "allow"}); !errors.Is(err, errs.ErrNotFound) {
+			t.Errorf("bob's answer: %v, want not found", err)
+		}
+		if _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "allow"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "deny"}); !errors.Is(err, errs.ErrConflict) {
+			t.Errorf("second answer: %v, want conflict", err)
+		}
+		dec := decode[agent.PermissionDecisionData](t, nextOf(t, ctx, sub, agent.TypePermissionDecision, seen))
+		if dec.Behavior != "allow" || dec.Source != "user" || dec.DecidedBy != "alice" || dec.RequestID != req.RequestID {
+			t.Errorf("decision %+v", dec)
+		}
+		run, _ := e.wait("alice", r.ID)
+		if got, err := e.readFile("alice", sb.ID, "/workspace/allowed.txt"); run.Status != agent.Succeeded || err != nil || got != "approved\n" {
+			t.Errorf("run %s, allowed.txt %q %v", run.Status, got, err)
+		}
+	})
+
+	t.Run("denied with a message", func(t *testing.T) {
+		r, sub, seen := start(ask, modeltest.Write("/workspace/denied.txt", "nope\n"), modeltest.Text("ok, not writing"))
+		req := decode[agent.PermissionRequestData](t, nextOf(t, ctx, sub, agent.TypePermissionRequest, seen))
+		if req.ToolName != "Write" || !strings.Contains(req.Summary, "write /workspace/denied.txt") || !strings.Contains(req.Summary, "+ nope") {
+			t.Fatalf("request %+v", req)
+		}
+		if _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "deny", Message: "not that file"}); err != nil {
+			t.Fatal(err)
+		}
+		run, evs := e.wait("alice", r.ID)
+		if _, err := e.readFile("alice", sb.ID, "/workspace/denied.txt"); err == nil {
+			t.Error("the denied file was written")
+		}
+		res := find(evs, agent.TypeToolResult)
+		if run.Status != agent.Succeeded || len(res) != 1 || !strings.Contains(decode[agent.ToolResultData](t, res[0]).Content, "not that file") {
+			t.Errorf("run %s; the agent did not read the denial: %v", run.Status, types(evs))
+		}
+	})
+
+	t.Run("allowed with edited input", func(t *testing.T) {
+		r, sub, seen := start(ask, modeltest.Bash("echo original > /workspace/edited.txt"), modeltest.Text("done"))
+		req := decode[agent.PermissionRequestData](t, nextOf(t, ctx, sub, agent.TypePermissionRequest, seen))
+		edited := json.RawMessage(`{"command":"echo edited > /workspace/edited.txt","description":"edited by the reviewer"}`)
+		if _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "allow", UpdatedInput: edited}); err != nil {
+			t.Fatal(err)
+		}
+		e.wait("alice", r.ID)
+		if got, err := e.readFile("alice", sb.ID, "/workspace/edited.txt"); err != nil || got != "edited\n" {
+			t.Errorf("edited.txt %q %v, want the edited command's output", got, err)
+		}
+	})
+
+	t.Run("timed out", func(t *testing.T) {
+		o := agent.Options{Permissions: &agent.PermissionPolicy{TimeoutSeconds: 1}}
+		r, sub, seen := start(o, modeltest.Bash("echo late > /workspace/late.txt"), modeltest.Text("gave up"))
+		nextOf(t, ctx, sub, agent.TypePermissionRequest, seen)
+		dec := decode[agent.PermissionDecisionData](t, nextOf(t, ctx, sub, agent.TypePermissionDecision, seen))
+		if dec.Behavior != "deny" || dec.Source != "timeout" || !strings.Contains(dec.Message, "no answer within 1s") {
+			t.Errorf("decision %+v", dec)
+		}
+		e.wait("alice", r.ID)
+		if _, err := e.readFile("alice", sb.ID, "/workspace/late.txt"); err == nil {
+			t.Error("a timed-out call ran")
+		}
+	})
+
+	t.Run("policy and remembered", func(t *testing.T) {
+		o := agent.Options{Permissions: &agent.PermissionPolicy{Allow: []string{"Bash"}, Deny: []string{"Write"}}}
+		r, _, _ := start(o, modeltest.Bash("echo by-policy > /workspace/policy.txt"), modeltest.Write("/workspace/never.txt", "x"), modeltest.Text("done"))
+		_, evs := e.wait("alice", r.ID)
+		if n := len(find(evs, agent.TypePermissionRequest)); n != 0 {
+			t.Errorf("%d requests under a policy that settles every call", n)
+		}
+		var srcs []string
+		for _, ev := range find(evs, agent.TypePermissionDecision) {
+			d := decode[agent.PermissionDecisionData](t, ev)
+			srcs = append(srcs, d.ToolName+":"+d.Behavior+":"+d.Source)
+		}
+		if strings.Join(srcs, " ") != "Bash:allow:policy Write:deny:policy" {
+			t.Errorf("decisions %v", srcs)
+		}
+		if got, _ := e.readFile("alice", sb.ID, "/workspace/policy.txt"); got != "by-policy\n" {
+			t.Errorf("policy.txt %q", got)
+		}
+		if _, err := e.readFile("alice", sb.ID, "/workspace/never.txt"); err == nil {
+			t.Error("a denied Write ran")
+		}
+
+		// Remember "run": the second Bash call is not asked about.
+		r, sub, seen := start(ask, modeltest.Bash("echo one >> /workspace/twice.txt"), modeltest.Bash("echo two >> /workspace/twice.txt"), modeltest.Text("done"))
+		req := decode[agent.PermissionRequestData](t, nextOf(t, ctx, sub, agent.TypePermissionRequest, seen))
+		if _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "allow", Remember: "run"}); err != nil {
+			t.Fatal(err)
+		}
+		_, evs = e.wait("alice", r.ID)
+		decs := find(evs, agent.TypePermissionDecision)
+		if len(find(evs, agent.TypePermissionRequest)) != 1 || len(decs) != 2 || decode[agent.PermissionDecisionData](t, decs[1]).Source != "remembered" {
+			t.Errorf("events %v", types(evs))
+		}
+		if got, _ := e.readFile("alice", sb.ID, "/workspace/twice.txt"); got != "one\ntwo\n" {
+			t.Errorf("twice.txt %q", got)
+		}
+	})
+
+	t.Run("bad answers", func(t *testing.T) {
+		for field, d := range map[string]agent.Decision{
+			"behavior":      {Behavior: "maybe"},
+			"updated_input": {Behavior: "deny", UpdatedInput: json.RawMessage(`{}`)},
+			"remember":      {Behavior: "allow", Remember: "forever"},
+		} {
+			_, err := e.svc.Decide(ctx, "alice", "run_x", "perm_x", d)
+			var fe *errs.Error
+			if !errors.As(err, &fe) || len(fe.Fields) == 0 || fe.Fields[0].Field != field {
+				t.Errorf("%+v: %v, want a field error naming %s", d, err, field)
+			}
+		}
+	})
+}
