@@ -79,6 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		Sandboxes:      dom.sandboxes,
 		Snapshots:      dom.snapshots,
 		Runs:           dom.runs,
+		Secrets:        dom.secrets,
 		Gateway:        dom.gateway,
 		LLM:            dom.llm,
 		Logger:         log,

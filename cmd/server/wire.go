@@ -36,6 +36,7 @@ import (
 	"github.com/techbossai/techboss/internal/sandbox/local"
 	"github.com/techbossai/techboss/internal/sandbox/local/netpolicy"
 	"github.com/techbossai/techboss/internal/sandbox/modal"
+	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store"
 )
@@ -96,6 +97,7 @@ type domains struct {
 	runs      *agent.Service
 	gateway   http.Handler
 	llm       *httpapi.LLMDeps
+	secrets   *secrets.Store
 	// ready are the checks /readyz runs besides the database's.
 	ready []httpapi.ReadyCheck
 	// runners are started by run() and return when ctx is done.
@@ -286,6 +288,15 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			return nil
 		}
 	}
+	key, err := secrets.LoadKey(cfg.SecretKey.Reveal(), cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	secretStore, err := secrets.New(db, key)
+	if err != nil {
+		return nil, err
+	}
+	d.secrets = secretStore
 	runs, err = agent.NewService(agent.Config{
 		Credentials: cfg.ClaudeCredentials, PublicURL: cfg.PublicURL,
 		UpstreamBaseURL: getenv("ANTHROPIC_BASE_URL"), UpstreamAPIKey: string(cfg.AnthropicAPIKey),
@@ -299,7 +310,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		},
 	}, agent.Deps{
 		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin, Env: map[string]string{"CLAUDE_CODE_MAX_RETRIES": strconv.Itoa(cfg.ClaudeMaxRetries)}}), Sandboxes: mgr,
-		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(),
+		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(), Secrets: secretStore,
 	})
 	if err != nil {
 		return nil, err
@@ -341,6 +352,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	gwMux.Handle("/llm/anthropic", gw)
 	gwMux.Handle("/llm/anthropic/", gw)
 	gwMux.Handle(agent.ApprovalPath, runs.ApprovalHandler())
+	gwMux.Handle(agent.MCPProxyPath, runs.MCPProxyHandler())
 	gwMux.Handle(gateway.OpenAIPrefix+"/", gateway.NewOpenAI(gw, "openai", llmCfg.Gateway.OpenAIBaseURL, llmCfg.Gateway.OpenAIKey, nil))
 	runs.SetGateway(gwMux)
 	d.runs, d.gateway = runs, gwMux

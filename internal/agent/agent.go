@@ -100,6 +100,10 @@ type Options struct {
 	// (approvals.go); with it, or with PermissionMode "ask", the run's
 	// tool calls wait for an answer.
 	Permissions *PermissionPolicy `json:"permissions,omitempty"`
+	// MCPServers are the run's MCP servers (mcpservers.go). Not stored:
+	// MCPServerNames records their names.
+	MCPServers     map[string]MCPServer `json:"-"`
+	MCPServerNames []string             `json:"mcp_servers,omitempty"`
 }
 
 // Run is the persisted record of one agent run.

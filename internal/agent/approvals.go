@@ -225,9 +225,7 @@ func (s *Service) ApprovalHandler() http.Handler {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		p, err := s.AuthenticateRunToken(r.Context(), tok)
 		if !ok || err != nil || p.RunID == "" {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = w.Write([]byte(`{"error":{"code":"unauthenticated","message":"a run token is required"}}`))
+			denyRunToken(w, err)
 			return
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
@@ -414,16 +412,26 @@ func prefixLines(p, s string) string {
 	return strings.Join(lines, "\n")
 }
 
-// mcpConfig is the --mcp-config of a run that asks: the approval server
-// beside the gateway at baseURL (…/llm/anthropic), with the run's token.
-func mcpConfig(baseURL, token string) (string, bool) {
+// gatewayBase is the gateway listener's base URL from the run's
+// Anthropic base URL (…/llm/anthropic).
+func gatewayBase(baseURL string) (string, bool) {
 	i := strings.LastIndex(baseURL, "/llm/anthropic")
 	if i < 0 {
 		return "", false
 	}
-	u := baseURL[:i] + ApprovalPath
-	b, _ := json.Marshal(map[string]any{"mcpServers": map[string]any{"techboss": map[string]any{
-		"type": "http", "url": u, "headers": map[string]string{"Authorization": "Bearer " + token},
-	}}})
-	return string(b), true
+	return baseURL[:i], true
+}
+
+// denyRunToken answers a request whose run token did not authenticate:
+// 503 with Retry-After when the database could not be asked, else 401.
+func denyRunToken(w http.ResponseWriter, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if errs.KindOf(err) == errs.Unavailable {
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"code":"unavailable","message":"the database is unreachable; retry shortly"}`))
+		return
+	}
+	w.WriteHeader(http.StatusUnauthorized)
+	_, _ = w.Write([]byte(`{"code":"unauthenticated","message":"a run token is required"}`))
 }

@@ -13,9 +13,11 @@ type CommandRequest struct {
 	APIKey  string
 	// Root reports that the command runs as root in an isolated sandbox.
 	Root bool
-	// MCPConfig, when the run asks before tool calls, is the --mcp-config
-	// naming the approval server (ApprovalTool is its prompt tool).
+	// MCPConfig is the --mcp-config of the run's MCP servers (the
+	// approval server among them when Ask).
 	MCPConfig string
+	// Ask: tool calls wait for the approval server (ApprovalTool).
+	Ask bool
 }
 
 // CLI adapts one agent CLI (Claude Code) to the run service.

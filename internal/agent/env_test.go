@@ -27,6 +27,7 @@ import (
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
 	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
+	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/store"
 )
 
@@ -51,15 +52,16 @@ const toolsMountTarget = "/opt/techboss/claude"
 // sandbox Manager, the run service with the real Claude CLI, the gateway,
 // and a scripted model server as the upstream.
 type env struct {
-	t      testing.TB
-	db     *store.DB
-	mgr    *sandbox.Manager
-	drv    *local.Driver
-	svc    *agent.Service
-	gw     *gateway.Gateway
-	model  *modeltest.Server
-	prices map[string]llm.Price
-	reg    *prometheus.Registry
+	t       testing.TB
+	db      *store.DB
+	mgr     *sandbox.Manager
+	drv     *local.Driver
+	svc     *agent.Service
+	gw      *gateway.Gateway
+	model   *modeltest.Server
+	prices  map[string]llm.Price
+	reg     *prometheus.Registry
+	secrets *secrets.Store
 }
 
 type envOpts struct {
@@ -135,8 +137,11 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 	if o.feed {
 		feed = db.RunFeed()
 	}
+	if e.secrets, err = secrets.New(db, bytes.Repeat([]byte{7}, 32)); err != nil {
+		t.Fatal(err)
+	}
 	e.svc, err = agent.NewService(cfg, agent.Deps{
-		Store: db, Sandboxes: mgr, AfterRun: afterRun, Metrics: e.reg, Feed: feed,
+		Store: db, Sandboxes: mgr, AfterRun: afterRun, Metrics: e.reg, Feed: feed, Secrets: e.secrets,
 		CLI:    claude.New(claude.Config{Bin: filepath.Join(toolsMountTarget, rel), Env: cliEnv}),
 		Logger: slog.New(slog.DiscardHandler),
 	})

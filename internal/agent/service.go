@@ -121,21 +121,25 @@ type Deps struct {
 	// Feed connects the event hub to the other replicas (nil: this process
 	// is the only one); see Hub.
 	Feed Feed
+	// Secrets resolves the "${secret:NAME}" references of runs' MCP
+	// servers (nil: runs may not name secrets).
+	Secrets SecretRevealer
 }
 
 // Service starts, follows, cancels and recovers agent runs. Runs live on
 // the context given to Run, never on a request's: a client that goes away
 // does not stop its run.
 type Service struct {
-	cfg   Config
-	store Store
-	cli   CLI
-	sbx   Sandboxes
-	gw    http.Handler
-	log   *slog.Logger
-	now   func() time.Time
-	hub   *Hub
-	m     metrics
+	cfg     Config
+	store   Store
+	cli     CLI
+	sbx     Sandboxes
+	gw      http.Handler
+	secrets SecretRevealer
+	log     *slog.Logger
+	now     func() time.Time
+	hub     *Hub
+	m       metrics
 	// afterRun is Deps.AfterRun.
 	afterRun func(ctx context.Context, r Run) error
 	// quit is closed when Run begins to shut down; bg runs the background
@@ -180,6 +184,12 @@ type job struct {
 	result      *ResultData
 	sawError    string
 	appendError error
+
+	// The run's MCP servers: the CLI's --mcp-config, the remote servers
+	// the proxy reaches, and the secret values they revealed.
+	mcpConfig string
+	mcpRemote map[string]remoteMCP
+	revealed  []string
 }
 
 type metrics struct {
@@ -230,7 +240,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 		d.Now = time.Now
 	}
 	s := &Service{
-		cfg: cfg, store: d.Store, cli: d.CLI, sbx: d.Sandboxes, gw: d.Gateway, log: d.Logger, now: d.Now,
+		cfg: cfg, store: d.Store, cli: d.CLI, sbx: d.Sandboxes, gw: d.Gateway, secrets: d.Secrets, log: d.Logger, now: d.Now,
 		afterRun:  d.AfterRun,
 		replica:   "rep_" + randHex(8),
 		hub:       NewHub(d.Store, d.Now, d.Feed),
@@ -521,6 +531,26 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 		return Run{}, errs.Field("fork_session", "this sandbox has no session to fork")
 	}
 	opts.EnvKeys = slices.Sorted(maps.Keys(opts.Env))
+	opts.MCPServerNames = slices.Sorted(maps.Keys(opts.MCPServers))
+	if s.cfg.Credentials == CredentialsGateway {
+		j.token = "tbr_" + randToken()
+	}
+	if len(opts.MCPServers) > 0 || opts.asks() {
+		base, ok := gatewayBase(j.baseURL)
+		if !ok {
+			return Run{}, errs.Field("mcp_servers", "this sandbox's gateway cannot serve MCP servers")
+		}
+		cfg, remotes, revealed, err := s.resolveMCP(ctx, sb.OwnerID, opts.MCPServers, base, j.token)
+		if err != nil {
+			return Run{}, err
+		}
+		if opts.asks() {
+			cfg["techboss"] = map[string]any{"type": "http", "url": base + ApprovalPath,
+				"headers": map[string]string{"Authorization": "Bearer " + j.token}}
+		}
+		b, _ := json.Marshal(map[string]any{"mcpServers": cfg})
+		j.mcpConfig, j.mcpRemote, j.revealed = string(b), remotes, revealed
+	}
 	if opts.Cwd != "" {
 		opts.Cwd, _ = workspaceDir(opts.Cwd)
 	}
@@ -534,7 +564,6 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 		return Run{}, err
 	}
 	if s.cfg.Credentials == CredentialsGateway {
-		j.token = "tbr_" + randToken()
 		if err := s.store.CreateRunToken(ctx, RunToken{Hash: HashToken(j.token), RunID: j.run.ID, SandboxID: sb.ID, UserID: sb.OwnerID, CreatedAt: j.run.CreatedAt}); err != nil {
 			s.abandon(ctx, j, err)
 			return Run{}, err
@@ -645,6 +674,10 @@ func (s *Service) validate(prompt string, o Options) error {
 		fs = append(fs, errs.FieldError{Field: "env", Reason: "larger than 256 KiB"})
 	}
 	fs = append(fs, validatePolicy(o.Permissions)...)
+	fs = append(fs, validateMCP(o.MCPServers)...)
+	if len(o.MCPServers) > 0 && s.cfg.Credentials == CredentialsDirect {
+		fs = append(fs, errs.FieldError{Field: "mcp_servers", Reason: "MCP servers need the gateway (TECHBOSS_CLAUDE_CREDENTIALS=gateway)"})
+	}
 	if o.asks() && s.cfg.Credentials == CredentialsDirect {
 		fs = append(fs, errs.FieldError{Field: "permission_mode", Reason: "approvals need the gateway (TECHBOSS_CLAUDE_CREDENTIALS=gateway)"})
 	}
@@ -737,6 +770,7 @@ func (s *Service) listener(ctx context.Context, sb *sandbox.Sandbox, nl sandbox.
 	gw := s.gateway()
 	mux := http.NewServeMux()
 	mux.Handle(ApprovalPath, s.ApprovalHandler())
+	mux.Handle(MCPProxyPath, s.MCPProxyHandler())
 	mux.Handle("/", gw)
 	srv := &http.Server{
 		Handler:           mux,
@@ -791,8 +825,9 @@ func (s *Service) execute(ctx context.Context, j *job) {
 		Prompt: j.run.Prompt, Options: j.run.Options, ResumeSession: j.run.ResumedFrom,
 		BaseURL: j.baseURL, APIKey: s.apiKey(j), Root: s.cfg.Root,
 	}
+	creq.MCPConfig = j.mcpConfig
 	if j.run.Options.asks() {
-		creq.MCPConfig, _ = mcpConfig(j.baseURL, j.token)
+		creq.Ask = true
 		s.runApprovals(j.run.ID)
 		defer s.endApprovals(j.run.ID)
 	}
@@ -853,7 +888,7 @@ func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog
 	// The agent may print its own credentials (a tool running `env`):
 	// they never reach the event log.
 	var secrets [][]byte
-	for _, sec := range append([]string{j.token, s.apiKey(j)}, slices.Collect(maps.Values(j.run.Options.Env))...) {
+	for _, sec := range slices.Concat([]string{j.token, s.apiKey(j)}, slices.Collect(maps.Values(j.run.Options.Env)), j.revealed) {
 		if len(sec) >= 8 {
 			secrets = append(secrets, []byte(sec))
 		}

@@ -55,6 +55,7 @@ type Config struct {
 
 	ClaudeBin           string        // TECHBOSS_CLAUDE_BIN: host path of the Claude Code CLI mounted into sandboxes
 	ClaudeMaxRetries    int           // TECHBOSS_CLAUDE_MAX_RETRIES: the CLI's retries of a failed model call
+	SecretKey           auth.Secret   // TECHBOSS_SECRET_KEY: seals users' secrets (32 bytes, hex or base64)
 	ClaudeMuslBin       string        // TECHBOSS_CLAUDE_MUSL_BIN: the CLI's -musl build, for musl images
 	SandboxInit         string        // TECHBOSS_SANDBOX_INIT: the static techboss-sandbox-init helper
 	MaxSandboxesPerUser int           // TECHBOSS_MAX_SANDBOXES_PER_USER
@@ -108,6 +109,7 @@ func (c *Config) settings() []setting {
 		{"S3_REGION", "s3-region", "", "S3 region (empty: from the AWS configuration)", str(&c.S3Region)},
 		{"TECHBOSS_S3_SWEEP_INTERVAL", "s3-sweep-interval", "10m", "how often to abort our unfinished S3 multipart uploads older than an hour (0: never)", duration(&c.S3SweepInterval)},
 		{"TECHBOSS_CLAUDE_BIN", "claude-bin", "", "host path of the Claude Code CLI (default: ./.tools/claude/node_modules/.bin/claude)", str(&c.ClaudeBin)},
+		{"TECHBOSS_SECRET_KEY", "secret-key", "", "key sealing users' secrets at rest: 32 bytes as 64 hex digits or base64 (empty: a key made once in <data-dir>/secret.key; replicas must share one)", secret(&c.SecretKey)},
 		{"TECHBOSS_CLAUDE_MAX_RETRIES", "claude-max-retries", "2", "retries of a failed model call by the Claude Code CLI (its own default, 10, takes ~3 minutes to give up)", count(&c.ClaudeMaxRetries)},
 		{"TECHBOSS_CLAUDE_MUSL_BIN", "claude-musl-bin", "", "host path of the Claude Code CLI's -musl build, for musl images (default: ./.tools/claude-musl/...)", str(&c.ClaudeMuslBin)},
 		{"TECHBOSS_SANDBOX_INIT", "sandbox-init", "", "path of techboss-sandbox-init (default: next to the server binary, then PATH)", str(&c.SandboxInit)},

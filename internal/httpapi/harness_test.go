@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/store"
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
@@ -96,8 +97,12 @@ func newHarness(t *testing.T, opts ...func(*auth.Options)) *harness {
 		f(&o)
 	}
 	h.auth = auth.New(o)
+	sec, err := secrets.New(h.db, bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.srv = httptest.NewServer(NewServer(Deps{
-		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
+		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test", Secrets: sec,
 	}))
 	t.Cleanup(h.srv.Close)
 	return h

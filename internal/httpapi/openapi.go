@@ -37,6 +37,7 @@ func apiOps() [][]apiOp {
 		llmOps,
 		runOps,
 		snapshotOps,
+		secretOps,
 		pprofOps,
 	}
 }

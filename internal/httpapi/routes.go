@@ -37,6 +37,7 @@ func (s *server) routes() http.Handler {
 		s.mountLLM(r)
 		s.mountRuns(r)
 		s.mountSnapshots(r)
+		s.mountSecrets(r)
 		s.mountPprof(r)
 	})
 	return r

@@ -72,6 +72,9 @@ type claudeRequest struct {
 	Settings           json.RawMessage   `json:"settings,omitempty"`
 	// Permissions: approvals (docs/run-events.md).
 	Permissions *agent.PermissionPolicy `json:"permissions,omitempty"`
+	// MCPServers: stdio servers run in the sandbox, http ones through
+	// the server's proxy; values may name secrets, "${secret:NAME}".
+	MCPServers map[string]agent.MCPServer `json:"mcp_servers,omitempty"`
 }
 
 type usageResponse struct {
@@ -118,6 +121,10 @@ var gatewayOps = []apiOp{
 	{Method: "POST", Path: "/llm/openai/v1/chat/completions", Summary: "OpenAI Chat Completions passthrough, byte-faithful, metered; Bearer run-scoped or API token", Public: true, Stream: true},
 	{Method: "POST", Path: "/llm/openai/v1/responses", Summary: "OpenAI Responses passthrough, byte-faithful, metered; Bearer run-scoped or API token", Public: true, Stream: true},
 	{Method: "GET", Path: "/llm/openai/v1/models", Summary: "OpenAI model list passthrough", Public: true},
+	{Method: "POST", Path: "/llm/mcp", Summary: "The approval MCP server (streamable HTTP, stateless) that runs with permission_mode \"ask\" or permissions call as their permission prompt tool; Bearer run-scoped token", Public: true, Stream: true},
+	{Method: "POST", Path: "/llm/mcp-proxy/{name}", Summary: "A run's remote MCP server, proxied: the server adds the configured headers (with the secrets they name) and forwards to the server's URL, so the credentials never enter the sandbox; Bearer run-scoped token", Public: true, Stream: true},
+	{Method: "GET", Path: "/llm/mcp-proxy/{name}", Summary: "A run's remote MCP server, proxied (the streamable HTTP GET stream)", Public: true, Stream: true},
+	{Method: "DELETE", Path: "/llm/mcp-proxy/{name}", Summary: "A run's remote MCP server, proxied (session end)", Public: true},
 }
 
 func (s *server) runs() (*agent.Service, error) {
@@ -148,7 +155,7 @@ func (s *server) handleClaude(w http.ResponseWriter, r *http.Request) error {
 		AllowedTools: req.AllowedTools, DisallowedTools: req.DisallowedTools,
 		SystemPrompt: req.SystemPrompt, AppendSystemPrompt: req.AppendSystemPrompt,
 		NewSession: req.NewSession, SessionID: req.SessionID, ForkSession: req.ForkSession,
-		Cwd: req.Cwd, Env: req.Env, Settings: req.Settings, Permissions: req.Permissions,
+		Cwd: req.Cwd, Env: req.Env, Settings: req.Settings, Permissions: req.Permissions, MCPServers: req.MCPServers,
 	})
 	if err != nil {
 		return err

@@ -95,3 +95,44 @@ func dumpTable(t *testing.T, h *harness, table string) string {
 	}
 	return b.String()
 }
+
+// TestSecretStore: a secret is written, listed by name only, never
+// returned nor logged nor stored in plain text, per user, and deleted;
+// bad names and values are field errors.
+func TestSecretStore(t *testing.T) {
+	h := newHarness(t)
+	h.createUser("ann@example.com", auth.RoleMember)
+	h.createUser("ben@example.com", auth.RoleMember)
+	ann, ben := h.mustLogin("ann@example.com"), h.mustLogin("ben@example.com")
+	const value = "ghp_secret-value-for-the-store-0123"
+	wantStatus(t, h.do(ann, "PUT", "/secrets/github_token", map[string]string{"value": value}), 204)
+	r := h.do(ann, "GET", "/secrets", nil)
+	wantStatus(t, r, 200)
+	if strings.Contains(string(r.body), value) || !strings.Contains(string(r.body), `"name":"github_token"`) {
+		t.Errorf("list %s", r.body)
+	}
+	if r := h.do(ben, "GET", "/secrets", nil); strings.TrimSpace(string(r.body)) != `{"data":[]}` {
+		t.Errorf("ben sees %s", r.body)
+	}
+	wantStatus(t, h.do(ben, "DELETE", "/secrets/github_token", nil), 404)
+	for _, bad := range []struct{ path, body, field string }{
+		{"/secrets/bad%20name", `{"value":"x"}`, "name"},
+		{"/secrets/ok", `{"value":""}`, "value"},
+	} {
+		r := h.do(ann, "PUT", bad.path, bad.body)
+		if r.status != 422 || !strings.Contains(string(r.body), `"field":"`+bad.field+`"`) {
+			t.Errorf("PUT %s %s: %d %s", bad.path, bad.body, r.status, r.body)
+		}
+	}
+	// Nowhere in the database or the logs in plain text.
+	if strings.Contains(h.logs.String(), value) {
+		t.Error("the secret is in the logs")
+	}
+	if dump := dumpTable(t, h, "user_secrets"); strings.Contains(dump, value) || !strings.Contains(dump, "v1:") {
+		t.Error("the secret is stored in plain text (or not sealed)")
+	}
+	wantStatus(t, h.do(ann, "DELETE", "/secrets/github_token", nil), 204)
+	if r := h.do(ann, "GET", "/secrets", nil); strings.TrimSpace(string(r.body)) != `{"data":[]}` {
+		t.Errorf("after delete: %s", r.body)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store"
 )
@@ -38,6 +39,8 @@ type Deps struct {
 	// Snapshots takes, lists, diffs and restores workspace snapshots; nil
 	// answers 503 on the snapshot routes.
 	Snapshots *snapshot.Service
+	// Secrets is the users' secret store; nil answers 503 on /secrets.
+	Secrets *secrets.Store
 	// Gateway is the Anthropic passthrough mounted at /llm/anthropic
 	// (outside session auth: it checks run and API tokens itself); nil = not mounted.
 	Gateway http.Handler

@@ -77,9 +77,9 @@ func (c *CLI) Command(req agent.CommandRequest) ([]string, map[string]string) {
 		argv = append(argv, "--max-turns", strconv.Itoa(o.MaxTurns))
 	}
 	switch {
-	case req.MCPConfig != "":
+	case req.Ask:
 		// Tool calls wait for the approval server's answer.
-		argv = append(argv, "--mcp-config", req.MCPConfig, "--permission-prompt-tool", agent.ApprovalTool)
+		argv = append(argv, "--permission-prompt-tool", agent.ApprovalTool)
 		if o.PermissionMode != "" && o.PermissionMode != "ask" && o.PermissionMode != "bypassPermissions" {
 			argv = append(argv, "--permission-mode", o.PermissionMode)
 		}
@@ -102,6 +102,9 @@ func (c *CLI) Command(req agent.CommandRequest) ([]string, map[string]string) {
 	}
 	if o.AppendSystemPrompt != "" {
 		argv = append(argv, "--append-system-prompt", o.AppendSystemPrompt)
+	}
+	if req.MCPConfig != "" {
+		argv = append(argv, "--mcp-config", req.MCPConfig)
 	}
 	if len(o.Settings) > 0 {
 		argv = append(argv, "--settings", string(o.Settings))

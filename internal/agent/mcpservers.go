@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/techbossai/techboss/internal/errs"
+)
+
+// MCP servers of a run. A remote ("http") server is reached through the
+// server: the CLI in the sandbox is given MCPProxyPath/<name> on its
+// gateway listener, authenticated by the run's token, and the server adds
+// the configured headers (with the secrets they name) and forwards to the
+// real URL. So a remote server's credentials never enter the sandbox, and
+// it works with network "none". A "stdio" server runs inside the sandbox:
+// its env (secrets resolved) reaches only that run's CLI, and the values
+// are redacted from the run's events.
+
+// MCPProxyPath prefixes the remote MCP servers' proxy on the gateway.
+const MCPProxyPath = "/llm/mcp-proxy/"
+
+// MCPServer is one MCP server a run's agent may use. Values of Env and
+// Headers may name secrets of the run's owner: "${secret:NAME}".
+type MCPServer struct {
+	Type    string            `json:"type"` // stdio | http
+	Command string            `json:"command,omitempty"`
+	Args    []string          `json:"args,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	URL     string            `json:"url,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// SecretRevealer resolves a user's secrets (internal/secrets).
+type SecretRevealer interface {
+	Reveal(ctx context.Context, userID, name string) (string, error)
+}
+
+var (
+	mcpNameRE   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	secretRefRE = regexp.MustCompile(`\$\{secret:([A-Za-z0-9_.-]{1,64})\}`)
+	headerRE    = regexp.MustCompile(`^[A-Za-z0-9-]{1,128}$`)
+)
+
+func validateMCP(servers map[string]MCPServer) []errs.FieldError {
+	var fs []errs.FieldError
+	if len(servers) > 20 {
+		fs = append(fs, errs.FieldError{Field: "mcp_servers", Reason: "more than 20 servers"})
+	}
+	for _, name := range slices.Sorted(mapsKeys(servers)) {
+		sv, f := servers[name], "mcp_servers."+name
+		if !mcpNameRE.MatchString(name) || name == "techboss" {
+			fs = append(fs, errs.FieldError{Field: f, Reason: `a name of A-Z a-z 0-9 _ - (not "techboss")`})
+			continue
+		}
+		switch sv.Type {
+		case "stdio":
+			if sv.Command == "" || strings.ContainsRune(sv.Command, 0) {
+				fs = append(fs, errs.FieldError{Field: f + ".command", Reason: "required for a stdio server"})
+			}
+			for k := range sv.Env {
+				if !envNameRE.MatchString(k) {
+					fs = append(fs, errs.FieldError{Field: f + ".env." + k, Reason: "not a variable name"})
+				}
+			}
+			if sv.URL != "" || len(sv.Headers) > 0 {
+				fs = append(fs, errs.FieldError{Field: f + ".url", Reason: "only for an http server"})
+			}
+		case "http":
+			u, err := url.Parse(sv.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+				fs = append(fs, errs.FieldError{Field: f + ".url", Reason: "must be an http(s) URL without user info"})
+			}
+			for k := range sv.Headers {
+				if !headerRE.MatchString(k) || strings.EqualFold(k, "Host") {
+					fs = append(fs, errs.FieldError{Field: f + ".headers." + k, Reason: "not a header name"})
+				}
+			}
+			if sv.Command != "" || len(sv.Args) > 0 || len(sv.Env) > 0 {
+				fs = append(fs, errs.FieldError{Field: f + ".command", Reason: "only for a stdio server"})
+			}
+		default:
+			fs = append(fs, errs.FieldError{Field: f + ".type", Reason: "must be stdio or http"})
+		}
+	}
+	return fs
+}
+
+func mapsKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// remoteMCP is a remote server as the proxy reaches it.
+type remoteMCP struct {
+	url     *url.URL
+	headers http.Header
+}
+
+// resolveMCP resolves the secrets the servers name and returns the
+// --mcp-config servers for the CLI, the remote servers for the proxy, and
+// the revealed values (to redact from the run's events).
+func (s *Service) resolveMCP(ctx context.Context, ownerID string, servers map[string]MCPServer, base, token string) (map[string]any, map[string]remoteMCP, []string, error) {
+	var revealed []string
+	var fs []errs.FieldError
+	resolve := func(field, v string) string {
+		return secretRefRE.ReplaceAllStringFunc(v, func(ref string) string {
+			name := secretRefRE.FindStringSubmatch(ref)[1]
+			if s.secrets == nil {
+				fs = append(fs, errs.FieldError{Field: field, Reason: "this server has no secret store"})
+				return ""
+			}
+			val, err := s.secrets.Reveal(ctx, ownerID, name)
+			if err != nil {
+				reason := "secret " + name + ": " + err.Error()
+				if errs.KindOf(err) == errs.NotFound {
+					reason = "no secret named " + name
+				}
+				fs = append(fs, errs.FieldError{Field: field, Reason: reason})
+				return ""
+			}
+			revealed = append(revealed, val)
+			return val
+		})
+	}
+	cfg := map[string]any{}
+	remotes := map[string]remoteMCP{}
+	for _, name := range slices.Sorted(mapsKeys(servers)) {
+		sv, f := servers[name], "mcp_servers."+name
+		switch sv.Type {
+		case "stdio":
+			env := map[string]string{}
+			for k, v := range sv.Env {
+				env[k] = resolve(f+".env."+k, v)
+			}
+			cfg[name] = map[string]any{"type": "stdio", "command": sv.Command, "args": sv.Args, "env": env}
+		case "http":
+			u, _ := url.Parse(sv.URL)
+			h := http.Header{}
+			for k, v := range sv.Headers {
+				h.Set(k, resolve(f+".headers."+k, v))
+			}
+			remotes[name] = remoteMCP{url: u, headers: h}
+			cfg[name] = map[string]any{"type": "http", "url": base + MCPProxyPath + name,
+				"headers": map[string]string{"Authorization": "Bearer " + token}}
+		}
+	}
+	if err := errs.Fields(fs); err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, remotes, revealed, nil
+}
+
+// MCPProxyHandler serves MCPProxyPath: a run's remote MCP servers, with
+// their configured headers added here.
+func (s *Service) MCPProxyHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		p, err := s.AuthenticateRunToken(r.Context(), tok)
+		if !ok || err != nil || p.RunID == "" {
+			denyRunToken(w, err)
+			return
+		}
+		rest := strings.TrimPrefix(r.URL.Path, MCPProxyPath)
+		name, sub, _ := strings.Cut(rest, "/")
+		s.mu.Lock()
+		j := s.jobs[p.RunID]
+		s.mu.Unlock()
+		var rm remoteMCP
+		if j != nil {
+			j.mu.Lock()
+			rm, ok = j.mcpRemote[name]
+			j.mu.Unlock()
+		}
+		if j == nil || !ok {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"code":"not_found","message":"no such MCP server for this run"}`))
+			return
+		}
+		proxy := &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				target := *rm.url
+				if sub != "" {
+					target.Path = strings.TrimSuffix(target.Path, "/") + "/" + sub
+				}
+				target.RawQuery = pr.In.URL.RawQuery
+				pr.Out.URL = &target
+				pr.Out.Host = target.Host
+				pr.Out.Header.Del("Authorization") // the run token stays here
+				for k, vs := range rm.headers {
+					pr.Out.Header[k] = vs
+				}
+			},
+			FlushInterval: -1, // MCP answers may stream (SSE)
+			ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+				s.log.Warn("mcp proxy", "server", name, "run_id", p.RunID, "err", err)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadGateway)
+				b, _ := json.Marshal(map[string]string{"code": "bad_gateway",
+					"message": fmt.Sprintf("MCP server %s (%s) is unreachable: %v", name, rm.url.Host, err)})
+				_, _ = w.Write(b)
+			},
+		}
+		proxy.ServeHTTP(w, r)
+	})
+}

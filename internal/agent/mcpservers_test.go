@@ -1,0 +1,110 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	nethttp "net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/modeltest"
+)
+
+// TestRemoteMCPServer: the agent calls a tool of a remote MCP server whose
+// credential is one of the owner's secrets. The server receives it; the
+// sandbox never holds it (checked from inside the sandbox while the call
+// is in flight: no process's env or argv, no workspace file), and neither
+// do the run's events or its stored record.
+func TestRemoteMCPServer(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	sb := e.sandbox("alice")
+	ctx := context.Background()
+	const secret = "mcp-remote-secret-0123456789"
+	// Secrets belong to user rows (deleted with them).
+	for _, id := range []string{"alice", "bob"} {
+		if err := e.db.CreateUser(ctx, auth.User{ID: id, Email: id + "@example.com", Role: auth.RoleMember, CreatedAt: time.Now()}, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.secrets.Put(ctx, "alice", "remote_token", secret); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		auth  string
+		leaks string
+	)
+	srv := mcp.NewServer(&mcp.Implementation{Name: "remote", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "whoami", Description: "Says who is calling."}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		// The pattern does not match itself in grep's own argv.
+		out := e.exec("alice", sb.ID, "sh", "-c", "grep -l -a -r -e 'mcp-remote-secre[t]' /proc/[0-9]*/environ /proc/[0-9]*/cmdline /workspace 2>/dev/null; true")
+		mu.Lock()
+		auth, leaks = req.Extra.Header.Get("Authorization"), out
+		mu.Unlock()
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "remote tool reached"}}}, nil, nil
+	})
+	remote := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*nethttp.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	defer remote.Close()
+
+	e.model.Reset(modeltest.ToolUse("Calling the remote tool.", "mcp__remote__whoami", map[string]any{}), modeltest.Text("done"))
+	servers := map[string]agent.MCPServer{"remote": {Type: "http", URL: remote.URL, Headers: map[string]string{"Authorization": "Bearer ${secret:remote_token}"}}}
+	r, evs := e.do("alice", sb.ID, "call the remote tool", agent.Options{NewSession: true, MCPServers: servers})
+	if r.Status != agent.Succeeded {
+		t.Fatalf("run %+v: %v", r, types(evs))
+	}
+	res := find(evs, agent.TypeToolResult)
+	if len(res) != 1 || !strings.Contains(decode[agent.ToolResultData](t, res[0]).Content, "remote tool reached") {
+		t.Fatalf("tool results %v (events %v)", res, types(evs))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if auth != "Bearer "+secret {
+		t.Errorf("the remote server got Authorization %q, want the secret", auth)
+	}
+	if strings.TrimSpace(leaks) != "" {
+		t.Errorf("the secret is readable inside the sandbox: %s", leaks)
+	}
+	for _, ev := range evs {
+		if strings.Contains(string(ev.Data), secret) || strings.Contains(ev.Raw, secret) {
+			t.Errorf("%s event holds the secret", ev.Type)
+		}
+	}
+	stored, _ := e.svc.Get(ctx, "alice", r.ID)
+	if b, _ := json.Marshal(stored); strings.Contains(string(b), secret) || len(stored.Options.MCPServerNames) != 1 {
+		t.Errorf("stored run %s", b)
+	}
+
+	// A secret the owner does not have, and one of another user: 422.
+	if err := e.secrets.Put(ctx, "bob", "bobs_token", "bob-secret-value"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"missing", "bobs_token"} {
+		servers := map[string]agent.MCPServer{"remote": {Type: "http", URL: remote.URL, Headers: map[string]string{"Authorization": "Bearer ${secret:" + name + "}"}}}
+		_, err := e.svc.Start(ctx, "alice", sb.ID, "x", agent.Options{NewSession: true, MCPServers: servers})
+		var fe *errs.Error
+		if !errors.As(err, &fe) || len(fe.Fields) == 0 || fe.Fields[0].Field != "mcp_servers.remote.headers.Authorization" {
+			t.Errorf("secret %s: %v, want a field error", name, err)
+		}
+	}
+	// Bad server specs.
+	for field, sv := range map[string]agent.MCPServer{
+		"mcp_servers.x.type":    {Type: "grpc"},
+		"mcp_servers.x.url":     {Type: "http", URL: "ftp://example.com"},
+		"mcp_servers.x.command": {Type: "stdio"},
+	} {
+		_, err := e.svc.Start(ctx, "alice", sb.ID, "x", agent.Options{MCPServers: map[string]agent.MCPServer{"x": sv}})
+		var fe *errs.Error
+		if !errors.As(err, &fe) || len(fe.Fields) == 0 || fe.Fields[0].Field != field {
+			t.Errorf("%+v: %v, want a field error naming %s", sv, err, field)
+		}
+	}
+}
