@@ -57,6 +57,7 @@ var targets = map[string][]target{
 	"SnapshotFirst":       {{"MiB/s", "ratio>=", 0.70}},
 	"Restore":             {{"MiB/s", "ratio>=", 0.70}},
 	"CLILineToSSE":        {{"p99-ms", "<=", 2}},
+	"CLIDeltaToSSE":       {{"p99-ms", "<=", 2}},
 }
 
 var lineRE = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)

@@ -450,8 +450,23 @@ func BenchmarkCLILineToSSE(b *testing.B) {
 	if _, err := exec.LookPath("python3"); err != nil {
 		b.Skip("why: python3 (the benchmark's line emitter) is not installed")
 	}
-	const lines, runs = 200, 10
-	e := newPerfEnv(b, emitCLI{lines: lines})
+	benchLineToSSE(b, emitCLI{lines: 200}, 10)
+}
+
+// BenchmarkCLIDeltaToSSE: a token delta the CLI writes (stream_event
+// text_delta) to its text_delta SSE event at the client, deltas 60 ms
+// apart (each the first of its coalescing window), against the emitter's
+// raw pipe.
+func BenchmarkCLIDeltaToSSE(b *testing.B) {
+	benchLineToSSE(b, emitCLI{lines: 50, deltaGap: 60 * time.Millisecond}, 6)
+}
+
+func benchLineToSSE(b *testing.B, cli emitCLI, runs int) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		b.Skip("why: python3 (the benchmark's line emitter) is not installed")
+	}
+	lines := cli.lines
+	e := newPerfEnv(b, cli)
 	id := e.sandbox(b)
 	syscall.Sync() // no write-back left over from earlier benchmarks
 	// stamps reads lines and records now - the nanosecond stamp of each
@@ -470,7 +485,8 @@ func BenchmarkCLILineToSSE(b *testing.B) {
 				continue
 			}
 			rest := strings.TrimLeft(line[i+len(`"text":`):], ` "`)
-			sent, err := strconv.ParseInt(rest[:max(strings.IndexByte(rest, '"'), 0)], 10, 64)
+			stamp, _, _ := strings.Cut(rest[:max(strings.IndexByte(rest, '"'), 0)], " ")
+			sent, err := strconv.ParseInt(stamp, 10, 64)
 			if err != nil {
 				continue
 			}
@@ -490,7 +506,8 @@ func BenchmarkCLILineToSSE(b *testing.B) {
 		if res.StatusCode != 200 || n != lines {
 			b.Fatalf("status %d: got %d text events, want %d", res.StatusCode, n, lines)
 		}
-		cmd := exec.Command("python3", "-c", emitScript, strconv.Itoa(lines))
+		argv, _ := cli.Command(agent.CommandRequest{})
+		cmd := exec.Command(argv[0], argv[1:]...)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			b.Fatal(err)

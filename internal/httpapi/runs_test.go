@@ -509,7 +509,10 @@ func FuzzLastEventID(f *testing.F) {
 // script in the real sandbox that prints stream-json text lines carrying
 // the wall-clock time they were written (the sandbox shares the host's
 // clock), parsed by the real Claude parser.
-type emitCLI struct{ lines int }
+type emitCLI struct {
+	lines    int
+	deltaGap time.Duration // > 0: text deltas this far apart instead of text lines
+}
 
 const emitScript = `import sys,time,json
 for i in range(int(sys.argv[1])):
@@ -519,7 +522,25 @@ for i in range(int(sys.argv[1])):
 print(json.dumps({"type":"result","subtype":"success","is_error":False,"num_turns":1,"result":"ok"}))
 `
 
+// emitDeltaScript writes text deltas as the CLI does with
+// --include-partial-messages, each carrying its send time, gap seconds
+// apart (more than the service's 50 ms delta window: each is the first
+// of its window, sent at once).
+const emitDeltaScript = `import sys,time,json
+def w(ev):
+    sys.stdout.write(json.dumps({"type":"stream_event","event":ev})+"\n"); sys.stdout.flush()
+w({"type":"message_start","message":{"id":"m"}})
+w({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})
+for i in range(int(sys.argv[1])):
+    w({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":str(time.time_ns())+" "}})
+    time.sleep(float(sys.argv[2]))
+print(json.dumps({"type":"result","subtype":"success","is_error":False,"num_turns":1,"result":"ok"}))
+`
+
 func (c emitCLI) Command(agent.CommandRequest) ([]string, map[string]string) {
+	if c.deltaGap > 0 {
+		return []string{"python3", "-c", emitDeltaScript, strconv.Itoa(c.lines), strconv.FormatFloat(c.deltaGap.Seconds(), 'f', 3, 64)}, nil
+	}
 	return []string{"python3", "-c", emitScript, strconv.Itoa(c.lines)}, nil
 }
 
