@@ -104,6 +104,10 @@ type Options struct {
 	// MCPServerNames records their names.
 	MCPServers     map[string]MCPServer `json:"-"`
 	MCPServerNames []string             `json:"mcp_servers,omitempty"`
+	// Attachments go to the model with the prompt (attachments.go). Not
+	// stored: AttachmentNames records their names.
+	Attachments     []Attachment `json:"-"`
+	AttachmentNames []string     `json:"attachments,omitempty"`
 }
 
 // Run is the persisted record of one agent run.

@@ -18,6 +18,9 @@ type CommandRequest struct {
 	MCPConfig string
 	// Ask: tool calls wait for the approval server (ApprovalTool).
 	Ask bool
+	// StreamInput: the prompt (with its attachments) arrives on stdin as
+	// a stream-json user message, not as an argument.
+	StreamInput bool
 }
 
 // CLI adapts one agent CLI (Claude Code) to the run service.

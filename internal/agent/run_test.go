@@ -1,9 +1,13 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"image"
+	pngenc "image/png"
 	"net"
 	"regexp"
 	"slices"
@@ -541,5 +545,57 @@ func TestEveryHeadlessOption(t *testing.T) {
 	_, err = e.svc.Start(context.Background(), "alice", sb.ID, "x", agent.Options{SessionID: "00000000-0000-4000-8000-000000000000"})
 	if !errors.Is(err, errs.ErrInvalid) || !strings.Contains(err.Error(), "session_id") {
 		t.Errorf("unknown session: %v", err)
+	}
+}
+
+// TestAttachments: an uploaded image and a text file of the sandbox reach
+// the model with the prompt, through the real CLI's stream-json input.
+func TestAttachments(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	sb := e.sandbox("alice")
+	e.exec("alice", sb.ID, "sh", "-c", "printf 'notes from the workspace\\n' > /workspace/notes.txt")
+	var png bytes.Buffer
+	img := image.NewRGBA(image.Rect(0, 0, 2, 2))
+	if err := pngenc.Encode(&png, img); err != nil {
+		t.Fatal(err)
+	}
+	data := base64.StdEncoding.EncodeToString(png.Bytes())
+	e.model.Reset(modeltest.Text("I see a picture and your notes."))
+	r, evs := e.do("alice", sb.ID, "describe these", agent.Options{NewSession: true, Attachments: []agent.Attachment{
+		{Data: data, MediaType: "image/png", Name: "pic.png"},
+		{Path: "notes.txt"},
+	}})
+	if r.Status != agent.Succeeded {
+		t.Fatalf("run %+v: %v", r, types(evs))
+	}
+	reqs := e.model.MessageRequests()
+	body := string(reqs[len(reqs)-1].Body)
+	for _, want := range []string{`"type":"image"`, data, "describe these", "Attached file notes.txt:", "notes from the workspace"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the model's request lacks %.60q", want)
+		}
+	}
+	if got := r.Options.AttachmentNames; !slices.Equal(got, []string{"pic.png", "notes.txt"}) {
+		t.Errorf("attachment names %v", got)
+	}
+	for field, a := range map[string]agent.Attachment{
+		"attachments[0]":            {},
+		"attachments[0].path":       {Path: "/etc/passwd"},
+		"attachments[0].media_type": {Data: data},
+		"attachments[0].data":       {Data: "!!", MediaType: "image/png"},
+	} {
+		_, err := e.svc.Start(context.Background(), "alice", sb.ID, "x", agent.Options{Attachments: []agent.Attachment{a}})
+		var fe *errs.Error
+		if !errors.As(err, &fe) || len(fe.Fields) == 0 || fe.Fields[0].Field != field {
+			t.Errorf("%+v: %v, want a field error naming %s", a, err, field)
+		}
+	}
+	// A missing file, and a binary that is not an image, PDF or text.
+	e.exec("alice", sb.ID, "sh", "-c", "printf '\\377\\376binary' > /workspace/blob.bin")
+	for _, p := range []string{"missing.txt", "blob.bin"} {
+		_, err := e.svc.Start(context.Background(), "alice", sb.ID, "x", agent.Options{Attachments: []agent.Attachment{{Path: p}}})
+		if !errors.Is(err, errs.ErrInvalid) {
+			t.Errorf("%s: %v, want a 422", p, err)
+		}
 	}
 }

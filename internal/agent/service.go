@@ -40,6 +40,7 @@ type Sandboxes interface {
 	Get(ctx context.Context, ownerID, id string) (*sandbox.Sandbox, error)
 	Exec(ctx context.Context, ownerID, id string, req sandbox.ExecRequest) (sandbox.ExitStatus, error)
 	DriverFor(sb *sandbox.Sandbox) (sandbox.Driver, error)
+	ReadFile(ctx context.Context, ownerID, id, p string, w io.Writer) (sandbox.FileInfo, error)
 }
 
 // Credential modes.
@@ -190,6 +191,9 @@ type job struct {
 	mcpConfig string
 	mcpRemote map[string]remoteMCP
 	revealed  []string
+	// stdin is the prompt as a stream-json message, when it has
+	// attachments.
+	stdin []byte
 }
 
 type metrics struct {
@@ -532,6 +536,14 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 	}
 	opts.EnvKeys = slices.Sorted(maps.Keys(opts.Env))
 	opts.MCPServerNames = slices.Sorted(maps.Keys(opts.MCPServers))
+	if len(opts.Attachments) > 0 {
+		if j.stdin, err = s.promptMessage(ctx, ownerID, sb.ID, prompt, opts.Attachments); err != nil {
+			return Run{}, err
+		}
+		for _, a := range opts.Attachments {
+			opts.AttachmentNames = append(opts.AttachmentNames, cmp.Or(a.Name, path.Base(a.Path), "(upload)"))
+		}
+	}
 	if s.cfg.Credentials == CredentialsGateway {
 		j.token = "tbr_" + randToken()
 	}
@@ -675,6 +687,7 @@ func (s *Service) validate(prompt string, o Options) error {
 	}
 	fs = append(fs, validatePolicy(o.Permissions)...)
 	fs = append(fs, validateMCP(o.MCPServers)...)
+	fs = append(fs, validateAttachments(o.Attachments)...)
 	if len(o.MCPServers) > 0 && s.cfg.Credentials == CredentialsDirect {
 		fs = append(fs, errs.FieldError{Field: "mcp_servers", Reason: "MCP servers need the gateway (TECHBOSS_CLAUDE_CREDENTIALS=gateway)"})
 	}
@@ -826,6 +839,7 @@ func (s *Service) execute(ctx context.Context, j *job) {
 		BaseURL: j.baseURL, APIKey: s.apiKey(j), Root: s.cfg.Root,
 	}
 	creq.MCPConfig = j.mcpConfig
+	creq.StreamInput = j.stdin != nil
 	if j.run.Options.asks() {
 		creq.Ask = true
 		s.runApprovals(j.run.ID)
@@ -852,6 +866,7 @@ func (s *Service) execute(ctx context.Context, j *job) {
 	}()
 	st, execErr := s.sbx.Exec(execCtx, j.run.OwnerID, j.run.SandboxID, sandbox.ExecRequest{
 		Argv: argv, Env: env, Dir: cmp.Or(j.run.Options.Cwd, "/workspace"), Stdout: pw, Stderr: stderr, Signals: sigs,
+		Stdin: stdinOf(j.stdin),
 	})
 	pw.Close()
 	<-readDone
@@ -1499,3 +1514,11 @@ func (s *Service) localRunToken(ctx context.Context, token string) (Principal, b
 }
 
 func hmacEqual(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// stdinOf is the run's stdin: its stream-json prompt, or none.
+func stdinOf(b []byte) io.Reader {
+	if b == nil {
+		return nil
+	}
+	return bytes.NewReader(b)
+}

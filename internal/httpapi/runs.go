@@ -75,6 +75,9 @@ type claudeRequest struct {
 	// MCPServers: stdio servers run in the sandbox, http ones through
 	// the server's proxy; values may name secrets, "${secret:NAME}".
 	MCPServers map[string]agent.MCPServer `json:"mcp_servers,omitempty"`
+	// Attachments: images, PDFs or text files for the model, each a
+	// sandbox path or base64 data (with media_type).
+	Attachments []agent.Attachment `json:"attachments,omitempty"`
 }
 
 type usageResponse struct {
@@ -155,7 +158,7 @@ func (s *server) handleClaude(w http.ResponseWriter, r *http.Request) error {
 		AllowedTools: req.AllowedTools, DisallowedTools: req.DisallowedTools,
 		SystemPrompt: req.SystemPrompt, AppendSystemPrompt: req.AppendSystemPrompt,
 		NewSession: req.NewSession, SessionID: req.SessionID, ForkSession: req.ForkSession,
-		Cwd: req.Cwd, Env: req.Env, Settings: req.Settings, Permissions: req.Permissions, MCPServers: req.MCPServers,
+		Cwd: req.Cwd, Env: req.Env, Settings: req.Settings, Permissions: req.Permissions, MCPServers: req.MCPServers, Attachments: req.Attachments,
 	})
 	if err != nil {
 		return err

@@ -109,7 +109,11 @@ func (c *CLI) Command(req agent.CommandRequest) ([]string, map[string]string) {
 	if len(o.Settings) > 0 {
 		argv = append(argv, "--settings", string(o.Settings))
 	}
-	argv = append(argv, "--", req.Prompt)
+	if req.StreamInput {
+		argv = append(argv, "--input-format", "stream-json")
+	} else {
+		argv = append(argv, "--", req.Prompt)
+	}
 
 	env := maps.Clone(c.cfg.Env)
 	if env == nil {
