@@ -3,28 +3,25 @@
 // same agent protocol, with gVisor's user-space kernel between the
 // workload and the host's.
 //
-// runsc (the 2022-12 Debian build) cannot hand a container arbitrary file
-// descriptors: only stdin, stdout and stderr reach the container's
-// process. So the agent gets its base environment on stdin (agent.Init,
-// then EOF) and listens on AgentSocket, a path in a bind-mounted host
-// directory; with --host-uds=create gVisor backs that socket with a host
-// socket at Options.AgentDir/agent.sock, which the driver dials as
-// before. Descriptors the driver passes over it (SCM_RIGHTS) arrive in the
+// runsc hands a container only stdin, stdout and stderr, not arbitrary
+// file descriptors. So the agent gets its base environment on stdin
+// (agent.Init, then EOF) and listens on AgentSocket, a path in a
+// bind-mounted host directory; with --host-uds=create gVisor backs that
+// socket with a host socket at Options.AgentDir/agent.sock, and the
+// driver dials a second name of it in the bundle (see Start).
+// Descriptors the driver passes over it (SCM_RIGHTS) arrive in the
 // sandbox as host-backed files, so command output still flows through
 // host pipes.
 //
-// What the agent must do differently under runsc (the tests' shim does it
-// for the unchanged agent): read agent.Init from stdin instead of fd 6,
-// listen on AgentSocket instead of taking fd 3, and accept EINVAL from
-// prctl(PR_CAP_AMBIENT_CLEAR_ALL): this gVisor has no ambient
-// capabilities. Everything else it does (bounding set, capset,
-// no_new_privs, CLONE_PIDFD, user switches) works as under bubblewrap.
+// What the agent does differently under runsc (techboss-sandbox-init
+// runsc-agent): it reads agent.Init from stdin instead of fd 6 and listens
+// on AgentSocket instead of taking fd 3. Everything else (bounding set,
+// capset, no_new_privs, CLONE_PIDFD, user switches) works as under
+// bubblewrap.
 //
-// Known limits of this runsc build (0.0~20221219.0, ptrace platform):
-// statx(2) with AT_NO_AUTOMOUNT is EINVAL, so GNU coreutils 9 `ls` and
-// `stat` fail ("cannot access '/': Invalid argument"); every system call
-// and page fault of the workload is a ptrace stop, so process starts
-// cost ~10 ms and syscall-heavy work is several times slower.
+// gVisor is built from source by scripts/deps.sh (Debian's 2022-12 runsc
+// has no systrap platform, fails statx with AT_NO_AUTOMOUNT, so GNU `ls`
+// and `stat`, and refuses networking on kernels like this one's).
 package runsc
 
 import (
@@ -36,12 +33,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
 
 	"github.com/techbossai/techboss/internal/sandbox"
 )
@@ -78,19 +77,17 @@ type Options struct {
 	AgentDir string
 	// Env is the sandbox's base environment, written to the agent's stdin.
 	Env []string
-	// Network: false gives the sandbox gVisor's own stack with only a
-	// loopback (--network=none). true starts runsc in a new network
-	// namespace (owned by the sandbox's user namespace) and lets the
-	// sandbox use the host kernel's sockets in it (--network=host): the
-	// caller connects it (netpolicy: pasta and nftables) in Started,
-	// before runsc runs. gVisor's own stack on that namespace
-	// (--network=sandbox) is what upstream recommends, but this build
-	// takes any namespace for the host's on kernels that show
-	// net.core.rmem_default in every namespace ("cannot run with network
-	// enabled in root network namespace").
+	// Network: every container starts in a new network namespace (owned
+	// by the sandbox's user namespace) and uses the host kernel's sockets
+	// in it (--network=host), with its loopback up: a listener the driver
+	// opens in that namespace (the model gateway) is reachable on the
+	// sandbox's 127.0.0.1, which gVisor's own stack (--network=sandbox)
+	// would keep to itself. Without Network the namespace has only that
+	// loopback; with it, the caller connects the namespace (netpolicy:
+	// pasta and nftables) in Started, before runsc runs.
 	Network bool
-	// Platform is gVisor's platform: "ptrace" (default; no KVM needed)
-	// or "kvm". This build has no systrap.
+	// Platform is gVisor's platform: "systrap" (default; no KVM needed),
+	// "ptrace" or "kvm".
 	Platform string
 	// Hostname defaults to "sandbox".
 	Hostname string
@@ -213,15 +210,12 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 		o.Runsc = p
 	}
 	if o.Platform == "" {
-		o.Platform = "ptrace"
+		o.Platform = "systrap"
 	}
 	st := State{
 		Runsc: o.Runsc, StateRoot: o.StateRoot, ID: o.ID, Bundle: o.Bundle,
 		Socket: filepath.Join(o.AgentDir, filepath.Base(AgentSocket)), Platform: o.Platform,
-		Network: "none", IgnoreCgroups: o.IgnoreCgroups, Debug: o.Debug,
-	}
-	if o.Network {
-		st.Network = "host"
+		Network: "host", IgnoreCgroups: o.IgnoreCgroups, Debug: o.Debug,
 	}
 	if len(st.Socket) > 107 {
 		return nil, fmt.Errorf("agent socket path %s is too long for a Unix socket", st.Socket)
@@ -268,12 +262,8 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	// Own session: the sandbox must not get the server's terminal signals
 	// nor die with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if o.Network {
-		// runsc's network stack takes the interfaces of the namespace it
-		// starts in (and refuses the host's): a new one, which the caller
-		// connects (pasta) in Started, before runsc looks at it.
-		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
-	}
+	// A network namespace of its own in every mode (see Options.Network).
+	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
 	if !o.IDs.Identity() {
 		// runsc needs user namespaces below this one (its sandbox process
 		// runs in one): unlike bubblewrap's, this namespace must not
@@ -292,6 +282,10 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	// Reaped in Delete (or by whoever inherits it after a restart).
 	_ = cmd.Process.Release()
 	envR.Close()
+	if err := loopbackUp(c.st.RunPid); err != nil {
+		c.destroy()
+		return nil, err
+	}
 	if o.Started != nil {
 		if err := o.Started(c.st.RunPid); err != nil {
 			c.destroy()
@@ -310,7 +304,58 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 		c.destroy()
 		return nil, fmt.Errorf("agent did not answer: %w: %s", err, c.logTail())
 	}
+	// The agent's directory is the workload's to write (gVisor makes the
+	// socket there, as the container's root): it may remove the socket or
+	// put its own in its place. The driver dials a second name of the
+	// socket's inode, in the bundle, which the container cannot see.
+	link := filepath.Join(o.Bundle, filepath.Base(AgentSocket))
+	if err := os.Link(c.st.Socket, link); err != nil {
+		c.destroy()
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	c.st.Socket = link
 	return c, nil
+}
+
+// loopbackUp brings up the loopback of pid's network namespace, on a
+// thread that enters it and then dies (it never runs other code).
+func loopbackUp(pid int) error {
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		return fmt.Errorf("sandbox network namespace: %w", err)
+	}
+	defer ns.Close()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: the thread stays in the namespace and must
+		// exit with this goroutine.
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- err
+			return
+		}
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unix.Close(fd)
+		ifr, err := unix.NewIfreq("lo")
+		if err != nil {
+			done <- err
+			return
+		}
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+			done <- err
+			return
+		}
+		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+		done <- unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	}()
+	if err := <-done; err != nil {
+		return fmt.Errorf("sandbox loopback: %w", err)
+	}
+	return nil
 }
 
 // logTail is the end of the container's log: runsc's errors and the

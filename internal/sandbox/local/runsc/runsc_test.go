@@ -41,6 +41,13 @@ func TestMain(m *testing.M) {
 		}
 		return
 	}
+	if len(os.Args) == 3 && os.Args[1] == "runsc-listen" {
+		if err := impostorMain(os.Args[2]); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "runsc-shim" {
 		if err := shimMain(); err != nil {
 			fmt.Fprintln(os.Stderr, "runsc-shim:", err)
@@ -172,6 +179,39 @@ func shimMain() error {
 	return syscall.Exec(realAgent, []string{realAgent, "agent"}, os.Environ())
 }
 
+// runscBin is the runsc the tests use: TECHBOSS_RUNSC_BIN, or the one
+// scripts/deps.sh builds into the checkout's .tools/bin.
+func runscBin() string {
+	if p := os.Getenv("TECHBOSS_RUNSC_BIN"); p != "" {
+		return p
+	}
+	dir, _ := os.Getwd()
+	for d := dir; d != filepath.Dir(d); d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return filepath.Join(d, ".tools", "bin", "runsc")
+		}
+	}
+	return "runsc"
+}
+
+// impostorMain listens on path and answers every connection with an
+// error reply, as a workload pretending to be the agent would.
+func impostorMain(path string) error {
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return err
+	}
+	fmt.Println("bound")
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		_, _ = c.Write([]byte(`{"error":"impostor"}` + "\n"))
+		_ = c.Close()
+	}
+}
+
 // requireRunsc skips (or fails under TECHBOSS_REQUIRE_ALL=1) without root
 // and runsc.
 func requireRunsc(t testing.TB) {
@@ -179,8 +219,8 @@ func requireRunsc(t testing.TB) {
 	why := ""
 	if os.Geteuid() != 0 {
 		why = "needs root (runsc as root)"
-	} else if _, err := exec.LookPath("runsc"); err != nil {
-		why = "runsc (gVisor) not installed: apt-get install runsc"
+	} else if _, err := exec.LookPath(runscBin()); err != nil {
+		why = "runsc (gVisor) not found at " + runscBin() + ": run scripts/deps.sh test, or set TECHBOSS_RUNSC_BIN"
 	}
 	if why == "" {
 		return
@@ -284,6 +324,8 @@ func startTest(t testing.TB, o testOptions) *Container {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := Start(ctx, Options{
+		Runsc:     runscBin(),
+		Platform:  os.Getenv("TECHBOSS_RUNSC_PLATFORM"),
 		StateRoot: filepath.Join(dir, "state"),
 		ID:        fmt.Sprintf("t%d-%d", os.Getpid(), seq),
 		Bundle:    bundle,
@@ -455,28 +497,32 @@ func TestAdoptAfterRestart(t *testing.T) {
 }
 
 // The agent's socket is in a directory the sandbox can write: a workload
-// (root without capabilities) must not be able to move it away or put
-// its own in its place, or the driver would hand it requests.
+// (root without capabilities) may remove it, move it away or put its own
+// in its place, but the driver must still reach the real agent, and only
+// it.
 func TestWorkloadCannotReplaceAgentSocket(t *testing.T) {
 	c := startTest(t, testOptions{ids: testIDs})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// A listener of the workload's own at the socket's name (the test
+	// binary's runsc-listen): it answers anything with an error reply.
+	impostor := AgentBinary + " runsc-listen " + AgentSocket
 	for _, argv := range [][]string{
 		{"rm", "-f", AgentSocket},
 		{AgentBinary, "runsc-rename", AgentSocket, AgentDir + "/moved"},
 		{"sh", "-c", "touch " + AgentDir + "/x && exec " + AgentBinary + " runsc-rename " + AgentDir + "/x " + AgentSocket},
 		{"umount", "-l", AgentDir},
+		{"sh", "-c", "rm -f " + AgentSocket + "; (" + impostor + ") > /tmp/impostor.log 2>&1 & for i in $(seq 100); do grep -q bound /tmp/impostor.log && exit 0; sleep 0.1; done; exit 1"},
 	} {
-		out, rep, err := run(ctx, c.Socket(), argv...)
-		if err != nil {
+		if _, _, err := run(ctx, c.Socket(), argv...); err != nil {
 			t.Fatal(err)
-		}
-		if rep.Code == 0 {
-			t.Errorf("%v: got exit 0 (%q), want a failure", argv, out)
 		}
 		if out, rep, err := run(ctx, c.Socket(), "echo", "still"); err != nil || out != "still\n" || rep.Code != 0 {
 			t.Fatalf("after %v: got %q %+v %v, want the agent to answer", argv, out, rep, err)
 		}
+	}
+	if out, _, _ := run(ctx, c.Socket(), "cat", "/tmp/impostor.log"); !strings.Contains(out, "bound") {
+		t.Errorf("the impostor did not bind the socket's name (log %q): the test proves nothing", out)
 	}
 }
 

@@ -74,12 +74,6 @@ func Spec(o Options) *specs.Spec {
 			Resources: o.Resources,
 		},
 	}
-	if !o.Network {
-		// Without a network, gVisor's own stack with only a loopback.
-		// With one, the sandbox stays in the namespace runsc starts in
-		// (see Options.Network).
-		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
-	}
 	if !o.HasTmp {
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}})
 	}
