@@ -36,6 +36,12 @@ func run(args []string) error {
 	switch args[0] {
 	case "agent":
 		return serve()
+	case "runsc-launch":
+		return runscLaunch(args[1:])
+	case "runsc-agent":
+		return runscAgent(args[1:])
+	case "runsc-serve":
+		return runscServe()
 	default:
 		return fmt.Errorf("unknown mode %q", args[0])
 	}
@@ -59,6 +65,11 @@ func serve() error {
 	if err != nil {
 		return fmt.Errorf("listener on fd 3: %w", err)
 	}
+	return serveOn(l, init.Env)
+}
+
+// serveOn serves the driver on l until SIGTERM.
+func serveOn(l net.Listener, env []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
@@ -67,5 +78,5 @@ func serve() error {
 		return err
 	}
 	go agent.WarmThreads(10)
-	return agent.Serve(ctx, l, sp, init.Env, log)
+	return agent.Serve(ctx, l, sp, env, log)
 }

@@ -69,7 +69,7 @@ func (d *Driver) openRoot(ref sandbox.Ref) (*os.Root, *state, error) {
 	if gone || !st.alive() {
 		return nil, nil, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
 	}
-	r, err := os.OpenRoot("/proc/" + strconv.Itoa(st.InitPID) + "/root")
+	r, err := os.OpenRoot(st.rootPath())
 	if err != nil {
 		return nil, nil, errs.Wrap(errs.NotFound, err, "sandbox is not running")
 	}
@@ -741,7 +741,7 @@ func (d *Driver) Listen(ctx context.Context, ref sandbox.Ref, addr string) (net.
 	if !st.alive() {
 		return nil, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
 	}
-	nsf, err := os.Open("/proc/" + strconv.Itoa(st.InitPID) + "/ns/net")
+	nsf, err := os.Open("/proc/" + strconv.Itoa(st.nsPID()) + "/ns/net")
 	if err != nil {
 		return nil, fmt.Errorf("open sandbox network namespace: %w", err)
 	}

@@ -55,6 +55,7 @@ import (
 	"github.com/techbossai/techboss/internal/sandbox/local/agent"
 	"github.com/techbossai/techboss/internal/sandbox/local/diskimg"
 	"github.com/techbossai/techboss/internal/sandbox/local/netpolicy"
+	"github.com/techbossai/techboss/internal/sandbox/local/runsc"
 	"github.com/techbossai/techboss/internal/sandbox/local/seccomp"
 )
 
@@ -109,6 +110,12 @@ type Options struct {
 	// traverse the private DataDir: the driver mounts everything a sandbox
 	// sees under one directory it may traverse, and nothing else.
 	RunDir string
+	// Runtime is RuntimeBwrap (default) or RuntimeRunsc: gVisor
+	// (runtime_runsc.go), with Runsc its binary (default: runsc on PATH)
+	// and RunscPlatform its platform (systrap, the default, or ptrace).
+	Runtime       string
+	Runsc         string
+	RunscPlatform string
 }
 
 // DefaultIDs is the host range sandboxes' ids map to: 65,536 ids from
@@ -129,6 +136,7 @@ type Driver struct {
 	bwrap    string
 	cgMode   cgroupMode
 	images   *image.Cache
+	runsc    *runscRuntime // with Runtime runsc
 
 	skelMu sync.Mutex
 	skel   string
@@ -211,6 +219,9 @@ type state struct {
 	// VolumeDisk is the persistent volume's disk image (empty for volumes
 	// from before disk limits, which are plain directories).
 	VolumeDisk string `json:"volume_disk,omitempty"`
+	// Runsc is the gVisor container, under Runtime runsc (BwrapPID is then
+	// `runsc run`, InitPID gVisor's sandbox process).
+	Runsc *runsc.State `json:"runsc,omitempty"`
 	// IDs is the sandbox's user namespace mapping (zero: none).
 	IDs sandbox.IDMap `json:"ids,omitzero"`
 	// Root is the mount point of the sandbox's root (empty in state from
@@ -221,7 +232,12 @@ type state struct {
 	Created time.Time `json:"created"`
 }
 
-func (s *state) socket() string { return filepath.Join(s.Dir, "agent.sock") }
+func (s *state) socket() string {
+	if s.Runsc != nil {
+		return s.Runsc.Socket
+	}
+	return filepath.Join(s.Dir, "agent.sock")
+}
 func (s *state) merged() string {
 	if s.Root != "" {
 		return s.Root
@@ -340,6 +356,16 @@ func New(o Options) (*Driver, error) {
 	if err := mkdirFor(runDir, o.IDs); err != nil {
 		return nil, fmt.Errorf("local driver: run dir: %w", err)
 	}
+	var rs *runscRuntime
+	switch o.Runtime {
+	case "", RuntimeBwrap:
+	case RuntimeRunsc:
+		if rs, err = newRunscRuntime(o, runDir); err != nil {
+			return nil, fmt.Errorf("local driver: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("local driver: runtime %q: must be bwrap or runsc", o.Runtime)
+	}
 	filter, err := seccomp.Program()
 	if err != nil {
 		return nil, fmt.Errorf("local driver: seccomp filter: %w", err)
@@ -354,6 +380,7 @@ func New(o Options) (*Driver, error) {
 		stopPool: stopPool,
 		poolDone: make(chan struct{}),
 		seccomp:  filter,
+		runsc:    rs,
 		instance: instance,
 		runDir:   runDir,
 		opts:     o,
@@ -645,7 +672,7 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	if err := d.launch(ctx, &st, r, mergeEnv(r.rootfs.Config.Env, r.env)); err != nil {
 		return st, err
 	}
-	if r.network {
+	if r.network && st.Net == nil {
 		n, err := netpolicy.Start(ctx, netpolicy.Options{
 			NetNS: netpolicy.NetNSPath(st.InitPID), UserNS: userNSPath(st.InitPID), Policy: *r.policy, StateDir: st.Dir, Upstreams: d.opts.DNSUpstreams,
 			Logger: d.log.With("sandbox_id", st.ID),
@@ -669,6 +696,9 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 // namespace and the sandbox's cgroups, and waits for the agent's first
 // answer.
 func (d *Driver) launch(ctx context.Context, st *state, r startRequest, env []string) error {
+	if d.runsc != nil {
+		return d.launchRunsc(ctx, st, r, env)
+	}
 	ln, err := listenUnix(st.socket())
 	if err != nil {
 		return err
@@ -1113,7 +1143,7 @@ func (d *Driver) Recover(ctx context.Context, ref sandbox.Ref) (bool, error) {
 		if err == nil {
 			var n *netpolicy.Net
 			n, err = netpolicy.Attach(ctx, netpolicy.Options{
-				NetNS: netpolicy.NetNSPath(st.InitPID), UserNS: userNSPath(st.InitPID), Policy: *policy, StateDir: st.Dir, Upstreams: d.opts.DNSUpstreams,
+				NetNS: netpolicy.NetNSPath(st.nsPID()), UserNS: userNSPath(st.nsPID()), Policy: *policy, StateDir: st.Dir, Upstreams: d.opts.DNSUpstreams,
 				Logger: d.log.With("sandbox_id", st.ID),
 			}, *st.Net)
 			if err == nil {

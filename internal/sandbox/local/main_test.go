@@ -21,6 +21,9 @@ func newTestDriver(t testing.TB, dataDir string) *Driver {
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
+	if os.Getenv("TECHBOSS_TEST_LOCAL_RUNTIME") == RuntimeRunsc {
+		return newRunscTestDriver(t, dataDir)
+	}
 	d, err := New(Options{DataDir: dataDir, InitBinary: initBin})
 	if err != nil {
 		t.Fatal(err)

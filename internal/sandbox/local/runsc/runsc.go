@@ -72,6 +72,10 @@ type Options struct {
 	// AgentArgs are its arguments (default: "agent"). The agent must read
 	// agent.Init from stdin and listen on AgentSocket.
 	AgentArgs []string
+	// AgentCaps are capabilities (of gVisor's kernel) the agent starts
+	// with beyond CAP_SETUID, CAP_SETGID and CAP_SETPCAP, for its own
+	// setup; it must drop them before it starts any command.
+	AgentCaps []string
 	// AgentDir is an empty host directory of the sandbox's own, bound at
 	// AgentDir inside; the agent's socket appears in it.
 	AgentDir string
@@ -116,6 +120,14 @@ type Options struct {
 	// place to move it into cgroups (every process runsc starts inherits
 	// them, its sandbox and gofer included) and then release it.
 	Started func(pid int) error
+	// Seccomp, when set, is a seccomp program (struct sock_filter array)
+	// handed to the agent with its environment: it installs it on itself
+	// after its setup, and gVisor's kernel applies it to the agent and
+	// everything it starts.
+	Seccomp []byte
+	// Log is the file the agent's and runsc's output go to (default:
+	// Bundle/container.log).
+	Log string
 	// Debug writes runsc's debug logs (with strace) into Bundle/debug/.
 	Debug bool
 }
@@ -168,6 +180,7 @@ type State struct {
 	ID            string `json:"id"`
 	Bundle        string `json:"bundle"`
 	Socket        string `json:"socket"` // host path of the agent's socket
+	Log           string `json:"log"`
 	Platform      string `json:"platform"`
 	Network       string `json:"network"`
 	IgnoreCgroups bool   `json:"ignore_cgroups,omitempty"`
@@ -226,14 +239,18 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	if err := writeSpec(o.Bundle, Spec(o)); err != nil {
 		return nil, err
 	}
-	log, err := os.OpenFile(filepath.Join(o.Bundle, "container.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if o.Log == "" {
+		o.Log = filepath.Join(o.Bundle, "container.log")
+	}
+	st.Log = o.Log
+	log, err := os.OpenFile(o.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("container log: %w", err)
 	}
 	defer log.Close()
 	if !o.IDs.Identity() {
 		root := int(o.IDs.ToHost(0))
-		for _, p := range []string{o.StateRoot, o.Bundle, o.AgentDir, filepath.Join(o.Bundle, "config.json"), log.Name()} {
+		for _, p := range []string{o.StateRoot, o.Bundle, o.AgentDir, filepath.Join(o.Bundle, "config.json")} {
 			if err := os.Lchown(p, root, root); err != nil {
 				return nil, fmt.Errorf("hand %s to the sandbox's root: %w", p, err)
 			}
@@ -294,9 +311,7 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	}
 	// The pipe holds the environment (up to 1 MiB) until the agent reads
 	// it; EPIPE means the container died, which waitAgent reports.
-	if b, err := json.Marshal(struct {
-		Env []string `json:"env"`
-	}{o.Env}); err == nil {
+	if b, err := json.Marshal(Init{Env: o.Env, Seccomp: o.Seccomp}); err == nil {
 		_, _ = envW.Write(b)
 	}
 	envW.Close()
@@ -358,10 +373,17 @@ func loopbackUp(pid int) error {
 	return nil
 }
 
+// Init is what the agent reads on its stdin: agent.Init plus the seccomp
+// program it installs on itself.
+type Init struct {
+	Env     []string `json:"env"`
+	Seccomp []byte   `json:"seccomp,omitempty"`
+}
+
 // logTail is the end of the container's log: runsc's errors and the
 // agent's.
 func (c *Container) logTail() string {
-	b, _ := os.ReadFile(filepath.Join(c.st.Bundle, "container.log"))
+	b, _ := os.ReadFile(c.st.Log)
 	if len(b) > 4096 {
 		b = b[len(b)-4096:]
 	}

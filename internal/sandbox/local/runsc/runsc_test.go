@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,9 +27,9 @@ import (
 // initBin is the agent (techboss-sandbox-init) built once for the tests.
 var initBin string
 
-// realAgent is where the tests bind the real agent inside the container;
-// AgentBinary is the test binary itself, as shimMain (see there).
-const realAgent = "/run/techboss-agent"
+// testBin is where the tests bind the test binary inside the container,
+// for the workload's side of attacks (runsc-rename, runsc-listen).
+const testBin = "/run/techboss-test"
 
 func TestMain(m *testing.M) {
 	if len(os.Args) == 4 && os.Args[1] == "runsc-rename" {
@@ -48,13 +47,6 @@ func TestMain(m *testing.M) {
 		}
 		return
 	}
-	if len(os.Args) > 1 && os.Args[1] == "runsc-shim" {
-		if err := shimMain(); err != nil {
-			fmt.Fprintln(os.Stderr, "runsc-shim:", err)
-			os.Exit(1)
-		}
-		return
-	}
 	os.Exit(testMain(m))
 }
 
@@ -66,7 +58,7 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	initBin = filepath.Join(dir, "techboss-sandbox-init")
-	if err := buildAgent(dir, initBin); err != nil {
+	if err := buildAgent(initBin); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -93,90 +85,14 @@ func testMain(m *testing.M) int {
 	return code
 }
 
-// ambientClear is the agent's line that fails under this gVisor, which
-// has no ambient capabilities (prctl PR_CAP_AMBIENT is EINVAL there).
-const ambientClear = "unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {"
-
-// buildAgent builds techboss-sandbox-init as sandboxtest.BuildInit does,
-// with one change while the agent lacks it: EINVAL from clearing the
-// ambient set means there is none (go build -overlay, the source is
-// untouched).
-func buildAgent(dir, out string) error {
-	args := []string{"build", "-o", out}
-	src, err := exec.Command("go", "list", "-f", "{{.Dir}}", "github.com/techbossai/techboss/internal/sandbox/local/agent").Output()
-	if err != nil {
-		return fmt.Errorf("find agent source: %w", err)
-	}
-	file := filepath.Join(strings.TrimSpace(string(src)), "agent.go")
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	if strings.Contains(string(b), ambientClear) {
-		patched := filepath.Join(dir, "agent.go")
-		s := strings.Replace(string(b), ambientClear, strings.TrimSuffix(ambientClear, " {")+" && e != unix.EINVAL {", 1)
-		if err := os.WriteFile(patched, []byte(s), 0o644); err != nil {
-			return err
-		}
-		ov, _ := json.Marshal(map[string]map[string]string{"Replace": {file: patched}})
-		overlay := filepath.Join(dir, "overlay.json")
-		if err := os.WriteFile(overlay, ov, 0o644); err != nil {
-			return err
-		}
-		args = append(args, "-overlay", overlay)
-	}
-	cmd := exec.Command("go", append(args, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")...)
+// buildAgent builds techboss-sandbox-init as sandboxtest.BuildInit does.
+func buildAgent(out string) error {
+	cmd := exec.Command("go", "build", "-o", out, "github.com/techbossai/techboss/cmd/techboss-sandbox-init")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build techboss-sandbox-init: %v\n%s", err, out)
 	}
 	return nil
-}
-
-// shimMain runs inside the container in place of what the agent must do
-// itself under runsc (today it expects a listening socket on fd 3 and
-// agent.Init on fd 6): it reads agent.Init from stdin, listens on
-// AgentSocket, and execs the unchanged agent with both on those fds.
-func shimMain() error {
-	init, err := io.ReadAll(os.Stdin)
-	if err != nil {
-		return fmt.Errorf("read init: %w", err)
-	}
-	l, err := net.Listen("unix", AgentSocket)
-	if err != nil {
-		return err
-	}
-	lf, err := l.(*net.UnixListener).File()
-	if err != nil {
-		return err
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(init); err != nil {
-		return err
-	}
-	w.Close()
-	null, err := os.Open("/dev/null")
-	if err != nil {
-		return err
-	}
-	// Move everything above the fds it is about to fill, then place it.
-	hi := func(f *os.File) int {
-		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 100)
-		if err != nil {
-			panic(err)
-		}
-		return fd
-	}
-	lfd, rfd, nfd := hi(lf), hi(r), hi(null)
-	for _, p := range [][2]int{{lfd, 3}, {rfd, 6}, {nfd, 0}} {
-		if err := unix.Dup3(p[0], p[1], 0); err != nil {
-			return fmt.Errorf("dup3: %w", err)
-		}
-	}
-	return syscall.Exec(realAgent, []string{realAgent, "agent"}, os.Environ())
 }
 
 // runscBin is the runsc the tests use: TECHBOSS_RUNSC_BIN, or the one
@@ -234,7 +150,7 @@ func requireRunsc(t testing.TB) {
 // testIDs is the local driver's default host range for sandbox ids.
 var testIDs = sandbox.IDMap{HostBase: 1_000_000_000, Size: 65536}
 
-// binDir holds copies of the test binary (the shim) and the agent in a
+// binDir holds copies of the test binary and the agent in a
 // directory any user may read: runsc in a user namespace opens them as
 // the namespace's root, who may not enter go's private build directory.
 var binDir string
@@ -244,7 +160,7 @@ func copyBinaries(dir string) error {
 	if err != nil {
 		return err
 	}
-	for src, name := range map[string]string{self: "shim", initBin: "agent"} {
+	for src, name := range map[string]string{self: "test", initBin: "agent"} {
 		b, err := os.ReadFile(src)
 		if err != nil {
 			return err
@@ -265,7 +181,7 @@ type testOptions struct {
 	started  func(pid int) error
 }
 
-// startTest starts a container running the shim and the real agent. Its
+// startTest starts a container running the agent (runsc-agent). Its
 // root shows the host's /usr and /etc, as the local driver's host image
 // does, and a /workspace bound into it on the host before the start, as
 // the driver binds it into its overlay.
@@ -333,10 +249,10 @@ func startTest(t testing.TB, o testOptions) *Container {
 		Mounts: []Mount{
 			{Source: "/usr", Target: "/usr", ReadOnly: true},
 			{Source: "/etc", Target: "/etc", ReadOnly: true},
-			{Source: filepath.Join(bin, "agent"), Target: realAgent, ReadOnly: true},
+			{Source: filepath.Join(bin, "test"), Target: testBin, ReadOnly: true},
 		},
-		AgentBinary: filepath.Join(bin, "shim"),
-		AgentArgs:   []string{"runsc-shim"},
+		AgentBinary: filepath.Join(bin, "agent"),
+		AgentArgs:   []string{"runsc-agent"},
 		AgentDir:    agentDir,
 		Env:         o.env,
 		Network:     o.network,
@@ -506,11 +422,11 @@ func TestWorkloadCannotReplaceAgentSocket(t *testing.T) {
 	defer cancel()
 	// A listener of the workload's own at the socket's name (the test
 	// binary's runsc-listen): it answers anything with an error reply.
-	impostor := AgentBinary + " runsc-listen " + AgentSocket
+	impostor := testBin + " runsc-listen " + AgentSocket
 	for _, argv := range [][]string{
 		{"rm", "-f", AgentSocket},
-		{AgentBinary, "runsc-rename", AgentSocket, AgentDir + "/moved"},
-		{"sh", "-c", "touch " + AgentDir + "/x && exec " + AgentBinary + " runsc-rename " + AgentDir + "/x " + AgentSocket},
+		{testBin, "runsc-rename", AgentSocket, AgentDir + "/moved"},
+		{"sh", "-c", "touch " + AgentDir + "/x && exec " + testBin + " runsc-rename " + AgentDir + "/x " + AgentSocket},
 		{"umount", "-l", AgentDir},
 		{"sh", "-c", "rm -f " + AgentSocket + "; (" + impostor + ") > /tmp/impostor.log 2>&1 & for i in $(seq 100); do grep -q bound /tmp/impostor.log && exit 0; sleep 0.1; done; exit 1"},
 	} {

@@ -36,6 +36,7 @@ var agentCaps = []string{"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
 // Spec builds the OCI runtime configuration of o. It holds no secrets:
 // the base environment goes to the agent on its stdin, never to disk.
 func Spec(o Options) *specs.Spec {
+	caps := append(append([]string(nil), agentCaps...), o.AgentCaps...)
 	s := &specs.Spec{
 		Version:  specs.Version,
 		Hostname: o.hostname(),
@@ -48,9 +49,9 @@ func Spec(o Options) *specs.Spec {
 			Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 			Cwd: "/",
 			Capabilities: &specs.LinuxCapabilities{
-				Bounding:  agentCaps,
-				Effective: agentCaps,
-				Permitted: agentCaps,
+				Bounding:  caps,
+				Effective: caps,
+				Permitted: caps,
 			},
 			NoNewPrivileges: true,
 			Rlimits: []specs.POSIXRlimit{
@@ -74,15 +75,18 @@ func Spec(o Options) *specs.Spec {
 			Resources: o.Resources,
 		},
 	}
-	if !o.HasTmp {
-		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}})
-	}
 	bind := func(src, dst string, ro bool) {
 		opts := []string{"rbind"}
 		if ro {
 			opts = append(opts, "ro")
 		}
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts})
+	}
+	if o.HasTmp {
+		// Named, or gVisor puts a tmpfs of its own over the root's /tmp.
+		bind(filepath.Join(o.Root, "tmp"), "/tmp", false)
+	} else {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}})
 	}
 	for _, m := range o.Mounts {
 		bind(m.Source, m.Target, m.ReadOnly)
