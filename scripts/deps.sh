@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the server and the tests need, when missing. Idempotent.
 #   scripts/deps.sh run    -> what `make run` needs (bubblewrap, the Claude Code CLI)
-#   scripts/deps.sh test   -> plus postgresql, chromium, versitygw, busybox-static
+#   scripts/deps.sh test   -> plus postgresql, chromium, versitygw, busybox-static, gVisor's runsc
+# With TECHBOSS_LOCAL_RUNTIME=runsc, `run` builds gVisor's runsc too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-test}
 TOOLS=${TECHBOSS_TOOLS_DIR:-$PWD/.tools}
 CLAUDE_VERSION=2.1.197
 VERSITYGW_VERSION=v1.8.0
+# gVisor's runsc, built from source (its go branch; Debian's 2022 build
+# lacks the systrap platform and fails statx and networking here).
+RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
 mkdir -p "$TOOLS"
 
 need_apt=()
@@ -25,8 +29,6 @@ if [ "$mode" = test ]; then
   [ -e /lib/ld-musl-x86_64.so.1 ] || need_apt+=(musl)
   # The test OCI image is built from Debian's statically linked busybox.
   dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
-  # gVisor's runsc: the runsc runtime package's tests and benchmarks.
-  have runsc || need_apt+=(runsc)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if have apt-get && [ "$(id -u)" = 0 ]; then
@@ -57,6 +59,16 @@ if [ ! -x "$TOOLS/claude-musl/node_modules/@anthropic-ai/claude-code-linux-x64-m
   mkdir -p "$TOOLS/claude-musl"
   npm install --silent --force --no-audit --no-fund --prefix "$TOOLS/claude-musl" "@anthropic-ai/claude-code-linux-x64-musl@$CLAUDE_VERSION" >&2 \
     || echo "deps: the -musl Claude Code CLI could not be installed; musl images need claude on their PATH" >&2
+fi
+
+# gVisor's runsc, pinned, for TECHBOSS_LOCAL_RUNTIME=runsc and the tests
+# of both runtimes. The version file says which one the binary is.
+if [ "$mode" = test ] || [ "${TECHBOSS_LOCAL_RUNTIME:-bwrap}" = runsc ]; then
+  if [ ! -x "$TOOLS/bin/runsc" ] || [ "$(cat "$TOOLS/bin/runsc.version" 2>/dev/null)" != "$RUNSC_VERSION" ]; then
+    echo "deps: building gVisor's runsc $RUNSC_VERSION (about 3 minutes)" >&2
+    GOBIN="$TOOLS/bin" CGO_ENABLED=0 go install "gvisor.dev/gvisor/runsc@$RUNSC_VERSION"
+    echo "$RUNSC_VERSION" > "$TOOLS/bin/runsc.version"
+  fi
 fi
 
 if [ "$mode" = test ]; then

@@ -106,6 +106,24 @@ type domains struct {
 	closers []func()
 }
 
+// defaultRunsc is where `TECHBOSS_LOCAL_RUNTIME=runsc scripts/deps.sh run`
+// builds gVisor's runsc.
+const defaultRunsc = ".tools/bin/runsc"
+
+// runscBin resolves TECHBOSS_RUNSC_BIN: the setting, else the checkout's
+// build, else runsc on PATH.
+func runscBin(set string) string {
+	if set != "" {
+		return set
+	}
+	if fi, err := os.Stat(defaultRunsc); err == nil && !fi.IsDir() {
+		if abs, err := filepath.Abs(defaultRunsc); err == nil {
+			return abs
+		}
+	}
+	return "runsc"
+}
+
 // wire builds sandboxes (driver + Manager), snapshots, agent runs, the LLM
 // gateway and /v1/chat from the configuration.
 func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, log *slog.Logger, reg *prometheus.Registry, db *store.DB, authSvc *auth.Service) (*domains, error) {
@@ -139,6 +157,9 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			Logger: log.With("component", "sandbox/local"), Metrics: reg,
 			IDs:           sandbox.IDMap{HostBase: uint32(cfg.SandboxUIDBase), Size: 65536},
 			DefaultDiskMB: cfg.DefaultDiskMB,
+			Runtime:       cfg.LocalRuntime,
+			Runsc:         runscBin(cfg.RunscBin),
+			RunscPlatform: cfg.RunscPlatform,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("local sandbox driver: %w", err)

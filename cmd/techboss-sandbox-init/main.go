@@ -1,10 +1,13 @@
 // Command techboss-sandbox-init is the local sandbox driver's static helper.
-// Build it with CGO_ENABLED=0. Its one mode:
+// Build it with CGO_ENABLED=0. Its mode under bubblewrap:
 //
 //	techboss-sandbox-init agent
 //	    runs inside the sandbox: reads its base environment from fd 6 and
 //	    serves the driver on the listening socket on fd 3, starting commands
 //	    from a thread without capabilities (agent.Spawner).
+//
+// Under gVisor (TECHBOSS_LOCAL_RUNTIME=runsc) it has three more:
+// runsc-launch, runsc-agent and runsc-serve (runsc.go).
 package main
 
 import (

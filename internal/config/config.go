@@ -61,6 +61,9 @@ type Config struct {
 	MaxSandboxesPerUser int           // TECHBOSS_MAX_SANDBOXES_PER_USER
 	SandboxUIDBase      int           // TECHBOSS_SANDBOX_UID_BASE: host uid/gid of a local sandbox's uid 0 (65,536 ids from it)
 	DefaultDiskMB       int           // TECHBOSS_DEFAULT_DISK_MB: a sandbox's disk when its spec names none
+	LocalRuntime        string        // TECHBOSS_LOCAL_RUNTIME: bwrap | runsc (gVisor)
+	RunscBin            string        // TECHBOSS_RUNSC_BIN: gVisor's runsc (default ./.tools/bin/runsc, then PATH)
+	RunscPlatform       string        // TECHBOSS_RUNSC_PLATFORM: systrap | ptrace
 	NetworkAllow        []string      // TECHBOSS_NETWORK_ALLOW: private CIDRs sandboxes with network may reach
 	SnapshotAfterRun    bool          // TECHBOSS_SNAPSHOT_AFTER_RUN
 	SnapshotOnStop      bool          // TECHBOSS_SNAPSHOT_ON_STOP: before terminate and idle stop
@@ -116,6 +119,9 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_MAX_SANDBOXES_PER_USER", "max-sandboxes-per-user", "10", "running sandboxes a user may have at once (0: no cap)", count(&c.MaxSandboxesPerUser)},
 		{"TECHBOSS_SANDBOX_UID_BASE", "sandbox-uid-base", "1000000000", "host uid and gid of a local sandbox's root; sandboxes use the 65,536 ids from there", count(&c.SandboxUIDBase)},
 		{"TECHBOSS_DEFAULT_DISK_MB", "default-disk-mb", "10240", "disk of a sandbox whose spec names no disk_mb, in MiB (local sandboxes get a filesystem of that size)", count(&c.DefaultDiskMB)},
+		{"TECHBOSS_LOCAL_RUNTIME", "local-runtime", "bwrap", "what local sandboxes run under: bwrap (bubblewrap) | runsc (gVisor, a second kernel between the sandbox and the host)", oneOf(&c.LocalRuntime, "bwrap", "runsc")},
+		{"TECHBOSS_RUNSC_BIN", "runsc-bin", "", "gVisor's runsc, with TECHBOSS_LOCAL_RUNTIME=runsc (default: ./.tools/bin/runsc, which `TECHBOSS_LOCAL_RUNTIME=runsc scripts/deps.sh run` builds, then PATH)", str(&c.RunscBin)},
+		{"TECHBOSS_RUNSC_PLATFORM", "runsc-platform", "systrap", "gVisor's platform: systrap | ptrace (both without KVM)", oneOf(&c.RunscPlatform, "systrap", "ptrace")},
 		{"TECHBOSS_NETWORK_ALLOW", "network-allow", "", "comma-separated private or link-local CIDRs (optionally :port) that sandboxes with network may reach, e.g. a corporate proxy; empty: none", list(&c.NetworkAllow)},
 		{"TECHBOSS_SNAPSHOT_AFTER_RUN", "snapshot-after-run", "true", "snapshot the workspace after every agent run", boolean(&c.SnapshotAfterRun)},
 		{"TECHBOSS_SNAPSHOT_ON_STOP", "snapshot-on-stop", "true", "snapshot the workspace before terminate and idle stop", boolean(&c.SnapshotOnStop)},

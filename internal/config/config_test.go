@@ -21,7 +21,8 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Port != 8080 || c.Addr() != ":8080" || c.DataDir != "./data" || c.Database() != "data/techboss.db" ||
 		c.SandboxDriver != "local" || c.BlobStore != "fs" || c.ClaudeCredentials != "gateway" ||
-		c.LogLevel != slog.LevelInfo || c.SessionTTL != 168*time.Hour || c.CookiesSecure() {
+		c.LogLevel != slog.LevelInfo || c.SessionTTL != 168*time.Hour || c.CookiesSecure() ||
+		c.LocalRuntime != "bwrap" || c.RunscPlatform != "systrap" {
 		t.Fatalf("defaults = %+v", c)
 	}
 }
@@ -74,6 +75,8 @@ func TestInvalidNamesTheSetting(t *testing.T) {
 		{map[string]string{"TECHBOSS_TRUSTED_PROXIES": "10.0.0.0/33"}, nil, "TECHBOSS_TRUSTED_PROXIES"},
 		{map[string]string{"TECHBOSS_TRUSTED_PROXIES": "fe80::1%eth0"}, nil, "TECHBOSS_TRUSTED_PROXIES"},
 		{nil, []string{"-trusted-proxies", "256.1.1.1"}, "-trusted-proxies"},
+		{map[string]string{"TECHBOSS_LOCAL_RUNTIME": "kata"}, nil, "TECHBOSS_LOCAL_RUNTIME"},
+		{map[string]string{"TECHBOSS_RUNSC_PLATFORM": "kvm"}, nil, "TECHBOSS_RUNSC_PLATFORM"},
 		{nil, []string{"extra"}, "unexpected argument"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {

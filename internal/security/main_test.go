@@ -24,15 +24,63 @@ func TestMain(m *testing.M) { os.Exit(sandboxtest.Main(m, &initBin)) }
 // requireHost skips or fails t without root and bubblewrap (sandboxtest.RequireLocal).
 func requireHost(t testing.TB) { t.Helper(); sandboxtest.RequireLocal(t) }
 
-func newDriver(t testing.TB) *local.Driver {
+// runtimes runs f once per runtime of the local driver: bubblewrap, and
+// gVisor (runsc), which must hold the same boundary. Where a check means
+// something else under gVisor, the test says so and checks gVisor's
+// equivalent.
+func runtimes(t *testing.T, f func(t *testing.T, rt string)) {
+	for _, rt := range []string{local.RuntimeBwrap, local.RuntimeRunsc} {
+		t.Run(rt, func(t *testing.T) { f(t, rt) })
+	}
+}
+
+func newDriver(t testing.TB, rt string) *local.Driver {
+	t.Helper()
+	return newDriverWith(t, rt, local.Options{})
+}
+
+// newDriverWith is newDriver with further options.
+func newDriverWith(t testing.TB, rt string, o local.Options) *local.Driver {
 	t.Helper()
 	requireHost(t)
-	d, err := local.New(local.Options{DataDir: t.TempDir(), InitBinary: initBin})
+	o.DataDir, o.InitBinary, o.Runtime = t.TempDir(), initBin, rt
+	if rt == local.RuntimeRunsc {
+		o.Runsc = requireRunsc(t)
+		o.RunscPlatform = os.Getenv("TECHBOSS_RUNSC_PLATFORM")
+	}
+	d, err := local.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = d.Close() })
 	return d
+}
+
+// requireRunsc returns the runsc the tests use (TECHBOSS_RUNSC_BIN, or
+// the one scripts/deps.sh builds into .tools/bin); without it the test
+// skips, or fails under TECHBOSS_REQUIRE_ALL=1.
+func requireRunsc(t testing.TB) string {
+	t.Helper()
+	p := os.Getenv("TECHBOSS_RUNSC_BIN")
+	if p == "" {
+		p = "runsc"
+		dir, _ := os.Getwd()
+		for d := dir; d != filepath.Dir(d); d = filepath.Dir(d) {
+			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+				p = filepath.Join(d, ".tools", "bin", "runsc")
+				break
+			}
+		}
+	}
+	if _, err := exec.LookPath(p); err == nil {
+		return p
+	}
+	why := "gVisor's runsc not found at " + p + ": run scripts/deps.sh test, or set TECHBOSS_RUNSC_BIN"
+	if os.Getenv("TECHBOSS_REQUIRE_ALL") == "1" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+	return ""
 }
 
 func testCtx(t testing.TB) context.Context {

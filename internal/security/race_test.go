@@ -33,9 +33,9 @@ type raceSetup struct {
 	stop   func() // stops the racer and waits for it
 }
 
-func newRace(t *testing.T) *raceSetup {
+func newRace(t *testing.T, rt string) *raceSetup {
 	t.Helper()
-	d := newDriver(t)
+	d := newDriver(t, rt)
 	ref := create(t, d, sandbox.Spec{})
 	ws, ids, err := d.WorkspaceDir(ref)
 	if err != nil {
@@ -121,138 +121,148 @@ const raceIterations = 150
 // A snapshot taken while the sandbox swaps w/d and a symlink to a host
 // directory never captures a host file.
 func TestSnapshotRaceInSandbox(t *testing.T) {
-	r := newRace(t)
-	s, loc := newSnapshotter(t)
-	sum := sha256.Sum256(r.secret)
-	secretSHA := hex.EncodeToString(sum[:])
-	ctx := testCtx(t)
-	files := 0
-	for i := 0; i < raceIterations; i++ {
-		res, err := s.Snapshot(ctx, loc, r.ws, snapshot.Options{IDs: r.ids})
-		if err != nil {
-			t.Fatalf("snapshot %d: %v", i, err)
-		}
-		for _, e := range res.Manifest.Entries {
-			if e.SHA256 == secretSHA {
-				t.Fatalf("snapshot %d captured the host secret as %s", i, e.Path)
+	runtimes(t, func(t *testing.T, rt string) {
+		r := newRace(t, rt)
+		s, loc := newSnapshotter(t)
+		sum := sha256.Sum256(r.secret)
+		secretSHA := hex.EncodeToString(sum[:])
+		ctx := testCtx(t)
+		files := 0
+		for i := 0; i < raceIterations; i++ {
+			res, err := s.Snapshot(ctx, loc, r.ws, snapshot.Options{IDs: r.ids})
+			if err != nil {
+				t.Fatalf("snapshot %d: %v", i, err)
 			}
-			if strings.HasPrefix(e.Path, "w/") && e.Type == snapshot.File {
-				files++
+			for _, e := range res.Manifest.Entries {
+				if e.SHA256 == secretSHA {
+					t.Fatalf("snapshot %d captured the host secret as %s", i, e.Path)
+				}
+				if strings.HasPrefix(e.Path, "w/") && e.Type == snapshot.File {
+					files++
+				}
 			}
 		}
-	}
-	r.stop()
-	r.hostUntouched(t, "after the snapshots")
-	if files == 0 {
-		t.Fatal("no snapshot saw a file under w/: the race never ran against the walk")
-	}
+		r.stop()
+		r.hostUntouched(t, "after the snapshots")
+		if files == 0 {
+			t.Fatal("no snapshot saw a file under w/: the race never ran against the walk")
+		}
+	})
 }
 
 // A restore of a version holding w/d/* into a workspace where the sandbox
 // swaps w/d and a symlink to a host directory never writes on the host.
 func TestRestoreRaceInSandbox(t *testing.T) {
-	r := newRace(t)
-	s, loc := newSnapshotter(t)
-	ctx := testCtx(t)
-	// The version: w/d with its files and w/l, from a tree the host made
-	// (the racer in the sandbox is already running). The racer keeps
-	// running after the first restore removes its binary.
-	clean := t.TempDir()
-	for i := 0; i < 40; i++ {
-		p := filepath.Join(clean, "w", "d", fmt.Sprintf("f%d", i))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	runtimes(t, func(t *testing.T, rt string) {
+		r := newRace(t, rt)
+		s, loc := newSnapshotter(t)
+		ctx := testCtx(t)
+		// The version: w/d with its files and w/l, from a tree the host made
+		// (the racer in the sandbox is already running). The racer keeps
+		// running after the first restore removes its binary.
+		clean := t.TempDir()
+		for i := 0; i < 40; i++ {
+			p := filepath.Join(clean, "w", "d", fmt.Sprintf("f%d", i))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(fmt.Sprintf("restored %d\n", i)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink(r.host, filepath.Join(clean, "w", "l")); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, []byte(fmt.Sprintf("restored %d\n", i)), 0o644); err != nil {
+		res, err := s.Snapshot(ctx, loc, clean, snapshot.Options{})
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := os.Symlink(r.host, filepath.Join(clean, "w", "l")); err != nil {
-		t.Fatal(err)
-	}
-	res, err := s.Snapshot(ctx, loc, clean, snapshot.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	version := res.Manifest.Name
-	for i := 0; i < raceIterations; i++ {
-		// A restore may fail when the tree changes under it; it must
-		// never write outside it.
-		_, _ = s.Restore(ctx, loc, version, r.ws, snapshot.RestoreOptions{IDs: r.ids})
-		r.hostUntouched(t, fmt.Sprintf("restore %d", i))
-	}
-	r.stop()
-	r.hostUntouched(t, "after the restores")
+		version := res.Manifest.Name
+		for i := 0; i < raceIterations; i++ {
+			// A restore may fail when the tree changes under it; it must
+			// never write outside it.
+			_, _ = s.Restore(ctx, loc, version, r.ws, snapshot.RestoreOptions{IDs: r.ids})
+			r.hostUntouched(t, fmt.Sprintf("restore %d", i))
+		}
+		r.stop()
+		r.hostUntouched(t, "after the restores")
+	})
 }
 
 // init_from_s3 (Import of the latest version) into a workspace where the
 // sandbox swaps w/d and a symlink to a host directory never writes on the
 // host.
 func TestImportRaceInSandbox(t *testing.T) {
-	r := newRace(t)
-	s, loc := newSnapshotter(t)
-	ctx := testCtx(t)
-	clean := t.TempDir()
-	for i := 0; i < 40; i++ {
-		p := filepath.Join(clean, "w", "d", fmt.Sprintf("imported%d", i))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	runtimes(t, func(t *testing.T, rt string) {
+		r := newRace(t, rt)
+		s, loc := newSnapshotter(t)
+		ctx := testCtx(t)
+		clean := t.TempDir()
+		for i := 0; i < 40; i++ {
+			p := filepath.Join(clean, "w", "d", fmt.Sprintf("imported%d", i))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte("imported\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Snapshot(ctx, loc, clean, snapshot.Options{}); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, []byte("imported\n"), 0o644); err != nil {
-			t.Fatal(err)
+		for i := 0; i < raceIterations; i++ {
+			_, _ = s.Import(ctx, loc, r.ws, snapshot.ImportOptions{IDs: r.ids})
+			r.hostUntouched(t, fmt.Sprintf("import %d", i))
 		}
-	}
-	if _, err := s.Snapshot(ctx, loc, clean, snapshot.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < raceIterations; i++ {
-		_, _ = s.Import(ctx, loc, r.ws, snapshot.ImportOptions{IDs: r.ids})
-		r.hostUntouched(t, fmt.Sprintf("import %d", i))
-	}
-	r.stop()
-	r.hostUntouched(t, "after the imports")
+		r.stop()
+		r.hostUntouched(t, "after the imports")
+	})
 }
 
 // Archive download of a tree the sandbox is racing never reads a host file.
 func TestArchiveOutRaceInSandbox(t *testing.T) {
-	r := newRace(t)
-	ctx := testCtx(t)
-	for i := 0; i < raceIterations; i++ {
-		var buf bytes.Buffer
-		err := r.d.ArchiveOut(ctx, r.ref, "/workspace/w", &buf)
-		if err != nil {
-			continue // a walk that lost the race may fail; it must not leak
+	runtimes(t, func(t *testing.T, rt string) {
+		r := newRace(t, rt)
+		ctx := testCtx(t)
+		for i := 0; i < raceIterations; i++ {
+			var buf bytes.Buffer
+			err := r.d.ArchiveOut(ctx, r.ref, "/workspace/w", &buf)
+			if err != nil {
+				continue // a walk that lost the race may fail; it must not leak
+			}
+			if bytes.Contains(buf.Bytes(), r.secret) {
+				t.Fatalf("archive %d holds the host secret", i)
+			}
 		}
-		if bytes.Contains(buf.Bytes(), r.secret) {
-			t.Fatalf("archive %d holds the host secret", i)
+		// Files API reads through the link are refused too.
+		for i := 0; i < raceIterations; i++ {
+			var buf bytes.Buffer
+			_, err := r.d.ReadFile(ctx, r.ref, "/workspace/w/d/secret", &buf)
+			if err == nil && bytes.Equal(buf.Bytes(), r.secret) {
+				t.Fatalf("read %d returned the host secret", i)
+			}
 		}
-	}
-	// Files API reads through the link are refused too.
-	for i := 0; i < raceIterations; i++ {
-		var buf bytes.Buffer
-		_, err := r.d.ReadFile(ctx, r.ref, "/workspace/w/d/secret", &buf)
-		if err == nil && bytes.Equal(buf.Bytes(), r.secret) {
-			t.Fatalf("read %d returned the host secret", i)
-		}
-	}
-	r.stop()
-	r.hostUntouched(t, "after the archives")
+		r.stop()
+		r.hostUntouched(t, "after the archives")
+	})
 }
 
 // Archive upload into the directory the sandbox is racing never writes on
 // the host.
 func TestArchiveInRaceInSandbox(t *testing.T) {
-	r := newRace(t)
-	ctx := testCtx(t)
-	tarball := tarOf(t, map[string]string{"d/x1": "one", "d/x2": "two", "d/sub/x3": "three"})
-	for i := 0; i < raceIterations; i++ {
-		_ = r.d.ArchiveIn(ctx, r.ref, "/workspace/w", bytes.NewReader(tarball))
-		r.hostUntouched(t, fmt.Sprintf("archive upload %d", i))
-		_, _ = r.d.WriteFile(ctx, r.ref, "/workspace/w/d/written", 0o644, strings.NewReader("x"))
-		r.hostUntouched(t, fmt.Sprintf("file upload %d", i))
-	}
-	r.stop()
-	r.hostUntouched(t, "after the uploads")
+	runtimes(t, func(t *testing.T, rt string) {
+		r := newRace(t, rt)
+		ctx := testCtx(t)
+		tarball := tarOf(t, map[string]string{"d/x1": "one", "d/x2": "two", "d/sub/x3": "three"})
+		for i := 0; i < raceIterations; i++ {
+			_ = r.d.ArchiveIn(ctx, r.ref, "/workspace/w", bytes.NewReader(tarball))
+			r.hostUntouched(t, fmt.Sprintf("archive upload %d", i))
+			_, _ = r.d.WriteFile(ctx, r.ref, "/workspace/w/d/written", 0o644, strings.NewReader("x"))
+			r.hostUntouched(t, fmt.Sprintf("file upload %d", i))
+		}
+		r.stop()
+		r.hostUntouched(t, "after the uploads")
+	})
 }
 
 // lockedBuffer is a bytes.Buffer the racer's exec writes while a test reads.
