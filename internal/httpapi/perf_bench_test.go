@@ -38,6 +38,7 @@ import (
 	"github.com/techbossai/techboss/internal/agent/claude"
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local"
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
@@ -52,9 +53,9 @@ type perfEnv struct {
 	client *http.Client
 }
 
-func newPerfEnv(b *testing.B, cli agent.CLI) *perfEnv {
+func newPerfEnv(b *testing.B, cli agent.CLI, opts ...func(*local.Options)) *perfEnv {
 	b.Helper()
-	e, deps := newAPIEnv(b, cli)
+	e, deps := newAPIEnv(b, cli, opts...)
 	e.srv = httptest.NewServer(NewServer(deps))
 	b.Cleanup(e.srv.Close)
 	e.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, WriteBufferSize: 256 << 10, ReadBufferSize: 256 << 10}}
@@ -64,7 +65,7 @@ func newPerfEnv(b *testing.B, cli agent.CLI) *perfEnv {
 
 // newAPIEnv is perfEnv without its server: the parts, and the Deps to
 // serve them with (a caller may add to them).
-func newAPIEnv(b testing.TB, cli agent.CLI) (*perfEnv, Deps) {
+func newAPIEnv(b testing.TB, cli agent.CLI, opts ...func(*local.Options)) (*perfEnv, Deps) {
 	b.Helper()
 	requireSandboxHost(b)
 	db := storetest.OpenSQLite(b)
@@ -80,7 +81,7 @@ func newAPIEnv(b testing.TB, cli agent.CLI) (*perfEnv, Deps) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := &perfEnv{user: u, token: tok.Reveal(), m: newSandboxManager(b, db, time.Now, sandbox.DefaultLimits())}
+	e := &perfEnv{user: u, token: tok.Reveal(), m: newSandboxManager(b, db, time.Now, sandbox.DefaultLimits(), opts...)}
 	deps := Deps{Logger: log, Store: db, Auth: as, Metrics: prometheus.NewRegistry(), Sandboxes: e.m}
 	if cli != nil {
 		e.runs, err = agent.NewService(agent.Config{Credentials: agent.CredentialsDirect, UpstreamAPIKey: "unused"},
@@ -172,8 +173,12 @@ func bwrapTrue(b *testing.B, ws string) time.Duration {
 // bubblewrap starting `true` in a composed root (the floor). Terminating
 // each sandbox is outside the timing. create-p50-ms is the POST /sandbox
 // part alone.
-func BenchmarkHTTPCreateFirstExec(b *testing.B) {
-	e := newPerfEnv(b, nil)
+func BenchmarkHTTPCreateFirstExec(b *testing.B) { benchCreateFirstExec(b) }
+
+// benchCreateFirstExec is BenchmarkHTTPCreateFirstExec on a local driver
+// with opts (its runtime).
+func benchCreateFirstExec(b *testing.B, opts ...func(*local.Options)) {
+	e := newPerfEnv(b, nil, opts...)
 	const samples = 30
 	create := func() (string, time.Duration) {
 		code, out := e.call(b, "POST", "/sandbox", strings.NewReader(`{}`))

@@ -790,12 +790,16 @@ func FuzzIncompleteTail(f *testing.F) {
 // a raw fork/exec of /bin/true on the host (floor-*) in the same run. It
 // takes its own samples (at least 300) so `-benchtime 1x` still yields
 // percentiles.
-func BenchmarkHTTPExecTrue(b *testing.B) {
+func BenchmarkHTTPExecTrue(b *testing.B) { benchExecTrue(b) }
+
+// benchExecTrue is BenchmarkHTTPExecTrue on a local driver with opts (its
+// runtime).
+func benchExecTrue(b *testing.B, opts ...func(*local.Options)) {
 	requireSandboxHost(b)
 	db := storetest.OpenSQLite(b)
 	log := slog.New(slog.DiscardHandler)
 	authSvc := auth.New(auth.Options{Store: db, Logger: log, Hash: auth.TestHashParams, SessionTTL: time.Hour, AccountLimit: 3, IPLimit: 100, ThrottleWindow: time.Minute})
-	m := newSandboxManager(b, db, time.Now, sandbox.DefaultLimits())
+	m := newSandboxManager(b, db, time.Now, sandbox.DefaultLimits(), opts...)
 	srv := httptest.NewServer(NewServer(Deps{Logger: log, Store: db, Auth: authSvc, Metrics: prometheus.NewRegistry(), Sandboxes: m}))
 	b.Cleanup(srv.Close)
 	ctx := context.Background()

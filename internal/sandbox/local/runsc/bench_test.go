@@ -92,7 +92,7 @@ func reportRaw(b *testing.B, n int) {
 		}
 		bw = append(bw, time.Since(t0))
 		t0 = time.Now()
-		if out, err := exec.Command("runsc", "--network=none", "--ignore-cgroups", "do", "-quiet", "/bin/true").CombinedOutput(); err != nil {
+		if out, err := exec.Command(runscBin(), "--network=none", "--ignore-cgroups", "do", "-quiet", "/bin/true").CombinedOutput(); err != nil {
 			b.Fatalf("runsc do: %v: %s", err, out)
 		}
 		rd = append(rd, time.Since(t0))
