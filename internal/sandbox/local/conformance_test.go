@@ -1,11 +1,15 @@
 package local
 
 import (
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 )
@@ -62,4 +66,19 @@ func newRunscTestDriver(t testing.TB, dataDir string) *Driver {
 	}
 	t.Cleanup(func() { _ = d.Close() })
 	return d
+}
+
+// What the gVisor runtime cannot start is refused at create, naming the
+// field: an ID whose agent socket path would not fit a Unix socket.
+func TestRunscRefusesAtCreate(t *testing.T) {
+	d := newRunscTestDriver(t, "")
+	id := strings.Repeat("x", 100)
+	_, err := d.Create(context.Background(), sandbox.CreateRequest{ID: id, OwnerID: "o", Spec: sandbox.Spec{ImageBase: "host"}})
+	var fe *errs.Error
+	if !errors.As(err, &fe) || fe.Kind != errs.Invalid || len(fe.Fields) != 1 || fe.Fields[0].Field != "id" {
+		t.Fatalf("100-character ID under runsc: got %v, want an invalid-field error naming id", err)
+	}
+	if _, err := os.Stat(d.sandboxDir(id)); err == nil {
+		t.Error("the refused sandbox left its directory behind")
+	}
 }

@@ -454,6 +454,9 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 		return "", errs.Field("owner_id", "must be a simple name")
 	}
 	sp := req.Spec
+	if err := d.checkRunsc(req); err != nil {
+		return "", err
+	}
 	policy, err := d.netPolicy(sp.Network)
 	if err != nil {
 		return "", err

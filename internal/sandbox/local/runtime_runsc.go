@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local/netpolicy"
 	"github.com/techbossai/techboss/internal/sandbox/local/runsc"
 )
@@ -116,6 +118,24 @@ func copyExecutable(src, dst string) error {
 	}
 	return os.Rename(tmp, dst)
 }
+
+// checkRunsc refuses at create what the gVisor runtime cannot start
+// (rather than failing later): an ID so long that the agent's socket path
+// (in the run dir) would not fit a Unix socket address.
+func (d *Driver) checkRunsc(req sandbox.CreateRequest) error {
+	if d.runsc == nil {
+		return nil
+	}
+	// <run dir>/<id>/agent/agent.sock, and the driver's name of it in bundle/.
+	if n := len(filepath.Join(d.runDir, req.ID, "bundle", "agent.sock")); n > maxSocketPath {
+		return errs.Field("id", fmt.Sprintf("at most %d characters with the gVisor runtime (its agent socket path would be %d bytes, over the %d a Unix socket takes)",
+			len(req.ID)-(n-maxSocketPath), n, maxSocketPath))
+	}
+	return nil
+}
+
+// maxSocketPath is the longest path a Unix socket address holds.
+const maxSocketPath = 107
 
 // launchRunsc is launch under gVisor: it starts runsc through the helper
 // (runsc-launch) in the sandbox's own user and network namespaces, puts
