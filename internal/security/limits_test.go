@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
 )
@@ -40,25 +39,26 @@ func TestForkBombContained(t *testing.T) {
 // A child of the command killed by the sandbox's memory limit is reported
 // as oom_killed, although the command itself survives.
 //
-// Under gVisor the limit means something else: all of the sandbox's
-// memory belongs to one host process, gVisor's kernel, which is what the
-// host's OOM killer takes. The hog is still stopped at the limit and
-// reported as oom_killed, but the whole sandbox ends with it
-// (docs/security.md): the next exec finds it stopped.
+// Under gVisor the limit is the host cgroup's around gVisor itself, and
+// the host's OOM killer takes the biggest of its processes: for memory a
+// process of the workload allocated, the systrap stub that maps it, and
+// gVisor then ends that process as the kernel would; the sandbox goes on.
+// (When memory gVisor's kernel holds itself, such as tmpfs files and pipe
+// buffers, makes the Sentry the biggest, it is the victim and the whole
+// sandbox ends; docs/security.md.) The pipeline below is slow enough
+// through gVisor's pipes to take minutes on a busy host; a string doubling
+// in awk reaches the limit at once.
 func TestMemoryHogReported(t *testing.T) {
 	runtimes(t, func(t *testing.T, rt string) {
 		d := newDriver(t, rt)
 		ref := create(t, d, sandbox.Spec{MemoryMB: 64})
-		r := sh(t, d, ref, `x=$(head -c 400000000 /dev/zero | tr '\0' a); echo survived`)
+		hog := `x=$(head -c 400000000 /dev/zero | tr '\0' a); echo survived`
+		if rt == local.RuntimeRunsc {
+			hog = `awk 'BEGIN { s = "x"; while (1) s = s s }'; echo survived`
+		}
+		r := sh(t, d, ref, hog)
 		if !r.st.OOMKilled {
 			t.Errorf("memory hog: got %+v (stdout %q), want oom_killed", r.st, r.stdout)
-		}
-		if rt == local.RuntimeRunsc {
-			_, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"true"}})
-			if errs.KindOf(err) != errs.NotFound {
-				t.Errorf("exec after gVisor's OOM kill: got %v, want the sandbox stopped (not found)", err)
-			}
-			return
 		}
 		if got := mustSh(t, d, ref, "echo fine"); got != "fine\n" {
 			t.Errorf("after the hog: %q", got)

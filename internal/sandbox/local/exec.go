@@ -431,12 +431,6 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 			return es, ctxErr
 		case err := <-readErr:
 			if !st.alive() {
-				if st.Runsc != nil && st.Cgroups.oomKills() > oomBefore {
-					// Under gVisor the kernel's OOM killer takes the
-					// Sentry, which holds all of the sandbox's memory:
-					// the command died with the whole sandbox.
-					return sandbox.ExitStatus{Code: 137, Signal: "SIGKILL", OOMKilled: true, Duration: time.Since(start)}, ctxErr
-				}
 				return sandbox.ExitStatus{}, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox stopped")
 			}
 			if errors.Is(err, io.EOF) {

@@ -286,10 +286,12 @@ func (s *state) rootPath() string {
 // address space. The workload's task limit is enforced inside gVisor
 // (runsc-agent); the host limit only bounds gVisor's own threads, with
 // room to spare, since a Sentry that cannot create a thread dies with
-// the whole sandbox. Memory is charged on the host to the Sentry, which
-// gVisor does not limit itself: past memory_mb plus the Sentry's own
-// (runscMemoryOverheadMB), the kernel OOM-kills the Sentry, i.e. the
-// whole sandbox, and the exec that ran reports oom_killed.
+// the whole sandbox. gVisor does not limit memory itself: memory_mb plus
+// the Sentry's own (runscMemoryOverheadMB) is the host cgroup's limit, and
+// past it the host's OOM killer takes the biggest process, usually the
+// stub mapping the hog's memory (gVisor then ends that process), or the
+// Sentry when gVisor's kernel holds the memory itself (tmpfs, pipes), which
+// ends the whole sandbox.
 const (
 	runscPidsFactor       = 4
 	runscPidsOverhead     = 256
