@@ -273,6 +273,11 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	args = append(append([]string(nil), o.Launcher...), args...)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.ExtraFiles = o.ExtraFiles
+	// Not the caller's environment (a server's holds its keys): runsc,
+	// its gofer and gVisor's kernel run as the sandbox's root, and their
+	// /proc/PID/environ would be its to read were it to escape.
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Dir = "/"
 	// The container's stdio are runsc's: stdin carries the environment,
 	// the agent's log and runsc's own errors go to the container log.
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = envR, log, log

@@ -580,3 +580,19 @@ func TestNetworkThroughPasta(t *testing.T) {
 		t.Errorf("with network: got routes %q %+v %v, want a default route on pasta's eth0", out, rep, err)
 	}
 }
+
+// runsc and its processes run as the sandbox's root on the host: they
+// must not carry the caller's environment (a server's holds its keys).
+func TestCallerEnvironmentNotPassed(t *testing.T) {
+	t.Setenv("TECHBOSS_TEST_SECRET", "do-not-leak")
+	c := startTest(t, testOptions{ids: testIDs})
+	for _, pid := range []int{c.State().RunPid, c.Pid()} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "do-not-leak") {
+			t.Errorf("process %d holds the caller's environment", pid)
+		}
+	}
+}
