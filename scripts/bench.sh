@@ -24,7 +24,7 @@ suite=(
   "./internal/httpapi ^Benchmark(HTTPCreateFirstExec|HTTPExecTrue|HTTPCreateFirstExecRunsc|HTTPExecTrueRunsc|ExecStdoutStream|FileUpload|FileDownload|SSEFanout|CLILineToSSE|CLIDeltaToSSE|ChatFirstByte)$"
   "./internal/snapshot ^Benchmark(SnapshotFirst|SnapshotNoChange10k|SnapshotChanged1pct|Restore)$"
   "./internal/llm/gateway ^Benchmark(GatewayFirstByte|OpenAIGatewayFirstByte)$"
-  "./internal/agent ^Benchmark(RunWallVsBareCLI|CrossReplicaEvent)$"
+  "./internal/agent ^Benchmark(RunWallVsBareCLI|CrossReplicaEvent|ApprovalRoundTrip)$"
   "./internal/sandbox/local/runsc ^Benchmark(RunscStartFirstExec|RunscExecTrue)$"
 )
 status=0

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-test}
 TOOLS=${TECHBOSS_TOOLS_DIR:-$PWD/.tools}
-CLAUDE_VERSION=2.1.197
+CLAUDE_VERSION=2.1.332
 VERSITYGW_VERSION=v1.8.0
 # gVisor's runsc, built from source (its go branch; Debian's 2022 build
 # lacks the systrap platform and fails statx and networking here).
@@ -41,8 +41,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-# The Claude Code CLI, pinned, in a project-local prefix.
-if [ ! -x "$TOOLS/claude/node_modules/.bin/claude" ]; then
+# npm_version PREFIX PACKAGE: the version of an installed package ("" if none).
+npm_version() {
+  sed -n 's/^  "version": "\(.*\)",$/\1/p' "$1/node_modules/$2/package.json" 2>/dev/null | head -n1
+}
+
+# The Claude Code CLI, pinned, in a project-local prefix (reinstalled when
+# the pin moves).
+if [ ! -x "$TOOLS/claude/node_modules/.bin/claude" ] || [ "$(npm_version "$TOOLS/claude" @anthropic-ai/claude-code)" != "$CLAUDE_VERSION" ]; then
   if have npm; then
     echo "deps: installing @anthropic-ai/claude-code@$CLAUDE_VERSION into $TOOLS/claude" >&2
     mkdir -p "$TOOLS/claude"
@@ -54,7 +60,7 @@ fi
 
 # Its -musl build, mounted into sandboxes whose image is musl-based (Alpine).
 # npm installs only the host's libc variant by default, hence --force.
-if [ ! -x "$TOOLS/claude-musl/node_modules/@anthropic-ai/claude-code-linux-x64-musl/claude" ] && [ "$(uname -m)" = x86_64 ] && have npm; then
+if { [ ! -x "$TOOLS/claude-musl/node_modules/@anthropic-ai/claude-code-linux-x64-musl/claude" ] || [ "$(npm_version "$TOOLS/claude-musl" @anthropic-ai/claude-code-linux-x64-musl)" != "$CLAUDE_VERSION" ]; } && [ "$(uname -m)" = x86_64 ] && have npm; then
   echo "deps: installing @anthropic-ai/claude-code-linux-x64-musl@$CLAUDE_VERSION into $TOOLS/claude-musl" >&2
   mkdir -p "$TOOLS/claude-musl"
   npm install --silent --force --no-audit --no-fund --prefix "$TOOLS/claude-musl" "@anthropic-ai/claude-code-linux-x64-musl@$CLAUDE_VERSION" >&2 \

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"slices"
@@ -161,4 +162,74 @@ func BenchmarkCrossReplicaEvent(b *testing.B) {
 	b.ReportMetric(q(floor, .5), "floor-p50-ms")
 	b.ReportMetric(q(floor, .99), "floor-p99-ms")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkApprovalRoundTrip: what asking before each tool call adds. The
+// same run (10 Bash calls that write, then text) with permission_mode "ask" and an
+// approver that answers each permission_request as soon as it arrives,
+// and without asking (the floor), alternating, 3 times each. Reported:
+// the wall time added per tool call, and the server's own part of it (the
+// request event reaching a follower after the CLI asked, plus the
+// decision leaving after the answer), p50.
+func BenchmarkApprovalRoundTrip(b *testing.B) {
+	const calls = 10
+	script := func() []modeltest.Reply {
+		var rs []modeltest.Reply
+		for range calls {
+			rs = append(rs, modeltest.Bash("echo x >> /workspace/approval-bench.txt"))
+		}
+		return append(rs, modeltest.Text("done"))
+	}
+	e := newEnv(b, envOpts{})
+	sb := e.sandbox("alice")
+	var asked, floor, server []time.Duration
+	ctx := context.Background()
+	b.ResetTimer()
+	for range 3 * b.N {
+		e.model.Reset(script()...)
+		t0 := time.Now()
+		r := e.start("alice", sb.ID, "append ten times", agent.Options{NewSession: true, PermissionMode: "ask"})
+		sub, err := e.svc.Subscribe(ctx, "alice", r.ID, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var decidedAt time.Time
+	follow:
+		for {
+			evs, err := sub.Next(ctx)
+			if err != nil {
+				break
+			}
+			for _, ev := range evs {
+				switch ev.Type {
+				case agent.TypePermissionRequest:
+					server = append(server, time.Since(ev.Time))
+					var d agent.PermissionRequestData
+					_ = json.Unmarshal(ev.Data, &d)
+					decidedAt = time.Now()
+					if _, err := e.svc.Decide(ctx, "alice", r.ID, d.RequestID, agent.Decision{Behavior: "allow"}); err != nil {
+						b.Fatal(err)
+					}
+				case agent.TypePermissionDecision:
+					server[len(server)-1] += ev.Time.Sub(decidedAt)
+				case agent.TypeDone:
+					break follow
+				}
+			}
+		}
+		sub.Close()
+		asked = append(asked, time.Since(t0))
+		e.model.Reset(script()...)
+		t0 = time.Now()
+		if r, _ := e.do("alice", sb.ID, "append ten times", agent.Options{NewSession: true}); r.Status != agent.Succeeded {
+			b.Fatalf("floor run %+v", r)
+		}
+		floor = append(floor, time.Since(t0))
+	}
+	b.StopTimer()
+	med := func(ds []time.Duration) time.Duration { slices.Sort(ds); return ds[len(ds)/2] }
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64((med(asked)-med(floor)).Microseconds())/1000/calls, "added-per-call-ms")
+	b.ReportMetric(float64(med(floor).Microseconds())/1000/calls, "floor-per-call-ms")
+	b.ReportMetric(float64(med(server).Microseconds())/1000, "server-p50-ms")
 }

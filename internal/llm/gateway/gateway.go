@@ -119,11 +119,18 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-// DefaultPrices are USD per million tokens by model-name prefix.
+// DefaultPrices are USD per million tokens by model-name prefix. The
+// family prefixes ("claude-opus-", …) price a model newer than the
+// versions listed (e.g. the default model of a newer Claude Code) like
+// its family's latest listed one, so it is never metered as free;
+// configure exact prices in the model registry.
 var DefaultPrices = map[string]llm.Price{
 	"claude-opus-4":   {InputPerMTok: 5, OutputPerMTok: 25, CacheReadPerMTok: 0.5, CacheWritePerMTok: 6.25},
 	"claude-sonnet-4": {InputPerMTok: 3, OutputPerMTok: 15, CacheReadPerMTok: 0.3, CacheWritePerMTok: 3.75},
 	"claude-haiku-4":  {InputPerMTok: 1, OutputPerMTok: 5, CacheReadPerMTok: 0.1, CacheWritePerMTok: 1.25},
+	"claude-opus-":    {InputPerMTok: 5, OutputPerMTok: 25, CacheReadPerMTok: 0.5, CacheWritePerMTok: 6.25},
+	"claude-sonnet-":  {InputPerMTok: 3, OutputPerMTok: 15, CacheReadPerMTok: 0.3, CacheWritePerMTok: 3.75},
+	"claude-haiku-":   {InputPerMTok: 1, OutputPerMTok: 5, CacheReadPerMTok: 0.1, CacheWritePerMTok: 1.25},
 }
 
 // PriceTable returns a price lookup over table: an exact model name

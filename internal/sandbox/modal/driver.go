@@ -68,7 +68,7 @@ const (
 // the server is tested with) on an Alpine image.
 var ClaudeDockerfileCommands = []string{
 	"RUN apk add --no-cache bash git nodejs npm ripgrep tar coreutils",
-	"RUN npm install -g @anthropic-ai/claude-code@2.1.197",
+	"RUN npm install -g @anthropic-ai/claude-code@2.1.332",
 }
 
 // Options configures the Modal driver.
