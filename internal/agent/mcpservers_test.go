@@ -6,6 +6,7 @@ import (
 	"errors"
 	nethttp "net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -105,6 +106,64 @@ func TestRemoteMCPServer(t *testing.T) {
 		var fe *errs.Error
 		if !errors.As(err, &fe) || len(fe.Fields) == 0 || fe.Fields[0].Field != field {
 			t.Errorf("%+v: %v, want a field error naming %s", sv, err, field)
+		}
+	}
+}
+
+// stdioServer is a minimal MCP server over stdio (newline-delimited
+// JSON-RPC), run by python3 inside the sandbox: one tool, "check", that
+// says whether its TOKEN env holds the value it was configured with.
+const stdioServer = `import json, os, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    m, r = msg.get("method"), None
+    if m == "initialize":
+        r = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}}, "serverInfo": {"name": "files", "version": "1"}}
+    elif m == "tools/list":
+        r = {"tools": [{"name": "check", "description": "Checks the token.", "inputSchema": {"type": "object", "properties": {}}}]}
+    elif m == "tools/call":
+        ok = os.environ.get("TOKEN") == os.environ.get("EXPECT_PREFIX", "") + "stdio-secret-value-42"
+        r = {"content": [{"type": "text", "text": "token-ok" if ok else "token-missing"}]}
+    else:
+        r = {}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": r}) + "\n")
+    sys.stdout.flush()
+`
+
+// TestStdioMCPServer: a stdio MCP server runs inside the sandbox with the
+// secret its env names; the agent calls its tool, and the value is in no
+// event.
+func TestStdioMCPServer(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("why: python3 (the test's stdio MCP server, run from the host image) is not installed")
+	}
+	e := newEnv(t, envOpts{})
+	sb := e.sandbox("alice")
+	ctx := context.Background()
+	if err := e.db.CreateUser(ctx, auth.User{ID: "alice", Email: "alice@example.com", Role: auth.RoleMember, CreatedAt: time.Now()}, "x"); err != nil {
+		t.Fatal(err)
+	}
+	const secret = "stdio-secret-value-42"
+	if err := e.secrets.Put(ctx, "alice", "files_token", secret); err != nil {
+		t.Fatal(err)
+	}
+	e.exec("alice", sb.ID, "sh", "-c", "cat > /workspace/mcp_server.py <<'PY'\n"+stdioServer+"PY\n")
+	e.model.Reset(modeltest.ToolUse("Checking.", "mcp__files__check", map[string]any{}), modeltest.Text("done"))
+	r, evs := e.do("alice", sb.ID, "check the token", agent.Options{NewSession: true, MCPServers: map[string]agent.MCPServer{
+		"files": {Type: "stdio", Command: "python3", Args: []string{"/workspace/mcp_server.py"}, Env: map[string]string{"TOKEN": "${secret:files_token}"}},
+	}})
+	if r.Status != agent.Succeeded {
+		t.Fatalf("run %+v: %v", r, types(evs))
+	}
+	res := find(evs, agent.TypeToolResult)
+	if len(res) != 1 || !strings.Contains(decode[agent.ToolResultData](t, res[0]).Content, "token-ok") {
+		t.Fatalf("tool results %v", res)
+	}
+	for _, ev := range evs {
+		if strings.Contains(string(ev.Data), secret) || strings.Contains(ev.Raw, secret) {
+			t.Errorf("%s event holds the secret", ev.Type)
 		}
 	}
 }
