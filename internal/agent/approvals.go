@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -320,8 +321,11 @@ func (s *Service) approve(ctx context.Context, runID string, in approveCall) ([]
 func (s *Service) stamp(ev Event) Event { ev.Time = s.now().UTC(); return ev }
 
 // Decide answers a pending permission request of one of owner's runs.
-// The first answer wins: a later one is a conflict.
-func (s *Service) Decide(ctx context.Context, ownerID, runID, requestID string, d Decision) (PermissionDecisionData, error) {
+// The first answer wins: a later one is a conflict. For a run another
+// replica executes, the answer is passed to it through the feed and
+// forwarded is true: the run's permission_decision event says whether it
+// was the first.
+func (s *Service) Decide(ctx context.Context, ownerID, runID, requestID string, d Decision) (out PermissionDecisionData, forwarded bool, err error) {
 	var fs []errs.FieldError
 	if d.Behavior != "allow" && d.Behavior != "deny" {
 		fs = append(fs, errs.FieldError{Field: "behavior", Reason: "must be allow or deny"})
@@ -341,21 +345,55 @@ func (s *Service) Decide(ctx context.Context, ownerID, runID, requestID string, 
 		fs = append(fs, errs.FieldError{Field: "message", Reason: "longer than 4096 bytes"})
 	}
 	if err := errs.Fields(fs); err != nil {
-		return PermissionDecisionData{}, err
+		return PermissionDecisionData{}, false, err
 	}
 	r, err := s.Get(ctx, ownerID, runID)
 	if err != nil {
-		return PermissionDecisionData{}, err
+		return PermissionDecisionData{}, false, err
 	}
 	s.mu.Lock()
-	a := s.approvals[r.ID]
 	_, local := s.jobs[r.ID]
 	s.mu.Unlock()
-	if a == nil {
-		if r.Status.Active() && !local {
-			return PermissionDecisionData{}, errs.E(errs.Conflict, "run %s is executed by another server replica: answer there", r.ID)
+	if !local && r.Status.Active() {
+		b, _ := json.Marshal(remoteDecision{RequestID: requestID, Decision: d, By: ownerID})
+		if err := s.hub.SendDecide(ctx, r.ID, b); err != nil {
+			if errors.Is(err, errNoFeed) {
+				return PermissionDecisionData{}, false, errs.E(errs.Conflict, "run %s is executed by another server", r.ID)
+			}
+			return PermissionDecisionData{}, false, err
 		}
-		return PermissionDecisionData{}, errs.E(errs.NotFound, "no pending permission request %s", requestID)
+		return PermissionDecisionData{RequestID: requestID, Behavior: d.Behavior, Message: d.Message, UpdatedInput: d.UpdatedInput,
+			Source: "user", DecidedBy: ownerID, Remember: d.Remember}, true, nil
+	}
+	out, err = s.decideLocal(r.ID, requestID, d, ownerID)
+	return out, false, err
+}
+
+// remoteDecision is an answer passed to the replica running the run.
+type remoteDecision struct {
+	RequestID string   `json:"request_id"`
+	Decision  Decision `json:"decision"`
+	By        string   `json:"by"`
+}
+
+// decideRemote takes an answer another replica passed through the feed.
+func (s *Service) decideRemote(runID string, payload []byte) {
+	var rd remoteDecision
+	if json.Unmarshal(payload, &rd) != nil {
+		return
+	}
+	if _, err := s.decideLocal(runID, rd.RequestID, rd.Decision, rd.By); err != nil {
+		s.log.Debug("answer from another replica", "run_id", runID, "request_id", rd.RequestID, "err", err)
+	}
+}
+
+// decideLocal answers a pending request of a run of this process.
+func (s *Service) decideLocal(runID, requestID string, d Decision, by string) (PermissionDecisionData, error) {
+	s.mu.Lock()
+	a := s.approvals[runID]
+	s.mu.Unlock()
+	if a == nil {
+		return PermissionDecisionData{}, errs.E(errs.Conflict, "permission request %s is not pending (the run does not ask, or ended)", requestID)
 	}
 	a.mu.Lock()
 	p, ok := a.pending[requestID]
@@ -366,9 +404,9 @@ func (s *Service) Decide(ctx context.Context, ownerID, runID, requestID string, 
 	if !ok {
 		return PermissionDecisionData{}, errs.E(errs.Conflict, "permission request %s is not pending (already answered, timed out, or unknown)", requestID)
 	}
-	p.answer <- decided{Decision: d, by: ownerID}
+	p.answer <- decided{Decision: d, by: by}
 	return PermissionDecisionData{RequestID: requestID, ToolName: p.tool, ToolUseID: p.toolUseID, Behavior: d.Behavior,
-		Message: d.Message, UpdatedInput: d.UpdatedInput, Source: "user", DecidedBy: ownerID, Remember: d.Remember}, nil
+		Message: d.Message, UpdatedInput: d.UpdatedInput, Source: "user", DecidedBy: by, Remember: d.Remember}, nil
 }
 
 // summarize renders a tool call to read before approving it: the command

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/agent/claude"
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/modeltest"
+	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
 // nextOf follows sub until an event of type typ and returns it.
@@ -76,13 +78,13 @@ func TestApprovals(t *testing.T) {
 			t.Fatal("the command ran before it was allowed")
 		}
 		// Another user cannot answer; the owner can, once.
-		if _, err := e.svc.Decide(ctx, "bob", r.ID, req.RequestID, agent.Decision{Behavior: "allow"}); !errors.Is(err, errs.ErrNotFound) {
+		if _, _, err := e.svc.Decide(ctx, "bob", r.ID, req.RequestID, agent.Decision{Behavior: "allow"}); !errors.Is(err, errs.ErrNotFound) {
 			t.Errorf("bob's answer: %v, want not found", err)
 		}
-		if _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "allow"}); err != nil {
+		if _, _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "allow"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "deny"}); !errors.Is(err, errs.ErrConflict) {
+		if _, _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "deny"}); !errors.Is(err, errs.ErrConflict) {
 			t.Errorf("second answer: %v, want conflict", err)
 		}
 		dec := decode[agent.PermissionDecisionData](t, nextOf(t, ctx, sub, agent.TypePermissionDecision, seen))
@@ -101,7 +103,7 @@ func TestApprovals(t *testing.T) {
 		if req.ToolName != "Write" || !strings.Contains(req.Summary, "write /workspace/denied.txt") || !strings.Contains(req.Summary, "+ nope") {
 			t.Fatalf("request %+v", req)
 		}
-		if _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "deny", Message: "not that file"}); err != nil {
+		if _, _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "deny", Message: "not that file"}); err != nil {
 			t.Fatal(err)
 		}
 		run, evs := e.wait("alice", r.ID)
@@ -118,7 +120,7 @@ func TestApprovals(t *testing.T) {
 		r, sub, seen := start(ask, modeltest.Bash("echo original > /workspace/edited.txt"), modeltest.Text("done"))
 		req := decode[agent.PermissionRequestData](t, nextOf(t, ctx, sub, agent.TypePermissionRequest, seen))
 		edited := json.RawMessage(`{"command":"echo edited > /workspace/edited.txt","description":"edited by the reviewer"}`)
-		if _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "allow", UpdatedInput: edited}); err != nil {
+		if _, _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "allow", UpdatedInput: edited}); err != nil {
 			t.Fatal(err)
 		}
 		e.wait("alice", r.ID)
@@ -166,7 +168,7 @@ func TestApprovals(t *testing.T) {
 		// Remember "run": the second Bash call is not asked about.
 		r, sub, seen := start(ask, modeltest.Bash("echo one >> /workspace/twice.txt"), modeltest.Bash("echo two >> /workspace/twice.txt"), modeltest.Text("done"))
 		req := decode[agent.PermissionRequestData](t, nextOf(t, ctx, sub, agent.TypePermissionRequest, seen))
-		if _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "allow", Remember: "run"}); err != nil {
+		if _, _, err := e.svc.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "allow", Remember: "run"}); err != nil {
 			t.Fatal(err)
 		}
 		_, evs = e.wait("alice", r.ID)
@@ -185,11 +187,51 @@ func TestApprovals(t *testing.T) {
 			"updated_input": {Behavior: "deny", UpdatedInput: json.RawMessage(`{}`)},
 			"remember":      {Behavior: "allow", Remember: "forever"},
 		} {
-			_, err := e.svc.Decide(ctx, "alice", "run_x", "perm_x", d)
+			_, _, err := e.svc.Decide(ctx, "alice", "run_x", "perm_x", d)
 			var fe *errs.Error
 			if !errors.As(err, &fe) || len(fe.Fields) == 0 || fe.Fields[0].Field != field {
 				t.Errorf("%+v: %v, want a field error naming %s", d, err, field)
 			}
 		}
 	})
+}
+
+// TestApprovalOnAnotherReplica: with two replicas on one PostgreSQL, an
+// answer sent to the replica that does not run the run reaches the one
+// that does (through the feed), and the tool call goes on.
+func TestApprovalOnAnotherReplica(t *testing.T) {
+	url := storetest.PostgresURL(t)
+	e := newEnv(t, envOpts{pgURL: url, feed: true, replicaTimeout: 10 * time.Second})
+	sb := e.sandbox("alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db2 := openPG(t, url)
+	other, err := agent.NewService(agent.Config{ReplicaTimeout: 10 * time.Second},
+		agent.Deps{Store: db2, CLI: claude.New(claude.Config{}), Sandboxes: newManager(t, db2), Feed: db2.RunFeed()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runReady(t, other)
+
+	e.model.Reset(modeltest.Bash("echo from-the-other-replica > /workspace/replica.txt"), modeltest.Text("done"))
+	r := e.start("alice", sb.ID, "do it", agent.Options{NewSession: true, PermissionMode: "ask"})
+	sub, err := e.svc.Subscribe(ctx, "alice", r.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var seen []agent.Event
+	req := decode[agent.PermissionRequestData](t, nextOf(t, ctx, sub, agent.TypePermissionRequest, &seen))
+	out, forwarded, err := other.Decide(ctx, "alice", r.ID, req.RequestID, agent.Decision{Behavior: "allow"})
+	if err != nil || !forwarded || out.Behavior != "allow" {
+		t.Fatalf("answer on the other replica: %+v forwarded=%v err=%v", out, forwarded, err)
+	}
+	dec := decode[agent.PermissionDecisionData](t, nextOf(t, ctx, sub, agent.TypePermissionDecision, &seen))
+	if dec.Source != "user" || dec.DecidedBy != "alice" || dec.Behavior != "allow" {
+		t.Errorf("decision %+v", dec)
+	}
+	run, _ := e.wait("alice", r.ID)
+	if got, err := e.readFile("alice", sb.ID, "/workspace/replica.txt"); run.Status != agent.Succeeded || err != nil || got != "from-the-other-replica\n" {
+		t.Errorf("run %s, replica.txt %q %v", run.Status, got, err)
+	}
 }

@@ -207,7 +207,7 @@ func BenchmarkApprovalRoundTrip(b *testing.B) {
 					var d agent.PermissionRequestData
 					_ = json.Unmarshal(ev.Data, &d)
 					decidedAt = time.Now()
-					if _, err := e.svc.Decide(ctx, "alice", r.ID, d.RequestID, agent.Decision{Behavior: "allow"}); err != nil {
+					if _, _, err := e.svc.Decide(ctx, "alice", r.ID, d.RequestID, agent.Decision{Behavior: "allow"}); err != nil {
 						b.Fatal(err)
 					}
 				case agent.TypePermissionDecision:

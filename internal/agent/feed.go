@@ -28,10 +28,30 @@ type Notice struct {
 	RunID  string
 	Seq    int64
 	Cancel bool
+	// Decide, when set, carries an answer to one of the run's permission
+	// requests for the replica running it (a JSON remoteDecision).
+	Decide []byte
 }
 
 // errNoFeed is SendCancel's error on a hub without a feed.
 var errNoFeed = errors.New("no feed to the other replicas")
+
+// SendDecide passes an answer to a permission request of runID to the
+// replica that runs it (through the feed).
+func (h *Hub) SendDecide(ctx context.Context, runID string, payload []byte) error {
+	if h.feed == nil {
+		return errNoFeed
+	}
+	return h.feed.Notify(ctx, Notice{RunID: runID, Decide: payload})
+}
+
+// OnDecide sets what the hub calls with the answers other replicas pass
+// through the feed (Service.Decide on a run this replica runs).
+func (h *Hub) OnDecide(fn func(runID string, payload []byte)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.onDecide = fn
+}
 
 // SendCancel asks the replica that runs runID (through the feed) to cancel
 // it; the replicas that do not run it ignore the notice.
@@ -74,6 +94,15 @@ func (h *Hub) RunFeed(ctx context.Context, log *slog.Logger, cancel func(runID s
 				if n.Cancel {
 					if cancel != nil {
 						cancel(n.RunID)
+					}
+					return
+				}
+				if n.Decide != nil {
+					h.mu.Lock()
+					fn := h.onDecide
+					h.mu.Unlock()
+					if fn != nil {
+						fn(n.RunID, n.Decide)
 					}
 					return
 				}

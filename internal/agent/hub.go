@@ -36,9 +36,10 @@ type Hub struct {
 	now   func() time.Time
 	feed  Feed // nil: this process is the only replica
 
-	mu     sync.Mutex
-	topics map[string]*topic // runs live in this process
-	remote map[string]*topic // runs followed through the feed (no tail)
+	mu       sync.Mutex
+	topics   map[string]*topic // runs live in this process
+	remote   map[string]*topic // runs followed through the feed (no tail)
+	onDecide func(runID string, payload []byte)
 
 	noticeMu   sync.Mutex
 	notices    map[string]Notice // to send, by run

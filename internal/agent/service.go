@@ -333,6 +333,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	close(s.ready)
+	s.hub.OnDecide(s.decideRemote)
 	feedCtx, stopFeed := context.WithCancel(context.WithoutCancel(ctx))
 	feedDone := make(chan struct{})
 	go func() {

@@ -50,7 +50,7 @@ var runOps = []apiOp{
 	{Method: "GET", Path: "/runs/{id}", Summary: "One run: status, prompt, session, timings, usage, cost, exit code, and snapshot_error while its after-run snapshot has failed and is being retried", Response: agent.Run{}},
 	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form. Event types (docs/run-events.md): run.started, text_delta, thinking_delta, tool_input_delta, text, tool_use, permission_request, permission_decision, tool_result, retry, usage, error, result, snapshot_error (the after-run snapshot failed; the server retries it and clears the run's snapshot_error once one is stored), done. A stream the server stops before the run ends ends with `event: restarting` (no id): resume with Last-Event-ID", Stream: true},
 	{Method: "POST", Path: "/runs/{id}/cancel", Summary: "Cancel a run: SIGINT, then SIGKILL after a grace period; it ends cancelled", Response: agent.Run{}},
-	{Method: "POST", Path: "/runs/{id}/permissions/{request_id}", Summary: "Answer a pending tool approval (a permission_request event of a run started with permission_mode \"ask\" or permissions): allow (optionally with updated_input replacing the tool's input) or deny (with a message the agent reads); remember \"run\" applies the answer to the tool for the rest of the run. The first answer wins: a later one is 409. Recorded as a permission_decision event naming who answered", Request: agent.Decision{}, Response: agent.PermissionDecisionData{}},
+	{Method: "POST", Path: "/runs/{id}/permissions/{request_id}", Summary: "Answer a pending tool approval (a permission_request event of a run started with permission_mode \"ask\" or permissions): allow (optionally with updated_input replacing the tool's input) or deny (with a message the agent reads); remember \"run\" applies the answer to the tool for the rest of the run. The first answer wins: a later one is 409. Recorded as a permission_decision event naming who answered. On a replica other than the run's, the answer is passed on (202) and the event says whether it was the first", Request: agent.Decision{}, Response: agent.PermissionDecisionData{}},
 	{Method: "GET", Path: "/usage", Summary: "Your LLM usage (tokens, cost) in [from, to) grouped by day, model or sandbox; admins may pass user", Response: usageResponse{}},
 }
 
@@ -626,9 +626,14 @@ func (s *server) handleDecide(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSONLimit(r, &d, s.deps.MaxJSONBody); err != nil {
 		return err
 	}
-	out, err := svc.Decide(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), chi.URLParam(r, "request_id"), d)
+	out, forwarded, err := svc.Decide(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), chi.URLParam(r, "request_id"), d)
 	if err != nil {
 		return err
+	}
+	if forwarded {
+		// Passed to the replica running the run: its permission_decision
+		// event says whether this answer was the first.
+		return writeJSON(w, http.StatusAccepted, out)
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"strconv"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/errs"
 )
 
 // runFeedChannel is the PostgreSQL notification channel of run events.
@@ -29,8 +31,14 @@ type pgFeed struct{ db *DB }
 // Notify sends "<seq> <run id>", or "cancel <run id>", on the channel.
 func (f *pgFeed) Notify(ctx context.Context, n agent.Notice) error {
 	payload := strconv.FormatInt(n.Seq, 10) + " " + n.RunID
-	if n.Cancel {
+	switch {
+	case n.Cancel:
 		payload = "cancel " + n.RunID
+	case n.Decide != nil:
+		payload = "decide " + n.RunID + " " + base64.StdEncoding.EncodeToString(n.Decide)
+		if len(payload) > 7900 { // NOTIFY takes under 8000 bytes
+			return errs.E(errs.TooLarge, "the answer is too large to pass to the run's replica (edited input over ~5 KiB)")
+		}
 	}
 	if _, err := f.db.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, runFeedChannel, payload); err != nil {
 		return fmt.Errorf("notify run %s: %w", n.RunID, err)
@@ -61,6 +69,13 @@ func (f *pgFeed) Listen(ctx context.Context, fn func(agent.Notice), connected fu
 		}
 		if head == "cancel" {
 			fn(agent.Notice{RunID: runID, Cancel: true})
+			continue
+		}
+		if head == "decide" {
+			id, b64, _ := strings.Cut(runID, " ")
+			if b, err := base64.StdEncoding.DecodeString(b64); err == nil && id != "" {
+				fn(agent.Notice{RunID: id, Decide: b})
+			}
 			continue
 		}
 		if n, err := strconv.ParseInt(head, 10, 64); err == nil {
