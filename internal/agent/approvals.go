@@ -223,14 +223,22 @@ func (s *Service) ApprovalHandler() http.Handler {
 		return srv
 	}, &mcp.StreamableHTTPOptions{Stateless: true})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		p, err := s.AuthenticateRunToken(r.Context(), tok)
-		if !ok || err != nil || p.RunID == "" {
-			denyRunToken(w, err)
-			return
+		if p, ok := s.runCaller(w, r); ok {
+			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 		}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
+}
+
+// runCaller authenticates a request by its run token (Authorization:
+// Bearer); when it does not, it has answered the request.
+func (s *Service) runCaller(w http.ResponseWriter, r *http.Request) (Principal, bool) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	p, err := s.AuthenticateRunToken(r.Context(), tok)
+	if !ok || err != nil || p.RunID == "" {
+		denyRunToken(w, err)
+		return Principal{}, false
+	}
+	return p, true
 }
 
 type principalKey struct{}

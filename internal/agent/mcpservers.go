@@ -166,10 +166,8 @@ func (s *Service) resolveMCP(ctx context.Context, ownerID string, servers map[st
 // their configured headers added here.
 func (s *Service) MCPProxyHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		p, err := s.AuthenticateRunToken(r.Context(), tok)
-		if !ok || err != nil || p.RunID == "" {
-			denyRunToken(w, err)
+		p, ok := s.runCaller(w, r)
+		if !ok {
 			return
 		}
 		rest := strings.TrimPrefix(r.URL.Path, MCPProxyPath)
