@@ -5,6 +5,7 @@ package errs
 import (
 	"errors"
 	"fmt"
+	"syscall"
 )
 
 // Kind classifies an error for callers and for the HTTP status mapping.
@@ -142,4 +143,25 @@ func Public(err error) (*Error, bool) {
 		return e, true
 	}
 	return nil, false
+}
+
+// NoSpace reports whether err means a full disk or an exhausted quota
+// (ENOSPC, EDQUOT) anywhere in its chain.
+func NoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// Full classifies a full disk once for every caller: when err is a
+// no-space error that carries no public kind yet, it returns an
+// InsufficientStorage (507) error whose message names what is full
+// (e.g. "the blob store"), never a host path; the cause stays for the
+// logs. Any other error, and nil, is returned unchanged.
+func Full(err error, what string) error {
+	if err == nil || !NoSpace(err) {
+		return err
+	}
+	if _, ok := Public(err); ok {
+		return err
+	}
+	return Wrap(InsufficientStorage, err, what+" is full (no space left on its volume); free space on it and retry")
 }

@@ -92,6 +92,9 @@ func statusOf(k errs.Kind) int {
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	body := errorBody{RequestID: requestIDFrom(r.Context())}
 	status := http.StatusInternalServerError
+	// A full disk that no store or driver named yet is still a 507, not a
+	// 500: every host write of the server lands under its data dir.
+	err = errs.Full(err, "the server's data dir")
 	e, public := errs.Public(err)
 	if public && e.Kind != errs.Internal {
 		status = statusOf(e.Kind)

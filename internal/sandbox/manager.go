@@ -353,6 +353,9 @@ func (m *Manager) fail(ctx context.Context, sb *Sandbox, cause error, blog *Buil
 	case errors.Is(c, context.DeadlineExceeded):
 		cause = errs.Wrap(errs.Unavailable, cause, fmt.Sprintf("create did not finish within %s", m.limits.CreateTimeout))
 	}
+	// A driver writing on the host (images, disk images, state) meets a
+	// full data dir as ENOSPC: 507 naming it, here and in the reason.
+	cause = errs.Full(cause, "the server's data dir")
 	// Persist even when ctx was cancelled: the record must settle.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()

@@ -191,6 +191,9 @@ func (s *Snapshotter) tarFile(ctx context.Context, g *errgroup.Group, up *upload
 	}
 	if err != nil {
 		f.Close()
+		if errs.NoSpace(err) { // the spool file, not the tar, failed
+			return errs.Full(fmt.Errorf("spool: %w", err), "the server's temporary directory")
+		}
 		return errs.Wrap(errs.Invalid, err, "read workspace tar")
 	}
 	sha := hex.EncodeToString(h.Sum(nil))

@@ -119,5 +119,5 @@ func isFull(err error) bool {
 	if errors.As(err, &pgErr) && pgErr.Code == "53100" { // disk_full
 		return true
 	}
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+	return errs.NoSpace(err)
 }

@@ -70,7 +70,10 @@ func (s *Store) path(key string) (string, error) {
 
 // Put writes r to a temporary file next to the destination and renames it
 // into place once it is complete (and, unless NoSync, synced).
+//
+// A full volume is errs.InsufficientStorage (507) naming the blob store.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (err error) {
+	defer func() { err = errs.Full(err, "the blob store") }()
 	p, err := s.path(key)
 	if err != nil {
 		return err

@@ -325,7 +325,8 @@ func isNotFound(err error) bool {
 
 // mapErr classifies an SDK error: a missing key is errs.ErrNotFound; a
 // refused or missing bucket and an unreachable endpoint are errs.Dependency
-// with a message naming the bucket (never the credentials).
+// (424) and a full S3 server is errs.InsufficientStorage (507), each with a
+// message naming the bucket (never the credentials).
 func mapErr(bucket, key string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -343,6 +344,10 @@ func mapErr(bucket, key string, err error) error {
 			return errs.Wrap(errs.Dependency, err, fmt.Sprintf("s3 bucket %q: access denied", bucket))
 		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired":
 			return errs.Wrap(errs.Dependency, err, fmt.Sprintf("s3 bucket %q: credentials rejected (%s)", bucket, ae.ErrorCode()))
+		case "InsufficientStorage", "XMinioStorageFull", "QuotaExceeded":
+			// versitygw answers ENOSPC with 507 InsufficientStorage and
+			// EDQUOT with 403 QuotaExceeded; MinIO with XMinioStorageFull.
+			return errs.Wrap(errs.InsufficientStorage, err, fmt.Sprintf("s3 bucket %q is full (the S3 server has no space left)", bucket))
 		case "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException":
 			return errs.Wrap(errs.Dependency, err, fmt.Sprintf("s3 bucket %q: wrong region or endpoint (%s)", bucket, ae.ErrorCode()))
 		}
@@ -357,6 +362,8 @@ func mapErr(bucket, key string, err error) error {
 			return errs.Wrap(errs.Dependency, err, fmt.Sprintf("s3 bucket %q does not exist", bucket))
 		case http.StatusForbidden:
 			return errs.Wrap(errs.Dependency, err, fmt.Sprintf("s3 bucket %q: access denied", bucket))
+		case http.StatusInsufficientStorage:
+			return errs.Wrap(errs.InsufficientStorage, err, fmt.Sprintf("s3 bucket %q is full (the S3 server has no space left)", bucket))
 		case http.StatusMovedPermanently, http.StatusBadRequest:
 			return errs.Wrap(errs.Dependency, err, fmt.Sprintf("s3 bucket %q: request refused (status %d)", bucket, re.HTTPStatusCode()))
 		}

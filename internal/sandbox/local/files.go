@@ -114,8 +114,10 @@ func fileError(p string, err error) error {
 		return errs.Wrap(errs.Conflict, err, "in use (a mount point): "+p)
 	case errors.Is(err, image.ErrUnsafePath):
 		return errs.Wrap(errs.Invalid, err, err.Error())
-	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		return errs.Wrap(errs.TooLarge, err, "no space left on the sandbox's disk (disk_mb): "+p)
+	case errs.NoSpace(err):
+		// The sandbox's own disk image (disk_mb) is full: the user's quota,
+		// not the host's, so a 4xx they can act on rather than a 507.
+		return errs.Wrap(errs.TooLarge, err, "no space left on the sandbox's disk (disk_mb; free space in the sandbox or create it with a larger disk_mb): "+p)
 	}
 	if _, ok := errs.Public(err); ok {
 		return err

@@ -216,7 +216,7 @@ func CheckFree(dir string, needMB int64) error {
 	if freeMB < needMB {
 		// The public text names no host path; the cause (logged) does.
 		return errs.Wrap(errs.InsufficientStorage, fmt.Errorf("%d MiB free under %s", freeMB, dir),
-			fmt.Sprintf("the host has %d MiB of disk free, the sandbox needs %d MiB (disk_mb)", freeMB, needMB))
+			fmt.Sprintf("the server's data dir has %d MiB free, the sandbox needs %d MiB (disk_mb); free space on it or ask for a smaller disk_mb", freeMB, needMB))
 	}
 	return nil
 }
