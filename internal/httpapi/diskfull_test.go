@@ -40,6 +40,12 @@ func mountTmpfs(t *testing.T, sizeMB int) string {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	return mountTmpfsAt(t, dir, sizeMB)
+}
+
+// mountTmpfsAt mounts a tmpfs of sizeMB over the directory dir.
+func mountTmpfsAt(t *testing.T, dir string, sizeMB int) string {
+	t.Helper()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%dm,mode=0700", sizeMB)); err != nil {
 		why := fmt.Sprintf("mount a tmpfs: %v", err)
 		if storetest.RequireAll() {
@@ -386,6 +392,8 @@ func lastEvent(evs []agent.Event, typ string) (agent.Event, bool) {
 	}
 	return agent.Event{}, false
 }
+
+func removeFile(p string) error { return os.Remove(p) }
 
 func hasEvent(evs []agent.Event, typ string) bool {
 	for _, ev := range evs {
