@@ -12,14 +12,14 @@ import (
 
 // authOps documents the auth routes.
 var authOps = []apiOp{
-	{Method: "POST", Path: "/auth/login", Summary: "Log in with email and password; sets the session cookie. Repeated failures from one address get 429 with Retry-After (seconds, doubling per failure)", Request: loginRequest{}, Response: auth.User{}, Public: true},
+	{Method: "POST", Path: "/auth/login", Summary: "Log in with email and password; sets the session cookie. Repeated failures from one address get 429 with Retry-After (seconds, doubling per failure)", Request: loginRequest{}, Response: auth.User{}, Public: true, Errors: []int{401, 429}},
 	{Method: "POST", Path: "/auth/logout", Summary: "End the current session and clear the cookie", Public: true},
 	{Method: "GET", Path: "/auth/me", Summary: "The authenticated user", Response: auth.User{}},
 	{Method: "GET", Path: "/auth/tokens", Summary: "List your API tokens", Response: []auth.Token{}},
 	{Method: "POST", Path: "/auth/tokens", Summary: "Create an API token; the token is shown only in this response", Request: createTokenRequest{}, Response: createTokenResponse{}},
 	{Method: "DELETE", Path: "/auth/tokens/{id}", Summary: "Revoke one of your API tokens", Response: auth.Token{}},
 	{Method: "GET", Path: "/auth/users/{id}", Summary: "A user (admins, or yourself)", Response: auth.User{}},
-	{Method: "POST", Path: "/auth/users", Summary: "Create a user (admins only)", Request: createUserRequest{}, Response: auth.User{}},
+	{Method: "POST", Errors: []int{409}, Path: "/auth/users", Summary: "Create a user (admins only)", Request: createUserRequest{}, Response: auth.User{}},
 }
 
 type loginRequest struct {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,6 +23,76 @@ type apiOp struct {
 	Stream bool
 	// Frames: the stream is also offered as execFramesType (Accept).
 	Frames bool
+	// NoDatabase marks routes served without the database: no 503 when
+	// it is down (liveness, metrics, this document, the UI's files).
+	NoDatabase bool
+	// Storage marks routes that read or write the blob store or an S3
+	// bucket (or the data dir's disk): 424 when S3 is unreachable, 507
+	// when a disk is full.
+	Storage bool
+	// ProviderErrors: error bodies follow the upstream API's own format
+	// (the LLM gateway's Anthropic and OpenAI passthroughs), not Error.
+	ProviderErrors bool
+	// Errors are the error statuses the route answers beyond those
+	// errorStatuses derives from the fields above.
+	Errors []int
+}
+
+// errorStatuses lists the error statuses op documents: the error table of
+// docs/errors.md applied to this route. Every route may answer 503 while
+// the database is down (unless NoDatabase); authenticated routes 401, and
+// 403 for a cross-origin cookie write; routes with a path parameter 404;
+// routes with a JSON body 400, 413 and 422; storage routes 424 and 507.
+func errorStatuses(op apiOp) []int {
+	set := map[int]bool{}
+	if !op.Public {
+		set[http.StatusUnauthorized] = true
+		if op.Method != http.MethodGet && op.Method != http.MethodHead {
+			set[http.StatusForbidden] = true
+		}
+	}
+	if strings.Contains(op.Path, "{") || strings.HasSuffix(op.Path, "/*") {
+		set[http.StatusNotFound] = true
+	}
+	if op.Request != nil {
+		set[http.StatusBadRequest] = true
+		set[http.StatusRequestEntityTooLarge] = true
+		set[http.StatusUnprocessableEntity] = true
+	}
+	if op.Storage {
+		set[http.StatusFailedDependency] = true
+		set[http.StatusInsufficientStorage] = true
+	}
+	if !op.NoDatabase {
+		set[http.StatusServiceUnavailable] = true
+	}
+	for _, c := range op.Errors {
+		set[c] = true
+	}
+	out := make([]int, 0, len(set))
+	for c := range set {
+		out = append(out, c)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// errorDescriptions says, per status, which error codes it carries and what
+// to do (docs/errors.md has the full table).
+var errorDescriptions = map[int]string{
+	http.StatusBadRequest:            "`malformed`: the body could not be parsed",
+	http.StatusUnauthorized:          "`unauthenticated`: log in or send Authorization: Bearer <token>",
+	http.StatusPaymentRequired:       "`payment_required`: an LLM budget is exhausted",
+	http.StatusForbidden:             "`forbidden`: not allowed (or a cross-origin cookie write)",
+	http.StatusNotFound:              "`not_found`: no such thing, or it is someone else's",
+	http.StatusConflict:              "`conflict`: the state forbids it now (e.g. an active run)",
+	http.StatusRequestEntityTooLarge: "`too_large`: the body or a file is above a limit (a sandbox's disk_mb included)",
+	http.StatusUnprocessableEntity:   "`invalid`: `fields` names each bad field",
+	http.StatusFailedDependency:      "`failed_dependency`: S3 (or a registry) refused or is unreachable; the message names the bucket",
+	http.StatusTooManyRequests:       "`too_many_requests`: slow down (Retry-After when known)",
+	http.StatusBadGateway:            "`bad_gateway`: an upstream model API answered badly",
+	http.StatusServiceUnavailable:    "`unavailable`: the database is unreachable (retry after Retry-After), or a feature is not configured",
+	http.StatusInsufficientStorage:   "`insufficient_storage`: a disk is full; the message names which (the data dir, the blob store, an S3 bucket)",
 }
 
 // apiOps lists every documented route, one slice per domain. Domain owners
@@ -146,7 +217,19 @@ func openAPIOperation(op apiOp, path string) map[string]any {
 	}
 	errRef := map[string]any{"description": "error", "content": map[string]any{
 		"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
-	o["responses"] = map[string]any{"2XX": ok, "default": errRef}
+	responses := map[string]any{"2XX": ok, "default": errRef}
+	for _, c := range errorStatuses(op) {
+		r := map[string]any{"description": errorDescriptions[c], "content": errRef["content"]}
+		if op.ProviderErrors {
+			r = map[string]any{"description": errorDescriptions[c] + " (in the provider's own error format)"}
+		}
+		if c == http.StatusServiceUnavailable || c == http.StatusTooManyRequests {
+			r["headers"] = map[string]any{"Retry-After": map[string]any{
+				"description": "seconds to wait before retrying", "schema": map[string]any{"type": "integer"}}}
+		}
+		responses[strconv.Itoa(c)] = r
+	}
+	o["responses"] = responses
 	return o
 }
 

@@ -18,13 +18,13 @@ import (
 
 // opsOps documents the operational routes.
 var opsOps = []apiOp{
-	{Method: "GET", Path: "/healthz", Summary: "Liveness: the process serves HTTP", Response: healthResponse{}, Public: true},
+	{Method: "GET", Path: "/healthz", Summary: "Liveness: the process serves HTTP", Response: healthResponse{}, Public: true, NoDatabase: true},
 	{Method: "GET", Path: "/readyz", Summary: "Readiness: every dependency (database, blob store, sandbox driver) answers; 503 names the ones that are down in \"checks\"", Response: readyResponse{}, Public: true},
-	{Method: "GET", Path: "/metrics", Summary: "Prometheus metrics (text exposition format)", Public: true},
-	{Method: "GET", Path: "/openapi.json", Summary: "This OpenAPI 3.1 document", Public: true},
+	{Method: "GET", Path: "/metrics", Summary: "Prometheus metrics (text exposition format)", Public: true, NoDatabase: true},
+	{Method: "GET", Path: "/openapi.json", Summary: "This OpenAPI 3.1 document", Public: true, NoDatabase: true},
 	// The embedded web UI (web.Mount in routes.go).
-	{Method: "GET", Path: "/", Summary: "Redirect to the web UI", Public: true},
-	{Method: "GET", Path: "/static/*", Summary: "Web UI assets (the app is /static/modal-sandbox-ui.html)", Public: true},
+	{Method: "GET", Path: "/", Summary: "Redirect to the web UI", Public: true, NoDatabase: true},
+	{Method: "GET", Path: "/static/*", Summary: "Web UI assets (the app is /static/modal-sandbox-ui.html)", Public: true, NoDatabase: true},
 }
 
 type healthResponse struct {

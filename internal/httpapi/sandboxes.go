@@ -25,20 +25,20 @@ import (
 
 // sandboxOps documents the sandbox, file, archive and volume routes.
 var sandboxOps = []apiOp{
-	{Method: "POST", Path: "/sandbox", Summary: "Create a sandbox (builds or reuses its image); answers once it runs", Request: sandbox.Spec{}, Response: createSandboxResponse{}},
+	{Method: "POST", Path: "/sandbox", Summary: "Create a sandbox (builds or reuses its image); answers once it runs", Request: sandbox.Spec{}, Response: createSandboxResponse{}, Storage: true, Errors: []int{409, 429}},
 	{Method: "GET", Path: "/sandbox", Summary: "List your sandboxes, newest first (?limit, ?cursor, ?state, ?label=k=v)", Response: listSandboxesResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}", Summary: "A sandbox's status and its driver's capabilities", Response: sandboxView{}},
-	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent)", Response: sandbox.Sandbox{}},
+	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent; snapshots the workspace first when configured)", Response: sandbox.Sandbox{}, Storage: true},
 	{Method: "GET", Path: "/sandbox/{id}/logs", Summary: "Build and start log (text; SSE `log`/`status` events with ?follow=true)"},
-	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events, binary frames with `Accept: application/vnd.techboss.exec-stream`, or one JSON answer with ?wait=true", Request: execRequest{}, Stream: true, Frames: true},
+	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events, binary frames with `Accept: application/vnd.techboss.exec-stream`, or one JSON answer with ?wait=true", Request: execRequest{}, Stream: true, Frames: true, Errors: []int{409}},
 	{Method: "GET", Path: "/sandbox/{id}/files", Summary: "List a directory (?dir=, relative to /workspace or absolute)", Response: listDirResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}/files/*", Summary: "Download a file (raw bytes)"},
-	{Method: "PUT", Path: "/sandbox/{id}/files/*", Summary: "Upload a file (raw bytes; ?mode=0644)", Response: writeFileResponse{}},
+	{Method: "PUT", Path: "/sandbox/{id}/files/*", Summary: "Upload a file (raw bytes; ?mode=0644); 413 when it does not fit the sandbox's disk_mb", Response: writeFileResponse{}, Errors: []int{409, 413, 422, 507}},
 	{Method: "DELETE", Path: "/sandbox/{id}/files/*", Summary: "Delete a file or empty directory (?recursive=true for a tree)", Response: writeFileResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}/archive", Summary: "Download a tar stream of ?path=", Response: nil},
-	{Method: "PUT", Path: "/sandbox/{id}/archive", Summary: "Extract a tar stream into ?path=", Response: writeFileResponse{}},
+	{Method: "PUT", Path: "/sandbox/{id}/archive", Summary: "Extract a tar stream into ?path=; 413 when it does not fit the sandbox's disk_mb", Response: writeFileResponse{}, Errors: []int{400, 409, 413, 422, 507}},
 	{Method: "GET", Path: "/volumes", Summary: "List your named volumes", Response: listVolumesResponse{}},
-	{Method: "DELETE", Path: "/volumes/{name}", Summary: "Delete a named volume and its data (409 while mounted)", Response: deleteVolumeResponse{}},
+	{Method: "DELETE", Path: "/volumes/{name}", Summary: "Delete a named volume and its data (409 while mounted)", Response: deleteVolumeResponse{}, Errors: []int{409}},
 }
 
 // createSandboxResponse is the original design's answer to POST /sandbox.

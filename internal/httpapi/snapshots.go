@@ -18,11 +18,11 @@ import (
 
 // snapshotOps documents the snapshot routes.
 var snapshotOps = []apiOp{
-	{Method: "POST", Path: "/sandbox/{id}/snapshots", Summary: "Snapshot the sandbox's workspace now (only changed content is uploaded)", Response: snapshot.Taken{}},
+	{Method: "POST", Path: "/sandbox/{id}/snapshots", Summary: "Snapshot the sandbox's workspace now (only changed content is uploaded)", Response: snapshot.Taken{}, Storage: true, Errors: []int{409}},
 	{Method: "GET", Path: "/sandbox/{id}/snapshots", Summary: "List the sandbox's snapshots, newest first (?limit)", Response: listSnapshotsResponse{}},
-	{Method: "GET", Path: "/snapshots/{id}", Summary: "A snapshot: summary and its file list, paginated (?after=path&limit)", Response: snapshotDetail{}},
-	{Method: "GET", Path: "/snapshots/{id}/diff/{other}", Summary: "Paths added, removed and changed from snapshot id to snapshot other", Response: snapshotDiff{}},
-	{Method: "POST", Path: "/sandbox/{id}/restore", Summary: "Restore a snapshot into the sandbox's workspace, exactly (409 while a run is active)", Request: restoreRequest{}, Response: restoreResponse{}},
+	{Method: "GET", Path: "/snapshots/{id}", Summary: "A snapshot: summary and its file list, paginated (?after=path&limit)", Response: snapshotDetail{}, Storage: true, Errors: []int{422}},
+	{Method: "GET", Path: "/snapshots/{id}/diff/{other}", Summary: "Paths added, removed and changed from snapshot id to snapshot other", Response: snapshotDiff{}, Storage: true},
+	{Method: "POST", Path: "/sandbox/{id}/restore", Summary: "Restore a snapshot into the sandbox's workspace, exactly (409 while a run is active)", Request: restoreRequest{}, Response: restoreResponse{}, Storage: true, Errors: []int{409, 413}},
 }
 
 type listSnapshotsResponse struct {
