@@ -91,37 +91,31 @@ func fillDisk(t *testing.T, dir string) string {
 	return p
 }
 
-// TestDiskFull runs the server with its data dir (SQLite database, fs blob
-// store, run event spool) on a real 64 MiB tmpfs, fills it while a real
-// Claude CLI run is in its Bash tool, and checks, while it is full: the
-// run goes on from memory, its after-run snapshot failure reaches the
-// live stream as snapshot_error, and snapshot and create answer 507
-// insufficient_storage naming what is full. Once the space is freed the
-// run ends succeeded with every event stored once and in order, the
-// after-run snapshot is retried and stored (snapshot_error cleared), and
-// create, upload, snapshot and restore work again.
-//
-// The sandboxes' own disks stay off the tmpfs: they are sparse ext4
-// images, and a host filesystem filled under one aborts its journal and
-// leaves it read-only for good (see docs/errors.md).
-func TestDiskFull(t *testing.T) {
+// faultServer is the whole server with runs and snapshots for fault tests:
+// the real Claude CLI in real local sandboxes, the gateway, the scripted
+// model server, the fs blob store.
+type faultServer struct {
+	*harness
+	m     *sandbox.Manager
+	drv   *local.Driver
+	snaps *snapshot.Service
+	svc   *agent.Service
+	model *modeltest.Server
+}
+
+type faultOpts struct {
+	db       *store.DB // the database (its data dir decides where SQLite writes)
+	blobDir  string    // the fs blob store
+	spoolDir string    // run events waiting for the database
+	admit    func(*store.DB) func(context.Context, string) error
+}
+
+func newFaultServer(t *testing.T, o faultOpts, script ...modeltest.Reply) *faultServer {
+	t.Helper()
 	prefix, rel := modeltest.ClaudeInstall(t)
 	requireSandboxHost(t)
-	data := mountTmpfs(t, 64)
-	// The blob store on a volume of its own too, so that it can be full
-	// while the database still has room.
-	blobDir := mountTmpfs(t, 16)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	db := o.db
 
-	db, err := store.Open(ctx, filepath.Join(data, "techboss.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	h := &harness{t: t, db: db, logs: &syncBuffer{}, reg: prometheus.NewRegistry(),
 		clock: &fakeClock{now: time.Now()}}
 	log := h.logger()
@@ -133,7 +127,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = drv.Close() })
 	drivers := map[string]sandbox.Driver{"local": drv}
-	blobs, err := blobfs.New(blobDir, blobfs.Options{NoSync: true})
+	blobs, err := blobfs.New(o.blobDir, blobfs.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,9 +146,9 @@ func TestDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	model := modeltest.New(t, modeltest.Bash("sleep 4; echo slept > /workspace/out.txt"), modeltest.Text("Finished on a full disk."))
+	model := modeltest.New(t, script...)
 	svc, err := agent.NewService(agent.Config{Root: true, SnapshotRetry: 200 * time.Millisecond,
-		Durability: agent.Durability{SpoolDir: filepath.Join(data, "run-events"), RetryMax: 200 * time.Millisecond}}, agent.Deps{
+		Durability: agent.Durability{SpoolDir: o.spoolDir, RetryMax: 200 * time.Millisecond}}, agent.Deps{
 		Store: db, Sandboxes: m, Logger: log, Metrics: h.reg,
 		CLI: claude.New(claude.Config{Bin: filepath.Join("/opt/techboss/claude", rel), Env: map[string]string{"CLAUDE_CODE_MAX_RETRIES": "2"}}),
 		AfterRun: func(ctx context.Context, r agent.Run) error {
@@ -169,8 +163,19 @@ func TestDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Upstream: gateway.NewAnthropic(model.URL, upstreamSecret, nil),
-		RunTokens: svc, Recorder: svc, Logger: log})
+	gcfg := gateway.Config{Upstream: gateway.NewAnthropic(model.URL, upstreamSecret, nil),
+		RunTokens: svc, Recorder: svc, Logger: log,
+		Users: func(ctx context.Context, tok string) (string, error) {
+			u, err := h.auth.Authenticate(ctx, tok)
+			if err != nil {
+				return "", err
+			}
+			return u.ID, nil
+		}}
+	if o.admit != nil {
+		gcfg.Admit = o.admit(db)
+	}
+	gw, err := gateway.New(gcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +194,42 @@ func TestDiskFull(t *testing.T) {
 			_ = drv.Destroy(context.Background(), sb.Ref)
 		}
 	})
+	return &faultServer{harness: h, m: m, drv: drv, snaps: snaps, svc: svc, model: model}
+}
+
+// TestDiskFull runs the server with its data dir (SQLite database, fs blob
+// store, run event spool) on a real 64 MiB tmpfs, fills it while a real
+// Claude CLI run is in its Bash tool, and checks, while it is full: the
+// run goes on from memory, its after-run snapshot failure reaches the
+// live stream as snapshot_error, and snapshot and create answer 507
+// insufficient_storage naming what is full. Once the space is freed the
+// run ends succeeded with every event stored once and in order, the
+// after-run snapshot is retried and stored (snapshot_error cleared), and
+// create, upload, snapshot and restore work again.
+//
+// The sandboxes' own disks stay off the tmpfs: they are sparse ext4
+// images, and a host filesystem filled under one aborts its journal and
+// leaves it read-only for good (see docs/errors.md).
+func TestDiskFull(t *testing.T) {
+	requireSandboxHost(t)
+	data := mountTmpfs(t, 64)
+	// The blob store on a volume of its own too, so that it can be full
+	// while the database still has room.
+	blobDir := mountTmpfs(t, 16)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	db, err := store.Open(ctx, filepath.Join(data, "techboss.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fs := newFaultServer(t, faultOpts{db: db, blobDir: blobDir, spoolDir: filepath.Join(data, "run-events")},
+		modeltest.Bash("sleep 4; echo slept > /workspace/out.txt"), modeltest.Text("Finished on a full disk."))
+	h, svc, model, log := fs.harness, fs.svc, fs.model, fs.logger()
 	// A second server whose sandboxes live on the data dir.
 	dataDrv, err := local.New(local.Options{DataDir: filepath.Join(data, "sandboxes"), InitBinary: buildInit(t), DiskPool: -1})
 	if err != nil {

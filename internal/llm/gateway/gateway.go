@@ -215,6 +215,32 @@ func (g *Gateway) authenticate(ctx context.Context, tok string) (agent.Principal
 	return agent.Principal{}, deny
 }
 
+// admit asks Config.Admit. A run already under way, whose token was
+// checked in memory, keeps reaching the model while the database is
+// unreachable (its budget is checked again once it answers): a run ends
+// failed only for its own reasons, never because the database blinked.
+func (g *Gateway) admit(ctx context.Context, pr agent.Principal) error {
+	err := g.cfg.Admit(ctx, pr.UserID)
+	if err != nil && pr.RunID != "" && errs.KindOf(err) == errs.Unavailable {
+		g.log.WarnContext(ctx, "budget check skipped for a running run: the database is unreachable", "run_id", pr.RunID, "err", err)
+		return nil
+	}
+	return err
+}
+
+// unavailable reports an error that means the database cannot answer now
+// and sets its Retry-After on w.
+func unavailable(w http.ResponseWriter, err error) bool {
+	e, ok := errs.Public(err)
+	if !ok || e.Kind != errs.Unavailable {
+		return false
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	return true
+}
+
 // hop-by-hop and credential headers are never forwarded.
 var dropHeaders = map[string]bool{
 	"Authorization": true, "X-Api-Key": true, "Cookie": true, "Host": true, "Content-Length": true,
@@ -231,15 +257,22 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, path string) {
 			apiError(w, http.StatusUnauthorized, "authentication_error", "invalid API key")
 			return
 		}
+		if unavailable(w, err) {
+			apiError(w, http.StatusServiceUnavailable, "api_error", "the server's database is unreachable; retry shortly")
+			return
+		}
 		g.log.ErrorContext(ctx, "gateway authenticate", "err", err)
 		apiError(w, http.StatusInternalServerError, "api_error", "internal error")
 		return
 	}
 	if g.cfg.Admit != nil {
-		if err := g.cfg.Admit(ctx, pr.UserID); err != nil {
+		if err := g.admit(ctx, pr); err != nil {
 			status, typ := http.StatusTooManyRequests, "rate_limit_error"
-			if errs.KindOf(err) == errs.PaymentRequired {
+			switch errs.KindOf(err) {
+			case errs.PaymentRequired:
 				status, typ = http.StatusPaymentRequired, "billing_error"
+			case errs.Unavailable:
+				status, typ = http.StatusServiceUnavailable, "api_error"
 			}
 			msg := "request refused"
 			if e, ok := errs.Public(err); ok {

@@ -89,16 +89,23 @@ func (o *OpenAI) proxy(w http.ResponseWriter, r *http.Request, path string) {
 			openaiError(w, http.StatusUnauthorized, "invalid_request_error", "invalid API key")
 			return
 		}
+		if unavailable(w, err) {
+			openaiError(w, http.StatusServiceUnavailable, "server_error", "the server's database is unreachable; retry shortly")
+			return
+		}
 		o.g.log.ErrorContext(ctx, "gateway authenticate", "err", err)
 		openaiError(w, http.StatusInternalServerError, "server_error", "internal error")
 		return
 	}
 	metered := r.Method == http.MethodPost
 	if metered && o.g.cfg.Admit != nil {
-		if err := o.g.cfg.Admit(ctx, pr.UserID); err != nil {
+		if err := o.g.admit(ctx, pr); err != nil {
 			status, typ := http.StatusTooManyRequests, "rate_limit_exceeded"
-			if errs.KindOf(err) == errs.PaymentRequired {
+			switch errs.KindOf(err) {
+			case errs.PaymentRequired:
 				status, typ = http.StatusPaymentRequired, "insufficient_quota"
+			case errs.Unavailable:
+				status, typ = http.StatusServiceUnavailable, "server_error"
 			}
 			msg := "request refused"
 			if e, ok := errs.Public(err); ok {
