@@ -179,12 +179,17 @@ func newFaultServer(t *testing.T, o faultOpts, script ...modeltest.Reply) *fault
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc.SetGateway(gw)
+	// As the server wires it: one handler for every gateway protocol.
+	gwMux := http.NewServeMux()
+	gwMux.Handle("/llm/anthropic", gw)
+	gwMux.Handle("/llm/anthropic/", gw)
+	gwMux.Handle(gateway.OpenAIPrefix+"/", gateway.NewOpenAI(gw, "openai", model.URL, "sk-openai-upstream", nil))
+	svc.SetGateway(gwMux)
 	svcCtx, stopSvc := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = svc.Run(svcCtx) })
 	h.srv = httptest.NewServer(NewServer(Deps{Logger: log, Store: db, Auth: h.auth, Metrics: h.reg,
-		Clock: h.clock.Now, Version: "test", Sandboxes: m, Snapshots: snaps, Runs: svc, Gateway: gw}))
+		Clock: h.clock.Now, Version: "test", Sandboxes: m, Snapshots: snaps, Runs: svc, Gateway: gwMux}))
 	t.Cleanup(func() {
 		h.srv.Close()
 		stopSvc()

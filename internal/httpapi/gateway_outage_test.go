@@ -81,27 +81,32 @@ func TestGatewayWhileDatabaseDown(t *testing.T) {
 		}
 	})
 
-	// A user's API key needs the database: 503, Retry-After, the provider's format.
-	req, _ := http.NewRequestWithContext(ctx, "POST", fs.srv.URL+"/llm/anthropic/v1/messages",
-		strings.NewReader(`{"model":"claude-test","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`))
-	req.Header.Set("x-api-key", tok)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	var anthErr struct {
-		Type  string `json:"type"`
-		Error struct {
-			Type string `json:"type"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(body, &anthErr); err != nil || res.StatusCode != http.StatusServiceUnavailable ||
-		res.Header.Get("Retry-After") == "" || anthErr.Type != "error" {
-		t.Errorf("gateway call with a user key, database down = %d (Retry-After %q) %s; want 503 with Retry-After in the Anthropic error format",
-			res.StatusCode, res.Header.Get("Retry-After"), body)
+	// A user's API key needs the database: every gateway route that
+	// authenticates answers 503 with Retry-After in its provider's format.
+	for _, op := range gatewayOps {
+		if op.Method == http.MethodHead {
+			continue // the probe authenticates no one
+		}
+		req, _ := http.NewRequestWithContext(ctx, op.Method, fs.srv.URL+op.Path,
+			strings.NewReader(`{"model":"claude-test","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		var provErr struct {
+			Error struct {
+				Type string `json:"type"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(body, &provErr); err != nil || res.StatusCode != http.StatusServiceUnavailable ||
+			res.Header.Get("Retry-After") == "" || provErr.Error.Type == "" {
+			t.Errorf("%s %s with a user key, database down = %d (Retry-After %q) %s; want 503 with Retry-After in the provider's error format",
+				op.Method, op.Path, res.StatusCode, res.Header.Get("Retry-After"), body)
+		}
 	}
 
 	// The run's own calls go on: its answer arrives with the database down.
