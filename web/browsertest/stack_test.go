@@ -48,6 +48,7 @@ type stackOptions struct {
 	agent     bool              // agent runs: real Claude Code CLI, gateway, scripted model
 	script    []modeltest.Reply // the model's answers (agent only)
 	dns       string            // the sandboxes' DNS upstream (default: the host's)
+	dbURL     string            // the database (default: SQLite in a temp dir)
 }
 
 // newStack starts the real HTTP server over a fresh SQLite database, with
@@ -70,7 +71,11 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 		claudePrefix, claudeRel = modeltest.ClaudeInstall(t)
 	}
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "techboss.db"))
+	dbURL := o.dbURL
+	if dbURL == "" {
+		dbURL = filepath.Join(t.TempDir(), "techboss.db")
+	}
+	db, err := store.Open(ctx, dbURL)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}

@@ -13,6 +13,31 @@ export class APIError extends Error {
   }
 }
 
+/**
+ * connection is whether the server answers. A 503 `unavailable` with
+ * Retry-After (its database is down), a network error or a dropped event
+ * stream put it in "reconnecting"; the next successful response clears it.
+ * The page shows one calm line for it (app.js) instead of an error in every
+ * panel: errors it explains are marked `quiet`.
+ */
+export const connection = {
+  reconnecting: false,
+  retryAt: 0, // when the server asked to be tried again (ms since the epoch); 0: unknown
+  down(retryAfterS) {
+    const at = retryAfterS > 0 ? Date.now() + retryAfterS * 1000 : 0;
+    if (this.reconnecting && at <= this.retryAt) return;
+    this.reconnecting = true;
+    this.retryAt = at;
+    window.dispatchEvent(new CustomEvent("techboss:connection"));
+  },
+  up() {
+    if (!this.reconnecting) return;
+    this.reconnecting = false;
+    this.retryAt = 0;
+    window.dispatchEvent(new CustomEvent("techboss:connection"));
+  },
+};
+
 /** api sends a JSON request and returns the envelope's data. */
 export async function api(method, path, body, opts = {}) {
   const headers = { Accept: "application/json", ...(opts.headers || {}) };
@@ -29,7 +54,8 @@ export async function api(method, path, body, opts = {}) {
     res = await fetch(path, { method, headers, body: payload, credentials: "same-origin", signal: opts.signal });
   } catch (err) {
     if (err.name === "AbortError") throw err;
-    throw new APIError(0, { error: { code: "network", message: "network error: " + err.message } });
+    connection.down(2);
+    throw Object.assign(new APIError(0, { error: { code: "network", message: "network error: " + err.message } }), { quiet: true });
   }
   return readResponse(res);
 }
@@ -43,8 +69,16 @@ export async function readResponse(res) {
   }
   if (!res.ok) {
     if (res.status === 401) window.dispatchEvent(new CustomEvent("techboss:unauthenticated"));
-    throw new APIError(res.status, parsed || { error: { message: text.slice(0, 300) || res.statusText } });
+    const err = new APIError(res.status, parsed || { error: { message: text.slice(0, 300) || res.statusText } });
+    // Retry-After tells a database outage from a feature not configured here.
+    const retry = Number(res.headers.get("Retry-After"));
+    if (res.status === 503 && err.code === "unavailable" && retry > 0) {
+      connection.down(retry);
+      err.quiet = true;
+    }
+    throw err;
   }
+  connection.up();
   if (parsed && typeof parsed === "object" && "data" in parsed) return parsed.data;
   return parsed ?? text;
 }
@@ -151,6 +185,7 @@ export function followRun({ sandboxID, prompt, runID, body }, handlers) {
       throw Object.assign(err || new APIError(res.status, null), { fatal: res.status < 500 });
     }
     setID(res.headers.get("X-Run-ID") || res.headers.get("X-Run-Id"));
+    connection.up();
     handlers.onState && handlers.onState("streaming");
     await readSSE(res, dispatch, ctrl.signal);
   };
@@ -188,6 +223,7 @@ export function followRun({ sandboxID, prompt, runID, body }, handlers) {
       }
       // Still running: reconnect after a short, growing pause.
       attempt++;
+      connection.down(0);
       handlers.onState && handlers.onState("reconnecting");
       await pause(Math.min(200 * 2 ** attempt, 5000), ctrl.signal);
     }

@@ -1,5 +1,5 @@
 // TechBoss AI web UI: a hash router over a few views. No build step.
-import { api } from "./api.js";
+import { api, connection } from "./api.js";
 import { h, field, errorBox, busy } from "./dom.js";
 import { sandboxesView } from "./sandboxes.js";
 import { sandboxView } from "./sandbox.js";
@@ -12,8 +12,9 @@ const state = { me: null, view: null, cleanup: null };
 async function loadMe() {
   try {
     state.me = await api("GET", "/auth/me");
-  } catch {
-    state.me = null;
+  } catch (err) {
+    // Reconnecting: who we are is unknown, not "logged out".
+    state.me = err.quiet ? undefined : null;
   }
   renderChrome();
 }
@@ -33,6 +34,7 @@ function parseHash() {
 
 async function route() {
   const { name, args } = parseHash();
+  if (state.me === undefined) return; // reconnecting: routed once the server answers
   if (!state.me) { showLogin(); return; }
   if (name === "login") { location.hash = "#/sandboxes"; return; }
   // Within one sandbox, switching tabs keeps the page (and its live stream).
@@ -108,6 +110,42 @@ window.addEventListener("techboss:unauthenticated", () => {
   showLogin();
 });
 window.addEventListener("hashchange", route);
+
+// The connection line: one calm "Reconnecting…" with the server's
+// Retry-After counted down, then one probe; it clears on the first
+// successful response, and the page reloads what failed meanwhile.
+const conn = document.getElementById("conn");
+let connTimer = null;
+let probing = false;
+let hadFailures = false;
+function renderConn() {
+  if (!connection.reconnecting) {
+    conn.hidden = true;
+    conn.textContent = "";
+    clearInterval(connTimer);
+    connTimer = null;
+    return;
+  }
+  hadFailures = true;
+  const left = Math.ceil((connection.retryAt - Date.now()) / 1000);
+  conn.textContent = left > 0 ? `Reconnecting… retrying in ${left} s` : "Reconnecting…";
+  conn.hidden = false;
+  if (!connTimer) connTimer = setInterval(renderConn, 1000);
+  if (connection.retryAt && left <= 0 && !probing) probe();
+}
+async function probe() {
+  probing = true;
+  try { await api("GET", "/auth/me"); } catch { /* still down: a new Retry-After restarts the count */ }
+  probing = false;
+}
+window.addEventListener("techboss:connection", async () => {
+  renderConn();
+  if (connection.reconnecting || !hadFailures) return;
+  hadFailures = false;
+  if (state.me === undefined) { await loadMe(); route(); return; }
+  // A live sandbox page reconnects its own streams; other views reload.
+  if (state.view && state.view.name !== "sandbox") { state.view = null; route(); }
+});
 
 await loadMe();
 route();

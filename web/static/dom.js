@@ -47,7 +47,9 @@ export function errorBox(forID) {
 
 /** showError writes an APIError (with field problems and request id) into box. */
 export function showError(box, err) {
-  if (!err) { box.textContent = ""; return; }
+  // A quiet error (the server is reconnecting) is said once, by the page's
+  // connection line, not in every panel.
+  if (!err || err.quiet) { box.textContent = ""; return; }
   let msg = err.message || String(err);
   if (err.fields && err.fields.length) msg += "\n" + err.fields.map((f) => `• ${f.field}: ${f.reason}`).join("\n");
   if (err.requestID) msg += `  (request ${err.requestID})`;
