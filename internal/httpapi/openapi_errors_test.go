@@ -17,7 +17,6 @@ import (
 // sandbox's own disk (413 past its disk_mb, 507 when the host's is full).
 var storageRoutes = map[string][]string{
 	"POST /sandbox":                    {"424", "507"},
-	"DELETE /sandbox/{id}":             {"424", "507"},
 	"POST /sandbox/{id}/snapshots":     {"424", "507"},
 	"GET /snapshots/{id}":              {"424", "507"},
 	"GET /snapshots/{id}/diff/{other}": {"424", "507"},

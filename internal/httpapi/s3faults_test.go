@@ -39,7 +39,19 @@ func TestS3Unreachable(t *testing.T) {
 	wantStatus(t, r, http.StatusCreated)
 	r.data(t, &second)
 
+	doomed := h.newSandbox(h.alice, s3Spec(nil)) // terminating snapshots it into the bucket first
 	h.v.Stop()
+	// Terminate is not refused: it ends the sandbox and says the final
+	// snapshot failed.
+	r = h.do(h.alice, "DELETE", "/sandbox/"+doomed, nil)
+	var gone struct {
+		State  string `json:"status"`
+		Reason string `json:"reason"`
+	}
+	r.data(t, &gone)
+	if r.status != http.StatusOK || gone.State != "terminated" || !strings.Contains(gone.Reason, "snapshot") {
+		t.Errorf("terminate with S3 down = %d %s, want terminated with the failed snapshot as its reason", r.status, r.body)
+	}
 	for _, c := range []struct {
 		method, path string
 		body         any

@@ -28,7 +28,7 @@ var sandboxOps = []apiOp{
 	{Method: "POST", Path: "/sandbox", Summary: "Create a sandbox (builds or reuses its image); answers once it runs", Request: sandbox.Spec{}, Response: createSandboxResponse{}, Storage: true, Errors: []int{409, 429}},
 	{Method: "GET", Path: "/sandbox", Summary: "List your sandboxes, newest first (?limit, ?cursor, ?state, ?label=k=v)", Response: listSandboxesResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}", Summary: "A sandbox's status and its driver's capabilities", Response: sandboxView{}},
-	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent; snapshots the workspace first when configured)", Response: sandbox.Sandbox{}, Storage: true},
+	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent; snapshots the workspace first when configured)", Response: sandbox.Sandbox{}},
 	{Method: "GET", Path: "/sandbox/{id}/logs", Summary: "Build and start log (text; SSE `log`/`status` events with ?follow=true)"},
 	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events, binary frames with `Accept: application/vnd.techboss.exec-stream`, or one JSON answer with ?wait=true", Request: execRequest{}, Stream: true, Frames: true, Errors: []int{409}},
 	{Method: "GET", Path: "/sandbox/{id}/files", Summary: "List a directory (?dir=, relative to /workspace or absolute)", Response: listDirResponse{}},
