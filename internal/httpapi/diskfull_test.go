@@ -1,7 +1,10 @@
 package httpapi
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -473,4 +476,55 @@ func decodeEvent[T any](t *testing.T, ev agent.Event) T {
 		t.Fatalf("event %s data %s: %v", ev.Type, ev.Data, err)
 	}
 	return v
+}
+
+// TestSandboxDiskFull fills a sandbox's own disk (disk_mb): an upload, an
+// archive and a restore that do not fit answer 413 naming disk_mb (the
+// user's quota, not the host's), and the sandbox works on.
+func TestSandboxDiskFull(t *testing.T) {
+	h := newSnapshotHarness(t)
+	big := h.newSandbox(h.alice, map[string]any{"disk_mb": 128})
+	h.sh(h.alice, big, `head -c 48000000 /dev/urandom > /workspace/big.bin`)
+	r := h.do(h.alice, "POST", "/sandbox/"+big+"/snapshots", nil)
+	wantStatus(t, r, http.StatusCreated)
+	var snap snapshot.Taken
+	r.data(t, &snap)
+
+	small := h.newSandbox(h.alice, map[string]any{"disk_mb": 32})
+	for _, c := range []struct {
+		what string
+		r    resp
+	}{
+		{"upload", h.do(h.alice, "PUT", "/sandbox/"+small+"/files/big.bin", strings.Repeat("x", 40<<20))},
+		{"archive", h.do(h.alice, "PUT", "/sandbox/"+small+"/archive?path=/workspace/in", tarOf(t, "big.bin", 32<<20-8192))},
+		{"restore", h.do(h.alice, "POST", "/sandbox/"+small+"/restore", map[string]any{"snapshot_id": snap.ID})},
+	} {
+		e := c.r.errBody(t)
+		if c.r.status != http.StatusRequestEntityTooLarge || !strings.Contains(e.Message, "disk_mb") {
+			t.Errorf("%s past the sandbox's disk = %d %s, want 413 naming disk_mb", c.what, c.r.status, c.r.body)
+		}
+	}
+	if got := h.sh(h.alice, small, `echo still working`); got != "still working\n" {
+		t.Errorf("sandbox after a full disk: %q", got)
+	}
+}
+
+// tarOf returns a tar stream holding one file of size random bytes (zeros
+// could be written sparse).
+func tarOf(t *testing.T, name string, size int) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(size), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, size)
+	_, _ = rand.Read(data)
+	if _, err := tw.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }

@@ -339,6 +339,11 @@ func (s *Service) Restore(ctx context.Context, sb *sandbox.Sandbox, r Record) (R
 		}
 	}
 	if err != nil {
+		if _, public := errs.Public(err); !public && errs.NoSpace(err) {
+			// Restores write only into the sandbox: its own disk is full.
+			return st, errs.Wrap(errs.TooLarge, fmt.Errorf("restore %s into %s: %w", r.ID, sb.ID, err),
+				fmt.Sprintf("snapshot %s does not fit the sandbox's disk (disk_mb %d MiB); free space in the sandbox or create it with a larger disk_mb", r.ID, sb.Spec.DiskMB))
+		}
 		return st, fmt.Errorf("restore %s into %s: %w", r.ID, sb.ID, err)
 	}
 	return st, nil

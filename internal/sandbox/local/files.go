@@ -245,7 +245,7 @@ func (d *Driver) WriteFile(ctx context.Context, ref sandbox.Ref, p string, mode 
 		return n, err
 	}
 	if err := f.Close(); err != nil {
-		return n, fmt.Errorf("write %s: %w", p, err)
+		return n, writeError(p, err)
 	}
 	exchanged, err := swapInto(root, dir, path.Base(tmp), base)
 	if err != nil {
@@ -278,7 +278,7 @@ func writeInPlace(root *os.Root, rel, p string, mode fs.FileMode, owner *[2]int,
 		return n, err
 	}
 	if err := f.Close(); err != nil {
-		return n, fmt.Errorf("write %s: %w", p, err)
+		return n, writeError(p, err)
 	}
 	return n, nil
 }
@@ -298,9 +298,19 @@ func fillFile(f *os.File, p string, mode fs.FileMode, owner *[2]int, r io.Reader
 	}
 	n, err := copyOverlapped(f, r)
 	if err != nil {
-		return n, fmt.Errorf("write %s: %w", p, err)
+		return n, writeError(p, err)
 	}
 	return n, nil
+}
+
+// writeError classifies a failed write of p's content: the sandbox's disk
+// full is fileError's 413 naming disk_mb; anything else (the request body
+// failing, say) keeps its own kind.
+func writeError(p string, err error) error {
+	if errs.NoSpace(err) {
+		return fileError(p, err)
+	}
+	return fmt.Errorf("write %s: %w", p, err)
 }
 
 // swapInto puts dir/from at dir/to: it exchanges the two when to exists
