@@ -100,6 +100,7 @@ func TestAgentWorkflow(t *testing.T) {
 	srv.dropConnections()
 	b.waitJS("reconnected", fmt.Sprintf(`Number(document.querySelector(".run").dataset.connections) > %s`, conns))
 	b.waitJS("streaming again", `document.querySelector("form.composer [role=status]").textContent === "Streaming…"`)
+	b.waitJS("connection line cleared", `document.getElementById("conn").hidden`)
 	resumed := false
 	for _, id := range b.resumeIDs()[before:] {
 		if n, err := strconv.Atoi(id); err == nil && n > 0 {

@@ -510,7 +510,7 @@ func TestCheckFree(t *testing.T) {
 		t.Fatalf("CheckFree(1 EiB): got %v, want errs.InsufficientStorage", err)
 	}
 	e, _ := errs.Public(err)
-	for _, want := range []string{"MiB of disk free", fmt.Sprintf("needs %d MiB (disk_mb)", MaxMB*64)} {
+	for _, want := range []string{"data dir has", "MiB free", fmt.Sprintf("needs %d MiB (disk_mb)", MaxMB*64)} {
 		if !strings.Contains(e.Message, want) {
 			t.Errorf("message %q lacks %q", e.Message, want)
 		}
