@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -319,7 +320,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	}
 	d.secrets = secretStore
 	runs, err = agent.NewService(agent.Config{
-		Credentials: cfg.ClaudeCredentials, PublicURL: cfg.PublicURL,
+		Credentials: cfg.ClaudeCredentials, PublicURL: cfg.PublicURL, MCPAllow: allowPrefixes(cfg.NetworkAllow),
 		UpstreamBaseURL: getenv("ANTHROPIC_BASE_URL"), UpstreamAPIKey: string(cfg.AnthropicAPIKey),
 		Root: cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(cfg, db), Host: host,
 		Durability: agent.Durability{
@@ -475,4 +476,32 @@ func runEventsMemory(mb int) int64 {
 		return 1 // no event fits
 	}
 	return int64(mb) << 20
+}
+
+// allowPrefixes are the address ranges of TECHBOSS_NETWORK_ALLOW entries
+// ("10.0.0.0/8", "10.1.2.3/32:5432"), for the remote MCP proxy (which
+// checks addresses, not ports). The entries were validated with the rest
+// of the network configuration.
+func allowPrefixes(entries []string) []netip.Prefix {
+	parse := func(s string) (netip.Prefix, bool) {
+		s = strings.Trim(s, "[]")
+		if p, err := netip.ParsePrefix(s); err == nil {
+			return p, true
+		}
+		if a, err := netip.ParseAddr(s); err == nil {
+			return netip.PrefixFrom(a, a.BitLen()), true
+		}
+		return netip.Prefix{}, false
+	}
+	var out []netip.Prefix
+	for _, e := range entries {
+		if p, ok := parse(e); ok {
+			out = append(out, p)
+		} else if i := strings.LastIndexByte(e, ':'); i > 0 {
+			if p, ok := parse(e[:i]); ok {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,6 +77,7 @@ type envOpts struct {
 	snapshotRetry time.Duration // agent.Config.SnapshotRetry
 	feed          bool          // connect the hub to other replicas (PostgreSQL LISTEN/NOTIFY)
 	upstream      string        // the gateway's upstream base URL ("": the scripted model)
+	mcpAllow      []netip.Prefix
 }
 
 func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
@@ -122,7 +124,7 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 	for k, v := range o.extraEnv {
 		cliEnv[k] = v
 	}
-	cfg := agent.Config{Credentials: o.credentials, Root: true, CancelGrace: o.grace, ReplicaTimeout: o.replicaTimeout, Durability: o.durability, SnapshotRetry: o.snapshotRetry}
+	cfg := agent.Config{Credentials: o.credentials, Root: true, CancelGrace: o.grace, ReplicaTimeout: o.replicaTimeout, Durability: o.durability, SnapshotRetry: o.snapshotRetry, MCPAllow: o.mcpAllow}
 	if o.credentials == agent.CredentialsDirect {
 		// The CLI calls the model itself. A sandbox reaches no host
 		// service, so tests forward this address in the sandbox's own

@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/techbossai/techboss/internal/errs"
 )
@@ -48,7 +52,7 @@ var (
 	headerRE    = regexp.MustCompile(`^[A-Za-z0-9-]{1,128}$`)
 )
 
-func validateMCP(servers map[string]MCPServer) []errs.FieldError {
+func validateMCP(servers map[string]MCPServer, allowed func(netip.Addr) bool) []errs.FieldError {
 	var fs []errs.FieldError
 	if len(servers) > 20 {
 		fs = append(fs, errs.FieldError{Field: "mcp_servers", Reason: "more than 20 servers"})
@@ -76,6 +80,8 @@ func validateMCP(servers map[string]MCPServer) []errs.FieldError {
 			u, err := url.Parse(sv.URL)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
 				fs = append(fs, errs.FieldError{Field: f + ".url", Reason: "must be an http(s) URL without user info"})
+			} else if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !allowed(ip) {
+				fs = append(fs, errs.FieldError{Field: f + ".url", Reason: "a local, link-local or private address (the operator may open a range with TECHBOSS_NETWORK_ALLOW)"})
 			}
 			for k := range sv.Headers {
 				if !headerRE.MatchString(k) || strings.EqualFold(k, "Host") {
@@ -188,6 +194,7 @@ func (s *Service) MCPProxyHandler() http.Handler {
 			return
 		}
 		proxy := &httputil.ReverseProxy{
+			Transport: s.mcpProxyTransport,
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				target := *rm.url
 				if sub != "" {
@@ -213,4 +220,58 @@ func (s *Service) MCPProxyHandler() http.Handler {
 		}
 		proxy.ServeHTTP(w, r)
 	})
+}
+
+// The proxy runs on the server's network, not the sandbox's: a run must
+// not turn it into a way to reach the server's own services, the cloud
+// metadata address or the private network. These are refused unless the
+// operator opens a range (Config.MCPAllow, from TECHBOSS_NETWORK_ALLOW),
+// checked on the address actually dialed, so a name that resolves (or
+// rebinds) to one of them is refused too.
+var (
+	mcpBlocked = prefixes("127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+		"::1/128", "::/128", "fe80::/10", "ff00::/8", "fd00:ec2::254/128")
+	mcpPrivate = prefixes("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15", "fc00::/7")
+)
+
+func prefixes(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
+}
+
+// mcpAddrAllowed reports whether the proxy may connect to ip.
+func (s *Service) mcpAddrAllowed(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range s.cfg.MCPAllow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	for _, p := range append(slices.Clone(mcpBlocked), mcpPrivate...) {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	return true
+}
+
+// mcpTransport dials remote MCP servers, refusing addresses that
+// mcpAddrAllowed does not allow.
+func (s *Service) mcpTransport() http.RoundTripper {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second,
+		Control: func(_, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return err
+			}
+			if !s.mcpAddrAllowed(ap.Addr()) {
+				return fmt.Errorf("%s is a local, link-local or private address (the operator may open a range with TECHBOSS_NETWORK_ALLOW)", ap.Addr())
+			}
+			return nil
+		}}
+	return &http.Transport{DialContext: d.DialContext, ForceAttemptHTTP2: true, MaxIdleConns: 64,
+		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	nethttp "net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,7 +29,8 @@ import (
 // is in flight: no process's env or argv, no workspace file), and neither
 // do the run's events or its stored record.
 func TestRemoteMCPServer(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	// The test's remote server is on loopback, which the operator opens.
+	e := newEnv(t, envOpts{mcpAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	sb := e.sandbox("alice")
 	ctx := context.Background()
 	const secret = "mcp-remote-secret-0123456789"
@@ -165,5 +169,37 @@ func TestStdioMCPServer(t *testing.T) {
 		if strings.Contains(string(ev.Data), secret) || strings.Contains(ev.Raw, secret) {
 			t.Errorf("%s event holds the secret", ev.Type)
 		}
+	}
+}
+
+// TestMCPProxyRefusesLocalAddresses: the remote MCP proxy runs on the
+// server's network, so a run may not point it at the server's loopback,
+// the metadata address or a private range: an address literal is refused
+// at start, and a name that resolves to one is refused when dialed (the
+// server there never sees a request).
+func TestMCPProxyRefusesLocalAddresses(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	sb := e.sandbox("alice")
+	ctx := context.Background()
+	for _, u := range []string{"http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:5432/", "http://10.1.2.3/mcp", "http://[::1]:80/"} {
+		_, err := e.svc.Start(ctx, "alice", sb.ID, "x", agent.Options{MCPServers: map[string]agent.MCPServer{"m": {Type: "http", URL: u}}})
+		var fe *errs.Error
+		if !errors.As(err, &fe) || len(fe.Fields) == 0 || fe.Fields[0].Field != "mcp_servers.m.url" {
+			t.Errorf("%s: %v, want a field error naming mcp_servers.m.url", u, err)
+		}
+	}
+	var hits atomic.Int64
+	local := httptest.NewServer(nethttp.HandlerFunc(func(nethttp.ResponseWriter, *nethttp.Request) { hits.Add(1) }))
+	defer local.Close()
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(local.URL, "http://"))
+	e.model.Reset(modeltest.ToolUse("Calling.", "mcp__inner__whoami", map[string]any{}), modeltest.Text("done"))
+	r, evs := e.do("alice", sb.ID, "call it", agent.Options{NewSession: true, MCPServers: map[string]agent.MCPServer{
+		"inner": {Type: "http", URL: "http://localhost:" + port + "/mcp"}}})
+	if hits.Load() != 0 {
+		t.Errorf("the proxy reached a loopback service %d times", hits.Load())
+	}
+	res := find(evs, agent.TypeToolResult)
+	if r.Status != agent.Succeeded || len(res) != 1 || !decode[agent.ToolResultData](t, res[0]).IsError {
+		t.Errorf("run %s, tool results %v: want the call to fail", r.Status, res)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"regexp"
@@ -98,6 +99,10 @@ type Config struct {
 	// PermissionTimeout is how long a tool call waits for an answer
 	// before the run's default decision (default 5 minutes).
 	PermissionTimeout time.Duration
+	// MCPAllow are the local or private ranges the remote MCP proxy may
+	// reach (the operator's TECHBOSS_NETWORK_ALLOW); all others of those
+	// are refused.
+	MCPAllow []netip.Prefix
 }
 
 // Deps are the service's dependencies.
@@ -137,10 +142,12 @@ type Service struct {
 	sbx     Sandboxes
 	gw      http.Handler
 	secrets SecretRevealer
-	log     *slog.Logger
-	now     func() time.Time
-	hub     *Hub
-	m       metrics
+	// mcpProxyTransport dials runs' remote MCP servers (mcpTransport).
+	mcpProxyTransport http.RoundTripper
+	log               *slog.Logger
+	now               func() time.Time
+	hub               *Hub
+	m                 metrics
 	// afterRun is Deps.AfterRun.
 	afterRun func(ctx context.Context, r Run) error
 	// quit is closed when Run begins to shut down; bg runs the background
@@ -257,6 +264,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 		approvals: map[string]*approvals{},
 		listeners: map[string]*gwListener{},
 	}
+	s.mcpProxyTransport = s.mcpTransport()
 	s.m = metrics{
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "techboss_agent_runs_total", Help: "Finished agent runs by outcome.",
@@ -687,7 +695,7 @@ func (s *Service) validate(prompt string, o Options) error {
 		fs = append(fs, errs.FieldError{Field: "env", Reason: "larger than 256 KiB"})
 	}
 	fs = append(fs, validatePolicy(o.Permissions)...)
-	fs = append(fs, validateMCP(o.MCPServers)...)
+	fs = append(fs, validateMCP(o.MCPServers, s.mcpAddrAllowed)...)
 	fs = append(fs, validateAttachments(o.Attachments)...)
 	if len(o.MCPServers) > 0 && s.cfg.Credentials == CredentialsDirect {
 		fs = append(fs, errs.FieldError{Field: "mcp_servers", Reason: "MCP servers need the gateway (TECHBOSS_CLAUDE_CREDENTIALS=gateway)"})
