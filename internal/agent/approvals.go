@@ -29,6 +29,9 @@ import (
 // gateway's /llm/anthropic.
 const ApprovalPath = "/llm/mcp"
 
+// maxPending bounds the permission requests of one run waiting at once.
+const maxPending = 16
+
 // ApprovalTool is the prompt tool's name as the CLI knows it
 // (mcp__<server>__<tool>).
 const ApprovalTool = "mcp__techboss__approve"
@@ -277,6 +280,13 @@ func (s *Service) approve(ctx context.Context, runID string, in approveCall) ([]
 		p := &pendingApproval{tool: in.ToolName, toolUseID: in.ToolUseID, input: in.Input, answer: make(chan decided, 1)}
 		d.RequestID = "perm_" + randHex(8)
 		a.mu.Lock()
+		if len(a.pending) >= maxPending {
+			// The approval server is reachable from inside the sandbox
+			// (with the run's token): code there must not flood the
+			// run's owner with requests.
+			a.mu.Unlock()
+			return json.Marshal(map[string]any{"behavior": "deny", "message": fmt.Sprintf("more than %d tool calls are waiting for an answer", maxPending)})
+		}
 		a.pending[d.RequestID] = p
 		a.mu.Unlock()
 		req := PermissionRequestData{RequestID: d.RequestID, ToolName: in.ToolName, ToolUseID: in.ToolUseID, Input: in.Input,

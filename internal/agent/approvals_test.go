@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -233,5 +235,40 @@ func TestApprovalOnAnotherReplica(t *testing.T) {
 	run, _ := e.wait("alice", r.ID)
 	if got, err := e.readFile("alice", sb.ID, "/workspace/replica.txt"); run.Status != agent.Succeeded || err != nil || got != "from-the-other-replica\n" {
 		t.Errorf("run %s, replica.txt %q %v", run.Status, got, err)
+	}
+}
+
+// TestApprovalFloodFromTheSandbox: the approval server is reachable from
+// inside the sandbox with the run's token, so code there can ask too; it
+// cannot flood the owner: past 16 waiting requests the next is denied at
+// once, without an event.
+func TestApprovalFloodFromTheSandbox(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	sb := e.sandbox("alice")
+	// The agent's one tool call lists the gateway's address and token
+	// (the CLI's env) and posts 20 approval requests from the sandbox.
+	flood := `for i in $(seq 1 20); do
+  curl -s -m 30 -X POST "${ANTHROPIC_BASE_URL%/llm/anthropic}/llm/mcp" -H "Authorization: Bearer $ANTHROPIC_API_KEY" \
+    -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+    -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"approve","arguments":{"tool_name":"Fake","input":{},"tool_use_id":"fake"}}}' > /tmp/flood.$i &
+done; wait; grep -l 'more than 16' /tmp/flood.* | wc -l`
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("why: curl (run from the host image inside the sandbox) is not installed")
+	}
+	e.model.Reset(modeltest.Bash(flood), modeltest.Text("done"))
+	r := e.start("alice", sb.ID, "flood", agent.Options{NewSession: true, Permissions: &agent.PermissionPolicy{Allow: []string{"Bash"}, TimeoutSeconds: 5}})
+	run, evs := e.wait("alice", r.ID)
+	asked := len(find(evs, agent.TypePermissionRequest))
+	if asked > 16 {
+		t.Errorf("%d permission requests reached the owner, want at most 16", asked)
+	}
+	res := find(evs, agent.TypeToolResult)
+	if run.Status != agent.Succeeded || len(res) != 1 {
+		t.Fatalf("run %s, tool results %v", run.Status, res)
+	}
+	// Each of the 20 was either asked (and timed out) or refused at once.
+	refused, err := strconv.Atoi(strings.TrimSpace(decode[agent.ToolResultData](t, res[0]).Content))
+	if err != nil || refused < 1 || asked+refused != 20 {
+		t.Errorf("%d asked, %v refused at once (%v): want at most 16 asked and the rest refused", asked, refused, err)
 	}
 }
