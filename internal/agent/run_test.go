@@ -526,6 +526,20 @@ func TestEveryHeadlessOption(t *testing.T) {
 		t.Errorf("forked run %+v, want a new session from %s", r4, r.SessionID)
 	}
 
+	// fallback_model: the model the CLI switches to when the first one
+	// stays overloaded.
+	e.model.Reset(modeltest.HTTPError(529).Times(3), modeltest.Text("from the fallback"))
+	before := len(e.model.MessageRequests())
+	r5, _ := e.do("alice", sb.ID, "overloaded", agent.Options{NewSession: true, Model: "claude-test-primary", FallbackModel: "claude-test-fallback"})
+	reqs := e.model.MessageRequests()[before:]
+	if r5.Status != agent.Succeeded || len(reqs) < 2 || reqs[0].Model != "claude-test-primary" || reqs[len(reqs)-1].Model != "claude-test-fallback" {
+		var models []string
+		for _, q := range reqs {
+			models = append(models, q.Model+":"+q.Answer)
+		}
+		t.Errorf("fallback run %s; model requests %v", r5.Status, models)
+	}
+
 	// Bad options: each a field-named error before anything runs.
 	for field, o := range map[string]agent.Options{
 		"session_id":            {SessionID: "not-a-uuid"},
