@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -724,5 +725,47 @@ func TestExecLargeRequest(t *testing.T) {
 	}
 	if want := fmt.Sprintf("%d\n%d\n", len(big), len(big)); strings.ReplaceAll(out.String(), " ", "") != want {
 		t.Errorf("got %q, want %q", out.String(), want)
+	}
+}
+
+// TestExecCancelKillsWhatItStarted: cancelling an exec (its connection to
+// the agent closes, as when the server is killed) kills every process the
+// command started, also those in sessions of their own (how Claude Code
+// starts its Bash tool) and the jobs those left behind.
+func TestExecCancelKillsWhatItStarted(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Exec(ctx, ref, sandbox.ExecRequest{Argv: []string{"sh", "-c", `
+setsid sleep 3118 &
+setsid sh -c '(sleep 3119 &); exec sleep 3120' &
+sh -c 'setsid sleep 3121 & exec sleep 3122' &
+sleep 0.2; echo ready; exec sleep 100000`}, Stdout: pw})
+		pw.Close()
+		done <- err
+	}()
+	if _, err := bufio.NewReader(pr).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	count := `n=0; for p in /proc/[0-9]*; do case "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" in "sleep 31"*) n=$((n+1));; esac; done; echo $n`
+	if out := mustSh(t, d, ref, count); out != "5\n" {
+		t.Fatalf("%q sleeps before the cancel, want 5", out)
+	}
+	cancel()
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	<-done
+	// Every one was sent SIGKILL before the exec returned; dying takes the
+	// kernel a moment (a zombie's cmdline is empty).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out := mustSh(t, d, ref, count)
+		if out == "0\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q processes the cancelled exec started are left, want 0", out)
+		}
 	}
 }

@@ -391,8 +391,7 @@ func waitExec(c *net.UnixConn, enc *json.Encoder, p *os.Process, pidfd *os.File)
 			default:
 			}
 			if ctl.Kill {
-				_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
-				_ = syscall.Kill(p.Pid, syscall.SIGKILL)
+				killTree(p.Pid)
 			} else if ctl.Signal > 0 {
 				_ = syscall.Kill(p.Pid, syscall.Signal(ctl.Signal))
 			}
@@ -400,8 +399,7 @@ func waitExec(c *net.UnixConn, enc *json.Encoder, p *os.Process, pidfd *os.File)
 		select {
 		case <-exited:
 		default:
-			_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
-			_ = syscall.Kill(p.Pid, syscall.SIGKILL)
+			killTree(p.Pid)
 		}
 	}()
 	waitExited(pidfd)

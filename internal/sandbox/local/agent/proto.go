@@ -12,8 +12,9 @@
 //	agent -> driver: JSON lines: Started, then Exit (or one Error)
 //	driver -> agent: JSON lines: Control (signals) until it has Exit
 //
-// Closing the connection before the Exit line kills the command's process
-// group: an exec never outlives the caller that waits for it.
+// Closing the connection before the Exit line kills the command and every
+// process it started, also those in process groups or sessions of their
+// own (see killTree): an exec never outlives the caller that waits for it.
 package agent
 
 import (
@@ -63,7 +64,7 @@ type Reply struct {
 // Control is one line from the driver to a running exec.
 type Control struct {
 	Signal int  `json:"signal,omitempty"` // deliver to the command's process
-	Kill   bool `json:"kill,omitempty"`   // SIGKILL the command's process group
+	Kill   bool `json:"kill,omitempty"`   // SIGKILL the command and everything it started (see killTree)
 }
 
 // EncodeRequest frames r.
