@@ -35,6 +35,18 @@ type Budgets struct {
 	mu     sync.Mutex
 	window time.Time      // start of the current rate window
 	counts map[string]int // requests per user in window
+
+	knownMu sync.Mutex
+	known   map[string]knownBudget // the last limits and spend read per user
+}
+
+// knownBudget is what the store last said of a user's budget; Check uses
+// it while the store is unreachable.
+type knownBudget struct {
+	lim      BudgetConfig
+	override bool
+	month    time.Time // the month spent was read for
+	spent    float64
 }
 
 // NewBudgets returns a Budgets. limits may be nil; now is the clock.
@@ -42,30 +54,57 @@ func NewBudgets(def BudgetConfig, ledger Ledger, limits LimitStore, now func() t
 	if now == nil {
 		now = time.Now
 	}
-	return &Budgets{def: def, ledger: ledger, limits: limits, now: now, counts: map[string]int{}}
+	return &Budgets{def: def, ledger: ledger, limits: limits, now: now, counts: map[string]int{}, known: map[string]knownBudget{}}
 }
 
 // Check admits one request for userID or returns errs.PaymentRequired
 // (monthly limit reached) or errs.TooMany (rate limit reached), each with
 // a message naming the limit and when it resets, and RetryAfter set.
 // An admitted request counts against the rate limit.
+//
+// While the store is unreachable (errs.Unavailable), Check goes by what it
+// last read of the user's limits and spend, so that agent runs go on
+// through a database outage: a user over budget stays refused, and one
+// under it may overspend by what the outage's calls cost (their usage is
+// recorded once the store is back). A user it never read gets the default
+// limits and is taken as having spent nothing.
 func (b *Budgets) Check(ctx context.Context, userID string) error {
-	lim := b.def
+	now := b.now().UTC()
+	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	b.knownMu.Lock()
+	k, seen := b.known[userID]
+	b.knownMu.Unlock()
+	if !seen {
+		k = knownBudget{lim: b.def}
+	}
 	if b.limits != nil {
 		l, ok, err := b.limits.UserLimits(ctx, userID)
-		if err != nil {
+		switch {
+		case err == nil:
+			k.lim, k.override = b.def, ok
+			if ok {
+				k.lim = l
+			}
+		case errs.KindOf(err) != errs.Unavailable:
 			return fmt.Errorf("load budget of user %s: %w", userID, err)
 		}
-		if ok {
-			lim = l
+	}
+	lim := k.lim
+	if lim.MonthlyUSD > 0 {
+		spent, err := b.ledger.SpentUSD(ctx, userID, start)
+		if err == nil {
+			k.month, k.spent = start, spent
+		} else if errs.KindOf(err) != errs.Unavailable {
+			return fmt.Errorf("load spend of user %s: %w", userID, err)
 		}
 	}
-	now := b.now().UTC()
+	b.knownMu.Lock()
+	b.known[userID] = k
+	b.knownMu.Unlock()
 	if lim.MonthlyUSD > 0 {
-		start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-		spent, err := b.ledger.SpentUSD(ctx, userID, start)
-		if err != nil {
-			return fmt.Errorf("load spend of user %s: %w", userID, err)
+		spent := k.spent
+		if !k.month.Equal(start) {
+			spent = 0 // never read this month, and the store is unreachable
 		}
 		if spent >= lim.MonthlyUSD {
 			reset := start.AddDate(0, 1, 0)

@@ -340,3 +340,71 @@ func FuzzParseRetryAfter(f *testing.F) {
 		}
 	})
 }
+
+// down is a store that cannot be reached (as the store reports it).
+type down struct{}
+
+func (down) SpentUSD(context.Context, string, time.Time) (float64, error) {
+	return 0, errs.E(errs.Unavailable, "the database is unreachable; retry shortly")
+}
+
+func (down) UserLimits(context.Context, string) (llm.BudgetConfig, bool, error) {
+	return llm.BudgetConfig{}, false, errs.E(errs.Unavailable, "the database is unreachable; retry shortly")
+}
+
+// switchable is a store that is up or down.
+type switchable struct {
+	up     bool
+	ledger ledger
+	limits limits
+}
+
+func (s *switchable) SpentUSD(ctx context.Context, user string, since time.Time) (float64, error) {
+	if !s.up {
+		return down{}.SpentUSD(ctx, user, since)
+	}
+	return s.ledger.SpentUSD(ctx, user, since)
+}
+
+func (s *switchable) UserLimits(ctx context.Context, user string) (llm.BudgetConfig, bool, error) {
+	if !s.up {
+		return down{}.UserLimits(ctx, user)
+	}
+	return s.limits.UserLimits(ctx, user)
+}
+
+// TestBudgetsThroughOutage: while the store is unreachable, Check goes by
+// what it last read (agent runs go on through a database outage): a user
+// over budget stays refused, one under it is admitted, one with a raised
+// limit keeps it; other store errors still fail.
+func TestBudgetsThroughOutage(t *testing.T) {
+	now := time.Date(2026, 2, 10, 12, 0, 0, 0, time.UTC)
+	st := &switchable{up: true, ledger: ledger{"ann@2026-02": 10, "bob@2026-02": 0.5, "vip@2026-02": 50}, limits: limits{"vip": {MonthlyUSD: 100}}}
+	b := llm.NewBudgets(llm.BudgetConfig{MonthlyUSD: 5}, st, st, func() time.Time { return now })
+	ctx := t.Context()
+	check := func() map[string]error {
+		return map[string]error{"ann": b.Check(ctx, "ann"), "bob": b.Check(ctx, "bob"), "vip": b.Check(ctx, "vip"), "new": b.Check(ctx, "new")}
+	}
+	before := check()
+	st.up = false
+	during := check()
+	for _, u := range []string{"bob", "vip", "new"} {
+		if before[u] != nil || during[u] != nil {
+			t.Errorf("%s: before the outage %v, during it %v; want admitted", u, before[u], during[u])
+		}
+	}
+	if errs.KindOf(during["ann"]) != errs.PaymentRequired {
+		t.Errorf("ann (over budget) during the outage: %v, want payment required", during["ann"])
+	}
+	// A store that answers wrongly is not an outage.
+	bad := llm.NewBudgets(llm.BudgetConfig{MonthlyUSD: 5}, ledgerErr{}, nil, nil)
+	if err := bad.Check(ctx, "bob"); err == nil {
+		t.Error("a failing ledger admitted the call")
+	}
+}
+
+type ledgerErr struct{}
+
+func (ledgerErr) SpentUSD(context.Context, string, time.Time) (float64, error) {
+	return 0, errs.E(errs.Internal, "broken")
+}
