@@ -731,7 +731,8 @@ func TestExecLargeRequest(t *testing.T) {
 // TestExecCancelKillsWhatItStarted: cancelling an exec (its connection to
 // the agent closes, as when the server is killed) kills every process the
 // command started, also those in sessions of their own (how Claude Code
-// starts its Bash tool) and the jobs those left behind.
+// starts its Bash tool), the jobs those left behind, and a daemon whose
+// parents are all gone (it keeps the exec's tag in its environment).
 func TestExecCancelKillsWhatItStarted(t *testing.T) {
 	d := newTestDriver(t, "")
 	ref := create(t, d, sandbox.Spec{})
@@ -743,6 +744,7 @@ func TestExecCancelKillsWhatItStarted(t *testing.T) {
 setsid sleep 3118 &
 setsid sh -c '(sleep 3119 &); exec sleep 3120' &
 sh -c 'setsid sleep 3121 & exec sleep 3122' &
+(setsid sleep 3123 > /dev/null 2>&1 &)
 sleep 0.2; echo ready; exec sleep 100000`}, Stdout: pw})
 		pw.Close()
 		done <- err
@@ -751,8 +753,8 @@ sleep 0.2; echo ready; exec sleep 100000`}, Stdout: pw})
 		t.Fatal(err)
 	}
 	count := `n=0; for p in /proc/[0-9]*; do case "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" in "sleep 31"*) n=$((n+1));; esac; done; echo $n`
-	if out := mustSh(t, d, ref, count); out != "5\n" {
-		t.Fatalf("%q sleeps before the cancel, want 5", out)
+	if out := mustSh(t, d, ref, count); out != "6\n" {
+		t.Fatalf("%q sleeps before the cancel, want 6", out)
 	}
 	cancel()
 	go func() { _, _ = io.Copy(io.Discard, pr) }()

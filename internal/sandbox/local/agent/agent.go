@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -245,7 +246,7 @@ func runExec(ctx context.Context, c *net.UnixConn, enc *json.Encoder, req Reques
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	p, pidfd, err := startExec(ctx, enc, req, sp, base, passed)
+	p, pidfd, tag, err := startExec(ctx, enc, req, sp, base, passed)
 	<-starting
 	if err != nil || p == nil {
 		return err
@@ -253,14 +254,14 @@ func runExec(ctx context.Context, c *net.UnixConn, enc *json.Encoder, req Reques
 	if pidfd != nil {
 		defer pidfd.Close()
 	}
-	return waitExec(c, enc, p, pidfd)
+	return waitExec(c, enc, p, pidfd, tag)
 }
 
 // startExec starts the command of req. A nil process (and error) means
 // the failure was reported to the driver already. pidfd, when not nil,
 // becomes readable when the process exits.
-func startExec(ctx context.Context, enc *json.Encoder, req Request, sp *Spawner, base []string, passed []*os.File) (*os.Process, *os.File, error) {
-	failed := func(rep Reply) (*os.Process, *os.File, error) { return nil, nil, enc.Encode(rep) }
+func startExec(ctx context.Context, enc *json.Encoder, req Request, sp *Spawner, base []string, passed []*os.File) (*os.Process, *os.File, string, error) {
+	failed := func(rep Reply) (*os.Process, *os.File, string, error) { return nil, nil, "", enc.Encode(rep) }
 	stdio := make([]*os.File, 3)
 	next := 0
 	var devnull *os.File
@@ -281,6 +282,10 @@ func startExec(ctx context.Context, enc *json.Encoder, req Request, sp *Spawner,
 		stdio[i] = devnull
 	}
 	env := MergeEnv(base, req.Env)
+	tag := newExecTag()
+	if tag != "" {
+		env = MergeEnv(env, []string{execTagVar + "=" + tag})
+	}
 	cred, home, err := credential(req.User)
 	if err != nil {
 		return failed(Reply{Error: err.Error(), Code: 126})
@@ -333,9 +338,9 @@ func startExec(ctx context.Context, enc *json.Encoder, req Request, sp *Spawner,
 		if exit != nil {
 			_ = exit.Close()
 		}
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	return p, exit, nil
+	return p, exit, tag, nil
 }
 
 // pidfdFile wraps a process's pidfd (-1: none) for the runtime's poller.
@@ -373,10 +378,11 @@ func waitExited(pidfd *os.File) {
 
 // waitExec relays control lines to the started command p until it exits,
 // then reports its exit status.
-func waitExec(c *net.UnixConn, enc *json.Encoder, p *os.Process, pidfd *os.File) error {
+func waitExec(c *net.UnixConn, enc *json.Encoder, p *os.Process, pidfd *os.File, tag string) error {
 	// Control lines until the driver hangs up; a hang-up before the exit kills.
 	exited := make(chan struct{})
 	ctlDone := make(chan struct{})
+	var signalled atomic.Bool
 	go func() {
 		defer close(ctlDone)
 		sc := bufio.NewScanner(c)
@@ -391,20 +397,26 @@ func waitExec(c *net.UnixConn, enc *json.Encoder, p *os.Process, pidfd *os.File)
 			default:
 			}
 			if ctl.Kill {
-				killTree(p.Pid)
+				killTree(p.Pid, tag)
 			} else if ctl.Signal > 0 {
+				signalled.Store(true)
 				_ = syscall.Kill(p.Pid, syscall.Signal(ctl.Signal))
 			}
 		}
 		select {
 		case <-exited:
 		default:
-			killTree(p.Pid)
+			killTree(p.Pid, tag)
 		}
 	}()
 	waitExited(pidfd)
 	ps, werr := p.Wait() // at once: the process has exited
 	close(exited)
+	if signalled.Load() {
+		// Stopped from outside (a cancelled agent run gets SIGINT): what
+		// it left running goes too, before the exit is reported.
+		killTree(0, tag)
+	}
 	rep := Reply{Exited: true}
 	if werr != nil {
 		rep.Error = werr.Error()

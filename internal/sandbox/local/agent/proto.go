@@ -63,7 +63,7 @@ type Reply struct {
 
 // Control is one line from the driver to a running exec.
 type Control struct {
-	Signal int  `json:"signal,omitempty"` // deliver to the command's process
+	Signal int  `json:"signal,omitempty"` // deliver to the command's process; once it exits, what it left running is killed
 	Kill   bool `json:"kill,omitempty"`   // SIGKILL the command and everything it started (see killTree)
 }
 

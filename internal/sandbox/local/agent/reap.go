@@ -2,6 +2,8 @@ package agent
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"strconv"
 	"syscall"
@@ -70,18 +72,65 @@ func family(procs map[int]procInfo, root int) map[int]bool {
 	return in
 }
 
-// killTree kills root and everything it started (see family), however
-// the processes regrouped. It stops them first, round after round until no
+// execTagVar is set in every exec's environment to a value of its own, so
+// that the processes it started can be found after they left its process
+// tree (a job sent to the background by a shell that exited since).
+const execTagVar = "TECHBOSS_EXEC_ID"
+
+// newExecTag returns a fresh exec tag ("" if no randomness is at hand).
+func newExecTag() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// tagged reports whether process pid's environment (as it was exec'd)
+// holds the exec tag. Processes of other users than the agent's are not
+// readable (no CAP_SYS_PTRACE): those count as untagged.
+func tagged(pid int, tag string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return false
+	}
+	want := []byte(execTagVar + "=" + tag)
+	for _, kv := range bytes.Split(b, []byte{0}) {
+		if bytes.Equal(kv, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// killTree kills root and everything it started (see family, and the
+// processes carrying its tag, if not ""), however the processes regrouped. It stops them first, round after round until no
 // new one appears, so that none can fork a process that escapes the walk,
 // then kills them all. The agent itself is never among them.
-func killTree(root int) {
+func killTree(root int, tag string) {
 	self := os.Getpid()
 	// The command's group first, at once: a fork bomb in it cannot outrun
-	// a group signal.
-	_ = syscall.Kill(-root, syscall.SIGSTOP)
+	// a group signal. root 0: the command has exited and was reaped (its
+	// pid may be another's now); only what carries the tag is killed.
+	if root > 0 {
+		_ = syscall.Kill(-root, syscall.SIGSTOP)
+	}
 	stopped := map[int]bool{}
 	for range 50 {
-		fam := family(readProcs(), root)
+		procs := readProcs()
+		fam := map[int]bool{}
+		if root > 0 {
+			fam = family(procs, root)
+		}
+		if tag != "" {
+			// Those that left the family (their parents and the leader of
+			// their session died) but still carry the exec's tag.
+			for pid := range procs {
+				if !fam[pid] && pid != self && pid > 1 && tagged(pid, tag) {
+					fam[pid] = true
+				}
+			}
+		}
 		grew := false
 		for pid := range fam {
 			if pid == self || pid <= 1 || stopped[pid] {
@@ -104,6 +153,8 @@ func killTree(root int) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	_ = syscall.Kill(-root, syscall.SIGKILL)
-	_ = syscall.Kill(root, syscall.SIGKILL)
+	if root > 0 {
+		_ = syscall.Kill(-root, syscall.SIGKILL)
+		_ = syscall.Kill(root, syscall.SIGKILL)
+	}
 }
