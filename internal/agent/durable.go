@@ -563,7 +563,9 @@ func (t *topic) unpersisted(after int64, limit int) ([]Event, bool, error) {
 	// in-memory tail behind during an outage); read the file from the top.
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return out, true, nil // drained meanwhile: the store has it
+		// Drained meanwhile: the store has what the file held (and what
+		// memory held before it, if out is empty).
+		return out, len(out) > 0, nil
 	}
 	if err != nil {
 		return out, true, err

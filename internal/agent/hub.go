@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/techbossai/techboss/internal/errs"
 )
 
 // maxTail bounds the in-memory tail of an active run; subscribers further
@@ -205,6 +207,8 @@ type Subscription struct {
 	ended  bool // nothing follows cursor: the store's end (t == nil), or a followed run's done event
 	once   sync.Once
 
+	retryWait time.Duration // the next wait before reading an unreachable store again
+
 	// Direct delivery by the topic's writers (see SetDirect).
 	deliver func([]Event) bool
 	dmu     sync.Mutex // held by whoever takes and writes for this subscription
@@ -218,6 +222,13 @@ func (s *Subscription) Wake() {
 	case s.ready <- struct{}{}:
 	default: // a wake-up is pending already
 	}
+}
+
+// retryLater wakes the subscription after a backoff (50 ms doubling to
+// the hub's RetryMax), to read the store again.
+func (s *Subscription) retryLater() {
+	s.retryWait = min(max(2*s.retryWait, 50*time.Millisecond), s.hub.dur.RetryMax)
+	time.AfterFunc(s.retryWait, s.Wake)
 }
 
 // Ready receives a value when Take may have new events (or the end) to
@@ -264,8 +275,12 @@ func (s *Subscription) Take(ctx context.Context) ([]Event, error) {
 		// The tail moved past this subscriber; the store (or the events
 		// waiting for it) has the gap.
 		evs, err := s.gap(ctx, t, int(min(first-s.cursor-1, takeMax)))
-		if err != nil && t.remote {
-			// The store is unreachable: wait for the next notice or resync.
+		if err != nil && ctx.Err() == nil && (t.remote || errs.KindOf(err) == errs.Unavailable) {
+			// The store is unreachable (a database outage): the events
+			// are in it or wait for it, so this subscriber waits too and
+			// tries again shortly (a remote run's next notice or resync
+			// wakes it as well). It never skips ahead.
+			s.retryLater()
 			return nil, nil
 		}
 		if err != nil {
@@ -274,6 +289,7 @@ func (s *Subscription) Take(ctx context.Context) ([]Event, error) {
 		if len(evs) == 0 {
 			return nil, fmt.Errorf("replay run %s: events %d..%d are missing from the store", s.runID, s.cursor+1, first-1)
 		}
+		s.retryWait = 0
 		s.cursor = evs[len(evs)-1].Seq
 		if t.remote && evs[len(evs)-1].Type == TypeDone {
 			s.ended = true // a run's done event is its last

@@ -168,3 +168,76 @@ func seqTypes(evs []agent.Event) []string {
 	}
 	return out
 }
+
+// TestSlowFollowerThroughOutage: a follower far behind the live tail (it
+// has read nothing of 6000 events) when the database goes away must not
+// get an error nor skip anything: it waits while the store is unreachable
+// (the events newer than the store wait in the spool meanwhile), then
+// reads every event, in order, once, reading slowly throughout.
+func TestSlowFollowerThroughOutage(t *testing.T) {
+	pg := pgserver.Start(t)
+	db := openPG(t, pg.URL)
+	ctx := context.Background()
+	const runID = "run_slow"
+	if err := db.CreateRun(ctx, agent.Run{ID: runID, SandboxID: "sb", OwnerID: "u", Prompt: "p", Status: agent.Running, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	hub := agent.NewHub(db, nil, nil)
+	hub.SetDurability(agent.Durability{SpoolDir: t.TempDir(), MemoryBytes: 1, RetryMax: 100 * time.Millisecond}, nil)
+	hub.Open(runID, 0)
+	t.Cleanup(hub.Stop)
+	slow, err := hub.Subscribe(ctx, runID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	const before, during = 6000, 3000 // more than the live tail (4096) before the outage
+	for i := 1; i <= before; i++ {
+		if _, err := hub.Append(ctx, runID, textEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pg.Stop()
+	for i := before + 1; i <= before+during; i++ {
+		if _, err := hub.Append(ctx, runID, textEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _, spooled := hub.Backlog(); n != during || spooled == 0 {
+		t.Fatalf("backlog = %d events (%d spool bytes), want %d spooled", n, spooled, during)
+	}
+	// The follower reads slowly while the database is down: nothing of the
+	// old events can be had, and nothing is an error.
+	var got []int64
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for range 5 {
+		evs, err := slow.Take(rctx)
+		if err != nil {
+			t.Fatalf("follower during the outage: %v", err)
+		}
+		for _, ev := range evs {
+			got = append(got, ev.Seq)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pg.Start()
+	if err := hub.Flush(rctx, runID, nil); err != nil {
+		t.Fatal(err)
+	}
+	hub.Close(runID)
+	for {
+		evs, err := slow.Next(rctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("follower after the outage: %v after %d events", err, len(got))
+		}
+		for _, ev := range evs {
+			got = append(got, ev.Seq)
+		}
+		time.Sleep(time.Millisecond) // a slow reader
+	}
+	wantRange(t, got, 1, before+during)
+}
