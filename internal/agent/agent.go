@@ -266,6 +266,9 @@ type Store interface {
 	RunToken(ctx context.Context, hash string) (RunToken, error)
 	DeleteRunTokens(ctx context.Context, runID string) error
 	InsertUsage(ctx context.Context, rec UsageRecord) error
+	// StoreUsage inserts rec and adds it to its run's totals (if any) in
+	// one transaction; a record already stored (same ID) is not added again.
+	StoreUsage(ctx context.Context, rec UsageRecord) error
 	UsageSummary(ctx context.Context, q UsageQuery) ([]UsageGroup, error)
 	ListUsage(ctx context.Context, q UsageQuery, limit int) ([]UsageRecord, error)
 }

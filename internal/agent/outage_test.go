@@ -141,6 +141,17 @@ func TestRunOutlivesDatabaseOutage(t *testing.T) {
 			if got.Status != agent.Succeeded || got.LastSeq != int64(len(live)) {
 				t.Errorf("run = %s (%s), last_seq %d; want succeeded with last_seq %d", got.Status, got.Error, got.LastSeq, len(live))
 			}
+			// The gateway's usage records of the calls made while the
+			// database was down were queued and stored: one per model
+			// call, and the run's totals are the model's figures.
+			recs, err := e.db.ListUsage(ctx, agent.UsageQuery{UserID: "alice"}, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep := e.model.Reported()
+			if calls := len(e.model.MessageRequests()); len(recs) != calls || got.Usage.InputTokens != rep.InputTokens || got.Usage.OutputTokens != rep.OutputTokens {
+				t.Errorf("%d usage records for %d model calls; run usage %+v, the model reported %+v", len(recs), calls, got.Usage, rep)
+			}
 			stored, err := e.db.RunEvents(ctx, r.ID, 0, 0)
 			if err != nil {
 				t.Fatal(err)

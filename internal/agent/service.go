@@ -154,6 +154,8 @@ type Service struct {
 	// retries of after-run snapshots, which end on it.
 	quit chan struct{}
 	bg   sync.WaitGroup
+	// usage holds gateway usage records the store could not take yet.
+	usage *usageQueue
 
 	submit   chan *job
 	ready    chan struct{} // closed when Run has interrupted stale runs
@@ -260,6 +262,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 		stopped:   make(chan struct{}),
 		hardStop:  make(chan struct{}),
 		quit:      make(chan struct{}),
+		usage:     newUsageQueue(),
 		jobs:      map[string]*job{},
 		approvals: map[string]*approvals{},
 		listeners: map[string]*gwListener{},
@@ -337,6 +340,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.hub.RecoverSpool(ctx); err != nil {
 		return err
 	}
+	if err := s.recoverUsage(ctx); err != nil {
+		return err
+	}
 	if err := s.interruptOrphans(ctx); err != nil {
 		return err
 	}
@@ -354,6 +360,13 @@ func (s *Service) Run(ctx context.Context) error {
 		<-feedDone
 	}()
 	var wg sync.WaitGroup
+	// Queued usage records are stored until the runs ended, then for up to
+	// DrainTimeout more; the rest waits in the spool for the next start.
+	usageQuit, usageDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(usageDone)
+		s.writeUsage(usageQuit, s.hub.dur.DrainTimeout)
+	}()
 	defer func() {
 		// Our runs are finished by now; peers need not wait for us to time out.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -376,6 +389,8 @@ func (s *Service) Run(ctx context.Context) error {
 		close(s.quit)
 		wg.Wait()
 		s.bg.Wait()
+		close(usageQuit)
+		<-usageDone
 		if hard.Stop() {
 			close(s.hardStop)
 		}
@@ -1132,6 +1147,9 @@ func (s *Service) finish(ctx context.Context, shutdown bool, j *job, st sandbox.
 	if err := s.hub.Flush(ctx, j.run.ID, s.hardStop); err != nil {
 		log.Error("store the run's events", "err", err)
 	}
+	if err := s.flushUsage(ctx, j.run.ID, s.hardStop); err != nil {
+		log.Error("store the run's usage", "err", err)
+	}
 	if err := s.retry(ctx, log, "revoke run token", func(ctx context.Context) error { return s.store.DeleteRunTokens(ctx, j.run.ID) }); err != nil {
 		log.Error("revoke run token", "err", err)
 	}
@@ -1377,7 +1395,9 @@ func (s *Service) AuthenticateRunToken(ctx context.Context, token string) (Princ
 }
 
 // RecordUsage stores one metered LLM call and, for a run's call, adds it
-// to the run's totals and appends a usage event to its log.
+// to the run's totals and appends a usage event to its log. While the
+// database is unreachable the record waits in a bounded queue (then in the
+// spool at shutdown) and is stored once it is back: nothing is lost.
 func (s *Service) RecordUsage(ctx context.Context, rec UsageRecord) error {
 	if rec.ID == "" {
 		rec.ID = "use_" + randHex(12)
@@ -1385,7 +1405,9 @@ func (s *Service) RecordUsage(ctx context.Context, rec UsageRecord) error {
 	if rec.Time.IsZero() {
 		rec.Time = s.now().UTC()
 	}
-	if err := s.store.InsertUsage(ctx, rec); err != nil {
+	// Stored with the run's totals in one go; while the database is
+	// unreachable, queued and retried (see usageQueue).
+	if err := s.storeUsage(ctx, rec); err != nil {
 		return err
 	}
 	s.m.tokens.WithLabelValues("input").Add(float64(rec.Usage.InputTokens))
@@ -1395,9 +1417,6 @@ func (s *Service) RecordUsage(ctx context.Context, rec UsageRecord) error {
 	s.m.cost.Add(float64(rec.CostNanoUSD) / 1e9)
 	if rec.RunID == "" {
 		return nil
-	}
-	if err := s.store.AddRunUsage(ctx, rec.RunID, rec.Usage, rec.CostNanoUSD); err != nil {
-		return err
 	}
 	if s.hub.Live(rec.RunID) {
 		ev := NewEvent(TypeUsage, UsageData{Source: "gateway", Model: rec.Model, Usage: rec.Usage, CostUSD: float64(rec.CostNanoUSD) / 1e9}, "")

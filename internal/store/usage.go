@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -26,6 +27,33 @@ func (d *DB) InsertUsage(ctx context.Context, rec agent.UsageRecord) error {
 		return fmt.Errorf("insert usage record: %w", err)
 	}
 	return nil
+}
+
+// StoreUsage inserts rec and adds it to its run's totals (if it has a run)
+// in one transaction. A record already stored (same ID) is not added
+// again, so a retry after a commit whose answer was lost is harmless.
+func (d *DB) StoreUsage(ctx context.Context, rec agent.UsageRecord) error {
+	return d.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := d.exec(ctx, tx, `INSERT INTO usage_records (id, at, user_id, sandbox_id, run_id, provider, model,
+			input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_nusd, latency_ms, status)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+			rec.ID, ms(rec.Time), rec.UserID, rec.SandboxID, rec.RunID, rec.Provider, rec.Model,
+			rec.Usage.InputTokens, rec.Usage.OutputTokens, rec.Usage.CacheReadTokens, rec.Usage.CacheCreationTokens,
+			rec.CostNanoUSD, rec.Latency.Milliseconds(), rec.Status)
+		if err != nil {
+			return fmt.Errorf("insert usage record: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 || rec.RunID == "" {
+			return nil // stored before, with its run's totals
+		}
+		u := rec.Usage
+		if _, err := d.exec(ctx, tx, `UPDATE runs SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?,
+			cache_read_tokens = cache_read_tokens + ?, cache_creation_tokens = cache_creation_tokens + ?, cost_nusd = cost_nusd + ?
+			WHERE id = ?`, u.InputTokens, u.OutputTokens, u.CacheReadTokens, u.CacheCreationTokens, rec.CostNanoUSD, rec.RunID); err != nil {
+			return fmt.Errorf("add usage to run %s: %w", rec.RunID, err)
+		}
+		return nil
+	})
 }
 
 func usageWhere(q agent.UsageQuery) (string, []any) {

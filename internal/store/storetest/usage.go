@@ -34,6 +34,20 @@ func Usage(t *testing.T, db *store.DB) {
 	if err := db.InsertUsage(ctx, recs[0]); errs.KindOf(err) != errs.Conflict {
 		t.Errorf("InsertUsage(duplicate) = %v, want conflict", err)
 	}
+	// StoreUsage: the record and its run's totals at once, once.
+	if err := db.CreateRun(ctx, agent.Run{ID: "run_su", SandboxID: "sb_1", OwnerID: "alice", Prompt: "p", Status: agent.Running, CreatedAt: day1}); err != nil {
+		t.Fatal(err)
+	}
+	su := agent.UsageRecord{ID: "u_su", Time: day1.Add(-48 * time.Hour), UserID: "carol", RunID: "run_su", Provider: "anthropic", Model: "opus",
+		Usage: agent.Usage{InputTokens: 3, OutputTokens: 4}, CostNanoUSD: 50}
+	for range 2 { // a retry after a lost answer
+		if err := db.StoreUsage(ctx, su); err != nil {
+			t.Fatalf("StoreUsage: %v", err)
+		}
+	}
+	if r, err := db.GetRun(ctx, "run_su"); err != nil || r.Usage != su.Usage || r.CostNanoUSD != 50 {
+		t.Errorf("run after StoreUsage twice = %+v (cost %d), %v; want the record's usage once", r.Usage, r.CostNanoUSD, err)
+	}
 
 	q := agent.UsageQuery{UserID: "alice", From: day1.Add(-time.Hour), To: day2.Add(time.Hour)}
 	for _, tt := range []struct {
