@@ -324,6 +324,24 @@ func TestKill9WithSpooledEvents(t *testing.T) {
 	if run.Data.Status != "interrupted" || run.Data.LastSeq != last.Seq {
 		t.Errorf("run = %+v, want interrupted with last_seq %d", run.Data, last.Seq)
 	}
+	// The gateway's usage records of the model calls made while the
+	// database was down were written ahead to the spool and stored by the
+	// next start: one per call.
+	var usage struct {
+		Data struct {
+			Total struct {
+				Requests int `json:"requests"`
+			} `json:"total"`
+		} `json:"data"`
+	}
+	res = call("GET", "/usage?group_by=model", "")
+	if err := json.NewDecoder(res.Body).Decode(&usage); err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if calls := len(model.MessageRequests()); usage.Data.Total.Requests != calls {
+		t.Errorf("%d usage records after the restart, want one per model call (%d)", usage.Data.Total.Requests, calls)
+	}
 	if left, _ := filepath.Glob(filepath.Join(dataDir, "run-events", "*")); len(left) != 0 {
 		t.Errorf("spool files left after the restart: %v", left)
 	}

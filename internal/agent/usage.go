@@ -18,8 +18,8 @@ import (
 // (a few hundred bytes each); past it, RecordUsage waits for room.
 const maxQueuedUsage = 100_000
 
-// usageSpool is the file, in Durability.SpoolDir, where usage records
-// still waiting at shutdown are kept for the next start.
+// usageSpool is the file, in Durability.SpoolDir, where queued usage
+// records are written ahead: the next start stores what it holds.
 const usageSpool = "usage.pending"
 
 // usageQueue holds the metered calls the store could not take (a database
@@ -32,6 +32,7 @@ type usageQueue struct {
 	perRun  map[string]int // queued records by run
 	stopped bool
 	kick    chan struct{} // capacity 1
+	spool   *os.File      // the queued records, written ahead (nil: none or no spool dir)
 }
 
 func newUsageQueue() *usageQueue {
@@ -66,6 +67,7 @@ func (s *Service) storeUsage(ctx context.Context, rec UsageRecord) error {
 	}
 	q.recs = append(q.recs, rec)
 	q.perRun[rec.RunID]++
+	s.spoolUsage(rec)
 	select {
 	case q.kick <- struct{}{}:
 	default:
@@ -74,8 +76,8 @@ func (s *Service) storeUsage(ctx context.Context, rec UsageRecord) error {
 }
 
 // writeUsage stores queued usage records in order, retrying with backoff,
-// until quit is closed; then it tries for up to drain more, and spools
-// what is left for the next start.
+// until quit is closed; then it tries for up to drain more, and leaves
+// the rest in the spool for the next start.
 func (s *Service) writeUsage(quit <-chan struct{}, drain time.Duration) {
 	q := s.usage
 	wait := 50 * time.Millisecond
@@ -110,6 +112,12 @@ func (s *Service) writeUsage(quit <-chan struct{}, drain time.Duration) {
 			if q.perRun[rec.RunID]--; q.perRun[rec.RunID] <= 0 {
 				delete(q.perRun, rec.RunID)
 			}
+			if len(q.recs) == 0 && q.spool != nil {
+				// All stored: the written-ahead copies are not needed.
+				_ = q.spool.Close()
+				_ = os.Remove(q.spool.Name())
+				q.spool = nil
+			}
 			q.cond.Broadcast()
 			q.mu.Unlock()
 			wait = 50 * time.Millisecond
@@ -133,49 +141,52 @@ func (s *Service) writeUsage(quit <-chan struct{}, drain time.Duration) {
 	s.spillUsage()
 }
 
-// spillUsage stops the queue and writes what it holds to the spool file.
-func (s *Service) spillUsage() {
-	q := s.usage
-	q.mu.Lock()
-	recs := q.recs
-	q.recs, q.perRun, q.stopped = nil, map[string]int{}, true
-	q.cond.Broadcast()
-	q.mu.Unlock()
-	if len(recs) == 0 {
-		return
-	}
-	dir := s.hub.dur.SpoolDir
+// spoolUsage writes a queued record ahead to the spool file, so that it
+// survives a kill of the server too (the next start stores it; storing is
+// idempotent). The caller holds q.mu.
+func (s *Service) spoolUsage(rec UsageRecord) {
+	q, dir := s.usage, s.hub.dur.SpoolDir
 	if dir == "" {
-		s.log.Error("the database is unreachable at shutdown and there is no spool: usage records lost", "records", len(recs))
 		return
 	}
-	err := func() error {
+	if q.spool == nil {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
+			s.log.Error("spool usage record", "err", err)
+			return
 		}
 		f, err := os.OpenFile(filepath.Join(dir, usageSpool), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
-			return err
+			s.log.Error("spool usage record", "err", err)
+			return
 		}
-		w := bufio.NewWriter(f)
-		enc := json.NewEncoder(w)
-		for _, r := range recs {
-			if err := enc.Encode(spooledUsage{r, r.CostNanoUSD, r.Latency.Milliseconds()}); err != nil {
-				f.Close()
-				return err
-			}
-		}
-		if err := w.Flush(); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
-	}()
-	if err != nil {
-		s.log.Error("spool usage records at shutdown: lost", "records", len(recs), "err", err)
-		return
+		q.spool = f
 	}
-	s.log.Warn("the database is unreachable at shutdown: usage records spooled for the next start", "records", len(recs))
+	b, _ := json.Marshal(spooledUsage{rec, rec.CostNanoUSD, rec.Latency.Milliseconds()})
+	if _, err := q.spool.Write(append(b, '\n')); err != nil {
+		s.log.Error("spool usage record", "err", err)
+	}
+}
+
+// spillUsage stops the queue; what it still holds is in the spool file
+// for the next start.
+func (s *Service) spillUsage() {
+	q := s.usage
+	q.mu.Lock()
+	n := len(q.recs)
+	q.recs, q.perRun, q.stopped = nil, map[string]int{}, true
+	if q.spool != nil {
+		_ = q.spool.Close()
+		q.spool = nil
+	}
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	switch {
+	case n == 0:
+	case s.hub.dur.SpoolDir == "":
+		s.log.Error("the database is unreachable at shutdown and there is no spool: usage records lost", "records", n)
+	default:
+		s.log.Warn("the database is unreachable at shutdown: usage records spooled for the next start", "records", n)
+	}
 }
 
 // spooledUsage is a UsageRecord as spooled (with its cost and latency,
