@@ -187,6 +187,7 @@ func TestKill9WithSpooledEvents(t *testing.T) {
 		for _, p := range servers {
 			p.stop()
 		}
+		http.DefaultClient.CloseIdleConnections()
 	})
 	a := startProc(t, env)
 	servers = append(servers, a)
@@ -267,9 +268,25 @@ func TestKill9WithSpooledEvents(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	spooled, _ := filepath.Glob(filepath.Join(dataDir, "run-events", "*"))
+	spooled, _ := filepath.Glob(filepath.Join(dataDir, "run-events", "*.events"))
 	if len(spooled) == 0 {
 		t.Fatalf("no spool file under the data dir while the database is down")
+	}
+	// The gateway records a call's usage once its answer has streamed,
+	// which may be after the CLI acted on it, and then adds a usage event
+	// to the run: wait for one per model call (each record is stored or
+	// spooled by then).
+	gatewayUsage := func() int {
+		n := 0
+		for _, ev := range seen {
+			if ev.Type == "usage" && bytes.Contains(ev.Data, []byte(`"source":"gateway"`)) {
+				n++
+			}
+		}
+		return n
+	}
+	for gatewayUsage() < len(model.MessageRequests()) {
+		until("a gateway usage event", func(ev wireEvent) bool { return ev.Type == "usage" })
 	}
 	a.kill9(t)
 	res.Body.Close()

@@ -262,7 +262,14 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			BeforeTerminate: func(ctx context.Context, sb *sandbox.Sandbox) error {
 				var err error
 				if hooks.BeforeTerminate != nil {
-					err = hooks.BeforeTerminate(ctx, sb)
+					// The final snapshot: retried, counted and recorded on
+					// the sandbox's last run by the run service.
+					take := func(ctx context.Context) error { return hooks.BeforeTerminate(ctx, sb) }
+					if runs != nil {
+						err = runs.SnapshotBeforeStop(ctx, sb.ID, take)
+					} else {
+						err = take(ctx)
+					}
 				}
 				if runs != nil {
 					runs.ReleaseSandbox(sb.ID)

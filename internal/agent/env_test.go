@@ -78,6 +78,8 @@ type envOpts struct {
 	feed          bool          // connect the hub to other replicas (PostgreSQL LISTEN/NOTIFY)
 	upstream      string        // the gateway's upstream base URL ("": the scripted model)
 	mcpAllow      []netip.Prefix
+	// beforeTerminate builds the Manager's BeforeTerminate hook from the env's parts.
+	beforeTerminate func(e *env) func(context.Context, *sandbox.Sandbox) error
 }
 
 func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
@@ -109,10 +111,17 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = drv.Close() })
+	var beforeTerminate func(context.Context, *sandbox.Sandbox) error // set once e exists
 	mgr, err := sandbox.NewManager(sandbox.Deps{
 		Repo: db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
 		Limits: sandbox.DefaultLimits(),
 		Mounts: []sandbox.Mount{{Source: prefix, Target: toolsMountTarget, ReadOnly: true}},
+		Hooks: sandbox.Hooks{BeforeTerminate: func(ctx context.Context, sb *sandbox.Sandbox) error {
+			if beforeTerminate == nil {
+				return nil
+			}
+			return beforeTerminate(ctx, sb)
+		}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -134,6 +143,9 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 	var afterRun func(context.Context, agent.Run) error
 	if o.afterRun != nil {
 		afterRun = o.afterRun(e)
+	}
+	if o.beforeTerminate != nil {
+		beforeTerminate = o.beforeTerminate(e)
 	}
 	var feed agent.Feed
 	if o.feed {

@@ -289,7 +289,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 	}
 	s.hub.SetDurability(cfg.Durability, d.Logger.With("component", "run-events"))
 	s.m.snapFailed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "techboss_agent_snapshot_failures_total", Help: "Failed attempts to snapshot a workspace after an agent run (first tries and retries).",
+		Name: "techboss_agent_snapshot_failures_total", Help: "Failed attempts to snapshot a workspace after an agent run or before its sandbox stops (first tries and retries).",
 	})
 	s.m.snapPending = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "techboss_agent_snapshot_retries_pending", Help: "After-run snapshots that failed and are being retried.",

@@ -101,3 +101,52 @@ func (s *Service) retrySnapshot(r Run, msg string, log *slog.Logger) {
 		wait = min(2*wait, snapshotRetryMax)
 	}
 }
+
+// stopSnapshotAttempts is how many times SnapshotBeforeStop tries the
+// final snapshot of a sandbox that is being stopped.
+const stopSnapshotAttempts = 3
+
+// SnapshotBeforeStop runs take, the final snapshot of a sandbox that is
+// being stopped (terminated or idle-stopped; the sandbox Manager's
+// BeforeTerminate hook), and tries it again with backoff (SnapshotRetry,
+// doubling) while the sandbox still exists: up to 3 attempts in all,
+// since the stop cannot wait for longer. Every failed attempt is counted
+// in techboss_agent_snapshot_failures_total; when all fail, the error is
+// recorded as the snapshot_error of the sandbox's latest run (its event
+// log has ended, so no event is added) and returned, and the Manager
+// notes it in the sandbox's reason.
+func (s *Service) SnapshotBeforeStop(ctx context.Context, sandboxID string, take func(context.Context) error) error {
+	log := s.log.With("sandbox_id", sandboxID)
+	wait := s.cfg.SnapshotRetry
+	var err error
+	for attempt := 1; ; attempt++ {
+		if err = take(ctx); err == nil {
+			return nil
+		}
+		s.m.snapFailed.Inc()
+		if attempt == stopSnapshotAttempts || ctx.Err() != nil {
+			break
+		}
+		log.Warn("final snapshot before stop failed; retrying", "err", err, "attempt", attempt, "next_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		wait = min(2*wait, snapshotRetryMax)
+	}
+	log.Error("final snapshot before stop failed", "err", err, "attempts", stopSnapshotAttempts)
+	msg := "the final snapshot before the sandbox stopped failed (the server log has the cause)"
+	if e, ok := errs.Public(err); ok {
+		msg = "the final snapshot before the sandbox stopped failed: " + e.Message
+	}
+	runs, lerr := s.store.ListRuns(ctx, sandboxID, 1)
+	if lerr == nil && len(runs) == 1 {
+		lerr = s.retry(ctx, log, "record snapshot error", func(ctx context.Context) error { return s.store.SetRunSnapshotError(ctx, runs[0].ID, msg) })
+	}
+	if lerr != nil {
+		log.Error("record the final snapshot's error on the last run", "err", lerr)
+	}
+	return err
+}

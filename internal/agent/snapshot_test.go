@@ -13,7 +13,9 @@ import (
 
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/blob"
+	"github.com/techbossai/techboss/internal/blob/blobtest"
 	blobfs "github.com/techbossai/techboss/internal/blob/fs"
+	"github.com/techbossai/techboss/internal/blob/s3"
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/modeltest"
 	"github.com/techbossai/techboss/internal/sandbox"
@@ -164,4 +166,63 @@ func metric(t *testing.T, e *env, name string) float64 {
 	}
 	t.Fatalf("metric %s not registered", name)
 	return 0
+}
+
+// TestStopSnapshotErrorRecorded: the final snapshot of a sandbox being
+// terminated goes to S3 (versitygw), which is killed first. The snapshot
+// is tried three times (counted in the snapshot failure metric), then the
+// sandbox stops anyway with the failure in its reason and on its last
+// run's snapshot_error.
+func TestStopSnapshotErrorRecorded(t *testing.T) {
+	v := blobtest.StartVersity(t)
+	op, err := s3.NewOpener(context.Background(), s3.Config{
+		Endpoint: v.Endpoint, Region: "us-east-1", ForcePathStyle: true,
+		AccessKeyID: v.Access, SecretAccessKey: v.Secret, MaxAttempts: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := op.CreateBucket(context.Background(), "final"); err != nil {
+		t.Fatal(err)
+	}
+	bucket, err := op.Open("final")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOpts{snapshotRetry: 50 * time.Millisecond, beforeTerminate: func(e *env) func(context.Context, *sandbox.Sandbox) error {
+		snaps, err := snapshot.NewService(snapshot.ServiceDeps{
+			Snapshotter: snapshot.New(snapshot.Config{}), Index: e.db, DefaultStore: blob.Store(bucket),
+			Drivers: map[string]sandbox.Driver{"local": e.drv}, OnTerminate: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As cmd/server wires it.
+		return func(ctx context.Context, sb *sandbox.Sandbox) error {
+			return e.svc.SnapshotBeforeStop(ctx, sb.ID, func(ctx context.Context) error { return snaps.Hooks().BeforeTerminate(ctx, sb) })
+		}
+	}}, modeltest.Bash("echo data > /workspace/result.txt"), modeltest.Text("Wrote it."))
+	sb := e.sandbox("alice")
+	r, _ := e.do("alice", sb.ID, "write a file", agent.Options{NewSession: true})
+	if r.Status != agent.Succeeded {
+		t.Fatalf("run %s (%s)", r.Status, r.Error)
+	}
+	v.Stop()
+	got, err := e.mgr.Terminate(context.Background(), "alice", sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != sandbox.Terminated || !strings.Contains(got.Reason, "final snapshot failed") {
+		t.Errorf("sandbox %s, reason %q; want terminated, naming the failed final snapshot", got.State, got.Reason)
+	}
+	run, err := e.svc.Get(context.Background(), "alice", r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(run.SnapshotError, "the final snapshot before the sandbox stopped failed") || strings.Contains(run.SnapshotError, v.Endpoint) {
+		t.Errorf("last run's snapshot_error = %q", run.SnapshotError)
+	}
+	if n := metric(t, e, "techboss_agent_snapshot_failures_total"); n != 3 {
+		t.Errorf("snapshot failures counted = %v, want 3 (every attempt)", n)
+	}
 }
