@@ -77,6 +77,14 @@ if [ "$mode" = test ] || [ "${TECHBOSS_LOCAL_RUNTIME:-bwrap}" = runsc ]; then
   fi
 fi
 
+# axe-core, for the browser tests' accessibility checks (pinned).
+AXE_VERSION=4.14.1
+if [ "$mode" = test ] && [ "$(npm_version "$TOOLS/axe" axe-core)" != "$AXE_VERSION" ] && have npm; then
+  echo "deps: installing axe-core@$AXE_VERSION into $TOOLS/axe" >&2
+  mkdir -p "$TOOLS/axe"
+  npm install --silent --no-audit --no-fund --prefix "$TOOLS/axe" "axe-core@$AXE_VERSION" >&2
+fi
+
 if [ "$mode" = test ]; then
   if [ ! -x "$TOOLS/bin/versitygw" ]; then
     echo "deps: building versitygw $VERSITYGW_VERSION (about 2 minutes)" >&2

@@ -12,6 +12,7 @@ export TECHBOSS_VERSITYGW_BIN="$PWD/.tools/bin/versitygw"
 export TECHBOSS_CLAUDE_BIN="$PWD/.tools/claude/node_modules/.bin/claude"
 export TECHBOSS_CLAUDE_MUSL_BIN="$PWD/.tools/claude-musl/node_modules/@anthropic-ai/claude-code-linux-x64-musl/claude"
 export TECHBOSS_CHROMIUM_BIN=${TECHBOSS_CHROMIUM_BIN:-$(command -v chromium)}
+export TECHBOSS_AXE_JS="$PWD/.tools/axe/node_modules/axe-core/axe.min.js"
 export TECHBOSS_TEST_ARTIFACTS="$PWD/test-artifacts"
 mkdir -p "$TECHBOSS_TEST_ARTIFACTS"
 # -p 2: two cores; packages that start sandboxes and real CLIs are heavy.

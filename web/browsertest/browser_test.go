@@ -349,6 +349,32 @@ func (b *browser) shot(name string) {
 }
 
 // colorScheme emulates prefers-color-scheme (light or dark).
+// viewport sets the page's size in CSS pixels (a phone: 390×844).
+func (b *browser) viewport(w, h int64) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, guard)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.EmulateViewport(w, h)); err != nil {
+		b.t.Fatalf("viewport %dx%d: %v", w, h, err)
+	}
+}
+
+// overflow lists what sticks out to the right of a w-pixel-wide page.
+func (b *browser) overflow(w int) []string {
+	b.t.Helper()
+	return eval[[]string](b, fmt.Sprintf(`(() => {
+		const out = [];
+		if (document.documentElement.scrollWidth > %[1]d) out.push("page scrolls sideways: " + document.documentElement.scrollWidth + "px");
+		// Inside a box that scrolls sideways itself is fine.
+		const scrolls = (el) => { for (let p = el.parentElement; p; p = p.parentElement) { const o = getComputedStyle(p).overflowX; if (o === "auto" || o === "scroll") return true; } return false; };
+		for (const el of document.querySelectorAll("header *, main *")) {
+			const r = el.getBoundingClientRect();
+			if (r.width > 0 && r.right > %[1]d + 1 && !scrolls(el)) out.push(el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + "." + el.className + " right=" + Math.round(r.right));
+		}
+		return out.slice(0, 10);
+	})()`, w))
+}
+
 func (b *browser) colorScheme(scheme string) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, guard)
@@ -385,6 +411,57 @@ func (b *browser) checkA11y(page string) {
 	})()`)
 	for _, e := range bad {
 		b.t.Errorf("%s: control without an accessible name: %s", page, e)
+	}
+	b.axe(page)
+}
+
+// axeSource is axe-core (TECHBOSS_AXE_JS, installed by scripts/deps.sh).
+var axeSource = sync.OnceValues(func() (string, error) {
+	p := os.Getenv("TECHBOSS_AXE_JS")
+	if p == "" {
+		return "", fmt.Errorf("TECHBOSS_AXE_JS is not set")
+	}
+	b, err := os.ReadFile(p)
+	return string(b), err
+})
+
+// axe runs axe-core on the page as it is and fails on any serious or
+// critical violation; every count is logged (and kept with the artifacts).
+func (b *browser) axe(page string) {
+	b.t.Helper()
+	src, err := axeSource()
+	if err != nil {
+		need(b.t, "axe-core: "+err.Error()+" (scripts/deps.sh test installs it)")
+		return
+	}
+	if !eval[bool](b, `typeof window.axe === "object"`) {
+		eval[bool](b, src+"\n;true")
+	}
+	type violation struct {
+		ID     string   `json:"id"`
+		Impact string   `json:"impact"`
+		Help   string   `json:"help"`
+		Nodes  []string `json:"nodes"`
+	}
+	vs := eval[[]violation](b, `axe.run(document, {resultTypes: ["violations"]}).then(r => r.violations.map(v => ({
+		id: v.id, impact: v.impact || "", help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(" ") + " " + (n.failureSummary || "").split("\n").slice(1, 2).join(""))})))`)
+	counts := map[string]int{}
+	for _, v := range vs {
+		counts[v.Impact]++
+		if v.Impact == "serious" || v.Impact == "critical" {
+			b.t.Errorf("%s: axe %s (%s): %s at %v", page, v.ID, v.Impact, v.Help, v.Nodes)
+		}
+	}
+	b.t.Logf("axe %s: critical %d, serious %d, moderate %d, minor %d", page, counts["critical"], counts["serious"], counts["moderate"], counts["minor"])
+	if dir := artifactsDir(b.t); dir != "" {
+		f, err := os.OpenFile(filepath.Join(dir, "axe.txt"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err == nil {
+			fmt.Fprintf(f, "%s %s: critical %d, serious %d, moderate %d, minor %d\n", b.t.Name(), page, counts["critical"], counts["serious"], counts["moderate"], counts["minor"])
+			for _, v := range vs {
+				fmt.Fprintf(f, "  %s %s: %s\n", v.Impact, v.ID, v.Help)
+			}
+			f.Close()
+		}
 	}
 }
 

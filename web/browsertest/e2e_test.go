@@ -75,6 +75,7 @@ func TestAgentWorkflow(t *testing.T) {
 	b.waitJS("streamed text of the unfinished answer", `[...document.querySelectorAll(".run .text.streaming")].some(e => e.textContent.includes("Still thinki"))`)
 	b.waitJS("working indicator", `(document.querySelector(".run .working") || {}).textContent?.includes("Working")`)
 	b.shot("agent-mid-run")
+	b.axe("live run")
 
 	// Reload mid-run: the transcript is rebuilt from the event log and
 	// follows the live run, with each event exactly once.

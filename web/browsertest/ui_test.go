@@ -1,6 +1,7 @@
 package browsertest
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -114,6 +115,20 @@ func TestMarkdownIsInert(t *testing.T) {
 	}
 	if tags := got["tags"].(string); !strings.Contains(tags, "strong") || !strings.Contains(tags, "h3") || !strings.Contains(tags, "pre") {
 		t.Errorf("Markdown was not rendered; tags = %s", tags)
+	}
+	// Rendered Markdown with highlighted code, in both colour schemes.
+	code, _ := json.Marshal("Some code:\n\n```go\nfunc main() {\n\t// a comment\n\tfmt.Println(\"hi\", 42, true)\n}\n```\n\n```js\nconst x = 'str'; // note\n```\n")
+	eval[bool](b, `(async () => {
+		const { renderMarkdown } = await import("/static/md.js");
+		const div = document.createElement("div");
+		div.className = "text";
+		div.append(renderMarkdown(`+string(code)+`));
+		document.querySelector("main").append(div);
+		return true;
+	})()`)
+	for _, scheme := range []string{"light", "dark"} {
+		b.colorScheme(scheme)
+		b.axe("highlighted code, " + scheme)
 	}
 
 	// Property check over generated inputs (a seeded PRNG, so a failure

@@ -17,9 +17,9 @@ export function usageView({ main }) {
   main.append(h("h1", {}, "Usage"),
     h("section", { class: "panel" }, h("div", { class: "row" }, field("Period", days)), err, totals, chart),
     h("section", { class: "panel", "aria-labelledby": "u-model-h" }, h("h2", { id: "u-model-h" }, "By model"),
-      h("table", {}, head("Model"), byModel)),
+      h("table", { tabindex: "0", "aria-labelledby": "u-model-h" }, head("Model"), byModel)),
     h("section", { class: "panel", "aria-labelledby": "u-day-h" }, h("h2", { id: "u-day-h" }, "By day"),
-      h("table", {}, head("Day"), byDay)));
+      h("table", { tabindex: "0", "aria-labelledby": "u-day-h" }, head("Day"), byDay)));
 
   async function load() {
     const from = new Date(Date.now() - Number(days.value) * 86400000).toISOString();
