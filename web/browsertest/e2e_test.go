@@ -179,12 +179,21 @@ func TestAgentWorkflow(t *testing.T) {
 		t.Errorf("got %d error notices for one failure, want 1: %q", n, eval[[]string](b, `[...document.querySelectorAll(".run:nth-child(3) .notice.error")].map(e => e.textContent)`))
 	}
 
+	// A failed run offers Retry, which sends the same prompt again (the
+	// script has no more answers: it fails again, as a fourth run).
+	if n := b.count(".run:nth-child(3) button.retry"); n != 1 {
+		t.Errorf("the failed run has %d Retry buttons, want 1", n)
+	} else {
+		b.do("retry", chromedp.Click(chromedp.CSS(".run:nth-child(3) button.retry")))
+		b.waitJS("retried run", `document.querySelectorAll(".run").length === 4 && document.querySelectorAll(".run")[3].querySelector(".prompt").textContent === "Break please"`)
+		b.waitJS("retried run ended", `document.querySelectorAll(".run")[3].querySelector(".badge").textContent !== "running" && !document.querySelector("form.composer textarea").disabled`)
+	}
 	b.shot("agent-third-run")
 	// The sandbox's cost so far is the sum of its runs' metered calls.
 	b.do("reopen sandbox", chromedp.Reload())
 	b.waitJS("header cost", `/\$0\.\d+ so far/.test(document.querySelector("main")?.textContent || "")`)
-	if n := b.count(".history li"); n != 3 {
-		t.Errorf("got %d runs in history, want 3", n)
+	if n := b.count(".history li"); n != 4 {
+		t.Errorf("got %d runs in history, want 4 (three, and the retried one)", n)
 	}
 
 	// Snapshot, delete the file, restore, and the file is back.
@@ -224,6 +233,9 @@ func TestAgentWorkflow(t *testing.T) {
 	b.clickButton("Terminate")
 	b.confirm()
 	b.waitJS("terminated", `["terminated", "terminating"].includes(document.querySelector("main .badge").textContent)`)
+	// A sandbox that is not running takes no prompt, and says why.
+	b.clickButton("Agent")
+	b.waitJS("no prompt for a stopped sandbox", `(() => { const f = document.querySelector("form.composer"); return f.querySelector("textarea").disabled && f.querySelector("button[type=submit]").disabled && /no new runs/.test(f.textContent); })()`)
 
 	// The usage page shows the metered calls by model and day, with a chart.
 	b.clickButton("Usage")
@@ -260,8 +272,8 @@ func snapshotRoundTrip(t *testing.T, b *browser, id string) {
 	b.waitJS("timeline loaded", `!!document.querySelector(".timeline li")`)
 	n0 := b.count(".timeline li[data-snapshot]")
 	// Each of the three runs left a version of the workspace.
-	if runs := eval[int](b, `[...document.querySelectorAll(".timeline li[data-snapshot] .badge")].filter(e => e.textContent === "run").length`); runs != 3 {
-		t.Errorf("got %d snapshots taken after runs, want 3", runs)
+	if runs := eval[int](b, `[...document.querySelectorAll(".timeline li[data-snapshot] .badge")].filter(e => e.textContent === "run").length`); runs != 4 {
+		t.Errorf("got %d snapshots taken after runs, want 4", runs)
 	}
 	b.clickButton("Create snapshot")
 	b.waitJS("snapshot A listed", fmt.Sprintf(`document.querySelectorAll(".timeline li[data-snapshot]").length === %d`, n0+1))

@@ -29,14 +29,32 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
   const streams = new Set();
   let active = null; // {view, stream}
 
+  // unavailable says why no prompt can be sent (the sandbox is not
+  // running), or is "".
+  let unavailable = "";
+  const why = h("p", { class: "muted small", hidden: true });
+  form.prepend(why);
   function setActive(a) {
     active = a;
     const on = !!a;
-    send.disabled = on;
-    prompt.disabled = on;
+    send.disabled = on || !!unavailable;
+    prompt.disabled = on || !!unavailable;
+    askBox.disabled = !!unavailable;
     cancel.hidden = !on;
     cancel.disabled = false;
-    if (!on) { status.textContent = ""; prompt.focus(); }
+    if (!on) { status.textContent = ""; if (!unavailable && el.isConnected) prompt.focus(); }
+  }
+  function setAvailable(reason) {
+    unavailable = reason || "";
+    why.textContent = unavailable;
+    why.hidden = !unavailable;
+    setActive(active);
+  }
+  // retry sends a failed run's prompt again (the Retry button on its view).
+  function retry(text) {
+    if (active || unavailable) return;
+    prompt.value = text;
+    form.requestSubmit();
   }
 
   function follow(view, opts, live) {
@@ -78,9 +96,9 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
     e.preventDefault();
     const text = prompt.value.trim();
     if (!text) { showError(err, new Error("Write a prompt first.")); prompt.focus(); return; }
-    if (active) return;
+    if (active || unavailable) return;
     showError(err, null);
-    const view = new RunView(text);
+    const view = new RunView(text, null, retry);
     transcript.querySelector(".empty-chat")?.remove();
     transcript.append(view.el);
     const body = askBox.checked ? { prompt: text, permission_mode: "ask" } : { prompt: text };
@@ -129,7 +147,7 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
 
   function loadRun(r, scroll) {
     const id = runID(r);
-    const view = new RunView(r.prompt || "", id);
+    const view = new RunView(r.prompt || "", id, retry);
     views.set(id, view);
     // Keep transcript order by creation time.
     transcript.append(view.el);
@@ -151,6 +169,8 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
 
   return {
     el,
+    setAvailable,
+    focus() { if (!prompt.disabled) prompt.focus(); },
     cleanup() { for (const s of streams) s.cancel(); streams.clear(); },
   };
 }
@@ -166,7 +186,8 @@ function utf8Len(s) { return utf8.encode(s).length; }
 
 /** RunView renders one run's events. Each event is applied once, in order. */
 class RunView {
-  constructor(promptText, id) {
+  constructor(promptText, id, onRetry) {
+    this.onRetry = onRetry;
     this.id = id || null;
     this.textBlock = null;
     this.cards = new Map();
@@ -365,6 +386,12 @@ class RunView {
       case "done":
         this.ended = true;
         this.stopWorking();
+        if (d.status === "failed" && this.onRetry && !this.retryBtn) {
+          // One click sends the same prompt again.
+          this.retryBtn = h("button", { type: "button", class: "retry" }, "Retry");
+          this.retryBtn.addEventListener("click", () => this.onRetry(this.promptEl.textContent));
+          this.el.querySelector(".row").append(this.retryBtn);
+        }
         if (d.error && !d.synthetic && d.error !== d.status) this.notice("error", `Run ${d.status || "ended"}: ${d.error}`, d.error);
         this.setState(pick(d, "status", "state") || (this.stateEl.textContent === "error" ? "error" : "completed"));
         break;

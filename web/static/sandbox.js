@@ -79,6 +79,8 @@ export function sandboxView({ main }, id, tab) {
       ` · ${money(pick(sb, "cost_usd") ?? cost)} so far`,
       sb.reason ? ` · ${sb.reason}` : "");
     terminate.disabled = !["running", "creating"].includes(sb.status);
+    chat.setAvailable(sb.status === "running" ? "" : sb.status === "creating" ? "The sandbox is starting…"
+      : `The sandbox is ${sb.status}${sb.reason ? ` (${sb.reason})` : ""}: no new runs. Its runs and snapshots stay readable.`);
     if (sb.status === "creating" || sb.status === "terminating") timer = setTimeout(refresh, 1500);
   }
 
