@@ -135,7 +135,7 @@ func (p *proc) kill9(t *testing.T) {
 
 // toolMarker is the long command the agent's Bash tool runs in
 // TestKill9WithSpooledEvents; nothing else on the machine runs it.
-const toolMarker = "sleep 3117"
+const toolMarker = "timeout 3117 tail -f /dev/null"
 
 // hostHas reports whether a process on this machine runs toolMarker.
 func hostHas() bool {
@@ -170,7 +170,7 @@ func TestKill9WithSpooledEvents(t *testing.T) {
 		// A job in the background: the tool's shell exits and leaves it
 		// behind, outside the CLI's process tree.
 		modeltest.Bash(toolMarker+" > /dev/null 2>&1 &"),
-		modeltest.Bash("sleep 3200; echo slept"), // the run goes on meanwhile
+		modeltest.Bash("timeout 3200 tail -f /dev/null; echo slept"), // the run goes on meanwhile (the CLI blocks a long sleep)
 		modeltest.Text("never reached"),
 	)
 	dataDir := t.TempDir()
@@ -260,7 +260,7 @@ func TestKill9WithSpooledEvents(t *testing.T) {
 	// The first tool's result and the second tool's call are published
 	// from memory and wait in the spool.
 	until("the long tool's call", func(ev wireEvent) bool {
-		return ev.Type == "tool_use" && bytes.Contains(ev.Data, []byte("sleep 3200"))
+		return ev.Type == "tool_use" && bytes.Contains(ev.Data, []byte("timeout 3200"))
 	})
 	for !hostHas() {
 		if ctx.Err() != nil {
@@ -373,7 +373,7 @@ func TestKill9WithSpooledEvents(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(out.Stdout), toolMarker) && !strings.Contains(string(out.Stdout), "sleep 3200") && !strings.Contains(string(out.Stdout), "claude") {
+		if !strings.Contains(string(out.Stdout), toolMarker) && !strings.Contains(string(out.Stdout), "timeout 3200") && !strings.Contains(string(out.Stdout), "claude") {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -12,7 +12,8 @@ import (
 
 // bgMarker is the job the agent's Bash tool leaves in the background in
 // TestCancelStopsToolProcesses; no other process has it in its command line.
-const bgMarker = "sleep 3127"
+// (Not a sleep: the CLI refuses long standalone sleeps.)
+const bgMarker = "timeout 3127 tail -f /dev/null"
 
 // running lists the sandbox's processes whose command line holds marker,
 // read from /proc by a fresh exec.
@@ -34,12 +35,12 @@ func (e *env) running(owner, sbID, marker string) []string {
 // outside the CLI's process tree.
 func TestCancelStopsToolProcesses(t *testing.T) {
 	e := newEnv(t, envOpts{grace: 20 * time.Second},
-		modeltest.Bash(bgMarker+" > /dev/null 2>&1 &"), modeltest.Bash("sleep 3128; echo slept"), modeltest.Text("never"))
+		modeltest.Bash(bgMarker+" > /dev/null 2>&1 &"), modeltest.Bash("timeout 3128 tail -f /dev/null; echo slept"), modeltest.Text("never"))
 	sb := e.sandbox("alice")
 	r := e.start("alice", sb.ID, "sleep for a long time", agent.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for len(e.running("alice", sb.ID, "sleep 3128")) == 0 || len(e.running("alice", sb.ID, bgMarker)) == 0 {
+	for len(e.running("alice", sb.ID, "timeout 3128")) == 0 || len(e.running("alice", sb.ID, bgMarker)) == 0 {
 		if ctx.Err() != nil {
 			t.Fatal("the Bash tool never started its commands")
 		}
@@ -52,7 +53,7 @@ func TestCancelStopsToolProcesses(t *testing.T) {
 	if got.Status != agent.Cancelled {
 		t.Fatalf("run %s (%s), events %v", got.Status, got.Error, types(evs))
 	}
-	for _, m := range []string{bgMarker, "sleep 3128"} {
+	for _, m := range []string{bgMarker, "timeout 3128"} {
 		if left := e.running("alice", sb.ID, m); len(left) > 0 {
 			t.Errorf("processes the run started are still running after cancel:\n%s", strings.Join(left, "\n"))
 		}
