@@ -27,9 +27,7 @@ func TestApprovalInBrowser(t *testing.T) {
 	}
 	b.open("/")
 	b.login(aliceEmail, alicePass)
-	b.fillByLabel("Name", "approvals box")
-	b.clickButton("Create sandbox")
-	b.waitJS("sandbox page", `location.hash.startsWith("#/sandbox/") && document.querySelector("main .badge") && document.querySelector("main .badge").textContent === "running"`)
+	b.createSandbox("approvals box")
 
 	b.do("ask before tools", chromedp.Click(chromedp.CSS(`form.composer input[name=ask]`)))
 	b.fillByLabel("Prompt", "Write two files")

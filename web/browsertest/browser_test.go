@@ -476,3 +476,12 @@ func (b *browser) shotBoth(name string) {
 	b.colorScheme("light")
 	b.shot(name)
 }
+
+// createSandbox creates a sandbox through the form and waits for its page
+// to show it running.
+func (b *browser) createSandbox(name string) {
+	b.t.Helper()
+	b.fillByLabel("Name", name)
+	b.clickButton("Create sandbox")
+	b.waitJS("sandbox page", `location.hash.startsWith("#/sandbox/") && document.querySelector("main .badge") && document.querySelector("main .badge").textContent === "running"`)
+}

@@ -51,9 +51,7 @@ func TestAgentWorkflow(t *testing.T) {
 	b.login(aliceEmail, alicePass)
 
 	// Create a sandbox through the form; the page moves to it once it runs.
-	b.fillByLabel("Name", "e2e box")
-	b.clickButton("Create sandbox")
-	b.waitJS("sandbox page", `location.hash.startsWith("#/sandbox/") && document.querySelector("main .badge") && document.querySelector("main .badge").textContent === "running"`)
+	b.createSandbox("e2e box")
 	id := strings.TrimPrefix(eval[string](b, `location.hash`), "#/sandbox/")
 	if id == "" || strings.Contains(id, "/") {
 		t.Fatalf("got sandbox hash %q", id)

@@ -32,9 +32,7 @@ func TestPhoneWidth(t *testing.T) {
 	if !eval[bool](b, `(() => { const r = document.getElementById("logout").getBoundingClientRect(); return r.width > 0 && r.right <= 390 && r.bottom <= 844; })()`) {
 		t.Errorf("Log out is off screen at 390 px")
 	}
-	b.fillByLabel("Name", "phone box")
-	b.clickButton("Create sandbox")
-	b.waitJS("sandbox page", `location.hash.startsWith("#/sandbox/") && document.querySelector("main .badge") && document.querySelector("main .badge").textContent === "running"`)
+	b.createSandbox("phone box")
 	check("sandbox")
 	b.open("/#/sandboxes")
 	b.waitJS("sandboxes list", `document.querySelectorAll("main table tbody tr").length > 0`)
