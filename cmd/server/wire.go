@@ -138,6 +138,10 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	drivers := map[string]sandbox.Driver{}
 	var mounts []sandbox.Mount
 	claudeBin := "claude" // on the image's PATH unless a host install is mounted
+	operator, err := netpolicy.ParseOperatorAllow(cfg.NetworkAllow)
+	if err != nil {
+		return nil, fmt.Errorf("config: invalid TECHBOSS_NETWORK_ALLOW: %w", err)
+	}
 	switch cfg.SandboxDriver {
 	case "local":
 		initBin := cfg.SandboxInit
@@ -147,10 +151,6 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 				return nil, fmt.Errorf("config: TECHBOSS_SANDBOX_INIT: %w", err)
 			}
 			initBin = p
-		}
-		operator, err := netpolicy.ParseOperatorAllow(cfg.NetworkAllow)
-		if err != nil {
-			return nil, fmt.Errorf("config: invalid TECHBOSS_NETWORK_ALLOW: %w", err)
 		}
 		drv, err := local.New(local.Options{
 			NetworkOperator: operator,
@@ -327,7 +327,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	}
 	d.secrets = secretStore
 	runs, err = agent.NewService(agent.Config{
-		Credentials: cfg.ClaudeCredentials, PublicURL: cfg.PublicURL, MCPAllow: allowPrefixes(cfg.NetworkAllow),
+		Credentials: cfg.ClaudeCredentials, PublicURL: cfg.PublicURL, MCPAllow: allowPrefixes(operator),
 		UpstreamBaseURL: getenv("ANTHROPIC_BASE_URL"), UpstreamAPIKey: string(cfg.AnthropicAPIKey),
 		Root: cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(cfg, db), Host: host,
 		Durability: agent.Durability{
@@ -485,29 +485,14 @@ func runEventsMemory(mb int) int64 {
 	return int64(mb) << 20
 }
 
-// allowPrefixes are the address ranges of TECHBOSS_NETWORK_ALLOW entries
-// ("10.0.0.0/8", "10.1.2.3/32:5432"), for the remote MCP proxy (which
-// checks addresses, not ports). The entries were validated with the rest
-// of the network configuration.
-func allowPrefixes(entries []string) []netip.Prefix {
-	parse := func(s string) (netip.Prefix, bool) {
-		s = strings.Trim(s, "[]")
-		if p, err := netip.ParsePrefix(s); err == nil {
-			return p, true
-		}
-		if a, err := netip.ParseAddr(s); err == nil {
-			return netip.PrefixFrom(a, a.BitLen()), true
-		}
-		return netip.Prefix{}, false
-	}
+// allowPrefixes are the address ranges of the operator's allow rules
+// (TECHBOSS_NETWORK_ALLOW), for the remote MCP proxy, which checks
+// addresses, not ports.
+func allowPrefixes(rules []netpolicy.Rule) []netip.Prefix {
 	var out []netip.Prefix
-	for _, e := range entries {
-		if p, ok := parse(e); ok {
-			out = append(out, p)
-		} else if i := strings.LastIndexByte(e, ':'); i > 0 {
-			if p, ok := parse(e[:i]); ok {
-				out = append(out, p)
-			}
+	for _, r := range rules {
+		if r.Host == "" && r.Prefix.IsValid() {
+			out = append(out, r.Prefix)
 		}
 	}
 	return out

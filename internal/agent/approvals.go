@@ -162,15 +162,11 @@ type decided struct {
 	by string
 }
 
-func (s *Service) runApprovals(runID string) *approvals {
+// startApprovals makes the approval state of a run that asks.
+func (s *Service) startApprovals(runID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a := s.approvals[runID]
-	if a == nil {
-		a = &approvals{pending: map[string]*pendingApproval{}, remember: map[string]string{}}
-		s.approvals[runID] = a
-	}
-	return a
+	s.approvals[runID] = &approvals{pending: map[string]*pendingApproval{}, remember: map[string]string{}}
 }
 
 // endApprovals answers what is still pending when a run ends.
@@ -248,17 +244,18 @@ type principalKey struct{}
 
 // approve settles one tool call and returns the prompt tool's answer.
 func (s *Service) approve(ctx context.Context, runID string, in approveCall) ([]byte, error) {
+	// Only a run that asks has approvals (made when it starts): code in
+	// the sandbox of any other run gets no requests in front of its owner.
 	s.mu.Lock()
-	j := s.jobs[runID]
+	j, a := s.jobs[runID], s.approvals[runID]
 	s.mu.Unlock()
-	if j == nil {
-		return nil, errs.E(errs.NotFound, "run %s is not running here", runID)
+	if j == nil || a == nil {
+		return nil, errs.E(errs.NotFound, "run %s does not ask before tool calls here", runID)
 	}
 	if len(in.Input) == 0 || string(in.Input) == "null" {
 		in.Input = json.RawMessage(`{}`)
 	}
 	pol := j.run.Options.Permissions
-	a := s.runApprovals(runID)
 	d := PermissionDecisionData{ToolName: in.ToolName, ToolUseID: in.ToolUseID}
 	a.mu.Lock()
 	remembered := a.remember[in.ToolName]

@@ -272,3 +272,26 @@ done; wait; grep -l 'more than 16' /tmp/flood.* | wc -l`
 		t.Errorf("%d asked, %v refused at once (%v): want at most 16 asked and the rest refused", asked, refused, err)
 	}
 }
+
+// TestApprovalServerOnlyForRunsThatAsk: in a run that does not ask, code
+// in the sandbox cannot put a permission request in front of the owner.
+func TestApprovalServerOnlyForRunsThatAsk(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("why: curl (run from the host image inside the sandbox) is not installed")
+	}
+	e := newEnv(t, envOpts{})
+	sb := e.sandbox("alice")
+	call := `curl -s -m 10 -o /dev/null -w '%{http_code}' -X POST "${ANTHROPIC_BASE_URL%/llm/anthropic}/llm/mcp" -H "Authorization: Bearer $ANTHROPIC_API_KEY" \
+  -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+  -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"approve","arguments":{"tool_name":"Fake","input":{},"tool_use_id":"fake"}}}'`
+	e.model.Reset(modeltest.Bash(call), modeltest.Text("done"))
+	_, evs := e.do("alice", sb.ID, "ask anyway", agent.Options{NewSession: true})
+	if n := len(find(evs, agent.TypePermissionRequest)) + len(find(evs, agent.TypePermissionDecision)); n != 0 {
+		t.Errorf("%d approval events in a run that does not ask", n)
+	}
+	// The call did reach the server (the MCP transport answers 200 with
+	// the tool's error inside).
+	if res := find(evs, agent.TypeToolResult); len(res) != 1 || !strings.Contains(decode[agent.ToolResultData](t, res[0]).Content, "200") {
+		t.Errorf("tool results %v: want the request answered", res)
+	}
+}

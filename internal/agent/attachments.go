@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -116,7 +117,7 @@ func (s *Service) promptMessage(ctx context.Context, ownerID, sandboxID, prompt 
 			blocks = append(blocks, map[string]any{"type": "document", "source": map[string]string{
 				"type": "base64", "media_type": mt, "data": base64.StdEncoding.EncodeToString(data)}})
 		case utf8.Valid(data) && (strings.HasPrefix(mt, "text/") || mt == "application/json" || mt == "application/octet-stream" || mt == ""):
-			blocks = append(blocks, map[string]any{"type": "text", "text": fmt.Sprintf("Attached file %s:\n%s", cmpStr(name, "(unnamed)"), data)})
+			blocks = append(blocks, map[string]any{"type": "text", "text": fmt.Sprintf("Attached file %s:\n%s", cmp.Or(name, "(unnamed)"), data)})
 		default:
 			fs = append(fs, errs.FieldError{Field: f, Reason: fmt.Sprintf("%s is not an image (PNG, JPEG, GIF, WebP), a PDF or UTF-8 text", mt)})
 		}
@@ -141,13 +142,6 @@ func publicMessage(err error) string {
 		return e.Message
 	}
 	return "cannot be read"
-}
-
-func cmpStr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // limitWriter takes at most n+1 bytes, so the caller can tell "more".

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
 )
 
 // MCP servers of a run. A remote ("http") server is reached through the
@@ -57,7 +59,7 @@ func validateMCP(servers map[string]MCPServer, allowed func(netip.Addr) bool) []
 	if len(servers) > 20 {
 		fs = append(fs, errs.FieldError{Field: "mcp_servers", Reason: "more than 20 servers"})
 	}
-	for _, name := range slices.Sorted(mapsKeys(servers)) {
+	for _, name := range slices.Sorted(maps.Keys(servers)) {
 		sv, f := servers[name], "mcp_servers."+name
 		if !mcpNameRE.MatchString(name) || name == "techboss" {
 			fs = append(fs, errs.FieldError{Field: f, Reason: `a name of A-Z a-z 0-9 _ - (not "techboss")`})
@@ -98,16 +100,6 @@ func validateMCP(servers map[string]MCPServer, allowed func(netip.Addr) bool) []
 	return fs
 }
 
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // remoteMCP is a remote server as the proxy reaches it.
 type remoteMCP struct {
 	url     *url.URL
@@ -120,6 +112,7 @@ type remoteMCP struct {
 func (s *Service) resolveMCP(ctx context.Context, ownerID string, servers map[string]MCPServer, base, token string) (map[string]any, map[string]remoteMCP, []string, error) {
 	var revealed []string
 	var fs []errs.FieldError
+	var failure error
 	resolve := func(field, v string) string {
 		return secretRefRE.ReplaceAllStringFunc(v, func(ref string) string {
 			name := secretRefRE.FindStringSubmatch(ref)[1]
@@ -128,12 +121,16 @@ func (s *Service) resolveMCP(ctx context.Context, ownerID string, servers map[st
 				return ""
 			}
 			val, err := s.secrets.Reveal(ctx, ownerID, name)
+			if errs.KindOf(err) == errs.NotFound {
+				fs = append(fs, errs.FieldError{Field: field, Reason: "no secret named " + name})
+				return ""
+			}
 			if err != nil {
-				reason := "secret " + name + ": " + err.Error()
-				if errs.KindOf(err) == errs.NotFound {
-					reason = "no secret named " + name
+				// The store is down (503) or the value cannot be opened:
+				// the caller's error, not a field's.
+				if failure == nil {
+					failure = err
 				}
-				fs = append(fs, errs.FieldError{Field: field, Reason: reason})
 				return ""
 			}
 			revealed = append(revealed, val)
@@ -142,7 +139,7 @@ func (s *Service) resolveMCP(ctx context.Context, ownerID string, servers map[st
 	}
 	cfg := map[string]any{}
 	remotes := map[string]remoteMCP{}
-	for _, name := range slices.Sorted(mapsKeys(servers)) {
+	for _, name := range slices.Sorted(maps.Keys(servers)) {
 		sv, f := servers[name], "mcp_servers."+name
 		switch sv.Type {
 		case "stdio":
@@ -161,6 +158,9 @@ func (s *Service) resolveMCP(ctx context.Context, ownerID string, servers map[st
 			cfg[name] = map[string]any{"type": "http", "url": base + MCPProxyPath + name,
 				"headers": map[string]string{"Authorization": "Bearer " + token}}
 		}
+	}
+	if failure != nil {
+		return nil, nil, nil, failure
 	}
 	if err := errs.Fields(fs); err != nil {
 		return nil, nil, nil, err
@@ -228,20 +228,6 @@ func (s *Service) MCPProxyHandler() http.Handler {
 // operator opens a range (Config.MCPAllow, from TECHBOSS_NETWORK_ALLOW),
 // checked on the address actually dialed, so a name that resolves (or
 // rebinds) to one of them is refused too.
-var (
-	mcpBlocked = prefixes("127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
-		"::1/128", "::/128", "fe80::/10", "ff00::/8", "fd00:ec2::254/128")
-	mcpPrivate = prefixes("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15", "fc00::/7")
-)
-
-func prefixes(ss ...string) []netip.Prefix {
-	out := make([]netip.Prefix, len(ss))
-	for i, s := range ss {
-		out[i] = netip.MustParsePrefix(s)
-	}
-	return out
-}
-
 // mcpAddrAllowed reports whether the proxy may connect to ip.
 func (s *Service) mcpAddrAllowed(ip netip.Addr) bool {
 	ip = ip.Unmap()
@@ -250,7 +236,7 @@ func (s *Service) mcpAddrAllowed(ip netip.Addr) bool {
 			return true
 		}
 	}
-	for _, p := range append(slices.Clone(mcpBlocked), mcpPrivate...) {
+	for _, p := range slices.Concat(sandbox.BlockedRanges, sandbox.PrivateRanges) {
 		if p.Contains(ip) {
 			return false
 		}

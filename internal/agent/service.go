@@ -865,7 +865,7 @@ func (s *Service) execute(ctx context.Context, j *job) {
 	creq.StreamInput = j.stdin != nil
 	if j.run.Options.asks() {
 		creq.Ask = true
-		s.runApprovals(j.run.ID)
+		s.startApprovals(j.run.ID)
 		defer s.endApprovals(j.run.ID)
 	}
 	argv, env := s.cli.Command(creq)

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
 
 	"github.com/techbossai/techboss/internal/errs"
 )
@@ -88,4 +89,30 @@ func (Network) JSONSchema() map[string]any {
 		},
 		"description": `"none" (loopback only, the default), "full" (outbound to public addresses; private, link-local and host addresses stay closed), or {"allow": [...]}`,
 	}
+}
+
+// BlockedRanges are addresses nothing a sandbox drives reaches unless the
+// operator allows them: loopback, "this network", link-local (cloud
+// metadata lives at 169.254.169.254 and fd00:ec2::254), multicast,
+// broadcast, and IPv4-mapped IPv6. NAT64 (64:ff9b::/96) stays open: on an
+// IPv6-only host it is the way to the IPv4 internet. The local driver's
+// network policy and the run service's MCP proxy both refuse them.
+var BlockedRanges = mustPrefixes(
+	"127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+	"::1/128", "::/128", "fe80::/10", "ff00::/8", "::ffff:0:0/96", "fd00:ec2::254/128",
+)
+
+// PrivateRanges are closed unless an allow-list or the operator names a
+// prefix inside them. Documentation ranges (TEST-NET) stay open.
+var PrivateRanges = mustPrefixes(
+	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15",
+	"fc00::/7",
+)
+
+func mustPrefixes(ss ...string) []netip.Prefix {
+	ps := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		ps[i] = netip.MustParsePrefix(s)
+	}
+	return ps
 }

@@ -149,7 +149,7 @@ func (s *Store) Reveal(ctx context.Context, userID, name string) (string, error)
 	}
 	plain, err := s.aead.Open(nil, b[:s.aead.NonceSize()], b[s.aead.NonceSize():], aad(userID, name))
 	if err != nil {
-		return "", fmt.Errorf("secret %s: cannot be opened with this server's key (TECHBOSS_SECRET_KEY changed?)", name)
+		return "", errs.E(errs.Conflict, "secret %s cannot be opened with this server's key (TECHBOSS_SECRET_KEY changed?): store it again", name)
 	}
 	return string(plain), nil
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/techbossai/techboss/internal/sandbox"
 )
 
 // The table the server owns inside a sandbox's namespace. Nothing else runs
@@ -24,31 +26,13 @@ const (
 	hostAddrChain = "host_addrs"
 )
 
-// Addresses no sandbox reaches unless the operator allows them: loopback
-// (the sandbox's own lo is accepted before these rules, so this only stops
-// routing tricks), "this network", link-local (cloud metadata lives at
-// 169.254.169.254 and fd00:ec2::254), multicast, broadcast, and IPv4-mapped
-// IPv6. NAT64 (64:ff9b::/96) stays open: on an IPv6-only host it is the way
-// to the IPv4 internet.
-var alwaysBlocked = mustPrefixes(
-	"127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
-	"::1/128", "::/128", "fe80::/10", "ff00::/8", "::ffff:0:0/96", "fd00:ec2::254/128",
+// Addresses no sandbox reaches unless allowed: sandbox.BlockedRanges
+// (the sandbox's own lo is accepted before these rules, so for loopback
+// this only stops routing tricks) and sandbox.PrivateRanges.
+var (
+	alwaysBlocked = sandbox.BlockedRanges
+	privateRanges = sandbox.PrivateRanges
 )
-
-// Private ranges: closed unless the sandbox's allow-list or the operator
-// names a prefix inside them. Documentation ranges (TEST-NET) stay open.
-var privateRanges = mustPrefixes(
-	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15",
-	"fc00::/7",
-)
-
-func mustPrefixes(ss ...string) []netip.Prefix {
-	ps := make([]netip.Prefix, len(ss))
-	for i, s := range ss {
-		ps[i] = netip.MustParsePrefix(s)
-	}
-	return ps
-}
 
 // Resolved addresses stay open at least this long, and at least as long as
 // their TTL, so an answer a client caches never outlives its rule.
