@@ -243,6 +243,8 @@ type Store interface {
 	// LastSessionID is the session of the sandbox's most recent run that
 	// reported one ("" if none).
 	LastSessionID(ctx context.Context, sandboxID string) (string, error)
+	// HasSession reports whether one of the sandbox's runs reported session.
+	HasSession(ctx context.Context, sandboxID, session string) (bool, error)
 	// AppendRunEvent persists ev (RunID, Seq unique) and advances last_seq.
 	AppendRunEvent(ctx context.Context, ev Event) error
 	// RunEvents returns events with Seq > after in order, at most limit (0 = all).

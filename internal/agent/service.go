@@ -541,11 +541,11 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 	switch {
 	case opts.SessionID != "":
 		// Only a session of this sandbox's own runs.
-		runs, err := s.store.ListRuns(ctx, sb.ID, 10000)
+		ok, err := s.store.HasSession(ctx, sb.ID, opts.SessionID)
 		if err != nil {
 			return Run{}, err
 		}
-		if !slices.ContainsFunc(runs, func(r Run) bool { return r.SessionID == opts.SessionID }) {
+		if !ok {
 			return Run{}, errs.Field("session_id", "no run of this sandbox has this session")
 		}
 		resume = opts.SessionID

@@ -186,6 +186,19 @@ func (d *DB) LastSessionID(ctx context.Context, sandboxID string) (string, error
 	return s, nil
 }
 
+// HasSession reports whether one of the sandbox's runs reported session.
+func (d *DB) HasSession(ctx context.Context, sandboxID, session string) (bool, error) {
+	var one int
+	err := d.queryRow(ctx, d.db, `SELECT 1 FROM runs WHERE sandbox_id = ? AND session_id = ? LIMIT 1`, sandboxID, session).Scan(&one)
+	if isNoRows(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("session %s of %s: %w", session, sandboxID, err)
+	}
+	return true, nil
+}
+
 // AppendRunEvent persists one event (a single INSERT: the run's last_seq
 // is derived from the log when the run is read). It is idempotent: the
 // same event again (a retry after a commit whose answer was lost) is a
