@@ -30,8 +30,13 @@ func (s *Service) readOutput(ctx context.Context, j *job, r io.Reader, log *slog
 	}
 	// The agent may print its own credentials (a tool running `env`):
 	// they never reach the event log.
+	var settings struct {
+		Env map[string]string `json:"env"` // settings may set variables too
+	}
+	_ = json.Unmarshal(j.run.Options.Settings, &settings)
 	var secrets [][]byte
-	for _, sec := range slices.Concat([]string{j.token, s.apiKey(j)}, slices.Collect(maps.Values(j.run.Options.Env)), j.revealed) {
+	for _, sec := range slices.Concat([]string{j.token, s.apiKey(j)}, slices.Collect(maps.Values(j.run.Options.Env)),
+		slices.Collect(maps.Values(settings.Env)), j.revealed) {
 		if len(sec) >= 8 {
 			secrets = append(secrets, []byte(sec))
 		}

@@ -448,7 +448,7 @@ func TestEveryHeadlessOption(t *testing.T) {
 	e.exec("alice", sb.ID, "mkdir", "-p", "/workspace/sub/dir")
 
 	const secretValue = "s3cr3t-value-of-the-run"
-	e.model.Reset(modeltest.Bash("echo \"$RUN_VAR $SETTINGS_VAR\" > proof.txt; pwd >> proof.txt; echo "+secretValue), modeltest.Text("ok"))
+	e.model.Reset(modeltest.Bash("echo \"$RUN_VAR $SETTINGS_VAR\" > proof.txt; pwd >> proof.txt; echo "+secretValue+"; echo $SETTINGS_VAR"), modeltest.Text("ok"))
 	r, evs := e.do("alice", sb.ID, "first", agent.Options{
 		NewSession:      true,
 		Model:           "claude-test-model",
@@ -495,6 +495,9 @@ func TestEveryHeadlessOption(t *testing.T) {
 	for _, ev := range evs {
 		if strings.Contains(string(ev.Data), secretValue) || strings.Contains(ev.Raw, secretValue) {
 			t.Errorf("%s event holds the run's env value", ev.Type)
+		}
+		if strings.Contains(string(ev.Data), "from-settings") || strings.Contains(ev.Raw, "from-settings") {
+			t.Errorf("%s event holds a value the run's settings set", ev.Type)
 		}
 	}
 	stored, err := e.svc.Get(context.Background(), "alice", r.ID)
