@@ -456,3 +456,27 @@ func (d *Driver) exec(ctx context.Context, st *state, areq agent.Request, req sa
 		}
 	}
 }
+
+// callAgent sends one request to the sandbox's agent and returns the open
+// connection with a decoder for its reply lines; the caller closes it.
+// Cancelling ctx unblocks every read and write on it.
+func (d *Driver) callAgent(ctx context.Context, st *state, req agent.Request) (*net.UnixConn, *json.Decoder, func(), error) {
+	c, err := dialAgent(ctx, st.socket())
+	if err != nil {
+		if !st.alive() {
+			return nil, nil, nil, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
+		}
+		return nil, nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	done := func() { stop(); _ = c.Close() }
+	frame, err := agent.EncodeRequest(req)
+	if err == nil {
+		_, err = c.Write(frame)
+	}
+	if err != nil {
+		done()
+		return nil, nil, nil, fmt.Errorf("agent %s: %w", req.Op, err)
+	}
+	return c, json.NewDecoder(c), done, nil
+}

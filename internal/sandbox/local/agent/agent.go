@@ -202,7 +202,11 @@ func handle(ctx context.Context, c *net.UnixConn, sp *Spawner, base []string, st
 		return fmt.Errorf("read request: %w", err)
 	}
 	var files []*os.File
+	var call *Call
 	defer func() {
+		if call != nil {
+			files = call.Files // what the op did not take
+		}
 		for _, f := range files {
 			_ = f.Close()
 		}
@@ -233,6 +237,10 @@ func handle(ctx context.Context, c *net.UnixConn, sp *Spawner, base []string, st
 	case "exec":
 		return runExec(ctx, c, enc, req, sp, base, files, starting)
 	default:
+		if op, ok := ops[req.Op]; ok {
+			call = &Call{Conn: c, Enc: enc, Req: req, Spawner: sp, Base: base, Files: files}
+			return op(ctx, call)
+		}
 		return enc.Encode(Reply{Error: "unknown op " + req.Op, Code: 126})
 	}
 }

@@ -44,6 +44,9 @@ type Request struct {
 	// Fds says which of stdin, stdout, stderr (in that order) are attached;
 	// missing ones are /dev/null inside the sandbox.
 	Fds [3]bool `json:"fds"`
+	// Args are the parameters of an op registered with RegisterOp, in the
+	// op's own JSON shape.
+	Args json.RawMessage `json:"args,omitempty"`
 }
 
 // Reply is one line from the agent.
