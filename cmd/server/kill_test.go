@@ -39,7 +39,8 @@ func buildServer(t *testing.T) string {
 			return
 		}
 		serverBin = filepath.Join(dir, "server")
-		out, err := exec.Command("go", "build", "-o", serverBin, ".").CombinedOutput()
+		// The version flag the Makefile passes (see TestBuildVersion).
+		out, err := exec.Command("go", "build", "-ldflags", "-X main.buildVersion="+testBuildVersion, "-o", serverBin, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -48,6 +49,29 @@ func buildServer(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return serverBin
+}
+
+const testBuildVersion = "v0.0.0-test.1"
+
+// The binary reports the version the build gave it (the Makefile's
+// -X main.buildVersion), not "dev".
+func TestBuildVersion(t *testing.T) {
+	p := startProc(t, map[string]string{"PORT": "0", "TECHBOSS_HOST": "127.0.0.1", "TECHBOSS_DATA_DIR": t.TempDir()})
+	defer p.stop()
+	resp, err := http.Get(p.url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Data struct{ Version string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Data.Version != testBuildVersion {
+		t.Fatalf("version = %q, want %q", h.Data.Version, testBuildVersion)
+	}
 }
 
 // proc is the server run as a process of its own.

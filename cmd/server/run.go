@@ -172,8 +172,15 @@ func pruneSessions(ctx context.Context, a *auth.Service, log *slog.Logger) error
 	}
 }
 
-// version is the module version or VCS revision this binary was built from.
+// buildVersion is set by the Makefile (-X main.buildVersion=<git describe>).
+var buildVersion string
+
+// version is the version the build was given, else the module version or
+// VCS revision this binary was built from.
 func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "dev"

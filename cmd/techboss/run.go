@@ -245,8 +245,15 @@ func printVersion(_ context.Context, e *env, args []string) error {
 	return nil
 }
 
-// version is the module version or VCS revision of this binary.
+// buildVersion is set by the Makefile (-X main.buildVersion=<git describe>).
+var buildVersion string
+
+// version is the version the build was given, else the module version or
+// VCS revision of this binary.
 func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "dev"

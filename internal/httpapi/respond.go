@@ -147,12 +147,8 @@ func decodeJSON(r *http.Request, v any) error {
 
 // decodeJSONLimit is decodeJSON with a body limit of max bytes.
 func decodeJSONLimit(r *http.Request, v any, max int64) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, _ := strings.Cut(ct, ";")
-		mt = strings.TrimSpace(strings.ToLower(mt))
-		if mt != "application/json" && !strings.HasSuffix(mt, "+json") {
-			return errs.E(errs.Malformed, "Content-Type must be application/json, got %q", mt)
-		}
+	if err := checkJSONType(r); err != nil {
+		return err
 	}
 	body := http.MaxBytesReader(nil, r.Body, max)
 	dec := json.NewDecoder(body)
@@ -168,6 +164,35 @@ func decodeJSONLimit(r *http.Request, v any, max int64) error {
 		return errs.E(errs.Malformed, "request body must hold a single JSON value")
 	}
 	return nil
+}
+
+// bodyOrigin tells browser requests from other sites from the rest (curl,
+// SDKs, same-origin pages): it needs no trusted origins of its own.
+var bodyOrigin = http.NewCrossOriginProtection()
+
+// checkJSONType accepts the request's Content-Type for a JSON body. JSON is
+// the only body format, so a missing type, and the types curl -d and plain
+// HTML forms send (x-www-form-urlencoded, text/plain), are read as JSON,
+// but the latter two only when the request is not a cross-site browser
+// request: those types need no CORS preflight, so a page elsewhere could
+// otherwise post a JSON-shaped form to a public route such as login.
+func checkJSONType(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return nil
+	}
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(strings.ToLower(mt))
+	switch {
+	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
+		return nil
+	case mt == "application/x-www-form-urlencoded" || mt == "text/plain":
+		if bodyOrigin.Check(r) == nil {
+			return nil
+		}
+		return errs.E(errs.Forbidden, "a cross-origin %s body is refused; send Content-Type: application/json", mt)
+	}
+	return errs.E(errs.Malformed, "Content-Type must be application/json, got %q", mt)
 }
 
 // jsonError classifies a decoding error.
