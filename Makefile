@@ -8,16 +8,20 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.buildVersion=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: run build test test-integration test-modal migrate lint fmt bench clean
+.PHONY: run build assets test test-integration test-modal migrate lint fmt bench clean
 
 ## run: build and start the server on the embedded defaults (SQLite, local blobs, local sandboxes)
 run: build
 	@scripts/deps.sh run
 	TECHBOSS_CLAUDE_BIN=$${TECHBOSS_CLAUDE_BIN:-$(TOOLS)/claude/node_modules/.bin/claude} ./$(BIN)/server
 
-build:
+build: assets
 	@scripts/gocheck.sh
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+## assets: the UI's bundled browser code (xterm.js, pinned by web/package-lock.json) into web/static/vendor
+assets:
+	@scripts/deps.sh assets
 
 ## test: install what the tests need when missing, start PostgreSQL, run every test
 test:

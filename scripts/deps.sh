@@ -2,6 +2,7 @@
 # Installs what the server and the tests need, when missing. Idempotent.
 #   scripts/deps.sh run    -> what `make run` needs (bubblewrap, the Claude Code CLI)
 #   scripts/deps.sh test   -> plus postgresql, chromium, versitygw, busybox-static, gVisor's runsc
+#   scripts/deps.sh assets -> only the UI's bundled browser code (web/static/vendor; run and test do it too)
 # With TECHBOSS_LOCAL_RUNTIME=runsc, `run` builds gVisor's runsc too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,35 @@ VERSITYGW_VERSION=v1.8.0
 # lacks the systrap platform and fails statx and networking here).
 RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
 mkdir -p "$TOOLS"
+
+# The UI's third-party browser code (xterm.js), pinned by web/package-lock.json,
+# installed with `npm ci` and copied into web/static/vendor/ (git-ignored), which
+# go:embed picks up. Without npm the server still builds; its Terminal tab then
+# says the assets are not built.
+web_assets() {
+  local web=web vendor=web/static/vendor
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "deps: npm not found; the UI's terminal assets (web/static/vendor) are not built" >&2
+    return 0
+  fi
+  if ! cmp -s "$web/package-lock.json" "$web/node_modules/.techboss-lock" 2>/dev/null; then
+    echo "deps: installing the UI's browser packages (npm ci in web/)" >&2
+    (cd "$web" && npm ci --silent --no-audit --no-fund --ignore-scripts >&2)
+    cp "$web/package-lock.json" "$web/node_modules/.techboss-lock"
+  fi
+  mkdir -p "$vendor"
+  local m=$web/node_modules/@xterm
+  # Source maps stay out of the binary (and their comment out of the files).
+  sed '/^\/\/# sourceMappingURL=/d' "$m/xterm/lib/xterm.mjs" > "$vendor/xterm.mjs.tmp"
+  sed '/^\/\/# sourceMappingURL=/d' "$m/addon-fit/lib/addon-fit.mjs" > "$vendor/addon-fit.mjs.tmp"
+  cp "$m/xterm/css/xterm.css" "$vendor/xterm.css.tmp"
+  cp "$m/xterm/LICENSE" "$vendor/LICENSE-xterm.txt.tmp"
+  for f in xterm.mjs addon-fit.mjs xterm.css LICENSE-xterm.txt; do
+    if cmp -s "$vendor/$f.tmp" "$vendor/$f"; then rm "$vendor/$f.tmp"; else mv "$vendor/$f.tmp" "$vendor/$f"; fi
+  done
+}
+web_assets
+[ "$mode" = assets ] && exit 0
 
 need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
