@@ -73,6 +73,7 @@ type browser struct {
 	allowed []*regexp.Regexp
 	reqURL  map[network.RequestID]string
 	resumes []string // Last-Event-ID headers sent to /runs/{id}/events, in order
+	sockets []string // URLs of the WebSockets the page opened, in order
 }
 
 // newBrowser starts a fresh headless Chromium (own profile dir) and opens
@@ -153,6 +154,8 @@ func (b *browser) onEvent(ev any) {
 			id, _ := ev.Request.Headers["Last-Event-ID"].(string)
 			b.resumes = append(b.resumes, id)
 		}
+	case *network.EventWebSocketCreated:
+		b.sockets = append(b.sockets, ev.URL)
 	case *network.EventResponseReceived:
 		if ev.Response.Status >= 400 {
 			b.probs = append(b.probs, problem{"http", fmt.Sprintf("%s -> %d", b.reqURL[ev.RequestID], ev.Response.Status)})
@@ -384,6 +387,13 @@ func (b *browser) colorScheme(scheme string) {
 	}); err != nil {
 		b.t.Fatalf("emulate %s: %v", scheme, err)
 	}
+}
+
+// socketURLs returns the URLs of the WebSockets the page opened so far.
+func (b *browser) socketURLs() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.sockets...)
 }
 
 // resumeIDs returns the Last-Event-ID headers of the run event requests so far.

@@ -69,7 +69,7 @@ func TestSandboxPages(t *testing.T) {
 	b.waitJS("deleted", `!document.querySelector('li[data-path="notes.md"]')`)
 
 	// Exec streams stdout and stderr and reports the exit code.
-	b.clickButton("Terminal")
+	b.clickButton("Run command")
 	b.fillByLabel("Command (run with sh -c in /workspace)", "echo out-line; echo err-line >&2; pwd; exit 3")
 	b.clickButton("Run")
 	b.waitJS("exit shown", `(document.querySelector('#panel-exec [role="status"]') || {}).textContent?.startsWith("Exited with code 3")`)

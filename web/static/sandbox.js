@@ -1,12 +1,17 @@
-// One sandbox: header with terminate, and tabs for chat, files, snapshots, exec.
+// One sandbox: header with terminate, and tabs for chat, files, snapshots,
+// the terminal, processes, ports and one-off commands (exec).
 import { api, streamExec, parseJSON, chunkText, sandboxCosts } from "./api.js";
 import { h, field, errorBox, busy, showError, pick, ago, money, confirmDialog } from "./dom.js";
 import { sandboxImage } from "./sandboxes.js";
 import { chatPanel } from "./chat.js";
 import { filesPanel } from "./files.js";
 import { snapshotsPanel } from "./snapshots.js";
+import { terminalPanel } from "./terminal.js";
+import { processesPanel } from "./processes.js";
+import { portsPanel } from "./ports.js";
 
-const TABS = [["chat", "Agent"], ["files", "Files"], ["snapshots", "Snapshots"], ["exec", "Terminal"]];
+const TABS = [["chat", "Agent"], ["files", "Files"], ["snapshots", "Snapshots"], ["terminal", "Terminal"],
+  ["processes", "Processes"], ["ports", "Ports"], ["exec", "Run command"]];
 
 /** sandboxView renders the sandbox page; returns {select(tab), cleanup()}. */
 export function sandboxView({ main }, id, tab) {
@@ -24,7 +29,12 @@ export function sandboxView({ main }, id, tab) {
   const files = filesPanel(id);
   const snaps = snapshotsPanel(id, { onRestored: () => files.refresh() });
   const exec = execPanel(id);
-  const panels = { chat: chat.el, files: files.el, snapshots: snaps.el, exec: exec.el };
+  const terminal = terminalPanel(id);
+  const procs = processesPanel(id);
+  const ports = portsPanel(id);
+  // Panels that connect or poll only while they are shown.
+  const live = { terminal, processes: procs, ports };
+  const panels = { chat: chat.el, files: files.el, snapshots: snaps.el, terminal: terminal.el, processes: procs.el, ports: ports.el, exec: exec.el };
   const tabButtons = {};
   const tablist = h("div", { class: "tabs", role: "tablist", "aria-label": "Sandbox sections" });
   for (const [key, label] of TABS) {
@@ -51,6 +61,10 @@ export function sandboxView({ main }, id, tab) {
     }
     if (t === "files") files.refresh();
     if (t === "snapshots") snaps.refresh();
+    for (const [key, p] of Object.entries(live)) {
+      if (key === t) p.show();
+      else p.hide();
+    }
   }
 
   let sb = null;
@@ -79,6 +93,7 @@ export function sandboxView({ main }, id, tab) {
       ` · ${money(pick(sb, "cost_usd") ?? cost)} so far`,
       sb.reason ? ` · ${sb.reason}` : "");
     terminate.disabled = !["running", "creating"].includes(sb.status);
+    for (const p of Object.values(live)) p.setRunning(sb.status === "running");
     chat.setAvailable(sb.status === "running" ? "" : sb.status === "creating" ? "The sandbox is starting…"
       : `The sandbox is ${sb.status}${sb.reason ? ` (${sb.reason})` : ""}: no new runs. Its runs and snapshots stay readable.`);
     if (sb.status === "creating" || sb.status === "terminating") timer = setTimeout(refresh, 1500);
@@ -96,7 +111,12 @@ export function sandboxView({ main }, id, tab) {
   refresh();
   return {
     select,
-    cleanup() { clearTimeout(timer); chat.cleanup(); exec.cleanup(); },
+    cleanup() {
+      clearTimeout(timer);
+      chat.cleanup();
+      exec.cleanup();
+      for (const p of Object.values(live)) p.cleanup();
+    },
   };
 }
 
