@@ -202,7 +202,7 @@ func TestAgentWorkflow(t *testing.T) {
 	}
 
 	// Exec with streamed output.
-	b.clickButton("Terminal")
+	b.clickButton("Run command")
 	b.fillByLabel("Command (run with sh -c in /workspace)", "cat hello.txt; echo oops >&2; exit 3")
 	b.clickButton("Run")
 	b.waitJS("exec finished", `(document.querySelector('#panel-exec [role="status"]') || {}).textContent?.startsWith("Exited with code 3")`)
