@@ -59,6 +59,9 @@ if [ "$mode" = test ]; then
   [ -e /lib/ld-musl-x86_64.so.1 ] || need_apt+=(musl)
   # The test OCI image is built from Debian's statically linked busybox.
   dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+  # curl and jq: cmd/server's TestDocsCurl runs the docs' examples with them.
+  have curl || need_apt+=(curl)
+  have jq || need_apt+=(jq)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if have apt-get && [ "$(id -u)" = 0 ]; then
