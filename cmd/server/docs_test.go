@@ -206,6 +206,10 @@ func TestDocsCurl(t *testing.T) {
 		"TECHBOSS_ADMIN_EMAIL": "admin@example.com", "TECHBOSS_ADMIN_PASSWORD": "a long password",
 		"ANTHROPIC_BASE_URL": model.URL, "ANTHROPIC_API_KEY": "sk-ant-upstream-docs",
 		"TECHBOSS_CLAUDE_BIN": claudeBin,
+		// /v1/chat's provider, with a priced model for the examples.
+		"TECHBOSS_LLM_PROVIDERS": `{"providers": [{"name": "anthropic", "type": "anthropic", "base_url": "` + model.URL + `",
+			"models": [{"id": "claude-sonnet-4-5", "input_per_mtok": 3, "output_per_mtok": 15}], "any_model": true}],
+			"default_provider": "anthropic"}`,
 	}
 	in := start(t, env)
 	addr := strings.TrimPrefix(in.url, "http://")
