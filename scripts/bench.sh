@@ -19,7 +19,7 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 raw="bench/results/$stamp.txt"
 : >"$raw"
 
-# package and benchmark selection, one line each (see README "Performance")
+# package and benchmark selection, one line each (see docs/performance.md)
 suite=(
   "./internal/httpapi ^Benchmark(HTTPCreateFirstExec|HTTPExecTrue|HTTPCreateFirstExecRunsc|HTTPExecTrueRunsc|ExecStdoutStream|FileUpload|FileDownload|SSEFanout|CLILineToSSE|CLIDeltaToSSE|ChatFirstByte)$"
   "./internal/snapshot ^Benchmark(SnapshotFirst|SnapshotNoChange10k|SnapshotChanged1pct|Restore)$"

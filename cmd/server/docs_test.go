@@ -406,14 +406,19 @@ func TestDocsLinks(t *testing.T) {
 	}
 }
 
-// TestDocsConfigTable checks that the README's configuration table names
-// every variable the server reads (internal/config/config.go).
+// TestDocsConfigTable checks that the README's configuration table and
+// docs/operations.md name every variable the server's configuration reads
+// (internal/config/config.go).
 func TestDocsConfigTable(t *testing.T) {
 	cfg, err := os.ReadFile(filepath.Join(repoRoot, "internal", "config", "config.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := os.ReadFile(filepath.Join(repoRoot, "docs", "operations.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,8 +431,12 @@ func TestDocsConfigTable(t *testing.T) {
 		t.Fatalf("found %d variables in config.go; the pattern no longer matches it", len(vars))
 	}
 	for v := range vars {
-		if !regexp.MustCompile(`\b` + v + `\b`).MatchString(table) {
+		re := regexp.MustCompile(`\b` + v + `\b`)
+		if !re.MatchString(table) {
 			t.Errorf("README.md's configuration table does not name %s", v)
+		}
+		if !re.Match(ops) {
+			t.Errorf("docs/operations.md does not name %s", v)
 		}
 	}
 }
