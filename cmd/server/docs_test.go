@@ -2,10 +2,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -200,14 +205,18 @@ func TestDocsCurl(t *testing.T) {
 	}
 	claudeBin := modeltest.ClaudeBin(t)
 	model := modeltest.New(t, modeltest.Text("The workspace holds hello.txt."))
+	// A prompt with approvalMarker (docs/api.md's approvals example) gets
+	// a model that calls the Bash tool first, so the run asks.
+	tools := modeltest.New(t, modeltest.Bash("date > today.txt"), modeltest.Text("I saved the date in today.txt."))
+	modelURL := routeModel(t, approvalMarker, model, tools)
 	env := map[string]string{
 		"PORT": "0", "TECHBOSS_HOST": "127.0.0.1", "TECHBOSS_DATA_DIR": t.TempDir(),
 		// The documents' own admin.
 		"TECHBOSS_ADMIN_EMAIL": "admin@example.com", "TECHBOSS_ADMIN_PASSWORD": "a long password",
-		"ANTHROPIC_BASE_URL": model.URL, "ANTHROPIC_API_KEY": "sk-ant-upstream-docs",
+		"ANTHROPIC_BASE_URL": modelURL, "ANTHROPIC_API_KEY": "sk-ant-upstream-docs",
 		"TECHBOSS_CLAUDE_BIN": claudeBin,
 		// /v1/chat's provider, with a priced model for the examples.
-		"TECHBOSS_LLM_PROVIDERS": `{"providers": [{"name": "anthropic", "type": "anthropic", "base_url": "` + model.URL + `",
+		"TECHBOSS_LLM_PROVIDERS": `{"providers": [{"name": "anthropic", "type": "anthropic", "base_url": "` + modelURL + `",
 			"models": [{"id": "claude-sonnet-4-5", "input_per_mtok": 3, "output_per_mtok": 15}], "any_model": true}],
 			"default_provider": "anthropic"}`,
 	}
@@ -254,6 +263,45 @@ func TestDocsCurl(t *testing.T) {
 		t.Fatal("no curl example ran")
 	}
 	t.Logf("%d curl calls ran", ran)
+}
+
+// approvalMarker is in the prompt of docs/api.md's approvals example.
+const approvalMarker = "(ask first)"
+
+// routeModel serves the model API from plain, and from tools for the
+// requests whose body holds marker (every request of that run holds its
+// prompt). It returns the URL to use as the upstream.
+func routeModel(t *testing.T, marker string, plain, tools *modeltest.Server) string {
+	t.Helper()
+	tr := &http.Transport{}
+	proxy := func(base string) *httputil.ReverseProxy {
+		u, err := url.Parse(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := httputil.NewSingleHostReverseProxy(u)
+		p.Transport = tr
+		return p
+	}
+	toPlain, toTools := proxy(plain.URL), proxy(tools.URL)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		if bytes.Contains(b, []byte(marker)) {
+			toTools.ServeHTTP(w, r)
+			return
+		}
+		toPlain.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		srv.Close()
+		tr.CloseIdleConnections()
+	})
+	return srv.URL
 }
 
 // runBlock runs one block in dir (the document's working directory, whose
