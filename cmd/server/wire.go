@@ -193,6 +193,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			TokenID: cfg.ModalTokenID, TokenSecret: string(cfg.ModalTokenSecret),
 			AppName: cfg.ModalApp, Environment: cfg.ModalEnvironment,
 			AllowedDomains: allowed, Logger: log.With("component", "sandbox/modal"),
+			Secrets: cfg.ModalSecrets, RegistrySecret: cfg.ModalRegistrySecret,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("modal sandbox driver: %w", err)
@@ -248,6 +249,15 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	// Agent runs. The Manager's terminate hook also needs the run service
 	// (to close the sandbox's gateway listener), so the hooks are composed
 	// once both exist.
+	key, err := secrets.LoadKey(cfg.SecretKey.Reveal(), cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	secretStore, err := secrets.New(db, key)
+	if err != nil {
+		return nil, err
+	}
+	d.secrets = secretStore
 	hooks := snaps.Hooks()
 	var runs *agent.Service
 	limits := sandbox.DefaultLimits()
@@ -256,7 +266,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	limits.MaxDiskMB = max(limits.MaxDiskMB, cfg.DefaultDiskMB)
 	mgr, err := sandbox.NewManager(sandbox.Deps{
 		Repo: db, Drivers: drivers, DefaultDriver: cfg.SandboxDriver, Limits: limits, Mounts: mounts,
-		Host: host, HostTimeout: replicaTimeout(cfg, db),
+		Host: host, HostTimeout: replicaTimeout(cfg, db), RevealSecret: secretStore.Reveal,
 		Hooks: sandbox.Hooks{
 			AfterCreate: hooks.AfterCreate,
 			BeforeTerminate: func(ctx context.Context, sb *sandbox.Sandbox) error {
@@ -317,19 +327,11 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			return nil
 		}
 	}
-	key, err := secrets.LoadKey(cfg.SecretKey.Reveal(), cfg.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	secretStore, err := secrets.New(db, key)
-	if err != nil {
-		return nil, err
-	}
-	d.secrets = secretStore
 	runs, err = agent.NewService(agent.Config{
 		Credentials: cfg.ClaudeCredentials, PublicURL: cfg.PublicURL, MCPAllow: allowPrefixes(operator),
 		UpstreamBaseURL: getenv("ANTHROPIC_BASE_URL"), UpstreamAPIKey: string(cfg.AnthropicAPIKey),
-		Root: cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(cfg, db), Host: host,
+		KeyInSandbox: cfg.SandboxDriver == "modal" && len(cfg.ModalSecrets) > 0,
+		Root:         cfg.SandboxDriver == "local", ReplicaTimeout: replicaTimeout(cfg, db), Host: host,
 		Durability: agent.Durability{
 			MemoryBytes: runEventsMemory(cfg.RunEventsMemMB), SpoolBytes: int64(cfg.RunEventsSpoolMB) << 20,
 			SpoolDir: filepath.Join(cfg.DataDir, "run-events"),

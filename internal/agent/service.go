@@ -66,6 +66,10 @@ type Config struct {
 	// UpstreamBaseURL and UpstreamAPIKey are given to the CLI in direct mode.
 	UpstreamBaseURL string
 	UpstreamAPIKey  string
+	// KeyInSandbox allows direct mode without UpstreamAPIKey: the key is
+	// in the sandbox's own env (a Modal secret, TECHBOSS_MODAL_SECRETS).
+	// A run then reads it there first, to keep it out of its events.
+	KeyInSandbox bool
 	// Root sets IS_SANDBOX=1: the CLI runs as root in an isolated sandbox
 	// (true for the local driver, whose sandboxes run as uid 0 without
 	// capabilities). Without it a root CLI refuses to skip permissions.
@@ -182,7 +186,9 @@ type job struct {
 	run     Run
 	baseURL string
 	token   string
-	sandbox *sandbox.Sandbox
+	// sandboxKey is the key read from the sandbox (Config.KeyInSandbox).
+	sandboxKey string
+	sandbox    *sandbox.Sandbox
 
 	mu          sync.Mutex
 	signals     chan sandbox.Signal // nil once closed
@@ -229,8 +235,8 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 	default:
 		return nil, fmt.Errorf("agent service: TECHBOSS_CLAUDE_CREDENTIALS must be gateway or direct, not %q", cfg.Credentials)
 	}
-	if cfg.Credentials == CredentialsDirect && cfg.UpstreamAPIKey == "" {
-		return nil, errors.New("agent service: direct credentials need ANTHROPIC_API_KEY")
+	if cfg.Credentials == CredentialsDirect && cfg.UpstreamAPIKey == "" && !cfg.KeyInSandbox {
+		return nil, errors.New("agent service: direct credentials need ANTHROPIC_API_KEY (or, on Modal, TECHBOSS_MODAL_SECRETS naming the Modal secret that holds it)")
 	}
 	if cfg.GatewayListenAddr == "" {
 		cfg.GatewayListenAddr = "127.0.0.1:0"
@@ -569,6 +575,10 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 	}
 	if s.cfg.Credentials == CredentialsGateway {
 		j.token = "tbr_" + randToken()
+	} else if s.cfg.UpstreamAPIKey == "" {
+		if j.sandboxKey, err = s.keyInSandbox(ctx, sb); err != nil {
+			return Run{}, err
+		}
 	}
 	if len(opts.MCPServers) > 0 || opts.asks() {
 		base, ok := gatewayBase(j.baseURL)
@@ -907,9 +917,25 @@ func (s *Service) execute(ctx context.Context, j *job) {
 
 func (s *Service) apiKey(j *job) string {
 	if s.cfg.Credentials == CredentialsDirect {
-		return s.cfg.UpstreamAPIKey
+		return cmp.Or(s.cfg.UpstreamAPIKey, j.sandboxKey)
 	}
 	return j.token
+}
+
+// keyInSandbox reads the API key from the sandbox's env (direct mode with
+// Config.KeyInSandbox): the run's events are redacted of it like of a key
+// the server holds.
+func (s *Service) keyInSandbox(ctx context.Context, sb *sandbox.Sandbox) (string, error) {
+	var out bytes.Buffer
+	st, err := s.sbx.Exec(ctx, sb.OwnerID, sb.ID, sandbox.ExecRequest{Argv: []string{"printenv", "ANTHROPIC_API_KEY"}, Stdout: &out, Stderr: io.Discard})
+	if err != nil {
+		return "", err
+	}
+	key := strings.TrimSpace(out.String())
+	if st.Code != 0 || key == "" {
+		return "", errs.E(errs.Unavailable, "direct credentials: sandbox %s has no ANTHROPIC_API_KEY (TECHBOSS_MODAL_SECRETS names the Modal secret that should hold it)", sb.ID)
+	}
+	return key, nil
 }
 
 // readLine reads one line without its newline. A line longer than max is

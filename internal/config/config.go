@@ -72,6 +72,8 @@ type Config struct {
 	SnapshotMirror      bool          // TECHBOSS_SNAPSHOT_MIRROR: also keep the latest files as plain objects
 	ModalApp            string        // MODAL_APP_NAME
 	ModalEnvironment    string        // MODAL_ENVIRONMENT
+	ModalSecrets        []string      // TECHBOSS_MODAL_SECRETS: Modal secrets attached to every Modal sandbox
+	ModalRegistrySecret string        // TECHBOSS_MODAL_REGISTRY_SECRET: Modal secret pulling private image_base
 
 	ModalTokenID     string      // MODAL_TOKEN_ID
 	ModalTokenSecret auth.Secret // MODAL_TOKEN_SECRET
@@ -130,6 +132,8 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_SNAPSHOT_MIRROR", "snapshot-mirror", "false", "also write the latest workspace files as plain objects under the prefix", boolean(&c.SnapshotMirror)},
 		{"MODAL_APP_NAME", "modal-app", "techboss", "Modal App the sandboxes belong to", str(&c.ModalApp)},
 		{"MODAL_ENVIRONMENT", "modal-environment", "", "Modal environment (empty: the profile's default)", str(&c.ModalEnvironment)},
+		{"TECHBOSS_MODAL_SECRETS", "modal-secrets", "", "comma-separated names of Modal secrets attached to every Modal sandbox as env, e.g. anthropic-api-key with TECHBOSS_CLAUDE_CREDENTIALS=direct (their values are visible to sandbox code)", list(&c.ModalSecrets)},
+		{"TECHBOSS_MODAL_REGISTRY_SECRET", "modal-registry-secret", "", "Modal secret (REGISTRY_USERNAME, REGISTRY_PASSWORD) that pulls image_base for specs without a registry_credential of their own", str(&c.ModalRegistrySecret)},
 		{"MODAL_TOKEN_ID", "modal-token-id", "", "Modal token ID (modal driver)", str(&c.ModalTokenID)},
 		{"MODAL_TOKEN_SECRET", "modal-token-secret", "", "Modal token secret (modal driver)", secret(&c.ModalTokenSecret)},
 		{"ANTHROPIC_API_KEY", "anthropic-api-key", "", "Anthropic API key for the gateway", secret(&c.AnthropicAPIKey)},

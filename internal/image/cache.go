@@ -164,32 +164,54 @@ func logf(w io.Writer, format string, args ...any) {
 // Pull resolves ref, and unless its digest is cached, downloads and
 // flattens it. Errors name the image_base field.
 func (c *Cache) Pull(ctx context.Context, ref string, log io.Writer) (Rootfs, error) {
+	return c.PullAuth(ctx, ref, nil, log)
+}
+
+// privateMark, in a pulled image's directory, says a user's own registry
+// login pulled it: it is served from the cache only to a request that
+// showed the registry it may read it (see PullAuth).
+const privateMark = "private"
+
+// PullAuth is Pull with a registry login of the caller's own (nil: the
+// server's keychain). Images in the cache are shared by every user, so
+// the cache must not hand one user's private image to another: a pull
+// with a login always asks the registry for the digest with that login
+// (the answer proves access) and never records the tag, and an image it
+// fetched is marked private, which the cache shortcuts (a cached digest
+// or tag, no registry round trip) then skip.
+func (c *Cache) PullAuth(ctx context.Context, ref string, auth authn.Authenticator, log io.Writer) (Rootfs, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		return Rootfs{}, errs.Field("image_base", "invalid image reference: "+err.Error())
 	}
-	// A digest reference that is cached needs no registry round trip.
-	if d, ok := r.(name.Digest); ok {
-		if rf, err := c.cachedPull(d.DigestStr()); err == nil {
-			c.hits.WithLabelValues("pull").Inc()
-			logf(log, "image %s: cached", ref)
-			return rf, nil
+	if auth == nil {
+		// A digest reference that is cached needs no registry round trip.
+		if d, ok := r.(name.Digest); ok {
+			if rf, err := c.cachedPublic(d.DigestStr()); err == nil {
+				c.hits.WithLabelValues("pull").Inc()
+				logf(log, "image %s: cached", ref)
+				return rf, nil
+			}
 		}
-	}
-	// A tag pulled before is used as is (pull policy "if not present"), so
-	// creating from a cached image needs no registry round trip. Digest
-	// references pin content; tags are resolved once per cache.
-	if dg, err := os.ReadFile(c.tagFile(r.Name())); err == nil {
-		if rf, err := c.cachedPull(strings.TrimSpace(string(dg))); err == nil {
-			c.hits.WithLabelValues("pull").Inc()
-			logf(log, "image %s: cached", ref)
-			return rf, nil
+		// A tag pulled before is used as is (pull policy "if not present"), so
+		// creating from a cached image needs no registry round trip. Digest
+		// references pin content; tags are resolved once per cache.
+		if dg, err := os.ReadFile(c.tagFile(r.Name())); err == nil {
+			if rf, err := c.cachedPublic(strings.TrimSpace(string(dg))); err == nil {
+				c.hits.WithLabelValues("pull").Inc()
+				logf(log, "image %s: cached", ref)
+				return rf, nil
+			}
 		}
 	}
 	opts := []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(c.o.Keychain),
 		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}),
+	}
+	if auth != nil {
+		opts = append(opts, remote.WithAuth(auth))
+	} else {
+		opts = append(opts, remote.WithAuthFromKeychain(c.o.Keychain))
 	}
 	if c.o.Transport != nil {
 		opts = append(opts, remote.WithTransport(c.o.Transport))
@@ -197,15 +219,23 @@ func (c *Cache) Pull(ctx context.Context, ref string, log io.Writer) (Rootfs, er
 	logf(log, "resolving %s", ref)
 	img, err := remote.Image(r, opts...)
 	if err != nil {
+		if auth != nil && refusedLogin(err) {
+			return Rootfs{}, errs.Field("registry_credential", fmt.Sprintf("the registry refused this login for %q", ref))
+		}
 		return Rootfs{}, registryError(ref, err)
 	}
 	dg, err := img.Digest()
 	if err != nil {
 		return Rootfs{}, registryError(ref, err)
 	}
+	remember := func() {
+		if auth == nil {
+			c.rememberTag(r.Name(), dg.String())
+		}
+	}
 	if rf, err := c.cachedPull(dg.String()); err == nil {
 		c.hits.WithLabelValues("pull").Inc()
-		c.rememberTag(r.Name(), dg.String())
+		remember()
 		logf(log, "image %s (%s): cached", ref, dg)
 		return rf, nil
 	}
@@ -214,13 +244,22 @@ func (c *Cache) Pull(ctx context.Context, ref string, log io.Writer) (Rootfs, er
 			return rf, nil
 		}
 		c.misses.WithLabelValues("pull").Inc()
-		return c.extract(ctx, ref, img, dg, log)
+		return c.extract(ctx, ref, img, dg, auth != nil, log)
 	})
 	if err != nil {
 		return Rootfs{}, err
 	}
-	c.rememberTag(r.Name(), dg.String())
+	remember()
 	return v.(Rootfs), nil
+}
+
+// cachedPublic is cachedPull for the shortcuts that skip the registry:
+// images a user's own login pulled are not served that way.
+func (c *Cache) cachedPublic(digest string) (Rootfs, error) {
+	if _, err := os.Lstat(filepath.Join(c.pullDir(digest), privateMark)); !errors.Is(err, os.ErrNotExist) {
+		return Rootfs{}, errors.New("pulled with a user's registry login")
+	}
+	return c.cachedPull(digest)
 }
 
 func (c *Cache) tagFile(ref string) string {
@@ -248,7 +287,7 @@ func (c *Cache) cachedPull(digest string) (Rootfs, error) {
 	return Rootfs{Layers: []string{filepath.Join(dir, "fs")}, Config: cfg, Digest: digest}, nil
 }
 
-func (c *Cache) extract(ctx context.Context, ref string, img v1.Image, dg v1.Hash, log io.Writer) (Rootfs, error) {
+func (c *Cache) extract(ctx context.Context, ref string, img v1.Image, dg v1.Hash, private bool, log io.Writer) (Rootfs, error) {
 	layers, _ := img.Layers()
 	logf(log, "pulling %s (%s, %d layers)", ref, dg, len(layers))
 	cf, err := img.ConfigFile()
@@ -292,6 +331,11 @@ func (c *Cache) extract(ctx context.Context, ref string, img v1.Image, dg v1.Has
 	if err := writeConfig(tmp, cfg); err != nil {
 		return Rootfs{}, err
 	}
+	if private {
+		if err := os.WriteFile(filepath.Join(tmp, privateMark), nil, 0o644); err != nil {
+			return Rootfs{}, err
+		}
+	}
 	dst := c.pullDir(dg.String())
 	if err := os.Rename(tmp, dst); err != nil && !errors.Is(err, os.ErrExist) {
 		if _, serr := os.Stat(dst); serr != nil {
@@ -321,6 +365,12 @@ func registryError(ref string, err error) error {
 	e := errs.Wrap(errs.Dependency, err, fmt.Sprintf("image_base: cannot pull %q", ref))
 	e.Fields = []errs.FieldError{{Field: "image_base", Reason: "registry unreachable or refused: " + shortErr(err)}}
 	return e
+}
+
+// refusedLogin reports whether the registry refused the credentials.
+func refusedLogin(err error) bool {
+	var te *transport.Error
+	return errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden)
 }
 
 func shortErr(err error) string {

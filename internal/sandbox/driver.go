@@ -52,7 +52,22 @@ type CreateRequest struct {
 	Mounts []Mount
 	// Log receives human-readable build and start progress. May be nil.
 	Log io.Writer
+	// RegistryAuth pulls Spec.ImageBase when the spec names a
+	// registry_credential (the secret's value; never persisted).
+	RegistryAuth *RegistryAuth
 }
+
+// RegistryAuth is a registry login.
+type RegistryAuth struct {
+	Username string
+	Password string
+}
+
+// String keeps the password out of logs and error messages.
+func (a *RegistryAuth) String() string { return "RegistryAuth{" + a.Username + ", ***}" }
+
+// GoString keeps the password out of %#v.
+func (a *RegistryAuth) GoString() string { return a.String() }
 
 // Signal is delivered to a running exec's process.
 type Signal = syscall.Signal

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +56,9 @@ type Deps struct {
 	// process is the only server (SQLite).
 	Host        string
 	HostTimeout time.Duration
+	// RevealSecret returns the value of an owner's stored secret (the
+	// secret store); nil: specs naming a registry_credential are refused.
+	RevealSecret func(ctx context.Context, ownerID, name string) (string, error)
 }
 
 // HostBound is implemented by drivers whose sandboxes only the server on
@@ -69,6 +74,7 @@ type Manager struct {
 	defaultDriver string
 	limits        Limits
 	hooks         Hooks
+	revealSecret  func(ctx context.Context, ownerID, name string) (string, error)
 	mounts        []Mount
 	log           *slog.Logger
 	now           func() time.Time
@@ -131,6 +137,7 @@ func NewManager(d Deps) (*Manager, error) {
 		defaultDriver: d.DefaultDriver,
 		limits:        d.Limits,
 		hooks:         d.Hooks,
+		revealSecret:  d.RevealSecret,
 		mounts:        d.Mounts,
 		log:           d.Logger,
 		now:           d.Now,
@@ -261,6 +268,10 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 		}
 		return nil, errs.Field(f, "storage is not configured on this server")
 	}
+	regAuth, err := m.registryAuth(ctx, ownerID, spec.RegistryCredential)
+	if err != nil {
+		return nil, err
+	}
 	spec = spec.WithDefaults(m.limits)
 	drvName := m.defaultDriver
 	drv := m.drivers[drvName]
@@ -305,7 +316,7 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 	}
 	start := time.Now()
 	fmt.Fprintf(blog, "creating sandbox %s on driver %s (image %s)\n", sb.ID, drvName, spec.ImageBase)
-	ref, err := drv.Create(cctx, CreateRequest{ID: sb.ID, OwnerID: ownerID, Spec: spec, Mounts: m.mounts, Log: blog})
+	ref, err := drv.Create(cctx, CreateRequest{ID: sb.ID, OwnerID: ownerID, Spec: spec, Mounts: m.mounts, Log: blog, RegistryAuth: regAuth})
 	if err != nil {
 		return nil, m.fail(cctx, sb, fmt.Errorf("driver create: %w", err), blog, log, start)
 	}
@@ -340,6 +351,47 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 	fmt.Fprintf(blog, "sandbox running after %s\n", d.Round(time.Millisecond))
 	log.Info("sandbox created", "duration_ms", d.Milliseconds())
 	return sb, nil
+}
+
+// registryAuth resolves a spec's registry_credential to the login in the
+// owner's secret store (nil when the spec names none).
+func (m *Manager) registryAuth(ctx context.Context, ownerID, name string) (*RegistryAuth, error) {
+	if name == "" {
+		return nil, nil
+	}
+	if m.revealSecret == nil {
+		return nil, errs.Field("registry_credential", "the secret store is not configured on this server")
+	}
+	v, err := m.revealSecret(ctx, ownerID, name)
+	if errs.KindOf(err) == errs.NotFound {
+		return nil, errs.Field("registry_credential", fmt.Sprintf("no secret named %q (store it with POST /secrets)", name))
+	}
+	if err != nil {
+		return nil, err
+	}
+	a, ok := ParseRegistryAuth(v)
+	if !ok {
+		return nil, errs.Field("registry_credential", fmt.Sprintf("secret %q must hold username:password or {\"username\": ..., \"password\": ...}", name))
+	}
+	return a, nil
+}
+
+// ParseRegistryAuth reads a registry login from a secret's value:
+// "username:password" or a JSON object with username and password.
+func ParseRegistryAuth(v string) (*RegistryAuth, bool) {
+	v = strings.TrimSpace(v)
+	if strings.HasPrefix(v, "{") {
+		var a struct{ Username, Password string }
+		if json.Unmarshal([]byte(v), &a) != nil || a.Username == "" || a.Password == "" {
+			return nil, false
+		}
+		return &RegistryAuth{Username: a.Username, Password: a.Password}, true
+	}
+	u, p, ok := strings.Cut(v, ":")
+	if !ok || u == "" || p == "" || strings.ContainsAny(u, "\n\r") {
+		return nil, false
+	}
+	return &RegistryAuth{Username: u, Password: p}, true
 }
 
 // fail records a failed create and returns the error for the caller: a

@@ -16,7 +16,7 @@ const (
 )
 
 // Network is a sandbox's network. In JSON it is the string "none" or
-// "full", or an object {"allow": ["api.github.com", "registry.npmjs.org:443",
+// "full", or an object {"allow": ["api.github.com", "packages.example.com:443",
 // "10.0.0.0/8"]} naming the only hosts (resolved by the server) and CIDRs,
 // each with an optional port, the sandbox may reach.
 type Network struct {

@@ -41,6 +41,10 @@ type Spec struct {
 	Labels             map[string]string `json:"labels,omitempty"`
 	FromSnapshot       string            `json:"from_snapshot,omitempty"`
 	GPU                string            `json:"gpu,omitempty"`
+	// RegistryCredential names the owner's stored secret (POST /secrets)
+	// that pulls image_base from a private registry: "username:password"
+	// or {"username": ..., "password": ...}. Only the name is stored.
+	RegistryCredential string `json:"registry_credential,omitempty"`
 }
 
 // Sandbox is the persisted record of one sandbox.

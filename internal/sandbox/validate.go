@@ -127,6 +127,9 @@ var (
 	imageRefRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$`)
 )
 
+// secretNameRE is the secret store's name rule (internal/secrets).
+var secretNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
 // Validate checks a spec against the limits and returns an errs.Invalid
 // error naming every bad field, or nil. It does not change s; see
 // WithDefaults.
@@ -142,6 +145,14 @@ func (s Spec) Validate(l Limits) error {
 			bad("image_base", "longer than %d characters", maxImageRefLen)
 		case !imageRefRE.MatchString(s.ImageBase) || strings.Contains(s.ImageBase, ".."):
 			bad("image_base", "not an image reference (e.g. alpine:3.20 or registry.example.com/team/img@sha256:...)")
+		}
+	}
+	if s.RegistryCredential != "" {
+		switch {
+		case !secretNameRE.MatchString(s.RegistryCredential):
+			bad("registry_credential", "must name a stored secret (1-64 letters, digits, '.', '_', '-')")
+		case s.ImageBase == "" || s.ImageBase == "host":
+			bad("registry_credential", "needs an image_base from a registry")
 		}
 	}
 	if l.MaxDockerfileCommands > 0 && len(s.DockerfileCommands) > l.MaxDockerfileCommands {

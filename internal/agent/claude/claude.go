@@ -128,8 +128,14 @@ func (c *CLI) Command(req agent.CommandRequest) ([]string, map[string]string) {
 	if req.Root {
 		env["IS_SANDBOX"] = "1"
 	}
-	env["ANTHROPIC_BASE_URL"] = req.BaseURL
-	env["ANTHROPIC_API_KEY"] = req.APIKey
+	// Empty (direct mode without a server-side upstream): the CLI's own
+	// default and the sandbox's env stand.
+	if req.BaseURL != "" {
+		env["ANTHROPIC_BASE_URL"] = req.BaseURL
+	}
+	if req.APIKey != "" {
+		env["ANTHROPIC_API_KEY"] = req.APIKey
+	}
 	delete(env, "ANTHROPIC_AUTH_TOKEN")
 	return argv, env
 }

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/image"
 	"github.com/techbossai/techboss/internal/sandbox"
@@ -21,7 +23,7 @@ import (
 
 // resolveImage returns the root filesystem for a spec: the host skeleton or
 // a pulled image, plus the cached or freshly built dockerfile_commands layer.
-func (d *Driver) resolveImage(ctx context.Context, sp sandbox.Spec, log io.Writer) (image.Rootfs, error) {
+func (d *Driver) resolveImage(ctx context.Context, sp sandbox.Spec, regAuth *sandbox.RegistryAuth, log io.Writer) (image.Rootfs, error) {
 	// Validate the commands before any pull, so a bad line fails fast.
 	if _, err := image.Parse(sp.DockerfileCommands); err != nil {
 		return image.Rootfs{}, err
@@ -37,7 +39,11 @@ func (d *Driver) resolveImage(ctx context.Context, sp sandbox.Spec, log io.Write
 			Config: image.Config{Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}}
 	default:
 		var err error
-		base, err = d.images.Pull(ctx, sp.ImageBase, log)
+		var auth authn.Authenticator
+		if regAuth != nil {
+			auth = &authn.Basic{Username: regAuth.Username, Password: regAuth.Password}
+		}
+		base, err = d.images.PullAuth(ctx, sp.ImageBase, auth, log)
 		if err != nil {
 			return image.Rootfs{}, err
 		}

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/techbossai/techboss/internal/errs"
@@ -186,4 +189,65 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name, kind string) floa
 		}
 	}
 	return 0
+}
+
+// A private registry: a create pulls with the spec's login, and the
+// image cache, shared by every user, never hands the image to a create
+// without that login (by tag or by digest).
+func TestPrivateRegistryLogin(t *testing.T) {
+	requireHost(t)
+	ref, _ := sandboxtest.PushPrivateBusybox(t, "ci-bot", "s3cr3t-registry-pw")
+	d, err := New(Options{DataDir: t.TempDir(), InitBinary: initBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	create := func(auth *sandbox.RegistryAuth, image string) (sandbox.Ref, error) {
+		r, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{ImageBase: image}, RegistryAuth: auth})
+		if err == nil {
+			t.Cleanup(func() { _ = d.Destroy(context.Background(), r) })
+		}
+		return r, err
+	}
+	wantField := func(err error, field string) {
+		t.Helper()
+		var e *errs.Error
+		if !errors.As(err, &e) || len(e.Fields) == 0 || e.Fields[0].Field != field {
+			t.Fatalf("err = %v, want a field error on %s", err, field)
+		}
+		if strings.Contains(err.Error(), "s3cr3t-registry-pw") {
+			t.Fatalf("the error shows the password: %v", err)
+		}
+	}
+	// No login, or a wrong one: refused, naming what to fix.
+	_, err = create(nil, ref)
+	wantField(err, "image_base")
+	_, err = create(&sandbox.RegistryAuth{Username: "ci-bot", Password: "wrong"}, ref)
+	wantField(err, "registry_credential")
+
+	sb, err := create(&sandbox.RegistryAuth{Username: "ci-bot", Password: "s3cr3t-registry-pw"}, ref)
+	if err != nil {
+		t.Fatalf("create with the login: %v", err)
+	}
+	if got := mustSh(t, d, sb, "echo $IMAGE_VAR"); got != "from-image\n" {
+		t.Fatalf("got %q", got)
+	}
+	// The image is now in the cache: without the login it stays refused,
+	// by tag and by digest (a leaked digest does not open it).
+	_, err = create(nil, ref)
+	wantField(err, "image_base")
+	nref, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(nref, remote.WithAuth(&authn.Basic{Username: "ci-bot", Password: "s3cr3t-registry-pw"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = create(nil, strings.TrimSuffix(ref, ":latest")+"@"+desc.Digest.String())
+	wantField(err, "image_base")
+	// With the login again, the cached layers are used (no second pull).
+	if _, err := create(&sandbox.RegistryAuth{Username: "ci-bot", Password: "s3cr3t-registry-pw"}, ref); err != nil {
+		t.Fatal(err)
+	}
 }

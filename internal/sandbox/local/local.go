@@ -499,7 +499,7 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 			d.mu.Unlock()
 		}()
 	}
-	rf, err := d.resolveImage(ctx, sp, req.Log)
+	rf, err := d.resolveImage(ctx, sp, req.RegistryAuth, req.Log)
 	if err != nil {
 		return "", err
 	}

@@ -203,3 +203,72 @@ func evTypes(evs []agent.Event) []string {
 	}
 	return ts
 }
+
+// TestClaudeDirectKeyFromModalSecret: direct mode with the key in a Modal
+// secret (TECHBOSS_MODAL_SECRETS) and none on the server: the CLI calls the
+// model with the sandbox's key, and a tool printing it shows
+// [REDACTED] in the run's events.
+func TestClaudeDirectKeyFromModalSecret(t *testing.T) {
+	const key = "sk-ant-from-modal-secret-0123456789"
+	prefix, rel := modeltest.ClaudeInstall(t)
+	startServer(t, modaltest.Options{HostBinds: []modaltest.Bind{{Source: prefix, Target: toolsTarget}},
+		Secrets: map[string]map[string]string{"anthropic-api-key": {"ANTHROPIC_API_KEY": key}}})
+	drv := newDriver(t, modal.Options{Secrets: []string{"anthropic-api-key"}})
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	limits := sandbox.DefaultLimits()
+	limits.AllowFullNetwork = true
+	mgr, err := sandbox.NewManager(sandbox.Deps{Repo: db, Drivers: map[string]sandbox.Driver{"modal": drv}, DefaultDriver: "modal", Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := modeltest.New(t, modeltest.Bash("printenv ANTHROPIC_API_KEY"), modeltest.Text("Done."))
+	if _, err := agent.NewService(agent.Config{Credentials: agent.CredentialsDirect, UpstreamBaseURL: model.URL}, agent.Deps{Store: db, Sandboxes: mgr,
+		CLI: claude.New(claude.Config{Bin: "claude"}), Logger: slog.New(slog.DiscardHandler)}); err == nil {
+		t.Fatal("direct mode without a key anywhere: want a configuration error")
+	}
+	svc, err := agent.NewService(agent.Config{Credentials: agent.CredentialsDirect, UpstreamBaseURL: model.URL, KeyInSandbox: true, Root: true}, agent.Deps{
+		Store: db, Sandboxes: mgr,
+		CLI:    claude.New(claude.Config{Bin: filepath.Join(toolsTarget, rel), Env: map[string]string{"CLAUDE_CODE_MAX_RETRIES": "0"}}),
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = svc.Run(runCtx) })
+	t.Cleanup(func() { stop(); wg.Wait() })
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	sb, err := mgr.Create(cctx, "alice", sandbox.Spec{ImageBase: "host", Network: sandbox.Network{Mode: "full"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = mgr.Terminate(context.Background(), "alice", sb.ID) })
+	r, evs := runToEnd(t, svc, "alice", sb.ID, "show the key")
+	if r.Status != agent.Succeeded {
+		t.Fatalf("run = %+v events %v", r, evTypes(evs))
+	}
+	reqs := model.MessageRequests()
+	if len(reqs) == 0 || reqs[0].Header.Get("X-Api-Key") != key {
+		t.Fatalf("the model was not called with the sandbox's key (%d requests)", len(reqs))
+	}
+	sawRedacted := false
+	for _, ev := range evs {
+		if strings.Contains(string(ev.Data)+ev.Raw, key) {
+			t.Fatalf("event %s shows the key: %s", ev.Type, ev.Data)
+		}
+		sawRedacted = sawRedacted || strings.Contains(string(ev.Data), "[REDACTED]")
+	}
+	if !sawRedacted {
+		t.Fatal("the tool's output of the key was not in the events as [REDACTED]")
+	}
+}

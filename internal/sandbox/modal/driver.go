@@ -336,7 +336,16 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 	}
 
 	var regSecret *modalsdk.Secret
-	if d.opts.RegistrySecret != "" {
+	if a := req.RegistryAuth; a != nil {
+		// The user's own login (registry_credential), as an ephemeral
+		// secret in Modal's registry-secret shape.
+		s, err := d.client.Secrets.FromMap(ctx, map[string]string{"REGISTRY_USERNAME": a.Username, "REGISTRY_PASSWORD": a.Password},
+			&modalsdk.SecretFromMapParams{Environment: d.opts.Environment})
+		if err != nil {
+			return "", mapErr(err, "registry_credential")
+		}
+		regSecret = s
+	} else if d.opts.RegistrySecret != "" {
 		s, err := d.client.Secrets.FromName(ctx, d.opts.RegistrySecret, &modalsdk.SecretFromNameParams{Environment: d.opts.Environment})
 		if err != nil {
 			return "", secretErr(err, d.opts.RegistrySecret)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -523,5 +524,29 @@ func TestNetworkPolicy(t *testing.T) {
 			t.Errorf("network %s: connect to a host listener exited %d (%v), want %d", tc.network, st.Code, err, tc.want)
 		}
 		_ = d.Destroy(testCtx(t), ref)
+	}
+}
+
+// A spec's own registry login (registry_credential, resolved by the
+// Manager) replaces the operator's registry secret for that image, as an
+// ephemeral Modal secret in the registry-secret shape.
+func TestCreateWithRegistryLogin(t *testing.T) {
+	srv := startServer(t, modaltest.Options{})
+	d := newDriver(t, modal.Options{AppName: "tb-test", RegistrySecret: "registry-creds"})
+	ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "owner-1",
+		Spec:         sandbox.Spec{ImageBase: "registry.example.com/team/private:1", RegistryCredential: "team-registry"},
+		RegistryAuth: &sandbox.RegistryAuth{Username: "robot", Password: "pw-123"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Destroy(context.Background(), ref) })
+	creates := srv.Creates()
+	got := creates[len(creates)-1]
+	if got.RegistrySecretName != "" || !maps.Equal(got.RegistryEnv, map[string]string{"REGISTRY_USERNAME": "robot", "REGISTRY_PASSWORD": "pw-123"}) {
+		t.Fatalf("registry secret: name %q env %v", got.RegistrySecretName, got.RegistryEnv)
+	}
+	// Nothing of the login reaches the sandbox's own env.
+	if _, ok := got.Env["REGISTRY_PASSWORD"]; ok {
+		t.Fatalf("sandbox env has the registry password: %v", got.Env)
 	}
 }

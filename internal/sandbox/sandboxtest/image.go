@@ -3,8 +3,10 @@ package sandboxtest
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/subtle"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -90,6 +93,11 @@ func busyboxLayer(t testing.TB, extra []ImageFile) []byte {
 // skips, or fails under TECHBOSS_REQUIRE_ALL=1.
 func PushBusybox(t testing.TB, extra ...ImageFile) (ref string, srv *httptest.Server) {
 	t.Helper()
+	return pushBusybox(t, nil, extra)
+}
+
+func pushBusybox(t testing.TB, auth *authn.Basic, extra []ImageFile) (ref string, srv *httptest.Server) {
+	t.Helper()
 	layerTar := busyboxLayer(t, extra)
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerTar)), nil })
 	if err != nil {
@@ -110,7 +118,13 @@ func PushBusybox(t testing.TB, extra ...ImageFile) (ref string, srv *httptest.Se
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv = httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	var opts []remote.Option
+	if auth != nil {
+		h = basicAuth(h, auth.Username, auth.Password)
+		opts = append(opts, remote.WithAuth(auth))
+	}
+	srv = httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
 	ref = u.Host + "/test/busybox:latest"
@@ -118,8 +132,30 @@ func PushBusybox(t testing.TB, extra ...ImageFile) (ref string, srv *httptest.Se
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(r, img); err != nil {
+	if err := remote.Write(r, img, opts...); err != nil {
 		t.Fatal(err)
 	}
 	return ref, srv
+}
+
+// PushPrivateBusybox is PushBusybox on a registry that answers only
+// requests with HTTP basic auth as username:password (as a private
+// registry does: 401 with a Basic challenge otherwise).
+func PushPrivateBusybox(t testing.TB, username, password string, extra ...ImageFile) (ref string, srv *httptest.Server) {
+	t.Helper()
+	return pushBusybox(t, &authn.Basic{Username: username, Password: password}, extra)
+}
+
+func basicAuth(next http.Handler, user, pass string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(user)) != 1 || subtle.ConstantTimeCompare([]byte(p), []byte(pass)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test registry"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -90,7 +90,7 @@ const MaxAllow = 256
 
 // ParseAllow parses a sandbox's network.allow entries: host names or
 // "*.domain" wildcards, IP addresses or CIDR prefixes, each optionally with
-// a port ("registry.npmjs.org:443", "10.0.0.0/8:5432", "[fd00::/8]:443").
+// a port ("packages.example.com:443", "10.0.0.0/8:5432", "[fd00::/8]:443").
 // Problems are reported per entry as errs.Field("network.allow[i]", reason).
 func ParseAllow(entries []string) ([]Rule, error) {
 	return parseRules("network.allow", entries, true)

@@ -19,7 +19,7 @@ func TestParseAllow(t *testing.T) {
 	}{
 		{in: "api.github.com", want: Rule{Host: "api.github.com"}},
 		{in: "API.GitHub.com.", want: Rule{Host: "api.github.com"}},
-		{in: "registry.npmjs.org:443", want: Rule{Host: "registry.npmjs.org", Port: 443}},
+		{in: "registry.pkgs.test:443", want: Rule{Host: "registry.pkgs.test", Port: 443}},
 		{in: "*.githubusercontent.com", want: Rule{Host: "*.githubusercontent.com"}},
 		{in: "_acme.example.com", want: Rule{Host: "_acme.example.com"}},
 		{in: "localhost", want: Rule{Host: "localhost"}},
@@ -109,7 +109,7 @@ func TestParseOperatorAllowRefusesNames(t *testing.T) {
 }
 
 func TestMatchName(t *testing.T) {
-	rules, err := ParseAllow([]string{"api.github.com", "api.github.com:443", "*.npmjs.org:443", "example.com:80"})
+	rules, err := ParseAllow([]string{"api.github.com", "api.github.com:443", "*.pkgs.test:443", "example.com:80"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,10 +119,10 @@ func TestMatchName(t *testing.T) {
 		ok    bool
 	}{
 		{"api.github.com", []uint16{0, 443}, true},
-		{"registry.npmjs.org", []uint16{443}, true},
-		{"a.b.npmjs.org", []uint16{443}, true},
-		{"npmjs.org", nil, false},
-		{"evilnpmjs.org", nil, false},
+		{"registry.pkgs.test", []uint16{443}, true},
+		{"a.b.pkgs.test", []uint16{443}, true},
+		{"pkgs.test", nil, false},
+		{"evilpkgs.test", nil, false},
 		{"github.com", nil, false},
 		{"example.com", []uint16{80}, true},
 		{"example.com.evil", nil, false},
@@ -138,7 +138,7 @@ func TestMatchName(t *testing.T) {
 // FuzzParseAllow: the parser never panics, accepts only what round-trips,
 // and a host rule is always a valid lower-case name.
 func FuzzParseAllow(f *testing.F) {
-	for _, s := range []string{"api.github.com", "registry.npmjs.org:443", "10.0.0.0/8", "[fd00::/8]:443",
+	for _, s := range []string{"api.github.com", "registry.pkgs.test:443", "10.0.0.0/8", "[fd00::/8]:443",
 		"*.example.com", "::1", "1.2.3.4:65535", "[::ffff:1.2.3.4]:1", "a..b", "fe80::1%lo", "é.com"} {
 		f.Add(s)
 	}

@@ -275,7 +275,11 @@ func (s *Server) createSandbox(appID string, def *pb.Sandbox, sources []*pb.Secr
 	for cur := im; cur != nil; cur = s.images[cur.BaseImageID] {
 		rec.ImageChain = append([][]string{cur.DockerfileCommands}, rec.ImageChain...)
 		if cur.RegistrySecretID != "" {
-			_, rec.RegistrySecretName, _ = s.secretEnvLocked(cur.RegistrySecretID)
+			var env map[string]string
+			env, rec.RegistrySecretName, _ = s.secretEnvLocked(cur.RegistrySecretID)
+			if rec.RegistrySecretName == "" {
+				rec.RegistryEnv = maps.Clone(env) // an ephemeral secret (Secrets.FromMap)
+			}
 		}
 		if cur.snapshotDir != "" && snapshot == "" {
 			snapshot = cur.snapshotDir

@@ -108,15 +108,17 @@ type CreateRecord struct {
 	// to the last (each layer's "FROM ..." line included).
 	ImageChain         [][]string
 	RegistrySecretName string
-	Workdir            string
-	Env                map[string]string // env and secrets, resolved
-	SecretNames        []string          // named secrets attached
-	TimeoutSecs        uint32
-	IdleTimeoutSecs    uint32
-	GPU                string // "TYPE" or "TYPE:N", "" for none
-	MilliCPU           uint32
-	MemoryMB           uint32
-	BlockNetwork       bool
+	// RegistryEnv is the env of an unnamed (ephemeral) registry secret.
+	RegistryEnv     map[string]string
+	Workdir         string
+	Env             map[string]string // env and secrets, resolved
+	SecretNames     []string          // named secrets attached
+	TimeoutSecs     uint32
+	IdleTimeoutSecs uint32
+	GPU             string // "TYPE" or "TYPE:N", "" for none
+	MilliCPU        uint32
+	MemoryMB        uint32
+	BlockNetwork    bool
 	// AllowedDomains is the outbound domain allowlist (recorded only: the
 	// server cannot filter by domain, so such sandboxes keep the network).
 	AllowedDomains []string
