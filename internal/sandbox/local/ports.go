@@ -1,0 +1,228 @@
+package local
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+)
+
+var _ sandbox.Ports = (*Driver)(nil)
+
+// dialTimeout bounds a connection to a port inside a sandbox. The peer is
+// on the sandbox's loopback, so anything slower is a full listen backlog.
+const dialTimeout = 5 * time.Second
+
+// procNetLimit bounds how much of /proc/<pid>/net/tcp* is read (150 bytes
+// a socket: tens of thousands of sockets).
+const procNetLimit = 8 << 20
+
+// ListPorts reads the listening TCP sockets of the sandbox's network
+// namespace from /proc/<pid>/net/tcp and tcp6 of a process in it (under
+// runsc too: gVisor uses host sockets in that namespace). The server's own
+// listeners there (the LLM gateway) are left out.
+func (d *Driver) ListPorts(ctx context.Context, ref sandbox.Ref) ([]sandbox.Port, error) {
+	s, st, err := d.running(ref)
+	if err != nil {
+		return nil, err
+	}
+	own := ownPorts(s)
+	dir := "/proc/" + strconv.Itoa(st.nsPID()) + "/net/"
+	seen := map[string]bool{}
+	out := []sandbox.Port{}
+	for _, f := range []string{"tcp", "tcp6"} {
+		ls, err := readListening(dir + f)
+		if errors.Is(err, os.ErrNotExist) && f == "tcp6" {
+			continue // no IPv6 in this kernel
+		}
+		if err != nil {
+			if !st.alive() {
+				return nil, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
+			}
+			return nil, fmt.Errorf("read listening ports: %w", err)
+		}
+		for _, ap := range ls {
+			p := int(ap.Port())
+			key := ap.String()
+			if own[p] || seen[key] {
+				continue
+			}
+			seen[key] = true
+			out = append(out, sandbox.Port{Port: p, Address: ap.Addr().String()})
+		}
+	}
+	slices.SortFunc(out, func(a, b sandbox.Port) int {
+		if a.Port != b.Port {
+			return a.Port - b.Port
+		}
+		return strings.Compare(a.Address, b.Address)
+	})
+	return out, nil
+}
+
+// DialPort connects to port on the sandbox's loopback (127.0.0.1, then
+// ::1) from a thread inside its network namespace, as Listen does.
+func (d *Driver) DialPort(ctx context.Context, ref sandbox.Ref, port int) (net.Conn, error) {
+	s, st, err := d.running(ref)
+	if err != nil {
+		return nil, err
+	}
+	if ownPorts(s)[port] {
+		return nil, errs.E(errs.BadGateway, "nothing the sandbox serves listens on port %d", port)
+	}
+	nsf, err := os.Open("/proc/" + strconv.Itoa(st.nsPID()) + "/ns/net")
+	if err != nil {
+		if !st.alive() {
+			return nil, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
+		}
+		return nil, fmt.Errorf("open sandbox network namespace: %w", err)
+	}
+	defer nsf.Close()
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// Deliberately no UnlockOSThread: the thread is in the sandbox's
+		// namespace and must die with this goroutine.
+		if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("enter sandbox network namespace: %w", err)}
+			return
+		}
+		var dl net.Dialer
+		var c net.Conn
+		var err error
+		for _, host := range []string{"127.0.0.1", "::1"} {
+			c, err = dl.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+			if err == nil || !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.EADDRNOTAVAIL) && !errors.Is(err, syscall.ENETUNREACH) {
+				break
+			}
+		}
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		if errors.Is(r.err, syscall.ECONNREFUSED) || errors.Is(r.err, syscall.EADDRNOTAVAIL) || errors.Is(r.err, syscall.ENETUNREACH) {
+			return nil, errs.E(errs.BadGateway, "nothing listens on port %d in the sandbox", port)
+		}
+		if ctx.Err() != nil && errors.Is(r.err, ctx.Err()) || errors.Is(r.err, os.ErrDeadlineExceeded) {
+			return nil, errs.E(errs.BadGateway, "port %d in the sandbox did not accept a connection within %s", port, dialTimeout)
+		}
+		return nil, fmt.Errorf("dial port %d in sandbox: %w", port, r.err)
+	}
+	return r.c, nil
+}
+
+// running returns the live sandbox behind ref and a copy of its state.
+func (d *Driver) running(ref sandbox.Ref) (*sbx, state, error) {
+	s, err := d.get(ref)
+	if err != nil {
+		return nil, state{}, err
+	}
+	s.mu.Lock()
+	st, gone := s.st, s.gone
+	s.mu.Unlock()
+	if gone || !st.alive() {
+		return nil, state{}, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
+	}
+	return s, st, nil
+}
+
+// ownPorts are the ports of the server's listeners in the sandbox (Listen).
+func ownPorts(s *sbx) map[int]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	own := map[int]bool{}
+	for _, l := range s.listeners {
+		if a, ok := l.Addr().(*net.TCPAddr); ok {
+			own[a.Port] = true
+		}
+	}
+	return own
+}
+
+// readListening returns the local addresses of the sockets in state
+// LISTEN in a /proc/net/tcp or tcp6 file.
+func readListening(path string) ([]netip.AddrPort, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return parseListening(io.LimitReader(f, procNetLimit))
+}
+
+// tcpListen is the kernel's TCP_LISTEN state as /proc/net/tcp prints it.
+const tcpListen = "0A"
+
+// parseListening parses the /proc/net/tcp format: a header line, then per
+// socket "sl local_address rem_address st ...", addresses as hex
+// ADDR:PORT with ADDR in the kernel's byte order (32-bit words in host
+// order, little-endian here).
+func parseListening(r io.Reader) ([]netip.AddrPort, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 512), 4096)
+	var out []netip.AddrPort
+	first := true
+	for sc.Scan() {
+		if first {
+			first = false
+			continue
+		}
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 {
+			return nil, fmt.Errorf("short line %q", sc.Text())
+		}
+		if f[3] != tcpListen {
+			continue
+		}
+		ap, err := parseProcAddr(f[1])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ap)
+	}
+	return out, sc.Err()
+}
+
+func parseProcAddr(s string) (netip.AddrPort, error) {
+	h, p, ok := strings.Cut(s, ":")
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("address %q: no port", s)
+	}
+	port, err := strconv.ParseUint(p, 16, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("address %q: %w", s, err)
+	}
+	b, err := hex.DecodeString(h)
+	if err != nil || (len(b) != 4 && len(b) != 16) {
+		return netip.AddrPort{}, fmt.Errorf("address %q: not an IPv4 or IPv6 address", s)
+	}
+	// Each 32-bit word is in host byte order (little-endian on the
+	// architectures we build for).
+	for i := 0; i < len(b); i += 4 {
+		b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return netip.AddrPortFrom(a.Unmap(), uint16(port)), nil
+}
