@@ -32,6 +32,7 @@ var subtests = []struct {
 	{"Runs", Runs},
 	{"Usage", Usage},
 	{"Budgets", Budgets},
+	{"PreviewLinks", testPreviewLinks},
 }
 
 // Exercise runs every conformance subtest, each on a fresh database from open.
