@@ -110,6 +110,7 @@ func apiOps() [][]apiOp {
 		snapshotOps,
 		secretOps,
 		pprofOps,
+		portOps,
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(requestID, s.observe)
+	r.Use(s.previewHost) // {port}-{id}.preview.<domain>: the preview proxy's host form (ports.go)
 	r.NotFound(s.api(func(w http.ResponseWriter, r *http.Request) error {
 		return errNoRoute(r)
 	}))
@@ -27,6 +28,7 @@ func (s *server) routes() http.Handler {
 	// LLM gateway, or static assets): add ONE line each below.
 	web.Mount(r) // the embedded web UI: GET / and /static/*
 	s.mountGateway(r)
+	s.mountPreview(r)
 
 	// Authenticated routes: currentUser(r) is non-nil in here.
 	r.Group(func(r chi.Router) {
@@ -39,6 +41,7 @@ func (s *server) routes() http.Handler {
 		s.mountSnapshots(r)
 		s.mountSecrets(r)
 		s.mountPprof(r)
+		s.mountPorts(r)
 	})
 	return r
 }

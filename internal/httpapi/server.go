@@ -41,6 +41,12 @@ type Deps struct {
 	Snapshots *snapshot.Service
 	// Secrets is the users' secret store; nil answers 503 on /secrets.
 	Secrets *secrets.Store
+	// PreviewLinks issues and checks share links to sandbox ports; nil
+	// answers 503 on the link routes (the owner still reaches previews).
+	PreviewLinks *sandbox.PreviewLinks
+	// PreviewDomain turns on the preview host form
+	// {port}-{id}.preview.<PreviewDomain> (TECHBOSS_PREVIEW_DOMAIN).
+	PreviewDomain string
 	// Gateway is the Anthropic passthrough mounted at /llm/anthropic
 	// (outside session auth: it checks run and API tokens itself); nil = not mounted.
 	Gateway http.Handler
@@ -88,6 +94,9 @@ type server struct {
 	metrics *httpMetrics
 	csrf    *http.CrossOriginProtection
 	streams streamCount
+
+	previewOnce sync.Once
+	previewRT   *http.Transport // the preview proxy's (ports.go)
 }
 
 // Server is the HTTP handler for the whole API.
