@@ -80,6 +80,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		Snapshots:      dom.snapshots,
 		Runs:           dom.runs,
 		Secrets:        dom.secrets,
+		PreviewLinks:   dom.previews,
+		PreviewDomain:  cfg.PreviewDomain,
 		Gateway:        dom.gateway,
 		LLM:            dom.llm,
 		Logger:         log,

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -99,6 +101,7 @@ type domains struct {
 	gateway   http.Handler
 	llm       *httpapi.LLMDeps
 	secrets   *secrets.Store
+	previews  *sandbox.PreviewLinks
 	// ready are the checks /readyz runs besides the database's.
 	ready []httpapi.ReadyCheck
 	// runners are started by run() and return when ctx is done.
@@ -293,6 +296,13 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		return nil, fmt.Errorf("sandbox manager: %w", err)
 	}
 	d.sandboxes = mgr
+	// Share-link tokens are signed with a key derived from the secret key,
+	// so every replica checks every replica's links.
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte("techboss preview links"))
+	if d.previews, err = sandbox.NewPreviewLinks(mgr, db, mac.Sum(nil), time.Now); err != nil {
+		return nil, err
+	}
 
 	llmCfg, err := llm.LoadConfig(getenv)
 	if err != nil {

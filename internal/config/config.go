@@ -70,6 +70,7 @@ type Config struct {
 	SnapshotKeepLast    int           // TECHBOSS_SNAPSHOT_KEEP_LAST: versions kept per sandbox (0: no count limit)
 	SnapshotKeepFor     time.Duration // TECHBOSS_SNAPSHOT_KEEP_FOR: versions younger than this are kept (0: no age limit)
 	SnapshotMirror      bool          // TECHBOSS_SNAPSHOT_MIRROR: also keep the latest files as plain objects
+	PreviewDomain       string        // TECHBOSS_PREVIEW_DOMAIN: wildcard domain of the preview host form ({port}-{id}.preview.<domain>)
 	ModalApp            string        // MODAL_APP_NAME
 	ModalEnvironment    string        // MODAL_ENVIRONMENT
 	ModalSecrets        []string      // TECHBOSS_MODAL_SECRETS: Modal secrets attached to every Modal sandbox
@@ -125,6 +126,7 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_RUNSC_BIN", "runsc-bin", "", "gVisor's runsc, with TECHBOSS_LOCAL_RUNTIME=runsc (default: ./.tools/bin/runsc, which `TECHBOSS_LOCAL_RUNTIME=runsc scripts/deps.sh run` builds, then PATH)", str(&c.RunscBin)},
 		{"TECHBOSS_RUNSC_PLATFORM", "runsc-platform", "systrap", "gVisor's platform: systrap | ptrace (both without KVM)", oneOf(&c.RunscPlatform, "systrap", "ptrace")},
 		{"TECHBOSS_NETWORK_ALLOW", "network-allow", "", "comma-separated private or link-local CIDRs (optionally :port) that sandboxes with network may reach, e.g. a corporate proxy; empty: none", list(&c.NetworkAllow)},
+		{"TECHBOSS_PREVIEW_DOMAIN", "preview-domain", "", "domain[:port] whose wildcard *.preview.<domain> points at this server: sandbox ports are then also served at {port}-{id}.preview.<domain>, an origin of their own (empty: only the path form /sandbox/{id}/ports/{port}/)", str(&c.PreviewDomain)},
 		{"TECHBOSS_SNAPSHOT_AFTER_RUN", "snapshot-after-run", "true", "snapshot the workspace after every agent run", boolean(&c.SnapshotAfterRun)},
 		{"TECHBOSS_SNAPSHOT_ON_STOP", "snapshot-on-stop", "true", "snapshot the workspace before terminate and idle stop", boolean(&c.SnapshotOnStop)},
 		{"TECHBOSS_SNAPSHOT_KEEP_LAST", "snapshot-keep-last", "0", "snapshot versions kept per sandbox (0: keep all, unless keep-for limits them)", count(&c.SnapshotKeepLast)},
@@ -227,6 +229,9 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 			return fmt.Errorf("config: invalid TECHBOSS_TRUSTED_ORIGINS entry %q: want scheme://host[:port]", o)
 		}
+	}
+	if c.PreviewDomain != "" && !validPreviewDomain(c.PreviewDomain) {
+		return fmt.Errorf("config: invalid TECHBOSS_PREVIEW_DOMAIN=%q: want a lowercase domain name with an optional :port, e.g. example.com", c.PreviewDomain)
 	}
 	if c.S3Endpoint != "" {
 		if err := checkHTTPURL(c.S3Endpoint); err != nil {
@@ -446,4 +451,29 @@ func prefixes(p *[]netip.Prefix) func(string) error {
 		*p = out
 		return nil
 	}
+}
+
+// validPreviewDomain accepts domain[:port]: dot-separated labels of
+// lowercase letters, digits and inner hyphens.
+func validPreviewDomain(d string) bool {
+	host, port, hasPort := strings.Cut(d, ":")
+	if hasPort {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return false
+		}
+	}
+	if host == "" || len(host) > 200 {
+		return false
+	}
+	for l := range strings.SplitSeq(host, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -77,6 +77,8 @@ func TestInvalidNamesTheSetting(t *testing.T) {
 		{nil, []string{"-trusted-proxies", "256.1.1.1"}, "-trusted-proxies"},
 		{map[string]string{"TECHBOSS_LOCAL_RUNTIME": "kata"}, nil, "TECHBOSS_LOCAL_RUNTIME"},
 		{map[string]string{"TECHBOSS_RUNSC_PLATFORM": "kvm"}, nil, "TECHBOSS_RUNSC_PLATFORM"},
+		{map[string]string{"TECHBOSS_PREVIEW_DOMAIN": "https://example.com"}, nil, "TECHBOSS_PREVIEW_DOMAIN"},
+		{map[string]string{"TECHBOSS_PREVIEW_DOMAIN": "*.example.com"}, nil, "TECHBOSS_PREVIEW_DOMAIN"},
 		{nil, []string{"extra"}, "unexpected argument"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
@@ -137,5 +139,14 @@ func TestHelp(t *testing.T) {
 	_, err := Load([]string{"-h"}, env(nil), &b)
 	if !errors.Is(err, ErrHelp) || !strings.Contains(b.String(), "TECHBOSS_DATA_DIR") {
 		t.Fatalf("err %v, usage %q", err, b.String())
+	}
+}
+
+func TestPreviewDomain(t *testing.T) {
+	for _, d := range []string{"example.com", "dev.example.com:8443", "localhost"} {
+		c, err := Load(nil, env(map[string]string{"TECHBOSS_PREVIEW_DOMAIN": d}), io.Discard)
+		if err != nil || c.PreviewDomain != d {
+			t.Errorf("TECHBOSS_PREVIEW_DOMAIN=%s: %v, %q", d, err, c.PreviewDomain)
+		}
 	}
 }
