@@ -90,7 +90,7 @@ var errorDescriptions = map[int]string{
 	http.StatusUnprocessableEntity:   "`invalid`: `fields` names each bad field",
 	http.StatusFailedDependency:      "`failed_dependency`: S3 (or a registry) refused or is unreachable; the message names the bucket",
 	http.StatusTooManyRequests:       "`too_many_requests`: slow down (Retry-After when known)",
-	http.StatusBadGateway:            "`bad_gateway`: an upstream model API answered badly",
+	http.StatusBadGateway:            "`bad_gateway`: an upstream model API answered badly, or nothing listens on the sandbox port",
 	http.StatusServiceUnavailable:    "`unavailable`: the database is unreachable (retry after Retry-After), or a feature is not configured",
 	http.StatusInsufficientStorage:   "`insufficient_storage`: a disk is full; the message names which (the data dir, the blob store, an S3 bucket)",
 }
