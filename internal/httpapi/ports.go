@@ -275,13 +275,30 @@ func (s *server) previewAccess(w http.ResponseWriter, r *http.Request, id, portS
 	if tok == "" && cookieTok == "" && authz == "" && (hostForm || sessErr != nil) {
 		return nil, errs.E(errs.Unauthenticated, "authentication required: a share link, or the owner's API token (or, on the server's own host, session)")
 	}
+	useLink := tok != "" || (authz == "" && cookieTok != "")
+	var ownerID string
+	if !useLink {
+		// The host form got here with an Authorization header: the check
+		// above refused it without one, so its session cookie is unused.
+		// The caller is known before the port is looked at, as on every
+		// authenticated route.
+		u, method, err := s.userFromRequest(r)
+		if err == nil && method == authCookie {
+			err = s.checkOrigin(r)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if info, ok := r.Context().Value(accessKey).(*accessInfo); ok {
+			info.userID = u.ID
+		}
+		ownerID = u.ID
+	}
 	port, err := sandbox.CheckPort(portStr)
 	if err != nil {
 		return nil, err
 	}
-	t := &previewTarget{sandboxID: id, port: port}
-	switch {
-	case tok != "" || (authz == "" && cookieTok != ""):
+	if useLink {
 		links, err := s.previewLinks()
 		if err != nil {
 			return nil, err
@@ -290,7 +307,7 @@ func (s *server) previewAccess(w http.ResponseWriter, r *http.Request, id, portS
 		if err != nil {
 			return nil, err
 		}
-		t.ownerID = l.OwnerID
+		ownerID = l.OwnerID
 		if tok != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			path := "/"
 			if !hostForm {
@@ -309,22 +326,8 @@ func (s *server) previewAccess(w http.ResponseWriter, r *http.Request, id, portS
 			http.Redirect(w, r, u.String(), http.StatusSeeOther)
 			return nil, nil
 		}
-	default:
-		// The host form got here with an Authorization header: the check
-		// above refused it without one, so its session cookie is unused.
-		u, method, err := s.userFromRequest(r)
-		if err == nil && method == authCookie {
-			err = s.checkOrigin(r)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if info, ok := r.Context().Value(accessKey).(*accessInfo); ok {
-			info.userID = u.ID
-		}
-		t.ownerID = u.ID
 	}
-	return t, nil
+	return &previewTarget{ownerID: ownerID, sandboxID: id, port: port}, nil
 }
 
 // previewSameSite: the path form's documents are an opaque origin (CSP

@@ -151,7 +151,7 @@ func TestEveryRouteUnavailableWhileDatabaseDown(t *testing.T) {
 				Error errorBody `json:"error"`
 			}
 			_ = json.Unmarshal(b, &e)
-			if resp.StatusCode != http.StatusServiceUnavailable || e.Error.Code != "unavailable" {
+			if resp.StatusCode != http.StatusServiceUnavailable || (e.Error.Code != "unavailable" && rt.method != "HEAD") { // a HEAD answer has no body
 				t.Errorf("got %d %s, want 503 unavailable", resp.StatusCode, b)
 			}
 			if ra := resp.Header.Get("Retry-After"); ra == "" {
