@@ -26,6 +26,7 @@ suite=(
   "./internal/llm/gateway ^Benchmark(GatewayFirstByte|OpenAIGatewayFirstByte)$"
   "./internal/agent ^Benchmark(RunWallVsBareCLI|CrossReplicaEvent|ApprovalRoundTrip)$"
   "./internal/sandbox/local/runsc ^Benchmark(RunscStartFirstExec|RunscExecTrue)$"
+  "./internal/httpapi ^Benchmark(PreviewProxy)$"
 )
 status=0
 start=$SECONDS

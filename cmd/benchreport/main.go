@@ -58,6 +58,7 @@ var targets = map[string][]target{
 	"Restore":             {{"MiB/s", "ratio>=", 0.70}},
 	"CLILineToSSE":        {{"p99-ms", "<=", 2}},
 	"CLIDeltaToSSE":       {{"p99-ms", "<=", 2}},
+	"PreviewProxy":        {{"added-p50-ms", "<=", 1}},
 }
 
 var lineRE = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)
