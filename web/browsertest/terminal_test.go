@@ -83,6 +83,10 @@ func TestTerminalUI(t *testing.T) {
 	b.waitJS("session listed", fmt.Sprintf(`!!document.querySelector('tr[data-session=%q]')`, sid))
 	b.checkA11y("terminal")
 	b.shotBoth("sandbox-terminal")
+	// Tab belongs to the shell; Ctrl+Shift+E is the way out for the keyboard.
+	b.do("leave the terminal", chromedp.KeyEvent("e", chromedp.KeyModifiers(chromedp.ModifierCtrl|chromedp.ModifierShift)))
+	b.waitJS("focus on New session", `document.activeElement && document.activeElement.textContent === "New session"`)
+	b.do("back into the terminal", chromedp.Focus(chromedp.CSS(".term .xterm-helper-textarea")))
 
 	// A dropped connection: the page re-attaches to the same session and the
 	// server's scrollback brings the screen back.

@@ -47,9 +47,11 @@ export function terminalPanel(id) {
       h("th", { class: "num" }, "Viewers"), h("th", {}, h("span", { class: "sr-only" }, "Actions")))), sessionsBody),
     h("p", { class: "muted small empty-sessions", hidden: true }, "No sessions."),
     sessionsErr);
+  const hint = h("p", { class: "muted small", id: "term-hint" },
+    "Every key goes to the shell, Tab included. Ctrl+Shift+E moves the focus out of the terminal.");
   const el = h("div", {},
     h("div", { class: "panel term-panel" },
-      h("div", { class: "row" }, newSession, h("span", { class: "grow" }), status), err, note, screen),
+      h("div", { class: "row" }, newSession, h("span", { class: "grow" }), status), err, note, screen, hint),
     sessions);
 
   let term = null;
@@ -88,6 +90,17 @@ export function terminalPanel(id) {
     term.loadAddon(fit);
     term.open(screen);
     dark.addEventListener("change", onScheme);
+    // The one key the terminal does not take: a way out for keyboard users.
+    term.attachCustomKeyEventHandler((e) => {
+      if (e.type === "keydown" && e.ctrlKey && e.shiftKey && !e.altKey && e.code === "KeyE") {
+        e.preventDefault();
+        (newSession.disabled ? document.getElementById("tab-terminal") : newSession).focus();
+        return false;
+      }
+      return true;
+    });
+    const input = screen.querySelector("textarea");
+    if (input) input.setAttribute("aria-describedby", "term-hint");
     term.onData((d) => send(enc.encode(d)));
     term.onBinary((d) => send(Uint8Array.from(d, (c) => c.charCodeAt(0) & 0xff)));
     term.onResize(({ cols, rows }) => {
@@ -157,11 +170,6 @@ export function terminalPanel(id) {
         showError(err, new Error(`Could not open a terminal${e.reason ? `: ${e.reason}` : ""}.`));
         return;
       }
-      if (!attached && e.code === 1008) { // the session is gone (policy: unknown session_id)
-        sessionID = null;
-        setStatus("The session is gone. Start a new one with New session.");
-        return;
-      }
       // Dropped: re-attach with the session id after a short, growing pause.
       retries++;
       if (retries > 30) {
@@ -169,8 +177,33 @@ export function terminalPanel(id) {
         return;
       }
       setStatus("Reconnecting…");
-      retryTimer = setTimeout(connect, Math.min(250 * 2 ** Math.min(retries, 5), 5000));
+      const wait = Math.min(250 * 2 ** Math.min(retries, 5), 5000);
+      if (attached) { retryTimer = setTimeout(connect, wait); return; }
+      // Re-attaching failed: if the server no longer has the session (its
+      // grace period ran out, it was ended), say so instead of retrying.
+      retryTimer = setTimeout(async () => {
+        const sid = sessionID;
+        if (await sessionGone(sid)) {
+          if (sessionID !== sid) return;
+          sessionID = null;
+          delete screen.dataset.session;
+          setStatus("The session has ended. Start a new one with New session.");
+          refreshSessions();
+          return;
+        }
+        if (!disposed && sessionID === sid && !ws) connect();
+      }, wait);
     });
+  }
+
+  // sessionGone is true when the sandbox's session list answers without sid.
+  async function sessionGone(sid) {
+    try {
+      const data = await api("GET", `/sandbox/${encodeURIComponent(id)}/pty/sessions`);
+      return !((data && data.sessions) || []).some((s) => s.session_id === sid);
+    } catch {
+      return false; // unreachable: keep trying
+    }
   }
 
   function disconnect() {
