@@ -11,8 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // requireRoutes skips the test, naming the route, when the server's OpenAPI
@@ -46,11 +48,39 @@ func requireRoutes(t *testing.T, s *stack, routes ...string) {
 // rowsJS is true when a line of the terminal's screen reads exactly %q.
 const termLineJS = `[...document.querySelectorAll(".term .xterm-rows > div")].some(r => r.textContent.trim() === %q)`
 
-// typeInTerminal types text (with "\r" for Enter) into the focused terminal.
+// typeInTerminal types text (with "\r" for Enter) into the focused
+// terminal as a keyboard does: one keyDown carrying the text, then keyUp.
+// (chromedp.KeyEvent sends the text as a separate char event as well,
+// which a terminal, reading both the key and the text input, types twice.)
 func (b *browser) typeInTerminal(text string) {
 	b.t.Helper()
 	b.waitJS("terminal focused", `document.activeElement && document.activeElement.classList.contains("xterm-helper-textarea")`)
-	b.do("type "+text, chromedp.KeyEvent(text))
+	b.do("type "+text, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		for _, r := range text {
+			var down, up *input.DispatchKeyEventParams
+			for _, k := range kb.Encode(r) {
+				switch k.Type {
+				case kb.KeyDown:
+					down = k
+				case kb.KeyUp:
+					up = k
+				case kb.KeyChar:
+					if down != nil {
+						down.Text, down.UnmodifiedText = k.Text, k.UnmodifiedText
+					}
+				}
+			}
+			for _, k := range []*input.DispatchKeyEventParams{down, up} {
+				if k == nil {
+					continue
+				}
+				if _, err := chromedp.Call(ctx, input.DispatchKeyEvent, *k); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}))
 }
 
 // TestTerminalUI types `echo hi` into the Terminal tab (xterm.js over the

@@ -249,12 +249,15 @@ export function terminalPanel(id) {
     sessions.querySelector(".empty-sessions").hidden = list.length > 0;
     sessionsBody.replaceChildren(...list.map((s) => {
       const mine = s.session_id === sessionID;
-      const attach = h("button", { type: "button", disabled: mine, "aria-label": `Attach to ${s.session_id}` }, mine ? "Attached" : "Attach");
+      const attach = h("button", { type: "button", disabled: mine, "aria-label": `${mine ? "Attached" : "Attach"} to ${s.session_id}` }, mine ? "Attached" : "Attach");
       attach.addEventListener("click", () => attachTo(s.session_id));
       const end = h("button", { type: "button", class: "danger", "aria-label": `End ${s.session_id}` }, "End");
       end.addEventListener("click", () => busy(end, sessionsErr, async () => {
         await api("DELETE", `/sandbox/${encodeURIComponent(id)}/pty/sessions/${encodeURIComponent(s.session_id)}`);
         await refreshSessions();
+        // The row is gone: back to the terminal, or to New session if that was this one.
+        if (s.session_id === sessionID || !term) newSession.focus();
+        else term.focus();
       }));
       return h("tr", { dataset: { session: s.session_id } },
         h("td", {}, h("code", {}, s.session_id)),
