@@ -96,6 +96,12 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 	if o.sandboxes {
 		deps.Sandboxes, deps.Snapshots = sandboxManager(t, db, logger, reg, mounts, o.dns)
 		s.snapshots = true
+		// Share links to sandbox ports, signed with a test key.
+		links, err := sandbox.NewPreviewLinks(deps.Sandboxes, db, []byte("a preview-link signing key of the browser tests"), time.Now)
+		if err != nil {
+			t.Fatalf("preview links: %v", err)
+		}
+		deps.PreviewLinks = links
 	}
 	if o.agent {
 		s.model = modeltest.New(t, o.script...)
