@@ -106,6 +106,14 @@ func TestTerminalUI(t *testing.T) {
 	// The keyboard is in the terminal as soon as the tab opens.
 	b.typeInTerminal("echo hi\r")
 	b.waitJS("hi printed", fmt.Sprintf(termLineJS, "hi"))
+	// xterm.js styles itself (cell size, 24-bit colours) under the page's
+	// strict CSP through xterm-csp.js: the colour shows, nothing is refused;
+	// a colour too light for the background is darkened (axe checks below).
+	b.typeInTerminal(`printf '\033[38;2;0;90;0mgreen-text\033[0m \033[38;2;10;200;30mpale-text\033[0m\n'` + "\r")
+	b.waitJS("24-bit colour", `[...document.querySelectorAll(".term .xterm-rows span")].some(s => s.textContent === "green-text" && getComputedStyle(s).color === "rgb(0, 90, 0)")`)
+	if h := eval[string](b, `getComputedStyle(document.querySelector(".term .xterm-rows > div")).height`); h == "" || h == "auto" || h == "0px" {
+		t.Errorf("terminal rows have no computed height (%q): xterm's dimension styles were not applied", h)
+	}
 	sid := eval[string](b, `document.querySelector(".term").dataset.session`)
 	if !strings.HasPrefix(sid, "pty_") {
 		t.Fatalf("got session id %q, want pty_…", sid)

@@ -83,6 +83,8 @@ export function terminalPanel(id) {
     if (term || disposed) return !!term;
     term = new mods.Terminal({
       convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14,
+      // Programs pick colours for some background; keep their text readable on ours.
+      minimumContrastRatio: 4.5,
       fontFamily: 'ui-monospace, SFMono-Regular, Menlo, Consolas, monospace',
       theme: dark.matches ? THEMES.dark : THEMES.light,
     });
