@@ -12,7 +12,6 @@ import (
 	"runtime/debug"
 	"strings"
 
-	"github.com/techbossai/techboss/client"
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/config"
 	"github.com/techbossai/techboss/internal/store"
@@ -41,7 +40,24 @@ func commands() []command {
 		{"token create", "create an API token for a user: --email E --name N (prints the token once)", tokenCreate},
 		{"migrate", "run pending database migrations (DATABASE_URL or TECHBOSS_DATA_DIR)", migrate},
 		{"version", "print the version", printVersion},
-		{"whoami", "show the user TECHBOSS_TOKEN acts as, on the server at TECHBOSS_URL", whoami},
+		{"whoami", "show the user you act as on the server", whoami},
+		{"login", "log in: --email E (password asked, or on stdin) or --token-stdin; keeps the token in your config dir", loginCmd},
+		{"logout", "revoke the login's token and forget it", logoutCmd},
+		{"sandbox create", "create a sandbox: [--image I] [--name N] [--env K=V] [--network none|full|hosts] ...; prints its ID", sandboxCreate},
+		{"sandbox ls", "list your sandboxes [--state S] [--label K=V] [--all]", sandboxList},
+		{"sandbox get", "show a sandbox: SANDBOX", sandboxGet},
+		{"sandbox rm", "terminate sandboxes: SANDBOX...", sandboxRemove},
+		{"exec", "run a command, streaming its output: SANDBOX [--workdir D] [--env K=V] [--stdin] -- CMD [ARG...]; exits with its code", execCmd},
+		{"cp", "copy files and directories: SRC DST, one of them SANDBOX:PATH", cpCmd},
+		{"claude", "run Claude Code, streaming its answer: SANDBOX \"PROMPT\" (Ctrl-C cancels the run)", claudeCmd},
+		{"runs ls", "list a sandbox's runs: SANDBOX", runsList},
+		{"runs logs", "print a run's answer (follows it while it runs): RUN [--after N]", runsLogs},
+		{"snapshot ls", "list a sandbox's snapshots: SANDBOX", snapshotList},
+		{"snapshot create", "snapshot a sandbox's workspace now: SANDBOX", snapshotCreate},
+		{"snapshot restore", "restore a snapshot into a sandbox: SANDBOX SNAPSHOT", snapshotRestore},
+		{"snapshot diff", "paths added (+), removed (-) and changed (~) between snapshots: FROM TO", snapshotDiff},
+		{"ports", "list a sandbox's listening ports and their preview URLs: SANDBOX", portsCmd},
+		{"open", "print the web UI's URL [SANDBOX], or a port's preview URL SANDBOX PORT; --browser opens it", openCmd},
 	}
 }
 
@@ -64,18 +80,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		usage(stderr)
 		return fmt.Errorf("unknown command %q", strings.Join(args, " "))
 	}
-	return best.run(ctx, e, args[words:])
+	err := best.run(ctx, e, args[words:])
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // -h printed the command's flags
+	}
+	return err
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: techboss <command> [flags]")
 	fmt.Fprintln(w)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-17s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Database commands use DATABASE_URL, else SQLite in TECHBOSS_DATA_DIR (./data).")
-	fmt.Fprintln(w, "Client commands talk to TECHBOSS_URL (http://localhost:8080) with TECHBOSS_TOKEN.")
+	fmt.Fprintln(w, "Client commands talk to --server, else TECHBOSS_URL, else the server you logged in to (default")
+	fmt.Fprintln(w, "http://localhost:8080), with TECHBOSS_TOKEN or the token `techboss login` saved. Each takes --json")
+	fmt.Fprintln(w, "for machine-readable output. `techboss COMMAND -h` lists a command's flags.")
 }
 
 // newFlags returns a flag set for a command that reports errors instead of exiting.
@@ -117,36 +139,22 @@ func openStore(ctx context.Context, e *env) (*store.DB, error) {
 	return db, nil
 }
 
-// apiClient returns a client for the server at TECHBOSS_URL (default
-// http://localhost:8080) authenticated with TECHBOSS_TOKEN: what client
-// commands (sandbox, claude, snapshot, ...) use.
-func apiClient(e *env) (*client.Client, error) {
-	base := e.getenv("TECHBOSS_URL")
-	if base == "" {
-		base = "http://localhost:8080"
-	}
-	tok := e.getenv("TECHBOSS_TOKEN")
-	if tok == "" {
-		return nil, errors.New("TECHBOSS_TOKEN is not set (create one with `techboss token create --email E --name N`)")
-	}
-	c, err := client.New(base, client.WithToken(tok))
-	if err != nil {
-		return nil, fmt.Errorf("TECHBOSS_URL: %w", err)
-	}
-	return c, nil
-}
-
 func whoami(ctx context.Context, e *env, args []string) error {
-	if err := parse(newFlags(e, "whoami"), args); err != nil {
+	fs := newFlags(e, "whoami")
+	o := addAPIFlags(fs)
+	if _, err := parseArgs(fs, args, 0, 0, ""); err != nil {
 		return err
 	}
-	c, err := apiClient(e)
+	c, err := connect(e, o)
 	if err != nil {
 		return err
 	}
 	u, err := c.Me(ctx)
 	if err != nil {
 		return err
+	}
+	if o.json {
+		return writeJSON(e.stdout, u)
 	}
 	fmt.Fprintf(e.stdout, "%s (%s, %s)\n", u.Email, u.Role, u.ID)
 	return nil
