@@ -303,6 +303,12 @@ func (s *RunStream) reconnect() error {
 			}
 		}
 		s.retries++
+		// A stream that ended without the done event, of a run that has
+		// ended, past its last event (e.g. After beyond it): nothing follows.
+		if r, err := s.c.Run(s.ctx, s.RunID); err == nil && r.Status != "queued" && r.Status != "running" && s.last >= r.LastSeq {
+			s.done = true
+			return io.EOF
+		}
 		err := s.connect()
 		if err == nil {
 			s.Reconnects++
