@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -165,5 +166,104 @@ func TestClientRunStreamResume(t *testing.T) {
 	}
 	if _, err := c.Cancel(ctx, st.RunID); err == nil {
 		t.Fatal("cancelling an ended run succeeded")
+	}
+}
+
+// TestClientApprovalsAndAccount: a run that asks before its Bash call is
+// answered with AnswerPermission and goes on; then the account calls
+// (secrets, usage, budgets, users) against the same server.
+func TestClientApprovalsAndAccount(t *testing.T) {
+	model := modeltest.New(t,
+		modeltest.Bash("echo approved > /workspace/ok.txt"),
+		modeltest.Text("Done after approval."),
+	)
+	_, c, _ := cliServer(t, model)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sb, err := c.CreateSandbox(ctx, client.SandboxSpec{ImageBase: "host"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Claude(ctx, sb.SandboxID, client.ClaudeRequest{Prompt: "write ok.txt, asking first", PermissionMode: "ask"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var decided *client.PermissionDecision
+	for {
+		ev, err := st.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == "permission_request" {
+			var req client.PermissionRequest
+			if err := json.Unmarshal(ev.Data, &req); err != nil || req.ToolName != "Bash" || req.RequestID == "" {
+				t.Fatalf("permission_request %s: %v", ev.Data, err)
+			}
+			if decided, err = c.AnswerPermission(ctx, st.RunID, req.RequestID, client.Decision{Behavior: "allow"}); err != nil {
+				t.Fatal(err)
+			}
+			var ae *client.Error
+			if _, err := c.AnswerPermission(ctx, st.RunID, req.RequestID, client.Decision{Behavior: "deny"}); !errors.As(err, &ae) || ae.StatusCode != 409 {
+				t.Fatalf("a second answer: %v, want 409", err)
+			}
+		}
+		if ev.Type == "done" {
+			if d := ev.Data; !strings.Contains(string(d), `"succeeded"`) {
+				t.Fatalf("done %s", d)
+			}
+		}
+	}
+	if decided == nil || decided.Behavior != "allow" || decided.Source != "user" {
+		t.Fatalf("decision = %+v", decided)
+	}
+	var file strings.Builder
+	if _, err := c.ReadFile(ctx, sb.SandboxID, "ok.txt", &file); err != nil || file.String() != "approved\n" {
+		t.Fatalf("ok.txt = %q, %v", file.String(), err)
+	}
+
+	// Secrets: write-only, listed by name.
+	if err := c.PutSecret(ctx, "gh_token", "ghp_not_a_real_token"); err != nil {
+		t.Fatal(err)
+	}
+	secs, err := c.ListSecrets(ctx)
+	if err != nil || len(secs) != 1 || secs[0].Name != "gh_token" {
+		t.Fatalf("ListSecrets = %+v, %v", secs, err)
+	}
+	if err := c.DeleteSecret(ctx, "gh_token"); err != nil {
+		t.Fatal(err)
+	}
+	if secs, err := c.ListSecrets(ctx); err != nil || len(secs) != 0 {
+		t.Fatalf("ListSecrets after delete = %+v, %v", secs, err)
+	}
+	// Usage: the run's two model calls, metered.
+	rep, err := c.Usage(ctx, client.UsageOptions{GroupBy: "sandbox"})
+	if err != nil || rep.Total.Requests != 2 || len(rep.Groups) != 1 || rep.Groups[0].Key != sb.SandboxID || rep.Total.CostUSD <= 0 {
+		t.Fatalf("Usage = %+v, %v", rep, err)
+	}
+	var ae *client.Error
+	if _, err := c.Usage(ctx, client.UsageOptions{GroupBy: "week"}); !errors.As(err, &ae) || ae.StatusCode != 422 || ae.Fields[0].Field != "group_by" {
+		t.Fatalf("Usage by week: %v", err)
+	}
+	// Budgets and users.
+	me, err := c.Me(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := c.GetUser(ctx, me.ID); err != nil || u.Email != me.Email {
+		t.Fatalf("GetUser = %+v, %v", u, err)
+	}
+	b, err := c.SetBudget(ctx, me.ID, client.BudgetLimits{MonthlyUSD: 12.5, RequestsPerMinute: 30})
+	if err != nil || !b.Override || b.MonthlyUSD != 12.5 {
+		t.Fatalf("SetBudget = %+v, %v", b, err)
+	}
+	if b, err := c.MyBudget(ctx); err != nil || b.RequestsPerMinute != 30 || b.SpentUSD <= 0 {
+		t.Fatalf("MyBudget = %+v, %v", b, err)
+	}
+	if b, err := c.ResetBudget(ctx, me.ID); err != nil || b.Override {
+		t.Fatalf("ResetBudget = %+v, %v", b, err)
 	}
 }
