@@ -308,14 +308,6 @@ func snapshotDiff(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// portInfo is one listening port (GET /sandbox/{id}/ports).
-type portInfo struct {
-	Port       int    `json:"port"`
-	Address    string `json:"address"`
-	Process    string `json:"process,omitempty"`
-	PreviewURL string `json:"preview_url"`
-}
-
 func portsCmd(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "ports")
 	o := addAPIFlags(fs)
@@ -327,34 +319,29 @@ func portsCmd(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var out struct {
-		Ports []portInfo `json:"ports"`
-	}
-	if err := c.Do(ctx, "GET", "/sandbox/"+url.PathEscape(pos[0])+"/ports", nil, &out); err != nil {
+	ports, err := c.Ports(ctx, pos[0])
+	if err != nil {
 		return err
 	}
-	for i := range out.Ports {
-		out.Ports[i].PreviewURL = absURL(c, out.Ports[i].PreviewURL)
+	for i := range ports {
+		ports[i].PreviewURL = c.PreviewURL(pos[0], ports[i].Port)
 	}
 	if o.json {
-		if out.Ports == nil {
-			out.Ports = []portInfo{}
+		if ports == nil {
+			ports = []client.Port{}
 		}
-		return writeJSON(e.stdout, out.Ports)
+		return writeJSON(e.stdout, ports)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PORT\tADDRESS\tPROCESS\tPREVIEW")
-	for _, p := range out.Ports {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.Port, p.Address, p.Process, p.PreviewURL)
+	for _, p := range ports {
+		u := p.PreviewURL
+		if p.HostURL != "" {
+			u = p.HostURL
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.Port, p.Address, p.Process, u)
 	}
 	return tw.Flush()
-}
-
-func absURL(c *client.Client, p string) string {
-	if p == "" || strings.Contains(p, "://") {
-		return p
-	}
-	return c.BaseURL() + p
 }
 
 func openCmd(ctx context.Context, e *env, args []string) error {
