@@ -50,7 +50,7 @@ func buildCLI(t *testing.T) string {
 
 // cliServer starts a server whose runs talk to model, with an admin
 // account, and returns it and an admin client.
-func cliServer(t *testing.T, model *modeltest.Server) (*instance, *client.Client, map[string]string) {
+func cliServer(t *testing.T, model *modeltest.Server, extra ...map[string]string) (*instance, *client.Client, map[string]string) {
 	t.Helper()
 	sandboxtest.RequireLocal(t)
 	env := map[string]string{
@@ -58,6 +58,11 @@ func cliServer(t *testing.T, model *modeltest.Server) (*instance, *client.Client
 		"TECHBOSS_ADMIN_EMAIL": "admin@example.com", "TECHBOSS_ADMIN_PASSWORD": "bootstrap-password-1",
 		"ANTHROPIC_BASE_URL": model.URL, "ANTHROPIC_API_KEY": "sk-ant-upstream-cli-0123456789",
 		"TECHBOSS_CLAUDE_BIN": modeltest.ClaudeBin(t),
+	}
+	for _, x := range extra {
+		for k, v := range x {
+			env[k] = v
+		}
 	}
 	in := start(t, env)
 	ctx := context.Background()

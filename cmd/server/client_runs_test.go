@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -265,5 +266,56 @@ func TestClientApprovalsAndAccount(t *testing.T) {
 	}
 	if b, err := c.ResetBudget(ctx, me.ID); err != nil || b.Override {
 		t.Fatalf("ResetBudget = %+v, %v", b, err)
+	}
+}
+
+// TestClientChatModelsLogs: /v1/chat whole and streamed, /v1/models, and
+// a sandbox's build log followed to its status.
+func TestClientChatModelsLogs(t *testing.T) {
+	model := modeltest.New(t, modeltest.Text("Four."))
+	_, c, _ := cliServer(t, model, map[string]string{
+		"TECHBOSS_LLM_PROVIDERS": `{"providers": [{"name": "anthropic", "type": "anthropic", "base_url": "` + model.URL + `",
+			"models": [{"id": "claude-sonnet-4-5", "input_per_mtok": 3, "output_per_mtok": 15}], "any_model": true}],
+			"default_provider": "anthropic"}`,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	provs, models, err := c.Models(ctx)
+	if err != nil || len(provs) != 1 || provs[0].Name != "anthropic" || len(models) != 1 || models[0].Price == nil || models[0].Price.OutputPerMTok != 15 {
+		t.Fatalf("Models = %+v %+v, %v", provs, models, err)
+	}
+	req := client.ChatRequest{Model: "claude-sonnet-4-5", Messages: []client.ChatMessage{{Role: "user", Content: "2+2?"}}}
+	res, err := c.Chat(ctx, req)
+	if err != nil || res.Text != "Four." || res.Usage.OutputTokens == 0 || res.CostUSD <= 0 {
+		t.Fatalf("Chat = %+v, %v", res, err)
+	}
+	var text strings.Builder
+	var types []string
+	err = c.ChatStream(ctx, req, func(ev client.ChatEvent) error {
+		types = append(types, ev.Type)
+		text.WriteString(ev.Text)
+		return nil
+	})
+	if err != nil || text.String() != "Four." || types[len(types)-1] != "done" || !slices.Contains(types, "usage") {
+		t.Fatalf("ChatStream: %q %v, %v", text.String(), types, err)
+	}
+	var ae *client.Error
+	if err := c.ChatStream(ctx, client.ChatRequest{Model: "claude-sonnet-4-5"}, func(client.ChatEvent) error { return nil }); !errors.As(err, &ae) || ae.StatusCode != 422 {
+		t.Fatalf("ChatStream without messages: %v", err)
+	}
+
+	// A sandbox whose image is built: its log streams, then its status.
+	sb, err := c.CreateSandbox(ctx, client.SandboxSpec{ImageBase: "host", DockerfileCommands: []string{"RUN echo building-the-image"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	status, _, err := c.FollowSandboxLogs(ctx, sb.SandboxID, &log)
+	if err != nil || status != "running" {
+		t.Fatalf("FollowSandboxLogs = %q, %v; log %q", status, err, log.String())
+	}
+	whole, err := c.SandboxLogs(ctx, sb.SandboxID)
+	if err != nil || log.String() != whole {
+		t.Fatalf("followed log %q, whole log %q, %v", log.String(), whole, err)
 	}
 }
