@@ -187,6 +187,10 @@ class RunStream:
                             raise error_from_body(0, body)
                         ev = RunEvent.from_sse(sse.event, sse.id, sse.data, self.run_id or "")
                         if ev.seq is not None:
+                            if self.last_event_id is not None and ev.seq <= self.last_event_id:
+                                raise StreamError(
+                                    "run %s: event %d came again after %d" % (self.run_id, ev.seq, self.last_event_id)
+                                )
                             self.last_event_id = ev.seq
                         failures = 0
                         if ev.type == "text":
