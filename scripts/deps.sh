@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the server and the tests need, when missing. Idempotent.
 #   scripts/deps.sh run    -> what `make run` needs (bubblewrap, the Claude Code CLI)
-#   scripts/deps.sh test   -> plus postgresql, chromium, versitygw, busybox-static, gVisor's runsc
+#   scripts/deps.sh test   -> plus postgresql, chromium, versitygw, busybox-static, gVisor's runsc,
+#                             python3-httpx and python3-pytest, the TypeScript SDK's dev dependencies
 #   scripts/deps.sh assets -> only the UI's bundled browser code (web/static/vendor; run and test do it too)
 # With TECHBOSS_LOCAL_RUNTIME=runsc, `run` builds gVisor's runsc too.
 set -euo pipefail
@@ -62,6 +63,11 @@ if [ "$mode" = test ]; then
   # curl and jq: cmd/server's TestDocsCurl runs the docs' examples with them.
   have curl || need_apt+=(curl)
   have jq || need_apt+=(jq)
+  # The Python SDK's tests (cmd/server's TestSDKs): Debian's python3 with
+  # httpx and pytest (no other package index is needed).
+  [ -x /usr/bin/python3 ] || need_apt+=(python3)
+  /usr/bin/python3 -c 'import httpx' >/dev/null 2>&1 || need_apt+=(python3-httpx)
+  /usr/bin/python3 -c 'import pytest' >/dev/null 2>&1 || need_apt+=(python3-pytest)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if have apt-get && [ "$(id -u)" = 0 ]; then
@@ -116,6 +122,17 @@ if [ "$mode" = test ] && [ "$(npm_version "$TOOLS/axe" axe-core)" != "$AXE_VERSI
   echo "deps: installing axe-core@$AXE_VERSION into $TOOLS/axe" >&2
   mkdir -p "$TOOLS/axe"
   npm install --silent --no-audit --no-fund --prefix "$TOOLS/axe" "axe-core@$AXE_VERSION" >&2
+fi
+
+# The TypeScript SDK's pinned dev dependencies (tsc, openapi-typescript),
+# for its build and tests in cmd/server's TestSDKs.
+if [ "$mode" = test ] && have npm; then
+  sdk=sdk/typescript
+  if ! cmp -s "$sdk/package-lock.json" "$sdk/node_modules/.techboss-lock" 2>/dev/null; then
+    echo "deps: installing the TypeScript SDK's dev dependencies (npm ci in $sdk)" >&2
+    (cd "$sdk" && npm ci --silent --no-audit --no-fund --ignore-scripts >&2)
+    cp "$sdk/package-lock.json" "$sdk/node_modules/.techboss-lock"
+  fi
 fi
 
 if [ "$mode" = test ]; then
