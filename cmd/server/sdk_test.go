@@ -30,6 +30,8 @@ const sdkAnswer = "Hello from the scripted model. The workspace is ready."
 // TypeScript SDK's node test suite (sdk/typescript, built with its pinned
 // tsc against the document this server serves) against the real server:
 // the local driver, the real Claude Code CLI against the scripted model.
+// Then each SDK README's quick start runs as written and must print the
+// agent's streamed answer.
 // Each suite gets TECHBOSS_URL and TECHBOSS_TOKEN, and TECHBOSS_FLAKY_URL:
 // the same server behind a proxy that cuts every run event stream after
 // two events, so the SDKs' automatic Last-Event-ID resume is exercised.
@@ -69,6 +71,11 @@ func TestSDKs(t *testing.T) {
 		py := requirePython(t)
 		runSuite(t, ctx, filepath.Join(root, "sdk", "python"), suiteEnv,
 			py, "-m", "pytest", "-p", "no:cacheprovider", "-v", "tests")
+		// The README's quick start, as a new user would run it.
+		dir := filepath.Join(root, "sdk", "python")
+		code := firstBlock(t, filepath.Join(dir, "README.md"), "python")
+		out := runSuite(t, ctx, t.TempDir(), append(suiteEnv, "PYTHONPATH="+dir), py, "-c", code)
+		checkQuickstart(t, "sdk/python/README.md", out)
 		ran++
 	})
 	t.Run("typescript", func(t *testing.T) {
@@ -85,6 +92,14 @@ func TestSDKs(t *testing.T) {
 		}
 		runSuite(t, ctx, dir, append(suiteEnv, "TECHBOSS_OPENAPI="+doc), "npm", "run", "--silent", "build")
 		runSuite(t, ctx, dir, suiteEnv, node, "--test", "--test-reporter=spec", "dist/test/")
+		// The README's quick start, importing the package by its name (a
+		// module inside the package resolves it through its exports).
+		qs := filepath.Join(dir, "dist", "quickstart.mjs")
+		if err := os.WriteFile(qs, []byte(firstBlock(t, filepath.Join(dir, "README.md"), "js")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := runSuite(t, ctx, dir, suiteEnv, node, qs)
+		checkQuickstart(t, "sdk/typescript/README.md", out)
 		ran++
 	})
 	if n := flaky.resumed.Load(); ran > 0 && !t.Failed() && n == 0 {
@@ -94,9 +109,33 @@ func TestSDKs(t *testing.T) {
 	}
 }
 
-// runSuite runs a command in dir and fails the test with its output when
-// it fails; with -v the output is logged either way.
-func runSuite(t *testing.T, ctx context.Context, dir string, env []string, name string, args ...string) {
+// firstBlock returns the first fenced block of a Markdown file in lang.
+func firstBlock(t *testing.T, path, lang string) string {
+	t.Helper()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(src), "\n```"+lang+"\n")
+	body, _, closed := strings.Cut(rest, "\n```")
+	if !ok || !closed {
+		t.Fatalf("%s has no ```%s block", path, lang)
+	}
+	return body + "\n"
+}
+
+// checkQuickstart checks a quick start's output: the command's output and
+// the agent's streamed answer.
+func checkQuickstart(t *testing.T, name, out string) {
+	t.Helper()
+	if !strings.Contains(out, "hello.txt") || !strings.Contains(out, sdkAnswer) {
+		t.Errorf("%s's quick start printed %q; want hello.txt and the agent's answer %q", name, out, sdkAnswer)
+	}
+}
+
+// runSuite runs a command in dir and returns its output, failing the test
+// with it when it fails; with -v the output is logged either way.
+func runSuite(t *testing.T, ctx context.Context, dir string, env []string, name string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
@@ -113,6 +152,7 @@ func runSuite(t *testing.T, ctx context.Context, dir string, env []string, name 
 	if testing.Verbose() {
 		t.Logf("%s %s:\n%s", name, strings.Join(args, " "), out)
 	}
+	return string(out)
 }
 
 // missing skips, or fails under TECHBOSS_REQUIRE_ALL=1.
