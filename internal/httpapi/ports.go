@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/sandbox"
@@ -351,6 +352,20 @@ func (s *server) proxyPreview(w http.ResponseWriter, r *http.Request, t *preview
 	}
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, previewMaxBody)
+	}
+	if httpguts.HeaderValuesContainsToken(r.Header["Connection"], "Upgrade") {
+		// A WebSocket outlives the request: http.Server.Shutdown does not
+		// wait for it nor end it. The proxy closes both ends when the
+		// request's context ends, so end that when the server stops, and
+		// count the connection as a stream WaitStreams waits for.
+		s.streams.add()
+		defer s.streams.done()
+		if s.deps.Stopping != nil {
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			defer context.AfterFunc(s.deps.Stopping, cancel)()
+			r = r.WithContext(ctx)
+		}
 	}
 	hostForm := t.prefix == ""
 	rp := &httputil.ReverseProxy{

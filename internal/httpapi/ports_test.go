@@ -59,7 +59,7 @@ func previewAppBin(t testing.TB) string {
 }
 
 // newPreviewHarness is newSandboxHarness with share links and the host form.
-func newPreviewHarness(t testing.TB) *sbHarness {
+func newPreviewHarness(t testing.TB, tweak ...func(*Deps)) *sbHarness {
 	t.Helper()
 	requireSandboxHost(t)
 	h := &harness{
@@ -79,10 +79,14 @@ func newPreviewHarness(t testing.TB) *sbHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.srv = httptest.NewServer(NewServer(Deps{
+	deps := Deps{
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test", Sandboxes: m,
 		PreviewLinks: links, PreviewDomain: previewDomain,
-	}))
+	}
+	for _, f := range tweak {
+		f(&deps)
+	}
+	h.srv = httptest.NewServer(NewServer(deps))
 	t.Cleanup(h.srv.Close)
 	return &sbHarness{harness: h, m: m}
 }
@@ -413,4 +417,50 @@ func TestPreviewProxy(t *testing.T) {
 			t.Errorf("host form WebSocket echo %v %v", b, err)
 		}
 	})
+}
+
+// TestPreviewWebSocketEndsOnShutdown: a proxied WebSocket is a hijacked
+// connection http.Server.Shutdown neither waits for nor ends; Stopping
+// ends it, and WaitStreams waits for it.
+func TestPreviewWebSocketEndsOnShutdown(t *testing.T) {
+	t.Parallel()
+	stopping, stop := context.WithCancel(context.Background())
+	defer stop()
+	var srv *Server
+	h := newPreviewHarness(t, func(d *Deps) { d.Stopping = stopping })
+	srv = h.srv.Config.Handler.(*Server)
+	h.createUser("alice@example.com", auth.RoleMember)
+	h.alice = h.mustLogin("alice@example.com")
+	tok := h.newToken(h.alice, "cli").Token
+	id := h.startPreviewApps(h.alice)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.srv.URL, "http")+"/sandbox/"+id+"/ports/8000/ws",
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := c.Read(ctx); err != nil || string(b) != "before" {
+		t.Fatalf("echo before shutdown: %q %v", b, err)
+	}
+	if err := srv.WaitStreams(canceledCtx()); err == nil {
+		t.Error("WaitStreams did not count the open WebSocket")
+	}
+	stop()
+	if _, _, err := c.Read(ctx); err == nil || ctx.Err() != nil {
+		t.Errorf("read after the server began stopping: %v (ctx %v), want the connection closed", err, ctx.Err())
+	}
+	if err := srv.WaitStreams(ctx); err != nil {
+		t.Errorf("WaitStreams after Stopping: %v", err)
+	}
+}
+
+func canceledCtx() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
 }
