@@ -17,6 +17,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/sandbox"
 )
@@ -276,22 +277,13 @@ func (s *server) previewAccess(w http.ResponseWriter, r *http.Request, id, portS
 	if tok == "" && cookieTok == "" && authz == "" && (hostForm || sessErr != nil) {
 		return nil, errs.E(errs.Unauthenticated, "authentication required: a share link, or the owner's API token (or, on the server's own host, session)")
 	}
-	useLink := tok != "" || (authz == "" && cookieTok != "")
 	var ownerID string
-	if !useLink {
-		// The host form got here with an Authorization header: the check
-		// above refused it without one, so its session cookie is unused.
-		// The caller is known before the port is looked at, as on every
-		// authenticated route.
-		u, method, err := s.userFromRequest(r)
-		if err == nil && method == authCookie {
-			err = s.checkOrigin(r)
-		}
+	if tok == "" && authz != "" {
+		// An API token: the caller is known before the port is looked at,
+		// as on every authenticated route.
+		u, err := s.previewUser(r)
 		if err != nil {
 			return nil, err
-		}
-		if info, ok := r.Context().Value(accessKey).(*accessInfo); ok {
-			info.userID = u.ID
 		}
 		ownerID = u.ID
 	}
@@ -299,36 +291,85 @@ func (s *server) previewAccess(w http.ResponseWriter, r *http.Request, id, portS
 	if err != nil {
 		return nil, err
 	}
-	if useLink {
-		links, err := s.previewLinks()
-		if err != nil {
-			return nil, err
+	links := s.deps.PreviewLinks
+	if ownerID == "" && (tok != "" || cookieTok != "") {
+		if links == nil {
+			return nil, errs.E(errs.Unavailable, "share links are not configured on this server")
 		}
-		l, err := links.Check(r.Context(), cmp.Or(tok, cookieTok), id, port)
-		if err != nil {
-			return nil, err
-		}
-		ownerID = l.OwnerID
-		if tok != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-			path := "/"
-			if !hostForm {
-				path = previewPath(id, port)
+		// A stale cookie (revoked link, expired pass) beside a live session
+		// on the server's own host: the session decides.
+		sessionDecides := tok == "" && !hostForm && sessErr == nil
+		switch {
+		case tok == "" && sandbox.IsOwnerPass(cookieTok):
+			owner, err := links.CheckOwnerPass(cookieTok, id, port)
+			if err != nil && !sessionDecides {
+				return nil, err
 			}
-			http.SetCookie(w, &http.Cookie{
-				// Max-Age, not Expires: the browser's clock may be off.
-				Name: previewCookie, Value: tok, Path: path, MaxAge: max(1, int(l.ExpiresAt.Sub(s.now()).Seconds())), HttpOnly: true,
-				Secure: r.TLS != nil || s.deps.SecureCookies, SameSite: previewSameSite(r, s.deps.SecureCookies, hostForm),
-			})
-			u := *r.URL
-			q := u.Query()
-			q.Del(previewTokenParam)
-			u.RawQuery = q.Encode()
-			u.Scheme, u.Host = "", ""
-			http.Redirect(w, r, u.String(), http.StatusSeeOther)
-			return nil, nil
+			ownerID = owner
+		default:
+			l, err := links.Check(r.Context(), cmp.Or(tok, cookieTok), id, port)
+			if err != nil && !sessionDecides {
+				return nil, err
+			}
+			if err != nil {
+				break
+			}
+			ownerID = l.OwnerID
+			if tok != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+				s.setPreviewCookie(w, r, tok, id, port, l.ExpiresAt.Sub(s.now()), hostForm)
+				u := *r.URL
+				q := u.Query()
+				q.Del(previewTokenParam)
+				u.RawQuery = q.Encode()
+				u.Scheme, u.Host = "", ""
+				http.Redirect(w, r, u.String(), http.StatusSeeOther)
+				return nil, nil
+			}
+		}
+	}
+	if ownerID == "" {
+		// The session cookie, on the server's own host only (the check at
+		// the top refused the host form without a token).
+		u, err := s.previewUser(r)
+		if err != nil {
+			return nil, err
+		}
+		ownerID = u.ID
+		if links != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			s.setPreviewCookie(w, r, links.OwnerPass(u.ID, id, port), id, port, sandbox.OwnerPassTTL, false)
 		}
 	}
 	return &previewTarget{ownerID: ownerID, sandboxID: id, port: port}, nil
+}
+
+// previewUser authenticates r by API token or session cookie (with the
+// cross-origin check for cookie writes).
+func (s *server) previewUser(r *http.Request) (*auth.User, error) {
+	u, method, err := s.userFromRequest(r)
+	if err == nil && method == authCookie {
+		err = s.checkOrigin(r)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if info, ok := r.Context().Value(accessKey).(*accessInfo); ok {
+		info.userID = u.ID
+	}
+	return u, nil
+}
+
+// setPreviewCookie sets the preview access cookie (a share link's token or
+// an owner pass), scoped to this preview: its path, or in the host form
+// its host. Max-Age, not Expires: the browser's clock may be off.
+func (s *server) setPreviewCookie(w http.ResponseWriter, r *http.Request, value, id string, port int, ttl time.Duration, hostForm bool) {
+	path := "/"
+	if !hostForm {
+		path = previewPath(id, port)
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: previewCookie, Value: value, Path: path, MaxAge: max(1, int(ttl.Seconds())), HttpOnly: true,
+		Secure: r.TLS != nil || s.deps.SecureCookies, SameSite: previewSameSite(r, s.deps.SecureCookies, hostForm),
+	})
 }
 
 // previewSameSite: the path form's documents are an opaque origin (CSP

@@ -224,8 +224,36 @@ func TestPreviewProxy(t *testing.T) {
 		if e := r.errBody(t); !strings.Contains(e.Message, "8002") {
 			t.Errorf("502 message %q does not name the port", e.Message)
 		}
-		// A cross-site cookie write is refused (CSRF against the app).
-		wantStatus(t, h.do(h.alice, "POST", base+"8000/headers", "x", "Sec-Fetch-Site", "cross-site"), http.StatusForbidden)
+		// A cross-site write with the session cookie is refused (CSRF
+		// against the app).
+		wantStatus(t, h.do(h.mustLogin("alice@example.com"), "POST", base+"8000/headers", "x", "Sec-Fetch-Site", "cross-site"), http.StatusForbidden)
+	})
+
+	var pass *http.Cookie
+	t.Run("owner pass", func(t *testing.T) {
+		// The session opens the path form and leaves a pass for the page's
+		// own requests, which a browser sends without the session cookie
+		// (the page is an opaque origin).
+		r := h.do(h.mustLogin("alice@example.com"), "GET", base+"8000/", nil)
+		wantStatus(t, r, http.StatusOK)
+		for _, c := range (&http.Response{Header: r.header}).Cookies() {
+			if c.Name == previewCookie {
+				pass = c
+			}
+		}
+		if pass == nil || pass.Path != base+"8000/" || !pass.HttpOnly || !sandbox.IsOwnerPass(pass.Value) {
+			t.Fatalf("owner pass cookie %+v, want HttpOnly, Path=%s8000/", pass, base)
+		}
+		e := echoed(t, h.do(http.DefaultClient, "GET", base+"8000/headers", nil, "Cookie", previewCookie+"="+pass.Value))
+		if strings.Contains(fmt.Sprint(e.Headers), pass.Value) {
+			t.Errorf("the app saw the owner pass: %v", e.Headers)
+		}
+		wantStatus(t, h.do(http.DefaultClient, "GET", base+"8001/hello.txt", nil, "Cookie", previewCookie+"="+pass.Value), http.StatusNotFound)
+		wantStatus(t, h.do(http.DefaultClient, "GET", base+"8000/", nil, "Cookie", previewCookie+"="+pass.Value+"x"), http.StatusNotFound)
+		// Bob's session gets a pass of his own, which opens nothing of Alice's.
+		wantStatus(t, h.do(h.bob, "GET", base+"8000/", nil), http.StatusNotFound)
+		// A stale cookie beside a live session: the session decides.
+		wantStatus(t, h.do(h.alice, "GET", base+"8000/", nil, "Cookie", previewCookie+"=pl_gone.x"), http.StatusOK)
 	})
 
 	t.Run("websocket", func(t *testing.T) {
@@ -416,6 +444,12 @@ func TestPreviewProxy(t *testing.T) {
 		if _, b, err := c.Read(ctx); err != nil || !bytes.Equal(b, []byte{0, 1, 2}) {
 			t.Errorf("host form WebSocket echo %v %v", b, err)
 		}
+	})
+
+	// Last: it moves the clock past every session.
+	t.Run("owner pass expires", func(t *testing.T) {
+		h.clock.Advance(sandbox.OwnerPassTTL + time.Minute)
+		wantStatus(t, h.do(http.DefaultClient, "GET", base+"8000/", nil, "Cookie", previewCookie+"="+pass.Value), http.StatusForbidden)
 	})
 }
 

@@ -148,6 +148,56 @@ func (p *PreviewLinks) Check(ctx context.Context, tok, sandboxID string, port in
 	return l, nil
 }
 
+// OwnerPassTTL is how long an owner pass opens a preview.
+const OwnerPassTTL = 12 * time.Hour
+
+// ownerPassPrefix starts every owner pass (never a link token, "pl_").
+const ownerPassPrefix = "po."
+
+// OwnerPass returns a token that opens port of sandboxID as ownerID for
+// OwnerPassTTL. The path form gives it to the owner's browser as a cookie
+// scoped to the preview: a page served there runs in an opaque origin, so
+// the requests it makes are cross-site and the session cookie
+// (SameSite=Lax) does not go with them. It is signed, not stored: it
+// grants no more than the owner has (the proxy dials as the owner).
+func (p *PreviewLinks) OwnerPass(ownerID, sandboxID string, port int) string {
+	body := ownerPassPrefix + strconv.FormatInt(p.now().Add(OwnerPassTTL).Unix(), 10) + "." + base64.RawURLEncoding.EncodeToString([]byte(ownerID))
+	return body + "." + p.passMAC(body, sandboxID, port)
+}
+
+// IsOwnerPass reports whether tok has an owner pass's form.
+func IsOwnerPass(tok string) bool { return strings.HasPrefix(tok, ownerPassPrefix) }
+
+// CheckOwnerPass returns the owner an owner pass for port of sandboxID
+// names: NotFound when it is not one (forged, another port), Forbidden
+// when it expired.
+func (p *PreviewLinks) CheckOwnerPass(tok, sandboxID string, port int) (string, error) {
+	notFound := errs.E(errs.NotFound, "preview pass not valid for this port")
+	parts := strings.Split(tok, ".")
+	if len(tok) > 400 || len(parts) != 4 || parts[0]+"." != ownerPassPrefix {
+		return "", notFound
+	}
+	body := strings.Join(parts[:3], ".")
+	if !hmac.Equal([]byte(parts[3]), []byte(p.passMAC(body, sandboxID, port))) {
+		return "", notFound
+	}
+	exp, err := strconv.ParseInt(parts[1], 10, 64)
+	owner, err2 := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil || err2 != nil || len(owner) == 0 {
+		return "", notFound
+	}
+	if p.now().Unix() >= exp {
+		return "", errs.E(errs.Forbidden, "preview pass expired: open the preview from the server again")
+	}
+	return string(owner), nil
+}
+
+func (p *PreviewLinks) passMAC(body, sandboxID string, port int) string {
+	h := hmac.New(sha256.New, p.key)
+	h.Write([]byte("techboss preview owner pass\x00" + body + "\x00" + sandboxID + "\x00" + strconv.Itoa(port)))
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
+
 // sign is the token's MAC over everything the link grants.
 func (p *PreviewLinks) sign(l *PreviewLink) string {
 	h := hmac.New(sha256.New, p.key)
