@@ -238,3 +238,45 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestDocsCLI runs docs/cli.md's quick start block as written (bash, the
+// built techboss on PATH, the server's address for localhost:8080): a new
+// user reaches a streamed agent answer from the CLI.
+func TestDocsCLI(t *testing.T) {
+	bin := buildCLI(t)
+	const answer = "src/main.py prints 42."
+	model := modeltest.New(t, modeltest.Text(answer))
+	in, _, _ := cliServer(t, model, map[string]string{"TECHBOSS_ADMIN_PASSWORD": "a long password"})
+	src, err := os.ReadFile(filepath.Join(repoRoot, "docs", "cli.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, _ := parseDoc("docs/cli.md", string(src))
+	var quick string
+	for _, b := range blocks {
+		if b.lang == "sh" && strings.Contains(b.text, "techboss login") {
+			quick = b.text
+			break
+		}
+	}
+	if quick == "" {
+		t.Fatal("docs/cli.md has no sh block with techboss login")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", strings.ReplaceAll(quick, "localhost:8080", strings.TrimPrefix(in.url, "http://")))
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"HOME="+dir, "XDG_CONFIG_HOME="+filepath.Join(dir, ".config"), "TECHBOSS_URL=", "TECHBOSS_TOKEN=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the quick start failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"Logged in to " + in.url + " as admin@example.com", "copied 1 files", "\n42\n", answer + "\n", "terminated"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the quick start's output lacks %q:\n%s", want, out)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "src-after", "main.py")); err != nil || string(b) != "print(6 * 7)\n" {
+		t.Errorf("src-after/main.py = %q, %v", b, err)
+	}
+}
