@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +23,11 @@ import (
 	"github.com/techbossai/techboss/client"
 	"github.com/techbossai/techboss/internal/modeltest"
 )
+
+// updateSDKOpenAPI rewrites sdk/typescript/openapi.json (the document a
+// user's `npm run build` types the SDK from) with the one the server serves:
+// go test ./cmd/server -run TestSDKs -update-sdk-openapi
+var updateSDKOpenAPI = flag.Bool("update-sdk-openapi", false, "rewrite sdk/typescript/openapi.json from the served document")
 
 // sdkAnswer is what the scripted model says in every run of the SDK tests;
 // the suites look for it in the streamed text.
@@ -90,6 +97,7 @@ func TestSDKs(t *testing.T) {
 		if err := os.WriteFile(doc, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		checkSDKOpenAPI(t, filepath.Join(dir, "openapi.json"), b)
 		runSuite(t, ctx, dir, append(suiteEnv, "TECHBOSS_OPENAPI="+doc), "npm", "run", "--silent", "build")
 		runSuite(t, ctx, dir, suiteEnv, node, "--test", "--test-reporter=spec", "dist/test/")
 		// The README's quick start, importing the package by its name (a
@@ -106,6 +114,37 @@ func TestSDKs(t *testing.T) {
 		t.Errorf("no SDK reconnected with Last-Event-ID through the cutting proxy (%d streams cut)", flaky.cut.Load())
 	} else {
 		t.Logf("cutting proxy: %d streams cut, %d resumed with Last-Event-ID", flaky.cut.Load(), n)
+	}
+}
+
+// checkSDKOpenAPI compares the SDK's copy of the OpenAPI document with the
+// served one (info.version aside), rewriting it under -update-sdk-openapi.
+// A stale copy is only logged: the test builds against the served one, and
+// routes land often.
+func checkSDKOpenAPI(t *testing.T, path string, served []byte) {
+	t.Helper()
+	var doc map[string]any
+	if err := json.Unmarshal(served, &doc); err != nil {
+		t.Fatalf("served OpenAPI document: %v", err)
+	}
+	if info, ok := doc["info"].(map[string]any); ok {
+		delete(info, "version")
+	}
+	want, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, '\n')
+	have, _ := os.ReadFile(path)
+	switch {
+	case bytes.Equal(have, want):
+	case *updateSDKOpenAPI:
+		if err := os.WriteFile(path, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("rewrote %s", path)
+	default:
+		t.Logf("note: %s differs from the served document; refresh it with -update-sdk-openapi", path)
 	}
 }
 
