@@ -160,11 +160,11 @@ func TestPreviewProxy(t *testing.T) {
 		r.data(t, &lp)
 		var got []string
 		for _, p := range lp.Ports {
-			got = append(got, fmt.Sprintf("%d %s %s %s", p.Port.Port, p.Address, p.PreviewURL, p.HostURL))
+			got = append(got, fmt.Sprintf("%d %s %s %s %s", p.Port.Port, p.Address, p.Process, p.PreviewURL, p.HostURL))
 		}
 		want := []string{
-			fmt.Sprintf("8000 127.0.0.1 %s8000/ http://8000-%s.preview.%s/", base, id, previewDomain),
-			fmt.Sprintf("8001 127.0.0.1 %s8001/ http://8001-%s.preview.%s/", base, id, previewDomain),
+			fmt.Sprintf("8000 127.0.0.1 previewapp %s8000/ http://8000-%s.preview.%s/", base, id, previewDomain),
+			fmt.Sprintf("8001 127.0.0.1 python3 %s8001/ http://8001-%s.preview.%s/", base, id, previewDomain),
 		}
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("ports:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

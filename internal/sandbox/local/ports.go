@@ -46,6 +46,7 @@ func (d *Driver) ListPorts(ctx context.Context, ref sandbox.Ref) ([]sandbox.Port
 	dir := "/proc/" + strconv.Itoa(st.nsPID()) + "/net/"
 	seen := map[string]bool{}
 	out := []sandbox.Port{}
+	var inodes []uint64 // out[i]'s socket
 	for _, f := range []string{"tcp", "tcp6"} {
 		ls, err := readListening(dir + f)
 		if errors.Is(err, os.ErrNotExist) && f == "tcp6" {
@@ -57,14 +58,24 @@ func (d *Driver) ListPorts(ctx context.Context, ref sandbox.Ref) ([]sandbox.Port
 			}
 			return nil, fmt.Errorf("read listening ports: %w", err)
 		}
-		for _, ap := range ls {
-			p := int(ap.Port())
-			key := ap.String()
+		for _, l := range ls {
+			p := int(l.addr.Port())
+			key := l.addr.String()
 			if own[p] || seen[key] {
 				continue
 			}
 			seen[key] = true
-			out = append(out, sandbox.Port{Port: p, Address: ap.Addr().String()})
+			out = append(out, sandbox.Port{Port: p, Address: l.addr.Addr().String()})
+			inodes = append(inodes, l.inode)
+		}
+	}
+	if st.Runsc == nil && len(out) > 0 {
+		// Under bubblewrap the sandbox's processes are the host's too:
+		// name each port by the process holding its socket. (Under gVisor
+		// the Sentry holds every socket.)
+		names := socketOwners(st.Cgroups, inodes)
+		for i := range out {
+			out[i].Process = names[inodes[i]]
 		}
 	}
 	slices.SortFunc(out, func(a, b sandbox.Port) int {
@@ -148,6 +159,63 @@ func (d *Driver) running(ref sandbox.Ref) (*sbx, state, error) {
 	return s, st, nil
 }
 
+// maxNamedProcs bounds the processes whose descriptors ListPorts reads
+// to name ports.
+const maxNamedProcs = 4096
+
+// socketOwners maps the socket inodes wanted to the name (comm) of a
+// process of the sandbox's cgroup holding it. Best effort: processes that
+// exit meanwhile, or descriptors that cannot be read, are skipped. Only
+// readlink and a small read of comm touch the sandbox's /proc entries.
+func socketOwners(cg cgroups, wanted []uint64) map[uint64]string {
+	names := map[uint64]string{}
+	want := map[string]uint64{}
+	for _, in := range wanted {
+		want["socket:["+strconv.FormatUint(in, 10)+"]"] = in
+	}
+	pids, err := cg.pids()
+	if err != nil {
+		return names
+	}
+	for i, pid := range pids {
+		if i == maxNamedProcs || len(names) == len(wanted) {
+			break
+		}
+		dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			target, err := os.Readlink(dir + "/" + e.Name())
+			in, ok := want[target]
+			if err != nil || !ok || names[in] != "" {
+				continue
+			}
+			names[in] = procName(pid)
+		}
+	}
+	return names
+}
+
+// procName is a process's comm, kept to printable ASCII (the sandbox
+// chose it).
+func procName(pid int) string {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b := make([]byte, 64)
+	n, _ := f.Read(b)
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return -1
+		}
+		return r
+	}, strings.TrimSpace(string(b[:n])))
+}
+
 // ownPorts are the ports of the server's listeners in the sandbox (Listen).
 func ownPorts(s *sbx) map[int]bool {
 	s.mu.Lock()
@@ -161,9 +229,15 @@ func ownPorts(s *sbx) map[int]bool {
 	return own
 }
 
-// readListening returns the local addresses of the sockets in state
-// LISTEN in a /proc/net/tcp or tcp6 file.
-func readListening(path string) ([]netip.AddrPort, error) {
+// listenSock is a socket in state LISTEN: its local address and inode.
+type listenSock struct {
+	addr  netip.AddrPort
+	inode uint64
+}
+
+// readListening returns the sockets in state LISTEN in a /proc/net/tcp
+// or tcp6 file.
+func readListening(path string) ([]listenSock, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -176,13 +250,13 @@ func readListening(path string) ([]netip.AddrPort, error) {
 const tcpListen = "0A"
 
 // parseListening parses the /proc/net/tcp format: a header line, then per
-// socket "sl local_address rem_address st ...", addresses as hex
-// ADDR:PORT with ADDR in the kernel's byte order (32-bit words in host
-// order, little-endian here).
-func parseListening(r io.Reader) ([]netip.AddrPort, error) {
+// socket "sl local_address rem_address st tx:rx tr:when retrnsmt uid
+// timeout inode ...", addresses as hex ADDR:PORT with ADDR in the
+// kernel's byte order (32-bit words in host order, little-endian here).
+func parseListening(r io.Reader) ([]listenSock, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 512), 4096)
-	var out []netip.AddrPort
+	var out []listenSock
 	first := true
 	for sc.Scan() {
 		if first {
@@ -190,7 +264,7 @@ func parseListening(r io.Reader) ([]netip.AddrPort, error) {
 			continue
 		}
 		f := strings.Fields(sc.Text())
-		if len(f) < 4 {
+		if len(f) < 10 {
 			return nil, fmt.Errorf("short line %q", sc.Text())
 		}
 		if f[3] != tcpListen {
@@ -200,7 +274,11 @@ func parseListening(r io.Reader) ([]netip.AddrPort, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, ap)
+		inode, err := strconv.ParseUint(f[9], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("inode %q: %w", f[9], err)
+		}
+		out = append(out, listenSock{ap, inode})
 	}
 	return out, sc.Err()
 }
