@@ -26,7 +26,11 @@ func main() {
 		if errors.As(err, &code) {
 			os.Exit(int(code))
 		}
-		fmt.Fprintln(os.Stderr, "techboss:", errorText(err))
+		if wantsJSON(os.Args[1:]) {
+			_ = writeJSON(os.Stderr, map[string]any{"error": errorJSON(err)})
+		} else {
+			fmt.Fprintln(os.Stderr, "techboss:", errorText(err))
+		}
 		os.Exit(1)
 	}
 }
@@ -49,4 +53,30 @@ func errorText(err error) string {
 	}
 	b.WriteString(")")
 	return b.String()
+}
+
+// wantsJSON reports whether the command line asks for --json (before any "--").
+func wantsJSON(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "--json", "-json", "--json=true", "-json=true":
+			return true
+		}
+	}
+	return false
+}
+
+// errorJSON is an error as --json prints it on stderr: the API's error
+// (status, code, message, request_id, fields), or a message.
+func errorJSON(err error) any {
+	var ae *client.Error
+	if !errors.As(err, &ae) {
+		return map[string]string{"message": err.Error()}
+	}
+	return struct {
+		Status int `json:"status"`
+		*client.Error
+	}{ae.StatusCode, ae}
 }
