@@ -227,6 +227,23 @@ class AsyncSandboxes:
             next_cursor=d.get("next_cursor") or None,
         )
 
+    async def iter(
+        self,
+        *,
+        state: Optional[str] = None,
+        label: Optional[Mapping[str, str]] = None,
+        limit: Optional[int] = None,
+    ) -> AsyncIterator[Sandbox]:
+        """Every sandbox, page after page (``async for``)."""
+        cursor: Optional[str] = None
+        while True:
+            page = await self.list(state=state, label=label, limit=limit, cursor=cursor)
+            for sb in page.sandboxes:
+                yield sb
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
     async def get(self, sandbox_id: str) -> Sandbox:
         return Sandbox.from_dict(await self._c._data("GET", "/sandbox/%s" % b.seg(sandbox_id)))
 

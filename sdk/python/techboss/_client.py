@@ -266,11 +266,17 @@ class Sandboxes:
             next_cursor=d.get("next_cursor") or None,
         )
 
-    def iter(self, *, state: Optional[str] = None, label: Optional[Mapping[str, str]] = None) -> Iterator[Sandbox]:
-        """Every sandbox, page after page."""
+    def iter(
+        self,
+        *,
+        state: Optional[str] = None,
+        label: Optional[Mapping[str, str]] = None,
+        limit: Optional[int] = None,
+    ) -> Iterator[Sandbox]:
+        """Every sandbox, page after page (``limit``: the page size)."""
         cursor: Optional[str] = None
         while True:
-            page = self.list(state=state, label=label, cursor=cursor)
+            page = self.list(state=state, label=label, limit=limit, cursor=cursor)
             yield from page.sandboxes
             if not page.next_cursor:
                 return

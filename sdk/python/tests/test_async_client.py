@@ -19,6 +19,7 @@ def test_async_flow(answer):
             try:
                 sid = sb.sandbox_id
                 assert (await tb.sandboxes.get(sid)).status == "running"
+                assert sid in [s.sandbox_id async for s in tb.sandboxes.iter(state="running", limit=1)]
                 res = await tb.exec.run(sid, ["sh", "-c", "exit 5"])
                 assert res.exit_code == 5
                 events = [e async for e in tb.exec.stream(sid, ["sh", "-c", "echo hi; exit 2"])]

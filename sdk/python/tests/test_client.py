@@ -9,7 +9,7 @@ def seqs(events):
     return [e.seq for e in events]
 
 
-def test_sandbox_lifecycle(client):
+def test_sandbox_lifecycle(client, sandbox):
     sb = client.sandboxes.create("host", name="lifecycle", labels={"suite": "python-life"})
     assert sb.sandbox_id.startswith("sb_")
     assert sb.status == "running"
@@ -19,6 +19,9 @@ def test_sandbox_lifecycle(client):
     assert "files" in got.capabilities
     page = client.sandboxes.list(state="running", label={"suite": "python-life"})
     assert [s.sandbox_id for s in page.sandboxes] == [sb.sandbox_id]
+    one_by_one = [s.sandbox_id for s in client.sandboxes.iter(state="running", limit=1)]
+    assert len(one_by_one) >= 2
+    assert one_by_one == [s.sandbox_id for s in client.sandboxes.list(state="running", limit=100).sandboxes]
     assert sb.sandbox_id in client.sandboxes.logs(sb.sandbox_id)
     ended = client.sandboxes.terminate(sb.sandbox_id)
     assert ended.status == "terminated"
