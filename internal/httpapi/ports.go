@@ -234,7 +234,8 @@ func (s *server) handlePreviewPath(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	t.prefix = strings.TrimSuffix(previewPath(id, t.port), "/")
+	// The prefix as the request spelled it ("08000" is port 8000 too).
+	t.prefix = "/sandbox/" + id + "/ports/" + chi.URLParam(r, "port")
 	s.proxyPreview(w, r, t)
 }
 
@@ -246,7 +247,11 @@ func (s *server) previewHost(next http.Handler) http.Handler {
 	}
 	suffix := ".preview." + strings.ToLower(s.deps.PreviewDomain)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		label, ok := strings.CutSuffix(strings.ToLower(r.Host), suffix)
+		host := strings.ToLower(r.Host)
+		if h, _, err := net.SplitHostPort(host); err == nil && !strings.Contains(suffix, ":") {
+			host = h // the domain names no port: any port the server is reached on
+		}
+		label, ok := strings.CutSuffix(host, suffix)
 		if !ok || strings.Contains(label, ".") {
 			next.ServeHTTP(w, r)
 			return

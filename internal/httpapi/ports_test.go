@@ -188,6 +188,9 @@ func TestPreviewProxy(t *testing.T) {
 		if e.Path != "/headers" || e.Query != "x=1" {
 			t.Errorf("app got path %q query %q, want /headers x=1", e.Path, e.Query)
 		}
+		if e := echoed(t, h.do(h.alice, "GET", base+"08000/headers", nil)); e.Path != "/headers" {
+			t.Errorf("via port 08000 the app got path %q, want /headers", e.Path)
+		}
 		all := fmt.Sprint(e.Headers)
 		if e.Headers.Get("Authorization") != "" || strings.Contains(all, tok) || strings.Contains(all, sessionCookie) {
 			t.Errorf("the app saw credentials: %v", e.Headers)
@@ -386,6 +389,18 @@ func TestPreviewProxy(t *testing.T) {
 		if e.Host != host || e.Path != "/headers" || e.Headers.Get("Authorization") != "" || e.Headers.Get("X-Forwarded-Host") != host {
 			t.Errorf("host form echo %+v", e)
 		}
+		// The server's own port in the Host header (the domain names none).
+		req, _ := http.NewRequest("GET", h.srv.URL+"/headers", nil)
+		req.Host = host + ":8443"
+		req.Header.Set("Authorization", bearer)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("%s:8443: status %d, want the preview", host, res.StatusCode)
+		}
 		// The session cookie is no key to the preview host.
 		wantStatus(t, get(h.alice, "/headers"), http.StatusUnauthorized)
 		// A share link: token → host cookie → the app.
@@ -421,9 +436,9 @@ func TestPreviewProxy(t *testing.T) {
 			t.Errorf("host form Set-Cookie %q, want app and wide, host-only", sc)
 		}
 		// Another host name under the domain is not a preview.
-		req, _ := http.NewRequest("GET", h.srv.URL+"/headers", nil)
+		req, _ = http.NewRequest("GET", h.srv.URL+"/headers", nil)
 		req.Host = "x." + host
-		res, err := http.DefaultClient.Do(req)
+		res, err = http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
