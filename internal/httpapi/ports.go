@@ -150,7 +150,8 @@ func (s *server) previewHostURL(r *http.Request, id string, port int) string {
 	if r.TLS != nil || s.deps.SecureCookies {
 		scheme = "https"
 	}
-	return scheme + "://" + strconv.Itoa(port) + "-" + id + ".preview." + s.deps.PreviewDomain + "/"
+	// Host names take no "_": the ID's "sb_" is spelled "sb-" there.
+	return scheme + "://" + strconv.Itoa(port) + "-" + strings.ReplaceAll(id, "_", "-") + ".preview." + s.deps.PreviewDomain + "/"
 }
 
 func (s *server) handleCreateLink(w http.ResponseWriter, r *http.Request) error {
@@ -257,6 +258,9 @@ func (s *server) previewHost(next http.Handler) http.Handler {
 			return
 		}
 		port, id, _ := strings.Cut(label, "-")
+		if !strings.Contains(id, "_") {
+			id = strings.Replace(id, "-", "_", 1) // sb-<hex> is sandbox sb_<hex>
+		}
 		t, err := s.previewAccess(w, r, id, port, true)
 		if err != nil || t == nil {
 			if err != nil {

@@ -163,8 +163,8 @@ func TestPreviewProxy(t *testing.T) {
 			got = append(got, fmt.Sprintf("%d %s %s %s %s", p.Port.Port, p.Address, p.Process, p.PreviewURL, p.HostURL))
 		}
 		want := []string{
-			fmt.Sprintf("8000 127.0.0.1 previewapp %s8000/ http://8000-%s.preview.%s/", base, id, previewDomain),
-			fmt.Sprintf("8001 127.0.0.1 python3 %s8001/ http://8001-%s.preview.%s/", base, id, previewDomain),
+			fmt.Sprintf("8000 127.0.0.1 previewapp %s8000/ http://8000-%s.preview.%s/", base, hostID(id), previewDomain),
+			fmt.Sprintf("8001 127.0.0.1 python3 %s8001/ http://8001-%s.preview.%s/", base, hostID(id), previewDomain),
 		}
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("ports:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -297,7 +297,7 @@ func TestPreviewProxy(t *testing.T) {
 			t.Fatalf("link URL %q", cl.URL)
 		}
 		linkTok := u.Query().Get(previewTokenParam)
-		if want := fmt.Sprintf("http://8000-%s.preview.%s/?", id, previewDomain); !strings.HasPrefix(cl.HostURL, want) {
+		if want := fmt.Sprintf("http://8000-%s.preview.%s/?", hostID(id), previewDomain); !strings.HasPrefix(cl.HostURL, want) {
 			t.Errorf("host_url %q, want %s...", cl.HostURL, want)
 		}
 		// First visit: a cookie for this preview and a redirect without the token.
@@ -366,7 +366,19 @@ func TestPreviewProxy(t *testing.T) {
 	})
 
 	t.Run("host form", func(t *testing.T) {
-		host := fmt.Sprintf("8000-%s.preview.%s", id, previewDomain)
+		host := fmt.Sprintf("8000-%s.preview.%s", hostID(id), previewDomain)
+		if !strings.Contains(id, "_") || strings.Contains(host, "_") {
+			t.Fatalf("host %s for sandbox %s, want the ID's _ spelled -", host, id)
+		}
+		// The ID as the API spells it works too.
+		req0, _ := http.NewRequest("GET", h.srv.URL+"/headers", nil)
+		req0.Host = fmt.Sprintf("8000-%s.preview.%s", id, previewDomain)
+		req0.Header.Set("Authorization", bearer)
+		if res, err := http.DefaultClient.Do(req0); err != nil || res.StatusCode != http.StatusOK {
+			t.Errorf("host with the ID's _: %v %v", res, err)
+		} else {
+			res.Body.Close()
+		}
 		get := func(c *http.Client, path string, hdr ...string) resp {
 			t.Helper()
 			req, err := http.NewRequest("GET", h.srv.URL+path, nil)
@@ -513,3 +525,6 @@ func canceledCtx() context.Context {
 	cancel()
 	return ctx
 }
+
+// hostID is a sandbox ID as preview host names spell it.
+func hostID(id string) string { return strings.ReplaceAll(id, "_", "-") }
