@@ -5,6 +5,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,17 @@ func TestManagerOnModal(t *testing.T) {
 	}
 	_, err = m.Exec(ctx, "bob", sb.ID, sandbox.ExecRequest{Argv: []string{"true"}})
 	wantKind(t, err, errs.NotFound)
+	// No preview ports on Modal (its tunnels must be declared at create):
+	// a clear "not supported", after the owner check.
+	_, err = m.ListPorts(ctx, "alice", sb.ID)
+	wantKind(t, err, errs.Unavailable)
+	_, err = m.DialPort(ctx, "alice", sb.ID, 8000)
+	wantKind(t, err, errs.Unavailable)
+	_, err = m.ListPorts(ctx, "bob", sb.ID)
+	wantKind(t, err, errs.NotFound)
+	if slices.Contains(m.Capabilities(sb), "ports") {
+		t.Errorf("modal capabilities %q name ports", m.Capabilities(sb))
+	}
 
 	// Restart: a new SDK client and Manager re-adopt the running sandbox.
 	m = newManager()
