@@ -100,13 +100,16 @@ func TestSDKs(t *testing.T) {
 		checkSDKOpenAPI(t, filepath.Join(dir, "openapi.json"), b)
 		runSuite(t, ctx, dir, append(suiteEnv, "TECHBOSS_OPENAPI="+doc), "npm", "run", "--silent", "build")
 		runSuite(t, ctx, dir, suiteEnv, node, "--test", "--test-reporter=spec", "dist/test/")
-		// The README's quick start, importing the package by its name (a
-		// module inside the package resolves it through its exports).
-		qs := filepath.Join(dir, "dist", "quickstart.mjs")
+		// The README's quick start in a project of its own that installed
+		// the SDK as the README says (npm install of the directory: a link,
+		// no package index involved).
+		proj := t.TempDir()
+		runSuite(t, ctx, proj, suiteEnv, "npm", "install", "--silent", "--offline", "--no-audit", "--no-fund", dir)
+		qs := filepath.Join(proj, "quickstart.mjs")
 		if err := os.WriteFile(qs, []byte(firstBlock(t, filepath.Join(dir, "README.md"), "js")), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		out := runSuite(t, ctx, dir, suiteEnv, node, qs)
+		out := runSuite(t, ctx, proj, suiteEnv, node, qs)
 		checkQuickstart(t, "sdk/typescript/README.md", out)
 		ran++
 	})
