@@ -45,6 +45,9 @@ type Spec struct {
 	// that pulls image_base from a private registry: "username:password"
 	// or {"username": ..., "password": ...}. Only the name is stored.
 	RegistryCredential string `json:"registry_credential,omitempty"`
+	// Repos are cloned into /workspace at create (see GitRepo); "repo" in
+	// JSON takes one object or a list.
+	Repos RepoList `json:"repo,omitempty"`
 }
 
 // Sandbox is the persisted record of one sandbox.

@@ -260,6 +260,7 @@ func (s Spec) Validate(l Limits) error {
 			bad("gpu", "not a GPU type (e.g. T4, A100:2)")
 		}
 	}
+	fs = append(fs, validateRepos(s.Repos)...)
 	return errs.Fields(fs)
 }
 
@@ -289,6 +290,12 @@ func (s Spec) WithDefaults(l Limits) Spec {
 	}
 	if s.MaxLifetimeS == 0 {
 		s.MaxLifetimeS = int(l.DefaultLifetime / time.Second)
+	}
+	for i, g := range s.Repos {
+		if i == 0 {
+			s.Repos = slices.Clone(s.Repos)
+		}
+		s.Repos[i] = g.WithDefaults()
 	}
 	return s
 }

@@ -1,0 +1,428 @@
+// Package repo brings git repositories into sandboxes and the agent's work
+// back out: clone at create, a credential broker that keeps tokens on the
+// server, and the status / commit / push / pull-request operations.
+//
+// Git inside the sandbox never holds the long-lived token. Its remote is
+// rewritten to the broker (http://<in-sandbox gateway listener>/git/<host>/<path>),
+// which authenticates the sandbox with a sandbox-scoped token, adds the
+// stored credential upstream, logs every use, and reads the ref updates of
+// each push to refuse the default branch and anything outside the
+// repository's push prefix. Every git command that reads the workspace's
+// repository runs inside the sandbox: the workspace is hostile (a
+// .git/config with core.fsmonitor runs code in whoever reads it).
+package repo
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+)
+
+// BrokerPrefix is where the broker is served on the gateway listener.
+const BrokerPrefix = "/git/"
+
+// BrokerConfig configures a Broker.
+type BrokerConfig struct {
+	// Lookup returns a sandbox record by ID, whoever owns it.
+	Lookup func(ctx context.Context, id string) (*sandbox.Sandbox, error)
+	// Reveal returns the value of an owner's stored secret.
+	Reveal func(ctx context.Context, ownerID, name string) (string, error)
+	// Bound returns the sandbox a request's listener belongs to, if it
+	// came through an in-sandbox listener (agent.BoundSandbox).
+	Bound func(ctx context.Context) (string, bool)
+	// Key signs sandbox tokens (32 random bytes; keep it across restarts
+	// so clones made before one keep working).
+	Key []byte
+	// Allow are the local or private ranges the broker may reach (the
+	// operator's TECHBOSS_NETWORK_ALLOW); all others of those are refused.
+	Allow  []netip.Prefix
+	Logger *slog.Logger
+}
+
+// Broker is the smart-HTTP git proxy and credential broker.
+type Broker struct {
+	cfg    BrokerConfig
+	client *http.Client
+	log    *slog.Logger
+}
+
+// NewBroker returns a broker.
+func NewBroker(cfg BrokerConfig) (*Broker, error) {
+	if cfg.Lookup == nil || len(cfg.Key) < 16 {
+		return nil, errors.New("git broker: Lookup and a Key of at least 16 bytes are required")
+	}
+	if cfg.Bound == nil {
+		cfg.Bound = func(context.Context) (string, bool) { return "", false }
+	}
+	b := &Broker{cfg: cfg, log: cfg.Logger}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	b.client = &http.Client{Transport: b.transport(), CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse // a redirect would carry the credential elsewhere
+	}}
+	return b, nil
+}
+
+// Token is the sandbox-scoped token git in the sandbox presents (as the
+// password, with the sandbox ID as user name). It opens only that
+// sandbox's repositories, with that sandbox's policy, while it runs.
+func (b *Broker) Token(sandboxID string) string {
+	m := hmac.New(sha256.New, b.cfg.Key)
+	m.Write([]byte("techboss git broker\x00" + sandboxID))
+	return "tbg_" + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// The smart-HTTP endpoints the broker serves; nothing else (no dumb HTTP).
+const (
+	svcUpload  = "git-upload-pack"
+	svcReceive = "git-receive-pack"
+)
+
+func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Basic realm="techboss git broker"`)
+		http.Error(w, "authentication required", http.StatusUnauthorized)
+		return
+	}
+	if !hmac.Equal([]byte(pass), []byte(b.Token(user))) {
+		b.log.WarnContext(ctx, "git broker: bad sandbox token", "sandbox_id", printable(user))
+		http.Error(w, "bad sandbox token", http.StatusForbidden)
+		return
+	}
+	if bound, ok := b.cfg.Bound(ctx); ok && bound != user {
+		http.Error(w, "this listener belongs to another sandbox", http.StatusForbidden)
+		return
+	}
+	sb, err := b.cfg.Lookup(ctx, user)
+	if err != nil || (sb.State != sandbox.Running && sb.State != sandbox.Creating) {
+		http.Error(w, "the sandbox is not running", http.StatusForbidden)
+		return
+	}
+	g, rm, suffix, ok := match(sb, strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(BrokerPrefix, "/")))
+	if !ok {
+		http.Error(w, "this sandbox has no such repository", http.StatusNotFound)
+		return
+	}
+	var svc string
+	switch {
+	case r.Method == http.MethodGet && suffix == "/info/refs":
+		svc = r.URL.Query().Get("service")
+	case r.Method == http.MethodPost && (suffix == "/"+svcUpload || suffix == "/"+svcReceive):
+		svc = suffix[1:]
+	}
+	if svc != svcUpload && svc != svcReceive {
+		http.Error(w, "only smart-HTTP git is served", http.StatusNotFound)
+		return
+	}
+	op := "fetch"
+	if svc == svcReceive {
+		op = "push"
+	}
+	log := b.log.With("owner_id", sb.OwnerID, "sandbox_id", sb.ID, "repo", rm.Key(), "op", op)
+	if op == "push" && g.Access == sandbox.AccessFetch {
+		log.InfoContext(ctx, "git broker: push refused", "reason", "fetch only")
+		http.Error(w, "this sandbox may only fetch "+rm.Key(), http.StatusForbidden)
+		return
+	}
+	body := r.Body
+	if op == "push" && r.Method == http.MethodPost {
+		if ce := r.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
+			// The commands must be readable to be checked.
+			http.Error(w, "a push body must not be compressed", http.StatusUnsupportedMediaType)
+			return
+		}
+		br := bufio.NewReaderSize(r.Body, 64<<10)
+		req, head, err := ReadPushRequest(br)
+		if err != nil {
+			log.InfoContext(ctx, "git broker: bad push", "err", err)
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		adv, err := b.advertise(ctx, sb.OwnerID, g, rm)
+		if err != nil {
+			log.WarnContext(ctx, "git broker: read default branch", "err", err)
+			http.Error(w, "the broker could not learn the default branch: "+publicText(err), http.StatusBadGateway)
+			return
+		}
+		if reasons := CheckPush(g, adv.Head, req); len(reasons) > 0 {
+			log.InfoContext(ctx, "git broker: push refused", "refs", refNames(req), "reasons", reasons)
+			w.Header().Set("Content-Type", "application/x-git-receive-pack-result")
+			w.Header().Set("Cache-Control", "no-cache")
+			if !req.Has("report-status") && !req.Has("report-status-v2") {
+				w.WriteHeader(http.StatusForbidden)
+			}
+			w.Write(refusal(req, reasons))
+			return
+		}
+		log = log.With("refs", refNames(req))
+		body = io.NopCloser(io.MultiReader(bytes.NewReader(head), br))
+	}
+	up, err := http.NewRequestWithContext(ctx, r.Method, rm.Upstream()+suffix, body)
+	if err != nil {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	if suffix == "/info/refs" {
+		up.URL.RawQuery = "service=" + svc
+	}
+	for _, h := range []string{"Content-Type", "Accept", "Git-Protocol", "Content-Encoding", "User-Agent"} {
+		if v := r.Header.Get(h); v != "" {
+			up.Header.Set(h, v)
+		}
+	}
+	up.ContentLength = -1
+	if r.Method == http.MethodGet {
+		up.ContentLength = 0
+		up.Body = nil
+	}
+	if err := b.authorize(ctx, up, sb.OwnerID, g, rm); err != nil {
+		log.WarnContext(ctx, "git broker: credential", "err", err)
+		http.Error(w, publicText(err), http.StatusForbidden)
+		return
+	}
+	resp, err := b.client.Do(up)
+	if err != nil {
+		log.WarnContext(ctx, "git broker: upstream", "err", err)
+		http.Error(w, "the git host is unreachable", http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	log.InfoContext(ctx, "git broker", "method", r.Method, "status", resp.StatusCode)
+	for _, h := range []string{"Content-Type", "Cache-Control", "Expires", "Pragma", "Content-Encoding"} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	status := resp.StatusCode
+	if status == http.StatusUnauthorized {
+		// A 401 would make git ask its helper again, for the same token.
+		status = http.StatusForbidden
+	}
+	w.WriteHeader(status)
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			_ = rc.Flush()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// CheckPush returns, per refused ref, why the broker refuses it: pushes
+// go only to branches under the repository's prefix, never to the
+// default branch (head, e.g. "refs/heads/main"; "" when unknown, then
+// main and master are refused), never delete, never tags.
+func CheckPush(g sandbox.GitRepo, head string, p PushRequest) map[string]string {
+	g = g.WithDefaults()
+	reasons := map[string]string{}
+	for _, u := range p.Updates {
+		branch, isBranch := strings.CutPrefix(u.Ref, "refs/heads/")
+		switch {
+		case !isBranch:
+			reasons[u.Ref] = "only branches may be pushed"
+		case u.Ref == head || (head == "" && (branch == "main" || branch == "master")):
+			reasons[u.Ref] = "pushing to the default branch is refused by the credential broker"
+		case !strings.HasPrefix(branch, g.PushPrefix):
+			reasons[u.Ref] = fmt.Sprintf("only branches under %q may be pushed", g.PushPrefix)
+		case u.Delete():
+			reasons[u.Ref] = "deleting branches is refused by the credential broker"
+		}
+	}
+	return reasons
+}
+
+func refNames(p PushRequest) []string {
+	out := make([]string, len(p.Updates))
+	for i, u := range p.Updates {
+		out[i] = u.Ref
+	}
+	return out
+}
+
+// match finds the sandbox repository a broker path names:
+// /<host>/<path>[.git]<suffix>.
+func match(sb *sandbox.Sandbox, p string) (sandbox.GitRepo, sandbox.Remote, string, bool) {
+	for _, g := range sb.Spec.Repos {
+		rm, err := sandbox.ParseRemote(g.URL)
+		if err != nil {
+			continue
+		}
+		rest, ok := strings.CutPrefix(p, "/"+rm.Key())
+		if !ok {
+			continue
+		}
+		rest = strings.TrimPrefix(rest, ".git")
+		switch rest {
+		case "/info/refs", "/" + svcUpload, "/" + svcReceive:
+			return g.WithDefaults(), rm, rest, true
+		}
+	}
+	return sandbox.GitRepo{}, sandbox.Remote{}, "", false
+}
+
+// authorize adds the stored credential of g to an upstream request.
+func (b *Broker) authorize(ctx context.Context, req *http.Request, ownerID string, g sandbox.GitRepo, rm sandbox.Remote) error {
+	if g.Credential == "" {
+		return nil
+	}
+	if b.cfg.Reveal == nil {
+		return errs.E(errs.Unavailable, "the secret store is not configured")
+	}
+	v, err := b.cfg.Reveal(ctx, ownerID, g.Credential)
+	if err != nil {
+		if errs.KindOf(err) == errs.NotFound {
+			return errs.E(errs.Dependency, "credential %q: no such secret", g.Credential)
+		}
+		return err
+	}
+	user, pass := basicUser(ForgeOf(g, rm)), strings.TrimSpace(v)
+	if u, p, ok := strings.Cut(pass, ":"); ok && u != "" && !strings.ContainsAny(u, " /") {
+		user, pass = u, p
+	}
+	req.SetBasicAuth(user, pass)
+	return nil
+}
+
+func basicUser(forge string) string {
+	if forge == "gitlab" {
+		return "oauth2"
+	}
+	return "x-access-token"
+}
+
+// ForgeOf names the forge of a repository: its Forge, or a guess from the
+// host.
+func ForgeOf(g sandbox.GitRepo, rm sandbox.Remote) string {
+	if g.Forge != "" {
+		return g.Forge
+	}
+	h := strings.ToLower(rm.Host)
+	if h == "gitlab.com" || strings.HasPrefix(h, "gitlab.") {
+		return "gitlab"
+	}
+	return "github"
+}
+
+// advertise reads the upstream's upload-pack ref advertisement with the
+// stored credential (Go HTTP only: nothing of the workspace is read).
+// Errors are public: 424 for refused credentials, 422 for a repository
+// that does not exist.
+func (b *Broker) advertise(ctx context.Context, ownerID string, g sandbox.GitRepo, rm sandbox.Remote) (Advertisement, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rm.Upstream()+"/info/refs?service="+svcUpload, nil)
+	if err != nil {
+		return Advertisement{}, err
+	}
+	req.Header.Set("User-Agent", "git/2-techboss-broker")
+	if err := b.authorize(ctx, req, ownerID, g, rm); err != nil {
+		return Advertisement{}, err
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return Advertisement{}, errs.Wrap(errs.Dependency, err, fmt.Sprintf("%s is unreachable from the server", rm.Host))
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		if g.Credential == "" {
+			return Advertisement{}, errs.E(errs.Dependency, "%s needs a credential (store a token with PUT /secrets/{name} and name it in \"credential\")", rm.Key())
+		}
+		return Advertisement{}, errs.E(errs.Dependency, "%s refused the credential %q", rm.Host, g.Credential)
+	case resp.StatusCode == http.StatusNotFound:
+		return Advertisement{}, errs.E(errs.Invalid, "%s: no such repository (or the credential cannot see it)", rm.Key())
+	case resp.StatusCode != http.StatusOK:
+		return Advertisement{}, errs.E(errs.Dependency, "%s answered HTTP %d", rm.Host, resp.StatusCode)
+	}
+	adv, err := ReadAdvertisement(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return Advertisement{}, errs.Wrap(errs.Dependency, err, rm.Key()+" is not a git smart-HTTP repository")
+	}
+	return adv, nil
+}
+
+// addrAllowed reports whether the broker may connect to ip: not loopback,
+// link-local (cloud metadata) or private, unless the operator opened it.
+func (b *Broker) addrAllowed(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range b.cfg.Allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	for _, p := range slices.Concat(sandbox.BlockedRanges, sandbox.PrivateRanges) {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	return true
+}
+
+// transport dials git hosts on the server's network, checking the address
+// actually dialed, so a name that resolves (or rebinds) to a refused
+// address is refused too.
+func (b *Broker) transport() http.RoundTripper {
+	d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second,
+		Control: func(_, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return err
+			}
+			if !b.addrAllowed(ap.Addr()) {
+				return fmt.Errorf("%s is a local, link-local or private address (the operator may open a range with TECHBOSS_NETWORK_ALLOW)", ap.Addr())
+			}
+			return nil
+		}}
+	return &http.Transport{DialContext: d.DialContext, ForceAttemptHTTP2: true, MaxIdleConns: 32,
+		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 15 * time.Second, ResponseHeaderTimeout: 5 * time.Minute}
+}
+
+// Client is the address-checked HTTP client (for forge API calls).
+func (b *Broker) Client() *http.Client { return b.client }
+
+// publicText is err's public message, or a generic one.
+func publicText(err error) string {
+	if e, ok := errs.Public(err); ok {
+		return e.Message
+	}
+	return "internal error"
+}
+
+func printable(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
