@@ -82,6 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		Secrets:        dom.secrets,
 		PreviewLinks:   dom.previews,
 		PreviewDomain:  cfg.PreviewDomain,
+		Repos:          dom.repos,
 		Gateway:        dom.gateway,
 		LLM:            dom.llm,
 		Logger:         log,

@@ -35,6 +35,7 @@ import (
 	"github.com/techbossai/techboss/internal/llm/bedrock"
 	"github.com/techbossai/techboss/internal/llm/gateway"
 	llmopenai "github.com/techbossai/techboss/internal/llm/openai"
+	"github.com/techbossai/techboss/internal/repo"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
 	"github.com/techbossai/techboss/internal/sandbox/local/netpolicy"
@@ -102,6 +103,7 @@ type domains struct {
 	llm       *httpapi.LLMDeps
 	secrets   *secrets.Store
 	previews  *sandbox.PreviewLinks
+	repos     *repo.Service
 	// ready are the checks /readyz runs besides the database's.
 	ready []httpapi.ReadyCheck
 	// runners are started by run() and return when ctx is done.
@@ -263,6 +265,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	d.secrets = secretStore
 	hooks := snaps.Hooks()
 	var runs *agent.Service
+	var repos *repo.Service // clones at create (after a snapshot restore); set once runs exists
 	limits := sandbox.DefaultLimits()
 	limits.MaxRunningPerUser = cfg.MaxSandboxesPerUser
 	limits.DefaultDiskMB = cfg.DefaultDiskMB
@@ -271,7 +274,17 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		Repo: db, Drivers: drivers, DefaultDriver: cfg.SandboxDriver, Limits: limits, Mounts: mounts,
 		Host: host, HostTimeout: replicaTimeout(cfg, db), RevealSecret: secretStore.Reveal,
 		Hooks: sandbox.Hooks{
-			AfterCreate: hooks.AfterCreate,
+			AfterCreate: func(ctx context.Context, sb *sandbox.Sandbox) error {
+				if hooks.AfterCreate != nil {
+					if err := hooks.AfterCreate(ctx, sb); err != nil {
+						return err
+					}
+				}
+				if repos != nil {
+					return repos.AfterCreate(ctx, sb)
+				}
+				return nil
+			},
 			BeforeTerminate: func(ctx context.Context, sb *sandbox.Sandbox) error {
 				var err error
 				if hooks.BeforeTerminate != nil {
@@ -352,6 +365,9 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	}, agent.Deps{
 		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin, Env: map[string]string{"CLAUDE_CODE_MAX_RETRIES": strconv.Itoa(cfg.ClaudeMaxRetries)}}), Sandboxes: mgr,
 		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(), Secrets: secretStore,
+		Deliver: func(ctx context.Context, r agent.Run) (agent.DeliveryData, error) {
+			return deliverRun(ctx, repos, db, cfg.PublicURL, r)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -395,6 +411,16 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	gwMux.Handle(agent.ApprovalPath, runs.ApprovalHandler())
 	gwMux.Handle(agent.MCPProxyPath, runs.MCPProxyHandler())
 	gwMux.Handle(gateway.OpenAIPrefix+"/", gateway.NewOpenAI(gw, "openai", llmCfg.Gateway.OpenAIBaseURL, llmCfg.Gateway.OpenAIKey, nil))
+	broker, err := repo.NewBroker(repo.BrokerConfig{
+		Lookup: db.GetSandbox, Reveal: secretStore.Reveal, Bound: agent.BoundSandbox,
+		Key: brokerKey(key), Allow: allowPrefixes(operator), Logger: log.With("component", "git"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	gwMux.Handle(repo.BrokerPrefix, broker)
+	repos = repo.NewService(repo.Deps{Broker: broker, Sandboxes: mgr, GatewayURL: runs.SandboxGatewayURL, Logger: log.With("component", "git")})
+	d.repos = repos
 	runs.SetGateway(gwMux)
 	d.runs, d.gateway = runs, gwMux
 	d.llm = &httpapi.LLMDeps{Registry: registry, Budgets: budgets, Recorder: runs}
@@ -495,6 +521,46 @@ func runEventsMemory(mb int) int64 {
 		return 1 // no event fits
 	}
 	return int64(mb) << 20
+}
+
+// brokerKey derives the git broker's token key from the secret store's
+// key, so sandbox tokens written into clones survive restarts.
+func brokerKey(secretKey []byte) []byte {
+	m := hmac.New(sha256.New, secretKey)
+	m.Write([]byte("techboss git broker token key"))
+	return m.Sum(nil)
+}
+
+// deliverRun carries out a succeeded run's deliver option: commit as the
+// run's owner, push, and open a pull request whose body links the run.
+func deliverRun(ctx context.Context, repos *repo.Service, db *store.DB, publicURL string, r agent.Run) (agent.DeliveryData, error) {
+	d := r.Options.Deliver
+	if repos == nil || d == nil {
+		return agent.DeliveryData{}, errs.E(errs.Unavailable, "repositories are not configured on this server")
+	}
+	title := d.Title
+	if title == "" {
+		title, _, _ = strings.Cut(strings.TrimSpace(r.Prompt), "\n")
+		if len(title) > 72 {
+			title = title[:69] + "..."
+		}
+	}
+	email := ""
+	if u, err := db.UserByID(ctx, r.OwnerID); err == nil {
+		email = u.Email
+	}
+	transcript := strings.TrimSuffix(publicURL, "/") + "/runs/" + r.ID + "/events"
+	body := fmt.Sprintf("Opened by TechBoss AI run `%s` in sandbox `%s`.\n\nTranscript: %s\n\nPrompt:\n\n> %s\n",
+		r.ID, r.SandboxID, transcript, strings.ReplaceAll(strings.TrimSpace(r.Prompt), "\n", "\n> "))
+	res, err := repos.Deliver(ctx, r.OwnerID, r.SandboxID, repo.DeliverRequest{
+		Repo: d.Repo, Branch: d.Branch, PullRequest: d.PullRequest, Base: d.Base,
+		Message: title + "\n\nTechBoss AI run " + r.ID, Title: title, Body: body, AuthorEmail: email,
+	})
+	out := agent.DeliveryData{Branch: d.Branch}
+	if res != nil {
+		out.Commit, out.PullRequestURL, out.NothingChanged = res.Commit, res.PullRequestURL, res.NothingChanged
+	}
+	return out, err
 }
 
 // allowPrefixes are the address ranges of the operator's allow rules

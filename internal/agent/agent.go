@@ -43,6 +43,7 @@ const (
 	TypeResult         = "result"           // the CLI's final result line
 	TypeDone           = "done"             // the run ended; data has the final status
 	TypeSnapshotError  = "snapshot_error"   // the after-run snapshot failed (retried in the background)
+	TypeDelivery       = "delivery"         // the deliver option's commit, push and pull request (or why not)
 	TypeRaw            = "raw"              // anything else, passed through
 )
 
@@ -108,6 +109,10 @@ type Options struct {
 	// stored: AttachmentNames records their names.
 	Attachments     []Attachment `json:"-"`
 	AttachmentNames []string     `json:"attachments,omitempty"`
+	// Deliver commits the run's changes to a branch, pushes it through
+	// the credential broker and opens a pull request when the run
+	// succeeds (deliver.go).
+	Deliver *Deliver `json:"deliver,omitempty"`
 }
 
 // Run is the persisted record of one agent run.

@@ -133,6 +133,9 @@ type Deps struct {
 	// Secrets resolves the "${secret:NAME}" references of runs' MCP
 	// servers (nil: runs may not name secrets).
 	Secrets SecretRevealer
+	// Deliver carries out a succeeded run's deliver option (commit, push,
+	// pull request); nil: runs may not ask for it.
+	Deliver DeliverFunc
 }
 
 // Service starts, follows, cancels and recovers agent runs. Runs live on
@@ -153,6 +156,8 @@ type Service struct {
 	m                 metrics
 	// afterRun is Deps.AfterRun.
 	afterRun func(ctx context.Context, r Run) error
+	// deliver is Deps.Deliver.
+	deliver DeliverFunc
 	// quit is closed when Run begins to shut down; bg runs the background
 	// retries of after-run snapshots, which end on it.
 	quit chan struct{}
@@ -260,6 +265,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 	s := &Service{
 		cfg: cfg, store: d.Store, cli: d.CLI, sbx: d.Sandboxes, gw: d.Gateway, secrets: d.Secrets, log: d.Logger, now: d.Now,
 		afterRun:  d.AfterRun,
+		deliver:   d.Deliver,
 		replica:   "rep_" + randHex(8),
 		hub:       NewHub(d.Store, d.Now, d.Feed),
 		submit:    make(chan *job),
@@ -653,6 +659,7 @@ func (s *Service) validate(prompt string, o Options) error {
 	case strings.ContainsRune(prompt, 0):
 		fs = append(fs, errs.FieldError{Field: "prompt", Reason: "contains a NUL byte"})
 	}
+	fs = append(fs, s.validateDeliver(o.Deliver)...)
 	if o.MaxTurns < 0 || o.MaxTurns > 1000 {
 		fs = append(fs, errs.FieldError{Field: "max_turns", Reason: "must be between 0 and 1000"})
 	}
@@ -1054,6 +1061,9 @@ func (s *Service) finish(ctx context.Context, shutdown bool, j *job, st sandbox.
 	// The after-run work (the workspace snapshot) happens while the run
 	// still counts as active, so "done" means the version exists and no
 	// restore or new run can race it.
+	if r.Status == Succeeded && r.Options.Deliver != nil && !shutdown {
+		s.deliverRun(ctx, r, log)
+	}
 	if s.afterRun != nil && !shutdown {
 		if err := s.afterRun(ctx, r); err != nil && !errors.Is(err, ErrSandboxGone) {
 			s.snapshotFailed(ctx, r, err, log)

@@ -109,6 +109,7 @@ func apiOps() [][]apiOp {
 		runOps,
 		snapshotOps,
 		secretOps,
+		gitOps,
 		pprofOps,
 		portOps,
 	}

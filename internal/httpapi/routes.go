@@ -40,6 +40,7 @@ func (s *server) routes() http.Handler {
 		s.mountRuns(r)
 		s.mountSnapshots(r)
 		s.mountSecrets(r)
+		s.mountGit(r)
 		s.mountPprof(r)
 		s.mountPorts(r)
 	})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/repo"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/snapshot"
@@ -47,6 +48,9 @@ type Deps struct {
 	// PreviewDomain turns on the preview host form
 	// {port}-{id}.preview.<PreviewDomain> (TECHBOSS_PREVIEW_DOMAIN).
 	PreviewDomain string
+	// Repos runs the git operations of sandboxes' repositories; nil
+	// answers 503 on /sandbox/{id}/git/*.
+	Repos *repo.Service
 	// Gateway is the Anthropic passthrough mounted at /llm/anthropic
 	// (outside session auth: it checks run and API tokens itself); nil = not mounted.
 	Gateway http.Handler

@@ -607,6 +607,7 @@ type DeliverRequest struct {
 	Repo        string
 	Branch      string
 	PullRequest bool
+	Base        string // the pull request's base ("" = the remote's default branch)
 	Message     string
 	Title       string
 	Body        string
@@ -631,7 +632,7 @@ func (s *Service) Deliver(ctx context.Context, ownerID, id string, req DeliverRe
 		return d, err
 	}
 	if req.PullRequest {
-		pr, err := s.PullRequest(ctx, ownerID, id, PullRequestBody{Repo: req.Repo, Title: req.Title, Body: req.Body, Head: req.Branch})
+		pr, err := s.PullRequest(ctx, ownerID, id, PullRequestBody{Repo: req.Repo, Title: req.Title, Body: req.Body, Head: req.Branch, Base: req.Base})
 		if err != nil {
 			return d, err
 		}
