@@ -40,6 +40,8 @@ type SandboxSpec struct {
 	Labels       map[string]string `json:"labels,omitempty"`
 	FromSnapshot string            `json:"from_snapshot,omitempty"`
 	GPU          string            `json:"gpu,omitempty"`
+	// Repo are repositories cloned at create (client/git.go).
+	Repo []GitRepo `json:"repo,omitempty"`
 }
 
 // CreatedSandbox is the answer to POST /sandbox.

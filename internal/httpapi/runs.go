@@ -78,6 +78,9 @@ type claudeRequest struct {
 	// Attachments: images, PDFs or text files for the model, each a
 	// sandbox path or base64 data (with media_type).
 	Attachments []agent.Attachment `json:"attachments,omitempty"`
+	// Deliver: on success, commit to a branch, push it and open a pull
+	// request (docs/repositories.md).
+	Deliver *agent.Deliver `json:"deliver,omitempty"`
 }
 
 type usageResponse struct {
@@ -159,6 +162,7 @@ func (s *server) handleClaude(w http.ResponseWriter, r *http.Request) error {
 		SystemPrompt: req.SystemPrompt, AppendSystemPrompt: req.AppendSystemPrompt,
 		NewSession: req.NewSession, SessionID: req.SessionID, ForkSession: req.ForkSession,
 		Cwd: req.Cwd, Env: req.Env, Settings: req.Settings, Permissions: req.Permissions, MCPServers: req.MCPServers, Attachments: req.Attachments,
+		Deliver: req.Deliver,
 	})
 	if err != nil {
 		return err

@@ -190,7 +190,9 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			up.Header.Set(h, v)
 		}
 	}
-	up.ContentLength = -1
+	// The push body is replayed unchanged (commands, then the pack), so
+	// its length is the client's.
+	up.ContentLength = r.ContentLength
 	if r.Method == http.MethodGet {
 		up.ContentLength = 0
 		up.Body = nil
