@@ -164,6 +164,9 @@ func ParseRemote(raw string) (Remote, error) {
 		}
 	}
 	r.Host = strings.ToLower(r.Host)
+	if r.Host == "" || strings.HasPrefix(r.Host, "-") || strings.HasPrefix(r.Host, ".") {
+		return Remote{}, fmt.Errorf("not a host name")
+	}
 	r.Path = strings.TrimSuffix(strings.TrimSuffix(r.Path, "/"), ".git")
 	if !repoPathRE.MatchString(r.Path) || strings.Contains(r.Path, "/.") || strings.Count(r.Path, "/") < 1 || r.Path == "/" {
 		return Remote{}, fmt.Errorf("needs a repository path (host/owner/repo)")
@@ -171,7 +174,7 @@ func ParseRemote(raw string) (Remote, error) {
 	return r, nil
 }
 
-// Dir returns the repository's directory under /workspace.
+// DirName returns the repository's directory under /workspace.
 func (g GitRepo) DirName() string {
 	if g.Dir != "" {
 		return path.Clean(g.Dir)
