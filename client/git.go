@@ -112,8 +112,3 @@ func (c *Client) OpenPullRequest(ctx context.Context, id string, req PullRequest
 	var out PullRequest
 	return &out, c.Do(ctx, "POST", "/sandbox/"+url.PathEscape(id)+"/git/pull-request", req, &out)
 }
-
-// PutSecret stores a secret (write-only) under name.
-func (c *Client) PutSecret(ctx context.Context, name, value string) error {
-	return c.Do(ctx, "PUT", "/secrets/"+url.PathEscape(name), map[string]string{"value": value}, nil)
-}
