@@ -224,11 +224,14 @@ func TestDocsCurl(t *testing.T) {
 		"TECHBOSS_ADMIN_EMAIL": "admin@example.com", "TECHBOSS_ADMIN_PASSWORD": "a long password",
 		"ANTHROPIC_BASE_URL": modelURL, "ANTHROPIC_API_KEY": "sk-ant-upstream-docs",
 		"TECHBOSS_CLAUDE_BIN": claudeBin,
+		// docs/repositories.md's repository is a real git server on loopback.
+		"TECHBOSS_NETWORK_ALLOW": "127.0.0.1/32",
 		// /v1/chat's provider, with a priced model for the examples.
 		"TECHBOSS_LLM_PROVIDERS": `{"providers": [{"name": "anthropic", "type": "anthropic", "base_url": "` + modelURL + `",
 			"models": [{"id": "claude-sonnet-4-5", "input_per_mtok": 3, "output_per_mtok": 15}], "any_model": true}],
 			"default_provider": "anthropic"}`,
 	}
+	docsGit := newGitServer(t, "ghp_your_token") // the documents' token and repository
 	in := start(t, env)
 	addr := strings.TrimPrefix(in.url, "http://")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -261,6 +264,7 @@ func TestDocsCurl(t *testing.T) {
 				if curlCount(b.text) == 0 {
 					continue // e.g. make run, environment settings
 				}
+				b.text = strings.ReplaceAll(b.text, docsRepoURL, docsGit.url+"/owner/app")
 				ran += runBlock(t, ctx, dir, addr, tok.Token, b)
 				if t.Failed() {
 					return // later blocks build on this one
@@ -273,6 +277,9 @@ func TestDocsCurl(t *testing.T) {
 	}
 	t.Logf("%d curl calls ran", ran)
 }
+
+// docsRepoURL is the documents' example repository; the test serves it.
+const docsRepoURL = "https://github.com/you/app"
 
 // approvalMarker is in the prompt of docs/api.md's approvals example.
 const approvalMarker = "(ask first)"
