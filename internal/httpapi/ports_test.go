@@ -36,21 +36,21 @@ var previewAppBuild struct {
 	err  error
 }
 
-// previewAppBin builds internal/testbin/previewapp (static) once per test binary.
+// previewAppBin builds internal/testbin/previewapp (static) once per test
+// binary, at a fixed path (replaced, not accumulated, across runs; built
+// beside it and renamed, as test processes may build it at once).
 func previewAppBin(t testing.TB) string {
 	t.Helper()
 	previewAppBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "previewapp-")
-		if err != nil {
-			previewAppBuild.err = err
-			return
-		}
-		previewAppBuild.path = filepath.Join(dir, "previewapp")
-		cmd := exec.Command("go", "build", "-o", previewAppBuild.path, "github.com/techbossai/techboss/internal/testbin/previewapp")
+		previewAppBuild.path = filepath.Join(os.TempDir(), fmt.Sprintf("techboss-httpapi-test-previewapp-%d", os.Getuid()))
+		tmp := fmt.Sprintf("%s.%d", previewAppBuild.path, os.Getpid())
+		cmd := exec.Command("go", "build", "-o", tmp, "github.com/techbossai/techboss/internal/testbin/previewapp")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			previewAppBuild.err = fmt.Errorf("build previewapp: %v\n%s", err, out)
+			return
 		}
+		previewAppBuild.err = os.Rename(tmp, previewAppBuild.path)
 	})
 	if previewAppBuild.err != nil {
 		t.Fatal(previewAppBuild.err)
