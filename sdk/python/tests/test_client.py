@@ -139,6 +139,13 @@ def test_snapshots(client, sandbox):
         client.files.read(sid, "added.txt")
 
 
+def test_run_errors(client, sandbox):
+    """A bad run option is a 422 naming it, raised when the stream starts."""
+    with pytest.raises(ValidationError) as e:
+        list(client.claude(sandbox.sandbox_id, "hi", max_turns=-1))
+    assert e.value.field_names == ["max_turns"]
+
+
 def test_errors(client):
     with pytest.raises(ValidationError) as e:
         client.sandboxes.create("host", memory_mb=-1)

@@ -145,6 +145,10 @@ test("snapshots: create, list, diff, restore", async () => {
   await assert.rejects(tb.files.read(sid, "added.txt"), (e: unknown) => e instanceof APIError && e.status === 404);
 });
 
+test("a bad run option is a 422 naming it, thrown when the stream starts", async () => {
+  await assert.rejects(collect(tb.claude(sid, "hi", { max_turns: -1 })), (e: unknown) => e instanceof APIError && e.status === 422 && e.fieldNames[0] === "max_turns");
+});
+
 test("errors carry the API's code, message and fields", async () => {
   await assert.rejects(tb.sandboxes.create({ image_base: "host", memory_mb: -1 }), (e: unknown) => {
     assert.ok(e instanceof APIError);
