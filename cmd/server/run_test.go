@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/techbossai/techboss/client"
+	"github.com/techbossai/techboss/internal/openapitest"
 	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
@@ -112,7 +113,45 @@ func start(t *testing.T, env map[string]string) *instance {
 		return all
 	}
 	t.Cleanup(func() { stop() })
+	validateAnswers(t, a)
 	return &instance{url: "http://" + a, cancel: cancel, msgs: msgs, stop: stop}
+}
+
+// validateAnswers checks every JSON answer the test's HTTP clients get
+// from the server at addr against the server's own OpenAPI document
+// (kin-openapi), for the rest of the test: http.DefaultClient and clients
+// on http.DefaultTransport (the Go client's default) go through it.
+func validateAnswers(t *testing.T, addr string) {
+	t.Helper()
+	res, err := http.Get("http://" + addr + "/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := openapitest.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var problems []error
+	base := http.DefaultTransport
+	http.DefaultTransport = v.Transport(base, addr, func(err error) {
+		mu.Lock()
+		problems = append(problems, err)
+		mu.Unlock()
+	})
+	t.Cleanup(func() {
+		http.DefaultTransport = base
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range problems {
+			t.Errorf("OpenAPI: %v", p)
+		}
+	})
 }
 
 // waitLog blocks until the server logs msg.

@@ -211,10 +211,10 @@ func (h *harness) behindProxies(cidrs ...string) {
 	for _, c := range cidrs {
 		ps = append(ps, netip.MustParsePrefix(c))
 	}
-	h.srv = httptest.NewServer(NewServer(Deps{
+	h.srv = httptest.NewServer(validateResponses(h.t, NewServer(Deps{
 		Logger: h.logger(), Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
 		TrustedProxies: ps,
-	}))
+	})))
 	h.t.Cleanup(h.srv.Close)
 }
 

@@ -101,9 +101,9 @@ func newHarness(t *testing.T, opts ...func(*auth.Options)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.srv = httptest.NewServer(NewServer(Deps{
+	h.srv = httptest.NewServer(validateResponses(t, NewServer(Deps{
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test", Secrets: sec,
-	}))
+	})))
 	t.Cleanup(h.srv.Close)
 	return h
 }

@@ -92,8 +92,8 @@ func newLLMHarness(t *testing.T, budget llm.BudgetConfig) *llmHarness {
 		t.Fatal(err)
 	}
 	deps := &LLMDeps{Registry: reg, Recorder: dbRecorder{h.db}, Budgets: llm.NewBudgets(budget, h.db, h.db, h.clock.Now)}
-	h.srv = httptest.NewServer(NewServer(Deps{Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now,
-		Version: "test", LLM: deps}))
+	h.srv = httptest.NewServer(validateResponses(t, NewServer(Deps{Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now,
+		Version: "test", LLM: deps})))
 	t.Cleanup(h.srv.Close)
 	lh.user = h.createUser("chat@example.com", auth.RoleMember)
 	_, tok, err := h.auth.CreateToken(t.Context(), lh.user.ID, "chat")

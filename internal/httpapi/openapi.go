@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"reflect"
 	"sort"
@@ -36,6 +37,11 @@ type apiOp struct {
 	// Errors are the error statuses the route answers beyond those
 	// errorStatuses derives from the fields above.
 	Errors []int
+	// Events names the event types of a Stream and the Go type of each
+	// one's data (documented as named schemas, listed under x-events).
+	Events map[string]any
+	// Example is a request body example.
+	Example any
 }
 
 // errorStatuses lists the error statuses op documents: the error table of
@@ -118,6 +124,7 @@ func apiOps() [][]apiOp {
 // openAPIDoc builds the OpenAPI 3.1 document.
 func openAPIDoc(version string) map[string]any {
 	paths := map[string]map[string]any{}
+	sg := newSchemaGen()
 	for _, ops := range apiOps() {
 		for _, op := range ops {
 			p := openAPIPath(op.Path)
@@ -126,9 +133,11 @@ func openAPIDoc(version string) map[string]any {
 				item = map[string]any{}
 				paths[p] = item
 			}
-			item[strings.ToLower(op.Method)] = openAPIOperation(op, p)
+			item[strings.ToLower(op.Method)] = openAPIOperation(op, p, sg)
 		}
 	}
+	schemas := sg.components
+	schemas["Error"] = errorSchema()
 	if version == "" {
 		version = "dev"
 	}
@@ -146,7 +155,7 @@ func openAPIDoc(version string) map[string]any {
 				"bearer":  map[string]any{"type": "http", "scheme": "bearer"},
 				"session": map[string]any{"type": "apiKey", "in": "cookie", "name": sessionCookie},
 			},
-			"schemas": map[string]any{"Error": errorSchema()},
+			"schemas": schemas,
 		},
 		"security": []any{map[string]any{"bearer": []any{}}, map[string]any{"session": []any{}}},
 	}
@@ -177,7 +186,7 @@ func openAPIPath(p string) string {
 	return b.String()
 }
 
-func openAPIOperation(op apiOp, path string) map[string]any {
+func openAPIOperation(op apiOp, path string, sg *schemaGen) map[string]any {
 	o := map[string]any{
 		"summary":     op.Summary,
 		"operationId": strings.ToLower(op.Method) + strings.NewReplacer("/", "_", "{", "", "}", "", ".", "_", "-", "_").Replace(path),
@@ -197,25 +206,45 @@ func openAPIOperation(op apiOp, path string) map[string]any {
 		o["parameters"] = params
 	}
 	if op.Request != nil {
+		media := map[string]any{"schema": sg.schema(reflect.TypeOf(op.Request))}
+		if op.Example != nil {
+			media["example"] = op.Example
+		}
 		o["requestBody"] = map[string]any{
 			"required": true,
-			"content":  map[string]any{"application/json": map[string]any{"schema": schemaOf(reflect.TypeOf(op.Request), map[reflect.Type]bool{})}},
+			"content":  map[string]any{"application/json": media},
 		}
 	}
 	ok := map[string]any{"description": "success"}
-	switch {
-	case op.Stream:
-		content := map[string]any{"text/event-stream": map[string]any{"schema": map[string]any{"type": "string"}}}
+	content := map[string]any{}
+	if op.Response != nil {
+		// Streams with a JSON form too (?wait=true, "stream": false).
+		data := map[string]any{"type": "object", "required": []string{"data"},
+			"properties": map[string]any{"data": sg.schema(reflect.TypeOf(op.Response))}}
+		if op.ProviderErrors {
+			data = map[string]any{"type": "object", "description": "the provider's own answer, unchanged"}
+		}
+		content["application/json"] = map[string]any{"schema": data}
+	} else if op.Stream && op.ProviderErrors {
+		content["application/json"] = map[string]any{"schema": map[string]any{"type": "object", "description": "the provider's own answer, unchanged"}}
+	}
+	if op.Stream {
+		sse := map[string]any{"schema": map[string]any{"type": "string"}}
+		if len(op.Events) > 0 {
+			events := map[string]any{}
+			for name, v := range op.Events {
+				events[name] = sg.schema(reflect.TypeOf(v))
+			}
+			sse["x-events"] = events
+		}
+		content["text/event-stream"] = sse
 		if op.Frames {
 			content[execFramesType] = map[string]any{"schema": map[string]any{"type": "string", "format": "binary",
 				"description": "frames: an 8-byte header (kind: 0 heartbeat, 1 stdout, 2 stderr, 3 exit JSON, 4 error JSON; 3 zero bytes; payload length, uint32 big endian) and the payload"}}
 		}
+	}
+	if len(content) > 0 {
 		ok["content"] = content
-	case op.Response != nil:
-		ok["content"] = map[string]any{"application/json": map[string]any{"schema": map[string]any{
-			"type":       "object",
-			"properties": map[string]any{"data": schemaOf(reflect.TypeOf(op.Response), map[reflect.Type]bool{})},
-		}}}
 	}
 	errRef := map[string]any{"description": "error", "content": map[string]any{
 		"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
@@ -261,8 +290,20 @@ var (
 	rawMessageType = reflect.TypeFor[json.RawMessage]()
 )
 
-// schemaOf derives a JSON Schema from a Go type's JSON encoding.
-func schemaOf(t reflect.Type, seen map[reflect.Type]bool) map[string]any {
+// schemaGen derives JSON Schemas from Go types' JSON encodings. Named
+// struct types become components (#/components/schemas/<Name>), so the
+// SDKs generated from the document get one type per Go type.
+type schemaGen struct {
+	components map[string]any
+	names      map[reflect.Type]string
+}
+
+func newSchemaGen() *schemaGen {
+	return &schemaGen{components: map[string]any{}, names: map[reflect.Type]string{}}
+}
+
+// schema returns t's schema (a $ref for named structs).
+func (g *schemaGen) schema(t reflect.Type) map[string]any {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -289,29 +330,64 @@ func schemaOf(t reflect.Type, seen map[reflect.Type]bool) map[string]any {
 		if t.Elem().Kind() == reflect.Uint8 {
 			return map[string]any{"type": "string", "contentEncoding": "base64"}
 		}
-		return map[string]any{"type": "array", "items": schemaOf(t.Elem(), seen)}
+		return map[string]any{"type": "array", "items": g.schema(t.Elem())}
 	case reflect.Map:
-		return map[string]any{"type": "object", "additionalProperties": schemaOf(t.Elem(), seen)}
+		return map[string]any{"type": "object", "additionalProperties": g.schema(t.Elem())}
 	case reflect.Struct:
-		if seen[t] {
-			return map[string]any{"type": "object"}
+		if t.Name() == "" {
+			return g.structSchema(t)
 		}
-		seen[t] = true
-		defer delete(seen, t)
-		props := map[string]any{}
-		var required []string
-		addStructFields(t, props, &required, seen)
-		s := map[string]any{"type": "object", "properties": props}
-		if len(required) > 0 {
-			sort.Strings(required)
-			s["required"] = required
+		name, ok := g.names[t]
+		if !ok {
+			name = g.componentName(t)
+			g.names[t] = name
+			g.components[name] = map[string]any{} // placeholder: recursion ends at the $ref
+			g.components[name] = g.structSchema(t)
 		}
-		return s
+		return map[string]any{"$ref": "#/components/schemas/" + name}
+	case reflect.Interface:
+		return map[string]any{}
 	}
 	return map[string]any{}
 }
 
-func addStructFields(t reflect.Type, props map[string]any, required *[]string, seen map[reflect.Type]bool) {
+// componentName is the Go type's name, prefixed with its package's when
+// another package's type took the name first.
+func (g *schemaGen) componentName(t reflect.Type) string {
+	name := t.Name()
+	if i := strings.IndexByte(name, '['); i >= 0 {
+		name = name[:i] // generic instance
+	}
+	name = strings.ToUpper(name[:1]) + name[1:]
+	if _, taken := g.components[name]; !taken {
+		return name
+	}
+	pkg := t.PkgPath()
+	if i := strings.LastIndexByte(pkg, '/'); i >= 0 {
+		pkg = pkg[i+1:]
+	}
+	name = strings.ToUpper(pkg[:1]) + pkg[1:] + name
+	for n := 2; ; n++ {
+		if _, taken := g.components[name]; !taken {
+			return name
+		}
+		name = strings.TrimRight(name, "0123456789") + strconv.Itoa(n)
+	}
+}
+
+func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
+	props := map[string]any{}
+	var required []string
+	g.addStructFields(t, props, &required)
+	s := map[string]any{"type": "object", "properties": props}
+	if len(required) > 0 {
+		sort.Strings(required)
+		s["required"] = required
+	}
+	return s
+}
+
+func (g *schemaGen) addStructFields(t reflect.Type, props map[string]any, required *[]string) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag := f.Tag.Get("json")
@@ -325,7 +401,7 @@ func addStructFields(t reflect.Type, props map[string]any, required *[]string, s
 				ft = ft.Elem()
 			}
 			if ft.Kind() == reflect.Struct {
-				addStructFields(ft, props, required, seen)
+				g.addStructFields(ft, props, required)
 				continue
 			}
 		}
@@ -335,11 +411,39 @@ func addStructFields(t reflect.Type, props map[string]any, required *[]string, s
 		if name == "" {
 			name = f.Name
 		}
-		props[name] = schemaOf(f.Type, seen)
-		if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") && f.Type.Kind() != reflect.Pointer {
+		omit := strings.Contains(opts, "omitempty") || strings.Contains(opts, "omitzero")
+		sch := g.schema(f.Type)
+		if !omit && nullable(f.Type) {
+			// encoding/json writes null for a nil pointer, slice or map.
+			sch = orNull(sch)
+		}
+		props[name] = sch
+		if !omit && f.Type.Kind() != reflect.Pointer {
 			*required = append(*required, name)
 		}
 	}
+}
+
+// nullable reports whether encoding/json may write null for a value of t.
+func nullable(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Slice, reflect.Map, reflect.Interface:
+		return t != rawMessageType
+	}
+	return false
+}
+
+// orNull lets s be null too.
+func orNull(s map[string]any) map[string]any {
+	if typ, ok := s["type"].(string); ok {
+		out := maps.Clone(s)
+		out["type"] = []string{typ, "null"}
+		return out
+	}
+	if len(s) == 0 {
+		return s // anything, null included
+	}
+	return map[string]any{"anyOf": []any{s, map[string]any{"type": "null"}}}
 }
 
 // handleOpenAPI serves the document.

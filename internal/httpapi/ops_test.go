@@ -121,8 +121,11 @@ func TestOpenAPIServed(t *testing.T) {
 	r := h.do(h.client(), "GET", "/openapi.json", nil)
 	wantStatus(t, r, 200)
 	var doc struct {
-		OpenAPI string                               `json:"openapi"`
-		Paths   map[string]map[string]map[string]any `json:"paths"`
+		OpenAPI    string                               `json:"openapi"`
+		Paths      map[string]map[string]map[string]any `json:"paths"`
+		Components struct {
+			Schemas map[string]any `json:"schemas"`
+		} `json:"components"`
 	}
 	if err := json.Unmarshal(r.body, &doc); err != nil {
 		t.Fatal(err)
@@ -135,6 +138,11 @@ func TestOpenAPIServed(t *testing.T) {
 		t.Fatalf("login op = %v", login)
 	}
 	b, _ := json.Marshal(login["requestBody"])
+	// Request and answer types are named components the operations refer to.
+	if !strings.Contains(string(b), `"$ref":"#/components/schemas/LoginRequest"`) {
+		t.Fatalf("login request schema is not the LoginRequest component: %s", b)
+	}
+	b, _ = json.Marshal(doc.Components.Schemas["LoginRequest"])
 	if !strings.Contains(string(b), `"password"`) || !strings.Contains(string(b), `"email"`) {
 		t.Fatalf("login request schema lacks fields: %s", b)
 	}

@@ -43,12 +43,24 @@ func writeRestarting(out eventWriter, format string, lastID int64) error {
 	return out.Event("", "restarting", b)
 }
 
+// runEventSchemas documents the data of each typed run event.
+var runEventSchemas = map[string]any{
+	agent.TypeStarted: agent.StartedData{}, agent.TypeText: agent.TextData{},
+	agent.TypeTextDelta: agent.DeltaData{}, agent.TypeThinkingDelta: agent.DeltaData{}, agent.TypeToolInputDelta: agent.DeltaData{},
+	agent.TypeToolUse: agent.ToolUseData{}, agent.TypeToolResult: agent.ToolResultData{},
+	agent.TypePermissionRequest: agent.PermissionRequestData{}, agent.TypePermissionDecision: agent.PermissionDecisionData{},
+	agent.TypeRetry: agent.RetryData{}, agent.TypeUsage: agent.UsageData{}, agent.TypeError: agent.ErrorData{},
+	agent.TypeResult: agent.ResultData{}, agent.TypeSnapshotError: agent.SnapshotErrorData{}, agent.TypeDone: agent.DoneData{},
+	"restarting": restartingData{},
+}
+
 // runOps documents the agent run and usage routes.
 var runOps = []apiOp{
-	{Method: "POST", Path: "/sandbox/{id}/claude", Summary: "Start a Claude Code run and stream it: by default the original plain form (`data: <text line>`, tool activity lines, `data: [DONE]`); `?format=events` gives typed events (`event: <type>`, JSON data); every event has `id:` for Last-Event-ID. The run outlives the request; X-Run-ID names it. When the server stops before the run ends, the stream ends with an `event: restarting` (no id; JSON data with last_event_id): reconnect to GET /runs/{id}/events with Last-Event-ID", Request: claudeRequest{}, Stream: true, Errors: []int{402, 409, 429}},
+	{Method: "POST", Path: "/sandbox/{id}/claude", Summary: "Start a Claude Code run and stream it: by default the original plain form (`data: <text line>`, tool activity lines, `data: [DONE]`); `?format=events` gives typed events (`event: <type>`, JSON data); every event has `id:` for Last-Event-ID. The run outlives the request; X-Run-ID names it. When the server stops before the run ends, the stream ends with an `event: restarting` (no id; JSON data with last_event_id): reconnect to GET /runs/{id}/events with Last-Event-ID", Request: claudeRequest{}, Stream: true, Errors: []int{402, 409, 429}, Events: runEventSchemas,
+		Example: map[string]any{"prompt": "list the files and summarise the README"}},
 	{Method: "GET", Path: "/sandbox/{id}/runs", Summary: "The sandbox's runs, newest first", Response: []agent.Run{}},
 	{Method: "GET", Path: "/runs/{id}", Summary: "One run: status, prompt, session, timings, usage, cost, exit code, and snapshot_error while its after-run snapshot has failed and is being retried", Response: agent.Run{}},
-	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form. Event types (docs/run-events.md): run.started, text_delta, thinking_delta, tool_input_delta, text, tool_use, permission_request, permission_decision, tool_result, retry, usage, error, result, snapshot_error (the after-run snapshot failed; the server retries it and clears the run's snapshot_error once one is stored), done. A stream the server stops before the run ends ends with `event: restarting` (no id): resume with Last-Event-ID", Stream: true},
+	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form. Event types (docs/run-events.md): run.started, text_delta, thinking_delta, tool_input_delta, text, tool_use, permission_request, permission_decision, tool_result, retry, usage, error, result, snapshot_error (the after-run snapshot failed; the server retries it and clears the run's snapshot_error once one is stored), done. A stream the server stops before the run ends ends with `event: restarting` (no id): resume with Last-Event-ID", Stream: true, Events: runEventSchemas},
 	{Method: "POST", Path: "/runs/{id}/cancel", Summary: "Cancel a run: SIGINT, then SIGKILL after a grace period; it ends cancelled", Response: agent.Run{}, Errors: []int{409}},
 	{Method: "POST", Path: "/runs/{id}/permissions/{request_id}", Summary: "Answer a pending tool approval (a permission_request event of a run started with permission_mode \"ask\" or permissions): allow (optionally with updated_input replacing the tool's input) or deny (with a message the agent reads); remember \"run\" applies the answer to the tool for the rest of the run. The first answer wins: a later one is 409. Recorded as a permission_decision event naming who answered. On a replica other than the run's, the answer is passed on (202) and the event says whether it was the first", Request: agent.Decision{}, Response: agent.PermissionDecisionData{}, Errors: []int{409}},
 	{Method: "GET", Path: "/usage", Summary: "Your LLM usage (tokens, cost) in [from, to) grouped by day, model or sandbox; admins may pass user", Response: usageResponse{}},

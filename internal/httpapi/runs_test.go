@@ -102,7 +102,7 @@ func newRunHarness(t *testing.T, script ...modeltest.Reply) *runHarness {
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
 		Sandboxes: m, Runs: rh.svc, Gateway: gw, Stopping: stopping,
 	})
-	h.srv = httptest.NewServer(api)
+	h.srv = httptest.NewServer(validateResponses(t, api))
 	t.Cleanup(func() {
 		stop()
 		h.srv.Close()

@@ -25,12 +25,15 @@ import (
 
 // sandboxOps documents the sandbox, file, archive and volume routes.
 var sandboxOps = []apiOp{
-	{Method: "POST", Path: "/sandbox", Summary: "Create a sandbox (builds or reuses its image); answers once it runs", Request: sandbox.Spec{}, Response: createSandboxResponse{}, Storage: true, Errors: []int{409, 429}},
+	{Method: "POST", Path: "/sandbox", Summary: "Create a sandbox (builds or reuses its image); answers once it runs", Request: sandbox.Spec{}, Response: createSandboxResponse{}, Storage: true, Errors: []int{409, 429},
+		Example: map[string]any{"image_base": "host", "dockerfile_commands": []string{}, "volume_name": "", "s3_bucket_name": "", "s3_key_prefix": "", "init_from_s3": false, "name": "demo"}},
 	{Method: "GET", Path: "/sandbox", Summary: "List your sandboxes, newest first (?limit, ?cursor, ?state, ?label=k=v)", Response: listSandboxesResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}", Summary: "A sandbox's status and its driver's capabilities", Response: sandboxView{}},
 	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent; snapshots the workspace first when configured)", Response: sandbox.Sandbox{}},
 	{Method: "GET", Path: "/sandbox/{id}/logs", Summary: "Build and start log (text; SSE `log`/`status` events with ?follow=true)"},
-	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events, binary frames with `Accept: application/vnd.techboss.exec-stream`, or one JSON answer with ?wait=true", Request: execRequest{}, Stream: true, Frames: true, Errors: []int{409}},
+	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events, binary frames with `Accept: application/vnd.techboss.exec-stream`, or one JSON answer with ?wait=true", Request: execRequest{}, Response: execWaitResponse{}, Stream: true, Frames: true, Errors: []int{409},
+		Events:  map[string]any{"stdout": outputChunk{}, "stderr": outputChunk{}, "exit": execExit{}, "error": errorBody{}},
+		Example: execRequest{Command: []string{"sh", "-c", "echo hello"}, TimeoutS: 30}},
 	{Method: "GET", Path: "/sandbox/{id}/files", Summary: "List a directory (?dir=, relative to /workspace or absolute)", Response: listDirResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}/files/*", Summary: "Download a file (raw bytes)"},
 	{Method: "PUT", Path: "/sandbox/{id}/files/*", Summary: "Upload a file (raw bytes; ?mode=0644); 413 when it does not fit the sandbox's disk_mb", Response: writeFileResponse{}, Errors: []int{409, 413, 422, 507}},
@@ -66,6 +69,13 @@ type execRequest struct {
 	TimeoutS float64           `json:"timeout_s,omitempty"`
 	Stdin    *string           `json:"stdin,omitempty"`
 	StdinB64 string            `json:"stdin_b64,omitempty"`
+}
+
+// outputChunk documents a `stdout`/`stderr` event's data: the bytes as
+// text when they are UTF-8, else base64.
+type outputChunk struct {
+	Data    string `json:"data,omitempty"`
+	DataB64 string `json:"data_b64,omitempty"`
 }
 
 // execExit is the final `exit` event, and the core of the ?wait=true answer.

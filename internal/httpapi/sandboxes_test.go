@@ -115,9 +115,9 @@ func newSandboxHarness(t *testing.T, tweak func(*sandbox.Limits), opts ...func(*
 		tweak(&limits)
 	}
 	m := newSandboxManager(t, h.db, h.clock.Now, limits, opts...)
-	h.srv = httptest.NewServer(NewServer(Deps{
+	h.srv = httptest.NewServer(validateResponses(t, NewServer(Deps{
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test", Sandboxes: m,
-	}))
+	})))
 	t.Cleanup(h.srv.Close)
 	h.createUser("alice@example.com", auth.RoleMember)
 	h.createUser("bob@example.com", auth.RoleMember)

@@ -120,10 +120,10 @@ func newSnapshotHarnessWith(t *testing.T, wrap func(*local.Driver) sandbox.Drive
 			_ = drv.Destroy(context.Background(), sb.Ref)
 		}
 	})
-	h.srv = httptest.NewServer(NewServer(Deps{
+	h.srv = httptest.NewServer(validateResponses(t, NewServer(Deps{
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
 		Sandboxes: m, Snapshots: svc,
-	}))
+	})))
 	t.Cleanup(h.srv.Close)
 	h.createUser("alice@example.com", auth.RoleMember)
 	h.createUser("bob@example.com", auth.RoleMember)
