@@ -3,7 +3,10 @@
 // implements, and the Manager that runs their lifecycle.
 package sandbox
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // State is a sandbox's lifecycle state. Transitions are persisted before
 // they are acted on: creating -> running -> terminating -> terminated, or
@@ -48,6 +51,16 @@ type Spec struct {
 	// Repos are cloned into /workspace at create (see GitRepo); "repo" in
 	// JSON takes one object or a list.
 	Repos RepoList `json:"repo,omitempty"`
+}
+
+// MarshalJSON writes dockerfile_commands as [] when there are none (a
+// spec read back from the database has a nil list), never null.
+func (s Spec) MarshalJSON() ([]byte, error) {
+	type plain Spec
+	if s.DockerfileCommands == nil {
+		s.DockerfileCommands = []string{}
+	}
+	return json.Marshal(plain(s))
 }
 
 // Sandbox is the persisted record of one sandbox.
