@@ -479,9 +479,23 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, i int, id, model
 				}
 			}
 			if rep.hold {
-				select {
-				case <-r.Context().Done():
-				case <-s.done:
+				// Pings while holding, as the real API sends them on a
+				// slow stream: a client's idle timeout must not end the
+				// hold on a busy machine.
+				tick := time.NewTicker(5 * time.Second)
+				defer tick.Stop()
+			hold:
+				for {
+					select {
+					case <-r.Context().Done():
+						break hold
+					case <-s.done:
+						break hold
+					case <-tick.C:
+						if !emit("ping", map[string]any{"type": "ping"}) {
+							break hold
+						}
+					}
 				}
 				answer = "sse:held"
 				return
