@@ -362,6 +362,45 @@ func TestRepositories(t *testing.T) {
 		}
 	})
 
+	t.Run("snapshots keep .git incrementally", func(t *testing.T) {
+		type taken struct {
+			ID    string `json:"snapshot_id"`
+			Stats struct {
+				Uploaded int64 `json:"uploaded_bytes"`
+				Deduped  int64 `json:"deduplicated_bytes"`
+			} `json:"stats"`
+		}
+		take := func() taken {
+			var tk taken
+			if err := c.Do(ctx, "POST", "/sandbox/"+id+"/snapshots", nil, &tk); err != nil {
+				t.Fatal(err)
+			}
+			return tk
+		}
+		take()
+		if _, code := exec("echo more >> NOTES.md"); code != 0 {
+			t.Fatal("edit")
+		}
+		out, _ := exec("cat .git/objects/pack/*.pack | wc -c")
+		var packBytes int64
+		json.Unmarshal([]byte(strings.TrimSpace(out)), &packBytes)
+		second := take()
+		if packBytes == 0 || second.Stats.Deduped < packBytes || second.Stats.Uploaded >= packBytes {
+			t.Fatalf("second snapshot %+v; the pack (%d bytes) should be deduplicated, not uploaded again", second.Stats, packBytes)
+		}
+		// A sandbox from the snapshot has the repository (not cloned again).
+		from, err := c.CreateSandbox(ctx, client.SandboxSpec{ImageBase: "host", FromSnapshot: second.ID, Repo: []client.GitRepo{{URL: repoURL, Credential: "gh"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		terminateAtCleanup(t, in.url, tok.Token, from.SandboxID)
+		logs, _ := c.SandboxLogs(ctx, from.SandboxID)
+		res, err := c.Exec(ctx, from.SandboxID, client.ExecRequest{Command: []string{"git", "log", "-1", "--format=%s"}, Workdir: "/workspace/app"})
+		if err != nil || !strings.Contains(logs, "already holds a repository") || res.ExitCode != 0 {
+			t.Fatalf("restored sandbox: %v exit %d %s\n%s", err, res.ExitCode, res.Stderr, logs)
+		}
+	})
+
 	t.Run("the token is nowhere in the sandbox", func(t *testing.T) {
 		enc := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + pat))
 		out, _ := exec(`env; cat /workspace/app/.git/config; grep -rl -D skip -e '` + pat + `' -e '` + enc + `' /workspace /tmp /root /home 2>/dev/null; true`)
