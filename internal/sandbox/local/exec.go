@@ -116,6 +116,19 @@ func setPipeSize(f *os.File) {
 	}
 }
 
+// Output coalescing. A command that prints through stdio writes a few KiB
+// at a time; copying each write to the caller on its own costs a frame, a
+// write and a flush per few KiB. So while output keeps coming (the last
+// delivery went out less than coalesceIdle ago), a read that did not fill
+// the buffer waits up to coalesceWait for more before it is delivered, up
+// to the buffer's size (which grows to pipeSize under sustained output).
+// Output after a quiet spell (an interactive prompt, a log line) goes out
+// at once: only a stream already running pays the wait.
+const (
+	coalesceIdle = 5 * time.Millisecond
+	coalesceWait = 2 * time.Millisecond
+)
+
 // outPipe copies one of the command's output pipes to the caller.
 type outPipe struct {
 	r    *os.File
@@ -124,6 +137,10 @@ type outPipe struct {
 	done chan struct{}
 	werr error  // first write error; later output is discarded
 	buf  []byte // run's read buffer, then finish's
+	// dl guards the read deadline, which both run (coalescing) and finish
+	// (stopping) set: once stopping, run never moves it again.
+	dl       sync.Mutex
+	stopping bool
 }
 
 func newOutPipe(w io.Writer, mu *sync.Mutex) (*outPipe, *os.File, error) {
@@ -149,10 +166,15 @@ func (p *outPipe) write(b []byte) {
 func (p *outPipe) run() {
 	defer close(p.done)
 	p.buf = make([]byte, outBufMin)
+	var last time.Time // when the last delivery went out
 	for {
 		n, err := p.r.Read(p.buf)
+		if n > 0 && err == nil && n < len(p.buf) && time.Since(last) < coalesceIdle {
+			n, err = p.gather(n)
+		}
 		if n > 0 {
 			p.write(p.buf[:n])
+			last = time.Now()
 		}
 		if err != nil {
 			return
@@ -163,6 +185,43 @@ func (p *outPipe) run() {
 	}
 }
 
+// gather reads more into p.buf after its first n bytes until it is full or
+// coalesceWait has passed. The error is a real one (EOF, or finish's stop),
+// never the coalescing deadline's.
+func (p *outPipe) gather(n int) (int, error) {
+	if !p.setDeadline(time.Now().Add(coalesceWait)) {
+		return n, os.ErrDeadlineExceeded // finish is stopping the reader
+	}
+	var err error
+	for n < len(p.buf) {
+		var m int
+		m, err = p.r.Read(p.buf[n:])
+		n += m
+		if err != nil {
+			break
+		}
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = nil
+	}
+	if !p.setDeadline(time.Time{}) && err == nil {
+		err = os.ErrDeadlineExceeded
+	}
+	return n, err
+}
+
+// setDeadline moves the read deadline unless finish has begun stopping
+// the reader (then the stop's deadline stays and it reports false).
+func (p *outPipe) setDeadline(t time.Time) bool {
+	p.dl.Lock()
+	defer p.dl.Unlock()
+	if p.stopping {
+		return false
+	}
+	_ = p.r.SetReadDeadline(t)
+	return true
+}
+
 // finish stops copying once the command has exited. Background processes
 // may hold the pipe's write end forever, so it does not wait for EOF: it
 // stops the reader, then drains what the pipe holds without blocking.
@@ -170,7 +229,10 @@ func (p *outPipe) run() {
 // pipe blocks, so the command could not have exited before its last write
 // was at least buffered.
 func (p *outPipe) finish() {
+	p.dl.Lock()
+	p.stopping = true
 	_ = p.r.SetReadDeadline(time.Now())
+	p.dl.Unlock()
 	<-p.done
 	// RawConn.Read honours the deadline too: clear it; the drain below
 	// never waits (its callback always reports done).
