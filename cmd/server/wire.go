@@ -269,6 +269,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	limits := sandbox.DefaultLimits()
 	limits.MaxRunningPerUser = cfg.MaxSandboxesPerUser
 	limits.DefaultDiskMB = cfg.DefaultDiskMB
+	limits.PTYGrace = cfg.PTYGrace
 	limits.MaxDiskMB = max(limits.MaxDiskMB, cfg.DefaultDiskMB)
 	mgr, err := sandbox.NewManager(sandbox.Deps{
 		Repo: db, Drivers: drivers, DefaultDriver: cfg.SandboxDriver, Limits: limits, Mounts: mounts,

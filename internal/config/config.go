@@ -71,6 +71,7 @@ type Config struct {
 	SnapshotKeepFor     time.Duration // TECHBOSS_SNAPSHOT_KEEP_FOR: versions younger than this are kept (0: no age limit)
 	SnapshotMirror      bool          // TECHBOSS_SNAPSHOT_MIRROR: also keep the latest files as plain objects
 	PreviewDomain       string        // TECHBOSS_PREVIEW_DOMAIN: wildcard domain of the preview host form ({port}-{id}.preview.<domain>)
+	PTYGrace            time.Duration // TECHBOSS_PTY_GRACE: how long a terminal session outlives its last connection
 	ModalApp            string        // MODAL_APP_NAME
 	ModalEnvironment    string        // MODAL_ENVIRONMENT
 	ModalSecrets        []string      // TECHBOSS_MODAL_SECRETS: Modal secrets attached to every Modal sandbox
@@ -132,6 +133,7 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_SNAPSHOT_KEEP_LAST", "snapshot-keep-last", "0", "snapshot versions kept per sandbox (0: keep all, unless keep-for limits them)", count(&c.SnapshotKeepLast)},
 		{"TECHBOSS_SNAPSHOT_KEEP_FOR", "snapshot-keep-for", "0s", "keep snapshot versions younger than this, e.g. 720h (0: no age rule)", duration(&c.SnapshotKeepFor)},
 		{"TECHBOSS_SNAPSHOT_MIRROR", "snapshot-mirror", "false", "also write the latest workspace files as plain objects under the prefix", boolean(&c.SnapshotMirror)},
+		{"TECHBOSS_PTY_GRACE", "pty-grace", "5m", "how long a terminal session (GET /sandbox/{id}/pty) keeps running with nobody attached", duration(&c.PTYGrace)},
 		{"MODAL_APP_NAME", "modal-app", "techboss", "Modal App the sandboxes belong to", str(&c.ModalApp)},
 		{"MODAL_ENVIRONMENT", "modal-environment", "", "Modal environment (empty: the profile's default)", str(&c.ModalEnvironment)},
 		{"TECHBOSS_MODAL_SECRETS", "modal-secrets", "", "comma-separated names of Modal secrets attached to every Modal sandbox as env, e.g. anthropic-api-key with TECHBOSS_CLAUDE_CREDENTIALS=direct (their values are visible to sandbox code)", list(&c.ModalSecrets)},
@@ -261,6 +263,9 @@ func (c *Config) Validate() error {
 	}
 	if c.S3SweepInterval < 0 {
 		return fmt.Errorf("config: invalid TECHBOSS_S3_SWEEP_INTERVAL=%s: must not be negative", c.S3SweepInterval)
+	}
+	if c.PTYGrace <= 0 {
+		return fmt.Errorf("config: invalid TECHBOSS_PTY_GRACE=%s: must be positive", c.PTYGrace)
 	}
 	if c.SnapshotKeepFor < 0 {
 		return fmt.Errorf("config: invalid TECHBOSS_SNAPSHOT_KEEP_FOR=%s: must not be negative", c.SnapshotKeepFor)

@@ -27,6 +27,7 @@ const (
 	Dependency               // 424: an external dependency (bucket, registry) refused
 	BadGateway               // 502: an upstream answered badly
 	InsufficientStorage      // 507: the host lacks the disk space a request needs
+	NotImplemented           // 501: the sandbox's driver lacks the feature
 )
 
 var kindNames = map[Kind]string{
@@ -44,6 +45,7 @@ var kindNames = map[Kind]string{
 	Dependency:          "failed_dependency",
 	BadGateway:          "bad_gateway",
 	InsufficientStorage: "insufficient_storage",
+	NotImplemented:      "not_implemented",
 }
 
 // String returns the stable code used in API error bodies.

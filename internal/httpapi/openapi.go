@@ -98,6 +98,7 @@ var errorDescriptions = map[int]string{
 	http.StatusTooManyRequests:       "`too_many_requests`: slow down (Retry-After when known)",
 	http.StatusBadGateway:            "`bad_gateway`: an upstream model API answered badly, or nothing listens on the sandbox port",
 	http.StatusServiceUnavailable:    "`unavailable`: the database is unreachable (retry after Retry-After), or a feature is not configured",
+	http.StatusNotImplemented:        "`not_implemented`: the sandbox's driver lacks the feature (e.g. terminals on Modal)",
 	http.StatusInsufficientStorage:   "`insufficient_storage`: a disk is full; the message names which (the data dir, the blob store, an S3 bucket)",
 }
 
@@ -118,6 +119,7 @@ func apiOps() [][]apiOp {
 		gitOps,
 		pprofOps,
 		portOps,
+		ptyOps,
 	}
 }
 

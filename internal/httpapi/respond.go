@@ -81,6 +81,8 @@ func statusOf(k errs.Kind) int {
 		return http.StatusInsufficientStorage
 	case errs.Unavailable:
 		return http.StatusServiceUnavailable
+	case errs.NotImplemented:
+		return http.StatusNotImplemented
 	default:
 		return http.StatusInternalServerError
 	}

@@ -43,6 +43,7 @@ func (s *server) routes() http.Handler {
 		s.mountGit(r)
 		s.mountPprof(r)
 		s.mountPorts(r)
+		s.mountPTY(r)
 	})
 	return r
 }

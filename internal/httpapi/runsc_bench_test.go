@@ -13,7 +13,7 @@ import (
 // (TECHBOSS_RUNSC_BIN, or the runsc scripts/deps.sh builds into
 // .tools/bin); without runsc the benchmark skips, or fails under
 // TECHBOSS_REQUIRE_ALL=1.
-func withRunsc(b *testing.B) func(*local.Options) {
+func withRunsc(b testing.TB) func(*local.Options) {
 	b.Helper()
 	p := os.Getenv("TECHBOSS_RUNSC_BIN")
 	if p == "" {

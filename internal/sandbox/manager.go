@@ -180,7 +180,7 @@ func NewManager(d Deps) (*Manager, error) {
 func (m *Manager) Limits() Limits { return m.limits }
 
 // Capabilities names the optional capabilities of the driver running sb
-// (files, archive, workspace_dir, volumes, filesystem_snapshot, net_listener, ports).
+// (files, archive, workspace_dir, volumes, filesystem_snapshot, net_listener, ports, pty).
 func (m *Manager) Capabilities(sb *Sandbox) []string {
 	d, ok := m.drivers[sb.Driver]
 	if !ok {
@@ -207,6 +207,9 @@ func (m *Manager) Capabilities(sb *Sandbox) []string {
 	}
 	if _, ok := d.(Ports); ok {
 		caps = append(caps, "ports")
+	}
+	if _, ok := d.(Terminals); ok {
+		caps = append(caps, "pty")
 	}
 	return caps
 }

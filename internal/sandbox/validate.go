@@ -65,6 +65,8 @@ type Limits struct {
 	// LivenessInterval is how often the reaper asks a driver whether a
 	// running sandbox still runs (lost detection without an exec).
 	LivenessInterval time.Duration
+	// PTYGrace is how long a terminal session outlives its last connection.
+	PTYGrace time.Duration
 }
 
 // DefaultLimits returns the limits a server starts with unless configured otherwise.
@@ -93,6 +95,7 @@ func DefaultLimits() Limits {
 		ExecOutputCap:         1 << 20,
 		ReapInterval:          10 * time.Second,
 		LivenessInterval:      time.Minute,
+		PTYGrace:              DefaultPTYGrace,
 	}
 }
 

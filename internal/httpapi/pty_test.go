@@ -1,0 +1,236 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/techbossai/techboss/internal/sandbox"
+)
+
+// term is a test client of GET /sandbox/{id}/pty.
+type term struct {
+	t      *testing.T
+	c      *websocket.Conn
+	id     string
+	out    bytes.Buffer
+	exit   *int
+	closed error // why reading stopped
+}
+
+// dialPTY opens the terminal WebSocket; query is appended to the URL.
+func (h *sbHarness) dialPTY(c *http.Client, sbID, query string, hdr ...string) (*term, *http.Response, error) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	u := "ws" + strings.TrimPrefix(h.srv.URL, "http") + "/sandbox/" + sbID + "/pty" + query
+	opts := &websocket.DialOptions{HTTPClient: c, HTTPHeader: http.Header{}}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		opts.HTTPHeader.Set(hdr[i], hdr[i+1])
+	}
+	wc, res, err := websocket.Dial(ctx, u, opts)
+	if err != nil {
+		return nil, res, err
+	}
+	wc.SetReadLimit(4 << 20)
+	tm := &term{t: h.t, c: wc}
+	h.t.Cleanup(func() { _ = wc.CloseNow() })
+	typ, b, err := wc.Read(ctx)
+	if err != nil || typ != websocket.MessageText {
+		h.t.Fatalf("first frame: %v %s", err, b)
+	}
+	var ctl ptyControl
+	if err := json.Unmarshal(b, &ctl); err != nil || ctl.Type != "session" || !strings.HasPrefix(ctl.SessionID, "pty_") {
+		h.t.Fatalf("first frame %s, want a session message", b)
+	}
+	tm.id = ctl.SessionID
+	return tm, res, nil
+}
+
+func (h *sbHarness) mustDialPTY(c *http.Client, sbID, query string) *term {
+	h.t.Helper()
+	tm, res, err := h.dialPTY(c, sbID, query)
+	if err != nil {
+		status := 0
+		if res != nil {
+			status = res.StatusCode
+		}
+		h.t.Fatalf("dial pty: %v (status %d)", err, status)
+	}
+	return tm
+}
+
+func (tm *term) send(s string) {
+	tm.t.Helper()
+	if err := tm.c.Write(context.Background(), websocket.MessageBinary, []byte(s)); err != nil {
+		tm.t.Fatalf("send %q: %v", s, err)
+	}
+}
+
+func (tm *term) resize(cols, rows int) {
+	tm.t.Helper()
+	b, _ := json.Marshal(map[string]any{"type": "resize", "cols": cols, "rows": rows})
+	if err := tm.c.Write(context.Background(), websocket.MessageText, b); err != nil {
+		tm.t.Fatal(err)
+	}
+}
+
+// readOne reads one message into the transcript; false once the
+// connection ended.
+func (tm *term) readOne(ctx context.Context) bool {
+	if tm.closed != nil {
+		return false
+	}
+	typ, b, err := tm.c.Read(ctx)
+	if err != nil {
+		tm.closed = err
+		return false
+	}
+	if typ == websocket.MessageBinary {
+		tm.out.Write(b)
+		return true
+	}
+	var ctl ptyControl
+	if err := json.Unmarshal(b, &ctl); err != nil {
+		tm.t.Fatalf("control frame %q: %v", b, err)
+	}
+	if ctl.Type == "exit" {
+		tm.exit = ctl.ExitCode
+	}
+	return true
+}
+
+// waitFor reads until the output contains want (the deadline only bounds
+// a hung test).
+func (tm *term) waitFor(want string) {
+	tm.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for !bytes.Contains(tm.out.Bytes(), []byte(want)) {
+		if !tm.readOne(ctx) {
+			tm.t.Fatalf("connection ended (%v) before %q; output:\n%q", tm.closed, want, tm.out.String())
+		}
+	}
+}
+
+// waitEnd reads until the connection ends.
+func (tm *term) waitEnd() {
+	tm.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for tm.readOne(ctx) {
+	}
+	if ctx.Err() != nil {
+		tm.t.Fatalf("connection still open; output:\n%q", tm.out.String())
+	}
+}
+
+func (h *sbHarness) ptySessions(c *http.Client, sbID string) []sandbox.PTYSession {
+	h.t.Helper()
+	var out ptySessionsResponse
+	r := h.do(c, "GET", "/sandbox/"+sbID+"/pty/sessions", nil)
+	wantStatus(h.t, r, http.StatusOK)
+	r.data(h.t, &out)
+	return out.Sessions
+}
+
+// TestPTYShell: the image user's login shell on a real terminal inside a
+// sandbox without network, in /workspace, resized by the control message,
+// ending with its exit code.
+func TestPTYShell(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	testPTYShell(t, h)
+}
+
+// TestPTYShellRunsc is TestPTYShell under gVisor.
+func TestPTYShellRunsc(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil, withRunsc(t))
+	testPTYShell(t, h)
+}
+
+func testPTYShell(t *testing.T, h *sbHarness) {
+	id := h.createSandbox(h.alice, map[string]any{"network": "none"})
+	tm := h.mustDialPTY(h.alice, id, "?cols=90&rows=30")
+	tm.send("tty; pwd; echo T=$TERM\r")
+	tm.waitFor("T=xterm-256color")
+	out := tm.out.String()
+	if !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "/workspace\r\n") {
+		t.Fatalf("tty and pwd: %q", out)
+	}
+	tm.send("stty size\r")
+	tm.waitFor("30 90\r\n")
+	tm.resize(132, 41)
+	tm.send("stty size\r")
+	tm.waitFor("41 132\r\n")
+	list := h.ptySessions(h.alice, id)
+	if len(list) != 1 || list[0].SessionID != tm.id || list[0].Attached != 1 || list[0].Cols != 132 || list[0].Rows != 41 || len(list[0].Command) == 0 {
+		t.Fatalf("sessions %+v, want %s attached once at 132x41", list, tm.id)
+	}
+	tm.send("exit 7\r")
+	tm.waitEnd()
+	if tm.exit == nil || *tm.exit != 7 {
+		t.Fatalf("exit %v, want 7; output %q", tm.exit, tm.out.String())
+	}
+	var ce websocket.CloseError
+	if !errors.As(tm.closed, &ce) || ce.Code != websocket.StatusNormalClosure {
+		t.Errorf("closed with %v, want a normal closure", tm.closed)
+	}
+	if list := h.ptySessions(h.alice, id); len(list) != 0 {
+		t.Errorf("sessions after exit: %+v", list)
+	}
+}
+
+// TestPTYFullScreen: vim draws on the alternate screen, takes keystrokes
+// and writes the file.
+func TestPTYFullScreen(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	id := h.createSandbox(h.alice, map[string]any{})
+	tm := h.mustDialPTY(h.alice, id, "?cols=80&rows=24")
+	tm.send("vim -u NONE -N /workspace/v.txt; echo VIM\"\"-DONE\r")
+	tm.waitFor("\x1b[?1049h") // xterm's alternate screen: a full-screen program
+	tm.send("ihello from vim\x1b:wq\r")
+	tm.waitFor("VIM-DONE\r\n")
+	r := h.do(h.alice, "GET", "/sandbox/"+id+"/files/v.txt", nil)
+	if r.status != http.StatusOK || string(r.body) != "hello from vim\n" {
+		t.Fatalf("file vim wrote: %d %q", r.status, r.body)
+	}
+}
+
+// TestPTYBinary: every byte value through the terminal both ways, in raw mode.
+func TestPTYBinary(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	id := h.createSandbox(h.alice, map[string]any{})
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	wantStatus(t, h.do(h.alice, "PUT", "/sandbox/"+id+"/files/all.bin", string(all)), http.StatusOK)
+	tm := h.mustDialPTY(h.alice, id, "")
+	// Out: the file's bytes arrive unchanged (no output processing). The
+	// markers are quoted so that the echoed command line does not match.
+	tm.send("stty raw -echo -iexten; echo BEG\"\"IN; cat /workspace/all.bin; echo EN\"\"D; stty sane\r")
+	tm.waitFor("END")
+	if !bytes.Contains(tm.out.Bytes(), all) {
+		t.Fatalf("output lacks the 256 byte values: %q", tm.out.String())
+	}
+	// In: keystrokes of every value reach the program unchanged.
+	tm.send("stty raw -echo -iexten; echo REA\"\"DY; head -c 256 > /workspace/in.bin; stty sane; echo IN\"\"-DONE\r")
+	tm.waitFor("READY")
+	tm.send(string(all))
+	tm.waitFor("IN-DONE")
+	r := h.do(h.alice, "GET", "/sandbox/"+id+"/files/in.bin", nil)
+	if r.status != http.StatusOK || !bytes.Equal(r.body, all) {
+		t.Fatalf("bytes the program read: %d %q", r.status, r.body)
+	}
+}
