@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local/agent"
 )
 
 // term is a test client of GET /sandbox/{id}/pty.
@@ -233,4 +234,161 @@ func TestPTYBinary(t *testing.T) {
 	if r.status != http.StatusOK || !bytes.Equal(r.body, all) {
 		t.Fatalf("bytes the program read: %d %q", r.status, r.body)
 	}
+}
+
+// TestPTYReconnect: a dropped connection loses nothing: attaching again
+// with the session ID replays the scrollback and the same shell goes on.
+func TestPTYReconnect(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	id := h.createSandbox(h.alice, map[string]any{})
+	tm := h.mustDialPTY(h.alice, id, "")
+	tm.send("X=4\"\"2; echo MARK-ONE\r")
+	tm.waitFor("MARK-ONE\r\n")
+	_ = tm.c.CloseNow() // a dropped laptop connection, no close handshake
+	tm2 := h.mustDialPTY(h.alice, id, "?session_id="+tm.id)
+	if tm2.id != tm.id {
+		t.Fatalf("re-attached to %s, want %s", tm2.id, tm.id)
+	}
+	tm2.waitFor("MARK-ONE\r\n") // the scrollback
+	tm2.send("echo X=$X\r")
+	tm2.waitFor("X=42\r\n")
+	// A session that is not there (or not this sandbox's) is a 404 before the upgrade.
+	_, res, err := h.dialPTY(h.alice, id, "?session_id=pty_0123456789abcdef")
+	if err == nil || res == nil || res.StatusCode != http.StatusNotFound {
+		t.Fatalf("attach to a missing session: %v %v, want 404", err, res)
+	}
+}
+
+// TestPTYTwoViewers: two connections on one session see the same output
+// and may both type (all attached viewers write, like tmux).
+func TestPTYTwoViewers(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	id := h.createSandbox(h.alice, map[string]any{})
+	a := h.mustDialPTY(h.alice, id, "")
+	a.send("echo READ\"\"Y\r")
+	a.waitFor("READY\r\n")
+	b := h.mustDialPTY(h.alice, id, "?session_id="+a.id)
+	b.waitFor("READY\r\n")
+	a.send("echo FROM-\"\"A\r")
+	a.waitFor("FROM-A\r\n")
+	b.waitFor("FROM-A\r\n")
+	b.send("echo FROM-\"\"B\r")
+	a.waitFor("FROM-B\r\n")
+	b.waitFor("FROM-B\r\n")
+	if l := h.ptySessions(h.alice, id); len(l) != 1 || l[0].Attached != 2 {
+		t.Fatalf("sessions %+v, want one with 2 attached", l)
+	}
+}
+
+// TestPTYGraceExpiry: a session nobody attaches to within its grace period
+// ends, and what it started in the background goes with it.
+func TestPTYGraceExpiry(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, func(l *sandbox.Limits) { l.PTYGrace = 300 * time.Millisecond })
+	id := h.createSandbox(h.alice, map[string]any{})
+	tm := h.mustDialPTY(h.alice, id, "")
+	tm.send("sleep 4242 & echo BG-\"\"STARTED\r")
+	tm.waitFor("BG-STARTED\r\n")
+	if out := h.execOut(id, "pgrep -c -f 'sleep 424[2]'"); out != "1" {
+		t.Fatalf("background sleeps: %q", out)
+	}
+	_ = tm.c.Close(websocket.StatusNormalClosure, "")
+	// Poll for the end (the deadline only bounds a hung test).
+	deadline := time.Now().Add(time.Minute)
+	for len(h.ptySessions(h.alice, id)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("session still listed long after its grace period")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out := h.execOut(id, "pgrep -c -f 'sleep 424[2]'"); out != "0" {
+		t.Fatalf("background sleeps after the session ended: %q", out)
+	}
+	_, res, err := h.dialPTY(h.alice, id, "?session_id="+tm.id)
+	if err == nil || res == nil || res.StatusCode != http.StatusNotFound {
+		t.Fatalf("attach to an expired session: %v, want 404", err)
+	}
+}
+
+// execOut runs a shell command in the sandbox and returns its trimmed stdout.
+func (h *sbHarness) execOut(id, cmd string) string {
+	h.t.Helper()
+	var out execWaitResponse
+	r := h.do(h.alice, "POST", "/sandbox/"+id+"/exec?wait=true", map[string]any{"command": []string{"sh", "-c", cmd}})
+	wantStatus(h.t, r, http.StatusOK)
+	r.data(h.t, &out)
+	return strings.TrimSpace(out.Stdout)
+}
+
+// TestPTYAccess: another user gets 404 everywhere; a cookie upgrade from a
+// foreign page is refused, one from the server's own origin is not; the
+// per-sandbox session cap answers 429; DELETE ends a session.
+func TestPTYAccess(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	id := h.createSandbox(h.alice, map[string]any{})
+	tm := h.mustDialPTY(h.alice, id, "")
+	for _, q := range []string{"", "?session_id=" + tm.id} {
+		_, res, err := h.dialPTY(h.bob, id, q)
+		if err == nil || res == nil || res.StatusCode != http.StatusNotFound {
+			t.Errorf("bob attaching %q: %v, want 404", q, err)
+		}
+	}
+	wantStatus(t, h.do(h.bob, "GET", "/sandbox/"+id+"/pty/sessions", nil), http.StatusNotFound)
+	wantStatus(t, h.do(h.bob, "DELETE", "/sandbox/"+id+"/pty/sessions/"+tm.id, nil), http.StatusNotFound)
+
+	_, res, err := h.dialPTY(h.alice, id, "", "Origin", "http://evil.example")
+	if err == nil || res == nil || res.StatusCode != http.StatusForbidden {
+		t.Fatalf("cookie upgrade from a foreign origin: %v, want 403", err)
+	}
+	_, res, err = h.dialPTY(h.alice, id, "", "Origin", "http://evil.example", "Sec-Fetch-Site", "cross-site")
+	if err == nil || res == nil || res.StatusCode != http.StatusForbidden {
+		t.Fatalf("cookie upgrade with Sec-Fetch-Site cross-site: %v, want 403", err)
+	}
+	own := h.mustDialPTYHdr(h.alice, id, "Origin", h.srv.URL)
+	wantField(t, h.do(h.alice, "GET", "/sandbox/"+id+"/pty?cols=0", nil), http.StatusUnprocessableEntity, "cols")
+	wantField(t, h.do(h.alice, "GET", "/sandbox/"+id+"/pty?rows=x", nil), http.StatusUnprocessableEntity, "rows")
+	wantField(t, h.do(h.alice, "GET", "/sandbox/"+id+"/pty?session_id=nope", nil), http.StatusUnprocessableEntity, "session_id")
+
+	// The cap: 2 open, up to MaxPTYSessions.
+	for range agent.MaxPTYSessions - 2 {
+		x := h.mustDialPTY(h.alice, id, "")
+		_ = x.c.CloseNow()
+	}
+	_, res, err = h.dialPTY(h.alice, id, "")
+	if err == nil || res == nil || res.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("one session too many: %v, want 429", err)
+	}
+	wantStatus(t, h.do(h.alice, "DELETE", "/sandbox/"+id+"/pty/sessions/"+own.id, nil), http.StatusNoContent)
+	own.waitEnd()
+	if own.exit == nil {
+		t.Errorf("deleted session's viewer got no exit message")
+	}
+	if l := h.ptySessions(h.alice, id); len(l) != agent.MaxPTYSessions-1 {
+		t.Errorf("%d sessions after a delete, want %d", len(l), agent.MaxPTYSessions-1)
+	}
+	wantStatus(t, h.do(h.alice, "DELETE", "/sandbox/"+id+"/pty/sessions/"+own.id, nil), http.StatusNotFound)
+}
+
+func (h *sbHarness) mustDialPTYHdr(c *http.Client, sbID string, hdr ...string) *term {
+	h.t.Helper()
+	tm, _, err := h.dialPTY(c, sbID, "", hdr...)
+	if err != nil {
+		h.t.Fatalf("dial pty with %v: %v", hdr, err)
+	}
+	return tm
+}
+
+// TestPTYSandboxTerminated: terminating the sandbox closes its terminals.
+func TestPTYSandboxTerminated(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	id := h.createSandbox(h.alice, map[string]any{})
+	tm := h.mustDialPTY(h.alice, id, "")
+	tm.send("echo UP\"\"\r")
+	tm.waitFor("UP\r\n")
+	wantStatus(t, h.do(h.alice, "DELETE", "/sandbox/"+id, nil), http.StatusOK)
+	tm.waitEnd()
 }

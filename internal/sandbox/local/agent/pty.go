@@ -618,6 +618,7 @@ func (s *ptySession) attach(c *Call, cols, rows uint16) error {
 	}
 	if back := s.scroll.bytes(); len(back) > 0 {
 		v.q, v.qBytes = [][]byte{back}, len(back)
+		v.wake <- struct{}{}
 	}
 	s.viewers[v] = true
 	s.mu.Unlock()
