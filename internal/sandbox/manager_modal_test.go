@@ -94,9 +94,17 @@ func TestManagerOnModal(t *testing.T) {
 	if _, err := m.Exec(ctx, "alice", sb.ID, sandbox.ExecRequest{Argv: []string{"echo", "again"}, Stdout: &out}); err != nil || out.String() != "again\n" {
 		t.Fatalf("exec after restart = %q, %v", out.String(), err)
 	}
-	if caps := strings.Join(m.Capabilities(sb), ","); !strings.Contains(caps, "files") {
+	if caps := strings.Join(m.Capabilities(sb), ","); !strings.Contains(caps, "files") || strings.Contains(caps, "pty") {
 		t.Errorf("modal capabilities %q", caps)
 	}
+	// No terminals on Modal (its SDK's PTY exec has neither resize nor
+	// re-attach): a clear 501, after the owner check.
+	_, err = m.AttachPTY(ctx, "alice", sb.ID, sandbox.PTYRequest{Cols: 80, Rows: 24})
+	wantKind(t, err, errs.NotImplemented)
+	_, err = m.ListPTY(ctx, "alice", sb.ID)
+	wantKind(t, err, errs.NotImplemented)
+	_, err = m.AttachPTY(ctx, "bob", sb.ID, sandbox.PTYRequest{Cols: 80, Rows: 24})
+	wantKind(t, err, errs.NotFound)
 
 	// The reaper ends it after its idle timeout, through the driver.
 	clk.Advance(121 * time.Second)
