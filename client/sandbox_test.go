@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -137,11 +138,68 @@ func TestClientSandboxes(t *testing.T) {
 	if logs, err := c.SandboxLogs(ctx, id); err != nil || !strings.Contains(logs, "running") {
 		t.Fatalf("SandboxLogs = %q, %v", logs, err)
 	}
+	testClientPTY(t, c, id)
 	sb, err := c.TerminateSandbox(ctx, id)
 	if err != nil || sb.Status != "terminated" {
 		t.Fatalf("TerminateSandbox = %+v, %v", sb, err)
 	}
 	if vols, err := c.ListVolumes(ctx); err != nil || len(vols) != 0 {
 		t.Fatalf("ListVolumes = %+v, %v", vols, err)
+	}
+}
+
+// readUntil reads r until its output contains want.
+func readUntil(t *testing.T, r io.Reader, want string) string {
+	t.Helper()
+	var got []byte
+	buf := make([]byte, 4096)
+	for !bytes.Contains(got, []byte(want)) {
+		n, err := r.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("read before %q: %v; got %q", want, err, got)
+		}
+	}
+	return string(got)
+}
+
+func testClientPTY(t *testing.T, c *client.Client, id string) {
+	ctx := context.Background()
+	term, err := c.PTY(ctx, id, client.PTYOptions{Cols: 100, Rows: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := term.Write([]byte("stty size; echo A\"\"B\r")); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, term, "30 100\r\nAB\r\n")
+	if err := term.Resize(ctx, 120, 40); err != nil {
+		t.Fatal(err)
+	}
+	_ = term.Close() // detach: the shell goes on
+	again, err := c.PTY(ctx, id, client.PTYOptions{SessionID: term.SessionID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, again, "30 100\r\nAB\r\n") // the scrollback
+	if l, err := c.PTYSessions(ctx, id); err != nil || len(l) != 1 || l[0].SessionID != term.SessionID() {
+		t.Fatalf("PTYSessions = %+v, %v", l, err)
+	}
+	if _, err := again.Write([]byte("exit 3\r")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, again); err != nil {
+		t.Fatalf("read to the end: %v", err)
+	}
+	if code, ok := again.ExitCode(); !ok || code != 3 {
+		t.Fatalf("ExitCode = %d, %v; want 3", code, ok)
+	}
+	if _, err := c.PTY(ctx, "sb_missing", client.PTYOptions{}); err == nil {
+		t.Fatal("PTY on a missing sandbox: nil error")
+	} else if ce := (*client.Error)(nil); !errors.As(err, &ce) || ce.StatusCode != 404 {
+		t.Fatalf("PTY on a missing sandbox: %v", err)
+	}
+	if err := c.ClosePTY(ctx, id, term.SessionID()); err == nil {
+		t.Fatal("ClosePTY of an ended session: nil error")
 	}
 }
