@@ -2,6 +2,7 @@ package local
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -44,7 +45,7 @@ func (d *Driver) AttachPTY(ctx context.Context, ref sandbox.Ref, req sandbox.PTY
 	if req.SessionID == "" {
 		args, _ := json.Marshal(agent.PTYOpenArgs{
 			Argv: req.Argv, User: st.User, Dir: "/workspace", Cols: req.Cols, Rows: req.Rows,
-			GraceMS: req.Grace.Milliseconds(),
+			GraceMS: cmp.Or(req.Grace, sandbox.DefaultPTYGrace).Milliseconds(),
 		})
 		areq = agent.Request{Op: "pty_open", Args: args}
 	} else {
