@@ -176,6 +176,12 @@ func testPTYShell(t *testing.T, h *sbHarness) {
 	if len(list) != 1 || list[0].SessionID != tm.id || list[0].Attached != 1 || list[0].Cols != 132 || list[0].Rows != 41 || len(list[0].Command) == 0 {
 		t.Fatalf("sessions %+v, want %s attached once at 132x41", list, tm.id)
 	}
+	// ^C reaches the foreground job: the terminal is the shell's controlling one.
+	tm.send("sh -c 'echo SLEE\"\"PING; sleep 1000'\r")
+	tm.waitFor("SLEEPING\r\n")
+	tm.send("\x03")
+	tm.send("echo INT\"\"-OK\r")
+	tm.waitFor("INT-OK\r\n")
 	tm.send("exit 7\r")
 	tm.waitEnd()
 	if tm.exit == nil || *tm.exit != 7 {
