@@ -182,11 +182,13 @@ func testPTYShell(t *testing.T, h *sbHarness) {
 	tm.send("\x03")
 	tm.send("echo INT\"\"-OK\r")
 	tm.waitFor("INT-OK\r\n")
-	tm.send("exit 7\r")
+	// A job left in the background ends with the session.
+	tm.send("sleep 4243 & exit 7\r")
 	tm.waitEnd()
 	if tm.exit == nil || *tm.exit != 7 {
 		t.Fatalf("exit %v, want 7; output %q", tm.exit, tm.out.String())
 	}
+	h.waitNoProcess(id, "sleep 424[3]")
 	var ce websocket.CloseError
 	if !errors.As(tm.closed, &ce) || ce.Code != websocket.StatusNormalClosure {
 		t.Errorf("closed with %v, want a normal closure", tm.closed)
@@ -309,9 +311,7 @@ func TestPTYGraceExpiry(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if out := h.execOut(id, "pgrep -c -f 'sleep 424[2]'"); out != "0" {
-		t.Fatalf("background sleeps after the session ended: %q", out)
-	}
+	h.waitNoProcess(id, "sleep 424[2]")
 	_, res, err := h.dialPTY(h.alice, id, "?session_id="+tm.id)
 	if err == nil || res == nil || res.StatusCode != http.StatusNotFound {
 		t.Fatalf("attach to an expired session: %v, want 404", err)
@@ -397,4 +397,21 @@ func TestPTYSandboxTerminated(t *testing.T) {
 	tm.waitFor("UP\r\n")
 	wantStatus(t, h.do(h.alice, "DELETE", "/sandbox/"+id, nil), http.StatusOK)
 	tm.waitEnd()
+}
+
+// waitNoProcess polls until no process of the sandbox matches pattern
+// (pgrep -f); a SIGKILLed process takes a moment to be gone.
+func (h *sbHarness) waitNoProcess(id, pattern string) {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := h.execOut(id, "pgrep -c -f '"+pattern+"'")
+		if out == "0" {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s processes of %q remain after the session ended", out, pattern)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
