@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"math/bits"
@@ -103,5 +104,36 @@ func appendChunkEvent(dst []byte, name string, p []byte) []byte {
 	dst = append(dst, name...)
 	dst = append(dst, "\ndata: "...)
 	dst = appendChunkJSON(dst, p)
+	return append(dst, "\n\n"...)
+}
+
+// appendTextEvent appends one output event in the text SSE form
+// (?format=text): the bytes themselves as the event's data lines, no
+// JSON, when they are UTF-8 without CR or NUL (SSE would read a CR as a
+// line end; NULs are not text); else event "<name>_b64" with base64 data.
+// A client rebuilds the chunk by joining the data lines with "\n", as
+// the SSE spec says.
+func appendTextEvent(dst []byte, name string, p []byte) []byte {
+	if bytes.IndexByte(p, '\r') >= 0 || bytes.IndexByte(p, 0) >= 0 || !utf8.Valid(p) {
+		dst = append(dst, "event: "...)
+		dst = append(dst, name...)
+		dst = append(dst, "_b64\ndata: "...)
+		dst = base64.StdEncoding.AppendEncode(dst, p)
+		return append(dst, "\n\n"...)
+	}
+	dst = slices.Grow(dst, len(p)+len(p)/16+len(name)+16)
+	dst = append(dst, "event: "...)
+	dst = append(dst, name...)
+	dst = append(dst, '\n')
+	for {
+		i := bytes.IndexByte(p, '\n')
+		dst = append(dst, "data: "...)
+		if i < 0 {
+			dst = append(dst, p...)
+			break
+		}
+		dst = append(dst, p[:i+1]...)
+		p = p[i+1:]
+	}
 	return append(dst, "\n\n"...)
 }

@@ -31,8 +31,9 @@ var sandboxOps = []apiOp{
 	{Method: "GET", Path: "/sandbox/{id}", Summary: "A sandbox's status and its driver's capabilities", Response: sandboxView{}},
 	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent; snapshots the workspace first when configured)", Response: sandbox.Sandbox{}},
 	{Method: "GET", Path: "/sandbox/{id}/logs", Summary: "Build and start log (text; SSE `log`/`status` events with ?follow=true)"},
-	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events, binary frames with `Accept: application/vnd.techboss.exec-stream`, or one JSON answer with ?wait=true", Request: execRequest{}, Response: execWaitResponse{}, Stream: true, Frames: true, Errors: []int{409},
-		Events:  map[string]any{"stdout": outputChunk{}, "stderr": outputChunk{}, "exit": execExit{}, "error": errorBody{}},
+	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events (`?format=text`: the output as plain data lines, `stdout_b64`/`stderr_b64` for bytes that are not text), binary frames with `Accept: application/vnd.techboss.exec-stream`, or one JSON answer with ?wait=true", Request: execRequest{}, Response: execWaitResponse{}, Stream: true, Frames: true, Errors: []int{409},
+		Events: map[string]any{"stdout": outputChunk{}, "stderr": outputChunk{}, "exit": execExit{}, "error": errorBody{},
+			"stdout_b64": "", "stderr_b64": ""},
 		Example: execRequest{Command: []string{"sh", "-c", "echo hello"}, TimeoutS: 30}},
 	{Method: "GET", Path: "/sandbox/{id}/files", Summary: "List a directory (?dir=, relative to /workspace or absolute)", Response: listDirResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}/files/*", Summary: "Download a file (raw bytes)"},
@@ -412,7 +413,11 @@ func (s *server) handleExec(w http.ResponseWriter, r *http.Request) error {
 		stdout, stderr = &frameOutput{event: "stdout", batch: batch}, &frameOutput{event: "stderr", batch: batch}
 		flush = batch.close
 	} else {
-		batch = newSSEBatcher(st, execBatchMax, appendChunkEvent)
+		enc := appendChunkEvent
+		if r.URL.Query().Get("format") == "text" {
+			enc = appendTextEvent
+		}
+		batch = newSSEBatcher(st, execBatchMax, enc)
 		o, e := &sseOutput{st: st, event: "stdout", batch: batch}, &sseOutput{st: st, event: "stderr", batch: batch}
 		stdout, stderr = o, e
 		// Anything held back waiting for the rest of a UTF-8 sequence goes
