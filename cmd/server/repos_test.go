@@ -241,6 +241,21 @@ func TestRepositories(t *testing.T) {
 		}
 	})
 
+	t.Run("a stale broker address is repaired", func(t *testing.T) {
+		// What a server restart leaves: the listener's old port in the
+		// clone's config (the new listener gets another).
+		if out, code := exec(`sed -i 's#127\.0\.0\.1:[0-9]*/git/#127.0.0.1:1/git/#; s#credential "http://127\.0\.0\.1:[0-9]*"#credential "http://127.0.0.1:1"#' .git/config && ` +
+			`git ls-remote --heads origin >/dev/null 2>&1; echo rc=$?`); code != 0 || !strings.Contains(out, "rc=128") {
+			t.Fatalf("with a stale address, ls-remote: %q exit %d, want it to fail", out, code)
+		}
+		if _, err := c.GitStatus(ctx, id, "app"); err != nil {
+			t.Fatal(err)
+		}
+		if out, code := exec("git ls-remote --heads origin 2>&1 && grep -c '127.0.0.1:1/' .git/config; true"); code != 0 || !strings.Contains(out, "refs/heads/main") || !strings.HasSuffix(strings.TrimSpace(out), "0") {
+			t.Fatalf("after the status call, the agent's own git: %s", out)
+		}
+	})
+
 	t.Run("status commit push", func(t *testing.T) {
 		if _, code := exec("printf 'def login(user):\\n    return True\\n' > login.py && echo new > NOTES.md"); code != 0 {
 			t.Fatal("edit failed")

@@ -65,6 +65,51 @@ func (s *Service) brokerConfig(sb *sandbox.Sandbox, rm sandbox.Remote, base stri
 	}
 }
 
+// refresh points the clone's broker settings at base, the current
+// address of the sandbox's gateway listener: a server restart opens the
+// listener on a new port, and git run by the agent itself would otherwise
+// keep knocking at the old one. The settings are only the clone's
+// insteadOf and credential helper; nothing else of the config is read.
+func (s *Service) refresh(ctx context.Context, sb *sandbox.Sandbox, g sandbox.GitRepo, rm sandbox.Remote, base string) error {
+	orig := rm.Scheme + "://" + rm.Host + "/"
+	want := "url." + base + BrokerPrefix + rm.Host + "/.insteadof"
+	out, _, _, err := s.git(ctx, sb, g, nil, "config", "--local", "--get-regexp", `^url\..*\.insteadof$`)
+	if err != nil {
+		return err
+	}
+	current := false
+	for _, line := range strings.Split(out, "\n") {
+		key, val, ok := strings.Cut(line, " ")
+		if !ok || val != orig || !strings.Contains(key, BrokerPrefix) {
+			continue
+		}
+		if key == want {
+			current = true
+			continue
+		}
+		// A stale broker address: drop its rewrite and its helper.
+		_, _, _, _ = s.git(ctx, sb, g, nil, "config", "--local", "--unset-all", key)
+		old, _, found := strings.Cut(strings.TrimPrefix(key, "url."), BrokerPrefix)
+		if found {
+			_, _, _, _ = s.git(ctx, sb, g, nil, "config", "--local", "--remove-section", "credential."+old)
+		}
+	}
+	if current {
+		return nil
+	}
+	for _, c := range s.brokerConfig(sb, rm, base) {
+		k, v, _ := strings.Cut(c, "=")
+		if _, stderr, code, err := s.git(ctx, sb, g, nil, "config", "--local", "--add", k, v); err != nil || code != 0 {
+			if err != nil {
+				return err
+			}
+			return errs.E(errs.Conflict, "update the broker address in /workspace/%s: %s", g.Dir, lastLines(stderr, 1))
+		}
+	}
+	s.log.InfoContext(ctx, "broker address refreshed in clone", "sandbox_id", sb.ID, "repo", rm.Key())
+	return nil
+}
+
 // AfterCreate clones the sandbox's repositories (a sandbox.Hooks step):
 // the ref is checked server-side first (a clear 422 or 424), then git
 // clones inside the sandbox through the broker, its progress going to the
@@ -210,6 +255,13 @@ func (s *Service) Status(ctx context.Context, ownerID, id, dir string) (*Status,
 	g, rm, err := repoOf(sb, dir)
 	if err != nil {
 		return nil, err
+	}
+	if sb.State == sandbox.Running {
+		if base, err := s.d.GatewayURL(ctx, sb); err == nil {
+			if err := s.refresh(ctx, sb, g, rm, base); err != nil {
+				s.log.WarnContext(ctx, "refresh broker address", "sandbox_id", sb.ID, "err", err)
+			}
+		}
 	}
 	out, stderr, code, err := s.git(ctx, sb, g, nil, "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all")
 	if err != nil {
@@ -481,6 +533,9 @@ func (s *Service) Push(ctx context.Context, ownerID, id string, req PushRequestB
 	}
 	base, err := s.d.GatewayURL(ctx, sb)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.refresh(ctx, sb, g, rm, base); err != nil {
 		return nil, err
 	}
 	args := []string{}
