@@ -53,6 +53,9 @@ have nsenter || need_apt+=(util-linux)
 have pasta || need_apt+=(passt)
 # mkfs.ext4: each local sandbox's disk is a loop-mounted ext4 image (disk_mb).
 have mkfs.ext4 || need_apt+=(e2fsprogs)
+# git: repositories are cloned, committed and pushed by git inside "host"
+# sandboxes (the host's /usr); the tests serve repositories with git http-backend.
+have git || need_apt+=(git)
 if [ "$mode" = test ]; then
   [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
   have chromium || need_apt+=(chromium)
