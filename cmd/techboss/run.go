@@ -48,6 +48,8 @@ func commands() []command {
 		{"sandbox get", "show a sandbox: SANDBOX", sandboxGet},
 		{"sandbox rm", "terminate sandboxes: SANDBOX...", sandboxRemove},
 		{"exec", "run a command, streaming its output: SANDBOX [--workdir D] [--env K=V] [--stdin] -- CMD [ARG...]; exits with its code", execCmd},
+		{"shell", "a terminal in the sandbox (raw mode; the session's exit code): SANDBOX [--session ID]", shellCmd},
+		{"shell ls", "a sandbox's terminal sessions: SANDBOX", shellList},
 		{"cp", "copy files and directories: SRC DST, one of them SANDBOX:PATH", cpCmd},
 		{"claude", "run Claude Code, streaming its answer: SANDBOX \"PROMPT\" (Ctrl-C cancels the run)", claudeCmd},
 		{"runs ls", "list a sandbox's runs: SANDBOX", runsList},
