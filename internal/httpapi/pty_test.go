@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -418,4 +419,37 @@ func (h *sbHarness) waitNoProcess(id, pattern string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestPTYServerStopping: a server shutting down closes its terminal
+// WebSockets (1001) and WaitStreams sees them end; the session lives on in
+// the sandbox, and the next server re-attaches to it.
+func TestPTYServerStopping(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	id := h.createSandbox(h.alice, map[string]any{})
+	stopping, stop := context.WithCancel(context.Background())
+	defer stop()
+	api := NewServer(Deps{Logger: h.logger(), Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Sandboxes: h.m, Stopping: stopping})
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	h2 := &sbHarness{harness: &harness{t: t, srv: srv, db: h.db, auth: h.auth, clock: h.clock, logs: h.logs, reg: h.reg}, m: h.m}
+	tm := h2.mustDialPTY(h.alice, id, "")
+	tm.send("echo BEFORE-\"\"STOP\r")
+	tm.waitFor("BEFORE-STOP\r\n")
+	stop()
+	tm.waitEnd()
+	var ce websocket.CloseError
+	if !errors.As(tm.closed, &ce) || ce.Code != websocket.StatusGoingAway {
+		t.Fatalf("closed with %v, want 1001", tm.closed)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := api.WaitStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again := h.mustDialPTY(h.alice, id, "?session_id="+tm.id)
+	again.waitFor("BEFORE-STOP\r\n")
+	again.send("echo AFTER-\"\"STOP\r")
+	again.waitFor("AFTER-STOP\r\n")
 }
