@@ -180,7 +180,8 @@ func NewManager(d Deps) (*Manager, error) {
 func (m *Manager) Limits() Limits { return m.limits }
 
 // Capabilities names the optional capabilities of the driver running sb
-// (files, archive, workspace_dir, volumes, filesystem_snapshot, net_listener, ports, pty).
+// (files, archive, workspace_dir, volumes, filesystem_snapshot, net_listener,
+// ports, pty, processes, watch).
 func (m *Manager) Capabilities(sb *Sandbox) []string {
 	d, ok := m.drivers[sb.Driver]
 	if !ok {
@@ -210,6 +211,12 @@ func (m *Manager) Capabilities(sb *Sandbox) []string {
 	}
 	if _, ok := d.(Terminals); ok {
 		caps = append(caps, "pty")
+	}
+	if _, ok := d.(Processes); ok {
+		caps = append(caps, "processes")
+	}
+	if _, ok := d.(Watcher); ok {
+		caps = append(caps, "watch")
 	}
 	return caps
 }
