@@ -213,7 +213,7 @@ func TestManagerLifecycle(t *testing.T) {
 		t.Errorf("build log %q (done %v), want the start progress", data, done)
 	}
 
-	if caps := strings.Join(e.m.Capabilities(sb), ","); caps != "files,archive,workspace_dir,volumes,net_listener,ports,pty" {
+	if caps := strings.Join(e.m.Capabilities(sb), ","); caps != "files,archive,workspace_dir,volumes,net_listener,ports,pty,processes,watch" {
 		t.Errorf("local capabilities %s", caps)
 	}
 

@@ -144,6 +144,21 @@ func TestProcesses(t *testing.T) {
 		}
 	})
 
+	t.Run("SignalOtherUser", func(t *testing.T) {
+		// The agent runs as root without CAP_KILL: a process of another
+		// user is signalled under that user's uid.
+		var out strings.Builder
+		st, err := d.Exec(ctx, ref, sandbox.ExecRequest{Argv: []string{"sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"}, User: "nobody", Stdout: &out})
+		if err != nil || st.Code != 0 {
+			t.Fatalf("exec as nobody: %v %+v", err, st)
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(out.String()))
+		if err := d.SignalProcess(ctx, ref, pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("signal a process of nobody: %v", err)
+		}
+		mustSh(t, d, ref, "while kill -0 "+strconv.Itoa(pid)+" 2>/dev/null; do sleep 0.01; done")
+	})
+
 	t.Run("BadStart", func(t *testing.T) {
 		_, err := d.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"no-such-program"}})
 		var e *errs.Error
