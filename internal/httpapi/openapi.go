@@ -120,6 +120,7 @@ func apiOps() [][]apiOp {
 		pprofOps,
 		portOps,
 		ptyOps,
+		processOps,
 	}
 }
 

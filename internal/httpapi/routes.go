@@ -44,6 +44,7 @@ func (s *server) routes() http.Handler {
 		s.mountPprof(r)
 		s.mountPorts(r)
 		s.mountPTY(r)
+		s.mountProcesses(r)
 	})
 	return r
 }

@@ -162,7 +162,7 @@ func (d *Driver) ListProcesses(ctx context.Context, ref sandbox.Ref) ([]sandbox.
 }
 
 // ProcessLogs streams a managed process's log from its agent.
-func (d *Driver) ProcessLogs(ctx context.Context, ref sandbox.Ref, pid int, follow bool, fn func(sandbox.ProcessOutput) error) error {
+func (d *Driver) ProcessLogs(ctx context.Context, ref sandbox.Ref, pid int, follow bool, ready func(), fn func(sandbox.ProcessOutput) error) error {
 	dec, done, err := d.opCall(ctx, ref, "proc_logs", agent.ProcLogsArgs{Pid: pid, Follow: follow})
 	if err != nil {
 		return err
@@ -178,6 +178,12 @@ func (d *Driver) ProcessLogs(ctx context.Context, ref sandbox.Ref, pid int, foll
 		}
 		if line.End {
 			return nil
+		}
+		if line.Proc != nil { // the first line
+			if ready != nil {
+				ready()
+			}
+			continue
 		}
 		if err := fn(sandbox.ProcessOutput{Stream: line.Stream, Data: line.Data, Gap: line.Gap, Exit: line.Exit}); err != nil {
 			return err

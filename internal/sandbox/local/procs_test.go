@@ -24,7 +24,7 @@ type procLog struct {
 func readLogs(t *testing.T, d *Driver, ref sandbox.Ref, pid int, follow bool) procLog {
 	t.Helper()
 	var l procLog
-	err := d.ProcessLogs(testCtx(t), ref, pid, follow, func(o sandbox.ProcessOutput) error {
+	err := d.ProcessLogs(testCtx(t), ref, pid, follow, nil, func(o sandbox.ProcessOutput) error {
 		switch {
 		case o.Exit != nil:
 			l.exit = o.Exit
@@ -117,7 +117,7 @@ func TestProcesses(t *testing.T) {
 	})
 
 	t.Run("ExecStartedListedAndSignalled", func(t *testing.T) {
-		pid, err := strconv.Atoi(strings.TrimSpace(mustSh(t, d, ref, "timeout 60 tail -f /dev/null >/dev/null 2>&1 & echo $!")))
+		pid, err := strconv.Atoi(strings.TrimSpace(mustSh(t, d, ref, `timeout 60 tail -f /dev/null >/dev/null 2>&1 & until [ "$(cat /proc/$!/comm)" = timeout ]; do :; done; echo $!`)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func TestProcesses(t *testing.T) {
 		// The agent runs as root without CAP_KILL: a process of another
 		// user is signalled under that user's uid.
 		var out strings.Builder
-		st, err := d.Exec(ctx, ref, sandbox.ExecRequest{Argv: []string{"sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"}, User: "nobody", Stdout: &out})
+		st, err := d.Exec(ctx, ref, sandbox.ExecRequest{Argv: []string{"sh", "-c", `sleep 1000 >/dev/null 2>&1 & until [ "$(cat /proc/$!/comm)" = sleep ]; do :; done; echo $!`}, User: "nobody", Stdout: &out})
 		if err != nil || st.Code != 0 {
 			t.Fatalf("exec as nobody: %v %+v", err, st)
 		}

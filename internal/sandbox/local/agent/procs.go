@@ -30,7 +30,7 @@ import (
 //
 //	proc_start  ProcStartArgs        -> {"proc":{...}}
 //	proc_list   {}                   -> {"procs":[...]}
-//	proc_logs   ProcLogsArgs         -> {"stream":..,"data":..}... {"gap":N} {"exit":N} then {"end":true}
+//	proc_logs   ProcLogsArgs         -> {"proc":{...}} {"stream":..,"data":..}... {"gap":N} {"exit":N} then {"end":true}
 //	proc_stdin  ProcStdinArgs        -> {"end":true}
 //	proc_signal ProcSignalArgs       -> {"end":true}
 //
@@ -547,6 +547,12 @@ func procLogs(ctx context.Context, c *Call) error {
 	}
 	m, err := lookupManaged(c.Enc, a.Pid)
 	if m == nil {
+		return err
+	}
+	procTable.Lock()
+	info := m.info
+	procTable.Unlock()
+	if err := c.Enc.Encode(ProcLine{Proc: &info}); err != nil {
 		return err
 	}
 	gone := hangup(c)

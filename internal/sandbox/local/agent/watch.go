@@ -334,11 +334,19 @@ func (w *watcher) read() error {
 				}
 				// A subdirectory: its parent reports it.
 			case ev.Mask&unix.IN_CREATE != 0:
-				w.out <- WatchLine{Event: "create", Path: p, Type: typ}
+				// A new directory is watched before its create goes out, so
+				// whoever reacts to it sees what follows inside.
+				var found []WatchLine
+				var err error
 				if typ == "dir" && w.recursive {
-					if err := w.add(p, func(q, t string) { w.out <- WatchLine{Event: "create", Path: q, Type: t} }); err != nil {
-						return err
-					}
+					err = w.add(p, func(q, t string) { found = append(found, WatchLine{Event: "create", Path: q, Type: t}) })
+				}
+				w.out <- WatchLine{Event: "create", Path: p, Type: typ}
+				for _, l := range found {
+					w.out <- l
+				}
+				if err != nil {
+					return err
 				}
 			case ev.Mask&(unix.IN_MODIFY|unix.IN_CLOSE_WRITE) != 0:
 				w.out <- WatchLine{Event: "write", Path: p, Type: typ}
