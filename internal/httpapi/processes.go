@@ -22,7 +22,7 @@ var processOps = []apiOp{
 	{Method: "GET", Path: "/sandbox/{id}/processes/{pid}/logs", Summary: "A managed process's output as SSE `stdout`/`stderr` events ({\"data\"} or {\"data_b64\"}) from the start of its last 1 MiB (`gap` {\"bytes\"} for what was overwritten), then, when it has exited, `exit` {\"exit_code\"}; ?follow=true goes on live until it exits", Stream: true},
 	{Method: "POST", Path: "/sandbox/{id}/processes/{pid}/stdin", Summary: "Write the raw body (at most 1 MiB) to a managed process's stdin; ?eof=true closes it afterwards. 409 when it has exited or does not read", Errors: []int{409, 413, 422}},
 	{Method: "POST", Path: "/sandbox/{id}/processes/{pid}/signal", Summary: "Send a signal (SIGTERM, SIGKILL, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGSTOP, SIGCONT, SIGWINCH, SIGALRM) to any process of the sandbox", Request: signalRequest{}},
-	{Method: "GET", Path: "/sandbox/{id}/watch", Summary: "File changes under ?path= (default /workspace; ?recursive=true for the tree below) as SSE `create`/`write`/`remove`/`rename` events {\"path\",\"type\":\"file|dir\",\"from\" (rename)}, `overflow` when the kernel dropped events; symbolic links are not followed; 404 naming `path` when it does not exist", Stream: true, Errors: []int{422, 429}},
+	{Method: "GET", Path: "/sandbox/{id}/watch", Summary: "File changes under ?path= (default /workspace; ?recursive=true for the tree below) as SSE: first `ready` once the watch is in place, then `create`/`write`/`remove`/`rename` events {\"path\",\"type\":\"file|dir\",\"from\" (rename)}, `overflow` when the kernel dropped events; symbolic links are not followed; 404 naming `path` when it does not exist", Stream: true, Errors: []int{422, 429}},
 }
 
 type processList struct {
@@ -226,7 +226,13 @@ func (s *server) handleWatch(w http.ResponseWriter, r *http.Request) error {
 	l := &lazySSE{w: w, r: r}
 	defer l.close()
 	var startErr error
-	ready := func() { startErr = l.start() }
+	ready := func() {
+		// The first event says the watch is in place: changes from now on
+		// are reported.
+		if startErr = l.start(); startErr == nil {
+			startErr = l.st.Event("", "ready", []byte("{}"))
+		}
+	}
 	err = m.Watch(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), p, recursive, ready, func(ev sandbox.WatchEvent) error {
 		if startErr != nil {
 			return startErr
