@@ -241,8 +241,12 @@ func startWatch(t *testing.T, d *Driver, ref sandbox.Ref, path string, recursive
 	w := &watchRec{evs: make(chan sandbox.WatchEvent, 1024), ready: make(chan struct{}), done: make(chan error, 1)}
 	go func() {
 		w.done <- d.Watch(ctx, ref, path, recursive, func() { close(w.ready) }, func(ev sandbox.WatchEvent) error {
-			w.evs <- ev
-			return nil
+			select {
+			case w.evs <- ev:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		})
 	}()
 	select {
@@ -255,8 +259,9 @@ func startWatch(t *testing.T, d *Driver, ref sandbox.Ref, path string, recursive
 	return w, cancel
 }
 
-// waitFor reads events until one matches want (Type, Path and, if set, Kind and From).
-func (w *watchRec) waitFor(t *testing.T, want sandbox.WatchEvent) {
+// waitFor reads events until one matches want (Type, Path and, if set,
+// Kind and From) and returns those before it.
+func (w *watchRec) waitFor(t *testing.T, want sandbox.WatchEvent) []sandbox.WatchEvent {
 	t.Helper()
 	var seen []sandbox.WatchEvent
 	ctx := testCtx(t)
@@ -264,7 +269,7 @@ func (w *watchRec) waitFor(t *testing.T, want sandbox.WatchEvent) {
 		select {
 		case ev := <-w.evs:
 			if ev.Type == want.Type && ev.Path == want.Path && (want.Kind == "" || ev.Kind == want.Kind) && ev.From == want.From {
-				return
+				return seen
 			}
 			seen = append(seen, ev)
 		case err := <-w.done:
@@ -297,21 +302,17 @@ func TestWatch(t *testing.T) {
 
 	t.Run("CoalescedWrites", func(t *testing.T) {
 		mustSh(t, d, ref, "mkdir -p /workspace/c && : > /workspace/c/f")
-		w, cancel := startWatch(t, d, ref, "/workspace/c", false)
+		w, _ := startWatch(t, d, ref, "/workspace/c", false)
 		mustSh(t, d, ref, "for i in $(seq 200); do echo $i >> /workspace/c/f; done; touch /workspace/c/end")
-		w.waitFor(t, sandbox.WatchEvent{Type: "create", Path: "/workspace/c/end"})
-		cancel()
-		<-w.done
-		w.done <- nil // for the cleanup
 		writes := 0
-		for len(w.evs) > 0 {
-			if ev := <-w.evs; ev.Type == "write" {
+		for _, ev := range w.waitFor(t, sandbox.WatchEvent{Type: "create", Path: "/workspace/c/end"}) {
+			if ev.Type == "write" {
 				writes++
 			}
 		}
 		// 200 appends (400 inotify events) became one write before the
-		// create that followed them (a window may split them in two).
-		if writes > 2 {
+		// create that followed them (a slow machine may split them over a few windows).
+		if writes == 0 || writes > 10 {
 			t.Errorf("got %d write events for 200 appends, want them coalesced", writes)
 		}
 	})
