@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -210,6 +211,28 @@ func TestProcessLogRing(t *testing.T) {
 	d := newTestDriver(t, "")
 	ref := create(t, d, sandbox.Spec{})
 	const total = 10 << 20
+	s, err := d.get(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The agent is the first child of the sandbox's init.
+	init := strconv.Itoa(s.st.InitPID)
+	kids, _ := os.ReadFile("/proc/" + init + "/task/" + init + "/children")
+	agentPID := init
+	if f := strings.Fields(string(kids)); len(f) > 0 {
+		agentPID = f[0]
+	}
+	rss := func() string {
+		b, _ := os.ReadFile("/proc/" + agentPID + "/status")
+		for l := range strings.SplitSeq(string(b), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				return strings.Join(strings.Fields(l)[1:], " ")
+			}
+		}
+		return "?"
+	}
+	before := rss()
+	defer func() { t.Logf("agent RSS %s before, %s after 10 MiB of output", before, rss()) }()
 	p, err := d.StartProcess(testCtx(t), ref, sandbox.ProcessSpec{Command: []string{"sh", "-c", "head -c " + strconv.Itoa(total) + " /dev/zero | tr '\\0' a; echo; head -c 100000 /dev/zero | tr '\\0' b >&2"}})
 	if err != nil {
 		t.Fatal(err)
