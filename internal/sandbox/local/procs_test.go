@@ -160,6 +160,30 @@ func TestProcesses(t *testing.T) {
 		mustSh(t, d, ref, "while kill -0 "+strconv.Itoa(pid)+" 2>/dev/null; do sleep 0.01; done")
 	})
 
+	t.Run("RunningCap", func(t *testing.T) {
+		var pids []int
+		for range agent.MaxManagedRunning {
+			p, err := d.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"sleep", "1000"}})
+			if err != nil {
+				t.Fatalf("start %d: %v", len(pids), err)
+			}
+			pids = append(pids, p.PID)
+		}
+		_, err := d.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"true"}})
+		if errs.KindOf(err) != errs.TooMany {
+			t.Errorf("managed process %d: got %v, want too many", agent.MaxManagedRunning+1, err)
+		}
+		for _, pid := range pids {
+			if err := d.SignalProcess(ctx, ref, pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			readLogs(t, d, ref, pid, true) // until it has exited
+		}
+		if _, err := d.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"true"}}); err != nil {
+			t.Errorf("after the others exited: %v", err)
+		}
+	})
+
 	t.Run("BadStart", func(t *testing.T) {
 		_, err := d.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"no-such-program"}})
 		var e *errs.Error
