@@ -47,18 +47,19 @@ type target struct {
 // targets maps a benchmark name (without the Benchmark prefix and -N
 // suffix) to its goals, from issue 9.
 var targets = map[string][]target{
-	"HTTPCreateFirstExec": {{"p50-ms", "<=", 50}},
-	"HTTPExecTrue":        {{"p50-ms", "<=", 10}},
-	"ExecStdoutStream":    {{"MiB/s", ">=", 550}},
-	"FileUpload":          {{"MiB/s", ">=", 900}},
-	"FileDownload":        {{"MiB/s", ">=", 900}},
-	"SSEFanout":           {{"p99-ms", "<", 50}, {"B/sub", "<", 64 << 10}},
-	"SnapshotNoChange10k": {{"p50-ms", "<", 1000}},
-	"SnapshotFirst":       {{"MiB/s", "ratio>=", 0.70}},
-	"Restore":             {{"MiB/s", "ratio>=", 0.70}},
-	"CLILineToSSE":        {{"p99-ms", "<=", 2}},
-	"CLIDeltaToSSE":       {{"p99-ms", "<=", 2}},
-	"PreviewProxy":        {{"added-p50-ms", "<=", 1}},
+	"HTTPCreateFirstExec":     {{"p50-ms", "<=", 50}},
+	"HTTPCreateFirstExecWarm": {{"p50-ms", "<=", 5}},
+	"HTTPExecTrue":            {{"p50-ms", "<=", 10}},
+	"ExecStdoutStream":        {{"MiB/s", ">=", 550}},
+	"FileUpload":              {{"MiB/s", ">=", 900}},
+	"FileDownload":            {{"MiB/s", ">=", 900}},
+	"SSEFanout":               {{"p99-ms", "<", 50}, {"B/sub", "<", 64 << 10}},
+	"SnapshotNoChange10k":     {{"p50-ms", "<", 1000}},
+	"SnapshotFirst":           {{"MiB/s", "ratio>=", 0.70}},
+	"Restore":                 {{"MiB/s", "ratio>=", 0.70}},
+	"CLILineToSSE":            {{"p99-ms", "<=", 2}},
+	"CLIDeltaToSSE":           {{"p99-ms", "<=", 2}},
+	"PreviewProxy":            {{"added-p50-ms", "<=", 1}},
 }
 
 var lineRE = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)

@@ -162,7 +162,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			DataDir:         filepath.Join(cfg.DataDir, "sandboxes"), InitBinary: initBin,
 			Logger: log.With("component", "sandbox/local"), Metrics: reg,
 			IDs:           sandbox.IDMap{HostBase: uint32(cfg.SandboxUIDBase), Size: 65536},
-			DefaultDiskMB: cfg.DefaultDiskMB,
+			DefaultDiskMB: cfg.DefaultDiskMB, WarmPool: cfg.WarmPool,
 			Runtime:       cfg.LocalRuntime,
 			Runsc:         runscBin(cfg.RunscBin),
 			RunscPlatform: cfg.RunscPlatform,

@@ -61,6 +61,7 @@ type Config struct {
 	MaxSandboxesPerUser int           // TECHBOSS_MAX_SANDBOXES_PER_USER
 	SandboxUIDBase      int           // TECHBOSS_SANDBOX_UID_BASE: host uid/gid of a local sandbox's uid 0 (65,536 ids from it)
 	DefaultDiskMB       int           // TECHBOSS_DEFAULT_DISK_MB: a sandbox's disk when its spec names none
+	WarmPool            int           // TECHBOSS_WARM_POOL: started local sandboxes kept ready per recent spec
 	LocalRuntime        string        // TECHBOSS_LOCAL_RUNTIME: bwrap | runsc (gVisor)
 	RunscBin            string        // TECHBOSS_RUNSC_BIN: gVisor's runsc (default ./.tools/bin/runsc, then PATH)
 	RunscPlatform       string        // TECHBOSS_RUNSC_PLATFORM: systrap | ptrace
@@ -122,6 +123,7 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_SANDBOX_INIT", "sandbox-init", "", "path of techboss-sandbox-init (default: next to the server binary, then PATH)", str(&c.SandboxInit)},
 		{"TECHBOSS_MAX_SANDBOXES_PER_USER", "max-sandboxes-per-user", "10", "running sandboxes a user may have at once (0: no cap)", count(&c.MaxSandboxesPerUser)},
 		{"TECHBOSS_SANDBOX_UID_BASE", "sandbox-uid-base", "1000000000", "host uid and gid of a local sandbox's root; sandboxes use the 65,536 ids from there", count(&c.SandboxUIDBase)},
+		{"TECHBOSS_WARM_POOL", "warm-pool", "0", "local driver: started sandboxes kept ready per recently created spec (at most 4 specs), so a matching create takes one in milliseconds; 0: none", count(&c.WarmPool)},
 		{"TECHBOSS_DEFAULT_DISK_MB", "default-disk-mb", "10240", "disk of a sandbox whose spec names no disk_mb, in MiB (local sandboxes get a filesystem of that size)", count(&c.DefaultDiskMB)},
 		{"TECHBOSS_LOCAL_RUNTIME", "local-runtime", "bwrap", "what local sandboxes run under: bwrap (bubblewrap) | runsc (gVisor, a second kernel between the sandbox and the host)", oneOf(&c.LocalRuntime, "bwrap", "runsc")},
 		{"TECHBOSS_RUNSC_BIN", "runsc-bin", "", "gVisor's runsc, with TECHBOSS_LOCAL_RUNTIME=runsc (default: ./.tools/bin/runsc, which `TECHBOSS_LOCAL_RUNTIME=runsc scripts/deps.sh run` builds, then PATH)", str(&c.RunscBin)},

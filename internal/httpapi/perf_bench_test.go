@@ -230,6 +230,64 @@ func benchCreateFirstExec(b *testing.B, opts ...func(*local.Options)) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// BenchmarkHTTPCreateFirstExecWarm: BenchmarkHTTPCreateFirstExec with a
+// warm pool of one (TECHBOSS_WARM_POOL=1): each create takes a started
+// sandbox; the pool refills between samples (untimed). The floor is an
+// exec of `true` in a running sandbox, as the create adds only the
+// database's records to it. pool-idle-cpu-pct is the CPU the server
+// process and its pooled sandbox spend idle (a second, untimed).
+func BenchmarkHTTPCreateFirstExecWarm(b *testing.B) {
+	e := newPerfEnv(b, nil, func(o *local.Options) { o.WarmPool = 1 })
+	const samples = 30
+	call := func(method, path, body string) []byte {
+		code, out := e.call(b, method, path, strings.NewReader(body))
+		if code != http.StatusOK {
+			b.Fatalf("%s %s: %d %s", method, path, code, out)
+		}
+		return out
+	}
+	create := func() string {
+		var r struct {
+			Data createSandboxResponse `json:"data"`
+		}
+		if err := json.Unmarshal(call("POST", "/sandbox", `{}`), &r); err != nil || r.Data.SandboxID == "" {
+			b.Fatalf("create: %v", err)
+		}
+		return r.Data.SandboxID
+	}
+	execTrue := func(id string) { call("POST", "/sandbox/"+id+"/exec?wait=true", `{"command":["true"]}`) }
+	keep := create() // the spec is now pooled; this one serves the floor
+	execTrue(keep)
+	time.Sleep(time.Second) // the pool fills
+	var idle syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &idle)
+	time.Sleep(time.Second)
+	var idle2 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &idle2)
+	idleCPU := time.Duration(idle2.Utime.Nano()+idle2.Stime.Nano()-idle.Utime.Nano()-idle.Stime.Nano()) * 100 / time.Second
+	b.ResetTimer()
+	var total, floor []time.Duration
+	for range max(b.N, samples) {
+		start := time.Now()
+		id := create()
+		execTrue(id)
+		total = append(total, time.Since(start))
+		b.StopTimer()
+		call("DELETE", "/sandbox/"+id, "")
+		time.Sleep(300 * time.Millisecond) // refill
+		b.StartTimer()
+		start = time.Now()
+		execTrue(keep)
+		floor = append(floor, time.Since(start))
+	}
+	b.StopTimer()
+	b.ReportMetric(pctl(total, .5), "p50-ms")
+	b.ReportMetric(pctl(total, .99), "p99-ms")
+	b.ReportMetric(pctl(floor, .5), "floor-p50-ms")
+	b.ReportMetric(float64(idleCPU), "pool-idle-cpu-pct")
+	b.ReportMetric(0, "ns/op")
+}
+
 const streamBytes = 256 << 20
 
 // The 256 MiB producers. textCmd prints a 256 MiB text file (lines of

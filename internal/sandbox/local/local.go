@@ -116,6 +116,9 @@ type Options struct {
 	Runtime       string
 	Runsc         string
 	RunscPlatform string
+	// WarmPool keeps this many started sandboxes ready per recently
+	// created spec (warmpool.go; 0: none).
+	WarmPool int
 }
 
 // DefaultIDs is the host range sandboxes' ids map to: 65,536 ids from
@@ -131,7 +134,11 @@ type Driver struct {
 	seccomp  []byte // the filter bubblewrap installs in every sandbox
 	disks    *diskimg.Pool
 	stopPool context.CancelFunc // stops the driver's loops (disk pool, network refresh)
+	poolCtx  context.Context    // cancelled by stopPool
 	poolDone chan struct{}      // closed when they have returned
+	// warm is the warm pool (nil: none), with its hit and miss counts.
+	warm                 *warmPool
+	warmHits, warmMisses prometheus.Counter
 	log      *slog.Logger
 	bwrap    string
 	cgMode   cgroupMode
@@ -168,6 +175,7 @@ func (*Driver) HostBound() {}
 // (a new Driver re-adopts them).
 func (d *Driver) Close() error {
 	d.stopPool()
+	d.closeWarmPool()
 	<-d.poolDone
 	// Sandboxes keep their networks; only the DNS proxies (goroutines of
 	// this process) stop, and a new Driver's Recover serves them again.
@@ -378,6 +386,7 @@ func New(o Options) (*Driver, error) {
 	d := &Driver{
 		disks:    disks,
 		stopPool: stopPool,
+		poolCtx:  poolCtx,
 		poolDone: make(chan struct{}),
 		seccomp:  filter,
 		runsc:    rs,
@@ -395,6 +404,24 @@ func New(o Options) (*Driver, error) {
 	}
 	if d.cgMode == cgroupNone {
 		d.log.Warn("no usable cgroup hierarchy: sandbox limits are not enforced")
+	}
+	d.warmHits = prometheus.NewCounter(prometheus.CounterOpts{Name: "techboss_sandbox_warm_pool_hits_total",
+		Help: "Creates that took a started sandbox from the warm pool."})
+	d.warmMisses = prometheus.NewCounter(prometheus.CounterOpts{Name: "techboss_sandbox_warm_pool_misses_total",
+		Help: "Creates of a poolable spec that found the warm pool empty."})
+	d.destroyStaleWarm()
+	if o.WarmPool > 0 {
+		d.warm = &warmPool{size: o.WarmPool, ready: map[string][]sandbox.Ref{}, filling: map[string]int{}}
+		if o.Metrics != nil {
+			for _, c := range []prometheus.Collector{d.warmHits, d.warmMisses} {
+				if err := o.Metrics.Register(c); err != nil {
+					var are prometheus.AlreadyRegisteredError
+					if !errors.As(err, &are) {
+						return nil, fmt.Errorf("local driver metrics: %w", err)
+					}
+				}
+			}
+		}
 	}
 	go func() {
 		defer close(d.poolDone)
@@ -444,9 +471,26 @@ func logf(w io.Writer, format string, args ...any) {
 	}
 }
 
-// Create builds or reuses the image and starts the sandbox.
+// Create builds or reuses the image and starts the sandbox, or takes a
+// started one from the warm pool.
 func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Ref, error) {
 	began := time.Now()
+	if err := d.checkRunsc(req); err != nil {
+		return "", err
+	}
+	ref, key, ok := d.fromWarmPool(req)
+	if ok {
+		logf(req.Log, "sandbox taken from the warm pool in %d ms", time.Since(began).Milliseconds())
+		return ref, nil
+	}
+	ref, err := d.create(ctx, req, began)
+	if err == nil && key != "" {
+		d.warmFill(key, req) // the next create of this spec takes one
+	}
+	return ref, err
+}
+
+func (d *Driver) create(ctx context.Context, req sandbox.CreateRequest, began time.Time) (sandbox.Ref, error) {
 	if !validName(req.ID) {
 		return "", errs.Field("id", "must be 1-100 letters, digits, '.', '_' or '-'")
 	}

@@ -1,0 +1,137 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
+)
+
+// warmReady waits until d's pool holds n sandboxes for spec's key.
+func warmReady(t *testing.T, d *Driver, sp sandbox.Spec, n int) {
+	t.Helper()
+	key, ok := warmKey(sandbox.CreateRequest{Spec: sp})
+	if !ok {
+		t.Fatalf("spec %+v is not poolable", sp)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		d.warm.mu.Lock()
+		got := len(d.warm.ready[key])
+		d.warm.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the warm pool holds %d sandboxes after a minute, want %d", got, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func warmDirs(t *testing.T, dataDir string) []string {
+	t.Helper()
+	ents, _ := os.ReadDir(dataDir + "/sandboxes")
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), warmPrefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// TestWarmPool: a create of a spec created before takes a started
+// sandbox from the pool (a fresh one: nothing of the sandbox before it),
+// the pool refills, specs the driver must start themselves are not
+// pooled, Close destroys the pool, and a new driver removes what a dead
+// one left.
+func TestWarmPool(t *testing.T) {
+	requireHost(t)
+	dataDir := t.TempDir()
+	d, err := New(Options{DataDir: dataDir, InitBinary: initBin, WarmPool: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			_ = d.Close()
+		}
+	})
+	sp := sandbox.Spec{ImageBase: "host", MemoryMB: 256}
+	newSB := func(sp sandbox.Spec) (sandbox.Ref, string) {
+		var log bytes.Buffer
+		ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "owner1", Spec: sp, Log: &log})
+		if err != nil {
+			t.Fatalf("Create: %v\n%s", err, log.String())
+		}
+		t.Cleanup(func() { _ = d.Destroy(context.Background(), ref) })
+		return ref, log.String()
+	}
+	first, log := newSB(sp)
+	if strings.Contains(log, "warm pool") {
+		t.Fatalf("the first create of a spec came from the pool:\n%s", log)
+	}
+	mustSh(t, d, first, "echo mine > /workspace/first.txt && echo x > /tmp/first")
+	warmReady(t, d, sp, 1)
+
+	start := time.Now()
+	second, log := newSB(sp)
+	took := time.Since(start)
+	if !strings.Contains(log, "taken from the warm pool") {
+		t.Fatalf("a create of the same spec did not take the pooled sandbox:\n%s", log)
+	}
+	t.Logf("create from the pool took %v", took)
+	if got := mustSh(t, d, second, "ls -A /workspace /tmp"); strings.Contains(got, "first") {
+		t.Errorf("the pooled sandbox is not fresh: %q", got)
+	}
+	if second == first {
+		t.Fatal("the pool gave out the first sandbox")
+	}
+	warmReady(t, d, sp, 1) // refilled
+
+	// Env is set at start: such specs start their own sandbox.
+	if _, log := newSB(sandbox.Spec{ImageBase: "host", MemoryMB: 256, Env: map[string]string{"A": "b"}}); strings.Contains(log, "warm pool") {
+		t.Fatalf("a spec with env came from the pool:\n%s", log)
+	}
+
+	// A driver on the same data dir (the server restarted after dying)
+	// removes the pooled sandboxes the old one left.
+	if len(warmDirs(t, dataDir)) == 0 {
+		t.Fatal("no pooled sandbox on disk")
+	}
+	d.warm.drain() // as if this driver died: it forgets them
+	d2, err := New(Options{DataDir: dataDir, InitBinary: initBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := warmDirs(t, dataDir); len(left) != 0 {
+		t.Errorf("pooled sandboxes left after a new driver started: %v", left)
+	}
+	_ = d2.Close()
+
+	// Close destroys the pool.
+	d3, err := New(Options{DataDir: t.TempDir(), InitBinary: initBin, WarmPool: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := d3.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warmReady(t, d3, sp, 2)
+	_ = d3.Destroy(context.Background(), r)
+	dir3 := d3.opts.DataDir
+	if err := d3.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := warmDirs(t, dir3); len(left) != 0 {
+		t.Errorf("pooled sandboxes left after Close: %v", left)
+	}
+}
