@@ -139,11 +139,11 @@ type Driver struct {
 	// warm is the warm pool (nil: none), with its hit and miss counts.
 	warm                 *warmPool
 	warmHits, warmMisses prometheus.Counter
-	log      *slog.Logger
-	bwrap    string
-	cgMode   cgroupMode
-	images   *image.Cache
-	runsc    *runscRuntime // with Runtime runsc
+	log                  *slog.Logger
+	bwrap                string
+	cgMode               cgroupMode
+	images               *image.Cache
+	runsc                *runscRuntime // with Runtime runsc
 
 	skelMu sync.Mutex
 	skel   string
