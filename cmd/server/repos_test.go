@@ -93,6 +93,14 @@ func gitHost(t *testing.T, dir string, args ...string) string {
 	return string(out)
 }
 
+// gitHostTry runs git on the host and returns its output and error.
+func gitHostTry(args ...string) (string, error) {
+	cmd := exec.Command("git", args...)
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 // githubStandIn speaks the slice of the GitHub REST API that opening a
 // pull request uses, and records what it received.
 type githubStandIn struct {
@@ -318,6 +326,24 @@ func TestRepositories(t *testing.T) {
 			`git -c credential.helper= -c "credential.helper=!f() { echo username=` + id + `; echo password=tbg_forged; }; f" ls-remote "${url}owner/app.git" 2>&1`)
 		if code == 0 || !strings.Contains(out, "403") {
 			t.Fatalf("a forged sandbox token: exit %d\n%s", code, out)
+		}
+	})
+
+	t.Run("the broker on the public URL", func(t *testing.T) {
+		// Drivers without an in-sandbox listener reach the broker on the
+		// API listener, with the same sandbox-scoped token.
+		out, code := exec("git config --local --get-regexp '^credential\\..*\\.helper$' | grep -o 'tbg_[A-Za-z0-9_-]*' | head -n1")
+		sbToken := strings.TrimSpace(out)
+		if code != 0 || sbToken == "" {
+			t.Fatalf("no sandbox token in the clone's helper: %q", out)
+		}
+		u := strings.Replace(in.url, "http://", "http://"+id+":"+sbToken+"@", 1) + "/git/" + strings.TrimPrefix(git.url, "http://") + "/owner/app.git"
+		if out := gitHost(t, "", "ls-remote", "--heads", u); !strings.Contains(out, "refs/heads/main") {
+			t.Fatalf("ls-remote through the public broker: %s", out)
+		}
+		bad := strings.Replace(u, sbToken, "tbg_forged", 1)
+		if out, err := gitHostTry("ls-remote", bad); err == nil || !strings.Contains(out, "403") {
+			t.Fatalf("a forged token through the public broker: %v\n%s", err, out)
 		}
 	})
 

@@ -83,6 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		PreviewLinks:   dom.previews,
 		PreviewDomain:  cfg.PreviewDomain,
 		Repos:          dom.repos,
+		GitBroker:      dom.broker,
 		Gateway:        dom.gateway,
 		LLM:            dom.llm,
 		Logger:         log,

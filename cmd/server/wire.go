@@ -104,6 +104,7 @@ type domains struct {
 	secrets   *secrets.Store
 	previews  *sandbox.PreviewLinks
 	repos     *repo.Service
+	broker    *repo.Broker
 	// ready are the checks /readyz runs besides the database's.
 	ready []httpapi.ReadyCheck
 	// runners are started by run() and return when ctx is done.
@@ -421,7 +422,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	}
 	gwMux.Handle(repo.BrokerPrefix, broker)
 	repos = repo.NewService(repo.Deps{Broker: broker, Sandboxes: mgr, GatewayURL: runs.SandboxGatewayURL, Logger: log.With("component", "git")})
-	d.repos = repos
+	d.repos, d.broker = repos, broker
 	runs.SetGateway(gwMux)
 	d.runs, d.gateway = runs, gwMux
 	d.llm = &httpapi.LLMDeps{Registry: registry, Budgets: budgets, Recorder: runs}

@@ -18,6 +18,30 @@ var gitOps = []apiOp{
 	{Method: "POST", Path: "/sandbox/{id}/git/pull-request", Summary: "Open a pull request (GitHub) or merge request (GitLab) from a pushed branch with the repository's stored credential", Request: repo.PullRequestBody{}, Response: forge.PullRequest{}, Errors: []int{403, 409, 424}},
 }
 
+// gitBrokerOps are the credential broker's routes on the API listener,
+// for sandboxes that reach the server by its public URL (drivers without
+// an in-sandbox listener). They authenticate with the sandbox-scoped
+// token git's credential helper presents, not a user's.
+var gitBrokerOps = []apiOp{
+	{Method: "GET", Path: "/git/*", Summary: "Git credential broker: smart-HTTP ref advertisement (info/refs) of a sandbox's repository; Basic auth with the sandbox ID and its sandbox-scoped token", Public: true, Errors: []int{401, 403, 502}},
+	{Method: "POST", Path: "/git/*", Summary: "Git credential broker: git-upload-pack and git-receive-pack (pushes are checked ref by ref: never the default branch, only the repository's push_prefix)", Public: true, Errors: []int{401, 403, 502}},
+}
+
+// mountGitBroker mounts the broker outside session auth: it checks
+// sandbox tokens itself.
+func (s *server) mountGitBroker(r chi.Router) {
+	if s.deps.GitBroker == nil {
+		h := s.api(func(w http.ResponseWriter, r *http.Request) error {
+			return errs.E(errs.Unavailable, "repositories are not configured on this server")
+		})
+		r.Get("/git/*", h)
+		r.Post("/git/*", h)
+		return
+	}
+	r.Get("/git/*", s.deps.GitBroker.ServeHTTP)
+	r.Post("/git/*", s.deps.GitBroker.ServeHTTP)
+}
+
 func (s *server) mountGit(r chi.Router) {
 	r.Get("/sandbox/{id}/git/status", s.api(s.handleGitStatus))
 	r.Post("/sandbox/{id}/git/commit", s.api(s.handleGitCommit))

@@ -117,6 +117,7 @@ func apiOps() [][]apiOp {
 		snapshotOps,
 		secretOps,
 		gitOps,
+		gitBrokerOps,
 		pprofOps,
 		portOps,
 		ptyOps,

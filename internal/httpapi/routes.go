@@ -28,6 +28,7 @@ func (s *server) routes() http.Handler {
 	// LLM gateway, or static assets): add ONE line each below.
 	web.Mount(r) // the embedded web UI: GET / and /static/*
 	s.mountGateway(r)
+	s.mountGitBroker(r)
 	s.mountPreview(r)
 
 	// Authenticated routes: currentUser(r) is non-nil in here.

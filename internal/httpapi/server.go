@@ -51,6 +51,9 @@ type Deps struct {
 	// Repos runs the git operations of sandboxes' repositories; nil
 	// answers 503 on /sandbox/{id}/git/*.
 	Repos *repo.Service
+	// GitBroker is the git credential broker, also served at /git/ on the
+	// API listener for sandboxes that reach the server by its public URL.
+	GitBroker http.Handler
 	// Gateway is the Anthropic passthrough mounted at /llm/anthropic
 	// (outside session auth: it checks run and API tokens itself); nil = not mounted.
 	Gateway http.Handler

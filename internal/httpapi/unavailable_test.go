@@ -125,11 +125,11 @@ func TestEveryRouteUnavailableWhileDatabaseDown(t *testing.T) {
 		t.Fatalf("walked %d routes, expected the whole API", len(routes))
 	}
 
-	// The LLM gateway is another handler (agent's), authenticating its
-	// callers itself; this server runs without one, so it answers "not
-	// configured" whatever the database does.
+	// The LLM gateway and the git broker are other handlers (agent's,
+	// repo's), authenticating their callers themselves; this server runs
+	// without them, so they answer "not configured" whatever the database does.
 	gateway := map[string]bool{}
-	for _, op := range gatewayOps {
+	for _, op := range append(append([]apiOp(nil), gatewayOps...), gitBrokerOps...) {
 		gateway[op.Method+" "+op.Path] = true
 	}
 
