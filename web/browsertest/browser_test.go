@@ -493,5 +493,7 @@ func (b *browser) createSandbox(name string) {
 	b.t.Helper()
 	b.fillByLabel("Name", name)
 	b.clickButton("Create sandbox")
-	b.waitJS("sandbox page", `location.hash.startsWith("#/sandbox/") && document.querySelector("main .badge") && document.querySelector("main .badge").textContent === "running"`)
+	// The tab list is the sandbox page's own: the list page's badges, still
+	// shown for a frame after the hash changes, do not count.
+	b.waitJS("sandbox page", `location.hash.startsWith("#/sandbox/") && !!document.querySelector('main [role=tablist]') && document.querySelector("main .badge") && document.querySelector("main .badge").textContent === "running"`)
 }
