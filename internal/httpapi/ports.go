@@ -130,6 +130,11 @@ func (s *server) handleListPorts(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := listPortsResponse{Ports: make([]portView, 0, len(ports))}
 	for _, p := range ports {
+		if p.URL != "" {
+			// The driver publishes the port itself (a Modal tunnel).
+			out.Ports = append(out.Ports, portView{Port: p, PreviewURL: p.URL})
+			continue
+		}
 		out.Ports = append(out.Ports, portView{Port: p, PreviewURL: previewPath(id, p.Port), HostURL: s.previewHostURL(r, id, p.Port)})
 	}
 	return writeJSON(w, http.StatusOK, out)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	pb "github.com/modal-labs/modal-client/go/proto/modal_proto"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/techbossai/techboss/internal/errs"
@@ -73,16 +74,33 @@ func TestManagerOnModal(t *testing.T) {
 	}
 	_, err = m.Exec(ctx, "bob", sb.ID, sandbox.ExecRequest{Argv: []string{"true"}})
 	wantKind(t, err, errs.NotFound)
-	// No preview ports on Modal (its tunnels must be declared at create):
-	// a clear "not supported", after the owner check.
-	_, err = m.ListPorts(ctx, "alice", sb.ID)
-	wantKind(t, err, errs.Unavailable)
-	_, err = m.DialPort(ctx, "alice", sb.ID, 8000)
-	wantKind(t, err, errs.Unavailable)
-	_, err = m.ListPorts(ctx, "bob", sb.ID)
+	// Preview ports on Modal are its tunnels, declared at create: listed
+	// with their public URLs; the server's proxy does not dial them (a
+	// clear 501), after the owner check.
+	ports, err := m.ListPorts(ctx, "alice", sb.ID)
+	if err != nil || len(ports) != 0 {
+		t.Fatalf("ports of a sandbox that published none: %v %v", ports, err)
+	}
+	withPorts, err := m.Create(ctx, "alice", sandbox.Spec{ImageBase: "alpine:3.20", Ports: []int{8000, 3000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := srv.Creates(); !slices.Equal(portsOf(rec[len(rec)-1].Raw.GetOpenPorts().GetPorts()), []uint32{8000, 3000}) {
+		t.Errorf("create asked Modal for ports %v", portsOf(rec[len(rec)-1].Raw.GetOpenPorts().GetPorts()))
+	}
+	ports, err = m.ListPorts(ctx, "alice", withPorts.ID)
+	if err != nil || len(ports) != 2 || ports[0].Port != 3000 || ports[1].URL != "https://"+modaltest.TunnelHost(mustModalID(t, withPorts.Ref), 8000) {
+		t.Fatalf("tunnels: %+v %v", ports, err)
+	}
+	_, err = m.DialPort(ctx, "alice", withPorts.ID, 8000)
+	wantKind(t, err, errs.NotImplemented)
+	_, err = m.ListPorts(ctx, "bob", withPorts.ID)
 	wantKind(t, err, errs.NotFound)
-	if slices.Contains(m.Capabilities(sb), "ports") {
-		t.Errorf("modal capabilities %q name ports", m.Capabilities(sb))
+	if !slices.Contains(m.Capabilities(sb), "ports") {
+		t.Errorf("modal capabilities %q do not name ports", m.Capabilities(sb))
+	}
+	if _, err := m.Terminate(ctx, "alice", withPorts.ID); err != nil {
+		t.Fatal(err)
 	}
 
 	// Restart: a new SDK client and Manager re-adopt the running sandbox.
@@ -128,4 +146,21 @@ func newManagerDriverAlive(ctx context.Context, ref sandbox.Ref) (bool, error) {
 	}
 	defer d.Close()
 	return d.Recover(ctx, ref)
+}
+
+func portsOf(ps []*pb.PortSpec) []uint32 {
+	var out []uint32
+	for _, p := range ps {
+		out = append(out, p.GetPort())
+	}
+	return out
+}
+
+func mustModalID(t *testing.T, ref sandbox.Ref) string {
+	t.Helper()
+	id, err := modal.SandboxID(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

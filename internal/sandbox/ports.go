@@ -13,6 +13,10 @@ type Port struct {
 	Port    int    `json:"port"`
 	Address string `json:"address"`           // the address it is bound to inside the sandbox, e.g. 0.0.0.0 or ::1
 	Process string `json:"process,omitempty"` // the listening process's name, when the driver can tell
+	// URL is where the driver itself publishes the port (a Modal
+	// tunnel's public HTTPS address); empty when the server's preview
+	// proxy is the way in.
+	URL string `json:"url,omitempty"`
 }
 
 // Ports is the optional capability behind preview URLs: list the TCP

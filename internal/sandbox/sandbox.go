@@ -51,6 +51,10 @@ type Spec struct {
 	// Repos are cloned into /workspace at create (see GitRepo); "repo" in
 	// JSON takes one object or a list.
 	Repos RepoList `json:"repo,omitempty"`
+	// Ports are the TCP ports a Modal sandbox publishes through Modal's
+	// tunnels (declared at create, as Modal requires). Local sandboxes
+	// reach every listening port through the preview proxy without it.
+	Ports []int `json:"ports,omitempty"`
 }
 
 // MarshalJSON writes dockerfile_commands as [] when there are none (a

@@ -130,6 +130,9 @@ var (
 	imageRefRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$`)
 )
 
+// maxSpecPorts bounds the tunnels a spec may ask Modal for.
+const maxSpecPorts = 16
+
 // secretNameRE is the secret store's name rule (internal/secrets).
 var secretNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
@@ -156,6 +159,14 @@ func (s Spec) Validate(l Limits) error {
 			bad("registry_credential", "must name a stored secret (1-64 letters, digits, '.', '_', '-')")
 		case s.ImageBase == "" || s.ImageBase == "host":
 			bad("registry_credential", "needs an image_base from a registry")
+		}
+	}
+	if len(s.Ports) > maxSpecPorts {
+		bad("ports", "at most %d ports", maxSpecPorts)
+	}
+	for i, p := range s.Ports {
+		if p < 1 || p > 65535 {
+			bad(fmt.Sprintf("ports[%d]", i), "must be a TCP port number, 1 to 65535")
 		}
 	}
 	if l.MaxDockerfileCommands > 0 && len(s.DockerfileCommands) > l.MaxDockerfileCommands {

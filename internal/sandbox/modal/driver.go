@@ -31,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -380,6 +381,8 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 		IdleTimeout:  time.Duration(spec.IdleTimeoutS) * time.Second,
 		BlockNetwork: !spec.Network.Outbound(),
 		Tags:         map[string]string{TagSandboxID: req.ID, TagOwnerID: req.OwnerID},
+		// Modal publishes these through its tunnels (ports.go).
+		EncryptedPorts: slices.Clone(spec.Ports),
 	}
 	if spec.MemoryMB > 0 {
 		params.MemoryLimitMiB = spec.MemoryMB

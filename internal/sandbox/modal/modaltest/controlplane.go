@@ -256,6 +256,9 @@ func (s *Server) createSandbox(appID string, def *pb.Sandbox, sources []*pb.Secr
 		created: time.Now(), tags: map[string]string{}, env: map[string]string{},
 		workdir: def.GetWorkdir(), done: make(chan struct{}), execs: map[string]*execProc{},
 	}
+	for _, ps := range def.GetOpenPorts().GetPorts() {
+		sb.ports = append(sb.ports, ps.GetPort())
+	}
 	rec := CreateRecord{
 		SandboxID: sb.id, V2: v2, AppID: appID, ImageID: im.ID, Workdir: def.GetWorkdir(),
 		Env: map[string]string{}, TimeoutSecs: def.GetTimeoutSecs(), IdleTimeoutSecs: def.GetIdleTimeoutSecs(),
@@ -563,4 +566,32 @@ func (s *Server) SandboxTagsGet(ctx context.Context, req *pb.SandboxTagsGetReque
 // SandboxTagsGetV2 is SandboxTagsGet for V2 sandboxes.
 func (s *Server) SandboxTagsGetV2(ctx context.Context, req *pb.SandboxTagsGetRequest) (*pb.SandboxTagsGetResponse, error) {
 	return s.tagsGet(req)
+}
+
+// SandboxGetTunnels answers the tunnels of the ports the sandbox
+// published at create, at made-up public hosts (nothing here routes to
+// them: the tests check what the driver reports).
+func (s *Server) SandboxGetTunnels(ctx context.Context, req *pb.SandboxGetTunnelsRequest) (*pb.SandboxGetTunnelsResponse, error) {
+	s.mu.Lock()
+	sb, ok := s.sandboxes[req.GetSandboxId()]
+	s.mu.Unlock()
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "Sandbox %s not found", req.GetSandboxId())
+	}
+	var ts []*pb.TunnelData
+	for _, p := range sb.ports {
+		ts = append(ts, pb.TunnelData_builder{Host: TunnelHost(sb.id, p), Port: 443, ContainerPort: p}.Build())
+	}
+	return pb.SandboxGetTunnelsResponse_builder{Tunnels: ts,
+		Result: pb.GenericResult_builder{Status: pb.GenericResult_GENERIC_STATUS_SUCCESS}.Build()}.Build(), nil
+}
+
+// TunnelHost is the public host the server reports for a sandbox's port.
+func TunnelHost(sandboxID string, port uint32) string {
+	return fmt.Sprintf("%s-%d.tunnel.modal.test", strings.ToLower(sandboxID), port)
+}
+
+// SandboxGetTunnelsV2 is SandboxGetTunnels for V2 sandboxes.
+func (s *Server) SandboxGetTunnelsV2(ctx context.Context, req *pb.SandboxGetTunnelsRequest) (*pb.SandboxGetTunnelsResponse, error) {
+	return s.SandboxGetTunnels(ctx, req)
 }

@@ -37,6 +37,7 @@ type sandbox struct {
 	binds            []bind // longest target first
 	idle             time.Duration
 	blockNetwork     bool
+	ports            []uint32 // published through tunnels (open_ports)
 	lifetime, idleTm *time.Timer
 
 	mu      sync.Mutex
