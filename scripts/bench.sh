@@ -21,7 +21,7 @@ raw="bench/results/$stamp.txt"
 
 # package and benchmark selection, one line each (see docs/performance.md)
 suite=(
-  "./internal/httpapi ^Benchmark(HTTPCreateFirstExec|HTTPCreateFirstExecWarm|HTTPExecTrue|HTTPCreateFirstExecRunsc|HTTPExecTrueRunsc|ExecStdoutStream|FileUpload|FileDownload|SSEFanout|CLILineToSSE|CLIDeltaToSSE|ChatFirstByte|PTYKeystrokeEcho)$"
+  "./internal/httpapi ^Benchmark(HTTPCreateFirstExec|HTTPCreateFirstExecWarm|HTTPExecTrue|HTTPCreateFirstExecRunsc|HTTPExecTrueRunsc|ExecStdoutStream|ExecSSEDecode|FileUpload|FileDownload|SSEFanout|CLILineToSSE|CLIDeltaToSSE|ChatFirstByte|PTYKeystrokeEcho)$"
   "./internal/snapshot ^Benchmark(SnapshotFirst|SnapshotNoChange10k|SnapshotChanged1pct|Restore)$"
   "./internal/llm/gateway ^Benchmark(GatewayFirstByte|OpenAIGatewayFirstByte)$"
   "./internal/agent ^Benchmark(RunWallVsBareCLI|CrossReplicaEvent|ApprovalRoundTrip)$"
