@@ -33,6 +33,7 @@ var subtests = []struct {
 	{"Usage", Usage},
 	{"Budgets", Budgets},
 	{"PreviewLinks", testPreviewLinks},
+	{"Webhooks", testWebhooks},
 }
 
 // Exercise runs every conformance subtest, each on a fresh database from open.
