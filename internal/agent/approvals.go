@@ -291,6 +291,7 @@ func (s *Service) approve(ctx context.Context, runID string, in approveCall) ([]
 		if _, err := s.hub.Append(context.WithoutCancel(ctx), runID, s.stamp(NewEvent(TypePermissionRequest, req, ""))); err != nil {
 			s.log.Warn("append permission request", "run_id", runID, "err", err)
 		}
+		s.events.Emit(ctx, j.run.OwnerID, "permission.requested", PermissionEvent{RunID: runID, SandboxID: j.run.SandboxID, RequestID: req.RequestID, ToolName: req.ToolName, Summary: req.Summary, ExpiresAt: req.ExpiresAt})
 		t := time.NewTimer(timeout)
 		defer t.Stop()
 		var ans decided

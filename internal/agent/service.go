@@ -136,6 +136,8 @@ type Deps struct {
 	// Deliver carries out a succeeded run's deliver option (commit, push,
 	// pull request); nil: runs may not ask for it.
 	Deliver DeliverFunc
+	// Events receives the webhook events of runs (nil: none are sent).
+	Events EventSink
 }
 
 // Service starts, follows, cancels and recovers agent runs. Runs live on
@@ -158,6 +160,8 @@ type Service struct {
 	afterRun func(ctx context.Context, r Run) error
 	// deliver is Deps.Deliver.
 	deliver DeliverFunc
+	// events is Deps.Events (never nil).
+	events EventSink
 	// quit is closed when Run begins to shut down; bg runs the background
 	// retries of after-run snapshots, which end on it.
 	quit chan struct{}
@@ -262,10 +266,14 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	if d.Events == nil {
+		d.Events = noEvents{}
+	}
 	s := &Service{
 		cfg: cfg, store: d.Store, cli: d.CLI, sbx: d.Sandboxes, gw: d.Gateway, secrets: d.Secrets, log: d.Logger, now: d.Now,
 		afterRun:  d.AfterRun,
 		deliver:   d.Deliver,
+		events:    d.Events,
 		replica:   "rep_" + randHex(8),
 		hub:       NewHub(d.Store, d.Now, d.Feed),
 		submit:    make(chan *job),
@@ -1058,6 +1066,7 @@ func (s *Service) finish(ctx context.Context, shutdown bool, j *job, st sandbox.
 	if err := s.retry(ctx, log, "persist final run", func(ctx context.Context) error { return s.store.UpdateRun(ctx, r) }); err != nil {
 		log.Error("persist final run", "err", err)
 	}
+	s.emitRun(ctx, r)
 	// The after-run work (the workspace snapshot) happens while the run
 	// still counts as active, so "done" means the version exists and no
 	// restore or new run can race it.

@@ -39,6 +39,7 @@ func (s *Service) snapshotFailed(ctx context.Context, r Run, cause error, log *s
 	log.Warn("snapshot after run failed; retrying", "err", cause)
 	s.m.snapFailed.Inc()
 	msg := snapshotMessage(cause)
+	s.events.Emit(ctx, r.OwnerID, "snapshot.failed", SnapshotEvent{RunID: r.ID, SandboxID: r.SandboxID, Error: msg})
 	if err := s.retry(ctx, log, "record snapshot error", func(ctx context.Context) error { return s.store.SetRunSnapshotError(ctx, r.ID, msg) }); err != nil {
 		log.Error("record snapshot error", "err", err)
 	}

@@ -59,6 +59,8 @@ type Deps struct {
 	// RevealSecret returns the value of an owner's stored secret (the
 	// secret store); nil: specs naming a registry_credential are refused.
 	RevealSecret func(ctx context.Context, ownerID, name string) (string, error)
+	// Events receives the webhook events of sandboxes (nil: none are sent).
+	Events EventSink
 }
 
 // HostBound is implemented by drivers whose sandboxes only the server on
@@ -75,6 +77,7 @@ type Manager struct {
 	limits        Limits
 	hooks         Hooks
 	revealSecret  func(ctx context.Context, ownerID, name string) (string, error)
+	events        EventSink
 	mounts        []Mount
 	log           *slog.Logger
 	now           func() time.Time
@@ -131,7 +134,11 @@ func NewManager(d Deps) (*Manager, error) {
 	if d.Limits.CreateTimeout <= 0 {
 		d.Limits.CreateTimeout = DefaultLimits().CreateTimeout
 	}
+	if d.Events == nil {
+		d.Events = noEvents{}
+	}
 	m := &Manager{
+		events:        d.Events,
 		repo:          d.Repo,
 		drivers:       d.Drivers,
 		defaultDriver: d.DefaultDriver,
@@ -439,6 +446,7 @@ func (m *Manager) fail(ctx context.Context, sb *Sandbox, cause error, blog *Buil
 	if err := m.repo.UpdateSandbox(ctx, sb); err != nil {
 		log.Error("persist failed state", "err", err)
 	}
+	m.events.Emit(ctx, sb.OwnerID, "sandbox.failed", FailedEvent{SandboxID: sb.ID, Reason: reason})
 	if _, ok := errs.Public(cause); ok {
 		return cause
 	}
