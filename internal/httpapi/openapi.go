@@ -122,6 +122,7 @@ func apiOps() [][]apiOp {
 		portOps,
 		ptyOps,
 		processOps,
+		webhookOps,
 	}
 }
 

@@ -46,6 +46,7 @@ func (s *server) routes() http.Handler {
 		s.mountPorts(r)
 		s.mountPTY(r)
 		s.mountProcesses(r)
+		s.mountWebhooks(r)
 	})
 	return r
 }

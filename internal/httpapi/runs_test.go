@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -28,6 +30,7 @@ import (
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
 	"github.com/techbossai/techboss/internal/store/storetest"
+	"github.com/techbossai/techboss/internal/webhooks"
 )
 
 const upstreamSecret = "sk-upstream-SECRET-0123456789"
@@ -39,6 +42,9 @@ type runHarness struct {
 	model      *modeltest.Server
 	alice, bob *http.Client
 	prices     map[string]llm.Price
+	// hooks delivers webhooks; 127.0.0.0/8 is allowed so receivers in
+	// tests are reachable.
+	hooks *webhooks.Service
 }
 
 // newRunHarness is the whole server with agent runs: the real CLI in real
@@ -62,18 +68,25 @@ func newRunHarness(t *testing.T, script ...modeltest.Reply) *runHarness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = drv.Close() })
+	hooks, err := webhooks.New(h.db, bytes.Repeat([]byte{5}, 32), webhooks.Options{
+		Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, RetryBase: 10 * time.Millisecond, Poll: 100 * time.Millisecond,
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	m, err := sandbox.NewManager(sandbox.Deps{
 		Repo: h.db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
 		Limits: sandbox.DefaultLimits(),
 		Mounts: []sandbox.Mount{{Source: prefix, Target: "/opt/techboss/claude", ReadOnly: true}},
+		Events: hooks,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rh := &runHarness{harness: h, m: m, model: modeltest.New(t, script...),
+	rh := &runHarness{harness: h, m: m, model: modeltest.New(t, script...), hooks: hooks,
 		prices: map[string]llm.Price{"claude-": {InputPerMTok: 3, OutputPerMTok: 15, CacheReadPerMTok: 0.3, CacheWritePerMTok: 3.75}}}
 	rh.svc, err = agent.NewService(agent.Config{Root: true}, agent.Deps{
-		Store: h.db, Sandboxes: m, Logger: log, Metrics: h.reg,
+		Store: h.db, Sandboxes: m, Logger: log, Metrics: h.reg, Events: hooks,
 		CLI: claude.New(claude.Config{Bin: filepath.Join("/opt/techboss/claude", rel), Env: map[string]string{"CLAUDE_CODE_MAX_RETRIES": "2"}}),
 	})
 	if err != nil {
@@ -97,10 +110,11 @@ func newRunHarness(t *testing.T, script ...modeltest.Reply) *runHarness {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = rh.svc.Run(ctx) })
+	wg.Go(func() { _ = hooks.Run(ctx) })
 	stopping, stop := context.WithCancel(context.Background())
 	api := NewServer(Deps{
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
-		Sandboxes: m, Runs: rh.svc, Gateway: gw, Stopping: stopping,
+		Sandboxes: m, Runs: rh.svc, Gateway: gw, Stopping: stopping, Webhooks: hooks,
 	})
 	h.srv = httptest.NewServer(validateResponses(t, api))
 	t.Cleanup(func() {

@@ -22,6 +22,7 @@ import (
 	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/webhooks"
 )
 
 // Deps are the server's dependencies. Domain owners add their fields here.
@@ -54,6 +55,8 @@ type Deps struct {
 	// GitBroker is the git credential broker, also served at /git/ on the
 	// API listener for sandboxes that reach the server by its public URL.
 	GitBroker http.Handler
+	// Webhooks manages users' webhooks; nil answers 503 on /webhooks.
+	Webhooks *webhooks.Service
 	// Gateway is the Anthropic passthrough mounted at /llm/anthropic
 	// (outside session auth: it checks run and API tokens itself); nil = not mounted.
 	Gateway http.Handler
