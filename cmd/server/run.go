@@ -84,6 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		PreviewDomain:  cfg.PreviewDomain,
 		Repos:          dom.repos,
 		GitBroker:      dom.broker,
+		Webhooks:       dom.webhooks,
 		Gateway:        dom.gateway,
 		LLM:            dom.llm,
 		Logger:         log,

@@ -43,6 +43,7 @@ import (
 	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/webhooks"
 )
 
 // Where the host's Claude Code CLI installs (glibc and musl builds) and
@@ -105,6 +106,7 @@ type domains struct {
 	previews  *sandbox.PreviewLinks
 	repos     *repo.Service
 	broker    *repo.Broker
+	webhooks  *webhooks.Service
 	// ready are the checks /readyz runs besides the database's.
 	ready []httpapi.ReadyCheck
 	// runners are started by run() and return when ctx is done.
@@ -264,6 +266,11 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		return nil, err
 	}
 	d.secrets = secretStore
+	hookSvc, err := webhooks.New(db, key, webhooks.Options{Allow: cfg.WebhookAllow, RetryBase: cfg.WebhookRetry}, log.With("component", "webhooks"))
+	if err != nil {
+		return nil, err
+	}
+	d.webhooks = hookSvc
 	hooks := snaps.Hooks()
 	var runs *agent.Service
 	var repos *repo.Service // clones at create (after a snapshot restore); set once runs exists
@@ -274,7 +281,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	limits.MaxDiskMB = max(limits.MaxDiskMB, cfg.DefaultDiskMB)
 	mgr, err := sandbox.NewManager(sandbox.Deps{
 		Repo: db, Drivers: drivers, DefaultDriver: cfg.SandboxDriver, Limits: limits, Mounts: mounts,
-		Host: host, HostTimeout: replicaTimeout(cfg, db), RevealSecret: secretStore.Reveal,
+		Host: host, HostTimeout: replicaTimeout(cfg, db), RevealSecret: secretStore.Reveal, Events: hookSvc,
 		Hooks: sandbox.Hooks{
 			AfterCreate: func(ctx context.Context, sb *sandbox.Sandbox) error {
 				if hooks.AfterCreate != nil {
@@ -366,7 +373,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		},
 	}, agent.Deps{
 		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin, Env: map[string]string{"CLAUDE_CODE_MAX_RETRIES": strconv.Itoa(cfg.ClaudeMaxRetries)}}), Sandboxes: mgr,
-		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(), Secrets: secretStore,
+		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(), Secrets: secretStore, Events: hookSvc,
 		Deliver: func(ctx context.Context, r agent.Run) (agent.DeliveryData, error) {
 			return deliverRun(ctx, repos, db, cfg.PublicURL, r)
 		},
@@ -430,7 +437,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	if err := mgr.Reconcile(ctx); err != nil {
 		return nil, fmt.Errorf("reconcile sandboxes: %w", err)
 	}
-	d.runners = append(d.runners, mgr.Run, runs.Run)
+	d.runners = append(d.runners, mgr.Run, runs.Run, hookSvc.Run)
 	return d, nil
 }
 

@@ -38,6 +38,9 @@ type Config struct {
 
 	TrustedProxies []netip.Prefix // TECHBOSS_TRUSTED_PROXIES: peers whose X-Forwarded-For is believed
 
+	WebhookAllow []netip.Prefix // TECHBOSS_WEBHOOK_ALLOW: local or private CIDRs webhooks may be delivered to
+	WebhookRetry time.Duration  // TECHBOSS_WEBHOOK_RETRY: wait after a delivery's first failed attempt (doubling)
+
 	AdminEmail    string      // TECHBOSS_ADMIN_EMAIL
 	AdminPassword auth.Secret // TECHBOSS_ADMIN_PASSWORD
 
@@ -129,6 +132,8 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_RUNSC_BIN", "runsc-bin", "", "gVisor's runsc, with TECHBOSS_LOCAL_RUNTIME=runsc (default: ./.tools/bin/runsc, which `TECHBOSS_LOCAL_RUNTIME=runsc scripts/deps.sh run` builds, then PATH)", str(&c.RunscBin)},
 		{"TECHBOSS_RUNSC_PLATFORM", "runsc-platform", "systrap", "gVisor's platform: systrap | ptrace (both without KVM)", oneOf(&c.RunscPlatform, "systrap", "ptrace")},
 		{"TECHBOSS_NETWORK_ALLOW", "network-allow", "", "comma-separated private or link-local CIDRs (optionally :port) that sandboxes with network may reach, e.g. a corporate proxy; empty: none", list(&c.NetworkAllow)},
+		{"TECHBOSS_WEBHOOK_ALLOW", "webhook-allow", "", "comma-separated local, link-local or private CIDRs or IPs webhooks may be delivered to (all others of those are refused, checked on the address dialed); empty: none", prefixes(&c.WebhookAllow)},
+		{"TECHBOSS_WEBHOOK_RETRY", "webhook-retry", "30s", "wait after a webhook delivery's first failed attempt; it doubles with each of the 8 attempts, with jitter (30s: about an hour in all)", duration(&c.WebhookRetry)},
 		{"TECHBOSS_PREVIEW_DOMAIN", "preview-domain", "", "domain[:port] whose wildcard *.preview.<domain> points at this server: sandbox ports are then also served at {port}-{id}.preview.<domain>, an origin of their own (empty: only the path form /sandbox/{id}/ports/{port}/)", str(&c.PreviewDomain)},
 		{"TECHBOSS_SNAPSHOT_AFTER_RUN", "snapshot-after-run", "true", "snapshot the workspace after every agent run", boolean(&c.SnapshotAfterRun)},
 		{"TECHBOSS_SNAPSHOT_ON_STOP", "snapshot-on-stop", "true", "snapshot the workspace before terminate and idle stop", boolean(&c.SnapshotOnStop)},
