@@ -34,6 +34,7 @@ var subtests = []struct {
 	{"Budgets", Budgets},
 	{"PreviewLinks", testPreviewLinks},
 	{"Webhooks", testWebhooks},
+	{"Audit", testAudit},
 }
 
 // Exercise runs every conformance subtest, each on a fresh database from open.
