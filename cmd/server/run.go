@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/techbossai/techboss/internal/audit"
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/config"
 	"github.com/techbossai/techboss/internal/httpapi"
@@ -75,6 +76,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 
 	stopping, stop := context.WithCancel(context.Background())
 	defer stop()
+	// The audit log writes in the background; it stops (flushing what is
+	// queued, for a while) only after in-flight requests have finished.
+	auditLog := audit.New(audit.Options{Repo: db, Logger: log.With("component", "audit"), Keep: cfg.AuditKeep})
+	auditCtx, stopAudit := context.WithCancel(context.Background())
+	defer stopAudit()
 	handler := httpapi.NewServer(httpapi.Deps{
 		Sandboxes:      dom.sandboxes,
 		Snapshots:      dom.snapshots,
@@ -85,6 +91,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		Repos:          dom.repos,
 		GitBroker:      dom.broker,
 		Webhooks:       dom.webhooks,
+		Audit:          auditLog,
 		Gateway:        dom.gateway,
 		LLM:            dom.llm,
 		Logger:         log,
@@ -129,6 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return nil
 	})
 	g.Go(func() error { return pruneSessions(gctx, authSvc, log) })
+	g.Go(func() error { return auditLog.Run(auditCtx) })
 	for _, r := range dom.runners {
 		g.Go(func() error {
 			err := r(gctx)
@@ -152,6 +160,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		if err := handler.WaitStreams(sctx); err != nil {
 			log.Warn("event streams did not finish in time", "err", err)
 		}
+		stopAudit()
 		return nil
 	})
 	err = g.Wait()

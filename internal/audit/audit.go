@@ -85,7 +85,8 @@ const MaxPageSize = 500
 
 // Filter selects entries, newest first. Zero fields match everything.
 type Filter struct {
-	UserID string
+	// User matches the user ID or the email.
+	User   string
 	Action string
 	// Resource matches that resource and everything under it:
 	// "sandbox:sb_1" matches "sandbox:sb_1/run:run_2".

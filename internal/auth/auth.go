@@ -40,6 +40,9 @@ type User struct {
 	Email     string    `json:"email"`
 	Role      Role      `json:"role"`
 	CreatedAt time.Time `json:"created_at"`
+	// TokenID is the API token that authenticated this request's user
+	// (set by Authenticate; empty for a session), for the audit log.
+	TokenID string `json:"-"`
 }
 
 // IsAdmin reports whether u has the admin role.
@@ -492,6 +495,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*User, error)
 			s.log.WarnContext(ctx, "touch token", "token_id", t.ID, "err", err)
 		}
 	}
+	u.TokenID = t.ID
 	return &u, nil
 }
 

@@ -31,6 +31,7 @@ type Config struct {
 	SecureCookies    string        // TECHBOSS_SECURE_COOKIES: auto | true | false
 	TrustedOrigins   []string      // TECHBOSS_TRUSTED_ORIGINS
 	SessionTTL       time.Duration // TECHBOSS_SESSION_TTL
+	AuditKeep        time.Duration // TECHBOSS_AUDIT_KEEP: how long audit entries are kept (0: forever)
 	ShutdownTimeout  time.Duration // TECHBOSS_SHUTDOWN_TIMEOUT
 	ReplicaTimeout   time.Duration // TECHBOSS_REPLICA_TIMEOUT (PostgreSQL: several replicas)
 	RunEventsMemMB   int           // TECHBOSS_RUN_EVENTS_MEMORY_MB: run events waiting in memory for the database
@@ -105,6 +106,7 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_TRUSTED_ORIGINS", "trusted-origins", "", "comma-separated extra origins allowed to make cookie-authenticated writes", list(&c.TrustedOrigins)},
 		{"TECHBOSS_TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated CIDRs or IPs of reverse proxies whose X-Forwarded-For names the client (login throttling); empty: the peer is the client", prefixes(&c.TrustedProxies)},
 		{"TECHBOSS_SESSION_TTL", "session-ttl", "168h", "login session lifetime", duration(&c.SessionTTL)},
+		{"TECHBOSS_AUDIT_KEEP", "audit-keep", "2160h", "how long audit log entries are kept (default 90 days; 0: forever); older ones are swept hourly", duration(&c.AuditKeep)},
 		{"TECHBOSS_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long in-flight requests get on shutdown", duration(&c.ShutdownTimeout)},
 		{"TECHBOSS_REPLICA_TIMEOUT", "replica-timeout", "30s", "with PostgreSQL: how long a replica may go unseen before its runs are interrupted and its host's local sandboxes taken for lost", duration(&c.ReplicaTimeout)},
 		{"TECHBOSS_RUN_EVENTS_MEMORY_MB", "run-events-memory-mb", "0", "MiB of run events (all runs) kept in memory while the database cannot take them, before the spool; 0: spool them at once (they survive a kill -9)", count(&c.RunEventsMemMB)},
@@ -255,6 +257,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SessionTTL < time.Minute {
 		return fmt.Errorf("config: invalid TECHBOSS_SESSION_TTL=%s: must be at least 1m", c.SessionTTL)
+	}
+	if c.AuditKeep < 0 {
+		return fmt.Errorf("config: invalid TECHBOSS_AUDIT_KEEP=%s: must be 0 (keep all) or positive", c.AuditKeep)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("config: invalid TECHBOSS_SHUTDOWN_TIMEOUT=%s: must be positive", c.ShutdownTimeout)

@@ -45,8 +45,8 @@ type createUserRequest struct {
 }
 
 func (s *server) mountAuthPublic(r chi.Router) {
-	r.Post("/auth/login", s.api(s.handleLogin))
-	r.Post("/auth/logout", s.api(s.handleLogout))
+	r.With(s.audit).Post("/auth/login", s.api(s.handleLogin))
+	r.With(s.audit).Post("/auth/logout", s.api(s.handleLogout))
 }
 
 func (s *server) mountAuth(r chi.Router) {
@@ -67,11 +67,13 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	noteAuditUser(r, "", req.Email)
 	res, err := s.deps.Auth.Login(r.Context(), req.Email, req.Password, s.clientIP(r))
 	s.metrics.logins.WithLabelValues(loginResult(err)).Inc()
 	if err != nil {
 		return err
 	}
+	noteAuditUser(r, res.User.ID, res.User.Email)
 	http.SetCookie(w, &http.Cookie{
 		Name:     sessionCookie,
 		Value:    res.SessionToken.Reveal(),

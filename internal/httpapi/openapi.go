@@ -123,6 +123,7 @@ func apiOps() [][]apiOp {
 		ptyOps,
 		processOps,
 		webhookOps,
+		auditOps,
 	}
 }
 

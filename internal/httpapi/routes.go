@@ -33,7 +33,7 @@ func (s *server) routes() http.Handler {
 
 	// Authenticated routes: currentUser(r) is non-nil in here.
 	r.Group(func(r chi.Router) {
-		r.Use(s.authenticate)
+		r.Use(s.authenticate, s.audit)
 		s.mountAuth(r)
 		// Domain mounts: add ONE line each below, e.g. s.mountSandboxes(r).
 		s.mountSandboxes(r)
@@ -47,6 +47,7 @@ func (s *server) routes() http.Handler {
 		s.mountPTY(r)
 		s.mountProcesses(r)
 		s.mountWebhooks(r)
+		s.mountAudit(r)
 	})
 	return r
 }

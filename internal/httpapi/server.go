@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/audit"
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/repo"
 	"github.com/techbossai/techboss/internal/sandbox"
@@ -57,6 +58,9 @@ type Deps struct {
 	GitBroker http.Handler
 	// Webhooks manages users' webhooks; nil answers 503 on /webhooks.
 	Webhooks *webhooks.Service
+	// Audit records every state-changing request (audit.go); nil records
+	// nothing and answers 503 on /audit.
+	Audit *audit.Log
 	// Gateway is the Anthropic passthrough mounted at /llm/anthropic
 	// (outside session auth: it checks run and API tokens itself); nil = not mounted.
 	Gateway http.Handler

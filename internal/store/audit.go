@@ -41,8 +41,8 @@ func (d *DB) AppendAudit(ctx context.Context, es []audit.Entry) error {
 func (d *DB) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Entry, error) {
 	var where []string
 	var args []any
-	if f.UserID != "" {
-		where, args = append(where, "user_id = ?"), append(args, f.UserID)
+	if f.User != "" {
+		where, args = append(where, "(user_id = ? OR email = ?)"), append(args, f.User, f.User)
 	}
 	if f.Action != "" {
 		where, args = append(where, "action = ?"), append(args, f.Action)

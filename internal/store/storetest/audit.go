@@ -59,7 +59,8 @@ func testAudit(t *testing.T, db *store.DB) {
 		f    audit.Filter
 		want []string
 	}{
-		{"user", audit.Filter{UserID: "bob"}, []string{"au_4", "au_3"}},
+		{"user", audit.Filter{User: "bob"}, []string{"au_4", "au_3"}},
+		{"email", audit.Filter{User: "bob@example.com"}, []string{"au_4", "au_3"}},
 		{"action", audit.Filter{Action: "sandbox.create"}, []string{"au_4", "au_1"}},
 		// A resource matches itself and what is under it, not a longer ID.
 		{"resource", audit.Filter{Resource: "sandbox:sb_1"}, []string{"au_3", "au_2", "au_1"}},
