@@ -71,6 +71,10 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	res, err := s.deps.Auth.Login(r.Context(), req.Email, req.Password, s.clientIP(r))
 	s.metrics.logins.WithLabelValues(loginResult(err)).Inc()
 	if err != nil {
+		// The audit log names the account a refused login tried, if any.
+		if u, uerr := s.deps.Auth.UserByEmail(r.Context(), req.Email); uerr == nil {
+			noteAuditUser(r, u.ID, u.Email)
+		}
 		return err
 	}
 	noteAuditUser(r, res.User.ID, res.User.Email)
