@@ -67,6 +67,7 @@ func TestAuditCoversEveryRoute(t *testing.T) {
 type auditHarness struct {
 	*harness
 	log          *audit.Log
+	sb           *sbHarness
 	alice, admin *http.Client
 }
 
@@ -87,13 +88,17 @@ func newAuditHarness(t *testing.T, d store.Dialect) *auditHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	links, err := sandbox.NewPreviewLinks(m, h.db, bytes.Repeat([]byte{7}, 32), h.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
 	al := audit.New(audit.Options{Repo: h.db, Logger: log, Clock: h.clock.Now})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = al.Run(ctx) })
 	h.srv = httptest.NewServer(validateResponses(t, NewServer(Deps{
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
-		Sandboxes: m, Secrets: sec, Audit: al,
+		Sandboxes: m, Secrets: sec, Audit: al, PreviewLinks: links,
 	})))
 	t.Cleanup(func() {
 		h.srv.Close()
@@ -106,7 +111,9 @@ func newAuditHarness(t *testing.T, d store.Dialect) *auditHarness {
 	})
 	h.createUser("alice@example.com", auth.RoleMember)
 	h.createUser("admin@example.com", auth.RoleAdmin)
-	return &auditHarness{harness: h, log: al, alice: h.mustLogin("alice@example.com"), admin: h.mustLogin("admin@example.com")}
+	ah := &auditHarness{harness: h, log: al, alice: h.mustLogin("alice@example.com"), admin: h.mustLogin("admin@example.com")}
+	ah.sb = &sbHarness{harness: h, m: m, alice: ah.alice}
+	return ah
 }
 
 // entries flushes the log and returns every entry, oldest first.
@@ -162,6 +169,29 @@ func testAuditLog(t *testing.T, d store.Dialect) {
 		map[string]any{"command": []string{"sh", "-c", "test -n \"$TOKEN\""}, "env": map[string]string{"TOKEN": envSecret}}, bearer...), http.StatusOK)
 	tick()
 	wantStatus(t, h.do(h.client(), "PUT", "/sandbox/"+id+"/files/notes/a.txt", "hello "+secretValue, bearer...), http.StatusOK)
+	// The terminal (a WebSocket upgrade: recorded when it opens), a
+	// managed process, a share link.
+	tick()
+	tm := h.sb.mustDialPTY(h.alice, id, "")
+	tick()
+	wantStatus(t, h.do(h.alice, "DELETE", "/sandbox/"+id+"/pty/sessions/"+tm.id, nil), http.StatusNoContent)
+	tick()
+	r := h.do(h.client(), "POST", "/sandbox/"+id+"/processes", map[string]any{"command": []string{"sleep", "60"}, "env": map[string]string{"TOKEN": envSecret}}, bearer...)
+	wantStatus(t, r, http.StatusCreated)
+	var p sandbox.Process
+	r.data(t, &p)
+	pid := fmt.Sprint(p.PID)
+	tick()
+	wantStatus(t, h.do(h.client(), "POST", "/sandbox/"+id+"/processes/"+pid+"/signal", map[string]string{"signal": "SIGTERM"}, bearer...), http.StatusNoContent)
+	tick()
+	r = h.do(h.client(), "POST", "/sandbox/"+id+"/ports/8000/links", map[string]any{"expires_in_s": 600}, bearer...)
+	wantStatus(t, r, http.StatusCreated)
+	var link struct {
+		LinkID string `json:"link_id"`
+	}
+	r.data(t, &link)
+	tick()
+	wantStatus(t, h.do(h.client(), "DELETE", "/sandbox/"+id+"/ports/8000/links/"+link.LinkID, nil, bearer...), http.StatusNoContent)
 	tick()
 	wantStatus(t, h.do(h.client(), "PUT", "/secrets/DEPLOY_KEY", map[string]string{"value": secretValue}, bearer...), http.StatusNoContent)
 	tick()
@@ -203,6 +233,12 @@ func testAuditLog(t *testing.T, d store.Dialect) {
 		{"sandbox.create", a, "token", tok.ID, "sandbox:" + id, "", 200},
 		{"exec", a, "token", tok.ID, "sandbox:" + id, "", 200},
 		{"file.write", a, "token", tok.ID, "sandbox:" + id + "/file:notes/a.txt", "", 200},
+		{"pty.open", a, "session", "", "sandbox:" + id, "", 101},
+		{"pty.close", a, "session", "", "sandbox:" + id + "/pty:" + tm.id, "", 204},
+		{"process.start", a, "token", tok.ID, "sandbox:" + id + "/process:" + pid, "", 201},
+		{"process.signal", a, "token", tok.ID, "sandbox:" + id + "/process:" + pid, "", 204},
+		{"preview_link.create", a, "token", tok.ID, "sandbox:" + id + "/port:8000/link:" + link.LinkID, "", 201},
+		{"preview_link.revoke", a, "token", tok.ID, "sandbox:" + id + "/port:8000/link:" + link.LinkID, "", 204},
 		{"secret.put", a, "token", tok.ID, "secret:DEPLOY_KEY", "", 204},
 		{"secret.delete", a, "token", tok.ID, "secret:DEPLOY_KEY", "", 204},
 		{"exec", a, "token", tok.ID, "sandbox:sb_nope", "not_found", 404},
