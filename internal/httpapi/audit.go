@@ -150,7 +150,7 @@ func (s *server) audit(next http.Handler) http.Handler {
 			}
 		}
 		r = r.WithContext(context.WithValue(r.Context(), auditNoteKey{}, note))
-		aw := &auditWriter{statusWriter: statusWriter{ResponseWriter: w}, capture: strings.Contains(rt.Resource, "{data.")}
+		aw := &auditWriter{statusWriter: statusWriter{ResponseWriter: w}, capture: strings.Contains(rt.Resource, "{data."), upgrade: upgrade}
 		e := audit.Entry{At: s.now(), Auth: how, TokenID: tokenID, IP: s.clientIP(r), Action: rt.Action,
 			Method: r.Method, Route: pattern, RequestID: requestIDFrom(r.Context())}
 		aw.record = func() {
@@ -180,6 +180,7 @@ func (s *server) audit(next http.Handler) http.Handler {
 type auditWriter struct {
 	statusWriter
 	capture bool
+	upgrade bool // a WebSocket upgrade: 101 once hijacked
 	body    bytes.Buffer
 	once    sync.Once
 	record  func()
@@ -204,6 +205,11 @@ func (w *auditWriter) Flush() {
 func (w *auditWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, rw, err := w.statusWriter.Hijack()
 	if err == nil {
+		if !w.upgrade {
+			// A stream that takes its connection over (connstream.go)
+			// answers 200 itself.
+			w.status = http.StatusOK
+		}
 		w.done()
 	}
 	return c, rw, err

@@ -20,6 +20,7 @@ import (
 
 	"github.com/techbossai/techboss/internal/audit"
 	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/modeltest"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/store"
@@ -367,5 +368,53 @@ func TestAuditRoutes(t *testing.T) {
 	}
 	if n != 8 {
 		t.Errorf("export: %d lines, want 8", n)
+	}
+}
+
+// TestAuditRuns: a run's start (its ID from X-Run-ID), an approval answer
+// (refused: no such request) and the cancel are recorded.
+func TestAuditRuns(t *testing.T) {
+	h := newRunHarness(t, modeltest.Hang("thinking"))
+	sb := h.newSandbox(h.alice)
+	h.clock.Advance(time.Second)
+	resp := h.open(h.alice, "POST", "/sandbox/"+sb+"/claude?format=events", map[string]any{"prompt": "long task"})
+	defer resp.Body.Close()
+	runID := resp.Header.Get("X-Run-ID")
+	readTyped(t, bufio.NewReader(resp.Body), func(e typedEvent) bool { return e.event == "run.started" })
+	h.clock.Advance(time.Second)
+	r := h.do(h.alice, "POST", "/runs/"+runID+"/permissions/perm_nope", map[string]any{"behavior": "allow"})
+	if r.status < 400 {
+		t.Fatalf("answering no request: status %d", r.status)
+	}
+	h.clock.Advance(time.Second)
+	wantStatus(t, h.do(h.alice, "POST", "/runs/"+runID+"/cancel", nil), 202)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := h.audit.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	es, err := h.db.ListAudit(ctx, audit.Filter{Resource: "sandbox:" + sb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range es {
+		got = append(got, fmt.Sprintf("%s %s %d", e.Action, e.Resource, e.Status))
+	}
+	want := []string{"run.start sandbox:" + sb + "/run:" + runID + " 200", "sandbox.create sandbox:" + sb + " 200"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("sandbox entries %q, want %q", got, want)
+	}
+	if es, err = h.db.ListAudit(ctx, audit.Filter{Resource: "run:" + runID}); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, e := range es {
+		got = append(got, fmt.Sprintf("%s %s %d %s", e.Action, e.Resource, e.Status, e.Email))
+	}
+	want = []string{"run.cancel run:" + runID + " 202 alice@example.com",
+		fmt.Sprintf("approval run:%s/permission:perm_nope %d alice@example.com", runID, r.status)}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("run entries %q, want %q", got, want)
 	}
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/agent/claude"
+	"github.com/techbossai/techboss/internal/audit"
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/llm"
 	"github.com/techbossai/techboss/internal/llm/gateway"
@@ -45,6 +46,7 @@ type runHarness struct {
 	// hooks delivers webhooks; 127.0.0.0/8 is allowed so receivers in
 	// tests are reachable.
 	hooks *webhooks.Service
+	audit *audit.Log
 }
 
 // newRunHarness is the whole server with agent runs: the real CLI in real
@@ -111,10 +113,12 @@ func newRunHarness(t *testing.T, script ...modeltest.Reply) *runHarness {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = rh.svc.Run(ctx) })
 	wg.Go(func() { _ = hooks.Run(ctx) })
+	rh.audit = audit.New(audit.Options{Repo: h.db, Logger: log, Clock: h.clock.Now})
+	wg.Go(func() { _ = rh.audit.Run(ctx) })
 	stopping, stop := context.WithCancel(context.Background())
 	api := NewServer(Deps{
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
-		Sandboxes: m, Runs: rh.svc, Gateway: gw, Stopping: stopping, Webhooks: hooks,
+		Sandboxes: m, Runs: rh.svc, Gateway: gw, Stopping: stopping, Webhooks: hooks, Audit: rh.audit,
 	})
 	h.srv = httptest.NewServer(validateResponses(t, api))
 	t.Cleanup(func() {
