@@ -113,3 +113,15 @@ func TestSweep(t *testing.T) {
 		t.Errorf("after the sweep: %+v, want only \"new\"", es)
 	}
 }
+
+// BenchmarkRecord is the cost a request pays to record its entry (the
+// write happens in the background): queueing only.
+func BenchmarkRecord(b *testing.B) {
+	l := audit.New(audit.Options{Repo: storetest.OpenSQLite(b)})
+	e := audit.Entry{UserID: "u", Email: "u@example.com", Auth: "token", TokenID: "t", IP: "192.0.2.1",
+		Action: "exec", Method: "POST", Route: "/sandbox/{id}/exec", Resource: "sandbox:sb_1", Status: 200}
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Record(e)
+	}
+}
