@@ -92,6 +92,7 @@ var auditRoutes = map[string]auditRoute{
 	"POST /llm/anthropic/v1/messages/count_tokens": {Skip: "the LLM gateway"},
 	"POST /llm/openai/v1/chat/completions":         {Skip: "the LLM gateway"},
 	"POST /llm/openai/v1/responses":                {Skip: "the LLM gateway"},
+	"POST /git/*":                                  {Skip: "the git credential broker (sandbox-scoped tokens, outside session auth); git.push records pushes through the API"},
 	"POST /llm/mcp":                                {Skip: "a run's approval MCP server (run token); the decision is recorded as approval"},
 	"POST /llm/mcp-proxy/{name}":                   {Skip: "a run's MCP proxy (run token)"},
 	"DELETE /llm/mcp-proxy/{name}":                 {Skip: "a run's MCP proxy (run token)"},
