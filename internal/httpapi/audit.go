@@ -74,6 +74,9 @@ var auditRoutes = map[string]auditRoute{
 	"DELETE /v1/budgets/{user_id}":                      {Action: "budget.delete", Resource: "user:{user_id}"},
 	"POST /sandbox/{id}/ports/{port}/links":             {Action: "preview_link.create", Resource: "sandbox:{id}/port:{port}/link:{data.link_id}"},
 	"DELETE /sandbox/{id}/ports/{port}/links/{link_id}": {Action: "preview_link.revoke", Resource: "sandbox:{id}/port:{port}/link:{link_id}"},
+	"POST /webhooks":                                    {Action: "webhook.create", Resource: "webhook:{data.id}"},
+	"DELETE /webhooks/{id}":                             {Action: "webhook.delete", Resource: "webhook:{id}"},
+	"POST /webhooks/{id}/test":                          {Action: "webhook.test", Resource: "webhook:{id}"},
 	// Issue 17's routes, named ahead of them (GET upgrades included).
 	"GET /sandbox/{id}/pty":                          {Action: "pty.open", Resource: "sandbox:{id}"},
 	"DELETE /sandbox/{id}/pty/sessions/{session_id}": {Action: "pty.close", Resource: "sandbox:{id}/pty:{session_id}"},
