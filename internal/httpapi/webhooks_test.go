@@ -137,3 +137,43 @@ func TestWebhookRunFinished(t *testing.T) {
 	wantStatus(t, h.do(h.alice, "DELETE", "/webhooks/"+created.ID, nil), http.StatusNoContent)
 	wantStatus(t, h.do(h.alice, "GET", "/webhooks/"+created.ID+"/deliveries", nil), 404)
 }
+
+// TestWebhookPermissionRequested: a run that asks before a tool call
+// sends permission.requested to its owner's hook, with the request id the
+// owner answers; the run then ends and sends run.finished.
+func TestWebhookPermissionRequested(t *testing.T) {
+	h := newRunHarness(t, modeltest.Bash("echo ok > /workspace/asked.txt"), modeltest.Text("done"))
+	recv, got := hookReceiver(t)
+	r := h.do(h.alice, "POST", "/webhooks", map[string]any{"url": recv.URL, "events": []string{"permission.requested", "run.finished"}})
+	wantStatus(t, r, http.StatusCreated)
+
+	sb := h.newSandbox(h.alice)
+	resp := h.open(h.alice, "POST", "/sandbox/"+sb+"/claude?format=events", map[string]any{"prompt": "ask first", "permission_mode": "ask"})
+	defer resp.Body.Close()
+	runID := resp.Header.Get("X-Run-ID")
+	next := func() (string, []byte) {
+		t.Helper()
+		select {
+		case d := <-got:
+			return d.header.Get("X-Techboss-Event"), d.body
+		case <-time.After(60 * time.Second):
+			t.Fatal("no delivery within 60s")
+			return "", nil
+		}
+	}
+	typ, body := next()
+	var req struct {
+		Data struct {
+			RunID     string `json:"run_id"`
+			RequestID string `json:"request_id"`
+			ToolName  string `json:"tool_name"`
+		}
+	}
+	if err := json.Unmarshal(body, &req); err != nil || typ != "permission.requested" || req.Data.RunID != runID || req.Data.ToolName != "Bash" || req.Data.RequestID == "" {
+		t.Fatalf("first delivery %s %s (%v), want permission.requested of run %s", typ, body, err, runID)
+	}
+	wantStatus(t, h.do(h.alice, "POST", "/runs/"+runID+"/permissions/"+req.Data.RequestID, map[string]any{"behavior": "allow"}), http.StatusOK)
+	if typ, body := next(); typ != "run.finished" || !strings.Contains(string(body), runID) {
+		t.Errorf("second delivery %s %s, want run.finished", typ, body)
+	}
+}
