@@ -64,6 +64,7 @@ type env struct {
 	clock   *clock
 	limits  sandbox.Limits
 	hooks   sandbox.Hooks
+	events  sandbox.EventSink
 	drv     *local.Driver
 	m       *sandbox.Manager
 	reg     *prometheus.Registry
@@ -101,7 +102,7 @@ func (e *env) start() {
 	e.reg = prometheus.NewRegistry()
 	m, err := sandbox.NewManager(sandbox.Deps{
 		Repo: e.db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
-		Limits: e.limits, Hooks: e.hooks, Now: e.clock.Now, Metrics: e.reg,
+		Limits: e.limits, Hooks: e.hooks, Now: e.clock.Now, Metrics: e.reg, Events: e.events,
 		Host: e.host, HostTimeout: e.hostTimeout,
 	})
 	if err != nil {
@@ -523,7 +524,9 @@ func TestHooks(t *testing.T) {
 		calls  []string
 		failOn = "sb_none"
 	)
+	events := &eventLog{}
 	e := newEnv(t, func(e *env) {
+		e.events = events
 		e.hooks = sandbox.Hooks{
 			AfterCreate: func(ctx context.Context, sb *sandbox.Sandbox) error {
 				mu.Lock()
@@ -555,6 +558,11 @@ func TestHooks(t *testing.T) {
 	}
 	if alive, _ := e.drv.Recover(ctx, sandbox.Ref(failOn)); alive {
 		t.Error("a sandbox whose create hook failed still runs")
+	}
+	// The failed create is one sandbox.failed event for its owner (webhooks).
+	want := []string{"alice sandbox.failed " + failOn + " bucket refused the import"}
+	if got := events.all(); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("events %q, want %q", got, want)
 	}
 	got, err := e.m.Terminate(ctx, "alice", sb.ID)
 	if err != nil || got.State != sandbox.Terminated || !strings.Contains(got.Reason, "final snapshot failed") {
@@ -916,4 +924,24 @@ func TestHostBoundSandboxesStayWithTheirHost(t *testing.T) {
 	if st := a.state(sb.ID).State; st != sandbox.Lost {
 		t.Fatalf("after its host went away: %s (%v), want lost", st, err)
 	}
+}
+
+// eventLog records the events the Manager emits (the webhooks service
+// receives them in the server).
+type eventLog struct {
+	mu  sync.Mutex
+	evs []string
+}
+
+func (l *eventLog) Emit(_ context.Context, userID, typ string, data any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := data.(sandbox.FailedEvent)
+	l.evs = append(l.evs, userID+" "+typ+" "+f.SandboxID+" "+f.Reason)
+}
+
+func (l *eventLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.evs...)
 }
