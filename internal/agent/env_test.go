@@ -78,6 +78,7 @@ type envOpts struct {
 	feed          bool          // connect the hub to other replicas (PostgreSQL LISTEN/NOTIFY)
 	upstream      string        // the gateway's upstream base URL ("": the scripted model)
 	mcpAllow      []netip.Prefix
+	events        agent.EventSink // agent.Deps.Events
 	// beforeTerminate builds the Manager's BeforeTerminate hook from the env's parts.
 	beforeTerminate func(e *env) func(context.Context, *sandbox.Sandbox) error
 }
@@ -155,7 +156,7 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 		t.Fatal(err)
 	}
 	e.svc, err = agent.NewService(cfg, agent.Deps{
-		Store: db, Sandboxes: mgr, AfterRun: afterRun, Metrics: e.reg, Feed: feed, Secrets: e.secrets,
+		Store: db, Sandboxes: mgr, AfterRun: afterRun, Metrics: e.reg, Feed: feed, Secrets: e.secrets, Events: o.events,
 		CLI:    claude.New(claude.Config{Bin: filepath.Join(toolsMountTarget, rel), Env: cliEnv}),
 		Logger: slog.New(slog.DiscardHandler),
 	})

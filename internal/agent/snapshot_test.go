@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,7 +35,8 @@ func TestSnapshotErrorRecordedAndRetried(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = syscall.Unmount(blobs, syscall.MNT_DETACH) })
 	var snaps *snapshot.Service
-	e := newEnv(t, envOpts{snapshotRetry: 100 * time.Millisecond, afterRun: func(e *env) func(context.Context, agent.Run) error {
+	events := &eventLog{}
+	e := newEnv(t, envOpts{events: events, snapshotRetry: 100 * time.Millisecond, afterRun: func(e *env) func(context.Context, agent.Run) error {
 		fsStore, err := blobfs.New(filepath.Join(blobs, "blobs"), blobfs.Options{NoSync: true})
 		if err != nil {
 			t.Fatal(err)
@@ -93,6 +95,10 @@ func TestSnapshotErrorRecordedAndRetried(t *testing.T) {
 	}
 	if d := decode[agent.SnapshotErrorData](t, se[0]); d.Error == "" || !d.Retrying || strings.Contains(d.Error, blobs) {
 		t.Errorf("snapshot_error event = %+v; want a message without host paths, retrying", d)
+	}
+	// The owner's webhooks hear of the run's end and of the failed snapshot.
+	if got := events.types(); strings.Join(got, " ") != "alice:run.finished alice:snapshot.failed" {
+		t.Errorf("webhook events %q, want run.finished then snapshot.failed for alice", got)
 	}
 	got, err := e.svc.Get(ctx, "alice", r.ID)
 	if err != nil {
@@ -225,4 +231,23 @@ func TestStopSnapshotErrorRecorded(t *testing.T) {
 	if n := metric(t, e, "techboss_agent_snapshot_failures_total"); n != 3 {
 		t.Errorf("snapshot failures counted = %v, want 3 (every attempt)", n)
 	}
+}
+
+// eventLog records the webhook events the service emits (in the server
+// the webhooks service receives them).
+type eventLog struct {
+	mu  sync.Mutex
+	evs []string
+}
+
+func (l *eventLog) Emit(_ context.Context, userID, typ string, _ any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.evs = append(l.evs, userID+":"+typ)
+}
+
+func (l *eventLog) types() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.evs...)
 }
