@@ -172,7 +172,17 @@ func (s *server) audit(next http.Handler) http.Handler {
 			e.Resource = expandResource(rt.Resource, r, aw.Header(), aw.body.Bytes())
 			s.deps.Audit.Record(e)
 		}
-		defer aw.done()
+		defer func() {
+			if p := recover(); p != nil {
+				// observe answers 500 for a panic; record that, then let it.
+				if !aw.wroteHeader {
+					aw.status, aw.wroteHeader = http.StatusInternalServerError, true
+				}
+				aw.done()
+				panic(p)
+			}
+			aw.done()
+		}()
 		next.ServeHTTP(aw, r)
 	})
 }

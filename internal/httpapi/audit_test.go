@@ -418,3 +418,39 @@ func TestAuditRuns(t *testing.T) {
 		t.Errorf("run entries %q, want %q", got, want)
 	}
 }
+
+// TestAuditPanicAndUnnamedRoute: a handler that panics is recorded with
+// the 500 the client gets, and a route missing from the table is still
+// recorded, under "METHOD pattern".
+func TestAuditPanicAndUnnamedRoute(t *testing.T) {
+	h := newHarness(t)
+	al := audit.New(audit.Options{Repo: h.db, Clock: h.clock.Now})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = al.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	s := newServer(Deps{Logger: h.logger(), Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Audit: al})
+	r := chi.NewRouter()
+	r.Use(requestID, s.observe)
+	r.With(s.audit).Post("/boom/{id}", func(http.ResponseWriter, *http.Request) { panic("boom") })
+	srv := httptest.NewServer(r)
+	t.Cleanup(srv.Close)
+	res, err := http.Post(srv.URL+"/boom/x1", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 500 {
+		t.Fatalf("status %d, want 500", res.StatusCode)
+	}
+	if err := al.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	es, err := h.db.ListAudit(ctx, audit.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 1 || es[0].Action != "POST /boom/{id}" || es[0].Status != 500 {
+		t.Errorf("entries %+v, want one POST /boom/{id} with status 500", es)
+	}
+}
