@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/sandbox"
@@ -42,7 +43,9 @@ func testSandboxes(t *testing.T, db *store.DB) {
 	if err != nil {
 		t.Fatalf("GetSandbox: %v", err)
 	}
-	if diff := cmp.Diff(a1, got); diff != "" {
+	// A spec's empty lists are stored as [] (Spec.MarshalJSON): nil and
+	// empty are the same spec.
+	if diff := cmp.Diff(a1, got, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("GetSandbox round trip (-want +got):\n%s", diff)
 	}
 	if _, err := db.GetSandbox(ctx, "nope"); errs.KindOf(err) != errs.NotFound {
@@ -56,7 +59,7 @@ func testSandboxes(t *testing.T, db *store.DB) {
 		t.Fatalf("UpdateSandbox: %v", err)
 	}
 	got, _ = db.GetSandbox(ctx, "sb_a1")
-	if diff := cmp.Diff(a1, got); diff != "" {
+	if diff := cmp.Diff(a1, got, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("after UpdateSandbox (-want +got):\n%s", diff)
 	}
 	if err := db.UpdateSandbox(ctx, &sandbox.Sandbox{ID: "nope", State: sandbox.Running}); errs.KindOf(err) != errs.NotFound {
