@@ -3,15 +3,18 @@ package main
 import (
 	"context"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/techbossai/techboss/client"
 	"github.com/techbossai/techboss/internal/audit"
 	"github.com/techbossai/techboss/internal/store"
 )
 
-// TestAuditWired: the server records into the audit log and has written
-// what it recorded by the time run returns.
+// TestAuditWired: the server records into the audit log, an admin reads
+// it through the Go client, and what was recorded is written by the time
+// run returns.
 func TestAuditWired(t *testing.T) {
 	dir := t.TempDir()
 	in := start(t, map[string]string{
@@ -25,6 +28,21 @@ func TestAuditWired(t *testing.T) {
 	}
 	if _, err := c.Login(ctx, "admin@example.com", "bootstrap-password-1"); err != nil {
 		t.Fatal(err)
+	}
+	// Entries are written in the background: wait for the second.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		page, err := c.Audit(ctx, client.AuditOptions{User: "admin@example.com", Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Entries) == 1 && page.NextCursor != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /audit?limit=1: %+v, want one entry and a next cursor", page)
+		}
+		runtime.Gosched()
 	}
 	in.stop()
 	db, err := store.Open(ctx, filepath.Join(dir, "techboss.db"))
