@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -13,7 +12,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/techbossai/techboss/internal/errs"
@@ -230,34 +228,13 @@ func (s *Service) MCPProxyHandler() http.Handler {
 // rebinds) to one of them is refused too.
 // mcpAddrAllowed reports whether the proxy may connect to ip.
 func (s *Service) mcpAddrAllowed(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	for _, p := range s.cfg.MCPAllow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	for _, p := range slices.Concat(sandbox.BlockedRanges, sandbox.PrivateRanges) {
-		if p.Contains(ip) {
-			return false
-		}
-	}
-	return true
+	return sandbox.ServerMayDial(ip, s.cfg.MCPAllow)
 }
 
 // mcpTransport dials remote MCP servers, refusing addresses that
 // mcpAddrAllowed does not allow.
 func (s *Service) mcpTransport() http.RoundTripper {
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second,
-		Control: func(_, address string, _ syscall.RawConn) error {
-			ap, err := netip.ParseAddrPort(address)
-			if err != nil {
-				return err
-			}
-			if !s.mcpAddrAllowed(ap.Addr()) {
-				return fmt.Errorf("%s is a local, link-local or private address (the operator may open a range with TECHBOSS_NETWORK_ALLOW)", ap.Addr())
-			}
-			return nil
-		}}
+	d := sandbox.GuardedDialer(10*time.Second, s.cfg.MCPAllow, "TECHBOSS_NETWORK_ALLOW")
 	return &http.Transport{DialContext: d.DialContext, ForceAttemptHTTP2: true, MaxIdleConns: 64,
 		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}
 }

@@ -23,12 +23,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/techbossai/techboss/internal/errs"
@@ -372,36 +369,13 @@ func (b *Broker) advertise(ctx context.Context, ownerID string, g sandbox.GitRep
 
 // addrAllowed reports whether the broker may connect to ip: not loopback,
 // link-local (cloud metadata) or private, unless the operator opened it.
-func (b *Broker) addrAllowed(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	for _, p := range b.cfg.Allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	for _, p := range slices.Concat(sandbox.BlockedRanges, sandbox.PrivateRanges) {
-		if p.Contains(ip) {
-			return false
-		}
-	}
-	return true
-}
+func (b *Broker) addrAllowed(ip netip.Addr) bool { return sandbox.ServerMayDial(ip, b.cfg.Allow) }
 
 // transport dials git hosts on the server's network, checking the address
 // actually dialed, so a name that resolves (or rebinds) to a refused
 // address is refused too.
 func (b *Broker) transport() http.RoundTripper {
-	d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second,
-		Control: func(_, address string, _ syscall.RawConn) error {
-			ap, err := netip.ParseAddrPort(address)
-			if err != nil {
-				return err
-			}
-			if !b.addrAllowed(ap.Addr()) {
-				return fmt.Errorf("%s is a local, link-local or private address (the operator may open a range with TECHBOSS_NETWORK_ALLOW)", ap.Addr())
-			}
-			return nil
-		}}
+	d := sandbox.GuardedDialer(15*time.Second, b.cfg.Allow, "TECHBOSS_NETWORK_ALLOW")
 	return &http.Transport{DialContext: d.DialContext, ForceAttemptHTTP2: true, MaxIdleConns: 32,
 		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 15 * time.Second, ResponseHeaderTimeout: 5 * time.Minute}
 }

@@ -3,7 +3,11 @@ package sandbox
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/netip"
+	"syscall"
+	"time"
 
 	"github.com/techbossai/techboss/internal/errs"
 )
@@ -115,4 +119,42 @@ func mustPrefixes(ss ...string) []netip.Prefix {
 		ps[i] = netip.MustParsePrefix(s)
 	}
 	return ps
+}
+
+// ServerMayDial reports whether the server may connect to ip on a user's
+// behalf (an MCP server, a git host, a webhook): not a blocked or private
+// address unless allow (the operator's ranges) holds it.
+func ServerMayDial(ip netip.Addr, allow []netip.Prefix) bool {
+	ip = ip.Unmap()
+	for _, p := range allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	for _, ranges := range [][]netip.Prefix{BlockedRanges, PrivateRanges} {
+		for _, p := range ranges {
+			if p.Contains(ip) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// GuardedDialer dials only addresses ServerMayDial allows, checked on the
+// address actually dialed, so a name that resolves (or rebinds) to a
+// refused address is refused too. setting names the operator's setting
+// that opens ranges, for the error.
+func GuardedDialer(timeout time.Duration, allow []netip.Prefix, setting string) *net.Dialer {
+	return &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second,
+		Control: func(_, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return err
+			}
+			if !ServerMayDial(ap.Addr(), allow) {
+				return fmt.Errorf("%s is a local, link-local or private address (the operator may open a range with %s)", ap.Addr(), setting)
+			}
+			return nil
+		}}
 }

@@ -23,7 +23,6 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -31,7 +30,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/techbossai/techboss/internal/errs"
@@ -354,35 +352,12 @@ func (s *Service) checkURL(rawURL string) string {
 
 // addrAllowed reports whether a delivery may connect to ip: not a
 // blocked or private address unless the operator allowed its range.
-func (s *Service) addrAllowed(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	for _, p := range s.opt.Allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	for _, p := range slices.Concat(sandbox.BlockedRanges, sandbox.PrivateRanges) {
-		if p.Contains(ip) {
-			return false
-		}
-	}
-	return true
-}
+func (s *Service) addrAllowed(ip netip.Addr) bool { return sandbox.ServerMayDial(ip, s.opt.Allow) }
 
 // transport checks the address actually dialed, so a name that resolves
 // (or rebinds) to a refused address is refused too.
 func (s *Service) transport() http.RoundTripper {
-	d := &net.Dialer{Timeout: s.opt.Timeout, KeepAlive: 30 * time.Second,
-		Control: func(_, address string, _ syscall.RawConn) error {
-			ap, err := netip.ParseAddrPort(address)
-			if err != nil {
-				return err
-			}
-			if !s.addrAllowed(ap.Addr()) {
-				return fmt.Errorf("%s is a local, link-local or private address (the operator may open a range with TECHBOSS_WEBHOOK_ALLOW)", ap.Addr())
-			}
-			return nil
-		}}
+	d := sandbox.GuardedDialer(s.opt.Timeout, s.opt.Allow, "TECHBOSS_WEBHOOK_ALLOW")
 	return &http.Transport{DialContext: d.DialContext, ForceAttemptHTTP2: true, MaxIdleConns: 16,
 		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: s.opt.Timeout, Proxy: nil}
 }
