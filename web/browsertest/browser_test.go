@@ -435,8 +435,8 @@ var axeSource = sync.OnceValues(func() (string, error) {
 	return string(b), err
 })
 
-// axe runs axe-core on the page as it is and fails on any serious or
-// critical violation; every count is logged (and kept with the artifacts).
+// axe runs axe-core on the page as it is and fails on any violation
+// (critical, serious, moderate or minor); every count is logged (and kept with the artifacts).
 func (b *browser) axe(page string) {
 	b.t.Helper()
 	src, err := axeSource()
@@ -458,9 +458,8 @@ func (b *browser) axe(page string) {
 	counts := map[string]int{}
 	for _, v := range vs {
 		counts[v.Impact]++
-		if v.Impact == "serious" || v.Impact == "critical" {
-			b.t.Errorf("%s: axe %s (%s): %s at %v", page, v.ID, v.Impact, v.Help, v.Nodes)
-		}
+		// Every finding fails, moderate and minor too.
+		b.t.Errorf("%s: axe %s (%s): %s at %v", page, v.ID, v.Impact, v.Help, v.Nodes)
 	}
 	b.t.Logf("axe %s: critical %d, serious %d, moderate %d, minor %d", page, counts["critical"], counts["serious"], counts["moderate"], counts["minor"])
 	if dir := artifactsDir(b.t); dir != "" {

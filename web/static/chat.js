@@ -23,7 +23,7 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
   const historyErr = errorBox("history");
   const el = h("div", { class: "chat-layout" },
     h("section", { "aria-label": "Chat" }, transcript, form),
-    h("aside", { class: "panel", "aria-labelledby": "hist-h" }, h("h3", { id: "hist-h" }, "Run history"), historyErr, historyList));
+    h("aside", { class: "panel", "aria-labelledby": "hist-h" }, h("h2", { id: "hist-h", class: "h3" }, "Run history"), historyErr, historyList));
 
   const views = new Map(); // run id -> RunView
   const streams = new Set();
@@ -424,7 +424,7 @@ class RunView {
     const editBtn = h("button", { type: "button", title: "Edit the input (e)", onclick: () => { edit.hidden = !edit.hidden; if (!edit.hidden) edit.focus(); } }, "Edit");
     const buttons = h("div", { class: "row" }, allow, deny, editBtn, h("label", { class: "small" }, remember, ` Always for ${d.tool_name} in this run`));
     const card = h("section", { class: "approval", tabindex: "0", "aria-label": `Approve ${d.tool_name}`, dataset: { request: d.request_id } },
-      h("h4", {}, `${d.tool_name} wants to run`),
+      h("h2", { class: "h3" }, `${d.tool_name} wants to run`),
       h("pre", { class: "approval-summary" }, d.summary || JSON.stringify(d.input, null, 2)),
       edit, msg, buttons, status, err);
     // Keyboard: a allow, d deny, e edit (when the card has focus, not a field).

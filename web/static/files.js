@@ -36,12 +36,12 @@ export function filesPanel(sandboxID) {
   const upErr = errorBox("upload");
   const upStatus = h("span", { class: "muted small", role: "status" });
   const upForm = h("form", { class: "panel", "aria-label": "Upload files" },
-    h("h3", {}, "Upload"), h("div", { class: "grid" }, field("Files", upInput), field("Into folder", upDir)),
+    h("h2", { class: "h3" }, "Upload"), h("div", { class: "grid" }, field("Files", upInput), field("Into folder", upDir)),
     h("div", { class: "row" }, upBtn, upStatus), upErr);
   const el = h("div", {},
     h("div", { class: "files-layout" },
       h("section", { class: "panel", "aria-label": "File tree" },
-        h("div", { class: "row" }, h("h3", { class: "grow" }, "/workspace"), refreshBtn), treeErr, root),
+        h("div", { class: "row" }, h("h2", { class: "h3 grow" }, "/workspace"), refreshBtn), treeErr, root),
       h("section", { class: "panel", "aria-label": "File viewer" }, viewer)),
     upForm);
 
@@ -91,7 +91,7 @@ export function filesPanel(sandboxID) {
 
   async function showFile(path, e, btn) {
     const err = errorBox("viewer");
-    viewer.replaceChildren(h("h3", {}, path), err);
+    viewer.replaceChildren(h("h2", { class: "h3" }, path), err);
     await busy(btn, err, async () => {
       if (e.size > MAX_VIEW) {
         viewer.append(h("p", { class: "muted" }, `Too large to view here (${bytes(e.size)}). `,

@@ -20,10 +20,10 @@ export function snapshotsPanel(sandboxID, { onRestored } = {}) {
   const diffErr = errorBox("diff");
   const diffOut = h("div", { class: "diff" });
   const diffForm = h("form", { class: "panel", "aria-label": "Compare snapshots" },
-    h("h3", {}, "Compare two versions"), h("div", { class: "row" }, field("From", from), field("To", to), diffBtn), diffErr, diffOut);
+    h("h2", { class: "h3" }, "Compare two versions"), h("div", { class: "row" }, field("From", from), field("To", to), diffBtn), diffErr, diffOut);
   const el = h("div", {},
     h("section", { class: "panel", "aria-label": "Snapshots" },
-      h("div", { class: "row" }, h("h3", { class: "grow" }, "Snapshots"), createBtn, status), createErr, listErr, timeline),
+      h("div", { class: "row" }, h("h2", { class: "h3 grow" }, "Snapshots"), createBtn, status), createErr, listErr, timeline),
     diffForm);
 
   async function refresh() {
@@ -92,7 +92,7 @@ export function snapshotsPanel(sandboxID, { onRestored } = {}) {
     diffOut.append(h("p", { class: "muted small" }, total ? `${total} change${total > 1 ? "s" : ""}` : "No differences."));
     for (const g of groups) {
       if (!g.paths.length) continue;
-      diffOut.append(h("h4", {}, `${g.kind} (${g.paths.length})`),
+      diffOut.append(h("h3", {}, `${g.kind} (${g.paths.length})`),
         h("ul", {}, g.paths.map((p) => h("li", { class: g.kind }, p))));
     }
   });

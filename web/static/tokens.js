@@ -18,7 +18,7 @@ export function tokensView({ main }) {
     form,
     h("section", { class: "panel", "aria-labelledby": "tok-list-h" }, h("h2", { id: "tok-list-h" }, "Your tokens"), listErr,
       h("table", { "aria-label": "API tokens" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "ID"), h("th", {}, "Created"),
-        h("th", {}, "Last used"), h("th", {}, "Status"), h("th", {}, ""))), tbody)));
+        h("th", {}, "Last used"), h("th", {}, "Status"), h("th", {}, h("span", { class: "sr-only" }, "Actions")))), tbody)));
 
   async function refresh() {
     try {
