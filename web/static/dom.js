@@ -50,6 +50,8 @@ export function showError(box, err) {
   // A quiet error (the server is reconnecting) is said once, by the page's
   // connection line, not in every panel.
   if (!err || err.quiet) { box.textContent = ""; return; }
+  // Already said next to the fields it names (err.shown): not repeated here.
+  if (err.shown) { box.textContent = ""; return; }
   let msg = err.message || String(err);
   if (err.fields && err.fields.length) msg += "\n" + err.fields.map((f) => `• ${f.field}: ${f.reason}`).join("\n");
   if (err.requestID) msg += `  (request ${err.requestID})`;

@@ -103,6 +103,8 @@ function createForm(onCreated, onProgress, fromSnapshot) {
   const errs = {};
   const labelled = (key, label, hint) => {
     errs[key] = errorBox(key);
+    errs[key].id = `create-err-${key}`;
+    inp[key].setAttribute("aria-describedby", errs[key].id);
     return h("div", {}, field(label, inp[key], hint), errs[key]);
   };
   const submit = h("button", { type: "submit", class: "primary" }, "Create sandbox");
@@ -144,6 +146,7 @@ function createForm(onCreated, onProgress, fromSnapshot) {
     }
     if (inp.network.value !== "none") body.network = inp.network.value;
     Object.values(errs).forEach((b) => showError(b, null));
+    Object.values(inp).forEach((el) => el.removeAttribute("aria-invalid"));
     const started = Date.now();
     const logs = new AbortController();
     let following = null;
@@ -181,8 +184,15 @@ function createForm(onCreated, onProgress, fromSnapshot) {
         try {
           sb = await api("POST", "/sandbox", body);
         } catch (err) {
-          // Field problems go next to their inputs as well as in the summary.
-          for (const f of err.fields || []) if (errs[f.field]) errs[f.field].textContent = f.reason;
+          // Each problem is said once: a field's next to its input, the
+          // rest (and a problem without a field) under the form.
+          const placed = (err.fields || []).filter((f) => errs[f.field]);
+          for (const f of placed) { errs[f.field].textContent = f.reason; inp[f.field].setAttribute("aria-invalid", "true"); }
+          if (placed.length) {
+            err.fields = err.fields.filter((f) => !errs[f.field]);
+            if (!err.fields.length) err.shown = true;
+            setTimeout(() => inp[placed[0].field].focus()); // once the form is enabled again
+          }
           throw err;
         }
         // An asynchronous create answers "creating": follow it until it settles.
@@ -202,6 +212,7 @@ function createForm(onCreated, onProgress, fromSnapshot) {
     }
     progress.textContent = created ? "Created." : "";
     if (created) onCreated(created);
+    else onProgress(); // a failed create leaves a failed sandbox: list it now
   });
   if (fromSnapshot) queueMicrotask(() => { form.scrollIntoView(); inp.name.focus(); });
   return form;
