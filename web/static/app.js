@@ -32,7 +32,10 @@ function parseHash() {
   return { name: parts[0] || "sandboxes", args: parts.slice(1) };
 }
 
-async function route() {
+// route renders the view of the hash. With focus (a navigation or a
+// login), focus moves to the new view's heading, so keyboard and screen
+// reader users start at the top of what they opened, not at the body.
+async function route({ focus = false } = {}) {
   const { name, args } = parseHash();
   if (state.me === undefined) return; // reconnecting: routed once the server answers
   if (!state.me) { showLogin(); return; }
@@ -60,6 +63,8 @@ async function route() {
     default: v = sandboxesView(ctx, args); state.view = { name: "sandboxes", api: v };
   }
   state.cleanup = v && v.cleanup;
+  const heading = focus && main.querySelector("h1");
+  if (heading) { heading.tabIndex = -1; heading.focus(); }
 }
 
 function teardown() {
@@ -75,6 +80,8 @@ function showLogin() {
   const password = h("input", { type: "password", name: "password", autocomplete: "current-password", required: true });
   const submit = h("button", { type: "submit", class: "primary" }, "Log in");
   const err = errorBox("login");
+  err.id = "login-err";
+  password.setAttribute("aria-describedby", "login-err");
   const form = h("form", { "aria-label": "Log in", novalidate: true },
     field("Email", email), field("Password", password), submit, err);
   form.addEventListener("submit", async (e) => {
@@ -83,13 +90,20 @@ function showLogin() {
       await api("POST", "/auth/login", { email: email.value.trim(), password: password.value });
       return true;
     });
-    if (ok) {
-      password.value = "";
-      await loadMe();
-      if (!state.me) { err.textContent = "Logged in, but the session was not accepted (cookies blocked?)."; return; }
-      if (!location.hash || location.hash === "#/login") location.hash = "#/sandboxes";
-      else route();
+    if (!ok) {
+      // Wrong password (or another refusal): the alert under the form says
+      // why; the password field, which describes itself by it, takes focus.
+      password.setAttribute("aria-invalid", "true");
+      password.focus();
+      password.select();
+      return;
     }
+    password.removeAttribute("aria-invalid");
+    password.value = "";
+    await loadMe();
+    if (!state.me) { err.textContent = "Logged in, but the session was not accepted (cookies blocked?)."; return; }
+    if (!location.hash || location.hash === "#/login") location.hash = "#/sandboxes";
+    else route({ focus: true });
   });
   main.replaceChildren(h("section", { class: "panel login" }, h("h1", {}, "Log in"), form));
   email.focus();
@@ -109,7 +123,7 @@ window.addEventListener("techboss:unauthenticated", () => {
   state.me = null;
   showLogin();
 });
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => route({ focus: true }));
 
 // The connection line: one calm "Reconnecting…" with the server's
 // Retry-After counted down, then one probe; it clears on the first

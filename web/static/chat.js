@@ -35,6 +35,7 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
   const why = h("p", { class: "muted small", hidden: true });
   form.prepend(why);
   function setActive(a) {
+    const ended = !!active && !a;
     active = a;
     const on = !!a;
     send.disabled = on || !!unavailable;
@@ -42,7 +43,9 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
     askBox.disabled = !!unavailable;
     cancel.hidden = !on;
     cancel.disabled = false;
-    if (!on) { status.textContent = ""; if (!unavailable && el.isConnected) prompt.focus(); }
+    // Back to the prompt when a run ends; not when the page opens (the
+    // sandbox's heading has focus then).
+    if (!on) { status.textContent = ""; if (ended && !unavailable && el.isConnected) prompt.focus(); }
   }
   function setAvailable(reason) {
     unavailable = reason || "";
