@@ -496,3 +496,14 @@ func (b *browser) createSandbox(name string) {
 	// shown for a frame after the hash changes, do not count.
 	b.waitJS("sandbox page", `location.hash.startsWith("#/sandbox/") && !!document.querySelector('main [role=tablist]') && document.querySelector("main .badge") && document.querySelector("main .badge").textContent === "running"`)
 }
+
+// openAdvanced opens the create form's "Advanced" section (closed at first).
+func (b *browser) openAdvanced() {
+	b.t.Helper()
+	const sum = `form[aria-labelledby="create-h"] details.advanced > summary`
+	b.do("find Advanced", chromedp.WaitVisible(chromedp.CSS(sum)))
+	if !eval[bool](b, `document.querySelector('form[aria-labelledby="create-h"] details.advanced').open`) {
+		b.do("open Advanced", chromedp.Click(chromedp.CSS(sum)))
+	}
+	b.waitJS("Advanced open", `document.querySelector('form[aria-labelledby="create-h"] details.advanced').open`)
+}

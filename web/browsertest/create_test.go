@@ -3,6 +3,9 @@ package browsertest
 import (
 	"strings"
 	"testing"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // TestCreateFailureShownOnce creates a sandbox whose build fails: the cause
@@ -20,6 +23,7 @@ func TestCreateFailureShownOnce(t *testing.T) {
 	b.login(aliceEmail, alicePass)
 	b.waitJS("empty list", `!document.querySelector("main p.empty-list").hidden`)
 	b.fillByLabel("Name", "broken")
+	b.openAdvanced()
 	b.fillByLabel("Dockerfile commands", "RUN exit 3")
 	b.clickButton("Create sandbox")
 	const form = `document.querySelector('form[aria-labelledby="create-h"]')`
@@ -38,4 +42,37 @@ func TestCreateFailureShownOnce(t *testing.T) {
 	// The failed sandbox is listed without reloading.
 	b.waitJS("failed sandbox listed", `document.querySelector("main p.empty-list").hidden && [...document.querySelectorAll("main tbody .badge")].some((e) => e.textContent === "failed")`)
 	b.checkA11y("create failed")
+}
+
+// TestOneClickCreate checks the create form shows only the image and the
+// name, keeps the rest under a closed "Advanced" that the keyboard opens,
+// and creates with one click.
+func TestOneClickCreate(t *testing.T) {
+	s := newSandboxStack(t)
+	s.user(t, aliceEmail, alicePass)
+	b := newBrowser(t, s.url)
+	b.allow(`^http: GET .*/auth/me -> 401$`)
+	b.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
+	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
+	b.open("/")
+	b.login(aliceEmail, alicePass)
+	const form = `document.querySelector('form[aria-labelledby="create-h"]')`
+	b.waitJS("create form", `!!`+form)
+	visible := eval[[]string](b, `[...`+form+`.querySelectorAll("input, select, textarea")].filter((el) => el.checkVisibility()).map((el) => el.labels[0].firstChild.textContent.trim())`)
+	if strings.Join(visible, ",") != "Name,Image" {
+		t.Errorf("the create form shows %v, want only Name and Image", visible)
+	}
+	if eval[bool](b, form+`.querySelector("details.advanced").open`) {
+		t.Errorf("Advanced is open at first")
+	}
+	b.checkA11y("create form")
+	// Keyboard: Tab from Image reaches the summary, Enter opens it.
+	eval[bool](b, `(() => { document.querySelector('[aria-describedby="create-err-image_base"]').focus(); return true; })()`)
+	b.do("tab to Advanced", chromedp.KeyEvent(kb.Tab))
+	b.waitJS("Advanced focused", `document.activeElement.tagName === "SUMMARY"`)
+	b.do("open Advanced", chromedp.KeyEvent(kb.Enter))
+	b.waitJS("Advanced open", form+`.querySelector("details.advanced").open && document.querySelector('[aria-describedby="create-err-memory_mb"]').checkVisibility()`)
+	b.checkA11y("create form, Advanced open")
+	// One click (after a name) creates.
+	b.createSandbox("one-click")
 }

@@ -33,6 +33,7 @@ func TestSandboxPages(t *testing.T) {
 
 	// A validation error lands next to its input.
 	b.allow(`^http: POST .*/sandbox -> 422$`)
+	b.openAdvanced()
 	b.fillByLabel("Memory (MiB)", "99999999")
 	b.clickButton("Create sandbox")
 	b.waitJS("field error", `(document.querySelector('[data-for="memory_mb"]') || {}).textContent?.length > 0`)
@@ -155,6 +156,7 @@ func TestSandboxBuildProgress(t *testing.T) {
 	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
 	b.open("/")
 	b.login(aliceEmail, alicePass)
+	b.openAdvanced()
 	b.fillByLabel("Dockerfile commands", "RUN echo step-$((0+1))-done; until getent hosts release.gate.test >/dev/null; do sleep 0.05; done; echo step-$((1+1))-done")
 	b.clickButton("Create sandbox")
 	b.waitJS("build log shows the first step", `(document.querySelector("pre.build-log:not([hidden])") || {}).textContent?.includes("step-1-done")`)

@@ -111,11 +111,11 @@ function createForm(onCreated, onProgress, fromSnapshot) {
   const formErr = errorBox("create");
   const progress = h("p", { class: "muted", role: "status", "aria-live": "polite" });
   const buildLog = h("pre", { class: "build-log", hidden: true, "aria-label": "Build log", tabindex: "0" });
-  const form = h("form", { class: "panel", "aria-labelledby": "create-h", novalidate: true },
-    h("h2", { id: "create-h" }, "New sandbox"),
+  // One click: name and image in view, everything else under "Advanced"
+  // (a <details>: Tab reaches its summary, Enter or Space opens it).
+  const advanced = h("details", { class: "advanced", open: !!fromSnapshot },
+    h("summary", {}, "Advanced"),
     h("div", { class: "grid" },
-      labelled("name", "Name"),
-      labelled("image_base", "Image", "an OCI image reference, or “host”"),
       labelled("volume_name", "Volume"),
       labelled("s3_bucket_name", "S3 bucket"),
       labelled("s3_key_prefix", "S3 key prefix"),
@@ -126,7 +126,13 @@ function createForm(onCreated, onProgress, fromSnapshot) {
     h("div", { class: "grid" },
       labelled("cpu", "CPUs"), labelled("memory_mb", "Memory (MiB)"), labelled("pids_limit", "Max processes"),
       labelled("disk_mb", "Disk (MiB)"), labelled("network", "Network"),
-      labelled("idle_timeout_s", "Idle timeout (s)"), labelled("max_lifetime_s", "Max lifetime (s)")),
+      labelled("idle_timeout_s", "Idle timeout (s)"), labelled("max_lifetime_s", "Max lifetime (s)")));
+  const form = h("form", { class: "panel", "aria-labelledby": "create-h", novalidate: true },
+    h("h2", { id: "create-h" }, "New sandbox"),
+    h("div", { class: "grid" },
+      labelled("name", "Name"),
+      labelled("image_base", "Image", "an OCI image reference, or “host”")),
+    advanced,
     h("div", { class: "row" }, submit, progress), buildLog, formErr);
 
   form.addEventListener("submit", async (e) => {
@@ -187,7 +193,11 @@ function createForm(onCreated, onProgress, fromSnapshot) {
           // Each problem is said once: a field's next to its input, the
           // rest (and a problem without a field) under the form.
           const placed = (err.fields || []).filter((f) => errs[f.field]);
-          for (const f of placed) { errs[f.field].textContent = f.reason; inp[f.field].setAttribute("aria-invalid", "true"); }
+          for (const f of placed) {
+            errs[f.field].textContent = f.reason;
+            inp[f.field].setAttribute("aria-invalid", "true");
+            if (advanced.contains(inp[f.field])) advanced.open = true;
+          }
           if (placed.length) {
             err.fields = err.fields.filter((f) => !errs[f.field]);
             if (!err.fields.length) err.shown = true;
