@@ -263,12 +263,19 @@ func sameNetNS(nsf *os.File) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	b, err := os.Stat("/proc/self/ns/net")
-	if err != nil {
-		return false, err
+	if serverNetNSErr != nil {
+		return false, serverNetNSErr
 	}
-	return os.SameFile(a, b), nil
+	return os.SameFile(a, serverNetNS), nil
 }
+
+// serverNetNS is the server's own network namespace, taken while the
+// package initialises. Later, /proc/self/ns/net is the main thread's: a
+// goroutine that locked its thread and entered a sandbox's namespace
+// (loopbackUp, Listen, DialPort) may have run on the main thread, which
+// the runtime wedges instead of ending when the goroutine exits, so it
+// can be left in that sandbox's namespace.
+var serverNetNS, serverNetNSErr = os.Stat("/proc/self/ns/net")
 
 // NetNSPath is the namespace of a process, for Options.NetNS.
 func NetNSPath(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/ns/net" }
