@@ -155,3 +155,40 @@ export function num(v) {
   const n = Number(v);
   return Number.isFinite(n) ? n.toLocaleString("en-US") : "—";
 }
+
+// poller loads a view's data every ms while the view is shown and its
+// sandbox runs, and calls render only when the answer changed, so focus
+// and selection in what it rendered survive the polling. onError gets
+// each failure, and null after a success.
+export function poller(load, render, onError, ms = 3000) {
+  let visible = false;
+  let running = false;
+  let timer = null;
+  let lastKey = "";
+  async function refresh() {
+    clearTimeout(timer);
+    timer = null;
+    if (!running) return;
+    try {
+      const data = await load();
+      onError(null);
+      const key = JSON.stringify(data);
+      if (key !== lastKey) {
+        lastKey = key;
+        render(data);
+      }
+    } catch (e) {
+      onError(e);
+    }
+    if (visible && running) timer = setTimeout(refresh, ms);
+  }
+  return {
+    refresh,
+    show() { visible = true; refresh(); },
+    hide() { visible = false; clearTimeout(timer); timer = null; },
+    setRunning(on) {
+      running = on;
+      if (on && visible && !timer) refresh();
+    },
+  };
+}

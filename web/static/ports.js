@@ -2,7 +2,7 @@
 // open), each with "Open preview" (the server's proxy, in a new tab) and
 // share links: a URL with a signed token and an expiry, revocable.
 import { api } from "./api.js";
-import { h, field, errorBox, busy, showError, when } from "./dom.js";
+import { h, field, errorBox, busy, showError, when, poller } from "./dom.js";
 
 const POLL_MS = 3000;
 const EXPIRIES = [["900", "15 minutes"], ["3600", "1 hour"], ["86400", "1 day"], ["604800", "7 days"]];
@@ -41,30 +41,14 @@ export function portsPanel(id) {
 
   const el = h("div", {}, list, share);
 
-  let visible = false;
-  let running = false;
-  let timer = null;
-  let lastKey = "";
   let sharePort = null;
-
-  async function refresh() {
-    clearTimeout(timer);
-    timer = null;
-    if (!running) return;
-    try {
-      const data = await api("GET", base);
-      showError(err, null);
-      render((data && data.ports) || []);
-    } catch (e) {
-      showError(err, e);
-    }
-    if (visible && running) timer = setTimeout(refresh, POLL_MS);
-  }
+  const poll = poller(async () => {
+    const data = await api("GET", base);
+    return (data && data.ports) || [];
+  }, render, (e) => showError(err, e), POLL_MS);
+  const refresh = poll.refresh;
 
   function render(ports) {
-    const key = JSON.stringify(ports);
-    if (key === lastKey) return;
-    lastKey = key;
     empty.hidden = ports.length > 0;
     body.replaceChildren(...ports.map((p) => {
       const url = p.preview_url || `${base}/${p.port}/`;
@@ -153,13 +137,10 @@ export function portsPanel(id) {
 
   return {
     el,
-    show() { visible = true; refresh(); },
-    hide() { visible = false; clearTimeout(timer); timer = null; },
-    setRunning(on) {
-      running = on;
-      if (on && visible && !timer) refresh();
-    },
-    cleanup() { visible = false; clearTimeout(timer); },
+    show: poll.show,
+    hide: poll.hide,
+    setRunning: poll.setRunning,
+    cleanup() { poll.hide(); },
   };
 }
 

@@ -2,7 +2,7 @@
 // API marked "managed"), a form to start one in the background, Stop
 // (SIGTERM), and a log view following GET .../processes/{pid}/logs?follow=true.
 import { api, readSSE, readResponse, parseJSON, chunkText } from "./api.js";
-import { h, field, errorBox, busy, showError, ago, pick } from "./dom.js";
+import { h, field, errorBox, busy, showError, ago, pick, poller } from "./dom.js";
 
 const POLL_MS = 3000;
 
@@ -44,32 +44,15 @@ export function processesPanel(id) {
 
   const el = h("div", {}, form, list, logs);
 
-  let visible = false;
-  let running = false;
-  let timer = null;
-  let lastKey = "";
   let logsCtrl = null;
   let logsPID = null;
-
-  async function refresh() {
-    clearTimeout(timer);
-    timer = null;
-    if (!running) return;
-    try {
-      const data = await api("GET", base);
-      showError(listErr, null);
-      render((data && data.processes) || []);
-    } catch (e) {
-      showError(listErr, e);
-    }
-    if (visible && running) timer = setTimeout(refresh, POLL_MS);
-  }
+  const poll = poller(async () => {
+    const data = await api("GET", base);
+    return (data && data.processes) || [];
+  }, render, (e) => showError(listErr, e), POLL_MS);
+  const refresh = poll.refresh;
 
   function render(procs) {
-    // Re-render only on change, so focus and selection survive the polling.
-    const key = JSON.stringify(procs);
-    if (key === lastKey) return;
-    lastKey = key;
     empty.hidden = procs.length > 0;
     procs.sort((a, b) => Number(b.managed) - Number(a.managed) || a.pid - b.pid);
     body.replaceChildren(...procs.map((p) => {
@@ -165,13 +148,12 @@ export function processesPanel(id) {
 
   return {
     el,
-    show() { visible = true; refresh(); },
-    hide() { visible = false; clearTimeout(timer); timer = null; },
+    show: poll.show,
+    hide: poll.hide,
     setRunning(on) {
-      running = on;
+      poll.setRunning(on);
       for (const c of [start, name, cmd]) c.disabled = !on;
-      if (on && visible && !timer) refresh();
     },
-    cleanup() { visible = false; clearTimeout(timer); if (logsCtrl) logsCtrl.abort(); },
+    cleanup() { poll.hide(); if (logsCtrl) logsCtrl.abort(); },
   };
 }
