@@ -96,7 +96,21 @@ type Service struct {
 	now  func() time.Time
 	http *http.Client
 	wake chan struct{}
+	// held are events Emit could not write to the outbox (the database
+	// was down); Run writes them when it answers again, in order.
+	heldMu sync.Mutex
+	held   []heldEvent
 }
+
+// heldEvent is an event waiting for the database.
+type heldEvent struct {
+	userID, typ, data string
+	at                time.Time
+}
+
+// maxHeld bounds the events held while the database is down; past it the
+// oldest go, with an error in the log.
+const maxHeld = 10000
 
 // New returns a service sealing hooks' secrets with key (32 bytes, the
 // server's secret key).
@@ -283,9 +297,53 @@ func (s *Service) Emit(ctx context.Context, userID, typ string, data any) {
 	if userID == "" {
 		return
 	}
-	if err := s.enqueue(context.WithoutCancel(ctx), userID, "", typ, data); err != nil {
-		s.log.Error("queue webhook event", "event", typ, "user_id", userID, "err", err)
+	b, err := json.Marshal(data)
+	if err != nil {
+		s.log.Error("encode webhook event", "event", typ, "err", err)
+		return
 	}
+	ev := heldEvent{userID: userID, typ: typ, data: string(b), at: s.now().UTC()}
+	// Behind events already held, so they stay in order.
+	if s.flushHeld(context.WithoutCancel(ctx)) {
+		err := s.write(context.WithoutCancel(ctx), ev, "")
+		if err == nil {
+			return
+		}
+		s.log.Warn("webhook event held until the database answers", "event", typ, "user_id", userID, "err", err)
+	}
+	s.hold(ev)
+}
+
+// hold keeps ev for Run to write once the database answers.
+func (s *Service) hold(ev heldEvent) {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	if len(s.held) >= maxHeld {
+		s.log.Error("webhook events held past the bound while the database is down: the oldest is dropped", "event", s.held[0].typ, "user_id", s.held[0].userID)
+		s.held = s.held[1:]
+	}
+	s.held = append(s.held, ev)
+}
+
+// flushHeld writes the held events in order; false when one could not be
+// written (it and the rest stay held).
+func (s *Service) flushHeld(ctx context.Context) bool {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	for len(s.held) > 0 {
+		if err := s.write(ctx, s.held[0], ""); err != nil {
+			return false
+		}
+		s.held = s.held[1:]
+	}
+	return true
+}
+
+// Held is how many events wait for the database.
+func (s *Service) Held() int {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	return len(s.held)
 }
 
 func (s *Service) enqueue(ctx context.Context, userID, onlyHook, typ string, data any) error {
@@ -293,7 +351,12 @@ func (s *Service) enqueue(ctx context.Context, userID, onlyHook, typ string, dat
 	if err != nil {
 		return fmt.Errorf("encode %s data: %w", typ, err)
 	}
-	n, err := s.db.EnqueueWebhookEvent(ctx, userID, onlyHook, typ, string(b), s.now().UTC(), func() string { return "whd_" + randHex(12) })
+	return s.write(ctx, heldEvent{userID: userID, typ: typ, data: string(b), at: s.now().UTC()}, onlyHook)
+}
+
+// write puts one event in the outbox, a delivery per subscribed hook.
+func (s *Service) write(ctx context.Context, ev heldEvent, onlyHook string) error {
+	n, err := s.db.EnqueueWebhookEvent(ctx, ev.userID, onlyHook, ev.typ, ev.data, ev.at, func() string { return "whd_" + randHex(12) })
 	if err != nil {
 		return err
 	}
@@ -377,6 +440,7 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-s.wake:
 		}
+		s.flushHeld(ctx)
 		for {
 			free := s.opt.Concurrency - len(sem)
 			if free == 0 {

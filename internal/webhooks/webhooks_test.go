@@ -23,6 +23,7 @@ import (
 
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/store/pgserver"
 	"github.com/techbossai/techboss/internal/store/storetest"
 	"github.com/techbossai/techboss/internal/webhooks"
 )
@@ -331,4 +332,40 @@ func fieldOf(err error) string {
 		return ""
 	}
 	return e.Fields[0].Field
+}
+
+// An event emitted while the database is down is held and delivered once
+// it answers again, not lost.
+func TestEventHeldThroughDatabaseOutage(t *testing.T) {
+	pg := pgserver.Start(t)
+	db, err := store.Open(context.Background(), pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rc := newReceiver(t)
+	s := newService(t, db, nil, webhooks.Options{})
+	h, err := s.Create(ctx, "alice", rc.URL, []string{webhooks.RunFinished})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.setSecret(h.Secret)
+	start(t, s)
+	pg.Stop()
+	s.Emit(ctx, "alice", webhooks.RunFinished, map[string]string{"run_id": "during-outage"})
+	if s.Held() != 1 {
+		t.Fatalf("%d events held while the database is down, want 1", s.Held())
+	}
+	pg.Start()
+	x := rc.next(t)
+	if !x.sigOK || string(x.body.Data) != `{"run_id":"during-outage"}` {
+		t.Fatalf("after the outage got %+v (signature ok %v)", x.body, x.sigOK)
+	}
+	if s.Held() != 0 {
+		t.Errorf("%d events still held", s.Held())
+	}
 }
