@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,18 +28,7 @@ import (
 // listed, fetched through its preview URL with the token, and through a
 // share link by a client with no credentials until the link is revoked.
 func TestClientPorts(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if storetest.RequireAll() {
-			t.Fatal("needs root for the local sandbox driver")
-		}
-		t.Skip("needs root for the local sandbox driver")
-	}
-	if _, err := exec.LookPath("bwrap"); err != nil {
-		if storetest.RequireAll() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	sandboxtest.RequireLocal(t)
 	bin := filepath.Join(t.TempDir(), "techboss-sandbox-init")
 	if err := sandboxtest.BuildInit(bin); err != nil {
 		t.Fatal(err)

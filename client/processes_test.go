@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -26,18 +25,7 @@ import (
 // a client of a user with one running sandbox.
 func newSandboxClient(t *testing.T) (*client.Client, string) {
 	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root for the local sandbox driver"
-	} else if _, err := exec.LookPath("bwrap"); err != nil {
-		why = "bubblewrap (bwrap) not installed"
-	}
-	if why != "" {
-		if storetest.RequireAll() {
-			t.Fatal(why)
-		}
-		t.Skip("why: " + why)
-	}
+	sandboxtest.RequireLocal(t)
 	bin := filepath.Join(t.TempDir(), "techboss-sandbox-init")
 	if err := sandboxtest.BuildInit(bin); err != nil {
 		t.Fatal(err)

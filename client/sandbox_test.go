@@ -6,8 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,18 +22,7 @@ import (
 )
 
 func TestClientSandboxes(t *testing.T) {
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root for the local sandbox driver"
-	} else if _, err := exec.LookPath("bwrap"); err != nil {
-		why = "bubblewrap (bwrap) not installed"
-	}
-	if why != "" {
-		if storetest.RequireAll() {
-			t.Fatal(why)
-		}
-		t.Skip("why: " + why)
-	}
+	sandboxtest.RequireLocal(t)
 	bin := filepath.Join(t.TempDir(), "techboss-sandbox-init")
 	if err := sandboxtest.BuildInit(bin); err != nil {
 		t.Fatal(err)

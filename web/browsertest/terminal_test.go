@@ -17,9 +17,9 @@ import (
 	"github.com/chromedp/chromedp/kb"
 )
 
-// requireRoutes skips the test, naming the route, when the server's OpenAPI
-// document does not list one of routes ("GET /sandbox/{id}/pty"): the UI
-// is there before the API lands.
+// requireRoutes fails the test, naming the route, when the server's
+// OpenAPI document does not list one of routes ("GET /sandbox/{id}/pty"):
+// a UI flow whose API went away must not pass by skipping.
 func requireRoutes(t *testing.T, s *stack, routes ...string) {
 	t.Helper()
 	res, err := http.Get(s.url + "/openapi.json")
@@ -40,7 +40,7 @@ func requireRoutes(t *testing.T, s *stack, routes ...string) {
 	for _, r := range routes {
 		method, path, _ := strings.Cut(r, " ")
 		if _, ok := doc.Paths[path][strings.ToLower(method)]; !ok {
-			t.Skipf("skipping: the server has no route %s yet", r)
+			t.Fatalf("the server has no route %s (the UI calls it)", r)
 		}
 	}
 }
