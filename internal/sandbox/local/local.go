@@ -475,9 +475,8 @@ func logf(w io.Writer, format string, args ...any) {
 // started one from the warm pool.
 func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Ref, error) {
 	began := time.Now()
-	if err := d.checkRunsc(req); err != nil {
-		return "", err
-	}
+	// A pooled sandbox was started from a request with the same key, which
+	// create checked.
 	ref, key, ok := d.fromWarmPool(req)
 	if ok {
 		logf(req.Log, "sandbox taken from the warm pool in %d ms", time.Since(began).Milliseconds())
