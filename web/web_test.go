@@ -138,3 +138,26 @@ func TestTerminalAssets(t *testing.T) {
 		}
 	}
 }
+
+// TestNoLabelOnGenericElements: aria-label on an element with no role
+// (div, span, pre, p) is prohibited by ARIA; axe reports it only while the
+// element is empty (CI caught an empty transcript once), so the source is
+// checked here whatever a browser test happens to render.
+func TestNoLabelOnGenericElements(t *testing.T) {
+	call := regexp.MustCompile(`h\("(div|span|pre|p|code)",\s*\{[^}]*\}`)
+	files, err := fs.Glob(FS(), "*.js")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scripts found: %v", err)
+	}
+	for _, path := range files {
+		b, err := fs.ReadFile(FS(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range call.FindAllString(string(b), -1) {
+			if strings.Contains(m, `"aria-label"`) && !strings.Contains(m, "role:") {
+				t.Errorf("%s: aria-label on an element with no role: %s", path, m)
+			}
+		}
+	}
+}

@@ -8,7 +8,7 @@ const REPLAY_LIMIT = 20;
 
 /** chatPanel builds the chat for one sandbox. onRunEnd is called after each live run. */
 export function chatPanel(sandboxID, { onRunEnd } = {}) {
-  const transcript = h("div", { class: "transcript", "aria-live": "polite", "aria-label": "Agent transcript" });
+  const transcript = h("div", { class: "transcript", role: "log", "aria-live": "polite", "aria-label": "Agent transcript" });
   const prompt = h("textarea", { name: "prompt", rows: 3, placeholder: "Ask the agent… (Ctrl+Enter to send)" });
   const send = h("button", { type: "submit", class: "primary" }, "Send");
   const cancel = h("button", { type: "button", class: "danger", hidden: true }, "Cancel run");
@@ -194,7 +194,7 @@ class RunView {
     this.id = id || null;
     this.textBlock = null;
     this.cards = new Map();
-    this.statsEl = h("div", { class: "stats", "aria-label": "Run statistics" });
+    this.statsEl = h("div", { class: "stats", role: "group", "aria-label": "Run statistics" });
     this.stateEl = h("span", { class: "badge running" }, "running");
     this.body = h("div", { class: "assistant" });
     this.promptEl = h("div", { class: "prompt" }, promptText);

@@ -109,7 +109,7 @@ export function filesPanel(sandboxID) {
       const text = new TextDecoder().decode(buf);
       const lines = text.split("\n");
       viewer.append(h("div", { class: "muted small" }, `${bytes(buf.length)} · ${lines.length} lines`, e.mtime ? [" · ", when(e.mtime)] : null),
-        h("pre", { class: "file-content", tabindex: "0", "aria-label": `Contents of ${path}` }, h("code", {}, highlight(text, path))));
+        h("pre", { class: "file-content", tabindex: "0", role: "region", "aria-label": `Contents of ${path}` }, h("code", {}, highlight(text, path))));
     });
   }
 

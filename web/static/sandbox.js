@@ -126,7 +126,7 @@ function execPanel(id) {
   const stop = h("button", { type: "button", hidden: true }, "Stop");
   const err = errorBox("exec");
   const status = h("span", { class: "muted small", role: "status" });
-  const out = h("pre", { class: "out", "aria-label": "Command output", "aria-live": "polite", tabindex: "0" });
+  const out = h("pre", { class: "out", role: "log", "aria-label": "Command output", "aria-live": "polite", tabindex: "0" });
   const form = h("form", { class: "panel", "aria-label": "Run a command" },
     h("div", { class: "row" }, h("div", { class: "grow" }, field("Command (run with sh -c in /workspace)", cmd)), run, stop),
     err, status, out);

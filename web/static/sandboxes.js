@@ -110,7 +110,7 @@ function createForm(onCreated, onProgress, fromSnapshot) {
   const submit = h("button", { type: "submit", class: "primary" }, "Create sandbox");
   const formErr = errorBox("create");
   const progress = h("p", { class: "muted", role: "status", "aria-live": "polite" });
-  const buildLog = h("pre", { class: "build-log", hidden: true, "aria-label": "Build log", tabindex: "0" });
+  const buildLog = h("pre", { class: "build-log", hidden: true, role: "region", "aria-label": "Build log", tabindex: "0" });
   // One click: name and image in view, everything else under "Advanced"
   // (a <details>: Tab reaches its summary, Enter or Space opens it).
   const advanced = h("details", { class: "advanced", open: !!fromSnapshot },

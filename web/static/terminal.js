@@ -36,7 +36,7 @@ export function terminalPanel(id) {
   const status = h("span", { class: "muted small term-status", role: "status", "aria-live": "polite" });
   const newSession = h("button", { type: "button" }, "New session");
   const err = errorBox("terminal");
-  const screen = h("div", { class: "term", "aria-label": "Terminal" });
+  const screen = h("div", { class: "term", role: "group", "aria-label": "Terminal" });
   const note = h("p", { class: "muted", hidden: true });
   const sessionsBody = h("tbody");
   const sessionsErr = errorBox("pty-sessions");
