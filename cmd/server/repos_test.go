@@ -332,7 +332,7 @@ func TestRepositories(t *testing.T) {
 	t.Run("the broker on the public URL", func(t *testing.T) {
 		// Drivers without an in-sandbox listener reach the broker on the
 		// API listener, with the same sandbox-scoped token.
-		out, code := exec("git config --local --get-regexp '^credential\\..*\\.helper$' | grep -o 'tbg_[A-Za-z0-9_-]*' | head -n1")
+		out, code := exec("git config --local --get-regexp '^credential\\..*\\.helper$' | grep -o 'tbg1[.][0-9a-z]*[.][0-9a-z]*[.][A-Za-z0-9_-]*' | head -n1")
 		sbToken := strings.TrimSpace(out)
 		if code != 0 || sbToken == "" {
 			t.Fatalf("no sandbox token in the clone's helper: %q", out)
@@ -344,6 +344,23 @@ func TestRepositories(t *testing.T) {
 		bad := strings.Replace(u, sbToken, "tbg_forged", 1)
 		if out, err := gitHostTry("ls-remote", bad); err == nil || !strings.Contains(out, "403") {
 			t.Fatalf("a forged token through the public broker: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("a rotated credential revokes the grant", func(t *testing.T) {
+		if err := c.PutSecret(ctx, "gh", pat); err != nil { // written again: a rotation
+			t.Fatal(err)
+		}
+		out, code := exec("git ls-remote --heads origin 2>&1")
+		if code == 0 || !strings.Contains(out, `the credential "gh" was rotated after this grant was issued`) {
+			t.Fatalf("the agent's git with a grant from before the rotation: exit %d\n%s", code, out)
+		}
+		// The server's next git operation writes a new grant.
+		if _, err := c.GitStatus(ctx, id, ""); err != nil {
+			t.Fatal(err)
+		}
+		if out, code := exec("git ls-remote --heads origin 2>&1"); code != 0 || !strings.Contains(out, "refs/heads/main") {
+			t.Fatalf("after the status call, the agent's git: exit %d\n%s", code, out)
 		}
 	})
 
@@ -440,6 +457,32 @@ func TestRepositories(t *testing.T) {
 		if err != nil || !strings.Contains(logs, "already holds a repository") || res.ExitCode != 0 {
 			t.Fatalf("restored sandbox: %v exit %d %s\n%s", err, res.ExitCode, res.Stderr, logs)
 		}
+		// The restored clone's config holds the first sandbox's grant: the
+		// broker refuses it on this sandbox's listener, and the server
+		// writes this sandbox's own grant at its first git operation.
+		fromExec := func(script string) (string, int) {
+			t.Helper()
+			res, err := c.Exec(ctx, from.SandboxID, client.ExecRequest{Command: []string{"sh", "-c", script}, Workdir: "/workspace/app"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(res.Stdout) + string(res.Stderr), res.ExitCode
+		}
+		if _, err := c.GitStatus(ctx, from.SandboxID, ""); err != nil {
+			t.Fatal(err)
+		}
+		if out, code := fromExec("git ls-remote --heads origin 2>&1"); code != 0 || !strings.Contains(out, "refs/heads/main") {
+			t.Fatalf("the restored sandbox's git: exit %d\n%s", code, out)
+		}
+		otherGrant, _ := exec("git config --local --get-regexp '^credential\\..*\\.helper$' | grep -o 'tbg1[.][0-9a-z]*[.][0-9a-z]*[.][A-Za-z0-9_-]*' | head -n1")
+		otherGrant = strings.TrimSpace(otherGrant)
+		for _, user := range []string{id, from.SandboxID} {
+			out, code := fromExec(`url=$(git config --get-regexp '^url\..*insteadof$' | head -n1 | cut -d' ' -f1 | sed 's/^url\.//; s/\.insteadof$//'); ` +
+				`git -c credential.helper= -c "credential.helper=!f() { echo username=` + user + `; echo password=` + otherGrant + `; }; f" ls-remote "${url}owner/app.git" 2>&1`)
+			if code == 0 || !strings.Contains(out, "403") {
+				t.Fatalf("sandbox %s's grant used in %s as %s: exit %d\n%s", id, from.SandboxID, user, code, out)
+			}
+		}
 	})
 
 	t.Run("the token is nowhere in the sandbox", func(t *testing.T) {
@@ -471,12 +514,24 @@ func TestRepositories(t *testing.T) {
 			return nil
 		})
 	})
+	grantOut, _ := exec("git config --local --get-regexp '^credential\\..*\\.helper$' | grep -o 'tbg1[.][0-9a-z]*[.][0-9a-z]*[.][A-Za-z0-9_-]*' | head -n1")
+	grant := strings.TrimSpace(grantOut)
+	publicRepo := strings.Replace(in.url, "http://", "http://"+id+":"+grant+"@", 1) + "/git/" + strings.TrimPrefix(git.url, "http://") + "/owner/app.git"
+	if out, err := gitHostTry("ls-remote", "--heads", publicRepo); err != nil || !strings.Contains(out, "refs/heads/main") {
+		t.Fatalf("the sandbox's grant before it is deleted: %v\n%s", err, out)
+	}
 	if _, err := c.TerminateSandbox(ctx, id); err != nil {
 		t.Fatal(err)
+	}
+	if out, err := gitHostTry("ls-remote", "--heads", publicRepo); err == nil || !strings.Contains(out, "the grant is revoked: the sandbox is not running") {
+		t.Fatalf("the grant of a deleted sandbox: %v\n%s", err, out)
 	}
 	logs := in.stop()
 	if strings.Contains(logs, pat) {
 		t.Fatal("the token reached the server logs")
+	}
+	if grant == "" || strings.Contains(logs, grant) {
+		t.Fatalf("the sandbox's grant (%q) reached the server logs", grant)
 	}
 	if !strings.Contains(logs, `"op":"push"`) || !strings.Contains(logs, `"op":"fetch"`) || !strings.Contains(logs, "git broker: push refused") {
 		t.Fatal("the broker did not log its uses (fetch, push, refusals)")

@@ -423,6 +423,19 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	broker, err := repo.NewBroker(repo.BrokerConfig{
 		Lookup: db.GetSandbox, Reveal: secretStore.Reveal, Bound: agent.BoundSandbox,
 		Key: brokerKey(key), Allow: allowPrefixes(operator), Logger: log.With("component", "git"),
+		SecretUpdated: func(ctx context.Context, ownerID, name string) (time.Time, error) {
+			list, err := secretStore.List(ctx, ownerID)
+			if err != nil {
+				return time.Time{}, err
+			}
+			for _, s := range list {
+				if s.Name == name {
+					return s.UpdatedAt, nil
+				}
+			}
+			return time.Time{}, errs.E(errs.NotFound, "no secret %q", name)
+		},
+		GrantTTL: cfg.GitGrantTTL,
 	})
 	if err != nil {
 		return nil, err

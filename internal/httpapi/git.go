@@ -23,7 +23,7 @@ var gitOps = []apiOp{
 // an in-sandbox listener). They authenticate with the sandbox-scoped
 // token git's credential helper presents, not a user's.
 var gitBrokerOps = []apiOp{
-	{Method: "GET", Path: "/git/*", Summary: "Git credential broker: smart-HTTP ref advertisement (info/refs) of a sandbox's repository; Basic auth with the sandbox ID and its sandbox-scoped token", Public: true, Errors: []int{401, 403, 502}},
+	{Method: "GET", Path: "/git/*", Summary: "Git credential broker: smart-HTTP ref advertisement (info/refs) of a sandbox's repository; Basic auth with the sandbox ID and its grant (401 expired, 403 revoked)", Public: true, Errors: []int{401, 403, 502}},
 	{Method: "POST", Path: "/git/*", Summary: "Git credential broker: git-upload-pack and git-receive-pack (pushes are checked ref by ref: never the default branch, only the repository's push_prefix)", Public: true, Errors: []int{401, 403, 502}},
 }
 

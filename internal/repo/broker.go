@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,9 +50,23 @@ type BrokerConfig struct {
 	Key []byte
 	// Allow are the local or private ranges the broker may reach (the
 	// operator's TECHBOSS_NETWORK_ALLOW); all others of those are refused.
-	Allow  []netip.Prefix
+	Allow []netip.Prefix
+	// SecretUpdated returns when an owner's stored secret was last written
+	// (errs.NotFound when it is gone): a grant issued before a rotation,
+	// or for a deleted secret, is revoked.
+	SecretUpdated func(ctx context.Context, ownerID, name string) (time.Time, error)
+	// GrantTTL bounds a sandbox grant's life (0: the sandbox's lifetime,
+	// or DefaultGrantTTL when it has none). The server renews a clone's
+	// grant whenever it runs git there (status, commit, push, deliver).
+	GrantTTL time.Duration
+	// Now is the clock of grants (nil: time.Now).
+	Now    func() time.Time
 	Logger *slog.Logger
 }
+
+// DefaultGrantTTL is a grant's life when neither the operator nor the
+// sandbox's lifetime bounds it.
+const DefaultGrantTTL = 24 * time.Hour
 
 // Broker is the smart-HTTP git proxy and credential broker.
 type Broker struct {
@@ -68,6 +83,9 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if cfg.Bound == nil {
 		cfg.Bound = func(context.Context) (string, bool) { return "", false }
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	b := &Broker{cfg: cfg, log: cfg.Logger}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -78,14 +96,98 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	return b, nil
 }
 
-// Token is the sandbox-scoped token git in the sandbox presents (as the
-// password, with the sandbox ID as user name). It opens only that
-// sandbox's repositories, with that sandbox's policy, while it runs.
-func (b *Broker) Token(sandboxID string) string {
-	m := hmac.New(sha256.New, b.cfg.Key)
-	m.Write([]byte("techboss git broker\x00" + sandboxID))
-	return "tbg_" + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+// A grant is the sandbox-scoped credential git in the sandbox presents
+// (as the password, with the sandbox ID as user name):
+// tbg1.<issued>.<expires>.<mac>, the times in Unix milliseconds (base 36)
+// and the mac an HMAC of them and the sandbox ID under the broker's key.
+// It opens only that sandbox's repositories, with that sandbox's policy,
+// through its own listener, until it expires; it is revoked at once when
+// the sandbox stops running and, for a repository, when its credential
+// secret is deleted or written again after the grant was issued.
+const grantPrefix = "tbg1."
+
+// Grant issues a grant for sb, valid from now until the GrantTTL, the
+// sandbox's lifetime or DefaultGrantTTL, whichever ends first.
+func (b *Broker) Grant(sb *sandbox.Sandbox) string {
+	now := b.cfg.Now()
+	exp := now.Add(DefaultGrantTTL)
+	if sb.Spec.MaxLifetimeS > 0 {
+		exp = sb.CreatedAt.Add(time.Duration(sb.Spec.MaxLifetimeS) * time.Second)
+	}
+	if b.cfg.GrantTTL > 0 && now.Add(b.cfg.GrantTTL).Before(exp) {
+		exp = now.Add(b.cfg.GrantTTL)
+	}
+	return b.grant(sb.ID, now, exp)
 }
+
+func (b *Broker) grant(sandboxID string, iat, exp time.Time) string {
+	body := strconv.FormatInt(iat.UnixMilli(), 36) + "." + strconv.FormatInt(exp.UnixMilli(), 36)
+	return grantPrefix + body + "." + b.grantMAC(sandboxID, body)
+}
+
+func (b *Broker) grantMAC(sandboxID, body string) string {
+	m := hmac.New(sha256.New, b.cfg.Key)
+	m.Write([]byte("techboss git grant\x00" + sandboxID + "\x00" + body))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// grantTimes checks a grant's mac for sandboxID and returns its issue and
+// expiry times (ok false for anything not a grant of that sandbox).
+func (b *Broker) grantTimes(sandboxID, g string) (iat, exp time.Time, ok bool) {
+	rest, found := strings.CutPrefix(g, grantPrefix)
+	parts := strings.Split(rest, ".")
+	if !found || len(parts) != 3 {
+		return time.Time{}, time.Time{}, false
+	}
+	body := parts[0] + "." + parts[1]
+	if !hmac.Equal([]byte(parts[2]), []byte(b.grantMAC(sandboxID, body))) {
+		return time.Time{}, time.Time{}, false
+	}
+	i, err1 := strconv.ParseInt(parts[0], 36, 64)
+	e, err2 := strconv.ParseInt(parts[1], 36, 64)
+	if err1 != nil || err2 != nil {
+		return time.Time{}, time.Time{}, false
+	}
+	return time.UnixMilli(i), time.UnixMilli(e), true
+}
+
+// GrantFresh reports whether grant is a valid grant of sb with more than
+// half of its life left and not revoked for any of sb's repositories:
+// the service keeps such a grant in a clone rather than writing a new one.
+func (b *Broker) GrantFresh(ctx context.Context, sb *sandbox.Sandbox, grant string) bool {
+	iat, exp, ok := b.grantTimes(sb.ID, grant)
+	if !ok || b.cfg.Now().After(iat.Add(exp.Sub(iat)/2)) {
+		return false
+	}
+	for _, g := range sb.Spec.Repos {
+		if b.revoked(ctx, sb.OwnerID, g, iat) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// revoked says why a grant issued at iat no longer opens g ("" when it
+// does): its credential was deleted or written again since.
+func (b *Broker) revoked(ctx context.Context, ownerID string, g sandbox.GitRepo, iat time.Time) string {
+	if g.Credential == "" || b.cfg.SecretUpdated == nil {
+		return ""
+	}
+	at, err := b.cfg.SecretUpdated(ctx, ownerID, g.Credential)
+	switch {
+	case errs.KindOf(err) == errs.NotFound:
+		return fmt.Sprintf("the credential %q was deleted", g.Credential)
+	case err != nil:
+		b.log.WarnContext(ctx, "git broker: read the credential's age", "err", err)
+		return "the credential could not be checked"
+	case at.After(iat):
+		return fmt.Sprintf("the credential %q was rotated after this grant was issued", g.Credential)
+	}
+	return ""
+}
+
+// grantRenewal is what a refused grant's message tells the reader.
+const grantRenewal = "; the server writes a new grant into the clone the next time it runs git there (GET /sandbox/{id}/git/status)"
 
 // The smart-HTTP endpoints the broker serves; nothing else (no dumb HTTP).
 const (
@@ -101,23 +203,37 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "authentication required", http.StatusUnauthorized)
 		return
 	}
-	if !hmac.Equal([]byte(pass), []byte(b.Token(user))) {
-		b.log.WarnContext(ctx, "git broker: bad sandbox token", "sandbox_id", printable(user))
-		http.Error(w, "bad sandbox token", http.StatusForbidden)
+	iat, exp, ok := b.grantTimes(user, pass)
+	if !ok {
+		b.log.WarnContext(ctx, "git broker: bad sandbox grant", "sandbox_id", printable(user))
+		http.Error(w, "techboss git broker: not a grant of sandbox "+printable(user), http.StatusForbidden)
 		return
 	}
 	if bound, ok := b.cfg.Bound(ctx); ok && bound != user {
-		http.Error(w, "this listener belongs to another sandbox", http.StatusForbidden)
+		b.log.WarnContext(ctx, "git broker: grant used on another sandbox's listener", "sandbox_id", printable(user), "listener_sandbox_id", bound)
+		http.Error(w, "techboss git broker: this listener belongs to another sandbox", http.StatusForbidden)
+		return
+	}
+	if now := b.cfg.Now(); now.After(exp) {
+		b.log.InfoContext(ctx, "git broker: expired grant", "sandbox_id", user, "expired_at", exp.UTC())
+		w.Header().Set("WWW-Authenticate", `Basic realm="techboss git broker"`)
+		http.Error(w, "techboss git broker: the sandbox's git grant expired at "+exp.UTC().Format(time.RFC3339)+grantRenewal, http.StatusUnauthorized)
 		return
 	}
 	sb, err := b.cfg.Lookup(ctx, user)
 	if err != nil || (sb.State != sandbox.Running && sb.State != sandbox.Creating) {
-		http.Error(w, "the sandbox is not running", http.StatusForbidden)
+		b.log.InfoContext(ctx, "git broker: grant of a sandbox not running", "sandbox_id", user)
+		http.Error(w, "techboss git broker: the grant is revoked: the sandbox is not running", http.StatusForbidden)
 		return
 	}
 	g, rm, suffix, ok := match(sb, strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(BrokerPrefix, "/")))
 	if !ok {
 		http.Error(w, "this sandbox has no such repository", http.StatusNotFound)
+		return
+	}
+	if why := b.revoked(ctx, sb.OwnerID, g, iat); why != "" {
+		b.log.InfoContext(ctx, "git broker: revoked grant", "owner_id", sb.OwnerID, "sandbox_id", sb.ID, "repo", rm.Key(), "reason", why)
+		http.Error(w, "techboss git broker: the grant is revoked: "+why+grantRenewal, http.StatusForbidden)
 		return
 	}
 	var svc string

@@ -54,10 +54,10 @@ func NewService(d Deps) *Service {
 // brokerConfig returns the git -c settings that send a repository's
 // traffic to the broker at base: the real URL stays the remote's URL,
 // git connects to the broker instead, and a credential helper answers
-// with the sandbox-scoped token.
+// with a grant of the sandbox (Broker.Grant).
 func (s *Service) brokerConfig(sb *sandbox.Sandbox, rm sandbox.Remote, base string) []string {
 	broker := base + BrokerPrefix + rm.Host + "/"
-	helper := fmt.Sprintf(`!f() { test "$1" = get && printf 'username=%%s\npassword=%%s\n' '%s' '%s'; }; f`, sb.ID, s.d.Broker.Token(sb.ID))
+	helper := fmt.Sprintf(`!f() { test "$1" = get && printf 'username=%%s\npassword=%%s\n' '%s' '%s'; }; f`, sb.ID, s.d.Broker.Grant(sb))
 	return []string{
 		"url." + broker + ".insteadOf=" + rm.Scheme + "://" + rm.Host + "/",
 		"credential." + base + ".helper=",
@@ -65,22 +65,36 @@ func (s *Service) brokerConfig(sb *sandbox.Sandbox, rm sandbox.Remote, base stri
 	}
 }
 
-// refresh points the clone's broker settings at base, the current
-// address of the sandbox's gateway listener: a server restart opens the
-// listener on a new port, and git run by the agent itself would otherwise
-// keep knocking at the old one. The settings are only the clone's
-// insteadOf and credential helper; nothing else of the config is read.
+var grantRE = regexp.MustCompile(`tbg1\.[0-9a-z]+\.[0-9a-z]+\.[A-Za-z0-9_-]+`)
+
+// refresh keeps the clone's broker settings current: the address of the
+// sandbox's gateway listener (base; a server restart opens the listener
+// on a new port, and git run by the agent itself would otherwise keep
+// knocking at the old one) and the grant of its credential helper (a new
+// one when it is past half its life, or revoked by a rotated credential).
+// The settings are only the clone's insteadOf and credential helper;
+// nothing else of the config is read.
 func (s *Service) refresh(ctx context.Context, sb *sandbox.Sandbox, g sandbox.GitRepo, rm sandbox.Remote, base string) error {
 	orig := rm.Scheme + "://" + rm.Host + "/"
 	want := "url." + base + BrokerPrefix + rm.Host + "/.insteadof"
-	out, _, _, err := s.git(ctx, sb, g, nil, "config", "--local", "--get-regexp", `^url\..*\.insteadof$`)
+	wantHelper := "credential." + base + ".helper"
+	out, _, _, err := s.git(ctx, sb, g, nil, "config", "--local", "--get-regexp", `^(url\..*\.insteadof|credential\..*\.helper)$`)
 	if err != nil {
 		return err
 	}
-	current := false
+	current, fresh := false, false
 	for _, line := range strings.Split(out, "\n") {
 		key, val, ok := strings.Cut(line, " ")
-		if !ok || val != orig || !strings.Contains(key, BrokerPrefix) {
+		if !ok {
+			continue
+		}
+		if key == wantHelper {
+			if m := grantRE.FindString(val); m != "" && s.d.Broker.GrantFresh(ctx, sb, m) {
+				fresh = true
+			}
+			continue
+		}
+		if val != orig || !strings.Contains(key, BrokerPrefix) {
 			continue
 		}
 		if key == want {
@@ -94,19 +108,22 @@ func (s *Service) refresh(ctx context.Context, sb *sandbox.Sandbox, g sandbox.Gi
 			_, _, _, _ = s.git(ctx, sb, g, nil, "config", "--local", "--remove-section", "credential."+old)
 		}
 	}
-	if current {
+	if current && fresh {
 		return nil
 	}
+	// Write both anew (a helper list is reset by its empty first entry).
+	_, _, _, _ = s.git(ctx, sb, g, nil, "config", "--local", "--unset-all", want)
+	_, _, _, _ = s.git(ctx, sb, g, nil, "config", "--local", "--remove-section", "credential."+base)
 	for _, c := range s.brokerConfig(sb, rm, base) {
 		k, v, _ := strings.Cut(c, "=")
 		if _, stderr, code, err := s.git(ctx, sb, g, nil, "config", "--local", "--add", k, v); err != nil || code != 0 {
 			if err != nil {
 				return err
 			}
-			return errs.E(errs.Conflict, "update the broker address in /workspace/%s: %s", g.Dir, lastLines(stderr, 1))
+			return errs.E(errs.Conflict, "update the broker settings in /workspace/%s: %s", g.Dir, lastLines(stderr, 1))
 		}
 	}
-	s.log.InfoContext(ctx, "broker address refreshed in clone", "sandbox_id", sb.ID, "repo", rm.Key())
+	s.log.InfoContext(ctx, "broker settings refreshed in clone", "sandbox_id", sb.ID, "repo", rm.Key(), "address_changed", !current, "new_grant", !fresh)
 	return nil
 }
 
