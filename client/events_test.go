@@ -20,6 +20,24 @@ func TestReadEvents(t *testing.T) {
 	}
 }
 
+// CRLF line ends, a line longer than the reader's buffer, a comment, a
+// field without a colon, and a last event cut off without its blank line.
+func TestReadEventsLines(t *testing.T) {
+	long := strings.Repeat("x", 200<<10)
+	in := "event: a\r\ndata: 1\r\n\r\n: note\nevent: b\ndata: " + long + "\ndata\n\nevent: c\ndata: cut"
+	var got []string
+	if err := readEvents(strings.NewReader(in), func(ev string, data []byte) error {
+		got = append(got, ev+"|"+string(data))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"a|1", "b|" + long + "\n"}
+	if strings.Join(got, ";") != strings.Join(want, ";") {
+		t.Errorf("got %d events %.40q, want %d", len(got), got, len(want))
+	}
+}
+
 func FuzzReadEvents(f *testing.F) {
 	f.Add("event: stdout\ndata: {}\n\n")
 	f.Add("data: x\r\ndata:\n\n:c\n")

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -12,6 +13,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -223,12 +225,22 @@ func (c *Client) ExecStream(ctx context.Context, id string, req ExecRequest, std
 const ExecFramesType = "application/vnd.techboss.exec-stream"
 
 func (c *Client) execStream(ctx context.Context, id string, req ExecRequest, stdout, stderr io.Writer, accept string) (*ExecExit, error) {
+	return c.execStreamQuery(ctx, id, req, stdout, stderr, accept, "?format=text")
+}
+
+// execStreamQuery is execStream with the exec URL's query given (tests
+// leave out format=text to read the JSON form as an older server sends
+// it).
+func (c *Client) execStreamQuery(ctx context.Context, id string, req ExecRequest, stdout, stderr io.Writer, accept, query string) (*ExecExit, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
 	hdr := http.Header{"Content-Type": {"application/json"}, "Accept": {accept}}
-	res, err := c.Request(ctx, "POST", "/sandbox/"+url.PathEscape(id)+"/exec", strings.NewReader(string(b)), hdr)
+	// SSE comes in the text form (?format=text: output as plain data
+	// lines) from a server that has it, which says so in X-Exec-Format;
+	// an older server ignores the parameter and sends the JSON form.
+	res, err := c.Request(ctx, "POST", "/sandbox/"+url.PathEscape(id)+"/exec"+query, bytes.NewReader(b), hdr)
 	if err != nil {
 		return nil, err
 	}
@@ -236,30 +248,46 @@ func (c *Client) execStream(ctx context.Context, id string, req ExecRequest, std
 	if strings.HasPrefix(res.Header.Get("Content-Type"), ExecFramesType) {
 		return readExecFrames(res, stdout, stderr)
 	}
-	var exit *ExecExit
+	text := res.Header.Get("X-Exec-Format") == "text"
+	var (
+		exit *ExecExit
+		buf  []byte // decoded base64
+	)
 	err = readEvents(res.Body, func(event string, data []byte) error {
 		switch event {
-		case "stdout", "stderr":
+		case "stdout", "stderr", "stdout_b64", "stderr_b64":
 			w := stdout
-			if event == "stderr" {
+			if strings.HasPrefix(event, "stderr") {
 				w = stderr
 			}
-			var ch struct {
-				Data    *string `json:"data"`
-				DataB64 string  `json:"data_b64"`
+			var p []byte
+			switch {
+			case strings.HasSuffix(event, "_b64"):
+				buf = slices.Grow(buf[:0], base64.StdEncoding.DecodedLen(len(data)))[:base64.StdEncoding.DecodedLen(len(data))]
+				n, err := base64.StdEncoding.Decode(buf, data)
+				if err != nil {
+					return fmt.Errorf("decode %s event: %w", event, err)
+				}
+				p = buf[:n]
+			case text:
+				p = data
+			default:
+				var ch struct {
+					Data    *string `json:"data"`
+					DataB64 string  `json:"data_b64"`
+				}
+				if err := json.Unmarshal(data, &ch); err != nil {
+					return fmt.Errorf("decode %s event: %w", event, err)
+				}
+				var s string
+				if ch.Data != nil {
+					s = *ch.Data
+				}
+				if p, err = textOrB64(s, ch.DataB64); err != nil {
+					return err
+				}
 			}
-			if err := json.Unmarshal(data, &ch); err != nil {
-				return fmt.Errorf("decode %s event: %w", event, err)
-			}
-			var text string
-			if ch.Data != nil {
-				text = *ch.Data
-			}
-			p, err := textOrB64(text, ch.DataB64)
-			if err != nil {
-				return err
-			}
-			if w != nil {
+			if w != nil && len(p) > 0 {
 				if _, err := w.Write(p); err != nil {
 					return err
 				}
@@ -334,31 +362,63 @@ func readExecFrames(res *http.Response, stdout, stderr io.Writer) (*ExecExit, er
 	}
 }
 
-// readEvents parses a text/event-stream, calling fn for each event.
+// maxEventLine bounds one line of an event stream (and so what a server
+// can make the client hold).
+const maxEventLine = 8 << 20
+
+// readEvents parses a text/event-stream, calling fn for each event. data
+// is valid only until fn returns (its buffer is reused).
 func readEvents(r io.Reader, fn func(event string, data []byte) error) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 8<<20)
+	br := bufio.NewReaderSize(r, 64<<10)
 	var (
 		event string
 		data  []byte
 		has   bool
+		long  []byte // a line longer than br's buffer
 	)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long[:0], line...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				if len(long) > maxEventLine {
+					return fmt.Errorf("read event stream: a line of over %d bytes", maxEventLine)
+				}
+				line, err = br.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			line = long
+		}
+		if err != nil {
+			// A last line without its newline ends no event.
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read event stream: %w", err)
+		}
+		line = line[:len(line)-1]
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if len(line) == 0 {
 			if has || event != "" {
 				if err := fn(event, data); err != nil {
 					return err
 				}
 			}
-			event, data, has = "", nil, false
+			event, data, has = "", data[:0], false
 			continue
 		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
+		field, value := line, []byte(nil)
+		if i := bytes.IndexByte(line, ':'); i >= 0 {
+			field, value = line[:i], line[i+1:]
+			if len(value) > 0 && value[0] == ' ' {
+				value = value[1:]
+			}
+		}
+		switch string(field) {
 		case "event":
-			event = value
+			event = string(value)
 		case "data":
 			if has {
 				data = append(data, '\n')
@@ -367,10 +427,6 @@ func readEvents(r io.Reader, fn func(event string, data []byte) error) error {
 			has = true
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read event stream: %w", err)
-	}
-	return nil
 }
 
 // filesPath builds /sandbox/{id}/files/{path}: a relative path is under

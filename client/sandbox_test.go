@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -90,6 +92,7 @@ func TestClientSandboxes(t *testing.T) {
 			t.Fatalf("ExecStream (%s) = %+v, %v, %q, %q", accept, exit, err, out.String(), errOut.String())
 		}
 	}
+	testExecSSEForms(t, srv.URL, string(tok), id)
 	// An exec that cannot run answers a JSON error before any stream.
 	if _, err := c.ExecStream(ctx, "sb_missing", client.ExecRequest{Command: []string{"true"}}, nil, nil); err == nil {
 		t.Fatal("ExecStream on a missing sandbox: nil error")
@@ -188,5 +191,64 @@ func testClientPTY(t *testing.T, c *client.Client, id string) {
 	}
 	if err := c.ClosePTY(ctx, id, term.SessionID()); err == nil {
 		t.Fatal("ClosePTY of an ended session: nil error")
+	}
+}
+
+// formRecorder notes the X-Exec-Format of each exec stream's answer.
+type formRecorder struct{ forms []string }
+
+func (f *formRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := http.DefaultTransport.RoundTrip(req)
+	if err == nil && strings.HasSuffix(req.URL.Path, "/exec") {
+		f.forms = append(f.forms, res.Header.Get("X-Exec-Format"))
+	}
+	return res, err
+}
+
+// testExecSSEForms: over SSE the client asks for the text form and
+// decodes it (text over many lines, empty lines, no last newline; bytes
+// that are not UTF-8, NULs and CRs, which come as *_b64 events; stderr;
+// the exit code), and it still decodes the JSON form an older server
+// sends.
+func testExecSSEForms(t *testing.T, url, tok, id string) {
+	t.Helper()
+	ctx := context.Background()
+	rec := &formRecorder{}
+	tc, err := client.New(url, client.WithToken(tok), client.WithHTTPClient(&http.Client{Transport: rec}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seq strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&seq, "line %d\n", i)
+	}
+	script := `printf 'one\n\n  two\n'; printf 'err\n' >&2; seq -f 'line %g' 0 4999; printf 'a\000b\377\r\n'; printf '\342\202'; sleep 0.05; printf '\254z'; printf 'e\001' >&2; printf 'tail'; exit 5`
+	wantOut := "one\n\n  two\n" + seq.String() + "a\x00b\xff\r\n\xe2\x82\xacz" + "tail"
+	wantErr := "err\ne\x01"
+	req := client.ExecRequest{Command: []string{"sh", "-c", script}}
+	for _, form := range []string{"text", "json"} {
+		var out, errOut bytes.Buffer
+		var exit *client.ExecExit
+		if form == "text" {
+			exit, err = tc.ExecStreamAccept(ctx, id, req, &out, &errOut, "text/event-stream")
+		} else {
+			exit, err = tc.ExecStreamJSONForm(ctx, id, req, &out, &errOut)
+		}
+		if err != nil || exit.ExitCode != 5 {
+			t.Fatalf("%s form: exit %+v, %v", form, exit, err)
+		}
+		if out.String() != wantOut {
+			t.Errorf("%s form: stdout %d bytes, want %d: %q", form, out.Len(), len(wantOut), out.String()[max(0, out.Len()-80):])
+		}
+		if errOut.String() != wantErr {
+			t.Errorf("%s form: stderr %q, want %q", form, errOut.String(), wantErr)
+		}
+	}
+	if len(rec.forms) != 2 || rec.forms[0] != "text" || rec.forms[1] != "" {
+		t.Errorf("the answers' X-Exec-Format %q, want the text form, then the JSON form", rec.forms)
+	}
+	// Output dropped when no writer is given; the exit still comes.
+	if exit, err := tc.ExecStreamAccept(ctx, id, req, nil, nil, "text/event-stream"); err != nil || exit.ExitCode != 5 {
+		t.Fatalf("no writers: exit %+v, %v", exit, err)
 	}
 }

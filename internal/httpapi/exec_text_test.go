@@ -82,6 +82,9 @@ func TestExecTextSSE(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		t.Fatalf("exec: %d %s", res.StatusCode, b)
 	}
+	if f := res.Header.Get("X-Exec-Format"); f != "text" {
+		t.Errorf("X-Exec-Format %q, want text", f)
+	}
 	evs := readSSE(t, res.Body)
 	var seq strings.Builder
 	for i := 1; i <= 20000; i++ {

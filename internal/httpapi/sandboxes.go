@@ -31,7 +31,7 @@ var sandboxOps = []apiOp{
 	{Method: "GET", Path: "/sandbox/{id}", Summary: "A sandbox's status and its driver's capabilities", Response: sandboxView{}},
 	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent; snapshots the workspace first when configured)", Response: sandbox.Sandbox{}},
 	{Method: "GET", Path: "/sandbox/{id}/logs", Summary: "Build and start log (text; SSE `log`/`status` events with ?follow=true)"},
-	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events (`?format=text`: the output as plain data lines, `stdout_b64`/`stderr_b64` for bytes that are not text), binary frames with `Accept: application/vnd.techboss.exec-stream`, or one JSON answer with ?wait=true", Request: execRequest{}, Response: execWaitResponse{}, Stream: true, Frames: true, Errors: []int{409},
+	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events (`?format=text`: the output as plain data lines, `stdout_b64`/`stderr_b64` for bytes that are not text, answered with `X-Exec-Format: text`), binary frames with `Accept: application/vnd.techboss.exec-stream`, or one JSON answer with ?wait=true", Request: execRequest{}, Response: execWaitResponse{}, Stream: true, Frames: true, Errors: []int{409},
 		Events: map[string]any{"stdout": outputChunk{}, "stderr": outputChunk{}, "exit": execExit{}, "error": errorBody{},
 			"stdout_b64": "", "stderr_b64": ""},
 		Example: execRequest{Command: []string{"sh", "-c", "echo hello"}, TimeoutS: 30}},
@@ -390,10 +390,16 @@ func (s *server) handleExec(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	frames := wantsExecFrames(r)
+	textForm := !frames && r.URL.Query().Get("format") == "text"
 	var st *sseStream
 	if frames {
 		st, err = newStream(w, execFramesType, frameHeartbeatBytes)
 	} else {
+		if textForm {
+			// Says which form this is: a client that asks for the text
+			// form of a server that does not know it gets the JSON form.
+			w.Header().Set("X-Exec-Format", "text")
+		}
 		st, err = newSSE(w, r)
 	}
 	if err != nil {
@@ -414,7 +420,7 @@ func (s *server) handleExec(w http.ResponseWriter, r *http.Request) error {
 		flush = batch.close
 	} else {
 		enc := appendChunkEvent
-		if r.URL.Query().Get("format") == "text" {
+		if textForm {
 			enc = appendTextEvent
 		}
 		batch = newSSEBatcher(st, execBatchMax, enc)
