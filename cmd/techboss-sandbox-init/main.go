@@ -71,15 +71,18 @@ func serve() error {
 	return serveOn(l, init.Env)
 }
 
+// warmThreads is how many OS threads the agent makes before it starts any
+// command (agent.WarmThreads).
+const warmThreads = 10
+
 // serveOn serves the driver on l until SIGTERM.
 func serveOn(l net.Listener, env []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	sp, err := agent.NewSpawner(ctx)
+	sp, err := agent.NewSpawner(ctx, warmThreads)
 	if err != nil {
 		return err
 	}
-	go agent.WarmThreads(10)
 	return agent.Serve(ctx, l, sp, env, log)
 }

@@ -332,6 +332,12 @@ func TestExecPidsLimitError(t *testing.T) {
 	ref := create(t, d, sandbox.Spec{PidsLimit: 16})
 	s, _ := d.get(ref)
 	pidsDir := s.st.Cgroups.dir("pids")
+	t.Cleanup(func() {
+		if t.Failed() { // what the agent said before it went away
+			b, _ := os.ReadFile(filepath.Join(s.st.Dir, "sandbox.log"))
+			t.Logf("sandbox.log:\n%s", b)
+		}
+	})
 	readInt := func(name string) int {
 		b, err := os.ReadFile(filepath.Join(pidsDir, name))
 		if err != nil {

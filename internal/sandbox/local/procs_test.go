@@ -118,7 +118,9 @@ func TestProcesses(t *testing.T) {
 	})
 
 	t.Run("ExecStartedListedAndSignalled", func(t *testing.T) {
-		pid, err := strconv.Atoi(strings.TrimSpace(mustSh(t, d, ref, `timeout 60 tail -f /dev/null >/dev/null 2>&1 & until [ "$(cat /proc/$!/comm)" = timeout ]; do :; done; echo $!`)))
+		// Wait on cmdline, not comm: exec sets the new comm before the new
+		// argument list, so a listing between the two shows no command.
+		pid, err := strconv.Atoi(strings.TrimSpace(mustSh(t, d, ref, `timeout 60 tail -f /dev/null >/dev/null 2>&1 & until [ "$(head -c 7 /proc/$!/cmdline)" = timeout ]; do :; done; echo $!`)))
 		if err != nil {
 			t.Fatal(err)
 		}

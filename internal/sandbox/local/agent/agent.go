@@ -68,6 +68,10 @@ func dropThreadPrivileges() error {
 // no capabilities at all.
 type Spawner struct {
 	reqs chan spawnReq
+	// ready is closed once the agent's threads exist (see WarmThreads);
+	// nothing of the sandbox's runs before, so no command can take the
+	// PIDs the warm-up still needs.
+	ready chan struct{}
 }
 
 type spawnReq struct {
@@ -82,9 +86,15 @@ type spawnRes struct {
 	err error
 }
 
-// NewSpawner starts the spawner thread; it runs until ctx is done.
-func NewSpawner(ctx context.Context) (*Spawner, error) {
-	s := &Spawner{reqs: make(chan spawnReq)}
+// NewSpawner starts the spawner thread; it runs until ctx is done. It
+// also makes warm OS threads (WarmThreads) in the background and starts no
+// command before they exist.
+func NewSpawner(ctx context.Context, warm int) (*Spawner, error) {
+	s := &Spawner{reqs: make(chan spawnReq), ready: make(chan struct{})}
+	go func() {
+		WarmThreads(warm)
+		close(s.ready)
+	}()
 	ready := make(chan error, 1)
 	go func() {
 		// Never unlocked: the thread's creds differ from the others', so it
@@ -113,6 +123,11 @@ func NewSpawner(ctx context.Context) (*Spawner, error) {
 
 // Start starts a process from the spawner thread.
 func (s *Spawner) Start(ctx context.Context, path string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	r := spawnReq{path: path, argv: argv, attr: attr, res: make(chan spawnRes, 1)}
 	select {
 	case s.reqs <- r:
@@ -131,8 +146,9 @@ const maxProcs = 2
 // n OS threads now, while the sandbox's pids limit has room. Threads count
 // against the limit like processes do, and the runtime aborts (taking the
 // sandbox with it) when it cannot create one, which a fork bomb can cause
-// at any moment. The runtime keeps idle threads for reuse, and the agent
-// needs at most maxProcs, the spawner, the runtime's own two and the few
+// at any moment; so the Spawner starts nothing before they exist (a
+// warm-up still under way when a bomb went off once killed the agent).
+// The runtime keeps idle threads for reuse, and the agent needs at most maxProcs, the spawner, the runtime's own two and the few
 // that short system calls occupy: commands are waited for through the
 // poller (waitExited), and exec starts are bounded (Serve). Without the
 // cap, a many-core host would start a thread per core for the collector
