@@ -3,9 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cgi"
@@ -18,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/techbossai/techboss/client"
 	"github.com/techbossai/techboss/internal/modeltest"
 )
@@ -28,6 +35,9 @@ type gitServer struct {
 	url, root, token string
 	mu               sync.Mutex
 	requests         []string // method path (service), for each authorized request
+	// also accepts other passwords (installation tokens minted by the
+	// GitHub stand-in); nil: only token.
+	also func(password string) bool
 }
 
 func newGitServer(t *testing.T, token string) *gitServer {
@@ -53,7 +63,7 @@ func newGitServer(t *testing.T, token string) *gitServer {
 	gitHost(t, bare, "config", "http.receivepack", "true")
 	h := &cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + g.root, "GIT_HTTP_EXPORT_ALL=1"}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != "x-access-token" || p != g.token {
+		if u, p, ok := r.BasicAuth(); !ok || u != "x-access-token" || (p != g.token && (g.also == nil || !g.also(p))) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
 			http.Error(w, "bad credentials", http.StatusUnauthorized)
 			return
@@ -102,17 +112,46 @@ func gitHostTry(args ...string) (string, error) {
 }
 
 // githubStandIn speaks the slice of the GitHub REST API that opening a
-// pull request uses, and records what it received.
+// pull request and a GitHub App's installation tokens use, and records
+// what it received. An installation token is minted only for a JWT that
+// the App's public key verifies.
 type githubStandIn struct {
 	url  string
 	mu   sync.Mutex
 	got  []map[string]any
 	auth []string
+	// The App: its ID, public key and installation; the tokens minted and
+	// the token requests' bodies.
+	appID        string
+	appKey       *rsa.PublicKey
+	installation int64
+	minted       map[string]bool
+	tokenReqs    []map[string]any
 }
 
 func newGitHubStandIn(t *testing.T) *githubStandIn {
-	g := &githubStandIn{}
+	g := &githubStandIn{minted: map[string]bool{}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == "POST" && r.URL.Path == fmt.Sprintf("/api/v3/app/installations/%d/access_tokens", g.installation) && g.appKey != nil {
+			bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if _, err := jwt.Parse(bearer, func(*jwt.Token) (any, error) { return g.appKey, nil },
+				jwt.WithValidMethods([]string{"RS256"}), jwt.WithIssuer(g.appID), jwt.WithIssuedAt(), jwt.WithExpirationRequired()); err != nil {
+				w.WriteHeader(http.StatusUnauthorized)
+				fmt.Fprint(w, `{"message":"A JSON web token could not be decoded"}`)
+				return
+			}
+			var body map[string]any
+			json.NewDecoder(r.Body).Decode(&body)
+			g.mu.Lock()
+			tok := fmt.Sprintf("ghs_standin%dinstallationtoken", len(g.tokenReqs))
+			g.tokenReqs = append(g.tokenReqs, body)
+			g.minted[tok] = true
+			g.mu.Unlock()
+			w.WriteHeader(http.StatusCreated)
+			json.NewEncoder(w).Encode(map[string]any{"token": tok, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+			return
+		}
 		if r.Method != "POST" || r.URL.Path != "/api/v3/repos/owner/app/pulls" {
 			http.Error(w, `{"message":"Not Found"}`, http.StatusNotFound)
 			return
@@ -127,13 +166,29 @@ func newGitHubStandIn(t *testing.T) *githubStandIn {
 		g.auth = append(g.auth, r.Header.Get("Authorization"))
 		n := len(g.got)
 		g.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusCreated)
 		json.NewEncoder(w).Encode(map[string]any{"number": n, "html_url": "https://github.example/owner/app/pull/" + string(rune('0'+n)), "state": "open"})
 	}))
 	t.Cleanup(srv.Close)
 	g.url = srv.URL
 	return g
+}
+
+// accepts reports whether tok is an installation token the stand-in minted.
+func (g *githubStandIn) accepts(tok string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.minted[tok]
+}
+
+func (g *githubStandIn) installationTokens() ([]string, []map[string]any) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var toks []string
+	for k := range g.minted {
+		toks = append(toks, k)
+	}
+	return toks, append([]map[string]any(nil), g.tokenReqs...)
 }
 
 func (g *githubStandIn) requests() ([]map[string]any, []string) {
@@ -152,6 +207,14 @@ func TestRepositories(t *testing.T) {
 	const pat = "ghp_TESTpat0123456789abcdefREPOS"
 	git := newGitServer(t, pat)
 	gh := newGitHubStandIn(t)
+	appKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appPEM := string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)}))
+	appPEMBody := strings.Split(appPEM, "\n")[1] // a line of the key, as it would appear anywhere
+	gh.appID, gh.appKey, gh.installation = "98765", &appKey.PublicKey, 4242
+	git.also = gh.accepts
 	model := modeltest.New(t,
 		modeltest.Bash("cd /workspace/app && sed -i 's/return False/return user is not None/' login.py"),
 		modeltest.Text("I fixed the login."),
@@ -485,6 +548,66 @@ func TestRepositories(t *testing.T) {
 		}
 	})
 
+	t.Run("a GitHub App credential", func(t *testing.T) {
+		app := fmt.Sprintf(`{"app_id": %s, "installation_id": %d, "private_key": %q}`, gh.appID, gh.installation, appPEM)
+		if err := c.PutSecret(ctx, "ghapp", app); err != nil {
+			t.Fatal(err)
+		}
+		sb, err := c.CreateSandbox(ctx, client.SandboxSpec{ImageBase: "host", Repo: []client.GitRepo{{
+			URL: repoURL, Ref: "main", Credential: "ghapp", APIURL: apiURL, Dir: "app",
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		terminateAtCleanup(t, in.url, tok.Token, sb.SandboxID)
+		appExec := func(script string) (string, int) {
+			t.Helper()
+			res, err := c.Exec(ctx, sb.SandboxID, client.ExecRequest{Command: []string{"sh", "-c", script}, Workdir: "/workspace/app"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(res.Stdout) + string(res.Stderr), res.ExitCode
+		}
+		if out, code := appExec("git log --oneline -1 && git ls-remote --heads origin"); code != 0 || !strings.Contains(out, "refs/heads/main") {
+			t.Fatalf("clone and fetch with the App's installation tokens: exit %d\n%s", code, out)
+		}
+		// An installation token is not the App's key: with it the broker
+		// still refuses what the sandbox may not push.
+		mainBefore := git.ref(t, "refs/heads/main")
+		for _, dst := range []string{"main", "other/x"} {
+			if out, code := appExec("git -c user.email=a@b -c user.name=a commit -q --allow-empty -m x && git push origin HEAD:" + dst + " 2>&1"); code == 0 || !strings.Contains(out, "techboss broker") {
+				t.Fatalf("push to %s with an App token: exit %d, want the broker's refusal\n%s", dst, code, out)
+			}
+		}
+		if git.ref(t, "refs/heads/main") != mainBefore || git.ref(t, "refs/heads/other/x") != "" {
+			t.Fatal("a refused push reached the git server")
+		}
+		if out, code := appExec("git push origin HEAD:agent/app-change 2>&1"); code != 0 || git.ref(t, "refs/heads/agent/app-change") == "" {
+			t.Fatalf("push to agent/app-change with an App token: exit %d\n%s", code, out)
+		}
+		pr, err := c.OpenPullRequest(ctx, sb.SandboxID, client.PullRequestRequest{Title: "App change", Head: "agent/app-change"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, auth := gh.requests()
+		toks, reqs := gh.installationTokens()
+		if pr.URL == "" || !strings.HasPrefix(auth[len(auth)-1], "Bearer ghs_standin") {
+			t.Fatalf("the pull request went with %q, want an installation token", auth[len(auth)-1])
+		}
+		// Cached: the create's check, the clone, the fetches, the pushes and
+		// the pull request took one token.
+		if len(toks) != 1 {
+			t.Fatalf("%d installation tokens minted, want 1 (cached until near its expiry)", len(toks))
+		}
+		if repos, _ := reqs[0]["repositories"].([]any); len(repos) != 1 || repos[0] != "app" {
+			t.Fatalf("the token request = %v, want it restricted to the repository", reqs[0])
+		}
+		out, _ := appExec(`env; cat .git/config; grep -rl -D skip -e '` + toks[0] + `' -e '` + appPEMBody + `' /workspace /tmp /root /home 2>/dev/null; true`)
+		if strings.Contains(out, toks[0]) || strings.Contains(out, appPEMBody) {
+			t.Fatalf("the installation token or the App's key is visible in the sandbox:\n%s", out)
+		}
+	})
+
 	t.Run("the token is nowhere in the sandbox", func(t *testing.T) {
 		enc := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + pat))
 		out, _ := exec(`env; cat /workspace/app/.git/config; grep -rl -D skip -e '` + pat + `' -e '` + enc + `' /workspace /tmp /root /home 2>/dev/null; true`)
@@ -511,6 +634,15 @@ func TestRepositories(t *testing.T) {
 			if err == nil && (bytes.Contains(b, []byte(pat)) || bytes.Contains(b, []byte(enc))) {
 				t.Errorf("the token is in %s", p)
 			}
+			if err == nil && bytes.Contains(b, []byte(appPEMBody)) {
+				t.Errorf("the GitHub App's private key is in %s", p)
+			}
+			toks, _ := gh.installationTokens()
+			for _, tk := range toks {
+				if err == nil && bytes.Contains(b, []byte(tk)) {
+					t.Errorf("an installation token is in %s", p)
+				}
+			}
 			return nil
 		})
 	})
@@ -529,6 +661,12 @@ func TestRepositories(t *testing.T) {
 	logs := in.stop()
 	if strings.Contains(logs, pat) {
 		t.Fatal("the token reached the server logs")
+	}
+	toks, _ := gh.installationTokens()
+	for _, secret := range append(toks, appPEMBody) {
+		if strings.Contains(logs, secret) {
+			t.Fatal("the GitHub App's key or an installation token reached the server logs")
+		}
 	}
 	if grant == "" || strings.Contains(logs, grant) {
 		t.Fatalf("the sandbox's grant (%q) reached the server logs", grant)

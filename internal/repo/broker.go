@@ -27,6 +27,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/techbossai/techboss/internal/errs"
@@ -73,6 +74,9 @@ type Broker struct {
 	cfg    BrokerConfig
 	client *http.Client
 	log    *slog.Logger
+
+	appMu     sync.Mutex
+	appTokens map[string]appToken // GitHub App installation tokens by owner, secret, repository
 }
 
 // NewBroker returns a broker.
@@ -86,7 +90,7 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger}
+	b := &Broker{cfg: cfg, log: cfg.Logger, appTokens: map[string]appToken{}}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -407,19 +411,9 @@ func (b *Broker) authorize(ctx context.Context, req *http.Request, ownerID strin
 	if g.Credential == "" {
 		return nil
 	}
-	if b.cfg.Reveal == nil {
-		return errs.E(errs.Unavailable, "the secret store is not configured")
-	}
-	v, err := b.cfg.Reveal(ctx, ownerID, g.Credential)
+	user, pass, err := b.credential(ctx, ownerID, g, rm)
 	if err != nil {
-		if errs.KindOf(err) == errs.NotFound {
-			return errs.E(errs.Dependency, "credential %q: no such secret", g.Credential)
-		}
 		return err
-	}
-	user, pass := basicUser(ForgeOf(g, rm)), strings.TrimSpace(v)
-	if u, p, ok := strings.Cut(pass, ":"); ok && u != "" && !strings.ContainsAny(u, " /") {
-		user, pass = u, p
 	}
 	req.SetBasicAuth(user, pass)
 	return nil

@@ -20,8 +20,9 @@ import (
 )
 
 // upstreamGit serves a bare repository with git's own http-backend,
-// refusing requests without the token; it returns the server's URL.
-func upstreamGit(t *testing.T, token string) string {
+// refusing requests whose password accept refuses; it returns the
+// server's URL.
+func upstreamGit(t *testing.T, accept func(password string) bool) string {
 	t.Helper()
 	backend := "/usr/lib/git-core/git-http-backend"
 	if _, err := os.Stat(backend); err != nil {
@@ -46,7 +47,7 @@ func upstreamGit(t *testing.T, token string) string {
 	run("", "clone", "-q", "--bare", work, filepath.Join(root, "owner", "app.git"))
 	h := &cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, p, ok := r.BasicAuth(); !ok || p != token {
+		if _, p, ok := r.BasicAuth(); !ok || !accept(p) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
 			http.Error(w, "bad credentials", http.StatusUnauthorized)
 			return
@@ -72,7 +73,7 @@ type grantWorld struct {
 
 func newGrantWorld(t *testing.T, ttl time.Duration) *grantWorld {
 	const pat = "ghp_grant-test-token"
-	up := upstreamGit(t, pat)
+	up := upstreamGit(t, func(p string) bool { return p == pat })
 	w := &grantWorld{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	w.updated = w.now.Add(-time.Hour)
 	w.sb = sandbox.Sandbox{ID: "sb_grant1", OwnerID: "u1", State: sandbox.Running, CreatedAt: w.now,

@@ -647,13 +647,9 @@ func (s *Service) PullRequest(ctx context.Context, ownerID, id string, req PullR
 	} else if err := checkBranch("base", base); err != nil {
 		return nil, err
 	}
-	tok, err := s.d.Broker.cfg.Reveal(ctx, sb.OwnerID, g.Credential)
+	_, tok, err := s.d.Broker.credential(ctx, sb.OwnerID, g, rm)
 	if err != nil {
 		return nil, err
-	}
-	tok = strings.TrimSpace(tok)
-	if _, p, ok := strings.Cut(tok, ":"); ok {
-		tok = p
 	}
 	pr, err := forge.Open(ctx, forge.Request{
 		Kind: ForgeOf(g, rm), Host: rm.Host, APIURL: g.APIURL, Project: strings.TrimPrefix(rm.Path, "/"),

@@ -37,7 +37,8 @@ type GitRepo struct {
 	// Depth makes a shallow clone of that many commits (0: full history).
 	Depth int `json:"depth,omitempty"`
 	// Credential names the owner's stored secret holding the token (a
-	// GitHub or GitLab personal access token, or "user:token").
+	// GitHub or GitLab personal access token, or "user:token") or a GitHub
+	// App's {"app_id", "installation_id", "private_key"}.
 	Credential string `json:"credential,omitempty"`
 	// Dir is the directory under /workspace (default: the repository's name).
 	Dir string `json:"dir,omitempty"`
