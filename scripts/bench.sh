@@ -27,6 +27,7 @@ suite=(
   "./internal/agent ^Benchmark(RunWallVsBareCLI|CrossReplicaEvent|ApprovalRoundTrip)$"
   "./internal/sandbox/local/runsc ^Benchmark(RunscStartFirstExec|RunscExecTrue)$"
   "./internal/httpapi ^Benchmark(PreviewProxy)$"
+  "./cmd/server ^Benchmark(IdleRSS)$"
 )
 status=0
 start=$SECONDS

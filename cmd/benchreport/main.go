@@ -60,6 +60,7 @@ var targets = map[string][]target{
 	"CLILineToSSE":            {{"p99-ms", "<=", 2}},
 	"CLIDeltaToSSE":           {{"p99-ms", "<=", 2}},
 	"PreviewProxy":            {{"added-p50-ms", "<=", 1}},
+	"IdleRSS":                 {{"rss-MiB", "<=", 40}},
 }
 
 var lineRE = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)
