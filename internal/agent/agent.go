@@ -206,7 +206,10 @@ type UsageRecord struct {
 
 // UsageGroup is one row of a usage summary.
 type UsageGroup struct {
-	Key         string `json:"key"` // the day (YYYY-MM-DD), model or sandbox ID
+	Key string `json:"key"` // the day (YYYY-MM-DD), model, sandbox ID or user ID
+	// Label names the key for people where the ID does not: the user's
+	// email (group_by=user).
+	Label       string `json:"label,omitempty"`
 	Requests    int64  `json:"requests"`
 	Usage       Usage  `json:"usage"`
 	CostNanoUSD int64  `json:"-"`
@@ -226,8 +229,12 @@ type UsageQuery struct {
 	UserID  string // "" = every user (admins only)
 	From    time.Time
 	To      time.Time
-	GroupBy string // day | model | sandbox
+	GroupBy string // one of UsageGroupBys
 }
+
+// UsageGroupBys are the groupings of a usage summary. A new one (a team)
+// is one more name here and one more key in the store's summary.
+var UsageGroupBys = []string{"day", "model", "sandbox", "user"}
 
 // Store is the persistence the agent package consumes (internal/store
 // implements it on SQLite and PostgreSQL).

@@ -127,6 +127,9 @@ type Decision struct {
 	UpdatedInput json.RawMessage `json:"updated_input,omitempty"`
 	// Remember "run": allow (or deny) this tool for the rest of the run.
 	Remember string `json:"remember,omitempty"`
+	// ByEmail is the answering user's email, set by the server (not the
+	// request body), for the permission_decision event.
+	ByEmail string `json:"-"`
 }
 
 // PermissionDecisionData is the data of a permission_decision event.
@@ -141,7 +144,9 @@ type PermissionDecisionData struct {
 	// "remembered", "timeout" or "run_ended".
 	Source    string `json:"source"`
 	DecidedBy string `json:"decided_by,omitempty"`
-	Remember  string `json:"remember,omitempty"`
+	// DecidedByEmail is that user's email.
+	DecidedByEmail string `json:"decided_by_email,omitempty"`
+	Remember       string `json:"remember,omitempty"`
 }
 
 // approvals is the approval state of one run of this process.
@@ -313,7 +318,7 @@ func (s *Service) approve(ctx context.Context, runID string, in approveCall) ([]
 		if ans.by == "timeout" || ans.by == "run_ended" {
 			d.Source = ans.by
 		} else {
-			d.DecidedBy = ans.by
+			d.DecidedBy, d.DecidedByEmail = ans.by, ans.ByEmail
 		}
 	}
 	if _, err := s.hub.Append(context.WithoutCancel(ctx), runID, s.stamp(NewEvent(TypePermissionDecision, d, ""))); err != nil {
@@ -371,7 +376,7 @@ func (s *Service) Decide(ctx context.Context, ownerID, runID, requestID string, 
 	_, local := s.jobs[r.ID]
 	s.mu.Unlock()
 	if !local && r.Status.Active() {
-		b, _ := json.Marshal(remoteDecision{RequestID: requestID, Decision: d, By: ownerID})
+		b, _ := json.Marshal(remoteDecision{RequestID: requestID, Decision: d, By: ownerID, ByEmail: d.ByEmail})
 		if err := s.hub.SendDecide(ctx, r.ID, b); err != nil {
 			if errors.Is(err, errNoFeed) {
 				return PermissionDecisionData{}, false, errs.E(errs.Conflict, "run %s is executed by another server", r.ID)
@@ -379,7 +384,7 @@ func (s *Service) Decide(ctx context.Context, ownerID, runID, requestID string, 
 			return PermissionDecisionData{}, false, err
 		}
 		return PermissionDecisionData{RequestID: requestID, Behavior: d.Behavior, Message: d.Message, UpdatedInput: d.UpdatedInput,
-			Source: "user", DecidedBy: ownerID, Remember: d.Remember}, true, nil
+			Source: "user", DecidedBy: ownerID, DecidedByEmail: d.ByEmail, Remember: d.Remember}, true, nil
 	}
 	out, err = s.decideLocal(r.ID, requestID, d, ownerID)
 	return out, false, err
@@ -390,6 +395,7 @@ type remoteDecision struct {
 	RequestID string   `json:"request_id"`
 	Decision  Decision `json:"decision"`
 	By        string   `json:"by"`
+	ByEmail   string   `json:"by_email,omitempty"`
 }
 
 // decideRemote takes an answer another replica passed through the feed.
@@ -398,6 +404,7 @@ func (s *Service) decideRemote(runID string, payload []byte) {
 	if json.Unmarshal(payload, &rd) != nil {
 		return
 	}
+	rd.Decision.ByEmail = rd.ByEmail
 	if _, err := s.decideLocal(runID, rd.RequestID, rd.Decision, rd.By); err != nil {
 		s.log.Debug("answer from another replica", "run_id", runID, "request_id", rd.RequestID, "err", err)
 	}
@@ -422,7 +429,7 @@ func (s *Service) decideLocal(runID, requestID string, d Decision, by string) (P
 	}
 	p.answer <- decided{Decision: d, by: by}
 	return PermissionDecisionData{RequestID: requestID, ToolName: p.tool, ToolUseID: p.toolUseID, Behavior: d.Behavior,
-		Message: d.Message, UpdatedInput: d.UpdatedInput, Source: "user", DecidedBy: by, Remember: d.Remember}, nil
+		Message: d.Message, UpdatedInput: d.UpdatedInput, Source: "user", DecidedBy: by, DecidedByEmail: d.ByEmail, Remember: d.Remember}, nil
 }
 
 // summarize renders a tool call to read before approving it: the command

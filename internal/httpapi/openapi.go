@@ -125,6 +125,7 @@ func apiOps() [][]apiOp {
 		processOps,
 		webhookOps,
 		auditOps,
+		presenceOps,
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/presence"
 	"github.com/techbossai/techboss/internal/sandbox"
 )
 
@@ -136,7 +137,13 @@ func (s *server) handleProcessLogs(w http.ResponseWriter, r *http.Request) error
 	l := &lazySSE{w: w, r: r}
 	defer l.close()
 	var startErr error
-	ready := func() { startErr = l.start() }
+	leave := func() {}
+	defer func() { leave() }()
+	ready := func() {
+		if startErr = l.start(); startErr == nil && follow {
+			leave = s.watching(r, chi.URLParam(r, "id"), presence.KindLogs, "")
+		}
+	}
 	var buf []byte
 	err = m.ProcessLogs(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), pid, follow, ready, func(o sandbox.ProcessOutput) error {
 		if startErr != nil {
@@ -226,10 +233,13 @@ func (s *server) handleWatch(w http.ResponseWriter, r *http.Request) error {
 	l := &lazySSE{w: w, r: r}
 	defer l.close()
 	var startErr error
+	leave := func() {}
+	defer func() { leave() }()
 	ready := func() {
 		// The first event says the watch is in place: changes from now on
 		// are reported.
 		if startErr = l.start(); startErr == nil {
+			leave = s.watching(r, chi.URLParam(r, "id"), presence.KindWatch, "")
 			startErr = l.st.Event("", "ready", []byte("{}"))
 		}
 	}

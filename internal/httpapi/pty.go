@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/presence"
 	"github.com/techbossai/techboss/internal/sandbox"
 )
 
@@ -113,6 +114,7 @@ func (s *server) handlePTY(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.streams.add()
 	defer s.streams.done()
+	defer s.watching(r, id, presence.KindPTY, "")()
 	s.serveTerminal(c, p)
 	return nil
 }

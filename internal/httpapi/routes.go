@@ -48,6 +48,7 @@ func (s *server) routes() http.Handler {
 		s.mountProcesses(r)
 		s.mountWebhooks(r)
 		s.mountAudit(r)
+		s.mountPresence(r)
 	})
 	return r
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/agent/claude"
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/presence"
 )
 
 // defaultStreamDrain is Deps.StreamDrain's default.
@@ -51,7 +52,7 @@ var runEventSchemas = map[string]any{
 	agent.TypePermissionRequest: agent.PermissionRequestData{}, agent.TypePermissionDecision: agent.PermissionDecisionData{},
 	agent.TypeRetry: agent.RetryData{}, agent.TypeUsage: agent.UsageData{}, agent.TypeError: agent.ErrorData{},
 	agent.TypeResult: agent.ResultData{}, agent.TypeSnapshotError: agent.SnapshotErrorData{}, agent.TypeDone: agent.DoneData{},
-	"restarting": restartingData{},
+	"restarting": restartingData{}, "presence": presenceResponse{},
 }
 
 // runOps documents the agent run and usage routes.
@@ -63,7 +64,7 @@ var runOps = []apiOp{
 	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form. Event types (docs/run-events.md): run.started, text_delta, thinking_delta, tool_input_delta, text, tool_use, permission_request, permission_decision, tool_result, retry, usage, error, result, snapshot_error (the after-run snapshot failed; the server retries it and clears the run's snapshot_error once one is stored), done. A stream the server stops before the run ends ends with `event: restarting` (no id): resume with Last-Event-ID", Stream: true, Events: runEventSchemas},
 	{Method: "POST", Path: "/runs/{id}/cancel", Summary: "Cancel a run: SIGINT, then SIGKILL after a grace period; it ends cancelled", Response: agent.Run{}, Errors: []int{409}},
 	{Method: "POST", Path: "/runs/{id}/permissions/{request_id}", Summary: "Answer a pending tool approval (a permission_request event of a run started with permission_mode \"ask\" or permissions): allow (optionally with updated_input replacing the tool's input) or deny (with a message the agent reads); remember \"run\" applies the answer to the tool for the rest of the run. The first answer wins: a later one is 409. Recorded as a permission_decision event naming who answered. On a replica other than the run's, the answer is passed on (202) and the event says whether it was the first", Request: agent.Decision{}, Response: agent.PermissionDecisionData{}, Errors: []int{409}},
-	{Method: "GET", Path: "/usage", Summary: "Your LLM usage (tokens, cost) in [from, to) grouped by day, model or sandbox; admins may pass user", Response: usageResponse{}},
+	{Method: "GET", Path: "/usage", Summary: "Your LLM usage (tokens, cost) in [from, to) grouped by day, model, sandbox or user (each group's label is the user's email); admins may pass user (empty: every user), and group_by=user without user gives an admin every user's usage, a member their own", Response: usageResponse{}},
 }
 
 type claudeRequest struct {
@@ -181,7 +182,7 @@ func (s *server) handleClaude(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("X-Run-ID", run.ID)
 	w.Header().Set("Location", "/runs/"+run.ID)
-	return s.streamRun(w, r, svc, run.ID, 0, format)
+	return s.streamRun(w, r, svc, run.ID, run.SandboxID, 0, format)
 }
 
 // streamFormat picks plain | events | ndjson from ?format= and Accept.
@@ -231,14 +232,16 @@ func (s *server) handleRunEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return s.streamRun(w, r, svc, chi.URLParam(r, "id"), after, format)
+	return s.streamRun(w, r, svc, chi.URLParam(r, "id"), "", after, format)
 }
 
 // streamRun writes a run's events after `after` and follows it until it
 // is done, the client leaves or the server stops (the client then
 // reconnects with Last-Event-ID and loses nothing). A client that reads
-// slowly only falls behind: it catches up from the store.
-func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Service, runID string, after int64, format string) error {
+// slowly only falls behind: it catches up from the store. The stream
+// counts as watching the run's sandbox (sandboxID, looked up when ""), and
+// the typed form gets a presence event when the sandbox's viewers change.
+func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Service, runID, sandboxID string, after int64, format string) error {
 	s.streams.add()
 	defer s.streams.done()
 	ctx, cancel := context.WithCancel(r.Context())
@@ -248,6 +251,20 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 		return err
 	}
 	defer sub.Close()
+	if sandboxID == "" {
+		run, err := svc.Get(ctx, currentUser(r).ID, runID)
+		if err != nil {
+			return err
+		}
+		sandboxID = run.SandboxID
+	}
+	defer s.watching(r, sandboxID, presence.KindRun, runID)()
+	// Viewers joining or leaving wake the loop, which writes them (typed
+	// form only: the plain form is the agent's text, ndjson the event log).
+	var viewersChanged atomic.Bool
+	if format == "events" {
+		defer s.presence.Subscribe(sandboxID, func() { viewersChanged.Store(true); sub.Wake() })()
+	}
 	// The server stopping gives the run StreamDrain to end (shutdown
 	// interrupts it, and its done event follows); then the stream ends
 	// with a restarting event, and the client resumes elsewhere.
@@ -348,6 +365,14 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 		}
 		if restart.Load() {
 			return true, false, writeRestarting(out, format, lastID)
+		}
+		if viewersChanged.Swap(false) {
+			// No id: presence is not part of the run's log and does not
+			// move the client's Last-Event-ID.
+			b, _ := json.Marshal(presenceResponse{Viewers: s.presence.Viewers(sandboxID)})
+			if err := out.Event("", "presence", b); err != nil {
+				return true, false, err
+			}
 		}
 		evs, err := sub.Take(ctx)
 		if errors.Is(err, io.EOF) || ctx.Err() != nil {
@@ -642,6 +667,7 @@ func (s *server) handleDecide(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSONLimit(r, &d, s.deps.MaxJSONBody); err != nil {
 		return err
 	}
+	d.ByEmail = currentUser(r).Email // the permission_decision event shows who answered
 	out, forwarded, err := svc.Decide(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), chi.URLParam(r, "request_id"), d)
 	if err != nil {
 		return err
@@ -700,14 +726,16 @@ func (s *server) handleUsage(w http.ResponseWriter, r *http.Request) error {
 	if uq.GroupBy == "" {
 		uq.GroupBy = "day"
 	}
-	if !slices.Contains([]string{"day", "model", "sandbox"}, uq.GroupBy) {
-		bad = append(bad, errs.FieldError{Field: "group_by", Reason: "must be day, model or sandbox"})
+	if !slices.Contains(agent.UsageGroupBys, uq.GroupBy) {
+		bad = append(bad, errs.FieldError{Field: "group_by", Reason: "must be one of " + strings.Join(agent.UsageGroupBys, ", ")})
 	}
 	if v, ok := q["user"]; ok {
 		if !u.IsAdmin() {
 			return errs.E(errs.Forbidden, "only admins may read another user's usage")
 		}
 		uq.UserID = v[0] // "" = every user
+	} else if uq.GroupBy == "user" && u.IsAdmin() {
+		uq.UserID = "" // an admin's per-user view is every user's; a member's is their own
 	}
 	if len(bad) == 0 && !uq.To.After(uq.From) {
 		bad = append(bad, errs.FieldError{Field: "to", Reason: "must be after from"})

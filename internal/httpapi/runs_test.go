@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -492,6 +493,31 @@ except urllib.error.HTTPError as e:
 	r.data(t, &all)
 	if all.Total.Usage != want {
 		t.Errorf("admin all-users total %+v, want %+v", all.Total.Usage, want)
+	}
+
+	// By user: an admin sees every user, labelled by email; a member only
+	// themselves.
+	byUser := func(c *http.Client) usageResponse {
+		t.Helper()
+		r := h.do(c, "GET", "/usage?from=2020-01-01&to=2100-01-01&group_by=user", nil)
+		wantStatus(t, r, 200)
+		var u usageResponse
+		r.data(t, &u)
+		return u
+	}
+	users := byUser(admin)
+	var labels []string
+	var sum agent.Usage
+	for _, g := range users.Groups {
+		labels = append(labels, g.Label)
+		sum = sum.Add(g.Usage)
+	}
+	slices.Sort(labels)
+	if !slices.Equal(labels, []string{"alice@example.com", "bob@example.com"}) || sum != want || users.Total.Usage != want {
+		t.Errorf("admin by user: labels %v, sum %+v, total %+v; want alice and bob summing to %+v", labels, sum, users.Total.Usage, want)
+	}
+	if own := byUser(h.bob); len(own.Groups) != 1 || own.Groups[0].Label != "bob@example.com" {
+		t.Errorf("bob by user: %+v, want bob alone", own.Groups)
 	}
 }
 

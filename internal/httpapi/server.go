@@ -18,6 +18,7 @@ import (
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/audit"
 	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/presence"
 	"github.com/techbossai/techboss/internal/repo"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/secrets"
@@ -98,6 +99,9 @@ type Deps struct {
 	// before it ends with a "restarting" event (default 5 s; keep it
 	// inside TECHBOSS_SHUTDOWN_TIMEOUT).
 	StreamDrain time.Duration
+	// PresenceDebounce is how long joins and leaves gather before run
+	// streams get a presence event (default presence.DefaultDebounce).
+	PresenceDebounce time.Duration
 }
 
 // server holds the handlers' shared state. Handlers are methods on it.
@@ -108,6 +112,8 @@ type server struct {
 	metrics *httpMetrics
 	csrf    *http.CrossOriginProtection
 	streams streamCount
+	// presence: who watches which sandbox through this server's streams.
+	presence *presence.Tracker
 
 	previewOnce sync.Once
 	previewRT   *http.Transport // the preview proxy's (ports.go)
@@ -192,6 +198,13 @@ func newServer(deps Deps) *server {
 		metrics: newHTTPMetrics(deps.Metrics),
 		csrf:    http.NewCrossOriginProtection(),
 	}
+	// A watched sandbox is not idle: its first viewer marks it busy until
+	// the last one leaves.
+	var busy func(string) func()
+	if deps.Sandboxes != nil {
+		busy = deps.Sandboxes.MarkBusy
+	}
+	s.presence = presence.New(presence.Options{Debounce: deps.PresenceDebounce, Clock: deps.Clock, Busy: busy})
 	for _, o := range deps.TrustedOrigins {
 		if err := s.csrf.AddTrustedOrigin(o); err != nil {
 			s.log.Warn("ignoring trusted origin", "origin", o, "err", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/techbossai/techboss/internal/agent"
@@ -70,23 +71,34 @@ func usageWhere(q agent.UsageQuery) (string, []any) {
 	return where, args
 }
 
+// usageKeys are the groupings of UsageSummary (agent.UsageGroupBys):
+// the SQL of each group's key and, where the key is an ID, of a label
+// that names it. A grouping is one more row.
+var usageKeys = map[string]struct{ key, label string }{
+	"day":     {key: `at / ` + fmt.Sprint(dayMS)},
+	"model":   {key: `model`},
+	"sandbox": {key: `sandbox_id`},
+	"user":    {key: `user_id`, label: `(SELECT email FROM users WHERE users.id = usage_records.user_id)`},
+}
+
 // UsageSummary sums usage records in [From, To) grouped by day (UTC),
-// model or sandbox, ordered by key.
+// model, sandbox or user, ordered by key.
 func (d *DB) UsageSummary(ctx context.Context, q agent.UsageQuery) ([]agent.UsageGroup, error) {
-	var key string
-	switch q.GroupBy {
-	case "", "day":
-		key = `at / ` + fmt.Sprint(dayMS)
-	case "model":
-		key = `model`
-	case "sandbox":
-		key = `sandbox_id`
-	default:
-		return nil, errs.Field("group_by", "must be day, model or sandbox")
+	by := q.GroupBy
+	if by == "" {
+		by = "day"
+	}
+	gk, ok := usageKeys[by]
+	if !ok {
+		return nil, errs.Field("group_by", "must be one of "+strings.Join(agent.UsageGroupBys, ", "))
+	}
+	label := gk.label
+	if label == "" {
+		label = `''`
 	}
 	where, args := usageWhere(q)
-	rows, err := d.query(ctx, d.db, `SELECT `+key+`, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
-		SUM(cache_creation_tokens), SUM(cost_nusd) FROM usage_records`+where+` GROUP BY `+key+` ORDER BY `+key, args...)
+	rows, err := d.query(ctx, d.db, `SELECT `+gk.key+`, `+label+`, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
+		SUM(cache_creation_tokens), SUM(cost_nusd) FROM usage_records`+where+` GROUP BY `+gk.key+` ORDER BY `+gk.key, args...)
 	if err != nil {
 		return nil, fmt.Errorf("usage summary: %w", err)
 	}
@@ -97,11 +109,12 @@ func (d *DB) UsageSummary(ctx context.Context, q agent.UsageQuery) ([]agent.Usag
 			g     agent.UsageGroup
 			k     any
 			day   int64
-			isDay = q.GroupBy == "" || q.GroupBy == "day"
+			lbl   sql.NullString
+			isDay = by == "day"
 		)
-		dest := []any{&k}
+		dest := []any{&k, &lbl}
 		if isDay {
-			dest = []any{&day}
+			dest = []any{&day, &lbl}
 		}
 		dest = append(dest, &g.Requests, &g.Usage.InputTokens, &g.Usage.OutputTokens, &g.Usage.CacheReadTokens,
 			&g.Usage.CacheCreationTokens, &g.CostNanoUSD)
@@ -118,6 +131,7 @@ func (d *DB) UsageSummary(ctx context.Context, q agent.UsageQuery) ([]agent.Usag
 				g.Key = string(v)
 			}
 		}
+		g.Label = lbl.String
 		out = append(out, g)
 	}
 	return out, rows.Err()

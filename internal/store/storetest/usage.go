@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/store"
 )
@@ -79,6 +80,21 @@ func Usage(t *testing.T, db *store.DB) {
 	q.GroupBy = "bogus"
 	if _, err := db.UsageSummary(ctx, q); errs.KindOf(err) != errs.Invalid {
 		t.Errorf("UsageSummary(bogus) = %v, want invalid", err)
+	}
+
+	// By user, every user: the label is the user's email where the user exists.
+	if err := db.CreateUser(ctx, auth.User{ID: "bob", Email: "bob@example.com", Role: auth.RoleMember, CreatedAt: day1}, "x"); err != nil {
+		t.Fatal(err)
+	}
+	byUser, err := db.UsageSummary(ctx, agent.UsageQuery{From: day1.Add(-time.Hour), To: day2.Add(time.Hour), GroupBy: "user"})
+	if err != nil {
+		t.Fatalf("UsageSummary(user): %v", err)
+	}
+	if d := cmp.Diff([]agent.UsageGroup{
+		{Key: "alice", Requests: 3, Usage: agent.Usage{InputTokens: 111, OutputTokens: 22, CacheReadTokens: 5, CacheCreationTokens: 1}, CostNanoUSD: 1_307},
+		{Key: "bob", Label: "bob@example.com", Requests: 1, Usage: agent.Usage{InputTokens: 1000}, CostNanoUSD: 9_000_000_000},
+	}, byUser); d != "" {
+		t.Errorf("UsageSummary(user) (-want +got):\n%s", d)
 	}
 
 	// Every user (admin view), half-open range.
