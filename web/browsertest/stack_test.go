@@ -2,10 +2,12 @@ package browsertest
 
 import (
 	"context"
+	"crypto/rand"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,9 +25,11 @@ import (
 	"github.com/techbossai/techboss/internal/llm"
 	"github.com/techbossai/techboss/internal/llm/gateway"
 	"github.com/techbossai/techboss/internal/modeltest"
+	"github.com/techbossai/techboss/internal/repo"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
 	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
+	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store"
 )
@@ -38,6 +42,8 @@ type stack struct {
 	model *modeltest.Server // nil without agent runs
 	// snapshots reports whether the snapshot routes are served.
 	snapshots bool
+	// secrets is the secret store (repos only).
+	secrets *secrets.Store
 	// dropConnections cuts every open client connection (a network drop).
 	dropConnections func()
 }
@@ -49,6 +55,11 @@ type stackOptions struct {
 	script    []modeltest.Reply // the model's answers (agent only)
 	dns       string            // the sandboxes' DNS upstream (default: the host's)
 	dbURL     string            // the database (default: SQLite in a temp dir)
+	// repos adds repositories (needs agent): the secret store, the git
+	// credential broker on the sandboxes' gateway listener, clone at
+	// create, the git API and run delivery. The broker may dial loopback
+	// (the tests' git server).
+	repos bool
 }
 
 // newStack starts the real HTTP server over a fresh SQLite database, with
@@ -90,11 +101,17 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 	deps := httpapi.Deps{Logger: logger, Store: db, Auth: a, Metrics: reg}
 
 	var mounts []sandbox.Mount
+	var repos *repo.Service // set once the agent service exists
 	if o.agent {
 		mounts = []sandbox.Mount{{Source: claudePrefix, Target: "/opt/techboss/claude", ReadOnly: true}}
 	}
 	if o.sandboxes {
-		deps.Sandboxes, deps.Snapshots = sandboxManager(t, db, logger, reg, mounts, o.dns)
+		deps.Sandboxes, deps.Snapshots = sandboxManager(t, db, logger, reg, mounts, o.dns, func(ctx context.Context, sb *sandbox.Sandbox) error {
+			if repos != nil {
+				return repos.AfterCreate(ctx, sb)
+			}
+			return nil
+		})
 		s.snapshots = true
 		// Share links to sandbox ports, signed with a test key.
 		links, err := sandbox.NewPreviewLinks(deps.Sandboxes, db, []byte("a preview-link signing key of the browser tests"), time.Now)
@@ -115,8 +132,27 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 			_, err = snaps.Take(ctx, sb, snapshot.TriggerRun, r.ID)
 			return err
 		}
+		var deliver agent.DeliverFunc
+		if o.repos {
+			deliver = func(ctx context.Context, r agent.Run) (agent.DeliveryData, error) {
+				d := r.Options.Deliver
+				email := ""
+				if u, err := db.UserByID(ctx, r.OwnerID); err == nil {
+					email = u.Email
+				}
+				res, err := repos.Deliver(ctx, r.OwnerID, r.SandboxID, repo.DeliverRequest{
+					Repo: d.Repo, Branch: d.Branch, PullRequest: d.PullRequest, Base: d.Base,
+					Message: "TechBoss AI run " + r.ID, Title: r.Prompt, Body: "Run " + r.ID, AuthorEmail: email,
+				})
+				out := agent.DeliveryData{Branch: d.Branch}
+				if res != nil {
+					out.Commit, out.PullRequestURL, out.NothingChanged = res.Commit, res.PullRequestURL, res.NothingChanged
+				}
+				return out, err
+			}
+		}
 		svc, err := agent.NewService(agent.Config{Root: true}, agent.Deps{
-			Store: db, Sandboxes: deps.Sandboxes, Logger: logger, Metrics: reg, AfterRun: afterRun,
+			Store: db, Sandboxes: deps.Sandboxes, Logger: logger, Metrics: reg, AfterRun: afterRun, Deliver: deliver,
 			CLI: claude.New(claude.Config{Bin: filepath.Join("/opt/techboss/claude", claudeRel),
 				Env: map[string]string{"CLAUDE_CODE_MAX_RETRIES": "2"}}),
 		})
@@ -138,7 +174,32 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 		if err != nil {
 			t.Fatalf("gateway: %v", err)
 		}
-		svc.SetGateway(gw)
+		if o.repos {
+			key := make([]byte, 32)
+			if _, err := rand.Read(key); err != nil {
+				t.Fatal(err)
+			}
+			sec, err := secrets.New(db, key)
+			if err != nil {
+				t.Fatalf("secrets: %v", err)
+			}
+			s.secrets, deps.Secrets = sec, sec
+			broker, err := repo.NewBroker(repo.BrokerConfig{
+				Lookup: db.GetSandbox, Reveal: sec.Reveal, Bound: agent.BoundSandbox, Key: key,
+				Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Logger: logger,
+			})
+			if err != nil {
+				t.Fatalf("git broker: %v", err)
+			}
+			mux := http.NewServeMux()
+			mux.Handle("/", gw)
+			mux.Handle(repo.BrokerPrefix, broker)
+			svc.SetGateway(mux)
+			repos = repo.NewService(repo.Deps{Broker: broker, Sandboxes: deps.Sandboxes, GatewayURL: svc.SandboxGatewayURL, Logger: logger})
+			deps.Repos, deps.GitBroker = repos, broker
+		} else {
+			svc.SetGateway(gw)
+		}
 		runCtx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() { _ = svc.Run(runCtx) })
@@ -187,18 +248,20 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 	return s
 }
 
-// user creates a member account.
-func (s *stack) user(t *testing.T, email, password string) {
+// user creates a member account and returns its ID.
+func (s *stack) user(t *testing.T, email, password string) string {
 	t.Helper()
-	if _, err := s.auth.CreateUser(context.Background(), email, auth.Secret(password), auth.RoleMember); err != nil {
+	u, err := s.auth.CreateUser(context.Background(), email, auth.Secret(password), auth.RoleMember)
+	if err != nil {
 		t.Fatalf("create user %s: %v", email, err)
 	}
+	return u.ID
 }
 
 // sandboxManager returns a Manager on the real local (bubblewrap) driver and
 // the snapshot service over a filesystem blob store (hooked into the
 // Manager: snapshot before terminate); sandboxes are destroyed at cleanup.
-func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, reg *prometheus.Registry, mounts []sandbox.Mount, dns string) (*sandbox.Manager, *snapshot.Service) {
+func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, reg *prometheus.Registry, mounts []sandbox.Mount, dns string, afterCreate func(context.Context, *sandbox.Sandbox) error) (*sandbox.Manager, *snapshot.Service) {
 	t.Helper()
 	why := ""
 	if os.Geteuid() != 0 {
@@ -234,8 +297,16 @@ func sandboxManager(t *testing.T, db *store.DB, logger *slog.Logger, reg *promet
 	if err != nil {
 		t.Fatalf("snapshot service: %v", err)
 	}
+	hooks := snaps.Hooks()
+	snapAfter := hooks.AfterCreate
+	hooks.AfterCreate = func(ctx context.Context, sb *sandbox.Sandbox) error {
+		if err := snapAfter(ctx, sb); err != nil {
+			return err
+		}
+		return afterCreate(ctx, sb)
+	}
 	m, err := sandbox.NewManager(sandbox.Deps{
-		Repo: db, Drivers: drivers, DefaultDriver: "local", Hooks: snaps.Hooks(),
+		Repo: db, Drivers: drivers, DefaultDriver: "local", Hooks: hooks,
 		Limits: sandbox.DefaultLimits(), Logger: logger, Mounts: mounts,
 	})
 	if err != nil {

@@ -17,8 +17,14 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
   // Ask before each tool call (approvals): permission_mode "ask".
   const askBox = h("input", { type: "checkbox", name: "ask" });
   const askLabel = h("label", { class: "small" }, askBox, " Ask before tools run");
+  // Deliver (sandboxes with a repository): when the run succeeds its
+  // changes are committed to a branch, pushed, and a pull request opened.
+  const deliverBranch = h("input", { type: "text", name: "deliver_branch", placeholder: "agent/fix-login", autocomplete: "off", spellcheck: false });
+  const deliverPR = h("input", { type: "checkbox", name: "deliver_pr", checked: true });
+  const deliver = h("details", { class: "deliver", hidden: true }, h("summary", {}, "Deliver as a branch or pull request"),
+    h("div", { class: "row" }, field("Branch to push when the run succeeds", deliverBranch), field("Open a pull request", deliverPR)));
   const form = h("form", { class: "composer", "aria-label": "Prompt" },
-    field("Prompt", prompt), h("div", { class: "row" }, send, cancel, askLabel, status), err);
+    field("Prompt", prompt), deliver, h("div", { class: "row" }, send, cancel, askLabel, status), err);
   const historyList = h("ol", { class: "history small" });
   const historyErr = errorBox("history");
   const el = h("div", { class: "chat-layout" },
@@ -105,6 +111,7 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
     transcript.querySelector(".empty-chat")?.remove();
     transcript.append(view.el);
     const body = askBox.checked ? { prompt: text, permission_mode: "ask" } : { prompt: text };
+    if (!deliver.hidden && deliverBranch.value.trim()) body.deliver = { branch: deliverBranch.value.trim(), pull_request: deliverPR.checked };
     const stream = follow(view, { sandboxID, prompt: text, body }, true);
     setActive({ view, stream });
     prompt.value = "";
@@ -173,6 +180,7 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
   return {
     el,
     setAvailable,
+    setRepos(on) { deliver.hidden = !on; },
     focus() { if (!prompt.disabled) prompt.focus(); },
     cleanup() { for (const s of streams) s.cancel(); streams.clear(); },
   };
@@ -383,6 +391,9 @@ class RunView {
         // The workspace snapshot after the run failed; the server retries it.
         this.notice("snapshot-error", `Snapshot failed: ${d.error || "unknown error"}${d.retrying ? " (retrying in the background)" : ""}`, d.error);
         break;
+      case "delivery":
+        this.delivery(d);
+        break;
       case "restarting":
         this.notice("retry", "The server is restarting; reconnecting…");
         break;
@@ -401,6 +412,19 @@ class RunView {
       default:
         break;
     }
+  }
+
+  /** delivery shows what the deliver option did: the branch, the commit and the pull request's link. */
+  delivery(d) {
+    this.textBlock = null;
+    const parts = [];
+    if (d.nothing_changed) parts.push(`Nothing changed: no commit on ${d.branch}.`);
+    else if (d.commit) parts.push(`Pushed ${String(d.commit).slice(0, 10)} to ${d.branch}.`);
+    if (d.pull_request_url) {
+      parts.push(" ", h("a", { href: d.pull_request_url, target: "_blank", rel: "noopener noreferrer", class: "pr-link" }, "Open the pull request"));
+    }
+    if (parts.length) this.body.append(h("div", { class: "notice delivery", dataset: { delivery: d.branch || "" } }, ...parts));
+    if (d.error) this.notice("error", `Delivery to ${d.branch || "a branch"} failed: ${d.error}`, d.error);
   }
 
   /** permissionRequest shows a tool call waiting for an answer: what it does, Allow / Deny / Edit. */

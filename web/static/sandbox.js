@@ -9,8 +9,9 @@ import { snapshotsPanel } from "./snapshots.js";
 import { terminalPanel } from "./terminal.js";
 import { processesPanel } from "./processes.js";
 import { portsPanel } from "./ports.js";
+import { changesPanel } from "./changes.js";
 
-const TABS = [["chat", "Agent"], ["files", "Files"], ["snapshots", "Snapshots"], ["terminal", "Terminal"],
+const TABS = [["chat", "Agent"], ["files", "Files"], ["changes", "Changes"], ["snapshots", "Snapshots"], ["terminal", "Terminal"],
   ["processes", "Processes"], ["ports", "Ports"], ["exec", "Run command"]];
 
 /** sandboxView renders the sandbox page; returns {select(tab), cleanup()}. */
@@ -25,16 +26,18 @@ export function sandboxView({ main }, id, tab) {
     h("div", { class: "row" }, h("a", { href: "#/sandboxes" }, "← Sandboxes")),
     h("div", { class: "row" }, title, badge, h("span", { class: "grow" }), terminate), meta, termErr, loadErr);
 
-  const chat = chatPanel(id, { onRunEnd: () => { refresh(); files.refresh(); snaps.refresh(); } });
+  const chat = chatPanel(id, { onRunEnd: () => { refresh(); files.refresh(); snaps.refresh(); if (current === "changes") changes.refresh(); } });
   const files = filesPanel(id);
   const snaps = snapshotsPanel(id, { onRestored: () => files.refresh() });
   const exec = execPanel(id);
   const terminal = terminalPanel(id);
   const procs = processesPanel(id);
   const ports = portsPanel(id);
+  const changes = changesPanel(id);
+  let current = "";
   // Panels that connect or poll only while they are shown.
   const live = { terminal, processes: procs, ports };
-  const panels = { chat: chat.el, files: files.el, snapshots: snaps.el, terminal: terminal.el, processes: procs.el, ports: ports.el, exec: exec.el };
+  const panels = { chat: chat.el, files: files.el, snapshots: snaps.el, terminal: terminal.el, processes: procs.el, ports: ports.el, exec: exec.el, changes: changes.el };
   const tabButtons = {};
   const tablist = h("div", { class: "tabs", role: "tablist", "aria-label": "Sandbox sections" });
   for (const [key, label] of TABS) {
@@ -53,6 +56,7 @@ export function sandboxView({ main }, id, tab) {
 
   function select(t) {
     if (!panels[t]) t = "chat";
+    current = t;
     for (const [key] of TABS) {
       const on = key === t;
       tabButtons[key].setAttribute("aria-selected", String(on));
@@ -61,6 +65,7 @@ export function sandboxView({ main }, id, tab) {
     }
     if (t === "files") files.refresh();
     if (t === "snapshots") snaps.refresh();
+    if (t === "changes") changes.refresh();
     for (const [key, p] of Object.entries(live)) {
       if (key === t) p.show();
       else p.hide();
@@ -94,6 +99,10 @@ export function sandboxView({ main }, id, tab) {
       sb.reason ? ` · ${sb.reason}` : "");
     terminate.disabled = !["running", "creating"].includes(sb.status);
     for (const p of Object.values(live)) p.setRunning(sb.status === "running");
+    const hadRepos = changes.hasRepos;
+    changes.setSandbox(sb);
+    chat.setRepos(changes.hasRepos);
+    if (current === "changes" && !hadRepos && changes.hasRepos) changes.refresh();
     chat.setAvailable(sb.status === "running" ? "" : sb.status === "creating" ? "The sandbox is starting…"
       : `The sandbox is ${sb.status}${sb.reason ? ` (${sb.reason})` : ""}: no new runs. Its runs and snapshots stay readable.`);
     if (sb.status === "creating" || sb.status === "terminating") timer = setTimeout(refresh, 1500);

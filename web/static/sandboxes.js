@@ -99,6 +99,13 @@ function createForm(onCreated, onProgress, fromSnapshot) {
     idle_timeout_s: h("input", { type: "number", min: "0" }),
     max_lifetime_s: h("input", { type: "number", min: "0" }),
     from_snapshot: h("input", { type: "text", value: fromSnapshot || "", placeholder: "snap_…" }),
+    // A repository cloned into /workspace through the server's credential
+    // broker (the token stays in the server's secret store).
+    repo_url: h("input", { type: "text", inputmode: "url", placeholder: "git@github.com:owner/repo or an https URL", autocomplete: "off", spellcheck: false }),
+    repo_ref: h("input", { type: "text", placeholder: "default branch", autocomplete: "off", spellcheck: false }),
+    repo_credential: h("input", { type: "text", placeholder: "github-token", autocomplete: "off", spellcheck: false }),
+    repo_push_prefix: h("input", { type: "text", placeholder: "agent/", autocomplete: "off", spellcheck: false }),
+    repo_api_url: h("input", { type: "text", inputmode: "url", autocomplete: "off", spellcheck: false }),
   };
   const errs = {};
   const labelled = (key, label, hint) => {
@@ -107,6 +114,18 @@ function createForm(onCreated, onProgress, fromSnapshot) {
     inp[key].setAttribute("aria-describedby", errs[key].id);
     return h("div", {}, field(label, inp[key], hint), errs[key]);
   };
+  // Problems of the repository that name no field (the host refused the
+  // credential, the clone failed) are said under its fieldset.
+  const repoErr = errorBox("repo");
+  repoErr.id = "create-err-repo";
+  const repoSet = h("fieldset", { class: "repo" }, h("legend", {}, "Repository"),
+    h("div", { class: "grid" },
+      labelled("repo_url", "Repository URL", "cloned into /workspace at create"),
+      labelled("repo_ref", "Branch or tag"),
+      labelled("repo_credential", "Credential (secret name)", "a stored secret holding the token; it never enters the sandbox"),
+      labelled("repo_push_prefix", "Push branch prefix", "the only branches the sandbox may push (default agent/)"),
+      labelled("repo_api_url", "Forge API URL", "self-hosted GitHub or GitLab only")),
+    repoErr);
   const submit = h("button", { type: "submit", class: "primary" }, "Create sandbox");
   const formErr = errorBox("create");
   const progress = h("p", { class: "muted", role: "status", "aria-live": "polite" });
@@ -122,6 +141,7 @@ function createForm(onCreated, onProgress, fromSnapshot) {
       labelled("init_from_s3", "Initialise workspace from S3"),
       labelled("from_snapshot", "Start from snapshot", "a snapshot ID: the workspace starts as that version")),
     h("div", {}, labelled("dockerfile_commands", "Dockerfile commands", "one per line: RUN, ENV, WORKDIR, USER")),
+    repoSet,
     h("h3", {}, "Limits and timeouts"),
     h("div", { class: "grid" },
       labelled("cpu", "CPUs"), labelled("memory_mb", "Memory (MiB)"), labelled("pids_limit", "Max processes"),
@@ -151,7 +171,16 @@ function createForm(onCreated, onProgress, fromSnapshot) {
       if (inp[k].value !== "") body[k] = Number(inp[k].value);
     }
     if (inp.network.value !== "none") body.network = inp.network.value;
+    if (inp.repo_url.value.trim()) {
+      const repo = { url: inp.repo_url.value.trim() };
+      for (const k of ["ref", "credential", "push_prefix", "api_url"]) {
+        const v = inp[`repo_${k}`].value.trim();
+        if (v) repo[k] = v;
+      }
+      body.repo = repo;
+    }
     Object.values(errs).forEach((b) => showError(b, null));
+    showError(repoErr, null);
     Object.values(inp).forEach((el) => el.removeAttribute("aria-invalid"));
     const started = Date.now();
     const logs = new AbortController();
@@ -192,11 +221,22 @@ function createForm(onCreated, onProgress, fromSnapshot) {
         } catch (err) {
           // Each problem is said once: a field's next to its input, the
           // rest (and a problem without a field) under the form.
+          // "repo[0].ref" is the Branch or tag field.
+          for (const f of err.fields || []) f.field = String(f.field).replace(/^repo(\[0\])?\./, "repo_").replace(/^repo$/, "repo_url");
           const placed = (err.fields || []).filter((f) => errs[f.field]);
           for (const f of placed) {
             errs[f.field].textContent = f.reason;
             inp[f.field].setAttribute("aria-invalid", "true");
             if (advanced.contains(inp[f.field])) advanced.open = true;
+          }
+          if (!placed.length && body.repo && err.status === 424) {
+            // The git host refused the credential (or the clone failed).
+            advanced.open = true;
+            repoErr.textContent = err.message;
+            inp.repo_credential.setAttribute("aria-invalid", "true");
+            inp.repo_credential.setAttribute("aria-describedby", `${errs.repo_credential.id} ${repoErr.id}`);
+            err.shown = true;
+            setTimeout(() => inp.repo_credential.focus());
           }
           if (placed.length) {
             err.fields = err.fields.filter((f) => !errs[f.field]);
