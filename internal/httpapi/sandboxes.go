@@ -29,7 +29,7 @@ var sandboxOps = []apiOp{
 		Example: map[string]any{"image_base": "host", "dockerfile_commands": []string{}, "volume_name": "", "s3_bucket_name": "", "s3_key_prefix": "", "init_from_s3": false, "name": "demo"}},
 	{Method: "GET", Path: "/sandbox", Summary: "List your sandboxes, newest first (?limit, ?cursor, ?state, ?label=k=v)", Response: listSandboxesResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}", Summary: "A sandbox's status and its driver's capabilities", Response: sandboxView{}},
-	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent; snapshots the workspace first when configured)", Response: sandbox.Sandbox{}},
+	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent; snapshots the workspace first when configured); a failed or lost sandbox is marked terminated, which takes it off the active list", Response: sandbox.Sandbox{}},
 	{Method: "GET", Path: "/sandbox/{id}/logs", Summary: "Build and start log (text; SSE `log`/`status` events with ?follow=true)"},
 	{Method: "POST", Path: "/sandbox/{id}/exec", Summary: "Run a command: SSE `stdout`/`stderr`/`exit` events (`?format=text`: the output as plain data lines, `stdout_b64`/`stderr_b64` for bytes that are not text, answered with `X-Exec-Format: text`), binary frames with `Accept: application/vnd.techboss.exec-stream`, or one JSON answer with ?wait=true", Request: execRequest{}, Response: execWaitResponse{}, Stream: true, Frames: true, Errors: []int{409},
 		Events: map[string]any{"stdout": outputChunk{}, "stderr": outputChunk{}, "exit": execExit{}, "error": errorBody{},

@@ -943,3 +943,31 @@ func gateDNS(t *testing.T, arrived chan<- struct{}, release <-chan struct{}) str
 		return netip.Addr{}, false
 	})
 }
+
+// TestDeleteFailedSandbox deletes a sandbox whose build failed: DELETE
+// answers it terminated (the failure's reason kept), so it leaves the
+// active list, and a second DELETE is a no-op.
+func TestDeleteFailedSandbox(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	wantStatus(t, h.do(h.alice, "POST", "/sandbox", map[string]any{"dockerfile_commands": []string{"RUN exit 3"}}), http.StatusUnprocessableEntity)
+	var failed listSandboxesResponse
+	h.do(h.alice, "GET", "/sandbox?state=failed", nil).data(t, &failed)
+	if len(failed.Sandboxes) != 1 {
+		t.Fatalf("failed sandboxes %+v, want one", failed.Sandboxes)
+	}
+	id := failed.Sandboxes[0].ID
+	wantStatus(t, h.do(h.bob, "DELETE", "/sandbox/"+id, nil), http.StatusNotFound)
+	r := h.do(h.alice, "DELETE", "/sandbox/"+id, nil)
+	wantStatus(t, r, http.StatusOK)
+	var sb sandbox.Sandbox
+	r.data(t, &sb)
+	if sb.State != sandbox.Terminated || !strings.Contains(sb.Reason, "exit") || sb.TerminatedAt == nil {
+		t.Fatalf("DELETE of a failed sandbox answered %s (%q), want terminated keeping the reason", sb.State, sb.Reason)
+	}
+	h.do(h.alice, "GET", "/sandbox?state=failed", nil).data(t, &failed)
+	if len(failed.Sandboxes) != 0 {
+		t.Errorf("still listed as failed: %+v", failed.Sandboxes)
+	}
+	wantStatus(t, h.do(h.alice, "DELETE", "/sandbox/"+id, nil), http.StatusOK) // idempotent
+}

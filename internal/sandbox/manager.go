@@ -682,10 +682,40 @@ func (m *Manager) BuildLog(ctx context.Context, ownerID, id string) (*BuildLog, 
 // BeforeTerminate hook runs, the driver destroys it, and terminated is
 // persisted. Terminating a terminal sandbox returns it unchanged.
 func (m *Manager) Terminate(ctx context.Context, ownerID, id string) (*Sandbox, error) {
-	if _, err := m.Get(ctx, ownerID, id); err != nil {
+	sb, err := m.Get(ctx, ownerID, id)
+	if err != nil {
 		return nil, err
 	}
+	if sb.State == Failed || sb.State == Lost {
+		return m.dismiss(ctx, id)
+	}
 	return m.terminate(ctx, id, "")
+}
+
+// dismiss is a user's delete of a sandbox that failed or was lost:
+// nothing of it runs any more, so its record is only marked terminated
+// (keeping the reason), which takes it off the active list; its runs
+// and snapshots stay readable.
+func (m *Manager) dismiss(ctx context.Context, id string) (*Sandbox, error) {
+	unlock := m.lock(id)
+	defer unlock()
+	sb, err := m.repo.GetSandbox(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("get sandbox: %w", err)
+	}
+	if sb.State != Failed && sb.State != Lost {
+		return sb, nil
+	}
+	now := m.now()
+	sb.State = Terminated
+	sb.UpdatedAt = now
+	sb.TerminatedAt = &now
+	if err := m.repo.UpdateSandbox(ctx, sb); err != nil {
+		return nil, fmt.Errorf("persist terminated: %w", err)
+	}
+	m.forget(id)
+	m.log.Info("sandbox deleted after it ended", "sandbox_id", id, "reason", sb.Reason)
+	return sb, nil
 }
 
 func (m *Manager) terminate(ctx context.Context, id, reason string) (*Sandbox, error) {

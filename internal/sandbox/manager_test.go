@@ -468,8 +468,9 @@ func TestLostAfterRestart(t *testing.T) {
 	if got := e.state(keep.ID); got.State != sandbox.Running {
 		t.Fatalf("untouched sandbox: %s, want running", got.State)
 	}
-	if _, err := e.m.Terminate(ctx, "alice", sb.ID); err != nil { // terminating a lost one is a no-op
-		t.Fatal(err)
+	// Deleting a lost one marks it terminated (nothing runs).
+	if got, err := e.m.Terminate(ctx, "alice", sb.ID); err != nil || got.State != sandbox.Terminated || got.Reason == "" {
+		t.Fatalf("Terminate(lost) = %+v, %v; want terminated keeping the reason", got, err)
 	}
 }
 
@@ -855,8 +856,9 @@ func TestTerminateWhileCreating(t *testing.T) {
 		t.Fatalf("Terminate while creating = %+v, %v", got, err)
 	}
 	wantKind(t, <-done, errs.Conflict)
-	// Terminating it again is a no-op.
-	if got, err := e.m.Terminate(ctx, "alice", items[0].ID); err != nil || got.State != sandbox.Failed {
+	// Terminating (deleting) it again takes the failed record off the
+	// active list, keeping its reason.
+	if got, err := e.m.Terminate(ctx, "alice", items[0].ID); err != nil || got.State != sandbox.Terminated || !strings.Contains(got.Reason, "terminated while creating") {
 		t.Fatalf("second Terminate = %+v, %v", got, err)
 	}
 }
