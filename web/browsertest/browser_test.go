@@ -2,6 +2,7 @@ package browsertest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -472,6 +473,28 @@ func (b *browser) axe(page string) {
 			f.Close()
 		}
 	}
+}
+
+// viewport is a screen size the flows are checked at.
+type viewport struct {
+	name string
+	w, h int64
+}
+
+// viewports are the desktop (1440×900) and phone (390×844) sizes.
+var viewports = []viewport{{"desktop", 1440, 900}, {"phone", 390, 844}}
+
+// forViewports runs f as a subtest at each viewport.
+func forViewports(t *testing.T, f func(t *testing.T, vp viewport)) {
+	for _, vp := range viewports {
+		t.Run(vp.name, func(t *testing.T) { f(t, vp) })
+	}
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
 // shotBoth saves light and dark screenshots (see shot).

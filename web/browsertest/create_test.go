@@ -21,7 +21,7 @@ func TestCreateFailureShownOnce(t *testing.T) {
 	b.allow(`^http: POST .*/sandbox -> 422$`)
 	b.open("/")
 	b.login(aliceEmail, alicePass)
-	b.waitJS("empty list", `!document.querySelector("main p.empty-list").hidden`)
+	b.waitJS("empty list", `(document.querySelector("main p.empty-list") || { hidden: true }).hidden === false`)
 	b.fillByLabel("Name", "broken")
 	b.openAdvanced()
 	b.fillByLabel("Dockerfile commands", "RUN exit 3")
@@ -75,4 +75,50 @@ func TestOneClickCreate(t *testing.T) {
 	b.checkA11y("create form, Advanced open")
 	// One click (after a name) creates.
 	b.createSandbox("one-click")
+}
+
+// TestDeleteFailedSandbox: a sandbox whose build failed is not a dead
+// end. Its row has Delete (the row goes at once, and stays gone after a
+// reload), and its own page offers Delete instead of a disabled
+// Terminate, which goes back to the list without it.
+func TestDeleteFailedSandbox(t *testing.T) {
+	s := newSandboxStack(t)
+	s.user(t, aliceEmail, alicePass)
+	forViewports(t, func(t *testing.T, vp viewport) {
+		b := newBrowser(t, s.url)
+		b.allow(`^http: GET .*/auth/me -> 401$`)
+		b.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
+		b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
+		b.allow(`^http: POST .*/sandbox -> 422$`)
+		b.viewport(vp.w, vp.h)
+		b.open("/")
+		b.login(aliceEmail, alicePass)
+		fail := func(name string) {
+			t.Helper()
+			b.fillByLabel("Name", name)
+			b.openAdvanced()
+			b.fillByLabel("Dockerfile commands", "RUN exit 3")
+			b.clickButton("Create sandbox")
+			b.waitJS("failed sandbox listed", `[...document.querySelectorAll("main tbody tr")].some((r) => r.textContent.includes(`+jsString(name)+`) && r.querySelector(".badge.failed"))`)
+		}
+		row := func(name string) string {
+			return `[...document.querySelectorAll("main tbody tr")].find((r) => !r.hidden && r.textContent.includes(` + jsString(name) + `))`
+		}
+		// From the list.
+		fail("dead-" + vp.name)
+		b.do("delete from the list", chromedp.Click(chromedp.Search(`//tr[contains(., "dead-`+vp.name+`")]//button[normalize-space(.)="Delete"]`)))
+		b.waitJS("row gone", `!`+row("dead-"+vp.name))
+		b.checkA11y("list after delete (" + vp.name + ")")
+		b.do("reload", chromedp.Reload())
+		b.waitJS("still gone after reload", `(document.querySelector("main p.empty-list") || { hidden: true }).hidden === false`)
+		// From its page.
+		fail("page-" + vp.name)
+		b.do("open the failed sandbox", chromedp.Click(chromedp.Search(`//tr[contains(., "page-`+vp.name+`")]//a`)))
+		b.waitJS("its page says failed", `(document.querySelector("main .badge") || {}).textContent === "failed"`)
+		b.clickButton("Delete")
+		b.confirm()
+		b.waitJS("back on the list without it", `location.hash === "#/sandboxes" && !!document.querySelector("main tbody") && !document.querySelector("main .badge.failed")`)
+		b.shot("deleted-" + vp.name)
+		b.checkProblems()
+	})
 }

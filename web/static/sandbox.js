@@ -97,7 +97,11 @@ export function sandboxView({ main }, id, tab) {
     meta.replaceChildren(`${id} · ${sandboxImage(sb)} · created ${ago(sb.created_at)} · last activity ${ago(pick(sb, "last_active_at", "updated_at"))}`,
       ` · ${money(pick(sb, "cost_usd") ?? cost)} so far`,
       sb.reason ? ` · ${sb.reason}` : "");
-    terminate.disabled = !["running", "creating"].includes(sb.status);
+    // A sandbox that failed or was lost is deleted (off the active list);
+    // a live one is terminated; a terminated one has nothing left to do.
+    const dead = ["failed", "lost"].includes(sb.status);
+    terminate.textContent = dead ? "Delete" : "Terminate";
+    terminate.disabled = !dead && !["running", "creating"].includes(sb.status);
     for (const p of Object.values(live)) p.setRunning(sb.status === "running");
     const hadRepos = changes.hasRepos;
     changes.setSandbox(sb);
@@ -109,10 +113,14 @@ export function sandboxView({ main }, id, tab) {
   }
 
   terminate.addEventListener("click", async () => {
-    const ok = await confirmDialog("Terminate sandbox?",
-      "The workspace is snapshotted (if configured) and every process in the sandbox is stopped.", "Terminate");
+    const dead = sb && ["failed", "lost"].includes(sb.status);
+    const ok = dead
+      ? await confirmDialog("Delete sandbox?", "It leaves your list of sandboxes (its runs and snapshots stay readable under “Show terminated”).", "Delete")
+      : await confirmDialog("Terminate sandbox?",
+        "The workspace is snapshotted (if configured) and every process in the sandbox is stopped.", "Terminate");
     if (!ok) return;
-    await busy(terminate, termErr, () => api("DELETE", `/sandbox/${encodeURIComponent(id)}`));
+    const done = await busy(terminate, termErr, () => api("DELETE", `/sandbox/${encodeURIComponent(id)}`));
+    if (done && dead) { location.hash = "#/sandboxes"; return; }
     await refresh();
   });
 

@@ -18,7 +18,9 @@ export function sandboxesView({ main }, args = []) {
   let stopped = false;
   const listErr = errorBox("list");
   const tbody = h("tbody", {});
-  const table = h("table", { "aria-label": "Sandboxes" },
+  // tabindex: on a phone the table scrolls sideways inside its own box,
+  // which the keyboard must reach even when no row has a link.
+  const table = h("table", { "aria-label": "Sandboxes", tabindex: "0" },
     h("thead", {}, h("tr", {},
       h("th", {}, "Sandbox"), h("th", {}, "State"), h("th", {}, "Image"), h("th", {}, "Age"),
       h("th", {}, "Last activity"), h("th", { class: "num" }, "Cost so far"))),
@@ -70,12 +72,37 @@ export function sandboxesView({ main }, args = []) {
         h("td", {}, h("a", { href: `#/sandbox/${encodeURIComponent(id)}` }, name),
           name !== id ? h("div", { class: "muted small" }, id) : null),
         h("td", {}, h("span", { class: `badge ${s.status}` }, s.status),
-          s.reason ? h("div", { class: "muted small" }, s.reason) : null),
+          s.reason ? h("div", { class: "muted small" }, s.reason) : null,
+          s.status === "failed" || s.status === "lost" ? deleteButton(s, name) : null),
         h("td", {}, sandboxImage(s)),
         h("td", {}, ago(s.created_at)),
         h("td", {}, ago(pick(s, "last_active_at", "updated_at"))),
         h("td", { class: "num", dataset: { cost: "" } }, money(pick(s, "cost_usd") ?? costs.get(id) ?? 0)));
     }));
+  }
+
+  // Delete of a sandbox that failed or was lost: the row goes at once
+  // (put back, with the error, if the server refuses).
+  function deleteButton(s, name) {
+    const id = pick(s, "sandbox_id", "id");
+    const b = h("button", { type: "button", class: "danger small", "aria-label": `Delete ${name}` }, "Delete");
+    b.addEventListener("click", async () => {
+      const row = b.closest("tr");
+      const next = row.nextElementSibling || row.previousElementSibling;
+      row.hidden = true;
+      empty.hidden = [...tbody.rows].some((r) => !r.hidden);
+      (next ? next.querySelector("a") : showAll).focus();
+      try {
+        await api("DELETE", `/sandbox/${encodeURIComponent(id)}`);
+      } catch (err) {
+        row.hidden = false;
+        empty.hidden = true;
+        showError(listErr, err);
+        return;
+      }
+      refresh();
+    });
+    return h("div", {}, b);
   }
 
   refresh();
