@@ -155,6 +155,9 @@ func (b *Broker) credential(ctx context.Context, ownerID string, g sandbox.GitRe
 		}
 		return "", "", err
 	}
+	if credentialKind(v) == "ssh" {
+		return "", "", errs.E(errs.Dependency, "credential %q is an SSH key: it opens git over SSH, not %s's API (a pull request needs a token or a GitHub App credential)", g.Credential, rm.Host)
+	}
 	issuer, app, isApp, err := parseApp(g.Credential, v)
 	if err != nil {
 		return "", "", err

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -76,7 +77,9 @@ type Broker struct {
 	log    *slog.Logger
 
 	appMu     sync.Mutex
-	appTokens map[string]appToken // GitHub App installation tokens by owner, secret, repository
+	appTokens map[string]appToken  // GitHub App installation tokens by owner, secret, repository
+	sshKeys   map[[32]byte]*sshKey // parsed SSH key credentials by their value's hash
+	sshDialer *net.Dialer
 }
 
 // NewBroker returns a broker.
@@ -90,7 +93,8 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger, appTokens: map[string]appToken{}}
+	b := &Broker{cfg: cfg, log: cfg.Logger, appTokens: map[string]appToken{}, sshKeys: map[[32]byte]*sshKey{},
+		sshDialer: sandbox.GuardedDialer(15*time.Second, cfg.Allow, "TECHBOSS_NETWORK_ALLOW")}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -294,6 +298,21 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log = log.With("refs", refNames(req))
 		body = io.NopCloser(io.MultiReader(bytes.NewReader(head), br))
 	}
+	key, err := b.sshKeyOf(ctx, sb.OwnerID, g)
+	if err != nil {
+		log.WarnContext(ctx, "git broker: credential", "err", err)
+		http.Error(w, publicText(err), http.StatusForbidden)
+		return
+	}
+	if key != nil {
+		if err := b.serveSSH(w, r, key, rm, svc, body); err != nil {
+			log.WarnContext(ctx, "git broker: upstream over SSH", "err", err)
+			http.Error(w, "techboss git broker: "+publicText(err), http.StatusBadGateway)
+			return
+		}
+		log.InfoContext(ctx, "git broker", "method", r.Method, "transport", "ssh")
+		return
+	}
 	up, err := http.NewRequestWithContext(ctx, r.Method, rm.Upstream()+suffix, body)
 	if err != nil {
 		http.Error(w, "bad request", http.StatusBadRequest)
@@ -446,6 +465,12 @@ func ForgeOf(g sandbox.GitRepo, rm sandbox.Remote) string {
 func (b *Broker) advertise(ctx context.Context, ownerID string, g sandbox.GitRepo, rm sandbox.Remote) (Advertisement, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if key, err := b.sshKeyOf(ctx, ownerID, g); err != nil || key != nil {
+		if err != nil {
+			return Advertisement{}, err
+		}
+		return b.advertiseSSH(ctx, key, rm)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rm.Upstream()+"/info/refs?service="+svcUpload, nil)
 	if err != nil {
 		return Advertisement{}, err

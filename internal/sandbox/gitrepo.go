@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"path"
 	"regexp"
@@ -30,15 +31,16 @@ const MaxRepos = 16
 type GitRepo struct {
 	// URL is https://host/owner/repo(.git), http:// (a server the operator
 	// allows), ssh://git@host/owner/repo or git@host:owner/repo; the broker
-	// talks HTTPS to the host either way.
+	// talks SSH to the host with an SSH key credential, HTTPS otherwise.
 	URL string `json:"url"`
 	// Ref is the branch or tag to check out (default: the remote's HEAD).
 	Ref string `json:"ref,omitempty"`
 	// Depth makes a shallow clone of that many commits (0: full history).
 	Depth int `json:"depth,omitempty"`
 	// Credential names the owner's stored secret holding the token (a
-	// GitHub or GitLab personal access token, or "user:token") or a GitHub
-	// App's {"app_id", "installation_id", "private_key"}.
+	// GitHub or GitLab personal access token, or "user:token"), a GitHub
+	// App's {"app_id", "installation_id", "private_key"} or an SSH key's
+	// {"ssh_private_key", "known_hosts"}.
 	Credential string `json:"credential,omitempty"`
 	// Dir is the directory under /workspace (default: the repository's name).
 	Dir string `json:"dir,omitempty"`
@@ -94,7 +96,7 @@ func (RepoList) JSONSchema() map[string]any {
 			"url":         map[string]any{"type": "string", "description": "https://host/owner/repo, ssh://git@host/owner/repo or git@host:owner/repo"},
 			"ref":         map[string]any{"type": "string", "description": "branch or tag (default: the remote's HEAD)"},
 			"depth":       map[string]any{"type": "integer", "minimum": 0},
-			"credential":  map[string]any{"type": "string", "description": "name of a stored secret holding the token; it never enters the sandbox"},
+			"credential":  map[string]any{"type": "string", "description": "name of a stored secret holding the credential (a token, a GitHub App's {app_id, installation_id, private_key} or an SSH key's {ssh_private_key, known_hosts}); it never enters the sandbox"},
 			"dir":         map[string]any{"type": "string", "description": "directory under /workspace (default: the repository's name)"},
 			"access":      map[string]any{"type": "string", "enum": []any{AccessPush, AccessFetch}},
 			"push_prefix": map[string]any{"type": "string", "description": "the only branch prefix pushes may name (default agent/); the default branch is always refused"},
@@ -120,6 +122,10 @@ type Remote struct {
 	Scheme string // "https" or "http": how the broker reaches the host
 	Host   string // host[:port]
 	Path   string // "/owner/repo" (no ".git", no trailing slash)
+	// SSH is where the broker reaches the repository over SSH, with an
+	// SSH key credential: the URL's user, host:port and path for an SSH
+	// URL, git@host:22 and the path for an HTTP(S) one.
+	SSHUser, SSHAddr, SSHPath string
 }
 
 // Upstream is the URL the broker talks to (scheme://host/path.git).
@@ -132,14 +138,16 @@ func (r Remote) Key() string { return r.Host + r.Path }
 func (r Remote) Name() string { return path.Base(r.Path) }
 
 // ParseRemote parses a repository URL; SSH forms map to HTTPS on the same
-// host (the broker fetches and pushes over HTTPS with the stored token).
+// host (the broker fetches and pushes over HTTPS with a token) and keep
+// their SSH address (for an SSH key credential).
 func ParseRemote(raw string) (Remote, error) {
 	if len(raw) > 2048 || strings.ContainsAny(raw, " \t\r\n\x00") {
 		return Remote{}, fmt.Errorf("not a repository URL")
 	}
 	var r Remote
 	if m := scpLikeRE.FindStringSubmatch(raw); m != nil && !strings.Contains(raw, "://") {
-		r = Remote{Scheme: "https", Host: m[2], Path: "/" + strings.TrimPrefix(m[3], "/")}
+		r = Remote{Scheme: "https", Host: m[2], Path: "/" + strings.TrimPrefix(m[3], "/"),
+			SSHUser: strings.TrimSuffix(m[1], "@"), SSHAddr: net.JoinHostPort(m[2], "22"), SSHPath: m[3]}
 	} else {
 		u, err := url.Parse(raw)
 		if err != nil || u.Host == "" {
@@ -162,6 +170,14 @@ func ParseRemote(raw string) (Remote, error) {
 		r.Host, r.Path = u.Host, u.Path
 		if u.Scheme == "ssh" {
 			r.Host = u.Hostname() // the SSH port says nothing about HTTPS
+			port := u.Port()
+			if port == "" {
+				port = "22"
+			}
+			r.SSHAddr, r.SSHPath = net.JoinHostPort(r.Host, port), u.Path
+			if u.User != nil {
+				r.SSHUser = u.User.Username()
+			}
 		}
 	}
 	r.Host = strings.ToLower(r.Host)
@@ -169,6 +185,17 @@ func ParseRemote(raw string) (Remote, error) {
 		return Remote{}, fmt.Errorf("not a host name")
 	}
 	r.Path = strings.TrimSuffix(strings.TrimSuffix(r.Path, "/"), ".git")
+	if r.SSHAddr == "" {
+		h := r.Host
+		if hh, _, err := net.SplitHostPort(h); err == nil {
+			h = hh
+		}
+		r.SSHAddr, r.SSHPath = net.JoinHostPort(h, "22"), r.Path+".git"
+	}
+	if r.SSHUser == "" {
+		r.SSHUser = "git"
+	}
+	r.SSHAddr = strings.ToLower(r.SSHAddr)
 	if !repoPathRE.MatchString(r.Path) || strings.Contains(r.Path, "/.") || strings.Count(r.Path, "/") < 1 || r.Path == "/" {
 		return Remote{}, fmt.Errorf("needs a repository path (host/owner/repo)")
 	}
