@@ -20,7 +20,7 @@ import (
 var processOps = []apiOp{
 	{Method: "POST", Path: "/sandbox/{id}/processes", Summary: "Start a background command (as the image's user, in /workspace unless workdir); answers 201 at once. At most 64 run at a time per sandbox (429)", Request: sandbox.ProcessSpec{}, Response: sandbox.Process{}, Errors: []int{409, 429}},
 	{Method: "GET", Path: "/sandbox/{id}/processes", Summary: "Every process of the sandbox (managed: started through this API; the last 64 exited managed ones with their exit_code)", Response: processList{}},
-	{Method: "GET", Path: "/sandbox/{id}/processes/{pid}/logs", Summary: "A managed process's output as SSE `stdout`/`stderr` events ({\"data\"} or {\"data_b64\"}) from the start of its last 1 MiB (`gap` {\"bytes\"} for what was overwritten), then, when it has exited, `exit` {\"exit_code\"}; ?follow=true goes on live until it exits", Stream: true},
+	{Method: "GET", Path: "/sandbox/{id}/processes/{pid}/logs", Summary: "A managed process's output as SSE `stdout`/`stderr` events ({\"data\"} or {\"data_b64\"}) from the start of its last 1 MiB (`gap` {\"bytes\"} for what was overwritten), then, when it has exited, `exit` {\"exit_code\"}; ?follow=true goes on live until it exits. Each event's id is the byte offset in the process's whole output after it: Last-Event-ID (or ?after=) resumes there (a `gap` first when the ring has overwritten some of what followed)", Stream: true, Errors: []int{422}},
 	{Method: "POST", Path: "/sandbox/{id}/processes/{pid}/stdin", Summary: "Write the raw body (at most 1 MiB) to a managed process's stdin; ?eof=true closes it afterwards. 409 when it has exited or does not read", Errors: []int{409, 413, 422}},
 	{Method: "POST", Path: "/sandbox/{id}/processes/{pid}/signal", Summary: "Send a signal (SIGTERM, SIGKILL, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGSTOP, SIGCONT, SIGWINCH, SIGALRM) to any process of the sandbox", Request: signalRequest{}},
 	{Method: "GET", Path: "/sandbox/{id}/watch", Summary: "File changes under ?path= (default /workspace; ?recursive=true for the tree below) as SSE: first `ready` once the watch is in place, then `create`/`write`/`remove`/`rename` events {\"path\",\"type\":\"file|dir\",\"from\" (rename)}, `overflow` when the kernel dropped events; symbolic links are not followed; 404 naming `path` when it does not exist", Stream: true, Errors: []int{422, 429}},
@@ -134,6 +134,10 @@ func (s *server) handleProcessLogs(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	follow := r.URL.Query().Get("follow") == "true"
+	from, err := parseAfter(r) // event ids are byte offsets in the process's output
+	if err != nil {
+		return err
+	}
 	l := &lazySSE{w: w, r: r}
 	defer l.close()
 	var startErr error
@@ -145,24 +149,25 @@ func (s *server) handleProcessLogs(w http.ResponseWriter, r *http.Request) error
 		}
 	}
 	var buf []byte
-	err = m.ProcessLogs(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), pid, follow, ready, func(o sandbox.ProcessOutput) error {
+	err = m.ProcessLogs(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), pid, follow, from, ready, func(o sandbox.ProcessOutput) error {
 		if startErr != nil {
 			return startErr
 		}
+		id := strconv.FormatInt(o.Offset, 10)
 		switch {
 		case o.Exit != nil:
 			b, _ := json.Marshal(struct {
 				ExitCode int `json:"exit_code"`
 			}{*o.Exit})
-			return l.st.Event("", "exit", b)
+			return l.st.Event(id, "exit", b)
 		case o.Gap > 0:
 			b, _ := json.Marshal(struct {
 				Bytes int64 `json:"bytes"`
 			}{o.Gap})
-			return l.st.Event("", "gap", b)
+			return l.st.Event(id, "gap", b)
 		default:
 			buf = appendChunkJSON(buf[:0], o.Data)
-			return l.st.Event("", o.Stream, buf)
+			return l.st.Event(id, o.Stream, buf)
 		}
 	})
 	if startErr != nil {

@@ -41,6 +41,10 @@ type ProcessOutput struct {
 	Data   []byte
 	Gap    int64
 	Exit   *int
+	// Offset is where the log stands after this piece, in bytes of the
+	// process's whole output: a reader that resumes from it misses nothing
+	// the ring still holds.
+	Offset int64
 }
 
 // Processes is a driver that runs background processes in its sandboxes,
@@ -49,9 +53,9 @@ type Processes interface {
 	StartProcess(ctx context.Context, ref Ref, spec ProcessSpec) (Process, error)
 	ListProcesses(ctx context.Context, ref Ref) ([]Process, error)
 	// ProcessLogs calls ready once the process is found, then fn with its
-	// log from the start of what is kept; with follow it goes on until the
-	// process exits (the Exit output) or ctx is done.
-	ProcessLogs(ctx context.Context, ref Ref, pid int, follow bool, ready func(), fn func(ProcessOutput) error) error
+	// log from offset from (0: the start of what is kept); with follow it
+	// goes on until the process exits (the Exit output) or ctx is done.
+	ProcessLogs(ctx context.Context, ref Ref, pid int, follow bool, from int64, ready func(), fn func(ProcessOutput) error) error
 	// ProcessStdin writes data to a managed process's stdin, then closes
 	// it if eof.
 	ProcessStdin(ctx context.Context, ref Ref, pid int, data []byte, eof bool) error
@@ -134,7 +138,7 @@ func (m *Manager) ListProcesses(ctx context.Context, ownerID, id string) ([]Proc
 }
 
 // ProcessLogs streams a managed process's log (see Processes).
-func (m *Manager) ProcessLogs(ctx context.Context, ownerID, id string, pid int, follow bool, ready func(), fn func(ProcessOutput) error) error {
+func (m *Manager) ProcessLogs(ctx context.Context, ownerID, id string, pid int, follow bool, from int64, ready func(), fn func(ProcessOutput) error) error {
 	if err := checkPID(pid); err != nil {
 		return err
 	}
@@ -142,7 +146,7 @@ func (m *Manager) ProcessLogs(ctx context.Context, ownerID, id string, pid int, 
 	if err != nil {
 		return err
 	}
-	return p.ProcessLogs(ctx, sb.Ref, pid, follow, ready, fn)
+	return p.ProcessLogs(ctx, sb.Ref, pid, follow, from, ready, fn)
 }
 
 // ProcessStdin writes to a managed process's stdin.

@@ -162,12 +162,15 @@ func (d *Driver) ListProcesses(ctx context.Context, ref sandbox.Ref) ([]sandbox.
 }
 
 // ProcessLogs streams a managed process's log from its agent.
-func (d *Driver) ProcessLogs(ctx context.Context, ref sandbox.Ref, pid int, follow bool, ready func(), fn func(sandbox.ProcessOutput) error) error {
-	dec, done, err := d.opCall(ctx, ref, "proc_logs", agent.ProcLogsArgs{Pid: pid, Follow: follow})
+func (d *Driver) ProcessLogs(ctx context.Context, ref sandbox.Ref, pid int, follow bool, from int64, ready func(), fn func(sandbox.ProcessOutput) error) error {
+	dec, done, err := d.opCall(ctx, ref, "proc_logs", agent.ProcLogsArgs{Pid: pid, Follow: follow, From: from})
 	if err != nil {
 		return err
 	}
 	defer done()
+	// off follows the agent's replay through the process's whole output
+	// (an agent older than from starts at 0 and says so).
+	var off int64
 	for {
 		var line agent.ProcLine
 		if err := d.readLine(ctx, dec, &line, func() (string, string, string) { return line.Kind, line.Field, line.Error }); err != nil {
@@ -180,12 +183,14 @@ func (d *Driver) ProcessLogs(ctx context.Context, ref sandbox.Ref, pid int, foll
 			return nil
 		}
 		if line.Proc != nil { // the first line
+			off = line.Offset
 			if ready != nil {
 				ready()
 			}
 			continue
 		}
-		if err := fn(sandbox.ProcessOutput{Stream: line.Stream, Data: line.Data, Gap: line.Gap, Exit: line.Exit}); err != nil {
+		off += line.Gap + int64(len(line.Data))
+		if err := fn(sandbox.ProcessOutput{Stream: line.Stream, Data: line.Data, Gap: line.Gap, Exit: line.Exit, Offset: off}); err != nil {
 			return err
 		}
 	}

@@ -20,12 +20,19 @@ type procLog struct {
 	gap            int64
 	exit           *int
 	chunks         int
+	offset         int64 // of the last piece
 }
 
 func readLogs(t *testing.T, d *Driver, ref sandbox.Ref, pid int, follow bool) procLog {
 	t.Helper()
+	return readLogsFrom(t, d, ref, pid, follow, 0)
+}
+
+func readLogsFrom(t *testing.T, d *Driver, ref sandbox.Ref, pid int, follow bool, from int64) procLog {
+	t.Helper()
 	var l procLog
-	err := d.ProcessLogs(testCtx(t), ref, pid, follow, nil, func(o sandbox.ProcessOutput) error {
+	err := d.ProcessLogs(testCtx(t), ref, pid, follow, from, nil, func(o sandbox.ProcessOutput) error {
+		l.offset = o.Offset
 		switch {
 		case o.Exit != nil:
 			l.exit = o.Exit
@@ -275,6 +282,22 @@ func TestProcessLogRing(t *testing.T) {
 	}
 	if !strings.HasSuffix(l.stderr, strings.Repeat("b", 100000)) || !strings.HasSuffix(l.stdout, "a\n") {
 		t.Errorf("replay lost the newest output: stdout ends %q, stderr has %d bytes", l.stdout[max(0, len(l.stdout)-8):], len(l.stderr))
+	}
+	// Resuming at an offset (a reader's Last-Event-ID): inside the ring,
+	// exactly what followed; before it, a gap to the ring's start; past
+	// the end, nothing but the exit. Offsets count the whole output.
+	const end = total + 1 + 100000
+	if l.offset != end {
+		t.Errorf("replay ended at offset %d, want %d", l.offset, end)
+	}
+	if r := readLogsFrom(t, d, ref, p.PID, false, end-50000); r.stderr != strings.Repeat("b", 50000) || r.stdout != "" || r.gap != 0 || r.offset != end || r.exit == nil {
+		t.Errorf("from end-50000: %d stdout, %d stderr bytes, gap %d, offset %d, exit %v; want the last 50000 b's", len(r.stdout), len(r.stderr), r.gap, r.offset, r.exit)
+	}
+	if r := readLogsFrom(t, d, ref, p.PID, false, 10); r.gap != l.gap-10 || len(r.stdout)+len(r.stderr) != kept || r.offset != end {
+		t.Errorf("from 10: gap %d, %d bytes, offset %d; want gap %d and the %d kept", r.gap, len(r.stdout)+len(r.stderr), r.offset, l.gap-10, kept)
+	}
+	if r := readLogsFrom(t, d, ref, p.PID, true, end+999); r.stdout+r.stderr != "" || r.gap != 0 || r.exit == nil || r.offset != end {
+		t.Errorf("from past the end: %+v, want only the exit at %d", r, end)
 	}
 }
 

@@ -30,7 +30,7 @@ import (
 //
 //	proc_start  ProcStartArgs        -> {"proc":{...}}
 //	proc_list   {}                   -> {"procs":[...]}
-//	proc_logs   ProcLogsArgs         -> {"proc":{...}} {"stream":..,"data":..}... {"gap":N} {"exit":N} then {"end":true}
+//	proc_logs   ProcLogsArgs         -> {"proc":{...},"offset":N} {"stream":..,"data":..}... {"gap":N} {"exit":N} then {"end":true}
 //	proc_stdin  ProcStdinArgs        -> {"end":true}
 //	proc_signal ProcSignalArgs       -> {"end":true}
 //
@@ -83,6 +83,9 @@ type ProcStartArgs struct {
 type ProcLogsArgs struct {
 	Pid    int  `json:"pid"`
 	Follow bool `json:"follow,omitempty"`
+	// From is the offset in the process's whole output to start at (a
+	// reader resuming); past the end it is the end.
+	From int64 `json:"from,omitempty"`
 }
 
 // ProcStdinArgs are proc_stdin's arguments.
@@ -105,9 +108,12 @@ type ProcLine struct {
 	Stream string     `json:"stream,omitempty"` // "stdout" | "stderr"
 	Data   []byte     `json:"data,omitempty"`
 	// Gap is how many bytes a follower missed because the ring overwrote them.
-	Gap  int64 `json:"gap,omitempty"`
-	Exit *int  `json:"exit,omitempty"`
-	End  bool  `json:"end,omitempty"`
+	Gap int64 `json:"gap,omitempty"`
+	// Offset is where proc_logs starts in the process's whole output (on
+	// its first line): data and gaps follow on from it.
+	Offset int64 `json:"offset,omitempty"`
+	Exit   *int  `json:"exit,omitempty"`
+	End    bool  `json:"end,omitempty"`
 	// Error and Kind report a failure: Kind is "not_found", "invalid"
 	// (Field names the argument), "too_many" or "conflict".
 	Error string `json:"error,omitempty"`
@@ -552,7 +558,10 @@ func procLogs(ctx context.Context, c *Call) error {
 	procTable.Lock()
 	info := m.info
 	procTable.Unlock()
-	if err := c.Enc.Encode(ProcLine{Proc: &info}); err != nil {
+	m.mu.Lock()
+	off := min(max(a.From, 0), m.next)
+	m.mu.Unlock()
+	if err := c.Enc.Encode(ProcLine{Proc: &info, Offset: off}); err != nil {
 		return err
 	}
 	gone := hangup(c)
@@ -560,7 +569,6 @@ func procLogs(ctx context.Context, c *Call) error {
 		_ = c.Conn.Close() // ends the hang-up reader
 		<-gone
 	}()
-	var off int64
 	for {
 		chunks, gap, exited, code, changed := m.since(off)
 		if gap > 0 {
