@@ -12,6 +12,16 @@ type noEvents struct{}
 
 func (noEvents) Emit(context.Context, string, string, any) {}
 
+// SnapshotFailedEvent is the data of the snapshot.failed webhook event
+// when the final snapshot before a sandbox stops fails (Final; the
+// sandbox is terminated all the same). An after-run snapshot's failure
+// has the run's id instead (internal/agent).
+type SnapshotFailedEvent struct {
+	SandboxID string `json:"sandbox_id"`
+	Final     bool   `json:"final"`
+	Error     string `json:"error"`
+}
+
 // FailedEvent is the data of the sandbox.failed webhook event.
 type FailedEvent struct {
 	SandboxID string `json:"sandbox_id"`

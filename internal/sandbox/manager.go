@@ -775,6 +775,11 @@ func (m *Manager) terminate(ctx context.Context, id, reason string) (*Sandbox, e
 				note = sb.Reason + "; " + note
 			}
 			sb.Reason = note
+			msg := "the final snapshot before the sandbox stopped failed (the server log has the cause)"
+			if e, ok := errs.Public(err); ok {
+				msg = "the final snapshot before the sandbox stopped failed: " + e.Message
+			}
+			m.events.Emit(ctx, sb.OwnerID, "snapshot.failed", SnapshotFailedEvent{SandboxID: sb.ID, Final: true, Error: msg})
 		}
 	}
 	if err := drv.Destroy(ctx, sb.Ref); err != nil {

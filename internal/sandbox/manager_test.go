@@ -569,6 +569,11 @@ func TestHooks(t *testing.T) {
 	if err != nil || got.State != sandbox.Terminated || !strings.Contains(got.Reason, "final snapshot failed") {
 		t.Fatalf("Terminate = %+v, %v; want terminated noting the failed snapshot", got, err)
 	}
+	// ... and a snapshot.failed event, without the cause's text (not public).
+	want = append(want, "alice snapshot.failed "+sb.ID+" final=true the final snapshot before the sandbox stopped failed (the server log has the cause)")
+	if got := events.all(); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("events %q, want %q", got, want)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if want := "after:ok/ after:fail/ before:terminating"; strings.Join(calls, " ") != want {
@@ -938,8 +943,12 @@ type eventLog struct {
 func (l *eventLog) Emit(_ context.Context, userID, typ string, data any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f := data.(sandbox.FailedEvent)
-	l.evs = append(l.evs, userID+" "+typ+" "+f.SandboxID+" "+f.Reason)
+	switch f := data.(type) {
+	case sandbox.FailedEvent:
+		l.evs = append(l.evs, userID+" "+typ+" "+f.SandboxID+" "+f.Reason)
+	case sandbox.SnapshotFailedEvent:
+		l.evs = append(l.evs, fmt.Sprintf("%s %s %s final=%v %s", userID, typ, f.SandboxID, f.Final, f.Error))
+	}
 }
 
 func (l *eventLog) all() []string {
