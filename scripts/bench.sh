@@ -3,7 +3,8 @@
 # samples and reports p50/p99 or MiB/s beside a floor measured in the same
 # run), prints the table and writes bench/results/<time>.{txt,json,md}.
 # Packages run one after another (-p 1) so they do not compete for CPU.
-# TECHBOSS_BENCH_SUBSCRIBERS overrides the fan-out size (default 5000).
+# TECHBOSS_BENCH_SUBSCRIBERS overrides the fan-out size (default 5000),
+# TECHBOSS_BENCH_DENSITY the density benchmark's sandbox count (1000).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test || exit 1
@@ -28,14 +29,15 @@ suite=(
   "./internal/sandbox/local/runsc ^Benchmark(RunscStartFirstExec|RunscExecTrue)$"
   "./internal/httpapi ^Benchmark(PreviewProxy)$"
   "./cmd/server ^Benchmark(IdleRSS)$"
+  "./internal/httpapi ^Benchmark(SandboxMemory|Density)$ -density=${TECHBOSS_BENCH_DENSITY:-1000}"
 )
 status=0
 start=$SECONDS
 for entry in "${suite[@]}"; do
-  pkg=${entry%% *}
-  pat=${entry#* }
-  echo "== $pkg $pat" | tee -a "$raw"
-  if ! go test -run '^$' -bench "$pat" -benchtime 1x -count 1 -timeout 8m "$pkg" 2>&1 | tee -a "$raw"; then
+  read -r pkg pat args <<<"$entry"
+  echo "== $pkg $pat $args" | tee -a "$raw"
+  # shellcheck disable=SC2086 # args: the benchmark's own flags, split
+  if ! go test -run '^$' -bench "$pat" -benchtime 1x -count 1 -timeout 30m "$pkg" ${args:+-args $args} 2>&1 | tee -a "$raw"; then
     echo "bench: $pkg failed" >&2
     status=1
   fi

@@ -61,6 +61,8 @@ var targets = map[string][]target{
 	"CLIDeltaToSSE":           {{"p99-ms", "<=", 2}},
 	"PreviewProxy":            {{"added-p50-ms", "<=", 1}},
 	"IdleRSS":                 {{"rss-MiB", "<=", 40}},
+	"SandboxMemory":           {{"pss-MiB", "<=", 4}},
+	"Density":                 {{"host-MiB", "<=", 4}},
 }
 
 var lineRE = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/techbossai/techboss/internal/sandbox/local/runsc"
+	"github.com/techbossai/techboss/internal/sandbox/local/runsc/initproto"
 )
 
 // The modes of the gVisor runtime (TECHBOSS_LOCAL_RUNTIME=runsc):
@@ -26,8 +26,8 @@ import (
 //	    runsc; every process runsc starts inherits the cgroups.
 //	techboss-sandbox-init runsc-agent [PIDS]
 //	    the container's PID 1 under gVisor: runsc passes a container only
-//	    fds 0-2, so it reads runsc.Init from stdin, listens on
-//	    runsc.AgentSocket, installs the seccomp filter, starts the agent
+//	    fds 0-2, so it reads initproto.Init from stdin, listens on
+//	    initproto.AgentSocket, installs the seccomp filter, starts the agent
 //	    (the "agent" mode, with the listener and environment on the fds it
 //	    takes under bubblewrap) and reaps orphans.
 //	    With PIDS, it first confines itself (and so every command) to a
@@ -59,7 +59,7 @@ func runscAgent(args []string) error {
 		}
 		pids = n
 	}
-	var init runsc.Init
+	var init initproto.Init
 	if err := json.NewDecoder(os.Stdin).Decode(&init); err != nil {
 		return fmt.Errorf("read init on stdin: %w", err)
 	}
@@ -132,10 +132,10 @@ func runscAgent(args []string) error {
 }
 
 // runscServe is the runsc-serve mode: the agent under gVisor, which
-// listens on runsc.AgentSocket itself and otherwise serves as the
+// listens on initproto.AgentSocket itself and otherwise serves as the
 // "agent" mode does.
 func runscServe() error {
-	var init runsc.Init
+	var init initproto.Init
 	f := os.NewFile(6, "init")
 	if err := json.NewDecoder(f).Decode(&init); err != nil {
 		return fmt.Errorf("read init on fd 6: %w", err)
@@ -152,9 +152,9 @@ func runscServe() error {
 	// Nothing else to close: runsc-agent passed only fds 0-2 and 6 (and
 	// closing more would close the Go runtime's poller, which reading fd
 	// 6 may have started).
-	l, err := net.Listen("unix", runsc.AgentSocket)
+	l, err := net.Listen("unix", initproto.AgentSocket)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", runsc.AgentSocket, err)
+		return fmt.Errorf("listen on %s: %w", initproto.AgentSocket, err)
 	}
 	return serveOn(l, init.Env)
 }

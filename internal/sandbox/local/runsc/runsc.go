@@ -43,6 +43,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local/runsc/initproto"
 )
 
 // Options describe one container.
@@ -380,10 +381,7 @@ func loopbackUp(pid int) error {
 
 // Init is what the agent reads on its stdin: agent.Init plus the seccomp
 // program it installs on itself.
-type Init struct {
-	Env     []string `json:"env"`
-	Seccomp []byte   `json:"seccomp,omitempty"`
-}
+type Init = initproto.Init
 
 // logTail is the end of the container's log: runsc's errors and the
 // agent's.

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/techbossai/techboss/internal/sandbox/local/runsc/initproto"
 )
 
 // Paths inside the container. The agent's directory is a bind mount of
@@ -14,9 +16,9 @@ import (
 // host socket (--host-uds=create), which is how the driver reaches it.
 const (
 	// AgentDir is where Options.AgentDir appears inside the container.
-	AgentDir = "/run/techboss"
+	AgentDir = initproto.AgentDir
 	// AgentSocket is the socket the agent listens on, inside the container.
-	AgentSocket = AgentDir + "/agent.sock"
+	AgentSocket = initproto.AgentSocket
 	// AgentBinary is where Options.AgentBinary appears inside the container.
 	AgentBinary = "/run/techboss-init"
 )
