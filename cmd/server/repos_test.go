@@ -27,6 +27,7 @@ import (
 
 	"github.com/techbossai/techboss/client"
 	"github.com/techbossai/techboss/internal/modeltest"
+	"github.com/techbossai/techboss/internal/repo/repotest"
 )
 
 // gitServer is a real git server over smart HTTP: git's own http-backend
@@ -608,6 +609,53 @@ func TestRepositories(t *testing.T) {
 		}
 	})
 
+	sshKey, sshSigner := repotest.NewKey(t)
+	// A line of the key's private part, as it would appear anywhere (the
+	// first lines are the same for every key).
+	sshKeyLine := strings.Split(sshKey, "\n")[3]
+	t.Run("an SSH key credential", func(t *testing.T) {
+		srv := repotest.NewSSHGitServer(t, git.root, sshSigner.PublicKey())
+		cred, _ := json.Marshal(map[string]string{"ssh_private_key": sshKey, "known_hosts": srv.KnownHosts()})
+		if err := c.PutSecret(ctx, "sshkey", string(cred)); err != nil {
+			t.Fatal(err)
+		}
+		sb, err := c.CreateSandbox(ctx, client.SandboxSpec{ImageBase: "host", Repo: []client.GitRepo{{
+			URL: "ssh://git@127.0.0.1:" + srv.Port() + "/owner/app.git", Ref: "main", Credential: "sshkey",
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		terminateAtCleanup(t, in.url, tok.Token, sb.SandboxID)
+		sshExec := func(script string) (string, int) {
+			t.Helper()
+			res, err := c.Exec(ctx, sb.SandboxID, client.ExecRequest{Command: []string{"sh", "-c", script}, Workdir: "/workspace/app"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(res.Stdout) + string(res.Stderr), res.ExitCode
+		}
+		if out, code := sshExec("git log --oneline -1 && git ls-remote --heads origin"); code != 0 || !strings.Contains(out, "refs/heads/main") {
+			t.Fatalf("clone and fetch over the broker's SSH transport: exit %d\n%s", code, out)
+		}
+		mainBefore := git.ref(t, "refs/heads/main")
+		if out, code := sshExec("git -c user.email=a@b -c user.name=a commit -q --allow-empty -m ssh && git push origin HEAD:main 2>&1"); code == 0 || !strings.Contains(out, "techboss broker") {
+			t.Fatalf("push to main over SSH: exit %d, want the broker's refusal\n%s", code, out)
+		}
+		if git.ref(t, "refs/heads/main") != mainBefore {
+			t.Fatal("a refused push reached the host")
+		}
+		if out, code := sshExec("git push origin HEAD:agent/ssh-change 2>&1"); code != 0 || git.ref(t, "refs/heads/agent/ssh-change") == "" {
+			t.Fatalf("push to agent/ssh-change over SSH: exit %d\n%s", code, out)
+		}
+		if cmds := srv.Commands(); len(cmds) == 0 || !strings.Contains(strings.Join(cmds, "\n"), "git-receive-pack '/owner/app.git'") {
+			t.Fatalf("the SSH host ran %q, want the push's receive-pack", cmds)
+		}
+		out, _ := sshExec(`env; cat .git/config; grep -rl -D skip -e '` + sshKeyLine + `' /workspace /tmp /root /home 2>/dev/null; true`)
+		if strings.Contains(out, sshKeyLine) {
+			t.Fatalf("the SSH key is visible in the sandbox:\n%s", out)
+		}
+	})
+
 	t.Run("the token is nowhere in the sandbox", func(t *testing.T) {
 		enc := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + pat))
 		out, _ := exec(`env; cat /workspace/app/.git/config; grep -rl -D skip -e '` + pat + `' -e '` + enc + `' /workspace /tmp /root /home 2>/dev/null; true`)
@@ -633,6 +681,9 @@ func TestRepositories(t *testing.T) {
 			b, err := os.ReadFile(p)
 			if err == nil && (bytes.Contains(b, []byte(pat)) || bytes.Contains(b, []byte(enc))) {
 				t.Errorf("the token is in %s", p)
+			}
+			if err == nil && bytes.Contains(b, []byte(sshKeyLine)) {
+				t.Errorf("the SSH key is in %s", p)
 			}
 			if err == nil && bytes.Contains(b, []byte(appPEMBody)) {
 				t.Errorf("the GitHub App's private key is in %s", p)
@@ -663,7 +714,7 @@ func TestRepositories(t *testing.T) {
 		t.Fatal("the token reached the server logs")
 	}
 	toks, _ := gh.installationTokens()
-	for _, secret := range append(toks, appPEMBody) {
+	for _, secret := range append(toks, appPEMBody, sshKeyLine) {
 		if strings.Contains(logs, secret) {
 			t.Fatal("the GitHub App's key or an installation token reached the server logs")
 		}

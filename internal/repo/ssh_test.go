@@ -2,13 +2,8 @@ package repo
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -20,116 +15,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/techbossai/techboss/internal/repo/repotest"
 	"github.com/techbossai/techboss/internal/sandbox"
 )
-
-// sshGitServer is an SSH server (golang.org/x/crypto/ssh) that runs git's
-// own upload-pack and receive-pack on the repositories under root, for
-// one client key, passing GIT_PROTOCOL like GitHub's.
-type sshGitServer struct {
-	addr, root string
-	hostKey    ssh.PublicKey
-	mu         sync.Mutex
-	commands   []string // each exec'd command with its GIT_PROTOCOL
-}
-
-func newSSHGitServer(t *testing.T, root string, client ssh.PublicKey) *sshGitServer {
-	t.Helper()
-	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
-	hostSigner, err := ssh.NewSignerFromKey(hostPriv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &ssh.ServerConfig{PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
-		if string(k.Marshal()) != string(client.Marshal()) {
-			return nil, fmt.Errorf("unknown key")
-		}
-		return nil, nil
-	}}
-	cfg.AddHostKey(hostSigner)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	s := &sshGitServer{addr: ln.Addr().String(), root: root, hostKey: hostSigner.PublicKey()}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c, cfg)
-		}
-	}()
-	return s
-}
-
-func (s *sshGitServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
-	defer c.Close()
-	_, chans, reqs, err := ssh.NewServerConn(c, cfg)
-	if err != nil {
-		return
-	}
-	go ssh.DiscardRequests(reqs)
-	for nc := range chans {
-		if nc.ChannelType() != "session" {
-			nc.Reject(ssh.UnknownChannelType, "session only")
-			continue
-		}
-		ch, creqs, err := nc.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer ch.Close()
-			proto := ""
-			for req := range creqs {
-				switch req.Type {
-				case "env":
-					var kv struct{ Name, Value string }
-					ssh.Unmarshal(req.Payload, &kv)
-					if kv.Name == "GIT_PROTOCOL" {
-						proto = kv.Value
-					}
-					req.Reply(true, nil)
-				case "exec":
-					var cmd struct{ Command string }
-					ssh.Unmarshal(req.Payload, &cmd)
-					svc, arg, _ := strings.Cut(cmd.Command, " ")
-					path := strings.Trim(arg, "'")
-					if (svc != "git-upload-pack" && svc != "git-receive-pack") || strings.Contains(path, "..") {
-						req.Reply(false, nil)
-						return
-					}
-					req.Reply(true, nil)
-					s.mu.Lock()
-					s.commands = append(s.commands, cmd.Command+" "+proto)
-					s.mu.Unlock()
-					x := exec.Command(svc, filepath.Join(s.root, strings.TrimPrefix(path, "/")))
-					x.Env = append(os.Environ(), "GIT_PROTOCOL="+proto)
-					x.Stdin, x.Stdout, x.Stderr = ch, ch, ch.Stderr()
-					code := 0
-					if err := x.Run(); err != nil {
-						code = 1
-					}
-					status := make([]byte, 4)
-					binary.BigEndian.PutUint32(status, uint32(code))
-					ch.SendRequest("exit-status", false, status)
-					return
-				default:
-					req.Reply(false, nil)
-				}
-			}
-		}()
-	}
-}
-
-func (s *sshGitServer) log() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.commands...)
-}
 
 // TestSSHCredential: with an SSH key credential the broker runs the SSH
 // transport on the host (the key never reaches git's side) and relays
@@ -157,16 +45,9 @@ func TestSSHCredential(t *testing.T) {
 	bare := filepath.Join(root, "owner", "app.git")
 	hostGit("", "clone", "-q", "--bare", work, bare)
 
-	_, clientPriv, _ := ed25519.GenerateKey(rand.Reader)
-	clientSigner, _ := ssh.NewSignerFromKey(clientPriv)
-	block, err := ssh.MarshalPrivateKey(clientPriv, "techboss test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM := string(pem.EncodeToMemory(block))
-	srv := newSSHGitServer(t, root, clientSigner.PublicKey())
-	_, port, _ := net.SplitHostPort(srv.addr)
-	knownHosts := fmt.Sprintf("[127.0.0.1]:%s %s", port, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(srv.hostKey))))
+	keyPEM, clientSigner := repotest.NewKey(t)
+	srv := repotest.NewSSHGitServer(t, root, clientSigner.PublicKey())
+	port, knownHosts := srv.Port(), srv.KnownHosts()
 	cred := func(key, hosts string) string {
 		b, _ := json.Marshal(map[string]string{"ssh_private_key": key, "known_hosts": hosts})
 		return string(b)
@@ -216,11 +97,11 @@ func TestSSHCredential(t *testing.T) {
 		os.WriteFile(filepath.Join(work, "README.md"), []byte(fmt.Sprintf("# app %d\n", i)), 0o644)
 		hostGit(work, "commit", "-q", "-am", "upstream "+proto)
 		hostGit(work, "push", "-q", bare, "main")
-		before := len(srv.log())
+		before := len(srv.Commands())
 		hostGit(clone, "-c", "protocol.version="+proto, "pull", "-q", "--ff-only")
 		// v2: the capabilities, ls-refs and two or more fetch rounds; v0:
 		// the refs and two or more rounds.
-		if n, least := len(srv.log())-before, map[string]int{"2": 4, "0": 3}[proto]; n < least {
+		if n, least := len(srv.Commands())-before, map[string]int{"2": 4, "0": 3}[proto]; n < least {
 			t.Fatalf("the v%s fetch took %d SSH sessions, want %d or more (a negotiation over several rounds)", proto, n, least)
 		}
 		if got := hostGit(clone, "log", "-1", "--format=%s"); strings.TrimSpace(got) != "upstream "+proto {
@@ -247,11 +128,11 @@ func TestSSHCredential(t *testing.T) {
 		t.Fatal("a refused push reached the host")
 	}
 	sawV2 := false
-	for _, c := range srv.log() {
+	for _, c := range srv.Commands() {
 		sawV2 = sawV2 || strings.HasPrefix(c, "git-upload-pack '/owner/app.git' version=2")
 	}
 	if !sawV2 {
-		t.Fatalf("the host saw %q, want an upload-pack with GIT_PROTOCOL=version=2", srv.log())
+		t.Fatalf("the host saw %q, want an upload-pack with GIT_PROTOCOL=version=2", srv.Commands())
 	}
 
 	// The key opens git over SSH only: a pull request needs a token.
@@ -261,14 +142,11 @@ func TestSSHCredential(t *testing.T) {
 		t.Fatalf("the forge credential of an SSH key: %v", err)
 	}
 
-	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
-	otherBlock, _ := ssh.MarshalPrivateKey(otherPriv, "")
-	otherPEM := string(pem.EncodeToMemory(otherBlock))
-	otherSigner, _ := ssh.NewSignerFromKey(otherPriv)
+	otherPEM, otherSigner := repotest.NewKey(t)
 	wrongHost := fmt.Sprintf("[127.0.0.1]:%s %s", port, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(otherSigner.PublicKey()))))
 	for _, tc := range []struct{ name, secret, want string }{
 		{"a host key not the host's", cred(keyPEM, wrongHost), "is not the one in the credential's known_hosts"},
-		{"no host key for the host", cred(keyPEM, "github.com "+strings.TrimSpace(string(ssh.MarshalAuthorizedKey(srv.hostKey)))), "has no key for 127.0.0.1:" + port},
+		{"no host key for the host", cred(keyPEM, "github.com "+strings.TrimSpace(string(ssh.MarshalAuthorizedKey(srv.HostKey)))), "has no key for 127.0.0.1:" + port},
 		{"a key the host refuses", cred(otherPEM, knownHosts), "refused the SSH key"},
 		{"a bare key", keyPEM, "the broker checks the host's key"},
 		{"no known_hosts", cred(keyPEM, ""), "known_hosts is required"},
