@@ -408,6 +408,11 @@ func (s *server) proxyPreview(w http.ResponseWriter, r *http.Request, t *preview
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, previewMaxBody)
 	}
+	// Someone using the app is activity: the sandbox is busy while a
+	// request (or a WebSocket, a dev server's hot reload) is open.
+	if m, err := s.sandboxes(); err == nil {
+		defer m.MarkBusy(t.sandboxID)()
+	}
 	if httpguts.HeaderValuesContainsToken(r.Header["Connection"], "Upgrade") {
 		// A WebSocket outlives the request: http.Server.Shutdown does not
 		// wait for it nor end it. The proxy closes both ends when the

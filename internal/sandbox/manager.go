@@ -865,7 +865,7 @@ func (m *Manager) Reap(ctx context.Context) (int, error) {
 			reason = "retry terminate"
 		case now.Sub(sb.CreatedAt) >= m.lifetime(sb.Spec):
 			reason = "max lifetime reached"
-		case now.Sub(sb.LastActiveAt) >= m.idleTimeout(sb.Spec) && !m.isBusy(sb.ID):
+		case now.Sub(sb.LastActiveAt) >= m.idleTimeout(sb.Spec) && !m.isBusy(sb.ID) && !m.runsManaged(ctx, sb):
 			reason = "idle timeout"
 		}
 		if reason == "" {
@@ -885,6 +885,28 @@ func (m *Manager) Reap(ctx context.Context) (int, error) {
 		n++
 	}
 	return n, errors.Join(errList...)
+}
+
+// runsManaged reports whether a managed process (started through
+// StartProcess: a dev server, a watcher) runs in the sandbox: that is
+// activity, so the sandbox is touched instead of idle-stopped. Asked only
+// of sandboxes past their idle timeout; a driver that cannot answer says no.
+func (m *Manager) runsManaged(ctx context.Context, sb *Sandbox) bool {
+	p, ok := m.drivers[sb.Driver].(Processes)
+	if !ok || sb.State != Running {
+		return false
+	}
+	ps, err := p.ListProcesses(ctx, sb.Ref)
+	if err != nil {
+		return false
+	}
+	for _, pr := range ps {
+		if pr.Managed && pr.State == "running" {
+			m.Touch(sb.ID)
+			return true
+		}
+	}
+	return false
 }
 
 // livenessDue reports whether sandbox id's driver should be asked again
