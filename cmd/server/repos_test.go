@@ -217,7 +217,10 @@ func TestRepositories(t *testing.T) {
 	gh.appID, gh.appKey, gh.installation = "98765", &appKey.PublicKey, 4242
 	git.also = gh.accepts
 	model := modeltest.New(t,
-		modeltest.Bash("cd /workspace/app && sed -i 's/return False/return user is not None/' login.py"),
+		// The agent's own git fetch must work for the change to be made:
+		// the run starts after the clone's broker address went stale and
+		// its grant was revoked (see "run delivers a pull request").
+		modeltest.Bash("cd /workspace/app && git fetch -q origin && sed -i 's/return False/return user is not None/' login.py"),
 		modeltest.Text("I fixed the login."),
 	)
 	dataDir := t.TempDir()
@@ -442,6 +445,15 @@ func TestRepositories(t *testing.T) {
 	t.Run("run delivers a pull request", func(t *testing.T) {
 		if _, code := exec("git switch -q main"); code != 0 {
 			t.Fatal("switch")
+		}
+		// What a server restart and a rotation leave: the listener's old
+		// port and a revoked grant. The run's start repairs both.
+		if out, code := exec(`sed -i 's#127\.0\.0\.1:[0-9]*/git/#127.0.0.1:1/git/#; s#credential "http://127\.0\.0\.1:[0-9]*"#credential "http://127.0.0.1:1"#' .git/config && ` +
+			`git ls-remote --heads origin >/dev/null 2>&1; echo rc=$?`); code != 0 || !strings.Contains(out, "rc=128") {
+			t.Fatalf("with a stale address, ls-remote: %q exit %d, want it to fail", out, code)
+		}
+		if err := c.PutSecret(ctx, "gh", pat); err != nil {
+			t.Fatal(err)
 		}
 		res := bearerCall(t, ctx, tok.Token, "POST", in.url+"/sandbox/"+id+"/claude",
 			`{"prompt":"Fix the login check","deliver":{"branch":"agent/run-fix","pull_request":true}}`)

@@ -136,6 +136,11 @@ type Deps struct {
 	// Deliver carries out a succeeded run's deliver option (commit, push,
 	// pull request); nil: runs may not ask for it.
 	Deliver DeliverFunc
+	// BeforeRun, if set, is called when a run starts, after the sandbox's
+	// gateway listener is open and before the agent starts (e.g. to point
+	// the sandbox's clones at the git broker's current address with a
+	// fresh grant). Its error is logged; the run goes on.
+	BeforeRun func(ctx context.Context, sb *sandbox.Sandbox) error
 	// Events receives the webhook events of runs (nil: none are sent).
 	Events EventSink
 }
@@ -160,6 +165,8 @@ type Service struct {
 	afterRun func(ctx context.Context, r Run) error
 	// deliver is Deps.Deliver.
 	deliver DeliverFunc
+	// beforeRun is Deps.BeforeRun.
+	beforeRun func(ctx context.Context, sb *sandbox.Sandbox) error
 	// events is Deps.Events (never nil).
 	events EventSink
 	// quit is closed when Run begins to shut down; bg runs the background
@@ -273,6 +280,7 @@ func NewService(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, store: d.Store, cli: d.CLI, sbx: d.Sandboxes, gw: d.Gateway, secrets: d.Secrets, log: d.Logger, now: d.Now,
 		afterRun:  d.AfterRun,
 		deliver:   d.Deliver,
+		beforeRun: d.BeforeRun,
 		events:    d.Events,
 		replica:   "rep_" + randHex(8),
 		hub:       NewHub(d.Store, d.Now, d.Feed),
@@ -556,6 +564,11 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 	j := &job{sandbox: sb}
 	if j.baseURL, err = s.gatewayURL(ctx, sb); err != nil {
 		return Run{}, err
+	}
+	if s.beforeRun != nil {
+		if err := s.beforeRun(ctx, sb); err != nil {
+			s.log.WarnContext(ctx, "before run", "sandbox_id", sb.ID, "err", err)
+		}
 	}
 	resume := ""
 	switch {

@@ -143,7 +143,7 @@ func (c *Config) settings() []setting {
 		{"TECHBOSS_SNAPSHOT_KEEP_LAST", "snapshot-keep-last", "0", "snapshot versions kept per sandbox (0: keep all, unless keep-for limits them)", count(&c.SnapshotKeepLast)},
 		{"TECHBOSS_SNAPSHOT_KEEP_FOR", "snapshot-keep-for", "0s", "keep snapshot versions younger than this, e.g. 720h (0: no age rule)", duration(&c.SnapshotKeepFor)},
 		{"TECHBOSS_SNAPSHOT_MIRROR", "snapshot-mirror", "false", "also write the latest workspace files as plain objects under the prefix", boolean(&c.SnapshotMirror)},
-		{"TECHBOSS_GIT_GRANT_TTL", "git-grant-ttl", "0s", "life of the grant git in a sandbox presents to the credential broker, renewed whenever the server runs git there (0: the sandbox's lifetime)", duration(&c.GitGrantTTL)},
+		{"TECHBOSS_GIT_GRANT_TTL", "git-grant-ttl", "0s", "life of the grant git in a sandbox presents to the credential broker, renewed at each run's start and whenever the server runs git there (0: the sandbox's lifetime)", duration(&c.GitGrantTTL)},
 		{"TECHBOSS_PTY_GRACE", "pty-grace", "5m", "how long a terminal session (GET /sandbox/{id}/pty) keeps running with nobody attached", duration(&c.PTYGrace)},
 		{"MODAL_APP_NAME", "modal-app", "techboss", "Modal App the sandboxes belong to", str(&c.ModalApp)},
 		{"MODAL_ENVIRONMENT", "modal-environment", "", "Modal environment (empty: the profile's default)", str(&c.ModalEnvironment)},

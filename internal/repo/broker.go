@@ -59,7 +59,8 @@ type BrokerConfig struct {
 	SecretUpdated func(ctx context.Context, ownerID, name string) (time.Time, error)
 	// GrantTTL bounds a sandbox grant's life (0: the sandbox's lifetime,
 	// or DefaultGrantTTL when it has none). The server renews a clone's
-	// grant whenever it runs git there (status, commit, push, deliver).
+	// grant at each run's start and whenever it runs git there (status,
+	// push, deliver).
 	GrantTTL time.Duration
 	// Now is the clock of grants (nil: time.Now).
 	Now    func() time.Time

@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -125,6 +126,32 @@ func (s *Service) refresh(ctx context.Context, sb *sandbox.Sandbox, g sandbox.Gi
 	}
 	s.log.InfoContext(ctx, "broker settings refreshed in clone", "sandbox_id", sb.ID, "repo", rm.Key(), "address_changed", !current, "new_grant", !fresh)
 	return nil
+}
+
+// BeforeRun points each of the sandbox's clones at the broker's current
+// address with a fresh grant (refresh) before an agent run starts, so git
+// run by the agent works after a server restart or a rotated credential.
+// A sandbox without repositories costs nothing.
+func (s *Service) BeforeRun(ctx context.Context, sb *sandbox.Sandbox) error {
+	if len(sb.Spec.Repos) == 0 {
+		return nil
+	}
+	base, err := s.d.GatewayURL(ctx, sb)
+	if err != nil {
+		return err
+	}
+	var errsSeen []error
+	for _, g := range sb.Spec.Repos {
+		g = g.WithDefaults()
+		rm, err := sandbox.ParseRemote(g.URL)
+		if err != nil {
+			continue
+		}
+		if err := s.refresh(ctx, sb, g, rm, base); err != nil {
+			errsSeen = append(errsSeen, fmt.Errorf("%s: %w", g.Dir, err))
+		}
+	}
+	return errors.Join(errsSeen...)
 }
 
 // AfterCreate clones the sandbox's repositories (a sandbox.Hooks step):
