@@ -491,6 +491,14 @@ func forViewports(t *testing.T, f func(t *testing.T, vp viewport)) {
 	}
 }
 
+// clickAt clicks with the mouse at the centre of the element expr names,
+// where it is on screen now (nothing scrolls it into view first).
+func (b *browser) clickAt(what, expr string) {
+	b.t.Helper()
+	xy := eval[[]float64](b, `(() => { const r = (`+expr+`).getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()`)
+	b.do(what, chromedp.MouseClickXY(xy[0], xy[1]))
+}
+
 // jsString quotes s as a JavaScript string literal.
 func jsString(s string) string {
 	b, _ := json.Marshal(s)

@@ -49,6 +49,9 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
     askBox.disabled = !!unavailable;
     cancel.hidden = !on;
     cancel.disabled = false;
+    // While a run streams the composer is pinned to the bottom of the
+    // screen, so Cancel stays in view however far the transcript scrolls.
+    form.classList.toggle("running", on);
     // Back to the prompt when a run ends; not when the page opens (the
     // sandbox's heading has focus then).
     if (!on) { status.textContent = ""; if (ended && !unavailable && el.isConnected) prompt.focus(); }
