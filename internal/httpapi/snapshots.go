@@ -1,12 +1,18 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"path"
 	"sort"
 	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -18,12 +24,23 @@ import (
 
 // snapshotOps documents the snapshot routes.
 var snapshotOps = []apiOp{
-	{Method: "POST", Path: "/sandbox/{id}/snapshots", Summary: "Snapshot the sandbox's workspace now (only changed content is uploaded)", Response: snapshot.Taken{}, Storage: true, Errors: []int{409}},
+	{Method: "POST", Path: "/sandbox/{id}/snapshots", Summary: "Snapshot the sandbox's workspace now (only changed content is uploaded); the body is optional: {\"label\"} names the version", Request: takeSnapshotRequest{}, Response: snapshot.Taken{}, Storage: true, Errors: []int{409}},
 	{Method: "GET", Path: "/sandbox/{id}/snapshots", Summary: "List the sandbox's snapshots, newest first (?limit)", Response: listSnapshotsResponse{}},
 	{Method: "GET", Path: "/snapshots/{id}", Summary: "A snapshot: summary and its file list, paginated (?after=path&limit)", Response: snapshotDetail{}, Storage: true, Errors: []int{422}},
 	{Method: "GET", Path: "/snapshots/{id}/diff/{other}", Summary: "Paths added, removed and changed from snapshot id to snapshot other", Response: snapshotDiff{}, Storage: true},
+	{Method: "GET", Path: "/snapshots/{id}/file", Summary: "A regular file's content in a snapshot (raw bytes; ?path= relative to /workspace); for comparing versions of a file", Storage: true, Errors: []int{409, 422}},
 	{Method: "POST", Path: "/sandbox/{id}/restore", Summary: "Restore a snapshot into the sandbox's workspace, exactly (409 while a run is active)", Request: restoreRequest{}, Response: restoreResponse{}, Storage: true, Errors: []int{409, 413}},
 }
+
+// takeSnapshotRequest is the optional body of POST /sandbox/{id}/snapshots.
+type takeSnapshotRequest struct {
+	// Label names the version ("before the refactor"): at most 100
+	// characters, no control characters.
+	Label string `json:"label,omitempty"`
+}
+
+// maxSnapshotLabel bounds a label's length in characters.
+const maxSnapshotLabel = 100
 
 type listSnapshotsResponse struct {
 	Snapshots []snapshot.Record `json:"snapshots"`
@@ -78,6 +95,7 @@ func (s *server) mountSnapshots(r chi.Router) {
 	r.Get("/sandbox/{id}/snapshots", s.api(s.handleListSnapshots))
 	r.Get("/snapshots/{id}", s.api(s.handleGetSnapshot))
 	r.Get("/snapshots/{id}/diff/{other}", s.api(s.handleDiffSnapshots))
+	r.Get("/snapshots/{id}/file", s.api(s.handleSnapshotFile))
 	r.Post("/sandbox/{id}/restore", s.api(s.handleRestoreSnapshot))
 }
 
@@ -111,6 +129,22 @@ func (s *server) handleTakeSnapshot(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	// The body is optional (an empty POST takes an unlabelled snapshot).
+	var req takeSnapshotRequest
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+	if err != nil {
+		return errs.E(errs.Malformed, "request body too large or unreadable")
+	}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		r.Body = io.NopCloser(bytes.NewReader(raw))
+		if err := decodeJSON(r, &req); err != nil {
+			return err
+		}
+	}
+	req.Label = strings.TrimSpace(req.Label)
+	if utf8.RuneCountInString(req.Label) > maxSnapshotLabel || !utf8.ValidString(req.Label) || strings.IndexFunc(req.Label, unicode.IsControl) >= 0 {
+		return errs.Field("label", fmt.Sprintf("at most %d characters, no control characters", maxSnapshotLabel))
+	}
 	sb, err := runningSandbox(r, m)
 	if err != nil {
 		return err
@@ -121,7 +155,45 @@ func (s *server) handleTakeSnapshot(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	if req.Label != "" {
+		if s.deps.Store == nil {
+			return errs.E(errs.Unavailable, "snapshot labels need the database")
+		}
+		if err := s.deps.Store.SetSnapshotLabel(r.Context(), taken.ID, req.Label); err != nil {
+			return err
+		}
+		taken.Label = req.Label
+	}
 	return writeJSON(w, http.StatusCreated, taken)
+}
+
+// handleSnapshotFile answers a regular file's content in a snapshot.
+func (s *server) handleSnapshotFile(w http.ResponseWriter, r *http.Request) error {
+	svc, _, err := s.snapshotDeps()
+	if err != nil {
+		return err
+	}
+	p := strings.TrimPrefix(path.Clean("/"+r.URL.Query().Get("path")), "/")
+	p = strings.TrimPrefix(p, "workspace/")
+	if r.URL.Query().Get("path") == "" || p == "" || p == "." {
+		return errs.Field("path", "required: a file's path relative to /workspace")
+	}
+	rec, err := svc.Get(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	if err != nil {
+		return err
+	}
+	e, rc, err := svc.Open(r.Context(), rec, p)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Length", strconv.FormatInt(e.Size, 10))
+	w.Header().Set("X-Snapshot-SHA256", e.SHA256)
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.Copy(w, rc)
+	return nil
 }
 
 func (s *server) handleListSnapshots(w http.ResponseWriter, r *http.Request) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -392,4 +393,53 @@ func TestSnapshotRetention(t *testing.T) {
 	if got := h.sh(h.alice, sb, "cat /workspace/v"); got != "b\n" {
 		t.Errorf("restored %q, want b", got)
 	}
+}
+
+// TestSnapshotLabelAndFile: a snapshot taken with a label keeps it (in its
+// answer and in the list), a bad label is a 422 naming it, and a file's
+// content in two versions reads back for comparing them.
+func TestSnapshotLabelAndFile(t *testing.T) {
+	h := newSnapshotHarness(t)
+	sb := h.newSandbox(h.alice, nil)
+	h.sh(h.alice, sb, `cd /workspace && mkdir src && printf 'one\ntwo\n' > src/a.txt && : > empty.txt`)
+	r := h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", map[string]string{"label": "  before the refactor "})
+	wantStatus(t, r, http.StatusCreated)
+	var first snapshot.Taken
+	r.data(t, &first)
+	if first.Label != "before the refactor" {
+		t.Fatalf("label = %q", first.Label)
+	}
+	h.sh(h.alice, sb, `cd /workspace && printf 'one\n2\n' > src/a.txt`)
+	r = h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", nil) // no body: no label
+	wantStatus(t, r, http.StatusCreated)
+	var second snapshot.Taken
+	r.data(t, &second)
+	wantErrField(t, h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", map[string]string{"label": strings.Repeat("x", 101)}), 422, "label")
+	wantErrField(t, h.do(h.alice, "POST", "/sandbox/"+sb+"/snapshots", map[string]string{"label": "a\nb"}), 422, "label")
+	var list listSnapshotsResponse
+	h.do(h.alice, "GET", "/sandbox/"+sb+"/snapshots", nil).data(t, &list)
+	if len(list.Snapshots) != 2 || list.Snapshots[0].Label != "" || list.Snapshots[1].Label != "before the refactor" {
+		t.Fatalf("list = %+v", list.Snapshots)
+	}
+
+	read := func(id, p string) string {
+		t.Helper()
+		r := h.do(h.alice, "GET", "/snapshots/"+id+"/file?path="+url.QueryEscape(p), nil)
+		wantStatus(t, r, http.StatusOK)
+		if ct := r.header.Get("Content-Type"); ct != "application/octet-stream" {
+			t.Errorf("Content-Type %q", ct)
+		}
+		return string(r.body)
+	}
+	if a, b := read(first.ID, "src/a.txt"), read(second.ID, "/workspace/src/a.txt"); a != "one\ntwo\n" || b != "one\n2\n" {
+		t.Errorf("src/a.txt: %q then %q", a, b)
+	}
+	if got := read(first.ID, "empty.txt"); got != "" {
+		t.Errorf("empty.txt: %q", got)
+	}
+	wantErrField(t, h.do(h.alice, "GET", "/snapshots/"+first.ID+"/file", nil), 422, "path")
+	wantErrField(t, h.do(h.alice, "GET", "/snapshots/"+first.ID+"/file?path=src", nil), 422, "path")
+	wantStatus(t, h.do(h.alice, "GET", "/snapshots/"+first.ID+"/file?path=nope.txt", nil), http.StatusNotFound)
+	wantStatus(t, h.do(h.alice, "GET", "/snapshots/"+first.ID+"/file?path=../../etc/passwd", nil), http.StatusNotFound)
+	wantStatus(t, h.do(h.bob, "GET", "/snapshots/"+first.ID+"/file?path=src/a.txt", nil), http.StatusNotFound)
 }

@@ -37,4 +37,7 @@ type Record struct {
 	Bytes         int64     `json:"bytes"`
 	UploadedBytes int64     `json:"uploaded_bytes"`
 	CreatedAt     time.Time `json:"created_at"`
+	// Label is the owner's name for the version ("before the refactor");
+	// empty unless given when it was taken.
+	Label string `json:"label,omitempty"`
 }

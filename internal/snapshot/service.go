@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -311,6 +312,39 @@ func (s *Service) Manifest(ctx context.Context, r Record) (*Manifest, error) {
 		return nil, errs.Wrap(errs.NotFound, err, "the snapshot's version is gone from storage (pruned or deleted)")
 	}
 	return m, err
+}
+
+// Open returns a regular file of an indexed version: its entry and a
+// reader of its content (checked against its hash by nobody: callers
+// show it, they do not restore it). p is relative to the workspace.
+func (s *Service) Open(ctx context.Context, r Record, p string) (Entry, io.ReadCloser, error) {
+	m, err := s.Manifest(ctx, r)
+	if err != nil {
+		return Entry{}, nil, err
+	}
+	i := sort.Search(len(m.Entries), func(i int) bool { return m.Entries[i].Path >= p })
+	if i == len(m.Entries) || m.Entries[i].Path != p {
+		return Entry{}, nil, errs.E(errs.NotFound, "no %q in snapshot %s", p, r.ID)
+	}
+	e := m.Entries[i]
+	if e.Type != File {
+		return Entry{}, nil, errs.Field("path", fmt.Sprintf("%q is a %s in this snapshot, not a regular file", p, e.Type))
+	}
+	if e.Size == 0 {
+		return e, io.NopCloser(strings.NewReader("")), nil
+	}
+	loc, err := s.recordLocation(ctx, r)
+	if err != nil {
+		return Entry{}, nil, err
+	}
+	rc, err := loc.Store.Get(ctx, loc.blobKey(e.SHA256))
+	if errors.Is(err, errs.ErrNotFound) {
+		return Entry{}, nil, errs.E(errs.Conflict, "the content of %q is missing from the store", p)
+	}
+	if err != nil {
+		return Entry{}, nil, fmt.Errorf("read %s of snapshot %s: %w", p, r.ID, err)
+	}
+	return e, rc, nil
 }
 
 // Restore makes the sandbox's workspace an exact copy of the version. The

@@ -9,13 +9,13 @@ import (
 	"github.com/techbossai/techboss/internal/snapshot"
 )
 
-const snapshotCols = `id, sandbox_id, owner_id, bucket, prefix, name, trigger_kind, run_id, file_count, bytes, uploaded_bytes, created_at`
+const snapshotCols = `id, sandbox_id, owner_id, bucket, prefix, name, trigger_kind, run_id, file_count, bytes, uploaded_bytes, created_at, label`
 
 // InsertSnapshot records one snapshot version in the index.
 func (d *DB) InsertSnapshot(ctx context.Context, r snapshot.Record) error {
-	_, err := d.exec(ctx, d.db, `INSERT INTO snapshots (`+snapshotCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := d.exec(ctx, d.db, `INSERT INTO snapshots (`+snapshotCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.ID, r.SandboxID, r.OwnerID, r.Bucket, r.Prefix, r.Name, string(r.Trigger), r.RunID,
-		int64(r.Files), r.Bytes, r.UploadedBytes, ms(r.CreatedAt))
+		int64(r.Files), r.Bytes, r.UploadedBytes, ms(r.CreatedAt), r.Label)
 	if err != nil {
 		if isUnique(err) {
 			return errs.Wrap(errs.Conflict, err, "snapshot already recorded")
@@ -30,9 +30,21 @@ func scanSnapshot(s rowScanner) (snapshot.Record, error) {
 	var trigger string
 	var files, created int64
 	err := s.Scan(&r.ID, &r.SandboxID, &r.OwnerID, &r.Bucket, &r.Prefix, &r.Name, &trigger, &r.RunID,
-		&files, &r.Bytes, &r.UploadedBytes, &created)
+		&files, &r.Bytes, &r.UploadedBytes, &created, &r.Label)
 	r.Trigger, r.Files, r.CreatedAt = snapshot.Trigger(trigger), int(files), fromMS(created)
 	return r, err
+}
+
+// SetSnapshotLabel sets a snapshot's label (errs.ErrNotFound if absent).
+func (d *DB) SetSnapshotLabel(ctx context.Context, id, label string) error {
+	res, err := d.exec(ctx, d.db, `UPDATE snapshots SET label = ? WHERE id = ?`, label, id)
+	if err != nil {
+		return fmt.Errorf("label snapshot: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return fmt.Errorf("snapshot %s: %w", id, errs.ErrNotFound)
+	}
+	return nil
 }
 
 // GetSnapshot returns one snapshot record (errs.ErrNotFound if absent).
