@@ -99,7 +99,8 @@ func newBrowser(t *testing.T, base string) *browser {
 		chromedp.NoFirstRun,
 		chromedp.NoDefaultBrowserCheck,
 		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 1000),
+		// The desktop size the flows are checked at (see viewports).
+		chromedp.WindowSize(1440, 900),
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
@@ -333,14 +334,11 @@ func (b *browser) confirm() {
 	b.waitJS("confirm dialog closed", `!document.getElementById("confirm").open`)
 }
 
-// shot saves a screenshot named name when TECHBOSS_UI_SCREENSHOTS names a
-// directory (for looking at the pages; tests never depend on it).
+// shot saves a screenshot of the whole page as name.png in the test's
+// artifacts dir (and in TECHBOSS_UI_SCREENSHOTS when that names a
+// directory), for looking at the pages; tests never depend on it.
 func (b *browser) shot(name string) {
 	b.t.Helper()
-	dir := os.Getenv("TECHBOSS_UI_SCREENSHOTS")
-	if dir == "" {
-		return
-	}
 	ctx, cancel := context.WithTimeout(b.ctx, guard)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -348,8 +346,11 @@ func (b *browser) shot(name string) {
 		b.t.Logf("screenshot %s: %v", name, err)
 		return
 	}
-	_ = os.MkdirAll(dir, 0o755)
-	_ = os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644)
+	_ = os.WriteFile(filepath.Join(artifactsDir(b.t), name+".png"), png, 0o644)
+	if dir := os.Getenv("TECHBOSS_UI_SCREENSHOTS"); dir != "" {
+		_ = os.MkdirAll(dir, 0o755)
+		_ = os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644)
+	}
 }
 
 // colorScheme emulates prefers-color-scheme (light or dark).
@@ -505,12 +506,9 @@ func jsString(s string) string {
 	return string(b)
 }
 
-// shotBoth saves light and dark screenshots (see shot).
+// shotBoth saves dark and light screenshots (see shot).
 func (b *browser) shotBoth(name string) {
 	b.t.Helper()
-	if os.Getenv("TECHBOSS_UI_SCREENSHOTS") == "" {
-		return
-	}
 	b.colorScheme("dark")
 	b.shot(name + "-dark")
 	b.colorScheme("light")
