@@ -288,7 +288,7 @@ func snapshotRoundTrip(t *testing.T, b *browser, id string) {
 	b.clickButton("Create snapshot")
 	b.waitJS("snapshot B listed", fmt.Sprintf(`document.querySelectorAll(".timeline li[data-snapshot]").length === %d`, n0+2))
 	b.clickButton("Compare")
-	b.waitJS("diff shown", `document.querySelector(".diff li.removed")?.textContent === "hello.txt"`)
+	b.waitJS("diff shown", `document.querySelector(".diff li.removed summary")?.textContent === "hello.txt"`)
 
 	// Restore version A.
 	b.do("restore A", chromedp.Click(chromedp.CSS(itemA+` button.danger`)))

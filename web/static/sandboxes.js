@@ -234,7 +234,10 @@ function createForm(onCreated, onProgress, fromSnapshot) {
         followLogs(following, (text) => {
           buildLog.textContent = (buildLog.textContent + text).slice(-8000);
           buildLog.scrollTop = buildLog.scrollHeight;
-        }, (st) => { progress.textContent = `Sandbox ${st.status}${st.reason ? ": " + st.reason : ""}`; }, logs.signal).catch(() => {});
+        }, (st) => {
+          // Once the create answered, its outcome is said once, by the form.
+          if (!logs.signal.aborted) progress.textContent = `Sandbox ${st.status}${st.reason ? ": " + st.reason : ""}`;
+        }, logs.signal).catch(() => {});
       } catch { /* polling is best effort */ }
     }, 1000);
     progress.textContent = "Building image and starting sandbox…";
