@@ -297,7 +297,7 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 	drv := m.drivers[drvName]
 	now := m.now()
 	sb := &Sandbox{
-		ID: newID(), OwnerID: ownerID, Spec: redacted(spec), State: Creating, Driver: drvName,
+		ID: newID(), OwnerID: ownerID, TeamID: spec.Team, Spec: redacted(spec), State: Creating, Driver: drvName,
 		CreatedAt: now, UpdatedAt: now, LastActiveAt: now,
 	}
 	if _, ok := drv.(HostBound); ok {
@@ -517,9 +517,13 @@ const (
 )
 
 // List returns a page of the owner's sandboxes (newest first) and the
-// cursor of the next page, or nil when this is the last.
+// cursor of the next page, or nil when this is the last. With f.TeamID set
+// it lists that team's sandboxes instead (the caller checked membership).
 func (m *Manager) List(ctx context.Context, ownerID string, f ListFilter) ([]*Sandbox, *Cursor, error) {
 	f.OwnerID = ownerID
+	if f.TeamID != "" {
+		f.OwnerID = ""
+	}
 	for _, s := range f.States {
 		if !s.Valid() {
 			return nil, nil, errs.Field("state", fmt.Sprintf("unknown state %q", printable(string(s))))

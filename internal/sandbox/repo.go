@@ -40,7 +40,11 @@ type Repo interface {
 
 // ListFilter selects sandboxes. Empty fields do not filter.
 type ListFilter struct {
-	OwnerID    string
+	OwnerID string
+	// TeamID selects the sandboxes of a team (see Spec.Team).
+	TeamID string
+	// IDs selects these sandboxes only (the ones shared with a user).
+	IDs        []string
 	States     []State
 	Labels     map[string]string
 	VolumeName string

@@ -26,6 +26,10 @@ const (
 // Spec is the request body of POST /sandbox. The first six fields are the
 // original design's and keep their exact names.
 type Spec struct {
+	// Team is the team the new sandbox belongs to ("" = the owner's
+	// own). Set by the API from the request's scope (X-Team, ?team=), who
+	// checked the caller may create there; not part of the body.
+	Team               string            `json:"-"`
 	ImageBase          string            `json:"image_base"`
 	DockerfileCommands []string          `json:"dockerfile_commands"`
 	VolumeName         string            `json:"volume_name"`
@@ -69,8 +73,10 @@ func (s Spec) MarshalJSON() ([]byte, error) {
 
 // Sandbox is the persisted record of one sandbox.
 type Sandbox struct {
-	ID           string     `json:"sandbox_id"`
-	OwnerID      string     `json:"owner_id"`
+	ID      string `json:"sandbox_id"`
+	OwnerID string `json:"owner_id"`
+	// TeamID is the team the sandbox belongs to ("" = its owner's own).
+	TeamID       string     `json:"team_id,omitempty"`
 	Spec         Spec       `json:"spec"`
 	State        State      `json:"status"`
 	Reason       string     `json:"reason,omitempty"`

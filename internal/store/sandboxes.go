@@ -15,7 +15,7 @@ import (
 
 var _ sandbox.Repo = (*DB)(nil)
 
-const sandboxCols = `id, owner_id, state, reason, driver, ref, spec, created_at, updated_at, last_active_at, terminated_at, host`
+const sandboxCols = `id, owner_id, state, reason, driver, ref, spec, created_at, updated_at, last_active_at, terminated_at, host, team_id`
 
 // CreateSandbox inserts a sandbox record and its labels.
 func (d *DB) CreateSandbox(ctx context.Context, sb *sandbox.Sandbox) error {
@@ -24,10 +24,10 @@ func (d *DB) CreateSandbox(ctx context.Context, sb *sandbox.Sandbox) error {
 		return fmt.Errorf("encode spec: %w", err)
 	}
 	return d.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := d.exec(ctx, tx, `INSERT INTO sandboxes (id, owner_id, state, reason, driver, ref, spec, volume_name, created_at, updated_at, last_active_at, terminated_at, host)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := d.exec(ctx, tx, `INSERT INTO sandboxes (id, owner_id, state, reason, driver, ref, spec, volume_name, created_at, updated_at, last_active_at, terminated_at, host, team_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			sb.ID, sb.OwnerID, string(sb.State), sb.Reason, sb.Driver, string(sb.Ref), string(spec), sb.Spec.VolumeName,
-			ms(sb.CreatedAt), ms(sb.UpdatedAt), ms(sb.LastActiveAt), msPtr(sb.TerminatedAt), sb.Host)
+			ms(sb.CreatedAt), ms(sb.UpdatedAt), ms(sb.LastActiveAt), msPtr(sb.TerminatedAt), sb.Host, sb.TeamID)
 		if err != nil {
 			if isUnique(err) {
 				return errs.Wrap(errs.Conflict, err, "sandbox already exists")
@@ -63,7 +63,7 @@ func scanSandbox(r rowScanner) (*sandbox.Sandbox, error) {
 		state, ref, spec                    string
 		created, updated, active, terminate int64
 	)
-	if err := r.Scan(&sb.ID, &sb.OwnerID, &state, &sb.Reason, &sb.Driver, &ref, &spec, &created, &updated, &active, &terminate, &sb.Host); err != nil {
+	if err := r.Scan(&sb.ID, &sb.OwnerID, &state, &sb.Reason, &sb.Driver, &ref, &spec, &created, &updated, &active, &terminate, &sb.Host, &sb.TeamID); err != nil {
 		return nil, err
 	}
 	sb.State = sandbox.State(state)
@@ -124,6 +124,18 @@ func (d *DB) ListSandboxes(ctx context.Context, f sandbox.ListFilter) ([]*sandbo
 	if f.OwnerID != "" {
 		where = append(where, "s.owner_id = ?")
 		args = append(args, f.OwnerID)
+	}
+	if f.TeamID != "" {
+		where = append(where, "s.team_id = ?")
+		args = append(args, f.TeamID)
+	}
+	if len(f.IDs) > 0 {
+		ph := make([]string, len(f.IDs))
+		for i, id := range f.IDs {
+			ph[i] = "?"
+			args = append(args, id)
+		}
+		where = append(where, "s.id IN ("+strings.Join(ph, ", ")+")")
 	}
 	if len(f.States) > 0 {
 		ph := make([]string, len(f.States))

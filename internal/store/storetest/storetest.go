@@ -35,6 +35,7 @@ var subtests = []struct {
 	{"PreviewLinks", testPreviewLinks},
 	{"Webhooks", testWebhooks},
 	{"Audit", testAudit},
+	{"Teams", testTeams},
 }
 
 // Exercise runs every conformance subtest, each on a fresh database from open.
