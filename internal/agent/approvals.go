@@ -130,6 +130,9 @@ type Decision struct {
 	// ByEmail is the answering user's email, set by the server (not the
 	// request body), for the permission_decision event.
 	ByEmail string `json:"-"`
+	// By is the user who answers, when not the run's owner (a sandbox
+	// shared with them); set by the API, never read from the body.
+	By string `json:"-"`
 }
 
 // PermissionDecisionData is the data of a permission_decision event.
@@ -372,11 +375,15 @@ func (s *Service) Decide(ctx context.Context, ownerID, runID, requestID string, 
 	if err != nil {
 		return PermissionDecisionData{}, false, err
 	}
+	by := ownerID
+	if d.By != "" {
+		by = d.By
+	}
 	s.mu.Lock()
 	_, local := s.jobs[r.ID]
 	s.mu.Unlock()
 	if !local && r.Status.Active() {
-		b, _ := json.Marshal(remoteDecision{RequestID: requestID, Decision: d, By: ownerID, ByEmail: d.ByEmail})
+		b, _ := json.Marshal(remoteDecision{RequestID: requestID, Decision: d, By: by, ByEmail: d.ByEmail})
 		if err := s.hub.SendDecide(ctx, r.ID, b); err != nil {
 			if errors.Is(err, errNoFeed) {
 				return PermissionDecisionData{}, false, errs.E(errs.Conflict, "run %s is executed by another server", r.ID)
@@ -384,9 +391,9 @@ func (s *Service) Decide(ctx context.Context, ownerID, runID, requestID string, 
 			return PermissionDecisionData{}, false, err
 		}
 		return PermissionDecisionData{RequestID: requestID, Behavior: d.Behavior, Message: d.Message, UpdatedInput: d.UpdatedInput,
-			Source: "user", DecidedBy: ownerID, DecidedByEmail: d.ByEmail, Remember: d.Remember}, true, nil
+			Source: "user", DecidedBy: by, DecidedByEmail: d.ByEmail, Remember: d.Remember}, true, nil
 	}
-	out, err = s.decideLocal(r.ID, requestID, d, ownerID)
+	out, err = s.decideLocal(r.ID, requestID, d, by)
 	return out, false, err
 }
 

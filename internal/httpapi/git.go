@@ -61,7 +61,7 @@ func (s *server) handleGitStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	st, err := rs.Status(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), r.URL.Query().Get("repo"))
+	st, err := rs.Status(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), r.URL.Query().Get("repo"))
 	if err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func (s *server) handleGitCommit(w http.ResponseWriter, r *http.Request) error {
 	}
 	u := currentUser(r)
 	req.AuthorEmail = u.Email
-	c, err := rs.Commit(r.Context(), u.ID, chi.URLParam(r, "id"), req)
+	c, err := rs.Commit(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), req)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (s *server) handleGitPush(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	p, err := rs.Push(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), req)
+	p, err := rs.Push(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), req)
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func (s *server) handleGitPullRequest(w http.ResponseWriter, r *http.Request) er
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	pr, err := rs.PullRequest(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), req)
+	pr, err := rs.PullRequest(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), req)
 	if err != nil {
 		return err
 	}

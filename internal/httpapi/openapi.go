@@ -126,6 +126,7 @@ func apiOps() [][]apiOp {
 		webhookOps,
 		auditOps,
 		presenceOps,
+		teamOps,
 	}
 }
 

@@ -124,7 +124,7 @@ func (s *server) handleListPorts(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := chi.URLParam(r, "id")
-	ports, err := m.ListPorts(r.Context(), currentUser(r).ID, id)
+	ports, err := m.ListPorts(r.Context(), sandboxOwner(r), id)
 	if err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func (s *server) handleCreateLink(w http.ResponseWriter, r *http.Request) error 
 		return errs.Field("expires_in_s", fmt.Sprintf("must be between 1 and %d seconds", int64(sandbox.MaxPreviewLinkTTL/time.Second)))
 	}
 	id := chi.URLParam(r, "id")
-	l, tok, err := links.Create(r.Context(), currentUser(r).ID, id, port, time.Duration(req.ExpiresIn)*time.Second)
+	l, tok, err := links.Create(r.Context(), sandboxOwner(r), id, port, time.Duration(req.ExpiresIn)*time.Second)
 	if err != nil {
 		return err
 	}
@@ -199,7 +199,7 @@ func (s *server) handleListLinks(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ls, err := links.List(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), port)
+	ls, err := links.List(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), port)
 	if err != nil {
 		return err
 	}
@@ -215,7 +215,7 @@ func (s *server) handleRevokeLink(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	if err := links.Revoke(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), port, chi.URLParam(r, "link_id")); err != nil {
+	if err := links.Revoke(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), port, chi.URLParam(r, "link_id")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -299,7 +299,9 @@ func (s *server) previewAccess(w http.ResponseWriter, r *http.Request, id, portS
 		if err != nil {
 			return nil, err
 		}
-		ownerID = u.ID
+		if ownerID, err = s.previewOwner(r.Context(), u.ID, id); err != nil {
+			return nil, err
+		}
 	}
 	port, err := sandbox.CheckPort(portStr)
 	if err != nil {
@@ -315,11 +317,15 @@ func (s *server) previewAccess(w http.ResponseWriter, r *http.Request, id, portS
 		sessionDecides := tok == "" && !hostForm && sessErr == nil
 		switch {
 		case tok == "" && sandbox.IsOwnerPass(cookieTok):
-			owner, err := links.CheckOwnerPass(cookieTok, id, port)
+			user, err := links.CheckOwnerPass(cookieTok, id, port)
 			if err != nil && !sessionDecides {
 				return nil, err
 			}
-			ownerID = owner
+			if err == nil { // the pass names a user: are they still let in?
+				if ownerID, err = s.previewOwner(r.Context(), user, id); err != nil {
+					return nil, err
+				}
+			}
 		default:
 			l, err := links.Check(r.Context(), cmp.Or(tok, cookieTok), id, port)
 			if err != nil && !sessionDecides {
@@ -348,7 +354,9 @@ func (s *server) previewAccess(w http.ResponseWriter, r *http.Request, id, portS
 		if err != nil {
 			return nil, err
 		}
-		ownerID = u.ID
+		if ownerID, err = s.previewOwner(r.Context(), u.ID, id); err != nil {
+			return nil, err
+		}
 		if links != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			s.setPreviewCookie(w, r, links.OwnerPass(u.ID, id, port), id, port, sandbox.OwnerPassTTL, false)
 		}

@@ -60,7 +60,7 @@ func (s *server) handleStartProcess(w http.ResponseWriter, r *http.Request) erro
 	if err := decodeJSONLimit(r, &spec, s.deps.MaxJSONBody); err != nil {
 		return err
 	}
-	p, err := m.StartProcess(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), spec)
+	p, err := m.StartProcess(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), spec)
 	if err != nil {
 		return err
 	}
@@ -72,7 +72,7 @@ func (s *server) handleListProcesses(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	ps, err := m.ListProcesses(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	ps, err := m.ListProcesses(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"))
 	if err != nil {
 		return err
 	}
@@ -149,7 +149,7 @@ func (s *server) handleProcessLogs(w http.ResponseWriter, r *http.Request) error
 		}
 	}
 	var buf []byte
-	err = m.ProcessLogs(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), pid, follow, from, ready, func(o sandbox.ProcessOutput) error {
+	err = m.ProcessLogs(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), pid, follow, from, ready, func(o sandbox.ProcessOutput) error {
 		if startErr != nil {
 			return startErr
 		}
@@ -197,7 +197,7 @@ func (s *server) handleProcessStdin(w http.ResponseWriter, r *http.Request) erro
 		return errs.E(errs.Malformed, "read body: %v", err)
 	}
 	eof := r.URL.Query().Get("eof") == "true"
-	if err := m.ProcessStdin(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), pid, data, eof); err != nil {
+	if err := m.ProcessStdin(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), pid, data, eof); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -217,7 +217,7 @@ func (s *server) handleSignalProcess(w http.ResponseWriter, r *http.Request) err
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if err := m.SignalProcess(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), pid, req.Signal); err != nil {
+	if err := m.SignalProcess(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), pid, req.Signal); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -248,7 +248,7 @@ func (s *server) handleWatch(w http.ResponseWriter, r *http.Request) error {
 			startErr = l.st.Event("", "ready", []byte("{}"))
 		}
 	}
-	err = m.Watch(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), p, recursive, ready, func(ev sandbox.WatchEvent) error {
+	err = m.Watch(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), p, recursive, ready, func(ev sandbox.WatchEvent) error {
 		if startErr != nil {
 			return startErr
 		}

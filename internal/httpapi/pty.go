@@ -96,12 +96,12 @@ func (s *server) handlePTY(w http.ResponseWriter, r *http.Request) error {
 	}
 	id := chi.URLParam(r, "id")
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		if _, _, err := m.Running(r.Context(), currentUser(r).ID, id); err != nil {
+		if _, _, err := m.Running(r.Context(), sandboxOwner(r), id); err != nil {
 			return err // someone else's sandbox stays a 404
 		}
 		return errs.E(errs.Malformed, "this route upgrades to a WebSocket (Upgrade: websocket)")
 	}
-	p, err := m.AttachPTY(r.Context(), currentUser(r).ID, id, req)
+	p, err := m.AttachPTY(r.Context(), sandboxOwner(r), id, req)
 	if err != nil {
 		return err
 	}
@@ -115,6 +115,8 @@ func (s *server) handlePTY(w http.ResponseWriter, r *http.Request) error {
 	s.streams.add()
 	defer s.streams.done()
 	defer s.watching(r, id, presence.KindPTY, "")()
+	// Revoked access (authz.go) cancels the request's context: close.
+	defer context.AfterFunc(r.Context(), func() { _ = c.Close(websocket.StatusPolicyViolation, "access revoked") })()
 	s.serveTerminal(c, p)
 	return nil
 }
@@ -215,7 +217,7 @@ func (s *server) handleListPTY(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	list, err := m.ListPTY(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	list, err := m.ListPTY(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"))
 	if err != nil {
 		return err
 	}
@@ -227,7 +229,7 @@ func (s *server) handleClosePTY(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := m.ClosePTY(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), chi.URLParam(r, "session_id")); err != nil {
+	if err := m.ClosePTY(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), chi.URLParam(r, "session_id")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -33,7 +33,7 @@ func (s *server) routes() http.Handler {
 
 	// Authenticated routes: currentUser(r) is non-nil in here.
 	r.Group(func(r chi.Router) {
-		r.Use(s.authenticate, s.audit)
+		r.Use(s.authenticate, s.audit, s.authorize)
 		s.mountAuth(r)
 		// Domain mounts: add ONE line each below, e.g. s.mountSandboxes(r).
 		s.mountSandboxes(r)
@@ -49,6 +49,7 @@ func (s *server) routes() http.Handler {
 		s.mountWebhooks(r)
 		s.mountAudit(r)
 		s.mountPresence(r)
+		s.mountTeams(r)
 	})
 	return r
 }

@@ -169,7 +169,7 @@ func (s *server) handleClaude(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	run, err := svc.Start(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), req.Prompt, agent.Options{
+	run, err := svc.Start(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), req.Prompt, agent.Options{
 		Model: req.Model, FallbackModel: req.FallbackModel, MaxTurns: req.MaxTurns, PermissionMode: req.PermissionMode,
 		AllowedTools: req.AllowedTools, DisallowedTools: req.DisallowedTools,
 		SystemPrompt: req.SystemPrompt, AppendSystemPrompt: req.AppendSystemPrompt,
@@ -246,7 +246,7 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 	defer s.streams.done()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	sub, err := svc.Subscribe(ctx, currentUser(r).ID, runID, after)
+	sub, err := svc.Subscribe(ctx, sandboxOwner(r), runID, after)
 	if err != nil {
 		return err
 	}
@@ -636,7 +636,7 @@ func (s *server) handleListRuns(w http.ResponseWriter, r *http.Request) error {
 		}
 		limit = n
 	}
-	runs, err := svc.List(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), limit)
+	runs, err := svc.List(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), limit)
 	if err != nil {
 		return err
 	}
@@ -651,7 +651,7 @@ func (s *server) handleGetRun(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	run, err := svc.Get(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	run, err := svc.Get(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"))
 	if err != nil {
 		return err
 	}
@@ -668,7 +668,8 @@ func (s *server) handleDecide(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	d.ByEmail = currentUser(r).Email // the permission_decision event shows who answered
-	out, forwarded, err := svc.Decide(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), chi.URLParam(r, "request_id"), d)
+	d.By = currentUser(r).ID // who answered: an operator, not the owner
+	out, forwarded, err := svc.Decide(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), chi.URLParam(r, "request_id"), d)
 	if err != nil {
 		return err
 	}
@@ -685,7 +686,7 @@ func (s *server) handleCancelRun(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	run, err := svc.Cancel(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	run, err := svc.Cancel(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"))
 	if err != nil {
 		return err
 	}

@@ -21,13 +21,14 @@ import (
 
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/teams"
 )
 
 // sandboxOps documents the sandbox, file, archive and volume routes.
 var sandboxOps = []apiOp{
-	{Method: "POST", Path: "/sandbox", Summary: "Create a sandbox (builds or reuses its image); answers once it runs", Request: sandbox.Spec{}, Response: createSandboxResponse{}, Storage: true, Errors: []int{409, 429},
+	{Method: "POST", Path: "/sandbox", Summary: "Create a sandbox (builds or reuses its image); answers once it runs. X-Team or ?team= creates it in a team you are an owner or member of", Request: sandbox.Spec{}, Response: createSandboxResponse{}, Storage: true, Errors: []int{409, 429},
 		Example: map[string]any{"image_base": "host", "dockerfile_commands": []string{}, "volume_name": "", "s3_bucket_name": "", "s3_key_prefix": "", "init_from_s3": false, "name": "demo"}},
-	{Method: "GET", Path: "/sandbox", Summary: "List your sandboxes, newest first (?limit, ?cursor, ?state, ?label=k=v)", Response: listSandboxesResponse{}},
+	{Method: "GET", Path: "/sandbox", Summary: "List your sandboxes, newest first (?limit, ?cursor, ?state, ?label=k=v); X-Team or ?team= lists a team's instead", Response: listSandboxesResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}", Summary: "A sandbox's status and its driver's capabilities", Response: sandboxView{}},
 	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent; snapshots the workspace first when configured); a failed or lost sandbox is marked terminated, which takes it off the active list", Response: sandbox.Sandbox{}},
 	{Method: "GET", Path: "/sandbox/{id}/logs", Summary: "Build and start log (text; SSE `log`/`status` events with ?follow=true)"},
@@ -151,7 +152,10 @@ func (s *server) handleCreateSandbox(w http.ResponseWriter, r *http.Request) err
 	if err := decodeJSONLimit(r, &spec, s.deps.MaxJSONBody); err != nil {
 		return err
 	}
-	sb, err := m.Create(r.Context(), currentUser(r).ID, spec)
+	if spec.Team, err = s.scopeTeam(r, teams.RoleMember); err != nil {
+		return err
+	}
+	sb, err := m.Create(r.Context(), sandboxOwner(r), spec)
 	if err != nil {
 		return err
 	}
@@ -203,7 +207,10 @@ func (s *server) handleListSandboxes(w http.ResponseWriter, r *http.Request) err
 	if err := errs.Fields(bad); err != nil {
 		return err
 	}
-	items, next, err := m.List(r.Context(), currentUser(r).ID, f)
+	if f.TeamID, err = s.scopeTeam(r, teams.RoleViewer); err != nil {
+		return err
+	}
+	items, next, err := m.List(r.Context(), sandboxOwner(r), f)
 	if err != nil {
 		return err
 	}
@@ -229,7 +236,7 @@ func (s *server) handleGetSandbox(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	sb, err := m.Get(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	sb, err := m.Get(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"))
 	if err != nil {
 		return err
 	}
@@ -241,7 +248,7 @@ func (s *server) handleTerminateSandbox(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	sb, err := m.Terminate(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	sb, err := m.Terminate(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"))
 	if err != nil {
 		return err
 	}
@@ -256,7 +263,7 @@ func (s *server) handleSandboxLogs(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	owner, id := currentUser(r).ID, chi.URLParam(r, "id")
+	owner, id := sandboxOwner(r), chi.URLParam(r, "id")
 	blog, _, err := m.BuildLog(r.Context(), owner, id)
 	if err != nil {
 		return err
@@ -354,7 +361,7 @@ func (s *server) handleExec(w http.ResponseWriter, r *http.Request) error {
 	if err := sandbox.CheckExec(req.Command, req.Env, dir); err != nil {
 		return err
 	}
-	owner, id := currentUser(r).ID, chi.URLParam(r, "id")
+	owner, id := sandboxOwner(r), chi.URLParam(r, "id")
 	// Check ownership and state before any response is started, so those
 	// errors are ordinary JSON answers even for the streaming form.
 	sb, err := m.Get(r.Context(), owner, id)
@@ -626,7 +633,7 @@ func (s *server) handleListDir(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errs.Field("dir", "must not contain '..', NUL bytes or invalid UTF-8")
 	}
-	entries, err := m.ListDir(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"), clean)
+	entries, err := m.ListDir(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), clean)
 	if err != nil {
 		return err
 	}
@@ -641,7 +648,7 @@ func (s *server) handleReadFile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	owner, id := currentUser(r).ID, chi.URLParam(r, "id")
+	owner, id := sandboxOwner(r), chi.URLParam(r, "id")
 	p, err := filePath(r)
 	if err != nil {
 		return err
@@ -721,7 +728,7 @@ func (s *server) handleWriteFile(w http.ResponseWriter, r *http.Request) error {
 		}
 		mode = fs.FileMode(n)
 	}
-	owner, id := currentUser(r).ID, chi.URLParam(r, "id")
+	owner, id := sandboxOwner(r), chi.URLParam(r, "id")
 	p, err := filePath(r)
 	if err != nil {
 		return err
@@ -766,7 +773,7 @@ func (s *server) handleRemoveFile(w http.ResponseWriter, r *http.Request) error 
 	if clean == "/" || clean == "/workspace" {
 		return errs.Field("path", "refusing to delete the root or the workspace itself")
 	}
-	owner, id := currentUser(r).ID, chi.URLParam(r, "id")
+	owner, id := sandboxOwner(r), chi.URLParam(r, "id")
 	if r.URL.Query().Get("recursive") != "true" {
 		fi, err := m.Stat(r.Context(), owner, id, clean)
 		if err != nil {
@@ -793,7 +800,7 @@ func (s *server) handleArchiveOut(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	owner, id, p := currentUser(r).ID, chi.URLParam(r, "id"), r.URL.Query().Get("path")
+	owner, id, p := sandboxOwner(r), chi.URLParam(r, "id"), r.URL.Query().Get("path")
 	// Check before the 200 is sent, so a bad path is a JSON error.
 	if _, err := m.Stat(r.Context(), owner, id, p); err != nil {
 		return err
@@ -809,7 +816,7 @@ func (s *server) handleArchiveIn(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	owner, id, p := currentUser(r).ID, chi.URLParam(r, "id"), r.URL.Query().Get("path")
+	owner, id, p := sandboxOwner(r), chi.URLParam(r, "id"), r.URL.Query().Get("path")
 	sb, err := m.Get(r.Context(), owner, id)
 	if err != nil {
 		return err
@@ -835,7 +842,7 @@ func (s *server) handleListVolumes(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	vs, err := m.ListVolumes(r.Context(), currentUser(r).ID)
+	vs, err := m.ListVolumes(r.Context(), sandboxOwner(r))
 	if err != nil {
 		return err
 	}
@@ -851,7 +858,7 @@ func (s *server) handleDeleteVolume(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	name := chi.URLParam(r, "name")
-	if err := m.DeleteVolume(r.Context(), currentUser(r).ID, name); err != nil {
+	if err := m.DeleteVolume(r.Context(), sandboxOwner(r), name); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, deleteVolumeResponse{Name: name, Deleted: true})

@@ -24,6 +24,7 @@ import (
 	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/teams"
 	"github.com/techbossai/techboss/internal/webhooks"
 )
 
@@ -59,6 +60,9 @@ type Deps struct {
 	GitBroker http.Handler
 	// Webhooks manages users' webhooks; nil answers 503 on /webhooks.
 	Webhooks *webhooks.Service
+	// Teams holds teams, shares and the sandbox access rule (authz.go);
+	// nil builds one over Store.
+	Teams *teams.Service
 	// Audit records every state-changing request (audit.go); nil records
 	// nothing and answers 503 on /audit.
 	Audit *audit.Log
@@ -114,6 +118,8 @@ type server struct {
 	streams streamCount
 	// presence: who watches which sandbox through this server's streams.
 	presence *presence.Tracker
+	teams    *teams.Service
+	live     liveStreams // shared users' open streams, ended on revoke (authz.go)
 
 	previewOnce sync.Once
 	previewRT   *http.Transport // the preview proxy's (ports.go)
@@ -205,6 +211,10 @@ func newServer(deps Deps) *server {
 		busy = deps.Sandboxes.MarkBusy
 	}
 	s.presence = presence.New(presence.Options{Debounce: deps.PresenceDebounce, Clock: deps.Clock, Busy: busy})
+	s.teams = deps.Teams
+	if s.teams == nil && deps.Store != nil {
+		s.teams = teams.New(deps.Store, storeUsers{deps.Store}, deps.Clock)
+	}
 	for _, o := range deps.TrustedOrigins {
 		if err := s.csrf.AddTrustedOrigin(o); err != nil {
 			s.log.Warn("ignoring trusted origin", "origin", o, "err", err)

@@ -114,7 +114,7 @@ type activeRuns interface {
 
 // runningSandbox returns the user's sandbox, which must be running.
 func runningSandbox(r *http.Request, m *sandbox.Manager) (*sandbox.Sandbox, error) {
-	sb, err := m.Get(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	sb, err := m.Get(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"))
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +209,7 @@ func (s *server) handleListSnapshots(w http.ResponseWriter, r *http.Request) err
 		}
 		limit = n
 	}
-	sb, err := m.Get(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	sb, err := m.Get(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"))
 	if err != nil {
 		return err
 	}
@@ -234,7 +234,7 @@ func (s *server) handleGetSnapshot(w http.ResponseWriter, r *http.Request) error
 		}
 		limit = n
 	}
-	rec, err := svc.Get(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	rec, err := svc.Get(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"))
 	if err != nil {
 		return err
 	}
@@ -274,12 +274,16 @@ func (s *server) handleDiffSnapshots(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	user := currentUser(r).ID
+	user := sandboxOwner(r)
 	a, err := svc.Get(r.Context(), user, chi.URLParam(r, "id"))
 	if err != nil {
 		return err
 	}
 	b, err := svc.Get(r.Context(), user, chi.URLParam(r, "other"))
+	if err == nil && b.SandboxID != a.SandboxID && currentUser(r).ID != user {
+		// A share reaches one sandbox's snapshots, not all the owner's.
+		err = errs.Wrap(errs.NotFound, errs.ErrNotFound, "snapshot not found")
+	}
 	if err != nil {
 		return err
 	}

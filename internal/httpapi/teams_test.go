@@ -1,0 +1,296 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/teams"
+)
+
+// streamEnds waits for an SSE stream to end; the bound only keeps a
+// broken revoke from hanging the test.
+func streamEnds(t *testing.T, evs <-chan sseEvent, what string) {
+	t.Helper()
+	tm := time.NewTimer(time.Minute)
+	defer tm.Stop()
+	for {
+		select {
+		case _, ok := <-evs:
+			if !ok {
+				return
+			}
+		case <-tm.C:
+			t.Fatalf("%s: the stream is still open a minute after the revoke", what)
+		}
+	}
+}
+
+// TestSharing runs a shared sandbox on the real local driver: a viewer
+// reads and follows but may not operate (403), an operator execs and
+// writes but may not delete or share, a stranger gets 404; revoking a
+// share ends the viewer's open log stream and the operator's terminal at
+// once, while the owner's stream goes on.
+func TestSharing(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	for _, n := range []string{"carol", "dave"} {
+		h.createUser(n+"@example.com", auth.RoleMember)
+	}
+	alice, carol, dave, stranger := h.alice, h.mustLogin("carol@example.com"), h.mustLogin("dave@example.com"), h.bob
+	id := h.createSandbox(alice, map[string]any{})
+	base := "/sandbox/" + id
+
+	shareWith := func(email, role string) teams.Share {
+		t.Helper()
+		r := h.do(alice, "POST", base+"/shares", map[string]any{"user": email, "role": role})
+		wantStatus(t, r, http.StatusCreated)
+		var sh teams.Share
+		r.data(t, &sh)
+		return sh
+	}
+	carolShare := shareWith("carol@example.com", "viewer")
+	daveShare := shareWith("dave@example.com", "operator")
+	wantField(t, h.do(alice, "POST", base+"/shares", map[string]any{"user": "nobody@example.com", "role": "viewer"}), 422, "user")
+	wantField(t, h.do(alice, "POST", base+"/shares", map[string]any{"user": "carol@example.com", "role": "boss"}), 422, "role")
+
+	// The stranger: 404 everywhere, as for a sandbox that does not exist.
+	for _, p := range []string{base, base + "/files", base + "/shares"} {
+		wantStatus(t, h.do(stranger, "GET", p, nil), http.StatusNotFound)
+	}
+	wantStatus(t, h.do(stranger, "POST", base+"/shares", map[string]any{"user": "bob@example.com", "role": "operator"}), http.StatusNotFound)
+
+	// The operator execs and writes; the viewer reads what was written.
+	r := h.do(dave, "POST", base+"/exec?wait=true", map[string]any{"command": []string{"sh", "-c", "echo hi from dave"}})
+	wantStatus(t, r, http.StatusOK)
+	if !strings.Contains(string(r.body), "hi from dave") || r.header.Get(accessHeader) != "operate" {
+		t.Fatalf("operator exec: %s (%s %q)", r.body, accessHeader, r.header.Get(accessHeader))
+	}
+	wantStatus(t, h.do(dave, "PUT", base+"/files/note.txt", "from dave"), http.StatusOK)
+	r = h.do(carol, "GET", base+"/files/note.txt", nil)
+	if r.status != http.StatusOK || string(r.body) != "from dave" || r.header.Get(accessHeader) != "read" {
+		t.Fatalf("viewer read: %d %q (%q)", r.status, r.body, r.header.Get(accessHeader))
+	}
+	var view sandboxView
+	h.do(carol, "GET", base, nil).data(t, &view)
+	if view.ID != id {
+		t.Fatalf("viewer GET sandbox: %+v", view)
+	}
+	// What each may not do: 403, not 404 (they know it exists).
+	for _, c := range []struct {
+		who          string
+		c            *http.Client
+		method, path string
+		body         any
+	}{
+		{"viewer", carol, "POST", base + "/exec?wait=true", map[string]any{"command": []string{"true"}}},
+		{"viewer", carol, "PUT", base + "/files/x.txt", "x"},
+		{"viewer", carol, "POST", base + "/processes", map[string]any{"command": []string{"true"}}},
+		{"viewer", carol, "DELETE", base, nil},
+		{"operator", dave, "DELETE", base, nil},
+		{"operator", dave, "POST", base + "/shares", map[string]any{"user": "bob@example.com", "role": "viewer"}},
+		{"operator", dave, "DELETE", base + "/shares/" + carolShare.ID, nil},
+	} {
+		if r := h.do(c.c, c.method, c.path, c.body); r.status != http.StatusForbidden {
+			t.Errorf("%s %s %s: %d %s, want 403", c.who, c.method, c.path, r.status, r.body)
+		}
+	}
+	var shares listSharesResponse
+	h.do(carol, "GET", base+"/shares", nil).data(t, &shares)
+	roles := map[string]teams.ShareRole{}
+	for _, sh := range shares.Shares {
+		roles[sh.Email] = sh.Role
+	}
+	if len(roles) != 2 || roles["carol@example.com"] != teams.ShareViewer || roles["dave@example.com"] != teams.ShareOperator {
+		t.Fatalf("shares: %+v", shares)
+	}
+
+	// Live: the operator starts a process; the viewer and the owner follow
+	// its output; the operator holds a terminal.
+	r = h.do(dave, "POST", base+"/processes", map[string]any{"command": []string{"cat"}})
+	wantStatus(t, r, http.StatusCreated)
+	var p sandbox.Process
+	r.data(t, &p)
+	logs := base + "/processes/" + strconv.Itoa(p.PID) + "/logs?follow=true"
+	carolEvs, _ := h.liveSSE(carol, logs)
+	aliceEvs, _ := h.liveSSE(alice, logs)
+	wantStatus(t, h.do(dave, "POST", base+"/processes/"+strconv.Itoa(p.PID)+"/stdin", "one\n"), http.StatusNoContent)
+	waitEvent(t, carolEvs, "stdout", "one")
+	waitEvent(t, aliceEvs, "stdout", "one")
+	tm := h.mustDialPTY(dave, id, "")
+
+	// Revoking the viewer ends her stream; she no longer sees the sandbox.
+	wantStatus(t, h.do(alice, "DELETE", base+"/shares/"+carolShare.ID, nil), http.StatusNoContent)
+	streamEnds(t, carolEvs, "viewer's process log")
+	wantStatus(t, h.do(carol, "GET", base, nil), http.StatusNotFound)
+	// Revoking the operator closes his terminal.
+	wantStatus(t, h.do(alice, "DELETE", base+"/shares/"+daveShare.ID, nil), http.StatusNoContent)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		_, _, err := tm.c.Read(ctx)
+		if err == nil {
+			continue // output still in flight
+		}
+		if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+			t.Fatalf("operator's terminal after the revoke: %v, want closed with 1008", err)
+		}
+		break
+	}
+	wantStatus(t, h.do(dave, "POST", base+"/exec?wait=true", map[string]any{"command": []string{"true"}}), http.StatusNotFound)
+	// The owner's stream goes on.
+	wantStatus(t, h.do(alice, "POST", base+"/processes/"+strconv.Itoa(p.PID)+"/stdin", "two\n"), http.StatusNoContent)
+	waitEvent(t, aliceEvs, "stdout", "two")
+	wantStatus(t, h.do(alice, "DELETE", base+"/shares/"+daveShare.ID, nil), http.StatusNotFound)
+}
+
+// TestTeamSandboxes: a sandbox created in a team's scope (X-Team) is listed
+// with ?team=, operated by a member and read by a team viewer; removing
+// the member from the team ends their access and their open stream.
+func TestTeamSandboxes(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	h.createUser("vic@example.com", auth.RoleMember)
+	alice, bob, vic := h.alice, h.bob, h.mustLogin("vic@example.com")
+	r := h.do(alice, "POST", "/teams", map[string]any{"name": "Platform"})
+	wantStatus(t, r, http.StatusCreated)
+	var tm teams.Team
+	r.data(t, &tm)
+	wantStatus(t, h.do(alice, "POST", "/teams/"+tm.ID+"/members", map[string]any{"email": "bob@example.com", "role": "member"}), http.StatusOK)
+	wantStatus(t, h.do(alice, "POST", "/teams/"+tm.ID+"/members", map[string]any{"email": "vic@example.com", "role": "viewer"}), http.StatusOK)
+	// A viewer may not create in the team; a stranger's team is refused.
+	wantStatus(t, h.do(vic, "POST", "/sandbox", map[string]any{}, "X-Team", tm.ID), http.StatusForbidden)
+	wantField(t, h.do(alice, "POST", "/sandbox?team=tm_nope", map[string]any{}), http.StatusUnprocessableEntity, "team")
+
+	r = h.do(bob, "POST", "/sandbox", map[string]any{}, "X-Team", tm.ID)
+	wantStatus(t, r, http.StatusOK)
+	var created createSandboxResponse
+	r.data(t, &created)
+	id := created.SandboxID
+	personal := h.createSandbox(alice, map[string]any{})
+
+	list := func(c *http.Client, q string) []string {
+		t.Helper()
+		r := h.do(c, "GET", "/sandbox"+q, nil)
+		wantStatus(t, r, http.StatusOK)
+		var l listSandboxesResponse
+		r.data(t, &l)
+		ids := []string{}
+		for _, sb := range l.Sandboxes {
+			ids = append(ids, sb.ID)
+		}
+		return ids
+	}
+	if got := list(vic, "?team="+tm.ID); len(got) != 1 || got[0] != id {
+		t.Errorf("team list as viewer = %v, want [%s]", got, id)
+	}
+	if got := list(alice, ""); len(got) != 1 || got[0] != personal {
+		t.Errorf("alice's own list = %v, want only [%s]: the personal scope is unchanged", got, personal)
+	}
+	wantStatus(t, h.do(h.client(), "GET", "/sandbox?team="+tm.ID, nil), http.StatusUnauthorized)
+
+	// alice, a team owner, administers bob's team sandbox; vic reads it.
+	wantStatus(t, h.do(alice, "POST", "/sandbox/"+id+"/exec?wait=true", map[string]any{"command": []string{"true"}}), http.StatusOK)
+	wantStatus(t, h.do(vic, "GET", "/sandbox/"+id+"/files", nil), http.StatusOK)
+	wantStatus(t, h.do(vic, "POST", "/sandbox/"+id+"/exec?wait=true", map[string]any{"command": []string{"true"}}), http.StatusForbidden)
+
+	// vic follows the build log stream... of a running process instead
+	// (it stays open): removing vic from the team ends it.
+	r = h.do(bob, "POST", "/sandbox/"+id+"/processes", map[string]any{"command": []string{"cat"}})
+	wantStatus(t, r, http.StatusCreated)
+	var p sandbox.Process
+	r.data(t, &p)
+	evs, _ := h.liveSSE(vic, "/sandbox/"+id+"/processes/"+strconv.Itoa(p.PID)+"/logs?follow=true")
+	wantStatus(t, h.do(bob, "POST", "/sandbox/"+id+"/processes/"+strconv.Itoa(p.PID)+"/stdin", "x\n"), http.StatusNoContent)
+	waitEvent(t, evs, "stdout", "x")
+	var vicUser teamView
+	h.do(alice, "GET", "/teams/"+tm.ID, nil).data(t, &vicUser)
+	vicID := ""
+	for _, m := range vicUser.Members {
+		if m.Email == "vic@example.com" {
+			vicID = m.UserID
+		}
+	}
+	wantStatus(t, h.do(alice, "DELETE", "/teams/"+tm.ID+"/members/"+vicID, nil), http.StatusNoContent)
+	streamEnds(t, evs, "removed member's process log")
+	wantStatus(t, h.do(vic, "GET", "/sandbox/"+id, nil), http.StatusNotFound)
+	wantField(t, h.do(vic, "GET", "/sandbox?team="+tm.ID, nil), http.StatusUnprocessableEntity, "team")
+}
+
+// TestTeamsAPI runs the team routes on both databases: create, members,
+// roles, the last owner, invitations (shown once, one use, one email,
+// expiry).
+func TestTeamsAPI(t *testing.T) {
+	for _, d := range []store.Dialect{store.SQLite, store.Postgres} {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			h := newTeamsHarness(t, d)
+			for _, n := range []string{"ann", "ben", "cat"} {
+				h.createUser(n+"@example.com", auth.RoleMember)
+			}
+			ann, ben, cat := h.mustLogin("ann@example.com"), h.mustLogin("ben@example.com"), h.mustLogin("cat@example.com")
+			wantField(t, h.do(ann, "POST", "/teams", map[string]any{"name": ""}), 422, "name")
+			r := h.do(ann, "POST", "/teams", map[string]any{"name": "Platform"})
+			wantStatus(t, r, http.StatusCreated)
+			var tm teams.Team
+			r.data(t, &tm)
+			if tm.Role != teams.RoleOwner || !strings.HasPrefix(tm.ID, "tm_") {
+				t.Fatalf("created %+v", tm)
+			}
+			team := "/teams/" + tm.ID
+			wantStatus(t, h.do(ben, "GET", team, nil), http.StatusNotFound)
+
+			r = h.do(ann, "POST", team+"/invitations", map[string]any{"email": "ben@example.com", "role": "member"})
+			wantStatus(t, r, http.StatusCreated)
+			var inv invitationCreated
+			r.data(t, &inv)
+			if !strings.HasPrefix(inv.Token, "tbinv_") || inv.AcceptURL != "/invitations/"+inv.Token+"/accept" {
+				t.Fatalf("invitation %+v", inv)
+			}
+			r = h.do(ann, "GET", team+"/invitations", nil)
+			if strings.Contains(string(r.body), inv.Token) {
+				t.Fatalf("the invitation list shows the token: %s", r.body)
+			}
+			wantStatus(t, h.do(ben, "POST", team+"/invitations", map[string]any{"email": "x@example.com"}), http.StatusNotFound)
+			wantStatus(t, h.do(cat, "POST", inv.AcceptURL, nil), http.StatusForbidden) // another email
+			wantStatus(t, h.do(ben, "POST", inv.AcceptURL, nil), http.StatusOK)
+			wantStatus(t, h.do(ben, "POST", inv.AcceptURL, nil), http.StatusConflict)
+			wantStatus(t, h.do(ben, "POST", "/invitations/tbinv_nope/accept", nil), http.StatusNotFound)
+			wantStatus(t, h.do(ben, "POST", team+"/invitations", map[string]any{"email": "x@example.com"}), http.StatusForbidden)
+
+			r = h.do(ann, "POST", team+"/invitations", map[string]any{"email": "cat@example.com", "role": "viewer", "expires_in_s": 60})
+			wantStatus(t, r, http.StatusCreated)
+			var late invitationCreated
+			r.data(t, &late)
+			h.clock.Advance(time.Minute)
+			wantStatus(t, h.do(cat, "POST", late.AcceptURL, nil), http.StatusForbidden)
+			wantField(t, h.do(ann, "POST", team+"/invitations", map[string]any{"email": "cat@example.com", "expires_in_s": 1 << 40}), 422, "expires_in_s")
+
+			var lt listTeamsResponse
+			h.do(ben, "GET", "/teams", nil).data(t, &lt)
+			if len(lt.Teams) != 1 || lt.Teams[0].Role != teams.RoleMember {
+				t.Fatalf("ben's teams: %+v", lt)
+			}
+			var view teamView
+			h.do(ben, "GET", team, nil).data(t, &view)
+			if len(view.Members) != 2 {
+				t.Fatalf("team view %+v", view)
+			}
+			annID, benID := view.Members[0].UserID, view.Members[1].UserID
+			wantStatus(t, h.do(ann, "PUT", team+"/members/"+annID, map[string]any{"role": "member"}), http.StatusConflict)
+			wantField(t, h.do(ann, "PUT", team+"/members/"+benID, map[string]any{"role": "boss"}), 422, "role")
+			wantStatus(t, h.do(ann, "PUT", team+"/members/"+benID, map[string]any{"role": "owner"}), http.StatusOK)
+			wantStatus(t, h.do(ann, "DELETE", team+"/members/"+annID, nil), http.StatusNoContent) // leaves: ben owns it now
+			wantStatus(t, h.do(ann, "GET", team, nil), http.StatusNotFound)
+			wantStatus(t, h.do(ben, "DELETE", team+"/members/"+benID, nil), http.StatusConflict) // the last owner
+		})
+	}
+}
