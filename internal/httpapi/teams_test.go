@@ -284,7 +284,11 @@ func TestTeamsAPI(t *testing.T) {
 			if len(view.Members) != 2 {
 				t.Fatalf("team view %+v", view)
 			}
-			annID, benID := view.Members[0].UserID, view.Members[1].UserID
+			ids := map[string]string{}
+			for _, m := range view.Members {
+				ids[m.Email] = m.UserID
+			}
+			annID, benID := ids["ann@example.com"], ids["ben@example.com"]
 			wantStatus(t, h.do(ann, "PUT", team+"/members/"+annID, map[string]any{"role": "member"}), http.StatusConflict)
 			wantField(t, h.do(ann, "PUT", team+"/members/"+benID, map[string]any{"role": "boss"}), 422, "role")
 			wantStatus(t, h.do(ann, "PUT", team+"/members/"+benID, map[string]any{"role": "owner"}), http.StatusOK)
