@@ -124,6 +124,7 @@ var accessRules = map[string]accessRule{
 	"POST /sandbox/{id}/processes/{pid}/stdin":          operate,
 	"POST /sandbox/{id}/processes/{pid}/signal":         operate,
 	"GET /sandbox/{id}/watch":                           read.stream(),
+	"GET /sandbox/{id}/presence":                        read,
 	"GET /sandbox/{id}/shares":                          read,
 	"POST /sandbox/{id}/shares":                         admin,
 	"DELETE /sandbox/{id}/shares/{share}":               admin,

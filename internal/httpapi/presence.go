@@ -26,7 +26,7 @@ func (s *server) handlePresence(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	sb, err := m.Get(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	sb, err := m.Get(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"))
 	if err != nil {
 		return err
 	}

@@ -252,7 +252,7 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 	}
 	defer sub.Close()
 	if sandboxID == "" {
-		run, err := svc.Get(ctx, currentUser(r).ID, runID)
+		run, err := svc.Get(ctx, sandboxOwner(r), runID)
 		if err != nil {
 			return err
 		}
