@@ -245,6 +245,14 @@ func selfAnon() int64 {
 	return statusField(st, "RssAnon:") << 10
 }
 
+// kernelMemory is the kernel's own memory that grows with processes,
+// threads and mounts: kernel stacks, page tables and unreclaimable slab
+// (/proc/meminfo), in bytes. Machine-wide: other work moves it too.
+func kernelMemory() int64 {
+	mi, _ := os.ReadFile("/proc/meminfo")
+	return (statusField(mi, "KernelStack:") + statusField(mi, "PageTables:") + statusField(mi, "SUnreclaim:")) << 10
+}
+
 // execTrueLatencies runs exec true over HTTP in ids, round robin, n times.
 func (e *perfEnv) execTrueLatencies(b *testing.B, ids []string, n int) []time.Duration {
 	b.Helper()
@@ -361,7 +369,8 @@ func procAncestor(pid, anc int) bool {
 // passes TECHBOSS_BENCH_DENSITY) created over HTTP four at a time on this
 // machine: the create rate (sandboxes/s), the host memory per idle sandbox
 // (host-MiB: the PSS of its processes plus its share of the server's own
-// anonymous growth), the CPU an idle sandbox costs (idle-cpu-us/s: its
+// anonymous growth; kernel-MiB: the kernel's stacks, page tables and
+// unreclaimable slab grown per sandbox, machine-wide so noisy), the CPU an idle sandbox costs (idle-cpu-us/s: its
 // processes' and the server's CPU over an idle 10 s, per sandbox per
 // second), and exec `true` latency with all of them running (p50/p99 of
 // 500, beside the same with one sandbox running before the others were
@@ -378,7 +387,7 @@ func BenchmarkDensity(b *testing.B) {
 		one, _ := e.createSandboxes(b, 1, 1)
 		e.execTrueLatencies(b, one, 50)
 		floor := e.execTrueLatencies(b, one, 500)
-		anon0 := selfAnon()
+		anon0, kern0 := selfAnon(), kernelMemory()
 		ids, took := e.createSandboxes(b, n, 4)
 		b.ReportMetric(float64(n)/took.Seconds(), "create-per-s")
 		e.execTrueLatencies(b, ids, min(n, 100))
@@ -398,6 +407,7 @@ func BenchmarkDensity(b *testing.B) {
 		b.ReportMetric(perSB(m.anon), "anon-MiB")
 		b.ReportMetric(perSB(m.kind["agent"]), "agent-pss-MiB")
 		b.ReportMetric(float64(growth)/float64(n)/(1<<20), "server-MiB")
+		b.ReportMetric(float64(kernelMemory()-kern0)/float64(n)/(1<<20), "kernel-MiB")
 		b.ReportMetric(float64(len(procs))/float64(n+1), "procs")
 		lat := e.execTrueLatencies(b, ids, 500)
 		b.ReportMetric(pctl(lat, .5), "exec-p50-ms")
