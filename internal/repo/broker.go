@@ -78,8 +78,9 @@ type Broker struct {
 	log    *slog.Logger
 
 	appMu     sync.Mutex
-	appTokens map[string]appToken  // GitHub App installation tokens by owner, secret, repository
-	sshKeys   map[[32]byte]*sshKey // parsed SSH key credentials by their value's hash
+	appTokens map[string]appToken   // GitHub App installation tokens by owner, secret, repository
+	sshKeys   map[[32]byte]*sshKey  // parsed SSH key credentials by their value's hash
+	sshPool   map[string]*pooledSSH // SSH connections by key, user and address
 	sshDialer *net.Dialer
 }
 
@@ -94,7 +95,7 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger, appTokens: map[string]appToken{}, sshKeys: map[[32]byte]*sshKey{},
+	b := &Broker{cfg: cfg, log: cfg.Logger, appTokens: map[string]appToken{}, sshKeys: map[[32]byte]*sshKey{}, sshPool: map[string]*pooledSSH{},
 		sshDialer: sandbox.GuardedDialer(15*time.Second, cfg.Allow, "TECHBOSS_NETWORK_ALLOW")}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -42,6 +43,7 @@ type sshCredential struct {
 
 // sshKey is a parsed SSH key credential.
 type sshKey struct {
+	id       [32]byte // the credential value's hash
 	signer   ssh.Signer
 	hostKeys ssh.HostKeyCallback
 }
@@ -147,6 +149,7 @@ func (b *Broker) sshKeyOf(ctx context.Context, ownerID string, g sandbox.GitRepo
 	if k, err = parseSSH(g.Credential, v); err != nil {
 		return nil, err
 	}
+	k.id = sum
 	b.appMu.Lock()
 	if len(b.sshKeys) > 256 {
 		clear(b.sshKeys)
@@ -158,32 +161,47 @@ func (b *Broker) sshKeyOf(ctx context.Context, ownerID string, g sandbox.GitRepo
 
 // sshSession is one git service run on the host over SSH.
 type sshSession struct {
-	client *ssh.Client
+	b      *Broker
+	conn   *pooledSSH
 	sess   *ssh.Session
 	stdin  io.WriteCloser
 	stdout *bufio.Reader
-	stderr *limitedBuffer
+	stderr *lockedTail
 	adv    bytes.Buffer // the advertisement, up to and including its flush
 	v2     bool
+	closed sync.Once
 }
 
 func (s *sshSession) Close() {
-	s.sess.Close()
-	s.client.Close()
+	s.closed.Do(func() {
+		s.sess.Close()
+		s.b.releaseSSH(s.conn, false)
+	})
 }
 
-// startSSH connects to the repository's SSH host with key, runs service
-// (git-upload-pack or git-receive-pack) with gitProtocol as GIT_PROTOCOL,
-// and reads its advertisement. Errors are public.
-func (b *Broker) startSSH(ctx context.Context, key *sshKey, rm sandbox.Remote, service, gitProtocol string) (*sshSession, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	d := b.sshDialer
-	conn, err := d.DialContext(ctx, "tcp", rm.SSHAddr)
+// sshIdle is how long an SSH connection with no session is kept for the
+// next request (git's requests of one fetch or push come one after the
+// other, each a session).
+const sshIdle = 30 * time.Second
+
+// pooledSSH is one SSH connection and its sessions' count.
+type pooledSSH struct {
+	key    string
+	client *ssh.Client
+	active int
+	pooled bool
+	idle   *time.Timer
+}
+
+// dialSSH connects to rm's SSH address with key, checking the host's key.
+// Errors are public.
+func (b *Broker) dialSSH(ctx context.Context, key *sshKey, rm sandbox.Remote) (*ssh.Client, error) {
+	conn, err := b.sshDialer.DialContext(ctx, "tcp", rm.SSHAddr)
 	if err != nil {
 		return nil, errs.Wrap(errs.Dependency, err, fmt.Sprintf("%s is unreachable over SSH from the server", rm.SSHAddr))
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	cc, chans, reqs, err := ssh.NewClientConn(conn, rm.SSHAddr, &ssh.ClientConfig{
 		User: rm.SSHUser, Auth: []ssh.AuthMethod{ssh.PublicKeys(key.signer)}, HostKeyCallback: key.hostKeys,
 	})
@@ -200,18 +218,98 @@ func (b *Broker) startSSH(ctx context.Context, key *sshKey, rm sandbox.Remote, s
 		}
 		return nil, errs.Wrap(errs.Dependency, err, fmt.Sprintf("SSH to %s failed", rm.SSHAddr))
 	}
-	s := &sshSession{client: ssh.NewClient(cc, chans, reqs), stderr: &limitedBuffer{max: 4096}}
-	fail := func(err error) (*sshSession, error) {
-		s.client.Close()
+	return ssh.NewClient(cc, chans, reqs), nil
+}
+
+// acquireSSH returns a connection for key at rm: the pooled one, or a new
+// one (pooled when none is). fresh skips the pool's.
+func (b *Broker) acquireSSH(ctx context.Context, key *sshKey, rm sandbox.Remote, fresh bool) (*pooledSSH, error) {
+	k := string(key.id[:]) + "\x00" + rm.SSHUser + "\x00" + rm.SSHAddr
+	b.appMu.Lock()
+	if p := b.sshPool[k]; p != nil && !fresh {
+		p.active++
+		if p.idle != nil {
+			p.idle.Stop()
+		}
+		b.appMu.Unlock()
+		return p, nil
+	}
+	b.appMu.Unlock()
+	c, err := b.dialSSH(ctx, key, rm)
+	if err != nil {
 		return nil, err
 	}
-	if s.sess, err = s.client.NewSession(); err != nil {
-		return fail(errs.Wrap(errs.Dependency, err, "SSH session to "+rm.SSHAddr))
+	p := &pooledSSH{key: k, client: c, active: 1}
+	b.appMu.Lock()
+	if _, taken := b.sshPool[k]; !taken {
+		b.sshPool[k], p.pooled = p, true
+	}
+	b.appMu.Unlock()
+	return p, nil
+}
+
+// releaseSSH ends a session's use of p; broken drops p from the pool. A
+// connection is closed when unpooled and unused, or idle for sshIdle.
+func (b *Broker) releaseSSH(p *pooledSSH, broken bool) {
+	b.appMu.Lock()
+	defer b.appMu.Unlock()
+	p.active--
+	if broken && p.pooled {
+		delete(b.sshPool, p.key)
+		p.pooled = false
+	}
+	switch {
+	case p.active > 0:
+	case !p.pooled:
+		p.client.Close()
+	default:
+		p.idle = time.AfterFunc(sshIdle, func() {
+			b.appMu.Lock()
+			defer b.appMu.Unlock()
+			if p.active == 0 && b.sshPool[p.key] == p {
+				delete(b.sshPool, p.key)
+				p.client.Close()
+			}
+		})
+	}
+}
+
+// startSSH runs service (git-upload-pack or git-receive-pack) on the
+// repository's SSH host with key, gitProtocol as GIT_PROTOCOL, and reads
+// its advertisement. Errors are public.
+func (b *Broker) startSSH(ctx context.Context, key *sshKey, rm sandbox.Remote, service, gitProtocol string) (*sshSession, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var s *sshSession
+	for attempt := 0; ; attempt++ {
+		p, err := b.acquireSSH(ctx, key, rm, attempt > 0)
+		if err != nil {
+			return nil, err
+		}
+		stopN := context.AfterFunc(ctx, func() { p.client.Close() }) // a dead connection
+		sess, err := p.client.NewSession()
+		stopN()
+		if err == nil {
+			s = &sshSession{b: b, conn: p, sess: sess, stderr: &lockedTail{}}
+			break
+		}
+		// A pooled connection the host closed: once more on a new one.
+		b.releaseSSH(p, true)
+		if attempt > 0 {
+			return nil, errs.Wrap(errs.Dependency, err, "SSH session to "+rm.SSHAddr)
+		}
+	}
+	stop := context.AfterFunc(ctx, s.Close)
+	defer stop()
+	fail := func(err error) (*sshSession, error) {
+		s.Close()
+		return nil, err
 	}
 	if gitProtocol != "" {
 		_ = s.sess.Setenv("GIT_PROTOCOL", gitProtocol) // a host that refuses it speaks v0
 	}
 	s.sess.Stderr = s.stderr
+	var err error
 	if s.stdin, err = s.sess.StdinPipe(); err != nil {
 		return fail(err)
 	}
@@ -312,4 +410,26 @@ func (b *Broker) advertiseSSH(ctx context.Context, key *sshKey, rm sandbox.Remot
 		return Advertisement{}, errs.Wrap(errs.Dependency, err, rm.Key()+" did not answer as a git repository over SSH")
 	}
 	return adv, nil
+}
+
+// lockedTail keeps the last 4 KiB written (an SSH session's stderr,
+// written by the SSH library's goroutine).
+type lockedTail struct {
+	mu sync.Mutex
+	t  tailWriter
+}
+
+func (l *lockedTail) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.t.max == 0 {
+		l.t.max = 4096
+	}
+	return l.t.Write(p)
+}
+
+func (l *lockedTail) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.t.String()
 }

@@ -127,6 +127,15 @@ func TestSSHCredential(t *testing.T) {
 	if hostGit(bare, "rev-parse", "main") != mainBefore {
 		t.Fatal("a refused push reached the host")
 	}
+	// One connection serves git's requests one after another.
+	if conns, cmds := srv.Conns(), len(srv.Commands()); conns*2 > cmds {
+		t.Fatalf("%d SSH connections for %d sessions: the broker does not reuse its connections", conns, cmds)
+	}
+	// A pooled connection the host dropped is replaced.
+	srv.Drop()
+	if out := hostGit(clone, "ls-remote", "--heads", "origin"); !strings.Contains(out, "refs/heads/main") {
+		t.Fatalf("ls-remote after the host dropped the connection: %s", out)
+	}
 	sawV2 := false
 	for _, c := range srv.Commands() {
 		sawV2 = sawV2 || strings.HasPrefix(c, "git-upload-pack '/owner/app.git' version=2")

@@ -28,6 +28,8 @@ type SSHGitServer struct {
 	HostKey    ssh.PublicKey
 	mu         sync.Mutex
 	commands   []string // each exec'd command and its GIT_PROTOCOL
+	conns      int      // connections that authenticated
+	open       map[net.Conn]bool
 }
 
 // NewKey returns a new ed25519 key in OpenSSH PEM form and its signer.
@@ -88,6 +90,23 @@ func (s *SSHGitServer) KnownHosts() string {
 	return fmt.Sprintf("[127.0.0.1]:%s %s", s.Port(), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.HostKey))))
 }
 
+// Conns returns how many connections authenticated so far.
+func (s *SSHGitServer) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
+}
+
+// Drop closes every open connection (what a host's restart or idle
+// timeout does to its clients).
+func (s *SSHGitServer) Drop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.open {
+		c.Close()
+	}
+}
+
 // Commands returns each command run so far, with its GIT_PROTOCOL.
 func (s *SSHGitServer) Commands() []string {
 	s.mu.Lock()
@@ -101,6 +120,18 @@ func (s *SSHGitServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 	if err != nil {
 		return
 	}
+	s.mu.Lock()
+	s.conns++
+	if s.open == nil {
+		s.open = map[net.Conn]bool{}
+	}
+	s.open[c] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.open, c)
+		s.mu.Unlock()
+	}()
 	go ssh.DiscardRequests(reqs)
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
