@@ -447,6 +447,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		return nil, err
 	}
 	gwMux.Handle(repo.BrokerPrefix, broker)
+	d.closers = append(d.closers, broker.Close)
 	repos = repo.NewService(repo.Deps{Broker: broker, Sandboxes: mgr, GatewayURL: runs.SandboxGatewayURL, Logger: log.With("component", "git")})
 	d.repos, d.broker = repos, broker
 	runs.SetGateway(gwMux)

@@ -274,6 +274,23 @@ func (b *Broker) releaseSSH(p *pooledSSH, broken bool) {
 	}
 }
 
+// Close closes the broker's idle SSH connections (those in use close
+// when their sessions end).
+func (b *Broker) Close() {
+	b.appMu.Lock()
+	defer b.appMu.Unlock()
+	for k, p := range b.sshPool {
+		delete(b.sshPool, k)
+		p.pooled = false
+		if p.idle != nil {
+			p.idle.Stop()
+		}
+		if p.active == 0 {
+			p.client.Close()
+		}
+	}
+}
+
 // startSSH runs service (git-upload-pack or git-receive-pack) on the
 // repository's SSH host with key, gitProtocol as GIT_PROTOCOL, and reads
 // its advertisement. Errors are public.

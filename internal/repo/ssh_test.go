@@ -70,6 +70,7 @@ func TestSSHCredential(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer b.Close()
 	bs := httptest.NewServer(b)
 	defer bs.Close()
 	remote := strings.Replace(bs.URL, "http://", "http://"+sb.ID+":"+b.Grant(&sb)+"@", 1) + "/git/127.0.0.1/owner/app.git"
