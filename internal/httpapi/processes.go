@@ -23,7 +23,7 @@ var processOps = []apiOp{
 	{Method: "GET", Path: "/sandbox/{id}/processes/{pid}/logs", Summary: "A managed process's output as SSE `stdout`/`stderr` events ({\"data\"} or {\"data_b64\"}) from the start of its last 1 MiB (`gap` {\"bytes\"} for what was overwritten), then, when it has exited, `exit` {\"exit_code\"}; ?follow=true goes on live until it exits. Each event's id is the byte offset in the process's whole output after it: Last-Event-ID (or ?after=) resumes there (a `gap` first when the ring has overwritten some of what followed)", Stream: true, Errors: []int{422}},
 	{Method: "POST", Path: "/sandbox/{id}/processes/{pid}/stdin", Summary: "Write the raw body (at most 1 MiB) to a managed process's stdin; ?eof=true closes it afterwards. 409 when it has exited or does not read", Errors: []int{409, 413, 422}},
 	{Method: "POST", Path: "/sandbox/{id}/processes/{pid}/signal", Summary: "Send a signal (SIGTERM, SIGKILL, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGSTOP, SIGCONT, SIGWINCH, SIGALRM) to any process of the sandbox", Request: signalRequest{}},
-	{Method: "GET", Path: "/sandbox/{id}/watch", Summary: "File changes under ?path= (default /workspace; ?recursive=true for the tree below) as SSE: first `ready` once the watch is in place, then `create`/`write`/`remove`/`rename` events {\"path\",\"type\":\"file|dir\",\"from\" (rename)}, `overflow` when the kernel dropped events; symbolic links are not followed; 404 naming `path` when it does not exist", Stream: true, Errors: []int{422, 429}},
+	{Method: "GET", Path: "/sandbox/{id}/watch", Summary: "File changes under ?path= (default /workspace; ?recursive=true for the tree below) as SSE: first `ready` once the watch is in place, then `create`/`write`/`remove`/`rename` events {\"path\",\"type\":\"file|dir\",\"from\" (rename)}, `overflow` when the kernel dropped events; symbolic links are not followed; 404 naming `path` when it does not exist. Streams of the same path share one watch, which keeps its last 1024 events with ids and goes on for a minute after its last stream ends: Last-Event-ID (or ?after=) replays the events after that id, first an `overflow` when some are no longer kept or the id is of an earlier watch", Stream: true, Errors: []int{422, 429}},
 }
 
 type processList struct {
@@ -235,6 +235,10 @@ func (s *server) handleWatch(w http.ResponseWriter, r *http.Request) error {
 		p = "/workspace"
 	}
 	recursive := q.Get("recursive") == "true"
+	after := r.Header.Get("Last-Event-ID") // the id of the last event the client had
+	if after == "" {
+		after = q.Get("after")
+	}
 	l := &lazySSE{w: w, r: r}
 	defer l.close()
 	var startErr error
@@ -248,12 +252,12 @@ func (s *server) handleWatch(w http.ResponseWriter, r *http.Request) error {
 			startErr = l.st.Event("", "ready", []byte("{}"))
 		}
 	}
-	err = m.Watch(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), p, recursive, ready, func(ev sandbox.WatchEvent) error {
+	err = m.Watch(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), p, recursive, after, ready, func(ev sandbox.WatchEvent) error {
 		if startErr != nil {
 			return startErr
 		}
 		b, _ := json.Marshal(ev)
-		return l.st.Event("", ev.Type, b)
+		return l.st.Event(ev.ID, ev.Type, b)
 	})
 	if startErr != nil {
 		return startErr

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -60,4 +61,100 @@ func TestProcessLogsResume(t *testing.T) {
 		}
 	}
 	wantField(t, h.do(h.alice, "GET", logs, nil, "Last-Event-ID", "soon"), http.StatusUnprocessableEntity, "Last-Event-ID")
+}
+
+// TestWatchResume: watch events have ids; a client that reconnects with
+// Last-Event-ID gets the changes made while it was away, and an id older
+// than the ring (or of another watch) gets an overflow event first.
+func TestWatchResume(t *testing.T) {
+	t.Parallel()
+	h := newSandboxHarness(t, nil)
+	id := h.createSandbox(h.alice, map[string]any{})
+	watch := "/sandbox/" + id + "/watch?path=/workspace"
+	open := func(hdr ...string) (*http.Response, *bufio.Reader) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", h.srv.URL+watch, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		res, err := h.alice.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", watch, res.StatusCode)
+		}
+		br := bufio.NewReader(res.Body)
+		readTyped(t, br, func(ev typedEvent) bool { return ev.event == "ready" })
+		return res, br
+	}
+	// rawID reads the id line of the next event named path (readTyped
+	// parses ids as numbers; watch ids are "<watch>.<n>").
+	nextFor := func(br *bufio.Reader, path string) (string, string) {
+		t.Helper()
+		var id, event string
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream ended before an event for %s: %v", path, err)
+			}
+			switch {
+			case strings.HasPrefix(line, "id: "):
+				id = strings.TrimSpace(strings.TrimPrefix(line, "id: "))
+			case strings.HasPrefix(line, "event: "):
+				event = strings.TrimSpace(strings.TrimPrefix(line, "event: "))
+			case strings.HasPrefix(line, "data: ") && strings.Contains(line, path):
+				return id, event
+			}
+		}
+	}
+	touch := func(name string) {
+		t.Helper()
+		h.execSSE(h.alice, id, map[string]any{"command": []string{"touch", "/workspace/" + name}})
+	}
+
+	res, br := open()
+	touch("one")
+	lastID, ev := nextFor(br, "/workspace/one")
+	if ev != "create" || !strings.Contains(lastID, ".") {
+		t.Fatalf("first event %s id %q, want create with a watch id", ev, lastID)
+	}
+	res.Body.Close() // the client drops
+	touch("two")     // ... while the shared watch goes on
+	res, br = open("Last-Event-ID", lastID)
+	if _, ev := nextFor(br, "/workspace/two"); ev != "create" {
+		t.Errorf("resumed: %s for two, want its create", ev)
+	}
+	res.Body.Close()
+
+	// An id of another watch: overflow first, then what this one kept.
+	res, br = open("Last-Event-ID", "zz.3")
+	line, _ := br.ReadString('\n')
+	for strings.HasPrefix(line, "id: ") || line == "\n" {
+		line, _ = br.ReadString('\n')
+	}
+	if line != "event: overflow\n" {
+		t.Errorf("after another watch's id: %q, want event: overflow", line)
+	}
+	res.Body.Close()
+
+	// More changes than the ring keeps: an id from before them gets an
+	// overflow first, then the newest kept.
+	res, br = open()
+	h.execSSE(h.alice, id, map[string]any{"command": []string{"sh", "-c", "for i in $(seq 1100); do : > /workspace/f$i; done; touch /workspace/last"}})
+	nextFor(br, "/workspace/last")
+	res.Body.Close()
+	res, br = open("Last-Event-ID", lastID)
+	first, _ := br.ReadString('\n')
+	for strings.HasPrefix(first, "id: ") {
+		first, _ = br.ReadString('\n')
+	}
+	if first != "event: overflow\n" {
+		t.Errorf("resumed from before 1100 changes: %q first, want event: overflow", first)
+	}
+	if _, ev := nextFor(br, "/workspace/last"); ev != "create" {
+		t.Errorf("after the overflow: %s for last, want its create", ev)
+	}
+	res.Body.Close()
+	wantField(t, h.do(h.alice, "GET", watch, nil, "Last-Event-ID", "nope"), http.StatusUnprocessableEntity, "Last-Event-ID")
 }

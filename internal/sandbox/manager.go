@@ -95,6 +95,8 @@ type Manager struct {
 	creating map[string]*createOp // creates in progress on this server
 	// failedLogs lists failed creates whose build log is kept, oldest first.
 	failedLogs []string
+	// watches are the shared file watches (watchring.go).
+	watches watchRings
 
 	m metrics
 }
@@ -803,6 +805,7 @@ func (m *Manager) terminate(ctx context.Context, id, reason string) (*Sandbox, e
 
 // forget drops in-memory state of a finished sandbox.
 func (m *Manager) forget(id string) {
+	m.stopWatches(id)
 	m.mu.Lock()
 	delete(m.activity, id)
 	delete(m.logs, id)

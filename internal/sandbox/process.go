@@ -67,6 +67,8 @@ type Processes interface {
 // lost); Kind is "file" or "dir".
 type WatchEvent struct {
 	Type string `json:"-"`
+	// ID names the event for a reader resuming (Manager.Watch sets it).
+	ID   string `json:"-"`
 	Path string `json:"path,omitempty"`
 	Kind string `json:"type,omitempty"`
 	From string `json:"from,omitempty"`
@@ -180,13 +182,4 @@ func (m *Manager) SignalProcess(ctx context.Context, ownerID, id string, pid int
 	}
 	m.Touch(id)
 	return p.SignalProcess(ctx, sb.Ref, pid, sig)
-}
-
-// Watch streams file changes under path in the owner's sandbox (see Watcher).
-func (m *Manager) Watch(ctx context.Context, ownerID, id, path string, recursive bool, ready func(), fn func(WatchEvent) error) error {
-	sb, w, p, err := capability[Watcher](ctx, m, ownerID, id, path, "file watching")
-	if err != nil {
-		return err
-	}
-	return w.Watch(ctx, sb.Ref, p, recursive, ready, fn)
 }
