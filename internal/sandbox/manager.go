@@ -1030,6 +1030,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			if err := m.flushActivity(fctx); err != nil {
 				m.log.Warn("persist activity at shutdown", "err", err)
 			}
+			m.closeWatches()
 			return nil
 		case <-t.C:
 			if n, err := m.Reap(ctx); err != nil {

@@ -29,6 +29,7 @@ const (
 type watchRings struct {
 	mu   sync.Mutex
 	hubs map[string]*watchHub
+	wg   sync.WaitGroup // the hubs' goroutines
 }
 
 // watchHub is one driver watch and its recent events.
@@ -117,7 +118,7 @@ func (m *Manager) watchHub(key string, start func(ctx context.Context, h *watchH
 	h = &watchHub{key: key, epoch: strconv.FormatUint(rand.Uint64(), 36), stop: cancel, refs: 1, next: 1, first: 1,
 		ready: make(chan struct{}), changed: make(chan struct{})}
 	r.hubs[key] = h
-	go func() {
+	r.wg.Go(func() {
 		defer cancel()
 		start(ctx, h)
 		r.mu.Lock()
@@ -125,7 +126,7 @@ func (m *Manager) watchHub(key string, start func(ctx context.Context, h *watchH
 			delete(r.hubs, key)
 		}
 		r.mu.Unlock()
-	}()
+	})
 	return h
 }
 
@@ -156,6 +157,17 @@ func (m *Manager) stopWatches(id string) {
 			h.stop()
 		}
 	}
+}
+
+// closeWatches ends every shared watch and waits for them (the server
+// stops; their streams end with it).
+func (m *Manager) closeWatches() {
+	m.watches.mu.Lock()
+	for _, h := range m.watches.hubs {
+		h.stop()
+	}
+	m.watches.mu.Unlock()
+	m.watches.wg.Wait()
 }
 
 // parseWatchID reads a watch event id "<epoch>.<seq>".
