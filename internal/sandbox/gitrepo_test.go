@@ -22,6 +22,20 @@ func TestParseRemote(t *testing.T) {
 			t.Errorf("%s: got %q, %v; want %q", tc.in, r.Upstream(), err, tc.upstream)
 		}
 	}
+	// Where an SSH key credential reaches each form over SSH.
+	for _, tc := range []struct{ in, user, addr, path string }{
+		{"git@github.com:owner/app.git", "git", "github.com:22", "owner/app.git"},
+		{"deploy@git.example.com:owner/app", "deploy", "git.example.com:22", "owner/app"},
+		{"ssh://git@gitlab.example.com:2222/group/sub/app.git", "git", "gitlab.example.com:2222", "/group/sub/app.git"},
+		{"ssh://Git.Example.com/owner/app", "git", "git.example.com:22", "/owner/app"},
+		{"https://github.com/owner/app", "git", "github.com:22", "/owner/app.git"},
+		{"http://127.0.0.1:3000/owner/app", "git", "127.0.0.1:22", "/owner/app.git"},
+	} {
+		r, err := ParseRemote(tc.in)
+		if err != nil || r.SSHUser != tc.user || r.SSHAddr != tc.addr || r.SSHPath != tc.path {
+			t.Errorf("%s: SSH %q %q %q, %v; want %q %q %q", tc.in, r.SSHUser, r.SSHAddr, r.SSHPath, err, tc.user, tc.addr, tc.path)
+		}
+	}
 	for _, bad := range []string{"", "ftp://h/o/r", "https://u:p@github.com/o/r", "https://github.com/", "https://github.com/o/../r",
 		"https://github.com/o/r?x=1", "file:///etc/passwd", "/local/path", "https://h/o/r\n", "-oProxyCommand=x:o/r"} {
 		if _, err := ParseRemote(bad); err == nil {
