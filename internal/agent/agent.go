@@ -113,6 +113,11 @@ type Options struct {
 	// the credential broker and opens a pull request when the run
 	// succeeds (deliver.go).
 	Deliver *Deliver `json:"deliver,omitempty"`
+	// StartedBy and StartedByEmail name the user who sent the prompt (the
+	// sandbox's owner, or someone it is shared with); set by the server,
+	// never by the request.
+	StartedBy      string `json:"started_by,omitempty"`
+	StartedByEmail string `json:"started_by_email,omitempty"`
 }
 
 // Run is the persisted record of one agent run.

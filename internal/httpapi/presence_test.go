@@ -117,6 +117,17 @@ func TestPresenceOnRunStream(t *testing.T) {
 	if reqID == "" {
 		t.Fatal("the run ended without asking")
 	}
+	// The run says who sent its prompt.
+	var run struct {
+		Options struct {
+			StartedBy      string `json:"started_by"`
+			StartedByEmail string `json:"started_by_email"`
+		} `json:"options"`
+	}
+	h.do(h.alice, "GET", "/runs/"+runID, nil).data(t, &run)
+	if run.Options.StartedByEmail != "alice@example.com" || run.Options.StartedBy == "" {
+		t.Errorf("run options %+v, want started_by alice", run.Options)
+	}
 	one := "alice@example.com 1 run " + runID
 	waitPresence(t, h.harness, h.alice, sb, []string{one})
 

@@ -175,7 +175,7 @@ func (s *server) handleClaude(w http.ResponseWriter, r *http.Request) error {
 		SystemPrompt: req.SystemPrompt, AppendSystemPrompt: req.AppendSystemPrompt,
 		NewSession: req.NewSession, SessionID: req.SessionID, ForkSession: req.ForkSession,
 		Cwd: req.Cwd, Env: req.Env, Settings: req.Settings, Permissions: req.Permissions, MCPServers: req.MCPServers, Attachments: req.Attachments,
-		Deliver: req.Deliver,
+		Deliver: req.Deliver, StartedBy: currentUser(r).ID, StartedByEmail: currentUser(r).Email,
 	})
 	if err != nil {
 		return err
@@ -668,7 +668,7 @@ func (s *server) handleDecide(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	d.ByEmail = currentUser(r).Email // the permission_decision event shows who answered
-	d.By = currentUser(r).ID // who answered: an operator, not the owner
+	d.By = currentUser(r).ID         // who answered: an operator, not the owner
 	out, forwarded, err := svc.Decide(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"), chi.URLParam(r, "request_id"), d)
 	if err != nil {
 		return err
