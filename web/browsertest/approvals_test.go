@@ -12,7 +12,9 @@ import (
 // TestApprovalInBrowser: a run that asks before tools run shows the call
 // readably (the command), waits, and runs it once allowed from the page by
 // keyboard; a denied Write is refused with the reason the user typed.
-func TestApprovalInBrowser(t *testing.T) {
+func TestApprovalInBrowser(t *testing.T) { forViewports(t, testApprovalInBrowser) }
+
+func testApprovalInBrowser(t *testing.T, vp viewport) {
 	chromiumPath(t)
 	srv := newAgentStack(t,
 		modeltest.Bash("echo approved-in-browser > /workspace/approved.txt && cat /workspace/approved.txt"),

@@ -119,6 +119,9 @@ func newBrowser(t *testing.T, base string) *browser {
 		cancelCtx()
 		cancelAlloc()
 	})
+	if vp, ok := testViewports.Load(t); ok {
+		b.viewport(vp.(viewport).w, vp.(viewport).h)
+	}
 	return b
 }
 
@@ -485,10 +488,19 @@ type viewport struct {
 // viewports are the desktop (1440×900) and phone (390×844) sizes.
 var viewports = []viewport{{"desktop", 1440, 900}, {"phone", 390, 844}}
 
-// forViewports runs f as a subtest at each viewport.
+// testViewports holds the viewport of each forViewports subtest: the
+// browsers it opens start at that size.
+var testViewports sync.Map // *testing.T -> viewport
+
+// forViewports runs f as a subtest at each viewport; newBrowser sizes the
+// subtest's browsers.
 func forViewports(t *testing.T, f func(t *testing.T, vp viewport)) {
 	for _, vp := range viewports {
-		t.Run(vp.name, func(t *testing.T) { f(t, vp) })
+		t.Run(vp.name, func(t *testing.T) {
+			testViewports.Store(t, vp)
+			t.Cleanup(func() { testViewports.Delete(t) })
+			f(t, vp)
+		})
 	}
 }
 

@@ -11,7 +11,9 @@ import (
 // TestCreateFailureShownOnce creates a sandbox whose build fails: the cause
 // is said once, next to the field that caused it, focus goes there, and the
 // list shows the failed sandbox right away (not "No sandboxes yet").
-func TestCreateFailureShownOnce(t *testing.T) {
+func TestCreateFailureShownOnce(t *testing.T) { forViewports(t, testCreateFailureShownOnce) }
+
+func testCreateFailureShownOnce(t *testing.T, vp viewport) {
 	s := newSandboxStack(t)
 	s.user(t, aliceEmail, alicePass)
 	b := newBrowser(t, s.url)
@@ -47,7 +49,9 @@ func TestCreateFailureShownOnce(t *testing.T) {
 // TestOneClickCreate checks the create form shows only the image and the
 // name, keeps the rest under a closed "Advanced" that the keyboard opens,
 // and creates with one click.
-func TestOneClickCreate(t *testing.T) {
+func TestOneClickCreate(t *testing.T) { forViewports(t, testOneClickCreate) }
+
+func testOneClickCreate(t *testing.T, vp viewport) {
 	s := newSandboxStack(t)
 	s.user(t, aliceEmail, alicePass)
 	b := newBrowser(t, s.url)

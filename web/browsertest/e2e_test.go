@@ -24,7 +24,9 @@ const (
 // resume without duplicates, see the agent's file in the file browser, cancel,
 // prompt again (a retried API error and a hostile HTML answer rendered inert),
 // snapshot, delete, restore, exec, check another user sees nothing, terminate.
-func TestAgentWorkflow(t *testing.T) {
+func TestAgentWorkflow(t *testing.T) { forViewports(t, testAgentWorkflow) }
+
+func testAgentWorkflow(t *testing.T, vp viewport) {
 	chromiumPath(t)
 	srv := newAgentStack(t,
 		// Run 1: one tool call, then a turn that never finishes until cancelled.

@@ -9,7 +9,9 @@ import (
 // password field (described by the announced error) after a wrong password,
 // to the page heading after logging in, and to the sandbox's heading when a
 // sandbox opens (from the create form and from the list).
-func TestFocusMoves(t *testing.T) {
+func TestFocusMoves(t *testing.T) { forViewports(t, testFocusMoves) }
+
+func testFocusMoves(t *testing.T, vp viewport) {
 	s := newSandboxStack(t)
 	s.user(t, aliceEmail, alicePass)
 	b := newBrowser(t, s.url)

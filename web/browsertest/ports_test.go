@@ -16,7 +16,9 @@ import (
 // live, a line sent to its stdin comes back, Stop ends it with its exit
 // shown; a process started by a plain command (exec) is listed too, not
 // marked managed.
-func TestProcessesUI(t *testing.T) {
+func TestProcessesUI(t *testing.T) { forViewports(t, testProcessesUI) }
+
+func testProcessesUI(t *testing.T, vp viewport) {
 	s := newSandboxStack(t)
 	requireRoutes(t, s, "POST /sandbox/{id}/processes", "GET /sandbox/{id}/processes",
 		"GET /sandbox/{id}/processes/{pid}/logs", "POST /sandbox/{id}/processes/{pid}/stdin",
@@ -66,7 +68,9 @@ func TestProcessesUI(t *testing.T) {
 // the Ports tab; its Open preview link loads the directory listing through
 // the server's proxy; a share link opens it without a session and stops
 // working once revoked.
-func TestPortsUI(t *testing.T) {
+func TestPortsUI(t *testing.T) { forViewports(t, testPortsUI) }
+
+func testPortsUI(t *testing.T, vp viewport) {
 	s := newSandboxStack(t)
 	requireRoutes(t, s, "GET /sandbox/{id}/ports", "POST /sandbox/{id}/ports/{port}/links",
 		"GET /sandbox/{id}/ports/{port}/links", "DELETE /sandbox/{id}/ports/{port}/links/{link_id}")

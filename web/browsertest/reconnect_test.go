@@ -11,7 +11,9 @@ import (
 // Retry-After: the page shows one calm "Reconnecting… retrying in N s"
 // line (no error in the panels), counts down, probes, and once the
 // database is back clears the line, reloads the page's data and works.
-func TestReconnectingLine(t *testing.T) {
+func TestReconnectingLine(t *testing.T) { forViewports(t, testReconnectingLine) }
+
+func testReconnectingLine(t *testing.T, vp viewport) {
 	pg := storetest.StartPGServer(t)
 	s := buildStack(t, stackOptions{dbURL: pg.URL})
 	s.user(t, aliceEmail, alicePass)

@@ -125,7 +125,9 @@ func (g *githubStandIn) requests() []map[string]any {
 // refused credential said next to their fields), the Changes tab (per-file
 // diffs, Commit, Push, Open pull request, each error in its own form),
 // and a run delivered as a pull request showing the PR's link.
-func TestRepositoryFlow(t *testing.T) {
+func TestRepositoryFlow(t *testing.T) { forViewports(t, testRepositoryFlow) }
+
+func testRepositoryFlow(t *testing.T, vp viewport) {
 	const pat = "ghp_UIflow0123456789abcdefTOKEN"
 	git := newGitServer(t, pat)
 	gh := newGitHubStandIn(t)
@@ -147,7 +149,6 @@ func TestRepositoryFlow(t *testing.T) {
 	b.allow(`^http: POST .*/sandbox -> 42[24]$`)
 	b.allow(`^http: POST .*/git/commit -> 409$`)
 	b.allow(`^http: POST .*/git/push -> 422$`)
-	b.viewport(1440, 900)
 	b.open("/")
 	b.login(aliceEmail, alicePass)
 

@@ -17,7 +17,9 @@ import (
 // create with a bad field (error next to it), create for real, upload a
 // file, view it, download it, delete it, run a command with streamed
 // output, check another user gets nothing, terminate with confirmation.
-func TestSandboxPages(t *testing.T) {
+func TestSandboxPages(t *testing.T) { forViewports(t, testSandboxPages) }
+
+func testSandboxPages(t *testing.T, vp viewport) {
 	s := newSandboxStack(t)
 	s.user(t, aliceEmail, alicePass)
 	s.user(t, bobEmail, bobPass)
@@ -134,7 +136,9 @@ func TestSandboxPages(t *testing.T) {
 // once the test opens the gate (a build reaches no host service): while it
 // builds, the form is disabled and shows the build log as it grows; after
 // release the page opens the running sandbox.
-func TestSandboxBuildProgress(t *testing.T) {
+func TestSandboxBuildProgress(t *testing.T) { forViewports(t, testSandboxBuildProgress) }
+
+func testSandboxBuildProgress(t *testing.T, vp viewport) {
 	release := make(chan struct{})
 	var once sync.Once
 	open := func() { once.Do(func() { close(release) }) }

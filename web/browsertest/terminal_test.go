@@ -89,7 +89,9 @@ func (b *browser) typeInTerminal(text string) {
 // gets the scrollback back and keeps working; a resize reaches the PTY
 // (`stty size`); "New session" starts another session and the session list
 // ends the first one.
-func TestTerminalUI(t *testing.T) {
+func TestTerminalUI(t *testing.T) { forViewports(t, testTerminalUI) }
+
+func testTerminalUI(t *testing.T, vp viewport) {
 	s := newSandboxStack(t)
 	requireRoutes(t, s, "GET /sandbox/{id}/pty", "GET /sandbox/{id}/pty/sessions")
 	s.user(t, aliceEmail, alicePass)
@@ -143,20 +145,25 @@ func TestTerminalUI(t *testing.T) {
 	b.typeInTerminal("echo again-$((40+2))\r")
 	b.waitJS("still works", fmt.Sprintf(termLineJS, "again-42"))
 
-	// A narrower window: the terminal refits and the PTY learns the size.
+	// The other size (a phone's at the desktop, the desktop's at a
+	// phone): the terminal refits and the PTY learns the size.
 	before := eval[string](b, `document.querySelector(".term").dataset.size`)
-	b.viewport(390, 844)
+	other := viewports[1]
+	if vp.w == other.w {
+		other = viewports[0]
+	}
+	b.viewport(other.w, other.h)
 	b.waitJS("refit", fmt.Sprintf(`document.querySelector(".term").dataset.size !== %q`, before))
 	size := eval[string](b, `document.querySelector(".term").dataset.size`)
 	b.do("focus the terminal", chromedp.Focus(chromedp.CSS(".term .xterm-helper-textarea")))
 	b.typeInTerminal("clear; stty size\r")
 	b.waitJS("stty size "+size, fmt.Sprintf(termLineJS, size))
-	for _, o := range b.overflow(390) {
-		t.Errorf("terminal at 390 px: %s", o)
+	for _, o := range b.overflow(int(other.w)) {
+		t.Errorf("terminal at %d px: %s", other.w, o)
 	}
-	b.axe("terminal (390 px)")
-	b.shot("phone-terminal")
-	b.viewport(1280, 1000)
+	b.axe(fmt.Sprintf("terminal (%d px)", other.w))
+	b.shot("terminal-" + other.name)
+	b.viewport(vp.w, vp.h)
 
 	// New session: another id; the first one is still listed and can be ended.
 	b.clickButton("New session")

@@ -15,7 +15,9 @@ const (
 
 // TestLoginTokensLogout logs in through the form, creates an API token
 // (shown once), revokes it after confirming, and logs out.
-func TestLoginTokensLogout(t *testing.T) {
+func TestLoginTokensLogout(t *testing.T) { forViewports(t, testLoginTokensLogout) }
+
+func testLoginTokensLogout(t *testing.T, vp viewport) {
 	s := newStack(t)
 	s.user(t, aliceEmail, alicePass)
 	b := newBrowser(t, s.url)
