@@ -107,6 +107,7 @@ var accessRules = map[string]accessRule{
 	"POST /sandbox/{id}/restore":                        operate,
 	"GET /snapshots/{id}":                               read.via("snapshot"),
 	"GET /snapshots/{id}/diff/{other}":                  read.via("snapshot"),
+	"GET /snapshots/{id}/file":                          read.via("snapshot"),
 	"GET /sandbox/{id}/git/status":                      read,
 	"POST /sandbox/{id}/git/commit":                     operate,
 	"POST /sandbox/{id}/git/push":                       operate,

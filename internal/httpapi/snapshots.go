@@ -178,7 +178,7 @@ func (s *server) handleSnapshotFile(w http.ResponseWriter, r *http.Request) erro
 	if r.URL.Query().Get("path") == "" || p == "" || p == "." {
 		return errs.Field("path", "required: a file's path relative to /workspace")
 	}
-	rec, err := svc.Get(r.Context(), currentUser(r).ID, chi.URLParam(r, "id"))
+	rec, err := svc.Get(r.Context(), sandboxOwner(r), chi.URLParam(r, "id"))
 	if err != nil {
 		return err
 	}
