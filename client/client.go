@@ -22,6 +22,7 @@ type Client struct {
 	base  *url.URL
 	hc    *http.Client
 	token string
+	team  string // X-Team (WithTeam)
 }
 
 // Option configures a Client.
@@ -124,6 +125,9 @@ func (c *Client) Request(ctx context.Context, method, path string, body io.Reade
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if c.team != "" {
+		req.Header.Set("X-Team", c.team)
 	}
 	res, err := c.hc.Do(req)
 	if err != nil {
