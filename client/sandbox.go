@@ -57,6 +57,7 @@ type CreatedSandbox struct {
 type Sandbox struct {
 	ID           string      `json:"sandbox_id"`
 	OwnerID      string      `json:"owner_id"`
+	TeamID       string      `json:"team_id,omitempty"`
 	Spec         SandboxSpec `json:"spec"`
 	Status       string      `json:"status"`
 	Reason       string      `json:"reason,omitempty"`
@@ -79,6 +80,9 @@ type ListSandboxesOptions struct {
 	Cursor string
 	States []string
 	Labels map[string]string
+	// Team lists a team's sandboxes; Shared those shared with the caller.
+	Team   string
+	Shared bool
 }
 
 // CreateSandbox creates a sandbox and returns once it runs.
@@ -113,6 +117,12 @@ func (c *Client) ListSandboxes(ctx context.Context, o ListSandboxesOptions) (*Sa
 	}
 	for k, v := range o.Labels {
 		q.Add("label", k+"="+v)
+	}
+	if o.Team != "" {
+		q.Set("team", o.Team)
+	}
+	if o.Shared {
+		q.Set("shared", "true")
 	}
 	path := "/sandbox"
 	if len(q) > 0 {

@@ -28,7 +28,7 @@ import (
 var sandboxOps = []apiOp{
 	{Method: "POST", Path: "/sandbox", Summary: "Create a sandbox (builds or reuses its image); answers once it runs. X-Team or ?team= creates it in a team you are an owner or member of", Request: sandbox.Spec{}, Response: createSandboxResponse{}, Storage: true, Errors: []int{409, 429},
 		Example: map[string]any{"image_base": "host", "dockerfile_commands": []string{}, "volume_name": "", "s3_bucket_name": "", "s3_key_prefix": "", "init_from_s3": false, "name": "demo"}},
-	{Method: "GET", Path: "/sandbox", Summary: "List your sandboxes, newest first (?limit, ?cursor, ?state, ?label=k=v); X-Team or ?team= lists a team's instead", Response: listSandboxesResponse{}},
+	{Method: "GET", Path: "/sandbox", Summary: "List your sandboxes, newest first (?limit, ?cursor, ?state, ?label=k=v); X-Team or ?team= lists a team's instead, ?shared=true those shared with you", Response: listSandboxesResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}", Summary: "A sandbox's status and its driver's capabilities", Response: sandboxView{}},
 	{Method: "DELETE", Path: "/sandbox/{id}", Summary: "Terminate a sandbox (idempotent; snapshots the workspace first when configured); a failed or lost sandbox is marked terminated, which takes it off the active list", Response: sandbox.Sandbox{}},
 	{Method: "GET", Path: "/sandbox/{id}/logs", Summary: "Build and start log (text; SSE `log`/`status` events with ?follow=true)"},
@@ -209,6 +209,21 @@ func (s *server) handleListSandboxes(w http.ResponseWriter, r *http.Request) err
 	}
 	if f.TeamID, err = s.scopeTeam(r, teams.RoleViewer); err != nil {
 		return err
+	}
+	if v := q.Get("shared"); v != "" {
+		if v != "true" || f.TeamID != "" {
+			return errs.Field("shared", "true, without a team")
+		}
+		ts, err := s.teamService()
+		if err != nil {
+			return err
+		}
+		if f.IDs, err = ts.SharedWith(r.Context(), currentUser(r).ID); err != nil {
+			return err
+		}
+		if len(f.IDs) == 0 {
+			return writeJSON(w, http.StatusOK, listSandboxesResponse{Sandboxes: []*sandbox.Sandbox{}})
+		}
 	}
 	items, next, err := m.List(r.Context(), sandboxOwner(r), f)
 	if err != nil {

@@ -103,6 +103,16 @@ func TestSharing(t *testing.T) {
 			t.Errorf("%s %s %s: %d %s, want 403", c.who, c.method, c.path, r.status, r.body)
 		}
 	}
+	var shared listSandboxesResponse
+	h.do(carol, "GET", "/sandbox?shared=true", nil).data(t, &shared)
+	if len(shared.Sandboxes) != 1 || shared.Sandboxes[0].ID != id {
+		t.Fatalf("?shared=true as the viewer: %+v", shared)
+	}
+	h.do(stranger, "GET", "/sandbox?shared=true", nil).data(t, &shared)
+	if len(shared.Sandboxes) != 0 {
+		t.Fatalf("?shared=true as a stranger: %+v", shared)
+	}
+	wantField(t, h.do(carol, "GET", "/sandbox?shared=yes", nil), 422, "shared")
 	var shares listSharesResponse
 	h.do(carol, "GET", base+"/shares", nil).data(t, &shares)
 	roles := map[string]teams.ShareRole{}

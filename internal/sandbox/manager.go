@@ -520,10 +520,11 @@ const (
 
 // List returns a page of the owner's sandboxes (newest first) and the
 // cursor of the next page, or nil when this is the last. With f.TeamID set
-// it lists that team's sandboxes instead (the caller checked membership).
+// it lists that team's sandboxes instead, with f.IDs (non-nil) those
+// sandboxes (the caller checked membership or shares).
 func (m *Manager) List(ctx context.Context, ownerID string, f ListFilter) ([]*Sandbox, *Cursor, error) {
 	f.OwnerID = ownerID
-	if f.TeamID != "" {
+	if f.TeamID != "" || f.IDs != nil {
 		f.OwnerID = ""
 	}
 	for _, s := range f.States {
