@@ -74,6 +74,10 @@ type room struct {
 	timer   *time.Timer // pending notice; nil when none
 	last    string      // signature of the viewers last announced
 	release func()      // from Options.Busy
+	// cache is the viewers list while no stream joined or left since: a
+	// notice makes every subscribed stream read it at once (thousands of
+	// followers of one run), so it is built once, not once per stream.
+	cache []Viewer
 }
 
 type joined struct {
@@ -109,6 +113,7 @@ func (t *Tracker) Join(sandboxID string, s Stream) (release func()) {
 	r := t.room(sandboxID)
 	first := len(r.streams) == 0
 	r.streams[j] = struct{}{}
+	r.cache = nil
 	t.changed(sandboxID, r)
 	t.mu.Unlock()
 	if first && t.opt.Busy != nil {
@@ -132,6 +137,7 @@ func (t *Tracker) leave(sandboxID string, j *joined) {
 	var rel func()
 	if r != nil {
 		delete(r.streams, j)
+		r.cache = nil
 		if len(r.streams) == 0 {
 			rel, r.release = r.release, nil
 		}
@@ -165,7 +171,7 @@ func (t *Tracker) changed(sandboxID string, r *room) {
 func (t *Tracker) notify(sandboxID string, r *room) {
 	t.mu.Lock()
 	r.timer = nil
-	sig := signature(viewers(r))
+	sig := signature(r.viewers())
 	var fns []func()
 	if sig != r.last {
 		r.last = sig
@@ -206,7 +212,8 @@ func (t *Tracker) Subscribe(sandboxID string, fn func()) (cancel func()) {
 	}
 }
 
-// Viewers lists who watches sandboxID, by the time they joined.
+// Viewers lists who watches sandboxID, by the time they joined. The list
+// is shared with other callers: read it, do not modify it.
 func (t *Tracker) Viewers(sandboxID string) []Viewer {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -214,10 +221,19 @@ func (t *Tracker) Viewers(sandboxID string) []Viewer {
 	if r == nil {
 		return []Viewer{}
 	}
-	return viewers(r)
+	return r.viewers()
 }
 
-func viewers(r *room) []Viewer {
+// viewers returns the room's viewers, built when streams changed since.
+// Called with t.mu held.
+func (r *room) viewers() []Viewer {
+	if r.cache == nil {
+		r.cache = buildViewers(r)
+	}
+	return r.cache
+}
+
+func buildViewers(r *room) []Viewer {
 	by := map[string]*Viewer{}
 	for j := range r.streams {
 		v := by[j.UserID]

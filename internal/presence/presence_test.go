@@ -34,6 +34,16 @@ func TestViewers(t *testing.T) {
 	if d := cmp.Diff(want, tr.Viewers("sb1")); d != "" {
 		t.Fatalf("viewers (-want +got):\n%s", d)
 	}
+	// Built once while nothing changes (every follower of a run reads it
+	// after a notice), again after a change.
+	if a, b := tr.Viewers("sb1"), tr.Viewers("sb1"); &a[0] != &b[0] {
+		t.Error("the viewers list was built twice without a change")
+	}
+	before := tr.Viewers("sb1")
+	tr.Join("sb1", Stream{UserID: "u_b", Email: "b@x", Kind: KindPTY})()
+	if after := tr.Viewers("sb1"); &after[0] == &before[0] {
+		t.Error("the viewers list was not rebuilt after a join and a leave")
+	}
 	if busy != 2 {
 		t.Fatalf("got %d busy marks, want 2 (one per watched sandbox)", busy)
 	}
