@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bufio"
 	"context"
 	"net/http"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/modeltest"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/store"
 	"github.com/techbossai/techboss/internal/teams"
@@ -306,5 +308,45 @@ func TestTeamsAPI(t *testing.T) {
 			wantStatus(t, h.do(ann, "GET", team, nil), http.StatusNotFound)
 			wantStatus(t, h.do(ben, "DELETE", team+"/members/"+benID, nil), http.StatusConflict) // the last owner
 		})
+	}
+}
+
+// TestRevokeEndsRunStream: two users on one run. Bob, sharing the sandbox
+// as an operator, follows the owner's run; the owner unshares while the
+// run still streams: Bob's stream ends before the run's done event, the
+// owner's own stream goes on to it.
+func TestRevokeEndsRunStream(t *testing.T) {
+	t.Parallel()
+	h := newRunHarness(t, modeltest.Slow(strings.Repeat("a long answer streamed slowly ", 400), 20*time.Millisecond))
+	sb := h.newSandbox(h.alice)
+	r := h.do(h.alice, "POST", "/sandbox/"+sb+"/shares", map[string]any{"user": "bob@example.com", "role": "operator"})
+	wantStatus(t, r, http.StatusCreated)
+	var sh teams.Share
+	r.data(t, &sh)
+	own := h.open(h.alice, "POST", "/sandbox/"+sb+"/claude?format=events", map[string]any{"prompt": "talk"})
+	defer own.Body.Close()
+	runID := own.Header.Get("X-Run-ID")
+	ownBR := bufio.NewReader(own.Body)
+	readTyped(t, ownBR, func(e typedEvent) bool { return e.event == "text_delta" })
+
+	theirs := h.open(h.bob, "GET", "/runs/"+runID+"/events", nil)
+	defer theirs.Body.Close()
+	if theirs.StatusCode != http.StatusOK || theirs.Header.Get(accessHeader) != "operate" {
+		t.Fatalf("bob follows the run: %d %s", theirs.StatusCode, theirs.Header.Get(accessHeader))
+	}
+	bobBR := bufio.NewReader(theirs.Body)
+	readTyped(t, bobBR, func(e typedEvent) bool { return e.event == "text_delta" })
+	wantStatus(t, h.do(h.alice, "DELETE", "/sandbox/"+sb+"/shares/"+sh.ID, nil), http.StatusNoContent)
+	rest := readTyped(t, bobBR, nil) // returns when the stream ends
+	for _, e := range rest {
+		if e.event == "done" {
+			t.Fatalf("bob's stream ran to the run's end (%d events after the revoke): the revoke did not end it", len(rest))
+		}
+	}
+	wantStatus(t, h.do(h.bob, "GET", "/runs/"+runID, nil), http.StatusNotFound)
+	wantStatus(t, h.do(h.alice, "POST", "/runs/"+runID+"/cancel", nil), http.StatusAccepted)
+	ownRest := readTyped(t, ownBR, nil)
+	if len(ownRest) == 0 || ownRest[len(ownRest)-1].event != "done" {
+		t.Fatalf("the owner's stream ended without done: %+v", ownRest)
 	}
 }
