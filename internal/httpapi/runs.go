@@ -251,6 +251,9 @@ func (s *server) streamRun(w http.ResponseWriter, r *http.Request, svc *agent.Se
 		return err
 	}
 	defer sub.Close()
+	if a := accessOf(r); sandboxID == "" && a != nil {
+		sandboxID = a.SandboxID // the authorization gate resolved the run's sandbox
+	}
 	if sandboxID == "" {
 		run, err := svc.Get(ctx, sandboxOwner(r), runID)
 		if err != nil {
