@@ -6,7 +6,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -33,6 +36,7 @@ func (p HashParams) Hash(password Secret) (string, error) {
 		return "", fmt.Errorf("random salt: %w", err)
 	}
 	key := argon2.IDKey([]byte(password), salt[:], p.Time, p.Memory, p.Threads, keyLen)
+	releaseWorkArea(p.Memory)
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.Memory, p.Time, p.Threads,
 		base64.RawStdEncoding.EncodeToString(salt[:]), base64.RawStdEncoding.EncodeToString(key)), nil
 }
@@ -65,5 +69,34 @@ func verifyPassword(hash string, password Secret) (bool, error) {
 		return false, errBadHash
 	}
 	got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
+	releaseWorkArea(p.Memory)
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
+}
+
+// trimQuiet is how long password hashing must pause before its work areas
+// are given back to the OS.
+const trimQuiet = time.Second
+
+var trim struct {
+	mu sync.Mutex
+	t  *time.Timer
+}
+
+// releaseWorkArea gives argon2's work area (memory KiB, 19 MiB by default,
+// garbage once the hash is made) back to the OS once hashing pauses for
+// trimQuiet, so a server idle after logins holds what it did before them;
+// the collector alone would keep it until its forced collection two
+// minutes later and return it over minutes more. Small work areas (tests')
+// are left to the collector.
+func releaseWorkArea(memory uint32) {
+	if memory < 8*1024 {
+		return
+	}
+	trim.mu.Lock()
+	defer trim.mu.Unlock()
+	if trim.t == nil {
+		trim.t = time.AfterFunc(trimQuiet, debug.FreeOSMemory)
+		return
+	}
+	trim.t.Reset(trimQuiet)
 }
