@@ -1,6 +1,7 @@
 package presence
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -120,4 +121,19 @@ func TestDebounceFires(t *testing.T) {
 	defer cancel()
 	defer tr.Join("sb1", Stream{UserID: "u_a", Kind: KindWatch})()
 	<-got
+}
+
+// BenchmarkNotice: what one notice costs a room of 5,000 followers of a
+// run (every stream reads the viewers list), against one read.
+func BenchmarkNotice(b *testing.B) {
+	tr := New(Options{Debounce: time.Hour})
+	for i := range 5000 {
+		defer tr.Join("sb1", Stream{UserID: "u" + strconv.Itoa(i%10), Kind: KindRun, RunID: "run_1"})()
+	}
+	for b.Loop() {
+		tr.Join("sb1", Stream{UserID: "u0", Kind: KindRun, RunID: "run_1"})()
+		for range 5000 {
+			_ = tr.Viewers("sb1")
+		}
+	}
 }
