@@ -116,7 +116,7 @@ var accessRules = map[string]accessRule{
 	"POST /sandbox/{id}/ports/{port}/links":             admin, // a link shares the app with anyone holding it
 	"GET /sandbox/{id}/ports/{port}/links":              read,
 	"DELETE /sandbox/{id}/ports/{port}/links/{link_id}": admin,
-	"GET /sandbox/{id}/pty":                             operate.stream(),
+	"GET /sandbox/{id}/pty":                             read.stream(), // a viewer follows an open session, read-only (pty.go)
 	"GET /sandbox/{id}/pty/sessions":                    read,
 	"DELETE /sandbox/{id}/pty/sessions/{session_id}":    operate,
 	"POST /sandbox/{id}/processes":                      operate,

@@ -16,13 +16,14 @@ import (
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/presence"
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/teams"
 )
 
 // ptyOps documents the terminal routes.
 var ptyOps = []apiOp{
 	{Method: "GET", Path: "/sandbox/{id}/pty", Summary: "Terminal: upgrades to a WebSocket (?cols=80&rows=24; ?session_id=pty_… re-attaches and replays the scrollback). " +
 		"Server → client: a text frame {\"type\":\"session\",\"session_id\"}, binary frames of output, finally {\"type\":\"exit\",\"exit_code\"}. " +
-		"Client → server: binary frames are keystrokes, text frames {\"type\":\"resize\",\"cols\",\"rows\"}. See docs/interactive.md", Errors: []int{400, 409, 429, 501}},
+		"Client → server: binary frames are keystrokes, text frames {\"type\":\"resize\",\"cols\",\"rows\"}. With read access (a viewer) only ?session_id= of an open session, to follow it: input is ignored (an error frame says so). See docs/interactive.md", Errors: []int{400, 403, 409, 429, 501}},
 	{Method: "GET", Path: "/sandbox/{id}/pty/sessions", Summary: "The sandbox's terminal sessions", Response: ptySessionsResponse{}, Errors: []int{501}},
 	{Method: "DELETE", Path: "/sandbox/{id}/pty/sessions/{session_id}", Summary: "End a terminal session and what it started", Errors: []int{501}},
 }
@@ -101,6 +102,11 @@ func (s *server) handlePTY(w http.ResponseWriter, r *http.Request) error {
 		}
 		return errs.E(errs.Malformed, "this route upgrades to a WebSocket (Upgrade: websocket)")
 	}
+	// Read access follows a terminal someone opened, and types nothing.
+	viewOnly := accessOf(r) != nil && accessOf(r).Access < teams.Operate
+	if viewOnly && req.SessionID == "" {
+		return errs.E(errs.Forbidden, "with read access you can only follow an open terminal: pass its session_id")
+	}
 	p, err := m.AttachPTY(r.Context(), sandboxOwner(r), id, req)
 	if err != nil {
 		return err
@@ -117,14 +123,14 @@ func (s *server) handlePTY(w http.ResponseWriter, r *http.Request) error {
 	defer s.watching(r, id, presence.KindPTY, "")()
 	// Revoked access (authz.go) cancels the request's context: close.
 	defer context.AfterFunc(r.Context(), func() { _ = c.Close(websocket.StatusPolicyViolation, "access revoked") })()
-	s.serveTerminal(c, p)
+	s.serveTerminal(c, p, viewOnly)
 	return nil
 }
 
 // serveTerminal relays between the WebSocket and the terminal until the
 // session ends, either side leaves, or the server stops. The session itself
 // outlives all three but its end.
-func (s *server) serveTerminal(c *websocket.Conn, p sandbox.PTY) {
+func (s *server) serveTerminal(c *websocket.Conn, p sandbox.PTY, viewOnly bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if s.deps.Stopping != nil {
@@ -184,6 +190,10 @@ func (s *server) serveTerminal(c *websocket.Conn, p sandbox.PTY) {
 			typ, b, err := c.Read(ctx)
 			if err != nil {
 				return
+			}
+			if viewOnly {
+				_ = send(ptyControl{Type: "error", Message: "read-only: you follow this terminal (viewer access); keystrokes and resizes are ignored"})
+				continue
 			}
 			if typ == websocket.MessageBinary {
 				if _, err := p.Write(b); err != nil {

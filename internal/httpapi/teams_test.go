@@ -36,6 +36,40 @@ func streamEnds(t *testing.T, evs <-chan sseEvent, what string) {
 	}
 }
 
+// wantClosed reads until the WebSocket closes: with 1008 (access revoked).
+func wantClosed(t *testing.T, c *websocket.Conn, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		_, _, err := c.Read(ctx)
+		if err == nil {
+			continue // output still in flight
+		}
+		if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+			t.Fatalf("%s after the revoke: %v, want closed with 1008", what, err)
+		}
+		return
+	}
+}
+
+// readOnlyFrame reads a viewer's terminal until the server's error frame
+// saying input is ignored.
+func readOnlyFrame(t *testing.T, tm *term) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		typ, b, err := tm.c.Read(ctx)
+		if err != nil {
+			t.Fatalf("viewer's terminal ended before the read-only notice: %v", err)
+		}
+		if typ == websocket.MessageText && strings.Contains(string(b), "read-only") {
+			return
+		}
+	}
+}
+
 // TestSharing runs a shared sandbox on the real local driver: a viewer
 // reads and follows but may not operate (403), an operator execs and
 // writes but may not delete or share, a stranger gets 404; revoking a
@@ -138,25 +172,29 @@ func TestSharing(t *testing.T) {
 	waitEvent(t, carolEvs, "stdout", "one")
 	waitEvent(t, aliceEvs, "stdout", "one")
 	tm := h.mustDialPTY(dave, id, "")
+	// The viewer follows the operator's terminal, read-only; she cannot
+	// open one of her own.
+	if _, res, err := h.dialPTY(carol, id, ""); err == nil || res == nil || res.StatusCode != http.StatusForbidden {
+		t.Fatalf("viewer opening a terminal: %v %v, want 403", err, res)
+	}
+	ctm := h.mustDialPTY(carol, id, "?session_id="+tm.id)
+	tm.send("echo shared-$((6*7))\n")
+	ctm.waitFor("shared-42")
+	ctm.send("touch /workspace/viewer-typed\n")
+	readOnlyFrame(t, ctm)
+	r = h.do(dave, "POST", base+"/exec?wait=true", map[string]any{"command": []string{"sh", "-c", "test -e /workspace/viewer-typed; echo $?"}})
+	if !strings.Contains(string(r.body), `"stdout":"1\n"`) {
+		t.Fatalf("the viewer's keystrokes reached the terminal: %s", r.body)
+	}
 
 	// Revoking the viewer ends her stream; she no longer sees the sandbox.
 	wantStatus(t, h.do(alice, "DELETE", base+"/shares/"+carolShare.ID, nil), http.StatusNoContent)
 	streamEnds(t, carolEvs, "viewer's process log")
+	wantClosed(t, ctm.c, "viewer's terminal")
 	wantStatus(t, h.do(carol, "GET", base, nil), http.StatusNotFound)
 	// Revoking the operator closes his terminal.
 	wantStatus(t, h.do(alice, "DELETE", base+"/shares/"+daveShare.ID, nil), http.StatusNoContent)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for {
-		_, _, err := tm.c.Read(ctx)
-		if err == nil {
-			continue // output still in flight
-		}
-		if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
-			t.Fatalf("operator's terminal after the revoke: %v, want closed with 1008", err)
-		}
-		break
-	}
+	wantClosed(t, tm.c, "operator's terminal")
 	wantStatus(t, h.do(dave, "POST", base+"/exec?wait=true", map[string]any{"command": []string{"true"}}), http.StatusNotFound)
 	// The owner's stream goes on.
 	wantStatus(t, h.do(alice, "POST", base+"/processes/"+strconv.Itoa(p.PID)+"/stdin", "two\n"), http.StatusNoContent)
