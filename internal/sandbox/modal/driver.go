@@ -124,6 +124,14 @@ type Driver struct {
 
 	mu      sync.Mutex
 	handles map[string]*modalsdk.Sandbox // Modal sandbox ID -> handle
+
+	// Managed processes (procs.go), by Modal sandbox ID; procCtx ends
+	// with Close, procWG counts their goroutines.
+	procMu     sync.Mutex
+	procs      map[string]*procTable
+	procCtx    context.Context
+	procCancel context.CancelFunc
+	procWG     sync.WaitGroup
 }
 
 // ErrNoCredentials is returned by New when no Modal credentials are configured.
@@ -172,7 +180,9 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 		client.Close()
 		return nil, fmt.Errorf("modal driver: look up app %q: %s", opts.AppName, oneLine(err))
 	}
-	return &Driver{opts: opts, client: client, app: app, log: opts.Logger, handles: map[string]*modalsdk.Sandbox{}}, nil
+	procCtx, procCancel := context.WithCancel(context.Background())
+	return &Driver{opts: opts, client: client, app: app, log: opts.Logger, handles: map[string]*modalsdk.Sandbox{},
+		procs: map[string]*procTable{}, procCtx: procCtx, procCancel: procCancel}, nil
 }
 
 // haveCredentials reports whether the SDK will find a token: explicit
@@ -206,6 +216,7 @@ func oneLine(err error) string {
 // Close detaches every sandbox handle and closes the SDK client's
 // connections. Sandboxes keep running on Modal.
 func (d *Driver) Close() {
+	d.closeProcs()
 	d.mu.Lock()
 	hs := d.handles
 	d.handles = map[string]*modalsdk.Sandbox{}
@@ -492,6 +503,7 @@ func (d *Driver) Destroy(ctx context.Context, r sandbox.Ref) error {
 		return nil
 	}
 	defer d.forget(x.SandboxID)
+	defer d.forgetProcs(x.SandboxID)
 	if _, err := h.Terminate(ctx, nil); err != nil {
 		if errs.KindOf(mapErr(err, "")) == errs.NotFound {
 			return nil

@@ -1,0 +1,565 @@
+package modal
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	modalsdk "github.com/modal-labs/modal-client/go"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+)
+
+// Managed processes on Modal. Modal's exec API is all there is inside a
+// Modal sandbox (no agent of ours), so the driver keeps them: each is a
+// background exec whose stdout and stderr the driver reads into a bounded
+// ring, whose stdin it writes and whose exit code it waits for. Signals
+// and the list of every process go through short execs of kill(1) and of
+// a /bin/sh loop over /proc. The table lives in this server process: after
+// a server restart the processes still run in the sandbox (listed,
+// managed: false, and signallable) but their logs and stdin are gone.
+
+var _ sandbox.Processes = (*Driver)(nil)
+
+// Limits of managed processes (the local driver's agent has the same).
+const (
+	maxManagedRunning = 64
+	maxManagedExited  = 64
+	// procRingSize bounds the output kept per process (stdout and stderr
+	// together); older output is overwritten.
+	procRingSize  = 1 << 20
+	procChunk     = 32 << 10
+	chunkOverhead = 64
+	// stdinTimeout is how long a stdin write may wait.
+	stdinTimeout = 10 * time.Second
+	// drainWait bounds how long output is still read after the process
+	// exited (a background child may hold its pipes open).
+	drainWait = 5 * time.Second
+)
+
+// procWrapper prints the shell's PID (kept by exec) as the first line of
+// stdout, then becomes the command.
+const procWrapper = `echo $$; exec "$@"`
+
+type chunk struct {
+	off    int64
+	stream string
+	data   []byte
+}
+
+// managed is one process started through StartProcess.
+type managed struct {
+	info sandbox.Process
+	cp   *modalsdk.ContainerProcess
+
+	stdinMu   sync.Mutex
+	stdinDone bool // closed, exited, or stuck in a write
+
+	mu      sync.Mutex
+	chunks  []chunk
+	size    int
+	next    int64
+	exited  bool
+	code    int
+	changed chan struct{}
+}
+
+func (m *managed) append(stream string, b []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.chunks = append(m.chunks, chunk{off: m.next, stream: stream, data: b})
+	m.size += len(b) + chunkOverhead
+	m.next += int64(len(b))
+	for m.size > procRingSize && len(m.chunks) > 1 {
+		m.size -= len(m.chunks[0].data) + chunkOverhead
+		m.chunks[0] = chunk{}
+		m.chunks = m.chunks[1:]
+	}
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+func (m *managed) exit(code int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.exited, m.code = true, code
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// since returns the chunks from offset off on, the bytes missed before
+// them, and whether (with which code) the process has exited.
+func (m *managed) since(off int64) (out []chunk, gap int64, exited bool, code int, changed <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.chunks {
+		end := c.off + int64(len(c.data))
+		if end <= off {
+			continue
+		}
+		if c.off > off {
+			gap += c.off - off
+			off = c.off
+		}
+		c.data = c.data[off-c.off:]
+		c.off = off
+		out = append(out, c)
+		off = end
+	}
+	if len(out) == 0 && m.next > off {
+		gap = m.next - off
+	}
+	return out, gap, m.exited, m.code, m.changed
+}
+
+// read copies one output stream into the ring until it ends.
+func (m *managed) read(r io.Reader, stream string) {
+	buf := make([]byte, procChunk)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			m.append(stream, bytes.Clone(buf[:n]))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// procTable is one sandbox's managed processes.
+type procTable struct {
+	mu     sync.Mutex
+	byPid  map[int]*managed
+	exited []int // oldest first
+}
+
+func (d *Driver) procTable(sandboxID string) *procTable {
+	d.procMu.Lock()
+	defer d.procMu.Unlock()
+	t := d.procs[sandboxID]
+	if t == nil {
+		t = &procTable{byPid: map[int]*managed{}}
+		d.procs[sandboxID] = t
+	}
+	return t
+}
+
+func (d *Driver) lookupManaged(sandboxID string, pid int) (*managed, error) {
+	t := d.procTable(sandboxID)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m := t.byPid[pid]; m != nil {
+		return m, nil
+	}
+	return nil, errs.E(errs.NotFound, "process %d was not started through the API since this server started (only those have captured output and stdin), or it exited long ago", pid)
+}
+
+// StartProcess starts spec as a background exec and returns once its PID
+// is known.
+func (d *Driver) StartProcess(ctx context.Context, r sandbox.Ref, spec sandbox.ProcessSpec) (sandbox.Process, error) {
+	if len(spec.Command) == 0 {
+		return sandbox.Process{}, errs.Field("command", "required")
+	}
+	h, x, err := d.handle(r)
+	if err != nil {
+		return sandbox.Process{}, err
+	}
+	t := d.procTable(x.SandboxID)
+	t.mu.Lock()
+	running := len(t.byPid) - len(t.exited)
+	t.mu.Unlock()
+	if running >= maxManagedRunning {
+		return sandbox.Process{}, errs.E(errs.TooMany, "the sandbox already runs %d managed processes; stop one (signal) before starting another", maxManagedRunning)
+	}
+	dir := spec.Workdir
+	if dir == "" {
+		dir = "/workspace"
+	}
+	argv := append([]string{"/bin/sh", "-c", procWrapper, "sh"}, spec.Command...)
+	cp, err := h.Exec(ctx, argv, &modalsdk.SandboxExecParams{Workdir: dir, Env: spec.Env, Stdout: modalsdk.Pipe, Stderr: modalsdk.Pipe})
+	if err != nil {
+		return sandbox.Process{}, mapErr(err, "start process")
+	}
+	name := spec.Name
+	if name == "" {
+		name = spec.Command[0]
+	}
+	m := &managed{
+		info: sandbox.Process{Name: name, Command: slices.Clone(spec.Command), State: "running", StartedAt: time.Now().UTC(), Managed: true},
+		cp:   cp, changed: make(chan struct{}),
+	}
+	stdout := bufio.NewReaderSize(cp.Stdout, procChunk)
+	type started struct {
+		info sandbox.Process
+		err  error
+	}
+	first := make(chan started, 1)
+	d.procWG.Add(1)
+	go func() {
+		defer d.procWG.Done()
+		line, err := stdout.ReadString('\n')
+		pid, perr := strconv.Atoi(strings.TrimSpace(line))
+		if err != nil || perr != nil || pid <= 0 {
+			_ = cp.Stdout.Close()
+			_ = cp.Stderr.Close()
+			if err == nil {
+				err = fmt.Errorf("bad PID line %q", line)
+			}
+			first <- started{err: err}
+			return
+		}
+		m.info.PID = pid
+		t.mu.Lock()
+		if old := t.byPid[pid]; old != nil && old.info.State == "exited" {
+			t.exited = slices.DeleteFunc(t.exited, func(p int) bool { return p == pid })
+		}
+		t.byPid[pid] = m
+		t.mu.Unlock()
+		first <- started{info: m.info}
+		d.runManaged(t, m, stdout)
+	}()
+	select {
+	case s := <-first:
+		if s.err != nil {
+			return sandbox.Process{}, fmt.Errorf("modal: start process: read its PID: %w", s.err)
+		}
+		return s.info, nil
+	case <-ctx.Done():
+		// It registers itself once its PID arrives and is listed then.
+		return sandbox.Process{}, ctx.Err()
+	}
+}
+
+// runManaged reads m's output and waits for its exit.
+func (d *Driver) runManaged(t *procTable, m *managed, stdout io.Reader) {
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() { defer readers.Done(); m.read(stdout, "stdout") }()
+	go func() { defer readers.Done(); m.read(m.cp.Stderr, "stderr") }()
+	code, err := m.cp.Wait(d.procCtx, nil)
+	if err != nil {
+		code = -1
+	}
+	drained := make(chan struct{})
+	go func() { readers.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(drainWait):
+	case <-d.procCtx.Done():
+	}
+	_ = m.cp.Stdout.Close()
+	_ = m.cp.Stderr.Close()
+	<-drained
+	m.stdinMu.Lock()
+	m.stdinDone = true
+	m.stdinMu.Unlock()
+	m.exit(code)
+	t.mu.Lock()
+	if t.byPid[m.info.PID] == m {
+		m.info.State = "exited"
+		t.exited = append(t.exited, m.info.PID)
+		for len(t.exited) > maxManagedExited {
+			delete(t.byPid, t.exited[0])
+			t.exited = t.exited[1:]
+		}
+	}
+	t.mu.Unlock()
+}
+
+// ListProcesses lists every process the sandbox's /proc shows (through an
+// exec of /bin/sh), then the exited managed ones.
+func (d *Driver) ListProcesses(ctx context.Context, r sandbox.Ref) ([]sandbox.Process, error) {
+	h, x, err := d.handle(r)
+	if err != nil {
+		return nil, err
+	}
+	out, err := d.shell(ctx, h, listScript)
+	if err != nil {
+		return nil, err
+	}
+	procs := parseProcList(out)
+
+	t := d.procTable(x.SandboxID)
+	t.mu.Lock()
+	table := make(map[int]sandbox.Process, len(t.byPid))
+	for pid, m := range t.byPid {
+		info := m.info
+		m.mu.Lock()
+		if m.exited {
+			code := m.code
+			info.State, info.ExitCode = "exited", &code
+		}
+		m.mu.Unlock()
+		table[pid] = info
+	}
+	t.mu.Unlock()
+	for i, p := range procs {
+		if mi, ok := table[p.PID]; ok && mi.State != "exited" {
+			procs[i].Name, procs[i].Managed, procs[i].StartedAt = mi.Name, true, mi.StartedAt
+		}
+	}
+	var gone []sandbox.Process
+	for _, p := range table {
+		if p.State == "exited" {
+			gone = append(gone, p)
+		}
+	}
+	slices.SortFunc(gone, func(a, b sandbox.Process) int { return a.StartedAt.Compare(b.StartedAt) })
+	return append(procs, gone...), nil
+}
+
+// listScript prints /proc/stat's btime, then one line per process (but
+// PID 1, itself and its children): pid, \001, its command line (NULs as
+// \002, newlines as \003, \001 as \004), \001, its stat line (newlines as
+// spaces).
+const listScript = `self=$$
+while read -r k v; do [ "$k" = btime ] && echo "$v"; done < /proc/stat
+cd /proc || exit 1
+for p in [0-9]*; do
+  [ "$p" = 1 ] || [ "$p" = "$self" ] && continue
+  s=$(tr '\n' ' ' < "$p/stat" 2>/dev/null) || continue
+  [ -n "$s" ] || continue
+  case "$s" in *") "?" $self "*) continue;; esac
+  c=$(tr '\000\n\001' '\002\003\004' < "$p/cmdline" 2>/dev/null)
+  printf '%s\001%s\001%s\n' "$p" "$c" "$s"
+done`
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's start time.
+const clockTicks = 100
+
+func parseProcList(out string) []sandbox.Process {
+	lines := strings.Split(out, "\n")
+	var boot time.Time
+	if n, err := strconv.ParseInt(strings.TrimSpace(lines[0]), 10, 64); err == nil {
+		boot = time.Unix(n, 0).UTC()
+	}
+	procs := []sandbox.Process{}
+	for _, l := range lines[1:] {
+		f := strings.SplitN(l, "\001", 3)
+		if len(f) != 3 {
+			continue
+		}
+		pid, err := strconv.Atoi(f[0])
+		if err != nil {
+			continue
+		}
+		stat := f[2]
+		lp, rp := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
+		if lp < 0 || rp < lp {
+			continue
+		}
+		p := sandbox.Process{PID: pid, Name: stat[lp+1 : rp], State: "running", Command: []string{}}
+		sf := strings.Fields(stat[rp+1:])
+		if len(sf) > 19 {
+			if sf[0] == "Z" || sf[0] == "X" {
+				p.State = "exited"
+			}
+			p.PPID, _ = strconv.Atoi(sf[1])
+			if ticks, err := strconv.ParseInt(sf[19], 10, 64); err == nil && !boot.IsZero() {
+				p.StartedAt = boot.Add(time.Duration(ticks) * time.Second / clockTicks)
+			}
+		}
+		if c := strings.TrimSuffix(f[1], "\002"); c != "" {
+			for a := range strings.SplitSeq(c, "\002") {
+				p.Command = append(p.Command, strings.NewReplacer("\003", "\n", "\004", "\001").Replace(a))
+			}
+		}
+		procs = append(procs, p)
+	}
+	slices.SortFunc(procs, func(a, b sandbox.Process) int { return a.PID - b.PID })
+	return procs
+}
+
+// shell runs script with /bin/sh -c and args in the sandbox and returns
+// its stdout; a non-zero exit is an error carrying its stderr.
+func (d *Driver) shell(ctx context.Context, h *modalsdk.Sandbox, script string, args ...string) (string, error) {
+	var stdout, stderr bytes.Buffer
+	code, err := d.shellCode(ctx, h, &stdout, &stderr, script, args...)
+	if err != nil {
+		return "", err
+	}
+	if code != 0 {
+		return "", fmt.Errorf("modal: sandbox command exited %d: %s", code, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+func (d *Driver) shellCode(ctx context.Context, h *modalsdk.Sandbox, stdout, stderr io.Writer, script string, args ...string) (int, error) {
+	argv := append([]string{"/bin/sh", "-c", script, "sh"}, args...)
+	cp, err := h.Exec(ctx, argv, &modalsdk.SandboxExecParams{Stdout: modalsdk.Pipe, Stderr: modalsdk.Pipe})
+	if err != nil {
+		return 0, mapErr(err, "exec")
+	}
+	_ = cp.Stdin.Close()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _, _ = io.Copy(stdout, cp.Stdout); _ = cp.Stdout.Close() }()
+	go func() { defer wg.Done(); _, _ = io.Copy(stderr, cp.Stderr); _ = cp.Stderr.Close() }()
+	wg.Wait()
+	code, err := cp.Wait(ctx, nil)
+	if err != nil {
+		return 0, mapErr(err, "exec wait")
+	}
+	return code, nil
+}
+
+// ProcessLogs streams a managed process's log from the driver's ring.
+func (d *Driver) ProcessLogs(ctx context.Context, r sandbox.Ref, pid int, follow bool, from int64, ready func(), fn func(sandbox.ProcessOutput) error) error {
+	x, err := parseRef(r)
+	if err != nil {
+		return err
+	}
+	m, err := d.lookupManaged(x.SandboxID, pid)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	off := min(max(from, 0), m.next)
+	m.mu.Unlock()
+	if ready != nil {
+		ready()
+	}
+	for {
+		chunks, gap, exited, code, changed := m.since(off)
+		if gap > 0 {
+			off += gap
+			if err := fn(sandbox.ProcessOutput{Gap: gap, Offset: off}); err != nil {
+				return err
+			}
+		}
+		for _, c := range chunks {
+			off = c.off + int64(len(c.data))
+			if err := fn(sandbox.ProcessOutput{Stream: c.stream, Data: c.data, Offset: off}); err != nil {
+				return err
+			}
+		}
+		if exited {
+			return fn(sandbox.ProcessOutput{Exit: &code, Offset: off})
+		}
+		if !follow {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		case <-d.procCtx.Done():
+			return nil
+		}
+	}
+}
+
+// ProcessStdin writes to a managed process's stdin (the exec's).
+func (d *Driver) ProcessStdin(ctx context.Context, r sandbox.Ref, pid int, data []byte, eof bool) error {
+	x, err := parseRef(r)
+	if err != nil {
+		return err
+	}
+	m, err := d.lookupManaged(x.SandboxID, pid)
+	if err != nil {
+		return err
+	}
+	m.stdinMu.Lock()
+	defer m.stdinMu.Unlock()
+	m.mu.Lock()
+	exited := m.exited
+	m.mu.Unlock()
+	if m.stdinDone || exited {
+		return errs.E(errs.Conflict, "process %d has exited or its stdin was closed", pid)
+	}
+	done := make(chan error, 1)
+	d.procWG.Add(1)
+	go func() {
+		defer d.procWG.Done()
+		var err error
+		if len(data) > 0 {
+			_, err = chunkWriter{m.cp.Stdin}.Write(data)
+		}
+		if err == nil && eof {
+			err = m.cp.Stdin.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if eof {
+			m.stdinDone = true
+		}
+		if err != nil {
+			m.stdinDone = true
+			return errs.E(errs.Conflict, "process %d closed its stdin", pid)
+		}
+		return nil
+	case <-time.After(stdinTimeout):
+		m.stdinDone = true // the write may still be under way
+		return errs.E(errs.Conflict, "process %d does not read its stdin", pid)
+	case <-ctx.Done():
+		m.stdinDone = true
+		return ctx.Err()
+	}
+}
+
+// SignalProcess signals any process of the sandbox through an exec of
+// kill(1): Modal's exec API has no signal call.
+func (d *Driver) SignalProcess(ctx context.Context, r sandbox.Ref, pid int, sig syscall.Signal) error {
+	if pid <= 1 {
+		return errs.E(errs.NotFound, "no process %d in the sandbox", pid)
+	}
+	h, _, err := d.handle(r)
+	if err != nil {
+		return err
+	}
+	name := strings.TrimPrefix(signalName(sig), "SIG")
+	var stderr bytes.Buffer
+	code, err := d.shellCode(ctx, h, io.Discard, &stderr, `[ -d "/proc/$1" ] || exit 3; kill -s "$2" "$1"`, strconv.Itoa(pid), name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case code == 3:
+		return errs.E(errs.NotFound, "no process %d in the sandbox", pid)
+	case code != 0:
+		if _, serr := d.shell(ctx, h, `[ -d "/proc/$1" ]`, strconv.Itoa(pid)); serr != nil {
+			return errs.E(errs.NotFound, "no process %d in the sandbox", pid)
+		}
+		return fmt.Errorf("modal: signal %d: %s", pid, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// closeProcs stops following every managed process (Close).
+func (d *Driver) closeProcs() {
+	d.procCancel()
+	d.procMu.Lock()
+	var all []*managed
+	for _, t := range d.procs {
+		t.mu.Lock()
+		for _, m := range t.byPid {
+			all = append(all, m)
+		}
+		t.mu.Unlock()
+	}
+	d.procs = map[string]*procTable{}
+	d.procMu.Unlock()
+	for _, m := range all {
+		_ = m.cp.Stdout.Close()
+		_ = m.cp.Stderr.Close()
+	}
+	d.procWG.Wait()
+}
+
+// forgetProcs drops a destroyed sandbox's table.
+func (d *Driver) forgetProcs(sandboxID string) {
+	d.procMu.Lock()
+	delete(d.procs, sandboxID)
+	d.procMu.Unlock()
+}
