@@ -103,6 +103,17 @@ func TestManagerOnModal(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Managed processes run as background execs the driver follows.
+	dev, err := m.StartProcess(ctx, "alice", sb.ID, sandbox.ProcessSpec{Name: "dev", Command: []string{"sh", "-c", "echo up; exec sleep 600"}})
+	if err != nil || !dev.Managed || dev.Name != "dev" {
+		t.Fatalf("StartProcess = %+v, %v", dev, err)
+	}
+	if !slices.Contains(m.Capabilities(sb), "processes") {
+		t.Errorf("modal capabilities %q do not name processes", m.Capabilities(sb))
+	}
+	_, err = m.ListProcesses(ctx, "bob", sb.ID)
+	wantKind(t, err, errs.NotFound)
+
 	// Restart: a new SDK client and Manager re-adopt the running sandbox.
 	m = newManager()
 	if err := m.Reconcile(ctx); err != nil {
@@ -114,6 +125,22 @@ func TestManagerOnModal(t *testing.T) {
 	}
 	if caps := strings.Join(m.Capabilities(sb), ","); !strings.Contains(caps, "files") || strings.Contains(caps, "pty") {
 		t.Errorf("modal capabilities %q", caps)
+	}
+	// The managed process outlived the restart in the sandbox, but its log
+	// and stdin stayed with the old server: listed as not managed, still
+	// signallable, no logs (404).
+	procs, err := m.ListProcesses(ctx, "alice", sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(procs, func(p sandbox.Process) bool { return p.PID == dev.PID })
+	if i < 0 || procs[i].Managed || procs[i].State != "running" {
+		t.Errorf("after restart the dev process is %v in %d processes", i, len(procs))
+	}
+	err = m.ProcessLogs(ctx, "alice", sb.ID, dev.PID, false, 0, nil, func(sandbox.ProcessOutput) error { return nil })
+	wantKind(t, err, errs.NotFound)
+	if err := m.SignalProcess(ctx, "alice", sb.ID, dev.PID, "KILL"); err != nil {
+		t.Errorf("signal after restart: %v", err)
 	}
 	// No terminals on Modal (its SDK's PTY exec has neither resize nor
 	// re-attach): a clear 501, after the owner check.

@@ -13,8 +13,10 @@
 // Signals and cancellation: Modal's exec API has no kill or signal call,
 // so every command is started through a tiny /bin/sh wrapper that records
 // its PID in /tmp; a signal (or a cancelled context, as SIGKILL) is then
-// delivered by a second exec running kill(1). Images therefore need
-// /bin/sh, kill and, for archives, tar.
+// delivered by a second exec running kill(1). Managed processes
+// (sandbox.Processes, procs.go) are background execs the driver follows,
+// listed by an exec reading /proc. Images therefore need /bin/sh, kill,
+// tr and, for archives, tar.
 package modal
 
 import (
