@@ -57,6 +57,7 @@ export async function api(method, path, body, opts = {}) {
     connection.down(2);
     throw Object.assign(new APIError(0, { error: { code: "network", message: "network error: " + err.message } }), { quiet: true });
   }
+  if (opts.onResponse) opts.onResponse(res);
   return readResponse(res);
 }
 

@@ -10,6 +10,7 @@ import { terminalPanel } from "./terminal.js";
 import { processesPanel } from "./processes.js";
 import { portsPanel } from "./ports.js";
 import { changesPanel } from "./changes.js";
+import { openShareDialog } from "./share.js";
 
 const TABS = [["chat", "Agent"], ["files", "Files"], ["changes", "Changes"], ["snapshots", "Snapshots"], ["terminal", "Terminal"],
   ["processes", "Processes"], ["ports", "Ports"], ["exec", "Run command"]];
@@ -21,10 +22,13 @@ export function sandboxView({ main }, id, tab) {
   const meta = h("div", { class: "muted small" });
   const loadErr = errorBox("sandbox");
   const terminate = h("button", { type: "button", class: "danger" }, "Terminate");
+  // Share (admins of the sandbox: its owner, a team's owners).
+  const share = h("button", { type: "button", hidden: true }, "Share");
+  share.addEventListener("click", () => openShareDialog(id, title.textContent, share));
   const termErr = errorBox("terminate");
   const header = h("section", { class: "panel" },
     h("div", { class: "row" }, h("a", { href: "#/sandboxes" }, "← Sandboxes")),
-    h("div", { class: "row" }, title, badge, h("span", { class: "grow" }), terminate), meta, termErr, loadErr);
+    h("div", { class: "row" }, title, badge, h("span", { class: "grow" }), share, terminate), meta, termErr, loadErr);
 
   const chat = chatPanel(id, { onRunEnd: () => { refresh(); files.refresh(); snaps.refresh(); if (current === "changes") changes.refresh(); } });
   const files = filesPanel(id);
@@ -73,12 +77,15 @@ export function sandboxView({ main }, id, tab) {
   }
 
   let sb = null;
+  let access = "admin";
   let cost = 0;
   let timer = null;
   async function refresh() {
     clearTimeout(timer);
     try {
-      sb = await api("GET", `/sandbox/${encodeURIComponent(id)}`);
+      // X-Techboss-Access: what the caller may do here (read, operate,
+      // admin); a server without sharing sends none (the owner: admin).
+      sb = await api("GET", `/sandbox/${encodeURIComponent(id)}`, undefined, { onResponse: (res) => { access = res.headers.get("X-Techboss-Access") || "admin"; } });
       showError(loadErr, null);
       cost = (await sandboxCosts()).get(id) ?? 0;
     } catch (err) {
@@ -102,6 +109,8 @@ export function sandboxView({ main }, id, tab) {
     const dead = ["failed", "lost"].includes(sb.status);
     terminate.textContent = dead ? "Delete" : "Terminate";
     terminate.disabled = !dead && !["running", "creating"].includes(sb.status);
+    terminate.hidden = access !== "admin";
+    share.hidden = access !== "admin" || sb.status === "terminated";
     for (const p of Object.values(live)) p.setRunning(sb.status === "running");
     const hadRepos = changes.hasRepos;
     changes.setSandbox(sb);
@@ -109,6 +118,7 @@ export function sandboxView({ main }, id, tab) {
     if (current === "changes" && !hadRepos && changes.hasRepos) changes.refresh();
     chat.setAvailable(sb.status === "running" ? "" : sb.status === "creating" ? "The sandbox is starting…"
       : `The sandbox is ${sb.status}${sb.reason ? ` (${sb.reason})` : ""}: no new runs. Its runs and snapshots stay readable.`);
+    if (access === "read" && sb.status === "running") chat.setAvailable("This sandbox is shared with you to view: its owner can let you prompt the agent.");
     if (sb.status === "creating" || sb.status === "terminating") timer = setTimeout(refresh, 1500);
   }
 

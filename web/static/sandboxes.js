@@ -4,6 +4,11 @@ import { h, field, errorBox, busy, showError, pick, ago, money } from "./dom.js"
 
 const ACTIVE = new Set(["creating", "running", "terminating"]);
 
+// The list's scope: "" (personal), a team ID, or "shared".
+const SCOPE_KEY = "techboss.scope";
+function currentScope() { try { return localStorage.getItem(SCOPE_KEY) || ""; } catch { return ""; } }
+function setScope(v) { try { if (v) localStorage.setItem(SCOPE_KEY, v); else localStorage.removeItem(SCOPE_KEY); } catch { /* private mode */ } }
+
 /** sandboxImage returns a short image description for a sandbox record. */
 export function sandboxImage(sb) {
   const spec = sb.spec || sb;
@@ -27,6 +32,48 @@ export function sandboxesView({ main }, args = []) {
     tbody);
   const showAll = h("input", { type: "checkbox" });
   showAll.addEventListener("change", () => refresh());
+  // Whose sandboxes: yours, a team's (GET /sandbox?team=), or the ones
+  // shared with you; the choice is kept in this browser and new
+  // sandboxes are created in the chosen team.
+  const scope = h("select", { name: "scope" }, h("option", { value: "" }, "Personal"), h("option", { value: "shared" }, "Shared with me"));
+  scope.addEventListener("change", () => { setScope(scope.value); refresh(); });
+  const teamName = h("input", { type: "text", name: "team_name", autocomplete: "off", placeholder: "e.g. core" });
+  const teamErr = errorBox("team");
+  teamErr.id = "team-err";
+  teamName.setAttribute("aria-describedby", teamErr.id);
+  const teamBtn = h("button", { type: "submit" }, "Create team");
+  const teamForm = h("form", { class: "row team-form", "aria-label": "Create a team" },
+    h("div", { class: "grow" }, field("New team", teamName)), teamBtn);
+  teamForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    teamName.removeAttribute("aria-invalid");
+    if (!teamName.value.trim()) { teamName.setAttribute("aria-invalid", "true"); showError(teamErr, new Error("Name the team first.")); teamName.focus(); return; }
+    const t = await busy([teamBtn, teamName], teamErr, async () => {
+      try {
+        return await api("POST", "/teams", { name: teamName.value.trim() });
+      } catch (err) {
+        if ((err.fields || []).some((f) => f.field === "name")) { teamName.setAttribute("aria-invalid", "true"); setTimeout(() => teamName.focus()); }
+        throw err;
+      }
+    });
+    if (!t) return;
+    teamName.value = "";
+    setScope(t.id);
+    await loadTeams();
+    refresh();
+  });
+  async function loadTeams() {
+    let teams = [];
+    try {
+      const d = await api("GET", "/teams");
+      teams = (d && d.teams) || [];
+    } catch { /* a server without teams: Personal only */ }
+    scope.replaceChildren(h("option", { value: "" }, "Personal"),
+      ...teams.map((t) => h("option", { value: t.id }, `Team ${t.name}${t.role && t.role !== "owner" ? ` (${t.role})` : ""}`)),
+      h("option", { value: "shared" }, "Shared with me"));
+    scope.value = currentScope();
+    if (scope.value !== currentScope()) { setScope(""); scope.value = ""; }
+  }
   const empty = h("p", { class: "muted empty-list", hidden: true }, "No sandboxes yet. Create one below.");
   const more = h("p", { class: "muted small", hidden: true }, "Showing the newest 200 sandboxes.");
 
@@ -40,15 +87,19 @@ export function sandboxesView({ main }, args = []) {
     h("h1", {}, "Sandboxes"),
     h("section", { class: "panel", "aria-labelledby": "sb-list-h" },
       h("div", { class: "row" }, h("h2", { id: "sb-list-h", class: "grow" }, "Your sandboxes"),
-        field("Show terminated", showAll)),
-      listErr, table, empty, more),
+        field("Sandboxes of", scope), field("Show terminated", showAll)),
+      listErr, table, empty, more,
+      h("details", { class: "teams" }, h("summary", {}, "Teams"), teamForm, teamErr)),
     form);
 
   async function refresh() {
     if (stopped) return;
     clearTimeout(timer);
     try {
-      const [data, costs] = await Promise.all([api("GET", "/sandbox?limit=200"), sandboxCosts()]);
+      const sc = currentScope();
+      const q = sc === "shared" ? "&shared=true" : sc ? `&team=${encodeURIComponent(sc)}` : "";
+      const [data, costs] = await Promise.all([api("GET", `/sandbox?limit=200${q}`), sandboxCosts()]);
+      if (sc !== currentScope()) return; // the choice changed meanwhile
       const list = Array.isArray(data) ? data : (data && (data.sandboxes || data.items)) || [];
       showError(listErr, null);
       more.hidden = !(data && data.next_cursor);
@@ -105,6 +156,7 @@ export function sandboxesView({ main }, args = []) {
     return h("div", {}, b);
   }
 
+  loadTeams();
   refresh();
   return { cleanup() { stopped = true; clearTimeout(timer); } };
 }
@@ -247,7 +299,8 @@ function createForm(onCreated, onProgress, fromSnapshot) {
       created = await busy(controls, formErr, async () => {
         let sb;
         try {
-          sb = await api("POST", "/sandbox", body);
+          const team = currentScope();
+          sb = await api("POST", "/sandbox", body, team && team !== "shared" ? { headers: { "X-Team": team } } : {});
         } catch (err) {
           // Each problem is said once: a field's next to its input, the
           // rest (and a problem without a field) under the form.
