@@ -34,6 +34,7 @@ func testReconnectingLine(t *testing.T, vp viewport) {
 		}
 	})
 	b.allow(`^http: (GET|POST) .*/auth/(tokens|me) -> 503$`) // the outage, said once by the line
+	b.allow(`^http: GET .*/teams -> 503$`)                   // the team switcher, during the outage
 	b.fillByLabel("Name", "during the outage")
 	b.clickButton("Create token")
 	b.waitJS("reconnecting line", `(() => { const c = document.getElementById("conn");
