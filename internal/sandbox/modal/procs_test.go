@@ -170,3 +170,61 @@ func TestProcesses(t *testing.T) {
 		t.Errorf("stdin of an unmanaged process: %v", err)
 	}
 }
+
+// TestProcessLogRing: the driver keeps the last 1 MiB of a process's
+// output; a reader gets gaps for what was overwritten before it read it
+// (a follower may too, if it falls behind), and offsets count the whole
+// output.
+func TestProcessLogRing(t *testing.T) {
+	startServer(t, modaltest.Options{})
+	d := newDriver(t, modal.Options{})
+	ctx := testCtx(t)
+	ref, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{ImageBase: "alpine:3.21"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Destroy(context.Background(), ref) })
+	const total = 3 << 20
+	p, err := d.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"sh", "-c", "head -c " + strconv.Itoa(total) + " /dev/zero | tr '\\000' a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gap, data int64
+	var last sandbox.ProcessOutput
+	exit := -1000
+	err = d.ProcessLogs(ctx, ref, p.PID, true, 0, nil, func(o sandbox.ProcessOutput) error {
+		gap += o.Gap
+		data += int64(len(o.Data))
+		if o.Exit != nil {
+			exit = *o.Exit
+		}
+		last = o
+		return nil
+	})
+	if err != nil || exit != 0 || gap+data != total || last.Offset != total {
+		t.Fatalf("follow: gap %d + data %d, offset %d, exit %d, %v; want %d in all", gap, data, last.Offset, exit, err, total)
+	}
+	// Read again after the exit: most of it was overwritten.
+	gap, data = 0, 0
+	err = d.ProcessLogs(ctx, ref, p.PID, false, 0, nil, func(o sandbox.ProcessOutput) error {
+		gap += o.Gap
+		data += int64(len(o.Data))
+		last = o
+		return nil
+	})
+	if err != nil || gap < total-(1<<20) || data > 1<<20 || data == 0 || gap+data != total || last.Offset != total || last.Exit == nil {
+		t.Errorf("replay: gap %d, data %d, offset %d, %v", gap, data, last.Offset, err)
+	}
+	// Resuming past the end gives only the exit.
+	var n int
+	_ = d.ProcessLogs(ctx, ref, p.PID, false, total, nil, func(o sandbox.ProcessOutput) error {
+		if o.Exit == nil {
+			t.Errorf("from the end: %d bytes, gap %d", len(o.Data), o.Gap)
+		}
+		n++
+		return nil
+	})
+	if n != 1 {
+		t.Errorf("from the end: %d outputs, want the exit only", n)
+	}
+}
