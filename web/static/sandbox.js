@@ -9,8 +9,7 @@ import { snapshotsPanel } from "./snapshots.js";
 import { terminalPanel } from "./terminal.js";
 import { processesPanel } from "./processes.js";
 import { portsPanel } from "./ports.js";
-import { changesPanel } from "./changes.js";
-import { openShareDialog } from "./share.js";
+
 
 const TABS = [["chat", "Agent"], ["files", "Files"], ["changes", "Changes"], ["snapshots", "Snapshots"], ["terminal", "Terminal"],
   ["processes", "Processes"], ["ports", "Ports"], ["exec", "Run command"]];
@@ -24,24 +23,41 @@ export function sandboxView({ main }, id, tab) {
   const terminate = h("button", { type: "button", class: "danger" }, "Terminate");
   // Share (admins of the sandbox: its owner, a team's owners).
   const share = h("button", { type: "button", hidden: true }, "Share");
-  share.addEventListener("click", () => openShareDialog(id, title.textContent, share));
+  // Loaded when first used, like the Changes tab: most visits need neither.
+  share.addEventListener("click", async () => {
+    const { openShareDialog } = await import("./share.js");
+    openShareDialog(id, title.textContent, share);
+  });
   const termErr = errorBox("terminate");
   const header = h("section", { class: "panel" },
     h("div", { class: "row" }, h("a", { href: "#/sandboxes" }, "← Sandboxes")),
     h("div", { class: "row" }, title, badge, h("span", { class: "grow" }), share, terminate), meta, termErr, loadErr);
 
-  const chat = chatPanel(id, { onRunEnd: () => { refresh(); files.refresh(); snaps.refresh(); if (current === "changes") changes.refresh(); } });
+  const chat = chatPanel(id, { onRunEnd: () => { refresh(); files.refresh(); snaps.refresh(); if (current === "changes" && changes) changes.refresh(); } });
   const files = filesPanel(id);
   const snaps = snapshotsPanel(id, { onRestored: () => files.refresh() });
   const exec = execPanel(id);
   const terminal = terminalPanel(id);
   const procs = processesPanel(id);
   const ports = portsPanel(id);
-  const changes = changesPanel(id);
+  // The Changes tab's code loads when the tab first opens.
+  let changes = null;
+  const changesHost = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  async function loadChanges() {
+    if (!changes) {
+      const { changesPanel } = await import("./changes.js");
+      if (!changes) {
+        changes = changesPanel(id);
+        changesHost.replaceChildren(changes.el);
+        if (sb) changes.setSandbox(sb);
+      }
+    }
+    return changes;
+  }
   let current = "";
   // Panels that connect or poll only while they are shown.
   const live = { terminal, processes: procs, ports };
-  const panels = { chat: chat.el, files: files.el, snapshots: snaps.el, terminal: terminal.el, processes: procs.el, ports: ports.el, exec: exec.el, changes: changes.el };
+  const panels = { chat: chat.el, files: files.el, snapshots: snaps.el, terminal: terminal.el, processes: procs.el, ports: ports.el, exec: exec.el, changes: changesHost };
   const tabButtons = {};
   const tablist = h("div", { class: "tabs", role: "tablist", "aria-label": "Sandbox sections" });
   for (const [key, label] of TABS) {
@@ -69,7 +85,7 @@ export function sandboxView({ main }, id, tab) {
     }
     if (t === "files") files.refresh();
     if (t === "snapshots") snaps.refresh();
-    if (t === "changes") changes.refresh();
+    if (t === "changes") loadChanges().then((c) => c.refresh());
     for (const [key, p] of Object.entries(live)) {
       if (key === t) p.show();
       else p.hide();
@@ -112,10 +128,13 @@ export function sandboxView({ main }, id, tab) {
     terminate.hidden = access !== "admin";
     share.hidden = access !== "admin" || sb.status === "terminated";
     for (const p of Object.values(live)) p.setRunning(sb.status === "running");
-    const hadRepos = changes.hasRepos;
-    changes.setSandbox(sb);
-    chat.setRepos(changes.hasRepos);
-    if (current === "changes" && !hadRepos && changes.hasRepos) changes.refresh();
+    const repos = (sb.spec && sb.spec.repo) || [];
+    chat.setRepos(sb.status === "running" && (Array.isArray(repos) ? repos.length > 0 : !!repos));
+    if (changes) {
+      const hadRepos = changes.hasRepos;
+      changes.setSandbox(sb);
+      if (current === "changes" && !hadRepos && changes.hasRepos) changes.refresh();
+    }
     chat.setAvailable(sb.status === "running" ? "" : sb.status === "creating" ? "The sandbox is starting…"
       : `The sandbox is ${sb.status}${sb.reason ? ` (${sb.reason})` : ""}: no new runs. Its runs and snapshots stay readable.`);
     if (access === "read" && sb.status === "running") chat.setAvailable("This sandbox is shared with you to view: its owner can let you prompt the agent.");
