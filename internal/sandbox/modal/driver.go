@@ -16,7 +16,7 @@
 // delivered by a second exec running kill(1). Managed processes
 // (sandbox.Processes, procs.go) are background execs the driver follows,
 // listed by an exec reading /proc. Images therefore need /bin/sh, kill,
-// tr and, for archives, tar.
+// head, tr and, for archives, tar.
 package modal
 
 import (
