@@ -2,15 +2,19 @@ package httpapi
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/techbossai/techboss/internal/audit"
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/modeltest"
 	"github.com/techbossai/techboss/internal/sandbox"
@@ -386,5 +390,65 @@ func TestRevokeEndsRunStream(t *testing.T) {
 	ownRest := readTyped(t, ownBR, nil)
 	if len(ownRest) == 0 || ownRest[len(ownRest)-1].event != "done" {
 		t.Fatalf("the owner's stream ended without done: %+v", ownRest)
+	}
+}
+
+// TestAuditTeams: each team and share change is in the audit log with
+// who did it and what it touched; an invitation's token is in no entry.
+func TestAuditTeams(t *testing.T) {
+	var al *audit.Log
+	h := newTeamsHarness(t, store.SQLite, func(d *Deps) {
+		al = audit.New(audit.Options{Repo: d.Store, Clock: d.Clock})
+		d.Audit = al
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = al.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	annUser := h.createUser("ann@example.com", auth.RoleMember)
+	h.createUser("ben@example.com", auth.RoleMember)
+	h.createUser("root@example.com", auth.RoleAdmin)
+	ann, ben, root := h.mustLogin("ann@example.com"), h.mustLogin("ben@example.com"), h.mustLogin("root@example.com")
+
+	var tm teams.Team
+	h.do(ann, "POST", "/teams", map[string]any{"name": "Audited"}).data(t, &tm)
+	var inv invitationCreated
+	h.do(ann, "POST", "/teams/"+tm.ID+"/invitations", map[string]any{"email": "ben@example.com"}).data(t, &inv)
+	wantStatus(t, h.do(ben, "POST", inv.AcceptURL, nil), http.StatusOK)
+	now := time.Now()
+	if err := h.db.CreateSandbox(ctx, &sandbox.Sandbox{ID: "sb_audit", OwnerID: annUser.ID, State: sandbox.Terminated, Driver: "local",
+		Spec: sandbox.Spec{ImageBase: "host"}, CreatedAt: now, UpdatedAt: now, LastActiveAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	var sh teams.Share
+	h.do(ann, "POST", "/sandbox/sb_audit/shares", map[string]any{"team": tm.ID, "role": "viewer"}).data(t, &sh)
+	wantStatus(t, h.do(ann, "DELETE", "/sandbox/sb_audit/shares/"+sh.ID, nil), http.StatusNoContent)
+	if err := al.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := h.do(root, "GET", "/audit/export", nil)
+	wantStatus(t, r, http.StatusOK)
+	if strings.Contains(string(r.body), inv.Token) || strings.Contains(string(r.body), strings.TrimPrefix(inv.Token, "tbinv_")) {
+		t.Fatalf("the invitation token is in the audit log:\n%s", r.body)
+	}
+	got := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(r.body))
+	for sc.Scan() {
+		var e audit.Entry
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatal(err)
+		}
+		got[e.Action] = e.Email + " " + e.Resource
+	}
+	for action, want := range map[string]string{
+		"team.create": "ann@example.com team:" + tm.ID,
+		"team.invite": "ann@example.com team:" + tm.ID + "/invitation:" + inv.ID,
+		"team.join":   "ben@example.com team:" + tm.ID,
+		"share":       "ann@example.com sandbox:sb_audit/share:" + sh.ID,
+		"unshare":     "ann@example.com sandbox:sb_audit/share:" + sh.ID,
+	} {
+		if got[action] != want {
+			t.Errorf("audit %s: %q, want %q", action, got[action], want)
+		}
 	}
 }
