@@ -231,15 +231,18 @@ func (g UsageGroup) MarshalJSON() ([]byte, error) {
 
 // UsageQuery selects usage records for a summary.
 type UsageQuery struct {
-	UserID  string // "" = every user (admins only)
-	From    time.Time
-	To      time.Time
-	GroupBy string // one of UsageGroupBys
+	UserID string // "" = every user (admins only)
+	// TeamMemberID, with GroupBy "team", keeps the teams this user is a
+	// member of (any role); "" = every team.
+	TeamMemberID string
+	From         time.Time
+	To           time.Time
+	GroupBy      string // one of UsageGroupBys
 }
 
-// UsageGroupBys are the groupings of a usage summary. A new one (a team)
-// is one more name here and one more key in the store's summary.
-var UsageGroupBys = []string{"day", "model", "sandbox", "user"}
+// UsageGroupBys are the groupings of a usage summary. A new one is one
+// more name here and one more key in the store's summary.
+var UsageGroupBys = []string{"day", "model", "sandbox", "user", "team"}
 
 // Store is the persistence the agent package consumes (internal/store
 // implements it on SQLite and PostgreSQL).

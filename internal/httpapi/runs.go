@@ -64,7 +64,7 @@ var runOps = []apiOp{
 	{Method: "GET", Path: "/runs/{id}/events", Summary: "Replay and follow a run's events after Last-Event-ID (or ?after=); typed by default, `?format=plain` for the plain form. Event types (docs/run-events.md): run.started, text_delta, thinking_delta, tool_input_delta, text, tool_use, permission_request, permission_decision, tool_result, retry, usage, error, result, snapshot_error (the after-run snapshot failed; the server retries it and clears the run's snapshot_error once one is stored), done. A stream the server stops before the run ends ends with `event: restarting` (no id): resume with Last-Event-ID", Stream: true, Events: runEventSchemas},
 	{Method: "POST", Path: "/runs/{id}/cancel", Summary: "Cancel a run: SIGINT, then SIGKILL after a grace period; it ends cancelled", Response: agent.Run{}, Errors: []int{409}},
 	{Method: "POST", Path: "/runs/{id}/permissions/{request_id}", Summary: "Answer a pending tool approval (a permission_request event of a run started with permission_mode \"ask\" or permissions): allow (optionally with updated_input replacing the tool's input) or deny (with a message the agent reads); remember \"run\" applies the answer to the tool for the rest of the run. The first answer wins: a later one is 409. Recorded as a permission_decision event naming who answered. On a replica other than the run's, the answer is passed on (202) and the event says whether it was the first", Request: agent.Decision{}, Response: agent.PermissionDecisionData{}, Errors: []int{409}},
-	{Method: "GET", Path: "/usage", Summary: "Your LLM usage (tokens, cost) in [from, to) grouped by day, model, sandbox or user (each group's label is the user's email); admins may pass user (empty: every user), and group_by=user without user gives an admin every user's usage, a member their own", Response: usageResponse{}},
+	{Method: "GET", Path: "/usage", Summary: "Your LLM usage (tokens, cost) in [from, to) grouped by day, model, sandbox, user (each group's label is the user's email) or team (every call from the team's sandboxes, whoever made it, labelled by the team's name: an admin sees every team, anyone else the teams they are a member of); admins may pass user (empty: every user), and group_by=user without user gives an admin every user's usage, a member their own", Response: usageResponse{}},
 }
 
 type claudeRequest struct {
@@ -740,6 +740,13 @@ func (s *server) handleUsage(w http.ResponseWriter, r *http.Request) error {
 		uq.UserID = v[0] // "" = every user
 	} else if uq.GroupBy == "user" && u.IsAdmin() {
 		uq.UserID = "" // an admin's per-user view is every user's; a member's is their own
+	} else if uq.GroupBy == "team" {
+		// A team's usage is everyone's calls from its sandboxes: an admin
+		// sees every team, anyone else the teams they are a member of.
+		uq.UserID = ""
+		if !u.IsAdmin() {
+			uq.TeamMemberID = u.ID
+		}
 	}
 	if len(bad) == 0 && !uq.To.After(uq.From) {
 		bad = append(bad, errs.FieldError{Field: "to", Reason: "must be after from"})

@@ -72,17 +72,21 @@ func usageWhere(q agent.UsageQuery) (string, []any) {
 }
 
 // usageKeys are the groupings of UsageSummary (agent.UsageGroupBys):
-// the SQL of each group's key and, where the key is an ID, of a label
-// that names it. A grouping is one more row.
-var usageKeys = map[string]struct{ key, label string }{
+// the SQL of each group's key, where the key is an ID of a label that
+// names it, and any join the key needs. A grouping is one more row.
+var usageKeys = map[string]struct{ key, label, join string }{
 	"day":     {key: `at / ` + fmt.Sprint(dayMS)},
 	"model":   {key: `model`},
 	"sandbox": {key: `sandbox_id`},
 	"user":    {key: `user_id`, label: `(SELECT email FROM users WHERE users.id = usage_records.user_id)`},
+	// A team's usage is that of every call from its sandboxes (whoever
+	// made it); calls outside a team sandbox are in no group.
+	"team": {key: `ts.team_id`, label: `(SELECT name FROM teams WHERE teams.id = ts.team_id)`,
+		join: ` JOIN sandboxes ts ON ts.id = usage_records.sandbox_id AND ts.team_id <> ''`},
 }
 
 // UsageSummary sums usage records in [From, To) grouped by day (UTC),
-// model, sandbox or user, ordered by key.
+// model, sandbox, user or team, ordered by key.
 func (d *DB) UsageSummary(ctx context.Context, q agent.UsageQuery) ([]agent.UsageGroup, error) {
 	by := q.GroupBy
 	if by == "" {
@@ -97,8 +101,15 @@ func (d *DB) UsageSummary(ctx context.Context, q agent.UsageQuery) ([]agent.Usag
 		label = `''`
 	}
 	where, args := usageWhere(q)
+	if q.TeamMemberID != "" {
+		if by != "team" {
+			return nil, errs.Field("group_by", "a team member's usage is grouped by team")
+		}
+		where += ` AND ts.team_id IN (SELECT team_id FROM team_members WHERE user_id = ?)`
+		args = append(args, q.TeamMemberID)
+	}
 	rows, err := d.query(ctx, d.db, `SELECT `+gk.key+`, `+label+`, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
-		SUM(cache_creation_tokens), SUM(cost_nusd) FROM usage_records`+where+` GROUP BY `+gk.key+` ORDER BY `+gk.key, args...)
+		SUM(cache_creation_tokens), SUM(cost_nusd) FROM usage_records`+gk.join+where+` GROUP BY `+gk.key+` ORDER BY `+gk.key, args...)
 	if err != nil {
 		return nil, fmt.Errorf("usage summary: %w", err)
 	}

@@ -10,7 +10,9 @@ import (
 	"github.com/techbossai/techboss/internal/agent"
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/teams"
 )
 
 // Usage exercises usage records and summaries on a migrated, empty DB.
@@ -117,5 +119,57 @@ func Usage(t *testing.T, db *store.DB) {
 	}
 	if spent, _ := db.SpentUSD(ctx, "alice", day2); spent != 7e-9 {
 		t.Errorf("SpentUSD(alice, day2) = %v, want 7e-9", spent)
+	}
+
+	usageByTeam(t, db, day2.Add(48*time.Hour))
+}
+
+// usageByTeam: a team's usage is every call from its sandboxes, whoever
+// made it; a member sees the teams they belong to; calls outside a team
+// sandbox are in no group.
+func usageByTeam(t *testing.T, db *store.DB, day time.Time) {
+	ctx := context.Background()
+	for _, tm := range []struct{ id, name, owner string }{{"tm_a", "Alpha", "carol"}, {"tm_b", "Beta", "dan"}} {
+		if err := db.CreateTeam(ctx, teams.Team{ID: tm.id, Name: tm.name, CreatedBy: tm.owner, CreatedAt: day},
+			teams.Member{TeamID: tm.id, UserID: tm.owner, Role: teams.RoleOwner, CreatedAt: day}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.PutMember(ctx, teams.Member{TeamID: "tm_a", UserID: "dan", Role: teams.RoleViewer, CreatedAt: day}); err != nil {
+		t.Fatal(err)
+	}
+	for _, sb := range []struct{ id, team string }{{"sb_ta", "tm_a"}, {"sb_tb", "tm_b"}, {"sb_p", ""}} {
+		if err := db.CreateSandbox(ctx, &sandbox.Sandbox{ID: sb.id, OwnerID: "carol", TeamID: sb.team, State: sandbox.Running,
+			Driver: "local", Spec: sandbox.Spec{ImageBase: "host"}, CreatedAt: day, UpdatedAt: day, LastActiveAt: day}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []agent.UsageRecord{
+		{ID: "ut1", Time: day, UserID: "carol", SandboxID: "sb_ta", Model: "opus", Usage: agent.Usage{InputTokens: 10}, CostNanoUSD: 100},
+		{ID: "ut2", Time: day, UserID: "dan", SandboxID: "sb_ta", Model: "opus", Usage: agent.Usage{OutputTokens: 2}, CostNanoUSD: 20},
+		{ID: "ut3", Time: day, UserID: "dan", SandboxID: "sb_tb", Model: "opus", Usage: agent.Usage{InputTokens: 1}, CostNanoUSD: 5},
+		{ID: "ut4", Time: day, UserID: "carol", SandboxID: "sb_p", Model: "opus", Usage: agent.Usage{InputTokens: 1}, CostNanoUSD: 1000},
+		{ID: "ut5", Time: day, UserID: "carol", Model: "opus", Usage: agent.Usage{InputTokens: 1}, CostNanoUSD: 1000},
+	} {
+		if err := db.InsertUsage(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alpha := agent.UsageGroup{Key: "tm_a", Label: "Alpha", Requests: 2, Usage: agent.Usage{InputTokens: 10, OutputTokens: 2}, CostNanoUSD: 120}
+	beta := agent.UsageGroup{Key: "tm_b", Label: "Beta", Requests: 1, Usage: agent.Usage{InputTokens: 1}, CostNanoUSD: 5}
+	for _, tt := range []struct {
+		member string
+		want   []agent.UsageGroup
+	}{{"", []agent.UsageGroup{alpha, beta}}, {"carol", []agent.UsageGroup{alpha}}, {"dan", []agent.UsageGroup{alpha, beta}}, {"erin", []agent.UsageGroup{}}} {
+		got, err := db.UsageSummary(ctx, agent.UsageQuery{TeamMemberID: tt.member, From: day, To: day.Add(time.Hour), GroupBy: "team"})
+		if err != nil {
+			t.Fatalf("UsageSummary(team, member %q): %v", tt.member, err)
+		}
+		if d := cmp.Diff(tt.want, got); d != "" {
+			t.Errorf("UsageSummary(team, member %q) (-want +got):\n%s", tt.member, d)
+		}
+	}
+	if _, err := db.UsageSummary(ctx, agent.UsageQuery{TeamMemberID: "carol", From: day, To: day.Add(time.Hour), GroupBy: "model"}); errs.KindOf(err) != errs.Invalid {
+		t.Errorf("UsageSummary(model, team member) = %v, want invalid", err)
 	}
 }

@@ -1,0 +1,114 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/techbossai/techboss/internal/agent"
+	"github.com/techbossai/techboss/internal/agent/claude"
+	"github.com/techbossai/techboss/internal/auth"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/teams"
+)
+
+// TestUsageByTeam: GET /usage?group_by=team sums every call from a team's
+// sandboxes, whoever made it, labelled by the team's name; an admin sees
+// every team, a member (any role) the teams they belong to, anyone else
+// none. Calls outside a team sandbox are in no group.
+func TestUsageByTeam(t *testing.T) {
+	for _, d := range []store.Dialect{store.SQLite, store.Postgres} {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			var h *harness
+			h = newTeamsHarness(t, d, func(deps *Deps) {
+				m := newSandboxManager(t, deps.Store, time.Now, sandbox.DefaultLimits())
+				svc, err := agent.NewService(agent.Config{Credentials: agent.CredentialsDirect, UpstreamAPIKey: "unused"},
+					agent.Deps{Store: deps.Store, Sandboxes: m, CLI: claude.New(claude.Config{Bin: filepath.Join(t.TempDir(), "none")}), Logger: deps.Logger})
+				if err != nil {
+					t.Fatal(err)
+				}
+				deps.Runs = svc
+			})
+			testUsageByTeam(t, h)
+		})
+	}
+}
+
+func testUsageByTeam(t *testing.T, h *harness) {
+	ctx := context.Background()
+	h.createUser("root@example.com", auth.RoleAdmin)
+	users := map[string]*auth.User{}
+	for _, n := range []string{"ann", "ben", "cat", "dan"} {
+		users[n] = h.createUser(n+"@example.com", auth.RoleMember)
+	}
+	ts := teams.New(h.db, storeUsers{h.db}, nil)
+	alpha, err := ts.Create(ctx, users["ann"].ID, "Alpha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	beta, err := ts.Create(ctx, users["cat"].ID, "Beta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.PutMember(ctx, users["ann"].ID, alpha.ID, "ben@example.com", teams.RoleViewer); err != nil {
+		t.Fatal(err)
+	}
+	now := h.clock.Now().UTC().Truncate(time.Millisecond)
+	for _, sb := range []struct{ id, team string }{{"sb_alpha", alpha.ID}, {"sb_beta", beta.ID}, {"sb_own", ""}} {
+		if err := h.db.CreateSandbox(ctx, &sandbox.Sandbox{ID: sb.id, OwnerID: users["ann"].ID, TeamID: sb.team, State: sandbox.Terminated,
+			Driver: "local", Spec: sandbox.Spec{ImageBase: "host"}, CreatedAt: now, UpdatedAt: now, LastActiveAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, r := range []struct {
+		user, sb string
+		cost     int64
+	}{{"ann", "sb_alpha", 100}, {"cat", "sb_alpha", 20}, {"cat", "sb_beta", 5}, {"ann", "sb_own", 1000}, {"dan", "", 1000}} {
+		if err := h.db.InsertUsage(ctx, agent.UsageRecord{ID: "ur" + string(rune('0'+i)), Time: now.Add(-time.Hour), UserID: users[r.user].ID,
+			SandboxID: r.sb, Provider: "anthropic", Model: "claude-x", Usage: agent.Usage{InputTokens: r.cost}, CostNanoUSD: r.cost}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	byTeam := func(c *http.Client) []agent.UsageGroup {
+		t.Helper()
+		r := h.do(c, "GET", "/usage?group_by=team", nil)
+		wantStatus(t, r, http.StatusOK)
+		var u struct {
+			GroupBy string `json:"group_by"`
+			Groups  []struct {
+				Key, Label string
+				Requests   int64
+				Usage      agent.Usage
+			} `json:"groups"`
+		}
+		r.data(t, &u)
+		out := []agent.UsageGroup{}
+		for _, g := range u.Groups {
+			out = append(out, agent.UsageGroup{Key: g.Key, Label: g.Label, Requests: g.Requests, Usage: g.Usage})
+		}
+		return out
+	}
+	a := agent.UsageGroup{Key: alpha.ID, Label: "Alpha", Requests: 2, Usage: agent.Usage{InputTokens: 120}}
+	b := agent.UsageGroup{Key: beta.ID, Label: "Beta", Requests: 1, Usage: agent.Usage{InputTokens: 5}}
+	wantAB := []agent.UsageGroup{a, b}
+	if beta.ID < alpha.ID {
+		wantAB = []agent.UsageGroup{b, a}
+	}
+	for who, want := range map[string][]agent.UsageGroup{
+		"root": wantAB, // an admin: every team
+		"ann":  {a},    // Alpha's owner: cat's call in Alpha's sandbox counts
+		"ben":  {a},    // a viewer of Alpha
+		"cat":  {b},    // Beta's owner, not in Alpha though her call there is Alpha's
+		"dan":  {},     // in no team
+	} {
+		if d := cmp.Diff(want, byTeam(h.mustLogin(who+"@example.com"))); d != "" {
+			t.Errorf("%s: usage by team (-want +got):\n%s", who, d)
+		}
+	}
+}
