@@ -43,6 +43,7 @@ import (
 	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/snapshot"
 	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/teams"
 	"github.com/techbossai/techboss/internal/webhooks"
 )
 
@@ -411,8 +412,9 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			}
 			return gateway.DefaultPrice(model) // list prices by model family
 		},
-		Admit:  budgets.Check,
-		Logger: log.With("component", "gateway"), Metrics: reg,
+		Admit:        budgets.Check,
+		AdmitSandbox: teams.BudgetCheck(db, nil),
+		Logger:       log.With("component", "gateway"), Metrics: reg,
 	})
 	if err != nil {
 		return nil, err

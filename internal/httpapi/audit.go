@@ -82,6 +82,8 @@ var auditRoutes = map[string]auditRoute{
 	"PUT /teams/{team}/members/{user}":                  {Action: "team.member.role", Resource: "team:{team}/user:{user}"},
 	"DELETE /teams/{team}/members/{user}":               {Action: "team.member.remove", Resource: "team:{team}/user:{user}"},
 	"POST /teams/{team}/invitations":                    {Action: "team.invite", Resource: "team:{team}/invitation:{data.id}"},
+	"PUT /teams/{team}/budget":                          {Action: "team.budget.set", Resource: "team:{team}"},
+	"DELETE /teams/{team}/budget":                       {Action: "team.budget.delete", Resource: "team:{team}"},
 	"DELETE /teams/{team}/invitations/{invitation}":     {Action: "team.invitation.revoke", Resource: "team:{team}/invitation:{invitation}"},
 	"POST /invitations/{token}/accept":                  {Action: "team.join", Resource: "team:{data.team_id}"},
 	"POST /sandbox/{id}/shares":                         {Action: "share", Resource: "sandbox:{id}/share:{data.id}"},

@@ -75,6 +75,8 @@ var accessRules = map[string]accessRule{
 	"POST /teams/{team}/invitations":                skip("team routes check the caller's team role"),
 	"GET /teams/{team}/invitations":                 skip("team routes check the caller's team role"),
 	"DELETE /teams/{team}/invitations/{invitation}": skip("team routes check the caller's team role"),
+	"PUT /teams/{team}/budget":                      skip("checked by the handler: team owners (teams.Service role) or admins"),
+	"DELETE /teams/{team}/budget":                   skip("checked by the handler: team owners (teams.Service role) or admins"),
 	"POST /invitations/{token}/accept":              skip("the token is the permission; checked by teams.Service"),
 	// The preview proxy authenticates itself (share links, owner passes)
 	// and asks resolveAccess for the user behind a session, token or pass.

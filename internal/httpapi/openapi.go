@@ -127,6 +127,7 @@ func apiOps() [][]apiOp {
 		auditOps,
 		presenceOps,
 		teamOps,
+		teamBudgetOps,
 	}
 }
 

@@ -50,6 +50,7 @@ func (s *server) routes() http.Handler {
 		s.mountAudit(r)
 		s.mountPresence(r)
 		s.mountTeams(r)
+		s.mountTeamBudgets(r)
 	})
 	return r
 }

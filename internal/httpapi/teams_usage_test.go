@@ -112,3 +112,67 @@ func testUsageByTeam(t *testing.T, h *harness) {
 		}
 	}
 }
+
+// TestTeamBudgetRoutes: PUT/DELETE /teams/{team}/budget for team owners
+// and admins; a member is refused (403), a stranger cannot tell the team
+// exists (404), a bad limit names the field. The gateway's refusal is
+// TestTeamBudget (internal/llm/gateway).
+func TestTeamBudgetRoutes(t *testing.T) {
+	for _, d := range []store.Dialect{store.SQLite, store.Postgres} {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			h := newTeamsHarness(t, d)
+			ctx := context.Background()
+			h.createUser("root@example.com", auth.RoleAdmin)
+			users := map[string]*auth.User{}
+			for _, n := range []string{"ann", "ben", "dan"} {
+				users[n] = h.createUser(n+"@example.com", auth.RoleMember)
+			}
+			ts := teams.New(h.db, storeUsers{h.db}, nil)
+			tm, err := ts.Create(ctx, users["ann"].ID, "Alpha")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ts.PutMember(ctx, users["ann"].ID, tm.ID, "ben@example.com", teams.RoleMember); err != nil {
+				t.Fatal(err)
+			}
+			ann, ben, dan, root := h.mustLogin("ann@example.com"), h.mustLogin("ben@example.com"), h.mustLogin("dan@example.com"), h.mustLogin("root@example.com")
+			if err := h.db.CreateSandbox(ctx, &sandbox.Sandbox{ID: "sb_b", OwnerID: users["ann"].ID, TeamID: tm.ID, State: sandbox.Terminated,
+				Driver: "local", Spec: sandbox.Spec{ImageBase: "host"}, CreatedAt: time.Now(), UpdatedAt: time.Now(), LastActiveAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			limit := func() int64 {
+				t.Helper()
+				_, l, _, err := h.db.SandboxTeamBudget(ctx, "sb_b", time.Time{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return l
+			}
+			path := "/teams/" + tm.ID + "/budget"
+			wantField(t, h.do(ann, "PUT", path, map[string]any{"monthly_usd": 0}), http.StatusUnprocessableEntity, "monthly_usd")
+			wantStatus(t, h.do(ben, "PUT", path, map[string]any{"monthly_usd": 5}), http.StatusForbidden)
+			wantStatus(t, h.do(dan, "PUT", path, map[string]any{"monthly_usd": 5}), http.StatusNotFound)
+			wantStatus(t, h.do(root, "PUT", "/teams/tm_nope/budget", map[string]any{"monthly_usd": 5}), http.StatusNotFound)
+			if l := limit(); l != 0 {
+				t.Fatalf("limit after refused PUTs = %d, want none", l)
+			}
+			r := h.do(ann, "PUT", path, map[string]any{"monthly_usd": 12.5})
+			wantStatus(t, r, http.StatusOK)
+			var got teamBudget
+			r.data(t, &got)
+			if got != (teamBudget{TeamID: tm.ID, MonthlyUSD: 12.5}) || limit() != 12_500_000_000 {
+				t.Errorf("PUT budget = %+v, stored %d nano-USD; want 12.5 USD", got, limit())
+			}
+			wantStatus(t, h.do(root, "PUT", path, map[string]any{"monthly_usd": 3}), http.StatusOK)
+			if limit() != 3_000_000_000 {
+				t.Errorf("admin's PUT: stored %d, want 3 USD", limit())
+			}
+			wantStatus(t, h.do(ben, "DELETE", path, nil), http.StatusForbidden)
+			wantStatus(t, h.do(ann, "DELETE", path, nil), http.StatusNoContent)
+			if limit() != 0 {
+				t.Errorf("limit after DELETE = %d, want none", limit())
+			}
+		})
+	}
+}

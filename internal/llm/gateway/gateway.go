@@ -73,7 +73,10 @@ type Config struct {
 	// Price returns the price of a model; nil uses DefaultPrice.
 	Price func(model string) (llm.Price, bool)
 	// Admit, if set, is asked before each call (budgets, rate limits).
-	Admit        func(ctx context.Context, userID string) error
+	Admit func(ctx context.Context, userID string) error
+	// AdmitSandbox, if set, is asked too (after Admit) for a call from a
+	// sandbox's run (the team budget); it is asked only when Admit is set.
+	AdmitSandbox func(ctx context.Context, sandboxID string) error
 	MaxBodyBytes int64 // default 32 MiB
 	Logger       *slog.Logger
 	Metrics      prometheus.Registerer
@@ -221,6 +224,9 @@ func (g *Gateway) authenticate(ctx context.Context, tok string) (agent.Principal
 // failed only for its own reasons, never because the database blinked.
 func (g *Gateway) admit(ctx context.Context, pr agent.Principal) error {
 	err := g.cfg.Admit(ctx, pr.UserID)
+	if err == nil && pr.SandboxID != "" && g.cfg.AdmitSandbox != nil {
+		err = g.cfg.AdmitSandbox(ctx, pr.SandboxID)
+	}
 	if err != nil && pr.RunID != "" && errs.KindOf(err) == errs.Unavailable {
 		g.log.WarnContext(ctx, "budget check skipped for a running run: the database is unreachable", "run_id", pr.RunID, "err", err)
 		return nil
