@@ -75,6 +75,7 @@ var accessRules = map[string]accessRule{
 	"POST /teams/{team}/invitations":                skip("team routes check the caller's team role"),
 	"GET /teams/{team}/invitations":                 skip("team routes check the caller's team role"),
 	"DELETE /teams/{team}/invitations/{invitation}": skip("team routes check the caller's team role"),
+	"GET /teams/{team}/budget":                      skip("checked by the handler: any team member (teams.Service role) or admins"),
 	"PUT /teams/{team}/budget":                      skip("checked by the handler: team owners (teams.Service role) or admins"),
 	"DELETE /teams/{team}/budget":                   skip("checked by the handler: team owners (teams.Service role) or admins"),
 	"POST /invitations/{token}/accept":              skip("the token is the permission; checked by teams.Service"),

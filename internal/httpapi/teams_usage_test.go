@@ -168,6 +168,20 @@ func TestTeamBudgetRoutes(t *testing.T) {
 			if limit() != 3_000_000_000 {
 				t.Errorf("admin's PUT: stored %d, want 3 USD", limit())
 			}
+			// Any member reads the limit and this month's spend of the team's
+			// sandboxes; a stranger gets 404.
+			if err := h.db.InsertUsage(ctx, agent.UsageRecord{ID: "ub1", Time: h.clock.Now(), UserID: users["dan"].ID, SandboxID: "sb_b",
+				Model: "claude-x", CostNanoUSD: 250_000_000}); err != nil {
+				t.Fatal(err)
+			}
+			wantStatus(t, h.do(dan, "GET", path, nil), http.StatusNotFound)
+			r = h.do(ben, "GET", path, nil)
+			wantStatus(t, r, http.StatusOK)
+			var view teamBudgetView
+			r.data(t, &view)
+			if want := (teamBudgetView{TeamID: tm.ID, MonthlyUSD: 3, SpentUSD: 0.25, ResetsAt: time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)}); view != want {
+				t.Errorf("GET budget = %+v, want %+v", view, want)
+			}
 			wantStatus(t, h.do(ben, "DELETE", path, nil), http.StatusForbidden)
 			wantStatus(t, h.do(ann, "DELETE", path, nil), http.StatusNoContent)
 			if limit() != 0 {

@@ -40,10 +40,27 @@ func (d *DB) SandboxTeamBudget(ctx context.Context, sandboxID string, since time
 		}
 		return teamID, 0, 0, err
 	}
-	err = d.queryRow(ctx, d.db, `SELECT COALESCE(SUM(u.cost_nusd), 0) FROM usage_records u
-		JOIN sandboxes s ON s.id = u.sandbox_id WHERE s.team_id = ? AND u.at >= ?`, teamID, ms(since)).Scan(&spentNUSD)
-	if err != nil {
-		return teamID, limitNUSD, 0, fmt.Errorf("spend of team %s: %w", teamID, err)
+	spentNUSD, err = d.teamSpent(ctx, teamID, since)
+	return teamID, limitNUSD, spentNUSD, err
+}
+
+// TeamBudget is the team's monthly limit in nano-USD (0: none) and the
+// cost of every call from its sandboxes since since.
+func (d *DB) TeamBudget(ctx context.Context, teamID string, since time.Time) (limitNUSD, spentNUSD int64, err error) {
+	err = d.queryRow(ctx, d.db, `SELECT monthly_nusd FROM team_budgets WHERE team_id = ?`, teamID).Scan(&limitNUSD)
+	if err != nil && !isNoRows(err) {
+		return 0, 0, fmt.Errorf("budget of team %s: %w", teamID, err)
 	}
-	return teamID, limitNUSD, spentNUSD, nil
+	spentNUSD, err = d.teamSpent(ctx, teamID, since)
+	return limitNUSD, spentNUSD, err
+}
+
+func (d *DB) teamSpent(ctx context.Context, teamID string, since time.Time) (int64, error) {
+	var n int64
+	err := d.queryRow(ctx, d.db, `SELECT COALESCE(SUM(u.cost_nusd), 0) FROM usage_records u
+		JOIN sandboxes s ON s.id = u.sandbox_id WHERE s.team_id = ? AND u.at >= ?`, teamID, ms(since)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("spend of team %s: %w", teamID, err)
+	}
+	return n, nil
 }
