@@ -31,6 +31,7 @@ import (
 	"github.com/techbossai/techboss/internal/modeltest"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/store"
 	"github.com/techbossai/techboss/internal/store/storetest"
 	"github.com/techbossai/techboss/internal/webhooks"
 )
@@ -55,10 +56,16 @@ type runHarness struct {
 // and the scripted model server as the upstream.
 func newRunHarness(t *testing.T, script ...modeltest.Reply) *runHarness {
 	t.Helper()
+	return newRunHarnessDB(t, store.SQLite, script...)
+}
+
+// newRunHarnessDB is newRunHarness on the given database.
+func newRunHarnessDB(t *testing.T, d store.Dialect, script ...modeltest.Reply) *runHarness {
+	t.Helper()
 	prefix, rel := modeltest.ClaudeInstall(t)
 	requireSandboxHost(t)
 	h := &harness{
-		t: t, db: storetest.OpenSQLite(t), logs: &syncBuffer{}, reg: prometheus.NewRegistry(),
+		t: t, db: storetest.Open(t, d), logs: &syncBuffer{}, reg: prometheus.NewRegistry(),
 		clock: &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
 	}
 	log := h.logger()
