@@ -6,8 +6,8 @@ import { renderMarkdown } from "./md.js";
 const LIVE = new Set(["queued", "pending", "starting", "running"]);
 const REPLAY_LIMIT = 20;
 
-/** chatPanel builds the chat for one sandbox. onRunEnd is called after each live run. */
-export function chatPanel(sandboxID, { onRunEnd } = {}) {
+/** chatPanel builds the chat for one sandbox. onRunEnd is called after each live run, onPresence with each presence event. */
+export function chatPanel(sandboxID, { onRunEnd, onPresence } = {}) {
   const transcript = h("div", { class: "transcript", role: "log", "aria-live": "polite", "aria-label": "Agent transcript" });
   const prompt = h("textarea", { name: "prompt", rows: 3, placeholder: "Ask the agent… (Ctrl+Enter to send)" });
   const send = h("button", { type: "submit", class: "primary" }, "Send");
@@ -71,7 +71,11 @@ export function chatPanel(sandboxID, { onRunEnd } = {}) {
 
   function follow(view, opts, live) {
     const stream = followRun(opts, {
-      onEvent: (type, data, seq) => view.handle(type, data, seq),
+      onEvent: (type, data, seq) => {
+        // Who watches the sandbox: the page's avatars, not the transcript.
+        if (type === "presence") { if (onPresence) onPresence(data); return; }
+        view.handle(type, data, seq);
+      },
       onRunID: (id) => { view.setID(id); views.set(id, view); if (live) refreshHistory(); },
       onState: (s) => {
         // data-connections counts the streams this run view has opened (a

@@ -1,7 +1,7 @@
 // One sandbox: header with terminate, and tabs for chat, files, snapshots,
 // the terminal, processes, ports and one-off commands (exec).
 import { api, streamExec, parseJSON, chunkText, sandboxCosts } from "./api.js";
-import { h, field, errorBox, busy, showError, pick, ago, money, confirmDialog } from "./dom.js";
+import { h, field, errorBox, busy, showError, pick, ago, money, confirmDialog, poller } from "./dom.js";
 import { sandboxImage } from "./sandboxes.js";
 import { chatPanel } from "./chat.js";
 import { filesPanel } from "./files.js";
@@ -29,11 +29,18 @@ export function sandboxView({ main }, id, tab) {
     openShareDialog(id, title.textContent, share);
   });
   const termErr = errorBox("terminate");
+  // Who is watching: polled while the page is shown, and updated at once
+  // by the presence events of the run streams the chat follows.
+  const watchers = presenceList();
+  const presence = poller(() => api("GET", `/sandbox/${encodeURIComponent(id)}/presence`), (d) => watchers.render(d), () => {}, 5000);
   const header = h("section", { class: "panel" },
     h("div", { class: "row" }, h("a", { href: "#/sandboxes" }, "← Sandboxes")),
-    h("div", { class: "row" }, title, badge, h("span", { class: "grow" }), share, terminate), meta, termErr, loadErr);
+    h("div", { class: "row" }, title, badge, watchers.el, h("span", { class: "grow" }), share, terminate), meta, termErr, loadErr);
 
-  const chat = chatPanel(id, { onRunEnd: () => { refresh(); files.refresh(); snaps.refresh(); if (current === "changes" && changes) changes.refresh(); } });
+  const chat = chatPanel(id, {
+    onRunEnd: () => { refresh(); files.refresh(); snaps.refresh(); if (current === "changes" && changes) changes.refresh(); },
+    onPresence: (d) => watchers.render(d),
+  });
   const files = filesPanel(id);
   const snaps = snapshotsPanel(id, { onRestored: () => files.refresh() });
   const exec = execPanel(id);
@@ -128,6 +135,7 @@ export function sandboxView({ main }, id, tab) {
     terminate.hidden = access !== "admin";
     share.hidden = access !== "admin" || sb.status === "terminated";
     for (const p of Object.values(live)) p.setRunning(sb.status === "running");
+    presence.setRunning(sb.status !== "terminated");
     const repos = (sb.spec && sb.spec.repo) || [];
     chat.setRepos(sb.status === "running" && (Array.isArray(repos) ? repos.length > 0 : !!repos));
     if (changes) {
@@ -154,14 +162,47 @@ export function sandboxView({ main }, id, tab) {
   });
 
   select(tab);
+  presence.show();
   refresh();
   return {
     select,
     cleanup() {
       clearTimeout(timer);
+      presence.hide();
+      presence.setRunning(false);
       chat.cleanup();
       exec.cleanup();
       for (const p of Object.values(live)) p.cleanup();
+    },
+  };
+}
+
+/** initials of an email: "alice.smith@x" -> "AS", "bob@x" -> "BO". */
+export function initials(email) {
+  const local = String(email || "?").split("@")[0];
+  const parts = local.split(/[._+-]+/).filter(Boolean);
+  const s = parts.length > 1 ? parts[0][0] + parts[1][0] : local.slice(0, 2);
+  return (s || "?").toUpperCase();
+}
+
+// presenceList renders who watches the sandbox as small avatars (their
+// initials; the full email is each one's accessible name and tooltip).
+function presenceList() {
+  const el = h("ul", { class: "presence", "aria-label": "Watching now", hidden: true });
+  let lastKey = "";
+  return {
+    el,
+    render(d) {
+      const viewers = (d && d.viewers) || [];
+      const key = JSON.stringify(viewers.map((v) => [v.user_id, v.email]));
+      if (key === lastKey) return;
+      lastKey = key;
+      el.hidden = !viewers.length;
+      el.replaceChildren(...viewers.map((v) => {
+        const who = v.email || v.user_id;
+        return h("li", { class: "avatar", title: who, dataset: { user: v.user_id } },
+          h("span", { "aria-hidden": "true" }, initials(who)), h("span", { class: "sr-only" }, who));
+      }));
     },
   };
 }
