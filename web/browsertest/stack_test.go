@@ -3,6 +3,7 @@ package browsertest
 import (
 	"context"
 	"crypto/rand"
+	"github.com/techbossai/techboss/internal/audit"
 	"log/slog"
 	"net"
 	"net/http"
@@ -99,6 +100,13 @@ func buildStack(t *testing.T, o stackOptions) *stack {
 	a := auth.New(auth.Options{Store: db, Logger: logger, Hash: auth.TestHashParams})
 	s := &stack{db: db, auth: a}
 	deps := httpapi.Deps{Logger: logger, Store: db, Auth: a, Metrics: reg}
+	// The audit log, as the server runs it (the Audit view reads it).
+	al := audit.New(audit.Options{Repo: db, Logger: logger})
+	auditCtx, stopAudit := context.WithCancel(context.Background())
+	auditDone := make(chan struct{})
+	go func() { defer close(auditDone); _ = al.Run(auditCtx) }()
+	t.Cleanup(func() { stopAudit(); <-auditDone })
+	deps.Audit = al
 
 	var mounts []sandbox.Mount
 	var repos *repo.Service // set once the agent service exists

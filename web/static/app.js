@@ -25,6 +25,8 @@ function renderChrome() {
   document.getElementById("who").hidden = !logged;
   const u = state.me && (state.me.user || state.me);
   document.getElementById("who-email").textContent = u ? u.email || u.name || "" : "";
+  // The audit log is the admins'.
+  document.querySelector('#nav a[data-nav="audit"]').hidden = !(u && u.role === "admin");
 }
 
 function parseHash() {
@@ -60,6 +62,12 @@ async function route({ focus = false } = {}) {
       break;
     case "tokens": v = tokensView(ctx); state.view = { name, api: v }; break;
     case "usage": v = usageView(ctx); state.view = { name, api: v }; break;
+    case "audit": {
+      // Loaded when opened: only admins use it.
+      const { auditView } = await import("./audit.js");
+      if (parseHash().name !== "audit" || main.childElementCount) return; // navigated away meanwhile
+      v = auditView(ctx); state.view = { name, api: v }; break;
+    }
     default: v = sandboxesView(ctx, args); state.view = { name: "sandboxes", api: v };
   }
   state.cleanup = v && v.cleanup;
