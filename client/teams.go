@@ -89,6 +89,13 @@ func (c *Client) Team(ctx context.Context, id string) (*Team, error) {
 	return &out, nil
 }
 
+// DeleteTeam deletes a team (its owners, admins) with its memberships,
+// invitations, shares to it and budget. The server refuses (409) while
+// the team still owns sandboxes that are not terminated.
+func (c *Client) DeleteTeam(ctx context.Context, id string) error {
+	return c.Do(ctx, "DELETE", "/teams/"+url.PathEscape(id), nil, nil)
+}
+
 // PutTeamMember adds the user with this email to the team, or changes
 // their role (owner, member, viewer). Owners only.
 func (c *Client) PutTeamMember(ctx context.Context, teamID, email, role string) (*TeamMember, error) {

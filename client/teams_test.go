@@ -101,4 +101,13 @@ func TestClientTeams(t *testing.T) {
 	if _, err := ben.Team(ctx, tm.ID); !errors.As(err, &ce) || ce.StatusCode != 404 {
 		t.Fatalf("Team after removal = %v, want 404", err)
 	}
+	if err := cat.DeleteTeam(ctx, tm.ID); !errors.As(err, &ce) || ce.StatusCode != 403 {
+		t.Fatalf("DeleteTeam by a viewer = %v, want 403", err)
+	}
+	if err := ann.DeleteTeam(ctx, tm.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ann.Team(ctx, tm.ID); !errors.As(err, &ce) || ce.StatusCode != 404 {
+		t.Fatalf("Team after DeleteTeam = %v, want 404", err)
+	}
 }

@@ -68,6 +68,7 @@ var accessRules = map[string]accessRule{
 	"POST /teams":                                   skip("creates a team the caller owns"),
 	"GET /teams":                                    skip("the caller's teams"),
 	"GET /teams/{team}":                             skip("team routes check the caller's team role (teams.Service)"),
+	"DELETE /teams/{team}":                          skip("checked by the handler: team owners (teams.Service role) or admins"),
 	"GET /teams/{team}/members":                     skip("team routes check the caller's team role"),
 	"POST /teams/{team}/members":                    skip("team routes check the caller's team role"),
 	"PUT /teams/{team}/members/{user}":              skip("team routes check the caller's team role"),

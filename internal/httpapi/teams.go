@@ -21,6 +21,7 @@ var teamOps = []apiOp{
 		Example: createTeamRequest{Name: "Platform"}},
 	{Method: "GET", Path: "/teams", Summary: "Your teams, each with your role (owner, member, viewer)", Response: listTeamsResponse{}},
 	{Method: "GET", Path: "/teams/{team}", Summary: "A team of yours with its members", Response: teamView{}},
+	{Method: "DELETE", Path: "/teams/{team}", Summary: "Delete the team (its owners, admins) with its memberships, invitations, shares to it, and budget; 409 while it still owns sandboxes that are not terminated. Its terminated sandboxes keep their history", Errors: []int{403, 409}},
 	{Method: "GET", Path: "/teams/{team}/members", Summary: "The team's members and their roles", Response: listMembersResponse{}},
 	{Method: "POST", Path: "/teams/{team}/members", Summary: "Add a user (by email) to the team, or change their role (owners)", Request: putMemberRequest{}, Response: teams.Member{}, Errors: []int{403, 409},
 		Example: putMemberRequest{Email: "bob@example.com", Role: teams.RoleMember}},
@@ -94,6 +95,7 @@ func (s *server) mountTeams(r chi.Router) {
 	r.Post("/teams", s.api(s.handleCreateTeam))
 	r.Get("/teams", s.api(s.handleListTeams))
 	r.Get("/teams/{team}", s.api(s.handleGetTeam))
+	r.Delete("/teams/{team}", s.api(s.handleDeleteTeam))
 	r.Get("/teams/{team}/members", s.api(s.handleListMembers))
 	r.Post("/teams/{team}/members", s.api(s.handlePutMember))
 	r.Put("/teams/{team}/members/{user}", s.api(s.handleSetRole))
@@ -191,6 +193,20 @@ func (s *server) handleGetTeam(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, teamView{Team: *t, Members: ms})
+}
+
+func (s *server) handleDeleteTeam(w http.ResponseWriter, r *http.Request) error {
+	ts, err := s.teamService()
+	if err != nil {
+		return err
+	}
+	u := currentUser(r)
+	if err := ts.Delete(r.Context(), u.ID, chi.URLParam(r, "team"), u.IsAdmin()); err != nil {
+		return err
+	}
+	s.recheckStreams(r.Context(), "", "") // shares to the team are gone
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (s *server) handleListMembers(w http.ResponseWriter, r *http.Request) error {

@@ -410,6 +410,9 @@ func TestAuditTeams(t *testing.T) {
 	h.createUser("root@example.com", auth.RoleAdmin)
 	ann, ben, root := h.mustLogin("ann@example.com"), h.mustLogin("ben@example.com"), h.mustLogin("root@example.com")
 
+	var gone teams.Team
+	h.do(ann, "POST", "/teams", map[string]any{"name": "Gone"}).data(t, &gone)
+	wantStatus(t, h.do(ann, "DELETE", "/teams/"+gone.ID, nil), http.StatusNoContent)
 	var tm teams.Team
 	h.do(ann, "POST", "/teams", map[string]any{"name": "Audited"}).data(t, &tm)
 	var inv invitationCreated
@@ -438,6 +441,9 @@ func TestAuditTeams(t *testing.T) {
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatal(err)
 		}
+		if e.Action == "team.create" && strings.HasSuffix(e.Resource, gone.ID) {
+			continue // the team deleted below
+		}
 		got[e.Action] = e.Email + " " + e.Resource
 	}
 	for action, want := range map[string]string{
@@ -446,9 +452,99 @@ func TestAuditTeams(t *testing.T) {
 		"team.join":   "ben@example.com team:" + tm.ID,
 		"share":       "ann@example.com sandbox:sb_audit/share:" + sh.ID,
 		"unshare":     "ann@example.com sandbox:sb_audit/share:" + sh.ID,
+		"team.delete": "ann@example.com team:" + gone.ID,
 	} {
 		if got[action] != want {
 			t.Errorf("audit %s: %q, want %q", action, got[action], want)
 		}
+	}
+}
+
+// TestDeleteTeam: DELETE /teams/{team} on both databases. A member gets
+// 403, a stranger 404; while the team owns a sandbox that is not
+// terminated the owner gets 409 saying so; once it is terminated the team
+// goes with its members, invitations, shares to it and budget, and its
+// terminated sandboxes stay. An admin deletes any team.
+func TestDeleteTeam(t *testing.T) {
+	for _, d := range []store.Dialect{store.SQLite, store.Postgres} {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			h := newTeamsHarness(t, d)
+			ctx := context.Background()
+			h.createUser("root@example.com", auth.RoleAdmin)
+			annUser := h.createUser("ann@example.com", auth.RoleMember)
+			h.createUser("ben@example.com", auth.RoleMember)
+			h.createUser("dan@example.com", auth.RoleMember)
+			ann, ben, dan, root := h.mustLogin("ann@example.com"), h.mustLogin("ben@example.com"), h.mustLogin("dan@example.com"), h.mustLogin("root@example.com")
+			var tm teams.Team
+			h.do(ann, "POST", "/teams", map[string]any{"name": "Doomed"}).data(t, &tm)
+			team := "/teams/" + tm.ID
+			wantStatus(t, h.do(ann, "POST", team+"/members", map[string]any{"email": "ben@example.com", "role": "member"}), http.StatusOK)
+			wantStatus(t, h.do(ann, "POST", team+"/invitations", map[string]any{"email": "dan@example.com"}), http.StatusCreated)
+			wantStatus(t, h.do(ann, "PUT", team+"/budget", map[string]any{"monthly_usd": 5}), http.StatusOK)
+			now := time.Now()
+			mk := func(id, teamID string, st sandbox.State) *sandbox.Sandbox {
+				sb := &sandbox.Sandbox{ID: id, OwnerID: annUser.ID, TeamID: teamID, State: st, Driver: "local",
+					Spec: sandbox.Spec{ImageBase: "host"}, CreatedAt: now, UpdatedAt: now, LastActiveAt: now}
+				if err := h.db.CreateSandbox(ctx, sb); err != nil {
+					t.Fatal(err)
+				}
+				return sb
+			}
+			live := mk("sb_live", tm.ID, sandbox.Running)
+			mk("sb_dead", tm.ID, sandbox.Terminated)
+			mk("sb_mine", "", sandbox.Terminated)
+			wantStatus(t, h.do(ann, "POST", "/sandbox/sb_mine/shares", map[string]any{"team": tm.ID, "role": "viewer"}), http.StatusCreated)
+			wantStatus(t, h.do(ben, "GET", "/sandbox/sb_mine/shares", nil), http.StatusOK)
+
+			wantStatus(t, h.do(ben, "DELETE", team, nil), http.StatusForbidden)
+			wantStatus(t, h.do(dan, "DELETE", team, nil), http.StatusNotFound)
+			r := h.do(ann, "DELETE", team, nil)
+			wantStatus(t, r, http.StatusConflict)
+			if !strings.Contains(string(r.body), "1 sandbox(es) that are not terminated") {
+				t.Errorf("409 body does not say why: %s", r.body)
+			}
+			wantStatus(t, h.do(ben, "GET", team, nil), http.StatusOK) // nothing went
+
+			live.State = sandbox.Terminated
+			if err := h.db.UpdateSandbox(ctx, live); err != nil {
+				t.Fatal(err)
+			}
+			wantStatus(t, h.do(ann, "DELETE", team, nil), http.StatusNoContent)
+			wantStatus(t, h.do(ann, "GET", team, nil), http.StatusNotFound)
+			wantStatus(t, h.do(ann, "DELETE", team, nil), http.StatusNotFound)
+			wantStatus(t, h.do(ben, "GET", "/sandbox/sb_mine/shares", nil), http.StatusNotFound)
+			var lt listTeamsResponse
+			h.do(ben, "GET", "/teams", nil).data(t, &lt)
+			if len(lt.Teams) != 0 {
+				t.Errorf("ben's teams after delete: %+v", lt.Teams)
+			}
+			for _, tbl := range []string{"team_members", "team_invitations", "team_budgets", "teams"} {
+				col := "team_id"
+				if tbl == "teams" {
+					col = "id"
+				}
+				var n int
+				if err := h.db.SQL().QueryRowContext(ctx, "SELECT COUNT(*) FROM "+tbl+" WHERE "+col+" = '"+tm.ID+"'").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n != 0 {
+					t.Errorf("%d rows left in %s", n, tbl)
+				}
+			}
+			var shares int
+			if err := h.db.SQL().QueryRowContext(ctx, "SELECT COUNT(*) FROM sandbox_shares WHERE team_id = '"+tm.ID+"'").Scan(&shares); err != nil || shares != 0 {
+				t.Errorf("shares to the deleted team: %d, %v", shares, err)
+			}
+			if sb, err := h.db.GetSandbox(ctx, "sb_dead"); err != nil || sb.TeamID != tm.ID {
+				t.Errorf("terminated team sandbox after delete: %+v, %v", sb, err)
+			}
+
+			var other teams.Team
+			h.do(ben, "POST", "/teams", map[string]any{"name": "Other"}).data(t, &other)
+			wantStatus(t, h.do(root, "DELETE", "/teams/"+other.ID, nil), http.StatusNoContent)
+			wantStatus(t, h.do(root, "DELETE", "/teams/tm_nope", nil), http.StatusNotFound)
+			wantStatus(t, h.do(ben, "GET", "/teams/"+other.ID, nil), http.StatusNotFound)
+		})
 	}
 }

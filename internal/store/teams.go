@@ -331,3 +331,38 @@ func (d *DB) SharedWith(ctx context.Context, userID string) ([]string, error) {
 	}
 	return out, classify(rows.Err())
 }
+
+// DeleteTeam removes a team with its members, invitations, shares to it,
+// budget and secrets, in one transaction. errs.Conflict, naming how many,
+// while the team still owns sandboxes that are not terminated; NotFound
+// when there is no such team. Terminated sandboxes keep their team_id
+// (their history and usage stay attributed).
+func (d *DB) DeleteTeam(ctx context.Context, id string) error {
+	return d.inTx(ctx, func(tx *sql.Tx) error {
+		var live int
+		if err := d.queryRow(ctx, tx, `SELECT COUNT(*) FROM sandboxes WHERE team_id = ? AND state <> 'terminated'`, id).Scan(&live); err != nil {
+			return fmt.Errorf("count team sandboxes: %w", err)
+		}
+		if live > 0 {
+			return errs.E(errs.Conflict, "the team still owns %d sandbox(es) that are not terminated: terminate them (DELETE /sandbox/{id}) first", live)
+		}
+		for _, q := range []string{
+			`DELETE FROM sandbox_shares WHERE team_id = ?`,
+			`DELETE FROM team_invitations WHERE team_id = ?`,
+			`DELETE FROM team_members WHERE team_id = ?`,
+			`DELETE FROM team_budgets WHERE team_id = ?`,
+		} {
+			if _, err := d.exec(ctx, tx, q, id); err != nil {
+				return fmt.Errorf("delete team %s: %w", id, err)
+			}
+		}
+		res, err := d.exec(ctx, tx, `DELETE FROM teams WHERE id = ?`, id)
+		if err != nil {
+			return fmt.Errorf("delete team %s: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errs.Wrap(errs.NotFound, errs.ErrNotFound, "team not found")
+		}
+		return nil
+	})
+}

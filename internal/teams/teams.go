@@ -129,6 +129,10 @@ type Repo interface {
 	PutMember(ctx context.Context, m Member) error
 	DeleteMember(ctx context.Context, teamID, userID string) error
 	CountOwners(ctx context.Context, teamID string) (int, error)
+	// DeleteTeam removes the team with its members, invitations, shares
+	// to it and budget; errs.Conflict while it owns sandboxes that are
+	// not terminated.
+	DeleteTeam(ctx context.Context, teamID string) error
 
 	CreateInvitation(ctx context.Context, inv Invitation) error
 	ListInvitations(ctx context.Context, teamID string) ([]Invitation, error)
@@ -423,6 +427,17 @@ func (s *Service) keepAnOwner(ctx context.Context, teamID string) error {
 		return errs.E(errs.Conflict, "a team keeps at least one owner: make another member owner first")
 	}
 	return nil
+}
+
+// Delete removes a team (its owners; admin: any team). Refused with
+// errs.Conflict while the team owns sandboxes that are not terminated.
+func (s *Service) Delete(ctx context.Context, userID, teamID string, admin bool) error {
+	if !admin {
+		if _, err := s.RequireRole(ctx, teamID, userID, RoleOwner); err != nil {
+			return err
+		}
+	}
+	return s.repo.DeleteTeam(ctx, teamID)
 }
 
 // RemoveMember removes a member: owners remove anyone, anyone removes
