@@ -90,7 +90,7 @@ func (c *Client) Team(ctx context.Context, id string) (*Team, error) {
 }
 
 // DeleteTeam deletes a team (its owners, admins) with its memberships,
-// invitations, shares to it and budget. The server refuses (409) while
+// invitations, shares to it, budget and secrets. The server refuses (409) while
 // the team still owns sandboxes that are not terminated.
 func (c *Client) DeleteTeam(ctx context.Context, id string) error {
 	return c.Do(ctx, "DELETE", "/teams/"+url.PathEscape(id), nil, nil)

@@ -78,6 +78,8 @@ var auditRoutes = map[string]auditRoute{
 	"DELETE /webhooks/{id}":                             {Action: "webhook.delete", Resource: "webhook:{id}"},
 	"POST /webhooks/{id}/test":                          {Action: "webhook.test", Resource: "webhook:{id}"},
 	"POST /teams":                                       {Action: "team.create", Resource: "team:{data.id}"},
+	"PUT /teams/{team}/secrets/{name}":                  {Action: "team.secret.put", Resource: "team:{team}/secret:{name}"},
+	"DELETE /teams/{team}/secrets/{name}":               {Action: "team.secret.delete", Resource: "team:{team}/secret:{name}"},
 	"DELETE /teams/{team}":                              {Action: "team.delete", Resource: "team:{team}"},
 	"POST /teams/{team}/members":                        {Action: "team.member.put", Resource: "team:{team}/user:{data.user_id}"},
 	"PUT /teams/{team}/members/{user}":                  {Action: "team.member.role", Resource: "team:{team}/user:{user}"},

@@ -79,6 +79,10 @@ var accessRules = map[string]accessRule{
 	"GET /teams/{team}/budget":                      skip("checked by the handler: any team member (teams.Service role) or admins"),
 	"PUT /teams/{team}/budget":                      skip("checked by the handler: team owners (teams.Service role) or admins"),
 	"DELETE /teams/{team}/budget":                   skip("checked by the handler: team owners (teams.Service role) or admins"),
+	"GET /teams/{team}/secrets":                     skip("checked by the handler: team owners and members (teams.Service role)"),
+	"GET /teams/{team}/secrets/{name}":              skip("checked by the handler: team owners and members (teams.Service role)"),
+	"PUT /teams/{team}/secrets/{name}":              skip("checked by the handler: team owners (teams.Service role)"),
+	"DELETE /teams/{team}/secrets/{name}":           skip("checked by the handler: team owners (teams.Service role)"),
 	"POST /invitations/{token}/accept":              skip("the token is the permission; checked by teams.Service"),
 	// The preview proxy authenticates itself (share links, owner passes)
 	// and asks resolveAccess for the user behind a session, token or pass.

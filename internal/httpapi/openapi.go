@@ -128,6 +128,7 @@ func apiOps() [][]apiOp {
 		presenceOps,
 		teamOps,
 		teamBudgetOps,
+		teamSecretOps,
 	}
 }
 

@@ -51,6 +51,7 @@ func (s *server) routes() http.Handler {
 		s.mountPresence(r)
 		s.mountTeams(r)
 		s.mountTeamBudgets(r)
+		s.mountTeamSecrets(r)
 	})
 	return r
 }

@@ -33,6 +33,12 @@ type Backend interface {
 	DeleteSecret(ctx context.Context, userID, name string) error
 }
 
+// TeamOwner is the owner key a team's secrets are stored (in the store's
+// team_secrets table) and sealed under: user IDs are UUIDs, so a team's
+// secrets and a user's never meet, and a sealed value does not open under
+// another owner.
+func TeamOwner(teamID string) string { return "team:" + teamID }
+
 // MaxValue bounds a secret's value.
 const MaxValue = 64 << 10
 

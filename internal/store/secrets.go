@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/techbossai/techboss/internal/errs"
@@ -15,13 +16,23 @@ type SecretInfo struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
+// secretRows is where owner's secrets live: a team's ("team:<id>", see
+// secrets.TeamOwner) in team_secrets, a user's in user_secrets.
+func secretRows(owner string) (table, col, key string) {
+	if id, ok := strings.CutPrefix(owner, "team:"); ok {
+		return "team_secrets", "team_id", id
+	}
+	return "user_secrets", "user_id", owner
+}
+
 // PutSecret stores a sealed secret value under (userID, name), replacing
 // an earlier one.
 func (d *DB) PutSecret(ctx context.Context, userID, name, sealed string, at time.Time) error {
-	_, err := d.exec(ctx, d.db, `INSERT INTO user_secrets (user_id, name, sealed, created_at, updated_at)
+	table, col, key := secretRows(userID)
+	_, err := d.exec(ctx, d.db, `INSERT INTO `+table+` (`+col+`, name, sealed, created_at, updated_at)
 		VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (user_id, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at`,
-		userID, name, sealed, ms(at), ms(at))
+		ON CONFLICT (`+col+`, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at`,
+		key, name, sealed, ms(at), ms(at))
 	if err != nil {
 		return fmt.Errorf("store secret %s: %w", name, err)
 	}
@@ -31,7 +42,8 @@ func (d *DB) PutSecret(ctx context.Context, userID, name, sealed string, at time
 // SealedSecret returns the sealed value of a secret, or NotFound.
 func (d *DB) SealedSecret(ctx context.Context, userID, name string) (string, error) {
 	var sealed string
-	err := d.queryRow(ctx, d.db, `SELECT sealed FROM user_secrets WHERE user_id = ? AND name = ?`, userID, name).Scan(&sealed)
+	table, col, key := secretRows(userID)
+	err := d.queryRow(ctx, d.db, `SELECT sealed FROM `+table+` WHERE `+col+` = ? AND name = ?`, key, name).Scan(&sealed)
 	if isNoRows(err) {
 		return "", errs.E(errs.NotFound, "no secret named %q", name)
 	}
@@ -43,7 +55,8 @@ func (d *DB) SealedSecret(ctx context.Context, userID, name string) (string, err
 
 // ListSecrets returns a user's secrets by name.
 func (d *DB) ListSecrets(ctx context.Context, userID string) ([]SecretInfo, error) {
-	rows, err := d.query(ctx, d.db, `SELECT name, created_at, updated_at FROM user_secrets WHERE user_id = ? ORDER BY name`, userID)
+	table, col, key := secretRows(userID)
+	rows, err := d.query(ctx, d.db, `SELECT name, created_at, updated_at FROM `+table+` WHERE `+col+` = ? ORDER BY name`, key)
 	if err != nil {
 		return nil, fmt.Errorf("list secrets: %w", err)
 	}
@@ -63,7 +76,8 @@ func (d *DB) ListSecrets(ctx context.Context, userID string) ([]SecretInfo, erro
 
 // DeleteSecret removes a secret; NotFound when there is none.
 func (d *DB) DeleteSecret(ctx context.Context, userID, name string) error {
-	res, err := d.exec(ctx, d.db, `DELETE FROM user_secrets WHERE user_id = ? AND name = ?`, userID, name)
+	table, col, key := secretRows(userID)
+	res, err := d.exec(ctx, d.db, `DELETE FROM `+table+` WHERE `+col+` = ? AND name = ?`, key, name)
 	if err != nil {
 		return fmt.Errorf("delete secret %s: %w", name, err)
 	}

@@ -351,6 +351,7 @@ func (d *DB) DeleteTeam(ctx context.Context, id string) error {
 			`DELETE FROM team_invitations WHERE team_id = ?`,
 			`DELETE FROM team_members WHERE team_id = ?`,
 			`DELETE FROM team_budgets WHERE team_id = ?`,
+			`DELETE FROM team_secrets WHERE team_id = ?`,
 		} {
 			if _, err := d.exec(ctx, tx, q, id); err != nil {
 				return fmt.Errorf("delete team %s: %w", id, err)
