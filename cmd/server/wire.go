@@ -282,7 +282,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	limits.MaxDiskMB = max(limits.MaxDiskMB, cfg.DefaultDiskMB)
 	mgr, err := sandbox.NewManager(sandbox.Deps{
 		Repo: db, Drivers: drivers, DefaultDriver: cfg.SandboxDriver, Limits: limits, Mounts: mounts,
-		Host: host, HostTimeout: replicaTimeout(cfg, db), RevealSecret: secretStore.Reveal, Events: hookSvc,
+		Host: host, HostTimeout: replicaTimeout(cfg, db), RevealSecret: secretStore.RevealRef(teamSecretUser(db)), Events: hookSvc,
 		Hooks: sandbox.Hooks{
 			AfterCreate: func(ctx context.Context, sb *sandbox.Sandbox) error {
 				if hooks.AfterCreate != nil {
@@ -605,4 +605,14 @@ func allowPrefixes(rules []netpolicy.Rule) []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// teamSecretUser reports whether a user may use a team's secrets in their
+// sandboxes (secrets.RevealRef): team owners and members, checked at each
+// use, so leaving the team ends it.
+func teamSecretUser(db *store.DB) func(ctx context.Context, teamID, userID string) (bool, error) {
+	return func(ctx context.Context, teamID, userID string) (bool, error) {
+		r, err := db.MemberRole(ctx, teamID, userID)
+		return r == teams.RoleOwner || r == teams.RoleMember, err
+	}
 }

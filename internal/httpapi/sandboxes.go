@@ -155,6 +155,9 @@ func (s *server) handleCreateSandbox(w http.ResponseWriter, r *http.Request) err
 	if spec.Team, err = s.scopeTeam(r, teams.RoleMember); err != nil {
 		return err
 	}
+	if spec.RegistryCredential, err = teamSecretRef(spec.Team, "registry_credential", spec.RegistryCredential); err != nil {
+		return err
+	}
 	sb, err := m.Create(r.Context(), sandboxOwner(r), spec)
 	if err != nil {
 		return err

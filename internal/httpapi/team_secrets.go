@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -17,6 +18,26 @@ var teamSecretOps = []apiOp{
 	{Method: "GET", Path: "/teams/{team}/secrets/{name}", Summary: "One team secret's name and dates, never its value (owners and members)", Response: store.SecretInfo{}, Errors: []int{403}},
 	{Method: "PUT", Path: "/teams/{team}/secrets/{name}", Summary: "Store a team secret (owners; write-only, sealed like your own secrets)", Request: secretRequest{}, Errors: []int{403}},
 	{Method: "DELETE", Path: "/teams/{team}/secrets/{name}", Summary: "Delete a team secret (owners)", Errors: []int{403}},
+}
+
+// teamSecretRef expands "team:NAME" in a create's field to the team's
+// secret, "team:<team>/NAME" (what secrets.RevealRef opens): only in a
+// team's scope, and never another team's.
+func teamSecretRef(team, field, ref string) (string, error) {
+	rest, ok := strings.CutPrefix(ref, "team:")
+	if !ok {
+		return ref, nil
+	}
+	if team == "" {
+		return "", errs.Field(field, "a team secret (team:NAME) needs a team scope (X-Team)")
+	}
+	if t, name, qualified := strings.Cut(rest, "/"); qualified {
+		if t != team {
+			return "", errs.Field(field, "names another team's secret")
+		}
+		rest = name
+	}
+	return "team:" + team + "/" + rest, nil
 }
 
 func (s *server) mountTeamSecrets(r chi.Router) {

@@ -51,6 +51,7 @@ type Spec struct {
 	// RegistryCredential names the owner's stored secret (POST /secrets)
 	// that pulls image_base from a private registry: "username:password"
 	// or {"username": ..., "password": ...}. Only the name is stored.
+	// "team:<team id>/<name>" names a team's secret (secrets.RevealRef).
 	RegistryCredential string `json:"registry_credential,omitempty"`
 	// Repos are cloned into /workspace at create (see GitRepo); "repo" in
 	// JSON takes one object or a list.

@@ -136,6 +136,10 @@ const maxSpecPorts = 16
 // secretNameRE is the secret store's name rule (internal/secrets).
 var secretNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
+// secretRefRE also takes a team's secret, "team:<team id>/<name>" (the
+// API expands "team:<name>" in a team-scoped create; docs/teams.md).
+var secretRefRE = regexp.MustCompile(`^(team:[A-Za-z0-9_]{1,64}/)?[A-Za-z0-9_.-]{1,64}$`)
+
 // Validate checks a spec against the limits and returns an errs.Invalid
 // error naming every bad field, or nil. It does not change s; see
 // WithDefaults.
@@ -155,8 +159,8 @@ func (s Spec) Validate(l Limits) error {
 	}
 	if s.RegistryCredential != "" {
 		switch {
-		case !secretNameRE.MatchString(s.RegistryCredential):
-			bad("registry_credential", "must name a stored secret (1-64 letters, digits, '.', '_', '-')")
+		case !secretRefRE.MatchString(s.RegistryCredential):
+			bad("registry_credential", "must name a stored secret (1-64 letters, digits, '.', '_', '-'), or a team's as team:NAME")
 		case s.ImageBase == "" || s.ImageBase == "host":
 			bad("registry_credential", "needs an image_base from a registry")
 		}

@@ -39,6 +39,32 @@ type Backend interface {
 // another owner.
 func TeamOwner(teamID string) string { return "team:" + teamID }
 
+// RevealRef returns a Reveal that also opens team secrets: a reference
+// "team:<team id>/<name>" is the team's secret <name>, revealed only while
+// ownerID (the sandbox's owner) may use the team's secrets (use reports
+// it: team owners and members); otherwise, and for a missing secret,
+// errs.NotFound. Any other reference is ownerID's own secret.
+func (s *Store) RevealRef(use func(ctx context.Context, teamID, userID string) (bool, error)) func(ctx context.Context, ownerID, ref string) (string, error) {
+	return func(ctx context.Context, ownerID, ref string) (string, error) {
+		rest, ok := strings.CutPrefix(ref, "team:")
+		if !ok {
+			return s.Reveal(ctx, ownerID, ref)
+		}
+		team, name, ok := strings.Cut(rest, "/")
+		if !ok || team == "" {
+			return "", errs.E(errs.NotFound, "no secret named %q", ref)
+		}
+		allowed, err := use(ctx, team, ownerID)
+		if err != nil {
+			return "", err
+		}
+		if !allowed {
+			return "", errs.E(errs.NotFound, "no secret named %q", ref)
+		}
+		return s.Reveal(ctx, TeamOwner(team), name)
+	}
+}
+
 // MaxValue bounds a secret's value.
 const MaxValue = 64 << 10
 
