@@ -17,6 +17,7 @@ import (
 	modalsdk "github.com/modal-labs/modal-client/go"
 
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/outring"
 	"github.com/techbossai/techboss/internal/sandbox"
 )
 
@@ -37,9 +38,8 @@ const (
 	maxManagedExited  = 64
 	// procRingSize bounds the output kept per process (stdout and stderr
 	// together); older output is overwritten.
-	procRingSize  = 1 << 20
-	procChunk     = 32 << 10
-	chunkOverhead = 64
+	procRingSize = 1 << 20
+	procChunk    = 32 << 10
 	// stdinTimeout is how long a stdin write may wait.
 	stdinTimeout = 10 * time.Second
 	// drainWait bounds how long output is still read after the process
@@ -51,12 +51,6 @@ const (
 // stdout, then becomes the command.
 const procWrapper = `echo $$; exec "$@"`
 
-type chunk struct {
-	off    int64
-	stream string
-	data   []byte
-}
-
 // managed is one process started through StartProcess.
 type managed struct {
 	info sandbox.Process
@@ -65,61 +59,7 @@ type managed struct {
 	stdinMu   sync.Mutex
 	stdinDone bool // closed, exited, or stuck in a write
 
-	mu      sync.Mutex
-	chunks  []chunk
-	size    int
-	next    int64
-	exited  bool
-	code    int
-	changed chan struct{}
-}
-
-func (m *managed) append(stream string, b []byte) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.chunks = append(m.chunks, chunk{off: m.next, stream: stream, data: b})
-	m.size += len(b) + chunkOverhead
-	m.next += int64(len(b))
-	for m.size > procRingSize && len(m.chunks) > 1 {
-		m.size -= len(m.chunks[0].data) + chunkOverhead
-		m.chunks[0] = chunk{}
-		m.chunks = m.chunks[1:]
-	}
-	close(m.changed)
-	m.changed = make(chan struct{})
-}
-
-func (m *managed) exit(code int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.exited, m.code = true, code
-	close(m.changed)
-	m.changed = make(chan struct{})
-}
-
-// since returns the chunks from offset off on, the bytes missed before
-// them, and whether (with which code) the process has exited.
-func (m *managed) since(off int64) (out []chunk, gap int64, exited bool, code int, changed <-chan struct{}) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, c := range m.chunks {
-		end := c.off + int64(len(c.data))
-		if end <= off {
-			continue
-		}
-		if c.off > off {
-			gap += c.off - off
-			off = c.off
-		}
-		c.data = c.data[off-c.off:]
-		c.off = off
-		out = append(out, c)
-		off = end
-	}
-	if len(out) == 0 && m.next > off {
-		gap = m.next - off
-	}
-	return out, gap, m.exited, m.code, m.changed
+	out *outring.Ring
 }
 
 // read copies one output stream into the ring until it ends.
@@ -128,7 +68,7 @@ func (m *managed) read(r io.Reader, stream string) {
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			m.append(stream, bytes.Clone(buf[:n]))
+			m.out.Append(stream, bytes.Clone(buf[:n]))
 		}
 		if err != nil {
 			return
@@ -196,7 +136,7 @@ func (d *Driver) StartProcess(ctx context.Context, r sandbox.Ref, spec sandbox.P
 	}
 	m := &managed{
 		info: sandbox.Process{Name: name, Command: slices.Clone(spec.Command), State: "running", StartedAt: time.Now().UTC(), Managed: true},
-		cp:   cp, changed: make(chan struct{}),
+		cp:   cp, out: outring.New(procRingSize),
 	}
 	stdout := bufio.NewReaderSize(cp.Stdout, procChunk)
 	type started struct {
@@ -263,7 +203,7 @@ func (d *Driver) runManaged(t *procTable, m *managed, stdout io.Reader) {
 	m.stdinMu.Lock()
 	m.stdinDone = true
 	m.stdinMu.Unlock()
-	m.exit(code)
+	m.out.Exit(code)
 	t.mu.Lock()
 	if t.byPid[m.info.PID] == m {
 		m.info.State = "exited"
@@ -294,12 +234,9 @@ func (d *Driver) ListProcesses(ctx context.Context, r sandbox.Ref) ([]sandbox.Pr
 	table := make(map[int]sandbox.Process, len(t.byPid))
 	for pid, m := range t.byPid {
 		info := m.info
-		m.mu.Lock()
-		if m.exited {
-			code := m.code
+		if exited, code := m.out.Exited(); exited {
 			info.State, info.ExitCode = "exited", &code
 		}
-		m.mu.Unlock()
 		table[pid] = info
 	}
 	t.mu.Unlock()
@@ -438,14 +375,12 @@ func (d *Driver) ProcessLogs(ctx context.Context, r sandbox.Ref, pid int, follow
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	off := min(max(from, 0), m.next)
-	m.mu.Unlock()
+	off := m.out.Clamp(from)
 	if ready != nil {
 		ready()
 	}
 	for {
-		chunks, gap, exited, code, changed := m.since(off)
+		chunks, gap, exited, code, changed := m.out.Since(off)
 		if gap > 0 {
 			off += gap
 			if err := fn(sandbox.ProcessOutput{Gap: gap, Offset: off}); err != nil {
@@ -453,8 +388,8 @@ func (d *Driver) ProcessLogs(ctx context.Context, r sandbox.Ref, pid int, follow
 			}
 		}
 		for _, c := range chunks {
-			off = c.off + int64(len(c.data))
-			if err := fn(sandbox.ProcessOutput{Stream: c.stream, Data: c.data, Offset: off}); err != nil {
+			off = c.Off + int64(len(c.Data))
+			if err := fn(sandbox.ProcessOutput{Stream: c.Stream, Data: c.Data, Offset: off}); err != nil {
 				return err
 			}
 		}
@@ -486,9 +421,7 @@ func (d *Driver) ProcessStdin(ctx context.Context, r sandbox.Ref, pid int, data 
 	}
 	m.stdinMu.Lock()
 	defer m.stdinMu.Unlock()
-	m.mu.Lock()
-	exited := m.exited
-	m.mu.Unlock()
+	exited, _ := m.out.Exited()
 	if m.stdinDone || exited {
 		return errs.E(errs.Conflict, "process %d has exited or its stdin was closed", pid)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/techbossai/techboss/internal/outring"
 	"io"
 	"os"
 	"runtime"
@@ -48,10 +49,6 @@ const (
 	ProcRingSize = 1 << 20
 	// procChunk is the largest read from an output pipe.
 	procChunk = 32 << 10
-	// chunkOverhead is what one chunk costs beyond its bytes, counted
-	// against ProcRingSize so that a process writing a byte at a time
-	// cannot make the ring hold a million chunks.
-	chunkOverhead = 64
 	// stdinTimeout is how long a stdin write may wait for a process that
 	// does not read.
 	stdinTimeout = 10 * time.Second
@@ -129,27 +126,12 @@ func init() {
 	RegisterOp("proc_signal", procSignal)
 }
 
-// chunk is one read of a process's output; off is the offset of its first
-// byte in the process's whole output.
-type chunk struct {
-	off    int64
-	stream string
-	data   []byte
-}
-
 // managed is one process started through proc_start.
 type managed struct {
-	info  ProcInfo
-	stdin *os.File // nil once closed
-
-	mu      sync.Mutex
-	chunks  []chunk // oldest first
-	size    int     // bytes held in chunks plus their overhead: at most ProcRingSize (but for the newest chunk)
-	next    int64   // offset of the next byte written
-	exited  bool
-	code    int
-	changed chan struct{} // closed (and replaced) on every append and at exit
-	stdinMu sync.Mutex    // one stdin writer at a time
+	info    ProcInfo
+	stdin   *os.File   // nil once closed
+	stdinMu sync.Mutex // one stdin writer at a time
+	out     *outring.Ring
 }
 
 // procTable is the sandbox's managed processes. The agent serves one
@@ -159,47 +141,6 @@ var procTable = struct {
 	byPid  map[int]*managed
 	exited []int // pids of exited ones, oldest first
 }{byPid: map[int]*managed{}}
-
-func (m *managed) append(stream string, b []byte) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.chunks = append(m.chunks, chunk{off: m.next, stream: stream, data: b})
-	m.size += len(b) + chunkOverhead
-	m.next += int64(len(b))
-	for m.size > ProcRingSize && len(m.chunks) > 1 {
-		m.size -= len(m.chunks[0].data) + chunkOverhead
-		m.chunks[0] = chunk{}
-		m.chunks = m.chunks[1:]
-	}
-	close(m.changed)
-	m.changed = make(chan struct{})
-}
-
-// since returns the chunks from offset off on (copies of the slice
-// headers; chunk data are never modified), the bytes missed before them,
-// and whether the process has exited (with its code) as of this view.
-func (m *managed) since(off int64) (out []chunk, gap int64, exited bool, code int, changed <-chan struct{}) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, c := range m.chunks {
-		end := c.off + int64(len(c.data))
-		if end <= off {
-			continue
-		}
-		if c.off > off {
-			gap += c.off - off
-			off = c.off
-		}
-		c.data = c.data[off-c.off:]
-		c.off = off
-		out = append(out, c)
-		off = end
-	}
-	if len(out) == 0 && m.next > off {
-		gap = m.next - off // everything after off was overwritten
-	}
-	return out, gap, m.exited, m.code, m.changed
-}
 
 // readOutput copies one output pipe into m until EOF, or until the
 // process has exited and done is closed: then it drains what the pipe
@@ -228,10 +169,10 @@ func (m *managed) readOutput(r *os.File, stream string, wg *sync.WaitGroup) {
 // per byte), a large one is kept and a new buffer made.
 func (m *managed) keep(stream string, buf []byte, n int) []byte {
 	if n < len(buf)/2 {
-		m.append(stream, bytes.Clone(buf[:n]))
+		m.out.Append(stream, bytes.Clone(buf[:n]))
 		return buf
 	}
-	m.append(stream, buf[:n:n])
+	m.out.Append(stream, buf[:n:n])
 	return make([]byte, procChunk)
 }
 
@@ -345,8 +286,8 @@ func procStart(ctx context.Context, c *Call) error {
 			Pid: p.Pid, PPid: os.Getpid(), Name: name, Command: a.Argv,
 			StartedAt: time.Now().UTC(), Managed: true,
 		},
-		stdin:   inW,
-		changed: make(chan struct{}),
+		stdin: inW,
+		out:   outring.New(ProcRingSize),
 	}
 	procTable.Lock()
 	if old, ok := procTable.byPid[p.Pid]; ok && old.info.Exited {
@@ -387,11 +328,7 @@ func procStart(ctx context.Context, c *Call) error {
 			m.stdin = nil
 		}
 		m.stdinMu.Unlock()
-		m.mu.Lock()
-		m.exited, m.code = true, code
-		close(m.changed)
-		m.changed = make(chan struct{})
-		m.mu.Unlock()
+		m.out.Exit(code)
 		procTable.Lock()
 		if procTable.byPid[p.Pid] == m {
 			m.info.Exited = true
@@ -437,13 +374,10 @@ func ListProcs() []ProcInfo {
 	procTable.Lock()
 	table := make(map[int]ProcInfo, len(procTable.byPid))
 	for pid, m := range procTable.byPid {
-		m.mu.Lock()
 		info := m.info
-		if m.exited {
-			code := m.code
+		if exited, code := m.out.Exited(); exited {
 			info.Exited, info.ExitCode = true, &code
 		}
-		m.mu.Unlock()
 		table[pid] = info
 	}
 	procTable.Unlock()
@@ -558,9 +492,7 @@ func procLogs(ctx context.Context, c *Call) error {
 	procTable.Lock()
 	info := m.info
 	procTable.Unlock()
-	m.mu.Lock()
-	off := min(max(a.From, 0), m.next)
-	m.mu.Unlock()
+	off := m.out.Clamp(a.From)
 	if err := c.Enc.Encode(ProcLine{Proc: &info, Offset: off}); err != nil {
 		return err
 	}
@@ -570,7 +502,7 @@ func procLogs(ctx context.Context, c *Call) error {
 		<-gone
 	}()
 	for {
-		chunks, gap, exited, code, changed := m.since(off)
+		chunks, gap, exited, code, changed := m.out.Since(off)
 		if gap > 0 {
 			if err := c.Enc.Encode(ProcLine{Gap: gap}); err != nil {
 				return err
@@ -578,10 +510,10 @@ func procLogs(ctx context.Context, c *Call) error {
 			off += gap
 		}
 		for _, ch := range chunks {
-			if err := c.Enc.Encode(ProcLine{Stream: ch.stream, Data: ch.data}); err != nil {
+			if err := c.Enc.Encode(ProcLine{Stream: ch.Stream, Data: ch.Data}); err != nil {
 				return err
 			}
-			off = ch.off + int64(len(ch.data))
+			off = ch.Off + int64(len(ch.Data))
 		}
 		if exited {
 			if err := c.Enc.Encode(ProcLine{Exit: &code}); err != nil {
