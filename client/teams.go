@@ -96,6 +96,26 @@ func (c *Client) DeleteTeam(ctx context.Context, id string) error {
 	return c.Do(ctx, "DELETE", "/teams/"+url.PathEscape(id), nil, nil)
 }
 
+// PutTeamSecret stores a team secret (owners). A sandbox created in the
+// team's scope names it "team:NAME" (registry_credential).
+func (c *Client) PutTeamSecret(ctx context.Context, teamID, name, value string) error {
+	return c.Do(ctx, "PUT", "/teams/"+url.PathEscape(teamID)+"/secrets/"+url.PathEscape(name), map[string]string{"value": value}, nil)
+}
+
+// TeamSecrets lists a team's secrets' names and dates (owners, members).
+func (c *Client) TeamSecrets(ctx context.Context, teamID string) ([]SecretInfo, error) {
+	var out []SecretInfo
+	if err := c.Do(ctx, "GET", "/teams/"+url.PathEscape(teamID)+"/secrets", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeleteTeamSecret deletes a team secret (owners).
+func (c *Client) DeleteTeamSecret(ctx context.Context, teamID, name string) error {
+	return c.Do(ctx, "DELETE", "/teams/"+url.PathEscape(teamID)+"/secrets/"+url.PathEscape(name), nil, nil)
+}
+
 // PutTeamMember adds the user with this email to the team, or changes
 // their role (owner, member, viewer). Owners only.
 func (c *Client) PutTeamMember(ctx context.Context, teamID, email, role string) (*TeamMember, error) {

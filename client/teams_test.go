@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/httpapi"
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
@@ -21,7 +23,11 @@ func TestClientTeams(t *testing.T) {
 	ctx := context.Background()
 	db := storetest.OpenSQLite(t)
 	svc := auth.New(auth.Options{Store: db, Hash: auth.TestHashParams})
-	srv := httptest.NewServer(httpapi.NewServer(httpapi.Deps{Store: db, Auth: svc}))
+	sec, err := secrets.New(db, bytes.Repeat([]byte{3}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(httpapi.NewServer(httpapi.Deps{Store: db, Auth: svc, Secrets: sec}))
 	t.Cleanup(srv.Close)
 	login := func(email string) (*client.Client, *auth.User) {
 		u, err := svc.CreateUser(ctx, email, "a long password", auth.RoleMember)
@@ -94,6 +100,18 @@ func TestClientTeams(t *testing.T) {
 	}
 	if _, err := cat.Shares(ctx, "sb_client"); !errors.As(err, &ce) || ce.StatusCode != 404 {
 		t.Fatalf("Shares after the unshare = %v, want 404", err)
+	}
+	if err := ann.PutTeamSecret(ctx, tm.ID, "deploy", "team-value-xyz"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ben.PutTeamSecret(ctx, tm.ID, "deploy", "x"); !errors.As(err, &ce) || ce.StatusCode != 403 {
+		t.Fatalf("PutTeamSecret by a member = %v, want 403", err)
+	}
+	if list, err := ben.TeamSecrets(ctx, tm.ID); err != nil || len(list) != 1 || list[0].Name != "deploy" {
+		t.Fatalf("TeamSecrets = %+v, %v", list, err)
+	}
+	if err := ann.DeleteTeamSecret(ctx, tm.ID, "deploy"); err != nil {
+		t.Fatal(err)
 	}
 	if err := ann.RemoveTeamMember(ctx, tm.ID, benUser.ID); err != nil {
 		t.Fatal(err)
