@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -65,18 +64,8 @@ func TestIdlePreviewWebSocket(t *testing.T) {
 	id := h.startPreviewApps(h.alice)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.srv.URL, "http")+"/sandbox/"+id+"/ports/8000/ws",
-		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := h.echoPreviewWS(ctx, t, id, tok, "hi")
 	defer c.CloseNow()
-	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
-		t.Fatal(err)
-	}
-	if _, b, err := c.Read(ctx); err != nil || string(b) != "hi" {
-		t.Fatalf("echo: %q %v", b, err)
-	}
 	idle := sandbox.DefaultLimits().DefaultIdleTimeout + time.Minute
 	if st := h.reapAfter(id, idle); st != sandbox.Running {
 		t.Fatalf("with the preview's WebSocket open, past the idle timeout: %s, want running", st)

@@ -59,6 +59,26 @@ func previewAppBin(t testing.TB) string {
 }
 
 // newPreviewHarness is newSandboxHarness with share links and the host form.
+// echoPreviewWS opens the preview app's echo WebSocket (port 8000, /ws)
+// with an API token and checks one message comes back.
+func (h *sbHarness) echoPreviewWS(ctx context.Context, t *testing.T, id, tok, msg string) *websocket.Conn {
+	t.Helper()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.srv.URL, "http")+"/sandbox/"+id+"/ports/8000/ws",
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		c.CloseNow()
+		t.Fatal(err)
+	}
+	if _, b, err := c.Read(ctx); err != nil || string(b) != msg {
+		c.CloseNow()
+		t.Fatalf("echo: %q %v, want %q", b, err, msg)
+	}
+	return c
+}
+
 func newPreviewHarness(t testing.TB, tweak ...func(*Deps)) *sbHarness {
 	t.Helper()
 	requireSandboxHost(t)
@@ -496,18 +516,8 @@ func TestPreviewWebSocketEndsOnShutdown(t *testing.T) {
 	id := h.startPreviewApps(h.alice)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.srv.URL, "http")+"/sandbox/"+id+"/ports/8000/ws",
-		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := h.echoPreviewWS(ctx, t, id, tok, "before")
 	defer c.CloseNow()
-	if err := c.Write(ctx, websocket.MessageText, []byte("before")); err != nil {
-		t.Fatal(err)
-	}
-	if _, b, err := c.Read(ctx); err != nil || string(b) != "before" {
-		t.Fatalf("echo before shutdown: %q %v", b, err)
-	}
 	if err := srv.WaitStreams(canceledCtx()); err == nil {
 		t.Error("WaitStreams did not count the open WebSocket")
 	}
