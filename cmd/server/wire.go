@@ -429,9 +429,15 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 	gwMux.Handle(agent.MCPProxyPath, runs.MCPProxyHandler())
 	gwMux.Handle(gateway.OpenAIPrefix+"/", gateway.NewOpenAI(gw, "openai", llmCfg.Gateway.OpenAIBaseURL, llmCfg.Gateway.OpenAIKey, nil))
 	broker, err := repo.NewBroker(repo.BrokerConfig{
-		Lookup: db.GetSandbox, Reveal: secretStore.Reveal, Bound: agent.BoundSandbox,
+		Lookup: db.GetSandbox, Reveal: secretStore.RevealRef(teamSecretUser(db)), Bound: agent.BoundSandbox,
 		Key: brokerKey(key), Allow: allowPrefixes(operator), Logger: log.With("component", "git"),
 		SecretUpdated: func(ctx context.Context, ownerID, name string) (time.Time, error) {
+			// A team's secret ("team:<team>/<name>", secrets.RevealRef):
+			// rewriting or deleting it revokes grants as a user's does.
+			if rest, ok := strings.CutPrefix(name, "team:"); ok {
+				team, n, _ := strings.Cut(rest, "/")
+				ownerID, name = secrets.TeamOwner(team), n
+			}
 			list, err := secretStore.List(ctx, ownerID)
 			if err != nil {
 				return time.Time{}, err

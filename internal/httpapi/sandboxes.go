@@ -158,6 +158,11 @@ func (s *server) handleCreateSandbox(w http.ResponseWriter, r *http.Request) err
 	if spec.RegistryCredential, err = teamSecretRef(spec.Team, "registry_credential", spec.RegistryCredential); err != nil {
 		return err
 	}
+	for i := range spec.Repos {
+		if spec.Repos[i].Credential, err = teamSecretRef(spec.Team, fmt.Sprintf("repo[%d].credential", i), spec.Repos[i].Credential); err != nil {
+			return err
+		}
+	}
 	sb, err := m.Create(r.Context(), sandboxOwner(r), spec)
 	if err != nil {
 		return err

@@ -40,7 +40,9 @@ type GitRepo struct {
 	// Credential names the owner's stored secret holding the token (a
 	// GitHub or GitLab personal access token, or "user:token"), a GitHub
 	// App's {"app_id", "installation_id", "private_key"} or an SSH key's
-	// {"ssh_private_key", "known_hosts"}.
+	// {"ssh_private_key", "known_hosts"}. "team:<team id>/<name>" names a
+	// team's secret (secrets.RevealRef; the API expands "team:NAME" in a
+	// team-scoped create).
 	Credential string `json:"credential,omitempty"`
 	// Dir is the directory under /workspace (default: the repository's name).
 	Dir string `json:"dir,omitempty"`
@@ -236,8 +238,8 @@ func validateRepos(rs RepoList) []errs.FieldError {
 		if g.Depth < 0 || g.Depth > 1_000_000 {
 			bad(i, "depth", "must be between 0 and 1000000")
 		}
-		if g.Credential != "" && !secretNameRE.MatchString(g.Credential) {
-			bad(i, "credential", "must name a stored secret (1-64 letters, digits, '.', '_', '-')")
+		if g.Credential != "" && !secretRefRE.MatchString(g.Credential) {
+			bad(i, "credential", "must name a stored secret (1-64 letters, digits, '.', '_', '-'), or a team's as team:NAME")
 		}
 		if g.Dir != "" && (len(g.Dir) > 255 || !dirRE.MatchString(g.Dir) || strings.Contains("/"+g.Dir+"/", "/../") || strings.Contains("/"+g.Dir+"/", "/./") || strings.HasPrefix(g.Dir, ".")) {
 			bad(i, "dir", "must be a relative directory under /workspace (letters, digits, '.', '_', '-', '/'; no '..')")
