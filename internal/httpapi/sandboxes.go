@@ -42,8 +42,8 @@ var sandboxOps = []apiOp{
 	{Method: "DELETE", Path: "/sandbox/{id}/files/*", Summary: "Delete a file or empty directory (?recursive=true for a tree)", Response: writeFileResponse{}},
 	{Method: "GET", Path: "/sandbox/{id}/archive", Summary: "Download a tar stream of ?path=", Response: nil},
 	{Method: "PUT", Path: "/sandbox/{id}/archive", Summary: "Extract a tar stream into ?path=; 413 when it does not fit the sandbox's disk_mb", Response: writeFileResponse{}, Errors: []int{400, 409, 413, 422, 507}},
-	{Method: "GET", Path: "/volumes", Summary: "List your named volumes", Response: listVolumesResponse{}},
-	{Method: "DELETE", Path: "/volumes/{name}", Summary: "Delete a named volume and its data (409 while mounted)", Response: deleteVolumeResponse{}, Errors: []int{409}},
+	{Method: "GET", Path: "/volumes", Summary: "List your named volumes; X-Team or ?team= lists a team's (members)", Response: listVolumesResponse{}},
+	{Method: "DELETE", Path: "/volumes/{name}", Summary: "Delete a named volume and its data (409 while mounted); X-Team or ?team= deletes a team's (owners)", Response: deleteVolumeResponse{}, Errors: []int{409}},
 }
 
 // createSandboxResponse is the original design's answer to POST /sandbox.
@@ -865,7 +865,11 @@ func (s *server) handleListVolumes(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	vs, err := m.ListVolumes(r.Context(), sandboxOwner(r))
+	team, err := s.scopeTeam(r, teams.RoleMember)
+	if err != nil {
+		return err
+	}
+	vs, err := m.ListVolumes(r.Context(), sandboxOwner(r), team)
 	if err != nil {
 		return err
 	}
@@ -880,8 +884,12 @@ func (s *server) handleDeleteVolume(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	team, err := s.scopeTeam(r, teams.RoleOwner)
+	if err != nil {
+		return err
+	}
 	name := chi.URLParam(r, "name")
-	if err := m.DeleteVolume(r.Context(), sandboxOwner(r), name); err != nil {
+	if err := m.DeleteVolume(r.Context(), sandboxOwner(r), team, name); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, deleteVolumeResponse{Name: name, Deleted: true})

@@ -55,6 +55,9 @@ type CreateRequest struct {
 	// RegistryAuth pulls Spec.ImageBase when the spec names a
 	// registry_credential (the secret's value; never persisted).
 	RegistryAuth *RegistryAuth
+	// VolumeOwner is the owner key Spec.VolumeName is stored under
+	// (VolumeOwner: "team:<id>" for a team sandbox); empty means OwnerID.
+	VolumeOwner string
 }
 
 // RegistryAuth is a registry login.

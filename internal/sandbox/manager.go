@@ -331,14 +331,15 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 		cancel()
 		cancelCreate(nil)
 	}()
+	volOwner := VolumeOwner(ownerID, spec.Team)
 	if spec.VolumeName != "" {
-		if err := m.repo.EnsureVolume(cctx, VolumeRecord{OwnerID: ownerID, Name: spec.VolumeName, Driver: drvName, CreatedAt: now}); err != nil {
+		if err := m.repo.EnsureVolume(cctx, VolumeRecord{OwnerID: volOwner, Name: spec.VolumeName, Driver: drvName, CreatedAt: now}); err != nil {
 			return nil, m.fail(cctx, sb, fmt.Errorf("record volume: %w", err), blog, log, time.Now())
 		}
 	}
 	start := time.Now()
 	fmt.Fprintf(blog, "creating sandbox %s on driver %s (image %s)\n", sb.ID, drvName, spec.ImageBase)
-	ref, err := drv.Create(cctx, CreateRequest{ID: sb.ID, OwnerID: ownerID, Spec: spec, Mounts: m.mounts, Log: blog, RegistryAuth: regAuth})
+	ref, err := drv.Create(cctx, CreateRequest{ID: sb.ID, OwnerID: ownerID, Spec: spec, Mounts: m.mounts, Log: blog, RegistryAuth: regAuth, VolumeOwner: volOwner})
 	if err != nil {
 		return nil, m.fail(cctx, sb, fmt.Errorf("driver create: %w", err), blog, log, start)
 	}
@@ -1218,14 +1219,47 @@ func (m *Manager) ArchiveIn(ctx context.Context, ownerID, id, p string, r io.Rea
 	return a.ArchiveIn(ctx, sb.Ref, p, r)
 }
 
-// ListVolumes returns the owner's named volumes, with sizes where the
-// driver reports them and in_use from the sandboxes that mount them.
-func (m *Manager) ListVolumes(ctx context.Context, ownerID string) ([]Volume, error) {
-	recs, err := m.repo.ListVolumes(ctx, ownerID)
+// VolumeOwner is the owner key a sandbox's named volume is stored under:
+// the team's ("team:<id>") for a team sandbox, so the team's members share
+// it, else the user's own.
+func VolumeOwner(ownerID, team string) string {
+	if team != "" {
+		return "team:" + team
+	}
+	return ownerID
+}
+
+// activeVolumeUsers are the live sandboxes that mount a volume of the scope
+// (the user's personal sandboxes, or the team's with team set), optionally
+// only those mounting name.
+func (m *Manager) activeVolumeUsers(ctx context.Context, ownerID, team, name string) ([]*Sandbox, error) {
+	f := ListFilter{OwnerID: ownerID, VolumeName: name, States: []State{Creating, Running, Terminating}}
+	if team != "" {
+		f.OwnerID, f.TeamID = "", team
+	}
+	all, err := m.repo.ListSandboxes(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Sandbox
+	for _, sb := range all {
+		if sb.TeamID == team && sb.Spec.VolumeName != "" {
+			out = append(out, sb)
+		}
+	}
+	return out, nil
+}
+
+// ListVolumes returns the owner's named volumes (the team's, with team
+// set), with sizes where the driver reports them and in_use from the
+// sandboxes that mount them.
+func (m *Manager) ListVolumes(ctx context.Context, ownerID, team string) ([]Volume, error) {
+	owner := VolumeOwner(ownerID, team)
+	recs, err := m.repo.ListVolumes(ctx, owner)
 	if err != nil {
 		return nil, fmt.Errorf("list volumes: %w", err)
 	}
-	active, err := m.repo.ListSandboxes(ctx, ListFilter{OwnerID: ownerID, States: []State{Creating, Running, Terminating}})
+	active, err := m.activeVolumeUsers(ctx, ownerID, team, "")
 	if err != nil {
 		return nil, fmt.Errorf("list volumes: %w", err)
 	}
@@ -1244,7 +1278,7 @@ func (m *Manager) ListVolumes(ctx context.Context, ownerID string) ([]Volume, er
 		if !ok {
 			continue
 		}
-		vs, err := vd.ListVolumes(ctx, ownerID)
+		vs, err := vd.ListVolumes(ctx, owner)
 		if err != nil {
 			return nil, fmt.Errorf("list volumes on %s: %w", name, err)
 		}
@@ -1266,19 +1300,20 @@ func (m *Manager) ListVolumes(ctx context.Context, ownerID string) ([]Volume, er
 	return out, nil
 }
 
-// DeleteVolume deletes the owner's volume and its data; errs.Conflict
-// while a sandbox mounts it.
-func (m *Manager) DeleteVolume(ctx context.Context, ownerID, name string) error {
+// DeleteVolume deletes the owner's volume (the team's, with team set) and
+// its data; errs.Conflict while a sandbox mounts it.
+func (m *Manager) DeleteVolume(ctx context.Context, ownerID, team, name string) error {
 	if name == "" || len(name) > maxVolumeNameLen || !volumeNameRE.MatchString(name) {
 		return errs.E(errs.NotFound, "volume not found")
 	}
 	// Hold the create lock so no sandbox mounts it between the check and the delete.
 	m.createMu.Lock()
 	defer m.createMu.Unlock()
-	active, err := m.repo.ListSandboxes(ctx, ListFilter{OwnerID: ownerID, VolumeName: name, States: []State{Creating, Running, Terminating}, Limit: 1})
+	active, err := m.activeVolumeUsers(ctx, ownerID, team, name)
 	if err != nil {
 		return fmt.Errorf("delete volume: %w", err)
 	}
+	owner := VolumeOwner(ownerID, team)
 	if len(active) > 0 {
 		return errs.E(errs.Conflict, "volume %s is mounted by sandbox %s; terminate it first", name, active[0].ID)
 	}
@@ -1288,7 +1323,7 @@ func (m *Manager) DeleteVolume(ctx context.Context, ownerID, name string) error 
 		if !ok {
 			continue
 		}
-		err := vd.DeleteVolume(ctx, ownerID, name)
+		err := vd.DeleteVolume(ctx, owner, name)
 		switch {
 		case err == nil:
 			found = true
@@ -1297,7 +1332,7 @@ func (m *Manager) DeleteVolume(ctx context.Context, ownerID, name string) error 
 			return fmt.Errorf("delete volume on %s: %w", dn, err)
 		}
 	}
-	err = m.repo.DeleteVolume(ctx, ownerID, name)
+	err = m.repo.DeleteVolume(ctx, owner, name)
 	switch {
 	case err == nil:
 		found = true

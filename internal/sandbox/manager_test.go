@@ -588,15 +588,15 @@ func TestVolumes(t *testing.T) {
 	if _, _, err := e.exec("alice", sb.ID, "sh", "-c", "echo persisted > /workspace/f"); err != nil {
 		t.Fatal(err)
 	}
-	vs, err := e.m.ListVolumes(ctx, "alice")
+	vs, err := e.m.ListVolumes(ctx, "alice", "")
 	if err != nil || len(vs) != 1 || vs[0].Name != "data" || !vs[0].InUse {
 		t.Fatalf("ListVolumes = %+v, %v; want data in use", vs, err)
 	}
-	if vs, _ := e.m.ListVolumes(ctx, "bob"); len(vs) != 0 {
+	if vs, _ := e.m.ListVolumes(ctx, "bob", ""); len(vs) != 0 {
 		t.Errorf("bob sees volumes %+v", vs)
 	}
-	wantKind(t, e.m.DeleteVolume(ctx, "alice", "data"), errs.Conflict)
-	wantKind(t, e.m.DeleteVolume(ctx, "bob", "data"), errs.NotFound)
+	wantKind(t, e.m.DeleteVolume(ctx, "alice", "", "data"), errs.Conflict)
+	wantKind(t, e.m.DeleteVolume(ctx, "bob", "", "data"), errs.NotFound)
 	if _, err := e.m.Terminate(ctx, "alice", sb.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -609,13 +609,13 @@ func TestVolumes(t *testing.T) {
 	if _, err := e.m.Terminate(ctx, "alice", sb2.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.m.DeleteVolume(ctx, "alice", "data"); err != nil {
+	if err := e.m.DeleteVolume(ctx, "alice", "", "data"); err != nil {
 		t.Fatalf("DeleteVolume: %v", err)
 	}
-	if vs, _ := e.m.ListVolumes(ctx, "alice"); len(vs) != 0 {
+	if vs, _ := e.m.ListVolumes(ctx, "alice", ""); len(vs) != 0 {
 		t.Errorf("after delete: %+v", vs)
 	}
-	wantKind(t, e.m.DeleteVolume(ctx, "alice", "data"), errs.NotFound)
+	wantKind(t, e.m.DeleteVolume(ctx, "alice", "", "data"), errs.NotFound)
 }
 
 func TestMetrics(t *testing.T) {

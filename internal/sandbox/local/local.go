@@ -530,10 +530,17 @@ func (d *Driver) create(ctx context.Context, req sandbox.CreateRequest, began ti
 			return "", errs.Field(fmt.Sprintf("mounts[%d]", i), "source and target must be absolute, target not /")
 		}
 	}
+	volOwner := req.VolumeOwner
+	if volOwner == "" {
+		volOwner = req.OwnerID
+	}
+	if _, ok := d.volumeOwnerDir(volOwner); sp.VolumeName != "" && !ok {
+		return "", errs.Field("volume_name", "the volume's owner is not a simple name")
+	}
 	if sp.VolumeName != "" {
 		d.volMu.Lock()
 		d.mu.Lock()
-		d.starting[req.ID] = req.OwnerID + "/" + sp.VolumeName
+		d.starting[req.ID] = volOwner + "/" + sp.VolumeName
 		d.mu.Unlock()
 		d.volMu.Unlock()
 		defer func() {
@@ -547,7 +554,7 @@ func (d *Driver) create(ctx context.Context, req sandbox.CreateRequest, began ti
 		return "", err
 	}
 	st, err := d.start(ctx, startRequest{
-		id: req.ID, owner: req.OwnerID, rootfs: rf, network: policy != nil, policy: policy, spNet: sp.Network,
+		id: req.ID, owner: req.OwnerID, volOwner: volOwner, rootfs: rf, network: policy != nil, policy: policy, spNet: sp.Network,
 		volume: sp.VolumeName, env: sp.Env, mounts: req.Mounts, diskMB: sp.DiskMB,
 		limits: limits{memoryMB: sp.MemoryMB, pids: sp.PidsLimit, cpu: sp.CPU},
 		log:    req.Log,
@@ -570,6 +577,7 @@ type startRequest struct {
 	policy    *netpolicy.Policy // with network: what the sandbox may reach
 	spNet     sandbox.Network   // the spec's network, persisted for Recover
 	volume    string
+	volOwner  string // the owner key the volume is stored under
 	// upper, when set, is the overlay upper dir to use (and keep): builds.
 	upper  string
 	env    map[string]string
@@ -644,8 +652,8 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	// Workspace: a persistent volume (a disk of its own) or an ephemeral
 	// dir on the sandbox's disk.
 	if r.volume != "" {
-		st.Volume = r.owner + "/" + r.volume
-		st.Workspace, st.VolumeDisk, err = d.acquireVolume(ctx, r.owner, r.volume, r.diskMB)
+		st.Volume = r.volOwner + "/" + r.volume
+		st.Workspace, st.VolumeDisk, err = d.acquireVolume(ctx, r.volOwner, r.volume, r.diskMB)
 		if err != nil {
 			st.Volume = "" // nothing to release
 			return st, err

@@ -2,6 +2,8 @@ package local
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -18,8 +20,29 @@ import (
 	"github.com/techbossai/techboss/internal/sandbox/local/diskimg"
 )
 
+// volumeOwnerDir is the directory an owner's volumes live in: a user's
+// under volumes/<owner>, a team's (owner key "team:<id>") under
+// team-volumes/<sha256 of the id>, so no team id reaches a path as it is.
+// ok is false for an owner that is neither.
+func (d *Driver) volumeOwnerDir(owner string) (dir string, ok bool) {
+	if team, isTeam := strings.CutPrefix(owner, "team:"); isTeam {
+		if team == "" {
+			return "", false
+		}
+		sum := sha256.Sum256([]byte(team))
+		return filepath.Join(d.opts.DataDir, "team-volumes", hex.EncodeToString(sum[:])), true
+	}
+	if !validName(owner) {
+		return "", false
+	}
+	return filepath.Join(d.opts.DataDir, "volumes", owner), true
+}
+
+// volumeDir is a volume's mount point (or legacy directory); callers
+// checked the owner with volumeOwnerDir.
 func (d *Driver) volumeDir(owner, name string) string {
-	return filepath.Join(d.opts.DataDir, "volumes", owner, name)
+	dir, _ := d.volumeOwnerDir(owner)
+	return filepath.Join(dir, name)
 }
 
 func (d *Driver) volumeInUse(key string) bool {
@@ -106,10 +129,10 @@ func (d *Driver) releaseVolume(key, img string, deadline time.Time) error {
 
 // ListVolumes lists an owner's persistent volumes.
 func (d *Driver) ListVolumes(ctx context.Context, ownerID string) ([]sandbox.Volume, error) {
-	if !validName(ownerID) {
+	dir, ok := d.volumeOwnerDir(ownerID)
+	if !ok {
 		return nil, nil
 	}
-	dir := filepath.Join(d.opts.DataDir, "volumes", ownerID)
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return []sandbox.Volume{}, nil
@@ -160,7 +183,7 @@ func birthTime(p string) time.Time {
 
 // DeleteVolume removes a volume; errs.Conflict while a sandbox mounts it.
 func (d *Driver) DeleteVolume(ctx context.Context, ownerID, name string) error {
-	if !validName(ownerID) || !validName(name) {
+	if _, ok := d.volumeOwnerDir(ownerID); !ok || !validName(name) {
 		return errs.Wrap(errs.NotFound, errs.ErrNotFound, "volume not found")
 	}
 	d.volMu.Lock()
