@@ -326,7 +326,7 @@ func New(o Options) (*Driver, error) {
 	o.DataDir = abs
 	// Private: volumes hold users' data, sandboxes their roots. Sandboxes
 	// never traverse these from inside (mounts pin the paths).
-	for _, sub := range []string{"sandboxes", "volumes", "images"} {
+	for _, sub := range []string{"sandboxes", "volumes", "team-volumes", "images"} {
 		if err := os.MkdirAll(filepath.Join(abs, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("local driver: %w", err)
 		}

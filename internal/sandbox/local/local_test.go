@@ -833,3 +833,25 @@ func TestFileHas(t *testing.T) {
 		t.Error("found a needle that is not there")
 	}
 }
+
+// TestVolumeOwnerDir: a team's volumes live under team-volumes/<sha256 of
+// the team id>, so a team id never reaches a path as it is; a user's stay
+// under volumes/<owner>; anything else is refused.
+func TestVolumeOwnerDir(t *testing.T) {
+	d := &Driver{opts: Options{DataDir: "/data"}}
+	for _, team := range []string{"tm_abc", "../../etc", "a/b", "."} {
+		dir, ok := d.volumeOwnerDir("team:" + team)
+		rest, under := strings.CutPrefix(dir, "/data/team-volumes/")
+		if !ok || !under || len(rest) != 64 || strings.ContainsAny(rest, "/.") {
+			t.Errorf("team %q: dir %q ok %v, want /data/team-volumes/<64 hex>", team, dir, ok)
+		}
+	}
+	if dir, ok := d.volumeOwnerDir("alice"); !ok || dir != "/data/volumes/alice" {
+		t.Errorf("alice: %q %v", dir, ok)
+	}
+	for _, bad := range []string{"team:", "..", "a/b", ""} {
+		if dir, ok := d.volumeOwnerDir(bad); ok {
+			t.Errorf("owner %q accepted: %q", bad, dir)
+		}
+	}
+}
