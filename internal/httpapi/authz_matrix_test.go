@@ -25,7 +25,7 @@ import (
 func newTeamsHarness(t *testing.T, d store.Dialect, tweak ...func(*Deps)) *harness {
 	t.Helper()
 	h := &harness{t: t, db: storetest.Open(t, d), clock: &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
-		logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
+		logs: newLogs(t), reg: prometheus.NewRegistry()}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.auth = auth.New(auth.Options{Store: h.db, Logger: log, Clock: h.clock.Now, Hash: auth.TestHashParams,
 		SessionTTL: time.Hour, AccountLimit: 100, IPLimit: 1000, ThrottleWindow: 10 * time.Minute})

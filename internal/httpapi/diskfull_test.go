@@ -119,7 +119,7 @@ func newFaultServer(t *testing.T, o faultOpts, script ...modeltest.Reply) *fault
 	requireSandboxHost(t)
 	db := o.db
 
-	h := &harness{t: t, db: db, logs: &syncBuffer{}, reg: prometheus.NewRegistry(),
+	h := &harness{t: t, db: db, logs: newLogs(t), reg: prometheus.NewRegistry(),
 		clock: &fakeClock{now: time.Now()}}
 	log := h.logger()
 	h.auth = auth.New(auth.Options{Store: db, Logger: log, Clock: h.clock.Now, Hash: auth.TestHashParams,

@@ -67,6 +67,27 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// newLogs returns a server log buffer that is printed, warnings and errors
+// only, if the test fails: a 500's cause is in the log, not the answer.
+func newLogs(t testing.TB) *syncBuffer {
+	s := &syncBuffer{}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		var keep []string
+		for line := range strings.SplitSeq(s.String(), "\n") {
+			if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+				keep = append(keep, line)
+			}
+		}
+		if len(keep) > 0 {
+			t.Logf("server log (warnings and errors):\n%s", strings.Join(keep, "\n"))
+		}
+	})
+	return s
+}
+
 type harness struct {
 	t     *testing.T
 	srv   *httptest.Server
@@ -85,7 +106,7 @@ func newHarness(t *testing.T, opts ...func(*auth.Options)) *harness {
 		t:     t,
 		db:    storetest.OpenSQLite(t),
 		clock: &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
-		logs:  &syncBuffer{},
+		logs:  newLogs(t),
 		reg:   prometheus.NewRegistry(),
 	}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

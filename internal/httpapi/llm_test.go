@@ -56,7 +56,7 @@ func newLLMHarness(t *testing.T, budget llm.BudgetConfig) *llmHarness {
 		t:     t,
 		db:    storetest.OpenSQLite(t),
 		clock: &fakeClock{now: time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC)},
-		logs:  &syncBuffer{},
+		logs:  newLogs(t),
 		reg:   prometheus.NewRegistry(),
 	}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -83,7 +83,7 @@ func newPreviewHarness(t testing.TB, tweak ...func(*Deps)) *sbHarness {
 	t.Helper()
 	requireSandboxHost(t)
 	h := &harness{
-		db: storetest.OpenSQLite(t), logs: &syncBuffer{}, reg: prometheus.NewRegistry(),
+		db: storetest.OpenSQLite(t), logs: newLogs(t), reg: prometheus.NewRegistry(),
 		clock: &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
 	}
 	if tt, ok := t.(*testing.T); ok {

@@ -65,7 +65,7 @@ func newRunHarnessDB(t *testing.T, d store.Dialect, script ...modeltest.Reply) *
 	prefix, rel := modeltest.ClaudeInstall(t)
 	requireSandboxHost(t)
 	h := &harness{
-		t: t, db: storetest.Open(t, d), logs: &syncBuffer{}, reg: prometheus.NewRegistry(),
+		t: t, db: storetest.Open(t, d), logs: newLogs(t), reg: prometheus.NewRegistry(),
 		clock: &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
 	}
 	log := h.logger()

@@ -101,7 +101,7 @@ func newSandboxHarness(t *testing.T, tweak func(*sandbox.Limits), opts ...func(*
 	t.Helper()
 	requireSandboxHost(t)
 	h := &harness{
-		t: t, db: storetest.OpenSQLite(t), logs: &syncBuffer{}, reg: prometheus.NewRegistry(),
+		t: t, db: storetest.OpenSQLite(t), logs: newLogs(t), reg: prometheus.NewRegistry(),
 		clock: &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
 	}
 	log := h.logger()

@@ -71,7 +71,7 @@ func newSnapshotHarnessWith(t *testing.T, wrap func(*local.Driver) sandbox.Drive
 		t.Fatal(err)
 	}
 	h := &harness{
-		t: t, db: storetest.OpenSQLite(t), logs: &syncBuffer{}, reg: prometheus.NewRegistry(),
+		t: t, db: storetest.OpenSQLite(t), logs: newLogs(t), reg: prometheus.NewRegistry(),
 		clock: &fakeClock{now: time.Now()},
 	}
 	log := h.logger()

@@ -227,9 +227,6 @@ func (m *Manager) Watch(ctx context.Context, ownerID, id, path string, recursive
 	if !isReady {
 		return herr // e.g. no such path, too many watches
 	}
-	if ready != nil {
-		ready()
-	}
 	last := int64(0)
 	lost := false
 	if after != "" {
@@ -239,9 +236,15 @@ func (m *Manager) Watch(ctx context.Context, ownerID, id, path string, recursive
 			lost = true // another watch's id: what happened in between is unknown
 		}
 	} else {
+		// A new reader starts with what happens from now on: "now" is
+		// taken before it is told the watch is ready, or a change it
+		// makes on hearing so can land in between and be skipped.
 		h.mu.Lock()
-		last = h.next - 1 // a new reader starts with what happens from now on
+		last = h.next - 1
 		h.mu.Unlock()
+	}
+	if ready != nil {
+		ready()
 	}
 	for {
 		evs, gap, next, changed, done, err := h.since(last)
