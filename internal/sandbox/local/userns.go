@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/techbossai/techboss/internal/sandbox"
 )
@@ -41,6 +42,13 @@ func (d *Driver) userNS() (*os.File, error) {
 		return d.userns, nil
 	}
 	f, err := newUserNS(d.bwrap, d.opts.IDs)
+	// bubblewrap copies the host's mount tree (--ro-bind / /) and fails
+	// when a mount in it goes away meanwhile: another sandbox's or build's
+	// root unmounted at that moment. That race is retried.
+	for try := 1; err != nil && try < 5 && strings.Contains(err.Error(), "Can't bind mount /oldroot/"); try++ {
+		time.Sleep(time.Duration(try) * 20 * time.Millisecond)
+		f, err = newUserNS(d.bwrap, d.opts.IDs)
+	}
 	if err != nil {
 		return nil, err
 	}
