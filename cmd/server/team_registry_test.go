@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,39 +42,8 @@ func TestTeamRegistryCredential(t *testing.T) {
 		return c, tok.Token
 	}
 	admin, adminTok := login(env["TECHBOSS_ADMIN_EMAIL"], env["TECHBOSS_ADMIN_PASSWORD"])
-	call := func(tok, method, path, body string, want int, hdr ...string) string {
-		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, method, in.url+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		if res.StatusCode != want {
-			t.Fatalf("%s %s: got %d, want %d: %s", method, path, res.StatusCode, want, b)
-		}
-		if strings.Contains(string(b), password) {
-			t.Fatalf("%s %s: the answer shows the password: %s", method, path, b)
-		}
-		return string(b)
-	}
-	field := func(body string) string {
-		var e struct {
-			Error struct {
-				Fields []struct{ Field string }
-			}
-		}
-		_ = json.Unmarshal([]byte(body), &e)
-		if len(e.Error.Fields) == 0 {
-			return ""
-		}
-		return e.Error.Fields[0].Field
-	}
+	call := bearerCaller(t, ctx, in.url, password)
+	field := errorField
 	for _, email := range []string{"bob@example.com", "sam@example.com"} {
 		call(adminTok, "POST", "/auth/users", `{"email":"`+email+`","password":"a long password 123"}`, http.StatusCreated)
 	}
