@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"path"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +20,7 @@ import (
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/image"
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local/netns"
 )
 
 // SandboxPath validates an absolute path inside a sandbox and returns it
@@ -758,33 +758,22 @@ func (d *Driver) Listen(ctx context.Context, ref sandbox.Ref, addr string) (net.
 		return nil, fmt.Errorf("open sandbox network namespace: %w", err)
 	}
 	defer nsf.Close()
-	type result struct {
-		l   net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Deliberately no UnlockOSThread: the thread is in the sandbox's
-		// namespace and must die with this goroutine.
-		if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("enter sandbox network namespace: %w", err)}
-			return
-		}
+	var l net.Listener
+	err = netns.Do(int(nsf.Fd()), func() error {
 		var lc net.ListenConfig
-		l, err := lc.Listen(ctx, "tcp", addr)
-		ch <- result{l, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		return nil, fmt.Errorf("listen in sandbox: %w", r.err)
+		var err error
+		l, err = lc.Listen(ctx, "tcp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen in sandbox: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.gone {
-		_ = r.l.Close()
+		_ = l.Close()
 		return nil, errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox is not running")
 	}
-	s.listeners = append(s.listeners, r.l)
-	return r.l, nil
+	s.listeners = append(s.listeners, l)
+	return l, nil
 }

@@ -10,17 +10,15 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local/netns"
 )
 
 var _ sandbox.Ports = (*Driver)(nil)
@@ -107,21 +105,9 @@ func (d *Driver) DialPort(ctx context.Context, ref sandbox.Ref, port int) (net.C
 	defer nsf.Close()
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Deliberately no UnlockOSThread: the thread is in the sandbox's
-		// namespace and must die with this goroutine.
-		if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("enter sandbox network namespace: %w", err)}
-			return
-		}
+	var c net.Conn
+	err = netns.Do(int(nsf.Fd()), func() error {
 		var dl net.Dialer
-		var c net.Conn
 		var err error
 		for _, host := range []string{"127.0.0.1", "::1"} {
 			c, err = dl.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
@@ -129,19 +115,18 @@ func (d *Driver) DialPort(ctx context.Context, ref sandbox.Ref, port int) (net.C
 				break
 			}
 		}
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		if errors.Is(r.err, syscall.ECONNREFUSED) || errors.Is(r.err, syscall.EADDRNOTAVAIL) || errors.Is(r.err, syscall.ENETUNREACH) {
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.ENETUNREACH) {
 			return nil, errs.E(errs.BadGateway, "nothing listens on port %d in the sandbox", port)
 		}
-		if ctx.Err() != nil && errors.Is(r.err, ctx.Err()) || errors.Is(r.err, os.ErrDeadlineExceeded) {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) || errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, errs.E(errs.BadGateway, "port %d in the sandbox did not accept a connection within %s", port, dialTimeout)
 		}
-		return nil, fmt.Errorf("dial port %d in sandbox: %w", port, r.err)
+		return nil, fmt.Errorf("dial port %d in sandbox: %w", port, err)
 	}
-	return r.c, nil
+	return c, nil
 }
 
 // running returns the live sandbox behind ref and a copy of its state.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,10 +57,22 @@ func (d *Driver) userNS() (*os.File, error) {
 	return f, nil
 }
 
+// usernsTimeout bounds creating the shared user namespace (a few
+// milliseconds when all is well).
+const usernsTimeout = 30 * time.Second
+
 // newUserNS creates a user namespace owned by ids.HostBase with uids and
 // gids 0..Size-1 mapped to ids, forbids nested user namespaces in it, and
 // returns a descriptor that keeps it alive.
 func newUserNS(bwrap string, ids sandbox.IDMap) (*os.File, error) {
+	// The parent-death signal (Pdeathsig, below) fires when the thread that
+	// forked the child ends, not the process, and the runtime ends threads
+	// (a goroutine that entered a sandbox's namespace may exit locked).
+	// Killed after it reported its child but before it let the child go,
+	// bubblewrap leaves the child waiting for good. This goroutine keeps
+	// its thread until bubblewrap has exited.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	infoR, infoW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -98,8 +111,14 @@ func newUserNS(bwrap string, ids sandbox.IDMap) (*os.File, error) {
 	}
 	infoW.Close()
 	blockR.Close()
+	// Whatever goes wrong, creating the namespace ends: bubblewrap and its
+	// child (its own process group) are killed past the deadline.
+	killAll := func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	deadline := time.AfterFunc(usernsTimeout, killAll)
+	defer deadline.Stop()
+	_ = infoR.SetReadDeadline(time.Now().Add(usernsTimeout))
 	fail := func(err error) (*os.File, error) {
-		_ = cmd.Process.Kill()
+		killAll()
 		_ = cmd.Wait()
 		return nil, fmt.Errorf("user namespace: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}

@@ -6,14 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/sys/unix"
+
+	"github.com/techbossai/techboss/internal/sandbox/local/netns"
 )
 
 // DNSAddr is where the proxy listens inside the sandbox's namespace (UDP
@@ -57,7 +56,7 @@ type proxy struct {
 func startProxy(nsf int, fw *firewall, p Policy, upstreams []string, log *slog.Logger) (*proxy, error) {
 	var pc net.PacketConn
 	var l net.Listener
-	err := inNetNS(nsf, func() error {
+	err := netns.Do(nsf, func() error {
 		var err error
 		if pc, err = net.ListenPacket("udp4", DNSAddr); err != nil {
 			return err
@@ -242,36 +241,4 @@ func answerAddrs(resp *dns.Msg, qname string) ([]netip.Addr, uint32) {
 		}
 	}
 	return addrs, ttl
-}
-
-// inNetNS runs fn on a thread that entered the namespace nsf, then returns
-// the thread to the server's namespace. If it cannot, the goroutine exits
-// still locked and the runtime ends the thread, so nothing else ever runs
-// in the sandbox's namespace. Returning the thread is preferred to ending
-// it: a thread's exit fires the parent-death signal of every child it
-// forked (bwrap --die-with-parent, Pdeathsig). Sockets fn creates stay in
-// the namespace they were created in.
-func inNetNS(nsf int, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open own network namespace: %w", err)
-			return
-		}
-		defer self.Close()
-		if err := unix.Setns(nsf, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace: %w", err)
-			return
-		}
-		err = fn()
-		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
 }

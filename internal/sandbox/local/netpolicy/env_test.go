@@ -22,6 +22,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/miekg/dns"
 	"go.uber.org/goleak"
+
+	"github.com/techbossai/techboss/internal/sandbox/local/netns"
 )
 
 // The helper mode runs inside a sandbox's namespace without capabilities,
@@ -331,7 +333,7 @@ func inNS(t testing.TB, nsPath string, fn func() error) error {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	return inNetNS(int(f.Fd()), fn)
+	return netns.Do(int(f.Fd()), fn)
 }
 
 // testUpstream serves A records for names ("ip" with TTL 5, or "ip ttl")

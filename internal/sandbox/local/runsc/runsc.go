@@ -33,7 +33,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +42,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/local/netns"
 	"github.com/techbossai/techboss/internal/sandbox/local/runsc/initproto"
 )
 
@@ -338,42 +338,30 @@ func Start(ctx context.Context, o Options) (*Container, error) {
 	return c, nil
 }
 
-// loopbackUp brings up the loopback of pid's network namespace, on a
-// thread that enters it and then dies (it never runs other code).
+// loopbackUp brings up the loopback of pid's network namespace.
 func loopbackUp(pid int) error {
 	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
 	if err != nil {
 		return fmt.Errorf("sandbox network namespace: %w", err)
 	}
 	defer ns.Close()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: the thread stays in the namespace and must
-		// exit with this goroutine.
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- err
-			return
-		}
+	err = netns.Do(int(ns.Fd()), func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
-			done <- err
-			return
+			return err
 		}
 		defer unix.Close(fd)
 		ifr, err := unix.NewIfreq("lo")
 		if err != nil {
-			done <- err
-			return
+			return err
 		}
 		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-			done <- err
-			return
+			return err
 		}
 		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-		done <- unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
-	}()
-	if err := <-done; err != nil {
+		return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	})
+	if err != nil {
 		return fmt.Errorf("sandbox loopback: %w", err)
 	}
 	return nil
