@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -195,7 +196,11 @@ func (h *harness) do(c *http.Client, method, path string, body any, hdr ...strin
 	if strings.HasPrefix(path, "http://") { // another server of the test
 		url = path
 	}
-	req, err := http.NewRequest(method, url, rd)
+	// A request that never ends fails the test with the goroutines that
+	// have waited long, rather than the whole package's run timing out.
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -207,14 +212,40 @@ func (h *harness) do(c *http.Client, method, path string, body any, hdr ...strin
 	}
 	res, err := c.Do(req)
 	if err != nil {
+		if ctx.Err() != nil {
+			h.t.Fatalf("%s %s: no answer in %s; goroutines waiting a minute or more:\n%s", method, path, requestTimeout, longWaits())
+		}
 		h.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
+		if ctx.Err() != nil {
+			h.t.Fatalf("%s %s: body not read in %s; goroutines waiting a minute or more:\n%s", method, path, requestTimeout, longWaits())
+		}
 		h.t.Fatal(err)
 	}
 	return resp{status: res.StatusCode, header: res.Header, body: b}
+}
+
+// requestTimeout bounds one request of the harness (seconds when all is
+// well, on a loaded machine too).
+const requestTimeout = 3 * time.Minute
+
+// longWaits returns the stacks of this process's goroutines that have been
+// blocked for a minute or more in the project's code: what a hung request
+// waits on.
+func longWaits() string {
+	var buf bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&buf, 2)
+	var out []string
+	for _, g := range strings.Split(buf.String(), "\n\n") {
+		head, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(head, " minutes]") && strings.Contains(g, "techboss/internal/") && !strings.Contains(g, "longWaits") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
 
 func (h *harness) login(c *http.Client, email, password string) resp {
