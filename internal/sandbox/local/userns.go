@@ -43,13 +43,6 @@ func (d *Driver) userNS() (*os.File, error) {
 		return d.userns, nil
 	}
 	f, err := newUserNS(d.bwrap, d.opts.IDs)
-	// bubblewrap copies the host's mount tree (--ro-bind / /) and fails
-	// when a mount in it goes away meanwhile: another sandbox's or build's
-	// root unmounted at that moment. That race is retried.
-	for try := 1; err != nil && try < 5 && strings.Contains(err.Error(), "Can't bind mount /oldroot/"); try++ {
-		time.Sleep(time.Duration(try) * 20 * time.Millisecond)
-		f, err = newUserNS(d.bwrap, d.opts.IDs)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +86,12 @@ func newUserNS(bwrap string, ids sandbox.IDMap) (*os.File, error) {
 		"--unshare-user", "--userns-block-fd", "4", "--info-fd", "3",
 		"--uid", "0", "--gid", "0",
 		"--cap-add", "CAP_SYS_RESOURCE",
-		"--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
+		// Only what the shell needs, not the host's whole tree: bubblewrap
+		// fails when a mount in what it copies goes away meanwhile, and
+		// sandboxes' roots under /run come and go all the time.
+		"--ro-bind", "/usr", "/usr",
+		"--ro-bind-try", "/bin", "/bin", "--ro-bind-try", "/lib", "/lib", "--ro-bind-try", "/lib64", "/lib64",
+		"--proc", "/proc",
 		"--", "/bin/sh", "-c", "echo 0 > /proc/sys/user/max_user_namespaces")
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
