@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -201,6 +202,9 @@ func (s *server) authorize(next http.Handler) http.Handler {
 			ctx, cancel = context.WithCancel(ctx)
 			defer cancel()
 			defer s.live.add(a.SandboxID, currentUser(r).ID, rule.Need, cancel)()
+			// A revoke on this replica ends the stream at once
+			// (recheckStreams); one on another replica, at this check.
+			go s.watchAccess(ctx, cancel, currentUser(r).ID, a.SandboxID, rule.Need)
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
@@ -256,8 +260,8 @@ func (s *server) resolveAccess(ctx context.Context, userID, via, id string) (*sa
 }
 
 // liveStreams are the open streams of users who reach a sandbox through a
-// share or a team: revoking that ends them (this replica's; another
-// replica's end at their next request).
+// share or a team: revoking that ends them at once on this replica (on
+// another, at its streams' next access check: watchAccess).
 type liveStreams struct {
 	mu   sync.Mutex
 	next int
@@ -340,6 +344,33 @@ func (s *server) recheckStreams(ctx context.Context, sandboxID, userID string) {
 			level = a.Access
 		}
 		s.live.cancel(k, level)
+	}
+}
+
+// accessRecheck is how often an open stream of a shared user checks that
+// its access still stands: how late another replica's revoke ends it.
+const accessRecheck = 2 * time.Second
+
+// watchAccess cancels a shared user's stream once the user no longer has
+// need on the sandbox, checking every accessRecheck until ctx ends. A
+// database that does not answer ends nothing: the check is tried again.
+func (s *server) watchAccess(ctx context.Context, cancel context.CancelFunc, userID, sandboxID string, need teams.Access) {
+	t := time.NewTicker(accessRecheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a, err := s.resolveAccess(ctx, userID, "sandbox", sandboxID)
+		switch {
+		case errs.KindOf(err) == errs.NotFound, err == nil && a.Access < need:
+			cancel()
+			return
+		case err != nil && ctx.Err() == nil:
+			s.log.WarnContext(ctx, "recheck stream access", "sandbox_id", sandboxID, "err", err)
+		}
 	}
 }
 

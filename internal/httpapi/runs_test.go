@@ -49,6 +49,17 @@ type runHarness struct {
 	// tests are reachable.
 	hooks *webhooks.Service
 	audit *audit.Log
+	deps  Deps // the API's, for a second replica (replica)
+}
+
+// replica serves the same services through a second API server, as
+// another replica of the deployment would (its own open streams, its own
+// revokes); it returns the server's URL.
+func (h *runHarness) replica() string {
+	h.t.Helper()
+	srv := httptest.NewServer(NewServer(h.deps))
+	h.t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // newRunHarness is the whole server with agent runs: the real CLI in real
@@ -124,10 +135,11 @@ func newRunHarnessDB(t *testing.T, d store.Dialect, script ...modeltest.Reply) *
 	rh.audit = audit.New(audit.Options{Repo: h.db, Logger: log, Clock: h.clock.Now})
 	wg.Go(func() { _ = rh.audit.Run(ctx) })
 	stopping, stop := context.WithCancel(context.Background())
-	api := NewServer(Deps{
+	rh.deps = Deps{
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
 		Sandboxes: m, Runs: rh.svc, Gateway: gw, Stopping: stopping, Webhooks: hooks, Audit: rh.audit,
-	})
+	}
+	api := NewServer(rh.deps)
 	h.srv = httptest.NewServer(validateResponses(t, api))
 	t.Cleanup(func() {
 		stop()

@@ -393,6 +393,45 @@ func TestRevokeEndsRunStream(t *testing.T) {
 	}
 }
 
+// TestRevokeOnAnotherReplica: a share removed through another replica
+// ends the stream this one serves to the shared user (at its next access
+// check), and the owner's stream goes on.
+func TestRevokeOnAnotherReplica(t *testing.T) {
+	t.Parallel()
+	h := newRunHarness(t, modeltest.Slow(strings.Repeat("a long answer streamed slowly ", 2000), 20*time.Millisecond))
+	other := h.replica()
+	aliceTok := h.newToken(h.alice, "replica").Token
+	sb := h.newSandbox(h.alice)
+	r := h.do(h.alice, "POST", "/sandbox/"+sb+"/shares", map[string]any{"user": "bob@example.com", "role": "viewer"})
+	wantStatus(t, r, http.StatusCreated)
+	var sh teams.Share
+	r.data(t, &sh)
+	own := h.open(h.alice, "POST", "/sandbox/"+sb+"/claude?format=events", map[string]any{"prompt": "talk"})
+	defer own.Body.Close()
+	runID := own.Header.Get("X-Run-ID")
+	ownBR := bufio.NewReader(own.Body)
+	readTyped(t, ownBR, func(e typedEvent) bool { return e.event == "text_delta" })
+	theirs := h.open(h.bob, "GET", "/runs/"+runID+"/events", nil)
+	defer theirs.Body.Close()
+	if theirs.StatusCode != http.StatusOK {
+		t.Fatalf("bob follows the run: %d", theirs.StatusCode)
+	}
+	bobBR := bufio.NewReader(theirs.Body)
+	readTyped(t, bobBR, func(e typedEvent) bool { return e.event == "text_delta" })
+	wantStatus(t, h.do(&http.Client{}, "DELETE", other+"/sandbox/"+sb+"/shares/"+sh.ID, nil, "Authorization", "Bearer "+aliceTok), http.StatusNoContent)
+	rest := readTyped(t, bobBR, nil) // returns when the stream ends
+	for _, e := range rest {
+		if e.event == "done" {
+			t.Fatalf("bob's stream ran to the run's end (%d events after the revoke on the other replica)", len(rest))
+		}
+	}
+	wantStatus(t, h.do(h.alice, "POST", "/runs/"+runID+"/cancel", nil), http.StatusAccepted)
+	ownRest := readTyped(t, ownBR, nil)
+	if len(ownRest) == 0 || ownRest[len(ownRest)-1].event != "done" {
+		t.Fatalf("the owner's stream ended without done: %+v", ownRest)
+	}
+}
+
 // TestAuditTeams: each team and share change is in the audit log with
 // who did it and what it touched; an invitation's token is in no entry.
 func TestAuditTeams(t *testing.T) {
