@@ -124,3 +124,34 @@ func TestPTYSlowViewer(t *testing.T) {
 	defer again.Close()
 	readPTYUntil(t, again, "DONE\r\n")
 }
+
+// TestChildSignals: what the agent starts, an exec or a terminal's shell,
+// hands its children no blocked or ignored signal, so a ^C or a run's
+// cancel (SIGINT) reaches them. Go resets only the signals it handles in
+// a child, not ignored ones, and a child inherits the forking thread's
+// mask (the spawner is a locked thread of its own).
+func TestChildSignals(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+	const none = "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+	var out bytes.Buffer
+	st, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"}, Stdout: &out})
+	if err != nil || st.Code != 0 {
+		t.Fatalf("exec: %+v %v", st, err)
+	}
+	if out.String() != none {
+		t.Errorf("an exec's signal masks: got %q, want %q", out.String(), none)
+	}
+	// The shell sets its own (it ignores SIGQUIT, SIGTERM and the job
+	// control signals), and gives a job what it was given.
+	p, err := d.AttachPTY(testCtx(t), ref, sandbox.PTYRequest{Cols: 80, Rows: 24, Grace: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ptyType(t, p, "grep -E '^Sig(Blk|Ign):' /proc/self/status; echo DO\"\"NE\r")
+	got := readPTYUntil(t, p, "DONE\r\n")
+	if want := strings.ReplaceAll(none, "\n", "\r\n"); !strings.Contains(got, want) {
+		t.Errorf("a terminal job's signal masks: got %q, want %q", got, want)
+	}
+}
