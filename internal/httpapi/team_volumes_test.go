@@ -80,6 +80,11 @@ func TestTeamVolumes(t *testing.T) {
 	// sandbox does not hold the team's volume, nor alice's the personal one.
 	wantStatus(t, h.do(alice, "DELETE", "/volumes/proj", nil, "X-Team", tm.ID), http.StatusConflict)
 	wantStatus(t, h.do(alice, "DELETE", "/sandbox/"+b, nil), http.StatusOK)
+	// The team cannot be deleted while it owns a volume: that would leave
+	// the data behind with no one able to reach or delete it.
+	if r := h.do(alice, "DELETE", "/teams/"+tm.ID, nil); r.status != http.StatusConflict || !strings.Contains(string(r.body), "volume") {
+		t.Fatalf("delete a team that owns a volume: %d %s, want 409 naming the volumes", r.status, r.body)
+	}
 	wantStatus(t, h.do(alice, "DELETE", "/volumes/proj", nil, "X-Team", tm.ID), http.StatusOK)
 	if got := volumes(bob, "X-Team", tm.ID); len(got) != 0 {
 		t.Errorf("team volumes after delete = %v", got)
@@ -90,4 +95,5 @@ func TestTeamVolumes(t *testing.T) {
 	if got := run(bob, personal, "ls /workspace"); got != "" {
 		t.Errorf("bob's personal volume holds %q", got)
 	}
+	wantStatus(t, h.do(alice, "DELETE", "/teams/"+tm.ID, nil), http.StatusNoContent)
 }

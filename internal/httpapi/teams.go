@@ -21,7 +21,7 @@ var teamOps = []apiOp{
 		Example: createTeamRequest{Name: "Platform"}},
 	{Method: "GET", Path: "/teams", Summary: "Your teams, each with your role (owner, member, viewer)", Response: listTeamsResponse{}},
 	{Method: "GET", Path: "/teams/{team}", Summary: "A team of yours with its members", Response: teamView{}},
-	{Method: "DELETE", Path: "/teams/{team}", Summary: "Delete the team (its owners, admins) with its memberships, invitations, shares to it, budget and secrets; 409 while it still owns sandboxes that are not terminated. Its terminated sandboxes keep their history", Errors: []int{403, 409}},
+	{Method: "DELETE", Path: "/teams/{team}", Summary: "Delete the team (its owners, admins) with its memberships, invitations, shares to it, budget and secrets; 409 while it still owns sandboxes that are not terminated or volumes. Its terminated sandboxes keep their history", Errors: []int{403, 409}},
 	{Method: "GET", Path: "/teams/{team}/members", Summary: "The team's members and their roles", Response: listMembersResponse{}},
 	{Method: "POST", Path: "/teams/{team}/members", Summary: "Add a user (by email) to the team, or change their role (owners)", Request: putMemberRequest{}, Response: teams.Member{}, Errors: []int{403, 409},
 		Example: putMemberRequest{Email: "bob@example.com", Role: teams.RoleMember}},

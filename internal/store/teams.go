@@ -346,6 +346,14 @@ func (d *DB) DeleteTeam(ctx context.Context, id string) error {
 		if live > 0 {
 			return errs.E(errs.Conflict, "the team still owns %d sandbox(es) that are not terminated: terminate them (DELETE /sandbox/{id}) first", live)
 		}
+		// A volume is data: deleting the team does not delete it for them.
+		var vols int
+		if err := d.queryRow(ctx, tx, `SELECT COUNT(*) FROM volumes WHERE owner_id = ?`, "team:"+id).Scan(&vols); err != nil {
+			return fmt.Errorf("count team volumes: %w", err)
+		}
+		if vols > 0 {
+			return errs.E(errs.Conflict, "the team still owns %d volume(s): delete them (DELETE /volumes/{name} with X-Team: %s) first", vols, id)
+		}
 		for _, q := range []string{
 			`DELETE FROM sandbox_shares WHERE team_id = ?`,
 			`DELETE FROM team_invitations WHERE team_id = ?`,
