@@ -374,7 +374,7 @@ func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 		},
 	}, agent.Deps{
 		Store: db, CLI: claude.New(claude.Config{Bin: claudeBin, Env: map[string]string{"CLAUDE_CODE_MAX_RETRIES": strconv.Itoa(cfg.ClaudeMaxRetries)}}), Sandboxes: mgr,
-		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(), Secrets: secretStore, Events: hookSvc,
+		Logger: log.With("component", "agent"), Metrics: reg, AfterRun: afterRun, Feed: db.RunFeed(), Secrets: agent.RevealFunc(secretStore.RevealRef(teamSecretUser(db))), Events: hookSvc,
 		BeforeRun: func(ctx context.Context, sb *sandbox.Sandbox) error {
 			if repos == nil {
 				return nil

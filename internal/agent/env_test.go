@@ -30,6 +30,7 @@ import (
 	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 	"github.com/techbossai/techboss/internal/secrets"
 	"github.com/techbossai/techboss/internal/store"
+	"github.com/techbossai/techboss/internal/teams"
 )
 
 // initBin is the sandbox helper, built once for the package's tests.
@@ -156,7 +157,12 @@ func newEnv(t testing.TB, o envOpts, script ...modeltest.Reply) *env {
 		t.Fatal(err)
 	}
 	e.svc, err = agent.NewService(cfg, agent.Deps{
-		Store: db, Sandboxes: mgr, AfterRun: afterRun, Metrics: e.reg, Feed: feed, Secrets: e.secrets, Events: o.events,
+		Store: db, Sandboxes: mgr, AfterRun: afterRun, Metrics: e.reg, Feed: feed, Events: o.events,
+		// As the server wires it: team secrets for the team's owners and members.
+		Secrets: agent.RevealFunc(e.secrets.RevealRef(func(ctx context.Context, team, user string) (bool, error) {
+			r, err := db.MemberRole(ctx, team, user)
+			return r == teams.RoleOwner || r == teams.RoleMember, err
+		})),
 		CLI:    claude.New(claude.Config{Bin: filepath.Join(toolsMountTarget, rel), Env: cliEnv}),
 		Logger: slog.New(slog.DiscardHandler),
 	})

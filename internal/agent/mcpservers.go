@@ -31,7 +31,10 @@ import (
 const MCPProxyPath = "/llm/mcp-proxy/"
 
 // MCPServer is one MCP server a run's agent may use. Values of Env and
-// Headers may name secrets of the run's owner: "${secret:NAME}".
+// Headers may name secrets: "${secret:NAME}" is one of the user who starts
+// the run (a user a sandbox is shared with names their own, never the
+// owner's), "${secret:team:NAME}" one of the sandbox's team, for its
+// owners and members.
 type MCPServer struct {
 	Type    string            `json:"type"` // stdio | http
 	Command string            `json:"command,omitempty"`
@@ -41,14 +44,24 @@ type MCPServer struct {
 	Headers map[string]string `json:"headers,omitempty"`
 }
 
-// SecretRevealer resolves a user's secrets (internal/secrets).
+// SecretRevealer resolves a user's secrets (internal/secrets): name is
+// the user's own secret, or "team:<team id>/<name>" a team's, which only
+// the team's owners and members may reveal (secrets.RevealRef).
 type SecretRevealer interface {
 	Reveal(ctx context.Context, userID, name string) (string, error)
 }
 
+// RevealFunc is a SecretRevealer made of a function.
+type RevealFunc func(ctx context.Context, userID, name string) (string, error)
+
+// Reveal calls f.
+func (f RevealFunc) Reveal(ctx context.Context, userID, name string) (string, error) {
+	return f(ctx, userID, name)
+}
+
 var (
 	mcpNameRE   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	secretRefRE = regexp.MustCompile(`\$\{secret:([A-Za-z0-9_.-]{1,64})\}`)
+	secretRefRE = regexp.MustCompile(`\$\{secret:((?:team:)?[A-Za-z0-9_.-]{1,64})\}`)
 	headerRE    = regexp.MustCompile(`^[A-Za-z0-9-]{1,128}$`)
 )
 
@@ -104,21 +117,30 @@ type remoteMCP struct {
 	headers http.Header
 }
 
-// resolveMCP resolves the secrets the servers name and returns the
+// resolveMCP resolves the secrets the servers name, as userID (who starts
+// the run) in a sandbox of teamID ("" for none), and returns the
 // --mcp-config servers for the CLI, the remote servers for the proxy, and
 // the revealed values (to redact from the run's events).
-func (s *Service) resolveMCP(ctx context.Context, ownerID string, servers map[string]MCPServer, base, token string) (map[string]any, map[string]remoteMCP, []string, error) {
+func (s *Service) resolveMCP(ctx context.Context, userID, teamID string, servers map[string]MCPServer, base, token string) (map[string]any, map[string]remoteMCP, []string, error) {
 	var revealed []string
 	var fs []errs.FieldError
 	var failure error
 	resolve := func(field, v string) string {
-		return secretRefRE.ReplaceAllStringFunc(v, func(ref string) string {
-			name := secretRefRE.FindStringSubmatch(ref)[1]
+		return secretRefRE.ReplaceAllStringFunc(v, func(m string) string {
+			name := secretRefRE.FindStringSubmatch(m)[1]
 			if s.secrets == nil {
 				fs = append(fs, errs.FieldError{Field: field, Reason: "this server has no secret store"})
 				return ""
 			}
-			val, err := s.secrets.Reveal(ctx, ownerID, name)
+			ref := name
+			if n, ok := strings.CutPrefix(name, "team:"); ok {
+				if teamID == "" {
+					fs = append(fs, errs.FieldError{Field: field, Reason: "the sandbox belongs to no team, so it has no team secret " + n})
+					return ""
+				}
+				ref = "team:" + teamID + "/" + n
+			}
+			val, err := s.secrets.Reveal(ctx, userID, ref)
 			if errs.KindOf(err) == errs.NotFound {
 				fs = append(fs, errs.FieldError{Field: field, Reason: "no secret named " + name})
 				return ""

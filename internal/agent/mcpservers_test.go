@@ -21,6 +21,9 @@ import (
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/modeltest"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/secrets"
+	"github.com/techbossai/techboss/internal/teams"
 )
 
 // TestRemoteMCPServer: the agent calls a tool of a remote MCP server whose
@@ -100,6 +103,17 @@ func TestRemoteMCPServer(t *testing.T) {
 			t.Errorf("secret %s: %v, want a field error", name, err)
 		}
 	}
+	// A user the sandbox is shared with starts a run: a secret named is
+	// theirs, never the owner's (else an operator could send the owner's
+	// token to a server of their choosing).
+	for _, c := range []struct{ by, name string }{{"bob", "remote_token"}, {"alice", "team:remote_token"}} {
+		servers := map[string]agent.MCPServer{"remote": {Type: "http", URL: remote.URL, Headers: map[string]string{"Authorization": "Bearer ${secret:" + c.name + "}"}}}
+		_, err := e.svc.Start(ctx, "alice", sb.ID, "x", agent.Options{NewSession: true, MCPServers: servers, StartedBy: c.by})
+		var fe *errs.Error
+		if !errors.As(err, &fe) || len(fe.Fields) == 0 || fe.Fields[0].Field != "mcp_servers.remote.headers.Authorization" {
+			t.Errorf("%s names ${secret:%s} in alice's sandbox (no team): %v, want a field error", c.by, c.name, err)
+		}
+	}
 	// Bad server specs.
 	for field, sv := range map[string]agent.MCPServer{
 		"mcp_servers.x.type":    {Type: "grpc"},
@@ -110,6 +124,68 @@ func TestRemoteMCPServer(t *testing.T) {
 		var fe *errs.Error
 		if !errors.As(err, &fe) || len(fe.Fields) == 0 || fe.Fields[0].Field != field {
 			t.Errorf("%+v: %v, want a field error naming %s", sv, err, field)
+		}
+	}
+}
+
+// TestTeamMCPSecret: in a team's sandbox, "${secret:team:NAME}" is the
+// team's secret for the team's owners and members who start a run; a
+// viewer's run may not name it.
+func TestTeamMCPSecret(t *testing.T) {
+	e := newEnv(t, envOpts{mcpAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	ctx := context.Background()
+	for _, id := range []string{"alice", "bob", "carol"} {
+		if err := e.db.CreateUser(ctx, auth.User{ID: id, Email: id + "@example.com", Role: auth.RoleMember, CreatedAt: time.Now()}, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	if err := e.db.CreateTeam(ctx, teams.Team{ID: "tm_mcp", Name: "MCP", CreatedBy: "alice", CreatedAt: now}, teams.Member{TeamID: "tm_mcp", UserID: "alice", Role: teams.RoleOwner, CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	for id, role := range map[string]teams.Role{"bob": teams.RoleMember, "carol": teams.RoleViewer} {
+		if err := e.db.PutMember(ctx, teams.Member{TeamID: "tm_mcp", UserID: id, Role: role, CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const secret = "team-mcp-secret-0123456789"
+	if err := e.secrets.Put(ctx, secrets.TeamOwner("tm_mcp"), "remote_token", secret); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu  sync.Mutex
+		got string
+	)
+	srv := mcp.NewServer(&mcp.Implementation{Name: "remote", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "whoami", Description: "Says who is calling."}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		mu.Lock()
+		got = req.Extra.Header.Get("Authorization")
+		mu.Unlock()
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "remote tool reached"}}}, nil, nil
+	})
+	remote := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*nethttp.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	defer remote.Close()
+	sb := e.sandboxWith("alice", sandbox.Spec{ImageBase: "host", Team: "tm_mcp"})
+	servers := map[string]agent.MCPServer{"remote": {Type: "http", URL: remote.URL, Headers: map[string]string{"Authorization": "Bearer ${secret:team:remote_token}"}}}
+
+	_, err := e.svc.Start(ctx, "alice", sb.ID, "x", agent.Options{NewSession: true, MCPServers: servers, StartedBy: "carol"})
+	var fe *errs.Error
+	if !errors.As(err, &fe) || len(fe.Fields) == 0 || fe.Fields[0].Field != "mcp_servers.remote.headers.Authorization" {
+		t.Fatalf("a viewer's run names the team's secret: %v, want a field error", err)
+	}
+	e.model.Reset(modeltest.ToolUse("Calling the remote tool.", "mcp__remote__whoami", map[string]any{}), modeltest.Text("done"))
+	r, evs := e.do("alice", sb.ID, "call the remote tool", agent.Options{NewSession: true, MCPServers: servers, StartedBy: "bob"})
+	if r.Status != agent.Succeeded {
+		t.Fatalf("run %+v: %v", r, types(evs))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got != "Bearer "+secret {
+		t.Errorf("the remote server got Authorization %q, want the team's secret", got)
+	}
+	for _, ev := range evs {
+		if strings.Contains(string(ev.Data), secret) || strings.Contains(ev.Raw, secret) {
+			t.Errorf("%s event holds the secret", ev.Type)
 		}
 	}
 }

@@ -130,8 +130,8 @@ type Deps struct {
 	// Feed connects the event hub to the other replicas (nil: this process
 	// is the only one); see Hub.
 	Feed Feed
-	// Secrets resolves the "${secret:NAME}" references of runs' MCP
-	// servers (nil: runs may not name secrets).
+	// Secrets resolves the "${secret:NAME}" and "${secret:team:NAME}"
+	// references of runs' MCP servers (nil: runs may not name secrets).
 	Secrets SecretRevealer
 	// Deliver carries out a succeeded run's deliver option (commit, push,
 	// pull request); nil: runs may not ask for it.
@@ -612,7 +612,7 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 		if !ok {
 			return Run{}, errs.Field("mcp_servers", "this sandbox's gateway cannot serve MCP servers")
 		}
-		cfg, remotes, revealed, err := s.resolveMCP(ctx, sb.OwnerID, opts.MCPServers, base, j.token)
+		cfg, remotes, revealed, err := s.resolveMCP(ctx, cmp.Or(opts.StartedBy, sb.OwnerID), sb.TeamID, opts.MCPServers, base, j.token)
 		if err != nil {
 			return Run{}, err
 		}

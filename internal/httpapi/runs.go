@@ -86,7 +86,8 @@ type claudeRequest struct {
 	// Permissions: approvals (docs/run-events.md).
 	Permissions *agent.PermissionPolicy `json:"permissions,omitempty"`
 	// MCPServers: stdio servers run in the sandbox, http ones through
-	// the server's proxy; values may name secrets, "${secret:NAME}".
+	// the server's proxy; values may name secrets, "${secret:NAME}" (the caller's)
+	// or "${secret:team:NAME}" (the sandbox's team's).
 	MCPServers map[string]agent.MCPServer `json:"mcp_servers,omitempty"`
 	// Attachments: images, PDFs or text files for the model, each a
 	// sandbox path or base64 data (with media_type).
