@@ -353,6 +353,31 @@ func TestTeamsAPI(t *testing.T) {
 	}
 }
 
+// sharedRunFollowed shares a new sandbox of alice's with bob as role,
+// starts a slow run in it that alice follows and has bob follow it too;
+// it returns once both streams have text. The streams close at cleanup.
+func (h *runHarness) sharedRunFollowed(t *testing.T, role string) (sandboxID string, sh teams.Share, runID string, ownBR, bobBR *bufio.Reader) {
+	t.Helper()
+	sandboxID = h.newSandbox(h.alice)
+	r := h.do(h.alice, "POST", "/sandbox/"+sandboxID+"/shares", map[string]any{"user": "bob@example.com", "role": role})
+	wantStatus(t, r, http.StatusCreated)
+	r.data(t, &sh)
+	own := h.open(h.alice, "POST", "/sandbox/"+sandboxID+"/claude?format=events", map[string]any{"prompt": "talk"})
+	t.Cleanup(func() { own.Body.Close() })
+	runID = own.Header.Get("X-Run-ID")
+	ownBR = bufio.NewReader(own.Body)
+	readTyped(t, ownBR, func(e typedEvent) bool { return e.event == "text_delta" })
+	theirs := h.open(h.bob, "GET", "/runs/"+runID+"/events", nil)
+	t.Cleanup(func() { theirs.Body.Close() })
+	want := map[string]string{"operator": "operate", "viewer": "read"}[role]
+	if theirs.StatusCode != http.StatusOK || theirs.Header.Get(accessHeader) != want {
+		t.Fatalf("bob follows the run: %d %s", theirs.StatusCode, theirs.Header.Get(accessHeader))
+	}
+	bobBR = bufio.NewReader(theirs.Body)
+	readTyped(t, bobBR, func(e typedEvent) bool { return e.event == "text_delta" })
+	return sandboxID, sh, runID, ownBR, bobBR
+}
+
 // TestRevokeEndsRunStream: two users on one run. Bob, sharing the sandbox
 // as an operator, follows the owner's run; the owner unshares while the
 // run still streams: Bob's stream ends before the run's done event, the
@@ -360,24 +385,7 @@ func TestTeamsAPI(t *testing.T) {
 func TestRevokeEndsRunStream(t *testing.T) {
 	t.Parallel()
 	h := newRunHarness(t, modeltest.Slow(strings.Repeat("a long answer streamed slowly ", 400), 20*time.Millisecond))
-	sb := h.newSandbox(h.alice)
-	r := h.do(h.alice, "POST", "/sandbox/"+sb+"/shares", map[string]any{"user": "bob@example.com", "role": "operator"})
-	wantStatus(t, r, http.StatusCreated)
-	var sh teams.Share
-	r.data(t, &sh)
-	own := h.open(h.alice, "POST", "/sandbox/"+sb+"/claude?format=events", map[string]any{"prompt": "talk"})
-	defer own.Body.Close()
-	runID := own.Header.Get("X-Run-ID")
-	ownBR := bufio.NewReader(own.Body)
-	readTyped(t, ownBR, func(e typedEvent) bool { return e.event == "text_delta" })
-
-	theirs := h.open(h.bob, "GET", "/runs/"+runID+"/events", nil)
-	defer theirs.Body.Close()
-	if theirs.StatusCode != http.StatusOK || theirs.Header.Get(accessHeader) != "operate" {
-		t.Fatalf("bob follows the run: %d %s", theirs.StatusCode, theirs.Header.Get(accessHeader))
-	}
-	bobBR := bufio.NewReader(theirs.Body)
-	readTyped(t, bobBR, func(e typedEvent) bool { return e.event == "text_delta" })
+	sb, sh, runID, ownBR, bobBR := h.sharedRunFollowed(t, "operator")
 	wantStatus(t, h.do(h.alice, "DELETE", "/sandbox/"+sb+"/shares/"+sh.ID, nil), http.StatusNoContent)
 	rest := readTyped(t, bobBR, nil) // returns when the stream ends
 	for _, e := range rest {
@@ -401,23 +409,7 @@ func TestRevokeOnAnotherReplica(t *testing.T) {
 	h := newRunHarness(t, modeltest.Slow(strings.Repeat("a long answer streamed slowly ", 2000), 20*time.Millisecond))
 	other := h.replica()
 	aliceTok := h.newToken(h.alice, "replica").Token
-	sb := h.newSandbox(h.alice)
-	r := h.do(h.alice, "POST", "/sandbox/"+sb+"/shares", map[string]any{"user": "bob@example.com", "role": "viewer"})
-	wantStatus(t, r, http.StatusCreated)
-	var sh teams.Share
-	r.data(t, &sh)
-	own := h.open(h.alice, "POST", "/sandbox/"+sb+"/claude?format=events", map[string]any{"prompt": "talk"})
-	defer own.Body.Close()
-	runID := own.Header.Get("X-Run-ID")
-	ownBR := bufio.NewReader(own.Body)
-	readTyped(t, ownBR, func(e typedEvent) bool { return e.event == "text_delta" })
-	theirs := h.open(h.bob, "GET", "/runs/"+runID+"/events", nil)
-	defer theirs.Body.Close()
-	if theirs.StatusCode != http.StatusOK {
-		t.Fatalf("bob follows the run: %d", theirs.StatusCode)
-	}
-	bobBR := bufio.NewReader(theirs.Body)
-	readTyped(t, bobBR, func(e typedEvent) bool { return e.event == "text_delta" })
+	sb, sh, runID, ownBR, bobBR := h.sharedRunFollowed(t, "viewer")
 	wantStatus(t, h.do(&http.Client{}, "DELETE", other+"/sandbox/"+sb+"/shares/"+sh.ID, nil, "Authorization", "Bearer "+aliceTok), http.StatusNoContent)
 	rest := readTyped(t, bobBR, nil) // returns when the stream ends
 	for _, e := range rest {
