@@ -124,12 +124,15 @@ func TestCLIShellTerminal(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// Ctrl-C interrupts the sandbox's foreground job, not techboss.
-	send("sleep 1000\r")
-	await("sleep 1000")
+	// Ctrl-C interrupts the sandbox's foreground job, not techboss. The job
+	// prints the marker itself, so it runs when ^C is sent (the echo of the
+	// typed line came before the shell even started it, and a ^C then went
+	// to the shell); its status 130 (128+SIGINT) shows the ^C ended it.
+	send("echo SLEE\"\"PING > int.txt; tail -f int.txt\r")
+	await("SLEEPING")
 	send("\x03")
-	send("echo alive-after-$((20+22))\r")
-	await("alive-after-42")
+	send("echo alive-after-$?\r")
+	await("alive-after-130")
 	send("exit 4\r")
 	err = cmd.Wait()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 4 {
