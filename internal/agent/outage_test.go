@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -251,4 +252,92 @@ func TestSlowFollowerThroughOutage(t *testing.T) {
 		time.Sleep(time.Millisecond) // a slow reader
 	}
 	wantRange(t, got, 1, before+during)
+}
+
+// TestUsageThroughDatabaseCuts records gateway usage from eight writers
+// while PostgreSQL is stopped the hard way (every connection cut) and
+// started again, four times. RecordUsage must answer nil throughout (a
+// record the store cannot take now is queued and spooled, and a run's
+// usage event follows a nil answer), and every record must be stored
+// once the database is back, with nothing left in the spool. A write cut
+// mid-transaction used to fail with a kind other than Unavailable: the
+// direct write then answered that error (the call's usage was lost), and
+// the background writer dropped a queued record whose event was out,
+// removing the spool with it when the queue emptied.
+func TestUsageThroughDatabaseCuts(t *testing.T) {
+	pg := pgserver.Start(t)
+	spool := t.TempDir()
+	e := newEnv(t, envOpts{pgURL: pg.URL, durability: agent.Durability{SpoolDir: spool, RetryMax: 100 * time.Millisecond}})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		answered []string
+	)
+	for round := range 4 {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					id := fmt.Sprintf("use_cut_%d_%d_%d", round, w, i)
+					err := e.svc.RecordUsage(ctx, agent.UsageRecord{ID: id, UserID: "alice", Provider: "anthropic", Model: "claude-test",
+						Usage: agent.Usage{InputTokens: 3, OutputTokens: 5}, Status: 200})
+					if err != nil {
+						t.Errorf("record usage %s while the database is cut: %v", id, err)
+					} else {
+						mu.Lock()
+						answered = append(answered, id)
+						mu.Unlock()
+					}
+					time.Sleep(2 * time.Millisecond)
+				}
+			})
+		}
+		time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
+		pg.Stop()
+		time.Sleep(200 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		pg.Start()
+		for e.svc.UsageBacklog() > 0 {
+			if ctx.Err() != nil {
+				t.Fatalf("%d usage records still queued after the database returned", e.svc.UsageBacklog())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	rows, err := e.db.SQL().QueryContext(ctx, `SELECT id FROM usage_records`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		have[id] = true
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	missing := 0
+	for _, id := range answered {
+		if !have[id] {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d usage records RecordUsage took are not stored", missing, len(answered))
+	}
+	if ms, _ := filepath.Glob(filepath.Join(spool, "*")); len(ms) != 0 {
+		t.Errorf("spool files left after every record was stored: %v", ms)
+	}
+	t.Logf("%d usage records taken, %d stored", len(answered), len(have))
 }

@@ -85,7 +85,11 @@ func isUnavailable(err error) bool {
 	switch {
 	case errors.As(err, &connErr), errors.As(err, &netErr):
 		return true
-	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone):
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone), errors.Is(err, pgconn.ErrConnClosed):
+		// ErrConnClosed ("conn closed"): pgx closed a connection the
+		// server had cut (an immediate shutdown's notice, then EOF) before
+		// or while this statement used it; for a COMMIT its outcome is
+		// unknown, which a retry of an idempotent write settles.
 		return true
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return true

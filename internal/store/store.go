@@ -213,12 +213,23 @@ func (d *DB) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
-		return classify(err)
+		return classify(txDone(ctx, err))
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", classify(err))
+		return fmt.Errorf("commit: %w", classify(txDone(ctx, err)))
 	}
 	return nil
+}
+
+// txDone names ctx's end as the cause of sql.ErrTxDone: database/sql
+// rolls a transaction back when its context ends, and a statement or the
+// commit after that answers ErrTxDone, which alone would not say that the
+// database ran out of time (Unavailable) rather than refused the write.
+func txDone(ctx context.Context, err error) error {
+	if errors.Is(err, sql.ErrTxDone) && ctx.Err() != nil {
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	return err
 }
 
 // ms converts a time to stored unix milliseconds (0 for the zero time).
