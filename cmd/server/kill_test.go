@@ -212,6 +212,11 @@ func TestKill9WithSpooledEvents(t *testing.T) {
 			p.stop()
 		}
 		http.DefaultClient.CloseIdleConnections()
+		if t.Failed() {
+			for i, p := range servers {
+				t.Logf("server %d log:\n%s", i+1, p.log())
+			}
+		}
 	})
 	a := startProc(t, env)
 	servers = append(servers, a)
