@@ -134,6 +134,10 @@ type Driver struct {
 	procCtx    context.Context
 	procCancel context.CancelFunc
 	procWG     sync.WaitGroup
+
+	// Open watches (watch.go) by Modal sandbox ID.
+	watchMu    sync.Mutex
+	watchCount map[string]int
 }
 
 // ErrNoCredentials is returned by New when no Modal credentials are configured.
@@ -184,7 +188,7 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 	}
 	procCtx, procCancel := context.WithCancel(context.Background())
 	return &Driver{opts: opts, client: client, app: app, log: opts.Logger, handles: map[string]*modalsdk.Sandbox{},
-		procs: map[string]*procTable{}, procCtx: procCtx, procCancel: procCancel}, nil
+		procs: map[string]*procTable{}, procCtx: procCtx, procCancel: procCancel, watchCount: map[string]int{}}, nil
 }
 
 // haveCredentials reports whether the SDK will find a token: explicit

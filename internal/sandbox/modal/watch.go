@@ -1,0 +1,304 @@
+package modal
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	modalsdk "github.com/modal-labs/modal-client/go"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+)
+
+// File watching on Modal. The SDK's Filesystem().Watch runs Modal's own
+// in-sandbox tool, which follows a watched path that is a symbolic link,
+// has no "watch is in place" signal and does not say file or directory;
+// so the driver runs a watcher of its own through exec instead: watch.py,
+// a polling scanner for python3 (images need not have inotify tools) that
+// never follows a symbolic link and prints one ASCII JSON line per change.
+// It polls every watchInterval (slower for a large tree), so changes come
+// up to that late and writes within one interval are one write event.
+
+var _ sandbox.Watcher = (*Driver)(nil)
+
+//go:embed watch.py
+var watchScript string
+
+// Limits of watches (the local driver's agent has the same numbers of
+// directories and of watches per sandbox).
+const (
+	// MaxWatchDirs bounds the directories one recursive watch lists.
+	MaxWatchDirs = 4096
+	// MaxWatchEntries bounds the entries (files and directories) one watch
+	// lists: each is looked at every interval.
+	MaxWatchEntries = 65536
+	// MaxWatches bounds the watches open at once in one sandbox.
+	MaxWatches = 32
+	// watchInterval is how often the watcher looks at the tree.
+	watchInterval = 250 * time.Millisecond
+	// watchHeartbeat is how often the driver tells the watcher it is still
+	// there; watchIdle is how long the watcher goes on without hearing so
+	// (after a server crash, whose exec streams nobody closes).
+	watchHeartbeat = 20 * time.Second
+	watchIdle      = 90 * time.Second
+	// watchMaxLine bounds one line of the watcher (two escaped paths).
+	watchMaxLine = 1 << 20
+)
+
+// watchWrapper runs the script with python3, or says there is none.
+const watchWrapper = `command -v python3 >/dev/null 2>&1 || { echo '{"kind":"no_python"}'; exit 127; }
+s=$1; shift; exec python3 -c "$s" techboss-watch "$@"`
+
+// watchLine is one line of watch.py.
+type watchLine struct {
+	PID   int     `json:"pid"`
+	Ready bool    `json:"ready"`
+	Event string  `json:"event"`
+	Path  *string `json:"path"`
+	Type  string  `json:"type"`
+	From  *string `json:"from"`
+	Error string  `json:"error"`
+	Kind  string  `json:"kind"`
+	Field string  `json:"field"`
+}
+
+func (d *Driver) watchAcquire(sandboxID string) bool {
+	d.watchMu.Lock()
+	defer d.watchMu.Unlock()
+	if d.watchCount[sandboxID] >= MaxWatches {
+		return false
+	}
+	d.watchCount[sandboxID]++
+	return true
+}
+
+func (d *Driver) watchRelease(sandboxID string) {
+	d.watchMu.Lock()
+	defer d.watchMu.Unlock()
+	if d.watchCount[sandboxID]--; d.watchCount[sandboxID] <= 0 {
+		delete(d.watchCount, sandboxID)
+	}
+}
+
+// watchPath turns a path of the watcher (relative to root, "" for root)
+// into the sandbox's absolute path; false for one that is not plainly
+// below root.
+func watchPath(root string, rel *string) (string, bool) {
+	if rel == nil {
+		return "", false
+	}
+	if *rel == "" {
+		return root, true
+	}
+	if strings.HasPrefix(*rel, "/") || path.Clean(*rel) != *rel || *rel == ".." || strings.HasPrefix(*rel, "../") || strings.Contains(*rel, "\x00") {
+		return "", false
+	}
+	return path.Join(root, *rel), true
+}
+
+// Watch reports the changes under p through an exec of watch.py, until
+// ctx is done, fn fails, the driver closes or p goes away. The watcher
+// ends when its stdin is closed; Watch waits for it to exit (and kills it
+// if it does not), so no exec outlives the watch.
+func (d *Driver) Watch(ctx context.Context, r sandbox.Ref, p string, recursive bool, ready func(), fn func(sandbox.WatchEvent) error) error {
+	if !strings.HasPrefix(p, "/") {
+		return errs.Field("path", "must be an absolute path")
+	}
+	root := path.Clean(p)
+	h, x, err := d.handle(r)
+	if err != nil {
+		return err
+	}
+	if !d.watchAcquire(x.SandboxID) {
+		return errs.E(errs.TooMany, "the sandbox has as many open watches as allowed (%d); close one first", MaxWatches)
+	}
+	defer d.watchRelease(x.SandboxID)
+
+	rec := "0"
+	if recursive {
+		rec = "1"
+	}
+	argv := []string{"/bin/sh", "-c", watchWrapper, "sh", watchScript, root, rec,
+		strconv.Itoa(MaxWatchDirs), strconv.Itoa(MaxWatchEntries),
+		strconv.Itoa(int(watchInterval / time.Millisecond)), strconv.Itoa(int(watchIdle / time.Second))}
+	// The exec's streams outlive ctx until the watcher has exited.
+	execCtx, stopExec := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopExec()
+	cp, err := h.Exec(execCtx, argv, &modalsdk.SandboxExecParams{Workdir: "/", Stdout: modalsdk.Pipe, Stderr: modalsdk.Pipe})
+	if err != nil {
+		return mapErr(err, "watch")
+	}
+
+	// Stdin belongs to one goroutine: heartbeats, then the close.
+	stopBeat := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(watchHeartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				if _, err := cp.Stdin.Write([]byte("\n")); err != nil {
+					d.log.DebugContext(ctx, "modal watch heartbeat", "error", err)
+				}
+			case <-stopBeat:
+				if err := cp.Stdin.Close(); err != nil {
+					d.log.DebugContext(ctx, "modal watch stdin close", "error", err)
+				}
+				return
+			}
+		}
+	})
+	stderr := &stderrTail{n: 4 << 10}
+	wg.Go(func() { _, _ = io.Copy(stderr, cp.Stderr) })
+	lines := make(chan watchLine)
+	readErr := make(chan error, 1)
+	wg.Go(func() {
+		sc := bufio.NewScanner(cp.Stdout)
+		sc.Buffer(make([]byte, 64<<10), watchMaxLine)
+		for sc.Scan() {
+			var l watchLine
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				readErr <- fmt.Errorf("modal: watch: bad line from the watcher: %w", err)
+				return
+			}
+			select {
+			case lines <- l:
+			case <-execCtx.Done():
+				return
+			}
+		}
+		readErr <- sc.Err()
+	})
+
+	pid := 0
+	defer func() {
+		close(stopBeat)
+		d.endWatcher(ctx, h, cp, pid)
+		stopExec()
+		_ = cp.Stdout.Close()
+		_ = cp.Stderr.Close()
+		wg.Wait()
+	}()
+
+	isReady := false
+	for {
+		var l watchLine
+		select {
+		case l = <-lines:
+		case err := <-readErr:
+			if err != nil {
+				return err
+			}
+			if isReady {
+				return nil // the watched path went away
+			}
+			return fmt.Errorf("modal: watch: the watcher ended before it was ready: %s", strings.TrimSpace(stderr.String()))
+		case <-ctx.Done():
+			return nil
+		case <-d.procCtx.Done():
+			return nil
+		}
+		switch {
+		case l.Kind == "no_python":
+			return errs.E(errs.Unavailable, "file watching on Modal runs python3 inside the sandbox, and its image has none: add python3 to the image")
+		case l.Error != "" || l.Kind != "":
+			return watchError(l)
+		case l.PID > 0:
+			pid = l.PID
+		case l.Ready:
+			if !isReady && ready != nil {
+				ready()
+			}
+			isReady = true
+		case l.Event != "":
+			ev := sandbox.WatchEvent{Type: l.Event, Kind: l.Type}
+			var ok bool
+			if ev.Path, ok = watchPath(root, l.Path); !ok {
+				return fmt.Errorf("modal: watch: the watcher reported a path outside %s", root)
+			}
+			if l.From != nil {
+				if ev.From, ok = watchPath(root, l.From); !ok {
+					return fmt.Errorf("modal: watch: the watcher reported a path outside %s", root)
+				}
+			}
+			if err := fn(ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// endWatcher closes the watcher's stdin (the heartbeat goroutine does, on
+// stopBeat) and waits for it to exit; one that does not within killGrace
+// is killed through another exec.
+func (d *Driver) endWatcher(ctx context.Context, h *modalsdk.Sandbox, cp *modalsdk.ContainerProcess, pid int) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killGrace)
+	defer cancel()
+	if _, err := cp.Wait(wctx, nil); err == nil {
+		return
+	} else if pid <= 1 {
+		d.log.WarnContext(ctx, "modal watch: the watcher did not exit", "error", err)
+		return
+	}
+	kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), killGrace)
+	defer kcancel()
+	if _, err := d.shell(kctx, h, `kill -s KILL "$1" 2>/dev/null; exit 0`, strconv.Itoa(pid)); err != nil {
+		d.log.WarnContext(ctx, "modal watch: kill the watcher", "pid", pid, "error", err)
+	}
+}
+
+func watchError(l watchLine) error {
+	msg := l.Error
+	if msg == "" {
+		msg = "the watcher failed"
+	}
+	switch l.Kind {
+	case "not_found":
+		if l.Field != "" {
+			return &errs.Error{Kind: errs.NotFound, Message: msg, Fields: []errs.FieldError{{Field: l.Field, Reason: msg}}}
+		}
+		return errs.E(errs.NotFound, "%s", msg)
+	case "invalid":
+		f := l.Field
+		if f == "" {
+			f = "path"
+		}
+		return errs.Field(f, msg)
+	}
+	return errors.New("modal: watch: " + msg)
+}
+
+// stderrTail keeps the first n bytes written to it (safe for a
+// concurrent reader) and drops the rest.
+type stderrTail struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+	n  int
+}
+
+func (l *stderrTail) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := l.n - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+func (l *stderrTail) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
