@@ -142,6 +142,39 @@ func TestManagerOnModal(t *testing.T) {
 	if err := m.SignalProcess(ctx, "alice", sb.ID, dev.PID, "KILL"); err != nil {
 		t.Errorf("signal after restart: %v", err)
 	}
+	// File watching runs through an exec of the driver's watcher; the
+	// stream's events carry ids (the shared watch ends with the reap below).
+	if !slices.Contains(m.Capabilities(sb), "watch") {
+		t.Errorf("modal capabilities %q do not name watch", m.Capabilities(sb))
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan sandbox.WatchEvent, 16)
+	watchDone := make(chan error, 1)
+	watchReady := make(chan struct{})
+	go func() {
+		watchDone <- m.Watch(wctx, "alice", sb.ID, "/workspace", true, "", func() { close(watchReady) }, func(ev sandbox.WatchEvent) error {
+			watched <- ev
+			return nil
+		})
+	}()
+	select {
+	case <-watchReady:
+	case err := <-watchDone:
+		t.Fatalf("watch on modal: %v", err)
+	}
+	if _, err := m.Exec(ctx, "alice", sb.ID, sandbox.ExecRequest{Argv: []string{"sh", "-c", "echo x > /workspace/watched.txt"}}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-watched; ev.Type != "create" || ev.Path != "/workspace/watched.txt" || ev.Kind != "file" || ev.ID == "" {
+		t.Errorf("first watch event on modal: %+v", ev)
+	}
+	stopWatch()
+	if err := <-watchDone; err != nil {
+		t.Errorf("watch on modal ended with %v", err)
+	}
+	err = m.Watch(ctx, "bob", sb.ID, "/workspace", true, "", nil, func(sandbox.WatchEvent) error { return nil })
+	wantKind(t, err, errs.NotFound)
+
 	// No terminals on Modal (its SDK's PTY exec has neither resize nor
 	// re-attach): a clear 501, after the owner check.
 	_, err = m.AttachPTY(ctx, "alice", sb.ID, sandbox.PTYRequest{Cols: 80, Rows: 24})

@@ -15,8 +15,9 @@
 // its PID in /tmp; a signal (or a cancelled context, as SIGKILL) is then
 // delivered by a second exec running kill(1). Managed processes
 // (sandbox.Processes, procs.go) are background execs the driver follows,
-// listed by an exec reading /proc. Images therefore need /bin/sh, kill,
-// head, tr and, for archives, tar.
+// listed by an exec reading /proc; file watching (sandbox.Watcher,
+// watch.go) is an exec of a polling watcher in python3. Images therefore
+// need /bin/sh, kill, head, tr, for archives tar, and for watching python3.
 package modal
 
 import (
