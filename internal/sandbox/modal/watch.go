@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	modalsdk "github.com/modal-labs/modal-client/go"
 
@@ -223,8 +224,15 @@ func (d *Driver) Watch(ctx context.Context, r sandbox.Ref, p string, recursive b
 			}
 			isReady = true
 		case l.Event != "":
+			// What runs as python3 is the sandbox's to choose: nothing it
+			// says is taken on trust (event names become SSE event lines).
 			ev := sandbox.WatchEvent{Type: l.Event, Kind: l.Type}
 			var ok bool
+			switch {
+			case l.Event != "create" && l.Event != "write" && l.Event != "remove" && l.Event != "rename",
+				l.Type != "file" && l.Type != "dir", (l.Event == "rename") != (l.From != nil):
+				return fmt.Errorf("modal: watch: the watcher sent a malformed event %.200q", l.Event)
+			}
 			if ev.Path, ok = watchPath(root, l.Path); !ok {
 				return fmt.Errorf("modal: watch: the watcher reported a path outside %s", root)
 			}
@@ -260,7 +268,17 @@ func (d *Driver) endWatcher(ctx context.Context, h *modalsdk.Sandbox, cp *modals
 }
 
 func watchError(l watchLine) error {
-	msg := l.Error
+	// The message reaches the client: printable and short, whatever the
+	// sandbox's python3 said.
+	msg := strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, l.Error)
+	if len(msg) > 4096+200 {
+		msg = strings.ToValidUTF8(msg[:4096+200], "") + "..."
+	}
 	if msg == "" {
 		msg = "the watcher failed"
 	}

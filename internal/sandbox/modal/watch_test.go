@@ -228,3 +228,40 @@ func TestWatchLimits(t *testing.T) {
 		t.Errorf("watch without python3: %v, want a 503 naming python3", err)
 	}
 }
+
+// TestWatchDistrustsTheWatcher: what runs as python3 is the sandbox's to
+// choose; an event name that would break the SSE framing, or a path
+// outside the watched one, ends the watch with an error instead of
+// reaching the client.
+func TestWatchDistrustsTheWatcher(t *testing.T) {
+	d, ref := newWatchSandbox(t, sandbox.Spec{Env: map[string]string{"PATH": "/workspace/bin:/usr/bin:/bin"}})
+	run(t, d, ref, `mkdir -p /workspace/bin /workspace/w && printf '%s\n' '#!/bin/sh' 'echo "{\"pid\":$$}"' 'echo "{\"ready\":true}"' 'cat /workspace/lines' 'exec cat >/dev/null' > /workspace/bin/python3 && chmod +x /workspace/bin/python3`)
+	w := watcher(t, d)
+	for _, c := range []struct{ line, want string }{
+		{`{"event":"create","path":"ok","type":"file"}`, "/workspace/w/ok"},
+		{`{"event":"create\nevent: injected","path":"x","type":"file"}`, ""},
+		{`{"event":"create","path":"../../etc/passwd","type":"file"}`, ""},
+		{`{"event":"create","path":"/etc/passwd","type":"file"}`, ""},
+		{`{"event":"rename","path":"x","from":"../y","type":"file"}`, ""},
+		{`{"event":"create","path":"x","type":"file\n"}`, ""},
+	} {
+		run(t, d, ref, "cat > /workspace/lines <<'EOF'\n"+c.line+"\nEOF")
+		ctx, cancel := context.WithCancel(testCtx(t))
+		var got []sandbox.WatchEvent
+		err := w.Watch(ctx, ref, "/workspace/w", false, nil, func(ev sandbox.WatchEvent) error {
+			got = append(got, ev)
+			cancel() // one event is all the fake watcher sends
+			return nil
+		})
+		cancel()
+		if c.want != "" {
+			if err != nil || len(got) != 1 || got[0].Path != c.want {
+				t.Errorf("%s: %+v %v, want one event at %s", c.line, got, err, c.want)
+			}
+			continue
+		}
+		if err == nil || len(got) != 0 {
+			t.Errorf("%s: %+v %v, want an error and no event", c.line, got, err)
+		}
+	}
+}
