@@ -16,6 +16,7 @@ import (
 	"time"
 
 	pb "github.com/modal-labs/modal-client/go/proto/modal_proto"
+	xunix "golang.org/x/sys/unix"
 )
 
 // bind is one host directory visible inside a sandbox.
@@ -348,7 +349,7 @@ func (sb *sandbox) startExec(id string, argv []string, workdir string, env map[s
 		pumps.Add(1)
 		go func() {
 			defer pumps.Done()
-			_, _ = io.Copy(p.out[i], r)
+			pump(p.out[i], r)
 			_ = r.Close()
 			p.out[i].close()
 		}()
@@ -382,6 +383,43 @@ func (sb *sandbox) startExec(id string, argv []string, workdir string, env map[s
 		sb.execEnded()
 	}()
 	return p, nil
+}
+
+// pump copies r to w until r ends or its read deadline (set once the
+// exec's main process has exited) passes; then it still copies what the
+// pipe held at that moment, so a pump the scheduler kept waiting past the
+// deadline loses none of the main process's output, while a background
+// child that goes on writing does not keep the exec open.
+func pump(w io.Writer, r *os.File) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			_, _ = w.Write(buf[:n])
+		}
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return
+		}
+		left := 0
+		if rc, err := r.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { left, _ = xunix.IoctlGetInt(int(fd), xunix.TIOCINQ) })
+		}
+		_ = r.SetReadDeadline(time.Now().Add(time.Second)) // the bytes are there already
+		for left > 0 {
+			n, err := r.Read(buf[:min(left, len(buf))])
+			if n > 0 {
+				_, _ = w.Write(buf[:n])
+			}
+			left -= n
+			if err != nil {
+				return
+			}
+		}
+		return
+	}
 }
 
 func (sb *sandbox) execFailed(p *execProc) {
