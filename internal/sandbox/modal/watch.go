@@ -28,8 +28,9 @@ import (
 // so the driver runs a watcher of its own through exec instead: watch.py,
 // a polling scanner for python3 (images need not have inotify tools) that
 // never follows a symbolic link and prints one ASCII JSON line per change.
-// It polls every watchInterval (slower for a large tree), so changes come
-// up to that late and writes within one interval are one write event.
+// It polls every watchInterval (a large tree less often: it spends at
+// most a tenth of the time listing), so changes come up to that late and
+// writes within one interval are one write event.
 
 var _ sandbox.Watcher = (*Driver)(nil)
 

@@ -249,9 +249,10 @@ def main():
                     cur = listing(fd)
                 finally:
                     os.close(fd)
-                for ev in diff(known, cur):
-                    emit(**ev)
-                known = cur
+                if cur != known:
+                    for ev in diff(known, cur):
+                        emit(**ev)
+                    known = cur
             elif (st.st_mtime_ns, st.st_size) != last:
                 last = (st.st_mtime_ns, st.st_size)
                 emit(event="write", path="", type="file")
@@ -265,7 +266,8 @@ def main():
             sys.stdout.flush()
             fail("invalid", str(e))
         sys.stdout.flush()
-        wait = min(max(INTERVAL, 4 * (time.monotonic() - started)), 5.0)
+        # A large tree is listed less often: at most a tenth of the time.
+        wait = min(max(INTERVAL, 9 * (time.monotonic() - started)), 10.0)
 
 
 try:
