@@ -204,3 +204,18 @@ type FilesystemSnapshotter interface {
 type NetListener interface {
 	Listen(ctx context.Context, ref Ref, addr string) (net.Listener, error)
 }
+
+// WarmPool is implemented by drivers that keep started sandboxes ready
+// (the local driver's TECHBOSS_WARM_POOL). A create the pool can serve at
+// once is recorded in one database write, as running, instead of an
+// insert as creating and an update to running around the driver's start.
+type WarmPool interface {
+	// TakeWarm returns a started sandbox for req at once, or false when
+	// none is ready (Create then starts one). The sandbox is still the
+	// pool's until KeepWarm: a server that stops before that destroys it
+	// at its next start, as it does the pool's ready ones.
+	TakeWarm(req CreateRequest) (Ref, bool)
+	// KeepWarm makes a taken sandbox req's: from then on it outlives a
+	// server restart (Recover) like a sandbox Create started.
+	KeepWarm(ctx context.Context, ref Ref, req CreateRequest) error
+}

@@ -28,6 +28,8 @@ type Hooks struct {
 	// marked running (state is still creating): init_from_s3, from_snapshot.
 	// An error destroys the sandbox and marks it failed; a public error's
 	// text becomes the failure reason and the create's answer.
+	// A create taken from a driver's warm pool skips it when the spec has
+	// no from_snapshot, init_from_s3 or repos (the only specs it acts on).
 	AfterCreate func(ctx context.Context, sb *Sandbox) error
 	// BeforeTerminate runs after terminating is persisted and before the
 	// driver destroys the sandbox (final snapshot). An error is logged and
@@ -305,7 +307,25 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 	if _, ok := drv.(HostBound); ok {
 		sb.Host = m.host
 	}
-	if err := m.insertWithinQuota(ctx, sb); err != nil {
+	volOwner := VolumeOwner(ownerID, spec.Team)
+	req := CreateRequest{ID: sb.ID, OwnerID: ownerID, Spec: spec, Mounts: m.mounts, RegistryAuth: regAuth, VolumeOwner: volOwner}
+	var take func() (Ref, bool)
+	unlock := func() {}
+	wp, pooled := drv.(WarmPool)
+	if pooled && spec.VolumeName == "" && !m.needsAfterCreate(spec) {
+		take = func() (Ref, bool) { return wp.TakeWarm(req) }
+		// A terminate of a record inserted as running (it may be listed
+		// already) waits until keepWarm made the sandbox the owner's.
+		unlock = m.lock(sb.ID)
+	}
+	start := time.Now()
+	err = m.insertWithinQuota(ctx, sb, take)
+	if err != nil || sb.State != Running {
+		unlock()
+	} else {
+		defer unlock()
+	}
+	if err != nil {
 		return nil, err
 	}
 	log := m.log.With("sandbox_id", sb.ID, "driver", drvName)
@@ -314,6 +334,9 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 	m.logs[sb.ID] = blog
 	m.mu.Unlock()
 	defer blog.close()
+	if sb.State == Running {
+		return m.keepWarm(ctx, wp, drv, sb, req, blog, log, start)
+	}
 
 	// Settle the record even if the client goes away; only Terminate (or
 	// the create timeout) cancels a create.
@@ -331,15 +354,15 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 		cancel()
 		cancelCreate(nil)
 	}()
-	volOwner := VolumeOwner(ownerID, spec.Team)
 	if spec.VolumeName != "" {
 		if err := m.repo.EnsureVolume(cctx, VolumeRecord{OwnerID: volOwner, Name: spec.VolumeName, Driver: drvName, CreatedAt: now}); err != nil {
 			return nil, m.fail(cctx, sb, fmt.Errorf("record volume: %w", err), blog, log, time.Now())
 		}
 	}
-	start := time.Now()
+	start = time.Now()
 	fmt.Fprintf(blog, "creating sandbox %s on driver %s (image %s)\n", sb.ID, drvName, spec.ImageBase)
-	ref, err := drv.Create(cctx, CreateRequest{ID: sb.ID, OwnerID: ownerID, Spec: spec, Mounts: m.mounts, Log: blog, RegistryAuth: regAuth, VolumeOwner: volOwner})
+	req.Log = blog
+	ref, err := drv.Create(cctx, req)
 	if err != nil {
 		return nil, m.fail(cctx, sb, fmt.Errorf("driver create: %w", err), blog, log, start)
 	}
@@ -373,6 +396,28 @@ func (m *Manager) Create(ctx context.Context, ownerID string, spec Spec) (*Sandb
 	m.m.create.WithLabelValues(drvName, "ok").Observe(d.Seconds())
 	fmt.Fprintf(blog, "sandbox running after %s\n", d.Round(time.Millisecond))
 	log.Info("sandbox created", "duration_ms", d.Milliseconds())
+	return sb, nil
+}
+
+// needsAfterCreate reports whether the AfterCreate hook has work for spec.
+func (m *Manager) needsAfterCreate(spec Spec) bool {
+	return m.hooks.AfterCreate != nil && (spec.FromSnapshot != "" || spec.InitFromS3 || len(spec.Repos) > 0)
+}
+
+// keepWarm finishes a create that took a started sandbox from the
+// driver's warm pool: its record was inserted as running (one write), and
+// the driver now makes the sandbox the owner's before its ID is returned.
+func (m *Manager) keepWarm(ctx context.Context, wp WarmPool, drv Driver, sb *Sandbox, req CreateRequest, blog *BuildLog, log *slog.Logger, start time.Time) (*Sandbox, error) {
+	fmt.Fprintf(blog, "sandbox %s taken from the warm pool of driver %s (image %s)\n", sb.ID, sb.Driver, req.Spec.ImageBase)
+	if err := wp.KeepWarm(context.WithoutCancel(ctx), sb.Ref, req); err != nil {
+		if derr := drv.Destroy(context.WithoutCancel(ctx), sb.Ref); derr != nil {
+			log.Error("destroy after failed keep", "err", derr)
+		}
+		return nil, m.fail(context.WithoutCancel(ctx), sb, fmt.Errorf("keep the pooled sandbox: %w", err), blog, log, start)
+	}
+	d := time.Since(start)
+	m.m.create.WithLabelValues(sb.Driver, "ok").Observe(d.Seconds())
+	log.Info("sandbox created", "duration_ms", d.Milliseconds(), "warm_pool", true)
 	return sb, nil
 }
 
@@ -478,7 +523,11 @@ func (m *Manager) keepFailedLog(id string) {
 	}
 }
 
-func (m *Manager) insertWithinQuota(ctx context.Context, sb *Sandbox) error {
+// insertWithinQuota inserts sb unless its owner is at the quota. take,
+// when not nil, is asked for a started sandbox after the quota check: if
+// it gives one, sb is inserted as running with it (a failed insert
+// destroys it).
+func (m *Manager) insertWithinQuota(ctx context.Context, sb *Sandbox, take func() (Ref, bool)) error {
 	m.createMu.Lock()
 	defer m.createMu.Unlock()
 	if max := m.limits.MaxRunningPerUser; max > 0 {
@@ -492,7 +541,17 @@ func (m *Manager) insertWithinQuota(ctx context.Context, sb *Sandbox) error {
 			return e
 		}
 	}
+	if take != nil {
+		if ref, ok := take(); ok {
+			sb.Ref, sb.State = ref, Running
+		}
+	}
 	if err := m.repo.CreateSandbox(ctx, sb); err != nil {
+		if sb.Ref != "" {
+			if derr := m.drivers[sb.Driver].Destroy(context.WithoutCancel(ctx), sb.Ref); derr != nil {
+				m.log.Error("destroy a pooled sandbox after a failed insert", "sandbox_id", sb.ID, "err", derr)
+			}
+		}
 		return fmt.Errorf("persist sandbox: %w", err)
 	}
 	return nil

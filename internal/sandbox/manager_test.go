@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +72,10 @@ type env struct {
 	// host and hostTimeout are sandbox.Deps.Host and HostTimeout.
 	host        string
 	hostTimeout time.Duration
+	// warm is the driver's warm pool size; repo, when set, is the
+	// Manager's Repo (wrapping db).
+	warm int
+	repo sandbox.Repo
 }
 
 func newEnv(t *testing.T, tweak func(*env)) *env {
@@ -94,14 +99,18 @@ func newEnv(t *testing.T, tweak func(*env)) *env {
 
 func (e *env) start() {
 	e.t.Helper()
-	drv, err := local.New(local.Options{DataDir: e.dataDir, InitBinary: initBin})
+	drv, err := local.New(local.Options{DataDir: e.dataDir, InitBinary: initBin, WarmPool: e.warm})
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { _ = drv.Close() })
 	e.reg = prometheus.NewRegistry()
+	var repo sandbox.Repo = e.db
+	if e.repo != nil {
+		repo = e.repo
+	}
 	m, err := sandbox.NewManager(sandbox.Deps{
-		Repo: e.db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
+		Repo: repo, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local",
 		Limits: e.limits, Hooks: e.hooks, Now: e.clock.Now, Metrics: e.reg, Events: e.events,
 		Host: e.host, HostTimeout: e.hostTimeout,
 	})
@@ -955,4 +964,105 @@ func (l *eventLog) all() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.evs...)
+}
+
+// writeLog is a Repo over the real store that records the sandbox writes
+// (the state each insert and update wrote).
+type writeLog struct {
+	sandbox.Repo
+	mu     sync.Mutex
+	writes map[string][]string
+}
+
+func (w *writeLog) note(id, what string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.writes == nil {
+		w.writes = map[string][]string{}
+	}
+	w.writes[id] = append(w.writes[id], what)
+}
+
+func (w *writeLog) of(id string) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.writes[id])
+}
+
+func (w *writeLog) CreateSandbox(ctx context.Context, sb *sandbox.Sandbox) error {
+	w.note(sb.ID, "insert "+string(sb.State))
+	return w.Repo.CreateSandbox(ctx, sb)
+}
+
+func (w *writeLog) UpdateSandbox(ctx context.Context, sb *sandbox.Sandbox) error {
+	w.note(sb.ID, "update "+string(sb.State))
+	return w.Repo.UpdateSandbox(ctx, sb)
+}
+
+// TestCreateFromWarmPool: a create the driver's warm pool serves is one
+// database write (the record inserted as running, with its driver ref)
+// rather than an insert as creating and an update to running, and the
+// sandbox outlives a server restart like one the driver started.
+func TestCreateFromWarmPool(t *testing.T) {
+	w := &writeLog{}
+	e := newEnv(t, func(e *env) {
+		e.warm = 1
+		e.db = storetest.OpenSQLite(t)
+		w.Repo = e.db
+		e.repo = w
+	})
+	ctx := context.Background()
+	first := e.create("alice", sandbox.Spec{})
+	if got := w.of(first.ID); !slices.Equal(got, []string{"insert creating", "update running"}) {
+		t.Fatalf("writes of a create the driver started: %v", got)
+	}
+	if _, err := e.m.Terminate(ctx, "alice", first.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The pool fills in the background: create until a create takes from it.
+	var sb *sandbox.Sandbox
+	for deadline := time.Now().Add(time.Minute); sb == nil; {
+		c := e.create("alice", sandbox.Spec{})
+		if strings.HasPrefix(string(c.Ref), "warm-") {
+			sb = c
+			break
+		}
+		if _, err := e.m.Terminate(ctx, "alice", c.ID); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no create took a sandbox from the warm pool within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := w.of(sb.ID); !slices.Equal(got, []string{"insert running"}) {
+		t.Errorf("writes of a create from the warm pool: %v, want one insert as running", got)
+	}
+	if got := e.state(sb.ID); got.State != sandbox.Running || got.Ref != sb.Ref {
+		t.Errorf("record after a create from the pool: %s %q, want running %q", got.State, got.Ref, sb.Ref)
+	}
+	blog, _, err := e.m.BuildLog(ctx, "alice", sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, _, done, _ := blog.Read(0); !done || !strings.Contains(string(data), "taken from the warm pool") {
+		t.Errorf("build log of a create from the pool: %q (done %v)", data, done)
+	}
+	if out, st, err := e.exec("alice", sb.ID, "sh", "-c", "echo kept > /tmp/marker"); err != nil || st.Code != 0 {
+		t.Fatalf("exec: %q %+v %v", out, st, err)
+	}
+
+	e.start() // a server restart: new driver and Manager, same DB and data dir
+	if err := e.m.Reconcile(ctx); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if got := e.state(sb.ID); got.State != sandbox.Running {
+		t.Fatalf("the sandbox from the pool after a restart: %s (%s), want running", got.State, got.Reason)
+	}
+	if out, st, err := e.exec("alice", sb.ID, "cat", "/tmp/marker"); err != nil || st.Code != 0 || out != "kept\n" {
+		t.Fatalf("exec after restart = %q, %+v, %v", out, st, err)
+	}
+	if _, err := e.m.Terminate(ctx, "alice", sb.ID); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -479,6 +479,10 @@ func (d *Driver) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox
 	// create checked.
 	ref, key, ok := d.fromWarmPool(req)
 	if ok {
+		if err := d.KeepWarm(ctx, ref, req); err != nil {
+			_ = d.Destroy(context.WithoutCancel(ctx), ref)
+			return "", err
+		}
 		logf(req.Log, "sandbox taken from the warm pool in %d ms", time.Since(began).Milliseconds())
 		return ref, nil
 	}

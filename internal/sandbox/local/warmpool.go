@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/techbossai/techboss/internal/errs"
 	"github.com/techbossai/techboss/internal/sandbox"
 )
 
@@ -24,10 +25,13 @@ import (
 //
 // A pooled sandbox belongs to nobody until taken: it runs under an ID of
 // its own ("warm-…", never shown: Refs are opaque), as the owner "warm".
-// The pool keeps the specs created last (at most maxWarmKeys), fills in
-// the background after each create of a spec, and is emptied at Close;
-// a server that died leaves its pooled sandboxes behind, which the next
-// Driver destroys at start.
+// Taken, it keeps that ID, and its state on disk is rewritten with its
+// new owner (KeepWarm) before the create answers. The pool keeps the
+// specs created last (at most maxWarmKeys), fills in the background after
+// each create of a spec, and is emptied at Close; a server that died
+// leaves its pooled sandboxes behind, which the next Driver destroys at
+// start (those still owned by "warm": a taken one is recovered like any
+// other).
 const (
 	warmPrefix  = "warm-"
 	warmOwner   = "warm"
@@ -167,6 +171,36 @@ func (d *Driver) fromWarmPool(req sandbox.CreateRequest) (ref sandbox.Ref, key s
 	return "", key, false
 }
 
+// TakeWarm gives a started sandbox for req from the pool, if one is
+// ready (sandbox.WarmPool). It stays the pool's until KeepWarm.
+func (d *Driver) TakeWarm(req sandbox.CreateRequest) (sandbox.Ref, bool) {
+	ref, _, ok := d.fromWarmPool(req)
+	return ref, ok
+}
+
+// KeepWarm records a taken sandbox as req's owner's in its state on disk,
+// so the next Driver recovers it instead of destroying it with the pool's
+// leftovers (sandbox.WarmPool). The state is renamed into place without a
+// sync: the sandbox's processes do not outlive the machine either.
+func (d *Driver) KeepWarm(_ context.Context, ref sandbox.Ref, req sandbox.CreateRequest) error {
+	s, err := d.get(ref)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone {
+		return errs.Wrap(errs.NotFound, errs.ErrNotFound, "sandbox not found")
+	}
+	st := s.st
+	st.Owner = req.OwnerID
+	if err := writeState(st); err != nil {
+		return err
+	}
+	s.st = st
+	return nil
+}
+
 // warmFill starts what the pool wants for key, from req's spec.
 func (d *Driver) warmFill(key string, req sandbox.CreateRequest) {
 	n, evicted := d.warm.want(key)
@@ -222,6 +256,8 @@ func (d *Driver) destroyStaleWarm() {
 		st, err := readState(d.sandboxDir(e.Name()))
 		if err != nil {
 			st = state{ID: e.Name(), Dir: d.sandboxDir(e.Name())}
+		} else if st.Owner != warmOwner {
+			continue // taken: a sandbox like any other (Recover)
 		}
 		if err := d.teardown(st); err != nil {
 			d.log.Warn("warm pool: remove a sandbox left by an earlier server", "sandbox_id", e.Name(), "err", err)

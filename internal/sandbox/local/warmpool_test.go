@@ -101,19 +101,39 @@ func TestWarmPool(t *testing.T) {
 		t.Fatalf("a spec with env came from the pool:\n%s", log)
 	}
 
+	// One taken through TakeWarm but never kept (the server died before
+	// its record was written) is still the pool's.
+	warmReady(t, d, sp, 1)
+	unkept, ok := d.TakeWarm(sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "owner1", Spec: sp})
+	if !ok {
+		t.Fatal("TakeWarm found nothing in a full pool")
+	}
+	warmReady(t, d, sp, 1)
+
 	// A driver on the same data dir (the server restarted after dying)
-	// removes the pooled sandboxes the old one left.
-	if len(warmDirs(t, dataDir)) == 0 {
-		t.Fatal("no pooled sandbox on disk")
+	// removes the pooled sandboxes the old one left, and recovers the
+	// taken ones: they are their owners' sandboxes.
+	pooled := warmDirs(t, dataDir)
+	if len(pooled) < 3 {
+		t.Fatalf("pooled sandboxes on disk: %v, want the taken, the unkept and a ready one", pooled)
 	}
 	d.warm.drain() // as if this driver died: it forgets them
 	d2, err := New(Options{DataDir: dataDir, InitBinary: initBin})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if left := warmDirs(t, dataDir); len(left) != 0 {
-		t.Errorf("pooled sandboxes left after a new driver started: %v", left)
+	if left := warmDirs(t, dataDir); len(left) != 1 || left[0] != string(second) {
+		t.Errorf("pooled sandboxes left after a new driver started: %v, want only the taken %s", left, second)
 	}
+	if alive, err := d2.Recover(testCtx(t), second); !alive || err != nil {
+		t.Errorf("the new driver did not recover the sandbox taken from the pool: %v, %v", alive, err)
+	} else if got := mustSh(t, d2, second, "echo still here"); got != "still here\n" {
+		t.Errorf("exec in the recovered sandbox: %q", got)
+	}
+	if alive, _ := d2.Recover(testCtx(t), unkept); alive {
+		t.Error("a sandbox taken but never kept outlived the restart")
+	}
+	_ = d2.Destroy(context.Background(), second)
 	_ = d2.Close()
 
 	// Close destroys the pool.
