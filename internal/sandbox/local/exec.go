@@ -260,6 +260,8 @@ func (d *Driver) Exec(ctx context.Context, ref sandbox.Ref, req sandbox.ExecRequ
 	if err != nil {
 		return sandbox.ExitStatus{}, err
 	}
+	s.execs.Add(1)
+	defer d.warmExecDone(ref)
 	if len(req.Argv) == 0 || req.Argv[0] == "" {
 		return sandbox.ExitStatus{}, errs.Field("command", "must not be empty")
 	}

@@ -41,6 +41,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -201,6 +202,7 @@ type sbx struct {
 	st        state
 	gone      bool
 	listeners []net.Listener // from Listen; closed at Destroy
+	execs     atomic.Int64   // Exec calls begun (the warm pool runs one)
 }
 
 // state is what the driver persists per sandbox (state.json), so a new
@@ -411,7 +413,7 @@ func New(o Options) (*Driver, error) {
 		Help: "Creates of a poolable spec that found the warm pool empty."})
 	d.destroyStaleWarm()
 	if o.WarmPool > 0 {
-		d.warm = &warmPool{size: o.WarmPool, ready: map[string][]sandbox.Ref{}, filling: map[string]int{}}
+		d.warm = &warmPool{size: o.WarmPool, ready: map[string][]sandbox.Ref{}, filling: map[string]int{}, refillDelay: warmRefillDelay}
 		if o.Metrics != nil {
 			for _, c := range []prometheus.Collector{d.warmHits, d.warmMisses} {
 				if err := o.Metrics.Register(c); err != nil {

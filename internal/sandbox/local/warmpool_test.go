@@ -155,3 +155,49 @@ func TestWarmPool(t *testing.T) {
 		t.Errorf("pooled sandboxes left after Close: %v", left)
 	}
 }
+
+// TestWarmRefillAfterFirstExec: a pooled sandbox has run one command
+// before it is handed out (the first exec in a new sandbox is the slow
+// one), and the replacement of a taken sandbox starts once that sandbox's
+// first exec has ended, not at the take, where it would share the CPU with
+// the caller's first command.
+func TestWarmRefillAfterFirstExec(t *testing.T) {
+	requireHost(t)
+	d, err := New(Options{DataDir: t.TempDir(), InitBinary: initBin, WarmPool: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	d.warm.refillDelay = time.Hour // only the first exec starts it
+	sp := sandbox.Spec{ImageBase: "host", MemoryMB: 256}
+	key, _ := warmKey(sandbox.CreateRequest{Spec: sp})
+	create := func() sandbox.Ref {
+		ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "owner1", Spec: sp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Destroy(context.Background(), ref) })
+		return ref
+	}
+	create()
+	warmReady(t, d, sp, 1)
+	taken := create()
+	s, err := d.get(taken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(taken), warmPrefix) {
+		t.Fatalf("the second create did not take from the pool: %s", taken)
+	}
+	if n := s.execs.Load(); n != 1 {
+		t.Errorf("the pooled sandbox ran %d commands before it was handed out, want 1", n)
+	}
+	d.warm.mu.Lock()
+	filling, ready := d.warm.filling[key], len(d.warm.ready[key])
+	d.warm.mu.Unlock()
+	if filling != 0 || ready != 0 {
+		t.Fatalf("after the take, before its first exec: %d starting, %d ready; want the replacement to wait", filling, ready)
+	}
+	mustSh(t, d, taken, "true")
+	warmReady(t, d, sp, 1)
+}
