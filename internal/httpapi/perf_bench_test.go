@@ -266,13 +266,20 @@ func BenchmarkHTTPCreateFirstExecWarm(b *testing.B) {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &idle2)
 	idleCPU := time.Duration(idle2.Utime.Nano()+idle2.Stime.Nano()-idle.Utime.Nano()-idle.Stime.Nano()) * 100 / time.Second
 	b.ResetTimer()
-	var total, floor []time.Duration
+	var total, floor, creates, firsts []time.Duration
+	misses := 0
 	for range max(b.N, samples) {
 		start := time.Now()
 		id := create()
+		created := time.Now()
 		execTrue(id)
 		total = append(total, time.Since(start))
+		creates = append(creates, created.Sub(start))
+		firsts = append(firsts, time.Since(created))
 		b.StopTimer()
+		if !bytes.Contains(call("GET", "/sandbox/"+id+"/logs", ""), []byte("taken from the warm pool")) {
+			misses++
+		}
 		call("DELETE", "/sandbox/"+id, "")
 		time.Sleep(300 * time.Millisecond) // refill
 		b.StartTimer()
@@ -284,7 +291,10 @@ func BenchmarkHTTPCreateFirstExecWarm(b *testing.B) {
 	b.ReportMetric(pctl(total, .5), "p50-ms")
 	b.ReportMetric(pctl(total, .99), "p99-ms")
 	b.ReportMetric(pctl(floor, .5), "floor-p50-ms")
+	b.ReportMetric(pctl(creates, .5), "create-p50-ms")
+	b.ReportMetric(pctl(firsts, .5), "first-exec-p50-ms")
 	b.ReportMetric(float64(idleCPU), "pool-idle-cpu-pct")
+	b.ReportMetric(float64(misses), "pool-misses")
 	b.ReportMetric(0, "ns/op")
 }
 
