@@ -531,12 +531,12 @@ func (m *Manager) insertWithinQuota(ctx context.Context, sb *Sandbox, take func(
 	m.createMu.Lock()
 	defer m.createMu.Unlock()
 	if max := m.limits.MaxRunningPerUser; max > 0 {
-		active, err := m.repo.ListSandboxes(ctx, ListFilter{OwnerID: sb.OwnerID, States: []State{Creating, Running}, Limit: max})
+		active, err := m.repo.CountSandboxes(ctx, ListFilter{OwnerID: sb.OwnerID, States: []State{Creating, Running}})
 		if err != nil {
 			return fmt.Errorf("count sandboxes: %w", err)
 		}
-		if len(active) >= max {
-			e := errs.E(errs.TooMany, "sandbox quota reached: you already have %d running sandboxes (the maximum is %d); terminate one with DELETE /sandbox/{id} first", len(active), max)
+		if active >= max {
+			e := errs.E(errs.TooMany, "sandbox quota reached: you already have %d running sandboxes (the maximum is %d); terminate one with DELETE /sandbox/{id} first", active, max)
 			e.RetryAfter = 60
 			return e
 		}

@@ -23,6 +23,9 @@ type Repo interface {
 	TouchSandbox(ctx context.Context, id string, at time.Time) error
 	// ListSandboxes returns records matching f, newest first.
 	ListSandboxes(ctx context.Context, f ListFilter) ([]*Sandbox, error)
+	// CountSandboxes counts the records matching f (After and Limit are
+	// ignored).
+	CountSandboxes(ctx context.Context, f ListFilter) (int, error)
 	// CountSandboxesByState counts every record by state (for metrics).
 	CountSandboxesByState(ctx context.Context) (map[State]int, error)
 

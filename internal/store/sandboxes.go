@@ -117,10 +117,52 @@ func (d *DB) TouchSandbox(ctx context.Context, id string, at time.Time) error {
 
 // ListSandboxes returns sandboxes matching f, newest first.
 func (d *DB) ListSandboxes(ctx context.Context, f sandbox.ListFilter) ([]*sandbox.Sandbox, error) {
-	var (
-		where []string
-		args  []any
-	)
+	where, args := sandboxWhere(f)
+	q := `SELECT ` + prefixCols("s.", sandboxCols) + ` FROM sandboxes s`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY s.created_at DESC, s.id DESC"
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := d.query(ctx, d.db, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	defer rows.Close()
+	var out []*sandbox.Sandbox
+	for rows.Next() {
+		sb, err := scanSandbox(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list sandboxes: %w", err)
+		}
+		out = append(out, sb)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	return out, nil
+}
+
+// CountSandboxes counts the sandboxes matching f (After and Limit are
+// ignored): the quota check, without reading and decoding each record.
+func (d *DB) CountSandboxes(ctx context.Context, f sandbox.ListFilter) (int, error) {
+	f.After = nil
+	where, args := sandboxWhere(f)
+	q := `SELECT COUNT(*) FROM sandboxes s`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	var n int
+	if err := d.queryRow(ctx, d.db, q, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count sandboxes: %w", err)
+	}
+	return n, nil
+}
+
+// sandboxWhere is the WHERE clause of f, without After and Limit.
+func sandboxWhere(f sandbox.ListFilter) (where []string, args []any) {
 	if f.OwnerID != "" {
 		where = append(where, "s.owner_id = ?")
 		args = append(args, f.OwnerID)
@@ -163,31 +205,7 @@ func (d *DB) ListSandboxes(ctx context.Context, f sandbox.ListFilter) ([]*sandbo
 		where = append(where, "(s.created_at < ? OR (s.created_at = ? AND s.id < ?))")
 		args = append(args, c, c, f.After.ID)
 	}
-	q := `SELECT ` + prefixCols("s.", sandboxCols) + ` FROM sandboxes s`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY s.created_at DESC, s.id DESC"
-	if f.Limit > 0 {
-		q += fmt.Sprintf(" LIMIT %d", f.Limit)
-	}
-	rows, err := d.query(ctx, d.db, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list sandboxes: %w", err)
-	}
-	defer rows.Close()
-	var out []*sandbox.Sandbox
-	for rows.Next() {
-		sb, err := scanSandbox(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list sandboxes: %w", err)
-		}
-		out = append(out, sb)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list sandboxes: %w", err)
-	}
-	return out, nil
+	return where, args
 }
 
 func prefixCols(p, cols string) string {

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,6 +114,12 @@ func testSandboxes(t *testing.T, db *store.DB) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ids(tc.f); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
+			}
+			if tc.f.Limit > 0 || tc.f.After != nil {
+				return // CountSandboxes ignores both
+			}
+			if n, err := db.CountSandboxes(ctx, tc.f); err != nil || n != len(strings.Fields(tc.want)) {
+				t.Errorf("CountSandboxes = %d, %v; want %d", n, err, len(strings.Fields(tc.want)))
 			}
 		})
 	}
