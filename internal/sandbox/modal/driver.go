@@ -136,9 +136,14 @@ type Driver struct {
 	procCancel context.CancelFunc
 	procWG     sync.WaitGroup
 
-	// Open watches (watch.go) by Modal sandbox ID.
-	watchMu    sync.Mutex
-	watchCount map[string]int
+	// Open watches (watch.go) by Modal sandbox ID; watchWG counts them,
+	// and once watchClosed (Close) no new one starts.
+	watchMu     sync.Mutex
+	watchCount  map[string]int
+	watchClosed bool
+	watchWG     sync.WaitGroup
+
+	closeOnce sync.Once
 }
 
 // ErrNoCredentials is returned by New when no Modal credentials are configured.
@@ -220,9 +225,17 @@ func oneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
-// Close detaches every sandbox handle and closes the SDK client's
-// connections. Sandboxes keep running on Modal.
+// Close ends the driver's watches (their watchers exit) and stops
+// following managed processes, then detaches every sandbox handle and
+// closes the SDK client's connections. Sandboxes keep running on Modal.
+// Only the first call does anything.
 func (d *Driver) Close() {
+	d.closeOnce.Do(d.close)
+}
+
+func (d *Driver) close() {
+	d.procCancel()
+	d.closeWatches()
 	d.closeProcs()
 	d.mu.Lock()
 	hs := d.handles

@@ -75,14 +75,20 @@ type watchLine struct {
 	Field string  `json:"field"`
 }
 
-func (d *Driver) watchAcquire(sandboxID string) bool {
+// watchAcquire counts a new watch of the sandbox, if it may have one more
+// and the driver is not closing.
+func (d *Driver) watchAcquire(sandboxID string) error {
 	d.watchMu.Lock()
 	defer d.watchMu.Unlock()
+	if d.watchClosed {
+		return errs.E(errs.Unavailable, "the server is shutting down")
+	}
 	if d.watchCount[sandboxID] >= MaxWatches {
-		return false
+		return errs.E(errs.TooMany, "the sandbox has as many open watches as allowed (%d); close one first", MaxWatches)
 	}
 	d.watchCount[sandboxID]++
-	return true
+	d.watchWG.Add(1)
+	return nil
 }
 
 func (d *Driver) watchRelease(sandboxID string) {
@@ -91,6 +97,16 @@ func (d *Driver) watchRelease(sandboxID string) {
 	if d.watchCount[sandboxID]--; d.watchCount[sandboxID] <= 0 {
 		delete(d.watchCount, sandboxID)
 	}
+	d.watchWG.Done()
+}
+
+// closeWatches ends every watch (they end on procCtx, cancelled first)
+// and waits for their watchers to exit (Close).
+func (d *Driver) closeWatches() {
+	d.watchMu.Lock()
+	d.watchClosed = true
+	d.watchMu.Unlock()
+	d.watchWG.Wait()
 }
 
 // watchPath turns a path of the watcher (relative to root, "" for root)
@@ -122,8 +138,8 @@ func (d *Driver) Watch(ctx context.Context, r sandbox.Ref, p string, recursive b
 	if err != nil {
 		return err
 	}
-	if !d.watchAcquire(x.SandboxID) {
-		return errs.E(errs.TooMany, "the sandbox has as many open watches as allowed (%d); close one first", MaxWatches)
+	if err := d.watchAcquire(x.SandboxID); err != nil {
+		return err
 	}
 	defer d.watchRelease(x.SandboxID)
 
@@ -142,10 +158,11 @@ func (d *Driver) Watch(ctx context.Context, r sandbox.Ref, p string, recursive b
 		return mapErr(err, "watch")
 	}
 
-	// Stdin belongs to one goroutine: heartbeats, then the close.
+	// Stdin belongs to one goroutine: heartbeats, then the close. It is
+	// not waited for here (a write stuck in the SDK must not keep Watch
+	// from returning; the watcher is killed then), only by Close.
 	stopBeat := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
+	d.procWG.Go(func() {
 		t := time.NewTicker(watchHeartbeat)
 		defer t.Stop()
 		for {
@@ -162,6 +179,7 @@ func (d *Driver) Watch(ctx context.Context, r sandbox.Ref, p string, recursive b
 			}
 		}
 	})
+	var wg sync.WaitGroup
 	stderr := &stderrTail{n: 4 << 10}
 	wg.Go(func() { _, _ = io.Copy(stderr, cp.Stderr) })
 	lines := make(chan watchLine)

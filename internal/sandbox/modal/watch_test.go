@@ -265,3 +265,34 @@ func TestWatchDistrustsTheWatcher(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchEndsWithDriver: closing the driver (the server stops) ends its
+// watches, and their watchers exit with them.
+func TestWatchEndsWithDriver(t *testing.T) {
+	d, ref := newWatchSandbox(t, sandbox.Spec{})
+	other := newDriver(t, modal.Options{}) // lists the sandbox's processes afterwards
+	dir := "/workspace/watched-" + sandboxtest.NewID()
+	run(t, d, ref, "mkdir -p "+dir)
+	ws := startWatch(t, d, ref, dir, true)
+	d.Close()
+	select {
+	case <-ws.done:
+		if ws.err != nil {
+			t.Errorf("the watch ended with %v when the driver closed", ws.err)
+		}
+	default:
+		t.Fatal("Close returned before the watch ended")
+	}
+	procs, err := other.ListProcesses(testCtx(t), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		if p.State == "running" && strings.Contains(strings.Join(p.Command, " "), "techboss-watch "+dir) {
+			t.Errorf("a watcher still runs after the driver closed: %+v", p)
+		}
+	}
+	if err := watcher(t, d).Watch(testCtx(t), ref, dir, false, nil, func(sandbox.WatchEvent) error { return nil }); errs.KindOf(err) != errs.Unavailable {
+		t.Errorf("watch on a closed driver: %v, want unavailable", err)
+	}
+}
