@@ -78,6 +78,7 @@ const warmThreads = 10
 // serveOn serves the driver on l until SIGTERM.
 func serveOn(l net.Listener, env []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	agent.ResetIgnoredSignals() // commands start with every signal's default action
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	sp, err := agent.NewSpawner(ctx, warmThreads)

@@ -3,7 +3,9 @@ package local
 import (
 	"bytes"
 	"errors"
+	"os/signal"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/techbossai/techboss/internal/sandbox"
@@ -131,6 +133,13 @@ func TestPTYSlowViewer(t *testing.T) {
 // a child, not ignored ones, and a child inherits the forking thread's
 // mask (the spawner is a locked thread of its own).
 func TestChildSignals(t *testing.T) {
+	// What the server's parent ignored must not reach the sandbox's
+	// commands: a server started in the background by a script has SIGINT
+	// ignored (Go keeps an inherited SIG_IGN of SIGINT and SIGHUP, and of
+	// signals 32 and 33, which GNU make ignores for the commands it runs).
+	// Ignored here, so the check does not depend on how the tests ran.
+	signal.Ignore(syscall.SIGINT)
+	defer signal.Reset(syscall.SIGINT)
 	d := newTestDriver(t, "")
 	ref := create(t, d, sandbox.Spec{})
 	const none = "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
