@@ -69,9 +69,10 @@ const (
 )
 
 // ClaudeDockerfileCommands install the Claude Code CLI (the pinned version
-// the server is tested with) on an Alpine image.
+// the server is tested with) on an Alpine image, and python3 for file
+// watching (watch.go).
 var ClaudeDockerfileCommands = []string{
-	"RUN apk add --no-cache bash git nodejs npm ripgrep tar coreutils",
+	"RUN apk add --no-cache bash git nodejs npm ripgrep tar coreutils python3",
 	"RUN npm install -g @anthropic-ai/claude-code@2.1.332",
 }
 

@@ -67,6 +67,38 @@ func TestLiveCreateExecTerminate(t *testing.T) {
 	if err != nil || !alive {
 		t.Errorf("Recover: got %v, %v", alive, err)
 	}
+	// File watching: the image has python3 (ClaudeDockerfileCommands).
+	wctx, stopWatch := context.WithCancel(ctx)
+	events := make(chan sandbox.WatchEvent, 16)
+	watchDone := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() {
+		watchDone <- d.Watch(wctx, ref, "/workspace", true, func() { close(ready) }, func(ev sandbox.WatchEvent) error {
+			events <- ev
+			return nil
+		})
+	}()
+	select {
+	case <-ready:
+		if _, err := d.Exec(ctx, ref, sandbox.ExecRequest{Argv: []string{"sh", "-c", "echo hi > /workspace/live.txt"}}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case ev := <-events:
+			if ev.Type != "create" || ev.Path != "/workspace/live.txt" {
+				t.Errorf("watch: first event %+v", ev)
+			}
+		case <-time.After(time.Minute):
+			t.Error("watch: no event within a minute")
+		}
+		stopWatch()
+		if err := <-watchDone; err != nil {
+			t.Errorf("watch ended with %v", err)
+		}
+	case err := <-watchDone:
+		t.Errorf("watch: %v", err)
+	}
+	stopWatch()
 	if env["ANTHROPIC_API_KEY"] != "" {
 		out.Reset()
 		errb.Reset()
