@@ -232,7 +232,11 @@ func (d *Driver) Watch(ctx context.Context, r sandbox.Ref, p string, recursive b
 		}
 		switch {
 		case l.Kind == "no_python":
-			return errs.E(errs.Unavailable, "file watching on Modal runs python3 inside the sandbox, and its image has none: add python3 to the image")
+			why := "its image has none"
+			if l.Error != "" {
+				why = printable(l.Error)
+			}
+			return errs.E(errs.Unavailable, "file watching on Modal runs python3 (3.7 or later) inside the sandbox, and %s: add python3 to the image", why)
 		case l.Error != "" || l.Kind != "":
 			return watchError(l)
 		case l.PID > 0:
@@ -286,18 +290,23 @@ func (d *Driver) endWatcher(ctx context.Context, h *modalsdk.Sandbox, cp *modals
 	}
 }
 
-func watchError(l watchLine) error {
-	// The message reaches the client: printable and short, whatever the
-	// sandbox's python3 said.
-	msg := strings.Map(func(r rune) rune {
+// printable makes a message of the watcher's fit for the client:
+// printable and short, whatever the sandbox's python3 said.
+func printable(s string) string {
+	s = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
 			return ' '
 		}
 		return r
-	}, l.Error)
-	if len(msg) > 4096+200 {
-		msg = strings.ToValidUTF8(msg[:4096+200], "") + "..."
+	}, s)
+	if len(s) > 4096+200 {
+		s = strings.ToValidUTF8(s[:4096+200], "") + "..."
 	}
+	return s
+}
+
+func watchError(l watchLine) error {
+	msg := printable(l.Error)
 	if msg == "" {
 		msg = "the watcher failed"
 	}

@@ -18,6 +18,10 @@
 # seconds (the driver writes a newline now and then), or ROOT goes away.
 import errno, json, os, select, stat, sys, time
 
+if sys.version_info < (3, 7):  # os.scandir of a descriptor
+    sys.stdout.write(json.dumps({"kind": "no_python", "error": "its python3 is %d.%d, older than 3.7" % sys.version_info[:2]}) + "\n")
+    sys.exit(3)
+
 ROOT = sys.argv[2]
 RECURSIVE = sys.argv[3] == "1"
 MAX_DIRS = int(sys.argv[4])

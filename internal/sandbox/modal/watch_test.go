@@ -244,6 +244,7 @@ func TestWatchDistrustsTheWatcher(t *testing.T) {
 		{`{"event":"create","path":"/etc/passwd","type":"file"}`, ""},
 		{`{"event":"rename","path":"x","from":"../y","type":"file"}`, ""},
 		{`{"event":"create","path":"x","type":"file\n"}`, ""},
+		{`{"kind":"no_python","error":"its python3 is 3.6, older than 3.7"}`, ""},
 	} {
 		run(t, d, ref, "cat > /workspace/lines <<'EOF'\n"+c.line+"\nEOF")
 		ctx, cancel := context.WithCancel(testCtx(t))
@@ -262,6 +263,9 @@ func TestWatchDistrustsTheWatcher(t *testing.T) {
 		}
 		if err == nil || len(got) != 0 {
 			t.Errorf("%s: %+v %v, want an error and no event", c.line, got, err)
+		}
+		if strings.Contains(c.line, "no_python") && (errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), "3.6, older than 3.7")) {
+			t.Errorf("an old python3: %v, want a 503 saying so", err)
 		}
 	}
 }
