@@ -81,6 +81,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	auditLog := audit.New(audit.Options{Repo: db, Logger: log.With("component", "audit"), Keep: cfg.AuditKeep})
 	auditCtx, stopAudit := context.WithCancel(context.Background())
 	defer stopAudit()
+	// Presence is shared through the database when replicas share one; it
+	// stops (taking this replica's viewers off it) after the streams ended.
+	presenceCtx, stopPresence := context.WithCancel(context.Background())
+	defer stopPresence()
 	handler := httpapi.NewServer(httpapi.Deps{
 		Sandboxes:      dom.sandboxes,
 		Snapshots:      dom.snapshots,
@@ -106,8 +110,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		Stopping:       stopping,
 		// Streams wait this long for their runs' done events (shutdown
 		// interrupts runs) before ending with a restarting event.
-		StreamDrain: cfg.ShutdownTimeout / 2,
-		Ready:       dom.ready,
+		StreamDrain:   cfg.ShutdownTimeout / 2,
+		Ready:         dom.ready,
+		PresenceBoard: db.PresenceBoard(),
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr())
@@ -142,6 +147,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	})
 	g.Go(func() error { return pruneSessions(gctx, authSvc, log) })
 	g.Go(func() error { return auditLog.Run(auditCtx) })
+	g.Go(func() error { return handler.RunPresence(presenceCtx) })
 	for _, r := range dom.runners {
 		g.Go(func() error {
 			err := r(gctx)
@@ -166,6 +172,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			log.Warn("event streams did not finish in time", "err", err)
 		}
 		stopAudit()
+		stopPresence()
 		return nil
 	})
 	err = g.Wait()

@@ -10,7 +10,7 @@ import (
 
 // presenceOps documents who watches a sandbox.
 var presenceOps = []apiOp{
-	{Method: "GET", Path: "/sandbox/{id}/presence", Summary: "Who is watching the sandbox right now on this server: one entry per user with an open stream of it (a run's events, a terminal, a process's logs, file watching), since when, how many streams, of which kinds, following which runs. Run event streams (typed form) get a `presence` event with the same list when someone joins or leaves (debounced). Each replica knows the viewers of the streams it serves", Response: presenceResponse{}},
+	{Method: "GET", Path: "/sandbox/{id}/presence", Summary: "Who is watching the sandbox right now: one entry per user with an open stream of it (a run's events, a terminal, a process's logs, file watching), since when, how many streams, of which kinds, following which runs. Run event streams (typed form) get a `presence` event with the same list when someone joins or leaves (debounced). With several replicas on one PostgreSQL database the list covers the streams every replica serves (a user watching through two is one entry)", Response: presenceResponse{}},
 }
 
 type presenceResponse struct {
@@ -30,7 +30,7 @@ func (s *server) handlePresence(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, presenceResponse{Viewers: s.presence.Viewers(sb.ID)})
+	return writeJSON(w, http.StatusOK, presenceResponse{Viewers: s.presence.ViewersNow(r.Context(), sb.ID)})
 }
 
 // watching records r's user as watching sandboxID through a stream of kind

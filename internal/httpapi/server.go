@@ -106,6 +106,14 @@ type Deps struct {
 	// PresenceDebounce is how long joins and leaves gather before run
 	// streams get a presence event (default presence.DefaultDebounce).
 	PresenceDebounce time.Duration
+	// PresenceBoard shares who watches which sandbox with the other
+	// replicas on the same database (store.DB.PresenceBoard; Server.RunPresence
+	// keeps it up to date). Nil (SQLite: one replica) keeps presence in
+	// this server's memory only.
+	PresenceBoard presence.Board
+	// PresenceHeartbeat and PresencePoll pace the board (defaults
+	// presence.DefaultHeartbeat and presence.DefaultPoll).
+	PresenceHeartbeat, PresencePoll time.Duration
 }
 
 // server holds the handlers' shared state. Handlers are methods on it.
@@ -141,6 +149,11 @@ func NewServer(deps Deps) *Server {
 // over from net/http has ended, or ctx is done. http.Server.Shutdown does
 // not wait for those; Deps.Stopping ends them.
 func (h *Server) WaitStreams(ctx context.Context) error { return h.s.streams.wait(ctx) }
+
+// RunPresence shares this server's viewers with the other replicas
+// through Deps.PresenceBoard until ctx is done, then takes them off the
+// board (see presence.Tracker.Run). Without a board it only waits.
+func (h *Server) RunPresence(ctx context.Context) error { return h.s.presence.Run(ctx) }
 
 // streamCount counts the streams in progress. Not a sync.WaitGroup: a
 // request already in flight may start a stream while shutdown waits, and a
@@ -210,7 +223,11 @@ func newServer(deps Deps) *server {
 	if deps.Sandboxes != nil {
 		busy = deps.Sandboxes.MarkBusy
 	}
-	s.presence = presence.New(presence.Options{Debounce: deps.PresenceDebounce, Clock: deps.Clock, Busy: busy})
+	s.presence = presence.New(presence.Options{
+		Debounce: deps.PresenceDebounce, Clock: deps.Clock, Busy: busy,
+		Board: deps.PresenceBoard, Heartbeat: deps.PresenceHeartbeat, Poll: deps.PresencePoll,
+		Logger: deps.Logger.With("component", "presence"),
+	})
 	s.teams = deps.Teams
 	if s.teams == nil && deps.Store != nil {
 		s.teams = teams.New(deps.Store, storeUsers{deps.Store}, deps.Clock)

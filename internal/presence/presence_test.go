@@ -9,7 +9,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// database/sql's connection opener lives as long as a pool (board_test.go).
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+	)
+}
 
 // clock is a manual clock for Viewer.Since.
 type clock struct{ t time.Time }
