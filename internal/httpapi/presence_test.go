@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/techbossai/techboss/internal/modeltest"
 	"github.com/techbossai/techboss/internal/presence"
 	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/store"
 )
 
 // presenceOf reads GET /sandbox/{id}/presence as (user, streams, kinds).
@@ -166,4 +168,89 @@ func TestPresenceOnRunStream(t *testing.T) {
 	}
 	resp.Body.Close()
 	waitPresence(t, h.harness, h.alice, sb, []string{})
+}
+
+// TestPresenceAcrossReplicas: two API servers on one PostgreSQL database
+// (two replicas). A run's stream read through replica B hears of bob
+// following the run through replica A (a presence event), alice's
+// streams on both count once for her, B's presence route lists them all,
+// and bob leaving A reaches B's stream and route. Without the shared
+// board B knows only its own stream.
+func TestPresenceAcrossReplicas(t *testing.T) {
+	h := newRunHarnessDB(t, store.Postgres, modeltest.Bash("echo ok > /workspace/asked.txt"), modeltest.Text("done"))
+	other := h.replica()
+	tok := h.newToken(h.alice, "replica").Token
+	sb := h.newSandbox(h.alice)
+	wantStatus(t, h.do(h.alice, "POST", "/sandbox/"+sb+"/shares", map[string]any{"user": "bob@example.com", "role": "viewer"}), http.StatusCreated)
+	// The run waits for an answer to its permission request: its streams
+	// stay open as long as the test needs.
+	own := h.open(h.alice, "POST", "/sandbox/"+sb+"/claude?format=events", map[string]any{"prompt": "ask first", "permission_mode": "ask"})
+	defer own.Body.Close()
+	runID := own.Header.Get("X-Run-ID")
+	readTyped(t, bufio.NewReader(own.Body), func(ev typedEvent) bool { return ev.event == "permission_request" })
+
+	// Alice follows the run through B as well.
+	req, _ := http.NewRequest("GET", other+"/runs/"+runID+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	throughB, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer throughB.Body.Close()
+	if throughB.StatusCode != http.StatusOK {
+		t.Fatalf("the run's stream through B: %d", throughB.StatusCode)
+	}
+	br := bufio.NewReader(throughB.Body)
+	waitFor := func(want ...string) {
+		t.Helper()
+		var last string
+		evs := readTyped(t, br, func(ev typedEvent) bool {
+			if ev.event != "presence" {
+				return false
+			}
+			var p presenceResponse
+			if err := json.Unmarshal([]byte(ev.data), &p); err != nil {
+				t.Fatalf("presence data %s: %v", ev.data, err)
+			}
+			last = strings.Join(slices.Sorted(slices.Values(viewerLines(p.Viewers))), ";")
+			return last == strings.Join(want, ";")
+		})
+		if len(evs) == 0 || evs[len(evs)-1].event != "presence" {
+			t.Fatalf("B's stream ended without presence %q (last %q)", want, last)
+		}
+	}
+	routeB := func() []string {
+		r := h.do(&http.Client{}, "GET", other+"/sandbox/"+sb+"/presence", nil, "Authorization", "Bearer "+tok)
+		wantStatus(t, r, http.StatusOK)
+		var p presenceResponse
+		r.data(t, &p)
+		return slices.Sorted(slices.Values(viewerLines(p.Viewers))) // all joined at the same (fake) time
+	}
+	waitRouteB := func(want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for got := routeB(); !cmp.Equal(got, want); got = routeB() {
+			if time.Now().After(deadline) {
+				t.Fatalf("B's presence route (-want +got):\n%s", cmp.Diff(want, got))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	alice := "alice@example.com 2 run " + runID // one stream on A, one on B
+	waitFor(alice)
+	waitRouteB(alice)
+
+	// Bob follows it through A.
+	bob := h.open(h.bob, "GET", "/runs/"+runID+"/events", nil)
+	if bob.StatusCode != http.StatusOK {
+		t.Fatalf("bob follows the run: %d", bob.StatusCode)
+	}
+	waitFor(alice, "bob@example.com 1 run "+runID)
+	waitRouteB(alice, "bob@example.com 1 run "+runID)
+	bob.Body.Close()
+	waitFor(alice)
+	waitRouteB(alice)
+	// A's own route sees B's stream too.
+	waitPresence(t, h.harness, h.alice, sb, []string{alice})
+	wantStatus(t, h.do(h.alice, "POST", "/runs/"+runID+"/cancel", nil), http.StatusAccepted)
 }

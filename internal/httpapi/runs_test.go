@@ -57,8 +57,16 @@ type runHarness struct {
 // revokes); it returns the server's URL.
 func (h *runHarness) replica() string {
 	h.t.Helper()
-	srv := httptest.NewServer(NewServer(h.deps))
-	h.t.Cleanup(srv.Close)
+	api := NewServer(h.deps)
+	srv := httptest.NewServer(api)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = api.RunPresence(ctx) })
+	h.t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		wg.Wait()
+	})
 	return srv.URL
 }
 
@@ -138,8 +146,10 @@ func newRunHarnessDB(t *testing.T, d store.Dialect, script ...modeltest.Reply) *
 	rh.deps = Deps{
 		Logger: log, Store: h.db, Auth: h.auth, Metrics: h.reg, Clock: h.clock.Now, Version: "test",
 		Sandboxes: m, Runs: rh.svc, Gateway: gw, Stopping: stopping, Webhooks: hooks, Audit: rh.audit,
+		PresenceBoard: h.db.PresenceBoard(), PresencePoll: 50 * time.Millisecond,
 	}
 	api := NewServer(rh.deps)
+	wg.Go(func() { _ = api.RunPresence(ctx) })
 	h.srv = httptest.NewServer(validateResponses(t, api))
 	t.Cleanup(func() {
 		stop()
