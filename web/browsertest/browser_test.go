@@ -504,6 +504,20 @@ func forViewports(t *testing.T, f func(t *testing.T, vp viewport)) {
 	}
 }
 
+// clickInList clicks the element the XPath names inside a list that
+// refreshes itself (the sandbox list, whose rows are rendered again when
+// the server's answer arrives). A mouse click goes to where the element
+// was when it was measured: on a loaded machine the table could be laid
+// out again in between and the click land on another row's control (a
+// CI run deleted the sandbox whose name link it meant to open). The
+// element itself is clicked instead, once it is there and enabled.
+func (b *browser) clickInList(what, xpath string) {
+	b.t.Helper()
+	node := fmt.Sprintf(`document.evaluate(%q, document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue`, xpath)
+	b.waitJS(what, `(() => { const el = `+node+`; return !!el && !el.disabled && el.checkVisibility(); })()`)
+	eval[bool](b, `(() => { `+node+`.click(); return true; })()`)
+}
+
 // clickAt clicks with the mouse at the centre of the element expr names,
 // where it is on screen now (nothing scrolls it into view first).
 func (b *browser) clickAt(what, expr string) {

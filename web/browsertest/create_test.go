@@ -110,14 +110,14 @@ func TestDeleteFailedSandbox(t *testing.T) {
 		}
 		// From the list.
 		fail("dead-" + vp.name)
-		b.do("delete from the list", chromedp.Click(chromedp.Search(`//tr[contains(., "dead-`+vp.name+`")]//button[normalize-space(.)="Delete"]`)))
+		b.clickInList("delete from the list", `//tr[contains(., "dead-`+vp.name+`")]//button[normalize-space(.)="Delete"]`)
 		b.waitJS("row gone", `!`+row("dead-"+vp.name))
 		b.checkA11y("list after delete (" + vp.name + ")")
 		b.do("reload", chromedp.Reload())
 		b.waitJS("still gone after reload", `(document.querySelector("main p.empty-list") || { hidden: true }).hidden === false`)
 		// From its page.
 		fail("page-" + vp.name)
-		b.do("open the failed sandbox", chromedp.Click(chromedp.Search(`//tr[contains(., "page-`+vp.name+`")]//a`)))
+		b.clickInList("open the failed sandbox", `//tr[contains(., "page-`+vp.name+`")]//a`)
 		b.waitJS("its page says failed", `(document.querySelector("main .badge") || {}).textContent === "failed"`)
 		b.clickButton("Delete")
 		b.confirm()

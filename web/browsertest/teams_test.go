@@ -78,7 +78,7 @@ func testTeamsAndSharing(t *testing.T, vp viewport) {
 	bob.waitJS("bob's own list is empty", `!document.querySelector("main p.empty-list").hidden`)
 	scope(bob, "shared")
 	bob.waitJS("shared with bob", `[...document.querySelectorAll("main tbody tr")].some((r) => r.textContent.includes("team box"))`)
-	bob.do("open it", chromedp.Click(chromedp.Search(`//tr[contains(., "team box")]//a`)))
+	bob.clickInList("open it", `//tr[contains(., "team box")]//a`)
 	bob.waitJS("its page", `(document.querySelector("main .badge") || {}).textContent === "running"`)
 	bob.waitJS("view only", `[...document.querySelectorAll("main button")].every((b) => !["Share", "Terminate"].includes(b.textContent) || b.hidden) && document.querySelector("form.composer").textContent.includes("shared with you to view")`)
 	bob.checkA11y("a sandbox shared to view")
