@@ -130,9 +130,10 @@ var DefaultIDs = sandbox.IDMap{HostBase: 1_000_000_000, Size: 65536}
 // Driver is the local bubblewrap driver. It is safe for concurrent use.
 type Driver struct {
 	opts     Options
-	instance string // short hash of DataDir, in cgroup names
-	runDir   string // RunDir/instance: the sandboxes' mount points
-	seccomp  []byte // the filter bubblewrap installs in every sandbox
+	instance string   // short hash of DataDir, in cgroup names
+	runDir   string   // RunDir/instance: the sandboxes' mount points
+	private  []string // the private mounts New made (mounts.go), unmounted by Close when empty
+	seccomp  []byte   // the filter bubblewrap installs in every sandbox
 	disks    *diskimg.Pool
 	stopPool context.CancelFunc // stops the driver's loops (disk pool, network refresh)
 	poolCtx  context.Context    // cancelled by stopPool
@@ -194,6 +195,9 @@ func (d *Driver) Close() error {
 		d.userns = nil
 	}
 	d.usernsMu.Unlock()
+	for _, dir := range d.private {
+		unmountPrivate(dir)
+	}
 	return nil
 }
 
@@ -366,6 +370,20 @@ func New(o Options) (*Driver, error) {
 	if err := mkdirFor(runDir, o.IDs); err != nil {
 		return nil, fmt.Errorf("local driver: run dir: %w", err)
 	}
+	// The sandboxes' roots and disks are mounted below these two: neither
+	// may propagate to the host's other mount namespaces (mounts.go).
+	var private []string
+	for _, dir := range []string{runDir, filepath.Join(abs, "sandboxes")} {
+		ok, err := privateMount(dir)
+		if err != nil {
+			return nil, fmt.Errorf("local driver: %w", err)
+		}
+		if ok {
+			private = append(private, dir)
+		} else {
+			o.Logger.Warn("mounts below the directory from before: left with the host's mount propagation", "dir", dir)
+		}
+	}
 	var rs *runscRuntime
 	switch o.Runtime {
 	case "", RuntimeBwrap:
@@ -394,6 +412,7 @@ func New(o Options) (*Driver, error) {
 		runsc:    rs,
 		instance: instance,
 		runDir:   runDir,
+		private:  private,
 		opts:     o,
 		log:      o.Logger,
 		bwrap:    bw,
@@ -731,6 +750,11 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	// a command line.
 	if err := d.launch(ctx, &st, r, mergeEnv(r.rootfs.Config.Env, r.env)); err != nil {
 		return st, err
+	}
+	if d.runsc == nil {
+		if err := detachRoot(&st); err != nil {
+			return st, err
+		}
 	}
 	if r.network && st.Net == nil {
 		n, err := netpolicy.Start(ctx, netpolicy.Options{

@@ -177,3 +177,64 @@ func (d *Driver) netPolicy(n sandbox.Network) (*netpolicy.Policy, error) {
 // userNSPath is a process's user namespace: pasta joins the sandbox's, so
 // it holds no capability on the host.
 func userNSPath(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/ns/user" }
+
+// privateMount makes dir a mount of its own with private propagation
+// (mount --make-rprivate on a bind of dir onto itself), so that what the
+// driver mounts below it (sandbox roots, disks) is not copied into the
+// mount namespaces that share the host's mounts: on a systemd host / is
+// shared, and every mount below it would otherwise appear, and pin its
+// loop device, in each service's namespace; and the host's lazy unmount of
+// a sandbox's root (detachRoot) would propagate into the sandbox's own
+// copy. Idempotent: a dir that is a mount point already (a previous
+// driver's, kept while its sandboxes' mounts were below it) is only made
+// private again. A dir with mounts below it that is not a mount point
+// itself is left shared (a bind would hide or double those mounts); the
+// returned bool says whether dir is private.
+func privateMount(dir string) (bool, error) {
+	mounts, err := diskimg.Mounts()
+	if err != nil {
+		return false, err
+	}
+	isMount, below := false, false
+	for _, m := range mounts {
+		isMount = isMount || m.Point == dir
+		below = below || strings.HasPrefix(m.Point, dir+"/")
+	}
+	if !isMount {
+		if below {
+			return false, nil
+		}
+		if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+			return false, fmt.Errorf("bind %s onto itself: %w", dir, err)
+		}
+	}
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+		return false, fmt.Errorf("make %s a private mount: %w", dir, err)
+	}
+	return true, nil
+}
+
+// unmountPrivate undoes privateMount's bind when nothing is mounted below
+// it any more (a plain unmount fails with EBUSY otherwise, and the bind
+// stays for the next driver): test data directories must be removable, and
+// a host must not gather a bind per data directory it ever used.
+func unmountPrivate(dir string) {
+	_ = unix.Unmount(dir, 0)
+}
+
+// detachRoot takes the sandbox's root, and what is mounted in it
+// (/workspace, /tmp, the server's mounts), out of the host's mount table
+// once bubblewrap has started the sandbox: the sandbox's mount namespace
+// holds its own copy, which keeps the filesystems alive, and the server
+// reaches the root through /proc/<pid>/root. Every mount left in the
+// host's table is copied and read again by each bubblewrap that starts
+// (several times: it reads the whole table after each of its ~20 bind
+// mounts), so without this a start slowed with the number of sandboxes
+// running. The sandbox's disk stays mounted: its /workspace is read on the
+// host for snapshots.
+func detachRoot(st *state) error {
+	if err := unix.Unmount(st.merged(), unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach sandbox root from the host: %w", err)
+	}
+	return nil
+}

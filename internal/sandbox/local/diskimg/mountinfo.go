@@ -1,8 +1,43 @@
 package diskimg
 
 import (
+	"fmt"
+	"os"
 	"strings"
 )
+
+// MountPoint is one mount of this process's mount namespace.
+type MountPoint struct {
+	Point string // the mount point, unescaped
+	// Propagation is the mount's optional fields ("shared:N", "master:N",
+	// ...; empty for a private mount).
+	Propagation []string
+}
+
+// Mounts lists the mounts of this process's mount namespace, in
+// /proc/self/mountinfo's order (a later mount on a point covers an earlier).
+func Mounts() ([]MountPoint, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	var out []MountPoint
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		m := MountPoint{Point: unescapeOctal(f[4])}
+		for _, o := range f[6:] {
+			if o == "-" {
+				break
+			}
+			m.Propagation = append(m.Propagation, o)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
 
 // mountEntry is the part of a /proc/self/mountinfo line Find needs.
 type mountEntry struct {
