@@ -370,10 +370,13 @@ func New(o Options) (*Driver, error) {
 	if err := mkdirFor(runDir, o.IDs); err != nil {
 		return nil, fmt.Errorf("local driver: run dir: %w", err)
 	}
-	// The sandboxes' roots and disks are mounted below these two: neither
-	// may propagate to the host's other mount namespaces (mounts.go).
+	// The sandboxes' roots, disks and volumes are mounted below these two:
+	// neither may propagate to the host's other mount namespaces
+	// (mounts.go). The whole data dir, not only its sandboxes: a rename
+	// (the disk pool's images into place) fails across two mounts, and so
+	// does an overlay whose upper and work dirs are on two (builds).
 	var private []string
-	for _, dir := range []string{runDir, filepath.Join(abs, "sandboxes")} {
+	for _, dir := range []string{runDir, abs} {
 		ok, err := privateMount(dir)
 		if err != nil {
 			return nil, fmt.Errorf("local driver: %w", err)

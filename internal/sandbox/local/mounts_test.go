@@ -89,7 +89,7 @@ func TestSandboxMountsStayPrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = d.Close() })
-	for _, dir := range []string{d.runDir, filepath.Join(dataDir, "sandboxes")} {
+	for _, dir := range []string{d.runDir, dataDir} {
 		ms := mountsUnder(t, dir)
 		if len(ms) == 0 || ms[0].Point != dir {
 			t.Fatalf("%s is not a mount of its own: %+v", dir, ms)
@@ -110,7 +110,7 @@ func TestSandboxMountsStayPrivate(t *testing.T) {
 	}
 	// The private binds themselves reach the peer (a mount attached below
 	// a shared one always does), empty; nothing below them may.
-	for _, dir := range []string{filepath.Join(peer, "run", d.instance), filepath.Join(peer, "data", "sandboxes")} {
+	for _, dir := range []string{filepath.Join(peer, "run", d.instance), filepath.Join(peer, "data")} {
 		if ms := mountsUnder(t, dir); len(ms) > 1 || len(ms) == 1 && ms[0].Point != dir {
 			t.Errorf("the sandbox's mounts propagated to the shared dir's peer: %+v", ms)
 		}
@@ -125,7 +125,7 @@ func TestSandboxMountsStayPrivate(t *testing.T) {
 	if err := d.Destroy(context.Background(), ref); err != nil {
 		t.Fatal(err)
 	}
-	if ms := mountsUnder(t, shared); len(ms) != 3 { // shared, the run dir, the sandboxes dir
+	if ms := mountsUnder(t, shared); len(ms) != 3 { // shared, the run dir, the data dir
 		t.Errorf("after Destroy, mounts below %s: %+v", shared, ms)
 	}
 	// Close undoes the private binds, so the directories can be removed.
