@@ -73,7 +73,16 @@ func newDensityEnv(b *testing.B, n int) (e *perfEnv, dataDir string) {
 // createSandboxes creates n sandboxes over HTTP, conc at a time; it returns
 // their IDs and how long it took.
 func (e *perfEnv) createSandboxes(b *testing.B, n, conc int) ([]string, time.Duration) {
+	ids, _, took := e.createSandboxesTimed(b, n, conc)
+	return ids, took
+}
+
+// createSandboxesTimed is createSandboxes that also returns when each
+// create answered, in order, as offsets from the start.
+func (e *perfEnv) createSandboxesTimed(b *testing.B, n, conc int) ([]string, []time.Duration, time.Duration) {
 	b.Helper()
+	var doneMu sync.Mutex
+	var done []time.Duration
 	ids := make([]string, n)
 	errs := make(chan error, n)
 	next := make(chan int, n)
@@ -101,6 +110,9 @@ func (e *perfEnv) createSandboxes(b *testing.B, n, conc int) ([]string, time.Dur
 					return
 				}
 				ids[i] = out.Data.SandboxID
+				doneMu.Lock()
+				done = append(done, time.Since(start))
+				doneMu.Unlock()
 			}
 		})
 	}
@@ -110,7 +122,20 @@ func (e *perfEnv) createSandboxes(b *testing.B, n, conc int) ([]string, time.Dur
 	if err := <-errs; err != nil {
 		b.Fatal(err)
 	}
-	return ids, took
+	return ids, done, took
+}
+
+// rateAt is the create rate (per second) over the k creates that answered
+// before the i-th did (done: answer times from the start, in order).
+func rateAt(done []time.Duration, i, k int) float64 {
+	var from time.Duration
+	if i-k >= 0 {
+		from = done[i-k]
+	}
+	if d := done[i] - from; d > 0 {
+		return float64(k) / d.Seconds()
+	}
+	return 0
 }
 
 // hostProc is one process under this one (a sandbox's bubblewrap or agent).
@@ -367,7 +392,10 @@ func procAncestor(pid, anc int) bool {
 
 // BenchmarkDensity: -density idle sandboxes (default 1000; scripts/bench.sh
 // passes TECHBOSS_BENCH_DENSITY) created over HTTP four at a time on this
-// machine: the create rate (sandboxes/s), the host memory per idle sandbox
+// machine: the create rate (sandboxes/s; also over the first and the last
+// tenth of the creates, and their ratio create-last/first: 1 when a create
+// costs the same however many sandboxes run; host-mounts: the mounts each
+// running sandbox leaves in the host's mount table), the host memory per idle sandbox
 // (host-MiB: the PSS of its processes plus its share of the server's own
 // anonymous growth; kernel-MiB: the kernel's stacks, page tables and
 // unreclaimable slab grown per sandbox, machine-wide so noisy), the CPU an idle sandbox costs (idle-cpu-us/s: its
@@ -388,8 +416,17 @@ func BenchmarkDensity(b *testing.B) {
 		e.execTrueLatencies(b, one, 50)
 		floor := e.execTrueLatencies(b, one, 500)
 		anon0, kern0, mounts0 := selfAnon(), kernelMemory(), countMounts()
-		ids, took := e.createSandboxes(b, n, 4)
+		ids, done, took := e.createSandboxesTimed(b, n, 4)
 		b.ReportMetric(float64(n)/took.Seconds(), "create-per-s")
+		// What grows with the count, as a ratio (the machine's load moves
+		// the rates themselves): the rate over the first and the last
+		// tenth of the creates.
+		if k := n / 10; k >= 4 {
+			first, last := rateAt(done, k-1, k), rateAt(done, n-1, k)
+			b.ReportMetric(first, "create-per-s-first10pct")
+			b.ReportMetric(last, "create-per-s-last10pct")
+			b.ReportMetric(last/first, "create-last/first")
+		}
 		b.ReportMetric(float64(countMounts()-mounts0)/float64(n), "host-mounts")
 		e.execTrueLatencies(b, ids, min(n, 100))
 		time.Sleep(2 * time.Second)
