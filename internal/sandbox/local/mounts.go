@@ -183,9 +183,9 @@ func userNSPath(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/ns/use
 // driver mounts below it (sandbox roots, disks) is not copied into the
 // mount namespaces that share the host's mounts: on a systemd host / is
 // shared, and every mount below it would otherwise appear, and pin its
-// loop device, in each service's namespace; and the host's lazy unmount of
-// a sandbox's root (detachRoot) would propagate into the sandbox's own
-// copy. Idempotent: a dir that is a mount point already (a previous
+// loop device, in each service's namespace. (The bind itself reaches them
+// once, empty: a mount attached below a shared one always does.)
+// Idempotent: a dir that is a mount point already (a previous
 // driver's, kept while its sandboxes' mounts were below it) is only made
 // private again. A dir with mounts below it that is not a mount point
 // itself is left shared (a bind would hide or double those mounts); the
