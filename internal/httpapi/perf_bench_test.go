@@ -232,12 +232,15 @@ func benchCreateFirstExec(b *testing.B, opts ...func(*local.Options)) {
 
 // BenchmarkHTTPCreateFirstExecWarm: BenchmarkHTTPCreateFirstExec with a
 // warm pool of one (TECHBOSS_WARM_POOL=1): each create takes a started
-// sandbox; the pool refills between samples (untimed). The floor is an
+// sandbox; between samples (untimed) the benchmark waits until the pool
+// holds a ready one again (techboss_sandbox_warm_pool_ready), and
+// pool-misses counts the creates that did not take one. The floor is an
 // exec of `true` in a running sandbox, as the create adds only the
 // database's records to it. pool-idle-cpu-pct is the CPU the server
 // process and its pooled sandbox spend idle (a second, untimed).
 func BenchmarkHTTPCreateFirstExecWarm(b *testing.B) {
-	e := newPerfEnv(b, nil, func(o *local.Options) { o.WarmPool = 1 })
+	reg := prometheus.NewRegistry()
+	e := newPerfEnv(b, nil, func(o *local.Options) { o.WarmPool, o.Metrics = 1, reg })
 	const samples = 30
 	call := func(method, path, body string) []byte {
 		code, out := e.call(b, method, path, strings.NewReader(body))
@@ -256,9 +259,16 @@ func BenchmarkHTTPCreateFirstExecWarm(b *testing.B) {
 		return r.Data.SandboxID
 	}
 	execTrue := func(id string) { call("POST", "/sandbox/"+id+"/exec?wait=true", `{"command":["true"]}`) }
+	poolReady := func() {
+		for deadline := time.Now().Add(time.Minute); warmReady(b, reg) < 1; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatal("the warm pool did not refill within a minute")
+			}
+		}
+	}
 	keep := create() // the spec is now pooled; this one serves the floor
 	execTrue(keep)
-	time.Sleep(time.Second) // the pool fills
+	poolReady()
 	var idle syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &idle)
 	time.Sleep(time.Second)
@@ -281,7 +291,7 @@ func BenchmarkHTTPCreateFirstExecWarm(b *testing.B) {
 			misses++
 		}
 		call("DELETE", "/sandbox/"+id, "")
-		time.Sleep(300 * time.Millisecond) // refill
+		poolReady()
 		b.StartTimer()
 		start = time.Now()
 		execTrue(keep)
@@ -1098,4 +1108,18 @@ func rawSSEHandshake(c net.Conn) bool {
 	}
 	_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n")
 	return err == nil
+}
+
+// warmReady reads techboss_sandbox_warm_pool_ready from reg.
+func warmReady(b *testing.B, reg *prometheus.Registry) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "techboss_sandbox_warm_pool_ready" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
 }

@@ -436,8 +436,10 @@ func New(o Options) (*Driver, error) {
 	d.destroyStaleWarm()
 	if o.WarmPool > 0 {
 		d.warm = &warmPool{size: o.WarmPool, ready: map[string][]sandbox.Ref{}, filling: map[string]int{}, refillDelay: warmRefillDelay}
+		ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "techboss_sandbox_warm_pool_ready",
+			Help: "Started sandboxes the warm pool holds ready, all specs together."}, d.warm.readyCount)
 		if o.Metrics != nil {
-			for _, c := range []prometheus.Collector{d.warmHits, d.warmMisses} {
+			for _, c := range []prometheus.Collector{d.warmHits, d.warmMisses, ready} {
 				if err := o.Metrics.Register(c); err != nil {
 					var are prometheus.AlreadyRegisteredError
 					if !errors.As(err, &are) {

@@ -59,6 +59,17 @@ type warmPool struct {
 	refillDelay time.Duration
 }
 
+// readyCount is the number of ready sandboxes, all keys together.
+func (p *warmPool) readyCount() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, refs := range p.ready {
+		n += len(refs)
+	}
+	return float64(n)
+}
+
 // waitFirstExec returns what ref's first exec will close.
 func (p *warmPool) waitFirstExec(ref sandbox.Ref) <-chan struct{} {
 	p.mu.Lock()

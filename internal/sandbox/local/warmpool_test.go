@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 )
@@ -54,7 +56,8 @@ func warmDirs(t *testing.T, dataDir string) []string {
 func TestWarmPool(t *testing.T) {
 	requireHost(t)
 	dataDir := t.TempDir()
-	d, err := New(Options{DataDir: dataDir, InitBinary: initBin, WarmPool: 1})
+	reg := prometheus.NewRegistry()
+	d, err := New(Options{DataDir: dataDir, InitBinary: initBin, WarmPool: 1, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +83,9 @@ func TestWarmPool(t *testing.T) {
 	}
 	mustSh(t, d, first, "echo mine > /workspace/first.txt && echo x > /tmp/first")
 	warmReady(t, d, sp, 1)
+	if got := readyGauge(t, reg); got != 1 {
+		t.Errorf("techboss_sandbox_warm_pool_ready = %v with one sandbox ready", got)
+	}
 
 	start := time.Now()
 	second, log := newSB(sp)
@@ -200,4 +206,20 @@ func TestWarmRefillAfterFirstExec(t *testing.T) {
 	}
 	mustSh(t, d, taken, "true")
 	warmReady(t, d, sp, 1)
+}
+
+// readyGauge reads techboss_sandbox_warm_pool_ready from reg.
+func readyGauge(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "techboss_sandbox_warm_pool_ready" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("no techboss_sandbox_warm_pool_ready")
+	return 0
 }
