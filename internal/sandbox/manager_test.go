@@ -72,10 +72,11 @@ type env struct {
 	// host and hostTimeout are sandbox.Deps.Host and HostTimeout.
 	host        string
 	hostTimeout time.Duration
-	// warm is the driver's warm pool size; repo, when set, is the
-	// Manager's Repo (wrapping db).
-	warm int
-	repo sandbox.Repo
+	// warm is the driver's warm pool size and drvReg its metrics (nil:
+	// none); repo, when set, is the Manager's Repo (wrapping db).
+	warm   int
+	drvReg *prometheus.Registry
+	repo   sandbox.Repo
 }
 
 func newEnv(t *testing.T, tweak func(*env)) *env {
@@ -99,7 +100,11 @@ func newEnv(t *testing.T, tweak func(*env)) *env {
 
 func (e *env) start() {
 	e.t.Helper()
-	drv, err := local.New(local.Options{DataDir: e.dataDir, InitBinary: initBin, WarmPool: e.warm})
+	o := local.Options{DataDir: e.dataDir, InitBinary: initBin, WarmPool: e.warm}
+	if e.drvReg != nil {
+		o.Metrics = e.drvReg
+	}
+	drv, err := local.New(o)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -1007,6 +1012,7 @@ func TestCreateFromWarmPool(t *testing.T) {
 	w := &writeLog{}
 	e := newEnv(t, func(e *env) {
 		e.warm = 1
+		e.drvReg = prometheus.NewRegistry()
 		e.db = storetest.OpenSQLite(t)
 		w.Repo = e.db
 		e.repo = w
@@ -1052,6 +1058,17 @@ func TestCreateFromWarmPool(t *testing.T) {
 		t.Fatalf("exec: %q %+v %v", out, st, err)
 	}
 
+	// The replacement the exec started must be ready first: a sandbox the
+	// old driver is still starting is not what a restart meets (that
+	// driver's process is gone then).
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if warmReadyOf(t, e.drvReg) >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the warm pool did not refill within a minute")
+		}
+	}
 	e.start() // a server restart: new driver and Manager, same DB and data dir
 	if err := e.m.Reconcile(ctx); err != nil {
 		t.Fatalf("Reconcile: %v", err)
@@ -1065,4 +1082,18 @@ func TestCreateFromWarmPool(t *testing.T) {
 	if _, err := e.m.Terminate(ctx, "alice", sb.ID); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// warmReadyOf reads techboss_sandbox_warm_pool_ready from reg (0: absent).
+func warmReadyOf(t *testing.T, reg *prometheus.Registry) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "techboss_sandbox_warm_pool_ready" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
 }
