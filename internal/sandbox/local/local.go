@@ -37,6 +37,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -756,7 +757,7 @@ func (d *Driver) start(ctx context.Context, r startRequest) (st state, err error
 	if err := d.launch(ctx, &st, r, mergeEnv(r.rootfs.Config.Env, r.env)); err != nil {
 		return st, err
 	}
-	if d.runsc == nil {
+	if d.runsc == nil && slices.Contains(d.private, d.runDir) {
 		if err := detachRoot(&st); err != nil {
 			return st, err
 		}

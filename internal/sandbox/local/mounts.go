@@ -218,11 +218,31 @@ func privateMount(dir string) (bool, error) {
 // it any more (a plain unmount fails with EBUSY otherwise, and the bind
 // stays for the next driver): test data directories must be removable, and
 // a host must not gather a bind per data directory it ever used.
+//
+// A plain unmount also fails while a file below is open (a sandbox's log
+// held by its last processes as they exit, a formatting disk image): with
+// no mount below, the bind is detached lazily then. That is harmless, as
+// it is a bind of dir onto itself: the files stay where they are, and
+// those still open go on working.
 func unmountPrivate(dir string) {
-	_ = unix.Unmount(dir, 0)
+	if unix.Unmount(dir, 0) == nil {
+		return
+	}
+	mounts, err := diskimg.Mounts()
+	if err != nil {
+		return
+	}
+	for _, m := range mounts {
+		if strings.HasPrefix(m.Point, dir+"/") {
+			return // sandboxes' mounts, which the next driver takes over
+		}
+	}
+	_ = unix.Unmount(dir, unix.MNT_DETACH)
 }
 
-// detachRoot takes the sandbox's root, and what is mounted in it
+// detachRoot (only below a private run dir: New could not make it private
+// when an older driver's mounts were below it) takes the sandbox's root,
+// and what is mounted in it
 // (/workspace, /tmp, the server's mounts), out of the host's mount table
 // once bubblewrap has started the sandbox: the sandbox's mount namespace
 // holds its own copy, which keeps the filesystems alive, and the server

@@ -136,3 +136,34 @@ func TestSandboxMountsStayPrivate(t *testing.T) {
 		t.Errorf("after Close, mounts below %s: %+v", shared, ms)
 	}
 }
+
+// TestCloseLetsGoOfDataDir: Close takes the driver's private bind of its
+// data dir away even while a file below is still open (a sandbox's last
+// processes holding its log as they exit), so the directory can be
+// removed; with sandboxes' mounts below, the bind stays for the next
+// driver.
+func TestCloseLetsGoOfDataDir(t *testing.T) {
+	requireHost(t)
+	dataDir := t.TempDir()
+	d, err := New(Options{DataDir: dataDir, InitBinary: initBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mountsUnder(t, dataDir)) == 0 {
+		t.Fatalf("the data dir %s is no mount of its own", dataDir)
+	}
+	f, err := os.Create(filepath.Join(dataDir, "held-open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := mountsUnder(t, dataDir); len(left) != 0 {
+		t.Fatalf("after Close, with a file open below it: still mounted %v", left)
+	}
+	if _, err := f.WriteString("still works"); err != nil {
+		t.Fatalf("the open file after Close: %v", err)
+	}
+}
