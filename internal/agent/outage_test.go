@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -274,44 +273,26 @@ func TestUsageThroughDatabaseCuts(t *testing.T) {
 		mu       sync.Mutex
 		answered []string
 	)
-	for round := range 4 {
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := range 8 {
-			wg.Go(func() {
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					id := fmt.Sprintf("use_cut_%d_%d_%d", round, w, i)
-					err := e.svc.RecordUsage(ctx, agent.UsageRecord{ID: id, UserID: "alice", Provider: "anthropic", Model: "claude-test",
-						Usage: agent.Usage{InputTokens: 3, OutputTokens: 5}, Status: 200})
-					if err != nil {
-						t.Errorf("record usage %s while the database is cut: %v", id, err)
-					} else {
-						mu.Lock()
-						answered = append(answered, id)
-						mu.Unlock()
-					}
-					time.Sleep(2 * time.Millisecond)
-				}
-			})
+	pg.CutUnderLoad(4, 8, func(round, w, i int) {
+		id := fmt.Sprintf("use_cut_%d_%d_%d", round, w, i)
+		err := e.svc.RecordUsage(ctx, agent.UsageRecord{ID: id, UserID: "alice", Provider: "anthropic", Model: "claude-test",
+			Usage: agent.Usage{InputTokens: 3, OutputTokens: 5}, Status: 200})
+		if err != nil {
+			t.Errorf("record usage %s while the database is cut: %v", id, err)
+		} else {
+			mu.Lock()
+			answered = append(answered, id)
+			mu.Unlock()
 		}
-		time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
-		pg.Stop()
-		time.Sleep(200 * time.Millisecond)
-		close(stop)
-		wg.Wait()
-		pg.Start()
+		time.Sleep(2 * time.Millisecond)
+	}, func() {
 		for e.svc.UsageBacklog() > 0 {
 			if ctx.Err() != nil {
 				t.Fatalf("%d usage records still queued after the database returned", e.svc.UsageBacklog())
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-	}
+	})
 	rows, err := e.db.SQL().QueryContext(ctx, `SELECT id FROM usage_records`)
 	if err != nil {
 		t.Fatal(err)

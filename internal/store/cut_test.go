@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -38,45 +37,26 @@ func TestPostgresCutMidWrite(t *testing.T) {
 		stored []string
 		calls  int
 	)
-	for round := range 5 {
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := range 8 {
-			wg.Go(func() {
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					id := fmt.Sprintf("use_%d_%d_%d", round, w, i)
-					actx, cancel := context.WithTimeout(ctx, time.Minute)
-					err := db.StoreUsage(actx, agent.UsageRecord{ID: id, Time: time.Now(), UserID: "alice", RunID: "run_cut",
-						Provider: "anthropic", Model: "claude-test", Status: 200})
-					cancel()
-					mu.Lock()
-					calls++
-					if err == nil {
-						stored = append(stored, id)
-					}
-					mu.Unlock()
-					if err != nil {
-						if errs.KindOf(err) != errs.Unavailable {
-							t.Errorf("store usage %s while the database is cut: %v (%T), want an Unavailable error", id, err, err)
-						}
-						time.Sleep(20 * time.Millisecond)
-					}
-				}
-			})
+	// Writes in flight when the connections are cut.
+	pg.CutUnderLoad(5, 8, func(round, w, i int) {
+		id := fmt.Sprintf("use_%d_%d_%d", round, w, i)
+		actx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := db.StoreUsage(actx, agent.UsageRecord{ID: id, Time: time.Now(), UserID: "alice", RunID: "run_cut",
+			Provider: "anthropic", Model: "claude-test", Status: 200})
+		cancel()
+		mu.Lock()
+		calls++
+		if err == nil {
+			stored = append(stored, id)
 		}
-		// Writes in flight when the connections are cut.
-		time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
-		pg.Stop()
-		time.Sleep(200 * time.Millisecond)
-		close(stop)
-		wg.Wait()
-		pg.Start()
-	}
+		mu.Unlock()
+		if err != nil {
+			if errs.KindOf(err) != errs.Unavailable {
+				t.Errorf("store usage %s while the database is cut: %v (%T), want an Unavailable error", id, err, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}, nil)
 	var n int
 	if err := db.SQL().QueryRowContext(ctx, "SELECT COUNT(*) FROM usage_records").Scan(&n); err != nil {
 		t.Fatal(err)

@@ -12,7 +12,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"sync"
 	"testing"
+	"time"
 )
 
 // Server is a PostgreSQL server in a temp dir on a loopback port.
@@ -99,5 +101,40 @@ func (p *Server) Start() {
 	p.t.Helper()
 	if err := p.start(); err != nil {
 		p.t.Fatal(err)
+	}
+}
+
+// CutUnderLoad cuts the server while writers goroutines write through it:
+// each round the writers call write(round, writer, i) for i = 0, 1, ...
+// until told to stop, the server is stopped the hard way after a random
+// 100-400 ms (writes in flight meet cut connections), the writers go on
+// against the stopped server for 200 ms, then they stop, the server starts
+// again and after (if not nil) runs. write paces itself.
+func (p *Server) CutUnderLoad(rounds, writers int, write func(round, writer, i int), after func()) {
+	p.t.Helper()
+	for round := range rounds {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					write(round, w, i)
+				}
+			})
+		}
+		time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
+		p.Stop()
+		time.Sleep(200 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		p.Start()
+		if after != nil {
+			after()
+		}
 	}
 }
