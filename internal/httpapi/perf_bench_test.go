@@ -39,6 +39,7 @@ import (
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/sandbox"
 	"github.com/techbossai/techboss/internal/sandbox/local"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
 	"github.com/techbossai/techboss/internal/store/storetest"
 )
 
@@ -260,7 +261,7 @@ func BenchmarkHTTPCreateFirstExecWarm(b *testing.B) {
 	}
 	execTrue := func(id string) { call("POST", "/sandbox/"+id+"/exec?wait=true", `{"command":["true"]}`) }
 	poolReady := func() {
-		for deadline := time.Now().Add(time.Minute); warmReady(b, reg) < 1; time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(time.Minute); sandboxtest.WarmPoolReady(b, reg) < 1; time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				b.Fatal("the warm pool did not refill within a minute")
 			}
@@ -1108,18 +1109,4 @@ func rawSSEHandshake(c net.Conn) bool {
 	}
 	_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n")
 	return err == nil
-}
-
-// warmReady reads techboss_sandbox_warm_pool_ready from reg.
-func warmReady(b *testing.B, reg *prometheus.Registry) float64 {
-	mfs, err := reg.Gather()
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "techboss_sandbox_warm_pool_ready" {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	return 0
 }

@@ -1062,7 +1062,7 @@ func TestCreateFromWarmPool(t *testing.T) {
 	// old driver is still starting is not what a restart meets (that
 	// driver's process is gone then).
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
-		if warmReadyOf(t, e.drvReg) >= 1 {
+		if sandboxtest.WarmPoolReady(t, e.drvReg) >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -1082,18 +1082,4 @@ func TestCreateFromWarmPool(t *testing.T) {
 	if _, err := e.m.Terminate(ctx, "alice", sb.ID); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// warmReadyOf reads techboss_sandbox_warm_pool_ready from reg (0: absent).
-func warmReadyOf(t *testing.T, reg *prometheus.Registry) float64 {
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "techboss_sandbox_warm_pool_ready" {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	return 0
 }

@@ -83,7 +83,7 @@ func TestWarmPool(t *testing.T) {
 	}
 	mustSh(t, d, first, "echo mine > /workspace/first.txt && echo x > /tmp/first")
 	warmReady(t, d, sp, 1)
-	if got := readyGauge(t, reg); got != 1 {
+	if got := sandboxtest.WarmPoolReady(t, reg); got != 1 {
 		t.Errorf("techboss_sandbox_warm_pool_ready = %v with one sandbox ready", got)
 	}
 
@@ -206,20 +206,4 @@ func TestWarmRefillAfterFirstExec(t *testing.T) {
 	}
 	mustSh(t, d, taken, "true")
 	warmReady(t, d, sp, 1)
-}
-
-// readyGauge reads techboss_sandbox_warm_pool_ready from reg.
-func readyGauge(t *testing.T, reg *prometheus.Registry) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "techboss_sandbox_warm_pool_ready" {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatal("no techboss_sandbox_warm_pool_ready")
-	return 0
 }
