@@ -35,6 +35,7 @@ func TestClientSandboxes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = drv.Close() }) // its data dir is a mount until then
 	m, err := sandbox.NewManager(sandbox.Deps{Repo: db, Drivers: map[string]sandbox.Driver{"local": drv}, DefaultDriver: "local", Limits: sandbox.DefaultLimits(), Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
