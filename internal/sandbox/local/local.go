@@ -388,6 +388,15 @@ func New(o Options) (*Driver, error) {
 			o.Logger.Warn("mounts below the directory from before: left with the host's mount propagation", "dir", dir)
 		}
 	}
+	// A driver that does not start takes its binds away again.
+	started := false
+	defer func() {
+		if !started {
+			for _, dir := range private {
+				unmountPrivate(dir)
+			}
+		}
+	}()
 	var rs *runscRuntime
 	switch o.Runtime {
 	case "", RuntimeBwrap:
@@ -457,6 +466,7 @@ func New(o Options) (*Driver, error) {
 		wg.Go(func() { d.refreshNets(poolCtx) })
 		wg.Wait()
 	}()
+	started = true
 	return d, nil
 }
 

@@ -167,3 +167,16 @@ func TestCloseLetsGoOfDataDir(t *testing.T) {
 		t.Fatalf("the open file after Close: %v", err)
 	}
 }
+
+// TestFailedNewLetsGoOfDataDir: a driver that does not start (here: a
+// runtime it does not know) leaves no bind of its data dir behind.
+func TestFailedNewLetsGoOfDataDir(t *testing.T) {
+	requireHost(t)
+	dataDir := t.TempDir()
+	if _, err := New(Options{DataDir: dataDir, InitBinary: initBin, Runtime: "no-such-runtime"}); err == nil {
+		t.Fatal("New with an unknown runtime started")
+	}
+	if left := mountsUnder(t, dataDir); len(left) != 0 {
+		t.Fatalf("after a failed New: still mounted %v", left)
+	}
+}
