@@ -136,8 +136,17 @@ func runscBin(set string) string {
 
 // wire builds sandboxes (driver + Manager), snapshots, agent runs, the LLM
 // gateway and /v1/chat from the configuration.
-func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, log *slog.Logger, reg *prometheus.Registry, db *store.DB, authSvc *auth.Service) (*domains, error) {
+func wire(ctx context.Context, cfg *config.Config, getenv func(string) string, log *slog.Logger, reg *prometheus.Registry, db *store.DB, authSvc *auth.Service) (_ *domains, err error) {
 	d := &domains{}
+	// A wiring that fails releases what it made so far (the local driver's
+	// mounts and loops, a Modal client).
+	defer func() {
+		if err != nil {
+			for _, c := range d.closers {
+				c()
+			}
+		}
+	}()
 	host, err := hostID(cfg.DataDir)
 	if err != nil {
 		return nil, err
