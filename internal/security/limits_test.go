@@ -3,6 +3,8 @@ package security
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +17,8 @@ import (
 // sandbox works again.
 func TestForkBombContained(t *testing.T) {
 	runtimes(t, func(t *testing.T, rt string) {
-		d := newDriver(t, rt)
+		data := t.TempDir()
+		d := newDriverWith(t, rt, local.Options{DataDir: data})
 		ref := create(t, d, sandbox.Spec{PidsLimit: 64})
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
@@ -31,7 +34,9 @@ func TestForkBombContained(t *testing.T) {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("the sandbox did not recover from the fork bomb within 90 s: last exec %+v %q, %v", st, out.String(), err)
+				// Its log says how it ended (under gVisor, the Sentry's and the agent's).
+				b, _ := os.ReadFile(filepath.Join(data, "sandboxes", string(ref), "sandbox.log"))
+				t.Fatalf("the sandbox did not recover from the fork bomb within 90 s: last exec %+v %q, %v\nsandbox.log (end):\n%s", st, out.String(), err, b[max(0, len(b)-8192):])
 			}
 		}
 	})

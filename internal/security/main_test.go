@@ -43,7 +43,10 @@ func newDriver(t testing.TB, rt string) *local.Driver {
 func newDriverWith(t testing.TB, rt string, o local.Options) *local.Driver {
 	t.Helper()
 	requireHost(t)
-	o.DataDir, o.InitBinary, o.Runtime = t.TempDir(), initBin, rt
+	if o.DataDir == "" {
+		o.DataDir = t.TempDir()
+	}
+	o.InitBinary, o.Runtime = initBin, rt
 	if rt == local.RuntimeRunsc {
 		o.Runsc = requireRunsc(t)
 		o.RunscPlatform = os.Getenv("TECHBOSS_RUNSC_PLATFORM")
