@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -83,7 +84,14 @@ func idleMemory(b *testing.B, bin string, env []string) procMemory {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	// Stopped as an operator would (SIGTERM): a killed server leaves its
+	// data dir's private bind behind, and the temp dir cannot be removed.
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		stop := time.AfterFunc(30*time.Second, func() { _ = cmd.Process.Kill() })
+		_ = cmd.Wait()
+		stop.Stop()
+	}()
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
