@@ -21,30 +21,28 @@ func Mounts() ([]MountPoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
-	var out []MountPoint
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) < 10 {
-			continue
-		}
-		m := MountPoint{Point: unescapeOctal(f[4])}
-		for _, o := range f[6:] {
-			if o == "-" {
-				break
-			}
-			m.Propagation = append(m.Propagation, o)
-		}
-		out = append(out, m)
-	}
-	return out, nil
+	return mountPoints(string(b)), nil
 }
 
-// mountEntry is the part of a /proc/self/mountinfo line Find needs.
+// mountPoints lists the mounts of a mountinfo text, in its order.
+func mountPoints(mountinfo string) []MountPoint {
+	var out []MountPoint
+	for line := range strings.Lines(mountinfo) {
+		if e, ok := parseMountinfoLine(strings.TrimSuffix(line, "\n")); ok {
+			out = append(out, MountPoint{Point: e.point, Propagation: e.optional})
+		}
+	}
+	return out
+}
+
+// mountEntry is the part of a /proc/self/mountinfo line Find and Mounts
+// need.
 type mountEntry struct {
-	dev    string // major:minor of the mounted device
-	point  string // mount point, unescaped
-	fstype string
-	source string // unescaped
+	dev      string   // major:minor of the mounted device
+	point    string   // mount point, unescaped
+	optional []string // the optional fields (propagation), nil when none
+	fstype   string
+	source   string // unescaped
 }
 
 // mountAt returns the topmost mount on point in a mountinfo text (the last
@@ -82,11 +80,16 @@ func parseMountinfoLine(line string) (mountEntry, bool) {
 	if sep < 0 || sep+2 >= len(f) {
 		return mountEntry{}, false
 	}
+	var optional []string
+	if sep > 6 {
+		optional = f[6:sep]
+	}
 	return mountEntry{
-		dev:    f[2],
-		point:  unescapeOctal(f[4]),
-		fstype: unescapeOctal(f[sep+1]),
-		source: unescapeOctal(f[sep+2]),
+		dev:      f[2],
+		optional: optional,
+		point:    unescapeOctal(f[4]),
+		fstype:   unescapeOctal(f[sep+1]),
+		source:   unescapeOctal(f[sep+2]),
 	}, true
 }
 

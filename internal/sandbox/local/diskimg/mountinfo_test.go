@@ -76,3 +76,16 @@ func FuzzParseMountinfoLine(f *testing.F) {
 		}
 	})
 }
+
+func TestMountPoints(t *testing.T) {
+	want := []MountPoint{
+		{Point: "/", Propagation: []string{"shared:1"}},
+		{Point: "/var/lib/tb/sandboxes/a/disk", Propagation: []string{"shared:30"}},
+		{Point: "/var/lib/tb/sandboxes/with space/disk"},
+		{Point: "/var/lib/tb/sandboxes/a/disk"},
+		{Point: "/no/optional/fields"},
+	}
+	if diff := cmp.Diff(want, mountPoints(sampleMountinfo+"malformed line\n")); diff != "" {
+		t.Errorf("mountPoints (-want +got):\n%s", diff)
+	}
+}
