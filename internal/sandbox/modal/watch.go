@@ -7,7 +7,6 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"path"
 	"strconv"
@@ -190,7 +189,7 @@ func (d *Driver) Watch(ctx context.Context, r sandbox.Ref, p string, recursive b
 		for sc.Scan() {
 			var l watchLine
 			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-				readErr <- fmt.Errorf("modal: watch: bad line from the watcher: %w", err)
+				readErr <- errs.E(errs.BadGateway, "modal: watch: the sandbox's watcher sent a line that is not JSON: %s", printable(err.Error()))
 				return
 			}
 			select {
@@ -218,13 +217,16 @@ func (d *Driver) Watch(ctx context.Context, r sandbox.Ref, p string, recursive b
 		select {
 		case l = <-lines:
 		case err := <-readErr:
+			if errors.Is(err, bufio.ErrTooLong) {
+				return errs.E(errs.BadGateway, "modal: watch: the sandbox's watcher sent a line over %d bytes", watchMaxLine)
+			}
 			if err != nil {
-				return err
+				return mapErr(err, "watch")
 			}
 			if isReady {
 				return nil // the watched path went away
 			}
-			return fmt.Errorf("modal: watch: the watcher ended before it was ready: %s", strings.TrimSpace(stderr.String()))
+			return errs.E(errs.BadGateway, "modal: watch: the sandbox's watcher ended before it was ready: %s", printable(strings.TrimSpace(stderr.String())))
 		case <-ctx.Done():
 			return nil
 		case <-d.procCtx.Done():
@@ -254,14 +256,14 @@ func (d *Driver) Watch(ctx context.Context, r sandbox.Ref, p string, recursive b
 			switch {
 			case l.Event != "create" && l.Event != "write" && l.Event != "remove" && l.Event != "rename",
 				l.Type != "file" && l.Type != "dir", (l.Event == "rename") != (l.From != nil):
-				return fmt.Errorf("modal: watch: the watcher sent a malformed event %.200q", l.Event)
+				return errs.E(errs.BadGateway, "modal: watch: the sandbox's watcher sent a malformed event %.200q", l.Event)
 			}
 			if ev.Path, ok = watchPath(root, l.Path); !ok {
-				return fmt.Errorf("modal: watch: the watcher reported a path outside %s", root)
+				return errs.E(errs.BadGateway, "modal: watch: the sandbox's watcher reported a path outside %s", root)
 			}
 			if l.From != nil {
 				if ev.From, ok = watchPath(root, l.From); !ok {
-					return fmt.Errorf("modal: watch: the watcher reported a path outside %s", root)
+					return errs.E(errs.BadGateway, "modal: watch: the sandbox's watcher reported a path outside %s", root)
 				}
 			}
 			if err := fn(ev); err != nil {
@@ -323,7 +325,7 @@ func watchError(l watchLine) error {
 		}
 		return errs.Field(f, msg)
 	}
-	return errors.New("modal: watch: " + msg)
+	return errs.E(errs.BadGateway, "modal: watch: the sandbox's watcher failed: %s", msg)
 }
 
 // stderrTail keeps the first n bytes written to it (safe for a

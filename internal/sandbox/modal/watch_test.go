@@ -237,16 +237,29 @@ func TestWatchDistrustsTheWatcher(t *testing.T) {
 	d, ref := newWatchSandbox(t, sandbox.Spec{Env: map[string]string{"PATH": "/workspace/bin:/usr/bin:/bin"}})
 	run(t, d, ref, `mkdir -p /workspace/bin /workspace/w && printf '%s\n' '#!/bin/sh' 'echo "{\"pid\":$$}"' 'echo "{\"ready\":true}"' 'cat /workspace/lines' 'exec cat >/dev/null' > /workspace/bin/python3 && chmod +x /workspace/bin/python3`)
 	w := watcher(t, d)
-	for _, c := range []struct{ line, want string }{
-		{`{"event":"create","path":"ok","type":"file"}`, "/workspace/w/ok"},
-		{`{"event":"create\nevent: injected","path":"x","type":"file"}`, ""},
-		{`{"event":"create","path":"../../etc/passwd","type":"file"}`, ""},
-		{`{"event":"create","path":"/etc/passwd","type":"file"}`, ""},
-		{`{"event":"rename","path":"x","from":"../y","type":"file"}`, ""},
-		{`{"event":"create","path":"x","type":"file\n"}`, ""},
-		{`{"kind":"no_python","error":"its python3 is 3.6, older than 3.7"}`, ""},
+	for _, c := range []struct{ line, want, setup, msg string }{
+		{line: `{"event":"create","path":"ok","type":"file"}`, want: "/workspace/w/ok"},
+		{line: `{"event":"create\nevent: injected","path":"x","type":"file"}`},
+		{line: `{"event":"create","path":"../../etc/passwd","type":"file"}`, msg: "outside"},
+		{line: `{"event":"create","path":"/etc/passwd","type":"file"}`, msg: "outside"},
+		{line: `{"event":"rename","path":"x","from":"../y","type":"file"}`, msg: "outside"},
+		{line: `{"event":"create","path":"x","type":"file\n"}`},
+		{line: "not json \x1b[2J", msg: "not JSON"},
+		{line: `{"error":"boom","kind":"surprise"}`, msg: "boom"},
+		// A line past the limit, and bad UTF-8 in a path.
+		{setup: `{ printf '{"event":"create","type":"file","path":"'; head -c 1100000 /dev/zero | tr '\0' a; printf '"}\n'; } > /workspace/lines`, msg: "over 1048576 bytes"},
+		{setup: `printf '{"event":"create","type":"file","path":"\377\376"}\n' > /workspace/lines`, want: "/workspace/w/\ufffd\ufffd"},
+		{line: `{"kind":"no_python","error":"its python3 is 3.6, older than 3.7"}`},
 	} {
-		run(t, d, ref, "cat > /workspace/lines <<'EOF'\n"+c.line+"\nEOF")
+		if c.setup != "" {
+			run(t, d, ref, c.setup)
+		} else {
+			run(t, d, ref, "cat > /workspace/lines <<'EOF'\n"+c.line+"\nEOF")
+		}
+		name := c.line
+		if name == "" {
+			name = c.setup[:min(len(c.setup), 60)]
+		}
 		ctx, cancel := context.WithCancel(testCtx(t))
 		var got []sandbox.WatchEvent
 		err := w.Watch(ctx, ref, "/workspace/w", false, nil, func(ev sandbox.WatchEvent) error {
@@ -257,16 +270,30 @@ func TestWatchDistrustsTheWatcher(t *testing.T) {
 		cancel()
 		if c.want != "" {
 			if err != nil || len(got) != 1 || got[0].Path != c.want {
-				t.Errorf("%s: %+v %v, want one event at %s", c.line, got, err, c.want)
+				t.Errorf("%s: %+v %v, want one event at %q", name, got, err, c.want)
 			}
 			continue
 		}
 		if err == nil || len(got) != 0 {
-			t.Errorf("%s: %+v %v, want an error and no event", c.line, got, err)
+			t.Errorf("%s: %+v %v, want an error and no event", name, got, err)
 		}
-		if strings.Contains(c.line, "no_python") && (errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), "3.6, older than 3.7")) {
-			t.Errorf("an old python3: %v, want a 503 saying so", err)
+		if strings.Contains(c.line, "no_python") {
+			if errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), "3.6, older than 3.7") {
+				t.Errorf("an old python3: %v, want a 503 saying so", err)
+			}
+			continue
 		}
+		// The sandbox answered badly: a 502 saying how, not a bare 500.
+		if errs.KindOf(err) != errs.BadGateway || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s: %v, want a 502 saying %q", name, err, c.msg)
+		}
+	}
+
+	// A fake python3 that exits before it is ready: a 502 with its stderr.
+	run(t, d, ref, `printf '%s\n' '#!/bin/sh' 'echo "no luck" >&2' 'exit 1' > /workspace/bin/python3`)
+	err := w.Watch(testCtx(t), ref, "/workspace/w", false, nil, func(sandbox.WatchEvent) error { return nil })
+	if errs.KindOf(err) != errs.BadGateway || !strings.Contains(err.Error(), "no luck") {
+		t.Errorf("a watcher that exits at once: %v, want a 502 with its stderr", err)
 	}
 }
 
@@ -298,5 +325,26 @@ func TestWatchEndsWithDriver(t *testing.T) {
 	}
 	if err := watcher(t, d).Watch(testCtx(t), ref, dir, false, nil, func(sandbox.WatchEvent) error { return nil }); errs.KindOf(err) != errs.Unavailable {
 		t.Errorf("watch on a closed driver: %v, want unavailable", err)
+	}
+}
+
+// TestWatchModalGone: Modal going away under a watch ends it with a 503
+// saying so, not a bare error.
+func TestWatchModalGone(t *testing.T) {
+	srv := startServer(t, modaltest.Options{})
+	d := newDriver(t, modal.Options{})
+	ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: sandbox.Spec{ImageBase: "alpine:3.21"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := startWatch(t, d, ref, "/workspace", true)
+	srv.Close()
+	select {
+	case <-ws.done:
+		if errs.KindOf(ws.err) != errs.Unavailable {
+			t.Errorf("the watch ended with %v (%v), want a 503", ws.err, errs.KindOf(ws.err))
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the watch did not end when Modal went away")
 	}
 }
