@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -36,31 +35,12 @@ func TestRegistryCredential(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	bearer := bearerCaller(t, ctx, in.url, password)
 	call := func(method, path, body string, want int) string {
 		t.Helper()
-		res := bearerCall(t, ctx, tok.Token, method, in.url+path, body)
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		if res.StatusCode != want {
-			t.Fatalf("%s %s: got %d, want %d: %s", method, path, res.StatusCode, want, b)
-		}
-		if strings.Contains(string(b), password) {
-			t.Fatalf("%s %s: the answer shows the password: %s", method, path, b)
-		}
-		return string(b)
+		return bearer(tok.Token, method, path, body, want)
 	}
-	field := func(body string) string {
-		var e struct {
-			Error struct {
-				Fields []struct{ Field string }
-			}
-		}
-		_ = json.Unmarshal([]byte(body), &e)
-		if len(e.Error.Fields) == 0 {
-			return ""
-		}
-		return e.Error.Fields[0].Field
-	}
+	field := errorField
 	spec := func(cred string) string {
 		b, _ := json.Marshal(map[string]string{"image_base": image, "registry_credential": cred})
 		return string(b)
