@@ -182,6 +182,15 @@ func (b *browser) allow(re string) {
 	b.allowed = append(b.allowed, regexp.MustCompile(re))
 }
 
+// allowSandboxStack allows what a sandbox stack (newSandboxStack: no run
+// service) answers on every page: /auth/me before login (401), and the
+// run and usage routes (503).
+func (b *browser) allowSandboxStack() {
+	b.allow(`^http: GET .*/auth/me -> 401$`)
+	b.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
+	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
+}
+
 // checkProblems fails the test for any unexpected console error, exception
 // or failed request seen so far.
 func (b *browser) checkProblems() {

@@ -155,9 +155,7 @@ func testSandboxBuildProgress(t *testing.T, vp viewport) {
 	s.user(t, aliceEmail, alicePass)
 
 	b := newBrowser(t, s.url)
-	b.allow(`^http: GET .*/auth/me -> 401$`)
-	b.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
-	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
+	b.allowSandboxStack()
 	b.open("/")
 	b.login(aliceEmail, alicePass)
 	b.openAdvanced()

@@ -17,9 +17,7 @@ func TestSnapshotsTab(t *testing.T) {
 	s.user(t, aliceEmail, alicePass)
 	forViewports(t, func(t *testing.T, vp viewport) {
 		b := newBrowser(t, s.url)
-		b.allow(`^http: GET .*/auth/me -> 401$`)
-		b.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
-		b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
+		b.allowSandboxStack()
 		b.viewport(vp.w, vp.h)
 		b.open("/")
 		b.login(aliceEmail, alicePass)

@@ -19,9 +19,7 @@ func testTeamsAndSharing(t *testing.T, vp viewport) {
 	s.user(t, aliceEmail, alicePass)
 	s.user(t, bobEmail, bobPass)
 	b := newBrowser(t, s.url)
-	b.allow(`^http: GET .*/auth/me -> 401$`)
-	b.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
-	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
+	b.allowSandboxStack()
 	b.allow(`^http: POST .*/shares -> 422$`)
 	b.open("/")
 	b.login(aliceEmail, alicePass)
@@ -70,9 +68,7 @@ func testTeamsAndSharing(t *testing.T, vp viewport) {
 
 	// Bob finds it under "Shared with me", to view only.
 	bob := newBrowser(t, s.url)
-	bob.allow(`^http: GET .*/auth/me -> 401$`)
-	bob.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
-	bob.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
+	bob.allowSandboxStack()
 	bob.open("/")
 	bob.login(bobEmail, bobPass)
 	bob.waitJS("bob's own list is empty", `!document.querySelector("main p.empty-list").hidden`)

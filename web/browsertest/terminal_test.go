@@ -96,9 +96,7 @@ func testTerminalUI(t *testing.T, vp viewport) {
 	requireRoutes(t, s, "GET /sandbox/{id}/pty", "GET /sandbox/{id}/pty/sessions")
 	s.user(t, aliceEmail, alicePass)
 	b := newBrowser(t, s.url)
-	b.allow(`^http: GET .*/auth/me -> 401$`)
-	b.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
-	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
+	b.allowSandboxStack()
 	b.open("/")
 	b.login(aliceEmail, alicePass)
 	b.createSandbox("term")
@@ -183,9 +181,7 @@ func TestTerminalAssetsMissing(t *testing.T) {
 	s := newSandboxStack(t)
 	s.user(t, aliceEmail, alicePass)
 	b := newBrowser(t, s.url)
-	b.allow(`^http: GET .*/auth/me -> 401$`)
-	b.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
-	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
+	b.allowSandboxStack()
 	b.allow(`vendor/(xterm|addon-fit)\.mjs`) // the blocked request and the failed import
 	b.do("block the vendor files", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
 		_, err := chromedp.Call(ctx, network.SetBlockedURLs, network.SetBlockedURLsParams{
@@ -245,9 +241,7 @@ func TestPageWeight(t *testing.T) {
 	s := newSandboxStack(t)
 	s.user(t, aliceEmail, alicePass)
 	b := newBrowser(t, s.url)
-	b.allow(`^http: GET .*/auth/me -> 401$`)
-	b.allow(`^http: GET .*/sandbox/[^/]+/runs -> 503$`)
-	b.allow(`^http: GET .*/usage\?group_by=sandbox.* -> 503$`)
+	b.allowSandboxStack()
 	b.allow(`/sandbox/[^/]+/pty`) // before the PTY route lands: the socket fails
 	b.open("/")
 	b.waitJS("login form", `!!document.querySelector('form[aria-label="Log in"]')`)
