@@ -240,9 +240,7 @@ func unmountPrivate(dir string) {
 	_ = unix.Unmount(dir, unix.MNT_DETACH)
 }
 
-// detachRoot (only below a private run dir: New could not make it private
-// when an older driver's mounts were below it) takes the sandbox's root,
-// and what is mounted in it
+// detachRoot takes the sandbox's root, and what is mounted in it
 // (/workspace, /tmp, the server's mounts), out of the host's mount table
 // once bubblewrap has started the sandbox: the sandbox's mount namespace
 // holds its own copy, which keeps the filesystems alive, and the server
@@ -252,6 +250,9 @@ func unmountPrivate(dir string) {
 // mounts), so without this a start slowed with the number of sandboxes
 // running. The sandbox's disk stays mounted: its /workspace is read on the
 // host for snapshots.
+//
+// start calls it only when the run dir is a private mount (New leaves it
+// shared when an older driver's mounts are already below it).
 func detachRoot(st *state) error {
 	if err := unix.Unmount(st.merged(), unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("detach sandbox root from the host: %w", err)

@@ -140,8 +140,8 @@ func TestSandboxMountsStayPrivate(t *testing.T) {
 // TestCloseLetsGoOfDataDir: Close takes the driver's private bind of its
 // data dir away even while a file below is still open (a sandbox's last
 // processes holding its log as they exit), so the directory can be
-// removed; with sandboxes' mounts below, the bind stays for the next
-// driver.
+// removed. (While sandboxes' mounts are below it, Close leaves the bind
+// for the next driver; this test does not cover that case.)
 func TestCloseLetsGoOfDataDir(t *testing.T) {
 	requireHost(t)
 	dataDir := t.TempDir()
