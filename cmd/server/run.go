@@ -20,6 +20,7 @@ import (
 	"github.com/techbossai/techboss/internal/auth"
 	"github.com/techbossai/techboss/internal/config"
 	"github.com/techbossai/techboss/internal/httpapi"
+	"github.com/techbossai/techboss/internal/memtrim"
 	"github.com/techbossai/techboss/internal/store"
 )
 
@@ -135,7 +136,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	// forced collection two minutes later: the dummy password hash (argon2,
 	// 19 MiB), the admin's, migrations. Collect it now and give the pages
 	// back, so an idle server holds what it uses (docs/performance.md).
-	debug.FreeOSMemory()
+	if st, err := memtrim.Release(); err != nil {
+		log.Warn("release start-up memory", "err", err)
+	} else {
+		log.Debug("released start-up memory", "binary_ranges", st.Ranges, "binary_bytes", st.Released)
+	}
 	log.Info("listening", "addr", ln.Addr().String())
 
 	g, gctx := errgroup.WithContext(ctx)
