@@ -1,6 +1,7 @@
 package local
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -66,5 +67,56 @@ func TestExecCoalescesSmallWrites(t *testing.T) {
 		if gap := lines.at[i].Sub(lines.at[i-1]); gap < 300*time.Millisecond {
 			t.Errorf("line %d came %v after the one before, want about 500ms (held back?)", i+1, gap)
 		}
+	}
+
+	// Lines a millisecond apart (a CLI's JSON events) are not bulk output
+	// either: each goes out alone, not held for the next. Coalescing by
+	// gaps alone held each for 2 ms and sent them in twos and threes.
+	// Lenient for a loaded machine: a reader woken late finds two lines.
+	const n = 200
+	var events countingWriter
+	script := "import sys,time\nfor i in range(" + strconv.Itoa(n) + "):\n  sys.stdout.write('x'*150+'\\n'); sys.stdout.flush(); time.sleep(0.001)\n"
+	st, err = d.Exec(testCtx(t), ref, sandbox.ExecRequest{Argv: []string{"python3", "-c", script}, Stdout: &events})
+	if err != nil || st.Code != 0 {
+		t.Fatalf("exec: %+v %v", st, err)
+	}
+	if events.bytes != n*151 {
+		t.Fatalf("got %d bytes, want %d", events.bytes, n*151)
+	}
+	t.Logf("%d lines 1 ms apart came as %d writes", n, len(events.writes))
+	if len(events.writes) < n*3/4 {
+		t.Errorf("%d lines 1 ms apart came as %d writes: lines were held back to be coalesced", n, len(events.writes))
+	}
+}
+
+// What waits for more output: bulk output does, lines do not, even a
+// millisecond or two apart, and a line after bulk output stops is not
+// held either. (Waiting on any read within a few milliseconds of the last
+// added coalesceWait to every line of a CLI's JSON events.)
+func TestCoalescePolicy(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	var r outRate
+	at := t0
+	// 200-byte lines every 1 ms for a second: never bulk.
+	for i := range 1000 {
+		if r.bulk(at) {
+			t.Fatalf("line %d (1 ms after the last) would wait for more", i)
+		}
+		r.delivered(at, 200)
+		at = at.Add(time.Millisecond)
+	}
+	// 4 KiB writes 20 µs apart: bulk within the first 64 KiB.
+	var after int
+	for after = 0; after < 64 && !r.bulk(at); after++ {
+		r.delivered(at, 4096)
+		at = at.Add(20 * time.Microsecond)
+	}
+	if !r.bulk(at) {
+		t.Fatalf("after %d 4 KiB writes 20µs apart output is not bulk", after)
+	}
+	t.Logf("bulk after %d writes of 4 KiB", after)
+	// The stream stops; the next line, 25 ms later, goes out at once.
+	if at = at.Add(25 * time.Millisecond); r.bulk(at) {
+		t.Fatal("a line 25 ms after bulk output stopped would wait for more")
 	}
 }

@@ -118,16 +118,47 @@ func setPipeSize(f *os.File) {
 
 // Output coalescing. A command that prints through stdio writes a few KiB
 // at a time; copying each write to the caller on its own costs a frame, a
-// write and a flush per few KiB. So while output keeps coming (the last
-// delivery went out less than coalesceIdle ago), a read that did not fill
-// the buffer waits up to coalesceWait for more before it is delivered, up
-// to the buffer's size (which grows to pipeSize under sustained output).
-// Output after a quiet spell (an interactive prompt, a log line) goes out
-// at once: only a stream already running pays the wait.
+// write and a flush per few KiB. So while output streams in bulk (at least
+// coalesceBytes delivered over the last one to two coalesceWindows: some
+// 3 MiB/s and up), a read that did not fill the buffer waits up to
+// coalesceWait for more before it is delivered, up to the buffer's size
+// (which grows to pipeSize under sustained output). Output below that rate
+// (an interactive prompt, log lines, a CLI's JSON events even a
+// millisecond apart) goes out at once: a line is never held for the next.
 const (
-	coalesceIdle = 5 * time.Millisecond
-	coalesceWait = 2 * time.Millisecond
+	coalesceWait   = 2 * time.Millisecond
+	coalesceWindow = 10 * time.Millisecond
+	coalesceBytes  = 64 << 10
 )
+
+// outRate tells bulk output from lines: the bytes delivered in the
+// current coalesceWindow and the one before it.
+type outRate struct {
+	start     time.Time // of the current window
+	cur, prev int
+}
+
+func (r *outRate) roll(now time.Time) {
+	switch d := now.Sub(r.start); {
+	case d >= 2*coalesceWindow:
+		r.start, r.cur, r.prev = now, 0, 0
+	case d >= coalesceWindow:
+		r.start, r.cur, r.prev = now, 0, r.cur
+	}
+}
+
+// delivered counts n bytes delivered at now.
+func (r *outRate) delivered(now time.Time, n int) {
+	r.roll(now)
+	r.cur += n
+}
+
+// bulk reports whether output is streaming fast enough at now that a
+// short read should wait for more.
+func (r *outRate) bulk(now time.Time) bool {
+	r.roll(now)
+	return r.cur+r.prev >= coalesceBytes
+}
 
 // outPipe copies one of the command's output pipes to the caller.
 type outPipe struct {
@@ -166,15 +197,15 @@ func (p *outPipe) write(b []byte) {
 func (p *outPipe) run() {
 	defer close(p.done)
 	p.buf = make([]byte, outBufMin)
-	var last time.Time // when the last delivery went out
+	var rate outRate
 	for {
 		n, err := p.r.Read(p.buf)
-		if n > 0 && err == nil && n < len(p.buf) && time.Since(last) < coalesceIdle {
+		if n > 0 && err == nil && n < len(p.buf) && rate.bulk(time.Now()) {
 			n, err = p.gather(n)
 		}
 		if n > 0 {
 			p.write(p.buf[:n])
-			last = time.Now()
+			rate.delivered(time.Now(), n)
 		}
 		if err != nil {
 			return
