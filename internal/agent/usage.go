@@ -18,9 +18,17 @@ import (
 // (a few hundred bytes each); past it, RecordUsage waits for room.
 const maxQueuedUsage = 100_000
 
-// usageSpool is the file, in Durability.SpoolDir, where queued usage
-// records are written ahead: the next start stores what it holds.
-const usageSpool = "usage.pending"
+// The queued usage records are written ahead to a file in
+// Durability.SpoolDir, usage.<queue>.pending, named for the process's
+// queue: the next start stores what the files of the processes before it
+// hold. A file of its own keeps a process's records apart from those it
+// recovers: its queue may spool while recovery still runs (a call through
+// the gateway during an outage at start), and recovery removes what it
+// stored. usage.pending is the name before files were per process.
+const (
+	usageSpoolPrefix = "usage"
+	usageSpoolExt    = ".pending"
+)
 
 // usageQueue holds the metered calls the store could not take (a database
 // outage), in order; a background writer stores them with retries. Each
@@ -33,10 +41,13 @@ type usageQueue struct {
 	stopped bool
 	kick    chan struct{} // capacity 1
 	spool   *os.File      // the queued records, written ahead (nil: none or no spool dir)
+	// spoolName is the name of this queue's spool file (recovery leaves it).
+	spoolName string
 }
 
 func newUsageQueue() *usageQueue {
-	q := &usageQueue{perRun: map[string]int{}, kick: make(chan struct{}, 1)}
+	q := &usageQueue{perRun: map[string]int{}, kick: make(chan struct{}, 1),
+		spoolName: usageSpoolPrefix + "." + randHex(8) + usageSpoolExt}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
@@ -154,7 +165,7 @@ func (s *Service) spoolUsage(rec UsageRecord) {
 			s.log.Error("spool usage record", "err", err)
 			return
 		}
-		f, err := os.OpenFile(filepath.Join(dir, usageSpool), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		f, err := os.OpenFile(filepath.Join(dir, q.spoolName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			s.log.Error("spool usage record", "err", err)
 			return
@@ -197,14 +208,33 @@ type spooledUsage struct {
 	LatencyMS   int64 `json:"latency_ms_spooled"`
 }
 
-// recoverUsage stores the usage records a previous process spooled,
-// retrying until the store takes them or ctx ends, then removes the file.
+// recoverUsage stores the usage records that processes before this one
+// spooled, retrying until the store takes them or ctx ends, and removes
+// each file once its records are stored. This process's own spool file is
+// not touched: its records are in its queue. A file left by a process
+// that died while recovering is stored again, harmlessly (StoreUsage
+// skips a record it has).
 func (s *Service) recoverUsage(ctx context.Context) error {
 	dir := s.hub.dur.SpoolDir
 	if dir == "" {
 		return nil
 	}
-	path := filepath.Join(dir, usageSpool)
+	paths, err := filepath.Glob(filepath.Join(dir, usageSpoolPrefix+"*"+usageSpoolExt))
+	if err != nil {
+		return err
+	}
+	for _, path := range paths {
+		if filepath.Base(path) == s.usage.spoolName {
+			continue
+		}
+		if err := s.recoverUsageFile(ctx, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) recoverUsageFile(ctx context.Context, path string) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -233,8 +263,13 @@ func (s *Service) recoverUsage(ctx context.Context) error {
 		}
 		n++
 	}
+	if err := sc.Err(); err != nil {
+		// Kept for the next start (what was stored is skipped then).
+		s.log.Error("read spooled usage records; the file is kept", "file", filepath.Base(path), "records", n, "err", err)
+		return nil
+	}
 	f.Close()
-	s.log.Info("stored spooled usage records", "records", n)
+	s.log.Info("stored spooled usage records", "records", n, "file", filepath.Base(path))
 	return os.Remove(path)
 }
 
