@@ -2,6 +2,7 @@ package presence_test
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -164,4 +165,107 @@ func TestBoardOutage(t *testing.T) {
 	}
 	pg.Start()
 	waitViewers(t, "B's viewers after the outage", polled, "u_c 1 pty ")
+}
+
+// logLine is one captured log record: its level, message and attributes.
+type logLine struct {
+	level slog.Level
+	msg   string
+	attrs map[string]slog.Value
+}
+
+func (l logLine) String() string {
+	s := l.level.String() + " " + l.msg
+	for k, v := range l.attrs {
+		s += " " + k + "=" + v.String()
+	}
+	return s
+}
+
+// capture is a slog handler that keeps every record.
+type capture struct {
+	mu    sync.Mutex
+	lines []logLine
+}
+
+func (c *capture) Enabled(context.Context, slog.Level) bool { return true }
+func (c *capture) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *capture) WithGroup(string) slog.Handler            { return c }
+func (c *capture) Handle(_ context.Context, r slog.Record) error {
+	l := logLine{level: r.Level, msg: r.Message, attrs: map[string]slog.Value{}}
+	r.Attrs(func(a slog.Attr) bool { l.attrs[a.Key] = a.Value; return true })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lines = append(c.lines, l)
+	return nil
+}
+
+// at returns the captured records of level.
+func (c *capture) at(level slog.Level) []logLine {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []logLine
+	for _, l := range c.lines {
+		if l.level == level {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestViewersNowOutageLogsOnce: while the database is down every read of
+// GET /sandbox/{id}/presence (ViewersNow) fails to reach the board, and a
+// UI polls it. The log gets one warning when the reads start failing (with
+// the error) and one info line when they work again (with how many
+// failed), not a line per read; the answers meanwhile are this replica's
+// viewers.
+func TestViewersNowOutageLogsOnce(t *testing.T) {
+	pg := pgserver.Start(t)
+	db := openPG(t, pg.URL)
+	logs := &capture{}
+	// No Run: only ViewersNow reads the board (and logs) here.
+	tr := presence.New(presence.Options{Board: db.PresenceBoard(), Logger: slog.New(logs)})
+	defer tr.Join("sb1", presence.Stream{UserID: "u_a", Kind: presence.KindPTY})()
+	now := func() []string { return lines(tr.ViewersNow(t.Context(), "sb1")) }
+	want := []string{"u_a 1 pty "}
+	if got := now(); !cmp.Equal(got, want) {
+		t.Fatalf("viewers %v, want %v", got, want)
+	}
+
+	pg.Stop()
+	const reads = 50
+	for range reads {
+		if got := now(); !cmp.Equal(got, want) {
+			t.Fatalf("viewers with the database down %v, want this replica's %v", got, want)
+		}
+	}
+	warns := logs.at(slog.LevelWarn)
+	if len(warns) != 1 {
+		t.Fatalf("%d warnings after %d failed reads, want 1: %v", len(warns), reads, warns)
+	}
+	if err := warns[0].attrs["err"]; err.String() == "" {
+		t.Errorf("the warning %v names no error", warns[0])
+	}
+
+	pg.Start()
+	// The pool's first tries after the restart may still fail: read until
+	// one works (the info line).
+	deadline := time.Now().Add(time.Minute)
+	for len(logs.at(slog.LevelInfo)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no info line after the database came back")
+		}
+		now()
+	}
+	now()
+	infos := logs.at(slog.LevelInfo)
+	if len(infos) != 1 {
+		t.Fatalf("%d info lines after the reads work again, want 1: %v", len(infos), infos)
+	}
+	if n := infos[0].attrs["failed_reads"]; n.Kind() != slog.KindInt64 || n.Int64() < reads {
+		t.Errorf("the info line says %v reads failed, want at least %d", n, reads)
+	}
+	if warns := logs.at(slog.LevelWarn); len(warns) != 1 {
+		t.Errorf("%d warnings in all, want 1: %v", len(warns), warns)
+	}
 }

@@ -119,6 +119,39 @@ type Tracker struct {
 	// dirty are the sandboxes whose viewers here may differ from what Run
 	// published of them.
 	dirty map[string]struct{}
+
+	// reads is how ViewersNow's reads of the board fare: while they fail
+	// (the database is down and a UI polls), one warning, not one a read.
+	reads readHealth
+}
+
+// readHealth collapses the failures of ViewersNow's board reads into one
+// warning when they start and one notice when they work again.
+type readHealth struct {
+	mu     sync.Mutex
+	failed int // reads failed since the last that worked; 0: they work
+}
+
+// fail counts a failed read; the first of a run of them is logged.
+func (h *readHealth) fail(log *slog.Logger, sandboxID string, err error) {
+	h.mu.Lock()
+	h.failed++
+	first := h.failed == 1
+	h.mu.Unlock()
+	if first {
+		log.Warn("presence: reading the other replicas' viewers failed; answering with this replica's until it works", "sandbox", sandboxID, "err", err)
+	}
+}
+
+// worked ends a run of failed reads, logging how many there were.
+func (h *readHealth) worked(log *slog.Logger) {
+	h.mu.Lock()
+	n := h.failed
+	h.failed = 0
+	h.mu.Unlock()
+	if n > 0 {
+		log.Info("presence: reading the other replicas' viewers works again", "failed_reads", n)
+	}
 }
 
 // room is one sandbox's viewers and subscribers.
@@ -330,17 +363,21 @@ func (t *Tracker) Viewers(sandboxID string) []Viewer {
 }
 
 // ViewersNow is Viewers with the other replicas' viewers read from the
-// board now (one query). When the board cannot be read it logs that and
-// answers what it knows.
+// board now (one query). When the board cannot be read it answers what it
+// knows; the first failure is logged, and the first read that works after
+// failures (with how many failed).
 func (t *Tracker) ViewersNow(ctx context.Context, sandboxID string) []Viewer {
 	if t.opt.Board == nil {
 		return t.Viewers(sandboxID)
 	}
 	others, err := t.opt.Board.Others(ctx, t.id, []string{sandboxID}, t.expire())
 	if err != nil {
-		t.opt.Logger.Warn("presence: read the other replicas' viewers", "sandbox", sandboxID, "err", err)
+		if ctx.Err() == nil { // not the caller going away
+			t.reads.fail(t.opt.Logger, sandboxID, err)
+		}
 		return t.Viewers(sandboxID)
 	}
+	t.reads.worked(t.opt.Logger)
 	t.mu.Lock()
 	var local []Viewer
 	if r := t.rooms[sandboxID]; r != nil {
