@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -43,8 +44,9 @@ func (h onMessage) Handle(_ context.Context, r slog.Record) error {
 // call through the gateway records usage, which this process queues and
 // spools; then it dies. A third process, with the database back, must
 // store that record too: every record once, the run's totals counting
-// each once, no spool file left. Both processes used to spool to one
-// file, which recovery removed with the new record in it.
+// each once (also the one in a file a process died before removing), no
+// spool file left. Both processes used to spool to one file, which
+// recovery removed with the new record in it.
 func TestUsageSpooledWhileRecovering(t *testing.T) {
 	pg := pgserver.Start(t)
 	db := openPG(t, pg.URL)
@@ -96,8 +98,13 @@ func TestUsageSpooledWhileRecovering(t *testing.T) {
 	pg.Stop()
 	record(a, "use_before", 3)
 	stopA()
-	if len(spooled()) == 0 {
-		t.Fatal("no usage spool file after a stop with the database down")
+	aFiles := spooled()
+	if len(aFiles) != 1 {
+		t.Fatalf("usage spool files after a stop with the database down: %v, want one", aFiles)
+	}
+	aSpool, err := os.ReadFile(aFiles[0])
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	// B recovers it; between reading the spool and removing what it
@@ -119,7 +126,12 @@ func TestUsageSpooledWhileRecovering(t *testing.T) {
 	close(resume)
 	stopB() // B dies before the database is back (it never gets ready: Run fails)
 
-	// C, with the database back, stores what B spooled.
+	// C, with the database back, stores what B spooled. A's file is back
+	// too, as if B had died before it removed it: its record, stored by B,
+	// must not count twice.
+	if err := os.WriteFile(aFiles[0], aSpool, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	pg.Start()
 	c := newService(slog.DiscardHandler)
 	stopC := run(c)
