@@ -534,6 +534,23 @@ func (s *Service) interruptOrphans(ctx context.Context) error {
 	return nil
 }
 
+// awaitRecovery waits until Run has recovered what the processes before
+// it left: their spooled events stored and their runs interrupted. Until
+// then a run they left active is not this process's to end: its stored
+// last seq is not its last yet, so a done event written now would take
+// the seq of a spooled event, which recovery then skips as stored. It is
+// errs.Unavailable when Run has returned without getting that far.
+func (s *Service) awaitRecovery(ctx context.Context) error {
+	select {
+	case <-s.ready:
+		return nil
+	case <-s.stopped:
+		return errs.E(errs.Unavailable, "the run service is not running")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Start validates and starts a run of prompt in the owner's sandbox and
 // returns it (queued). The next prompt in a sandbox resumes its Claude
 // session unless opts.NewSession. A sandbox with an active run gives
@@ -542,12 +559,8 @@ func (s *Service) Start(ctx context.Context, ownerID, sandboxID, prompt string, 
 	if err := s.validate(prompt, opts); err != nil {
 		return Run{}, err
 	}
-	select {
-	case <-s.ready:
-	case <-s.stopped:
-		return Run{}, errs.E(errs.Unavailable, "the run service is not running")
-	case <-ctx.Done():
-		return Run{}, ctx.Err()
+	if err := s.awaitRecovery(ctx); err != nil {
+		return Run{}, err
 	}
 	sb, err := s.sbx.Get(ctx, ownerID, sandboxID)
 	if err != nil {
@@ -1133,8 +1146,12 @@ func lastLine(s string) string {
 // Cancel asks the owner's active run to stop: SIGINT now (the CLI writes
 // its final result), SIGKILL after the grace period. The run ends as
 // cancelled. A run served by another replica is asked through the feed.
-// ownerID "" skips the owner check (admins).
+// Like Start, it first waits for Run's start-up recovery (see
+// awaitRecovery). ownerID "" skips the owner check (admins).
 func (s *Service) Cancel(ctx context.Context, ownerID, runID string) (Run, error) {
+	if err := s.awaitRecovery(ctx); err != nil {
+		return Run{}, err
+	}
 	r, err := s.Get(ctx, ownerID, runID)
 	if err != nil {
 		return Run{}, err
