@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/llm"
 	"github.com/techbossai/techboss/internal/teams"
 )
 
@@ -70,8 +71,7 @@ func (s *server) handleGetTeamBudget(w http.ResponseWriter, r *http.Request) err
 	if err := s.teamBudgetRole(r.Context(), r, teamID, teams.RoleViewer); err != nil {
 		return err
 	}
-	now := s.now().UTC()
-	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	start := llm.MonthStart(s.now())
 	limit, spent, err := s.deps.Store.TeamBudget(r.Context(), teamID, start)
 	if err != nil {
 		return err

@@ -70,7 +70,7 @@ func NewBudgets(def BudgetConfig, ledger Ledger, limits LimitStore, now func() t
 // limits and is taken as having spent nothing.
 func (b *Budgets) Check(ctx context.Context, userID string) error {
 	now := b.now().UTC()
-	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	start := MonthStart(now)
 	b.knownMu.Lock()
 	k, seen := b.known[userID]
 	b.knownMu.Unlock()
@@ -167,11 +167,18 @@ func (b *Budgets) Status(ctx context.Context, userID string) (BudgetStatus, erro
 		}
 	}
 	now := b.now().UTC()
-	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	start := MonthStart(now)
 	spent, err := b.ledger.SpentUSD(ctx, userID, start)
 	if err != nil {
 		return st, fmt.Errorf("load spend of user %s: %w", userID, err)
 	}
 	st.SpentUSD, st.MonthResetsAt = spent, start.AddDate(0, 1, 0)
 	return st, nil
+}
+
+// MonthStart is the start of t's calendar month in UTC: budgets (users'
+// and teams') count spend from there, and reset a month later.
+func MonthStart(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/llm"
 )
 
 // BudgetStore reads the budget that covers a sandbox's calls; *store.DB
@@ -26,8 +27,8 @@ func BudgetCheck(st BudgetStore, now func() time.Time) func(ctx context.Context,
 		now = time.Now
 	}
 	return func(ctx context.Context, sandboxID string) error {
-		t := now().UTC()
-		start := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+		t := now()
+		start := llm.MonthStart(t)
 		teamID, limit, spent, err := st.SandboxTeamBudget(ctx, sandboxID, start)
 		if err != nil {
 			return fmt.Errorf("team budget: %w", err)
