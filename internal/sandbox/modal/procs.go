@@ -26,9 +26,12 @@ import (
 // background exec whose stdout and stderr the driver reads into a bounded
 // ring, whose stdin it writes and whose exit code it waits for. Signals
 // and the list of every process go through short execs of kill(1) and of
-// a /bin/sh loop over /proc. The table lives in this server process: after
-// a server restart the processes still run in the sandbox (listed,
-// managed: false, and signallable) but their logs and stdin are gone.
+// a /bin/sh loop over /proc. The table lives in this server process; so
+// that a restart does not lose the logs, the exec runs the process under
+// proc.py, which also keeps them (and the exit code) in the sandbox
+// (proclog.go), where a restarted server reads them and finds the
+// processes again in the listing. Their stdin stays with the exec the
+// old server held: gone after a restart.
 
 var _ sandbox.Processes = (*Driver)(nil)
 
@@ -46,10 +49,6 @@ const (
 	// exited (a background child may hold its pipes open).
 	drainWait = 5 * time.Second
 )
-
-// procWrapper prints the shell's PID (kept by exec) as the first line of
-// stdout, then becomes the command.
-const procWrapper = `echo $$; exec "$@"`
 
 // managed is one process started through StartProcess.
 type managed struct {
@@ -101,7 +100,7 @@ func (d *Driver) lookupManaged(sandboxID string, pid int) (*managed, error) {
 	if m := t.byPid[pid]; m != nil {
 		return m, nil
 	}
-	return nil, errs.E(errs.NotFound, "process %d was not started through the API since this server started (only those have captured output and stdin), or it exited long ago", pid)
+	return nil, errs.E(errs.NotFound, "process %d was not started through the API (only those have captured output and stdin), or it exited long ago, or (for stdin) the server restarted since it started", pid)
 }
 
 // StartProcess starts spec as a background exec and returns once its PID
@@ -125,14 +124,15 @@ func (d *Driver) StartProcess(ctx context.Context, r sandbox.Ref, spec sandbox.P
 	if dir == "" {
 		dir = "/workspace"
 	}
-	argv := append([]string{"/bin/sh", "-c", procWrapper, "sh"}, spec.Command...)
-	cp, err := h.Exec(ctx, argv, &modalsdk.SandboxExecParams{Workdir: dir, Env: spec.Env, Stdout: modalsdk.Pipe, Stderr: modalsdk.Pipe})
-	if err != nil {
-		return sandbox.Process{}, mapErr(err, "start process")
-	}
 	name := spec.Name
 	if name == "" {
 		name = spec.Command[0]
+	}
+	argv := append([]string{"/bin/sh", "-c", procWrapper, "sh", procScript,
+		strconv.Itoa(procSegMax), strconv.Itoa(maxManagedExited), name}, spec.Command...)
+	cp, err := h.Exec(ctx, argv, &modalsdk.SandboxExecParams{Workdir: dir, Env: spec.Env, Stdout: modalsdk.Pipe, Stderr: modalsdk.Pipe})
+	if err != nil {
+		return sandbox.Process{}, mapErr(err, "start process")
 	}
 	m := &managed{
 		info: sandbox.Process{Name: name, Command: slices.Clone(spec.Command), State: "running", StartedAt: time.Now().UTC(), Managed: true},
@@ -240,9 +240,20 @@ func (d *Driver) ListProcesses(ctx context.Context, r sandbox.Ref) ([]sandbox.Pr
 		table[pid] = info
 	}
 	t.mu.Unlock()
+	// proc.py wrappers are plumbing, not listed; their children are
+	// managed processes, also those a server before a restart started.
+	wrappers := map[int]string{}
+	for _, p := range procs {
+		if name, ok := wrapperName(p); ok {
+			wrappers[p.PID] = name
+		}
+	}
+	procs = slices.DeleteFunc(procs, func(p sandbox.Process) bool { _, ok := wrappers[p.PID]; return ok })
 	for i, p := range procs {
 		if mi, ok := table[p.PID]; ok && mi.State != "exited" {
 			procs[i].Name, procs[i].Managed, procs[i].StartedAt = mi.Name, true, mi.StartedAt
+		} else if name, ok := wrappers[p.PPID]; ok && p.State != "exited" {
+			procs[i].Name, procs[i].Managed = name, true
 		}
 	}
 	var gone []sandbox.Process
@@ -365,13 +376,18 @@ func (d *Driver) shellCode(ctx context.Context, h *modalsdk.Sandbox, stdout, std
 	return code, nil
 }
 
-// ProcessLogs streams a managed process's log from the driver's ring.
+// ProcessLogs streams a managed process's log from the driver's ring, or,
+// for one it does not know (started before a restart), from the log the
+// sandbox keeps.
 func (d *Driver) ProcessLogs(ctx context.Context, r sandbox.Ref, pid int, follow bool, from int64, ready func(), fn func(sandbox.ProcessOutput) error) error {
 	x, err := parseRef(r)
 	if err != nil {
 		return err
 	}
 	m, err := d.lookupManaged(x.SandboxID, pid)
+	if errs.KindOf(err) == errs.NotFound {
+		return d.keptLogs(ctx, r, pid, follow, from, ready, fn, err)
+	}
 	if err != nil {
 		return err
 	}

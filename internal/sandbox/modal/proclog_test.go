@@ -1,0 +1,184 @@
+package modal_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/techbossai/techboss/internal/errs"
+	"github.com/techbossai/techboss/internal/sandbox"
+	"github.com/techbossai/techboss/internal/sandbox/modal"
+	"github.com/techbossai/techboss/internal/sandbox/modal/modaltest"
+	"github.com/techbossai/techboss/internal/sandbox/sandboxtest"
+)
+
+// restartSandbox starts the Modal stand-in, a sandbox (of spec) and a
+// first driver; restarted returns a second driver on the same control
+// plane, as a server started again would have, after closing the first.
+func restartSandbox(t *testing.T, spec sandbox.Spec) (first *modal.Driver, ref sandbox.Ref, restarted func() *modal.Driver) {
+	t.Helper()
+	startServer(t, modaltest.Options{})
+	first = newDriver(t, modal.Options{})
+	if spec.ImageBase == "" {
+		spec.ImageBase = "alpine:3.21"
+	}
+	ref, err := first.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "o", Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted = func() *modal.Driver {
+		t.Helper()
+		first.Close()
+		d := newDriver(t, modal.Options{})
+		t.Cleanup(func() { _ = d.Destroy(context.Background(), ref) })
+		if ok, err := d.Recover(testCtx(t), ref); !ok || err != nil {
+			t.Fatalf("recover after the restart: %v %v", ok, err)
+		}
+		return d
+	}
+	return first, ref, restarted
+}
+
+// TestProcessLogsSurviveRestart: a managed process's log, its exit code
+// and follow mode are served by a server started again (a second driver)
+// from what the sandbox keeps; the process is still listed as managed;
+// its stdin is gone (404).
+func TestProcessLogsSurviveRestart(t *testing.T) {
+	d1, ref, restarted := restartSandbox(t, sandbox.Spec{})
+	ctx := testCtx(t)
+	waiter, err := d1.StartProcess(ctx, ref, sandbox.ProcessSpec{Name: "dev server", Command: []string{"sh", "-c",
+		"echo ready; echo warming >&2; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo bye; exit 5"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := d1.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"sh", "-c", "echo done; exit 3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, _, exit, _ := logsOf(t, d1, ref, done.PID, true, 0); o != "done\n" || exit != 3 {
+		t.Fatalf("before the restart: %q exit %d", o, exit)
+	}
+	// Both lines of the waiter are out before the restart.
+	if _, st := run(t, d1, ref, "until [ -s /tmp/.techboss/procs/"+strconv.Itoa(waiter.PID)+"/cur ] && grep -q warming /tmp/.techboss/procs/"+strconv.Itoa(waiter.PID)+"/cur; do sleep 0.05; done"); st.Code != 0 {
+		t.Fatal("the waiter's log did not appear")
+	}
+
+	d := restarted()
+	if o, e, exit, end := logsOf(t, d, ref, waiter.PID, false, 0); o != "ready\n" || e != "warming\n" || exit != -1000 || end != 14 {
+		t.Errorf("after the restart: stdout %q stderr %q exit %d end %d", o, e, exit, end)
+	}
+	if o, _, exit, end := logsOf(t, d, ref, done.PID, false, 0); o != "done\n" || exit != 3 || end != 5 {
+		t.Errorf("an exited process after the restart: %q exit %d end %d", o, exit, end)
+	}
+	procs, err := d.ListProcesses(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := findProc(procs, waiter.PID); !ok || !p.Managed || p.Name != "dev server" || p.State != "running" {
+		t.Errorf("list after the restart: the waiter is %+v (found %v)", p, ok)
+	}
+	for _, p := range procs {
+		if len(p.Command) > 3 && p.Command[3] == "techboss-proc" {
+			t.Errorf("list: the log wrapper is listed: %+v", p)
+		}
+	}
+	if err := d.ProcessStdin(ctx, ref, waiter.PID, []byte("x"), false); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("stdin after the restart: %v, want a 404", err)
+	}
+
+	// Follow from after "ready\n" until it exits.
+	type logs struct {
+		out  string
+		exit int
+		end  int64
+		err  error
+	}
+	followed := make(chan logs, 1)
+	ready := make(chan struct{})
+	go func() {
+		var b strings.Builder
+		l := logs{exit: -1000}
+		l.err = d.ProcessLogs(ctx, ref, waiter.PID, true, 6, func() { close(ready) }, func(o sandbox.ProcessOutput) error {
+			if o.Stream == "stdout" {
+				b.Write(o.Data)
+			}
+			if o.Exit != nil {
+				l.exit = *o.Exit
+			}
+			l.end = o.Offset
+			return nil
+		})
+		l.out = b.String()
+		followed <- l
+	}()
+	select {
+	case <-ready:
+	case l := <-followed:
+		t.Fatalf("follow ended before it was ready: %+v", l)
+	}
+	run(t, d, ref, "touch /tmp/go")
+	if l := <-followed; l.err != nil || l.out != "bye\n" || l.exit != 5 || l.end != 18 {
+		t.Errorf("followed after the restart: %+v", l)
+	}
+	procs, err = d.ListProcesses(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := findProc(procs, waiter.PID); ok && p.State == "running" {
+		t.Errorf("list: the waiter still runs: %+v", p)
+	}
+	// Resuming past the end gives the exit only, at the end.
+	if o, _, exit, end := logsOf(t, d, ref, waiter.PID, false, 1000); o != "" || exit != 5 || end != 18 {
+		t.Errorf("from past the end: %q exit %d end %d", o, exit, end)
+	}
+	// An unknown process is still a 404.
+	if err := d.ProcessLogs(ctx, ref, 1<<22+7, false, 0, nil, func(sandbox.ProcessOutput) error { return nil }); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("logs of an unknown pid: %v", err)
+	}
+}
+
+// TestKeptProcessLogIsBounded: the sandbox keeps the last 1 MiB or so of
+// a process's output (two segments of half that); after a restart a
+// reader gets a gap for the rest, and what it gets is the output's tail.
+func TestKeptProcessLogIsBounded(t *testing.T) {
+	d1, ref, restarted := restartSandbox(t, sandbox.Spec{})
+	ctx := testCtx(t)
+	// seq 1 400000 writes 2,688,895 bytes.
+	p, err := d1.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"seq", "1", "400000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, exit, _ := logsOf(t, d1, ref, p.PID, true, 0); exit != 0 {
+		t.Fatalf("seq: exit %d", exit)
+	}
+	var want strings.Builder
+	for i := 1; i <= 400000; i++ {
+		want.WriteString(strconv.Itoa(i))
+		want.WriteByte('\n')
+	}
+	total := int64(want.Len())
+
+	d := restarted()
+	var gap int64
+	var data strings.Builder
+	var last sandbox.ProcessOutput
+	err = d.ProcessLogs(ctx, ref, p.PID, false, 0, nil, func(o sandbox.ProcessOutput) error {
+		if o.Gap > 0 && data.Len() > 0 {
+			t.Errorf("a gap of %d after %d bytes of data", o.Gap, data.Len())
+		}
+		gap += o.Gap
+		data.Write(o.Data)
+		last = o
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := int64(data.Len()); gap+n != total || n > 1<<20 || n < 512<<10 || last.Offset != total || last.Exit == nil || *last.Exit != 0 {
+		t.Fatalf("after the restart: gap %d + data %d, want %d in all, 512 KiB to 1 MiB kept; last %+v", gap, n, total, last)
+	}
+	if !strings.HasSuffix(want.String(), data.String()) {
+		t.Errorf("the kept log is not the tail of the output")
+	}
+}
