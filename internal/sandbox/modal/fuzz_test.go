@@ -7,6 +7,8 @@ import (
 	"path"
 	"strings"
 	"testing"
+
+	"github.com/techbossai/techboss/internal/errs"
 )
 
 func FuzzCleanPath(f *testing.F) {
@@ -88,6 +90,48 @@ func FuzzFilterTar(f *testing.F) {
 					t.Fatalf("hard link out passed: %q -> %q", h.Name, h.Linkname)
 				}
 			}
+		}
+	})
+}
+
+// FuzzParseLogStream: whatever the sandbox's log reader sends, the parser
+// returns items within their bounds or a 502, and never panics.
+func FuzzParseLogStream(f *testing.F) {
+	for _, s := range []string{
+		"P 5\nK\nS 0\no5\nhelloe3\nerrC\nX 0\n",
+		"P 5\nE notfound\n",
+		"P 5\nK\nS 99\no1\naS 100\ne2\nabC\nX -1\n",
+		"P 5\nK\nS 0\no99999999\n",
+		"P 5\nK\nS 0\no10\nabc",
+		"X 300\n", "S -1\n", "P\n", "o-1\n", "E\n", "K extra\n", "\n", "S 0",
+	} {
+		f.Add([]byte(s))
+	}
+	const limit = 1 << 10
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := &countReader{r: bytes.NewReader(b)}
+		err := parseLogStream(r, limit, func(it logItem) bool {
+			switch it.kind {
+			case 'o', 'e':
+				if int64(len(it.data)) != it.n || it.n > procRecordMax || it.stream == "" {
+					t.Fatalf("record %q of %d bytes, stream %q", it.kind, len(it.data), it.stream)
+				}
+			case 'X':
+				if it.n < -1 || it.n > 255 {
+					t.Fatalf("exit %d", it.n)
+				}
+			case 'S':
+				if it.n < 0 {
+					t.Fatalf("segment at %d", it.n)
+				}
+			case 'P', 'K', 'C', 'E':
+			default:
+				t.Fatalf("item of kind %q", it.kind)
+			}
+			return true
+		})
+		if err != nil && errs.KindOf(err) != errs.BadGateway {
+			t.Fatalf("error %v is not a 502", err)
 		}
 	})
 }

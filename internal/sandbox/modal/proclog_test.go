@@ -60,7 +60,7 @@ func TestProcessLogsSurviveRestart(t *testing.T) {
 		t.Fatalf("before the restart: %q exit %d", o, exit)
 	}
 	// Both lines of the waiter are out before the restart.
-	if _, st := run(t, d1, ref, "until [ -s /tmp/.techboss/procs/"+strconv.Itoa(waiter.PID)+"/cur ] && grep -q warming /tmp/.techboss/procs/"+strconv.Itoa(waiter.PID)+"/cur; do sleep 0.05; done"); st.Code != 0 {
+	if _, st := run(t, d1, ref, "i=0; until grep -q warming /tmp/.techboss/procs/"+strconv.Itoa(waiter.PID)+"/cur 2>/dev/null; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.05; done"); st.Code != 0 {
 		t.Fatal("the waiter's log did not appear")
 	}
 
@@ -181,4 +181,95 @@ func TestKeptProcessLogIsBounded(t *testing.T) {
 	if !strings.HasSuffix(want.String(), data.String()) {
 		t.Errorf("the kept log is not the tail of the output")
 	}
+}
+
+// TestKeptProcessLogDistrustsTheSandbox: what the sandbox keeps is its
+// code's to replace. After a restart, a log or exit file that is a
+// symbolic link (onto a host-ish path), a FIFO, a 1 GiB sparse file, a
+// forged exit code or a malformed record is a 502 naming the problem,
+// quickly, with nothing of the link's target read; and so is a log
+// reader (what runs as python3) that lies.
+func TestKeptProcessLogDistrustsTheSandbox(t *testing.T) {
+	d1, ref, restarted := restartSandbox(t, sandbox.Spec{Env: map[string]string{"PATH": "/workspace/bin:/usr/bin:/bin"}})
+	ctx := testCtx(t)
+	tamper := []struct{ name, script, msg string }{
+		{"log is a link", `rm cur && ln -s /etc/passwd cur`, "cur is a symbolic link"},
+		{"old log is a link", `cp cur prev && sed -i 's/^TBLOG1 0/TBLOG1 99/' cur && rm prev && ln -s /etc/passwd prev`, "prev is a symbolic link"},
+		{"dir is a link", `cd .. && mv $P $P.x && ln -s /etc $P`, "symbolic link"},
+		{"log is a FIFO", `rm cur && mkfifo cur`, "cur is not a regular file"},
+		{"log is 1 GiB", `truncate -s 1G cur`, "larger"},
+		{"old log is 1 GiB", `cp cur prev && truncate -s 1G prev && sed -i 's/^TBLOG1 0/TBLOG1 99/' cur`, "larger"},
+		{"malformed record", `printf 'TBLOG1 0\nq5\nhello' > cur`, "malformed record"},
+		{"no header", `printf 'root:x:0:0\n' > cur`, "no valid header"},
+		{"exit is garbage", `printf 'zzz\n' > exit`, "exit code"},
+		{"exit is huge", `printf '99999\n' > exit`, "exit code"},
+		{"exit is a link", `rm exit && ln -s /dev/zero exit`, "exit is a symbolic link"},
+		{"exit is a FIFO", `rm exit && mkfifo exit`, "exit is not a regular file"},
+	}
+	pids := make([]int, len(tamper))
+	for i := range tamper {
+		p, err := d1.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"sh", "-c", "echo root-secret-marker; exit 0"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, exit, _ := logsOf(t, d1, ref, p.PID, true, 0); exit != 0 {
+			t.Fatalf("process %d: exit %d", p.PID, exit)
+		}
+		pids[i] = p.PID
+	}
+	d := restarted()
+	for i, c := range tamper {
+		t.Run(c.name, func(t *testing.T) {
+			dir := "/tmp/.techboss/procs/" + strconv.Itoa(pids[i])
+			if _, st := run(t, d, ref, "P="+strconv.Itoa(pids[i])+"; cd "+dir+" && "+c.script); st.Code != 0 {
+				t.Fatalf("tamper: exit %d", st.Code)
+			}
+			for _, follow := range []bool{false, true} {
+				var got strings.Builder
+				err := d.ProcessLogs(ctx, ref, pids[i], follow, 0, nil, func(o sandbox.ProcessOutput) error {
+					got.Write(o.Data)
+					return nil
+				})
+				if errs.KindOf(err) != errs.BadGateway || !strings.Contains(err.Error(), c.msg) {
+					t.Errorf("follow %v: %v, want a 502 saying %q", follow, err, c.msg)
+				}
+				if strings.Contains(got.String()+errString(err), "root:") {
+					t.Errorf("follow %v: the link's target was read: %q, %v", follow, got.String(), err)
+				}
+			}
+		})
+	}
+
+	// What runs as python3 lies.
+	run(t, d, ref, `mkdir -p /workspace/bin && printf '%s\n' '#!/bin/sh' 'cat /workspace/lines' > /workspace/bin/python3 && chmod +x /workspace/bin/python3`)
+	for _, c := range []struct{ name, lines, msg string }{
+		{"a record over the limit", `printf 'P 5\nK\nS 0\no99999999\n'`, "malformed line"},
+		{"a record before the log is found", `printf 'P 5\nS 0\no1\na'`, "before finding"},
+		{"a record outside a segment", `printf 'P 5\nK\no1\na'`, "outside a segment"},
+		{"more than is kept", `printf 'P 5\nK\nS 0\n'; i=0; while [ $i -lt 40 ]; do printf 'o65536\n'; head -c 65536 /dev/zero; i=$((i+1)); done`, "more than"},
+		{"endless zeros", `printf 'P 5\nK\nS 0\n'; head -c 3000000 /dev/zero`, "overlong line"},
+		{"going back", `printf 'P 5\nK\nS 10\no1\naS 0\n'`, "goes back"},
+		{"an exit code out of range", `printf 'P 5\nK\nS 0\nC\nX 300\n'`, "malformed line"},
+		{"an exit before catching up", `printf 'P 5\nK\nS 0\nX 0\n'`, "before catching up"},
+		{"a truncated record", `printf 'P 5\nK\nS 0\no10\nabc'`, "truncated"},
+		{"an error with escapes", `printf 'P 5\nE bad \033[2J boom\n'`, "boom"},
+		{"an early end", `printf 'P 5\nK\nS 0\n'`, "ended early"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, st := run(t, d, ref, "{ "+c.lines+"; } > /workspace/lines"); st.Code != 0 {
+				t.Fatalf("lines: exit %d", st.Code)
+			}
+			err := d.ProcessLogs(ctx, ref, pids[0], false, 0, nil, func(sandbox.ProcessOutput) error { return nil })
+			if errs.KindOf(err) != errs.BadGateway || !strings.Contains(err.Error(), c.msg) || strings.Contains(errString(err), "\x1b") {
+				t.Errorf("%v, want a 502 saying %q", err, c.msg)
+			}
+		})
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
