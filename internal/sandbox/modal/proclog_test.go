@@ -2,6 +2,7 @@ package modal_test
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,8 +48,10 @@ func restartSandbox(t *testing.T, spec sandbox.Spec) (first *modal.Driver, ref s
 func TestProcessLogsSurviveRestart(t *testing.T) {
 	d1, ref, restarted := restartSandbox(t, sandbox.Spec{})
 	ctx := testCtx(t)
+	// The process's PYTHON* settings are its own, not the log wrapper's.
 	waiter, err := d1.StartProcess(ctx, ref, sandbox.ProcessSpec{Name: "dev server", Command: []string{"sh", "-c",
-		"echo ready; echo warming >&2; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo bye; exit 5"}})
+		"echo ready; echo warming >&2; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo bye; exit 5"},
+		Env: map[string]string{"PYTHONHOME": "/nowhere", "PYTHONPATH": "/nowhere"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +82,7 @@ func TestProcessLogsSurviveRestart(t *testing.T) {
 		t.Errorf("list after the restart: the waiter is %+v (found %v)", p, ok)
 	}
 	for _, p := range procs {
-		if len(p.Command) > 3 && p.Command[3] == "techboss-proc" {
+		if slices.Contains(p.Command, "techboss-proc") && !strings.Contains(p.Command[0], "bwrap") {
 			t.Errorf("list: the log wrapper is listed: %+v", p)
 		}
 	}
@@ -135,6 +138,25 @@ func TestProcessLogsSurviveRestart(t *testing.T) {
 	// An unknown process is still a 404.
 	if err := d.ProcessLogs(ctx, ref, 1<<22+7, false, 0, nil, func(sandbox.ProcessOutput) error { return nil }); errs.KindOf(err) != errs.NotFound {
 		t.Errorf("logs of an unknown pid: %v", err)
+	}
+}
+
+// TestProcessLogsWithoutPython: an image without python3 runs managed
+// processes as before, their log only in the server: gone (404) after a
+// restart.
+func TestProcessLogsWithoutPython(t *testing.T) {
+	d1, ref, restarted := restartSandbox(t, sandbox.Spec{Env: map[string]string{"PATH": "/nowhere"}})
+	ctx := testCtx(t)
+	p, err := d1.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"/bin/sh", "-c", "echo hi; echo ho >&2; exit 4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, e, exit, _ := logsOf(t, d1, ref, p.PID, true, 0); o != "hi\n" || e != "ho\n" || exit != 4 {
+		t.Fatalf("before the restart: %q %q exit %d", o, e, exit)
+	}
+	d := restarted()
+	if err := d.ProcessLogs(ctx, ref, p.PID, false, 0, nil, func(sandbox.ProcessOutput) error { return nil }); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("after the restart: %v, want a 404", err)
 	}
 }
 
