@@ -1,5 +1,5 @@
 # The Modal driver's managed-process helper (procs.go runs it through exec
-# as python3 -I -c SCRIPT techboss-proc MODE ARGS...). Modal's exec API is all
+# as python3 -I -S -c SCRIPT techboss-proc MODE ARGS...). Modal's exec API is all
 # there is inside a Modal sandbox, and the server that started a process
 # may restart, so the process's log and exit code are kept in the sandbox,
 # under /tmp/.techboss/procs/PID/ (PID: the process's):
@@ -30,7 +30,7 @@
 # regular file is read (opened with O_NONBLOCK, so a FIFO cannot block),
 # and nothing larger than the writer writes is read. The driver trusts none
 # of this either: it checks every line and bounds what it reads.
-import errno, fcntl, os, select, stat, subprocess, sys, threading, time
+import errno, fcntl, os, select, signal, stat, sys, time
 
 if sys.version_info < (3, 6):  # run as before, without a kept log
     if sys.argv[2] == "run":
@@ -153,27 +153,52 @@ def writeall(fd, b):
         b = b[n:]
 
 
+def spawn(argv):
+    # ARGV through /bin/sh's exec (a missing command fails as it does in
+    # sh), stdout and stderr on pipes, stdin the wrapper's (subprocess and
+    # threading would double the wrapper's start time).
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            for s in ("SIGPIPE", "SIGXFSZ"):  # python ignores them
+                if hasattr(signal, s):
+                    signal.signal(getattr(signal, s), signal.SIG_DFL)
+            os.execv("/bin/sh", ["sh", "-c", 'exec "$@"', "sh"] + argv)
+        finally:
+            os._exit(127)
+    os.close(out_w)
+    os.close(err_w)
+    return pid, out_r, err_r
+
+
 def run(seg_max, keep, argv):
-    child = subprocess.Popen(["/bin/sh", "-c", 'exec "$@"', "sh"] + argv,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The child's exit wakes the loop below through SIGCHLD's wakeup fd
+    # (its background children may hold its stdout and stderr open long
+    # after); set before the fork, so no exit goes unnoticed.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda n, f: None)
+    pid, out_r, err_r = spawn(argv)
     out_ok = True
     try:
-        writeall(1, b"%d\n" % child.pid)
+        writeall(1, b"%d\n" % pid)
     except OSError:
         out_ok = False
     try:
-        log = Log(child.pid, seg_max, keep)
+        log = Log(pid, seg_max, keep)
     except OSError:
         log = None
-    # The child's exit wakes the loop below through a pipe (its background
-    # children may hold its stdout and stderr open long after).
-    wake_r, wake_w = os.pipe()
-    threading.Thread(target=lambda: (child.wait(), os.write(wake_w, b"x")), daemon=True).start()
-    streams = {child.stdout.fileno(): (b"o", 1), child.stderr.fileno(): (b"e", 2)}
+    streams = {out_r: (b"o", 1), err_r: (b"e", 2)}
     p = select.poll()
     for fd in streams:
         p.register(fd, select.POLLIN)
     p.register(wake_r, select.POLLIN)
+    status = None
     deadline = None
     while streams:
         wait = None
@@ -183,8 +208,12 @@ def run(seg_max, keep, argv):
                 break
         for fd, _ in p.poll(None if wait is None else wait * 1000):
             if fd == wake_r:
-                p.unregister(wake_r)
-                deadline = time.monotonic() + DRAIN
+                os.read(wake_r, 512)
+                if status is None:
+                    wpid, st = os.waitpid(pid, os.WNOHANG)
+                    if wpid == pid:
+                        status = st
+                        deadline = time.monotonic() + DRAIN
                 continue
             data = os.read(fd, CHUNK)
             if not data:
@@ -202,10 +231,12 @@ def run(seg_max, keep, argv):
                     log.append(tag, data)
                 except OSError:
                     log = None
-    child.wait()
-    code = child.returncode
-    if code < 0:
-        code = 128 - code
+    if status is None:
+        _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        code = 128 + os.WTERMSIG(status)
+    else:
+        code = os.WEXITSTATUS(status)
     if log is not None:
         try:
             log.exit(code)

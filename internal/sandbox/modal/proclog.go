@@ -54,19 +54,20 @@ const (
 
 // procWrapper starts the command under proc.py when python3 is there
 // (args: script, segment size, exited dirs kept, name, command...; -I so
-// that the process's PYTHON* environment leaves the wrapper alone), and
+// that the process's PYTHON* environment leaves the wrapper alone, -S for
+// a faster start), and
 // else as before: the shell prints its PID (kept by exec) and becomes the
 // command, whose output then lives only in the driver's ring.
-const procWrapper = `if command -v python3 >/dev/null 2>&1; then s=$1; shift; exec python3 -I -c "$s" techboss-proc run "$@"; fi
+const procWrapper = `if command -v python3 >/dev/null 2>&1; then s=$1; shift; exec python3 -I -S -c "$s" techboss-proc run "$@"; fi
 shift 4; echo $$; exec "$@"`
 
 // procReadWrapper reads a kept log with proc.py; without python3 there is
 // none.
 const procReadWrapper = `command -v python3 >/dev/null 2>&1 || { echo "P $$"; echo "E notfound"; exit 0; }
-s=$1; shift; exec python3 -I -c "$s" techboss-proc read "$@"`
+s=$1; shift; exec python3 -I -S -c "$s" techboss-proc read "$@"`
 
-// procMarker is argv[4] (then "run") of a process's proc.py wrapper; its
-// argv[8] is the process's name.
+// procMarker is argv[5] (then "run") of a process's proc.py wrapper; its
+// argv[9] is the process's name.
 const procMarker = "techboss-proc"
 
 func stripComments(s string) string {
@@ -84,10 +85,10 @@ func stripComments(s string) string {
 // process it runs.
 func wrapperName(p sandbox.Process) (string, bool) {
 	c := p.Command
-	if len(c) < 10 || c[1] != "-I" || c[2] != "-c" || c[4] != procMarker || c[5] != "run" {
+	if len(c) < 11 || c[1] != "-I" || c[2] != "-S" || c[3] != "-c" || c[5] != procMarker || c[6] != "run" {
 		return "", false
 	}
-	return c[8], true
+	return c[9], true
 }
 
 // logItem is one piece of proc.py's read stream.

@@ -160,6 +160,26 @@ func TestProcessLogsWithoutPython(t *testing.T) {
 	}
 }
 
+// TestKeptLogOfAKilledWrapper: when the wrapper that keeps a process's
+// log dies without writing its exit code (killed), a follower after a
+// restart does not wait forever: the log ends with exit code -1.
+func TestKeptLogOfAKilledWrapper(t *testing.T) {
+	d1, ref, restarted := restartSandbox(t, sandbox.Spec{})
+	ctx := testCtx(t)
+	p, err := d1.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"sh", "-c", "echo up; exec sleep 600"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := restarted()
+	pid := strconv.Itoa(p.PID)
+	if _, st := run(t, d, ref, "i=0; until grep -q up /tmp/.techboss/procs/"+pid+"/cur 2>/dev/null; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.05; done; set -e; w=$(cut -d' ' -f4 /proc/"+pid+"/stat); kill -9 $w; kill -9 "+pid+"; while [ -d /proc/$w ]; do sleep 0.05; done"); st.Code != 0 {
+		t.Fatalf("kill the wrapper: exit %d", st.Code)
+	}
+	if o, _, exit, end := logsOf(t, d, ref, p.PID, true, 0); o != "up\n" || exit != -1 || end != 3 {
+		t.Errorf("followed: %q exit %d end %d, want up, -1, 3", o, exit, end)
+	}
+}
+
 // TestKeptProcessLogIsBounded: the sandbox keeps the last 1 MiB or so of
 // a process's output (two segments of half that); after a restart a
 // reader gets a gap for the rest, and what it gets is the output's tail.
