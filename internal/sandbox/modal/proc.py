@@ -21,7 +21,8 @@
 #   run: the process then runs without one.
 # read PID FOLLOW SEG_MAX IDLE_S: prints "P OWNPID", then "E KIND MSG" (KIND
 #   notfound or bad) and exits, or "K" and the kept records: "S START" per
-#   segment, then its records as they are in the file; "C" once caught up;
+#   segment, then its records as they are in the file; "C" after what was
+#   kept when it came (at most two segments), then what came since;
 #   "X CODE" once the process has exited (-1: its wrapper died without
 #   saying). With FOLLOW it goes on until then, or until its stdin ends or
 #   stays silent for IDLE_S seconds.
@@ -369,42 +370,40 @@ def read(pid, follow, seg_max, idle):
             writeall(1, prev.records())
         os.close(prev_fd)
     say("S %d" % cur.start)
-    caught = False
+    writeall(1, cur.records())
+    say("C")  # what was kept when the reader came: at most two segments
     heard = time.monotonic()
     while True:
         code = read_exit(dfd)
-        gone = code is None and wrapper_gone(dfd)
-        if gone:
+        if code is None and wrapper_gone(dfd):
             code = read_exit(dfd)  # written just before the wrapper exited
             if code is None:
                 code = -1
-        writeall(1, cur.records())
-        # A rotation: the rest of the old cur, then the new one.
-        while True:
-            try:
-                st = os.stat("cur", dir_fd=dfd, follow_symlinks=False)
-            except FileNotFoundError:
-                break
-            if (st.st_dev, st.st_ino) == cur.ident:
-                break
+        out = cur.records()
+        writeall(1, out)
+        moved = len(out) > 0
+        # A rotation: the rest of the old cur, then the cur of now (one
+        # step, whatever rotations came between: those are a gap).
+        try:
+            st = os.stat("cur", dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) != cur.ident:
             fd = open_file(dfd, "cur")
-            if fd is None:
-                break
-            nxt = Segment(fd, seg_max)
-            writeall(1, cur.records())  # written before the rotation
-            os.close(cur.fd)
-            cur = nxt
-            say("S %d" % cur.start)
-            writeall(1, cur.records())
-        if not caught:
-            say("C")
-            caught = True
+            if fd is not None:
+                nxt = Segment(fd, seg_max)
+                writeall(1, cur.records())  # written before the rotation
+                os.close(cur.fd)
+                cur = nxt
+                say("S %d" % cur.start)
+                writeall(1, cur.records())
+                moved = True
         if code is not None:
             say("X %d" % code)
             return
         if not follow:
             return
-        r, _, _ = select.select([0], [], [], 0.2)
+        r, _, _ = select.select([0], [], [], 0 if moved else 0.2)
         now = time.monotonic()
         if r:
             if not os.read(0, 4096):

@@ -2,9 +2,11 @@ package modal_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/techbossai/techboss/internal/errs"
@@ -177,6 +179,44 @@ func TestKeptLogOfAKilledWrapper(t *testing.T) {
 	}
 	if o, _, exit, end := logsOf(t, d, ref, p.PID, true, 0); o != "up\n" || exit != -1 || end != 3 {
 		t.Errorf("followed: %q exit %d end %d, want up, -1, 3", o, exit, end)
+	}
+}
+
+// TestFollowKeptLogOfAChattyProcess: a follower after a restart keeps up
+// with a process that writes without pause (its log turning over all the
+// time): offsets add up, data and gaps, and nothing is refused as more
+// than what is kept.
+func TestFollowKeptLogOfAChattyProcess(t *testing.T) {
+	d1, ref, restarted := restartSandbox(t, sandbox.Spec{})
+	ctx := testCtx(t)
+	p, err := d1.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"sh", "-c", "while :; do seq 1 100000; done"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := restarted()
+	t.Cleanup(func() { _ = d.SignalProcess(context.Background(), ref, p.PID, syscall.SIGKILL) })
+	errEnough := errors.New("enough")
+	var first, last int64 = -1, -1
+	var data int64
+	err = d.ProcessLogs(ctx, ref, p.PID, true, 0, nil, func(o sandbox.ProcessOutput) error {
+		if o.Exit != nil {
+			t.Fatalf("an exit %d", *o.Exit)
+		}
+		if last >= 0 && o.Offset != last+o.Gap+int64(len(o.Data)) {
+			t.Fatalf("offset %d after %d with a gap of %d and %d bytes", o.Offset, last, o.Gap, len(o.Data))
+		}
+		if first < 0 {
+			first = o.Offset
+		}
+		last = o.Offset
+		data += int64(len(o.Data))
+		if last-first > 8<<20 {
+			return errEnough
+		}
+		return nil
+	})
+	if !errors.Is(err, errEnough) {
+		t.Fatalf("follow: %v after %d bytes of data", err, data)
 	}
 }
 
