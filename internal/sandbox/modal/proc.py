@@ -338,17 +338,20 @@ def read(pid, follow, seg_max, idle):
     say("P %d" % os.getpid())
     try:
         base = walk(False)
-        try:
-            dfd = os.open(pid, DIRFLAGS, dir_fd=base)
-        finally:
-            os.close(base)
+    except OSError:
+        say("E notfound")  # no wrapper could have kept a log there either
+        return
+    try:
+        dfd = os.open(pid, DIRFLAGS, dir_fd=base)
     except FileNotFoundError:
         say("E notfound")
         return
     except OSError as e:
         if e.errno in (errno.ENOTDIR, errno.ELOOP):
-            raise Bad("its log directory is or goes through a symbolic link, or is not a directory")
+            raise Bad("its log directory is a symbolic link or not a directory")
         raise Bad("its log directory: " + (e.strerror or str(e)))
+    finally:
+        os.close(base)
     cur = None
     for _ in range(100):  # a rotation renames cur away for a moment
         fd = open_file(dfd, "cur")

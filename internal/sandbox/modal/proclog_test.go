@@ -137,9 +137,14 @@ func TestProcessLogsSurviveRestart(t *testing.T) {
 	if o, _, exit, end := logsOf(t, d, ref, waiter.PID, false, 1000); o != "" || exit != 5 || end != 18 {
 		t.Errorf("from past the end: %q exit %d end %d", o, exit, end)
 	}
-	// An unknown process is still a 404.
+	// An unknown process is still a 404, also when the sandbox's /tmp has
+	// no room for kept logs.
 	if err := d.ProcessLogs(ctx, ref, 1<<22+7, false, 0, nil, func(sandbox.ProcessOutput) error { return nil }); errs.KindOf(err) != errs.NotFound {
 		t.Errorf("logs of an unknown pid: %v", err)
+	}
+	run(t, d, ref, "mv /tmp/.techboss /tmp/.techboss.x && ln -s /etc /tmp/.techboss")
+	if err := d.ProcessLogs(ctx, ref, waiter.PID, false, 0, nil, func(sandbox.ProcessOutput) error { return nil }); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("logs with /tmp/.techboss a link: %v, want a 404", err)
 	}
 }
 
