@@ -1,5 +1,6 @@
-# The Modal driver's managed-process helper (procs.go runs it through exec
-# as python3 -I -S -c SCRIPT techboss-proc MODE ARGS...). Modal's exec API is all
+# The Modal driver's managed-process helper (proclog.go runs it through
+# exec as python3 -I -S -c BOOT techboss-proc MODE ARGS..., BOOT running
+# this script from the environment). Modal's exec API is all
 # there is inside a Modal sandbox, and the server that started a process
 # may restart, so the process's log and exit code are kept in the sandbox,
 # under /tmp/.techboss/procs/PID/ (PID: the process's):

@@ -55,16 +55,18 @@ const (
 // procWrapper starts the command under proc.py when python3 is there
 // (args: script, segment size, exited dirs kept, name, command...; -I so
 // that the process's PYTHON* environment leaves the wrapper alone, -S for
-// a faster start), and
+// a faster start; the script comes through the environment, which it
+// leaves before it starts the command, so that it is not in the command
+// line every listing reads), and
 // else as before: the shell prints its PID (kept by exec) and becomes the
 // command, whose output then lives only in the driver's ring.
-const procWrapper = `if command -v python3 >/dev/null 2>&1; then s=$1; shift; exec python3 -I -S -c "$s" techboss-proc run "$@"; fi
+const procWrapper = `if command -v python3 >/dev/null 2>&1; then export TECHBOSS_PROC_PY="$1"; shift; exec python3 -I -S -c 'import os; exec(os.environ.pop("TECHBOSS_PROC_PY"))' techboss-proc run "$@"; fi
 shift 4; echo $$; exec "$@"`
 
 // procReadWrapper reads a kept log with proc.py; without python3 there is
 // none.
 const procReadWrapper = `command -v python3 >/dev/null 2>&1 || { echo "P $$"; echo "E notfound"; exit 0; }
-s=$1; shift; exec python3 -I -S -c "$s" techboss-proc read "$@"`
+export TECHBOSS_PROC_PY="$1"; shift; exec python3 -I -S -c 'import os; exec(os.environ.pop("TECHBOSS_PROC_PY"))' techboss-proc read "$@"`
 
 // procMarker is argv[5] (then "run") of a process's proc.py wrapper; its
 // argv[9] is the process's name.
