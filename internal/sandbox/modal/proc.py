@@ -46,6 +46,12 @@ FILEFLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 MAX_RECORD = 65536
 CHUNK = 32768
 DRAIN = 4.0
+# How long a write to the wrapper's own stdout or stderr may wait before
+# the wrapper stops passing output through (the log goes on): nobody may
+# read that exec's output any more (the server that started it is gone),
+# and the process must not stall on it.
+# (TECHBOSS_PROC_STALL sets it for tests; the process does not see it.)
+STALL = float(os.environ.pop("TECHBOSS_PROC_STALL", "30"))
 
 
 def walk(create):
@@ -155,6 +161,23 @@ def writeall(fd, b):
         b = b[n:]
 
 
+def passthrough(fd, b):
+    # writeall on a non-blocking fd that gives up after STALL seconds of
+    # no progress (raises OSError then).
+    p = None
+    while b:
+        try:
+            n = os.write(fd, b)
+        except BlockingIOError:
+            if p is None:
+                p = select.poll()
+                p.register(fd, select.POLLOUT)
+            if not p.poll(STALL * 1000):
+                raise OSError(errno.ETIMEDOUT, "output not read")
+            continue
+        b = b[n:]
+
+
 def spawn(argv):
     # ARGV through /bin/sh's exec (a missing command fails as it does in
     # sh), stdout and stderr on pipes, stdin the wrapper's (subprocess and
@@ -187,6 +210,18 @@ def run(seg_max, keep, argv):
     signal.signal(signal.SIGCHLD, lambda n, f: None)
     pid, out_r, err_r = spawn(argv)
     out_ok = True
+    # Non-blocking (see passthrough), unless one is the process's stdin too.
+    try:
+        st0 = os.fstat(0)
+        same = lambda fd: (os.fstat(fd).st_dev, os.fstat(fd).st_ino) == (st0.st_dev, st0.st_ino)
+    except OSError:
+        same = lambda fd: False
+    for fd in (1, 2):
+        try:
+            if not same(fd):
+                os.set_blocking(fd, False)
+        except OSError:
+            pass
     try:
         writeall(1, b"%d\n" % pid)
     except OSError:
@@ -225,7 +260,7 @@ def run(seg_max, keep, argv):
             tag, own = streams[fd]
             if out_ok:
                 try:
-                    writeall(own, data)
+                    passthrough(own, data)
                 except OSError:
                     out_ok = False  # the driver went away: the log goes on
             if log is not None:
