@@ -4,7 +4,7 @@
 //	techboss-sandbox-init agent
 //	    runs inside the sandbox: reads its base environment from fd 6 and
 //	    serves the driver on the listening socket on fd 3, starting commands
-//	    from a thread without capabilities (agent.Spawner).
+//	    that exec into no capability (agent.Spawner).
 //
 // Under gVisor (TECHBOSS_LOCAL_RUNTIME=runsc) it has three more:
 // runsc-launch, runsc-agent and runsc-serve (runsc.go).
@@ -17,8 +17,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -71,16 +69,19 @@ func serve() error {
 	return serveOn(l, init.Env)
 }
 
-// warmThreads is how many OS threads the agent makes before it starts any
-// command (agent.WarmThreads).
+// warmThreads is how many OS threads the agent makes before it starts a
+// command in an idle sandbox (agent.WarmThreads).
 const warmThreads = 10
 
-// serveOn serves the driver on l until SIGTERM.
+// serveOn serves the driver on l until the agent is killed (a signal's
+// default action ends it). It does not catch SIGTERM: os/signal keeps a
+// thread of its own locked for good, and the runtime a template thread
+// beside it, two host tasks per sandbox for a shutdown that has nothing to
+// save (the driver ends a sandbox with SIGKILL).
 func serveOn(l net.Listener, env []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	agent.ResetIgnoredSignals() // commands start with every signal's default action
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
+	ctx := context.Background()
 	sp, err := agent.NewSpawner(ctx, warmThreads)
 	if err != nil {
 		return err

@@ -389,3 +389,64 @@ func TestExecPidsLimitError(t *testing.T) {
 	<-done
 	waitEcho(t, d, ref, time.Now().Add(30*time.Second))
 }
+
+// idleAgentThreads is the most threads an idle sandbox's agent may keep
+// (one host task each: see docs/performance.md, "Memory and density").
+const idleAgentThreads = 5
+
+// waitAgentThreads polls the agent's thread count until ok accepts it, for
+// up to a minute (the agent looks for an empty sandbox seconds after its
+// last start, less often while the sandbox stays busy); it returns the
+// last count and whether ok accepted it.
+func waitAgentThreads(t *testing.T, d *Driver, ref sandbox.Ref, ok func(int) bool) (int, bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		n := agentThreads(t, d, ref)
+		if ok(n) || time.Now().After(deadline) {
+			return n, ok(n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestIdleAgentThreads: the agent holds its spare threads (agent.WarmThreads)
+// only while the sandbox runs something: an idle sandbox's agent, once its
+// commands have come and gone, ends them; one whose command left a
+// process running keeps them, until that process is gone. Every thread is
+// a host task: 1,000 sandboxes of 19-thread agents took ~21,000 of the
+// host's 32,768 PIDs, and pivot_root walks every task of the host.
+func TestIdleAgentThreads(t *testing.T) {
+	d := newTestDriver(t, "")
+	if d.cgMode == cgroupNone {
+		t.Skip("no cgroups on this host")
+	}
+	busy := create(t, d, sandbox.Spec{})
+	idle := create(t, d, sandbox.Spec{})
+	mustSh(t, d, busy, "sleep 1000 >/dev/null 2>&1 &")
+	idleEnough := func(n int) bool { return n <= idleAgentThreads }
+	// idle's agent starts later than busy's and so looks for an empty
+	// sandbox later: twice over, busy's has looked at least once.
+	for range 2 {
+		for range 3 {
+			mustSh(t, d, idle, "true")
+		}
+		if n, ok := waitAgentThreads(t, d, idle, idleEnough); !ok {
+			t.Fatalf("idle agent has %d threads, want at most %d", n, idleAgentThreads)
+		} else {
+			t.Logf("idle agent threads: %d", n)
+		}
+	}
+	if n := agentThreads(t, d, busy); n <= idleAgentThreads {
+		t.Errorf("agent with a process running has %d threads, want its spare ones (more than %d)", n, idleAgentThreads)
+	}
+	mustSh(t, d, busy, "pkill -x sleep; while pgrep -x sleep >/dev/null; do :; done")
+	if n, ok := waitAgentThreads(t, d, busy, idleEnough); !ok {
+		t.Errorf("agent whose last process ended has %d threads, want at most %d", n, idleAgentThreads)
+	}
+	// Cold again, it makes its spare threads before the next command.
+	mustSh(t, d, idle, "true")
+	if n := agentThreads(t, d, idle); n <= idleAgentThreads {
+		t.Errorf("agent after a start has %d threads, want its spare ones (more than %d)", n, idleAgentThreads)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -17,21 +18,27 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// Capabilities the spawner thread keeps: it switches users for execs.
-// Everything it starts ends up with none (see Spawner).
+// Capabilities the agent keeps: it switches users for execs. Everything
+// it starts ends up with none (see dropPrivileges).
 var keepCaps = []uint{unix.CAP_SETUID, unix.CAP_SETGID}
 
-// dropThreadPrivileges empties the calling thread's bounding, ambient and
-// inheritable sets, sets no_new_privs and keeps only keepCaps effective and
-// permitted. Capabilities are per thread in Linux, so this is cheap (no
-// stop-the-world over every thread) and affects only processes forked from
-// this thread. It needs CAP_SETPCAP (bwrap --cap-add) for the bounding set.
-func dropThreadPrivileges() error {
+// dropPrivileges empties the bounding, ambient and inheritable sets of
+// every thread of the agent, sets no_new_privs on each and keeps only
+// keepCaps effective and permitted. Capabilities are per thread in Linux,
+// hence AllThreadsSyscall (the runtime's threads to come are cloned from
+// these). A process it starts, root or not, then execs into no capability
+// at all: after exec a root process's permitted set is its bounding,
+// ambient and inheritable sets, all empty, and no_new_privs stops setuid
+// and file capabilities. It needs CAP_SETPCAP (bwrap --cap-add) for the
+// bounding set, and drops it. Done once at start: AllThreadsSyscall stops
+// the world for each call.
+func dropPrivileges() error {
 	last := 63
 	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
@@ -39,14 +46,14 @@ func dropThreadPrivileges() error {
 		}
 	}
 	for c := 0; c <= last; c++ {
-		if _, _, e := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 && e != unix.EINVAL {
+		if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 && e != unix.EINVAL {
 			return fmt.Errorf("drop capability %d from the bounding set: %w", c, e)
 		}
 	}
-	if _, _, e := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {
 		return fmt.Errorf("clear ambient capabilities: %w", e)
 	}
-	if _, _, e := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
 		return fmt.Errorf("set no_new_privs: %w", e)
 	}
 	var mask uint32
@@ -55,106 +62,185 @@ func dropThreadPrivileges() error {
 	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	data := [2]unix.CapUserData{{Effective: mask, Permitted: mask}}
-	if _, _, e := unix.RawSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
 		return fmt.Errorf("capset: %w", e)
 	}
 	return nil
 }
 
-// Spawner starts every command from one OS thread that holds no
-// capabilities but CAP_SETUID/CAP_SETGID and has empty bounding, ambient
-// and inheritable sets plus no_new_privs. A child inherits the creds of the
-// thread that forked it, so whatever a command execs (as root or not) gets
-// no capabilities at all.
+// Spawner starts every command of the sandbox, one at a time, once the
+// agent has its spare threads (see WarmThreads), and lets them go again
+// when the sandbox has been empty for a while (see shedThreads): the
+// threads matter only while a process of the sandbox could take every
+// PID, and each is a host task, which an idle sandbox should not cost.
 type Spawner struct {
-	reqs chan spawnReq
-	// ready is closed once the agent's threads exist (see WarmThreads);
-	// nothing of the sandbox's runs before, so no command can take the
-	// PIDs the warm-up still needs.
-	ready chan struct{}
+	warm int           // spare threads: WarmThreads(warm) before a start
+	turn chan struct{} // holds one token: whoever has it starts, or sheds
+	// Under turn:
+	spare  bool          // WarmThreads has run since the last shed
+	every  time.Duration // until the next look for an empty sandbox
+	check  *time.Timer   // that look (idle)
+	closed bool          // ctx is done: no more looks
 }
 
-type spawnReq struct {
-	path string
-	argv []string
-	attr *os.ProcAttr
-	res  chan spawnRes
-}
-
-type spawnRes struct {
-	p   *os.Process
-	err error
-}
-
-// NewSpawner starts the spawner thread; it runs until ctx is done. It
-// also makes warm OS threads (WarmThreads) in the background and starts no
-// command before they exist.
+// NewSpawner readies the agent to start commands until ctx is done: it
+// caps the runtime at maxProcs processors, drops the agent's privileges
+// and ends the threads the runtime started before it. The spare threads
+// are made before the first start (warm of them).
 func NewSpawner(ctx context.Context, warm int) (*Spawner, error) {
-	s := &Spawner{reqs: make(chan spawnReq), ready: make(chan struct{})}
-	go func() {
-		WarmThreads(warm)
-		close(s.ready)
-	}()
-	ready := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread's creds differ from the others', so it
-		// must die with this goroutine rather than serve any other.
-		runtime.LockOSThread()
-		if err := dropThreadPrivileges(); err != nil {
-			ready <- err
-			return
-		}
-		ready <- nil
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case r := <-s.reqs:
-				p, err := os.StartProcess(r.path, r.argv, r.attr)
-				r.res <- spawnRes{p, err}
-			}
-		}
-	}()
-	if err := <-ready; err != nil {
+	runtime.GOMAXPROCS(maxProcs)
+	if err := dropPrivileges(); err != nil {
 		return nil, err
 	}
+	s := &Spawner{warm: warm, turn: make(chan struct{}, 1)}
+	s.turn <- struct{}{}
+	s.check = time.AfterFunc(time.Hour, s.idle)
+	s.check.Stop()
+	context.AfterFunc(ctx, func() {
+		<-s.turn
+		s.closed = true
+		s.check.Stop()
+		s.turn <- struct{}{}
+	})
+	shedThreads(idleThreads)
 	return s, nil
 }
 
-// Start starts a process from the spawner thread.
+// Start starts a process, after the spare threads exist.
 func (s *Spawner) Start(ctx context.Context, path string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
 	select {
-	case <-s.ready:
+	case <-s.turn:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	r := spawnReq{path: path, argv: argv, attr: attr, res: make(chan spawnRes, 1)}
-	select {
-	case s.reqs <- r:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	defer func() { s.turn <- struct{}{} }()
+	if !s.spare {
+		WarmThreads(s.warm)
+		s.spare = true
 	}
-	res := <-r.res
-	return res.p, res.err
+	p, err := os.StartProcess(path, argv, attr)
+	if !s.closed {
+		s.every = idleAfter
+		s.check.Reset(s.every)
+	}
+	return p, err
+}
+
+// idle ends the spare threads when nothing but the agent and the
+// sandbox's init runs; otherwise it looks again later, less often the
+// longer the sandbox stays busy.
+func (s *Spawner) idle() {
+	<-s.turn
+	defer func() { s.turn <- struct{}{} }()
+	if s.closed || !s.spare {
+		return
+	}
+	if othersRun() {
+		s.every = min(2*s.every, maxIdleCheck)
+		s.check.Reset(s.every)
+		return
+	}
+	shedThreads(idleThreads)
+	s.spare = false
+}
+
+// idleAfter is how long after its last start the agent first looks for an
+// empty sandbox; maxIdleCheck the longest it waits between looks.
+const (
+	idleAfter    = 2 * time.Second
+	maxIdleCheck = time.Minute
+)
+
+// othersRun reports whether the sandbox's PID namespace holds a process
+// other than the agent and PID 1 (bubblewrap's init, or runsc-agent
+// under gVisor), which reaps but never forks. When /proc cannot be read,
+// it says yes.
+func othersRun() bool {
+	d, err := os.Open("/proc")
+	if err != nil {
+		return true
+	}
+	defer d.Close()
+	self := strconv.Itoa(os.Getpid())
+	for {
+		names, err := d.Readdirnames(64)
+		for _, n := range names {
+			if n != "1" && n != self && n[0] >= '0' && n[0] <= '9' {
+				return true
+			}
+		}
+		if err != nil {
+			return !errors.Is(err, io.EOF)
+		}
+	}
+}
+
+// idleThreads is how many threads shedThreads leaves: the runtime's
+// sysmon and template thread (LockOSThread starts it) and one to run
+// goroutines on; one more may stay (the main thread cannot end, or one
+// was waiting in the poller).
+const idleThreads = 3
+
+// shedThreads ends the agent's threads beyond keep. A goroutine that
+// returns while locked to its thread ends that thread; locked all at once,
+// the goroutines hold as many distinct threads. The main thread cannot
+// end (the runtime parks it for good instead), so a goroutine on it
+// unlocks. Only ever called when no process of the sandbox can take the
+// PIDs of threads the runtime may make meanwhile.
+func shedThreads(keep int) {
+	n := countThreads() - keep
+	if n <= 0 {
+		return
+	}
+	var locked, done sync.WaitGroup
+	release := make(chan struct{})
+	main := os.Getpid()
+	for range n {
+		locked.Add(1)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			runtime.LockOSThread()
+			locked.Done()
+			<-release
+			if unix.Gettid() == main {
+				runtime.UnlockOSThread()
+			}
+		}()
+	}
+	locked.Wait()
+	close(release)
+	done.Wait()
+}
+
+// countThreads is the number of the agent's threads (0 if unknown).
+func countThreads() int {
+	d, err := os.Open("/proc/self/task")
+	if err != nil {
+		return 0
+	}
+	defer d.Close()
+	names, _ := d.Readdirnames(-1)
+	return len(names)
 }
 
 // maxProcs caps the agent's GOMAXPROCS (see WarmThreads): it serves one
-// sandbox and does little but fork and wait.
-const maxProcs = 2
+// sandbox and does little but fork and wait. Without the cap, a many-core
+// host would start a thread per core for the collector alone.
+const maxProcs = 1
 
-// WarmThreads caps the Go runtime at maxProcs processors and makes it start
-// n OS threads now, while the sandbox's pids limit has room. Threads count
-// against the limit like processes do, and the runtime aborts (taking the
-// sandbox with it) when it cannot create one, which a fork bomb can cause
-// at any moment; so the Spawner starts nothing before they exist (a
-// warm-up still under way when a bomb went off once killed the agent).
-// The runtime keeps idle threads for reuse, and the agent needs at most maxProcs, the spawner, the runtime's own two and the few
-// that short system calls occupy: commands are waited for through the
-// poller (waitExited), and exec starts are bounded (Serve). Without the
-// cap, a many-core host would start a thread per core for the collector
-// alone. All of this fits in the driver's pids overhead.
+// WarmThreads makes the Go runtime start n OS threads now, while the
+// sandbox's pids limit has room. Threads count against the limit like
+// processes do, and the runtime aborts (taking the sandbox with it) when
+// it cannot create one, which a fork bomb can cause at any moment; so the
+// Spawner starts nothing before they exist (a warm-up still under way
+// when a bomb went off once killed the agent). The runtime keeps idle
+// threads for reuse, and the agent needs at most maxProcs, the runtime's
+// own two, one waiting in the poller and the few that short system calls
+// occupy: commands are waited for through the poller (waitExited), and
+// exec starts are bounded (Serve). All of this fits in the driver's pids
+// overhead.
 func WarmThreads(n int) {
-	runtime.GOMAXPROCS(maxProcs)
 	// Each goroutine holds its own thread while locked to it, so n of them
 	// locked at once means n threads exist; unlocked, they go back to the
 	// runtime's idle list rather than away.
@@ -179,7 +265,7 @@ func WarmThreads(n int) {
 // maxStarting bounds the execs between their request and their start reply:
 // each may briefly hold a thread in a system call (user lookup, PATH
 // search), and more threads than WarmThreads made could not be had under
-// a fork bomb. The spawner starts one at a time anyway.
+// a fork bomb. The Spawner starts one at a time anyway.
 const maxStarting = 2
 
 // Serve accepts driver connections on l until ctx is done or l fails.

@@ -472,8 +472,8 @@ func startPTY(ctx context.Context, c *Call, a PTYOpenArgs) (*ptySession, error) 
 		// the shell works through its open descriptors either way).
 		_ = slave.Chown(int(cred.Uid), int(cred.Gid))
 	}
-	// Its own session with the terminal as its controlling terminal, from
-	// the spawner thread (no capabilities), like every exec.
+	// Its own session with the terminal as its controlling terminal,
+	// through the Spawner (it execs into no capability), like every exec.
 	pidfd := -1
 	p, err := c.Spawner.Start(ctx, path, argv, &os.ProcAttr{
 		Dir:   dir,
