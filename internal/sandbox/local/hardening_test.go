@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -448,5 +449,40 @@ func TestIdleAgentThreads(t *testing.T) {
 	mustSh(t, d, idle, "true")
 	if n := agentThreads(t, d, idle); n <= idleAgentThreads {
 		t.Errorf("agent after a start has %d threads, want its spare ones (more than %d)", n, idleAgentThreads)
+	}
+}
+
+// TestSignalAsKeepsThreads: signalling a process of another user (the
+// agent switches one thread's uid for the call) leaves the agent its
+// threads; one ended per signal would have to be made again, which a fork
+// bomb can deny.
+func TestSignalAsKeepsThreads(t *testing.T) {
+	d := newTestDriver(t, "")
+	ref := create(t, d, sandbox.Spec{})
+	var out bytes.Buffer
+	st, err := d.Exec(testCtx(t), ref, sandbox.ExecRequest{
+		Argv: []string{"sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"}, User: "nobody", Stdout: &out,
+	})
+	if err != nil || st.Code != 0 {
+		t.Fatalf("start sleep as nobody: %+v, %v", st, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := agentThreads(t, d, ref)
+	for range 5 {
+		if err := d.SignalProcess(testCtx(t), ref, pid, syscall.SIGCONT); err != nil {
+			t.Fatalf("SIGCONT to nobody's sleep: %v", err)
+		}
+	}
+	if after := agentThreads(t, d, ref); after < before {
+		t.Errorf("agent threads: %d before 5 signals to another user's process, %d after; want none ended", before, after)
+	}
+	if err := d.SignalProcess(testCtx(t), ref, pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("SIGKILL to nobody's sleep: %v", err)
+	}
+	if got := mustSh(t, d, ref, "while pgrep -x sleep >/dev/null; do :; done; echo gone"); got != "gone\n" {
+		t.Fatalf("got %q", got)
 	}
 }

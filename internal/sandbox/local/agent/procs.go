@@ -17,6 +17,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -584,7 +585,11 @@ func procSignal(ctx context.Context, c *Call) error {
 // signalAs sends sig to pid. The agent has no CAP_KILL, so a process of
 // another user than the agent's is signalled from a thread that takes that
 // user's uid as its effective uid for the call (credentials are per thread
-// under Linux; the thread is thrown away afterwards).
+// under Linux). The thread then takes uid 0 back (its saved uid, which
+// needs no capability) and serves on: ending it instead would have the
+// runtime make a new one later, which a fork bomb in the sandbox (the
+// very process one may be signalling) would deny it (see WarmThreads).
+// Only if the switch back fails does the thread end with its goroutine.
 func signalAs(pid int, sig syscall.Signal) error {
 	err := syscall.Kill(pid, sig)
 	if !errors.Is(err, syscall.EPERM) {
@@ -596,20 +601,43 @@ func signalAs(pid int, sig syscall.Signal) error {
 	}
 	res := make(chan error, 1)
 	go func() {
-		// Never unlocked: the thread's creds differ, so it exits with
-		// this goroutine.
 		runtime.LockOSThread()
 		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), uintptr(uid), ^uintptr(0)); e != 0 {
 			res <- fmt.Errorf("switch to uid %d: %w", uid, e)
+			runtime.UnlockOSThread()
 			return
 		}
+		var err error
 		if _, _, e := unix.RawSyscall(unix.SYS_KILL, uintptr(pid), uintptr(sig), 0); e != 0 {
-			res <- e
-			return
+			err = e
 		}
-		res <- nil
+		// Back to euid 0: the kernel copies the permitted capabilities to
+		// the effective ones again. Unless all of that is so, the thread
+		// stays locked and ends with this goroutine.
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 0, ^uintptr(0)); e == 0 && threadCredsRestored() {
+			runtime.UnlockOSThread()
+		}
+		res <- err
 	}()
 	return <-res
+}
+
+// threadCredsRestored reports whether the calling thread is back to uid 0
+// with the agent's capabilities effective (keepCaps).
+func threadCredsRestored() bool {
+	if r, e, s := unix.Getresuid(); r != 0 || e != 0 || s != 0 {
+		return false
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if _, _, e := unix.RawSyscall(unix.SYS_CAPGET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return false
+	}
+	var mask uint32
+	for _, c := range keepCaps {
+		mask |= 1 << c
+	}
+	return data[0].Effective == mask && data[0].Permitted == mask && data[0].Inheritable == 0 && data[1] == (unix.CapUserData{})
 }
 
 // procUID reads a process's real uid.
