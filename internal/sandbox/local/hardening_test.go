@@ -471,9 +471,11 @@ func TestSignalAsKeepsThreads(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := agentThreads(t, d, ref)
+	// SIGWINCH: sleep ignores it, and unlike SIGCONT (allowed within a
+	// session) it takes nobody's uid to send.
 	for range 5 {
-		if err := d.SignalProcess(testCtx(t), ref, pid, syscall.SIGCONT); err != nil {
-			t.Fatalf("SIGCONT to nobody's sleep: %v", err)
+		if err := d.SignalProcess(testCtx(t), ref, pid, syscall.SIGWINCH); err != nil {
+			t.Fatalf("SIGWINCH to nobody's sleep: %v", err)
 		}
 	}
 	if after := agentThreads(t, d, ref); after < before {
