@@ -400,7 +400,8 @@ func procAncestor(pid, anc int) bool {
 // anonymous growth; kernel-MiB: the kernel's stacks, page tables and
 // unreclaimable slab grown per sandbox, machine-wide so noisy), the CPU an idle sandbox costs (idle-cpu-us/s: its
 // processes' and the server's CPU over an idle 10 s, per sandbox per
-// second), and exec `true` latency with all of them running (p50/p99 of
+// second), the host tasks (threads) an idle sandbox's processes hold, and
+// exec `true` latency with all of them running (p50/p99 of
 // 500, beside the same with one sandbox running before the others were
 // created: floor-*). Then every sandbox is deleted and nothing may be left:
 // no process under the server, no mount under the driver's data directory
@@ -447,6 +448,7 @@ func BenchmarkDensity(b *testing.B) {
 		b.ReportMetric(float64(growth)/float64(n)/(1<<20), "server-MiB")
 		b.ReportMetric(float64(kernelMemory()-kern0)/float64(n)/(1<<20), "kernel-MiB")
 		b.ReportMetric(float64(len(procs))/float64(n+1), "procs")
+		b.ReportMetric(float64(m.threads)/float64(n+1), "threads")
 		lat := e.execTrueLatencies(b, ids, 500)
 		b.ReportMetric(pctl(lat, .5), "exec-p50-ms")
 		b.ReportMetric(pctl(lat, .99), "exec-p99-ms")
