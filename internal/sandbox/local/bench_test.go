@@ -150,3 +150,44 @@ func BenchmarkCreateFirstExecOCI(b *testing.B) {
 	ref, _ := pushBusybox(b)
 	benchCreateFirstExec(b, sandbox.Spec{ImageBase: ref, DockerfileCommands: []string{"RUN echo built > /built", "ENV X=1"}})
 }
+
+// BenchmarkExecTrueIdle: exec of true in a sandbox whose agent has gone
+// idle (it ended its spare threads, which it makes again before the
+// start: agent.Spawner), beside the same exec right after another
+// (warm-p50-ms). Waiting for the agent to go idle is not timed.
+func BenchmarkExecTrueIdle(b *testing.B) {
+	d := newTestDriver(b, "")
+	ctx := context.Background()
+	ref, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: sandbox.Spec{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Destroy(ctx, ref)
+	execTrue := func() time.Duration {
+		start := time.Now()
+		st, err := d.Exec(ctx, ref, sandbox.ExecRequest{Argv: []string{"true"}})
+		if err != nil || st.Code != 0 {
+			b.Fatal(st, err)
+		}
+		return time.Since(start)
+	}
+	var cold, warm []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		for deadline := time.Now().Add(time.Minute); agentThreads(b, d, ref) > idleAgentThreads; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatalf("the agent did not go idle within a minute: %d threads", agentThreads(b, d, ref))
+			}
+		}
+		b.StartTimer()
+		cold = append(cold, execTrue())
+		b.StopTimer()
+		warm = append(warm, execTrue())
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(p50(cold), "exec-p50-ms")
+	b.ReportMetric(p99(cold), "exec-p99-ms")
+	b.ReportMetric(p50(warm), "warm-p50-ms")
+}

@@ -212,7 +212,7 @@ func TestForkBomb(t *testing.T) {
 }
 
 // agentThreads counts the threads of the sandbox's agent.
-func agentThreads(t *testing.T, d *Driver, ref sandbox.Ref) int {
+func agentThreads(t testing.TB, d *Driver, ref sandbox.Ref) int {
 	t.Helper()
 	s, _ := d.get(ref)
 	nsPid, err := d.ping(testCtx(t), &s.st)
