@@ -74,9 +74,9 @@ func dropPrivileges() error {
 // threads matter only while a process of the sandbox could take every
 // PID, and each is a host task, which an idle sandbox should not cost.
 type Spawner struct {
-	warm int           // spare threads: WarmThreads(warm) before a start
-	turn chan struct{} // holds one token: whoever has it starts, or sheds
-	check *time.Timer // the next look for an empty sandbox (idle)
+	warm  int           // spare threads: WarmThreads(warm) before a start
+	turn  chan struct{} // holds one token: whoever has it starts, or sheds
+	check *time.Timer   // the next look for an empty sandbox (idle)
 	// looking is set while check is set to fire: a request then leaves it
 	// be (touch).
 	looking atomic.Bool
