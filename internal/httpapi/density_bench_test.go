@@ -296,7 +296,7 @@ func (e *perfEnv) execTrueLatencies(b *testing.B, ids []string, n int) []time.Du
 
 // BenchmarkSandboxMemory: the host memory one idle sandbox costs,
 // sandboxMemCount sandboxes (local driver, default spec) each after one
-// `exec true`: the PSS (proportional set size: a page shared by k
+// `exec true` and 7 idle seconds: the PSS (proportional set size: a page shared by k
 // processes counts 1/k to each) of the host processes per sandbox
 // (pss-MiB; anon-MiB and file-MiB its anonymous and file-backed parts;
 // agent- and bwrap-pss-MiB by process), processes and threads per
@@ -309,7 +309,9 @@ func BenchmarkSandboxMemory(b *testing.B) {
 	for range b.N {
 		ids, _ := e.createSandboxes(b, sandboxMemCount, 2)
 		e.execTrueLatencies(b, ids, len(ids))
-		time.Sleep(time.Second)
+		// Idle: an agent ends its spare threads once its sandbox has been
+		// empty for 5 s (agent.Spawner).
+		time.Sleep(7 * time.Second)
 		m := sumMemory(descendants())
 		n := float64(sandboxMemCount)
 		floor := bareBwrapMemory(b, sandboxMemCount)
