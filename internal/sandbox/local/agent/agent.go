@@ -220,7 +220,7 @@ func shedThreads(keep int) {
 	}
 	var locked, done sync.WaitGroup
 	release := make(chan struct{})
-	main := os.Getpid()
+	mainThread := os.Getpid() // its thread ID is the process ID
 	for range n {
 		locked.Add(1)
 		done.Add(1)
@@ -229,7 +229,7 @@ func shedThreads(keep int) {
 			runtime.LockOSThread()
 			locked.Done()
 			<-release
-			if unix.Gettid() == main {
+			if unix.Gettid() == mainThread {
 				runtime.UnlockOSThread()
 			}
 		}()
