@@ -215,7 +215,10 @@ const idleThreads = 3
 // PIDs of threads the runtime may make meanwhile.
 func shedThreads(keep int) {
 	n := countThreads() - keep
-	if n <= 0 {
+	if n <= 2 {
+		// What a shed leaves anyway (see idleThreads): a look after each
+		// request to an idle agent would otherwise end a thread that the
+		// next request makes again.
 		return
 	}
 	var locked, done sync.WaitGroup
