@@ -84,8 +84,32 @@ func dialAgent(ctx context.Context, path string) (*net.UnixConn, error) {
 	return c.(*net.UnixConn), nil
 }
 
+// prewarm asks ref's agent to make its spare threads now (agent.Spawner's
+// Prewarm); best effort, bounded by a second.
+func (d *Driver) prewarm(ref sandbox.Ref) {
+	s, err := d.get(ref)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	st, gone := s.st, s.gone
+	s.mu.Unlock()
+	if gone {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, _ = d.agentOp(ctx, &st, "warm")
+}
+
 // ping asks the agent for its PID; it proves the sandbox accepts execs.
 func (d *Driver) ping(ctx context.Context, st *state) (int, error) {
+	return d.agentOp(ctx, st, "ping")
+}
+
+// agentOp sends the agent a request of op alone and returns the PID its
+// reply carries.
+func (d *Driver) agentOp(ctx context.Context, st *state, op string) (int, error) {
 	c, err := dialAgent(ctx, st.socket())
 	if err != nil {
 		return 0, err
@@ -93,16 +117,16 @@ func (d *Driver) ping(ctx context.Context, st *state) (int, error) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	frame, err := agent.EncodeRequest(agent.Request{Op: "ping"})
+	frame, err := agent.EncodeRequest(agent.Request{Op: op})
 	if err != nil {
 		return 0, err
 	}
 	if _, err := c.Write(frame); err != nil {
-		return 0, fmt.Errorf("ping agent: %w", err)
+		return 0, fmt.Errorf("%s agent: %w", op, err)
 	}
 	var rep agent.Reply
 	if err := json.NewDecoder(c).Decode(&rep); err != nil {
-		return 0, fmt.Errorf("ping agent: %w", err)
+		return 0, fmt.Errorf("%s agent: %w", op, err)
 	}
 	return rep.Pid, nil
 }

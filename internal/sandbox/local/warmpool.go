@@ -217,6 +217,9 @@ func (d *Driver) fromWarmPool(req sandbox.CreateRequest) (ref sandbox.Ref, key s
 	if ref, ok := d.warm.take(key); ok {
 		d.warmHits.Inc()
 		d.warmRefillLater(ref, key, req)
+		// Its agent may have let its spare threads go while it waited:
+		// have them made while the create answers, not at the first exec.
+		go d.prewarm(ref)
 		return ref, "", true
 	}
 	d.warmMisses.Inc()

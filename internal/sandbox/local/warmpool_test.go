@@ -207,3 +207,53 @@ func TestWarmRefillAfterFirstExec(t *testing.T) {
 	mustSh(t, d, taken, "true")
 	warmReady(t, d, sp, 1)
 }
+
+// TestWarmPoolPrewarms: a pooled sandbox whose agent let its spare threads
+// go while it waited has them made again as it is taken, before its first
+// exec asks (which would otherwise wait for them).
+func TestWarmPoolPrewarms(t *testing.T) {
+	requireHost(t)
+	d, err := New(Options{DataDir: t.TempDir(), InitBinary: initBin, WarmPool: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	if d.cgMode == cgroupNone {
+		t.Skip("why: no cgroups on this host (the agent keeps its threads without a pids limit)")
+	}
+	sp := sandbox.Spec{ImageBase: "host", MemoryMB: 256}
+	newSB := func() (sandbox.Ref, string) {
+		var log bytes.Buffer
+		ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "owner1", Spec: sp, Log: &log})
+		if err != nil {
+			t.Fatalf("Create: %v\n%s", err, log.String())
+		}
+		t.Cleanup(func() { _ = d.Destroy(context.Background(), ref) })
+		return ref, log.String()
+	}
+	newSB()
+	warmReady(t, d, sp, 1)
+	key, _ := warmKey(sandbox.CreateRequest{Spec: sp})
+	d.warm.mu.Lock()
+	pooled := d.warm.ready[key][0]
+	d.warm.mu.Unlock()
+	if n, ok := waitAgentThreads(t, d, pooled, func(n int) bool { return n <= idleAgentThreads }); !ok {
+		t.Fatalf("the pooled sandbox's agent keeps %d threads idle, want at most %d", n, idleAgentThreads)
+	}
+	taken, log := newSB()
+	if taken != pooled || !strings.Contains(log, "taken from the warm pool") {
+		t.Fatalf("the create did not take the pooled sandbox %s (got %s):\n%s", pooled, taken, log)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := agentThreads(t, d, taken)
+		if n > idleAgentThreads {
+			t.Logf("taken sandbox's agent: %d threads before any exec", n)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the taken sandbox's agent still has %d threads 10 s after the take, want its spare ones made", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -135,6 +135,26 @@ func (s *Spawner) Start(ctx context.Context, path string, argv []string, attr *o
 	return p, err
 }
 
+// Prewarm makes the spare threads now if the agent let them go, so that a
+// command expected soon (a sandbox just taken from the warm pool) does not
+// wait for them: the driver asks while its create answers.
+func (s *Spawner) Prewarm(ctx context.Context) {
+	select {
+	case <-s.turn:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { s.turn <- struct{}{} }()
+	if !s.spare {
+		WarmThreads(s.warm)
+		s.spare = true
+	}
+	if !s.closed {
+		s.every = idleAfter
+		s.lookIn(s.every)
+	}
+}
+
 // lookIn sets the next look for an empty sandbox d from now.
 func (s *Spawner) lookIn(d time.Duration) {
 	s.looking.Store(true)
@@ -367,6 +387,9 @@ func handle(ctx context.Context, c *net.UnixConn, sp *Spawner, base []string, st
 	enc := json.NewEncoder(c)
 	switch req.Op {
 	case "ping":
+		return enc.Encode(Reply{Pid: os.Getpid()})
+	case "warm":
+		sp.Prewarm(ctx)
 		return enc.Encode(Reply{Pid: os.Getpid()})
 	case "exec":
 		return runExec(ctx, c, enc, req, sp, base, files, starting)

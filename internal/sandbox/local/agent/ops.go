@@ -31,7 +31,7 @@ var ops = map[string]Op{}
 // RegisterOp adds an op by name. It is called from init functions only
 // (the map is not locked), one file per feature.
 func RegisterOp(name string, op Op) {
-	if _, dup := ops[name]; dup || name == "exec" || name == "ping" {
+	if _, dup := ops[name]; dup || name == "exec" || name == "ping" || name == "warm" {
 		panic("agent: op " + name + " registered twice")
 	}
 	ops[name] = op

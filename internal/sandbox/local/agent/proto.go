@@ -36,7 +36,7 @@ type Init struct {
 
 // Request is one driver request.
 type Request struct {
-	Op   string   `json:"op"` // "exec" | "ping"
+	Op   string   `json:"op"` // "exec" | "ping" | "warm" (make the spare threads now)
 	Argv []string `json:"argv,omitempty"`
 	Env  []string `json:"env,omitempty"` // overrides of the base environment
 	Dir  string   `json:"dir,omitempty"`
