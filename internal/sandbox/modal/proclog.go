@@ -209,28 +209,19 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// followAcquire counts a reader of a kept log that Close waits for.
-func (d *Driver) followAcquire() error {
-	d.watchMu.Lock()
-	defer d.watchMu.Unlock()
-	if d.watchClosed {
-		return errs.E(errs.Unavailable, "the server is shutting down")
-	}
-	d.watchWG.Add(1)
-	return nil
-}
-
 // keptLogs streams process pid's log as the sandbox keeps it (see
 // Processes.ProcessLogs), through an exec of proc.py.
 func (d *Driver) keptLogs(ctx context.Context, r sandbox.Ref, pid int, follow bool, from int64, ready func(), fn func(sandbox.ProcessOutput) error, notFound error) error {
-	h, _, err := d.handle(r)
+	h, x, err := d.handle(r)
 	if err != nil {
 		return err
 	}
-	if err := d.followAcquire(); err != nil {
+	// A reader is an exec in the sandbox like a watcher: it counts against
+	// the same per-sandbox bound, and Close waits for it the same way.
+	if err := d.watchAcquire(x.SandboxID); err != nil {
 		return err
 	}
-	defer d.watchWG.Done()
+	defer d.watchRelease(x.SandboxID)
 	fl := "0"
 	if follow {
 		fl = "1"

@@ -361,3 +361,40 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// TestKeptLogReadersAreBounded: each follower of a kept log is an exec in
+// the sandbox, so they count against the sandbox's bound on watches: one
+// more than that is refused, not another process in the sandbox.
+func TestKeptLogReadersAreBounded(t *testing.T) {
+	d1, ref, restarted := restartSandbox(t, sandbox.Spec{})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	p, err := d1.StartProcess(ctx, ref, sandbox.ProcessSpec{Command: []string{"sh", "-c", "echo up; exec sleep 600"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, st := run(t, d1, ref, "i=0; until grep -q up /tmp/.techboss/procs/"+strconv.Itoa(p.PID)+"/cur 2>/dev/null; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.05; done"); st.Code != 0 {
+		t.Fatal("the process's log did not appear")
+	}
+	d := restarted()
+	ended := make(chan error, modal.MaxWatches)
+	for range modal.MaxWatches {
+		ready := make(chan struct{})
+		go func() {
+			ended <- d.ProcessLogs(ctx, ref, p.PID, true, 0, func() { close(ready) }, func(sandbox.ProcessOutput) error { return nil })
+		}()
+		select {
+		case <-ready:
+		case err := <-ended:
+			t.Fatalf("a follower of the kept log ended early: %v", err)
+		}
+	}
+	err = d.ProcessLogs(ctx, ref, p.PID, true, 0, nil, func(sandbox.ProcessOutput) error { return nil })
+	if errs.KindOf(err) != errs.TooMany {
+		t.Errorf("follower %d of a kept log: %v, want too many", modal.MaxWatches+1, err)
+	}
+	cancel()
+	for range modal.MaxWatches {
+		<-ended
+	}
+}

@@ -44,7 +44,8 @@ const (
 	// MaxWatchEntries bounds the entries (files and directories) one watch
 	// lists: each is looked at every interval.
 	MaxWatchEntries = 65536
-	// MaxWatches bounds the watches open at once in one sandbox.
+	// MaxWatches bounds the watches (and reads of processes' logs kept
+	// in the sandbox) open at once in one sandbox.
 	MaxWatches = 32
 	// watchInterval is how often the watcher looks at the tree.
 	watchInterval = 250 * time.Millisecond
@@ -74,8 +75,9 @@ type watchLine struct {
 	Field string  `json:"field"`
 }
 
-// watchAcquire counts a new watch of the sandbox, if it may have one more
-// and the driver is not closing.
+// watchAcquire counts a new watch of the sandbox (or a reader of a
+// process's kept log, also an exec of ours in it), if it may have one
+// more and the driver is not closing.
 func (d *Driver) watchAcquire(sandboxID string) error {
 	d.watchMu.Lock()
 	defer d.watchMu.Unlock()
@@ -83,7 +85,7 @@ func (d *Driver) watchAcquire(sandboxID string) error {
 		return errs.E(errs.Unavailable, "the server is shutting down")
 	}
 	if d.watchCount[sandboxID] >= MaxWatches {
-		return errs.E(errs.TooMany, "the sandbox has as many open watches as allowed (%d); close one first", MaxWatches)
+		return errs.E(errs.TooMany, "the sandbox has as many open watches and followed process logs as allowed (%d); close one first", MaxWatches)
 	}
 	d.watchCount[sandboxID]++
 	d.watchWG.Add(1)
