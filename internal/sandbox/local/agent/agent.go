@@ -123,16 +123,8 @@ func (s *Spawner) Start(ctx context.Context, path string, argv []string, attr *o
 		return nil, ctx.Err()
 	}
 	defer func() { s.turn <- struct{}{} }()
-	if !s.spare {
-		WarmThreads(s.warm)
-		s.spare = true
-	}
-	p, err := os.StartProcess(path, argv, attr)
-	if !s.closed {
-		s.every = idleAfter
-		s.lookIn(s.every)
-	}
-	return p, err
+	s.ready()
+	return os.StartProcess(path, argv, attr)
 }
 
 // Prewarm makes the spare threads now if the agent let them go, so that a
@@ -145,6 +137,13 @@ func (s *Spawner) Prewarm(ctx context.Context) {
 		return
 	}
 	defer func() { s.turn <- struct{}{} }()
+	s.ready()
+}
+
+// ready makes the spare threads if the agent let them go and puts the
+// next look for an empty sandbox idleAfter from now. The caller holds
+// turn.
+func (s *Spawner) ready() {
 	if !s.spare {
 		WarmThreads(s.warm)
 		s.spare = true
