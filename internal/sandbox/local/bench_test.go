@@ -95,13 +95,8 @@ func benchCreateFirstExec(b *testing.B, spec sandbox.Spec) {
 
 // BenchmarkExecTrue: one exec of true in a running sandbox.
 func BenchmarkExecTrue(b *testing.B) {
-	d := newTestDriver(b, "")
+	d, ref := benchSandbox(b)
 	ctx := context.Background()
-	ref, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: sandbox.Spec{}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.Destroy(ctx, ref)
 	var ds []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -120,13 +115,8 @@ func BenchmarkExecTrue(b *testing.B) {
 
 // BenchmarkExecOutput64MiB: throughput of a 64 MiB stdout stream.
 func BenchmarkExecOutput64MiB(b *testing.B) {
-	d := newTestDriver(b, "")
+	d, ref := benchSandbox(b)
 	ctx := context.Background()
-	ref, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: sandbox.Spec{}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.Destroy(ctx, ref)
 	b.SetBytes(64 << 20)
 	for i := 0; i < b.N; i++ {
 		var n countingDiscard
@@ -156,13 +146,8 @@ func BenchmarkCreateFirstExecOCI(b *testing.B) {
 // start: agent.Spawner), beside the same exec right after another
 // (warm-p50-ms). Waiting for the agent to go idle is not timed.
 func BenchmarkExecTrueIdle(b *testing.B) {
-	d := newTestDriver(b, "")
+	d, ref := benchSandbox(b)
 	ctx := context.Background()
-	ref, err := d.Create(ctx, sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: sandbox.Spec{}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.Destroy(ctx, ref)
 	execTrue := func() time.Duration {
 		start := time.Now()
 		st, err := d.Exec(ctx, ref, sandbox.ExecRequest{Argv: []string{"true"}})
@@ -190,4 +175,17 @@ func BenchmarkExecTrueIdle(b *testing.B) {
 	b.ReportMetric(p50(cold), "exec-p50-ms")
 	b.ReportMetric(p99(cold), "exec-p99-ms")
 	b.ReportMetric(p50(warm), "warm-p50-ms")
+}
+
+// benchSandbox is a driver and a running sandbox of the default spec on
+// it, destroyed at the benchmark's end.
+func benchSandbox(b *testing.B) (*Driver, sandbox.Ref) {
+	b.Helper()
+	d := newTestDriver(b, "")
+	ref, err := d.Create(context.Background(), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "bench", Spec: sandbox.Spec{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = d.Destroy(context.Background(), ref) })
+	return d, ref
 }

@@ -48,6 +48,19 @@ func warmDirs(t *testing.T, dataDir string) []string {
 	return out
 }
 
+// createLogged creates a sandbox of sp on d (destroyed at the test's end)
+// and returns it with its create log.
+func createLogged(t *testing.T, d *Driver, sp sandbox.Spec) (sandbox.Ref, string) {
+	t.Helper()
+	var log bytes.Buffer
+	ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "owner1", Spec: sp, Log: &log})
+	if err != nil {
+		t.Fatalf("Create: %v\n%s", err, log.String())
+	}
+	t.Cleanup(func() { _ = d.Destroy(context.Background(), ref) })
+	return ref, log.String()
+}
+
 // TestWarmPool: a create of a spec created before takes a started
 // sandbox from the pool (a fresh one: nothing of the sandbox before it),
 // the pool refills, specs the driver must start themselves are not
@@ -68,15 +81,7 @@ func TestWarmPool(t *testing.T) {
 		}
 	})
 	sp := sandbox.Spec{ImageBase: "host", MemoryMB: 256}
-	newSB := func(sp sandbox.Spec) (sandbox.Ref, string) {
-		var log bytes.Buffer
-		ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "owner1", Spec: sp, Log: &log})
-		if err != nil {
-			t.Fatalf("Create: %v\n%s", err, log.String())
-		}
-		t.Cleanup(func() { _ = d.Destroy(context.Background(), ref) })
-		return ref, log.String()
-	}
+	newSB := func(sp sandbox.Spec) (sandbox.Ref, string) { return createLogged(t, d, sp) }
 	first, log := newSB(sp)
 	if strings.Contains(log, "warm pool") {
 		t.Fatalf("the first create of a spec came from the pool:\n%s", log)
@@ -177,14 +182,7 @@ func TestWarmRefillAfterFirstExec(t *testing.T) {
 	d.warm.refillDelay = time.Hour // only the first exec starts it
 	sp := sandbox.Spec{ImageBase: "host", MemoryMB: 256}
 	key, _ := warmKey(sandbox.CreateRequest{Spec: sp})
-	create := func() sandbox.Ref {
-		ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "owner1", Spec: sp})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = d.Destroy(context.Background(), ref) })
-		return ref
-	}
+	create := func() sandbox.Ref { ref, _ := createLogged(t, d, sp); return ref }
 	create()
 	warmReady(t, d, sp, 1)
 	taken := create()
@@ -222,16 +220,7 @@ func TestWarmPoolPrewarms(t *testing.T) {
 		t.Skip("why: no cgroups on this host (the agent keeps its threads without a pids limit)")
 	}
 	sp := sandbox.Spec{ImageBase: "host", MemoryMB: 256}
-	newSB := func() (sandbox.Ref, string) {
-		var log bytes.Buffer
-		ref, err := d.Create(testCtx(t), sandbox.CreateRequest{ID: sandboxtest.NewID(), OwnerID: "owner1", Spec: sp, Log: &log})
-		if err != nil {
-			t.Fatalf("Create: %v\n%s", err, log.String())
-		}
-		t.Cleanup(func() { _ = d.Destroy(context.Background(), ref) })
-		return ref, log.String()
-	}
-	newSB()
+	createLogged(t, d, sp)
 	warmReady(t, d, sp, 1)
 	key, _ := warmKey(sandbox.CreateRequest{Spec: sp})
 	d.warm.mu.Lock()
@@ -240,7 +229,7 @@ func TestWarmPoolPrewarms(t *testing.T) {
 	if n, ok := waitAgentThreads(t, d, pooled, func(n int) bool { return n <= idleAgentThreads }); !ok {
 		t.Fatalf("the pooled sandbox's agent keeps %d threads idle, want at most %d", n, idleAgentThreads)
 	}
-	taken, log := newSB()
+	taken, log := createLogged(t, d, sp)
 	if taken != pooled || !strings.Contains(log, "taken from the warm pool") {
 		t.Fatalf("the create did not take the pooled sandbox %s (got %s):\n%s", pooled, taken, log)
 	}
