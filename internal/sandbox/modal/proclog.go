@@ -235,19 +235,7 @@ func (d *Driver) keptLogs(ctx context.Context, r sandbox.Ref, pid int, follow bo
 		return mapErr(err, "process logs")
 	}
 	stopBeat := make(chan struct{})
-	d.procWG.Go(func() {
-		t := time.NewTicker(procReadHeartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				_, _ = cp.Stdin.Write([]byte("\n"))
-			case <-stopBeat:
-				_ = cp.Stdin.Close()
-				return
-			}
-		}
-	})
+	d.heartbeat(ctx, cp, procReadHeartbeat, stopBeat)
 	var wg sync.WaitGroup
 	stderr := &stderrTail{n: 4 << 10}
 	wg.Go(func() { _, _ = io.Copy(stderr, cp.Stderr) })

@@ -159,27 +159,8 @@ func (d *Driver) Watch(ctx context.Context, r sandbox.Ref, p string, recursive b
 		return mapErr(err, "watch")
 	}
 
-	// Stdin belongs to one goroutine: heartbeats, then the close. It is
-	// not waited for here (a write stuck in the SDK must not keep Watch
-	// from returning; the watcher is killed then), only by Close.
 	stopBeat := make(chan struct{})
-	d.procWG.Go(func() {
-		t := time.NewTicker(watchHeartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				if _, err := cp.Stdin.Write([]byte("\n")); err != nil {
-					d.log.DebugContext(ctx, "modal watch heartbeat", "error", err)
-				}
-			case <-stopBeat:
-				if err := cp.Stdin.Close(); err != nil {
-					d.log.DebugContext(ctx, "modal watch stdin close", "error", err)
-				}
-				return
-			}
-		}
-	})
+	d.heartbeat(ctx, cp, watchHeartbeat, stopBeat)
 	var wg sync.WaitGroup
 	stderr := &stderrTail{n: 4 << 10}
 	wg.Go(func() { _, _ = io.Copy(stderr, cp.Stderr) })
@@ -351,4 +332,30 @@ func (l *stderrTail) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// heartbeat writes a newline to the stdin of cp (a helper script of ours:
+// a watcher, a kept-log reader) every `every`, which tells it the driver
+// is still there, until stop is closed; then it closes stdin, which ends
+// the helper. Stdin belongs to this one goroutine. It is not waited for by
+// the caller (a write stuck in the SDK must not keep it from returning;
+// the helper is killed then), only by Close.
+func (d *Driver) heartbeat(ctx context.Context, cp *modalsdk.ContainerProcess, every time.Duration, stop <-chan struct{}) {
+	d.procWG.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				if _, err := cp.Stdin.Write([]byte("\n")); err != nil {
+					d.log.DebugContext(ctx, "modal helper heartbeat", "error", err)
+				}
+			case <-stop:
+				if err := cp.Stdin.Close(); err != nil {
+					d.log.DebugContext(ctx, "modal helper stdin close", "error", err)
+				}
+				return
+			}
+		}
+	})
 }
