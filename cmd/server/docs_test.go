@@ -160,23 +160,36 @@ const docsPreamble = `set -euo pipefail
 [ -f "$__STATE" ] && . "$__STATE"
 __expect() { echo "$1" > "$__EXPECTF"; }
 curl() {
-  local __hdr __rc=0 __want="" __status
+  local __hdr __body __rcf __rc=0 __want="" __status __a __fail="" __args=()
   if [ -f "$__EXPECTF" ]; then __want=$(cat "$__EXPECTF"); rm -f "$__EXPECTF"; fi
-  __hdr=$(mktemp)
-  command curl -D "$__hdr" "$@" || __rc=$?
+  # -f drops the body of an error; --fail-with-body fails the same way
+  # (exit 22) and keeps it, so a failed example shows what the server said.
+  for __a in "$@"; do
+    if [[ $__a =~ ^-[a-zA-Z]+$ && $__a == *f* ]]; then
+      __fail=1; __a=${__a//f/}
+      [ "$__a" = "-" ] && continue
+    fi
+    __args+=("$__a")
+  done
+  [ -n "$__fail" ] && __args=(--fail-with-body "${__args[@]}")
+  __hdr=$(mktemp); __body=$(mktemp); __rcf=$(mktemp)
+  { __rc=0; command curl -D "$__hdr" "${__args[@]}" || __rc=$?; echo "$__rc" > "$__rcf"; } | tee "$__body"
+  __rc=$(cat "$__rcf")
   __status=$(grep -a '^HTTP/' "$__hdr" | tail -n 1 | awk '{print $2}')
-  rm -f "$__hdr"
+  rm -f "$__hdr" "$__rcf"
   echo "${__status:-none} ${__rc} ${__want:-2xx}" >> "$__CALLS"
   if [ -n "$__want" ]; then
+    rm -f "$__body"
     if [ "$__status" != "$__want" ]; then echo "docs test: HTTP ${__status:-none}, want $__want" >&2; return 1; fi
     return 0
   fi
   # A stream that does not end by itself is shown with --max-time: its
   # timeout (exit 28) after a 2xx answer is the example working.
   if [ "$__rc" = 28 ] && [[ " $* " == *" --max-time "* ]]; then __rc=0; fi
-  if [ "$__rc" != 0 ]; then echo "docs test: curl exited $__rc (HTTP ${__status:-none})" >&2; return "$__rc"; fi
-  case "$__status" in 2??) return 0;; esac
-  echo "docs test: HTTP ${__status:-none}, want 2xx" >&2
+  case "$__rc $__status" in "0 2"??) rm -f "$__body"; return 0;; esac
+  echo "docs test: curl exited $__rc (HTTP ${__status:-none}, want 2xx); the body: $(head -c 2000 "$__body")" >&2
+  rm -f "$__body"
+  [ "$__rc" != 0 ] && return "$__rc"
   return 1
 }
 __save() {
