@@ -367,20 +367,39 @@ func OpenPTY() (master, slave *os.File, err error) {
 }
 
 // SetPTYSize sets a terminal's window size; the kernel sends SIGWINCH to
-// its foreground process group.
+// its foreground process group. It reads the size back and sets it again
+// when it did not take: under gVisor a TIOCSWINSZ that returned success
+// now and then left the old size (once in about 200 loaded runs of
+// TestPTYShellRunsc, the read-back right after it gave the old size, and
+// so did the shell's stty seconds later).
 func SetPTYSize(f *os.File, cols, rows uint16) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var ierr error
-	if err := rc.Control(func(fd uintptr) {
-		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: cols, Row: rows})
-	}); err != nil {
-		return err
+	want := &unix.Winsize{Col: cols, Row: rows}
+	var got *unix.Winsize
+	for range setSizeTries {
+		var ierr error
+		if err := rc.Control(func(fd uintptr) {
+			if ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, want); ierr == nil {
+				got, ierr = unix.IoctlGetWinsize(int(fd), unix.TIOCGWINSZ)
+			}
+		}); err != nil {
+			return err
+		}
+		if ierr != nil {
+			return ierr
+		}
+		if got.Col == cols && got.Row == rows {
+			return nil
+		}
 	}
-	return ierr
+	return fmt.Errorf("set the terminal to %dx%d: it stayed %dx%d", cols, rows, got.Col, got.Row)
 }
+
+// setSizeTries bounds SetPTYSize's attempts.
+const setSizeTries = 5
 
 // loginShell returns the shell /etc/passwd names for the user (name or
 // uid), or the first of bash and sh that exists.
