@@ -466,6 +466,15 @@ except urllib.error.HTTPError as e:
 		r.data(t, &out)
 		return strings.TrimSpace(out.Stdout)
 	}
+	// The run's call after the tool result must hold the Hang before the
+	// probe's answer is scripted: a probe first in line would take the
+	// Hang, and the run the probe's answer, and end (the run's cancel
+	// below then found it finished).
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := h.model.AwaitScriptTaken(ctx); err != nil {
+		t.Fatal(err)
+	}
 	h.model.Script(modeltest.Text("probe answer"))
 	if got := probe(h.alice, sbA, aliceURL, aliceTok); got != "200" {
 		t.Errorf("alice's token in alice's sandbox: %s, want 200", got)

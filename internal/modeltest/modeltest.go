@@ -207,6 +207,26 @@ func (s *Server) Script(replies ...Reply) {
 	s.script = append(s.script, replies...)
 }
 
+// AwaitScriptTaken blocks until every scripted reply has been taken by a
+// request (a reply repeated n times counts n) or ctx is done.
+func (s *Server) AwaitScriptTaken(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		left := len(s.script)
+		s.mu.Unlock()
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("modeltest: %d scripted replies not taken: %w", left, ctx.Err())
+		}
+	}
+}
+
 // Reset replaces the rest of the script.
 func (s *Server) Reset(replies ...Reply) {
 	s.mu.Lock()
