@@ -266,7 +266,11 @@ func TestProcessLogRing(t *testing.T) {
 	}
 	before := rss()
 	defer func() { t.Logf("agent RSS %s before, %s after 10 MiB of output", before, rss()) }()
-	p, err := d.StartProcess(testCtx(t), ref, sandbox.ProcessSpec{Command: []string{"sh", "-c", "head -c " + strconv.Itoa(total) + " /dev/zero | tr '\\0' a; echo; head -c 100000 /dev/zero | tr '\\0' b >&2"}})
+	// The agent reads stdout and stderr on a goroutine each, so two streams
+	// have no order shorter than a scheduling delay (on a loaded machine,
+	// stdout's last newline was once kept after stderr's first b's): the
+	// sleep orders them for the offsets checked below.
+	p, err := d.StartProcess(testCtx(t), ref, sandbox.ProcessSpec{Command: []string{"sh", "-c", "head -c " + strconv.Itoa(total) + " /dev/zero | tr '\\0' a; echo; sleep 1; head -c 100000 /dev/zero | tr '\\0' b >&2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
